@@ -1,0 +1,49 @@
+//! Dense integer ids. Every entity lives in a `Vec` indexed by its id, so a
+//! lookup on the validate path is an index, not a hash (style.md: String keys
+//! cost 3-6x an integer key).
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub u32);
+
+        impl $name {
+            /// Index into the engine's table for this entity.
+            #[inline]
+            pub fn index(self) -> usize {
+                self.0 as usize
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!($prefix, "{}"), self.0)
+            }
+        }
+    };
+}
+
+id_type!(/// An organization (or a personal profile).
+    OrgId, "org-");
+id_type!(/// A person who can sign in to the admin API.
+    UserId, "user-");
+id_type!(/// A community, building complex or rental listing, with one time zone.
+    SiteId, "site-");
+id_type!(/// A building inside a site.
+    BuildingId, "bldg-");
+id_type!(/// A floor of a building (served by a lift or not).
+    FloorId, "floor-");
+id_type!(/// An apartment or unit on a floor.
+    UnitId, "unit-");
+id_type!(/// An access point.
+    DoorId, "door-");
+id_type!(/// A lock, keypad, door sensor or door phone.
+    DeviceId, "dev-");
+id_type!(/// Whoever a credential is for: a member, guest, courier or visitor.
+    HolderId, "holder-");
+id_type!(/// One credential (a PIN, QR key, card, BLE pass or fallback code).
+    CredentialId, "cred-");
+id_type!(/// A guest stay tied to a reservation.
+    StayId, "stay-");

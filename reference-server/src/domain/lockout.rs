@@ -1,0 +1,131 @@
+//! Keypad brute-force lockout: `max_wrong` wrong PINs within `window_s`
+//! seconds lock the keypad for `lockout_s` seconds (real keypads: 3-5 tries,
+//! 10-60 s). A correct PIN clears the count, as on the hardware.
+
+use jiff::{SignedDuration, Timestamp};
+
+/// The most wrong tries a policy may count (bounds the per-keypad state).
+pub const MAX_WRONG_LIMIT: u8 = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockoutPolicy {
+    pub max_wrong: u8,
+    pub window_s: u32,
+    pub lockout_s: u32,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        LockoutPolicy {
+            max_wrong: 5,
+            window_s: 60,
+            lockout_s: 30,
+        }
+    }
+}
+
+impl LockoutPolicy {
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.max_wrong == 0 || self.max_wrong > MAX_WRONG_LIMIT {
+            return Err("max_wrong must be between 1 and 16");
+        }
+        if self.window_s == 0 || self.lockout_s == 0 {
+            return Err("window_s and lockout_s must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// One keypad's recent wrong tries: a ring of at most `MAX_WRONG_LIMIT` times.
+#[derive(Clone, Debug, Default)]
+pub struct Lockout {
+    wrong: [Option<Timestamp>; MAX_WRONG_LIMIT as usize],
+    next: usize,
+    locked_until: Option<Timestamp>,
+}
+
+impl Lockout {
+    pub fn is_locked(&self, now: Timestamp) -> bool {
+        self.locked_until.is_some_and(|t| now < t)
+    }
+
+    pub fn locked_until(&self) -> Option<Timestamp> {
+        self.locked_until
+    }
+
+    /// Records a wrong PIN; returns true if this try locked the keypad.
+    pub fn record_wrong(&mut self, now: Timestamp, p: &LockoutPolicy) -> bool {
+        let n = usize::from(p.max_wrong.clamp(1, MAX_WRONG_LIMIT));
+        self.wrong[self.next % n] = Some(now);
+        self.next = (self.next + 1) % n;
+        let since = now - SignedDuration::from_secs(i64::from(p.window_s));
+        let recent = self.wrong[..n]
+            .iter()
+            .filter(|t| t.is_some_and(|t| t > since))
+            .count();
+        if recent >= n {
+            self.locked_until = Some(now + SignedDuration::from_secs(i64::from(p.lockout_s)));
+            self.wrong = Default::default();
+            self.next = 0;
+            return true;
+        }
+        false
+    }
+
+    pub fn record_success(&mut self) {
+        self.wrong = Default::default();
+        self.next = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn locks_after_n_wrong_within_window_and_unlocks_after_t() {
+        let p = LockoutPolicy {
+            max_wrong: 3,
+            window_s: 60,
+            lockout_s: 30,
+        };
+        let mut l = Lockout::default();
+        assert!(!l.record_wrong(t(0), &p));
+        assert!(!l.record_wrong(t(10), &p));
+        assert!(l.record_wrong(t(20), &p));
+        assert!(l.is_locked(t(49)));
+        assert!(!l.is_locked(t(50)));
+    }
+
+    #[test]
+    fn slow_tries_outside_the_window_do_not_lock() {
+        let p = LockoutPolicy {
+            max_wrong: 3,
+            window_s: 60,
+            lockout_s: 30,
+        };
+        let mut l = Lockout::default();
+        for i in 0..10 {
+            assert!(!l.record_wrong(t(i * 31), &p), "try {i}");
+        }
+    }
+
+    #[test]
+    fn a_correct_pin_clears_the_count() {
+        let p = LockoutPolicy {
+            max_wrong: 3,
+            window_s: 60,
+            lockout_s: 30,
+        };
+        let mut l = Lockout::default();
+        l.record_wrong(t(0), &p);
+        l.record_wrong(t(1), &p);
+        l.record_success();
+        assert!(!l.record_wrong(t(2), &p));
+    }
+}

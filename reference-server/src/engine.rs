@@ -1,0 +1,1873 @@
+//! The access engine: the whole domain state, one entry point for every
+//! change (`apply`), and the credential check (`validate`).
+//!
+//! Time is always an argument: the server passes the system clock, the
+//! simulator its virtual or real clock. `validate` takes `&self` so that many
+//! checks can run at once under a read lock; the only state a check changes
+//! (use counts and keypad lockouts) is kept in atomics and per-device mutexes.
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use parking_lot::Mutex;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::*;
+use crate::error::EngineError;
+
+/// Longest name the engine stores (organizations, sites, doors, codes...).
+pub const MAX_NAME_LEN: usize = 200;
+/// Most doors one credential may open.
+pub const MAX_DOORS_PER_CREDENTIAL: usize = 1_000;
+/// Most floors a lift can serve from one door.
+pub const MAX_LIFT_FLOORS: usize = 256;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Signs and checks QR and BLE tokens.
+    pub token_key: TokenKey,
+    /// Seeds PIN generation, so a simulated run is reproducible.
+    pub seed: u64,
+}
+
+/// A person who can sign in. Tokens live in the server, not here.
+#[derive(Clone, Debug, Serialize)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub email: String,
+}
+
+/// How the PIN of a new code is chosen.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum PinSpec {
+    /// Random, `digits` long (guest, temp and delivery codes always are).
+    Generate { digits: u8 },
+    /// A resident picks their own (custom PIN rules apply).
+    Custom(String),
+    /// An admin types it (length, shape and uniqueness rules apply).
+    Manual(String),
+    /// Already chosen: what the durable log records, so a replay does not
+    /// draw again.
+    Resolved { pin: Pin, origin: Origin },
+}
+
+impl std::fmt::Debug for PinSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PinSpec::Generate { digits } => write!(f, "Generate({digits})"),
+            PinSpec::Custom(_) => f.write_str("Custom(redacted)"),
+            PinSpec::Manual(_) => f.write_str("Manual(redacted)"),
+            PinSpec::Resolved { origin, .. } => write!(f, "Resolved({origin:?}, redacted)"),
+        }
+    }
+}
+
+/// The secret of a new credential.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SecretSpec {
+    Pin { pin: PinSpec },
+    Card { number: u64 },
+    Qr,
+    Ble,
+}
+
+/// Everything needed to issue a credential.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issue {
+    pub holder: HolderId,
+    pub name: String,
+    pub secret: SecretSpec,
+    pub schedule: Schedule,
+    pub doors: Vec<DoorId>,
+    /// Add the site's common-area doors (guest access to a unit includes the
+    /// community's perimeter doors, seeds/002).
+    #[serde(default)]
+    pub include_common_areas: bool,
+    #[serde(default)]
+    pub floors: FloorScope,
+}
+
+/// One device's answer for one code in a sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResult {
+    pub credential: CredentialId,
+    /// None: applied. Some: why the device could not.
+    pub failure: Option<SyncFailure>,
+}
+
+/// What a device must change to match the engine.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncBatch {
+    /// Bumped on every change for this device.
+    pub version: u64,
+    pub set: Vec<(CredentialId, Secret)>,
+    pub remove: Vec<CredentialId>,
+}
+
+impl SyncBatch {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Every change to the engine. `apply` authorizes it, performs it and
+/// returns the resolved form (generated values filled in) for the durable log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    CreateUser {
+        name: String,
+        email: String,
+    },
+    CreateOrganization {
+        name: String,
+        description: String,
+        owner: UserId,
+        personal: bool,
+    },
+    UpdateOrganization {
+        org: OrgId,
+        name: String,
+        description: String,
+    },
+    SetMember {
+        org: OrgId,
+        user: UserId,
+        role: Role,
+    },
+    RemoveMember {
+        org: OrgId,
+        user: UserId,
+    },
+    CreateSite {
+        org: OrgId,
+        name: String,
+        time_zone: String,
+        settings: SiteSettings,
+    },
+    UpdateSiteSettings {
+        site: SiteId,
+        settings: SiteSettings,
+    },
+    CreateBuilding {
+        site: SiteId,
+        name: String,
+    },
+    CreateFloor {
+        building: BuildingId,
+        number: i16,
+    },
+    CreateUnit {
+        floor: FloorId,
+        name: String,
+    },
+    CreateDoor {
+        site: SiteId,
+        name: String,
+        common_area: bool,
+        unit: Option<UnitId>,
+        lift_floors: Vec<FloorId>,
+    },
+    CreateDevice {
+        door: DoorId,
+        kind: DeviceKind,
+        connectivity: Connectivity,
+        name: String,
+        location: String,
+        linked_to: Option<DeviceId>,
+        code_slots: u16,
+    },
+    UpdateGuestSettings {
+        device: DeviceId,
+        settings: GuestSettings,
+    },
+    LinkListing {
+        device: DeviceId,
+        listing: String,
+    },
+    UnlinkListing {
+        device: DeviceId,
+        listing: String,
+    },
+    CreateHolder {
+        org: OrgId,
+        name: String,
+        kind: HolderKind,
+        user: Option<UserId>,
+        floors: FloorScope,
+    },
+    SetHolderDisabled {
+        holder: HolderId,
+        disabled: bool,
+    },
+    IssueCredential(Issue),
+    /// Change a PIN: a new code replaces the old one lock by lock, as each
+    /// lock confirms it.
+    ChangePin {
+        credential: CredentialId,
+        pin: PinSpec,
+    },
+    SetCredentialDisabled {
+        credential: CredentialId,
+        disabled: bool,
+    },
+    RevokeCredential {
+        credential: CredentialId,
+    },
+    CreateStay {
+        holder: HolderId,
+        check_in_at: Timestamp,
+        check_out_at: Timestamp,
+    },
+    CheckIn {
+        stay: StayId,
+    },
+    CheckOut {
+        stay: StayId,
+    },
+    /// Pre-load `pins` on a lock as its fallback pool (resolved: the PINs).
+    LoadFallbackPool {
+        device: DeviceId,
+        pins: Vec<PinSpec>,
+    },
+    /// Give the next free pool code of a lock to a holder.
+    AssignFallback {
+        device: DeviceId,
+        holder: HolderId,
+        name: String,
+        schedule: Schedule,
+    },
+    /// The sync batch of `version` was sent to the device.
+    SyncSent {
+        device: DeviceId,
+        version: u64,
+    },
+    SyncAck {
+        device: DeviceId,
+        results: Vec<SyncResult>,
+    },
+    /// Re-applies a grant's use after a restart (written by the store).
+    RestoreUse {
+        credential: CredentialId,
+        door: DoorId,
+    },
+}
+
+/// What `apply` made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    User(UserId),
+    Organization(OrgId),
+    Site(SiteId),
+    Building(BuildingId),
+    Floor(FloorId),
+    Unit(UnitId),
+    Door(DoorId),
+    Device(DeviceId),
+    Holder(HolderId),
+    Credential(CredentialId),
+    Stay(StayId),
+    Credentials(Vec<CredentialId>),
+    Done,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub outcome: Outcome,
+    /// The command as performed: what the durable log stores.
+    pub logged: Command,
+}
+
+/// A credential as presented at a device.
+#[derive(Clone, Copy, Debug)]
+pub enum Presented<'a> {
+    Pin(Pin),
+    Card(u64),
+    Qr(&'a str),
+    Ble(&'a str),
+}
+
+impl Presented<'_> {
+    pub fn kind(&self) -> CredentialKind {
+        match self {
+            Presented::Pin(_) => CredentialKind::Pin,
+            Presented::Card(_) => CredentialKind::Card,
+            Presented::Qr(_) => CredentialKind::Qr,
+            Presented::Ble(_) => CredentialKind::Ble,
+        }
+    }
+}
+
+/// One credential check.
+#[derive(Clone, Copy, Debug)]
+pub struct Check<'a> {
+    pub device: DeviceId,
+    pub presented: Presented<'a>,
+    /// The lift floor asked for at a door phone, if any.
+    pub floor: Option<FloorId>,
+}
+
+struct DeviceEntry {
+    device: Device,
+    lockout: Mutex<Lockout>,
+    sync_version: u64,
+    /// Fallback codes pre-loaded on this lock and not yet given out.
+    fallback_pool: Vec<CredentialId>,
+}
+
+pub struct Engine {
+    token_key: TokenKey,
+    rng: ChaCha8Rng,
+    users: Vec<User>,
+    orgs: Vec<Organization>,
+    roles: FxHashMap<(UserId, OrgId), Role>,
+    sites: Vec<Site>,
+    buildings: Vec<Building>,
+    floors: Vec<Floor>,
+    units: Vec<Unit>,
+    doors: Vec<Door>,
+    /// Devices installed at each door.
+    door_devices: Vec<Vec<DeviceId>>,
+    /// Credentials that open each door (the lock's code list).
+    door_credentials: Vec<Vec<CredentialId>>,
+    devices: Vec<DeviceEntry>,
+    holders: Vec<Holder>,
+    /// The fallback-pool holder of each organization, made on first use.
+    pool_holders: FxHashMap<OrgId, HolderId>,
+    stays: Vec<Stay>,
+    credentials: Vec<Credential>,
+    /// (door, PIN key) -> credential: the keypad lookup.
+    pin_index: FxHashMap<(DoorId, u64), CredentialId>,
+    /// (site, card number) -> credential.
+    card_index: FxHashMap<(SiteId, u64), CredentialId>,
+}
+
+fn check_name(field: &'static str, s: &str) -> Result<(), EngineError> {
+    if s.trim().is_empty() {
+        return Err(EngineError::invalid(field, "must not be empty"));
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err(EngineError::invalid(
+            field,
+            format!("at most {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn get<'a, T>(v: &'a [T], kind: &'static str, id: u32) -> Result<&'a T, EngineError> {
+    v.get(id as usize)
+        .ok_or_else(|| EngineError::not_found(kind, id))
+}
+
+fn next_id(len: usize, kind: &'static str) -> Result<u32, EngineError> {
+    u32::try_from(len).map_err(|_| EngineError::invalid(kind, "too many"))
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Engine {
+        Engine {
+            token_key: config.token_key,
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            users: Vec::new(),
+            orgs: Vec::new(),
+            roles: FxHashMap::default(),
+            sites: Vec::new(),
+            buildings: Vec::new(),
+            floors: Vec::new(),
+            units: Vec::new(),
+            doors: Vec::new(),
+            door_devices: Vec::new(),
+            door_credentials: Vec::new(),
+            devices: Vec::new(),
+            holders: Vec::new(),
+            pool_holders: FxHashMap::default(),
+            stays: Vec::new(),
+            credentials: Vec::new(),
+            pin_index: FxHashMap::default(),
+            card_index: FxHashMap::default(),
+        }
+    }
+
+    // ----- authorization -------------------------------------------------
+
+    /// The one permission check. `Actor::System` (store replay, simulator
+    /// provisioning) may do anything; a user needs a role in the org.
+    pub fn authorize(&self, actor: &Actor, action: &Action) -> Result<(), EngineError> {
+        let user = match actor {
+            Actor::System => return Ok(()),
+            Actor::User(u) => *u,
+        };
+        let org = action.org();
+        let allowed = self
+            .roles
+            .get(&(user, org))
+            .is_some_and(|role| role_allows(role, action));
+        if allowed {
+            Ok(())
+        } else {
+            Err(EngineError::Forbidden {
+                action: action.name(),
+                org,
+            })
+        }
+    }
+
+    /// May `actor` open `device`'s door remotely now? Access managers may; a
+    /// guest may where the lock allows it and they hold a currently valid
+    /// credential for the door.
+    pub fn authorize_open(
+        &self,
+        actor: &Actor,
+        device: DeviceId,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        let dev = &get(&self.devices, "device", device.0)?.device;
+        let org = self.sites[dev.site.index()].org;
+        let action = Action::OpenDoor {
+            org,
+            door: dev.door,
+        };
+        let denied = match self.authorize(actor, &action) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let Actor::User(user) = actor else {
+            return Err(denied);
+        };
+        if !self.guest_settings_for(dev).guest_can_open_remotely {
+            return Err(denied);
+        }
+        let holds_valid = self.door_credentials[dev.door.index()].iter().any(|c| {
+            let c = &self.credentials[c.index()];
+            self.holders[c.holder.index()].user == Some(*user)
+                && self.active_status(c, now) == ActiveStatus::Active
+                && self.stay_check(c, dev, now).is_ok()
+        });
+        if holds_valid {
+            Ok(())
+        } else {
+            Err(denied)
+        }
+    }
+
+    fn org_of_site(&self, site: SiteId) -> Result<OrgId, EngineError> {
+        Ok(get(&self.sites, "site", site.0)?.org)
+    }
+
+    fn org_of_device(&self, device: DeviceId) -> Result<OrgId, EngineError> {
+        let d = get(&self.devices, "device", device.0)?;
+        self.org_of_site(d.device.site)
+    }
+
+    fn access_action(&self, org: OrgId, doors: Vec<DoorId>) -> Action {
+        Action::ManageAccess { org, doors }
+    }
+
+    /// Which action a command needs.
+    fn action_for(&self, actor: &Actor, cmd: &Command) -> Result<Option<Action>, EngineError> {
+        use Command::*;
+        Ok(Some(match cmd {
+            CreateUser { .. } | SyncSent { .. } | SyncAck { .. } | RestoreUse { .. } => {
+                // Sign-up, device traffic and replay are the system's own.
+                return match actor {
+                    Actor::System => Ok(None),
+                    Actor::User(_) => Err(EngineError::Forbidden {
+                        action: "system",
+                        org: OrgId(u32::MAX),
+                    }),
+                };
+            }
+            CreateOrganization { owner, .. } => {
+                // Anyone may create an organization they will own.
+                return match actor {
+                    Actor::System => Ok(None),
+                    Actor::User(u) if u == owner => Ok(None),
+                    Actor::User(_) => Err(EngineError::Forbidden {
+                        action: "create_organization",
+                        org: OrgId(u32::MAX),
+                    }),
+                };
+            }
+            UpdateOrganization { org, .. }
+            | SetMember { org, .. }
+            | RemoveMember { org, .. }
+            | CreateSite { org, .. } => Action::ManageOrganization(*org),
+            UpdateSiteSettings { site, .. }
+            | CreateBuilding { site, .. }
+            | CreateDoor { site, .. } => Action::ManageOrganization(self.org_of_site(*site)?),
+            CreateFloor { building, .. } => Action::ManageOrganization(
+                self.org_of_site(get(&self.buildings, "building", building.0)?.site)?,
+            ),
+            CreateUnit { floor, .. } => {
+                let b = get(&self.floors, "floor", floor.0)?.building;
+                Action::ManageOrganization(
+                    self.org_of_site(get(&self.buildings, "building", b.0)?.site)?,
+                )
+            }
+            CreateDevice { door, .. } => Action::ManageOrganization(
+                self.org_of_site(get(&self.doors, "door", door.0)?.site)?,
+            ),
+            LinkListing { device, .. } | UnlinkListing { device, .. } => {
+                Action::ManageOrganization(self.org_of_device(*device)?)
+            }
+            UpdateGuestSettings { device, .. }
+            | LoadFallbackPool { device, .. }
+            | AssignFallback { device, .. } => {
+                let door = get(&self.devices, "device", device.0)?.device.door;
+                self.access_action(self.org_of_device(*device)?, vec![door])
+            }
+            CreateHolder { org, .. } => self.access_action(*org, Vec::new()),
+            SetHolderDisabled { holder, .. } => {
+                self.access_action(get(&self.holders, "holder", holder.0)?.org, Vec::new())
+            }
+            IssueCredential(issue) => {
+                let org = get(&self.holders, "holder", issue.holder.0)?.org;
+                self.access_action(org, issue.doors.clone())
+            }
+            ChangePin { credential, .. }
+            | SetCredentialDisabled { credential, .. }
+            | RevokeCredential { credential } => {
+                let c = get(&self.credentials, "credential", credential.0)?;
+                self.access_action(c.org, c.doors.clone())
+            }
+            CreateStay { holder, .. } => {
+                self.access_action(get(&self.holders, "holder", holder.0)?.org, Vec::new())
+            }
+            CheckIn { stay } | CheckOut { stay } => {
+                self.access_action(get(&self.stays, "stay", stay.0)?.org, Vec::new())
+            }
+        }))
+    }
+
+    // ----- changes ---------------------------------------------------------
+
+    /// Authorizes and performs one change. On error nothing changed.
+    pub fn apply(
+        &mut self,
+        actor: &Actor,
+        cmd: Command,
+        now: Timestamp,
+    ) -> Result<Applied, EngineError> {
+        if let Some(action) = self.action_for(actor, &cmd)? {
+            self.authorize(actor, &action)?;
+        }
+        self.perform(cmd, now)
+    }
+
+    fn perform(&mut self, cmd: Command, now: Timestamp) -> Result<Applied, EngineError> {
+        use Command::*;
+        let done = |cmd: Command| {
+            Ok(Applied {
+                outcome: Outcome::Done,
+                logged: cmd,
+            })
+        };
+        match cmd {
+            CreateUser {
+                ref name,
+                ref email,
+            } => {
+                check_name("name", name)?;
+                check_name("email", email)?;
+                if !email.contains('@') {
+                    return Err(EngineError::invalid("email", "must contain @"));
+                }
+                let id = UserId(next_id(self.users.len(), "user")?);
+                self.users.push(User {
+                    id,
+                    name: name.clone(),
+                    email: email.clone(),
+                });
+                Ok(Applied {
+                    outcome: Outcome::User(id),
+                    logged: cmd,
+                })
+            }
+            CreateOrganization {
+                ref name,
+                ref description,
+                owner,
+                personal,
+            } => {
+                check_name("name", name)?;
+                get(&self.users, "user", owner.0)?;
+                let id = OrgId(next_id(self.orgs.len(), "organization")?);
+                self.orgs.push(Organization {
+                    id,
+                    name: name.clone(),
+                    description: description.clone(),
+                    personal,
+                });
+                self.roles.insert((owner, id), Role::Owner);
+                Ok(Applied {
+                    outcome: Outcome::Organization(id),
+                    logged: cmd,
+                })
+            }
+            UpdateOrganization {
+                org,
+                ref name,
+                ref description,
+            } => {
+                check_name("name", name)?;
+                let o = self
+                    .orgs
+                    .get_mut(org.index())
+                    .ok_or_else(|| EngineError::not_found("organization", org.0))?;
+                o.name = name.clone();
+                o.description = description.clone();
+                done(cmd)
+            }
+            SetMember {
+                org,
+                user,
+                ref role,
+            } => {
+                get(&self.orgs, "organization", org.0)?;
+                get(&self.users, "user", user.0)?;
+                if let Role::DoorAdmin { doors } = role {
+                    if doors.is_empty() {
+                        return Err(EngineError::invalid(
+                            "doors",
+                            "a door admin needs at least one door",
+                        ));
+                    }
+                    for d in doors {
+                        let door = get(&self.doors, "door", d.0)?;
+                        if self.sites[door.site.index()].org != org {
+                            return Err(EngineError::invalid(
+                                "doors",
+                                format!("{d} is not in {org}"),
+                            ));
+                        }
+                    }
+                }
+                self.roles.insert((user, org), role.clone());
+                done(cmd)
+            }
+            RemoveMember { org, user } => {
+                if self.roles.get(&(user, org)) == Some(&Role::Owner)
+                    && self
+                        .roles
+                        .iter()
+                        .filter(|((_, o), r)| *o == org && **r == Role::Owner)
+                        .count()
+                        == 1
+                {
+                    return Err(EngineError::invalid(
+                        "user",
+                        "an organization keeps at least one owner",
+                    ));
+                }
+                self.roles
+                    .remove(&(user, org))
+                    .ok_or_else(|| EngineError::not_found("member", user.0))?;
+                done(cmd)
+            }
+            CreateSite {
+                org,
+                ref name,
+                ref time_zone,
+                settings,
+            } => {
+                check_name("name", name)?;
+                get(&self.orgs, "organization", org.0)?;
+                settings
+                    .lockout
+                    .check()
+                    .map_err(|r| EngineError::invalid("settings.lockout", r))?;
+                let tz = TimeZone::get(time_zone).map_err(|_| {
+                    EngineError::invalid(
+                        "time_zone",
+                        format!("{time_zone:?} is not an IANA time zone (like Europe/Berlin)"),
+                    )
+                })?;
+                let id = SiteId(next_id(self.sites.len(), "site")?);
+                self.sites.push(Site {
+                    id,
+                    org,
+                    name: name.clone(),
+                    time_zone: time_zone.clone(),
+                    tz,
+                    settings,
+                });
+                Ok(Applied {
+                    outcome: Outcome::Site(id),
+                    logged: cmd,
+                })
+            }
+            UpdateSiteSettings { site, settings } => {
+                settings
+                    .lockout
+                    .check()
+                    .map_err(|r| EngineError::invalid("settings.lockout", r))?;
+                let s = self
+                    .sites
+                    .get_mut(site.index())
+                    .ok_or_else(|| EngineError::not_found("site", site.0))?;
+                s.settings = settings;
+                done(cmd)
+            }
+            CreateBuilding { site, ref name } => {
+                check_name("name", name)?;
+                get(&self.sites, "site", site.0)?;
+                let id = BuildingId(next_id(self.buildings.len(), "building")?);
+                self.buildings.push(Building {
+                    id,
+                    site,
+                    name: name.clone(),
+                });
+                Ok(Applied {
+                    outcome: Outcome::Building(id),
+                    logged: cmd,
+                })
+            }
+            CreateFloor { building, number } => {
+                get(&self.buildings, "building", building.0)?;
+                let id = FloorId(next_id(self.floors.len(), "floor")?);
+                self.floors.push(Floor {
+                    id,
+                    building,
+                    number,
+                });
+                Ok(Applied {
+                    outcome: Outcome::Floor(id),
+                    logged: cmd,
+                })
+            }
+            CreateUnit { floor, ref name } => {
+                check_name("name", name)?;
+                get(&self.floors, "floor", floor.0)?;
+                let id = UnitId(next_id(self.units.len(), "unit")?);
+                self.units.push(Unit {
+                    id,
+                    floor,
+                    name: name.clone(),
+                });
+                Ok(Applied {
+                    outcome: Outcome::Unit(id),
+                    logged: cmd,
+                })
+            }
+            CreateDoor {
+                site,
+                ref name,
+                common_area,
+                unit,
+                ref lift_floors,
+            } => {
+                check_name("name", name)?;
+                get(&self.sites, "site", site.0)?;
+                if let Some(u) = unit {
+                    get(&self.units, "unit", u.0)?;
+                }
+                if lift_floors.len() > MAX_LIFT_FLOORS {
+                    return Err(EngineError::invalid(
+                        "lift_floors",
+                        format!("at most {MAX_LIFT_FLOORS}"),
+                    ));
+                }
+                for f in lift_floors {
+                    get(&self.floors, "floor", f.0)?;
+                }
+                let id = DoorId(next_id(self.doors.len(), "door")?);
+                self.doors.push(Door {
+                    id,
+                    site,
+                    name: name.clone(),
+                    common_area,
+                    unit,
+                    lift_floors: lift_floors.clone(),
+                });
+                self.door_devices.push(Vec::new());
+                self.door_credentials.push(Vec::new());
+                Ok(Applied {
+                    outcome: Outcome::Door(id),
+                    logged: cmd,
+                })
+            }
+            CreateDevice {
+                door,
+                kind,
+                connectivity,
+                ref name,
+                ref location,
+                linked_to,
+                code_slots,
+            } => {
+                check_name("name", name)?;
+                let site = get(&self.doors, "door", door.0)?.site;
+                if let Some(l) = linked_to {
+                    let target = &get(&self.devices, "device", l.0)?.device;
+                    if target.kind != DeviceKind::Lock || target.door != door {
+                        return Err(EngineError::invalid(
+                            "linked_to",
+                            "must be a lock on the same door",
+                        ));
+                    }
+                }
+                let stores_codes = matches!(kind, DeviceKind::Lock | DeviceKind::Keypad);
+                if stores_codes && code_slots == 0 {
+                    return Err(EngineError::invalid(
+                        "code_slots",
+                        "a lock or keypad needs at least one code slot",
+                    ));
+                }
+                let id = DeviceId(next_id(self.devices.len(), "device")?);
+                let device = Device {
+                    id,
+                    site,
+                    door,
+                    kind,
+                    connectivity,
+                    name: name.clone(),
+                    location: location.clone(),
+                    linked_to,
+                    listings: Vec::new(),
+                    guest: GuestSettings::default(),
+                    code_slots,
+                    stores_codes,
+                };
+                self.devices.push(DeviceEntry {
+                    device,
+                    lockout: Mutex::new(Lockout::default()),
+                    sync_version: 0,
+                    fallback_pool: Vec::new(),
+                });
+                self.door_devices[door.index()].push(id);
+                // Codes that already open this door must reach the new device.
+                if stores_codes {
+                    let existing = self.door_credentials[door.index()].clone();
+                    for c in existing {
+                        let cred = &mut self.credentials[c.index()];
+                        if cred.kind.stored_on_device() && !cred.revoked {
+                            cred.placements.push(Placement {
+                                device: id,
+                                state: SyncState::Pending,
+                            });
+                            self.devices[id.index()].sync_version += 1;
+                        }
+                    }
+                }
+                Ok(Applied {
+                    outcome: Outcome::Device(id),
+                    logged: cmd,
+                })
+            }
+            UpdateGuestSettings { device, settings } => {
+                let d = self
+                    .devices
+                    .get_mut(device.index())
+                    .ok_or_else(|| EngineError::not_found("device", device.0))?;
+                d.device.guest = settings;
+                done(cmd)
+            }
+            LinkListing {
+                device,
+                ref listing,
+            } => {
+                check_name("listing", listing)?;
+                let d = self
+                    .devices
+                    .get_mut(device.index())
+                    .ok_or_else(|| EngineError::not_found("device", device.0))?;
+                if !d.device.listings.contains(listing) {
+                    d.device.listings.push(listing.clone());
+                }
+                done(cmd)
+            }
+            UnlinkListing {
+                device,
+                ref listing,
+            } => {
+                let d = self
+                    .devices
+                    .get_mut(device.index())
+                    .ok_or_else(|| EngineError::not_found("device", device.0))?;
+                let before = d.device.listings.len();
+                d.device.listings.retain(|l| l != listing);
+                if d.device.listings.len() == before {
+                    return Err(EngineError::not_found("listing", 0));
+                }
+                done(cmd)
+            }
+            CreateHolder {
+                org,
+                ref name,
+                kind,
+                user,
+                ref floors,
+            } => {
+                check_name("name", name)?;
+                get(&self.orgs, "organization", org.0)?;
+                if let Some(u) = user {
+                    get(&self.users, "user", u.0)?;
+                }
+                self.check_floor_scope(floors)?;
+                let id = HolderId(next_id(self.holders.len(), "holder")?);
+                self.holders.push(Holder {
+                    id,
+                    org,
+                    name: name.clone(),
+                    kind,
+                    user,
+                    disabled: false,
+                    floors: floors.clone(),
+                });
+                Ok(Applied {
+                    outcome: Outcome::Holder(id),
+                    logged: cmd,
+                })
+            }
+            SetHolderDisabled { holder, disabled } => {
+                let h = self
+                    .holders
+                    .get_mut(holder.index())
+                    .ok_or_else(|| EngineError::not_found("holder", holder.0))?;
+                h.disabled = disabled;
+                done(cmd)
+            }
+            IssueCredential(issue) => {
+                let (id, resolved) = self.issue(issue, None, now)?;
+                Ok(Applied {
+                    outcome: Outcome::Credential(id),
+                    logged: IssueCredential(resolved),
+                })
+            }
+            ChangePin { credential, pin } => self.change_pin(credential, pin, now),
+            SetCredentialDisabled {
+                credential,
+                disabled,
+            } => {
+                let c = self
+                    .credentials
+                    .get_mut(credential.index())
+                    .ok_or_else(|| EngineError::not_found("credential", credential.0))?;
+                c.disabled = disabled;
+                done(cmd)
+            }
+            RevokeCredential { credential } => {
+                self.revoke(credential)?;
+                done(cmd)
+            }
+            CreateStay {
+                holder,
+                check_in_at,
+                check_out_at,
+            } => {
+                let org = get(&self.holders, "holder", holder.0)?.org;
+                if check_out_at <= check_in_at {
+                    return Err(EngineError::invalid(
+                        "check_out_at",
+                        "must be after check_in_at",
+                    ));
+                }
+                let id = StayId(next_id(self.stays.len(), "stay")?);
+                self.stays.push(Stay {
+                    id,
+                    org,
+                    holder,
+                    check_in_at,
+                    check_out_at,
+                    checked_in: false,
+                    checked_out: false,
+                });
+                Ok(Applied {
+                    outcome: Outcome::Stay(id),
+                    logged: cmd,
+                })
+            }
+            CheckIn { stay } => {
+                let s = self
+                    .stays
+                    .get_mut(stay.index())
+                    .ok_or_else(|| EngineError::not_found("stay", stay.0))?;
+                if s.checked_out {
+                    return Err(EngineError::invalid("stay", "already checked out"));
+                }
+                s.checked_in = true;
+                done(cmd)
+            }
+            CheckOut { stay } => {
+                let s = self
+                    .stays
+                    .get_mut(stay.index())
+                    .ok_or_else(|| EngineError::not_found("stay", stay.0))?;
+                s.checked_out = true;
+                done(cmd)
+            }
+            LoadFallbackPool { device, pins } => self.load_fallback_pool(device, pins, now),
+            AssignFallback {
+                device,
+                holder,
+                ref name,
+                ref schedule,
+            } => {
+                check_name("name", name)?;
+                schedule.check()?;
+                let h = get(&self.holders, "holder", holder.0)?;
+                let org = self.org_of_device(device)?;
+                if h.org != org {
+                    return Err(EngineError::invalid(
+                        "holder",
+                        "belongs to another organization",
+                    ));
+                }
+                let entry = &mut self.devices[device.index()];
+                let Some(id) = entry.fallback_pool.first().copied() else {
+                    return Err(EngineError::invalid(
+                        "device",
+                        "the fallback pool of this lock is empty",
+                    ));
+                };
+                entry.fallback_pool.remove(0);
+                let c = &mut self.credentials[id.index()];
+                c.holder = holder;
+                c.name = name.clone();
+                c.schedule = schedule.clone();
+                c.uses = UseCounter::new(c.doors.len(), schedule.use_limit());
+                c.unassigned_fallback = false;
+                Ok(Applied {
+                    outcome: Outcome::Credential(id),
+                    logged: cmd,
+                })
+            }
+            SyncSent { device, version } => {
+                let entry = self
+                    .devices
+                    .get(device.index())
+                    .ok_or_else(|| EngineError::not_found("device", device.0))?;
+                if version > entry.sync_version {
+                    return Err(EngineError::invalid("version", "newer than the engine's"));
+                }
+                for c in self.door_credentials[entry.device.door.index()].clone() {
+                    if let Some(p) = self.credentials[c.index()].placement_mut(device) {
+                        if p.state == SyncState::Pending {
+                            p.state = SyncState::Setting;
+                        }
+                    }
+                }
+                done(cmd)
+            }
+            SyncAck {
+                device,
+                ref results,
+            } => {
+                self.sync_ack(device, results)?;
+                done(cmd)
+            }
+            RestoreUse { credential, door } => {
+                let c = get(&self.credentials, "credential", credential.0)?;
+                c.uses.restore(c.door_slot(door));
+                done(cmd)
+            }
+        }
+    }
+
+    fn check_floor_scope(&self, floors: &FloorScope) -> Result<(), EngineError> {
+        match floors {
+            FloorScope::Any => Ok(()),
+            FloorScope::Only(fs) => fs
+                .iter()
+                .try_for_each(|f| get(&self.floors, "floor", f.0).map(|_| ())),
+            FloorScope::FollowHolder(h) => get(&self.holders, "holder", h.0).map(|_| ()),
+        }
+    }
+
+    fn pin_policy(&self, site: SiteId) -> PinPolicy {
+        let s = &self.sites[site.index()].settings;
+        PinPolicy {
+            six_digits_enabled: s.six_digit_pins,
+            custom_pins_enabled: s.custom_pins,
+        }
+    }
+
+    /// Is `pin` free on every door (ignoring revoked codes and `except`)?
+    fn pin_free(&self, pin: Pin, doors: &[DoorId], except: Option<CredentialId>) -> bool {
+        doors
+            .iter()
+            .all(|d| match self.pin_index.get(&(*d, pin.key())) {
+                None => true,
+                Some(c) => Some(*c) == except || self.credentials[c.index()].revoked,
+            })
+    }
+
+    fn resolve_pin(
+        &mut self,
+        spec: PinSpec,
+        site: SiteId,
+        doors: &[DoorId],
+        except: Option<CredentialId>,
+    ) -> Result<(Pin, Origin), EngineError> {
+        let policy = self.pin_policy(site);
+        let (pin, origin) = match spec {
+            PinSpec::Generate { digits } => {
+                let mut rng = std::mem::replace(&mut self.rng, ChaCha8Rng::seed_from_u64(0));
+                let r = policy.generate(usize::from(digits), &mut rng, |p| {
+                    !self.pin_free(p, doors, except)
+                });
+                self.rng = rng;
+                (r?, Origin::Automatic)
+            }
+            PinSpec::Custom(text) => {
+                let community = doors.iter().any(|d| self.doors[d.index()].common_area);
+                (policy.check_custom(&text, community)?, Origin::Manual)
+            }
+            PinSpec::Manual(text) => {
+                let open = PinPolicy {
+                    custom_pins_enabled: true,
+                    ..policy
+                };
+                (open.check_custom(&text, false)?, Origin::Manual)
+            }
+            PinSpec::Resolved { pin, origin } => (pin, origin),
+        };
+        if !self.pin_free(pin, doors, except) {
+            return Err(PinRuleError::InUse.into());
+        }
+        Ok((pin, origin))
+    }
+
+    fn issue(
+        &mut self,
+        mut issue: Issue,
+        replaces: Option<CredentialId>,
+        now: Timestamp,
+    ) -> Result<(CredentialId, Issue), EngineError> {
+        check_name("name", &issue.name)?;
+        issue.schedule.check()?;
+        let holder = get(&self.holders, "holder", issue.holder.0)?;
+        let org = holder.org;
+        if issue.doors.is_empty() {
+            return Err(EngineError::invalid(
+                "doors",
+                "a credential opens at least one door",
+            ));
+        }
+        if issue.doors.len() > MAX_DOORS_PER_CREDENTIAL {
+            return Err(EngineError::invalid(
+                "doors",
+                format!("at most {MAX_DOORS_PER_CREDENTIAL}"),
+            ));
+        }
+        let site = get(&self.doors, "door", issue.doors[0].0)?.site;
+        for d in &issue.doors {
+            let door = get(&self.doors, "door", d.0)?;
+            if door.site != site {
+                return Err(EngineError::invalid(
+                    "doors",
+                    "all doors of a credential are on one site",
+                ));
+            }
+        }
+        if self.sites[site.index()].org != org {
+            return Err(EngineError::invalid(
+                "holder",
+                "belongs to another organization than the doors",
+            ));
+        }
+        if let Schedule::Stay { stay } = issue.schedule {
+            let s = get(&self.stays, "stay", stay.0)?;
+            if s.holder != issue.holder {
+                return Err(EngineError::invalid(
+                    "schedule.stay",
+                    "the stay belongs to another holder",
+                ));
+            }
+        }
+        self.check_floor_scope(&issue.floors)?;
+        if issue.include_common_areas {
+            for door in &self.doors {
+                if door.site == site && door.common_area && !issue.doors.contains(&door.id) {
+                    issue.doors.push(door.id);
+                }
+            }
+            issue.include_common_areas = false;
+            if issue.doors.len() > MAX_DOORS_PER_CREDENTIAL {
+                return Err(EngineError::invalid(
+                    "doors",
+                    format!("at most {MAX_DOORS_PER_CREDENTIAL} with common areas"),
+                ));
+            }
+        }
+        issue.doors.sort_unstable();
+        issue.doors.dedup();
+        let id = CredentialId(next_id(self.credentials.len(), "credential")?);
+        let (kind, secret, origin) = match &issue.secret {
+            SecretSpec::Pin { pin } => {
+                let (pin, origin) = self.resolve_pin(pin.clone(), site, &issue.doors, replaces)?;
+                issue.secret = SecretSpec::Pin {
+                    pin: PinSpec::Resolved { pin, origin },
+                };
+                (CredentialKind::Pin, Secret::Pin(pin), origin)
+            }
+            SecretSpec::Card { number } => {
+                if let Some(c) = self.card_index.get(&(site, *number)) {
+                    if !self.credentials[c.index()].revoked {
+                        return Err(EngineError::invalid(
+                            "number",
+                            "this card is already in use on the site",
+                        ));
+                    }
+                }
+                (CredentialKind::Card, Secret::Card(*number), Origin::Manual)
+            }
+            SecretSpec::Qr => (
+                CredentialKind::Qr,
+                Secret::Token { version: 0 },
+                Origin::Automatic,
+            ),
+            SecretSpec::Ble => (
+                CredentialKind::Ble,
+                Secret::Token { version: 0 },
+                Origin::Automatic,
+            ),
+        };
+        match secret {
+            Secret::Pin(p) => {
+                for d in &issue.doors {
+                    self.pin_index.insert((*d, p.key()), id);
+                }
+            }
+            Secret::Card(n) => {
+                self.card_index.insert((site, n), id);
+            }
+            Secret::Token { .. } => {}
+        }
+        let mut placements = Vec::new();
+        if kind.stored_on_device() {
+            for d in &issue.doors {
+                for dev in &self.door_devices[d.index()] {
+                    let entry = &mut self.devices[dev.index()];
+                    if entry.device.stores_codes {
+                        placements.push(Placement {
+                            device: *dev,
+                            state: SyncState::Pending,
+                        });
+                        entry.sync_version += 1;
+                    }
+                }
+            }
+        }
+        for d in &issue.doors {
+            self.door_credentials[d.index()].push(id);
+        }
+        let uses = UseCounter::new(issue.doors.len(), issue.schedule.use_limit());
+        self.credentials.push(Credential {
+            id,
+            org,
+            site,
+            holder: issue.holder,
+            name: issue.name.clone(),
+            kind,
+            origin,
+            secret,
+            schedule: issue.schedule.clone(),
+            doors: issue.doors.clone(),
+            floors: issue.floors.clone(),
+            disabled: false,
+            revoked: false,
+            unassigned_fallback: false,
+            replaces,
+            replaced_by: None,
+            placements,
+            uses,
+            created_at: now,
+        });
+        Ok((id, issue))
+    }
+
+    fn change_pin(
+        &mut self,
+        old: CredentialId,
+        pin: PinSpec,
+        now: Timestamp,
+    ) -> Result<Applied, EngineError> {
+        let c = get(&self.credentials, "credential", old.0)?;
+        if c.kind != CredentialKind::Pin {
+            return Err(EngineError::invalid(
+                "credential",
+                "only PIN codes can be changed",
+            ));
+        }
+        if c.revoked || c.replaced_by.is_some() {
+            return Err(EngineError::invalid(
+                "credential",
+                "this code is revoked or already replaced",
+            ));
+        }
+        let issue = Issue {
+            holder: c.holder,
+            name: c.name.clone(),
+            secret: SecretSpec::Pin { pin },
+            schedule: c.schedule.clone(),
+            doors: c.doors.clone(),
+            include_common_areas: false,
+            floors: c.floors.clone(),
+        };
+        let (new, resolved) = self.issue(issue, Some(old), now)?;
+        let old_c = &mut self.credentials[old.index()];
+        old_c.replaced_by = Some(new);
+        // A code with no device to wait for is replaced at once.
+        if old_c.placements.iter().all(|p| !p.state.on_device()) {
+            self.retire(old);
+        }
+        let SecretSpec::Pin { pin } = resolved.secret else {
+            unreachable!("issued as a PIN")
+        };
+        Ok(Applied {
+            outcome: Outcome::Credential(new),
+            logged: Command::ChangePin {
+                credential: old,
+                pin,
+            },
+        })
+    }
+
+    fn revoke(&mut self, id: CredentialId) -> Result<(), EngineError> {
+        let c = self
+            .credentials
+            .get_mut(id.index())
+            .ok_or_else(|| EngineError::not_found("credential", id.0))?;
+        c.revoked = true;
+        let mut touched = Vec::new();
+        for p in &mut c.placements {
+            p.state = match p.state {
+                SyncState::Pending | SyncState::Failed(_) | SyncState::Removed => {
+                    SyncState::Removed
+                }
+                SyncState::Setting | SyncState::Set | SyncState::Removing => {
+                    touched.push(p.device);
+                    SyncState::Removing
+                }
+            };
+        }
+        for d in touched {
+            self.devices[d.index()].sync_version += 1;
+        }
+        Ok(())
+    }
+
+    /// A replaced or revoked code whose locks no longer hold it: take it out
+    /// of the lookup tables.
+    fn retire(&mut self, id: CredentialId) {
+        let c = &mut self.credentials[id.index()];
+        c.revoked = true;
+        match c.secret {
+            Secret::Pin(p) => {
+                for d in &c.doors {
+                    if self.pin_index.get(&(*d, p.key())) == Some(&id) {
+                        self.pin_index.remove(&(*d, p.key()));
+                    }
+                }
+            }
+            Secret::Card(n) => {
+                if self.card_index.get(&(c.site, n)) == Some(&id) {
+                    self.card_index.remove(&(c.site, n));
+                }
+            }
+            Secret::Token { .. } => {}
+        }
+    }
+
+    fn load_fallback_pool(
+        &mut self,
+        device: DeviceId,
+        pins: Vec<PinSpec>,
+        now: Timestamp,
+    ) -> Result<Applied, EngineError> {
+        let dev = get(&self.devices, "device", device.0)?.device.clone();
+        if dev.kind != DeviceKind::Lock {
+            return Err(EngineError::invalid(
+                "device",
+                "fallback pools are loaded on locks",
+            ));
+        }
+        if pins.len() > usize::from(dev.code_slots) {
+            return Err(EngineError::invalid(
+                "pins",
+                format!("at most the lock's {} code slots", dev.code_slots),
+            ));
+        }
+        let org = self.sites[dev.site.index()].org;
+        let holder = match self.pool_holders.get(&org) {
+            Some(h) => *h,
+            None => {
+                let id = HolderId(next_id(self.holders.len(), "holder")?);
+                self.holders.push(Holder {
+                    id,
+                    org,
+                    name: "Fallback pool".into(),
+                    kind: HolderKind::Member,
+                    user: None,
+                    disabled: false,
+                    floors: FloorScope::Any,
+                });
+                self.pool_holders.insert(org, id);
+                id
+            }
+        };
+        let mut made = Vec::new();
+        let mut resolved = Vec::new();
+        for spec in pins {
+            let (pin, _) = self.resolve_pin(spec, dev.site, &[dev.door], None)?;
+            let issue = Issue {
+                holder,
+                name: "Fallback code".into(),
+                secret: SecretSpec::Pin {
+                    pin: PinSpec::Resolved {
+                        pin,
+                        origin: Origin::Fallback,
+                    },
+                },
+                schedule: Schedule::Permanent,
+                doors: vec![dev.door],
+                include_common_areas: false,
+                floors: FloorScope::Any,
+            };
+            let (id, _) = self.issue(issue, None, now)?;
+            let c = &mut self.credentials[id.index()];
+            c.unassigned_fallback = true;
+            // Pre-loaded at installation: already on the lock, nothing to sync.
+            for p in &mut c.placements {
+                if p.device == device {
+                    p.state = SyncState::Set;
+                }
+            }
+            self.devices[device.index()].fallback_pool.push(id);
+            made.push(id);
+            resolved.push(PinSpec::Resolved {
+                pin,
+                origin: Origin::Fallback,
+            });
+        }
+        Ok(Applied {
+            outcome: Outcome::Credentials(made),
+            logged: Command::LoadFallbackPool {
+                device,
+                pins: resolved,
+            },
+        })
+    }
+
+    fn sync_ack(&mut self, device: DeviceId, results: &[SyncResult]) -> Result<(), EngineError> {
+        get(&self.devices, "device", device.0)?;
+        // Check every entry first, so a bad ack changes nothing.
+        for r in results {
+            let c = get(&self.credentials, "credential", r.credential.0)?;
+            if c.placement(device).is_none() {
+                return Err(EngineError::invalid(
+                    "credential",
+                    format!("{} is not placed on {device}", r.credential),
+                ));
+            }
+        }
+        let mut retire = Vec::new();
+        let mut replaced_to_remove = Vec::new();
+        for r in results {
+            let c = &mut self.credentials[r.credential.index()];
+            let replaces = c.replaces;
+            let p = c.placement_mut(device).expect("checked above");
+            p.state = match (p.state, r.failure) {
+                (SyncState::Removing, None) => SyncState::Removed,
+                (SyncState::Removing, Some(_)) => SyncState::Removing,
+                (SyncState::Removed, _) => SyncState::Removed,
+                (_, None) => {
+                    if let Some(old) = replaces {
+                        replaced_to_remove.push(old);
+                    }
+                    SyncState::Set
+                }
+                (_, Some(f)) => SyncState::Failed(f),
+            };
+            if c.revoked || c.replaced_by.is_some() {
+                if c.placements.iter().all(|p| !p.state.on_device()) {
+                    retire.push(c.id);
+                }
+            }
+        }
+        // The new code is on this lock: the old one may go from it now.
+        for old in replaced_to_remove {
+            let c = &mut self.credentials[old.index()];
+            if let Some(p) = c.placement_mut(device) {
+                if p.state.on_device() || p.state == SyncState::Setting {
+                    p.state = SyncState::Removing;
+                    self.devices[device.index()].sync_version += 1;
+                } else {
+                    p.state = SyncState::Removed;
+                }
+            }
+            if c.placements.iter().all(|p| !p.state.on_device()) {
+                retire.push(old);
+            }
+        }
+        for id in retire {
+            self.retire(id);
+        }
+        Ok(())
+    }
+
+    // ----- the check ---------------------------------------------------------
+
+    /// Decides one credential check at `check.device`, at time `now`.
+    ///
+    /// Order of the rules (the first that fails is the reason): device known;
+    /// keypad not locked out; credential found (and on this lock); revoked;
+    /// disabled; holder disabled; door; floor; validity period and window;
+    /// stay (check-in, check-out); use count. Only unknown PINs count as
+    /// brute-force tries; a grant clears the keypad's count.
+    pub fn validate(&self, check: &Check<'_>, now: Timestamp) -> Decision {
+        let Some(entry) = self.devices.get(check.device.index()) else {
+            return Decision::deny(DenyReason::DeviceUnknown);
+        };
+        let dev = &entry.device;
+        match check.presented {
+            Presented::Pin(pin) => {
+                let site = &self.sites[dev.site.index()];
+                let mut lockout = entry.lockout.lock();
+                if lockout.is_locked(now) {
+                    return Decision::deny(DenyReason::LockedOut);
+                }
+                let found = self
+                    .pin_index
+                    .get(&(dev.door, pin.key()))
+                    .map(|c| &self.credentials[c.index()]);
+                let Some(cred) = found.filter(|c| !c.unassigned_fallback && self.usable_on(c, dev))
+                else {
+                    lockout.record_wrong(now, &site.settings.lockout);
+                    return Decision::deny(DenyReason::WrongPin);
+                };
+                let d = self.evaluate(cred, dev, check.floor, now);
+                if d.is_granted() {
+                    lockout.record_success();
+                }
+                d
+            }
+            Presented::Card(number) => {
+                let found = self
+                    .card_index
+                    .get(&(dev.site, number))
+                    .map(|c| &self.credentials[c.index()]);
+                match found {
+                    Some(c) if c.door_slot(dev.door).is_none() => {
+                        Decision::deny(DenyReason::DoorNotAllowed)
+                    }
+                    Some(c) if self.usable_on(c, dev) => self.evaluate(c, dev, check.floor, now),
+                    _ => Decision::deny(DenyReason::UnknownCredential),
+                }
+            }
+            Presented::Qr(text) | Presented::Ble(text) => {
+                let want = if matches!(check.presented, Presented::Qr(_)) {
+                    TokenKind::Qr
+                } else {
+                    TokenKind::Ble
+                };
+                let claims = match self.token_key.verify(text) {
+                    Ok(c) if c.kind == want => c,
+                    _ => return Decision::deny(DenyReason::UnknownCredential),
+                };
+                let Some(cred) = self.credentials.get(claims.credential.index()) else {
+                    return Decision::deny(DenyReason::UnknownCredential);
+                };
+                if cred.secret
+                    != (Secret::Token {
+                        version: claims.version,
+                    })
+                {
+                    // A token of an earlier issue of this credential.
+                    return Decision::deny(DenyReason::Revoked);
+                }
+                if cred.door_slot(dev.door).is_none() {
+                    return Decision::deny(DenyReason::DoorNotAllowed);
+                }
+                self.evaluate(cred, dev, check.floor, now)
+            }
+        }
+    }
+
+    /// Does the device hold this code (or not need to)?
+    #[inline]
+    fn usable_on(&self, c: &Credential, dev: &Device) -> bool {
+        if !dev.stores_codes {
+            // Server-mode devices ask us: a replaced code stops at once there.
+            return c.replaced_by.is_none();
+        }
+        c.placement(dev.id).is_some_and(|p| p.state.on_device())
+    }
+
+    fn guest_settings_for(&self, dev: &Device) -> GuestSettings {
+        match dev.linked_to {
+            Some(lock) => self.devices[lock.index()].device.guest,
+            None => dev.guest,
+        }
+    }
+
+    fn stay_check(&self, c: &Credential, dev: &Device, now: Timestamp) -> Result<(), DenyReason> {
+        let Schedule::Stay { stay } = c.schedule else {
+            return Ok(());
+        };
+        let s = &self.stays[stay.index()];
+        let g = self.guest_settings_for(dev);
+        if g.revoke_access_on_check_out && (s.checked_out || now >= s.check_out_at) {
+            return Err(DenyReason::CheckedOut);
+        }
+        if g.prevent_access_until_checked_in && !s.checked_in && now < s.check_in_at {
+            return Err(DenyReason::NotCheckedIn);
+        }
+        Ok(())
+    }
+
+    fn floor_allowed(&self, scope: &FloorScope, floor: FloorId, depth: u8) -> bool {
+        match scope {
+            FloorScope::Any => true,
+            FloorScope::Only(fs) => fs.contains(&floor),
+            // Bounded: a chain of "follow" links cannot loop forever.
+            FloorScope::FollowHolder(h) => {
+                depth < 4 && self.floor_allowed(&self.holders[h.index()].floors, floor, depth + 1)
+            }
+        }
+    }
+
+    fn evaluate(
+        &self,
+        c: &Credential,
+        dev: &Device,
+        floor: Option<FloorId>,
+        now: Timestamp,
+    ) -> Decision {
+        if c.revoked {
+            return Decision::deny(DenyReason::Revoked);
+        }
+        if c.disabled {
+            return Decision::deny(DenyReason::Disabled);
+        }
+        if self.holders[c.holder.index()].disabled {
+            return Decision::deny(DenyReason::HolderDisabled);
+        }
+        let Some(slot) = c.door_slot(dev.door) else {
+            return Decision::deny(DenyReason::DoorNotAllowed);
+        };
+        if let Some(f) = floor {
+            let served = self.doors[dev.door.index()].lift_floors.contains(&f);
+            if !served || !self.floor_allowed(&c.floors, f, 0) {
+                return Decision::deny(DenyReason::FloorNotAllowed);
+            }
+        }
+        if let Err(r) = c.schedule.check_time(now, &self.sites[c.site.index()].tz) {
+            return Decision::deny(r);
+        }
+        if let Err(r) = self.stay_check(c, dev, now) {
+            return Decision::deny(r);
+        }
+        let limit = c.schedule.use_limit();
+        if let Err(r) = c.uses.try_take(limit, slot) {
+            let one_time = matches!(limit, UseLimit::Total(1) | UseLimit::PerDoor(1));
+            let token = matches!(c.kind, CredentialKind::Qr | CredentialKind::Ble);
+            return Decision::deny(if one_time && token {
+                DenyReason::Replayed
+            } else {
+                r
+            });
+        }
+        Decision::Granted(Grant {
+            credential: c.id,
+            holder: c.holder,
+            origin: c.origin,
+            kind: c.kind,
+        })
+    }
+
+    // ----- reading -----------------------------------------------------------
+
+    /// The signed token text of a QR or BLE credential (what is shared).
+    pub fn token(&self, id: CredentialId) -> Option<String> {
+        let c = self.credentials.get(id.index())?;
+        let kind = match c.kind {
+            CredentialKind::Qr => TokenKind::Qr,
+            CredentialKind::Ble => TokenKind::Ble,
+            _ => return None,
+        };
+        let Secret::Token { version } = c.secret else {
+            return None;
+        };
+        Some(self.token_key.sign(&TokenClaims {
+            kind,
+            credential: id,
+            version,
+            expires: c.schedule.bounds().1,
+        }))
+    }
+
+    /// What the code list shows in its status column.
+    pub fn active_status(&self, c: &Credential, now: Timestamp) -> ActiveStatus {
+        if c.revoked || c.replaced_by.is_some() {
+            return ActiveStatus::Revoked;
+        }
+        if c.disabled || self.holders[c.holder.index()].disabled {
+            return ActiveStatus::Disabled;
+        }
+        if let Schedule::Stay { stay } = c.schedule {
+            let s = &self.stays[stay.index()];
+            if s.checked_out || now >= s.check_out_at {
+                return ActiveStatus::Expired;
+            }
+            if !s.checked_in && now < s.check_in_at {
+                return ActiveStatus::Scheduled;
+            }
+        }
+        let exhausted = match c.schedule.use_limit() {
+            UseLimit::Total(n) => c.uses.total() >= n,
+            UseLimit::PerDoor(n) => (0..c.doors.len()).all(|i| c.uses.at_door(i).unwrap_or(0) >= n),
+            UseLimit::Unlimited => false,
+        };
+        match c.schedule.bounds() {
+            (Some(s), _) if now < s => ActiveStatus::Scheduled,
+            (_, Some(e)) if now >= e => ActiveStatus::Expired,
+            _ if exhausted => ActiveStatus::Expired,
+            _ => ActiveStatus::Active,
+        }
+    }
+
+    /// What a device must change: codes to set and to remove.
+    pub fn pending_sync(&self, device: DeviceId) -> Option<SyncBatch> {
+        let entry = self.devices.get(device.index())?;
+        let mut batch = SyncBatch {
+            version: entry.sync_version,
+            ..SyncBatch::default()
+        };
+        for c in &self.door_credentials[entry.device.door.index()] {
+            let cred = &self.credentials[c.index()];
+            match cred.placement(device).map(|p| p.state) {
+                Some(SyncState::Pending | SyncState::Setting) => {
+                    batch.set.push((cred.id, cred.secret))
+                }
+                Some(SyncState::Removing) => batch.remove.push(cred.id),
+                _ => {}
+            }
+        }
+        Some(batch)
+    }
+
+    /// The keypad's lockout end, if it is locked at `now`.
+    pub fn locked_until(&self, device: DeviceId, now: Timestamp) -> Option<Timestamp> {
+        let l = self.devices.get(device.index())?.lockout.lock();
+        l.is_locked(now).then(|| l.locked_until()).flatten()
+    }
+
+    pub fn role(&self, user: UserId, org: OrgId) -> Option<&Role> {
+        self.roles.get(&(user, org))
+    }
+
+    /// Organizations where `user` has a role.
+    pub fn memberships(&self, user: UserId) -> Vec<(OrgId, Role)> {
+        let mut v: Vec<_> = self
+            .roles
+            .iter()
+            .filter(|((u, _), _)| *u == user)
+            .map(|((_, o), r)| (*o, r.clone()))
+            .collect();
+        v.sort_by_key(|(o, _)| *o);
+        v
+    }
+
+    pub fn members(&self, org: OrgId) -> Vec<(UserId, Role)> {
+        let mut v: Vec<_> = self
+            .roles
+            .iter()
+            .filter(|((_, o), _)| *o == org)
+            .map(|((u, _), r)| (*u, r.clone()))
+            .collect();
+        v.sort_by_key(|(u, _)| *u);
+        v
+    }
+
+    pub fn user(&self, id: UserId) -> Option<&User> {
+        self.users.get(id.index())
+    }
+    pub fn users(&self) -> &[User] {
+        &self.users
+    }
+    pub fn organization(&self, id: OrgId) -> Option<&Organization> {
+        self.orgs.get(id.index())
+    }
+    pub fn organizations(&self) -> &[Organization] {
+        &self.orgs
+    }
+    pub fn site(&self, id: SiteId) -> Option<&Site> {
+        self.sites.get(id.index())
+    }
+    pub fn sites(&self) -> &[Site] {
+        &self.sites
+    }
+    pub fn building(&self, id: BuildingId) -> Option<&Building> {
+        self.buildings.get(id.index())
+    }
+    pub fn buildings(&self) -> &[Building] {
+        &self.buildings
+    }
+    pub fn floor(&self, id: FloorId) -> Option<&Floor> {
+        self.floors.get(id.index())
+    }
+    pub fn floors(&self) -> &[Floor] {
+        &self.floors
+    }
+    pub fn units(&self) -> &[Unit] {
+        &self.units
+    }
+    pub fn door(&self, id: DoorId) -> Option<&Door> {
+        self.doors.get(id.index())
+    }
+    pub fn doors(&self) -> &[Door] {
+        &self.doors
+    }
+    pub fn device(&self, id: DeviceId) -> Option<&Device> {
+        self.devices.get(id.index()).map(|e| &e.device)
+    }
+    pub fn devices(&self) -> impl ExactSizeIterator<Item = &Device> {
+        self.devices.iter().map(|e| &e.device)
+    }
+    pub fn devices_at(&self, door: DoorId) -> &[DeviceId] {
+        self.door_devices
+            .get(door.index())
+            .map_or(&[], |v| v.as_slice())
+    }
+    /// Every credential that opens `door`, in issue order.
+    pub fn credentials_at(&self, door: DoorId) -> impl Iterator<Item = &Credential> {
+        self.door_credentials
+            .get(door.index())
+            .into_iter()
+            .flatten()
+            .map(|c| &self.credentials[c.index()])
+    }
+    pub fn holder(&self, id: HolderId) -> Option<&Holder> {
+        self.holders.get(id.index())
+    }
+    pub fn holders(&self) -> &[Holder] {
+        &self.holders
+    }
+    pub fn stay(&self, id: StayId) -> Option<&Stay> {
+        self.stays.get(id.index())
+    }
+    pub fn stays(&self) -> &[Stay] {
+        &self.stays
+    }
+    pub fn credential(&self, id: CredentialId) -> Option<&Credential> {
+        self.credentials.get(id.index())
+    }
+    pub fn credentials(&self) -> &[Credential] {
+        &self.credentials
+    }
+    /// Free fallback codes still pre-loaded on a lock.
+    pub fn fallback_pool(&self, device: DeviceId) -> &[CredentialId] {
+        self.devices
+            .get(device.index())
+            .map_or(&[], |e| e.fallback_pool.as_slice())
+    }
+}

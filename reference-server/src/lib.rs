@@ -1,0 +1,24 @@
+//! The reference access engine for smart-lock fleets.
+//!
+//! # Layout
+//!
+//! - [`domain`]: the I/O-free core: ids, places (organizations, sites,
+//!   buildings, floors, units, doors, devices), roles and the permission
+//!   rule, credentials and holders, schedules, PIN rules, signed QR/BLE
+//!   tokens, keypad lockout, decisions. No sockets, files or clock reads.
+//! - [`engine`]: the state and its two entry points: `Engine::apply` (every
+//!   change, authorized first) and `Engine::validate` (one credential check,
+//!   `&self`, `now` as an argument).
+//! - [`error`]: the engine's typed errors, each naming the broken rule.
+//!
+//! A credential check: `Engine::validate` looks the device up by dense id,
+//! checks the keypad lockout, finds the credential (PIN: `(door, pin)` hash
+//! lookup; card: `(site, number)`; QR/BLE: MAC-checked token), then runs the
+//! rules in `Engine::evaluate` and takes a use with a compare-and-swap.
+
+pub mod domain;
+pub mod engine;
+pub mod error;
+
+pub use engine::{Check, Command, Engine, EngineConfig, Presented};
+pub use error::EngineError;
