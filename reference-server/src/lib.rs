@@ -10,6 +10,8 @@
 //!   change, authorized first) and `Engine::validate` (one credential check,
 //!   `&self`, `now` as an argument).
 //! - [`error`]: the engine's typed errors, each naming the broken rule.
+//! - [`protocol`]: the device protocol's wire types (topics, JSON payloads),
+//!   shared with the simulator.
 //!
 //! A credential check: `Engine::validate` looks the device up by dense id,
 //! checks the keypad lockout, finds the credential (PIN: `(door, pin)` hash
@@ -19,6 +21,7 @@
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod protocol;
 
 pub use engine::{Check, Command, Engine, EngineConfig, Presented};
 pub use error::EngineError;

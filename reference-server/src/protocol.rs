@@ -1,0 +1,541 @@
+//! Wire types of the device protocol (docs/protocol.md), shared by the
+//! server's gateway and the simulator's devices: MQTT topics and the JSON
+//! payloads that travel on them (and on the HTTP validate endpoint).
+//!
+//! Decoding is strict (unknown fields are errors) and bounded
+//! (`MAX_PAYLOAD_BYTES`), so a device cannot make the server parse without
+//! limit. Devices are named on the wire by their display ids ("site-3",
+//! "dev-12"); the engine's ids are dense integers behind them.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    CredentialId, CredentialKind, Decision, DenyReason, DeviceId, FloorId, HolderId, Origin, Pin,
+    SiteId, SyncFailure,
+};
+use crate::engine::Presented;
+
+/// Bumped on any incompatible change to topics or payloads.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Default topic prefix.
+pub const DEFAULT_PREFIX: &str = "fleet";
+/// Largest payload accepted from a device; larger ones are dropped and counted.
+pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024;
+/// Most codes in one sync message; bigger deltas are split.
+pub const MAX_SYNC_CODES: usize = 64;
+/// Longest credential value on the wire (a QR token is 46 characters).
+pub const MAX_CREDENTIAL_LEN: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("payload of {0} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    #[error("topic {0:?} is not a device topic")]
+    BadTopic(String),
+    #[error("bad id {0:?}: expected like site-3 or dev-12")]
+    BadId(String),
+    #[error("credential value: {0}")]
+    BadCredential(&'static str),
+}
+
+/// The channels of one device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Status,
+    Events,
+    AuthReq,
+    AuthResp,
+    Sync,
+    SyncAck,
+    Cmd,
+    CmdAck,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 8] = [
+        Channel::Status,
+        Channel::Events,
+        Channel::AuthReq,
+        Channel::AuthResp,
+        Channel::Sync,
+        Channel::SyncAck,
+        Channel::Cmd,
+        Channel::CmdAck,
+    ];
+
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Channel::Status => "status",
+            Channel::Events => "events",
+            Channel::AuthReq => "auth/req",
+            Channel::AuthResp => "auth/resp",
+            Channel::Sync => "sync",
+            Channel::SyncAck => "sync/ack",
+            Channel::Cmd => "cmd",
+            Channel::CmdAck => "cmd/ack",
+        }
+    }
+
+    /// Channels a device publishes on (the others it only receives).
+    pub fn from_device(self) -> bool {
+        matches!(
+            self,
+            Channel::Status
+                | Channel::Events
+                | Channel::AuthReq
+                | Channel::SyncAck
+                | Channel::CmdAck
+        )
+    }
+}
+
+/// `{prefix}/{site}/{device}/{channel}`.
+pub fn topic(prefix: &str, site: SiteId, device: DeviceId, channel: Channel) -> String {
+    format!("{prefix}/{site}/{device}/{}", channel.suffix())
+}
+
+/// Splits a device topic into its site, device and channel.
+pub fn parse_topic(
+    prefix: &str,
+    topic: &str,
+) -> Result<(SiteId, DeviceId, Channel), ProtocolError> {
+    let bad = || ProtocolError::BadTopic(topic.chars().take(200).collect());
+    let rest = topic
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('/'))
+        .ok_or_else(bad)?;
+    let mut parts = rest.splitn(3, '/');
+    let (site, device, chan) = (
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+    );
+    let channel = Channel::ALL
+        .into_iter()
+        .find(|c| c.suffix() == chan)
+        .ok_or_else(bad)?;
+    Ok((parse_site(site)?, parse_device(device)?, channel))
+}
+
+fn parse_prefixed(s: &str, prefix: &str) -> Result<u32, ProtocolError> {
+    s.strip_prefix(prefix)
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && n.len() <= 10)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| ProtocolError::BadId(s.chars().take(40).collect()))
+}
+
+pub fn parse_device(s: &str) -> Result<DeviceId, ProtocolError> {
+    parse_prefixed(s, "dev-").map(DeviceId)
+}
+
+pub fn parse_site(s: &str) -> Result<SiteId, ProtocolError> {
+    parse_prefixed(s, "site-").map(SiteId)
+}
+
+/// Decodes a payload strictly and within the size limit.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtocolError> {
+    if bytes.len() > MAX_PAYLOAD_BYTES {
+        return Err(ProtocolError::TooLarge(bytes.len()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("wire types always serialize")
+}
+
+/// A credential as a device reads it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum WireCredential {
+    /// Keypad digits, as typed.
+    Pin(String),
+    /// The QR token text.
+    Qr(String),
+    /// The card number, in decimal (a string: JSON numbers lose digits).
+    Card(String),
+    /// The BLE pass token.
+    Ble(String),
+}
+
+impl std::fmt::Debug for WireCredential {
+    // Codes never reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WireCredential({}, redacted)", self.kind().as_str())
+    }
+}
+
+impl WireCredential {
+    pub fn kind(&self) -> CredentialKind {
+        match self {
+            WireCredential::Pin(_) => CredentialKind::Pin,
+            WireCredential::Qr(_) => CredentialKind::Qr,
+            WireCredential::Card(_) => CredentialKind::Card,
+            WireCredential::Ble(_) => CredentialKind::Ble,
+        }
+    }
+
+    /// What the engine checks. Malformed values are errors, not denials: a
+    /// device that sends letters as a PIN has a bug worth reporting.
+    pub fn to_presented(&self) -> Result<Presented<'_>, ProtocolError> {
+        let check_len = |s: &str| {
+            if s.len() > MAX_CREDENTIAL_LEN {
+                Err(ProtocolError::BadCredential("too long"))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            WireCredential::Pin(s) => Pin::parse(s)
+                .map(Presented::Pin)
+                .map_err(|_| ProtocolError::BadCredential("a PIN is 1 to 12 digits")),
+            WireCredential::Card(s) => {
+                check_len(s)?;
+                s.parse::<u64>()
+                    .map(Presented::Card)
+                    .map_err(|_| ProtocolError::BadCredential("a card number is decimal digits"))
+            }
+            WireCredential::Qr(s) => check_len(s).map(|_| Presented::Qr(s)),
+            WireCredential::Ble(s) => check_len(s).map(|_| Presented::Ble(s)),
+        }
+    }
+
+    pub fn from_presented(p: &Presented<'_>) -> WireCredential {
+        match p {
+            Presented::Pin(pin) => WireCredential::Pin(pin.reveal()),
+            Presented::Card(n) => WireCredential::Card(n.to_string()),
+            Presented::Qr(t) => WireCredential::Qr((*t).to_string()),
+            Presented::Ble(t) => WireCredential::Ble((*t).to_string()),
+        }
+    }
+}
+
+/// `auth/req` and the body of `POST /v1/devices/{device}/validate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRequest {
+    /// Correlation id, chosen by the device, echoed in the answer.
+    pub id: u64,
+    pub credential: WireCredential,
+    /// The lift floor asked for at a door phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<FloorId>,
+    /// The device's own clock (informational: the engine decides by its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Granted,
+    Denied,
+    /// The request could not be checked (malformed credential, engine busy).
+    Error,
+}
+
+/// `auth/resp`, and the validate endpoint's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthResponse {
+    pub id: u64,
+    pub decision: Verdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DenyReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<CredentialId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<HolderId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl AuthResponse {
+    pub fn from_decision(id: u64, d: &Decision) -> AuthResponse {
+        match d {
+            Decision::Granted(g) => AuthResponse {
+                id,
+                decision: Verdict::Granted,
+                reason: None,
+                credential_id: Some(g.credential),
+                holder: Some(g.holder),
+                origin: Some(g.origin),
+                error: None,
+            },
+            Decision::Denied { reason } => AuthResponse {
+                id,
+                decision: Verdict::Denied,
+                reason: Some(*reason),
+                credential_id: None,
+                holder: None,
+                origin: None,
+                error: None,
+            },
+        }
+    }
+
+    pub fn error(id: u64, message: impl Into<String>) -> AuthResponse {
+        AuthResponse {
+            id,
+            decision: Verdict::Error,
+            reason: None,
+            credential_id: None,
+            holder: None,
+            origin: None,
+            error: Some(message.into()),
+        }
+    }
+}
+
+/// `status`, retained; also the device's Last Will (`online: false`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Status {
+    pub online: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery_pct: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+}
+
+/// How an action was done, as the activity log says it (seeds/004).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum How {
+    /// By hand, no code.
+    Manual,
+    /// From the keypad with a code.
+    Keypad,
+    /// Open Door from the platform.
+    Remote,
+    Qr,
+    Card,
+    Ble,
+    /// The lock relocked itself.
+    AutoRelock,
+}
+
+/// What happened on a device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    Unlocked {
+        how: How,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<CredentialId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<Origin>,
+    },
+    Locked {
+        how: How,
+    },
+    AccessDenied {
+        how: How,
+        reason: DenyReason,
+    },
+    MotorBlocked,
+    DoorOpened,
+    DoorClosed,
+    DoorAjar,
+    DoorForcedOpen,
+    BatteryLow {
+        battery_pct: u8,
+    },
+    KeypadLockedOut {
+        until: Timestamp,
+    },
+    CodeSet {
+        credential: CredentialId,
+    },
+    CodeSetFailed {
+        credential: CredentialId,
+        reason: SyncFailure,
+    },
+}
+
+impl EventKind {
+    /// A bounded name for metrics and filters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Unlocked { .. } => "unlocked",
+            EventKind::Locked { .. } => "locked",
+            EventKind::AccessDenied { .. } => "access_denied",
+            EventKind::MotorBlocked => "motor_blocked",
+            EventKind::DoorOpened => "door_opened",
+            EventKind::DoorClosed => "door_closed",
+            EventKind::DoorAjar => "door_ajar",
+            EventKind::DoorForcedOpen => "door_forced_open",
+            EventKind::BatteryLow { .. } => "battery_low",
+            EventKind::KeypadLockedOut { .. } => "keypad_locked_out",
+            EventKind::CodeSet { .. } => "code_set",
+            EventKind::CodeSetFailed { .. } => "code_set_failed",
+        }
+    }
+}
+
+/// `events`: one event with the device's own sequence number, so the
+/// engine logs each once (QoS 1 redeliveries are dropped by (device, seq)).
+/// The kind is flattened into the object, which serde cannot combine with
+/// `deny_unknown_fields`: extra fields in an event are ignored (newer
+/// firmware may add some), unlike every other payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub at: Timestamp,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// A code's secret as the lock stores it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum WireSecret {
+    Pin(String),
+    Card(String),
+}
+
+impl std::fmt::Debug for WireSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WireSecret(redacted)")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncCode {
+    pub credential: CredentialId,
+    pub secret: WireSecret,
+}
+
+/// `sync`: the delta a device must apply, with the engine's version for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncPush {
+    pub version: u64,
+    #[serde(default)]
+    pub set: Vec<SyncCode>,
+    #[serde(default)]
+    pub remove: Vec<CredentialId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncItemResult {
+    pub credential: CredentialId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<SyncFailure>,
+}
+
+/// `sync/ack`: the version applied, and the outcome per code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncAckMsg {
+    pub version: u64,
+    pub results: Vec<SyncItemResult>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    /// Remote Open Door.
+    Open,
+    Lock,
+}
+
+/// `cmd`: never retained (a retained unlock would replay on restart).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceCommand {
+    pub id: u64,
+    pub command: CommandKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandResult {
+    Ok,
+    MotorBlocked,
+    LowBattery,
+    Offline,
+}
+
+/// `cmd/ack`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandAck {
+    pub id: u64,
+    pub result: CommandResult,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_round_trip() {
+        let t = topic("fleet", SiteId(3), DeviceId(12), Channel::AuthReq);
+        assert_eq!(t, "fleet/site-3/dev-12/auth/req");
+        assert_eq!(
+            parse_topic("fleet", &t),
+            Ok((SiteId(3), DeviceId(12), Channel::AuthReq))
+        );
+        for bad in [
+            "fleet/site-3/dev-12",
+            "other/site-3/dev-12/events",
+            "fleet/site-x/dev-12/events",
+            "fleet/site-3/dev-/events",
+            "fleet/site-3/dev-1/nope",
+        ] {
+            assert!(parse_topic("fleet", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn auth_request_matches_the_documented_shape() {
+        let r: AuthRequest =
+            decode(br#"{"id":7,"credential":{"type":"pin","value":"482916"}}"#).unwrap();
+        assert_eq!(r.id, 7);
+        assert!(matches!(r.credential.to_presented(), Ok(Presented::Pin(_))));
+        assert!(!format!("{r:?}").contains("482916"));
+    }
+
+    #[test]
+    fn strict_and_bounded_decoding() {
+        assert!(matches!(
+            decode::<AuthRequest>(br#"{"id":7,"credential":{"type":"pin","value":"1"},"x":1}"#),
+            Err(ProtocolError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode::<AuthRequest>(b"not json"),
+            Err(ProtocolError::Malformed(_))
+        ));
+        let big = vec![b' '; MAX_PAYLOAD_BYTES + 1];
+        assert_eq!(
+            decode::<AuthRequest>(&big),
+            Err(ProtocolError::TooLarge(MAX_PAYLOAD_BYTES + 1))
+        );
+        let letters = WireCredential::Pin("12ab".into());
+        assert!(letters.to_presented().is_err());
+        let card = WireCredential::Card("-1".into());
+        assert!(card.to_presented().is_err());
+    }
+
+    #[test]
+    fn events_carry_a_flat_kind() {
+        let e = Event {
+            seq: 5,
+            at: Timestamp::from_second(1_800_000_000).unwrap(),
+            kind: EventKind::DoorOpened,
+        };
+        let json = String::from_utf8(encode(&e)).unwrap();
+        assert!(json.contains(r#""event":"door_opened""#), "{json}");
+        assert_eq!(decode::<Event>(json.as_bytes()).unwrap(), e);
+    }
+}
