@@ -1487,10 +1487,10 @@ impl Engine {
                 }
                 (_, Some(f)) => SyncState::Failed(f),
             };
-            if c.revoked || c.replaced_by.is_some() {
-                if c.placements.iter().all(|p| !p.state.on_device()) {
-                    retire.push(c.id);
-                }
+            if (c.revoked || c.replaced_by.is_some())
+                && c.placements.iter().all(|p| !p.state.on_device())
+            {
+                retire.push(c.id);
             }
         }
         // The new code is on this lock: the old one may go from it now.

@@ -14,7 +14,7 @@ pub struct Organization {
 }
 
 /// Per-site rules a community sets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SiteSettings {
     /// 6-digit PINs allowed (4 digits always are).
@@ -22,16 +22,6 @@ pub struct SiteSettings {
     /// Residents may pick their own personal PIN.
     pub custom_pins: bool,
     pub lockout: LockoutPolicy,
-}
-
-impl Default for SiteSettings {
-    fn default() -> Self {
-        SiteSettings {
-            six_digit_pins: false,
-            custom_pins: false,
-            lockout: LockoutPolicy::default(),
-        }
-    }
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
