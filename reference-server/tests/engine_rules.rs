@@ -1,0 +1,1255 @@
+//! The engine's rules end to end through its public API: every denial reason,
+//! use counts under concurrency, the sync lifecycle, roles.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use jiff::civil::{Time, Weekday};
+use jiff::{SignedDuration, Timestamp};
+use proptest::prelude::*;
+use reference_server::domain::*;
+use reference_server::engine::{Applied, Issue, Outcome, PinSpec, SecretSpec, SyncResult};
+use reference_server::{Check, Command, Engine, EngineConfig, EngineError, Presented};
+
+const SYS: Actor = Actor::System;
+
+fn t0() -> Timestamp {
+    // Tuesday 2026-11-24 10:00 UTC (11:00 in Berlin).
+    "2026-11-24T10:00:00Z".parse().unwrap()
+}
+
+fn hours(h: i64) -> SignedDuration {
+    SignedDuration::from_hours(h)
+}
+
+/// A small community: one site in Berlin, a unit door with a Wi-Fi lock and a
+/// keypad, a common-area door with a door phone serving two lift floors, a BLE
+/// lock on a second unit door, and holders.
+struct World {
+    e: Engine,
+    owner: UserId,
+    org: OrgId,
+    site: SiteId,
+    unit_door: DoorId,
+    lobby: DoorId,
+    ble_door: DoorId,
+    lock: DeviceId,
+    keypad: DeviceId,
+    phone: DeviceId,
+    ble_lock: DeviceId,
+    floor_2: FloorId,
+    floor_3: FloorId,
+    resident: HolderId,
+    guest: HolderId,
+}
+
+fn out(r: Result<Applied, EngineError>) -> Outcome {
+    r.expect("command applies").outcome
+}
+
+macro_rules! id {
+    ($outcome:expr, $variant:ident) => {
+        match $outcome {
+            Outcome::$variant(id) => id,
+            other => panic!("expected {}, got {other:?}", stringify!($variant)),
+        }
+    };
+}
+
+impl World {
+    fn new() -> World {
+        World::with_seed(7)
+    }
+
+    fn with_seed(seed: u64) -> World {
+        let mut e = Engine::new(EngineConfig {
+            token_key: TokenKey::from_bytes([3; 32]),
+            seed,
+        });
+        let now = t0();
+        let owner = id!(
+            out(e.apply(
+                &SYS,
+                Command::CreateUser {
+                    name: "Olivia".into(),
+                    email: "o@example.com".into()
+                },
+                now
+            )),
+            User
+        );
+        let org = id!(
+            out(e.apply(
+                &Actor::User(owner),
+                Command::CreateOrganization {
+                    name: "Maple Court".into(),
+                    description: String::new(),
+                    owner,
+                    personal: false
+                },
+                now
+            )),
+            Organization
+        );
+        let settings = SiteSettings {
+            six_digit_pins: true,
+            custom_pins: true,
+            lockout: LockoutPolicy {
+                max_wrong: 3,
+                window_s: 60,
+                lockout_s: 30,
+            },
+        };
+        let site = id!(
+            out(e.apply(
+                &SYS,
+                Command::CreateSite {
+                    org,
+                    name: "Maple".into(),
+                    time_zone: "Europe/Berlin".into(),
+                    settings
+                },
+                now
+            )),
+            Site
+        );
+        let b = id!(
+            out(e.apply(
+                &SYS,
+                Command::CreateBuilding {
+                    site,
+                    name: "A".into()
+                },
+                now
+            )),
+            Building
+        );
+        let floor_2 = id!(
+            out(e.apply(
+                &SYS,
+                Command::CreateFloor {
+                    building: b,
+                    number: 2
+                },
+                now
+            )),
+            Floor
+        );
+        let floor_3 = id!(
+            out(e.apply(
+                &SYS,
+                Command::CreateFloor {
+                    building: b,
+                    number: 3
+                },
+                now
+            )),
+            Floor
+        );
+        let unit = id!(
+            out(e.apply(
+                &SYS,
+                Command::CreateUnit {
+                    floor: floor_2,
+                    name: "2A".into()
+                },
+                now
+            )),
+            Unit
+        );
+        let door = |e: &mut Engine, name: &str, common_area: bool, lift_floors: Vec<FloorId>| {
+            id!(
+                out(e.apply(
+                    &SYS,
+                    Command::CreateDoor {
+                        site,
+                        name: name.into(),
+                        common_area,
+                        unit: Some(unit),
+                        lift_floors
+                    },
+                    now
+                )),
+                Door
+            )
+        };
+        let unit_door = door(&mut e, "Apartment door", false, vec![]);
+        let lobby = door(&mut e, "Lobby", true, vec![floor_2, floor_3]);
+        let ble_door = door(&mut e, "Storage", false, vec![]);
+        let device = |e: &mut Engine, door, kind, connectivity, linked_to| {
+            let cmd = Command::CreateDevice {
+                door,
+                kind,
+                connectivity,
+                name: format!("{kind:?}"),
+                location: "Apartment door".into(),
+                linked_to,
+                code_slots: 250,
+            };
+            id!(out(e.apply(&SYS, cmd, now)), Device)
+        };
+        let lock = device(
+            &mut e,
+            unit_door,
+            DeviceKind::Lock,
+            Connectivity::Wifi,
+            None,
+        );
+        let keypad = device(
+            &mut e,
+            unit_door,
+            DeviceKind::Keypad,
+            Connectivity::Wifi,
+            Some(lock),
+        );
+        let phone = device(
+            &mut e,
+            lobby,
+            DeviceKind::DoorPhone,
+            Connectivity::Wifi,
+            None,
+        );
+        let ble_lock = device(&mut e, ble_door, DeviceKind::Lock, Connectivity::Ble, None);
+        let holder = |e: &mut Engine, name: &str, kind, floors| {
+            id!(
+                out(e.apply(
+                    &SYS,
+                    Command::CreateHolder {
+                        org,
+                        name: name.into(),
+                        kind,
+                        user: None,
+                        floors
+                    },
+                    now
+                )),
+                Holder
+            )
+        };
+        let resident = holder(
+            &mut e,
+            "Rita",
+            HolderKind::Member,
+            FloorScope::Only(vec![floor_2]),
+        );
+        let guest = holder(&mut e, "Gus", HolderKind::Guest, FloorScope::Any);
+        World {
+            e,
+            owner,
+            org,
+            site,
+            unit_door,
+            lobby,
+            ble_door,
+            lock,
+            keypad,
+            phone,
+            ble_lock,
+            floor_2,
+            floor_3,
+            resident,
+            guest,
+        }
+    }
+
+    fn issue(
+        &mut self,
+        holder: HolderId,
+        secret: SecretSpec,
+        schedule: Schedule,
+        doors: Vec<DoorId>,
+    ) -> CredentialId {
+        let issue = Issue {
+            holder,
+            name: "code".into(),
+            secret,
+            schedule,
+            doors,
+            include_common_areas: false,
+            floors: FloorScope::Any,
+        };
+        let id = id!(
+            out(self.e.apply(&SYS, Command::IssueCredential(issue), t0())),
+            Credential
+        );
+        self.ack_all();
+        id
+    }
+
+    fn pin(&mut self, pin: &str, schedule: Schedule) -> (CredentialId, Pin) {
+        let id = self.issue(
+            self.resident,
+            SecretSpec::Pin {
+                pin: PinSpec::Manual(pin.into()),
+            },
+            schedule,
+            vec![self.unit_door],
+        );
+        (id, Pin::parse(pin).unwrap())
+    }
+
+    /// Every device confirms every pending change.
+    fn ack_all(&mut self) {
+        for dev in [self.lock, self.keypad, self.phone, self.ble_lock] {
+            let batch = self.e.pending_sync(dev).unwrap();
+            let results = batch
+                .set
+                .iter()
+                .map(|(c, _)| *c)
+                .chain(batch.remove.iter().copied())
+                .map(|credential| SyncResult {
+                    credential,
+                    failure: None,
+                })
+                .collect();
+            self.e
+                .apply(
+                    &SYS,
+                    Command::SyncAck {
+                        device: dev,
+                        results,
+                    },
+                    t0(),
+                )
+                .unwrap();
+        }
+    }
+
+    fn check(&self, device: DeviceId, presented: Presented<'_>, now: Timestamp) -> Decision {
+        self.e.validate(
+            &Check {
+                device,
+                presented,
+                floor: None,
+            },
+            now,
+        )
+    }
+}
+
+fn reason(d: Decision) -> Option<DenyReason> {
+    d.reason()
+}
+
+/// One table that produces every denial reason of the domain.
+#[test]
+fn every_denial_reason() {
+    let mut w = World::new();
+    let now = t0();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut expect = |what: &str, d: Decision, want: DenyReason| {
+        assert_eq!(reason(d), Some(want), "{what}");
+        seen.insert(want.as_str());
+    };
+
+    // unknown credential: a card nobody holds; a forged QR token.
+    expect(
+        "unknown card",
+        w.check(w.phone, Presented::Card(999), now),
+        DenyReason::UnknownCredential,
+    );
+    let forged = TokenKey::from_bytes([4; 32]).sign(&TokenClaims {
+        kind: TokenKind::Qr,
+        credential: CredentialId(0),
+        version: 0,
+        expires: None,
+    });
+    expect(
+        "forged QR",
+        w.check(w.phone, Presented::Qr(&forged), now),
+        DenyReason::UnknownCredential,
+    );
+    // wrong PIN.
+    expect(
+        "wrong pin",
+        w.check(w.keypad, Presented::Pin(Pin::parse("4821").unwrap()), now),
+        DenyReason::WrongPin,
+    );
+    // not yet valid / expired.
+    let (_, p) = w.pin(
+        "5821",
+        Schedule::Temporary {
+            start: now + hours(1),
+            end: now + hours(2),
+        },
+    );
+    expect(
+        "future",
+        w.check(w.keypad, Presented::Pin(p), now),
+        DenyReason::NotYetValid,
+    );
+    let (_, p) = w.pin(
+        "5822",
+        Schedule::Temporary {
+            start: now - hours(2),
+            end: now - hours(1),
+        },
+    );
+    expect(
+        "past",
+        w.check(w.keypad, Presented::Pin(p), now),
+        DenyReason::Expired,
+    );
+    // outside schedule: Mondays only, and t0 is a Tuesday.
+    let monday = Schedule::Recurring {
+        days: Weekdays::from_days([Weekday::Monday]),
+        window: DailyWindow {
+            start: Time::constant(8, 0, 0, 0),
+            end: Time::constant(18, 0, 0, 0),
+        },
+        start: None,
+        end: None,
+    };
+    let (_, p) = w.pin("5823", monday);
+    expect(
+        "monday code on tuesday",
+        w.check(w.keypad, Presented::Pin(p), now),
+        DenyReason::OutsideSchedule,
+    );
+    // uses exhausted: a delivery PIN with one use.
+    let (_, p) = w.pin(
+        "5824",
+        Schedule::Delivery {
+            start: now - hours(1),
+            end: now + hours(1),
+            max_uses: Some(1),
+        },
+    );
+    assert!(w.check(w.keypad, Presented::Pin(p), now).is_granted());
+    expect(
+        "second delivery",
+        w.check(w.keypad, Presented::Pin(p), now),
+        DenyReason::UsesExhausted,
+    );
+    // replayed: a one-time visitor QR key.
+    let visitor = Schedule::Visitor {
+        repeat: Repeat::Never,
+        start: now - hours(1),
+        end: now + hours(1),
+        days: None,
+        window: None,
+        each_door_count: Some(1),
+    };
+    let qr = w.issue(w.guest, SecretSpec::Qr, visitor, vec![w.lobby]);
+    let token = w.e.token(qr).unwrap();
+    assert!(w.check(w.phone, Presented::Qr(&token), now).is_granted());
+    expect(
+        "replayed QR",
+        w.check(w.phone, Presented::Qr(&token), now),
+        DenyReason::Replayed,
+    );
+    // door not allowed: a QR for the lobby shown at the storage BLE lock.
+    expect(
+        "wrong door",
+        w.check(w.ble_lock, Presented::Qr(&token), now),
+        DenyReason::DoorNotAllowed,
+    );
+    // floor not allowed: the resident may go to floor 2, not 3.
+    // Cards are not stored on door phones, so a card works there at once.
+    w.issue(
+        w.resident,
+        SecretSpec::Card { number: 77 },
+        Schedule::Permanent,
+        vec![w.lobby],
+    );
+    let floor_check = |w: &World, floor| {
+        w.e.validate(
+            &Check {
+                device: w.phone,
+                presented: Presented::Card(77),
+                floor: Some(floor),
+            },
+            now,
+        )
+    };
+    let holder_floors = FloorScope::FollowHolder(w.resident);
+    let follow = Issue {
+        holder: w.guest,
+        name: "visitor follows resident".into(),
+        secret: SecretSpec::Card { number: 78 },
+        schedule: Schedule::Permanent,
+        doors: vec![w.lobby],
+        include_common_areas: false,
+        floors: holder_floors,
+    };
+    w.e.apply(&SYS, Command::IssueCredential(follow), now)
+        .unwrap();
+    let follow_check = |w: &World, floor| {
+        w.e.validate(
+            &Check {
+                device: w.phone,
+                presented: Presented::Card(78),
+                floor: Some(floor),
+            },
+            now,
+        )
+    };
+    assert!(
+        follow_check(&w, w.floor_2).is_granted(),
+        "follow my access: floor 2"
+    );
+    expect(
+        "follow my access: floor 3",
+        follow_check(&w, w.floor_3),
+        DenyReason::FloorNotAllowed,
+    );
+    assert!(
+        floor_check(&w, w.floor_3).is_granted(),
+        "card with any floor"
+    );
+    // holder disabled.
+    let (c, p) = w.pin("5825", Schedule::Permanent);
+    let rita = w.resident;
+    w.e.apply(
+        &SYS,
+        Command::SetHolderDisabled {
+            holder: rita,
+            disabled: true,
+        },
+        now,
+    )
+    .unwrap();
+    expect(
+        "holder disabled",
+        w.check(w.keypad, Presented::Pin(p), now),
+        DenyReason::HolderDisabled,
+    );
+    w.e.apply(
+        &SYS,
+        Command::SetHolderDisabled {
+            holder: rita,
+            disabled: false,
+        },
+        now,
+    )
+    .unwrap();
+    assert!(w.check(w.keypad, Presented::Pin(p), now).is_granted());
+    // disabled and revoked.
+    w.e.apply(
+        &SYS,
+        Command::SetCredentialDisabled {
+            credential: c,
+            disabled: true,
+        },
+        now,
+    )
+    .unwrap();
+    expect(
+        "code disabled",
+        w.check(w.keypad, Presented::Pin(p), now),
+        DenyReason::Disabled,
+    );
+    w.e.apply(&SYS, Command::RevokeCredential { credential: c }, now)
+        .unwrap();
+    expect(
+        "code revoked",
+        w.check(w.keypad, Presented::Pin(p), now),
+        DenyReason::Revoked,
+    );
+    // not checked in / checked out (lock settings on).
+    let lock = w.lock;
+    let settings = GuestSettings {
+        guest_can_open_remotely: false,
+        prevent_access_until_checked_in: true,
+        revoke_access_on_check_out: true,
+    };
+    w.e.apply(
+        &SYS,
+        Command::UpdateGuestSettings {
+            device: lock,
+            settings,
+        },
+        now,
+    )
+    .unwrap();
+    let stay = id!(
+        out(w.e.apply(
+            &SYS,
+            Command::CreateStay {
+                holder: w.guest,
+                check_in_at: now + hours(4),
+                check_out_at: now + hours(48)
+            },
+            now
+        )),
+        Stay
+    );
+    let guest_pin = w.issue(
+        w.guest,
+        SecretSpec::Pin {
+            pin: PinSpec::Generate { digits: 6 },
+        },
+        Schedule::Stay { stay },
+        vec![w.unit_door],
+    );
+    let gp = w.e.credential(guest_pin).unwrap().pin().unwrap();
+    expect(
+        "before check-in",
+        w.check(w.keypad, Presented::Pin(gp), now),
+        DenyReason::NotCheckedIn,
+    );
+    assert!(
+        w.check(w.keypad, Presented::Pin(gp), now + hours(5))
+            .is_granted(),
+        "after check-in time"
+    );
+    w.e.apply(&SYS, Command::CheckOut { stay }, now).unwrap();
+    expect(
+        "after check-out",
+        w.check(w.keypad, Presented::Pin(gp), now + hours(6)),
+        DenyReason::CheckedOut,
+    );
+    // locked out: three wrong PINs within the window, then even a good one is refused.
+    let (_, good) = w.pin("5826", Schedule::Permanent);
+    for _ in 0..3 {
+        w.check(w.keypad, Presented::Pin(Pin::parse("0000").unwrap()), now);
+    }
+    expect(
+        "locked out",
+        w.check(w.keypad, Presented::Pin(good), now),
+        DenyReason::LockedOut,
+    );
+    assert!(
+        w.check(
+            w.keypad,
+            Presented::Pin(good),
+            now + SignedDuration::from_secs(31)
+        )
+        .is_granted(),
+        "lockout ends"
+    );
+    // device unknown.
+    expect(
+        "unknown device",
+        w.check(DeviceId(9_999), Presented::Pin(good), now),
+        DenyReason::DeviceUnknown,
+    );
+
+    let all: std::collections::BTreeSet<_> = DenyReason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(seen, all, "every reason produced");
+}
+
+#[test]
+fn custom_pins_follow_the_site_rules_and_name_them() {
+    let mut w = World::new();
+    let now = t0();
+    let try_custom = |w: &mut World, pin: &str, door: DoorId| {
+        let issue = Issue {
+            holder: w.resident,
+            name: "mine".into(),
+            secret: SecretSpec::Pin {
+                pin: PinSpec::Custom(pin.into()),
+            },
+            schedule: Schedule::Permanent,
+            doors: vec![door],
+            include_common_areas: false,
+            floors: FloorScope::Any,
+        };
+        w.e.apply(&SYS, Command::IssueCredential(issue), now)
+            .map(|_| ())
+    };
+    let ud = w.unit_door;
+    assert_eq!(
+        try_custom(&mut w, "1111", ud),
+        Err(EngineError::Pin(PinRuleError::RepeatedDigit))
+    );
+    assert_eq!(
+        try_custom(&mut w, "5432", ud),
+        Err(EngineError::Pin(PinRuleError::ConsecutiveRun))
+    );
+    assert_eq!(
+        try_custom(&mut w, "12", ud),
+        Err(EngineError::Pin(PinRuleError::WrongLength(2)))
+    );
+    let lobby = w.lobby;
+    assert_eq!(
+        try_custom(&mut w, "4829", lobby),
+        Err(EngineError::Pin(PinRuleError::CommunityDoor))
+    );
+    assert_eq!(try_custom(&mut w, "4829", ud), Ok(()));
+    assert_eq!(
+        try_custom(&mut w, "4829", ud),
+        Err(EngineError::Pin(PinRuleError::InUse)),
+        "unique per lock"
+    );
+    let site = w.site;
+    let mut s = w.e.site(site).unwrap().settings;
+    s.six_digit_pins = false;
+    w.e.apply(&SYS, Command::UpdateSiteSettings { site, settings: s }, now)
+        .unwrap();
+    assert_eq!(
+        try_custom(&mut w, "482917", ud),
+        Err(EngineError::Pin(PinRuleError::SixDigitsNotEnabled))
+    );
+}
+
+#[test]
+fn a_code_works_on_a_lock_only_once_the_lock_has_it() {
+    let mut w = World::new();
+    let now = t0();
+    let issue = Issue {
+        holder: w.resident,
+        name: "new".into(),
+        secret: SecretSpec::Pin {
+            pin: PinSpec::Manual("7391".into()),
+        },
+        schedule: Schedule::Permanent,
+        doors: vec![w.unit_door],
+        include_common_areas: false,
+        floors: FloorScope::Any,
+    };
+    let id = id!(
+        out(w.e.apply(&SYS, Command::IssueCredential(issue), now)),
+        Credential
+    );
+    let p = Pin::parse("7391").unwrap();
+    let cred = w.e.credential(id).unwrap();
+    assert_eq!(cred.placement(w.keypad).unwrap().state, SyncState::Pending);
+    assert_eq!(
+        w.check(w.keypad, Presented::Pin(p), now).reason(),
+        Some(DenyReason::WrongPin),
+        "pending: the lock does not know it"
+    );
+    let batch = w.e.pending_sync(w.keypad).unwrap();
+    assert_eq!(batch.set.len(), 1);
+    w.e.apply(
+        &SYS,
+        Command::SyncSent {
+            device: w.keypad,
+            version: batch.version,
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        w.e.credential(id)
+            .unwrap()
+            .placement(w.keypad)
+            .unwrap()
+            .state,
+        SyncState::Setting
+    );
+    w.e.apply(
+        &SYS,
+        Command::SyncAck {
+            device: w.keypad,
+            results: vec![SyncResult {
+                credential: id,
+                failure: None,
+            }],
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        w.e.credential(id)
+            .unwrap()
+            .placement(w.keypad)
+            .unwrap()
+            .state,
+        SyncState::Set
+    );
+    assert!(w.check(w.keypad, Presented::Pin(p), now).is_granted());
+    // The lock itself (a separate device with its own copy) still reports it pending.
+    assert_eq!(
+        w.e.credential(id).unwrap().placement(w.lock).unwrap().state,
+        SyncState::Pending
+    );
+    // A failure names its reason.
+    w.e.apply(
+        &SYS,
+        Command::SyncAck {
+            device: w.lock,
+            results: vec![SyncResult {
+                credential: id,
+                failure: Some(SyncFailure::LockFull),
+            }],
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        w.e.credential(id).unwrap().placement(w.lock).unwrap().state,
+        SyncState::Failed(SyncFailure::LockFull)
+    );
+}
+
+#[test]
+fn a_changed_pin_replaces_the_old_one_only_when_the_lock_confirms() {
+    let mut w = World::new();
+    let now = t0();
+    let (old, old_pin) = w.pin("2468", Schedule::Permanent);
+    let new = id!(
+        out(w.e.apply(
+            &SYS,
+            Command::ChangePin {
+                credential: old,
+                pin: PinSpec::Manual("1357".into())
+            },
+            now
+        )),
+        Credential
+    );
+    let new_pin = Pin::parse("1357").unwrap();
+    // Not yet confirmed: the old code still opens, the new one does not.
+    assert!(w.check(w.keypad, Presented::Pin(old_pin), now).is_granted());
+    assert_eq!(
+        w.check(w.keypad, Presented::Pin(new_pin), now).reason(),
+        Some(DenyReason::WrongPin)
+    );
+    // The keypad confirms the new code: the old one is now being removed but
+    // still on the device, so it keeps working until removal is confirmed.
+    w.e.apply(
+        &SYS,
+        Command::SyncAck {
+            device: w.keypad,
+            results: vec![SyncResult {
+                credential: new,
+                failure: None,
+            }],
+        },
+        now,
+    )
+    .unwrap();
+    assert!(w.check(w.keypad, Presented::Pin(new_pin), now).is_granted());
+    assert_eq!(
+        w.e.credential(old)
+            .unwrap()
+            .placement(w.keypad)
+            .unwrap()
+            .state,
+        SyncState::Removing
+    );
+    assert!(w.e.pending_sync(w.keypad).unwrap().remove.contains(&old));
+    assert!(w.check(w.keypad, Presented::Pin(old_pin), now).is_granted());
+    w.ack_all();
+    assert_eq!(
+        w.check(w.keypad, Presented::Pin(old_pin), now).reason(),
+        Some(DenyReason::WrongPin),
+        "old code gone"
+    );
+    assert!(w.check(w.keypad, Presented::Pin(new_pin), now).is_granted());
+}
+
+#[test]
+fn fallback_codes_work_only_once_given_out() {
+    let mut w = World::new();
+    let now = t0();
+    let lock = w.lock;
+    let pins = (0..3).map(|_| PinSpec::Generate { digits: 6 }).collect();
+    let made = match out(w
+        .e
+        .apply(&SYS, Command::LoadFallbackPool { device: lock, pins }, now))
+    {
+        Outcome::Credentials(v) => v,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(made.len(), 3);
+    let first = w.e.credential(made[0]).unwrap();
+    assert_eq!(first.origin, Origin::Fallback);
+    let p = first.pin().unwrap();
+    assert_eq!(
+        w.check(lock, Presented::Pin(p), now).reason(),
+        Some(DenyReason::WrongPin),
+        "unassigned"
+    );
+    let schedule = Schedule::Temporary {
+        start: now - hours(1),
+        end: now + hours(24),
+    };
+    let id = id!(
+        out(w.e.apply(
+            &SYS,
+            Command::AssignFallback {
+                device: lock,
+                holder: w.guest,
+                name: "Guest".into(),
+                schedule
+            },
+            now
+        )),
+        Credential
+    );
+    assert_eq!(id, made[0]);
+    match w.check(lock, Presented::Pin(p), now) {
+        Decision::Granted(g) => assert_eq!((g.holder, g.origin), (w.guest, Origin::Fallback)),
+        d => panic!("{d:?}"),
+    }
+    assert_eq!(w.e.fallback_pool(lock).len(), 2);
+}
+
+#[test]
+fn guest_access_includes_common_areas_when_asked() {
+    let mut w = World::new();
+    let issue = Issue {
+        holder: w.guest,
+        name: "guest".into(),
+        secret: SecretSpec::Card { number: 4242 },
+        schedule: Schedule::Permanent,
+        doors: vec![w.unit_door],
+        include_common_areas: true,
+        floors: FloorScope::Any,
+    };
+    let id = id!(
+        out(w.e.apply(&SYS, Command::IssueCredential(issue), t0())),
+        Credential
+    );
+    let c = w.e.credential(id).unwrap();
+    assert!(
+        c.doors.contains(&w.lobby)
+            && c.doors.contains(&w.unit_door)
+            && !c.doors.contains(&w.ble_door)
+    );
+    assert!(
+        w.check(w.phone, Presented::Card(4242), t0()).is_granted(),
+        "door phone at the lobby"
+    );
+}
+
+#[test]
+fn roles_gate_every_change() {
+    let mut w = World::new();
+    let now = t0();
+    let mk_user = |e: &mut Engine, n: &str| {
+        id!(
+            out(e.apply(
+                &SYS,
+                Command::CreateUser {
+                    name: n.into(),
+                    email: format!("{n}@example.com")
+                },
+                now
+            )),
+            User
+        )
+    };
+    let admin = mk_user(&mut w.e, "admin");
+    let door_admin = mk_user(&mut w.e, "dooradmin");
+    let stranger = mk_user(&mut w.e, "stranger");
+    let org = w.org;
+    let owner = Actor::User(w.owner);
+    w.e.apply(
+        &owner,
+        Command::SetMember {
+            org,
+            user: admin,
+            role: Role::Admin,
+        },
+        now,
+    )
+    .unwrap();
+    w.e.apply(
+        &owner,
+        Command::SetMember {
+            org,
+            user: door_admin,
+            role: Role::DoorAdmin {
+                doors: vec![w.unit_door],
+            },
+        },
+        now,
+    )
+    .unwrap();
+    let issue_on = |door: DoorId, holder| {
+        Command::IssueCredential(Issue {
+            holder,
+            name: "x".into(),
+            secret: SecretSpec::Pin {
+                pin: PinSpec::Generate { digits: 4 },
+            },
+            schedule: Schedule::Permanent,
+            doors: vec![door],
+            include_common_areas: false,
+            floors: FloorScope::Any,
+        })
+    };
+    let forbidden =
+        |r: Result<Applied, EngineError>| matches!(r, Err(EngineError::Forbidden { .. }));
+    let (ud, bd, g) = (w.unit_door, w.ble_door, w.guest);
+    assert!(w.e.apply(&Actor::User(admin), issue_on(ud, g), now).is_ok());
+    assert!(w
+        .e
+        .apply(&Actor::User(door_admin), issue_on(ud, g), now)
+        .is_ok());
+    assert!(
+        forbidden(w.e.apply(&Actor::User(door_admin), issue_on(bd, g), now)),
+        "door admin elsewhere"
+    );
+    assert!(forbidden(w.e.apply(
+        &Actor::User(stranger),
+        issue_on(ud, g),
+        now
+    )));
+    let site_cmd = Command::CreateSite {
+        org,
+        name: "B".into(),
+        time_zone: "UTC".into(),
+        settings: SiteSettings::default(),
+    };
+    assert!(
+        forbidden(w.e.apply(&Actor::User(admin), site_cmd.clone(), now)),
+        "admins manage access, not the organization"
+    );
+    assert!(w.e.apply(&owner, site_cmd, now).is_ok());
+    assert!(forbidden(w.e.apply(
+        &Actor::User(admin),
+        Command::SetMember {
+            org,
+            user: stranger,
+            role: Role::Admin
+        },
+        now
+    )));
+    assert!(forbidden(w.e.apply(
+        &Actor::User(admin),
+        Command::CreateUser {
+            name: "n".into(),
+            email: "n@x".into()
+        },
+        now
+    )));
+    // An organization keeps an owner.
+    assert!(w
+        .e
+        .apply(&owner, Command::RemoveMember { org, user: w.owner }, now)
+        .is_err());
+}
+
+#[test]
+fn remote_open_for_managers_and_for_guests_where_the_lock_allows() {
+    let mut w = World::new();
+    let now = t0();
+    let guest_user = id!(
+        out(w.e.apply(
+            &SYS,
+            Command::CreateUser {
+                name: "g".into(),
+                email: "g@example.com".into()
+            },
+            now
+        )),
+        User
+    );
+    let org = w.org;
+    let holder = id!(
+        out(w.e.apply(
+            &SYS,
+            Command::CreateHolder {
+                org,
+                name: "G".into(),
+                kind: HolderKind::Guest,
+                user: Some(guest_user),
+                floors: FloorScope::Any
+            },
+            now
+        )),
+        Holder
+    );
+    w.issue(
+        holder,
+        SecretSpec::Ble,
+        Schedule::Temporary {
+            start: now - hours(1),
+            end: now + hours(1),
+        },
+        vec![w.unit_door],
+    );
+    assert!(w
+        .e
+        .authorize_open(&Actor::User(w.owner), w.lock, now)
+        .is_ok());
+    assert!(
+        w.e.authorize_open(&Actor::User(guest_user), w.lock, now)
+            .is_err(),
+        "setting off"
+    );
+    let settings = GuestSettings {
+        guest_can_open_remotely: true,
+        ..GuestSettings::default()
+    };
+    let lock = w.lock;
+    w.e.apply(
+        &SYS,
+        Command::UpdateGuestSettings {
+            device: lock,
+            settings,
+        },
+        now,
+    )
+    .unwrap();
+    assert!(w
+        .e
+        .authorize_open(&Actor::User(guest_user), w.lock, now)
+        .is_ok());
+    assert!(
+        w.e.authorize_open(&Actor::User(guest_user), w.lock, now + hours(2))
+            .is_err(),
+        "credential expired"
+    );
+}
+
+#[test]
+fn bad_input_is_a_typed_error_naming_the_rule() {
+    let mut w = World::new();
+    let now = t0();
+    let org = w.org;
+    let cases: Vec<(Command, &str)> = vec![
+        (
+            Command::CreateSite {
+                org,
+                name: "x".into(),
+                time_zone: "Mars/Olympus".into(),
+                settings: SiteSettings::default(),
+            },
+            "time_zone",
+        ),
+        (
+            Command::CreateSite {
+                org,
+                name: "".into(),
+                time_zone: "UTC".into(),
+                settings: SiteSettings::default(),
+            },
+            "name",
+        ),
+        (
+            Command::CreateSite {
+                org,
+                name: "x".into(),
+                time_zone: "UTC".into(),
+                settings: SiteSettings {
+                    lockout: LockoutPolicy {
+                        max_wrong: 0,
+                        window_s: 1,
+                        lockout_s: 1,
+                    },
+                    ..SiteSettings::default()
+                },
+            },
+            "settings.lockout",
+        ),
+        (
+            Command::CreateDoor {
+                site: SiteId(77),
+                name: "x".into(),
+                common_area: false,
+                unit: None,
+                lift_floors: vec![],
+            },
+            "site",
+        ),
+        (
+            Command::IssueCredential(Issue {
+                holder: w.guest,
+                name: "x".into(),
+                secret: SecretSpec::Qr,
+                schedule: Schedule::Temporary {
+                    start: now,
+                    end: now,
+                },
+                doors: vec![w.lobby],
+                include_common_areas: false,
+                floors: FloorScope::Any,
+            }),
+            "schedule",
+        ),
+        (
+            Command::IssueCredential(Issue {
+                holder: w.guest,
+                name: "x".into(),
+                secret: SecretSpec::Qr,
+                schedule: Schedule::Permanent,
+                doors: vec![],
+                include_common_areas: false,
+                floors: FloorScope::Any,
+            }),
+            "doors",
+        ),
+        (Command::CheckIn { stay: StayId(5) }, "stay"),
+        (
+            Command::SyncAck {
+                device: w.lock,
+                results: vec![SyncResult {
+                    credential: CredentialId(4_000),
+                    failure: None,
+                }],
+            },
+            "credential",
+        ),
+    ];
+    for (cmd, field) in cases {
+        let err =
+            w.e.apply(&SYS, cmd.clone(), now)
+                .expect_err(&format!("{cmd:?}"));
+        assert_eq!(err.field(), field, "{cmd:?}: {err}");
+        assert!(!err.to_string().is_empty());
+    }
+}
+
+#[test]
+fn the_same_seed_generates_the_same_codes() {
+    let pins = |seed| {
+        let mut w = World::with_seed(seed);
+        (0..20)
+            .map(|_| {
+                let id = w.issue(
+                    w.guest,
+                    SecretSpec::Pin {
+                        pin: PinSpec::Generate { digits: 6 },
+                    },
+                    Schedule::Permanent,
+                    vec![w.unit_door],
+                );
+                w.e.credential(id).unwrap().pin().unwrap().reveal()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pins(1), pins(1));
+    assert_ne!(pins(1), pins(2));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    // However many threads race for a limited credential, the grants never
+    // exceed its uses, and exactly that many succeed.
+    #[test]
+    fn use_counts_never_grant_more_than_allowed(max_uses in 1u32..20, threads in 2usize..6, tries in 1usize..40, per_door in any::<bool>()) {
+        let mut w = World::new();
+        let now = t0();
+        let schedule = if per_door {
+            Schedule::Visitor { repeat: Repeat::Never, start: now - hours(1), end: now + hours(1), days: None, window: None, each_door_count: Some(max_uses) }
+        } else {
+            Schedule::Delivery { start: now - hours(1), end: now + hours(1), max_uses: Some(max_uses) }
+        };
+        let id = w.issue(w.guest, SecretSpec::Qr, schedule, vec![w.lobby, w.ble_door]);
+        let token = w.e.token(id).unwrap();
+        let engine = Arc::new(w.e);
+        let granted = Arc::new(AtomicU32::new(0));
+        let devices = [w.phone, w.ble_lock];
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let (engine, granted, token) = (engine.clone(), granted.clone(), token.clone());
+                s.spawn(move || {
+                    for i in 0..tries {
+                        let device = devices[(t + i) % 2];
+                        let d = engine.validate(&Check { device, presented: Presented::Qr(&token), floor: None }, now);
+                        if d.is_granted() {
+                            granted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let attempts = (threads * tries) as u32;
+        let allowed = if per_door {
+            // Each door has its own count; attempts alternate between doors.
+            let mut n = [0u32; 2];
+            for t in 0..threads { for i in 0..tries { n[(t + i) % 2] += 1; } }
+            n[0].min(max_uses) + n[1].min(max_uses)
+        } else {
+            attempts.min(max_uses)
+        };
+        prop_assert_eq!(granted.load(Ordering::Relaxed), allowed);
+    }
+}
