@@ -315,7 +315,6 @@ pub struct Check<'a> {
 
 struct DeviceEntry {
     device: Device,
-    lockout: Mutex<Lockout>,
     sync_version: u64,
     /// Fallback codes pre-loaded on this lock and not yet given out.
     fallback_pool: Vec<CredentialId>,
@@ -337,15 +336,52 @@ pub struct Engine {
     /// Credentials that open each door (the lock's code list).
     door_credentials: Vec<Vec<CredentialId>>,
     devices: Vec<DeviceEntry>,
+    devices_hot: Vec<DeviceHot>,
+    /// Keypad lockout state per device, apart from the rest for the same reason.
+    lockouts: Vec<Mutex<Lockout>>,
     holders: Vec<Holder>,
     /// The fallback-pool holder of each organization, made on first use.
     pool_holders: FxHashMap<OrgId, HolderId>,
     stays: Vec<Stay>,
     credentials: Vec<Credential>,
-    /// (door, PIN key) -> credential: the keypad lookup.
-    pin_index: FxHashMap<(DoorId, u64), CredentialId>,
+    /// `pin_key(door, pin)` -> credential: the keypad lookup.
+    pin_index: FxHashMap<u64, CredentialId>,
     /// (site, card number) -> credential.
     card_index: FxHashMap<(SiteId, u64), CredentialId>,
+}
+
+/// Does the device hold this code (or not need to)?
+#[inline]
+fn usable_on(c: &Credential, id: DeviceId, dev: &DeviceHot) -> bool {
+    if !dev.stores_codes {
+        // Server-mode devices ask us: a replaced code stops at once there.
+        return c.replaced_by.is_none();
+    }
+    c.placement(id).is_some_and(|p| p.state.on_device())
+}
+
+/// One u64 for (door, PIN): the door in the high half, the PIN's length and
+/// value in the low half. Stored PINs have 4 or 6 digits; a keypad entry too
+/// long to fit cannot match one and gets a key no stored PIN has.
+#[inline]
+fn pin_key(door: DoorId, pin: Pin) -> u64 {
+    let k = pin.key();
+    let (len, value) = (k >> 56, k & ((1 << 56) - 1));
+    let low = if len <= 8 && value < (1 << 27) {
+        (len << 27) | value
+    } else {
+        u64::from(u32::MAX)
+    };
+    (u64::from(door.0) << 32) | low
+}
+
+/// What a check needs of a device, packed apart from the rest of it so the
+/// table of 100k devices stays small enough to sit in cache.
+#[derive(Clone, Copy)]
+struct DeviceHot {
+    door: DoorId,
+    site: SiteId,
+    stores_codes: bool,
 }
 
 fn check_name(field: &'static str, s: &str) -> Result<(), EngineError> {
@@ -386,6 +422,8 @@ impl Engine {
             door_devices: Vec::new(),
             door_credentials: Vec::new(),
             devices: Vec::new(),
+            devices_hot: Vec::new(),
+            lockouts: Vec::new(),
             holders: Vec::new(),
             pool_holders: FxHashMap::default(),
             stays: Vec::new(),
@@ -448,7 +486,7 @@ impl Engine {
             let c = &self.credentials[c.index()];
             self.holders[c.holder.index()].user == Some(*user)
                 && self.active_status(c, now) == ActiveStatus::Active
-                && self.stay_check(c, dev, now).is_ok()
+                && self.stay_check(c, device, now).is_ok()
         });
         if holds_valid {
             Ok(())
@@ -837,10 +875,15 @@ impl Engine {
                 };
                 self.devices.push(DeviceEntry {
                     device,
-                    lockout: Mutex::new(Lockout::default()),
                     sync_version: 0,
                     fallback_pool: Vec::new(),
                 });
+                self.devices_hot.push(DeviceHot {
+                    door,
+                    site,
+                    stores_codes,
+                });
+                self.lockouts.push(Mutex::new(Lockout::default()));
                 self.door_devices[door.index()].push(id);
                 // Codes that already open this door must reach the new device.
                 if stores_codes {
@@ -1093,7 +1136,7 @@ impl Engine {
     fn pin_free(&self, pin: Pin, doors: &[DoorId], except: Option<CredentialId>) -> bool {
         doors
             .iter()
-            .all(|d| match self.pin_index.get(&(*d, pin.key())) {
+            .all(|d| match self.pin_index.get(&pin_key(*d, pin)) {
                 None => true,
                 Some(c) => Some(*c) == except || self.credentials[c.index()].revoked,
             })
@@ -1233,7 +1276,7 @@ impl Engine {
         match secret {
             Secret::Pin(p) => {
                 for d in &issue.doors {
-                    self.pin_index.insert((*d, p.key()), id);
+                    self.pin_index.insert(pin_key(*d, p), id);
                 }
             }
             Secret::Card(n) => {
@@ -1241,7 +1284,7 @@ impl Engine {
             }
             Secret::Token { .. } => {}
         }
-        let mut placements = Vec::new();
+        let mut placements = Placements::new();
         if kind.stored_on_device() {
             for d in &issue.doors {
                 for dev in &self.door_devices[d.index()] {
@@ -1363,8 +1406,8 @@ impl Engine {
         match c.secret {
             Secret::Pin(p) => {
                 for d in &c.doors {
-                    if self.pin_index.get(&(*d, p.key())) == Some(&id) {
-                        self.pin_index.remove(&(*d, p.key()));
+                    if self.pin_index.get(&pin_key(*d, p)) == Some(&id) {
+                        self.pin_index.remove(&pin_key(*d, p));
                     }
                 }
             }
@@ -1524,27 +1567,27 @@ impl Engine {
     /// stay (check-in, check-out); use count. Only unknown PINs count as
     /// brute-force tries; a grant clears the keypad's count.
     pub fn validate(&self, check: &Check<'_>, now: Timestamp) -> Decision {
-        let Some(entry) = self.devices.get(check.device.index()) else {
+        let id = check.device;
+        let Some(dev) = self.devices_hot.get(id.index()) else {
             return Decision::deny(DenyReason::DeviceUnknown);
         };
-        let dev = &entry.device;
         match check.presented {
             Presented::Pin(pin) => {
-                let site = &self.sites[dev.site.index()];
-                let mut lockout = entry.lockout.lock();
+                let mut lockout = self.lockouts[id.index()].lock();
                 if lockout.is_locked(now) {
                     return Decision::deny(DenyReason::LockedOut);
                 }
                 let found = self
                     .pin_index
-                    .get(&(dev.door, pin.key()))
+                    .get(&pin_key(dev.door, pin))
                     .map(|c| &self.credentials[c.index()]);
-                let Some(cred) = found.filter(|c| !c.unassigned_fallback && self.usable_on(c, dev))
+                let Some(cred) = found.filter(|c| !c.unassigned_fallback && usable_on(c, id, dev))
                 else {
-                    lockout.record_wrong(now, &site.settings.lockout);
+                    lockout.record_wrong(now, &self.sites[dev.site.index()].settings.lockout);
                     return Decision::deny(DenyReason::WrongPin);
                 };
-                let d = self.evaluate(cred, dev, check.floor, now);
+                // The index is per door, so the door rule already holds.
+                let d = self.evaluate(cred, id, dev, true, check.floor, now);
                 if d.is_granted() {
                     lockout.record_success();
                 }
@@ -1559,7 +1602,9 @@ impl Engine {
                     Some(c) if c.door_slot(dev.door).is_none() => {
                         Decision::deny(DenyReason::DoorNotAllowed)
                     }
-                    Some(c) if self.usable_on(c, dev) => self.evaluate(c, dev, check.floor, now),
+                    Some(c) if usable_on(c, id, dev) => {
+                        self.evaluate(c, id, dev, true, check.floor, now)
+                    }
                     _ => Decision::deny(DenyReason::UnknownCredential),
                 }
             }
@@ -1584,22 +1629,9 @@ impl Engine {
                     // A token of an earlier issue of this credential.
                     return Decision::deny(DenyReason::Revoked);
                 }
-                if cred.door_slot(dev.door).is_none() {
-                    return Decision::deny(DenyReason::DoorNotAllowed);
-                }
-                self.evaluate(cred, dev, check.floor, now)
+                self.evaluate(cred, id, dev, false, check.floor, now)
             }
         }
-    }
-
-    /// Does the device hold this code (or not need to)?
-    #[inline]
-    fn usable_on(&self, c: &Credential, dev: &Device) -> bool {
-        if !dev.stores_codes {
-            // Server-mode devices ask us: a replaced code stops at once there.
-            return c.replaced_by.is_none();
-        }
-        c.placement(dev.id).is_some_and(|p| p.state.on_device())
     }
 
     fn guest_settings_for(&self, dev: &Device) -> GuestSettings {
@@ -1609,12 +1641,17 @@ impl Engine {
         }
     }
 
-    fn stay_check(&self, c: &Credential, dev: &Device, now: Timestamp) -> Result<(), DenyReason> {
+    fn stay_check(
+        &self,
+        c: &Credential,
+        device: DeviceId,
+        now: Timestamp,
+    ) -> Result<(), DenyReason> {
         let Schedule::Stay { stay } = c.schedule else {
             return Ok(());
         };
         let s = &self.stays[stay.index()];
-        let g = self.guest_settings_for(dev);
+        let g = self.guest_settings_for(&self.devices[device.index()].device);
         if g.revoke_access_on_check_out && (s.checked_out || now >= s.check_out_at) {
             return Err(DenyReason::CheckedOut);
         }
@@ -1635,10 +1672,13 @@ impl Engine {
         }
     }
 
+    /// The rules after lookup. `door_known`: the lookup was by this door.
     fn evaluate(
         &self,
         c: &Credential,
-        dev: &Device,
+        id: DeviceId,
+        dev: &DeviceHot,
+        door_known: bool,
         floor: Option<FloorId>,
         now: Timestamp,
     ) -> Decision {
@@ -1651,9 +1691,9 @@ impl Engine {
         if self.holders[c.holder.index()].disabled {
             return Decision::deny(DenyReason::HolderDisabled);
         }
-        let Some(slot) = c.door_slot(dev.door) else {
+        if !door_known && c.door_slot(dev.door).is_none() {
             return Decision::deny(DenyReason::DoorNotAllowed);
-        };
+        }
         if let Some(f) = floor {
             let served = self.doors[dev.door.index()].lift_floors.contains(&f);
             if !served || !self.floor_allowed(&c.floors, f, 0) {
@@ -1663,10 +1703,14 @@ impl Engine {
         if let Err(r) = c.schedule.check_time(now, &self.sites[c.site.index()].tz) {
             return Decision::deny(r);
         }
-        if let Err(r) = self.stay_check(c, dev, now) {
+        if let Err(r) = self.stay_check(c, id, now) {
             return Decision::deny(r);
         }
         let limit = c.schedule.use_limit();
+        let slot = match limit {
+            UseLimit::PerDoor(_) => c.door_slot(dev.door).unwrap_or(usize::MAX),
+            _ => 0,
+        };
         if let Err(r) = c.uses.try_take(limit, slot) {
             let one_time = matches!(limit, UseLimit::Total(1) | UseLimit::PerDoor(1));
             let token = matches!(c.kind, CredentialKind::Qr | CredentialKind::Ble);
@@ -1757,7 +1801,7 @@ impl Engine {
 
     /// The keypad's lockout end, if it is locked at `now`.
     pub fn locked_until(&self, device: DeviceId, now: Timestamp) -> Option<Timestamp> {
-        let l = self.devices.get(device.index())?.lockout.lock();
+        let l = self.lockouts.get(device.index())?.lock();
         l.is_locked(now).then(|| l.locked_until()).flatten()
     }
 

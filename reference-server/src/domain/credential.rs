@@ -148,6 +148,9 @@ pub enum SyncFailure {
     Offline,
 }
 
+/// The placements of one credential (usually a lock and its keypad).
+pub type Placements = smallvec::SmallVec<[Placement; 2]>;
+
 /// One (code, lock) pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Placement {
@@ -204,10 +207,8 @@ impl UseCounter {
     /// Takes one use at door slot `door_slot`, or says why not.
     pub fn try_take(&self, limit: UseLimit, door_slot: usize) -> Result<(), DenyReason> {
         let ok = match limit {
-            UseLimit::Unlimited => {
-                self.total.fetch_add(1, Ordering::Relaxed);
-                true
-            }
+            // Nothing to count: no write on the hot path.
+            UseLimit::Unlimited => true,
             UseLimit::Total(n) => Self::take(&self.total, n),
             UseLimit::PerDoor(n) => match self.per_door.get(door_slot) {
                 Some(c) => {
@@ -236,6 +237,7 @@ impl UseCounter {
         }
     }
 
+    /// Grants taken so far (counted only for limited credentials).
     pub fn total(&self) -> u32 {
         self.total.load(Ordering::Relaxed)
     }
@@ -270,8 +272,9 @@ pub struct Credential {
     /// confirms the new one.
     pub replaces: Option<CredentialId>,
     pub replaced_by: Option<CredentialId>,
-    /// Sync state on every device that stores this code.
-    pub placements: Vec<Placement>,
+    /// Sync state on every device that stores this code. Inline for the
+    /// usual one or two devices per door: no pointer chase on the check path.
+    pub placements: Placements,
     pub uses: UseCounter,
     pub created_at: Timestamp,
 }

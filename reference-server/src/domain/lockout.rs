@@ -37,45 +37,60 @@ impl LockoutPolicy {
     }
 }
 
-/// One keypad's recent wrong tries: a ring of at most `MAX_WRONG_LIMIT` times.
+/// One keypad's recent wrong tries: a ring of at most `MAX_WRONG_LIMIT`
+/// times in whole seconds (the windows are seconds long). Kept small and
+/// untouched on the happy path: it sits on the credential-check path of every
+/// keypad entry.
 #[derive(Clone, Debug, Default)]
 pub struct Lockout {
-    wrong: [Option<Timestamp>; MAX_WRONG_LIMIT as usize],
-    next: usize,
-    locked_until: Option<Timestamp>,
+    /// Unix seconds of recent wrong tries; 0 = empty slot.
+    wrong_s: [i64; MAX_WRONG_LIMIT as usize],
+    next: u8,
+    /// How many slots are filled (0 = nothing to clear on success).
+    filled: u8,
+    /// Unix seconds; 0 = not locked.
+    locked_until_s: i64,
 }
 
 impl Lockout {
     pub fn is_locked(&self, now: Timestamp) -> bool {
-        self.locked_until.is_some_and(|t| now < t)
+        self.locked_until_s != 0 && now.as_second() < self.locked_until_s
     }
 
     pub fn locked_until(&self) -> Option<Timestamp> {
-        self.locked_until
+        (self.locked_until_s != 0)
+            .then(|| Timestamp::from_second(self.locked_until_s).ok())
+            .flatten()
     }
 
     /// Records a wrong PIN; returns true if this try locked the keypad.
     pub fn record_wrong(&mut self, now: Timestamp, p: &LockoutPolicy) -> bool {
         let n = usize::from(p.max_wrong.clamp(1, MAX_WRONG_LIMIT));
-        self.wrong[self.next % n] = Some(now);
-        self.next = (self.next + 1) % n;
-        let since = now - SignedDuration::from_secs(i64::from(p.window_s));
-        let recent = self.wrong[..n]
+        let now_s = now.as_second();
+        self.wrong_s[usize::from(self.next) % n] = now_s;
+        self.next = ((usize::from(self.next) + 1) % n) as u8;
+        self.filled = self.filled.saturating_add(1).min(n as u8);
+        let since = now_s - i64::from(p.window_s);
+        let recent = self.wrong_s[..n]
             .iter()
-            .filter(|t| t.is_some_and(|t| t > since))
+            .filter(|&&t| t != 0 && t > since)
             .count();
         if recent >= n {
-            self.locked_until = Some(now + SignedDuration::from_secs(i64::from(p.lockout_s)));
-            self.wrong = Default::default();
-            self.next = 0;
+            self.locked_until_s =
+                (now + SignedDuration::from_secs(i64::from(p.lockout_s))).as_second();
+            self.record_success();
             return true;
         }
         false
     }
 
+    /// A correct PIN clears the count (nothing to write when already clear).
     pub fn record_success(&mut self) {
-        self.wrong = Default::default();
-        self.next = 0;
+        if self.filled != 0 {
+            self.wrong_s = [0; MAX_WRONG_LIMIT as usize];
+            self.next = 0;
+            self.filled = 0;
+        }
     }
 }
 
