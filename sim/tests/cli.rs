@@ -207,7 +207,7 @@ fn schema_is_valid_json_describing_the_format() {
     assert!(
         required.contains(&"name") && required.contains(&"fleet") && required.contains(&"phases")
     );
-    let group = &v["definitions"]["RawDeviceGroup"];
+    let group = &v["definitions"]["DeviceGroup"];
     assert!(group["properties"]["per_site"].is_object(), "{group}");
     assert_eq!(group["additionalProperties"], false);
 }

@@ -113,11 +113,11 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "unknown top-level field",
-            src: append("sead = 4\n"),
+            src: replace("name = \"t\"", "name = \"t\"\nsead = 4"),
             kind: ProblemKind::UnknownField,
             fragment: "unknown field `sead`",
             hint: "`seed`",
-            line: 10,
+            line: 2,
             col: 1,
         },
         Case {
@@ -215,9 +215,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "threshold on an unknown metric",
-            src: append("[thresholds]\n\"check.pin.p98\" = \"< 5ms\"\n"),
+            src: append("[thresholds]\n\"chek.pin.p99\" = \"< 5ms\"\n"),
             kind: ProblemKind::BadThreshold,
-            fragment: "unknown metric `check.pin.p98`",
+            fragment: "unknown metric `chek.pin.p99`",
             hint: "check.pin.p99",
             line: 11,
             col: 1,
@@ -459,4 +459,224 @@ fn toml_datetimes_are_rejected_not_crashed_on() {
         "{}",
         problems[0]
     );
+}
+
+#[test]
+fn implicit_parent_tables_are_accepted_and_located() {
+    // No [fleet] or [credentials] line: TOML creates those tables implicitly.
+    let src = r#"name = "implicit"
+[[fleet.devices]]
+kind = "door_phone"
+per_site = 1
+[credentials.visitor]
+repeat = "never"
+each_door_count = 3
+[[phases]]
+duration = "1m"
+arrivals = "1/s"
+[actions]
+qr_valid = 1
+"#;
+    let problems = problems_of(src);
+    // The only problem: QR keys are missing (qr_keys_per_door is 0).
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(problems[0].message.contains("visitor QR keys"));
+    let ok = src.replace(
+        "[credentials.visitor]",
+        "[credentials]\nqr_keys_per_door = 2\n[credentials.visitor]",
+    );
+    let s = scenario::parse(&ok, "implicit.toml").unwrap();
+    assert_eq!(s.credentials.visitor.each_door_count, Some(3));
+    assert_eq!(s.fleet.devices.len(), 1);
+
+    // A problem inside an implicit table points at its first key, not line 1.
+    let src = "name = \"x\"\n[fleet.lockout]\nmax_wrong = 3\n[[phases]]\nduration = \"1m\"\narrivals = \"1/s\"\n";
+    let problems = problems_of(src);
+    let missing = problems
+        .iter()
+        .find(|p| p.message.contains("missing field `devices`"))
+        .unwrap_or_else(|| panic!("{problems:#?}"));
+    assert_eq!(missing.line, 2, "{missing}");
+}
+
+/// Every field of the format, set once: the schema, the serde structs and
+/// the compiler agree on all of them.
+const EVERY_FIELD: &str = r#"
+name = "kitchen-sink"
+description = "every field"
+seed = 5
+transport = "inproc"
+clock = "virtual"
+start_at = "2026-03-27T08:00"
+
+[fleet]
+sites = 2
+timezones = ["Europe/Berlin", "America/New_York"]
+six_digit_pins = true
+custom_pins = true
+lockout = { max_wrong = 3, window = "30s", locked_for = "1m" }
+
+[[fleet.devices]]
+kind = "lock"
+model = "ble"
+per_site = 3
+with = ["keypad", "door_sensor"]
+relock_after = "15s"
+code_slots = 100
+battery_start_pct = 80
+battery_drain_pct_per_day = 0.3
+battery_pct_per_unlock = 0.01
+battery_low_pct = 15
+offline_chance_per_hour = 0.01
+offline_for = "10m"
+sync_every = "1h"
+guest = { can_open_remotely = true, prevent_access_until_checked_in = true, revoke_access_on_check_out = true }
+
+[[fleet.devices]]
+kind = "door_phone"
+per_site = 1
+
+[credentials]
+pins_per_door = 6
+mix = { permanent = 0.2, temporary = 0.2, recurring = 0.2, delivery = 0.2, stay = 0.2 }
+six_digit_share = 0.5
+custom_share = 0.1
+expired_pins_per_door = 1
+cards_per_door = 1
+ble_passes_per_door = 1
+qr_keys_per_door = 2
+fallback_codes_per_lock = 3
+temporary = { valid_for = "4h" }
+recurring = { days = ["sat", "sun"], window = "22:00-06:00" }
+delivery = { valid_for = "30m", max_uses = 0 }
+visitor = { repeat = "weekly", valid_for = "7d", days = ["mon"], window = "09:00-17:00" }
+stays = { nights = 2, check_in = "16:00", check_out = "10:00", early_arrival_share = 0.1, late_departure_share = 0.2 }
+
+[[phases]]
+name = "open"
+duration = "1h"
+arrivals = { from = "1/m", to = "10/m" }
+max_in_flight = 50
+
+[[phases]]
+name = "closed"
+duration = "1d"
+people = 4
+think_time = "5m"
+
+[actions]
+pin_valid = 0.1
+pin_wrong = 0.1
+pin_expired = 0.05
+qr_valid = 0.1
+qr_replayed = 0.05
+qr_expired = 0.05
+card = 0.1
+ble = 0.1
+remote_open = 0.1
+code_create = 0.05
+code_change = 0.05
+code_revoke = 0.05
+sync_storm = 0.1
+
+[faults]
+offline_wave = [{ at = "10m", for = "5m", share = 0.5 }, { at = "2h", for = "1h", share = 1, model = "ble" }]
+motor_blocked = 0.01
+engine_added_latency = "5ms"
+
+[thresholds]
+"check.any.p999" = "<= 1s"
+"decisions.false_accept" = "== 0"
+"errors.rate" = "< 1%"
+"checks.per_s" = ">= 0.001/s"
+"#;
+
+#[test]
+fn every_field_compiles_to_the_documented_values() {
+    use fleetsim::scenario::{Action, Load};
+    use reference_server::domain::{Connectivity, Repeat};
+    use std::time::Duration;
+
+    let s = scenario::parse(EVERY_FIELD, "every.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.fleet.time_zone_of(1), "America/New_York");
+    assert_eq!(s.fleet.lockout.max_wrong, 3);
+    assert_eq!(s.fleet.lockout.lockout_s, 60);
+    let lock = &s.fleet.devices[0];
+    assert_eq!(lock.model, Connectivity::Ble);
+    assert_eq!(lock.behaviour.relock_after, Duration::from_secs(15));
+    assert_eq!(lock.behaviour.sync_every, Duration::from_secs(3600));
+    assert!(lock.behaviour.guest.revoke_access_on_check_out);
+    assert_eq!(s.fleet.device_count(), 2 * (3 * 3 + 1));
+    assert_eq!(s.credentials.delivery.max_uses, None, "0 means unlimited");
+    assert_eq!(s.credentials.visitor.repeat, Repeat::Weekly);
+    assert_eq!(s.credentials.visitor.each_door_count, None);
+    assert!(s.credentials.recurring.window.end < s.credentials.recurring.window.start);
+    assert_eq!(s.credentials.stays.nights, 2);
+    assert_eq!(
+        s.phases[0].load,
+        Load::Open {
+            from_per_s: 1.0 / 60.0,
+            to_per_s: 10.0 / 60.0,
+            max_in_flight: 50
+        }
+    );
+    assert_eq!(
+        s.phases[1].load,
+        Load::Closed {
+            people: 4,
+            think_time: Duration::from_secs(300)
+        }
+    );
+    assert_eq!(s.actions.0.len(), 13);
+    assert_eq!(s.actions.fraction(Action::SyncStorm), 0.1);
+    assert_eq!(s.faults.offline_waves.len(), 2);
+    assert_eq!(s.faults.offline_waves[1].model, Some(Connectivity::Ble));
+    assert_eq!(s.faults.engine_added_latency, Duration::from_millis(5));
+    assert_eq!(s.thresholds[0].metric, "check.any.p999", "file order kept");
+    assert_eq!(s.thresholds[0].value, 1000.0);
+
+    // --duration: phases are cut, faults after the end dropped.
+    let mut cut = s.clone();
+    cut.cap_duration(Duration::from_secs(90 * 60));
+    assert_eq!(cut.phases.len(), 2);
+    assert_eq!(cut.total_duration(), Duration::from_secs(90 * 60));
+    assert_eq!(cut.faults.offline_waves.len(), 1);
+}
+
+#[test]
+fn readme_documents_every_field_of_the_schema() {
+    let readme = std::fs::read_to_string(scenarios_dir().join("README.md")).unwrap();
+    let schema = serde_json::to_value(scenario::json_schema()).unwrap();
+    let mut names: Vec<String> = Vec::new();
+    let mut collect = |props: &serde_json::Value| {
+        if let Some(p) = props.as_object() {
+            names.extend(p.keys().cloned());
+        }
+    };
+    collect(&schema["properties"]);
+    for def in schema["definitions"].as_object().unwrap().values() {
+        collect(&def["properties"]);
+    }
+    // A field (`per_site`, `guest.can_open_remotely`) or a section header
+    // ([actions], [[phases]]).
+    let missing: Vec<String> = names
+        .into_iter()
+        .filter(|n| {
+            !readme.contains(&format!("`{n}`"))
+                && !readme.contains(&format!(".{n}`"))
+                && !readme.contains(&format!("{n}]"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "scenarios/README.md does not document {missing:?}"
+    );
+    for metric in [
+        "check.pin",
+        "decisions.false_accept",
+        "errors.rate",
+        "checks.per_s",
+    ] {
+        assert!(readme.contains(metric), "{metric}");
+    }
 }

@@ -12,15 +12,14 @@ use std::ops::Range;
 use schemars::schema::{InstanceType, RootSchema, Schema, SchemaObject, SingleOrVec};
 use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use toml::Spanned;
 
 use super::error::{suggest, Problem, ProblemKind, SourceMap};
-use super::raw::format;
+use super::raw::{format, Sp};
 use super::threshold::Threshold;
 use super::units;
 
 /// Definitions whose numeric fields must add up to 1.
-const SUM_TO_ONE: &[(&str, &str)] = &[("RawActions", "action mix"), ("RawPinMix", "PIN mix")];
+const SUM_TO_ONE: &[(&str, &str)] = &[("Actions", "action mix"), ("PinMix", "PIN mix")];
 
 /// A TOML value with spans on every nested value and key.
 #[derive(Debug)]
@@ -30,8 +29,8 @@ pub(crate) enum Node {
     Float(f64),
     Bool,
     Datetime,
-    Array(Vec<Spanned<Node>>),
-    Table(Vec<(Spanned<String>, Spanned<Node>)>),
+    Array(Vec<Sp<Node>>),
+    Table(Vec<(Sp<String>, Sp<Node>)>),
 }
 
 impl Node {
@@ -108,14 +107,26 @@ impl<'de> Deserialize<'de> for Node {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
                 let mut out = Vec::new();
-                while let Some(k) = map.next_key::<Key>()? {
-                    match k {
-                        Key::Datetime => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                            return Ok(Node::Datetime);
-                        }
-                        Key::Name(k) => out.push((k, map.next_value()?)),
+                while let Some(k) = map.next_key::<Sp<String>>()? {
+                    if k.get() == TOML_DATETIME_KEY {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        return Ok(Node::Datetime);
                     }
+                    let mut v: Sp<Node> = map.next_value()?;
+                    // A table TOML made implicitly has no span: point at
+                    // its first key instead of the top of the file.
+                    if v.span.is_empty() {
+                        if let Node::Table(entries) = v.get() {
+                            if let Some((first, first_value)) = entries.first() {
+                                v.span = if first.span.is_empty() {
+                                    first_value.span()
+                                } else {
+                                    first.span()
+                                };
+                            }
+                        }
+                    }
+                    out.push((k, v));
                 }
                 Ok(Node::Table(out))
             }
@@ -123,49 +134,6 @@ impl<'de> Deserialize<'de> for Node {
         d.deserialize_any(V)
     }
 }
-
-/// A table key: a spanned name, or the marker of a TOML datetime.
-enum Key {
-    Name(Spanned<String>),
-    Datetime,
-}
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
-        // Keys of ordinary tables support spans; the datetime marker does
-        // not, and arrives as a plain string instead.
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
-                if v == TOML_DATETIME_KEY {
-                    Ok(Key::Datetime)
-                } else {
-                    Ok(Key::Name(Spanned::new(0..0, v.to_string())))
-                }
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Key, A::Error> {
-                Spanned::<String>::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(Key::Name)
-            }
-        }
-        d.deserialize_struct(
-            SPANNED_NAME,
-            &[SPANNED_START, SPANNED_END, SPANNED_VALUE],
-            V,
-        )
-    }
-}
-
-// serde_spanned's private protocol, needed to ask for a key's span while
-// still accepting the plain-string datetime marker.
-const SPANNED_NAME: &str = "$__serde_spanned_private_Spanned";
-const SPANNED_START: &str = "$__serde_spanned_private_start";
-const SPANNED_END: &str = "$__serde_spanned_private_end";
-const SPANNED_VALUE: &str = "$__serde_spanned_private_value";
 
 /// Walks a document against the schema, collecting problems.
 pub(crate) struct Checker<'a> {
@@ -293,18 +261,18 @@ impl<'a> Checker<'a> {
             .find_map(|s| self.description(s))
     }
 
-    pub fn check_root(&mut self, node: &Spanned<Node>) {
+    pub fn check_root(&mut self, node: &Sp<Node>) {
         let root = &self.root.schema;
         self.check_object(node, root, "");
     }
 
-    fn check(&mut self, node: &Spanned<Node>, schema: &Schema, path: &str) {
+    fn check(&mut self, node: &Sp<Node>, schema: &Schema, path: &str) {
         if let Schema::Object(o) = schema {
             self.check_object(node, o, path);
         }
     }
 
-    fn check_object(&mut self, node: &Spanned<Node>, obj: &SchemaObject, path: &str) {
+    fn check_object(&mut self, node: &Sp<Node>, obj: &SchemaObject, path: &str) {
         let Some((o, def_name)) = self.resolve(obj) else {
             return;
         };
@@ -320,10 +288,10 @@ impl<'a> Checker<'a> {
             }
         }
         let types = types_of(o);
-        if !types.is_empty() && !types.iter().any(|t| node.get_ref().matches(*t)) {
+        if !types.is_empty() && !types.iter().any(|t| node.get().matches(*t)) {
             let labels: Vec<&str> = types.iter().map(|t| type_label(*t)).collect();
             let hint = self
-                .type_hint(node.get_ref(), o, &types)
+                .type_hint(node.get(), o, &types)
                 .or_else(|| obj.metadata.as_ref().and_then(|m| m.description.clone()));
             self.report(
                 ProblemKind::WrongType,
@@ -332,13 +300,13 @@ impl<'a> Checker<'a> {
                 format!(
                     "expected {}, found {}",
                     or_list(&labels),
-                    node.get_ref().type_name()
+                    node.get().type_name()
                 ),
                 hint,
             );
             return;
         }
-        match node.get_ref() {
+        match node.get() {
             Node::Str(s) => self.check_string(s, node.span(), o, path),
             Node::Int(_) | Node::Float(_) => self.check_number(node, o, obj, path),
             Node::Array(items) => {
@@ -359,7 +327,7 @@ impl<'a> Checker<'a> {
     /// of shapes (a rate string or a ramp table).
     fn check_alternatives(
         &mut self,
-        node: &Spanned<Node>,
+        node: &Sp<Node>,
         alts: &[Schema],
         outer: &SchemaObject,
         path: &str,
@@ -369,7 +337,7 @@ impl<'a> Checker<'a> {
             .filter(|s| {
                 self.accepted_types(s)
                     .into_iter()
-                    .any(|t| node.get_ref().matches(t))
+                    .any(|t| node.get().matches(t))
             })
             .collect();
         if fits.is_empty() {
@@ -387,7 +355,7 @@ impl<'a> Checker<'a> {
                 format!(
                     "expected {}, found {}",
                     or_list(&labels),
-                    node.get_ref().type_name()
+                    node.get().type_name()
                 ),
                 hint,
             );
@@ -404,7 +372,7 @@ impl<'a> Checker<'a> {
                 acc.extend(e?);
                 Some(acc)
             });
-        if let (Node::Str(s), Some(values)) = (node.get_ref(), enums) {
+        if let (Node::Str(s), Some(values)) = (node.get(), enums) {
             let merged = SchemaObject {
                 enum_values: Some(values),
                 ..Default::default()
@@ -513,16 +481,16 @@ impl<'a> Checker<'a> {
 
     fn check_number(
         &mut self,
-        node: &Spanned<Node>,
+        node: &Sp<Node>,
         o: &SchemaObject,
         outer: &SchemaObject,
         path: &str,
     ) {
-        let Some(v) = node.get_ref().as_f64() else {
+        let Some(v) = node.get().as_f64() else {
             return;
         };
         let is_int = types_of(o).contains(&InstanceType::Integer);
-        if is_int && matches!(node.get_ref(), Node::Float(_)) {
+        if is_int && matches!(node.get(), Node::Float(_)) {
             self.report(
                 ProblemKind::WrongType,
                 node.span(),
@@ -567,7 +535,7 @@ impl<'a> Checker<'a> {
     fn check_table(
         &mut self,
         span: Range<usize>,
-        entries: &[(Spanned<String>, Spanned<Node>)],
+        entries: &[(Sp<String>, Sp<Node>)],
         o: &SchemaObject,
         def_name: Option<&str>,
         path: &str,
@@ -577,14 +545,14 @@ impl<'a> Checker<'a> {
         };
         let known: Vec<&str> = ov.properties.keys().map(String::as_str).collect();
         for (k, v) in entries {
-            let child = join(path, k.get_ref());
-            if let Some(s) = ov.properties.get(k.get_ref()) {
+            let child = join(path, k.get());
+            if let Some(s) = ov.properties.get(k.get()) {
                 self.check(v, s, &child);
                 continue;
             }
             match ov.additional_properties.as_deref() {
                 Some(Schema::Bool(false)) => {
-                    let hint = match suggest(k.get_ref(), known.iter().copied()) {
+                    let hint = match suggest(k.get(), known.iter().copied()) {
                         Some(s) => format!("did you mean `{s}`?"),
                         None => format!("known fields here: {}", known.join(", ")),
                     };
@@ -592,7 +560,7 @@ impl<'a> Checker<'a> {
                         ProblemKind::UnknownField,
                         k.span(),
                         &child,
-                        format!("unknown field `{}`", k.get_ref()),
+                        format!("unknown field `{}`", k.get()),
                         Some(hint),
                     );
                 }
@@ -607,7 +575,7 @@ impl<'a> Checker<'a> {
             }
         }
         for req in &ov.required {
-            if !entries.iter().any(|(k, _)| k.get_ref() == req) {
+            if !entries.iter().any(|(k, _)| k.get() == req) {
                 let hint = ov.properties.get(req).and_then(|s| self.description(s));
                 self.report(
                     ProblemKind::MissingField,
@@ -626,13 +594,13 @@ impl<'a> Checker<'a> {
     fn check_sum(
         &mut self,
         span: Range<usize>,
-        entries: &[(Spanned<String>, Spanned<Node>)],
+        entries: &[(Sp<String>, Sp<Node>)],
         what: &str,
         path: &str,
     ) {
         let parts: Vec<(&str, f64)> = entries
             .iter()
-            .filter_map(|(k, v)| Some((k.get_ref().as_str(), v.get_ref().as_f64()?)))
+            .filter_map(|(k, v)| Some((k.get().as_str(), v.get().as_f64()?)))
             .collect();
         if let Some(msg) = sum_to_one_problem(&parts) {
             self.report(
@@ -652,18 +620,18 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn check_threshold(&mut self, key: &Spanned<String>, value: &Spanned<Node>, path: &str) {
-        let Node::Str(expr) = value.get_ref() else {
+    fn check_threshold(&mut self, key: &Sp<String>, value: &Sp<Node>, path: &str) {
+        let Node::Str(expr) = value.get() else {
             self.report(
                 ProblemKind::WrongType,
                 value.span(),
                 path,
-                format!("expected a string, found {}", value.get_ref().type_name()),
+                format!("expected a string, found {}", value.get().type_name()),
                 Some("thresholds are quoted, e.g. \"< 25ms\" or \"== 0\"".to_string()),
             );
             return;
         };
-        if let Err(e) = Threshold::parse(key.get_ref(), expr) {
+        if let Err(e) = Threshold::parse(key.get(), expr) {
             let span = if e.in_metric {
                 key.span()
             } else {

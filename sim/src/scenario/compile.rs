@@ -813,10 +813,7 @@ fn compile_phases(cx: &mut Cx, phases: &Sp<Vec<Sp<RawPhase>>>) -> Vec<Phase> {
                 }
                 let (from, to) = match a.get() {
                     RawArrivals::Constant(r) => {
-                        let r = cx.rate(
-                            &Sp(toml::Spanned::new(a.span(), r.clone())),
-                            &format!("{path}.arrivals"),
-                        );
+                        let r = cx.rate(&Sp::new(a.span(), r.clone()), &format!("{path}.arrivals"));
                         (r, r)
                     }
                     RawArrivals::Ramp(ramp) => (

@@ -50,7 +50,7 @@ pub fn parse(src: &str, file: &str) -> Result<Scenario, ScenarioError> {
         problems,
     };
     // 1. TOML syntax.
-    let node: toml::Spanned<check::Node> = match toml::from_str(src) {
+    let node: raw::Sp<check::Node> = match toml::from_str(src) {
         Ok(n) => n,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);

@@ -20,20 +20,142 @@ use schemars::schema::{
 };
 use schemars::JsonSchema;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
-use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde::de::{IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// A value with the byte range it came from.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(transparent)]
-pub struct Sp<T>(pub toml::Spanned<T>);
+///
+/// Like `toml::Spanned`, but also accepts tables TOML creates implicitly
+/// (`[credentials.visitor]` with no `[credentials]` line), which carry no
+/// span and make `toml::Spanned` fail; those get the empty span `0..0`.
+#[derive(Clone, Debug)]
+pub struct Sp<T> {
+    pub span: Range<usize>,
+    pub value: T,
+}
 
 impl<T> Sp<T> {
+    pub fn new(span: Range<usize>, value: T) -> Sp<T> {
+        Sp { span, value }
+    }
     pub fn get(&self) -> &T {
-        self.0.get_ref()
+        &self.value
     }
     pub fn span(&self) -> Range<usize> {
-        self.0.span()
+        self.span.clone()
+    }
+}
+
+// Compare by value only, as `toml::Spanned` does (map keys).
+impl<T: PartialEq> PartialEq for Sp<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+impl<T: Eq> Eq for Sp<T> {}
+impl<T: PartialOrd> PartialOrd for Sp<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        self.value.partial_cmp(&other.value)
+    }
+}
+impl<T: Ord> Ord for Sp<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.value.cmp(&other.value)
+    }
+}
+
+// serde_spanned's protocol: the TOML deserializer answers a request for
+// this struct with a map {start, end, value} when it knows the span.
+const SPANNED_NAME: &str = "$__serde_spanned_private_Spanned";
+const SPANNED_START: &str = "$__serde_spanned_private_start";
+const SPANNED_END: &str = "$__serde_spanned_private_end";
+const SPANNED_VALUE: &str = "$__serde_spanned_private_value";
+const SPANNED_FIELDS: &[&str] = &[SPANNED_START, SPANNED_END, SPANNED_VALUE];
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_struct(SPANNED_NAME, SPANNED_FIELDS, SpVisitor(PhantomData))
+    }
+}
+
+struct SpVisitor<T>(PhantomData<T>);
+
+fn unspanned<T>(value: T) -> Sp<T> {
+    Sp::new(0..0, value)
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for SpVisitor<T> {
+    type Value = Sp<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a TOML value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Sp<T>, A::Error> {
+        use serde::de::Error;
+        let first: Option<String> = map.next_key()?;
+        if first.as_deref() != Some(SPANNED_START) {
+            // A table without a span: hand it to T with its first key replayed.
+            let replay = Replay { first, map };
+            return T::deserialize(MapAccessDeserializer::new(replay)).map(unspanned);
+        }
+        let start: usize = map.next_value()?;
+        if map.next_key::<String>()?.as_deref() != Some(SPANNED_END) {
+            return Err(A::Error::custom("spanned value without an end"));
+        }
+        let end: usize = map.next_value()?;
+        if map.next_key::<String>()?.as_deref() != Some(SPANNED_VALUE) {
+            return Err(A::Error::custom("spanned value without a value"));
+        }
+        let value: T = map.next_value()?;
+        Ok(Sp::new(start..end, value))
+    }
+
+    // Values the deserializer had no span for arrive as themselves.
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Sp<T>, E> {
+        T::deserialize(v.into_deserializer()).map(unspanned)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Sp<T>, E> {
+        T::deserialize(v.into_deserializer()).map(unspanned)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Sp<T>, E> {
+        T::deserialize(v.into_deserializer()).map(unspanned)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Sp<T>, E> {
+        T::deserialize(v.into_deserializer()).map(unspanned)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Sp<T>, E> {
+        T::deserialize(v.to_string().into_deserializer()).map(unspanned)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Sp<T>, A::Error> {
+        T::deserialize(SeqAccessDeserializer::new(seq)).map(unspanned)
+    }
+}
+
+/// A map whose first key was already read, replayed before the rest.
+struct Replay<A> {
+    first: Option<String>,
+    map: A,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Replay<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        match self.first.take() {
+            Some(k) => seed.deserialize(k.into_deserializer()).map(Some),
+            None => self.map.next_key_seed(seed),
+        }
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, A::Error> {
+        self.map.next_value_seed(seed)
     }
 }
 
@@ -216,6 +338,7 @@ pub enum Clock {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "DeviceKind")]
 pub enum RawDeviceKind {
     Lock,
     Keypad,
@@ -225,6 +348,7 @@ pub enum RawDeviceKind {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "Model")]
 pub enum RawModel {
     /// Online checks; codes sync in seconds.
     Wifi,
@@ -234,6 +358,7 @@ pub enum RawModel {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "Weekday")]
 pub enum RawWeekday {
     Mon,
     Tue,
@@ -246,6 +371,7 @@ pub enum RawWeekday {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "Repeat")]
 pub enum RawRepeat {
     Never,
     Daily,
@@ -254,6 +380,7 @@ pub enum RawRepeat {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Fleet")]
 pub struct RawFleet {
     /// Number of sites (buildings, communities or rental listings). Default: 1.
     #[schemars(range(min = 1, max = 10000))]
@@ -274,6 +401,7 @@ pub struct RawFleet {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Lockout")]
 pub struct RawLockout {
     /// Wrong PINs that lock the keypad. Default: 5.
     #[schemars(range(min = 1, max = 16))]
@@ -286,6 +414,7 @@ pub struct RawLockout {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "DeviceGroup")]
 pub struct RawDeviceGroup {
     /// lock | keypad | door_sensor | door_phone. Required.
     pub kind: Sp<RawDeviceKind>,
@@ -328,6 +457,7 @@ pub struct RawDeviceGroup {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Guest")]
 pub struct RawGuest {
     /// Guests may use Open Door remotely. Default: false.
     pub can_open_remotely: Option<Sp<bool>>,
@@ -339,6 +469,7 @@ pub struct RawGuest {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Credentials")]
 pub struct RawCredentials {
     /// PIN codes provisioned for each door. Default: 10.
     #[schemars(range(max = 10000))]
@@ -382,6 +513,7 @@ pub struct RawCredentials {
 /// Fractions of PINs per schedule kind; they must add up to 1.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "PinMix")]
 pub struct RawPinMix {
     /// "Always". Default: 0 (1 when `mix` is absent).
     #[schemars(range(min = 0, max = 1))]
@@ -402,6 +534,7 @@ pub struct RawPinMix {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Temporary")]
 pub struct RawTemporary {
     /// How long each temporary PIN is valid from the run's start. Default: "8h".
     pub valid_for: Option<Sp<DurationText>>,
@@ -409,6 +542,7 @@ pub struct RawTemporary {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Recurring")]
 pub struct RawRecurring {
     /// Weekdays. Default: ["mon", "tue", "wed", "thu", "fri"].
     pub days: Option<Sp<Vec<Sp<RawWeekday>>>>,
@@ -418,6 +552,7 @@ pub struct RawRecurring {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Delivery")]
 pub struct RawDelivery {
     /// How long each delivery PIN is valid. Default: "2h".
     pub valid_for: Option<Sp<DurationText>>,
@@ -427,6 +562,7 @@ pub struct RawDelivery {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Visitor")]
 pub struct RawVisitor {
     /// never | daily | weekly. Default: never.
     pub repeat: Option<Sp<RawRepeat>>,
@@ -443,6 +579,7 @@ pub struct RawVisitor {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Stays")]
 pub struct RawStays {
     /// Nights per stay. Default: 3.
     #[schemars(range(min = 1, max = 365))]
@@ -461,6 +598,7 @@ pub struct RawStays {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Phase")]
 pub struct RawPhase {
     /// Shown in the progress line and reports. Default: "phase-N".
     pub name: Option<Sp<String>>,
@@ -489,6 +627,7 @@ pub enum RawArrivals {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Ramp")]
 pub struct RawRamp {
     /// Rate at the start of the phase, e.g. "10/s". Required.
     pub from: Sp<RateText>,
@@ -589,6 +728,7 @@ impl<T: JsonSchema> JsonSchema for OneOrMany<T> {
 /// Fractions of actions; they must add up to 1.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Actions")]
 pub struct RawActions {
     /// A valid PIN at a keypad (expected: granted).
     #[schemars(range(min = 0, max = 1))]
@@ -633,6 +773,7 @@ pub struct RawActions {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Faults")]
 pub struct RawFaults {
     /// The broker goes away at `at` for `for` (mqtt only).
     pub broker_outage: Option<Sp<OneOrMany<RawWindow>>>,
@@ -647,6 +788,7 @@ pub struct RawFaults {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Window")]
 pub struct RawWindow {
     /// Time since the run started, e.g. "5m". Required.
     pub at: Sp<DurationText>,
@@ -657,6 +799,7 @@ pub struct RawWindow {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "OfflineWave")]
 pub struct RawOfflineWave {
     /// Time since the run started. Required.
     pub at: Sp<DurationText>,
