@@ -246,14 +246,18 @@ fn list(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
+    let width = files
+        .iter()
+        .map(|f| f.display().to_string().chars().count())
+        .max()
+        .unwrap_or(0);
     for f in files {
+        let shown = f.display().to_string();
         let line = match scenario::load(&f) {
-            Ok(s) => format!("{:<34} {}", f.display(), s.description),
+            Ok(s) => format!("{shown:<width$}  {}", s.description),
             Err(e) => format!(
-                "{:<34} INVALID ({} problems; run `fleetsim validate {}`)",
-                f.display(),
+                "{shown:<width$}  INVALID ({} problems; run `fleetsim validate {shown}`)",
                 e.problems().len().max(1),
-                f.display()
             ),
         };
         let _ = writeln!(out, "{line}");

@@ -459,6 +459,32 @@ fn toml_datetimes_are_rejected_not_crashed_on() {
         "{}",
         problems[0]
     );
+    assert!(problems[0]
+        .hint
+        .as_deref()
+        .unwrap_or_default()
+        .contains("quote it"));
+}
+
+#[test]
+fn single_and_double_bracket_mixups_get_a_hint() {
+    let src = BASE.replace("[[phases]]", "[phases]");
+    let problems = problems_of(&src);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].kind, ProblemKind::WrongType);
+    let hint = problems[0].hint.clone().unwrap_or_default();
+    assert!(hint.contains("[[phases]]"), "{hint}");
+
+    let src = BASE.replace("[fleet]\n[[fleet.devices]]", "[[fleet]]\n[[fleet.devices]]");
+    let problems = problems_of(&src);
+    assert!(
+        problems.iter().any(|p| p
+            .hint
+            .as_deref()
+            .unwrap_or_default()
+            .contains("[fleet] (single brackets)")),
+        "{problems:#?}"
+    );
 }
 
 #[test]

@@ -291,19 +291,9 @@ impl<'a> Checker<'a> {
         if !types.is_empty() && !types.iter().any(|t| node.get().matches(*t)) {
             let labels: Vec<&str> = types.iter().map(|t| type_label(*t)).collect();
             let hint = self
-                .type_hint(node.get(), o, &types)
+                .type_hint(node.get(), o, &types, path)
                 .or_else(|| obj.metadata.as_ref().and_then(|m| m.description.clone()));
-            self.report(
-                ProblemKind::WrongType,
-                node.span(),
-                path,
-                format!(
-                    "expected {}, found {}",
-                    or_list(&labels),
-                    node.get().type_name()
-                ),
-                hint,
-            );
+            self.wrong_type(node, &labels, path, hint);
             return;
         }
         match node.get() {
@@ -321,6 +311,15 @@ impl<'a> Checker<'a> {
             Node::Table(entries) => self.check_table(node.span(), entries, o, def_name, path),
             Node::Bool | Node::Datetime => {}
         }
+    }
+
+    fn wrong_type(&mut self, node: &Sp<Node>, expected: &[&str], path: &str, hint: Option<String>) {
+        let message = format!(
+            "expected {}, found {}",
+            or_list(expected),
+            node.get().type_name()
+        );
+        self.report(ProblemKind::WrongType, node.span(), path, message, hint);
     }
 
     /// anyOf / oneOf: a documented enum (one branch per value), or a choice
@@ -348,17 +347,7 @@ impl<'a> Checker<'a> {
                 .collect();
             labels.dedup();
             let hint = outer.metadata.as_ref().and_then(|m| m.description.clone());
-            self.report(
-                ProblemKind::WrongType,
-                node.span(),
-                path,
-                format!(
-                    "expected {}, found {}",
-                    or_list(&labels),
-                    node.get().type_name()
-                ),
-                hint,
-            );
+            self.wrong_type(node, &labels, path, hint);
             return;
         }
         // A string against branches that are all fixed values: one list.
@@ -383,11 +372,26 @@ impl<'a> Checker<'a> {
         self.check(node, fits[0], path);
     }
 
-    fn type_hint(&self, node: &Node, o: &SchemaObject, types: &[InstanceType]) -> Option<String> {
+    fn type_hint(
+        &self,
+        node: &Node,
+        o: &SchemaObject,
+        types: &[InstanceType],
+        path: &str,
+    ) -> Option<String> {
         let wants_number = types
             .iter()
             .any(|t| matches!(t, InstanceType::Integer | InstanceType::Number));
         match node {
+            Node::Table(_) if types.contains(&InstanceType::Array) => {
+                return Some(format!("write [[{path}]] (double brackets) once per entry"))
+            }
+            Node::Array(_) if types.contains(&InstanceType::Object) => {
+                return Some(format!("write [{path}] (single brackets): there is one"))
+            }
+            Node::Datetime if types.contains(&InstanceType::String) => {
+                return Some("quote it: \"2026-03-27T08:00\"".to_string())
+            }
             Node::Str(s) if wants_number && s.trim().parse::<f64>().is_ok() => {
                 return Some(format!("remove the quotes: {}", s.trim()))
             }
