@@ -235,7 +235,8 @@ impl<'a> Checker<'a> {
         };
         let mut out = types_of(o);
         if let Some(sub) = &o.subschemas {
-            for s in sub.all_of.iter().chain(sub.any_of.iter()).flatten() {
+            let alts = sub.any_of.iter().chain(sub.one_of.iter());
+            for s in sub.all_of.iter().chain(alts).flatten() {
                 out.extend(self.accepted_types(s));
             }
         }

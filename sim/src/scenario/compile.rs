@@ -879,7 +879,7 @@ fn compile_actions(
 ) -> ActionMix {
     let Some(a) = a else {
         let mix = ActionMix(vec![(Action::PinValid, 1.0)]);
-        check_action_needs(cx, Action::PinValid, 0..0, fleet, creds);
+        check_action_needs(cx, Action::PinValid, None, fleet, creds);
         return mix;
     };
     let a = a.get();
@@ -901,7 +901,7 @@ fn compile_actions(
     let mut mix = Vec::new();
     for (action, v) in fields {
         if let Some(v) = v.as_ref().filter(|v| *v.get() > 0.0) {
-            check_action_needs(cx, action, v.span(), fleet, creds);
+            check_action_needs(cx, action, Some(v.span()), fleet, creds);
             mix.push((action, *v.get()));
         }
     }
@@ -909,8 +909,21 @@ fn compile_actions(
 }
 
 /// Each action needs something in the fleet or among the credentials.
-fn check_action_needs(cx: &mut Cx, a: Action, span: Range<usize>, fleet: &Fleet, c: &Credentials) {
+/// `span` is the action's fraction, `None` for the default mix.
+fn check_action_needs(
+    cx: &mut Cx,
+    a: Action,
+    span: Option<Range<usize>>,
+    fleet: &Fleet,
+    c: &Credentials,
+) {
     let path = format!("actions.{}", a.as_str());
+    let implied = if span.is_some() {
+        ""
+    } else {
+        " (with no [actions] table, everyone types a valid PIN)"
+    };
+    let span = span.unwrap_or(0..0);
     let pins = fleet.devices.iter().any(DeviceGroup::takes_pins);
     let door_phones = fleet.has_kind(DeviceKind::DoorPhone);
     let locks = fleet.has_kind(DeviceKind::Lock);
@@ -996,7 +1009,7 @@ fn check_action_needs(cx: &mut Cx, a: Action, span: Range<usize>, fleet: &Fleet,
             ok,
             span.clone(),
             &path,
-            format!("`{}` needs {what}", a.as_str()),
+            format!("`{}` needs {what}{implied}", a.as_str()),
             hint,
         );
     }

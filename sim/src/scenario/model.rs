@@ -77,7 +77,10 @@ pub struct Fleet {
 impl Fleet {
     /// The time zone of site `i` (0-based).
     pub fn time_zone_of(&self, site: u32) -> &str {
-        &self.time_zones[site as usize % self.time_zones.len()]
+        let n = self.time_zones.len().max(1);
+        self.time_zones
+            .get(site as usize % n)
+            .map_or("UTC", String::as_str)
     }
 
     /// Every device in the fleet, attached ones included.

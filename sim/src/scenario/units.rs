@@ -154,10 +154,13 @@ pub fn check_time_zone(name: &str) -> Result<(), UnitError> {
 
 /// Formats a duration compactly the way scenario files write it ("1h30m").
 pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
+    if d.is_zero() {
         return "0s".to_string();
     }
+    if d.subsec_micros() % 1000 != 0 {
+        return format!("{}ms", d.as_micros() as f64 / 1000.0);
+    }
+    let ms = d.as_millis();
     if ms % 1000 != 0 {
         return format!("{ms}ms");
     }
@@ -225,7 +228,7 @@ mod tests {
 
     #[test]
     fn formatting_round_trips() {
-        for s in ["250ms", "2m", "1h30m", "30d", "1d2h3m4s"] {
+        for s in ["250ms", "2m", "1h30m", "30d", "1d2h3m4s", "0.5ms", "0s"] {
             assert_eq!(format_duration(parse_duration(s).unwrap()), s);
         }
     }
