@@ -76,6 +76,24 @@ fn validate_missing_file_exits_2() {
 }
 
 #[test]
+fn unreadable_or_oversized_files_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "#".repeat(2 * 1024 * 1024)).unwrap();
+    let binary = dir.path().join("binary.toml");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x41]).unwrap();
+    for (f, msg) in [
+        (big.as_path(), "larger than 1048576 bytes"),
+        (binary.as_path(), "cannot read scenario file"),
+        (dir.path(), "cannot read scenario file"),
+    ] {
+        let out = fleetsim(&["validate", f.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}", f.display());
+        assert!(text(&out.stderr).contains(msg), "{}", text(&out.stderr));
+    }
+}
+
+#[test]
 fn bad_flags_exit_2() {
     for args in [
         &["frobnicate"][..],

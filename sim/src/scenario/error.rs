@@ -83,6 +83,8 @@ pub enum ScenarioError {
         #[source]
         source: std::io::Error,
     },
+    #[error("scenario file {} is larger than {limit_bytes} bytes", path.display())]
+    TooLarge { path: PathBuf, limit_bytes: u64 },
     #[error("{}", render_problems(file, problems))]
     Invalid {
         file: String,
@@ -94,7 +96,7 @@ impl ScenarioError {
     /// The problems in the file (empty for a read error).
     pub fn problems(&self) -> &[Problem] {
         match self {
-            ScenarioError::Read { .. } => &[],
+            ScenarioError::Read { .. } | ScenarioError::TooLarge { .. } => &[],
             ScenarioError::Invalid { problems, .. } => problems,
         }
     }

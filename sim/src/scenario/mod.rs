@@ -33,12 +33,28 @@ pub use error::{edit_distance, suggest, Problem, ProblemKind, ScenarioError};
 pub use model::*;
 pub use threshold::{evaluate_all, MetricKind, Threshold, ThresholdResult};
 
+/// Largest scenario file accepted; real ones are a few KB.
+pub const MAX_SCENARIO_BYTES: u64 = 1024 * 1024;
+
 /// Reads and compiles one scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-    let src = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+    use std::io::Read;
+    let read_err = |source| ScenarioError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut src = String::new();
+    // Read one byte past the limit to tell "at the limit" from "over it".
+    file.take(MAX_SCENARIO_BYTES + 1)
+        .read_to_string(&mut src)
+        .map_err(read_err)?;
+    if src.len() as u64 > MAX_SCENARIO_BYTES {
+        return Err(ScenarioError::TooLarge {
+            path: path.to_path_buf(),
+            limit_bytes: MAX_SCENARIO_BYTES,
+        });
+    }
     parse(&src, &path.display().to_string())
 }
 
