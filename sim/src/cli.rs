@@ -54,6 +54,9 @@ enum Command {
     Validate {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Print the results as JSON on stdout (for editors and CI tools).
+        #[arg(long)]
+        json: bool,
     },
     /// List the scenarios in a directory with their descriptions.
     List {
@@ -196,7 +199,8 @@ pub fn main_with(
         }
     };
     match cli.command {
-        Command::Validate { files } => validate(&files, out, err),
+        Command::Validate { files, json: false } => validate(&files, out, err),
+        Command::Validate { files, json: true } => validate_json(&files, out),
         Command::List { dir } => list(&dir, out, err),
         Command::Schema => {
             let schema = serde_json::to_string_pretty(&scenario::json_schema())
@@ -227,6 +231,48 @@ fn validate(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> Exit
         }
     }
     exit
+}
+
+/// One file's verdict in `validate --json`.
+#[derive(serde::Serialize)]
+struct FileResult<'a> {
+    file: String,
+    ok: bool,
+    name: Option<&'a str>,
+    /// Problems with line, col, path, message, hint and kind.
+    problems: &'a [scenario::Problem],
+    /// A problem that is not about a place in the file (unreadable, too large).
+    error: Option<String>,
+}
+
+fn validate_json(files: &[PathBuf], out: &mut dyn Write) -> Exit {
+    let loaded: Vec<_> = files.iter().map(|f| (f, scenario::load(f))).collect();
+    let results: Vec<FileResult> = loaded
+        .iter()
+        .map(|(f, r)| match r {
+            Ok(s) => FileResult {
+                file: f.display().to_string(),
+                ok: true,
+                name: Some(&s.name),
+                problems: &[],
+                error: None,
+            },
+            Err(e) => FileResult {
+                file: f.display().to_string(),
+                ok: false,
+                name: None,
+                problems: e.problems(),
+                error: e.problems().is_empty().then(|| e.to_string()),
+            },
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&results).unwrap_or_else(|_| "[]".to_string());
+    let _ = writeln!(out, "{text}");
+    if results.iter().all(|r| r.ok) {
+        Exit::Passed
+    } else {
+        Exit::InvalidInput
+    }
 }
 
 fn list(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> Exit {

@@ -69,6 +69,35 @@ fn validate_bad_file_exits_2_with_every_problem_on_stderr() {
 }
 
 #[test]
+fn validate_json_reports_problems_as_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "name = \"b\"\ncolour = 1\n").unwrap();
+    let out = fleetsim(&[
+        "validate",
+        "--json",
+        "scenarios/smoke.toml",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v[0]["ok"], true);
+    assert_eq!(v[0]["name"], "smoke");
+    assert_eq!(v[1]["ok"], false);
+    let problems = v[1]["problems"].as_array().unwrap();
+    let unknown = problems
+        .iter()
+        .find(|p| p["kind"] == "unknown_field")
+        .unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!(
+        (unknown["line"].as_u64(), unknown["col"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(unknown["path"], "colour");
+    assert!(problems.iter().any(|p| p["kind"] == "missing_field"));
+}
+
+#[test]
 fn validate_missing_file_exits_2() {
     let out = fleetsim(&["validate", "scenarios/no-such-file.toml"]);
     assert_eq!(out.status.code(), Some(2));
