@@ -81,6 +81,44 @@ duration = "10s"
 arrivals = "5/s"
 "#;
 
+#[test]
+fn a_minimal_scenario_gets_the_documented_defaults() {
+    use fleetsim::scenario::{Action, ActionMix, Clock};
+    let s = scenario::parse(BASE, "t.toml").unwrap();
+    assert_eq!(s.transport, Transport::Inproc);
+    assert_eq!(s.clock, Clock::Real);
+    assert_eq!(s.seed, None);
+    assert_eq!(s.fleet.sites, 1);
+    assert_eq!(s.fleet.time_zones, vec!["UTC".to_string()]);
+    assert_eq!(s.fleet.device_count(), 4);
+    assert_eq!(s.fleet.lockout.max_wrong, 5);
+    let b = &s.fleet.devices[0].behaviour;
+    assert_eq!(b.code_slots, 250);
+    assert_eq!(b.relock_after.as_secs(), 30);
+    assert_eq!(b.battery_drain_pct_per_day, 0.2);
+    assert_eq!(s.credentials.pins_per_door, 10);
+    assert_eq!(s.credentials.mix.permanent, 1.0);
+    assert_eq!(s.credentials.delivery.max_uses, Some(1));
+    assert_eq!(s.actions, ActionMix(vec![(Action::PinValid, 1.0)]));
+    assert_eq!(s.phases[0].name, "phase-1");
+    assert_eq!(
+        s.phases[0].load,
+        Load::Open {
+            from_per_s: 5.0,
+            to_per_s: 5.0,
+            max_in_flight: 10_000
+        }
+    );
+    assert!(s.thresholds.is_empty());
+    // The resolved scenario serializes for the report, durations in ms.
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["phases"][0]["duration_ms"], 10_000);
+    assert_eq!(
+        json["fleet"]["devices"][0]["behaviour"]["relock_after_ms"],
+        30_000
+    );
+}
+
 struct Case {
     name: &'static str,
     src: String,

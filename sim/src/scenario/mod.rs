@@ -125,46 +125,6 @@ pub fn json_schema() -> RootSchema {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
-name = "t"
-[fleet]
-[[fleet.devices]]
-kind = "lock"
-per_site = 2
-with = ["keypad"]
-[[phases]]
-duration = "10s"
-arrivals = "5/s"
-"#;
-
-    #[test]
-    fn minimal_scenario_gets_documented_defaults() {
-        let s = parse(MINIMAL, "t.toml").unwrap();
-        assert_eq!(s.transport, Transport::Inproc);
-        assert_eq!(s.clock, Clock::Real);
-        assert_eq!(s.seed, None);
-        assert_eq!(s.fleet.sites, 1);
-        assert_eq!(s.fleet.time_zones, vec!["UTC".to_string()]);
-        assert_eq!(s.fleet.device_count(), 4);
-        assert_eq!(s.fleet.devices[0].behaviour.code_slots, 250);
-        assert_eq!(s.credentials.pins_per_door, 10);
-        assert_eq!(s.credentials.mix.permanent, 1.0);
-        assert_eq!(s.actions, ActionMix(vec![(Action::PinValid, 1.0)]));
-        assert_eq!(s.phases[0].name, "phase-1");
-        assert_eq!(
-            s.phases[0].load,
-            Load::Open {
-                from_per_s: 5.0,
-                to_per_s: 5.0,
-                max_in_flight: 10_000
-            }
-        );
-        assert!(s.thresholds.is_empty());
-        // The resolved scenario serializes for the report.
-        let json = serde_json::to_value(&s).unwrap();
-        assert_eq!(json["phases"][0]["duration_ms"], 10_000);
-    }
-
     #[test]
     fn schema_lists_every_section() {
         let v = serde_json::to_value(json_schema()).unwrap();
