@@ -1,0 +1,439 @@
+//! The `fleetsim` command line: flags (clap), exit codes, and the four
+//! subcommands (`run`, `validate`, `list`, `schema`). Thin: every decision
+//! lives in [`crate::scenario`] and [`crate::run`]; this module parses
+//! flags, prints, and maps outcomes to [`Exit`] codes.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::run::{self, RunError, RunOptions, Shard};
+use crate::scenario::{self, units, Scenario, ScenarioError, Transport};
+
+/// Exit codes, documented in scenarios/README.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// The run finished and every threshold passed (or: the files are valid).
+    Passed = 0,
+    /// The run finished and at least one threshold failed.
+    ThresholdsFailed = 1,
+    /// A bad scenario file or bad flags; nothing ran.
+    InvalidInput = 2,
+    /// The run could not be carried out (I/O, broker unreachable, ...).
+    RunError = 3,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fleetsim",
+    version,
+    about = "Smart-lock device-fleet simulator and load-testing harness",
+    after_help = "Exit codes: 0 passed, 1 thresholds failed, 2 invalid input (scenario file or flags), 3 run error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a scenario and judge it against its thresholds.
+    Run(RunArgs),
+    /// Check scenario files and report every problem with file:line:col.
+    Validate {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Print the results as JSON on stdout (for editors and CI tools).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the scenarios in a directory with their descriptions.
+    List {
+        #[arg(long, default_value = "scenarios", value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print the JSON Schema of scenario files (for editors).
+    Schema,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TransportArg {
+    Inproc,
+    Mqtt,
+    Http,
+}
+
+impl From<TransportArg> for Transport {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Inproc => Transport::Inproc,
+            TransportArg::Mqtt => Transport::Mqtt,
+            TransportArg::Http => Transport::Http,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The scenario file.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Override the scenario's transport.
+    #[arg(long, value_enum)]
+    transport: Option<TransportArg>,
+    /// An external MQTT broker instead of the embedded one (mqtt transport).
+    #[arg(long, value_name = "URL", value_parser = parse_broker)]
+    broker: Option<String>,
+    /// An external HTTP backend instead of the embedded server (http transport).
+    #[arg(long, value_name = "URL", value_parser = parse_target)]
+    target: Option<String>,
+    /// Override the scenario's seed.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Stop after this long in total (phases are cut), e.g. "30s".
+    #[arg(long, value_name = "D", value_parser = parse_duration_flag)]
+    duration: Option<Duration>,
+    /// Directory for report.json, report.html, junit.xml. Default: reports/NAME-SEED.
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
+    /// Serve Prometheus /metrics on this address during the run, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Simulate only slice i of n of the fleet (0-based), e.g. "0/4".
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    shard: Option<Shard>,
+}
+
+/// Parses "i/n" (0-based index below the count).
+pub fn parse_shard(s: &str) -> Result<Shard, String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}` is not i/n; e.g. 0/4 for the first of four shards"))?;
+    let index: u32 = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard index `{i}` is not a whole number"))?;
+    let count: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard count `{n}` is not a whole number"))?;
+    if count == 0 {
+        return Err("the shard count must be at least 1".to_string());
+    }
+    if index >= count {
+        return Err(format!(
+            "shard index {index} must be below the shard count {count} (shards are numbered from 0)"
+        ));
+    }
+    Ok(Shard { index, count })
+}
+
+fn parse_duration_flag(s: &str) -> Result<Duration, String> {
+    match units::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("the duration must be longer than 0s".to_string()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} ({})", e.hint)),
+    }
+}
+
+/// Checks `scheme://host:port` without resolving anything.
+fn parse_endpoint(s: &str, schemes: &[&str], example: &str) -> Result<String, String> {
+    let bad = || format!("`{s}` is not a URL like {example}");
+    let (scheme, rest) = s.split_once("://").ok_or_else(bad)?;
+    if !schemes.contains(&scheme) {
+        return Err(format!(
+            "`{s}`: the scheme must be {} (e.g. {example})",
+            schemes.join(" or ")
+        ));
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(s.to_string())
+}
+
+fn parse_broker(s: &str) -> Result<String, String> {
+    parse_endpoint(s, &["mqtt", "tcp"], "mqtt://127.0.0.1:1883")
+}
+
+fn parse_target(s: &str) -> Result<String, String> {
+    parse_endpoint(s, &["http", "https"], "http://127.0.0.1:8080")
+}
+
+/// Runs the command line `args` (with the program name first), writing to
+/// `out` and `err`; returns the exit code. Never panics on bad input.
+pub fn main_with(
+    args: impl IntoIterator<Item = OsString>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Exit {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let text = e.render().to_string();
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = write!(out, "{text}");
+                    Exit::Passed
+                }
+                // Usage errors, and `fleetsim` with no subcommand.
+                _ => {
+                    let _ = write!(err, "{text}");
+                    Exit::InvalidInput
+                }
+            };
+        }
+    };
+    match cli.command {
+        Command::Validate { files, json: false } => validate(&files, out, err),
+        Command::Validate { files, json: true } => validate_json(&files, out),
+        Command::List { dir } => list(&dir, out, err),
+        Command::Schema => {
+            let schema = serde_json::to_string_pretty(&scenario::json_schema())
+                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+            let _ = writeln!(out, "{schema}");
+            Exit::Passed
+        }
+        Command::Run(args) => run_cmd(args, out, err),
+    }
+}
+
+fn report_error(e: &ScenarioError, err: &mut dyn Write) {
+    let _ = writeln!(err, "{e}");
+}
+
+fn validate(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> Exit {
+    let mut exit = Exit::Passed;
+    for f in files {
+        match scenario::load(f) {
+            Ok(s) => {
+                let _ = writeln!(out, "ok: {} ({})", f.display(), s.name);
+            }
+            Err(e) => {
+                report_error(&e, err);
+                let _ = writeln!(err);
+                exit = Exit::InvalidInput;
+            }
+        }
+    }
+    exit
+}
+
+/// One file's verdict in `validate --json`.
+#[derive(serde::Serialize)]
+struct FileResult<'a> {
+    file: String,
+    ok: bool,
+    name: Option<&'a str>,
+    /// Problems with line, col, path, message, hint and kind.
+    problems: &'a [scenario::Problem],
+    /// A problem that is not about a place in the file (unreadable, too large).
+    error: Option<String>,
+}
+
+fn validate_json(files: &[PathBuf], out: &mut dyn Write) -> Exit {
+    let loaded: Vec<_> = files.iter().map(|f| (f, scenario::load(f))).collect();
+    let results: Vec<FileResult> = loaded
+        .iter()
+        .map(|(f, r)| match r {
+            Ok(s) => FileResult {
+                file: f.display().to_string(),
+                ok: true,
+                name: Some(&s.name),
+                problems: &[],
+                error: None,
+            },
+            Err(e) => FileResult {
+                file: f.display().to_string(),
+                ok: false,
+                name: None,
+                problems: e.problems(),
+                error: e.problems().is_empty().then(|| e.to_string()),
+            },
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&results).unwrap_or_else(|_| "[]".to_string());
+    let _ = writeln!(out, "{text}");
+    if results.iter().all(|r| r.ok) {
+        Exit::Passed
+    } else {
+        Exit::InvalidInput
+    }
+}
+
+fn list(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "cannot read the scenario directory {}: {e} (pass --dir DIR)",
+                dir.display()
+            );
+            return Exit::InvalidInput;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let width = files
+        .iter()
+        .map(|f| f.display().to_string().chars().count())
+        .max()
+        .unwrap_or(0);
+    for f in files {
+        let shown = f.display().to_string();
+        let line = match scenario::load(&f) {
+            Ok(s) => format!("{shown:<width$}  {}", s.description),
+            Err(e) => format!(
+                "{shown:<width$}  INVALID ({} problems; run `fleetsim validate {shown}`)",
+                e.problems().len().max(1),
+            ),
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    Exit::Passed
+}
+
+/// The command that replays a run: the file plus every flag in effect.
+fn reproduce_command(file: &Path, args: &RunArgs, seed: u64) -> String {
+    let mut cmd = format!("fleetsim run {} --seed {seed}", file.display());
+    if let Some(t) = args.transport {
+        let t: Transport = t.into();
+        cmd.push_str(&format!(" --transport {}", scenario::transport_name(t)));
+    }
+    if let Some(b) = &args.broker {
+        cmd.push_str(&format!(" --broker {b}"));
+    }
+    if let Some(t) = &args.target {
+        cmd.push_str(&format!(" --target {t}"));
+    }
+    if let Some(d) = args.duration {
+        cmd.push_str(&format!(" --duration {}", units::format_duration(d)));
+    }
+    if let Some(s) = args.shard {
+        cmd.push_str(&format!(" --shard {}/{}", s.index, s.count));
+    }
+    cmd
+}
+
+fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
+    let mut scenario = match scenario::load(&args.file) {
+        Ok(s) => s,
+        Err(e) => {
+            report_error(&e, err);
+            return Exit::InvalidInput;
+        }
+    };
+    if let Err(msg) = apply_overrides(&mut scenario, &args) {
+        let _ = writeln!(err, "error: {msg}");
+        return Exit::InvalidInput;
+    }
+    let seed = args
+        .seed
+        .or(scenario.seed)
+        .unwrap_or_else(rand::random::<u64>);
+    let reproduce = reproduce_command(&args.file, &args, seed);
+    let report_dir = args
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("reports/{}-{seed}", scenario.name)));
+    let _ = writeln!(
+        out,
+        "fleetsim {}: scenario `{}` ({}), seed {seed}, transport {}, {} devices, {} phases over {}",
+        env!("CARGO_PKG_VERSION"),
+        scenario.name,
+        args.file.display(),
+        scenario::transport_name(scenario.transport),
+        scenario.fleet.device_count(),
+        scenario.phases.len(),
+        units::format_duration(scenario.total_duration()),
+    );
+    let _ = writeln!(out, "reproduce: {reproduce}");
+    let opts = RunOptions {
+        seed,
+        transport: scenario.transport,
+        broker: args.broker.clone(),
+        target: args.target.clone(),
+        report_dir,
+        metrics_addr: args.metrics_addr,
+        shard: args.shard.unwrap_or(Shard::WHOLE),
+        reproduce,
+    };
+    match run::execute(&scenario, &opts) {
+        Ok(outcome) => {
+            for r in &outcome.thresholds {
+                let measured = r
+                    .measured
+                    .map_or_else(|| "not measured".to_string(), |m| format!("{m}"));
+                let _ = writeln!(
+                    out,
+                    "{} {} (measured {measured})",
+                    if r.passed { "PASS" } else { "FAIL" },
+                    r.threshold
+                );
+            }
+            if outcome.passed {
+                Exit::Passed
+            } else {
+                let _ = writeln!(out, "thresholds failed; replay with: {}", opts.reproduce);
+                Exit::ThresholdsFailed
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(err, "run error: {e}");
+            if let RunError::NotImplemented { .. } = e {
+                let _ = writeln!(
+                    err,
+                    "the scenario is valid; `fleetsim validate` checks files without running them"
+                );
+            }
+            Exit::RunError
+        }
+    }
+}
+
+/// Applies --transport, --broker, --target and --duration, re-checking the
+/// rules they can break.
+fn apply_overrides(s: &mut Scenario, args: &RunArgs) -> Result<(), String> {
+    if let Some(t) = args.transport {
+        s.transport = t.into();
+    }
+    if let Some((msg, hint)) =
+        scenario::transport_conflict(s.transport, s.clock, !s.faults.broker_outages.is_empty())
+    {
+        return Err(format!("{msg} ({hint})"));
+    }
+    if args.broker.is_some() && s.transport != Transport::Mqtt {
+        return Err(format!(
+            "--broker needs the mqtt transport, but the run uses {} (add --transport mqtt)",
+            scenario::transport_name(s.transport)
+        ));
+    }
+    if args.target.is_some() && s.transport != Transport::Http {
+        return Err(format!(
+            "--target needs the http transport, but the run uses {} (add --transport http)",
+            scenario::transport_name(s.transport)
+        ));
+    }
+    if let Some(d) = args.duration {
+        s.cap_duration(d);
+    }
+    Ok(())
+}
