@@ -600,6 +600,13 @@ impl Service {
         self.health.report(device, self.now(), window_s)
     }
 
+    /// Waits until every write queued so far (activity entries of checks
+    /// included) is committed.
+    pub async fn flush(&self) -> Result<(), ServiceError> {
+        self.store.write(Vec::new()).await?;
+        Ok(())
+    }
+
     /// Commits everything queued and stops the store's writer.
     pub async fn close(&self) {
         self.store.close().await;

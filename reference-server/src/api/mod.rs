@@ -177,6 +177,82 @@ fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
     actix_web::error::InternalError::from_response(err, api.error_response()).into()
 }
 
+/// A JSON body, decoded strictly: the error names the field by its path
+/// (`secret.pin.value`, `doors[2]`) and the rule serde reported.
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.to_string();
+        let field = if path == "." || path == "?" || path.is_empty() {
+            serde_field(&msg)
+        } else {
+            path
+        };
+        let status = if inner.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, &field, msg)
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request("body", e.to_string()))?;
+    Ok(value)
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Json<T>, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        use actix_web::HttpMessage as _;
+        let json = req
+            .mime_type()
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"));
+        let body = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !json {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "content-type",
+                    "must be application/json",
+                ));
+            }
+            let bytes = body.await.map_err(|e| {
+                if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body",
+                        format!("at most {MAX_JSON_BODY_BYTES} bytes"),
+                    )
+                } else {
+                    ApiError::bad_request("body", e.to_string())
+                }
+            })?;
+            decode_json(&bytes).map(Json)
+        })
+    }
+}
+
 /// The signed-in user, from `Authorization: Bearer u{id}.{secret}`.
 #[derive(Clone, Copy, Debug)]
 pub struct Caller(pub UserId);
@@ -219,6 +295,7 @@ pub fn configure(service: Arc<Service>) -> impl FnOnce(&mut web::ServiceConfig) 
                     .limit(MAX_JSON_BODY_BYTES)
                     .error_handler(json_error),
             )
+            .app_data(web::PayloadConfig::new(MAX_JSON_BODY_BYTES))
             .app_data(web::PathConfig::default().error_handler(path_error))
             .app_data(web::QueryConfig::default().error_handler(query_error));
         routes::mount(cfg);

@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{bearer, ApiError, Caller};
+use super::{bearer, ApiError, Caller, Json};
 use crate::activity::{ActivityQuery, MAX_QUERY_LIMIT};
 use crate::domain::*;
 use crate::engine::{Command, Engine, Issue, PinSpec, SecretSpec, MAX_NAME_LEN};
@@ -164,7 +164,7 @@ struct BootstrapBody {
     organization: String,
 }
 
-async fn bootstrap(svc: Svc, body: web::Json<BootstrapBody>) -> ApiResult {
+async fn bootstrap(svc: Svc, body: Json<BootstrapBody>) -> ApiResult {
     let b = body.into_inner();
     let made = svc.bootstrap(b.name, b.email, b.organization).await?;
     Ok(HttpResponse::Created().json(serde_json::json!({
@@ -192,7 +192,7 @@ struct UserBody {
 
 /// Any signed-in user may create a user (a person to invite); roles are
 /// given separately by an owner.
-async fn create_user(svc: Svc, _caller: Caller, body: web::Json<UserBody>) -> ApiResult {
+async fn create_user(svc: Svc, _caller: Caller, body: Json<UserBody>) -> ApiResult {
     let b = body.into_inner();
     let (user, token) = svc.create_user(b.name, b.email).await?;
     Ok(HttpResponse::Created().json(serde_json::json!({"user": user, "token": token})))
@@ -208,7 +208,7 @@ struct OrgBody {
     personal: bool,
 }
 
-async fn create_org(svc: Svc, caller: Caller, body: web::Json<OrgBody>) -> ApiResult {
+async fn create_org(svc: Svc, caller: Caller, body: Json<OrgBody>) -> ApiResult {
     let b = body.into_inner();
     apply(
         &svc,
@@ -253,7 +253,7 @@ async fn rename_org(
     svc: Svc,
     caller: Caller,
     org: web::Path<u32>,
-    body: web::Json<RenameBody>,
+    body: Json<RenameBody>,
 ) -> ApiResult {
     let org = OrgId(org.into_inner());
     let b = body.into_inner();
@@ -281,7 +281,7 @@ async fn set_member(
     svc: Svc,
     caller: Caller,
     path: web::Path<(u32, u32)>,
-    role: web::Json<Role>,
+    role: Json<Role>,
 ) -> ApiResult {
     let (org, user) = path.into_inner();
     apply(
@@ -324,7 +324,7 @@ async fn create_site(
     svc: Svc,
     caller: Caller,
     org: web::Path<u32>,
-    body: web::Json<SiteBody>,
+    body: Json<SiteBody>,
 ) -> ApiResult {
     let b = body.into_inner();
     apply(
@@ -358,7 +358,7 @@ async fn site_settings(
     svc: Svc,
     caller: Caller,
     site: web::Path<u32>,
-    body: web::Json<SiteSettings>,
+    body: Json<SiteSettings>,
 ) -> ApiResult {
     apply(
         &svc,
@@ -381,7 +381,7 @@ async fn create_building(
     svc: Svc,
     caller: Caller,
     site: web::Path<u32>,
-    body: web::Json<NameBody>,
+    body: Json<NameBody>,
 ) -> ApiResult {
     apply(
         &svc,
@@ -404,7 +404,7 @@ async fn create_floor(
     svc: Svc,
     caller: Caller,
     b: web::Path<u32>,
-    body: web::Json<FloorBody>,
+    body: Json<FloorBody>,
 ) -> ApiResult {
     apply(
         &svc,
@@ -421,7 +421,7 @@ async fn create_unit(
     svc: Svc,
     caller: Caller,
     f: web::Path<u32>,
-    body: web::Json<NameBody>,
+    body: Json<NameBody>,
 ) -> ApiResult {
     apply(
         &svc,
@@ -450,7 +450,7 @@ async fn create_door(
     svc: Svc,
     caller: Caller,
     site: web::Path<u32>,
-    body: web::Json<DoorBody>,
+    body: Json<DoorBody>,
 ) -> ApiResult {
     let b = body.into_inner();
     apply(
@@ -496,7 +496,7 @@ async fn create_device(
     svc: Svc,
     caller: Caller,
     door: web::Path<u32>,
-    body: web::Json<DeviceBody>,
+    body: Json<DeviceBody>,
 ) -> ApiResult {
     let b = body.into_inner();
     let (device, secret) = svc
@@ -612,7 +612,7 @@ async fn guest_settings(
     svc: Svc,
     caller: Caller,
     device: web::Path<u32>,
-    body: web::Json<GuestSettings>,
+    body: Json<GuestSettings>,
 ) -> ApiResult {
     apply(
         &svc,
@@ -635,7 +635,7 @@ async fn link_listing(
     svc: Svc,
     caller: Caller,
     device: web::Path<u32>,
-    body: web::Json<ListingBody>,
+    body: Json<ListingBody>,
 ) -> ApiResult {
     apply(
         &svc,
@@ -704,9 +704,9 @@ async fn device_health(
 #[serde(deny_unknown_fields)]
 struct ActivityParams {
     #[serde(default)]
-    from: Option<Timestamp>,
+    from: Option<String>,
     #[serde(default)]
-    to: Option<Timestamp>,
+    to: Option<String>,
     #[serde(default)]
     kind: Option<String>,
     #[serde(default)]
@@ -726,6 +726,16 @@ async fn activity(
         view(&e, &caller, org)?;
     }
     let q = q.into_inner();
+    let time = |field: &str, v: &Option<String>| -> Result<Option<Timestamp>, ApiError> {
+        v.as_deref()
+            .map(|s| {
+                s.parse::<Timestamp>().map_err(|_| {
+                    ApiError::bad_request(field, "an RFC 3339 time like 2026-03-24T09:00:00Z")
+                })
+            })
+            .transpose()
+    };
+    let (from, to) = (time("from", &q.from)?, time("to", &q.to)?);
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_QUERY_LIMIT {
         return Err(ApiError::bad_request(
@@ -741,15 +751,15 @@ async fn activity(
             ));
         }
     }
-    if let (Some(f), Some(t)) = (q.from, q.to) {
+    if let (Some(f), Some(t)) = (from, to) {
         if t <= f {
             return Err(ApiError::bad_request("to", "must be after from"));
         }
     }
     let entries = svc.activity(&ActivityQuery {
         device: Some(device),
-        from: q.from,
-        to: q.to,
+        from,
+        to,
         kind: q.kind,
         limit,
     })?;
@@ -839,7 +849,7 @@ async fn validate(
     req: HttpRequest,
     svc: Svc,
     device: web::Path<u32>,
-    body: web::Json<AuthRequest>,
+    body: Json<AuthRequest>,
 ) -> ApiResult {
     let device = DeviceId(device.into_inner());
     let ok = bearer(&req).is_some_and(|s| svc.authenticate_device(device, s));
@@ -867,7 +877,7 @@ async fn create_holder(
     svc: Svc,
     caller: Caller,
     org: web::Path<u32>,
-    body: web::Json<HolderBody>,
+    body: Json<HolderBody>,
 ) -> ApiResult {
     let b = body.into_inner();
     check_name("name", &b.name)?;
@@ -922,7 +932,7 @@ async fn create_stay(
     svc: Svc,
     caller: Caller,
     h: web::Path<u32>,
-    body: web::Json<StayBody>,
+    body: Json<StayBody>,
 ) -> ApiResult {
     apply(
         &svc,
@@ -960,8 +970,32 @@ async fn check_out(svc: Svc, caller: Caller, s: web::Path<u32>) -> ApiResult {
 
 // ----- credentials --------------------------------------------------------------
 
-async fn issue(svc: Svc, caller: Caller, body: web::Json<Issue>) -> ApiResult {
-    let issue = body.into_inner();
+/// `Issue`, strictly: unknown fields are errors.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueBody {
+    holder: HolderId,
+    name: String,
+    secret: SecretSpec,
+    schedule: Schedule,
+    doors: Vec<DoorId>,
+    #[serde(default)]
+    include_common_areas: bool,
+    #[serde(default)]
+    floors: FloorScope,
+}
+
+async fn issue(svc: Svc, caller: Caller, body: Json<IssueBody>) -> ApiResult {
+    let b = body.into_inner();
+    let issue = Issue {
+        holder: b.holder,
+        name: b.name,
+        secret: b.secret,
+        schedule: b.schedule,
+        doors: b.doors,
+        include_common_areas: b.include_common_areas,
+        floors: b.floors,
+    };
     if let SecretSpec::Pin { pin } = &issue.secret {
         no_resolved(pin)?;
     }
@@ -1070,7 +1104,7 @@ async fn change_pin(
     svc: Svc,
     caller: Caller,
     c: web::Path<u32>,
-    body: web::Json<ChangePinBody>,
+    body: Json<ChangePinBody>,
 ) -> ApiResult {
     let b = body.into_inner();
     no_resolved(&b.pin)?;
