@@ -35,6 +35,8 @@ use crate::store::{Store, StoreError, Write};
 
 /// File in the data directory holding the token MAC key.
 pub const TOKEN_KEY_FILE: &str = "token.key";
+/// Status reports kept (health shows up to 90 days of uptime, 30 of battery).
+pub const STATUS_RETENTION_DAYS: i64 = 90;
 /// Queued sync notifications per subscriber before it lags.
 pub const SYNC_CHANNEL_CAPACITY: usize = 4_096;
 
@@ -173,7 +175,8 @@ impl Service {
         let metrics = Arc::new(Metrics::new());
         std::fs::create_dir_all(data_dir)?;
         let token_key = load_or_create_key(data_dir)?;
-        let (store, loaded) = Store::open(data_dir, metrics.clone())?;
+        let keep_since = clock.now() - jiff::SignedDuration::from_hours(24 * STATUS_RETENTION_DAYS);
+        let (store, loaded) = Store::open(data_dir, metrics.clone(), keep_since)?;
         let mut engine = Engine::new(EngineConfig {
             token_key,
             // Generated PINs are logged resolved, so replay does not draw:

@@ -1160,3 +1160,39 @@ async fn bad_input_gets_4xx_naming_the_field_and_rule() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_is_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Clock::manual(ts(T0))).await;
+    let api = Api::new(server.url());
+    let (_, doc) = api.call("GET", "/openapi.json", None, None).await;
+    let mut n = 0;
+    for (method, path, ..) in reference_server::api::ROUTES {
+        assert!(
+            doc["paths"][*path][method.to_lowercase()].is_object(),
+            "{method} {path} not in the document"
+        );
+        let concrete: String = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { "0" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        let (_, body) = api
+            .raw(
+                method,
+                &concrete,
+                Some("u0.x"),
+                "application/json",
+                b"{}".to_vec(),
+            )
+            .await;
+        assert_ne!(
+            body["rule"], "no such route",
+            "{method} {path} is documented but not mounted"
+        );
+        n += 1;
+    }
+    assert!(n >= 40);
+    server.stop().await;
+}

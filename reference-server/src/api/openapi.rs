@@ -34,6 +34,7 @@ pub const ROUTES: &[(&str, &str, &str, Access, bool)] = &[
     ("DELETE", "/v1/organizations/{org}/members/{user}", "Remove a member (owner)", Access::User, false),
     ("POST", "/v1/organizations/{org}/sites", "Create a site with an IANA time zone and settings (owner)", Access::User, true),
     ("POST", "/v1/organizations/{org}/holders", "Create a holder: member, guest, courier or visitor", Access::User, true),
+    ("GET", "/v1/organizations/{org}/holders", "The organization's holders", Access::User, false),
     ("GET", "/v1/sites/{site}", "A site, its buildings and doors", Access::User, false),
     ("PUT", "/v1/sites/{site}/settings", "Site settings: six_digit_pins, custom_pins, lockout (owner)", Access::User, true),
     ("POST", "/v1/sites/{site}/buildings", "Create a building (owner)", Access::User, true),

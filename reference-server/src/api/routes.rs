@@ -40,6 +40,7 @@ pub(super) fn mount(cfg: &mut web::ServiceConfig) {
                     "/organizations/{org}/holders",
                     web::post().to(create_holder),
                 )
+                .route("/organizations/{org}/holders", web::get().to(list_holders))
                 .route("/sites/{site}", web::get().to(get_site))
                 .route("/sites/{site}/settings", web::put().to(site_settings))
                 .route("/sites/{site}/buildings", web::post().to(create_building))
@@ -893,6 +894,14 @@ async fn create_holder(
         },
     )
     .await
+}
+
+async fn list_holders(svc: Svc, caller: Caller, org: web::Path<u32>) -> ApiResult {
+    let org = OrgId(org.into_inner());
+    let e = svc.engine();
+    view(&e, &caller, org)?;
+    let list: Vec<_> = e.holders().iter().filter(|h| h.org == org).collect();
+    Ok(HttpResponse::Ok().json(list))
 }
 
 async fn disable_holder(svc: Svc, caller: Caller, h: web::Path<u32>) -> ApiResult {

@@ -156,10 +156,20 @@ fn enum_from<T: serde::de::DeserializeOwned>(s: Option<String>) -> Option<T> {
 
 impl Store {
     /// Opens (or creates) the store in `dir` and reads everything back.
-    pub fn open(dir: &Path, metrics: Arc<Metrics>) -> Result<(Store, Loaded), StoreError> {
+    /// Status reports older than `statuses_since` are deleted first (health
+    /// looks back 30 days; the table would otherwise grow without bound).
+    pub fn open(
+        dir: &Path,
+        metrics: Arc<Metrics>,
+        statuses_since: Timestamp,
+    ) -> Result<(Store, Loaded), StoreError> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(DB_FILE);
         let conn = open_conn(&path, false)?;
+        conn.execute(
+            "DELETE FROM statuses WHERE at_ms < ?1",
+            params![to_ms(statuses_since)],
+        )?;
         let loaded = load(&conn)?;
         let reader = open_conn(&path, true)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
