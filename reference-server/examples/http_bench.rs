@@ -97,7 +97,7 @@ async fn provision(base: &str, codes: usize) -> anyhow::Result<(u32, String, Vec
         &c,
         &format!("{base}/v1/organizations/{org}/sites"),
         t,
-        json!({"name": "Bench", "time_zone": "UTC"}),
+        json!({"name": "Bench", "time_zone": "UTC", "settings": {"six_digit_pins": true}}),
     )
     .await?["site"]
         .as_u64()
