@@ -21,6 +21,8 @@ pub(super) fn mount(cfg: &mut web::ServiceConfig) {
         .route("/openapi.json", web::get().to(openapi_doc))
         .service(
             web::scope("/v1")
+                // First: routes are matched in order, and this is the hot one.
+                .route("/devices/{device}/validate", web::post().to(validate))
                 .route("/bootstrap", web::post().to(bootstrap))
                 .route("/me", web::get().to(me))
                 .route("/users", web::post().to(create_user))
@@ -67,7 +69,6 @@ pub(super) fn mount(cfg: &mut web::ServiceConfig) {
                     "/devices/{device}/schedule",
                     web::get().to(schedule_overview),
                 )
-                .route("/devices/{device}/validate", web::post().to(validate))
                 .route("/holders/{holder}/disable", web::post().to(disable_holder))
                 .route("/holders/{holder}/enable", web::post().to(enable_holder))
                 .route("/holders/{holder}/stays", web::post().to(create_stay))
