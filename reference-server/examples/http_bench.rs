@@ -38,7 +38,7 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     warmup_s: u32,
     /// Keep-alive connections.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 32)]
     connections: usize,
     /// A running server; without it one is started in-process.
     #[arg(long)]
@@ -53,8 +53,9 @@ struct Args {
     /// In-process: PINs provisioned (checks cycle through them).
     #[arg(long, default_value_t = 1000)]
     codes: usize,
-    /// In-process: HTTP worker threads.
-    #[arg(long, default_value_t = 2)]
+    /// In-process: HTTP worker threads. One leaves the second core to the
+    /// load generator and the store's writer on a 2-core machine.
+    #[arg(long, default_value_t = 1)]
     http_workers: usize,
 }
 
