@@ -128,8 +128,14 @@ struct ShardResult {
 }
 
 fn checks() {
-    let rate: f64 = std::env::var("CHECKS_PER_S").ok().and_then(|s| s.parse().ok()).unwrap_or(200_000.0);
-    let seconds: f64 = std::env::var("CHECKS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10.0);
+    let rate: f64 = std::env::var("CHECKS_PER_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000.0);
+    let seconds: f64 = std::env::var("CHECKS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10.0);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let sys = actix_rt::System::new();
     sys.block_on(async move {
@@ -144,6 +150,10 @@ fn checks() {
         let spec = mixed_100k().params(params);
         let fleet = Fleet::build(&spec, &e, Transport::InProc(t.clone()), clock, &Placement::Arbiters(handles.clone())).unwrap();
         issue_everywhere(&e, &fleet, clock.now());
+        // Actors on other arbiters link as they start: wait for all.
+        while t.linked() < fleet.devices().len() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let pushed = t.push_sync();
         tokio::time::sleep(Duration::from_secs(3)).await;
         println!("checks: {} devices on {cores} arbiters; {pushed} sync batches pushed", fleet.devices().len());
@@ -206,7 +216,9 @@ async fn generate(
     shard: u64,
     tx: tokio::sync::mpsc::UnboundedSender<ShardResult>,
 ) {
-    let hist = Rc::new(RefCell::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+    let hist = Rc::new(RefCell::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+    ));
     let ok = Rc::new(RefCell::new((0u64, 0u64)));
     let total = (rate * seconds) as u64;
     let t0 = tokio::time::Instant::now();
@@ -271,7 +283,14 @@ fn virtual_30_days() {
         let clock = SimClock::starting_at(start());
         let t = InProcTransport::new(e.clone(), clock);
         let spec = FleetSpec::new(1).ble_doors(1_000).sensors(false);
-        let fleet = Fleet::build(&spec, &e, Transport::InProc(t.clone()), clock, &Placement::Current).unwrap();
+        let fleet = Fleet::build(
+            &spec,
+            &e,
+            Transport::InProc(t.clone()),
+            clock,
+            &Placement::Current,
+        )
+        .unwrap();
         tokio::time::sleep(Duration::from_secs(30 * 86_400)).await;
         let emitted = fleet.emitted().await.unwrap();
         println!(
@@ -287,7 +306,10 @@ fn virtual_30_days() {
 }
 
 fn main() {
-    let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let all = which.is_empty() || which.iter().any(|w| w == "all");
     let want = |name: &str| all || which.iter().any(|w| w == name);
     if want("memory") {

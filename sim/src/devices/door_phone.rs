@@ -104,7 +104,7 @@ impl Handler<Present> for DoorPhone {
         let floor = msg.floor;
         let timeout_ms = self.core.params.door_phone.reader_timeout_ms;
         Box::pin(
-            async move { tokio::time::sleep(delay).await }
+            wait(delay)
                 .into_actor(self)
                 .then(move |_, act, ctx| -> PhoneFuture {
                     match act.core.decide_start(msg.credential, floor, false) {

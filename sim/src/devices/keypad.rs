@@ -149,7 +149,7 @@ impl Handler<Present> for Keypad {
         };
         let credential = msg.credential;
         Box::pin(
-            async move { tokio::time::sleep(delay).await }
+            wait(delay)
                 .into_actor(self)
                 .then(move |_, act, _| act.submit(credential)),
         )

@@ -205,31 +205,27 @@ impl Handler<Present> for Lock {
             _ => Duration::ZERO,
         };
         let local = self.connectivity == Connectivity::Ble;
-        Box::pin(
-            async move { tokio::time::sleep(delay).await }
-                .into_actor(self)
-                .then(move |_, act, ctx| {
-                    if is_ble_pass && local {
-                        // The phone that brings the pass is a way to the cloud.
-                        act.in_range();
-                    }
-                    let d = act.core.decide_start(msg.credential, msg.floor, local);
-                    let fut: std::pin::Pin<Box<dyn ActorFuture<Self, Output = _>>> = match d {
-                        Decide::Done(j) => {
-                            let out = act.finish(ctx, how, j, None, 0, true);
-                            Box::pin(fut::ready(Ok(out)))
-                        }
-                        ask => Box::pin(run_decide(ask, None).into_actor(act).map(
-                            move |(response, res, _), act, ctx| {
-                                let latency = res.as_ref().map_or(0, |c| c.latency_us);
-                                let j = act.core.judge(&res);
-                                Ok(act.finish(ctx, how, j, response, latency, false))
-                            },
-                        )),
-                    };
-                    fut
-                }),
-        )
+        Box::pin(wait(delay).into_actor(self).then(move |_, act, ctx| {
+            if is_ble_pass && local {
+                // The phone that brings the pass is a way to the cloud.
+                act.in_range();
+            }
+            let d = act.core.decide_start(msg.credential, msg.floor, local);
+            let fut: std::pin::Pin<Box<dyn ActorFuture<Self, Output = _>>> = match d {
+                Decide::Done(j) => {
+                    let out = act.finish(ctx, how, j, None, 0, true);
+                    Box::pin(fut::ready(Ok(out)))
+                }
+                ask => Box::pin(run_decide(ask, None).into_actor(act).map(
+                    move |(response, res, _), act, ctx| {
+                        let latency = res.as_ref().map_or(0, |c| c.latency_us);
+                        let j = act.core.judge(&res);
+                        Ok(act.finish(ctx, how, j, response, latency, false))
+                    },
+                )),
+            };
+            fut
+        }))
     }
 }
 

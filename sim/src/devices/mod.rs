@@ -769,3 +769,11 @@ pub async fn run_decide(
         }
     }
 }
+
+/// Sleeps for a human delay; no timer at all when there is none (the load
+/// path presents without human timing).
+pub async fn wait(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}

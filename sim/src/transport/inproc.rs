@@ -63,6 +63,11 @@ impl InProcTransport {
         &self.inner.log
     }
 
+    /// Devices linked so far (actors on other arbiters link as they start).
+    pub fn linked(&self) -> usize {
+        self.inner.inboxes.lock().len()
+    }
+
     pub fn pushes_dropped(&self) -> u64 {
         self.inner.pushes_dropped.load(Ordering::Relaxed)
     }
