@@ -276,26 +276,30 @@ fn run_mqtt_fleet(mode: impl Fn(&HashMap<String, String>) -> Multiplex, doors: u
         for p in &plans {
             issue_pin(&engine, &fleet, p.door, "4829", clock.now());
         }
-        // Let every device connect and subscribe, then push the codes.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        for p in &plans {
-            for d in [p.lock.unwrap(), p.keypad.unwrap()] {
-                responder.push_sync(&engine, clock, d).await;
-            }
-        }
-        for p in &plans {
-            let k = p.keypad.unwrap();
-            eventually("the keypad's code to be set", || {
-                let e = engine.clone();
-                async move {
-                    e.read()
-                        .credentials()
-                        .iter()
-                        .flat_map(|c| c.placements.iter())
-                        .any(|pl| pl.device == k && pl.state.on_device())
-                }
+        // Push the codes until every lock and keypad confirmed them (a push
+        // sent before a device subscribed is lost, as on a real broker; the
+        // engine resends what is still "setting").
+        let targets: Vec<DeviceId> = plans
+            .iter()
+            .flat_map(|p| [p.lock.unwrap(), p.keypad.unwrap()])
+            .collect();
+        let all_set = |e: &Arc<RwLock<Engine>>| {
+            let e = e.read();
+            targets.iter().all(|d| {
+                e.credentials()
+                    .iter()
+                    .flat_map(|c| c.placements.iter())
+                    .any(|pl| pl.device == *d && pl.state.on_device())
             })
-            .await;
+        };
+        let mut rounds = 0;
+        while !all_set(&engine) {
+            rounds += 1;
+            assert!(rounds < 100, "codes were not confirmed within 20 s");
+            for d in &targets {
+                responder.push_sync(&engine, clock, *d).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         for p in &plans {
             let keypad = p.keypad.unwrap();
@@ -330,7 +334,8 @@ fn run_mqtt_fleet(mode: impl Fn(&HashMap<String, String>) -> Multiplex, doors: u
         assert_eq!(totals.duplicates, 0);
         assert_eq!(totals.per_kind.get("unlocked"), u64::from(doors));
         assert_eq!(totals.per_kind.get("access_denied"), u64::from(doors));
-        assert_eq!(totals.per_kind.get("code_set"), 2 * u64::from(doors));
+        // A code pushed again before its ack arrived is confirmed again.
+        assert!(totals.per_kind.get("code_set") >= 2 * u64::from(doors));
         actix_rt::System::current().stop();
     });
 }
