@@ -1,1 +1,3 @@
 //! fleetsim
+pub mod metrics;
+pub mod report;
