@@ -95,7 +95,7 @@ fn report_html_renders_in_chromium_without_console_errors() {
         &html_path,
         &[
             &format!("--screenshot={}", shot.display()),
-            "--window-size=1100,2600",
+            "--window-size=1100,3600",
             "--hide-scrollbars",
         ],
     );

@@ -72,6 +72,7 @@ pub fn render_html(r: &RunReport) -> String {
     charts(&mut h, r);
     decisions(&mut h, r);
     health(&mut h, r);
+    mismatch_examples(&mut h, r);
     let scenario = serde_json::to_string_pretty(&r.scenario).unwrap_or_default();
     let _ = writeln!(
         h,
@@ -280,6 +281,19 @@ fn decisions(h: &mut String, r: &RunReport) {
         ("no answer".to_string(), c.no_answer as f64, PALETTE[7]),
     ];
     h.push_str(&bar_chart("chart-decisions", "Decisions", "checks", &bars));
+    h.push_str("</section>");
+}
+
+/// Mismatches with the oracle, up to the bounded number kept per class.
+fn mismatch_examples(h: &mut String, r: &RunReport) {
+    let d = &r.decisions;
+    if d.false_accept_examples.is_empty()
+        && d.false_reject_examples.is_empty()
+        && d.no_answer_examples.is_empty()
+    {
+        return;
+    }
+    h.push_str("<section id=\"examples\"><h2>Examples of mismatches</h2>");
     examples(
         h,
         "False accepts (expected denied, granted)",

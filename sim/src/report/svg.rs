@@ -236,7 +236,8 @@ pub fn bar_chart(id: &str, title: &str, y_label: &str, bars: &[(String, f64, &st
         return out;
     }
     let y_max = bars.iter().map(|b| b.1).fold(0.0, f64::max);
-    let y_top = y_axis(&mut out, y_max, y_label);
+    // Headroom so the value above the tallest bar stays clear of the title.
+    let y_top = y_axis(&mut out, y_max * 1.12, y_label);
     let plot_w = W - LEFT - RIGHT + 110.0;
     let plot_h = H - TOP - BOTTOM;
     let slot = plot_w / bars.len() as f64;
