@@ -99,7 +99,9 @@ fn snapshot_on_demand_includes_the_open_interval_and_recording_continues() {
 fn interval_logs_round_trip_through_hdrhistograms_reader() {
     let samples = samples(3, 8_000, 6);
     let snap = whole_snapshot(&samples);
-    let report = RunReport::build(meta(6.0, None), &snap).unwrap();
+    let mut m = meta(6.0, None);
+    m.started_at = Some("2026-11-23T08:00:00Z".into());
+    let report = RunReport::build(m, &snap).unwrap();
     let dir = tempfile::tempdir().unwrap();
     write_all(dir.path(), &report).unwrap();
 
@@ -109,10 +111,21 @@ fn interval_logs_round_trip_through_hdrhistograms_reader() {
         assert!(text.starts_with("#fleetsim "), "{text:.80}");
         let expected: Vec<_> = snap.intervals().filter(|i| i.operation == op).collect();
         let mut n = 0;
+        let mut base_time = None;
         for entry in IntervalLogIterator::new(&bytes) {
-            let LogEntry::Interval(i) = entry.unwrap() else {
-                continue;
+            let i = match entry.unwrap() {
+                LogEntry::BaseTime(t) => {
+                    base_time = Some(t.as_secs());
+                    continue;
+                }
+                LogEntry::StartTime(_) => continue,
+                LogEntry::Interval(i) => i,
             };
+            assert_eq!(
+                base_time,
+                Some(1_795_420_800),
+                "BaseTime precedes the intervals"
+            );
             let e = expected[n];
             assert_eq!(i.tag().unwrap().as_str(), op.as_str());
             assert_eq!(i.start_timestamp().as_secs(), e.index);

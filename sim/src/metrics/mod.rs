@@ -33,6 +33,7 @@ pub use prom::{FleetMetrics, MetricDesc, MAX_EVENT_KINDS};
 pub use recorder::{
     IntervalSlot, Recorder, Snapshot, DEFAULT_INTERVAL_US, MAX_INTERVALS, MAX_LATENCY_US,
 };
+pub use reference_server::domain::DeviceKind;
 
 /// An operation the harness times. Labels are stable: they appear in reports,
 /// interval log tags and the `operation` Prometheus label.
@@ -188,38 +189,21 @@ impl Transport {
     }
 }
 
-/// The device kind label (bounded: one of four).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum DeviceKind {
-    Lock,
-    Keypad,
-    DoorSensor,
-    DoorPhone,
-}
+/// Device kinds are the engine's own ([`reference_server::domain::DeviceKind`]);
+/// these are the four label values, in a fixed order for indexed handles.
+pub const DEVICE_KINDS: [DeviceKind; 4] = [
+    DeviceKind::Lock,
+    DeviceKind::Keypad,
+    DeviceKind::DoorSensor,
+    DeviceKind::DoorPhone,
+];
 
-impl DeviceKind {
-    pub const COUNT: usize = 4;
-    pub const ALL: [DeviceKind; DeviceKind::COUNT] = [
-        DeviceKind::Lock,
-        DeviceKind::Keypad,
-        DeviceKind::DoorSensor,
-        DeviceKind::DoorPhone,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DeviceKind::Lock => "lock",
-            DeviceKind::Keypad => "keypad",
-            DeviceKind::DoorSensor => "door_sensor",
-            DeviceKind::DoorPhone => "door_phone",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<DeviceKind> {
-        DeviceKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    pub(crate) const fn index(self) -> usize {
-        self as usize
+/// Position of a device kind in [`DEVICE_KINDS`].
+pub(crate) const fn device_kind_index(kind: DeviceKind) -> usize {
+    match kind {
+        DeviceKind::Lock => 0,
+        DeviceKind::Keypad => 1,
+        DeviceKind::DoorSensor => 2,
+        DeviceKind::DoorPhone => 3,
     }
 }

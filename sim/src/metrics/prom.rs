@@ -14,7 +14,7 @@ use prometheus::{
 };
 
 use super::decisions::DecisionClass;
-use super::{DeviceKind, Operation, Outcome, Transport};
+use super::{device_kind_index, DeviceKind, Operation, Outcome, Transport, DEVICE_KINDS};
 
 /// Distinct event kinds given their own label value; later kinds are counted as `other`.
 pub const MAX_EVENT_KINDS: usize = 32;
@@ -197,11 +197,11 @@ impl FleetMetrics {
         .iter()
         .map(|r| decisions_vec.with_label_values(&[r]))
         .collect();
-        let devices = DeviceKind::ALL
+        let devices = DEVICE_KINDS
             .iter()
             .map(|k| devices_vec.with_label_values(&[k.as_str()]))
             .collect();
-        let devices_online = DeviceKind::ALL
+        let devices_online = DEVICE_KINDS
             .iter()
             .map(|k| online_vec.with_label_values(&[k.as_str()]))
             .collect();
@@ -272,8 +272,8 @@ impl FleetMetrics {
 
     /// Sets the device gauges of one kind.
     pub fn set_devices(&self, kind: DeviceKind, total: i64, online: i64) {
-        self.devices[kind.index()].set(total);
-        self.devices_online[kind.index()].set(online);
+        self.devices[device_kind_index(kind)].set(total);
+        self.devices_online[device_kind_index(kind)].set(online);
     }
 
     /// The counter of one event kind; resolve it once and keep it. Past

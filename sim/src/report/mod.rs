@@ -846,6 +846,12 @@ pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>, ReportE
     write("junit.xml", render_junit(report).as_bytes(), &mut written)?;
     if !report.histograms.intervals.is_empty() {
         mkdir(&dir.join("hdr"))?;
+        // Absolute StartTime/BaseTime headers when the run's start is known.
+        let start_unix_s = report
+            .started_at
+            .as_deref()
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_millisecond() as f64 / 1000.0);
         for op in Operation::ALL {
             let mut log = Vec::new();
             let decoded = interval_histograms(report, op)?;
@@ -859,7 +865,7 @@ pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>, ReportE
                     "fleetsim {} {} seed={}",
                     report.fleetsim_version, report.name, report.seed
                 ),
-                None,
+                start_unix_s,
                 decoded.iter().map(|(index, h)| {
                     let start = secs(*index as f64 * report.interval_s);
                     (start, secs(report.interval_s), op.as_str(), h)

@@ -106,7 +106,7 @@ pub fn feed<'a>(rec: &mut Recorder, samples: impl IntoIterator<Item = &'a Sample
 /// The health sample of the devices in `devices`.
 pub fn observe_fleet(rec: &mut Recorder, devices: impl Iterator<Item = u32>) {
     for d in devices {
-        let kind = DeviceKind::ALL[(d % 4) as usize];
+        let kind = fleetsim::metrics::DEVICE_KINDS[(d % 4) as usize];
         let battery = (kind != DeviceKind::DoorSensor).then_some(f64::from(d * 37 % 101));
         rec.observe_device(kind, d % 9 != 0, battery);
     }
