@@ -46,6 +46,14 @@ fn report_carries_what_reproduces_and_judges_the_run() {
     assert_eq!(r.scenario["name"], "office-morning-rush");
     assert!(r.model_label.starts_with("open model"));
     assert!(!r.passed, "two thresholds fail");
+    let checks = r.checks.as_ref().unwrap();
+    assert_eq!(checks.by_outcome["granted"].count, checks.granted);
+    assert_eq!(checks.by_outcome["error"].count, checks.errors);
+    let per_op: u64 = ["pin_check", "qr_check", "card_check", "ble_check"]
+        .iter()
+        .map(|op| r.operations[*op].granted)
+        .sum();
+    assert_eq!(checks.granted, per_op);
     let pin = &r.operations["pin_check"];
     assert_eq!(pin.count, pin.granted + pin.denied + pin.errors);
     assert!(pin.latency.p50_us <= pin.latency.p90_us && pin.latency.p99_us <= pin.latency.max_us);

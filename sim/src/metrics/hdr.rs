@@ -46,6 +46,16 @@ pub fn add(dst: &mut Histogram<u64>, src: &Histogram<u64>) -> Result<(), HdrErro
     r
 }
 
+/// The sum of some histograms; `None` if there are none.
+pub fn merged<'a>(mut it: impl Iterator<Item = &'a Histogram<u64>>) -> Option<Histogram<u64>> {
+    let mut acc = it.next()?.clone();
+    for h in it {
+        // `add` grows `acc` as needed, so it cannot fail for u64 counters.
+        let _ = add(&mut acc, h);
+    }
+    Some(acc)
+}
+
 /// Plain V2 encoding (run-length compacted, not deflated): cheap enough to
 /// run once per interval per operation on a worker thread.
 pub fn encode_v2(h: &Histogram<u64>) -> Vec<u8> {

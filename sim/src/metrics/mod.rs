@@ -31,7 +31,8 @@ pub use exporter::{ExporterError, MetricsExporter, CONTENT_TYPE};
 pub use health::{DeviceCounts, HealthTally, BATTERY_BUCKETS};
 pub use prom::{FleetMetrics, MetricDesc, MAX_EVENT_KINDS};
 pub use recorder::{
-    IntervalSlot, Recorder, Snapshot, DEFAULT_INTERVAL_US, MAX_INTERVALS, MAX_LATENCY_US,
+    IntervalSlot, IntervalTotals, Recorder, Snapshot, DEFAULT_INTERVAL_US, MAX_INTERVALS,
+    MAX_LATENCY_US,
 };
 pub use reference_server::domain::DeviceKind;
 

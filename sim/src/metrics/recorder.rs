@@ -14,7 +14,7 @@ use prometheus::IntCounter;
 use tokio::time::Instant;
 
 use super::decisions::{DecisionClass, DecisionExample, DecisionTally};
-use super::hdr::{self, HdrError};
+use super::hdr::{self, merged, HdrError};
 use super::health::HealthTally;
 use super::prom::FleetMetrics;
 use super::{DeviceKind, Operation, Outcome, Transport, Verdict};
@@ -424,15 +424,45 @@ impl Snapshot {
     pub fn intervals(&self) -> impl Iterator<Item = &IntervalSlot> {
         self.intervals.values()
     }
+
+    /// Totals of one interval, for a live progress line (rate, p99, errors).
+    /// Ask for the last *closed* interval: the open one is still filling.
+    pub fn interval_totals(&self, index: u64) -> Result<IntervalTotals, HdrError> {
+        let mut t = IntervalTotals {
+            index,
+            count: 0,
+            errors: 0,
+            checks_p99_us: None,
+        };
+        let mut checks: Option<Histogram<u64>> = None;
+        for slot in self
+            .intervals
+            .range((index, Operation::PinCheck)..=(index, Operation::EventDelivery))
+        {
+            let h = slot.1.histogram()?;
+            t.count += h.len();
+            t.errors += slot.1.errors;
+            if slot.1.operation.is_credential_check() {
+                match &mut checks {
+                    Some(c) => hdr::add(c, &h)?,
+                    None => checks = Some(h),
+                }
+            }
+        }
+        t.checks_p99_us = checks.map(|c| c.value_at_quantile(0.99));
+        Ok(t)
+    }
 }
 
-fn merged<'a>(mut it: impl Iterator<Item = &'a Histogram<u64>>) -> Option<Histogram<u64>> {
-    let mut acc = it.next()?.clone();
-    for h in it {
-        // Same shape everywhere; a failure here would mean a corrupt histogram.
-        let _ = hdr::add(&mut acc, h);
-    }
-    Some(acc)
+/// One interval's totals (see [`Snapshot::interval_totals`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntervalTotals {
+    pub index: u64,
+    /// Operations completed in the interval (all kinds).
+    pub count: u64,
+    pub errors: u64,
+    /// p99 of the credential checks completed in the interval.
+    pub checks_p99_us: Option<u64>,
 }
 
 #[cfg(test)]
@@ -453,6 +483,27 @@ mod tests {
     }
 
     #[test]
+    fn record_takes_tokio_instants_relative_to_the_run_start() {
+        use std::time::Duration;
+        let start = Instant::now();
+        let mut r = Recorder::new(start, DEFAULT_INTERVAL_US);
+        let intended = start + Duration::from_millis(1_100);
+        r.record(
+            Operation::BleCheck,
+            Outcome::Denied,
+            intended,
+            intended + Duration::from_millis(250),
+        );
+        // An answer "before" the run started (a clock quirk) counts as 0, not a panic.
+        r.record(Operation::BleCheck, Outcome::Denied, intended, start);
+        let s = r.into_snapshot();
+        let h = s.histogram(Operation::BleCheck, Outcome::Denied).unwrap();
+        assert!(h.equivalent(h.max(), 250_000));
+        assert_eq!(h.min(), 0);
+        assert_eq!(s.intervals().next().unwrap().index, 1);
+    }
+
+    #[test]
     fn intervals_rotate_and_count_errors() {
         let mut r = Recorder::new(Instant::now(), DEFAULT_INTERVAL_US);
         r.record_us(Operation::QrCheck, Outcome::Error, 0, 10);
@@ -464,6 +515,22 @@ mod tests {
         assert_eq!((slots[0].index, slots[0].errors), (0, 1));
         assert_eq!(slots[0].histogram().unwrap().len(), 2);
         assert_eq!((slots[1].index, slots[1].errors), (2, 0));
+    }
+
+    #[test]
+    fn interval_totals_for_a_progress_line() {
+        let mut r = Recorder::new(Instant::now(), DEFAULT_INTERVAL_US);
+        r.record_us(Operation::PinCheck, Outcome::Granted, 0, 1_000);
+        r.record_us(Operation::QrCheck, Outcome::Error, 0, 90_000);
+        r.record_us(Operation::EventDelivery, Outcome::Granted, 0, 500_000);
+        r.record_us(Operation::PinCheck, Outcome::Granted, 1_000_000, 1_002_000);
+        let s = r.snapshot();
+        let t = s.interval_totals(0).unwrap();
+        assert_eq!((t.count, t.errors), (3, 1));
+        // p99 of the two checks (1 ms and 90 ms), not of the event delivery.
+        assert!(t.checks_p99_us.unwrap() >= 89_000 && t.checks_p99_us.unwrap() < 100_000);
+        assert_eq!(s.interval_totals(1).unwrap().count, 1);
+        assert_eq!(s.interval_totals(7).unwrap().checks_p99_us, None);
     }
 
     #[test]

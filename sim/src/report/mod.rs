@@ -244,9 +244,18 @@ impl OperationStats {
             errors: count_of(Outcome::Error),
             rate_per_s: rate(all.len(), duration_s),
             latency: LatencySummary::of(all),
-            by_outcome: per_outcome
+            // Several histograms may share an outcome (all credential checks):
+            // add them, never pick one.
+            by_outcome: Outcome::ALL
                 .iter()
-                .filter_map(|(o, h)| h.map(|h| (o.as_str().to_owned(), LatencySummary::of(h))))
+                .filter_map(|o| {
+                    let same = per_outcome
+                        .iter()
+                        .filter(|(x, _)| x == o)
+                        .filter_map(|(_, h)| *h);
+                    let merged = crate::metrics::hdr::merged(same)?;
+                    Some((o.as_str().to_owned(), LatencySummary::of(&merged)))
+                })
                 .collect(),
             curve: CURVE_QUANTILES
                 .iter()
