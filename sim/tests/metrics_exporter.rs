@@ -140,3 +140,28 @@ async fn binding_a_taken_port_is_a_typed_error() {
         .unwrap();
     assert!(e.to_string().contains(&addr.to_string()), "{e}");
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_clients_that_never_send() {
+    let exporter = MetricsExporter::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(FleetMetrics::new()),
+    )
+    .await
+    .unwrap();
+    // More idle connections than the exporter serves at once.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(
+            tokio::net::TcpStream::connect(exporter.local_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::task::yield_now().await;
+    // A generous bound that turns a hang into a failure; it asserts no speed.
+    tokio::time::timeout(std::time::Duration::from_secs(60), exporter.shutdown())
+        .await
+        .expect("shutdown returns while idle clients hold connections");
+    drop(idle);
+}

@@ -80,19 +80,29 @@ async fn serve(
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns = JoinSet::new();
     loop {
-        tokio::select! {
+        // Wait for a free slot first, then for a connection; the stop signal
+        // wins at either point, so shutdown never waits on a stuck client.
+        let permit = tokio::select! {
             _ = &mut stopped => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let Ok(permit) = permits.clone().acquire_owned().await else { break };
-                let metrics = metrics.clone();
-                conns.spawn(async move {
-                    let _ = handle(stream, &metrics).await;
-                    drop(permit);
-                });
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let metrics = metrics.clone();
+        conns.spawn(async move {
+            let _ = handle(stream, &metrics).await;
+            drop(permit);
+        });
+        // Reap finished connections so the set stays as small as the permits.
+        while conns.try_join_next().is_some() {}
     }
     conns.shutdown().await;
 }
