@@ -120,6 +120,7 @@ async fn an_oversized_request_head_is_refused_and_the_server_keeps_serving() {
     );
     // The server may close before reading everything; only its answer matters.
     let _ = s.write_all(junk.as_bytes()).await;
+    let _ = s.shutdown().await;
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.60}");

@@ -19,6 +19,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A request head larger than this is refused (a scrape needs ~100 bytes).
 const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
+/// Input read and discarded after refusing an oversized request.
+const MAX_DRAIN_BYTES: usize = 64 * 1024;
 /// Scrapes served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 16;
 
@@ -112,13 +114,23 @@ async fn handle(mut stream: TcpStream, metrics: &FleetMetrics) -> std::io::Resul
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         if head.len() > MAX_REQUEST_HEAD_BYTES {
-            return respond(
+            respond(
                 &mut stream,
                 "431 Request Header Fields Too Large",
                 "text/plain",
                 b"",
             )
-            .await;
+            .await?;
+            // Read what the client still sends (bounded) before closing: closing
+            // with unread input resets the connection and can destroy the answer.
+            let mut drained = 0;
+            while drained < MAX_DRAIN_BYTES {
+                match stream.read(&mut buf).await? {
+                    0 => break,
+                    n => drained += n,
+                }
+            }
+            return Ok(());
         }
         let n = stream.read(&mut buf).await?;
         if n == 0 {
