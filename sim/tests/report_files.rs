@@ -271,3 +271,31 @@ fn load_dir_reports_each_bad_input() {
     let e = write_all(&blocked.join("sub"), &sample_report()).unwrap_err();
     assert!(matches!(e, ReportError::Io { .. }), "{e}");
 }
+
+#[test]
+fn an_empty_run_still_writes_every_file() {
+    let empty = RunReport::build(
+        meta(0.0, None),
+        &fleetsim::metrics::Snapshot::empty(INTERVAL_US),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let written = write_all(dir.path(), &empty).unwrap();
+    let names: Vec<_> = written
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["report.json", "report.html", "junit.xml"],
+        "no interval logs without intervals"
+    );
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("no data") && html.contains("No thresholds in this scenario."));
+    assert_eq!(load_dir(dir.path()).unwrap(), empty);
+    assert_eq!(empty.metrics()["errors.rate"], 0.0);
+    assert!(
+        !empty.metrics().contains_key("devices.online_pct"),
+        "no devices, no share"
+    );
+}
