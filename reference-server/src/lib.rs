@@ -12,15 +12,20 @@
 //! - [`error`]: the engine's typed errors, each naming the broken rule.
 //! - [`protocol`]: the device protocol's wire types (topics, JSON payloads),
 //!   shared with the simulator.
+//! - [`gateway`]: the MQTT device gateway (checks, events, status, sync,
+//!   remote commands) over any broker.
+//! - [`broker`]: the embedded MQTT broker (rumqttd) for a self-contained run.
 //!
 //! A credential check: `Engine::validate` looks the device up by dense id,
 //! checks the keypad lockout, finds the credential (PIN: `(door, pin)` hash
 //! lookup; card: `(site, number)`; QR/BLE: MAC-checked token), then runs the
 //! rules in `Engine::evaluate` and takes a use with a compare-and-swap.
 
+pub mod broker;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod gateway;
 pub mod protocol;
 
 pub use engine::{Check, Command, Engine, EngineConfig, Presented};

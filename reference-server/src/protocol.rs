@@ -10,11 +10,12 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::Secret;
 use crate::domain::{
     CredentialId, CredentialKind, Decision, DenyReason, DeviceId, FloorId, HolderId, Origin, Pin,
     SiteId, SyncFailure,
 };
-use crate::engine::Presented;
+use crate::engine::{Presented, SyncBatch, SyncResult};
 
 /// Bumped on any incompatible change to topics or payloads.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -399,6 +400,19 @@ pub struct Event {
 pub enum WireSecret {
     Pin(String),
     Card(String),
+    /// A QR or BLE credential: the lock checks the signed token itself and
+    /// stores only the token version it must accept (older ones are void).
+    Token(u32),
+}
+
+impl WireSecret {
+    pub fn from_secret(secret: &Secret) -> WireSecret {
+        match secret {
+            Secret::Pin(pin) => WireSecret::Pin(pin.reveal()),
+            Secret::Card(n) => WireSecret::Card(n.to_string()),
+            Secret::Token { version } => WireSecret::Token(*version),
+        }
+    }
 }
 
 impl std::fmt::Debug for WireSecret {
@@ -425,6 +439,44 @@ pub struct SyncPush {
     pub remove: Vec<CredentialId>,
 }
 
+impl SyncPush {
+    /// The messages that carry `batch`, each within `MAX_SYNC_CODES` codes
+    /// (and so well within `MAX_PAYLOAD_BYTES`); all share the batch's
+    /// version. An empty batch gives no message.
+    pub fn from_batch(batch: &SyncBatch) -> Vec<SyncPush> {
+        let codes: Vec<SyncCode> = batch
+            .set
+            .iter()
+            .map(|(credential, secret)| SyncCode {
+                credential: *credential,
+                secret: WireSecret::from_secret(secret),
+            })
+            .collect();
+        let mut pushes: Vec<SyncPush> = codes
+            .chunks(MAX_SYNC_CODES)
+            .map(|chunk| SyncPush {
+                version: batch.version,
+                set: chunk.to_vec(),
+                remove: Vec::new(),
+            })
+            .collect();
+        pushes.extend(batch.remove.chunks(MAX_SYNC_CODES).map(|chunk| SyncPush {
+            version: batch.version,
+            set: Vec::new(),
+            remove: chunk.to_vec(),
+        }));
+        pushes
+    }
+
+    /// Every credential the message names.
+    pub fn credentials(&self) -> impl Iterator<Item = CredentialId> + '_ {
+        self.set
+            .iter()
+            .map(|c| c.credential)
+            .chain(self.remove.iter().copied())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncItemResult {
@@ -439,6 +491,19 @@ pub struct SyncItemResult {
 pub struct SyncAckMsg {
     pub version: u64,
     pub results: Vec<SyncItemResult>,
+}
+
+impl SyncAckMsg {
+    /// The engine's form of the results.
+    pub fn engine_results(&self) -> Vec<SyncResult> {
+        self.results
+            .iter()
+            .map(|r| SyncResult {
+                credential: r.credential,
+                failure: r.failure,
+            })
+            .collect()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
