@@ -171,3 +171,54 @@ pub fn start_embedded(cfg: EmbeddedBrokerConfig) -> Result<BrokerHandle, BrokerE
 pub fn auth_handler(f: impl Fn(&str, &str, &str) -> bool + Send + Sync + 'static) -> AuthHandler {
     Arc::new(move |client_id: String, user: String, pass: String| f(&client_id, &user, &pass))
 }
+
+/// The fleet's login rule for the embedded broker: the server's own
+/// account (`engine_user` / `engine_password`), or a device: username
+/// `dev-N`, client id `dev-N` or `dev-N-anything` (so a device can open a
+/// second session, e.g. mosquitto_sub beside mosquitto_pub, but nobody can
+/// take over another device's session id), and `authenticate(dev, password)`.
+pub fn fleet_auth(
+    engine_user: String,
+    engine_password: String,
+    authenticate: impl Fn(crate::domain::DeviceId, &str) -> bool + Send + Sync + 'static,
+) -> AuthHandler {
+    auth_handler(move |client_id, user, pass| {
+        if user == engine_user {
+            return constant_time_eq(pass.as_bytes(), engine_password.as_bytes());
+        }
+        let Ok(device) = crate::protocol::parse_device(user) else {
+            return false;
+        };
+        let own_session = client_id == user
+            || client_id
+                .strip_prefix(user)
+                .is_some_and(|rest| rest.starts_with('-'));
+        own_session && authenticate(device, pass)
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::DeviceId;
+
+    #[test]
+    fn fleet_auth_rules() {
+        let auth = fleet_auth("engine".into(), "pw".into(), |d, p| {
+            d == DeviceId(1) && p == "s1"
+        });
+        let ok = |c: &str, u: &str, p: &str| auth(c.into(), u.into(), p.into());
+        assert!(ok("engine-0", "engine", "pw"));
+        assert!(!ok("engine-0", "engine", "pX"));
+        assert!(ok("dev-1", "dev-1", "s1"));
+        assert!(ok("dev-1-sub", "dev-1", "s1"));
+        assert!(!ok("dev-1", "dev-1", "wrong"));
+        assert!(!ok("dev-2", "dev-1", "s1"), "another device's session id");
+        assert!(!ok("dev-12", "dev-1", "s1"));
+        assert!(!ok("x", "nobody", "s1"));
+    }
+}

@@ -12,6 +12,17 @@
 //! - [`error`]: the engine's typed errors, each naming the broken rule.
 //! - [`protocol`]: the device protocol's wire types (topics, JSON payloads),
 //!   shared with the simulator.
+//! - [`service`]: the server's one facade over engine, store, activity log,
+//!   health and metrics; the admin API and the device gateway call it. The
+//!   only clock read in the server (`Clock`).
+//! - [`store`]: durable SQLite (WAL): the command log replayed at start,
+//!   token/secret hashes, status reports, the activity log; one writer
+//!   thread with group commit.
+//! - [`api`]: the admin HTTP API (actix-web, `/v1`), the HTTP validate
+//!   endpoint, `/healthz`, `/metrics`, `/openapi.json`.
+//! - [`server`]: `run(config, shutdown)`: the binary and the tests start it.
+//! - [`activity`], [`health`], [`metrics`], [`auth`]: the activity log's
+//!   entries, device uptime and battery, the Prometheus registry, secrets.
 //! - [`gateway`]: the MQTT device gateway (checks, events, status, sync,
 //!   remote commands) over any broker.
 //! - [`broker`]: the embedded MQTT broker (rumqttd) for a self-contained run.
@@ -21,12 +32,20 @@
 //! lookup; card: `(site, number)`; QR/BLE: MAC-checked token), then runs the
 //! rules in `Engine::evaluate` and takes a use with a compare-and-swap.
 
+pub mod activity;
+pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod gateway;
+pub mod health;
+pub mod metrics;
 pub mod protocol;
+pub mod server;
+pub mod service;
+pub mod store;
 
 pub use engine::{Check, Command, Engine, EngineConfig, Presented};
 pub use error::EngineError;

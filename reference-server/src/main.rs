@@ -1,1 +1,67 @@
-fn main() {}
+//! `reference-server`: the reference access engine as a standalone server.
+//! A thin binary: flags in, `server::run` out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use reference_server::server::{self, Config};
+
+/// The reference access engine: admin HTTP API, HTTP device validation,
+/// durable SQLite store.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Data directory (database and token key); created if missing.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// HTTP listen address; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// HTTP worker threads (default: one per CPU).
+    #[arg(long)]
+    http_workers: Option<usize>,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    eprintln!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,actix_server=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = Config {
+        data_dir: args.data_dir,
+        http: args.http,
+        ..Config::default()
+    };
+    if let Some(w) = args.http_workers {
+        anyhow::ensure!(w >= 1, "--http-workers must be at least 1");
+        config.http_workers = w;
+    }
+    let server = server::run(config, shutdown_signal()).await?;
+    println!("listening on {}", server.url());
+    server.wait().await;
+    Ok(())
+}

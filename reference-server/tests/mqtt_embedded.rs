@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use mqtt_support::fixture::{world, World};
 use mqtt_support::{ack_all, Device, Received};
+use reference_server::activity::ActivityQuery;
 use reference_server::broker::{self, EmbeddedBrokerConfig};
-use reference_server::domain::{DenyReason, SyncState};
+use reference_server::domain::{CredentialId, DenyReason, SyncState};
 use reference_server::gateway::{self, DropReason, GatewayConfig, GatewayHandle, SyncConfig};
 use reference_server::protocol::{self, Channel, Event, EventKind, Verdict, MAX_PAYLOAD_BYTES};
 
@@ -18,45 +19,52 @@ struct Harness {
     port: u16,
 }
 
+const ENGINE_PASSWORD: &str = "embedded-engine-password";
+
 async fn harness(locks: usize, sync: SyncConfig) -> Harness {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let world = world(locks);
+    let world = world(locks).await;
+    let svc = world.service.clone();
     let broker = broker::start_embedded(EmbeddedBrokerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        auth: Some(broker::fleet_auth(
+            "engine".into(),
+            ENGINE_PASSWORD.into(),
+            move |d, p| svc.authenticate_device(d, p),
+        )),
         ..EmbeddedBrokerConfig::default()
     })
     .expect("embedded broker");
-    let mut cfg = GatewayConfig::new(broker.url().parse().unwrap());
+    let port = broker.addr().port();
+    let url = format!("mqtt://engine:{ENGINE_PASSWORD}@127.0.0.1:{port}");
+    let mut cfg = GatewayConfig::new(url.parse().unwrap());
     cfg.sync = sync;
     let registry = prometheus::Registry::new();
-    let gateway = gateway::start(world.backend.clone(), cfg, &registry).expect("gateway");
+    let gateway = gateway::start(world.service.clone(), cfg, &registry).expect("gateway");
     tokio::time::timeout(Duration::from_secs(20), gateway.ready())
         .await
         .expect("gateway subscribed");
+    world.service.set_command_sink(gateway.command_sink());
     Harness {
         world,
         gateway,
-        port: broker.addr().port(),
+        port,
     }
 }
 
 impl Harness {
     async fn device(&self, i: usize) -> Device {
-        let id = self.world.devices[i];
-        Device::connect(self.port, self.world.site, id, "unused")
+        let (id, secret) = &self.world.devices[i];
+        Device::connect(self.port, self.world.site, *id, secret)
             .await
             .expect("device connects")
     }
 
-    fn state(&self, cred: reference_server::domain::CredentialId, i: usize) -> SyncState {
-        let e = self.world.backend.engine.read();
-        e.credential(cred)
-            .and_then(|c| c.placement(self.world.devices[i]))
-            .map(|p| p.state)
-            .expect("placed")
+    fn state(&self, cred: CredentialId, i: usize) -> SyncState {
+        self.world.state(cred, i).expect("placed")
     }
 }
 
@@ -73,7 +81,7 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_pin_granted_wrong_pin_denied_with_reason() {
     let h = harness(1, SyncConfig::default()).await;
-    let cred = h.world.issue_pin("482916");
+    let cred = h.world.issue_pin("482916").await;
     let mut dev = h.device(0).await;
     // The device came online: it gets the new code and confirms it.
     let push = dev.expect_sync().await;
@@ -97,7 +105,7 @@ async fn admin_issued_code_reaches_an_online_lock_and_becomes_set() {
     let mut dev = h.device(0).await;
     // Online first, then the admin issues a code: pushed by sync_changes.
     eventually("online", || h.gateway.metrics().devices_online.get() == 1).await;
-    let cred = h.world.issue_pin("135790");
+    let cred = h.world.issue_pin("135790").await;
     let push = dev.expect_sync().await;
     let code = push
         .set
@@ -118,7 +126,7 @@ async fn admin_issued_code_reaches_an_online_lock_and_becomes_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_lock_gets_a_changed_pin_on_reconnect_and_the_old_one_works_until_then() {
     let h = harness(1, SyncConfig::default()).await;
-    let cred = h.world.issue_pin("583920");
+    let cred = h.world.issue_pin("583920").await;
     let mut dev = h.device(0).await;
     let push = dev.expect_sync().await;
     dev.ack_sync(&ack_all(&push)).await;
@@ -127,35 +135,14 @@ async fn offline_lock_gets_a_changed_pin_on_reconnect_and_the_old_one_works_unti
     // The lock drops off without DISCONNECT: the broker sends its Last Will.
     dev.crash();
     eventually("offline", || h.gateway.metrics().devices_online.get() == 0).await;
-    let new = match h
-        .world
-        .backend
-        .apply(reference_server::Command::ChangePin {
-            credential: cred,
-            pin: reference_server::engine::PinSpec::Manual("694031".into()),
-        })
-        .outcome
-    {
-        reference_server::engine::Outcome::Credential(c) => c,
-        o => panic!("{o:?}"),
-    };
+    let new = h.world.change_pin(cred, "694031").await;
     // Still offline: the old PIN works at that lock, nothing was sent.
-    let check = |pin: &str| {
-        let e = h.world.backend.engine.read();
-        e.validate(
-            &reference_server::Check {
-                device: h.world.devices[0],
-                presented: reference_server::Presented::Pin(
-                    reference_server::domain::Pin::parse(pin).unwrap(),
-                ),
-                floor: None,
-            },
-            jiff::Timestamp::now(),
-        )
-        .is_granted()
+    let granted = |pin: &'static str| {
+        let w = &h.world;
+        async move { w.engine_answer(0, pin).await.decision == Verdict::Granted }
     };
     assert!(
-        check("583920"),
+        granted("583920").await,
         "the old PIN works until the lock confirms the new one"
     );
     assert_eq!(h.gateway.metrics().sync_pushed.get(), 1);
@@ -164,13 +151,23 @@ async fn offline_lock_gets_a_changed_pin_on_reconnect_and_the_old_one_works_unti
     let mut dev = h.device(0).await;
     let push = dev.expect_sync().await;
     assert!(push.set.iter().any(|c| c.credential == new), "{push:?}");
-    assert!(check("583920"), "old PIN still on the lock until the ack");
+    assert!(
+        granted("583920").await,
+        "old PIN still on the lock until the ack"
+    );
     dev.ack_sync(&ack_all(&push)).await;
     let removal = dev.expect_sync().await;
     assert_eq!(removal.remove, vec![cred]);
     dev.ack_sync(&ack_all(&removal)).await;
-    eventually("old code removed", || !check("583920")).await;
-    assert!(check("694031"));
+    eventually("old code removed", || {
+        h.state(cred, 0) == SyncState::Removed
+    })
+    .await;
+    assert!(
+        !granted("583920").await,
+        "the old PIN is gone once the lock has the new one"
+    );
+    assert!(granted("694031").await);
     h.gateway.shutdown().await;
 }
 
@@ -185,7 +182,7 @@ async fn unacked_sync_is_retried_then_marked_timed_out() {
         },
     )
     .await;
-    let cred = h.world.issue_pin("246802");
+    let cred = h.world.issue_pin("246802").await;
     let mut dev = h.device(0).await;
     for _ in 0..3 {
         let push = dev.expect_sync().await;
@@ -224,14 +221,25 @@ async fn a_redelivered_event_is_logged_once() {
     .await;
     assert_eq!(m.events_logged.get(), 2);
     assert_eq!(m.events_duplicate.get(), 1);
-    assert_eq!(h.world.backend.events.lock().len(), 2);
+    let logged = h
+        .world
+        .service
+        .activity(&ActivityQuery {
+            device: Some(h.world.device(0)),
+            from: None,
+            to: None,
+            kind: Some("door_opened".into()),
+            limit: 100,
+        })
+        .unwrap();
+    assert_eq!(logged.len(), 2, "seq 1 once and seq 2: {logged:?}");
     h.gateway.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_payloads_are_counted_and_dropped_without_harm_to_others() {
     let h = harness(2, SyncConfig::default()).await;
-    let cred = h.world.issue_pin("975310");
+    let cred = h.world.issue_pin("975310").await;
     let mut good = h.device(0).await;
     let bad = h.device(1).await;
     let push = good.expect_sync().await;
@@ -290,7 +298,7 @@ async fn remote_open_command_round_trip() {
     let h = harness(1, SyncConfig::default()).await;
     let mut dev = h.device(0).await;
     let commander = h.gateway.commander();
-    let device = h.world.devices[0];
+    let device = h.world.device(0);
     let sent =
         tokio::spawn(async move { commander.send(device, protocol::CommandKind::Open).await });
     let cmd = loop {

@@ -4,8 +4,8 @@
 
 use std::future::Future;
 
-use crate::domain::{CredentialId, DeviceId, SiteId};
-use crate::engine::{SyncBatch, SyncResult};
+use crate::domain::{Actor, CredentialId, DeviceId, SiteId};
+use crate::engine::{Command, SyncBatch, SyncResult};
 use crate::protocol::{AuthRequest, AuthResponse, Event, Status};
 
 /// A refusal from the service (bad ack, store failure): logged and counted,
@@ -69,4 +69,49 @@ pub fn fail_all(
             failure: Some(failure),
         })
         .collect()
+}
+
+/// The server's service is the gateway's backend: checks go through it
+/// (durable uses, activity log, metrics), sync state changes are its
+/// commands, applied as the system.
+impl Backend for crate::service::Service {
+    fn device_site(&self, device: DeviceId) -> Option<SiteId> {
+        self.engine().device(device).map(|d| d.site)
+    }
+
+    async fn check(&self, device: DeviceId, req: &AuthRequest) -> AuthResponse {
+        crate::service::Service::check(self, device, req, crate::service::Transport::Mqtt).await
+    }
+
+    async fn record_event(&self, device: DeviceId, ev: &Event) -> Result<bool, BackendError> {
+        Ok(crate::service::Service::record_event(self, device, ev).await?)
+    }
+
+    async fn set_status(&self, device: DeviceId, st: &Status) -> Result<(), BackendError> {
+        Ok(crate::service::Service::set_status(self, device, st).await?)
+    }
+
+    fn pending_sync(&self, device: DeviceId) -> Option<SyncBatch> {
+        crate::service::Service::pending_sync(self, device)
+    }
+
+    async fn sync_sent(&self, device: DeviceId, version: u64) -> Result<(), BackendError> {
+        self.apply(&Actor::System, Command::SyncSent { device, version })
+            .await?;
+        Ok(())
+    }
+
+    async fn sync_ack(
+        &self,
+        device: DeviceId,
+        results: Vec<SyncResult>,
+    ) -> Result<(), BackendError> {
+        self.apply(&Actor::System, Command::SyncAck { device, results })
+            .await?;
+        Ok(())
+    }
+
+    fn sync_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId> {
+        crate::service::Service::sync_changes(self)
+    }
 }

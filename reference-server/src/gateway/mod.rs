@@ -215,6 +215,15 @@ impl GatewayHandle {
         self.commander.clone()
     }
 
+    /// The server's `CommandSink`: Open Door and Lock through this gateway.
+    pub fn command_sink(&self) -> crate::service::CommandSink {
+        let commander = self.commander.clone();
+        Arc::new(move |device, command| {
+            let commander = commander.clone();
+            Box::pin(async move { commander.send(device, command).await })
+        })
+    }
+
     /// Waits until every connection is up and subscribed.
     pub async fn ready(&self) {
         let mut ready = self.ready.clone();

@@ -1,0 +1,186 @@
+//! The activity log (seeds/004): one entry per thing that happened at a
+//! device, saying how (by hand, keypad, remote, QR, card, BLE), which code
+//! and its origin, or why access was denied. Entries come from credential
+//! checks, device events (idempotent on the device's own `(device, seq)`),
+//! status changes and remote opens. The code itself is never recorded.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{CredentialId, CredentialKind, Decision, DeviceId, Origin};
+use crate::protocol::{Event, EventKind, How};
+
+/// Most entries one query returns.
+pub const MAX_QUERY_LIMIT: u32 = 1_000;
+
+/// One line of the activity log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityEntry {
+    pub device: DeviceId,
+    pub at: Timestamp,
+    /// What happened: an event name (`unlocked`, `door_opened`, ...),
+    /// `access_granted`/`access_denied` (a check), `online`/`offline`,
+    /// `remote_open`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub how: Option<How>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// Why: a deny reason, a sync failure, a command result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The device's own sequence number (device events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Extra facts (battery level, lockout end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ActivityEntry {
+    fn new(device: DeviceId, at: Timestamp, kind: &str) -> ActivityEntry {
+        ActivityEntry {
+            device,
+            at,
+            kind: kind.to_string(),
+            how: None,
+            credential: None,
+            origin: None,
+            reason: None,
+            seq: None,
+            detail: None,
+        }
+    }
+
+    /// A credential check decided by the engine.
+    pub fn from_check(
+        device: DeviceId,
+        at: Timestamp,
+        kind: CredentialKind,
+        d: &Decision,
+    ) -> ActivityEntry {
+        let how = match kind {
+            CredentialKind::Pin => How::Keypad,
+            CredentialKind::Qr => How::Qr,
+            CredentialKind::Card => How::Card,
+            CredentialKind::Ble => How::Ble,
+        };
+        match d {
+            Decision::Granted(g) => ActivityEntry {
+                how: Some(how),
+                credential: Some(g.credential),
+                origin: Some(g.origin),
+                ..ActivityEntry::new(device, at, "access_granted")
+            },
+            Decision::Denied { reason } => ActivityEntry {
+                how: Some(how),
+                reason: Some(reason.as_str().to_string()),
+                ..ActivityEntry::new(device, at, "access_denied")
+            },
+        }
+    }
+
+    /// A device's own event.
+    pub fn from_event(device: DeviceId, ev: &Event) -> ActivityEntry {
+        let mut e = ActivityEntry::new(device, ev.at, ev.kind.name());
+        e.seq = Some(ev.seq);
+        match &ev.kind {
+            EventKind::Unlocked {
+                how,
+                credential,
+                origin,
+            } => {
+                e.how = Some(*how);
+                e.credential = *credential;
+                e.origin = *origin;
+            }
+            EventKind::Locked { how } => e.how = Some(*how),
+            EventKind::AccessDenied { how, reason } => {
+                e.how = Some(*how);
+                e.reason = Some(reason.as_str().to_string());
+            }
+            EventKind::BatteryLow { battery_pct } => {
+                e.detail = Some(format!("battery {battery_pct}%"))
+            }
+            EventKind::KeypadLockedOut { until } => e.detail = Some(format!("until {until}")),
+            EventKind::CodeSet { credential } => e.credential = Some(*credential),
+            EventKind::CodeSetFailed { credential, reason } => {
+                e.credential = Some(*credential);
+                e.reason = serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string));
+            }
+            EventKind::MotorBlocked
+            | EventKind::DoorOpened
+            | EventKind::DoorClosed
+            | EventKind::DoorAjar
+            | EventKind::DoorForcedOpen => {}
+        }
+        e
+    }
+
+    /// The device came online or went offline.
+    pub fn connectivity(device: DeviceId, at: Timestamp, online: bool) -> ActivityEntry {
+        ActivityEntry::new(device, at, if online { "online" } else { "offline" })
+    }
+
+    /// Open Door from the platform, with the device's answer.
+    pub fn remote_open(device: DeviceId, at: Timestamp, result: &str) -> ActivityEntry {
+        ActivityEntry {
+            how: Some(How::Remote),
+            reason: Some(result.to_string()),
+            ..ActivityEntry::new(device, at, "remote_open")
+        }
+    }
+}
+
+/// Filters of an activity-log query.
+#[derive(Clone, Debug, Default)]
+pub struct ActivityQuery {
+    pub device: Option<DeviceId>,
+    /// Inclusive.
+    pub from: Option<Timestamp>,
+    /// Exclusive.
+    pub to: Option<Timestamp>,
+    pub kind: Option<String>,
+    /// Newest first, at most this many (capped at `MAX_QUERY_LIMIT`).
+    pub limit: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DenyReason, Grant, HolderId};
+
+    #[test]
+    fn entries_say_how_and_which_code() {
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let g = Decision::Granted(Grant {
+            credential: CredentialId(4),
+            holder: HolderId(1),
+            origin: Origin::Fallback,
+            kind: CredentialKind::Pin,
+        });
+        let e = ActivityEntry::from_check(DeviceId(2), at, CredentialKind::Pin, &g);
+        assert_eq!(e.kind, "access_granted");
+        assert_eq!(e.how, Some(How::Keypad));
+        assert_eq!(
+            (e.credential, e.origin),
+            (Some(CredentialId(4)), Some(Origin::Fallback))
+        );
+        let d = Decision::Denied {
+            reason: DenyReason::UsesExhausted,
+        };
+        let e = ActivityEntry::from_check(DeviceId(2), at, CredentialKind::Qr, &d);
+        assert_eq!(e.reason.as_deref(), Some("uses_exhausted"));
+        let ev = Event {
+            seq: 9,
+            at,
+            kind: EventKind::DoorForcedOpen,
+        };
+        let e = ActivityEntry::from_event(DeviceId(2), &ev);
+        assert_eq!((e.kind.as_str(), e.seq), ("door_forced_open", Some(9)));
+    }
+}

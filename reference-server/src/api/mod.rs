@@ -1,0 +1,343 @@
+//! The admin HTTP API (actix-web, JSON under `/v1`), the HTTP validate
+//! endpoint for devices, `/healthz`, `/metrics` and `/openapi.json`.
+//!
+//! Every route authenticates (user bearer token, or the device's own secret
+//! for validate) and every change or read goes through `Service`, where the
+//! engine checks the caller's role. Client mistakes get a 4xx with
+//! `{"error", "field", "rule"}`, never a 500.
+
+mod openapi;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::BoxBody;
+use actix_web::dev::{Service as _, ServiceResponse};
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::domain::{Actor, UserId};
+use crate::error::EngineError;
+use crate::service::{Service, ServiceError};
+
+pub use openapi::{openapi, ROUTES};
+
+/// Largest JSON body accepted.
+pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
+
+/// A client-facing error: status plus the field and rule it broke.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: StatusCode,
+    pub error: String,
+    pub field: String,
+    pub rule: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, field: &str, rule: impl Into<String>) -> ApiError {
+        let rule = rule.into();
+        ApiError {
+            status,
+            error: status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_lowercase()
+                .replace(' ', "_"),
+            field: field.to_string(),
+            rule,
+        }
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "authorization",
+            "a valid bearer token is required",
+        )
+    }
+
+    pub fn bad_request(field: &str, rule: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, field, rule)
+    }
+
+    pub fn not_found(field: &str, rule: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, field, rule)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.field, self.rule)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        HttpResponse::build(self.status).json(self)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let status = match &e {
+            EngineError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            EngineError::NotFound { .. } => StatusCode::NOT_FOUND,
+            EngineError::Pin(_) | EngineError::Schedule(_) | EngineError::Invalid { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+        };
+        let rule = match &e {
+            EngineError::Invalid { rule, .. } => rule.clone(),
+            EngineError::Pin(p) => p.to_string(),
+            EngineError::Schedule(s) => s.to_string(),
+            other => other.to_string(),
+        };
+        ApiError::new(status, e.field(), rule)
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Engine(e) => e.into(),
+            ServiceError::AlreadyBootstrapped => {
+                ApiError::new(StatusCode::CONFLICT, "bootstrap", e.to_string())
+            }
+            ServiceError::UnknownDevice(d) => {
+                ApiError::not_found("device", format!("{d} not found"))
+            }
+            ServiceError::Store(s) => {
+                tracing::error!(error = %s, "store failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store",
+                    "the change could not be stored",
+                )
+            }
+        }
+    }
+}
+
+/// The field a serde error names, when it names one.
+fn serde_field(msg: &str) -> String {
+    for pat in ["missing field `", "unknown field `", "duplicate field `"] {
+        if let Some(rest) = msg.split(pat).nth(1) {
+            if let Some(name) = rest.split('`').next() {
+                return name.to_string();
+            }
+        }
+    }
+    "body".to_string()
+}
+
+fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let api = match &err {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body",
+                format!("at most {MAX_JSON_BODY_BYTES} bytes"),
+            )
+        }
+        JsonPayloadError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content-type",
+            "must be application/json",
+        ),
+        JsonPayloadError::Deserialize(e) => {
+            let msg = e.to_string();
+            let status = if e.is_data() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            ApiError::new(status, &serde_field(&msg), msg)
+        }
+        other => ApiError::bad_request("body", other.to_string()),
+    };
+    actix_web::error::InternalError::from_response(err, api.error_response()).into()
+}
+
+fn path_error(err: PathError, _req: &HttpRequest) -> actix_web::Error {
+    let api = ApiError::bad_request("path", format!("ids are non-negative integers ({err})"));
+    actix_web::error::InternalError::from_response(err, api.error_response()).into()
+}
+
+fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let msg = err.to_string();
+    let api = ApiError::bad_request(&serde_field(&msg), msg);
+    actix_web::error::InternalError::from_response(err, api.error_response()).into()
+}
+
+/// A JSON body, decoded strictly: the error names the field by its path
+/// (`secret.pin.value`, `doors[2]`) and the rule serde reported.
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.to_string();
+        let field = if path == "." || path == "?" || path.is_empty() {
+            serde_field(&msg)
+        } else {
+            path
+        };
+        let status = if inner.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, &field, msg)
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request("body", e.to_string()))?;
+    Ok(value)
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Json<T>, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        use actix_web::HttpMessage as _;
+        let json = req
+            .mime_type()
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"));
+        let body = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !json {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "content-type",
+                    "must be application/json",
+                ));
+            }
+            let bytes = body.await.map_err(|e| {
+                if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body",
+                        format!("at most {MAX_JSON_BODY_BYTES} bytes"),
+                    )
+                } else {
+                    ApiError::bad_request("body", e.to_string())
+                }
+            })?;
+            decode_json(&bytes).map(Json)
+        })
+    }
+}
+
+/// The signed-in user, from `Authorization: Bearer u{id}.{secret}`.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller(pub UserId);
+
+impl Caller {
+    pub fn actor(&self) -> Actor {
+        Actor::User(self.0)
+    }
+}
+
+/// The bearer token of a request, if well formed.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Caller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let user = req
+            .app_data::<web::Data<Service>>()
+            .zip(bearer(req))
+            .and_then(|(svc, token)| svc.authenticate_user(token));
+        std::future::ready(user.map(Caller).ok_or_else(ApiError::unauthorized))
+    }
+}
+
+/// Mounts every route on an actix `App`.
+pub fn configure(service: Arc<Service>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(web::Data::from(service))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(MAX_JSON_BODY_BYTES)
+                    .error_handler(json_error),
+            )
+            .app_data(web::PayloadConfig::new(MAX_JSON_BODY_BYTES))
+            .app_data(web::PathConfig::default().error_handler(path_error))
+            .app_data(web::QueryConfig::default().error_handler(query_error));
+        routes::mount(cfg);
+    }
+}
+
+/// Builds the whole application (routes, metrics middleware, 404s).
+pub fn app(
+    service: Arc<Service>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let metrics_svc = service.clone();
+    actix_web::App::new()
+        .configure(configure(service))
+        .default_service(web::to(|| async {
+            ApiError::not_found("path", "no such route").error_response()
+        }))
+        .wrap_fn(move |req, srv| {
+            let started = Instant::now();
+            let route = req
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".to_string());
+            let method = req.method().clone();
+            let svc = metrics_svc.clone();
+            let fut = srv.call(req);
+            async move {
+                let res = fut.await?;
+                let m = svc.metrics();
+                m.http_requests_total
+                    .with_label_values(&[&route, method.as_str(), res.status().as_str()])
+                    .inc();
+                m.http_request_duration_seconds
+                    .with_label_values(&[&route])
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(res)
+            }
+        })
+}

@@ -1,0 +1,1120 @@
+//! The route handlers. Each one authenticates, lets the engine authorize
+//! (through `Service::apply` or `Engine::authorize`) and answers JSON.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::{bearer, ApiError, Caller, Json};
+use crate::activity::{ActivityQuery, MAX_QUERY_LIMIT};
+use crate::domain::*;
+use crate::engine::{Command, Engine, Issue, PinSpec, SecretSpec, MAX_NAME_LEN};
+use crate::protocol::{self, AuthRequest};
+use crate::service::{Service, Transport};
+
+type Svc = web::Data<Service>;
+type ApiResult = Result<HttpResponse, ApiError>;
+
+pub(super) fn mount(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/openapi.json", web::get().to(openapi_doc))
+        .service(
+            web::scope("/v1")
+                .route("/bootstrap", web::post().to(bootstrap))
+                .route("/me", web::get().to(me))
+                .route("/users", web::post().to(create_user))
+                .route("/organizations", web::post().to(create_org))
+                .route("/organizations/{org}", web::get().to(get_org))
+                .route("/organizations/{org}", web::patch().to(rename_org))
+                .route(
+                    "/organizations/{org}/members/{user}",
+                    web::put().to(set_member),
+                )
+                .route(
+                    "/organizations/{org}/members/{user}",
+                    web::delete().to(remove_member),
+                )
+                .route("/organizations/{org}/sites", web::post().to(create_site))
+                .route(
+                    "/organizations/{org}/holders",
+                    web::post().to(create_holder),
+                )
+                .route("/sites/{site}", web::get().to(get_site))
+                .route("/sites/{site}/settings", web::put().to(site_settings))
+                .route("/sites/{site}/buildings", web::post().to(create_building))
+                .route("/sites/{site}/doors", web::post().to(create_door))
+                .route("/sites/{site}/locks", web::get().to(lock_list))
+                .route("/buildings/{building}/floors", web::post().to(create_floor))
+                .route("/floors/{floor}/units", web::post().to(create_unit))
+                .route("/doors/{door}/devices", web::post().to(create_device))
+                .route("/devices/{device}", web::get().to(get_device))
+                .route(
+                    "/devices/{device}/guest-settings",
+                    web::put().to(guest_settings),
+                )
+                .route("/devices/{device}/listings", web::post().to(link_listing))
+                .route(
+                    "/devices/{device}/listings/{listing}",
+                    web::delete().to(unlink_listing),
+                )
+                .route("/devices/{device}/open", web::post().to(open_door))
+                .route("/devices/{device}/health", web::get().to(device_health))
+                .route("/devices/{device}/activity", web::get().to(activity))
+                .route("/devices/{device}/codes", web::get().to(codes))
+                .route(
+                    "/devices/{device}/schedule",
+                    web::get().to(schedule_overview),
+                )
+                .route("/devices/{device}/validate", web::post().to(validate))
+                .route("/holders/{holder}/disable", web::post().to(disable_holder))
+                .route("/holders/{holder}/enable", web::post().to(enable_holder))
+                .route("/holders/{holder}/stays", web::post().to(create_stay))
+                .route("/stays/{stay}/check-in", web::post().to(check_in))
+                .route("/stays/{stay}/check-out", web::post().to(check_out))
+                .route("/credentials", web::post().to(issue))
+                .route("/credentials/{credential}", web::get().to(get_credential))
+                .route("/credentials/{credential}", web::delete().to(revoke))
+                .route("/credentials/{credential}/reveal", web::post().to(reveal))
+                .route(
+                    "/credentials/{credential}/disable",
+                    web::post().to(disable_credential),
+                )
+                .route(
+                    "/credentials/{credential}/enable",
+                    web::post().to(enable_credential),
+                )
+                .route("/credentials/{credential}/pin", web::put().to(change_pin)),
+        );
+}
+
+// ----- helpers --------------------------------------------------------------
+
+async fn apply(svc: &Service, caller: &Caller, cmd: Command) -> ApiResult {
+    let applied = svc.apply(&caller.actor(), cmd).await?;
+    Ok(match applied.outcome {
+        crate::engine::Outcome::Done => HttpResponse::Ok().json(serde_json::json!({"ok": true})),
+        o => HttpResponse::Created().json(o),
+    })
+}
+
+fn view(e: &Engine, caller: &Caller, org: OrgId) -> Result<(), ApiError> {
+    Ok(e.authorize(&caller.actor(), &Action::View(org))?)
+}
+
+fn device_org(e: &Engine, device: DeviceId) -> Result<(&Device, OrgId), ApiError> {
+    let d = e
+        .device(device)
+        .ok_or_else(|| ApiError::not_found("device", format!("{device} not found")))?;
+    let org = e
+        .site(d.site)
+        .map(|s| s.org)
+        .expect("a device's site exists");
+    Ok((d, org))
+}
+
+fn check_name(field: &str, s: &str) -> Result<(), ApiError> {
+    if s.trim().is_empty() || s.len() > MAX_NAME_LEN {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            field,
+            format!("1 to {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// `resolved` PINs are the store's own form: a client may not set an origin.
+fn no_resolved(spec: &PinSpec) -> Result<(), ApiError> {
+    if matches!(spec, PinSpec::Resolved { .. }) {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "pin",
+            "type must be generate, custom or manual",
+        ));
+    }
+    Ok(())
+}
+
+// ----- service routes ---------------------------------------------------------
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn metrics(svc: Svc) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(svc.metrics().render())
+}
+
+async fn openapi_doc() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(super::openapi())
+}
+
+// ----- users and organizations -------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BootstrapBody {
+    name: String,
+    email: String,
+    organization: String,
+}
+
+async fn bootstrap(svc: Svc, body: Json<BootstrapBody>) -> ApiResult {
+    let b = body.into_inner();
+    let made = svc.bootstrap(b.name, b.email, b.organization).await?;
+    Ok(HttpResponse::Created().json(serde_json::json!({
+        "user": made.user, "organization": made.org, "token": made.token,
+    })))
+}
+
+async fn me(svc: Svc, caller: Caller) -> ApiResult {
+    let e = svc.engine();
+    let user = e.user(caller.0).cloned();
+    let orgs: Vec<_> = e
+        .memberships(caller.0)
+        .into_iter()
+        .map(|(org, role)| serde_json::json!({"organization": org, "role": role}))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"user": user, "memberships": orgs})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    name: String,
+    email: String,
+}
+
+/// Any signed-in user may create a user (a person to invite); roles are
+/// given separately by an owner.
+async fn create_user(svc: Svc, _caller: Caller, body: Json<UserBody>) -> ApiResult {
+    let b = body.into_inner();
+    let (user, token) = svc.create_user(b.name, b.email).await?;
+    Ok(HttpResponse::Created().json(serde_json::json!({"user": user, "token": token})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrgBody {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    personal: bool,
+}
+
+async fn create_org(svc: Svc, caller: Caller, body: Json<OrgBody>) -> ApiResult {
+    let b = body.into_inner();
+    apply(
+        &svc,
+        &caller,
+        Command::CreateOrganization {
+            name: b.name,
+            description: b.description,
+            owner: caller.0,
+            personal: b.personal,
+        },
+    )
+    .await
+}
+
+async fn get_org(svc: Svc, caller: Caller, org: web::Path<u32>) -> ApiResult {
+    let org = OrgId(org.into_inner());
+    let e = svc.engine();
+    let o = e
+        .organization(org)
+        .ok_or_else(|| ApiError::not_found("organization", format!("{org} not found")))?;
+    view(&e, &caller, org)?;
+    let sites: Vec<_> = e.sites().iter().filter(|s| s.org == org).collect();
+    let members: Vec<_> = e
+        .members(org)
+        .into_iter()
+        .map(|(u, r)| serde_json::json!({"user": u, "role": r}))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "organization": o, "sites": sites, "members": members,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenameBody {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+async fn rename_org(
+    svc: Svc,
+    caller: Caller,
+    org: web::Path<u32>,
+    body: Json<RenameBody>,
+) -> ApiResult {
+    let org = OrgId(org.into_inner());
+    let b = body.into_inner();
+    let description = match b.description {
+        Some(d) => d,
+        None => svc
+            .engine()
+            .organization(org)
+            .map(|o| o.description.clone())
+            .unwrap_or_default(),
+    };
+    apply(
+        &svc,
+        &caller,
+        Command::UpdateOrganization {
+            org,
+            name: b.name,
+            description,
+        },
+    )
+    .await
+}
+
+async fn set_member(
+    svc: Svc,
+    caller: Caller,
+    path: web::Path<(u32, u32)>,
+    role: Json<Role>,
+) -> ApiResult {
+    let (org, user) = path.into_inner();
+    apply(
+        &svc,
+        &caller,
+        Command::SetMember {
+            org: OrgId(org),
+            user: UserId(user),
+            role: role.into_inner(),
+        },
+    )
+    .await
+}
+
+async fn remove_member(svc: Svc, caller: Caller, path: web::Path<(u32, u32)>) -> ApiResult {
+    let (org, user) = path.into_inner();
+    apply(
+        &svc,
+        &caller,
+        Command::RemoveMember {
+            org: OrgId(org),
+            user: UserId(user),
+        },
+    )
+    .await
+}
+
+// ----- places ---------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteBody {
+    name: String,
+    time_zone: String,
+    #[serde(default)]
+    settings: SiteSettings,
+}
+
+async fn create_site(
+    svc: Svc,
+    caller: Caller,
+    org: web::Path<u32>,
+    body: Json<SiteBody>,
+) -> ApiResult {
+    let b = body.into_inner();
+    apply(
+        &svc,
+        &caller,
+        Command::CreateSite {
+            org: OrgId(org.into_inner()),
+            name: b.name,
+            time_zone: b.time_zone,
+            settings: b.settings,
+        },
+    )
+    .await
+}
+
+async fn get_site(svc: Svc, caller: Caller, site: web::Path<u32>) -> ApiResult {
+    let site = SiteId(site.into_inner());
+    let e = svc.engine();
+    let s = e
+        .site(site)
+        .ok_or_else(|| ApiError::not_found("site", format!("{site} not found")))?;
+    view(&e, &caller, s.org)?;
+    let buildings: Vec<_> = e.buildings().iter().filter(|b| b.site == site).collect();
+    let doors: Vec<_> = e.doors().iter().filter(|d| d.site == site).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "site": s, "buildings": buildings, "doors": doors,
+    })))
+}
+
+async fn site_settings(
+    svc: Svc,
+    caller: Caller,
+    site: web::Path<u32>,
+    body: Json<SiteSettings>,
+) -> ApiResult {
+    apply(
+        &svc,
+        &caller,
+        Command::UpdateSiteSettings {
+            site: SiteId(site.into_inner()),
+            settings: body.into_inner(),
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameBody {
+    name: String,
+}
+
+async fn create_building(
+    svc: Svc,
+    caller: Caller,
+    site: web::Path<u32>,
+    body: Json<NameBody>,
+) -> ApiResult {
+    apply(
+        &svc,
+        &caller,
+        Command::CreateBuilding {
+            site: SiteId(site.into_inner()),
+            name: body.into_inner().name,
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FloorBody {
+    number: i16,
+}
+
+async fn create_floor(
+    svc: Svc,
+    caller: Caller,
+    b: web::Path<u32>,
+    body: Json<FloorBody>,
+) -> ApiResult {
+    apply(
+        &svc,
+        &caller,
+        Command::CreateFloor {
+            building: BuildingId(b.into_inner()),
+            number: body.number,
+        },
+    )
+    .await
+}
+
+async fn create_unit(
+    svc: Svc,
+    caller: Caller,
+    f: web::Path<u32>,
+    body: Json<NameBody>,
+) -> ApiResult {
+    apply(
+        &svc,
+        &caller,
+        Command::CreateUnit {
+            floor: FloorId(f.into_inner()),
+            name: body.into_inner().name,
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DoorBody {
+    name: String,
+    #[serde(default)]
+    common_area: bool,
+    #[serde(default)]
+    unit: Option<UnitId>,
+    #[serde(default)]
+    lift_floors: Vec<FloorId>,
+}
+
+async fn create_door(
+    svc: Svc,
+    caller: Caller,
+    site: web::Path<u32>,
+    body: Json<DoorBody>,
+) -> ApiResult {
+    let b = body.into_inner();
+    apply(
+        &svc,
+        &caller,
+        Command::CreateDoor {
+            site: SiteId(site.into_inner()),
+            name: b.name,
+            common_area: b.common_area,
+            unit: b.unit,
+            lift_floors: b.lift_floors,
+        },
+    )
+    .await
+}
+
+// ----- devices --------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceBody {
+    kind: DeviceKind,
+    #[serde(default = "wifi")]
+    connectivity: Connectivity,
+    name: String,
+    #[serde(default)]
+    location: String,
+    #[serde(default)]
+    linked_to: Option<DeviceId>,
+    #[serde(default = "default_slots")]
+    code_slots: u16,
+}
+
+fn wifi() -> Connectivity {
+    Connectivity::Wifi
+}
+
+fn default_slots() -> u16 {
+    250
+}
+
+async fn create_device(
+    svc: Svc,
+    caller: Caller,
+    door: web::Path<u32>,
+    body: Json<DeviceBody>,
+) -> ApiResult {
+    let b = body.into_inner();
+    let (device, secret) = svc
+        .create_device(
+            &caller.actor(),
+            Command::CreateDevice {
+                door: DoorId(door.into_inner()),
+                kind: b.kind,
+                connectivity: b.connectivity,
+                name: b.name,
+                location: b.location,
+                linked_to: b.linked_to,
+                code_slots: b.code_slots,
+            },
+        )
+        .await?;
+    let site = svc.engine().device(device).map(|d| d.site);
+    Ok(HttpResponse::Created().json(serde_json::json!({
+        "device": device,
+        "site": site,
+        // Shown once: the server keeps only a hash.
+        "mqtt": {"username": device.to_string(), "password": secret},
+    })))
+}
+
+#[derive(Serialize)]
+struct Component {
+    device: DeviceId,
+    kind: DeviceKind,
+    name: String,
+    online: bool,
+}
+
+#[derive(Serialize)]
+struct LockView {
+    id: DeviceId,
+    display_id: String,
+    name: String,
+    kind: DeviceKind,
+    connectivity: Connectivity,
+    site: SiteId,
+    door: DoorId,
+    door_name: String,
+    location: String,
+    listings: Vec<String>,
+    online: bool,
+    battery_pct: Option<u8>,
+    last_seen: Option<Timestamp>,
+    firmware: Option<String>,
+    components: Vec<Component>,
+    guest_settings: GuestSettings,
+    code_slots: u16,
+}
+
+fn lock_view(svc: &Service, e: &Engine, d: &Device) -> LockView {
+    let h = svc.health_summary(d.id);
+    let components = e
+        .devices_at(d.door)
+        .iter()
+        .filter_map(|id| e.device(*id))
+        .filter(|c| c.linked_to == Some(d.id))
+        .map(|c| Component {
+            device: c.id,
+            kind: c.kind,
+            name: c.name.clone(),
+            online: svc.health_summary(c.id).online,
+        })
+        .collect();
+    LockView {
+        id: d.id,
+        display_id: d.id.to_string(),
+        name: d.name.clone(),
+        kind: d.kind,
+        connectivity: d.connectivity,
+        site: d.site,
+        door: d.door,
+        door_name: e.door(d.door).map(|x| x.name.clone()).unwrap_or_default(),
+        location: d.location.clone(),
+        listings: d.listings.clone(),
+        online: h.online,
+        battery_pct: h.battery_pct,
+        last_seen: h.last_seen,
+        firmware: h.firmware,
+        components,
+        guest_settings: d.guest,
+        code_slots: d.code_slots,
+    }
+}
+
+async fn lock_list(svc: Svc, caller: Caller, site: web::Path<u32>) -> ApiResult {
+    let site = SiteId(site.into_inner());
+    let e = svc.engine();
+    let s = e
+        .site(site)
+        .ok_or_else(|| ApiError::not_found("site", format!("{site} not found")))?;
+    view(&e, &caller, s.org)?;
+    let locks: Vec<_> = e
+        .devices()
+        .filter(|d| d.site == site && d.kind == DeviceKind::Lock)
+        .map(|d| lock_view(&svc, &e, d))
+        .collect();
+    Ok(HttpResponse::Ok().json(locks))
+}
+
+async fn get_device(svc: Svc, caller: Caller, device: web::Path<u32>) -> ApiResult {
+    let e = svc.engine();
+    let (d, org) = device_org(&e, DeviceId(device.into_inner()))?;
+    view(&e, &caller, org)?;
+    Ok(HttpResponse::Ok().json(lock_view(&svc, &e, d)))
+}
+
+async fn guest_settings(
+    svc: Svc,
+    caller: Caller,
+    device: web::Path<u32>,
+    body: Json<GuestSettings>,
+) -> ApiResult {
+    apply(
+        &svc,
+        &caller,
+        Command::UpdateGuestSettings {
+            device: DeviceId(device.into_inner()),
+            settings: body.into_inner(),
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListingBody {
+    listing: String,
+}
+
+async fn link_listing(
+    svc: Svc,
+    caller: Caller,
+    device: web::Path<u32>,
+    body: Json<ListingBody>,
+) -> ApiResult {
+    apply(
+        &svc,
+        &caller,
+        Command::LinkListing {
+            device: DeviceId(device.into_inner()),
+            listing: body.into_inner().listing,
+        },
+    )
+    .await
+}
+
+async fn unlink_listing(svc: Svc, caller: Caller, path: web::Path<(u32, String)>) -> ApiResult {
+    let (device, listing) = path.into_inner();
+    apply(
+        &svc,
+        &caller,
+        Command::UnlinkListing {
+            device: DeviceId(device),
+            listing,
+        },
+    )
+    .await
+}
+
+async fn open_door(svc: Svc, caller: Caller, device: web::Path<u32>) -> ApiResult {
+    let result = svc
+        .open_door(&caller.actor(), DeviceId(device.into_inner()))
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"result": result})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthQuery {
+    #[serde(default)]
+    window_s: Option<u32>,
+}
+
+/// Longest uptime window (the battery chart spans 30 days).
+const MAX_HEALTH_WINDOW_S: u32 = 90 * 24 * 3600;
+
+async fn device_health(
+    svc: Svc,
+    caller: Caller,
+    device: web::Path<u32>,
+    q: web::Query<HealthQuery>,
+) -> ApiResult {
+    let device = DeviceId(device.into_inner());
+    {
+        let e = svc.engine();
+        let (_, org) = device_org(&e, device)?;
+        view(&e, &caller, org)?;
+    }
+    let window_s = q.window_s.unwrap_or(24 * 3600);
+    if window_s == 0 || window_s > MAX_HEALTH_WINDOW_S {
+        return Err(ApiError::bad_request(
+            "window_s",
+            format!("1 to {MAX_HEALTH_WINDOW_S} seconds"),
+        ));
+    }
+    Ok(HttpResponse::Ok().json(svc.health_report(device, i64::from(window_s))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivityParams {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+async fn activity(
+    svc: Svc,
+    caller: Caller,
+    device: web::Path<u32>,
+    q: web::Query<ActivityParams>,
+) -> ApiResult {
+    let device = DeviceId(device.into_inner());
+    {
+        let e = svc.engine();
+        let (_, org) = device_org(&e, device)?;
+        view(&e, &caller, org)?;
+    }
+    let q = q.into_inner();
+    let time = |field: &str, v: &Option<String>| -> Result<Option<Timestamp>, ApiError> {
+        v.as_deref()
+            .map(|s| {
+                s.parse::<Timestamp>().map_err(|_| {
+                    ApiError::bad_request(field, "an RFC 3339 time like 2026-03-24T09:00:00Z")
+                })
+            })
+            .transpose()
+    };
+    let (from, to) = (time("from", &q.from)?, time("to", &q.to)?);
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_QUERY_LIMIT {
+        return Err(ApiError::bad_request(
+            "limit",
+            format!("1 to {MAX_QUERY_LIMIT}"),
+        ));
+    }
+    if let Some(k) = &q.kind {
+        if k.is_empty() || k.len() > 40 || !k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(ApiError::bad_request(
+                "kind",
+                "an event name like door_opened",
+            ));
+        }
+    }
+    if let (Some(f), Some(t)) = (from, to) {
+        if t <= f {
+            return Err(ApiError::bad_request("to", "must be after from"));
+        }
+    }
+    let entries = svc.activity(&ActivityQuery {
+        device: Some(device),
+        from,
+        to,
+        kind: q.kind,
+        limit,
+    })?;
+    Ok(HttpResponse::Ok().json(entries))
+}
+
+#[derive(Serialize)]
+struct CodeView {
+    id: CredentialId,
+    name: String,
+    kind: CredentialKind,
+    origin: Origin,
+    holder: HolderId,
+    holder_name: String,
+    holder_kind: HolderKind,
+    status: ActiveStatus,
+    duration: String,
+    schedule: Schedule,
+    doors: Vec<DoorId>,
+    /// On this lock (locks and keypads store codes).
+    sync: Option<SyncState>,
+    uses: u32,
+    created_at: Timestamp,
+}
+
+fn code_view(e: &Engine, c: &Credential, device: Option<DeviceId>, now: Timestamp) -> CodeView {
+    let holder = e.holder(c.holder);
+    let tz = e
+        .site(c.site)
+        .map(|s| s.tz.clone())
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    CodeView {
+        id: c.id,
+        name: c.name.clone(),
+        kind: c.kind,
+        origin: c.origin,
+        holder: c.holder,
+        holder_name: holder.map(|h| h.name.clone()).unwrap_or_default(),
+        holder_kind: holder.map(|h| h.kind).unwrap_or(HolderKind::Member),
+        status: e.active_status(c, now),
+        duration: c.schedule.duration_label(&tz),
+        schedule: c.schedule.clone(),
+        doors: c.doors.clone(),
+        sync: device.and_then(|d| c.placement(d)).map(|p| p.state),
+        uses: c.uses.total(),
+        created_at: c.created_at,
+    }
+}
+
+async fn codes(svc: Svc, caller: Caller, device: web::Path<u32>) -> ApiResult {
+    let now = svc.now();
+    let e = svc.engine();
+    let (d, org) = device_org(&e, DeviceId(device.into_inner()))?;
+    view(&e, &caller, org)?;
+    let list: Vec<_> = e
+        .credentials_at(d.door)
+        .filter(|c| !c.unassigned_fallback)
+        .map(|c| code_view(&e, c, Some(d.id), now))
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+async fn schedule_overview(svc: Svc, caller: Caller, device: web::Path<u32>) -> ApiResult {
+    let now = svc.now();
+    let e = svc.engine();
+    let (d, org) = device_org(&e, DeviceId(device.into_inner()))?;
+    view(&e, &caller, org)?;
+    let mut rows: Vec<_> = e
+        .credentials_at(d.door)
+        .filter(|c| !c.unassigned_fallback && !c.revoked && c.replaced_by.is_none())
+        .map(|c| {
+            let (start, end) = c.schedule.bounds();
+            let v = code_view(&e, c, Some(d.id), now);
+            serde_json::json!({
+                "credential": c.id, "name": v.name, "holder": v.holder, "holder_name": v.holder_name,
+                "holder_kind": v.holder_kind, "schedule": c.schedule.kind_name(), "start": start, "end": end,
+                "duration": v.duration, "status": v.status,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| a["start"].to_string().cmp(&b["start"].to_string()));
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+/// `POST /v1/devices/{device}/validate`: the device's own secret as Bearer.
+async fn validate(
+    req: HttpRequest,
+    svc: Svc,
+    device: web::Path<u32>,
+    body: Json<AuthRequest>,
+) -> ApiResult {
+    let device = DeviceId(device.into_inner());
+    let ok = bearer(&req).is_some_and(|s| svc.authenticate_device(device, s));
+    if !ok {
+        return Err(ApiError::unauthorized());
+    }
+    let resp: protocol::AuthResponse = svc.check(device, &body, Transport::Http).await;
+    Ok(HttpResponse::Ok().json(resp))
+}
+
+// ----- holders and stays ----------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HolderBody {
+    name: String,
+    kind: HolderKind,
+    #[serde(default)]
+    user: Option<UserId>,
+    #[serde(default)]
+    floors: FloorScope,
+}
+
+async fn create_holder(
+    svc: Svc,
+    caller: Caller,
+    org: web::Path<u32>,
+    body: Json<HolderBody>,
+) -> ApiResult {
+    let b = body.into_inner();
+    check_name("name", &b.name)?;
+    apply(
+        &svc,
+        &caller,
+        Command::CreateHolder {
+            org: OrgId(org.into_inner()),
+            name: b.name,
+            kind: b.kind,
+            user: b.user,
+            floors: b.floors,
+        },
+    )
+    .await
+}
+
+async fn disable_holder(svc: Svc, caller: Caller, h: web::Path<u32>) -> ApiResult {
+    let holder = HolderId(h.into_inner());
+    apply(
+        &svc,
+        &caller,
+        Command::SetHolderDisabled {
+            holder,
+            disabled: true,
+        },
+    )
+    .await
+}
+
+async fn enable_holder(svc: Svc, caller: Caller, h: web::Path<u32>) -> ApiResult {
+    let holder = HolderId(h.into_inner());
+    apply(
+        &svc,
+        &caller,
+        Command::SetHolderDisabled {
+            holder,
+            disabled: false,
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StayBody {
+    check_in_at: Timestamp,
+    check_out_at: Timestamp,
+}
+
+async fn create_stay(
+    svc: Svc,
+    caller: Caller,
+    h: web::Path<u32>,
+    body: Json<StayBody>,
+) -> ApiResult {
+    apply(
+        &svc,
+        &caller,
+        Command::CreateStay {
+            holder: HolderId(h.into_inner()),
+            check_in_at: body.check_in_at,
+            check_out_at: body.check_out_at,
+        },
+    )
+    .await
+}
+
+async fn check_in(svc: Svc, caller: Caller, s: web::Path<u32>) -> ApiResult {
+    apply(
+        &svc,
+        &caller,
+        Command::CheckIn {
+            stay: StayId(s.into_inner()),
+        },
+    )
+    .await
+}
+
+async fn check_out(svc: Svc, caller: Caller, s: web::Path<u32>) -> ApiResult {
+    apply(
+        &svc,
+        &caller,
+        Command::CheckOut {
+            stay: StayId(s.into_inner()),
+        },
+    )
+    .await
+}
+
+// ----- credentials --------------------------------------------------------------
+
+/// `Issue`, strictly: unknown fields are errors.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueBody {
+    holder: HolderId,
+    name: String,
+    secret: SecretSpec,
+    schedule: Schedule,
+    doors: Vec<DoorId>,
+    #[serde(default)]
+    include_common_areas: bool,
+    #[serde(default)]
+    floors: FloorScope,
+}
+
+async fn issue(svc: Svc, caller: Caller, body: Json<IssueBody>) -> ApiResult {
+    let b = body.into_inner();
+    let issue = Issue {
+        holder: b.holder,
+        name: b.name,
+        secret: b.secret,
+        schedule: b.schedule,
+        doors: b.doors,
+        include_common_areas: b.include_common_areas,
+        floors: b.floors,
+    };
+    if let SecretSpec::Pin { pin } = &issue.secret {
+        no_resolved(pin)?;
+    }
+    let applied = svc
+        .apply(&caller.actor(), Command::IssueCredential(issue))
+        .await?;
+    let crate::engine::Outcome::Credential(id) = applied.outcome else {
+        return Ok(HttpResponse::Created().json(applied.outcome));
+    };
+    // QR and BLE keys: the token text is what the holder is sent.
+    let token = svc.engine().token(id);
+    let mut body = serde_json::json!({"credential": id});
+    if let Some(t) = token {
+        body["token"] = t.into();
+    }
+    Ok(HttpResponse::Created().json(body))
+}
+
+fn credential_access(
+    e: &Engine,
+    caller: &Caller,
+    id: CredentialId,
+    manage: bool,
+) -> Result<(), ApiError> {
+    let c = e
+        .credential(id)
+        .ok_or_else(|| ApiError::not_found("credential", format!("{id} not found")))?;
+    let action = if manage {
+        Action::ManageAccess {
+            org: c.org,
+            doors: c.doors.clone(),
+        }
+    } else {
+        Action::View(c.org)
+    };
+    Ok(e.authorize(&caller.actor(), &action)?)
+}
+
+async fn get_credential(svc: Svc, caller: Caller, c: web::Path<u32>) -> ApiResult {
+    let id = CredentialId(c.into_inner());
+    let now = svc.now();
+    let e = svc.engine();
+    credential_access(&e, &caller, id, false)?;
+    let c = e.credential(id).expect("checked above");
+    let placements: Vec<_> = c.placements.clone();
+    let mut v = serde_json::to_value(code_view(&e, c, None, now)).expect("views serialize");
+    v["placements"] = serde_json::to_value(placements).expect("views serialize");
+    v["replaced_by"] = serde_json::to_value(c.replaced_by).expect("views serialize");
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// The only route that returns a PIN (or card number, or token text).
+async fn reveal(svc: Svc, caller: Caller, c: web::Path<u32>) -> ApiResult {
+    let id = CredentialId(c.into_inner());
+    let e = svc.engine();
+    credential_access(&e, &caller, id, true)?;
+    let c = e.credential(id).expect("checked above");
+    let body = match c.secret {
+        Secret::Pin(p) => serde_json::json!({"credential": id, "pin": p.reveal()}),
+        Secret::Card(n) => serde_json::json!({"credential": id, "card": n.to_string()}),
+        Secret::Token { .. } => serde_json::json!({"credential": id, "token": e.token(id)}),
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(body))
+}
+
+async fn disable_credential(svc: Svc, caller: Caller, c: web::Path<u32>) -> ApiResult {
+    let credential = CredentialId(c.into_inner());
+    apply(
+        &svc,
+        &caller,
+        Command::SetCredentialDisabled {
+            credential,
+            disabled: true,
+        },
+    )
+    .await
+}
+
+async fn enable_credential(svc: Svc, caller: Caller, c: web::Path<u32>) -> ApiResult {
+    let credential = CredentialId(c.into_inner());
+    apply(
+        &svc,
+        &caller,
+        Command::SetCredentialDisabled {
+            credential,
+            disabled: false,
+        },
+    )
+    .await
+}
+
+async fn revoke(svc: Svc, caller: Caller, c: web::Path<u32>) -> ApiResult {
+    let credential = CredentialId(c.into_inner());
+    apply(&svc, &caller, Command::RevokeCredential { credential }).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangePinBody {
+    pin: PinSpec,
+}
+
+async fn change_pin(
+    svc: Svc,
+    caller: Caller,
+    c: web::Path<u32>,
+    body: Json<ChangePinBody>,
+) -> ApiResult {
+    let b = body.into_inner();
+    no_resolved(&b.pin)?;
+    apply(
+        &svc,
+        &caller,
+        Command::ChangePin {
+            credential: CredentialId(c.into_inner()),
+            pin: b.pin,
+        },
+    )
+    .await
+}

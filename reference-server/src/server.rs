@@ -1,0 +1,120 @@
+//! Starting and stopping the whole server: open the data directory, bind
+//! the HTTP listener (port 0 allowed), serve until `shutdown` resolves, then
+//! drain requests and commit the store. The binary and the tests both call
+//! `run`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::service::{Clock, Service};
+use crate::store::StoreError;
+
+/// Server settings, with documented defaults (`Config::default()`).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the database and the token key live. Default `./data`.
+    pub data_dir: PathBuf,
+    /// HTTP listen address. Default `127.0.0.1:8080`; port 0 picks a free port.
+    pub http: SocketAddr,
+    /// The server's clock. Default: the system clock. Tests set a manual one.
+    pub clock: Clock,
+    /// HTTP worker threads. Default: the number of CPUs.
+    pub http_workers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            clock: Clock::system(),
+            http_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    /// The bound address (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    pub service: Arc<Service>,
+    http: actix_web::dev::ServerHandle,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// The base URL, like `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops now (graceful: in-flight requests finish, the store commits).
+    pub async fn stop(self) {
+        self.http.stop(true).await;
+        let _ = self.done.await;
+    }
+
+    /// Waits until the shutdown future given to `run` fired and the server
+    /// has stopped.
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Opens the data directory and serves until `shutdown` resolves. Must be
+/// called inside a tokio runtime.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Server, StartError> {
+    let dir = config.data_dir.clone();
+    let clock = config.clock.clone();
+    let service = tokio::task::spawn_blocking(move || Service::open(&dir, clock))
+        .await
+        .expect("opening the store does not panic")?;
+    let service = Arc::new(service);
+    let app_service = service.clone();
+    let http = actix_web::HttpServer::new(move || crate::api::app(app_service.clone()))
+        .workers(config.http_workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(10)
+        .bind(config.http)
+        .map_err(|source| StartError::Bind {
+            addr: config.http,
+            source,
+        })?;
+    let addr = *http.addrs().first().expect("bound to one address");
+    let http = http.run();
+    let handle = http.handle();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.stop(true).await;
+    });
+    let svc = service.clone();
+    let done = tokio::spawn(async move {
+        if let Err(e) = http.await {
+            tracing::error!(error = %e, "http server failed");
+        }
+        svc.close().await;
+    });
+    Ok(Server {
+        addr,
+        service,
+        http: handle,
+        done,
+    })
+}

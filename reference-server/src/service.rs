@@ -1,0 +1,614 @@
+//! The server's one facade over the engine, the store, the activity log,
+//! device health and metrics. The admin API and the device gateway (MQTT and
+//! HTTP) both call it; nothing else touches the engine or the store.
+//!
+//! Rules it keeps:
+//! - Every acknowledged change is durable: `apply` returns after the store
+//!   committed the resolved command; a grant of a use-limited credential is
+//!   recorded (`RestoreUse`) before the device hears "granted".
+//! - The check path reads the in-memory engine under a read lock, never SQL.
+//! - Commands reach the store in the order the engine applied them (the
+//!   `apply_order` lock spans apply + enqueue), so a replay gives the same
+//!   state and the same ids.
+//! - This is the only place the server reads a clock (`Clock`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use jiff::Timestamp;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use rand::Rng;
+use rustc_hash::FxHashMap;
+use tokio::sync::broadcast;
+
+use crate::activity::{ActivityEntry, ActivityQuery};
+use crate::auth;
+use crate::domain::{Actor, Decision, DeviceId, DoorId, OrgId, TokenKey, UseLimit, UserId};
+use crate::engine::{self, Applied, Check, Command, Engine, EngineConfig, Outcome};
+use crate::error::EngineError;
+use crate::health::{Health, HealthReport, HealthSummary, Sample};
+use crate::metrics::Metrics;
+pub use crate::metrics::Transport;
+use crate::protocol::{self, CommandKind, CommandResult};
+use crate::store::{Store, StoreError, Write};
+
+/// File in the data directory holding the token MAC key.
+pub const TOKEN_KEY_FILE: &str = "token.key";
+/// Queued sync notifications per subscriber before it lags.
+pub const SYNC_CHANNEL_CAPACITY: usize = 4_096;
+
+/// How the gateway sends a command to a device and waits for its ack.
+pub type CommandSink =
+    Arc<dyn Fn(DeviceId, CommandKind) -> BoxFuture<'static, CommandResult> + Send + Sync>;
+
+/// The server's clock: the system clock, or a settable one for tests (so a
+/// test can stand on a Tuesday 09:00 across a DST change).
+#[derive(Clone, Default)]
+pub struct Clock(Option<Arc<Mutex<Timestamp>>>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(None)
+    }
+
+    /// A clock that stays at `at` until set or advanced.
+    pub fn manual(at: Timestamp) -> Clock {
+        Clock(Some(Arc::new(Mutex::new(at))))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        match &self.0 {
+            None => Timestamp::now(),
+            Some(t) => *t.lock(),
+        }
+    }
+
+    /// Sets a manual clock (no effect on the system clock).
+    pub fn set(&self, at: Timestamp) {
+        if let Some(t) = &self.0 {
+            *t.lock() = at;
+        }
+    }
+
+    pub fn advance(&self, by: jiff::SignedDuration) {
+        if let Some(t) = &self.0 {
+            let mut t = t.lock();
+            *t = t.saturating_add(by).unwrap_or(*t);
+        }
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            None => f.write_str("Clock(system)"),
+            Some(t) => write!(f, "Clock(manual {})", t.lock()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("store: {0}")]
+    Store(Arc<StoreError>),
+    #[error("the server already has an organization; bootstrap works only on an empty server")]
+    AlreadyBootstrapped,
+    #[error("unknown device {0}")]
+    UnknownDevice(DeviceId),
+}
+
+impl From<Arc<StoreError>> for ServiceError {
+    fn from(e: Arc<StoreError>) -> Self {
+        ServiceError::Store(e)
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Store(Arc::new(e))
+    }
+}
+
+/// What bootstrap made.
+#[derive(Clone, Debug)]
+pub struct Bootstrapped {
+    pub user: UserId,
+    pub org: OrgId,
+    /// The owner's bearer token (shown once).
+    pub token: String,
+}
+
+pub struct Service {
+    engine: RwLock<Engine>,
+    store: Store,
+    health: Health,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    /// Spans "apply in the engine + enqueue in the store" so the log keeps
+    /// the engine's order.
+    apply_order: tokio::sync::Mutex<()>,
+    user_tokens: RwLock<FxHashMap<UserId, Vec<[u8; 32]>>>,
+    device_secrets: RwLock<FxHashMap<DeviceId, [u8; 32]>>,
+    sync_tx: broadcast::Sender<DeviceId>,
+    command_sink: RwLock<Option<CommandSink>>,
+}
+
+fn load_or_create_key(dir: &Path) -> Result<TokenKey, StoreError> {
+    use std::io::Write as _;
+    let path = dir.join(TOKEN_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let key: [u8; 32] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+                what: "token.key",
+                detail: "must be exactly 32 bytes".into(),
+            })?;
+            Ok(TokenKey::from_bytes(key))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            rand::rng().fill(&mut key);
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&path)?;
+            f.write_all(&key)?;
+            f.sync_all()?;
+            Ok(TokenKey::from_bytes(key))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Service {
+    /// Opens the data directory: loads the key (made once), replays the
+    /// command log into a fresh engine, restores tokens, secrets and health.
+    pub fn open(data_dir: &Path, clock: Clock) -> Result<Service, StoreError> {
+        let metrics = Arc::new(Metrics::new());
+        std::fs::create_dir_all(data_dir)?;
+        let token_key = load_or_create_key(data_dir)?;
+        let (store, loaded) = Store::open(data_dir, metrics.clone())?;
+        let mut engine = Engine::new(EngineConfig {
+            token_key,
+            // Generated PINs are logged resolved, so replay does not draw:
+            // the seed only needs to be unpredictable.
+            seed: rand::rng().random(),
+        });
+        let replayed = loaded.commands.len();
+        for (i, (at, cmd)) in loaded.commands.into_iter().enumerate() {
+            engine
+                .apply(&Actor::System, cmd, at)
+                .map_err(|e| StoreError::Corrupt {
+                    what: "commands",
+                    detail: format!("command {} does not replay: {e}", i + 1),
+                })?;
+        }
+        let mut user_tokens: FxHashMap<UserId, Vec<[u8; 32]>> = FxHashMap::default();
+        for (u, h) in loaded.user_tokens {
+            user_tokens.entry(u).or_default().push(h);
+        }
+        let device_secrets = loaded.device_secrets.into_iter().collect();
+        let health = Health::default();
+        for s in &loaded.statuses {
+            health.record(
+                s.device,
+                Sample {
+                    at: s.at,
+                    online: s.online,
+                    battery_pct: s.battery_pct,
+                },
+                s.firmware.as_deref(),
+            );
+        }
+        metrics.devices_online.set(health.online_count() as i64);
+        tracing::info!(replayed, "store loaded");
+        let (sync_tx, _) = broadcast::channel(SYNC_CHANNEL_CAPACITY);
+        Ok(Service {
+            engine: RwLock::new(engine),
+            store,
+            health,
+            metrics,
+            clock,
+            apply_order: tokio::sync::Mutex::new(()),
+            user_tokens: RwLock::new(user_tokens),
+            device_secrets: RwLock::new(device_secrets),
+            sync_tx,
+            command_sink: RwLock::new(None),
+        })
+    }
+
+    /// The system clock (or a test's): the only clock read in the server.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Read access to the engine (API reads). Hold it briefly.
+    pub fn engine(&self) -> RwLockReadGuard<'_, Engine> {
+        self.engine.read()
+    }
+
+    /// One credential check: engine decision, durable use before a grant of a
+    /// use-limited credential is answered, activity entry, metrics.
+    pub async fn check(
+        &self,
+        device: DeviceId,
+        req: &protocol::AuthRequest,
+        transport: Transport,
+    ) -> protocol::AuthResponse {
+        let now = self.now();
+        let presented = match req.credential.to_presented() {
+            Ok(p) => p,
+            Err(e) => {
+                self.metrics.validation(transport, None);
+                return protocol::AuthResponse::error(req.id, e.to_string());
+            }
+        };
+        let kind = presented.kind();
+        let (decision, limited_use) = {
+            let e = self.engine.read();
+            let d = e.validate(
+                &Check {
+                    device,
+                    presented,
+                    floor: req.floor,
+                },
+                now,
+            );
+            let limited_use = match &d {
+                Decision::Granted(g) => e
+                    .credential(g.credential)
+                    .filter(|c| c.schedule.use_limit() != UseLimit::Unlimited)
+                    .zip(e.device(device))
+                    .map(|(c, dev)| (c.id, dev.door)),
+                Decision::Denied { .. } => None,
+            };
+            (d, limited_use)
+        };
+        if let Some((credential, door)) = limited_use {
+            if let Err(e) = self.persist_use(credential, door, now).await {
+                tracing::error!(error = %e, "could not record a use; answering error");
+                self.metrics.validation(transport, None);
+                return protocol::AuthResponse::error(req.id, "the use could not be recorded");
+            }
+        }
+        if decision.reason() != Some(crate::domain::DenyReason::DeviceUnknown) {
+            let entry = ActivityEntry::from_check(device, now, kind, &decision);
+            if let Err(e) = self.store.write_later(vec![Write::Activity(entry)]).await {
+                tracing::warn!(error = %e, "activity entry lost");
+            }
+        }
+        self.metrics.validation(transport, Some(decision.reason()));
+        protocol::AuthResponse::from_decision(req.id, &decision)
+    }
+
+    async fn persist_use(
+        &self,
+        credential: crate::domain::CredentialId,
+        door: DoorId,
+        now: Timestamp,
+    ) -> Result<(), ServiceError> {
+        let json = serde_json::to_string(&Command::RestoreUse { credential, door })
+            .expect("commands serialize");
+        let rx = {
+            let _order = self.apply_order.lock().await;
+            self.store
+                .enqueue(vec![Write::Command { at: now, json }])
+                .await?
+        };
+        rx.await.map_err(|_| StoreError::Closed)??;
+        Ok(())
+    }
+
+    /// Logs a device's event once: false when `(device, seq)` was seen.
+    pub async fn record_event(
+        &self,
+        device: DeviceId,
+        ev: &protocol::Event,
+    ) -> Result<bool, ServiceError> {
+        if self.engine.read().device(device).is_none() {
+            return Err(ServiceError::UnknownDevice(device));
+        }
+        let entry = ActivityEntry::from_event(device, ev);
+        let ack = self.store.write(vec![Write::Activity(entry)]).await?;
+        Ok(ack.first().copied().unwrap_or(false))
+    }
+
+    /// A status report: health, online gauge, and an activity entry when the
+    /// device came online or went offline. The server's clock stamps it.
+    pub async fn set_status(
+        &self,
+        device: DeviceId,
+        st: &protocol::Status,
+    ) -> Result<(), ServiceError> {
+        if self.engine.read().device(device).is_none() {
+            return Err(ServiceError::UnknownDevice(device));
+        }
+        let at = self.now();
+        let before = self.health.record(
+            device,
+            Sample {
+                at,
+                online: st.online,
+                battery_pct: st.battery_pct,
+            },
+            st.firmware.as_deref(),
+        );
+        match (before, st.online) {
+            (Some(true), false) => self.metrics.devices_online.dec(),
+            (None | Some(false), true) => self.metrics.devices_online.inc(),
+            _ => {}
+        }
+        let mut writes = vec![Write::Status {
+            device,
+            at,
+            online: st.online,
+            battery_pct: st.battery_pct,
+            firmware: st.firmware.clone(),
+        }];
+        if before != Some(st.online) {
+            writes.push(Write::Activity(ActivityEntry::connectivity(
+                device, at, st.online,
+            )));
+        }
+        self.store.write(writes).await?;
+        Ok(())
+    }
+
+    /// Authorizes and applies one change; returns once it is durable.
+    pub async fn apply(&self, actor: &Actor, cmd: Command) -> Result<Applied, ServiceError> {
+        self.apply_with(actor, cmd, |_| Vec::new()).await
+    }
+
+    /// `apply`, committing `extra` writes (made from the outcome) in the same
+    /// transaction.
+    async fn apply_with(
+        &self,
+        actor: &Actor,
+        cmd: Command,
+        extra: impl FnOnce(&Applied) -> Vec<Write>,
+    ) -> Result<Applied, ServiceError> {
+        let now = self.now();
+        let (applied, rx) = {
+            let _order = self.apply_order.lock().await;
+            let applied = self.engine.write().apply(actor, cmd, now)?;
+            let json = serde_json::to_string(&applied.logged).expect("commands serialize");
+            let mut writes = vec![Write::Command { at: now, json }];
+            writes.extend(extra(&applied));
+            let rx = self.store.enqueue(writes).await?;
+            (applied, rx)
+        };
+        rx.await.map_err(|_| StoreError::Closed)??;
+        self.notify_sync(&applied);
+        Ok(applied)
+    }
+
+    /// Tells the gateway which devices' code lists changed.
+    fn notify_sync(&self, applied: &Applied) {
+        if self.sync_tx.receiver_count() == 0 {
+            return;
+        }
+        let devices: Vec<DeviceId> = {
+            let e = self.engine.read();
+            let doors_of = |c: crate::domain::CredentialId| {
+                e.credential(c).map(|c| c.doors.clone()).unwrap_or_default()
+            };
+            let doors: Vec<DoorId> = match (&applied.logged, &applied.outcome) {
+                (Command::IssueCredential(_), Outcome::Credential(c))
+                | (Command::ChangePin { .. }, Outcome::Credential(c)) => doors_of(*c),
+                (Command::ChangePin { credential, .. }, _)
+                | (Command::SetCredentialDisabled { credential, .. }, _)
+                | (Command::RevokeCredential { credential }, _) => doors_of(*credential),
+                (Command::CreateDevice { .. }, Outcome::Device(d)) => {
+                    return self.send_sync(&[*d]);
+                }
+                (Command::LoadFallbackPool { device, .. }, _)
+                | (Command::AssignFallback { device, .. }, _)
+                | (Command::SyncAck { device, .. }, _) => return self.send_sync(&[*device]),
+                _ => return,
+            };
+            doors
+                .iter()
+                .flat_map(|d| e.devices_at(*d).iter().copied())
+                .filter(|d| e.device(*d).is_some_and(|d| d.stores_codes))
+                .collect()
+        };
+        self.send_sync(&devices);
+    }
+
+    fn send_sync(&self, devices: &[DeviceId]) {
+        for d in devices {
+            let _ = self.sync_tx.send(*d);
+        }
+    }
+
+    /// What `device` must change to match the engine.
+    pub fn pending_sync(&self, device: DeviceId) -> Option<engine::SyncBatch> {
+        self.engine.read().pending_sync(device)
+    }
+
+    /// Checks a device's own secret (constant time).
+    pub fn authenticate_device(&self, device: DeviceId, secret: &str) -> bool {
+        self.device_secrets
+            .read()
+            .get(&device)
+            .is_some_and(|h| auth::secret_matches(secret, h))
+    }
+
+    /// The user a bearer token belongs to.
+    pub fn authenticate_user(&self, token: &str) -> Option<UserId> {
+        let (user, secret) = auth::parse_user_token(token)?;
+        let tokens = self.user_tokens.read();
+        let hashes = tokens.get(&user)?;
+        // Compare against every hash, without stopping at a match.
+        let ok = hashes
+            .iter()
+            .fold(false, |ok, h| auth::secret_matches(secret, h) | ok);
+        ok.then_some(user)
+    }
+
+    /// Devices whose codes changed: the gateway pushes them a delta.
+    pub fn sync_changes(&self) -> broadcast::Receiver<DeviceId> {
+        self.sync_tx.subscribe()
+    }
+
+    /// The gateway registers how to send a command and await its ack.
+    pub fn set_command_sink(&self, sink: CommandSink) {
+        *self.command_sink.write() = Some(sink);
+    }
+
+    /// Makes a user and a bearer token for them (shown once).
+    pub async fn create_user(
+        &self,
+        name: String,
+        email: String,
+    ) -> Result<(UserId, String), ServiceError> {
+        let (secret, hash) = auth::new_secret();
+        let applied = self
+            .apply_with(
+                &Actor::System,
+                Command::CreateUser { name, email },
+                |a| match a.outcome {
+                    Outcome::User(user) => vec![Write::UserToken { user, hash }],
+                    _ => Vec::new(),
+                },
+            )
+            .await?;
+        let Outcome::User(user) = applied.outcome else {
+            unreachable!("CreateUser makes a user")
+        };
+        self.user_tokens.write().entry(user).or_default().push(hash);
+        Ok((user, auth::user_token(user, &secret)))
+    }
+
+    /// The first owner and their organization: works only while the server
+    /// has no organization.
+    pub async fn bootstrap(
+        &self,
+        name: String,
+        email: String,
+        organization: String,
+    ) -> Result<Bootstrapped, ServiceError> {
+        static BOOTSTRAP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one = BOOTSTRAP.lock().await;
+        if !self.engine.read().organizations().is_empty() {
+            return Err(ServiceError::AlreadyBootstrapped);
+        }
+        // Check the organization's name before making the user.
+        if organization.trim().is_empty() || organization.len() > engine::MAX_NAME_LEN {
+            return Err(EngineError::Invalid {
+                field: "organization",
+                rule: format!("must be 1 to {} bytes", engine::MAX_NAME_LEN),
+            }
+            .into());
+        }
+        let (user, token) = self.create_user(name, email).await?;
+        let applied = self
+            .apply(
+                &Actor::User(user),
+                Command::CreateOrganization {
+                    name: organization,
+                    description: String::new(),
+                    owner: user,
+                    personal: false,
+                },
+            )
+            .await?;
+        let Outcome::Organization(org) = applied.outcome else {
+            unreachable!("CreateOrganization makes an organization")
+        };
+        Ok(Bootstrapped { user, org, token })
+    }
+
+    /// Adds a device and makes its MQTT/HTTP secret (shown once; stored
+    /// hashed). The MQTT username is the device's display id (`dev-N`).
+    pub async fn create_device(
+        &self,
+        actor: &Actor,
+        cmd: Command,
+    ) -> Result<(DeviceId, String), ServiceError> {
+        let (secret, hash) = auth::new_secret();
+        let applied = self
+            .apply_with(actor, cmd, |a| match a.outcome {
+                Outcome::Device(device) => vec![Write::DeviceSecret { device, hash }],
+                _ => Vec::new(),
+            })
+            .await?;
+        let Outcome::Device(device) = applied.outcome else {
+            return Err(EngineError::Invalid {
+                field: "command",
+                rule: "not a device".into(),
+            }
+            .into());
+        };
+        self.device_secrets.write().insert(device, hash);
+        Ok((device, secret))
+    }
+
+    /// Open Door from the platform: authorized by the engine, sent through
+    /// the gateway's command sink; `offline` when there is none or the
+    /// device is offline.
+    pub async fn open_door(
+        &self,
+        actor: &Actor,
+        device: DeviceId,
+    ) -> Result<CommandResult, ServiceError> {
+        let now = self.now();
+        self.engine.read().authorize_open(actor, device, now)?;
+        let sink = self.command_sink.read().clone();
+        let result = match sink {
+            Some(sink) if self.health.summary(device).online => {
+                sink(device, CommandKind::Open).await
+            }
+            _ => CommandResult::Offline,
+        };
+        let name = serde_json::to_value(result)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        self.store
+            .write(vec![Write::Activity(ActivityEntry::remote_open(
+                device, now, &name,
+            ))])
+            .await?;
+        Ok(result)
+    }
+
+    /// The activity log, newest first.
+    pub fn activity(&self, q: &ActivityQuery) -> Result<Vec<ActivityEntry>, ServiceError> {
+        Ok(self.store.activity(q)?)
+    }
+
+    pub fn health_summary(&self, device: DeviceId) -> HealthSummary {
+        self.health.summary(device)
+    }
+
+    pub fn health_report(&self, device: DeviceId, window_s: i64) -> HealthReport {
+        self.health.report(device, self.now(), window_s)
+    }
+
+    /// Waits until every write queued so far (activity entries of checks
+    /// included) is committed.
+    pub async fn flush(&self) -> Result<(), ServiceError> {
+        self.store.write(Vec::new()).await?;
+        Ok(())
+    }
+
+    /// Commits everything queued and stops the store's writer.
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+}

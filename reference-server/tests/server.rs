@@ -1,0 +1,1162 @@
+//! The reference server end to end over real HTTP: the seed documents'
+//! workflows, restart durability, the authorization matrix and bad input.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use jiff::SignedDuration;
+use reference_server::domain::DeviceId;
+use reference_server::protocol::{CommandResult, Event, EventKind, How, Status};
+use reference_server::service::Clock;
+use serde_json::{json, Value};
+
+const T0: &str = "2026-03-23T10:00:00Z"; // a Monday
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitor_key_delivery_pin_and_dst_recurring_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(ts(T0));
+    let server = start(dir.path(), clock.clone()).await;
+    let api = Api::new(server.url());
+    let w = world(&api).await;
+    let t = w.owner.as_str();
+
+    // seeds/001: a visitor temp key, repeat Never, 2 uses on each door, as a QR code.
+    let visitor = holder(&api, t, "Vera Visitor", "visitor").await;
+    let v = api
+        .ok("POST", "/v1/credentials", t, Some(json!({
+            "holder": visitor, "name": "Visitor", "secret": {"kind": "qr"},
+            "schedule": {"type": "visitor", "repeat": "never", "start": "2026-03-23T09:00:00Z", "end": "2026-03-24T09:00:00Z", "each_door_count": 2},
+            "doors": [w.door_a],
+        })))
+        .await;
+    let token = v["token"]
+        .as_str()
+        .expect("a QR key answers its token")
+        .to_string();
+    for want in ["granted", "granted"] {
+        let r = api
+            .validate(
+                w.phone_a,
+                &w.phone_a_secret,
+                json!({"type": "qr", "value": token}),
+            )
+            .await;
+        assert_eq!(r["decision"], want, "{r}");
+    }
+    let r = api
+        .validate(
+            w.phone_a,
+            &w.phone_a_secret,
+            json!({"type": "qr", "value": token}),
+        )
+        .await;
+    assert_eq!(
+        (r["decision"].as_str(), r["reason"].as_str()),
+        (Some("denied"), Some("uses_exhausted")),
+        "{r}"
+    );
+    // Not valid at the lobby.
+    let r = api
+        .validate(
+            w.phone_b,
+            &w.phone_b_secret,
+            json!({"type": "qr", "value": token}),
+        )
+        .await;
+    assert_eq!(r["reason"], "door_not_allowed");
+
+    // A courier's delivery PIN, 12:00-13:00 UTC.
+    let courier = holder(&api, t, "Carl Courier", "courier").await;
+    let (_, pin) = pin_code(
+        &api,
+        t,
+        courier,
+        json!([w.door_a]),
+        json!({"type": "delivery", "start": "2026-03-23T12:00:00Z", "end": "2026-03-23T13:00:00Z"}),
+    )
+    .await;
+    let check = |pin: String| {
+        let api = api.clone();
+        let secret = w.phone_a_secret.clone();
+        let device = w.phone_a;
+        async move {
+            api.validate(device, &secret, json!({"type": "pin", "value": pin}))
+                .await
+        }
+    };
+    assert_eq!(check(pin.clone()).await["reason"], "not_yet_valid");
+    clock.set(ts("2026-03-23T12:30:00Z"));
+    assert_eq!(check(pin.clone()).await["decision"], "granted");
+    clock.set(ts("2026-03-23T13:00:00Z"));
+    assert_eq!(check(pin.clone()).await["reason"], "expired");
+
+    // A recurring cleaner's code: Tuesdays 08:00-10:00 local (Europe/Berlin),
+    // across the DST change of 2026-03-29.
+    let cleaner = holder(&api, t, "Cleaner", "member").await;
+    let (_, pin) = pin_code(&api, t, cleaner, json!([w.door_a]),
+        json!({"type": "recurring", "days": ["tue"], "window": {"start": "08:00:00", "end": "10:00:00"}})).await;
+    for (now, want) in [
+        ("2026-03-24T08:00:00Z", "granted"),          // Tue 09:00 CET
+        ("2026-03-24T09:30:00Z", "outside_schedule"), // Tue 10:30 CET
+        ("2026-03-30T07:00:00Z", "outside_schedule"), // Mon 09:00 CEST
+        ("2026-03-31T07:00:00Z", "granted"),          // Tue 09:00 CEST
+        ("2026-03-31T08:30:00Z", "outside_schedule"), // Tue 10:30 CEST (09:30 in winter time)
+    ] {
+        clock.set(ts(now));
+        let r = check(pin.clone()).await;
+        let got = r["reason"]
+            .as_str()
+            .unwrap_or(r["decision"].as_str().unwrap());
+        assert_eq!(got, want, "at {now}: {r}");
+    }
+
+    // The code list of the door phone: origin, status, duration, sync state.
+    let codes = api
+        .ok("GET", &format!("/v1/devices/{}/codes", w.phone_a), t, None)
+        .await;
+    let codes = codes.as_array().unwrap();
+    assert_eq!(codes.len(), 3);
+    assert!(codes
+        .iter()
+        .all(|c| c["origin"] == "automatic" || c["kind"] == "qr"));
+    assert_eq!(
+        codes[0]["status"], "expired",
+        "the visitor key's range is over"
+    );
+    assert_eq!(codes[2]["duration"], "Always");
+    // Locks store codes: the lock's list shows each PIN's sync state.
+    let lock_codes = api
+        .ok("GET", &format!("/v1/devices/{}/codes", w.lock_a), t, None)
+        .await;
+    assert_eq!(lock_codes[1]["sync"]["state"], "pending", "{lock_codes}");
+    assert!(
+        !lock_codes.to_string().contains(&pin),
+        "code lists never show a PIN"
+    );
+    let overview = api
+        .ok(
+            "GET",
+            &format!("/v1/devices/{}/schedule", w.phone_a),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(overview.as_array().unwrap().len(), 3);
+
+    // The activity log says how, which code and why.
+    server.service.flush().await.unwrap();
+    let log = api
+        .ok(
+            "GET",
+            &format!("/v1/devices/{}/activity?kind=access_denied", w.phone_a),
+            t,
+            None,
+        )
+        .await;
+    let reasons: Vec<_> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.contains(&"uses_exhausted") && reasons.contains(&"outside_schedule"),
+        "{reasons:?}"
+    );
+    let granted = api
+        .ok(
+            "GET",
+            &format!(
+                "/v1/devices/{}/activity?kind=access_granted&limit=1",
+                w.phone_a
+            ),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(granted[0]["how"], "keypad");
+    assert_eq!(granted[0]["origin"], "automatic");
+    assert!(granted[0]["credential"].is_u64());
+    let ranged = api
+        .ok(
+            "GET",
+            &format!(
+                "/v1/devices/{}/activity?from=2026-03-24T00:00:00Z&to=2026-03-25T00:00:00Z",
+                w.phone_a
+            ),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(ranged.as_array().unwrap().len(), 2, "{ranged}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_stay_codes_locks_health_and_remote_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(ts(T0));
+    let server = start(dir.path(), clock.clone()).await;
+    let api = Api::new(server.url());
+    let w = world(&api).await;
+    let t = w.owner.as_str();
+    let svc = server.service.clone();
+
+    // seeds/004: guest settings on the door phone, a stay, check-in and out.
+    api.ok(
+        "PUT",
+        &format!("/v1/devices/{}/guest-settings", w.phone_a),
+        t,
+        Some(json!({"prevent_access_until_checked_in": true, "revoke_access_on_check_out": true})),
+    )
+    .await;
+    let guest = holder(&api, t, "Gina Guest", "guest").await;
+    let stay = id(&api.ok("POST", &format!("/v1/holders/{guest}/stays"), t,
+        Some(json!({"check_in_at": "2026-03-23T15:00:00Z", "check_out_at": "2026-03-25T10:00:00Z"}))).await, "stay");
+    let (code, pin) = pin_code(
+        &api,
+        t,
+        guest,
+        json!([w.door_a]),
+        json!({"type": "stay", "stay": stay}),
+    )
+    .await;
+    let check = |pin: String| {
+        let api = api.clone();
+        let secret = w.phone_a_secret.clone();
+        let device = w.phone_a;
+        async move {
+            api.validate(device, &secret, json!({"type": "pin", "value": pin}))
+                .await
+        }
+    };
+    assert_eq!(check(pin.clone()).await["reason"], "not_checked_in");
+    api.ok("POST", &format!("/v1/stays/{stay}/check-in"), t, None)
+        .await;
+    assert_eq!(check(pin.clone()).await["decision"], "granted");
+
+    // Disable, enable, change the PIN, delete.
+    api.ok("POST", &format!("/v1/credentials/{code}/disable"), t, None)
+        .await;
+    assert_eq!(check(pin.clone()).await["reason"], "disabled");
+    api.ok("POST", &format!("/v1/credentials/{code}/enable"), t, None)
+        .await;
+    assert_eq!(check(pin.clone()).await["decision"], "granted");
+    let new = id(
+        &api.ok(
+            "PUT",
+            &format!("/v1/credentials/{code}/pin"),
+            t,
+            Some(json!({"pin": {"type": "generate", "value": {"digits": 6}}})),
+        )
+        .await,
+        "credential",
+    );
+    let new_pin = api
+        .ok("POST", &format!("/v1/credentials/{new}/reveal"), t, None)
+        .await["pin"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(new_pin.len(), 6);
+    assert_eq!(check(new_pin.clone()).await["decision"], "granted");
+    assert_eq!(
+        check(pin.clone()).await["reason"],
+        "wrong_pin",
+        "a door phone asks the engine: the old PIN stops at once"
+    );
+    api.ok("POST", &format!("/v1/stays/{stay}/check-out"), t, None)
+        .await;
+    assert_eq!(check(new_pin.clone()).await["reason"], "checked_out");
+    api.ok("DELETE", &format!("/v1/credentials/{new}"), t, None)
+        .await;
+    let c = api
+        .ok("GET", &format!("/v1/credentials/{new}"), t, None)
+        .await;
+    assert_eq!(c["status"], "revoked");
+    assert!(c.get("pin").is_none());
+
+    // A custom PIN follows the community's rules.
+    let member = holder(&api, t, "Mia Member", "member").await;
+    let custom = |value: &str, doors: Value| json!({"holder": member, "name": "Mine", "secret": {"kind": "pin", "pin": {"type": "custom", "value": value}}, "schedule": {"type": "permanent"}, "doors": doors});
+    let (s, e) = api
+        .call(
+            "POST",
+            "/v1/credentials",
+            Some(t),
+            Some(custom("1234", json!([w.door_a]))),
+        )
+        .await;
+    assert_eq!((s, e["field"].as_str()), (422, Some("pin")), "{e}");
+    let (s, e) = api
+        .call(
+            "POST",
+            "/v1/credentials",
+            Some(t),
+            Some(custom("2580", json!([w.door_b]))),
+        )
+        .await;
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (422, Some("pin")),
+        "no custom PINs on community doors: {e}"
+    );
+    api.ok(
+        "POST",
+        "/v1/credentials",
+        t,
+        Some(custom("2580", json!([w.door_a]))),
+    )
+    .await;
+    // A card.
+    let card = id(&api.ok("POST", "/v1/credentials", t, Some(json!({"holder": member, "name": "Fob", "secret": {"kind": "card", "number": 99001}, "schedule": {"type": "permanent"}, "doors": [w.door_b]}))).await, "credential");
+    assert_eq!(
+        api.validate(
+            w.phone_b,
+            &w.phone_b_secret,
+            json!({"type": "card", "value": "99001"})
+        )
+        .await["decision"],
+        "granted"
+    );
+    assert_eq!(
+        api.ok("POST", &format!("/v1/credentials/{card}/reveal"), t, None)
+            .await["card"],
+        "99001"
+    );
+
+    // Device health and the lock list, from status reports.
+    let lock = DeviceId(w.lock_a as u32);
+    svc.set_status(
+        lock,
+        &Status {
+            online: true,
+            battery_pct: Some(81),
+            firmware: Some("2.1".into()),
+            at: None,
+        },
+    )
+    .await
+    .unwrap();
+    svc.set_status(
+        DeviceId(w.keypad_a as u32),
+        &Status {
+            online: true,
+            battery_pct: None,
+            firmware: None,
+            at: None,
+        },
+    )
+    .await
+    .unwrap();
+    clock.advance(SignedDuration::from_hours(12));
+    svc.set_status(
+        lock,
+        &Status {
+            online: false,
+            battery_pct: Some(80),
+            firmware: None,
+            at: None,
+        },
+    )
+    .await
+    .unwrap();
+    clock.advance(SignedDuration::from_hours(12));
+    let h = api
+        .ok(
+            "GET",
+            &format!("/v1/devices/{}/health?window_s=86400", w.lock_a),
+            t,
+            None,
+        )
+        .await;
+    assert!(
+        (h["uptime_pct"].as_f64().unwrap() - 50.0).abs() < 0.01,
+        "{h}"
+    );
+    assert_eq!(h["battery"].as_array().unwrap().len(), 2);
+    api.ok(
+        "POST",
+        &format!("/v1/devices/{}/listings", w.lock_a),
+        t,
+        Some(json!({"listing": "Loft by the river"})),
+    )
+    .await;
+    let locks = api
+        .ok("GET", &format!("/v1/sites/{}/locks", w.site), t, None)
+        .await;
+    let l = &locks[0];
+    assert_eq!(
+        (l["online"].as_bool(), l["battery_pct"].as_u64()),
+        (Some(false), Some(80)),
+        "{l}"
+    );
+    assert_eq!(l["location"], "Apartment door");
+    assert_eq!(l["components"][0]["kind"], "keypad");
+    assert_eq!(l["components"][0]["online"], true);
+    assert_eq!(l["listings"][0], "Loft by the river");
+    api.ok(
+        "DELETE",
+        &format!("/v1/devices/{}/listings/Loft%20by%20the%20river", w.lock_a),
+        t,
+        None,
+    )
+    .await;
+    let l = api
+        .ok("GET", &format!("/v1/devices/{}", w.lock_a), t, None)
+        .await;
+    assert_eq!(l["listings"].as_array().unwrap().len(), 0);
+
+    // Device events: logged once per (device, seq).
+    let ev = Event {
+        seq: 7,
+        at: ts("2026-03-24T10:00:00Z"),
+        kind: EventKind::Unlocked {
+            how: How::Manual,
+            credential: None,
+            origin: None,
+        },
+    };
+    assert!(svc.record_event(lock, &ev).await.unwrap());
+    assert!(
+        !svc.record_event(lock, &ev).await.unwrap(),
+        "a redelivered event is a duplicate"
+    );
+    svc.record_event(
+        lock,
+        &Event {
+            seq: 8,
+            at: ts("2026-03-24T10:01:00Z"),
+            kind: EventKind::MotorBlocked,
+        },
+    )
+    .await
+    .unwrap();
+    let log = api
+        .ok(
+            "GET",
+            &format!("/v1/devices/{}/activity", w.lock_a),
+            t,
+            None,
+        )
+        .await;
+    let kinds: Vec<_> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "unlocked").count(),
+        1,
+        "{kinds:?}"
+    );
+    for k in ["motor_blocked", "online", "offline"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
+    }
+    let manual = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "unlocked")
+        .unwrap();
+    assert_eq!(manual["how"], "manual");
+
+    // Remote Open Door: offline without a gateway or while the lock is offline.
+    let (s, r) = api
+        .call(
+            "POST",
+            &format!("/v1/devices/{}/open", w.lock_a),
+            Some(t),
+            None,
+        )
+        .await;
+    assert_eq!((s, r["result"].as_str()), (200, Some("offline")));
+    svc.set_command_sink(Arc::new(|_, _| Box::pin(async { CommandResult::Ok })));
+    svc.set_status(
+        lock,
+        &Status {
+            online: true,
+            battery_pct: Some(80),
+            firmware: None,
+            at: None,
+        },
+    )
+    .await
+    .unwrap();
+    let r = api
+        .ok("POST", &format!("/v1/devices/{}/open", w.lock_a), t, None)
+        .await;
+    assert_eq!(r["result"], "ok");
+    let opens = api
+        .ok(
+            "GET",
+            &format!("/v1/devices/{}/activity?kind=remote_open", w.lock_a),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(opens.as_array().unwrap().len(), 2);
+    assert_eq!(opens[0]["how"], "remote");
+
+    // Metrics and the OpenAPI document.
+    let (_, m) = api.call("GET", "/metrics", None, None).await;
+    let m = m.as_str().unwrap().to_string();
+    for name in ["reference_server_validations_total{outcome=\"granted\",transport=\"http\"}", "reference_server_http_requests_total{method=\"POST\",route=\"/v1/devices/{device}/validate\",status=\"200\"}", "reference_server_store_batch_size_count", "reference_server_devices_online 2"] {
+        assert!(m.contains(name), "{name} not in metrics");
+    }
+    let (_, doc) = api.call("GET", "/openapi.json", None, None).await;
+    assert!(doc["paths"]["/v1/devices/{device}/validate"]["post"].is_object());
+    assert!(doc["paths"]["/v1/credentials/{credential}"]["delete"].is_object());
+    assert_eq!(api.call("GET", "/healthz", None, None).await.0, 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(ts(T0));
+    let server = start(dir.path(), clock.clone()).await;
+    let api = Api::new(server.url());
+    let w = world(&api).await;
+    let t = w.owner.clone();
+    let visitor = holder(&api, &t, "Vera", "visitor").await;
+    let v = api.ok("POST", "/v1/credentials", &t, Some(json!({
+        "holder": visitor, "name": "Visitor", "secret": {"kind": "qr"},
+        "schedule": {"type": "visitor", "repeat": "never", "start": "2026-03-23T09:00:00Z", "end": "2026-03-24T09:00:00Z", "each_door_count": 2},
+        "doors": [w.door_a]}))).await;
+    let token = v["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        api.validate(
+            w.phone_a,
+            &w.phone_a_secret,
+            json!({"type": "qr", "value": token})
+        )
+        .await["decision"],
+        "granted"
+    );
+    let (code, pin) = pin_code(
+        &api,
+        &t,
+        visitor,
+        json!([w.door_a, w.door_b]),
+        json!({"type": "permanent"}),
+    )
+    .await;
+    api.ok(
+        "PATCH",
+        "/v1/organizations/0",
+        &t,
+        Some(json!({"name": "Acme Homes"})),
+    )
+    .await;
+    api.ok(
+        "PUT",
+        &format!("/v1/devices/{}/guest-settings", w.lock_a),
+        &t,
+        Some(json!({"guest_can_open_remotely": true})),
+    )
+    .await;
+    server
+        .service
+        .set_status(
+            DeviceId(w.lock_a as u32),
+            &Status {
+                online: true,
+                battery_pct: Some(77),
+                firmware: None,
+                at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let before_codes = api
+        .ok("GET", &format!("/v1/devices/{}/codes", w.lock_a), &t, None)
+        .await;
+    server.stop().await;
+
+    let server = start(dir.path(), clock.clone()).await;
+    let api = Api::new(server.url());
+    // Tokens, secrets, names, settings, codes and use counts are back.
+    let org = api.ok("GET", "/v1/organizations/0", &t, None).await;
+    assert_eq!(org["organization"]["name"], "Acme Homes");
+    assert_eq!(
+        api.ok("POST", &format!("/v1/credentials/{code}/reveal"), &t, None)
+            .await["pin"],
+        pin.as_str()
+    );
+    assert_eq!(
+        api.ok("GET", &format!("/v1/devices/{}/codes", w.lock_a), &t, None)
+            .await,
+        before_codes
+    );
+    let lock = api
+        .ok("GET", &format!("/v1/devices/{}", w.lock_a), &t, None)
+        .await;
+    assert_eq!(lock["guest_settings"]["guest_can_open_remotely"], true);
+    assert_eq!(lock["battery_pct"], 77);
+    assert_eq!(
+        api.validate(
+            w.phone_a,
+            &w.phone_a_secret,
+            json!({"type": "pin", "value": pin})
+        )
+        .await["decision"],
+        "granted"
+    );
+    let r = api
+        .validate(
+            w.phone_a,
+            &w.phone_a_secret,
+            json!({"type": "qr", "value": token}),
+        )
+        .await;
+    assert_eq!(r["decision"], "granted", "one use was left: {r}");
+    let r = api
+        .validate(
+            w.phone_a,
+            &w.phone_a_secret,
+            json!({"type": "qr", "value": token}),
+        )
+        .await;
+    assert_eq!(
+        r["reason"], "uses_exhausted",
+        "the use before the restart counts: {r}"
+    );
+    server.service.flush().await.unwrap();
+    let log = api
+        .ok(
+            "GET",
+            &format!("/v1/devices/{}/activity?kind=access_granted", w.phone_a),
+            &t,
+            None,
+        )
+        .await;
+    assert_eq!(log.as_array().unwrap().len(), 3);
+    // New ids continue after the replayed ones.
+    let h = holder(&api, &t, "After", "guest").await;
+    assert_eq!(h, visitor + 1);
+    server.stop().await;
+}
+
+/// The roles of the matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Who {
+    Owner,
+    Admin,
+    DoorAdminA,
+    DoorAdminB,
+    NoRole,
+    OtherOwner,
+    NoToken,
+    BadToken,
+}
+
+const EVERYONE: [Who; 8] = [
+    Who::Owner,
+    Who::Admin,
+    Who::DoorAdminA,
+    Who::DoorAdminB,
+    Who::NoRole,
+    Who::OtherOwner,
+    Who::NoToken,
+    Who::BadToken,
+];
+
+/// Who may do it.
+#[derive(Clone, Copy, Debug)]
+enum Scope {
+    /// ManageOrganization.
+    Org,
+    /// ManageAccess with no doors (holders, stays): owner and admin.
+    AccessOrg,
+    /// ManageAccess / OpenDoor on door A.
+    DoorA,
+    /// Any signed-in user.
+    AnyUser,
+}
+
+fn allowed(scope: Scope, who: Who) -> bool {
+    match scope {
+        Scope::Org => who == Who::Owner,
+        Scope::AccessOrg => matches!(who, Who::Owner | Who::Admin),
+        Scope::DoorA => matches!(who, Who::Owner | Who::Admin | Who::DoorAdminA),
+        Scope::AnyUser => !matches!(who, Who::NoToken | Who::BadToken),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Clock::manual(ts(T0))).await;
+    let api = Api::new(server.url());
+    let w = world(&api).await;
+    let t = w.owner.clone();
+    let mut tokens = std::collections::HashMap::new();
+    for (who, role) in [
+        (Who::Admin, Some(json!({"role": "admin"}))),
+        (
+            Who::DoorAdminA,
+            Some(json!({"role": "door_admin", "doors": [w.door_a]})),
+        ),
+        (
+            Who::DoorAdminB,
+            Some(json!({"role": "door_admin", "doors": [w.door_b]})),
+        ),
+        (Who::NoRole, None),
+        (Who::OtherOwner, None),
+    ] {
+        let u = api
+            .ok(
+                "POST",
+                "/v1/users",
+                &t,
+                Some(json!({"name": format!("{who:?}"), "email": format!("{who:?}@example.com")})),
+            )
+            .await;
+        let user = id(&u, "user");
+        if let Some(role) = role {
+            api.ok(
+                "PUT",
+                &format!("/v1/organizations/0/members/{user}"),
+                &t,
+                Some(role),
+            )
+            .await;
+        }
+        tokens.insert(who, u["token"].as_str().unwrap().to_string());
+    }
+    api.ok(
+        "POST",
+        "/v1/organizations",
+        &tokens[&Who::OtherOwner],
+        Some(json!({"name": "Elsewhere"})),
+    )
+    .await;
+    tokens.insert(Who::Owner, t.clone());
+    tokens.insert(Who::BadToken, "u0.not-the-secret".to_string());
+    let guest = holder(&api, &t, "G", "guest").await;
+    let pin_issue = |door: u64| json!({"holder": guest, "name": "C", "secret": {"kind": "pin", "pin": {"type": "generate", "value": {"digits": 4}}}, "schedule": {"type": "permanent"}, "doors": [door]});
+
+    let mut listing_n = 0;
+    let mut failures = Vec::new();
+    let cases = [
+        "rename_org",
+        "set_member",
+        "remove_member",
+        "create_site",
+        "site_settings",
+        "create_building",
+        "create_floor",
+        "create_unit",
+        "create_door",
+        "create_device",
+        "link_listing",
+        "unlink_listing",
+        "guest_settings",
+        "create_holder",
+        "disable_holder",
+        "enable_holder",
+        "create_stay",
+        "check_in",
+        "check_out",
+        "issue_a",
+        "reveal",
+        "disable_code",
+        "enable_code",
+        "delete_code",
+        "change_pin",
+        "open_door",
+        "create_org",
+        "create_user",
+        "read_codes",
+        "read_activity",
+    ];
+    for case in cases {
+        for who in EVERYONE {
+            // Fresh targets for each call, made by the owner.
+            let (method, path, body, scope): (&str, String, Option<Value>, Scope) = match case {
+                "rename_org" => (
+                    "PATCH",
+                    "/v1/organizations/0".into(),
+                    Some(json!({"name": "Acme"})),
+                    Scope::Org,
+                ),
+                "set_member" | "remove_member" => {
+                    let u = id(
+                        &api.ok(
+                            "POST",
+                            "/v1/users",
+                            &t,
+                            Some(json!({"name": "X", "email": "x@example.com"})),
+                        )
+                        .await,
+                        "user",
+                    );
+                    if case == "set_member" {
+                        (
+                            "PUT",
+                            format!("/v1/organizations/0/members/{u}"),
+                            Some(json!({"role": "admin"})),
+                            Scope::Org,
+                        )
+                    } else {
+                        api.ok(
+                            "PUT",
+                            &format!("/v1/organizations/0/members/{u}"),
+                            &t,
+                            Some(json!({"role": "admin"})),
+                        )
+                        .await;
+                        (
+                            "DELETE",
+                            format!("/v1/organizations/0/members/{u}"),
+                            None,
+                            Scope::Org,
+                        )
+                    }
+                }
+                "create_site" => (
+                    "POST",
+                    "/v1/organizations/0/sites".into(),
+                    Some(json!({"name": "S", "time_zone": "UTC"})),
+                    Scope::Org,
+                ),
+                "site_settings" => (
+                    "PUT",
+                    format!("/v1/sites/{}/settings", w.site),
+                    Some(json!({"six_digit_pins": true, "custom_pins": true})),
+                    Scope::Org,
+                ),
+                "create_building" => (
+                    "POST",
+                    format!("/v1/sites/{}/buildings", w.site),
+                    Some(json!({"name": "B"})),
+                    Scope::Org,
+                ),
+                "create_floor" => (
+                    "POST",
+                    "/v1/buildings/0/floors".into(),
+                    Some(json!({"number": 1})),
+                    Scope::Org,
+                ),
+                "create_unit" => (
+                    "POST",
+                    format!("/v1/floors/{}/units", w.floor),
+                    Some(json!({"name": "U"})),
+                    Scope::Org,
+                ),
+                "create_door" => (
+                    "POST",
+                    format!("/v1/sites/{}/doors", w.site),
+                    Some(json!({"name": "D"})),
+                    Scope::Org,
+                ),
+                "create_device" => (
+                    "POST",
+                    format!("/v1/doors/{}/devices", w.door_a),
+                    Some(json!({"kind": "door_sensor", "name": "S"})),
+                    Scope::Org,
+                ),
+                "link_listing" => (
+                    "POST",
+                    format!("/v1/devices/{}/listings", w.lock_a),
+                    Some(json!({"listing": "L"})),
+                    Scope::Org,
+                ),
+                "unlink_listing" => {
+                    listing_n += 1;
+                    api.ok(
+                        "POST",
+                        &format!("/v1/devices/{}/listings", w.lock_a),
+                        &t,
+                        Some(json!({"listing": format!("L{listing_n}")})),
+                    )
+                    .await;
+                    (
+                        "DELETE",
+                        format!("/v1/devices/{}/listings/L{listing_n}", w.lock_a),
+                        None,
+                        Scope::Org,
+                    )
+                }
+                "guest_settings" => (
+                    "PUT",
+                    format!("/v1/devices/{}/guest-settings", w.lock_a),
+                    Some(json!({"guest_can_open_remotely": false})),
+                    Scope::DoorA,
+                ),
+                "create_holder" => (
+                    "POST",
+                    "/v1/organizations/0/holders".into(),
+                    Some(json!({"name": "H", "kind": "guest"})),
+                    Scope::AccessOrg,
+                ),
+                "disable_holder" => (
+                    "POST",
+                    format!("/v1/holders/{guest}/disable"),
+                    None,
+                    Scope::AccessOrg,
+                ),
+                "enable_holder" => (
+                    "POST",
+                    format!("/v1/holders/{guest}/enable"),
+                    None,
+                    Scope::AccessOrg,
+                ),
+                "create_stay" => (
+                    "POST",
+                    format!("/v1/holders/{guest}/stays"),
+                    Some(
+                        json!({"check_in_at": "2026-04-01T15:00:00Z", "check_out_at": "2026-04-02T10:00:00Z"}),
+                    ),
+                    Scope::AccessOrg,
+                ),
+                "check_in" | "check_out" => {
+                    let s = id(&api.ok("POST", &format!("/v1/holders/{guest}/stays"), &t, Some(json!({"check_in_at": "2026-04-01T15:00:00Z", "check_out_at": "2026-04-02T10:00:00Z"}))).await, "stay");
+                    (
+                        "POST",
+                        format!(
+                            "/v1/stays/{s}/{}",
+                            if case == "check_in" {
+                                "check-in"
+                            } else {
+                                "check-out"
+                            }
+                        ),
+                        None,
+                        Scope::AccessOrg,
+                    )
+                }
+                "issue_a" => (
+                    "POST",
+                    "/v1/credentials".into(),
+                    Some(pin_issue(w.door_a)),
+                    Scope::DoorA,
+                ),
+                "reveal" | "disable_code" | "enable_code" | "delete_code" | "change_pin" => {
+                    let c = id(
+                        &api.ok("POST", "/v1/credentials", &t, Some(pin_issue(w.door_a)))
+                            .await,
+                        "credential",
+                    );
+                    match case {
+                        "reveal" => (
+                            "POST",
+                            format!("/v1/credentials/{c}/reveal"),
+                            None,
+                            Scope::DoorA,
+                        ),
+                        "disable_code" => (
+                            "POST",
+                            format!("/v1/credentials/{c}/disable"),
+                            None,
+                            Scope::DoorA,
+                        ),
+                        "enable_code" => (
+                            "POST",
+                            format!("/v1/credentials/{c}/enable"),
+                            None,
+                            Scope::DoorA,
+                        ),
+                        "delete_code" => {
+                            ("DELETE", format!("/v1/credentials/{c}"), None, Scope::DoorA)
+                        }
+                        _ => (
+                            "PUT",
+                            format!("/v1/credentials/{c}/pin"),
+                            Some(json!({"pin": {"type": "generate", "value": {"digits": 4}}})),
+                            Scope::DoorA,
+                        ),
+                    }
+                }
+                "open_door" => (
+                    "POST",
+                    format!("/v1/devices/{}/open", w.lock_a),
+                    None,
+                    Scope::DoorA,
+                ),
+                "create_org" => (
+                    "POST",
+                    "/v1/organizations".into(),
+                    Some(json!({"name": "Mine"})),
+                    Scope::AnyUser,
+                ),
+                "create_user" => (
+                    "POST",
+                    "/v1/users".into(),
+                    Some(json!({"name": "N", "email": "n@example.com"})),
+                    Scope::AnyUser,
+                ),
+                // Reads: any member of the organization.
+                "read_codes" => (
+                    "GET",
+                    format!("/v1/devices/{}/codes", w.lock_a),
+                    None,
+                    Scope::AccessOrg,
+                ),
+                "read_activity" => (
+                    "GET",
+                    format!("/v1/devices/{}/activity", w.lock_a),
+                    None,
+                    Scope::AccessOrg,
+                ),
+                other => unreachable!("{other}"),
+            };
+            let member_read =
+                case.starts_with("read_") && matches!(who, Who::DoorAdminA | Who::DoorAdminB);
+            let want = match who {
+                Who::NoToken | Who::BadToken => 401,
+                _ if allowed(scope, who) || member_read => 200,
+                _ => 403,
+            };
+            let token = tokens.get(&who).map(String::as_str);
+            let (status, body) = api.call(method, &path, token, body).await;
+            let got = if (200..300).contains(&status) {
+                200
+            } else {
+                status
+            };
+            if got != want {
+                failures.push(format!(
+                    "{case} as {who:?}: want {want}, got {status} {body}"
+                ));
+            }
+            if status >= 400 {
+                assert!(
+                    body["field"].is_string() && body["rule"].is_string(),
+                    "{case} {who:?}: {body}"
+                );
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // A device speaks only for itself: phone B's secret cannot validate as phone A.
+    let (s, _) = api
+        .call(
+            "POST",
+            &format!("/v1/devices/{}/validate", w.phone_a),
+            Some(&w.phone_b_secret),
+            Some(json!({"id": 1, "credential": {"type": "pin", "value": "1234"}})),
+        )
+        .await;
+    assert_eq!(s, 401);
+    // A user token is not a device secret.
+    let (s, _) = api
+        .call(
+            "POST",
+            &format!("/v1/devices/{}/validate", w.phone_a),
+            Some(&t),
+            Some(json!({"id": 1, "credential": {"type": "pin", "value": "1234"}})),
+        )
+        .await;
+    assert_eq!(s, 401);
+    // Bootstrap works once.
+    let (s, e) = api
+        .call(
+            "POST",
+            "/v1/bootstrap",
+            None,
+            Some(json!({"name": "Eve", "email": "eve@example.com", "organization": "Mine"})),
+        )
+        .await;
+    assert_eq!((s, e["field"].as_str()), (409, Some("bootstrap")));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_4xx_naming_the_field_and_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Clock::manual(ts(T0))).await;
+    let api = Api::new(server.url());
+    let w = world(&api).await;
+    let t = w.owner.as_str();
+    let guest = holder(&api, t, "G", "guest").await;
+    let issue = |secret: Value, schedule: Value, doors: Value| json!({"holder": guest, "name": "C", "secret": secret, "schedule": schedule, "doors": doors});
+    let gen = json!({"kind": "pin", "pin": {"type": "generate", "value": {"digits": 4}}});
+    let perm = json!({"type": "permanent"});
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(70 * 1024));
+    let validate = format!("/v1/devices/{}/validate", w.phone_a);
+    // (method, path, raw body, content type, want status, want field)
+    let cases: Vec<(&str, String, String, &str, u16, &str)> = vec![
+        ("POST", "/v1/credentials".into(), "{".into(), "application/json", 400, "body"),
+        ("POST", "/v1/credentials".into(), "[]".into(), "application/json", 422, "body"),
+        ("POST", "/v1/credentials".into(), issue(gen.clone(), perm.clone(), json!([w.door_a])).to_string().replace("\"holder\"", "\"holdr\""), "application/json", 422, "holdr"),
+        ("POST", "/v1/credentials".into(), issue(gen.clone(), perm.clone(), json!(["a"])).to_string(), "application/json", 422, "doors[0]"),
+        ("POST", "/v1/credentials".into(), issue(json!({"kind": "pin", "pin": {"type": "generate", "value": {"digits": 300}}}), perm.clone(), json!([w.door_a])).to_string(), "application/json", 422, "secret"),
+        ("POST", "/v1/credentials".into(), issue(json!({"kind": "pin", "pin": {"type": "generate", "value": {"digits": 5}}}), perm.clone(), json!([w.door_a])).to_string(), "application/json", 422, "pin"),
+        ("POST", "/v1/credentials".into(), issue(json!({"kind": "pin", "pin": {"type": "manual", "value": "12ab"}}), perm.clone(), json!([w.door_a])).to_string(), "application/json", 422, "pin"),
+        ("POST", "/v1/credentials".into(), issue(json!({"kind": "pin", "pin": {"type": "resolved", "value": {"pin": "1357", "origin": "manual"}}}), perm.clone(), json!([w.door_a])).to_string(), "application/json", 422, "pin"),
+        ("POST", "/v1/credentials".into(), issue(gen.clone(), perm.clone(), json!([9999])).to_string(), "application/json", 404, "door"),
+        ("POST", "/v1/credentials".into(), issue(gen.clone(), json!({"type": "temporary", "start": "2026-03-24T00:00:00Z", "end": "2026-03-23T00:00:00Z"}), json!([w.door_a])).to_string(), "application/json", 422, "schedule"),
+        ("POST", "/v1/credentials".into(), issue(gen.clone(), json!({"type": "recurring", "days": ["someday"], "window": {"start": "08:00:00", "end": "10:00:00"}}), json!([w.door_a])).to_string(), "application/json", 422, "schedule"),
+        ("POST", "/v1/credentials".into(), issue(gen.clone(), json!({"type": "visitor", "repeat": "daily", "start": "2026-03-23T00:00:00Z", "end": "2026-03-24T00:00:00Z", "each_door_count": 2}), json!([w.door_a])).to_string(), "application/json", 422, "schedule"),
+        ("POST", "/v1/credentials".into(), issue(gen.clone(), perm.clone(), json!([w.door_a])).to_string(), "text/plain", 415, "content-type"),
+        ("POST", "/v1/organizations/0/holders".into(), json!({"name": "H", "kind": "alien"}).to_string(), "application/json", 422, "kind"),
+        ("POST", "/v1/organizations/0/holders".into(), json!({"name": "", "kind": "guest"}).to_string(), "application/json", 422, "name"),
+        ("POST", "/v1/organizations/0/sites".into(), json!({"name": "S", "time_zone": "Mars/Olympus"}).to_string(), "application/json", 422, "time_zone"),
+        ("POST", "/v1/organizations/0/sites".into(), json!({"name": "S", "time_zone": "UTC", "settings": {"lockout": {"max_wrong": 0, "window_s": 60, "lockout_s": 60}}}).to_string(), "application/json", 422, "settings.lockout"),
+        ("POST", "/v1/organizations/0/sites".into(), big.clone(), "application/json", 413, "body"),
+        ("POST", "/v1/buildings/0/floors".into(), json!({"number": 70000}).to_string(), "application/json", 422, "number"),
+        ("POST", "/v1/organizations/abc/holders".into(), json!({"name": "H", "kind": "guest"}).to_string(), "application/json", 400, "path"),
+        ("POST", "/v1/holders/999/stays".into(), json!({"check_in_at": "2026-04-01T00:00:00Z", "check_out_at": "2026-04-02T00:00:00Z"}).to_string(), "application/json", 404, "holder"),
+        ("POST", format!("/v1/holders/{guest}/stays"), json!({"check_in_at": "2026-04-02T00:00:00Z", "check_out_at": "2026-04-01T00:00:00Z"}).to_string(), "application/json", 422, "check_out_at"),
+        ("POST", format!("/v1/holders/{guest}/stays"), json!({"check_in_at": "yesterday", "check_out_at": "2026-04-01T00:00:00Z"}).to_string(), "application/json", 422, "check_in_at"),
+        ("PUT", "/v1/organizations/0/members/0".into(), json!({"role": "door_admin", "doors": []}).to_string(), "application/json", 422, "doors"),
+        ("PUT", "/v1/organizations/0/members/0".into(), json!({"role": "emperor"}).to_string(), "application/json", 422, "role"),
+        ("GET", format!("/v1/devices/{}/activity?limit=0", w.lock_a), String::new(), "application/json", 400, "limit"),
+        ("GET", format!("/v1/devices/{}/activity?from=notatime", w.lock_a), String::new(), "application/json", 400, "from"),
+        ("GET", format!("/v1/devices/{}/activity?kind=DROP%20TABLE", w.lock_a), String::new(), "application/json", 400, "kind"),
+        ("GET", format!("/v1/devices/{}/health?window_s=0", w.lock_a), String::new(), "application/json", 400, "window_s"),
+        ("GET", "/v1/devices/4242/codes".into(), String::new(), "application/json", 404, "device"),
+        ("GET", "/v1/nowhere".into(), String::new(), "application/json", 404, "path"),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, body, ct, want, field) in &cases {
+        let (s, v) = api
+            .raw(method, path, Some(t), ct, body.clone().into_bytes())
+            .await;
+        if s != *want || v["field"] != *field || !v["rule"].is_string() {
+            failures.push(format!("{method} {path}: want {want} {field}, got {s} {v}"));
+        }
+    }
+    // The device endpoint: malformed bodies are 4xx too; a malformed
+    // credential is an answer with decision "error".
+    let sec = w.phone_a_secret.as_str();
+    for (body, want, field) in [
+        ("{\"id\": 1}", 422, "credential"),
+        (
+            "{\"id\": 1, \"credential\": {\"type\": \"pin\", \"value\": \"1\"}, \"extra\": 1}",
+            422,
+            "extra",
+        ),
+        (
+            "{\"id\": -1, \"credential\": {\"type\": \"pin\", \"value\": \"1\"}}",
+            422,
+            "id",
+        ),
+        ("nope", 400, "body"),
+    ] {
+        let (s, v) = api
+            .raw(
+                "POST",
+                &validate,
+                Some(sec),
+                "application/json",
+                body.as_bytes().to_vec(),
+            )
+            .await;
+        if s != want || v["field"] != field {
+            failures.push(format!("validate {body}: want {want} {field}, got {s} {v}"));
+        }
+    }
+    let r = api
+        .validate(w.phone_a, sec, json!({"type": "pin", "value": "12ab"}))
+        .await;
+    assert_eq!(r["decision"], "error");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    server.stop().await;
+}
