@@ -73,9 +73,15 @@ pub struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
-    /// Registers the metrics in `registry`. Registering twice in one
-    /// registry fails, so two gateways in one process need two registries.
-    pub fn new(registry: &Registry) -> Result<GatewayMetrics, prometheus::Error> {
+    /// Registers the metrics in `registry`. `dropped` is a
+    /// `gateway_dropped_total{reason}` vector already registered there (the
+    /// server's `Metrics` has one); `None` registers a new one. Registering
+    /// twice in one registry fails, so two gateways in one process need two
+    /// registries.
+    pub fn new(
+        registry: &Registry,
+        dropped: Option<IntCounterVec>,
+    ) -> Result<GatewayMetrics, prometheus::Error> {
         let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
             let c = IntCounter::new(name, help)?;
             registry.register(Box::new(c.clone()))?;
@@ -92,11 +98,14 @@ impl GatewayMetrics {
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
-        let dropped = vec(
-            "gateway_dropped_total",
-            "Device messages dropped, by reason",
-            "reason",
-        )?;
+        let dropped = match dropped {
+            Some(d) => d,
+            None => vec(
+                "gateway_dropped_total",
+                "Device messages dropped, by reason",
+                "reason",
+            )?,
+        };
         let received = vec(
             "gateway_received_total",
             "Device messages received, by channel",

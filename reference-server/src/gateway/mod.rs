@@ -24,6 +24,7 @@
 mod backend;
 mod commands;
 mod metrics;
+mod serve;
 mod sync;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use tokio::task::JoinHandle;
 pub use backend::{fail_all, Backend, BackendError};
 pub use commands::Commander;
 pub use metrics::{DropReason, GatewayMetrics};
+pub use serve::{serve, BrokerChoice, MqttRunning, ServeError, ENGINE_USER};
 pub use sync::SyncConfig;
 
 use crate::domain::{DeviceId, SiteId};
@@ -254,14 +256,13 @@ struct Inbound {
 pub fn start<B: Backend>(
     backend: Arc<B>,
     cfg: GatewayConfig,
-    registry: &prometheus::Registry,
+    metrics: GatewayMetrics,
 ) -> Result<GatewayHandle, GatewayError> {
     if cfg.connections == 0 || cfg.max_in_flight == 0 || cfg.request_capacity == 0 {
         return Err(GatewayError::Config(
             "connections, max_in_flight and request_capacity must be at least 1",
         ));
     }
-    let metrics = GatewayMetrics::new(registry)?;
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(cfg.max_in_flight);
     let (ready_tx, ready_rx) = watch::channel(0usize);
     let ready_tx = Arc::new(ready_tx);

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fixture;
+pub mod scenarios;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -325,19 +326,21 @@ impl Mosquitto {
                  max_queued_messages 10000\n\
                  message_size_limit 65536\n\
                  persistence false\n\
-                 log_dest file {}\n\
+                 log_dest stderr\n\
                  log_type all\n",
                 passwd.display(),
                 acl.display(),
-                log.display()
             ),
         )
         .expect("write mosquitto.conf");
+        // The log goes to stderr, into a file we own: Mosquitto started as
+        // root drops to its own user and could not write into our temp dir.
+        let log_file = std::fs::File::create(&log).expect("create the log file");
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file)
             .spawn()
             .expect("start mosquitto");
         let m = Mosquitto {
