@@ -28,7 +28,9 @@ use parking_lot::Mutex;
 use reference_server::domain::*;
 use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec};
 use reference_server::gateway::{self, BrokerChoice};
-use reference_server::protocol::{self, AuthRequest, AuthResponse, Channel, Verdict, WireCredential};
+use reference_server::protocol::{
+    self, AuthRequest, AuthResponse, Channel, Verdict, WireCredential,
+};
 use reference_server::service::{Clock, Service};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::time::Instant;
@@ -235,7 +237,9 @@ fn start_mosquitto(
     if !st.success() {
         bail!("mosquitto_passwd -U failed");
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let acl = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/mosquitto/acl");
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
@@ -314,7 +318,10 @@ async fn run_load(
             protocol::topic("fleet", site, *id, Channel::SyncAck),
             ready_tx,
         ));
-        clients.push((client, protocol::topic("fleet", site, *id, Channel::AuthReq)));
+        clients.push((
+            client,
+            protocol::topic("fleet", site, *id, Channel::AuthReq),
+        ));
     }
     for r in connected {
         tokio::time::timeout(Duration::from_secs(60), r)
@@ -339,7 +346,11 @@ async fn run_load(
             .await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    eprintln!("{} devices online; load {} checks/s", devices.len(), args.rate);
+    eprintln!(
+        "{} devices online; load {} checks/s",
+        devices.len(),
+        args.rate
+    );
 
     let start = Instant::now() + Duration::from_millis(100);
     // `start` is fixed before the first send, so every device computes the
