@@ -136,7 +136,6 @@ async fn provision(
     let owner = Actor::User(boot.user);
     let made = |cmd| {
         let s = service.clone();
-        let owner = owner.clone();
         async move { s.apply(&owner, cmd).await.map(|a| a.outcome) }
     };
     let Outcome::Site(site) = made(Command::CreateSite {
@@ -181,7 +180,6 @@ async fn provision(
     }
     let made_devices = futures::future::join_all((0..n).map(|i| {
         let s = service.clone();
-        let owner = owner.clone();
         let door = doors[(i / 50) as usize];
         async move {
             s.create_device(
