@@ -400,17 +400,17 @@ pub struct Event {
 pub enum WireSecret {
     Pin(String),
     Card(String),
-    /// A QR or BLE credential: the lock checks the signed token itself and
-    /// stores only the token version it must accept (older ones are void).
-    Token(u32),
 }
 
 impl WireSecret {
-    pub fn from_secret(secret: &Secret) -> WireSecret {
+    /// What the lock stores for `secret`; `None` for a QR or BLE
+    /// credential, which the lock checks by the token's signature and does
+    /// not store in protocol version 1.
+    pub fn from_secret(secret: &Secret) -> Option<WireSecret> {
         match secret {
-            Secret::Pin(pin) => WireSecret::Pin(pin.reveal()),
-            Secret::Card(n) => WireSecret::Card(n.to_string()),
-            Secret::Token { version } => WireSecret::Token(*version),
+            Secret::Pin(pin) => Some(WireSecret::Pin(pin.reveal())),
+            Secret::Card(n) => Some(WireSecret::Card(n.to_string())),
+            Secret::Token { .. } => None,
         }
     }
 }
@@ -442,14 +442,17 @@ pub struct SyncPush {
 impl SyncPush {
     /// The messages that carry `batch`, each within `MAX_SYNC_CODES` codes
     /// (and so well within `MAX_PAYLOAD_BYTES`); all share the batch's
-    /// version. An empty batch gives no message.
+    /// version. Codes with nothing to store (QR, BLE) are left out; a batch
+    /// with nothing to send gives no message.
     pub fn from_batch(batch: &SyncBatch) -> Vec<SyncPush> {
         let codes: Vec<SyncCode> = batch
             .set
             .iter()
-            .map(|(credential, secret)| SyncCode {
-                credential: *credential,
-                secret: WireSecret::from_secret(secret),
+            .filter_map(|(credential, secret)| {
+                Some(SyncCode {
+                    credential: *credential,
+                    secret: WireSecret::from_secret(secret)?,
+                })
             })
             .collect();
         let mut pushes: Vec<SyncPush> = codes
@@ -590,6 +593,31 @@ mod tests {
         assert!(letters.to_presented().is_err());
         let card = WireCredential::Card("-1".into());
         assert!(card.to_presented().is_err());
+    }
+
+    #[test]
+    fn sync_batches_split_and_skip_tokens() {
+        let batch = SyncBatch {
+            version: 9,
+            set: (0..MAX_SYNC_CODES as u32 + 1)
+                .map(|i| (CredentialId(i), Secret::Card(u64::from(i))))
+                .chain([(CredentialId(999), Secret::Token { version: 1 })])
+                .collect(),
+            remove: vec![CredentialId(500)],
+        };
+        let pushes = SyncPush::from_batch(&batch);
+        assert_eq!(pushes.len(), 3);
+        assert!(pushes.iter().all(|p| p.version == 9));
+        assert_eq!(pushes[0].set.len(), MAX_SYNC_CODES);
+        assert_eq!(pushes[1].set.len(), 1);
+        assert_eq!(pushes[2].remove, vec![CredentialId(500)]);
+        assert!(pushes
+            .iter()
+            .all(|p| p.credentials().all(|c| c != CredentialId(999))));
+        for p in &pushes {
+            assert!(encode(p).len() <= MAX_PAYLOAD_BYTES);
+        }
+        assert!(SyncPush::from_batch(&SyncBatch::default()).is_empty());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::backend::{fail_all, Backend};
 use super::metrics::DropReason;
 use super::Shared;
 use crate::domain::{CredentialId, DeviceId, SiteId, SyncFailure};
+use crate::engine::SyncResult;
 use crate::protocol::{self, Channel, SyncAckMsg, SyncPush};
 
 /// How sync retries are paced.
@@ -205,7 +206,26 @@ impl<B: Backend> Syncer<B> {
             tracing::warn!(%device, error = %e, "cannot record a sync as sent");
             return;
         }
+        // QR and BLE credentials have nothing to store on the lock (it
+        // checks the signed token): confirm them as sent.
+        let tokens: Vec<SyncResult> = batch
+            .set
+            .iter()
+            .filter(|(_, secret)| protocol::WireSecret::from_secret(secret).is_none())
+            .map(|(credential, _)| SyncResult {
+                credential: *credential,
+                failure: None,
+            })
+            .collect();
+        if !tokens.is_empty() {
+            if let Err(e) = self.shared.backend.sync_ack(device, tokens).await {
+                tracing::warn!(%device, error = %e, "cannot confirm token credentials");
+            }
+        }
         let pushes = SyncPush::from_batch(&batch);
+        if pushes.is_empty() {
+            return;
+        }
         let waiting = pushes.iter().flat_map(|p| p.credentials()).collect();
         let f = InFlight {
             site,
