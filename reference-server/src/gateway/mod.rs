@@ -48,6 +48,9 @@ use crate::protocol::{
 };
 use sync::{SyncInput, Syncer};
 
+/// Status changes and sync acks waiting for the syncer.
+const SYNC_QUEUE: usize = 65_536;
+
 /// Where the broker is: `mqtt://[user[:password]@]host:port`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
@@ -315,7 +318,10 @@ pub fn start<B: Backend>(
         shared.clone() as Arc<dyn commands::CommandOut>,
         cfg.command_timeout,
     ));
-    let (sync_tx, sync_rx) = mpsc::channel(cfg.max_in_flight);
+    // Roomy: a fleet reconnecting at once sends one status per device, and
+    // a full queue would hold up the dispatcher (and so every check) until
+    // the syncer's durable writes catch up.
+    let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE);
     let syncer = Syncer::new(shared.clone(), cfg.sync);
     tasks.push(tokio::spawn(syncer.run(sync_rx, backend.sync_changes())));
     tasks.push(tokio::spawn(dispatch(
@@ -489,12 +495,16 @@ async fn dispatch<B: Backend>(
                 } else {
                     SyncInput::Offline(device)
                 };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     if let Err(e) = shared.backend.set_status(device, &status).await {
                         shared.metrics.drop(DropReason::Rejected);
                         tracing::warn!(%device, error = %e, "status not recorded");
                     }
+                    drop(permit);
                 });
                 if sync.send(input).await.is_err() {
                     return;
