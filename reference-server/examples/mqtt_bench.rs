@@ -105,7 +105,23 @@ fn main() -> anyhow::Result<()> {
         args.broker, mqtt.device_url, args.devices
     );
     let mosquitto_pid = mosquitto.as_ref().map(|c| c.id());
-    let result = device_rt.block_on(run_load(&args, port, site, &devices, mosquitto_pid));
+    let svc = service.clone();
+    // Checks start once every lock has confirmed the code: a check at a lock
+    // still syncing is (rightly) denied and would skew the figures.
+    let all_set = move || {
+        let e = svc.engine();
+        e.credentials()
+            .iter()
+            .all(|c| c.placements.iter().all(|p| p.state == SyncState::Set))
+    };
+    let result = device_rt.block_on(run_load(
+        &args,
+        port,
+        site,
+        &devices,
+        mosquitto_pid,
+        all_set,
+    ));
     let report = result?;
     report.print(&args);
     if let Some(mut c) = mosquitto {
@@ -290,6 +306,7 @@ async fn run_load(
     site: SiteId,
     devices: &[(DeviceId, String)],
     mosquitto_pid: Option<u32>,
+    all_set: impl Fn() -> bool,
 ) -> anyhow::Result<Report> {
     let interval_ns = 1_000_000_000 / args.rate;
     let warmup = args.warmup_s * args.rate;
@@ -343,10 +360,17 @@ async fn run_load(
             )
             .await?;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let synced = Instant::now();
+    while !all_set() {
+        if synced.elapsed() > Duration::from_secs(120) {
+            bail!("the devices did not confirm the code within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     eprintln!(
-        "{} devices online; load {} checks/s",
+        "{} devices online, code set on all after {:.1}s; load {} checks/s",
         devices.len(),
+        synced.elapsed().as_secs_f64(),
         args.rate
     );
 
@@ -467,7 +491,9 @@ async fn device_loop(
                 s.hist.lock().saturating_record(latency_us.max(1));
                 s.answered.fetch_add(1, Ordering::Relaxed);
                 if resp.decision != Verdict::Granted {
-                    s.not_granted.fetch_add(1, Ordering::Relaxed);
+                    if s.not_granted.fetch_add(1, Ordering::Relaxed) == 0 {
+                        eprintln!("first answer not granted: {resp:?}");
+                    }
                 }
             }
             Ok(_) => {}
