@@ -490,10 +490,10 @@ async fn device_loop(
                 let latency_us = now.saturating_duration_since(intended).as_micros() as u64;
                 s.hist.lock().saturating_record(latency_us.max(1));
                 s.answered.fetch_add(1, Ordering::Relaxed);
-                if resp.decision != Verdict::Granted {
-                    if s.not_granted.fetch_add(1, Ordering::Relaxed) == 0 {
-                        eprintln!("first answer not granted: {resp:?}");
-                    }
+                if resp.decision != Verdict::Granted
+                    && s.not_granted.fetch_add(1, Ordering::Relaxed) == 0
+                {
+                    eprintln!("first answer not granted: {resp:?}");
                 }
             }
             Ok(_) => {}
