@@ -23,6 +23,9 @@
 //! - [`server`]: `run(config, shutdown)`: the binary and the tests start it.
 //! - [`activity`], [`health`], [`metrics`], [`auth`]: the activity log's
 //!   entries, device uptime and battery, the Prometheus registry, secrets.
+//! - [`gateway`]: the MQTT device gateway (checks, events, status, sync,
+//!   remote commands) over any broker.
+//! - [`broker`]: the embedded MQTT broker (rumqttd) for a self-contained run.
 //!
 //! A credential check: `Engine::validate` looks the device up by dense id,
 //! checks the keypad lockout, finds the credential (PIN: `(door, pin)` hash
@@ -32,9 +35,11 @@
 pub mod activity;
 pub mod api;
 pub mod auth;
+pub mod broker;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod gateway;
 pub mod health;
 pub mod metrics;
 pub mod protocol;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
+use reference_server::gateway::{self, BrokerChoice, BrokerUrl};
 use reference_server::server::{self, Config};
 
 /// The reference access engine: admin HTTP API, HTTP device validation,
@@ -21,6 +22,14 @@ struct Args {
     /// HTTP worker threads (default: one per CPU).
     #[arg(long)]
     http_workers: Option<usize>,
+    /// An external MQTT broker for the device gateway,
+    /// `mqtt://engine:PASSWORD@host:port` (Mosquitto: docs/mosquitto/).
+    /// Default: start the embedded broker.
+    #[arg(long)]
+    broker: Option<BrokerUrl>,
+    /// Where the embedded broker listens (ignored with --broker).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mqtt_listen: SocketAddr,
 }
 
 async fn shutdown_signal() {
@@ -62,6 +71,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let server = server::run(config, shutdown_signal()).await?;
     println!("listening on {}", server.url());
+    let choice = match args.broker {
+        Some(url) => BrokerChoice::External(url),
+        None => BrokerChoice::Embedded {
+            listen: args.mqtt_listen,
+        },
+    };
+    let mqtt = gateway::serve(server.service.clone(), choice, |_| {}).await?;
+    println!("devices connect to {}", mqtt.device_url);
     server.wait().await;
     Ok(())
 }

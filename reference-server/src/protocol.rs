@@ -10,11 +10,12 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::Secret;
 use crate::domain::{
     CredentialId, CredentialKind, Decision, DenyReason, DeviceId, FloorId, HolderId, Origin, Pin,
     SiteId, SyncFailure,
 };
-use crate::engine::Presented;
+use crate::engine::{Presented, SyncBatch, SyncResult};
 
 /// Bumped on any incompatible change to topics or payloads.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -401,6 +402,19 @@ pub enum WireSecret {
     Card(String),
 }
 
+impl WireSecret {
+    /// What the lock stores for `secret`; `None` for a QR or BLE
+    /// credential, which the lock checks by the token's signature and does
+    /// not store in protocol version 1.
+    pub fn from_secret(secret: &Secret) -> Option<WireSecret> {
+        match secret {
+            Secret::Pin(pin) => Some(WireSecret::Pin(pin.reveal())),
+            Secret::Card(n) => Some(WireSecret::Card(n.to_string())),
+            Secret::Token { .. } => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for WireSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("WireSecret(redacted)")
@@ -425,6 +439,47 @@ pub struct SyncPush {
     pub remove: Vec<CredentialId>,
 }
 
+impl SyncPush {
+    /// The messages that carry `batch`, each within `MAX_SYNC_CODES` codes
+    /// (and so well within `MAX_PAYLOAD_BYTES`); all share the batch's
+    /// version. Codes with nothing to store (QR, BLE) are left out; a batch
+    /// with nothing to send gives no message.
+    pub fn from_batch(batch: &SyncBatch) -> Vec<SyncPush> {
+        let codes: Vec<SyncCode> = batch
+            .set
+            .iter()
+            .filter_map(|(credential, secret)| {
+                Some(SyncCode {
+                    credential: *credential,
+                    secret: WireSecret::from_secret(secret)?,
+                })
+            })
+            .collect();
+        let mut pushes: Vec<SyncPush> = codes
+            .chunks(MAX_SYNC_CODES)
+            .map(|chunk| SyncPush {
+                version: batch.version,
+                set: chunk.to_vec(),
+                remove: Vec::new(),
+            })
+            .collect();
+        pushes.extend(batch.remove.chunks(MAX_SYNC_CODES).map(|chunk| SyncPush {
+            version: batch.version,
+            set: Vec::new(),
+            remove: chunk.to_vec(),
+        }));
+        pushes
+    }
+
+    /// Every credential the message names.
+    pub fn credentials(&self) -> impl Iterator<Item = CredentialId> + '_ {
+        self.set
+            .iter()
+            .map(|c| c.credential)
+            .chain(self.remove.iter().copied())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncItemResult {
@@ -439,6 +494,19 @@ pub struct SyncItemResult {
 pub struct SyncAckMsg {
     pub version: u64,
     pub results: Vec<SyncItemResult>,
+}
+
+impl SyncAckMsg {
+    /// The engine's form of the results.
+    pub fn engine_results(&self) -> Vec<SyncResult> {
+        self.results
+            .iter()
+            .map(|r| SyncResult {
+                credential: r.credential,
+                failure: r.failure,
+            })
+            .collect()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -525,6 +593,31 @@ mod tests {
         assert!(letters.to_presented().is_err());
         let card = WireCredential::Card("-1".into());
         assert!(card.to_presented().is_err());
+    }
+
+    #[test]
+    fn sync_batches_split_and_skip_tokens() {
+        let batch = SyncBatch {
+            version: 9,
+            set: (0..MAX_SYNC_CODES as u32 + 1)
+                .map(|i| (CredentialId(i), Secret::Card(u64::from(i))))
+                .chain([(CredentialId(999), Secret::Token { version: 1 })])
+                .collect(),
+            remove: vec![CredentialId(500)],
+        };
+        let pushes = SyncPush::from_batch(&batch);
+        assert_eq!(pushes.len(), 3);
+        assert!(pushes.iter().all(|p| p.version == 9));
+        assert_eq!(pushes[0].set.len(), MAX_SYNC_CODES);
+        assert_eq!(pushes[1].set.len(), 1);
+        assert_eq!(pushes[2].remove, vec![CredentialId(500)]);
+        assert!(pushes
+            .iter()
+            .all(|p| p.credentials().all(|c| c != CredentialId(999))));
+        for p in &pushes {
+            assert!(encode(p).len() <= MAX_PAYLOAD_BYTES);
+        }
+        assert!(SyncPush::from_batch(&SyncBatch::default()).is_empty());
     }
 
     #[test]

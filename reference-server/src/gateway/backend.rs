@@ -1,0 +1,117 @@
+//! What the gateway needs from the server, as one trait: the seam between
+//! MQTT handling and the service (engine + durable store). The server's
+//! `Service` implements it; the gateway never touches the engine directly.
+
+use std::future::Future;
+
+use crate::domain::{Actor, CredentialId, DeviceId, SiteId};
+use crate::engine::{Command, SyncBatch, SyncResult};
+use crate::protocol::{AuthRequest, AuthResponse, Event, Status};
+
+/// A refusal from the service (bad ack, store failure): logged and counted,
+/// never fatal to the gateway.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
+pub trait Backend: Send + Sync + 'static {
+    /// The site a device is on; `None` for an unknown device.
+    fn device_site(&self, device: DeviceId) -> Option<SiteId>;
+
+    /// One credential check, answered for the device.
+    fn check(
+        &self,
+        device: DeviceId,
+        req: &AuthRequest,
+    ) -> impl Future<Output = AuthResponse> + Send;
+
+    /// Logs an event once per (device, seq): `Ok(false)` for a redelivery.
+    fn record_event(
+        &self,
+        device: DeviceId,
+        ev: &Event,
+    ) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    fn set_status(
+        &self,
+        device: DeviceId,
+        st: &Status,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// What the device must change (empty batch: nothing).
+    fn pending_sync(&self, device: DeviceId) -> Option<SyncBatch>;
+
+    /// Records that the batch of `version` was sent.
+    fn sync_sent(
+        &self,
+        device: DeviceId,
+        version: u64,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Applies a device's sync results (also the gateway's `timed_out`).
+    fn sync_ack(
+        &self,
+        device: DeviceId,
+        results: Vec<SyncResult>,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Devices whose credential set changed.
+    fn sync_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId>;
+}
+
+/// The results that mark every code of a batch failed with `failure`.
+pub fn fail_all(
+    credentials: impl IntoIterator<Item = CredentialId>,
+    failure: crate::domain::SyncFailure,
+) -> Vec<SyncResult> {
+    credentials
+        .into_iter()
+        .map(|credential| SyncResult {
+            credential,
+            failure: Some(failure),
+        })
+        .collect()
+}
+
+/// The server's service is the gateway's backend: checks go through it
+/// (durable uses, activity log, metrics), sync state changes are its
+/// commands, applied as the system.
+impl Backend for crate::service::Service {
+    fn device_site(&self, device: DeviceId) -> Option<SiteId> {
+        self.engine().device(device).map(|d| d.site)
+    }
+
+    async fn check(&self, device: DeviceId, req: &AuthRequest) -> AuthResponse {
+        crate::service::Service::check(self, device, req, crate::service::Transport::Mqtt).await
+    }
+
+    async fn record_event(&self, device: DeviceId, ev: &Event) -> Result<bool, BackendError> {
+        Ok(crate::service::Service::record_event(self, device, ev).await?)
+    }
+
+    async fn set_status(&self, device: DeviceId, st: &Status) -> Result<(), BackendError> {
+        Ok(crate::service::Service::set_status(self, device, st).await?)
+    }
+
+    fn pending_sync(&self, device: DeviceId) -> Option<SyncBatch> {
+        crate::service::Service::pending_sync(self, device)
+    }
+
+    async fn sync_sent(&self, device: DeviceId, version: u64) -> Result<(), BackendError> {
+        self.apply(&Actor::System, Command::SyncSent { device, version })
+            .await?;
+        Ok(())
+    }
+
+    async fn sync_ack(
+        &self,
+        device: DeviceId,
+        results: Vec<SyncResult>,
+    ) -> Result<(), BackendError> {
+        self.apply(&Actor::System, Command::SyncAck { device, results })
+            .await?;
+        Ok(())
+    }
+
+    fn sync_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId> {
+        crate::service::Service::sync_changes(self)
+    }
+}

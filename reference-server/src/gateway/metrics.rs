@@ -1,0 +1,193 @@
+//! The gateway's Prometheus metrics. Labels are bounded (a reason, a channel,
+//! a decision), never a device id.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::protocol::{Channel, Verdict};
+
+/// Why a message from a device was dropped (`gateway_dropped_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The topic is not a device topic of this protocol.
+    BadTopic,
+    /// The topic names a device on another site than the one it is on, or
+    /// a channel only the engine publishes on.
+    ForeignTopic,
+    /// The topic names a device the engine does not know.
+    UnknownDevice,
+    /// Over `protocol::MAX_PAYLOAD_BYTES`.
+    Oversized,
+    /// Not the payload the channel carries (bad JSON, unknown field...).
+    Malformed,
+    /// A sync ack for a version that is not the one in flight.
+    StaleAck,
+    /// The engine refused the message (e.g. an ack for a code that is not
+    /// on that lock).
+    Rejected,
+    /// The gateway's outgoing queue was full.
+    Overloaded,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 8] = [
+        DropReason::BadTopic,
+        DropReason::ForeignTopic,
+        DropReason::UnknownDevice,
+        DropReason::Oversized,
+        DropReason::Malformed,
+        DropReason::StaleAck,
+        DropReason::Rejected,
+        DropReason::Overloaded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::BadTopic => "bad_topic",
+            DropReason::ForeignTopic => "foreign_topic",
+            DropReason::UnknownDevice => "unknown_device",
+            DropReason::Oversized => "oversized",
+            DropReason::Malformed => "malformed",
+            DropReason::StaleAck => "stale_ack",
+            DropReason::Rejected => "rejected",
+            DropReason::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// Handles resolved once (style: no label lookup on the hot path).
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    dropped: Vec<IntCounter>,
+    received: Vec<IntCounter>,
+    auth: Vec<IntCounter>,
+    pub events_logged: IntCounter,
+    pub events_duplicate: IntCounter,
+    pub sync_pushed: IntCounter,
+    pub sync_retried: IntCounter,
+    pub sync_acked: IntCounter,
+    pub sync_timed_out: IntCounter,
+    pub commands_sent: IntCounter,
+    pub commands_unanswered: IntCounter,
+    pub devices_online: IntGauge,
+    pub broker_connections: IntGauge,
+}
+
+impl GatewayMetrics {
+    /// Registers the metrics in `registry`. `dropped` is a
+    /// `gateway_dropped_total{reason}` vector already registered there (the
+    /// server's `Metrics` has one); `None` registers a new one. Registering
+    /// twice in one registry fails, so two gateways in one process need two
+    /// registries.
+    pub fn new(
+        registry: &Registry,
+        dropped: Option<IntCounterVec>,
+    ) -> Result<GatewayMetrics, prometheus::Error> {
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let vec =
+            |name: &str, help: &str, label: &str| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let dropped = match dropped {
+            Some(d) => d,
+            None => vec(
+                "gateway_dropped_total",
+                "Device messages dropped, by reason",
+                "reason",
+            )?,
+        };
+        let received = vec(
+            "gateway_received_total",
+            "Device messages received, by channel",
+            "channel",
+        )?;
+        let auth = vec(
+            "gateway_auth_total",
+            "Credential checks answered, by decision",
+            "decision",
+        )?;
+        Ok(GatewayMetrics {
+            dropped: DropReason::ALL
+                .iter()
+                .map(|r| dropped.with_label_values(&[r.as_str()]))
+                .collect(),
+            received: Channel::ALL
+                .iter()
+                .map(|c| received.with_label_values(&[c.suffix()]))
+                .collect(),
+            auth: VERDICTS
+                .iter()
+                .map(|v| auth.with_label_values(&[verdict_name(*v)]))
+                .collect(),
+            events_logged: counter("gateway_events_logged_total", "Device events logged")?,
+            events_duplicate: counter(
+                "gateway_events_duplicate_total",
+                "Redelivered device events (same device and seq), logged once",
+            )?,
+            sync_pushed: counter("gateway_sync_pushed_total", "Sync batches sent to devices")?,
+            sync_retried: counter(
+                "gateway_sync_retried_total",
+                "Sync batches sent again after no ack",
+            )?,
+            sync_acked: counter("gateway_sync_acked_total", "Sync acks applied")?,
+            sync_timed_out: counter(
+                "gateway_sync_timed_out_total",
+                "Sync batches given up after the last retry (codes marked failed: timed_out)",
+            )?,
+            commands_sent: counter("gateway_commands_sent_total", "Remote commands sent")?,
+            commands_unanswered: counter(
+                "gateway_commands_unanswered_total",
+                "Remote commands with no ack in time",
+            )?,
+            devices_online: gauge("gateway_devices_online", "Devices whose status is online")?,
+            broker_connections: gauge(
+                "gateway_broker_connections",
+                "Gateway connections to the broker that are up",
+            )?,
+        })
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize].get()
+    }
+
+    pub(crate) fn drop(&self, reason: DropReason) {
+        self.dropped[reason as usize].inc();
+    }
+
+    pub fn received(&self, channel: Channel) -> u64 {
+        self.received[channel as usize].get()
+    }
+
+    pub(crate) fn receive(&self, channel: Channel) {
+        self.received[channel as usize].inc();
+    }
+
+    pub fn answered(&self, verdict: Verdict) -> u64 {
+        self.auth[verdict as usize].get()
+    }
+
+    pub(crate) fn answer(&self, verdict: Verdict) {
+        self.auth[verdict as usize].inc();
+    }
+}
+
+const VERDICTS: [Verdict; 3] = [Verdict::Granted, Verdict::Denied, Verdict::Error];
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Granted => "granted",
+        Verdict::Denied => "denied",
+        Verdict::Error => "error",
+    }
+}

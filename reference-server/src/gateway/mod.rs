@@ -1,0 +1,650 @@
+//! The MQTT device gateway: the server's side of docs/protocol.md.
+//!
+//! It connects to a broker (the embedded rumqttd or any other) as an MQTT
+//! client and subscribes to the devices' topics; credential checks and
+//! events through shared subscriptions (`$share/engine/...`), so several
+//! server instances split them.
+//!
+//! # Tasks
+//!
+//! - one per broker connection that only polls the rumqttc `EventLoop`
+//!   (style.md: anything else in that loop stalls the connection) and hands
+//!   each publish to the dispatcher over a bounded channel;
+//! - the dispatcher: parses the topic, checks that the topic names a known
+//!   device on its own site, bounds the payload, and starts a task per
+//!   check or event (at most `max_in_flight` at once, so a slow store slows
+//!   intake instead of growing memory). A bad payload costs its sender a
+//!   counter increment and nobody else anything;
+//! - the syncer ([`sync`]), which owns all sync state.
+//!
+//! Answers go out with `try_publish` into a large request channel; when
+//! even that is full the answer is dropped and counted (`overloaded`), the
+//! device times out and asks again.
+
+mod backend;
+mod commands;
+mod metrics;
+mod serve;
+mod sync;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+pub use backend::{fail_all, Backend, BackendError};
+pub use commands::Commander;
+pub use metrics::{DropReason, GatewayMetrics};
+pub use serve::{serve, BrokerChoice, MqttRunning, ServeError, ENGINE_USER};
+pub use sync::SyncConfig;
+
+use crate::domain::{DeviceId, SiteId};
+use crate::protocol::{
+    self, decode, AuthResponse, Channel, CommandAck, Event as DeviceEvent, ProtocolError, Status,
+    SyncAckMsg, MAX_PAYLOAD_BYTES,
+};
+use sync::{SyncInput, Syncer};
+
+/// Status changes and sync acks waiting for the syncer.
+const SYNC_QUEUE: usize = 65_536;
+
+/// Where the broker is: `mqtt://[user[:password]@]host:port`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerUrl")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "redacted"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerUrlError {
+    #[error("broker url {0:?}: expected mqtt://[user[:password]@]host:port")]
+    Shape(String),
+    #[error("broker url {0:?}: the port must be a number from 1 to 65535")]
+    Port(String),
+}
+
+impl std::str::FromStr for BrokerUrl {
+    type Err = BrokerUrlError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let shape = || BrokerUrlError::Shape(s.to_string());
+        let rest = s
+            .strip_prefix("mqtt://")
+            .or_else(|| s.strip_prefix("tcp://"))
+            .ok_or_else(shape)?;
+        let (login, addr) = match rest.rsplit_once('@') {
+            Some((login, addr)) => (Some(login), addr),
+            None => (None, rest),
+        };
+        let (username, password) = match login {
+            None => (None, None),
+            Some(l) => match l.split_once(':') {
+                Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
+                None => (Some(l.to_string()), None),
+            },
+        };
+        let (host, port) = addr.rsplit_once(':').ok_or_else(shape)?;
+        if host.is_empty() || addr.contains('/') {
+            return Err(shape());
+        }
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| BrokerUrlError::Port(s.to_string()))?;
+        Ok(BrokerUrl {
+            host: host.trim_start_matches('[').trim_end_matches(']').into(),
+            port,
+            username,
+            password,
+        })
+    }
+}
+
+/// The gateway's settings; `GatewayConfig::new` documents the defaults.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub broker: BrokerUrl,
+    /// Topic prefix (`fleet`).
+    pub prefix: String,
+    /// Client id stem; connection `i` is `{client_id}-{i}`.
+    pub client_id: String,
+    /// Shared-subscription group for checks (`engine`; events use
+    /// `{group}-events`); `None` subscribes plainly (for brokers without
+    /// `$share`, and then only one gateway may run).
+    pub shared_group: Option<String>,
+    /// Broker connections for checks and events (1). More connections
+    /// spread a broker's per-connection work; with `shared_group` the
+    /// broker splits the load among them.
+    pub connections: usize,
+    /// Checks and events being processed at once (4096).
+    pub max_in_flight: usize,
+    /// rumqttc request channel per connection: answers waiting to be sent
+    /// (65536; the default 10 drops answers under load).
+    pub request_capacity: usize,
+    /// Outgoing QoS 1 messages not yet acked by the broker (1000).
+    pub inflight: u16,
+    pub sync: SyncConfig,
+    /// How long a remote command waits for its ack (10 s).
+    pub command_timeout: Duration,
+}
+
+impl GatewayConfig {
+    pub fn new(broker: BrokerUrl) -> GatewayConfig {
+        GatewayConfig {
+            broker,
+            prefix: protocol::DEFAULT_PREFIX.into(),
+            client_id: "engine".into(),
+            shared_group: Some("engine".into()),
+            connections: 1,
+            max_in_flight: 4096,
+            request_capacity: 65_536,
+            inflight: 1000,
+            sync: SyncConfig::default(),
+            command_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("gateway metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("gateway config: {0}")]
+    Config(&'static str),
+}
+
+/// Sends to the broker without waiting: the caller is a handler that must
+/// not block on a slow broker.
+pub(crate) struct Outbox {
+    clients: Vec<AsyncClient>,
+    metrics: GatewayMetrics,
+}
+
+impl Outbox {
+    pub(crate) fn publish(&self, conn: usize, topic: &str, qos: u8, payload: Vec<u8>) {
+        let qos = if qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        let client = &self.clients[conn % self.clients.len()];
+        if let Err(e) = client.try_publish(topic, qos, false, payload) {
+            self.metrics.drop(DropReason::Overloaded);
+            tracing::debug!(error = %e, "answer dropped");
+        }
+    }
+}
+
+/// What every gateway task shares (read-only).
+pub(crate) struct Shared<B> {
+    pub(crate) backend: Arc<B>,
+    pub(crate) prefix: String,
+    pub(crate) metrics: GatewayMetrics,
+    pub(crate) outbox: Outbox,
+}
+
+/// A running gateway.
+pub struct GatewayHandle {
+    metrics: GatewayMetrics,
+    commander: Arc<Commander>,
+    ready: watch::Receiver<usize>,
+    connections: usize,
+    clients: Vec<AsyncClient>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl GatewayHandle {
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.metrics
+    }
+
+    /// Sends remote commands to devices (the server's `CommandSink`).
+    pub fn commander(&self) -> Arc<Commander> {
+        self.commander.clone()
+    }
+
+    /// The server's `CommandSink`: Open Door and Lock through this gateway.
+    pub fn command_sink(&self) -> crate::service::CommandSink {
+        let commander = self.commander.clone();
+        Arc::new(move |device, command| {
+            let commander = commander.clone();
+            Box::pin(async move { commander.send(device, command).await })
+        })
+    }
+
+    /// Waits until every connection is up and subscribed.
+    pub async fn ready(&self) {
+        let mut ready = self.ready.clone();
+        let n = self.connections;
+        // The sender lives as long as the connection tasks.
+        let _ = ready.wait_for(|subscribed| *subscribed >= n).await;
+    }
+
+    /// Disconnects and stops every task.
+    pub async fn shutdown(self) {
+        for c in &self.clients {
+            let _ = c.try_disconnect();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct Inbound {
+    conn: usize,
+    publish: rumqttc::Publish,
+}
+
+/// Connects to the broker and starts serving devices. Must be called
+/// inside a tokio runtime.
+pub fn start<B: Backend>(
+    backend: Arc<B>,
+    cfg: GatewayConfig,
+    metrics: GatewayMetrics,
+) -> Result<GatewayHandle, GatewayError> {
+    if cfg.connections == 0 || cfg.max_in_flight == 0 || cfg.request_capacity == 0 {
+        return Err(GatewayError::Config(
+            "connections, max_in_flight and request_capacity must be at least 1",
+        ));
+    }
+    let (in_tx, in_rx) = mpsc::channel::<Inbound>(cfg.max_in_flight);
+    let (ready_tx, ready_rx) = watch::channel(0usize);
+    let ready_tx = Arc::new(ready_tx);
+    let mut clients = Vec::with_capacity(cfg.connections);
+    let mut tasks = Vec::new();
+    for conn in 0..cfg.connections {
+        let mut opts = MqttOptions::new(
+            format!("{}-{conn}", cfg.client_id),
+            cfg.broker.host.clone(),
+            cfg.broker.port,
+        );
+        opts.set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(true)
+            .set_request_channel_capacity(cfg.request_capacity)
+            .set_inflight(cfg.inflight)
+            .set_max_packet_size(
+                crate::broker::BROKER_MAX_PAYLOAD_BYTES + 1024,
+                crate::broker::BROKER_MAX_PAYLOAD_BYTES + 1024,
+            );
+        if let Some(user) = &cfg.broker.username {
+            opts.set_credentials(
+                user.clone(),
+                cfg.broker.password.clone().unwrap_or_default(),
+            );
+        }
+        let (client, eventloop) = AsyncClient::new(opts, cfg.request_capacity);
+        let filters = subscriptions(&cfg, conn);
+        tasks.push(tokio::spawn(poll_connection(
+            conn,
+            eventloop,
+            client.clone(),
+            filters,
+            in_tx.clone(),
+            ready_tx.clone(),
+            metrics.clone(),
+        )));
+        clients.push(client);
+    }
+    drop(in_tx);
+    let shared = Arc::new(Shared {
+        backend: backend.clone(),
+        prefix: cfg.prefix.clone(),
+        metrics: metrics.clone(),
+        outbox: Outbox {
+            clients: clients.clone(),
+            metrics: metrics.clone(),
+        },
+    });
+    let commander = Arc::new(Commander::new(
+        shared.clone() as Arc<dyn commands::CommandOut>,
+        cfg.command_timeout,
+    ));
+    // Roomy: a fleet reconnecting at once sends one status per device, and
+    // a full queue would hold up the dispatcher (and so every check) until
+    // the syncer's durable writes catch up.
+    let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE);
+    let syncer = Syncer::new(shared.clone(), cfg.sync);
+    tasks.push(tokio::spawn(syncer.run(sync_rx, backend.sync_changes())));
+    tasks.push(tokio::spawn(dispatch(
+        shared,
+        in_rx,
+        sync_tx,
+        commander.clone(),
+        cfg.max_in_flight,
+    )));
+    Ok(GatewayHandle {
+        metrics,
+        commander,
+        ready: ready_rx,
+        connections: cfg.connections,
+        clients,
+        tasks,
+    })
+}
+
+/// Connection 0 takes every channel; the others only the shared ones
+/// (a plain subscription on two connections would deliver twice).
+fn subscriptions(cfg: &GatewayConfig, conn: usize) -> Vec<SubscribeFilter> {
+    // One group per filter: rumqttd 0.19 keys a shared group by its name
+    // alone, with one read cursor, so two filters in one group lose messages.
+    let share = |suffix: &str| {
+        cfg.shared_group
+            .as_ref()
+            .map(|g| format!("$share/{g}{suffix}/"))
+            .unwrap_or_default()
+    };
+    let p = &cfg.prefix;
+    let mut filters = vec![
+        SubscribeFilter::new(format!("{}{p}/+/+/auth/req", share("")), QoS::AtLeastOnce),
+        SubscribeFilter::new(
+            format!("{}{p}/+/+/events", share("-events")),
+            QoS::AtLeastOnce,
+        ),
+    ];
+    if conn == 0 {
+        for chan in [Channel::Status, Channel::SyncAck, Channel::CmdAck] {
+            filters.push(SubscribeFilter::new(
+                format!("{p}/+/+/{}", chan.suffix()),
+                QoS::AtLeastOnce,
+            ));
+        }
+    }
+    filters
+}
+
+/// Polls one connection and does nothing else.
+async fn poll_connection(
+    conn: usize,
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    filters: Vec<SubscribeFilter>,
+    inbound: mpsc::Sender<Inbound>,
+    ready: Arc<watch::Sender<usize>>,
+    metrics: GatewayMetrics,
+) {
+    let mut up = false;
+    let mut subscribed = false;
+    let mut failures = 0u32;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if inbound.send(Inbound { conn, publish }).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                failures = 0;
+                if !up {
+                    up = true;
+                    metrics.broker_connections.inc();
+                }
+                // Clean session: subscribe on every connect.
+                if let Err(e) = client.try_subscribe_many(filters.clone()) {
+                    tracing::error!(conn, error = %e, "cannot subscribe");
+                }
+                tracing::info!(conn, "gateway connected to the broker");
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                if refused {
+                    tracing::error!(conn, "the broker refused a gateway subscription (ACL?)");
+                }
+                if !subscribed {
+                    subscribed = true;
+                    ready.send_modify(|n| *n += 1);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if up {
+                    up = false;
+                    metrics.broker_connections.dec();
+                }
+                failures += 1;
+                // Log the first failure of a streak, then now and then.
+                if failures == 1 || failures % 50 == 0 {
+                    tracing::warn!(conn, error = %e, failures, "broker connection failed; retrying");
+                }
+                let wait_ms = (50u64 << failures.min(5)).min(1000);
+                tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            }
+        }
+    }
+}
+
+/// Only the correlation id of an auth request, to answer a malformed one.
+#[derive(Deserialize)]
+struct IdOnly {
+    id: u64,
+}
+
+async fn dispatch<B: Backend>(
+    shared: Arc<Shared<B>>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    sync: mpsc::Sender<SyncInput>,
+    commander: Arc<Commander>,
+    max_in_flight: usize,
+) {
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    while let Some(Inbound { conn, publish }) = inbound.recv().await {
+        let m = &shared.metrics;
+        let Some((site, device, channel)) = route(&shared, &publish.topic) else {
+            continue;
+        };
+        m.receive(channel);
+        let payload = publish.payload;
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            m.drop(DropReason::Oversized);
+            tracing::debug!(%device, bytes = payload.len(), "oversized payload dropped");
+            continue;
+        }
+        let qos = publish.qos as u8;
+        match channel {
+            Channel::AuthReq => {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    answer_check(&shared, conn, site, device, qos, &payload).await;
+                    drop(permit);
+                });
+            }
+            Channel::Events => {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    log_event(&shared, device, &payload).await;
+                    drop(permit);
+                });
+            }
+            Channel::Status => {
+                // Zero-length: a retained status being cleared.
+                if payload.is_empty() {
+                    continue;
+                }
+                let Some(status) = decoded::<Status>(m, device, &payload) else {
+                    continue;
+                };
+                let input = if status.online {
+                    SyncInput::Online(site, device)
+                } else {
+                    SyncInput::Offline(device)
+                };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = shared.backend.set_status(device, &status).await {
+                        shared.metrics.drop(DropReason::Rejected);
+                        tracing::warn!(%device, error = %e, "status not recorded");
+                    }
+                    drop(permit);
+                });
+                if sync.send(input).await.is_err() {
+                    return;
+                }
+            }
+            Channel::SyncAck => {
+                let Some(ack) = decoded::<SyncAckMsg>(m, device, &payload) else {
+                    continue;
+                };
+                if sync.send(SyncInput::Ack(device, ack)).await.is_err() {
+                    return;
+                }
+            }
+            Channel::CmdAck => {
+                if let Some(ack) = decoded::<CommandAck>(m, device, &payload) {
+                    commander.resolve(device, ack);
+                }
+            }
+            // `route` lets only device-sent channels through.
+            Channel::AuthResp | Channel::Sync | Channel::Cmd => {}
+        }
+    }
+}
+
+/// The (site, device, channel) of a device's message, or `None` after
+/// counting why it is dropped.
+fn route<B: Backend>(shared: &Shared<B>, topic: &str) -> Option<(SiteId, DeviceId, Channel)> {
+    let m = &shared.metrics;
+    let Ok((site, device, channel)) = protocol::parse_topic(&shared.prefix, topic) else {
+        m.drop(DropReason::BadTopic);
+        tracing::debug!(topic = %topic.chars().take(200).collect::<String>(), "not a device topic");
+        return None;
+    };
+    if !channel.from_device() {
+        m.drop(DropReason::ForeignTopic);
+        return None;
+    }
+    match shared.backend.device_site(device) {
+        None => {
+            m.drop(DropReason::UnknownDevice);
+            tracing::debug!(%device, "message from an unknown device");
+            None
+        }
+        Some(real) if real != site => {
+            m.drop(DropReason::ForeignTopic);
+            tracing::warn!(%device, topic_site = %site, device_site = %real, "topic names a device on another site; dropped");
+            None
+        }
+        Some(_) => Some((site, device, channel)),
+    }
+}
+
+fn decoded<'a, T: Deserialize<'a>>(
+    m: &GatewayMetrics,
+    device: DeviceId,
+    payload: &'a [u8],
+) -> Option<T> {
+    match decode::<T>(payload) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            m.drop(match e {
+                ProtocolError::TooLarge(_) => DropReason::Oversized,
+                _ => DropReason::Malformed,
+            });
+            tracing::debug!(%device, error = %e, "payload dropped");
+            None
+        }
+    }
+}
+
+async fn answer_check<B: Backend>(
+    shared: &Shared<B>,
+    conn: usize,
+    site: SiteId,
+    device: DeviceId,
+    qos: u8,
+    payload: &[u8],
+) {
+    let m = &shared.metrics;
+    let resp = match decode::<protocol::AuthRequest>(payload) {
+        Ok(req) => shared.backend.check(device, &req).await,
+        Err(e) => {
+            m.drop(DropReason::Malformed);
+            // Answer when the id can be read, so the device learns of its bug
+            // instead of timing out.
+            match serde_json::from_slice::<IdOnly>(payload) {
+                Ok(IdOnly { id }) => AuthResponse::error(id, e.to_string()),
+                Err(_) => {
+                    tracing::debug!(%device, error = %e, "malformed auth request dropped");
+                    return;
+                }
+            }
+        }
+    };
+    m.answer(resp.decision);
+    let topic = protocol::topic(&shared.prefix, site, device, Channel::AuthResp);
+    shared
+        .outbox
+        .publish(conn, &topic, qos, protocol::encode(&resp));
+}
+
+async fn log_event<B: Backend>(shared: &Shared<B>, device: DeviceId, payload: &[u8]) {
+    let m = &shared.metrics;
+    let Some(ev) = decoded::<DeviceEvent>(m, device, payload) else {
+        return;
+    };
+    match shared.backend.record_event(device, &ev).await {
+        Ok(true) => m.events_logged.inc(),
+        Ok(false) => m.events_duplicate.inc(),
+        Err(e) => {
+            m.drop(DropReason::Rejected);
+            tracing::warn!(%device, seq = ev.seq, error = %e, "event not logged");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        let u: BrokerUrl = "mqtt://127.0.0.1:1883".parse().unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.username),
+            ("127.0.0.1", 1883, None)
+        );
+        let u: BrokerUrl = "mqtt://engine:s3cret@localhost:2000".parse().unwrap();
+        assert_eq!(u.username.as_deref(), Some("engine"));
+        assert_eq!(u.password.as_deref(), Some("s3cret"));
+        assert!(!format!("{u:?}").contains("s3cret"));
+        for bad in [
+            "http://x:1",
+            "mqtt://x",
+            "mqtt://:1",
+            "mqtt://x:0",
+            "mqtt://x:99999",
+            "mqtt://x:1/a",
+        ] {
+            assert!(bad.parse::<BrokerUrl>().is_err(), "{bad}");
+        }
+    }
+}

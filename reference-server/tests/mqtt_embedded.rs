@@ -1,0 +1,44 @@
+//! The device protocol end to end through the embedded broker (rumqttd):
+//! plain rumqttc clients play locks against the real gateway and service.
+
+mod mqtt_support;
+
+use mqtt_support::scenarios::{self, Broker};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_pin_granted_wrong_pin_denied_with_reason() {
+    scenarios::valid_pin_granted_wrong_pin_denied_with_reason(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_issued_code_reaches_an_online_lock_and_becomes_set() {
+    scenarios::admin_issued_code_reaches_an_online_lock_and_becomes_set(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_lock_gets_a_changed_pin_on_reconnect_and_the_old_one_works_until_then() {
+    scenarios::offline_lock_gets_a_changed_pin_on_reconnect_and_the_old_one_works_until_then(
+        Broker::Embedded,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_sync_is_retried_then_marked_timed_out() {
+    scenarios::unacked_sync_is_retried_then_marked_timed_out(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_event_is_logged_once() {
+    scenarios::a_redelivered_event_is_logged_once(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_payloads_are_counted_and_dropped_without_harm_to_others() {
+    scenarios::bad_payloads_are_counted_and_dropped_without_harm_to_others(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_open_command_round_trip() {
+    scenarios::remote_open_command_round_trip(Broker::Embedded).await;
+}
