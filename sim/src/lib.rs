@@ -5,7 +5,27 @@
 //! - [`scenario`]: scenario files (TOML) -> checked [`scenario::Scenario`].
 //! - [`run`]: executes a scenario (provisioning, load, oracle).
 //! - [`cli`]: the `fleetsim` command line, thin over the modules above.
+//! - [`clock`]: the simulator's clock (a scenario start `Timestamp` plus tokio
+//!   elapsed time, so virtual and real time look the same to devices) and the
+//!   per-device RNG derived from (seed, device id).
+//! - [`transport`]: how a device reaches an engine. One enum, three kinds:
+//!   in-process (the engine embedded, no network), MQTT (rumqttc, per-device
+//!   or multiplexed connections, reconnect with backoff, bounded offline
+//!   buffer) and HTTP (reqwest, the validate endpoint). Also the event log
+//!   that proves every device event was logged exactly once.
+//! - [`devices`]: lock, keypad, door sensor and door phone actors (actix),
+//!   their behaviour models and documented parameters (`DeviceParams`), and
+//!   the fleet builder with `present(device, credential)` entry points.
+//!
+//! A credential check: a workload calls `Fleet::present` -> the device actor
+//! (keypad types the digits, door phone reads the QR) -> `transport::Link::check`
+//! -> `Engine::validate` (directly, or behind MQTT/HTTP) -> the actor acts on
+//! the answer (lock unlocks, motor may block) -> events with per-device
+//! sequence numbers -> the engine's event log.
 
 pub mod cli;
+pub mod clock;
+pub mod devices;
 pub mod run;
 pub mod scenario;
+pub mod transport;

@@ -1,0 +1,343 @@
+//! The lock: motor (locked / unlocked / jammed), auto-relock that waits
+//! for the door to close, battery, a built-in keypad and BLE reader.
+//! A Wi-Fi lock asks the engine; a Bluetooth lock decides PINs and cards
+//! from its synced local cache and syncs when a phone or gateway is in
+//! range (a BLE pass brings a phone, so it is checked through it).
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use rand::Rng;
+use reference_server::domain::{Connectivity, CredentialId, Origin};
+use reference_server::protocol::{
+    CommandAck, CommandKind, CommandResult, EventKind, How, SyncPush, WireCredential,
+};
+
+use super::*;
+use crate::transport::Inbound;
+
+/// Most sync batches a Bluetooth lock keeps until a phone is near.
+const MAX_STASHED_SYNCS: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockState {
+    Locked,
+    Unlocked,
+    /// The motor blocked; the next run may free it.
+    Jammed,
+}
+
+/// Ask the lock to run its motor open (a linked keypad or door phone).
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "DeviceOutcome")]
+pub struct Actuate {
+    pub how: How,
+    pub credential: Option<CredentialId>,
+    pub origin: Option<Origin>,
+}
+
+/// Links the door sensor of the same door (after both started).
+#[derive(Clone, Message)]
+#[rtype(result = "()")]
+pub struct LinkSensor(pub Recipient<LockChanged>);
+
+pub struct Lock {
+    core: Core,
+    connectivity: Connectivity,
+    state: LockState,
+    relock_after_s: f64,
+    relock_timer: Option<SpawnHandle>,
+    door_open: bool,
+    relock_when_closed: bool,
+    sensor: Option<Recipient<LockChanged>>,
+    stashed: Vec<SyncPush>,
+}
+
+impl Lock {
+    pub fn new(mut core: Core, connectivity: Connectivity) -> Lock {
+        let relock_after_s = core.params.lock.relock_after_s.sample(&mut core.rng);
+        Lock {
+            core,
+            connectivity,
+            state: LockState::Locked,
+            relock_after_s,
+            relock_timer: None,
+            door_open: false,
+            relock_when_closed: false,
+            sensor: None,
+            stashed: Vec::new(),
+        }
+    }
+
+    fn motor_blocks(&mut self) -> bool {
+        let p = self.core.params.lock.motor_block_probability;
+        p > 0.0 && self.core.rng.random_bool(p.min(1.0))
+    }
+
+    fn tell_sensor(&self, unlocked: bool) {
+        if let Some(s) = &self.sensor {
+            let _ = s.try_send(LockChanged { unlocked });
+        }
+    }
+
+    fn actuate(
+        &mut self,
+        ctx: &mut Context<Self>,
+        how: How,
+        credential: Option<CredentialId>,
+        origin: Option<Origin>,
+    ) -> DeviceOutcome {
+        if !self.core.actuation_allowed() {
+            return DeviceOutcome::LowBattery;
+        }
+        schedule_battery(self, ctx);
+        if self.motor_blocks() {
+            self.state = LockState::Jammed;
+            self.core.emit(EventKind::MotorBlocked);
+            return DeviceOutcome::MotorBlocked;
+        }
+        let was_unlocked = self.state == LockState::Unlocked;
+        self.state = LockState::Unlocked;
+        self.core.emit(EventKind::Unlocked {
+            how,
+            credential,
+            origin,
+        });
+        if !was_unlocked {
+            self.tell_sensor(true);
+        }
+        if let Some(h) = self.relock_timer.take() {
+            ctx.cancel_future(h);
+        }
+        let delay = Duration::from_secs_f64(self.relock_after_s);
+        self.relock_timer = Some(ctx.run_later(delay, |act, ctx| {
+            act.relock_timer = None;
+            act.relock(ctx, How::AutoRelock);
+        }));
+        DeviceOutcome::Unlocked
+    }
+
+    fn relock(&mut self, ctx: &mut Context<Self>, how: How) -> CommandResult {
+        if self.door_open {
+            // A real lock does not throw its bolt into an open door.
+            self.relock_when_closed = true;
+            return CommandResult::Ok;
+        }
+        if self.state == LockState::Locked {
+            return CommandResult::Ok;
+        }
+        if !self.core.actuation_allowed() {
+            return CommandResult::LowBattery;
+        }
+        schedule_battery(self, ctx);
+        if self.motor_blocks() {
+            self.state = LockState::Jammed;
+            self.core.emit(EventKind::MotorBlocked);
+            return CommandResult::MotorBlocked;
+        }
+        self.state = LockState::Locked;
+        self.core.emit(EventKind::Locked { how });
+        self.tell_sensor(false);
+        CommandResult::Ok
+    }
+
+    fn in_range(&mut self) {
+        for push in std::mem::take(&mut self.stashed) {
+            self.core.apply_sync(&push);
+        }
+        self.core.pull_sync();
+    }
+
+    fn schedule_in_range(&mut self, ctx: &mut Context<Self>) {
+        let wait = self
+            .core
+            .params
+            .lock
+            .ble_in_range_every_s
+            .sample(&mut self.core.rng);
+        ctx.run_later(Duration::from_secs_f64(wait), |act, ctx| {
+            act.in_range();
+            act.schedule_in_range(ctx);
+        });
+    }
+
+    pub fn state(&self) -> LockState {
+        self.state
+    }
+}
+
+impl HasCore for Lock {
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+    fn back_online(&mut self, _ctx: &mut Context<Self>) {
+        if self.connectivity == Connectivity::Wifi {
+            self.core.pull_sync();
+        }
+    }
+}
+
+impl Actor for Lock {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        start_core(self, ctx);
+        if self.connectivity == Connectivity::Ble {
+            self.schedule_in_range(ctx);
+        }
+    }
+}
+
+impl Handler<Present> for Lock {
+    type Result = ResponseActFuture<Self, Result<Presented, DeviceError>>;
+
+    fn handle(&mut self, msg: Present, _ctx: &mut Context<Self>) -> Self::Result {
+        if matches!(msg.credential, WireCredential::Qr(_)) {
+            return Box::pin(fut::ready(Err(DeviceError::NotAccepted {
+                device: "lock",
+                what: "QR codes",
+            })));
+        }
+        let how = how_of(&msg.credential);
+        let is_ble_pass = matches!(msg.credential, WireCredential::Ble(_));
+        let delay = match (&msg.credential, msg.human_timing) {
+            (WireCredential::Pin(p), true) => typing_time(&mut self.core, p.len()),
+            _ => Duration::ZERO,
+        };
+        let local = self.connectivity == Connectivity::Ble;
+        Box::pin(
+            async move { tokio::time::sleep(delay).await }
+                .into_actor(self)
+                .then(move |_, act, ctx| {
+                    if is_ble_pass && local {
+                        // The phone that brings the pass is a way to the cloud.
+                        act.in_range();
+                    }
+                    let d = act.core.decide_start(msg.credential, msg.floor, local);
+                    let fut: std::pin::Pin<Box<dyn ActorFuture<Self, Output = _>>> = match d {
+                        Decide::Done(j) => {
+                            let out = act.finish(ctx, how, j, None, 0, true);
+                            Box::pin(fut::ready(Ok(out)))
+                        }
+                        ask => Box::pin(run_decide(ask, None).into_actor(act).map(
+                            move |(response, res, _), act, ctx| {
+                                let latency = res.as_ref().map_or(0, |c| c.latency_us);
+                                let j = act.core.judge(&res);
+                                Ok(act.finish(ctx, how, j, response, latency, false))
+                            },
+                        )),
+                    };
+                    fut
+                }),
+        )
+    }
+}
+
+impl Lock {
+    fn finish(
+        &mut self,
+        ctx: &mut Context<Self>,
+        how: How,
+        j: Judged,
+        response: Option<reference_server::protocol::AuthResponse>,
+        latency_us: u64,
+        decided_locally: bool,
+    ) -> Presented {
+        let outcome = match self.core.settle(how, j) {
+            Ok((c, o)) => self.actuate(ctx, how, c, o),
+            Err(o) => o,
+        };
+        Presented {
+            response,
+            outcome,
+            latency_us,
+            decided_locally,
+        }
+    }
+}
+
+impl Handler<Actuate> for Lock {
+    type Result = MessageResult<Actuate>;
+    fn handle(&mut self, m: Actuate, ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.actuate(ctx, m.how, m.credential, m.origin))
+    }
+}
+
+impl Handler<Inbound> for Lock {
+    type Result = ();
+    fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
+        if !self.core.online() {
+            return; // not reachable: the engine resends later
+        }
+        match msg {
+            Inbound::Sync(push) => match self.connectivity {
+                Connectivity::Wifi => self.core.apply_sync(&push),
+                Connectivity::Ble => {
+                    if self.stashed.len() < MAX_STASHED_SYNCS {
+                        self.stashed.push(push);
+                    }
+                }
+            },
+            Inbound::Command(cmd) => {
+                let result = match cmd.command {
+                    CommandKind::Open => match self.actuate(ctx, How::Remote, None, None) {
+                        DeviceOutcome::Unlocked => CommandResult::Ok,
+                        DeviceOutcome::LowBattery => CommandResult::LowBattery,
+                        _ => CommandResult::MotorBlocked,
+                    },
+                    CommandKind::Lock => self.relock(ctx, How::Remote),
+                };
+                let _ = self
+                    .core
+                    .link
+                    .command_ack(&CommandAck { id: cmd.id, result });
+            }
+        }
+    }
+}
+
+impl Handler<DoorChanged> for Lock {
+    type Result = ();
+    fn handle(&mut self, m: DoorChanged, ctx: &mut Context<Self>) {
+        self.door_open = m.open;
+        if !m.open && self.relock_when_closed {
+            self.relock_when_closed = false;
+            self.relock(ctx, How::AutoRelock);
+        }
+    }
+}
+
+impl Handler<LinkSensor> for Lock {
+    type Result = ();
+    fn handle(&mut self, m: LinkSensor, _ctx: &mut Context<Self>) {
+        self.sensor = Some(m.0);
+    }
+}
+
+impl Handler<Control> for Lock {
+    type Result = ();
+    fn handle(&mut self, m: Control, ctx: &mut Context<Self>) {
+        match m {
+            Control::GoOffline { for_s } => go_offline(self, ctx, for_s),
+            Control::SyncNow => {
+                if self.core.online() {
+                    self.in_range();
+                }
+            }
+        }
+    }
+}
+
+impl Handler<GetSnapshot> for Lock {
+    type Result = MessageResult<GetSnapshot>;
+    fn handle(&mut self, _: GetSnapshot, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = match self.state {
+            LockState::Locked => "locked",
+            LockState::Unlocked => "unlocked",
+            LockState::Jammed => "jammed",
+        };
+        let mut s = self.core.snapshot(state);
+        s.relock_after_s = Some(self.relock_after_s);
+        MessageResult(s)
+    }
+}

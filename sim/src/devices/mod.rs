@@ -1,0 +1,771 @@
+//! Virtual devices as actix actors: [`lock::Lock`], [`keypad::Keypad`],
+//! [`door_sensor::DoorSensor`], [`door_phone::DoorPhone`], linked as in real
+//! installations (keypad -> lock, door sensor on the same door, door phone ->
+//! its door relay), and the [`fleet`] builder that provisions and starts
+//! them.
+//!
+//! Every device has a [`Core`]: its id, RNG (from seed and id), clock (with
+//! the device's skew), link to the engine, battery, online state, event
+//! sequence and per-kind emitted counts. All timing goes through tokio time
+//! (actix timers use it), so a fleet runs in virtual time as in real time.
+
+pub mod door_phone;
+pub mod door_sensor;
+pub mod fleet;
+pub mod keypad;
+pub mod lock;
+pub mod params;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use actix::prelude::*;
+use jiff::{SignedDuration, Timestamp};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use reference_server::domain::{
+    CredentialId, DenyReason, DeviceId, DeviceKind, Lockout, LockoutPolicy, Pin, SyncFailure,
+};
+use reference_server::protocol::{
+    encode, AuthRequest, AuthResponse, Event, EventKind, Status, SyncAckMsg, SyncItemResult,
+    SyncPush, Verdict, WireCredential, WireSecret,
+};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::clock::SimClock;
+use crate::transport::{Checked, KindCounts, Link, TransportError};
+pub use params::*;
+
+/// What happened at the device after a credential was presented.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
+pub enum DeviceOutcome {
+    Unlocked,
+    /// Granted, but the motor jammed.
+    MotorBlocked,
+    /// Granted, but the battery is too low to run the motor.
+    LowBattery,
+    Denied(DenyReason),
+    /// The device could not reach the engine (and cannot decide alone).
+    Offline,
+    /// The engine did not answer within the reader's timeout.
+    TimedOut,
+    /// The engine answered "error", or the transport failed.
+    Error(String),
+}
+
+/// The answer to one presentation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Presented {
+    /// The engine's answer; `None` when the device decided alone or could
+    /// not ask.
+    pub response: Option<AuthResponse>,
+    pub outcome: DeviceOutcome,
+    /// Time the transport took (0 for local decisions).
+    pub latency_us: u64,
+    /// Decided from the device's own code cache (Bluetooth, offline).
+    pub decided_locally: bool,
+}
+
+/// A credential presented to a device.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<Presented, DeviceError>")]
+pub struct Present {
+    pub credential: WireCredential,
+    /// A lift floor asked for at a door phone.
+    pub floor: Option<reference_server::domain::FloorId>,
+    /// Simulate the human part (typing digits at 0.3-1 s each). Load tests
+    /// that measure the check from its intended time turn it off.
+    pub human_timing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    #[error("a {device} does not take {what}")]
+    NotAccepted {
+        device: &'static str,
+        what: &'static str,
+    },
+    #[error("device {0} is not in this fleet")]
+    UnknownDevice(DeviceId),
+    #[error("device mailbox full")]
+    MailboxFull,
+    #[error("device stopped")]
+    Stopped,
+}
+
+/// The observable state of a device (tests, reports).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub id: DeviceId,
+    pub kind: DeviceKind,
+    pub state: &'static str,
+    pub battery_pct: Option<f64>,
+    pub online: bool,
+    /// Last event sequence number used.
+    pub seq: u64,
+    pub emitted: KindCounts,
+    pub checks: u64,
+    pub granted: u64,
+    pub denied: u64,
+    /// Events dropped from a full offline buffer.
+    pub events_dropped: u64,
+    /// Codes in the local cache (locks, keypads).
+    pub cached_codes: usize,
+    pub relock_after_s: Option<f64>,
+    pub lift_calls: u64,
+    pub syncs_applied: u64,
+    /// blake3 of the device's event trace, when tracing is on.
+    pub trace_digest: Option<String>,
+    /// Daily battery readings (at most 31).
+    pub battery_history_pct: Vec<f64>,
+}
+
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "Snapshot")]
+pub struct GetSnapshot;
+
+/// Fault injection and test control.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "()")]
+pub enum Control {
+    /// Lose connectivity for this long.
+    GoOffline { for_s: f64 },
+    /// A phone or gateway is near now: sync (Bluetooth devices).
+    SyncNow,
+}
+
+/// The lock tells its door sensor (and the sensor the lock) what changed.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "()")]
+pub struct LockChanged {
+    pub unlocked: bool,
+}
+
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "()")]
+pub struct DoorChanged {
+    pub open: bool,
+}
+
+/// The most battery readings kept (30 days plus the first).
+pub const BATTERY_HISTORY_DAYS: usize = 31;
+
+/// Charge modelled lazily: the level at a mark plus linear drain since,
+/// so 30 days cost one timer per threshold, not one per tick.
+#[derive(Clone, Debug)]
+pub struct Battery {
+    pct_at_mark: f64,
+    mark: Instant,
+    low_reported: bool,
+}
+
+impl Battery {
+    fn level(&self, p: &BatteryParams) -> f64 {
+        let days = self.mark.elapsed().as_secs_f64() / 86_400.0;
+        (self.pct_at_mark - days * p.drain_pct_per_day).max(0.0)
+    }
+    fn spend(&mut self, p: &BatteryParams, pct: f64) {
+        self.pct_at_mark = (self.level(p) - pct).max(0.0);
+        self.mark = Instant::now();
+    }
+    /// Time until the level reaches `pct` by drain alone.
+    fn time_to(&self, p: &BatteryParams, pct: f64) -> Option<Duration> {
+        let left = self.level(p) - pct;
+        if left <= 0.0 || p.drain_pct_per_day <= 0.0 {
+            return None;
+        }
+        Some(Duration::from_secs_f64(
+            left / p.drain_pct_per_day * 86_400.0,
+        ))
+    }
+}
+
+/// Codes stored on a lock or keypad, as the engine synced them.
+#[derive(Clone, Debug, Default)]
+pub struct CodeCache {
+    pins: FxHashMap<u64, CredentialId>,
+    cards: FxHashMap<u64, CredentialId>,
+}
+
+impl CodeCache {
+    pub fn len(&self) -> usize {
+        self.pins.len() + self.cards.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn lookup(&self, c: &WireCredential) -> Option<CredentialId> {
+        match c {
+            WireCredential::Pin(s) => Pin::parse(s)
+                .ok()
+                .and_then(|p| self.pins.get(&p.key()).copied()),
+            WireCredential::Card(s) => s.parse().ok().and_then(|n| self.cards.get(&n).copied()),
+            _ => None,
+        }
+    }
+    /// Applies a batch within `slots`; says per code what happened.
+    fn apply(&mut self, push: &SyncPush, slots: u16) -> Vec<SyncItemResult> {
+        let mut results = Vec::with_capacity(push.set.len() + push.remove.len());
+        for id in &push.remove {
+            self.pins.retain(|_, c| c != id);
+            self.cards.retain(|_, c| c != id);
+            results.push(SyncItemResult {
+                credential: *id,
+                failure: None,
+            });
+        }
+        for code in &push.set {
+            let key = match &code.secret {
+                WireSecret::Pin(s) => Pin::parse(s).ok().map(|p| (true, p.key())),
+                WireSecret::Card(s) => s.parse().ok().map(|n| (false, n)),
+            };
+            let failure = match key {
+                None => Some(SyncFailure::DuplicateOnDevice),
+                Some((is_pin, k)) => {
+                    let used = self.pins.len() + self.cards.len();
+                    let map = if is_pin { &self.pins } else { &self.cards };
+                    match map.get(&k) {
+                        Some(c) if *c == code.credential => None,
+                        Some(_) => Some(SyncFailure::DuplicateOnDevice),
+                        None if used >= usize::from(slots) => Some(SyncFailure::LockFull),
+                        None => {
+                            let map = if is_pin {
+                                &mut self.pins
+                            } else {
+                                &mut self.cards
+                            };
+                            map.insert(k, code.credential);
+                            None
+                        }
+                    }
+                }
+            };
+            results.push(SyncItemResult {
+                credential: code.credential,
+                failure,
+            });
+        }
+        results
+    }
+}
+
+/// The part every device shares.
+pub struct Core {
+    pub id: DeviceId,
+    pub kind: DeviceKind,
+    pub rng: ChaCha8Rng,
+    pub clock: SimClock,
+    pub link: Link,
+    pub params: std::sync::Arc<DeviceParams>,
+    seq: u64,
+    emitted: KindCounts,
+    online: bool,
+    offline_buffer: VecDeque<Event>,
+    events_dropped: u64,
+    skew: SignedDuration,
+    battery: Option<Battery>,
+    battery_history: VecDeque<f64>,
+    battery_timer: Option<SpawnHandle>,
+    trace: Option<Box<blake3::Hasher>>,
+    pub checks: u64,
+    pub granted: u64,
+    pub denied: u64,
+    pub syncs_applied: u64,
+    pub codes: Option<CodeCache>,
+    /// Device-side keypad lockout.
+    pub lockout: Lockout,
+    next_request_id: u64,
+}
+
+impl Core {
+    pub fn new(
+        id: DeviceId,
+        kind: DeviceKind,
+        mut rng: ChaCha8Rng,
+        clock: SimClock,
+        link: Link,
+        params: std::sync::Arc<DeviceParams>,
+    ) -> Core {
+        // Door phones are mains powered; locks and keypads store codes.
+        let battery_powered = kind != DeviceKind::DoorPhone;
+        let stores_codes = matches!(kind, DeviceKind::Lock | DeviceKind::Keypad);
+        let skew_max = params.faults.clock_skew_max_s;
+        let skew_s = if skew_max > 0.0 {
+            rng.random_range(-skew_max..=skew_max)
+        } else {
+            0.0
+        };
+        let battery = battery_powered.then(|| Battery {
+            pct_at_mark: params.battery.initial_pct.sample(&mut rng),
+            mark: Instant::now(),
+            low_reported: false,
+        });
+        Core {
+            id,
+            kind,
+            rng,
+            clock,
+            link,
+            seq: 0,
+            emitted: KindCounts::default(),
+            online: true,
+            offline_buffer: VecDeque::new(),
+            events_dropped: 0,
+            skew: SignedDuration::from_millis((skew_s * 1000.0) as i64),
+            battery,
+            battery_history: VecDeque::new(),
+            battery_timer: None,
+            trace: params.trace.then(|| Box::new(blake3::Hasher::new())),
+            checks: 0,
+            granted: 0,
+            denied: 0,
+            syncs_applied: 0,
+            codes: stores_codes.then(CodeCache::default),
+            lockout: Lockout::default(),
+            next_request_id: 1,
+            params,
+        }
+    }
+
+    /// The device's own clock (the simulated time plus its skew).
+    pub fn now(&self) -> Timestamp {
+        self.clock
+            .now()
+            .checked_add(self.skew)
+            .unwrap_or(Timestamp::MAX)
+    }
+
+    pub fn online(&self) -> bool {
+        self.online
+    }
+
+    pub fn battery_pct(&self) -> Option<f64> {
+        self.battery.as_ref().map(|b| b.level(&self.params.battery))
+    }
+
+    /// Emits one event: the next sequence number, the device's time; sent
+    /// now, or kept (bounded) while offline.
+    pub fn emit(&mut self, kind: EventKind) {
+        self.seq += 1;
+        self.emitted.add(&kind);
+        let event = Event {
+            seq: self.seq,
+            at: self.now(),
+            kind,
+        };
+        if let Some(h) = self.trace.as_mut() {
+            h.update(&encode(&event));
+        }
+        if self.online {
+            if self.link.event(&event).is_err() {
+                self.events_dropped += 1;
+            }
+        } else {
+            if self.offline_buffer.len() >= self.params.max_buffered_events.max(1) {
+                self.offline_buffer.pop_front();
+                self.events_dropped += 1;
+            }
+            self.offline_buffer.push_back(event);
+        }
+    }
+
+    pub fn request(
+        &mut self,
+        credential: WireCredential,
+        floor: Option<reference_server::domain::FloorId>,
+    ) -> AuthRequest {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        AuthRequest {
+            id,
+            credential,
+            floor,
+            at: Some(self.now()),
+        }
+    }
+
+    /// Counts a check's answer.
+    pub fn count(&mut self, granted: bool) {
+        self.checks += 1;
+        if granted {
+            self.granted += 1;
+        } else {
+            self.denied += 1;
+        }
+    }
+
+    /// Spends battery for one motor run; false if the battery is too low
+    /// to run it.
+    pub fn actuation_allowed(&mut self) -> bool {
+        let p = &self.params.battery;
+        match self.battery.as_mut() {
+            None => true,
+            Some(b) if b.level(p) < p.dead_pct => false,
+            Some(b) => {
+                b.spend(p, p.actuation_cost_pct);
+                true
+            }
+        }
+    }
+
+    /// Applies a sync batch to the code cache, emits code events and acks.
+    pub fn apply_sync(&mut self, push: &SyncPush) {
+        let slots = self.params.lock.code_slots;
+        let Some(cache) = self.codes.as_mut() else {
+            return;
+        };
+        let results = cache.apply(push, slots);
+        self.syncs_applied += 1;
+        for r in &results {
+            if push.remove.contains(&r.credential) {
+                continue;
+            }
+            self.emit(match r.failure {
+                None => EventKind::CodeSet {
+                    credential: r.credential,
+                },
+                Some(reason) => EventKind::CodeSetFailed {
+                    credential: r.credential,
+                    reason,
+                },
+            });
+        }
+        let ack = SyncAckMsg {
+            version: push.version,
+            results,
+        };
+        let _ = self.link.sync_ack(&ack);
+    }
+
+    /// Pulls and applies a sync batch where the transport can pull.
+    pub fn pull_sync(&mut self) {
+        if !self.online {
+            return;
+        }
+        // Bounded: a batch carries at most MAX_SYNC_CODES; a few rounds
+        // drain a large backlog.
+        for _ in 0..16 {
+            match self.link.pull_sync() {
+                Ok(Some(push)) => self.apply_sync(&push),
+                _ => break,
+            }
+        }
+    }
+
+    /// Device-side lockout: is the keypad locked now?
+    pub fn locked_out(&self) -> bool {
+        self.lockout.is_locked(self.now())
+    }
+
+    /// Records a wrong PIN on the device; emits the lockout if it starts.
+    pub fn wrong_pin(&mut self, policy: &LockoutPolicy) {
+        let now = self.now();
+        if self.lockout.record_wrong(now, policy) {
+            let until = self.lockout.locked_until().unwrap_or(now);
+            self.emit(EventKind::KeypadLockedOut { until });
+        }
+    }
+
+    /// The engine says the keypad is locked out: mirror it for the
+    /// policy's duration (once per lockout).
+    pub fn engine_locked_out(&mut self, policy: &LockoutPolicy) {
+        if self.locked_out() {
+            return;
+        }
+        // Drive the device-side counter to its limit: the same state the
+        // engine is in.
+        for _ in 0..policy.max_wrong {
+            if self.lockout.record_wrong(self.now(), policy) {
+                break;
+            }
+        }
+        let until = self.lockout.locked_until().unwrap_or_else(|| self.now());
+        self.emit(EventKind::KeypadLockedOut { until });
+    }
+
+    /// Turns a transport result into an outcome for a device that must ask.
+    pub fn judge(&mut self, res: &Result<Checked, TransportError>) -> Judged {
+        match res {
+            Ok(c) => match c.response.decision {
+                Verdict::Granted => {
+                    self.count(true);
+                    Judged::Granted(c.response.credential_id, c.response.origin)
+                }
+                Verdict::Denied => {
+                    self.count(false);
+                    Judged::Denied(c.response.reason.unwrap_or(DenyReason::UnknownCredential))
+                }
+                Verdict::Error => Judged::Failed(DeviceOutcome::Error(
+                    c.response.error.clone().unwrap_or_default(),
+                )),
+            },
+            Err(TransportError::Timeout(_)) => Judged::Failed(DeviceOutcome::TimedOut),
+            Err(TransportError::Offline) => Judged::Failed(DeviceOutcome::Offline),
+            Err(e) => Judged::Failed(DeviceOutcome::Error(e.to_string())),
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            online: self.online,
+            battery_pct: self.battery_pct().map(|p| p.round() as u8),
+            firmware: None,
+            at: Some(self.now()),
+        }
+    }
+
+    pub fn snapshot(&self, state: &'static str) -> Snapshot {
+        Snapshot {
+            id: self.id,
+            kind: self.kind,
+            state,
+            battery_pct: self.battery_pct(),
+            online: self.online,
+            seq: self.seq,
+            emitted: self.emitted,
+            checks: self.checks,
+            granted: self.granted,
+            denied: self.denied,
+            events_dropped: self.events_dropped,
+            cached_codes: self.codes.as_ref().map_or(0, |c| c.len()),
+            relock_after_s: None,
+            lift_calls: 0,
+            syncs_applied: self.syncs_applied,
+            trace_digest: self
+                .trace
+                .as_ref()
+                .map(|h| h.finalize().to_hex().to_string()),
+            battery_history_pct: self.battery_history.iter().copied().collect(),
+        }
+    }
+}
+
+/// A check's answer as the device reads it.
+pub enum Judged {
+    Granted(
+        Option<CredentialId>,
+        Option<reference_server::domain::Origin>,
+    ),
+    Denied(DenyReason),
+    Failed(DeviceOutcome),
+}
+
+/// Actors with a [`Core`] get the shared timers (battery, offline spells)
+/// and controls from these helpers.
+pub trait HasCore: Actor<Context = Context<Self>> {
+    fn core(&mut self) -> &mut Core;
+
+    /// Called when connectivity returns (after the buffered events went).
+    fn back_online(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+/// Starts the shared timers; call from `Actor::started`.
+pub fn start_core<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
+    ctx.set_mailbox_capacity(act.core().params.mailbox_capacity.max(1));
+    let status = act.core().status();
+    let _ = act.core().link.status(&status);
+    schedule_battery(act, ctx);
+    schedule_offline(act, ctx);
+    if act.core().battery.is_some() {
+        record_battery_day(act, ctx);
+    }
+}
+
+fn record_battery_day<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
+    let core = act.core();
+    if let Some(pct) = core.battery_pct() {
+        if core.battery_history.len() >= BATTERY_HISTORY_DAYS {
+            core.battery_history.pop_front();
+        }
+        core.battery_history.push_back(pct);
+    }
+    ctx.run_later(Duration::from_secs(86_400), |act, ctx| {
+        record_battery_day(act, ctx)
+    });
+}
+
+/// Re-plans the one battery timer: when the level will cross "low".
+pub fn schedule_battery<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
+    let core = act.core();
+    if let Some(h) = core.battery_timer.take() {
+        ctx.cancel_future(h);
+    }
+    let Some(b) = core.battery.as_mut() else {
+        return;
+    };
+    let p = &core.params.battery;
+    if b.low_reported {
+        return;
+    }
+    if b.level(p) < p.low_pct {
+        b.low_reported = true;
+        let pct = b.level(p);
+        core.emit(EventKind::BatteryLow {
+            battery_pct: pct.round() as u8,
+        });
+        return;
+    }
+    if let Some(wait) = b.time_to(p, p.low_pct) {
+        // A little past the crossing, so the level is below it on waking.
+        let h = ctx.run_later(wait + Duration::from_millis(1), |act, ctx| {
+            schedule_battery(act, ctx)
+        });
+        act.core().battery_timer = Some(h);
+    }
+}
+
+fn schedule_offline<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
+    let core = act.core();
+    let per_day = core.params.faults.offline_per_day;
+    if per_day <= 0.0 {
+        return;
+    }
+    let wait_s = exponential(86_400.0 / per_day, &mut core.rng);
+    let for_s = core.params.faults.offline_for_s.sample(&mut core.rng);
+    ctx.run_later(Duration::from_secs_f64(wait_s), move |act, ctx| {
+        go_offline(act, ctx, for_s);
+        schedule_offline(act, ctx);
+    });
+}
+
+/// Takes the device offline for `for_s`, then back (flushing its buffer).
+pub fn go_offline<A: HasCore>(act: &mut A, ctx: &mut Context<A>, for_s: f64) {
+    let core = act.core();
+    if !core.online {
+        return;
+    }
+    core.online = false;
+    ctx.run_later(Duration::from_secs_f64(for_s.max(0.0)), |act, ctx| {
+        let core = act.core();
+        core.online = true;
+        while let Some(e) = core.offline_buffer.pop_front() {
+            if core.link.event(&e).is_err() {
+                core.events_dropped += 1;
+            }
+        }
+        let status = core.status();
+        let _ = core.link.status(&status);
+        act.back_online(ctx);
+    });
+}
+
+/// The delay of a keypad entry: one interval per digit plus "enter".
+pub fn typing_time(core: &mut Core, digits: usize) -> Duration {
+    let span = core.params.keypad.digit_interval_s;
+    let s: f64 = (0..=digits).map(|_| span.sample(&mut core.rng)).sum();
+    Duration::from_secs_f64(s)
+}
+
+/// The first half of a check at a device that may decide alone.
+pub enum Decide {
+    /// Ask the engine.
+    Ask(Link, AuthRequest),
+    /// Decided already (local cache, lockout, offline).
+    Done(Judged),
+}
+
+/// How a credential reads in the activity log.
+pub fn how_of(c: &WireCredential) -> reference_server::protocol::How {
+    use reference_server::protocol::How;
+    match c {
+        WireCredential::Pin(_) => How::Keypad,
+        WireCredential::Qr(_) => How::Qr,
+        WireCredential::Card(_) => How::Card,
+        WireCredential::Ble(_) => How::Ble,
+    }
+}
+
+impl Core {
+    /// Local lockout first; then the local cache where the device decides
+    /// alone (`local`: a Bluetooth device and a PIN or card); otherwise ask
+    /// the engine if online.
+    pub fn decide_start(
+        &mut self,
+        credential: WireCredential,
+        floor: Option<reference_server::domain::FloorId>,
+        local: bool,
+    ) -> Decide {
+        let is_pin = matches!(credential, WireCredential::Pin(_));
+        if is_pin && self.locked_out() {
+            self.count(false);
+            return Decide::Done(Judged::Denied(DenyReason::LockedOut));
+        }
+        let cacheable = matches!(credential, WireCredential::Pin(_) | WireCredential::Card(_));
+        if local && cacheable {
+            let found = self.codes.as_ref().and_then(|c| c.lookup(&credential));
+            self.count(found.is_some());
+            return Decide::Done(match found {
+                Some(id) => Judged::Granted(Some(id), None),
+                None if is_pin => Judged::Denied(DenyReason::WrongPin),
+                None => Judged::Denied(DenyReason::UnknownCredential),
+            });
+        }
+        if !self.online {
+            return Decide::Done(Judged::Failed(DeviceOutcome::Offline));
+        }
+        let req = self.request(credential, floor);
+        Decide::Ask(self.link.clone(), req)
+    }
+
+    /// Acts on a denial or failure (events, lockout) and returns the final
+    /// answer; a grant is returned for the caller to actuate.
+    pub fn settle(
+        &mut self,
+        how: reference_server::protocol::How,
+        judged: Judged,
+    ) -> Result<
+        (
+            Option<CredentialId>,
+            Option<reference_server::domain::Origin>,
+        ),
+        DeviceOutcome,
+    > {
+        let policy = self.params.keypad.lockout;
+        match judged {
+            Judged::Granted(c, o) => {
+                if how == reference_server::protocol::How::Keypad {
+                    self.lockout.record_success();
+                }
+                Ok((c, o))
+            }
+            Judged::Denied(reason) => {
+                self.emit(EventKind::AccessDenied { how, reason });
+                match reason {
+                    DenyReason::WrongPin => self.wrong_pin(&policy),
+                    DenyReason::LockedOut => self.engine_locked_out(&policy),
+                    _ => {}
+                }
+                Err(DeviceOutcome::Denied(reason))
+            }
+            Judged::Failed(o) => Err(o),
+        }
+    }
+}
+
+/// Runs a [`Decide`] to its answer: the engine's response (if asked), the
+/// judged result and the transport latency. `timeout_ms` is a reader's
+/// patience (door phones); `None` waits for the transport's own timeout.
+pub async fn run_decide(
+    d: Decide,
+    timeout_ms: Option<u64>,
+) -> (Option<AuthResponse>, Result<Checked, TransportError>, bool) {
+    match d {
+        Decide::Done(_) => unreachable!("handled by the caller"),
+        Decide::Ask(link, req) => {
+            let res = match timeout_ms {
+                Some(ms) => {
+                    match tokio::time::timeout(Duration::from_millis(ms), link.check(req)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(TransportError::Timeout(ms)),
+                    }
+                }
+                None => link.check(req).await,
+            };
+            let response = res.as_ref().ok().map(|c| c.response.clone());
+            (response, res, false)
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The in-process transport: the engine embedded in the simulator, no
+//! network. Checks call `Engine::validate` under a read lock; events go to
+//! an [`EventLog`]; sync batches are computed from the engine on demand
+//! (`pull_sync`, for Bluetooth locks in range) or pushed to the Wi-Fi
+//! devices' mailboxes (`push_sync`, what a gateway does on a change).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix::Recipient;
+use parking_lot::{Mutex, RwLock};
+use reference_server::domain::{Actor, Connectivity, DeviceId, Secret};
+use reference_server::engine::{Check, Command, SyncBatch, SyncResult};
+use reference_server::protocol::{
+    AuthRequest, AuthResponse, Event, SyncAckMsg, SyncCode, SyncPush, WireSecret, MAX_SYNC_CODES,
+};
+use reference_server::Engine;
+use rustc_hash::FxHashMap;
+use tokio::time::Instant;
+
+use super::{Checked, Endpoint, EventLog, Inbound, TransportError};
+use crate::clock::SimClock;
+
+#[derive(Clone)]
+pub struct InProcTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Arc<RwLock<Engine>>,
+    clock: SimClock,
+    log: Arc<EventLog>,
+    inboxes: Mutex<FxHashMap<DeviceId, (Connectivity, Recipient<Inbound>)>>,
+    /// Pushes a full mailbox refused (the device gets them on the next push).
+    pushes_dropped: AtomicU64,
+}
+
+impl InProcTransport {
+    /// `clock` gives the engine its `now`; make it inside the runtime that
+    /// runs the devices.
+    pub fn new(engine: Arc<RwLock<Engine>>, clock: SimClock) -> InProcTransport {
+        InProcTransport {
+            inner: Arc::new(Inner {
+                engine,
+                clock,
+                log: Arc::new(EventLog::new()),
+                inboxes: Mutex::new(FxHashMap::default()),
+                pushes_dropped: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<RwLock<Engine>> {
+        &self.inner.engine
+    }
+
+    pub fn clock(&self) -> SimClock {
+        self.inner.clock
+    }
+
+    /// What the engine logged from the devices.
+    pub fn log(&self) -> &Arc<EventLog> {
+        &self.inner.log
+    }
+
+    pub fn pushes_dropped(&self) -> u64 {
+        self.inner.pushes_dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn link(&self, ep: Endpoint, inbox: Recipient<Inbound>) -> InProcLink {
+        self.inner
+            .inboxes
+            .lock()
+            .insert(ep.device, (ep.connectivity, inbox));
+        InProcLink {
+            inner: self.inner.clone(),
+            device: ep.device,
+        }
+    }
+
+    /// Sends every online (Wi-Fi) device its pending sync batch, as a
+    /// gateway does after a change. Bluetooth devices are out of reach and
+    /// pull when a phone or gateway is near. Returns how many were sent.
+    pub fn push_sync(&self) -> usize {
+        let targets: Vec<(DeviceId, Recipient<Inbound>)> = self
+            .inner
+            .inboxes
+            .lock()
+            .iter()
+            .filter(|(_, (c, _))| *c == Connectivity::Wifi)
+            .map(|(d, (_, r))| (*d, r.clone()))
+            .collect();
+        let mut sent = 0;
+        for (device, inbox) in targets {
+            let push = match take_batch(&self.inner, device) {
+                Ok(Some(p)) => p,
+                _ => continue,
+            };
+            // Backpressure: a full mailbox drops the push; the codes stay
+            // "setting" in the engine and go again next time.
+            if inbox.try_send(Inbound::Sync(push)).is_ok() {
+                sent += 1;
+            } else {
+                self.inner.pushes_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        sent
+    }
+}
+
+/// Converts the engine's batch into the wire form (at most
+/// `MAX_SYNC_CODES` codes; the rest stay pending for the next batch).
+pub fn sync_push_of(batch: &SyncBatch) -> SyncPush {
+    SyncPush {
+        version: batch.version,
+        set: batch
+            .set
+            .iter()
+            .filter_map(|(id, s)| {
+                let secret = match s {
+                    Secret::Pin(p) => WireSecret::Pin(p.reveal()),
+                    Secret::Card(n) => WireSecret::Card(n.to_string()),
+                    Secret::Token { .. } => return None,
+                };
+                Some(SyncCode {
+                    credential: *id,
+                    secret,
+                })
+            })
+            .take(MAX_SYNC_CODES)
+            .collect(),
+        remove: batch.remove.iter().copied().take(MAX_SYNC_CODES).collect(),
+    }
+}
+
+fn take_batch(inner: &Inner, device: DeviceId) -> Result<Option<SyncPush>, TransportError> {
+    let batch = match inner.engine.read().pending_sync(device) {
+        Some(b) if !b.is_empty() => b,
+        Some(_) => return Ok(None),
+        None => return Err(TransportError::Engine(format!("unknown device {device}"))),
+    };
+    inner
+        .engine
+        .write()
+        .apply(
+            &Actor::System,
+            Command::SyncSent {
+                device,
+                version: batch.version,
+            },
+            inner.clock.now(),
+        )
+        .map_err(|e| TransportError::Engine(e.to_string()))?;
+    Ok(Some(sync_push_of(&batch)))
+}
+
+#[derive(Clone)]
+pub struct InProcLink {
+    inner: Arc<Inner>,
+    device: DeviceId,
+}
+
+impl InProcLink {
+    pub fn check(&self, req: &AuthRequest) -> Checked {
+        let t0 = Instant::now();
+        let response = match req.credential.to_presented() {
+            Ok(presented) => {
+                let check = Check {
+                    device: self.device,
+                    presented,
+                    floor: req.floor,
+                };
+                let d = self
+                    .inner
+                    .engine
+                    .read()
+                    .validate(&check, self.inner.clock.now());
+                AuthResponse::from_decision(req.id, &d)
+            }
+            Err(e) => AuthResponse::error(req.id, e.to_string()),
+        };
+        Checked {
+            response,
+            latency_us: t0.elapsed().as_micros() as u64,
+        }
+    }
+
+    pub fn event(&self, event: &Event) {
+        self.inner.log.record(self.device, event);
+    }
+
+    pub fn pull_sync(&self) -> Result<Option<SyncPush>, TransportError> {
+        take_batch(&self.inner, self.device)
+    }
+
+    pub fn sync_ack(&self, ack: &SyncAckMsg) -> Result<(), TransportError> {
+        let results = ack
+            .results
+            .iter()
+            .map(|r| SyncResult {
+                credential: r.credential,
+                failure: r.failure,
+            })
+            .collect();
+        self.inner
+            .engine
+            .write()
+            .apply(
+                &Actor::System,
+                Command::SyncAck {
+                    device: self.device,
+                    results,
+                },
+                self.inner.clock.now(),
+            )
+            .map(|_| ())
+            .map_err(|e| TransportError::Engine(e.to_string()))
+    }
+}

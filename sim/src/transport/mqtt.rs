@@ -1,0 +1,517 @@
+//! The MQTT transport (rumqttc): devices speak protocol.rs topics and
+//! payloads to a real broker, and an engine (the reference server's gateway
+//! or any other backend) answers there.
+//!
+//! - One connection per device (username `dev-N`, password its secret, Last
+//!   Will `status {"online":false}` retained), or many devices multiplexed on
+//!   one connection (a gateway's own username), as `Multiplex` says.
+//! - Each connection's `EventLoop` is polled by a task that does nothing
+//!   else; other tasks only `try_publish`.
+//! - On a connection error the task waits (exponential backoff with jitter
+//!   drawn from the seeded RNG) and polls again, which reconnects.
+//! - Events are QoS 1. While disconnected they are kept in a bounded buffer
+//!   (oldest dropped and counted when full) and sent on reconnect; the
+//!   per-device sequence number lets the engine drop redeliveries.
+//! - Auth requests carry a correlation id; answers on `auth/resp` complete
+//!   the waiting check, which gives up after `request_timeout_ms`.
+//!
+//! Needs real time (sockets do not advance a paused tokio clock).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Recipient;
+use parking_lot::Mutex;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use reference_server::domain::{DeviceId, SiteId};
+use reference_server::protocol::{
+    decode, encode, parse_topic, topic, AuthRequest, AuthResponse, Channel, CommandAck,
+    DeviceCommand, Event, Status, SyncAckMsg, SyncPush, DEFAULT_PREFIX, MAX_PAYLOAD_BYTES,
+};
+use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use rustc_hash::FxHashMap;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Checked, DeviceSecrets, Endpoint, Inbound, TransportError};
+use crate::clock::stream_rng;
+
+/// Connection settings, with defaults for a local broker.
+#[derive(Clone, Debug)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    /// Topic prefix (protocol default `fleet`).
+    pub prefix: String,
+    pub keep_alive_s: u64,
+    /// How long a check waits for `auth/resp`.
+    pub request_timeout_ms: u64,
+    /// Events kept per connection while it is down.
+    pub max_buffered_events: usize,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// rumqttc's request channel (its default of 10 is small under load).
+    pub request_channel_capacity: usize,
+    /// Unacknowledged QoS 1 publishes in flight per connection.
+    pub inflight: u16,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            prefix: DEFAULT_PREFIX.into(),
+            keep_alive_s: 30,
+            request_timeout_ms: 2_000,
+            max_buffered_events: 1_024,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 10_000,
+            request_channel_capacity: 1_024,
+            inflight: 200,
+        }
+    }
+}
+
+/// How devices share connections.
+#[derive(Clone, Debug)]
+pub enum Multiplex {
+    /// One connection per device, as real Wi-Fi locks have.
+    PerDevice,
+    /// `devices_per_connection` devices on each connection, which signs in
+    /// as `username`/`password` (a gateway, or a load generator saving
+    /// sockets).
+    Shared {
+        devices_per_connection: u32,
+        username: String,
+        password: String,
+    },
+}
+
+#[derive(Clone)]
+pub struct MqttTransport {
+    inner: Arc<TransportInner>,
+}
+
+struct TransportInner {
+    config: Arc<MqttConfig>,
+    secrets: DeviceSecrets,
+    mode: Multiplex,
+    seed: u64,
+    shared: Mutex<FxHashMap<u32, Arc<Conn>>>,
+}
+
+impl MqttTransport {
+    /// `seed` draws the reconnect jitter.
+    pub fn new(
+        config: MqttConfig,
+        mode: Multiplex,
+        secrets: DeviceSecrets,
+        seed: u64,
+    ) -> MqttTransport {
+        MqttTransport {
+            inner: Arc::new(TransportInner {
+                config: Arc::new(config),
+                secrets,
+                mode,
+                seed,
+                shared: Mutex::new(FxHashMap::default()),
+            }),
+        }
+    }
+
+    /// Starts (or joins) the device's connection. Must run inside a tokio
+    /// runtime: it spawns the connection's poll task.
+    pub fn link(&self, ep: Endpoint, inbox: Recipient<Inbound>) -> MqttLink {
+        let cfg = &self.inner.config;
+        let topics = Arc::new(Topics::new(&cfg.prefix, ep.site, ep.device));
+        let conn = match &self.inner.mode {
+            Multiplex::PerDevice => {
+                let name = ep.device.to_string();
+                let secret = (self.inner.secrets)(ep.device);
+                let will = LastWill::new(
+                    topics.status.clone(),
+                    encode(&Status {
+                        online: false,
+                        battery_pct: None,
+                        firmware: None,
+                        at: None,
+                    }),
+                    QoS::AtLeastOnce,
+                    true,
+                );
+                Conn::start(
+                    cfg.clone(),
+                    &name,
+                    &name,
+                    &secret,
+                    Some(will),
+                    stream_rng(self.inner.seed, u64::from(ep.device.0)),
+                )
+            }
+            Multiplex::Shared {
+                devices_per_connection,
+                username,
+                password,
+            } => {
+                let n = ep.device.0 / (*devices_per_connection).max(1);
+                let mut shared = self.inner.shared.lock();
+                shared
+                    .entry(n)
+                    .or_insert_with(|| {
+                        Conn::start(
+                            cfg.clone(),
+                            &format!("{username}-{n}"),
+                            username,
+                            password,
+                            None,
+                            stream_rng(self.inner.seed, (1 << 40) | u64::from(n)),
+                        )
+                    })
+                    .clone()
+            }
+        };
+        conn.add_device(ep.device, topics.clone(), inbox);
+        MqttLink {
+            conn,
+            topics,
+            device: ep.device,
+        }
+    }
+}
+
+/// A device's topics, formatted once.
+struct Topics {
+    status: String,
+    events: String,
+    auth_req: String,
+    auth_resp: String,
+    sync: String,
+    sync_ack: String,
+    cmd: String,
+    cmd_ack: String,
+}
+
+impl Topics {
+    fn new(prefix: &str, site: SiteId, device: DeviceId) -> Topics {
+        let t = |c| topic(prefix, site, device, c);
+        Topics {
+            status: t(Channel::Status),
+            events: t(Channel::Events),
+            auth_req: t(Channel::AuthReq),
+            auth_resp: t(Channel::AuthResp),
+            sync: t(Channel::Sync),
+            sync_ack: t(Channel::SyncAck),
+            cmd: t(Channel::Cmd),
+            cmd_ack: t(Channel::CmdAck),
+        }
+    }
+
+    fn subscriptions(&self) -> [rumqttc::SubscribeFilter; 3] {
+        [
+            rumqttc::SubscribeFilter::new(self.auth_resp.clone(), QoS::AtLeastOnce),
+            rumqttc::SubscribeFilter::new(self.sync.clone(), QoS::AtLeastOnce),
+            rumqttc::SubscribeFilter::new(self.cmd.clone(), QoS::AtLeastOnce),
+        ]
+    }
+}
+
+/// Counters of one connection, for tests and reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    pub connects: u64,
+    pub connection_errors: u64,
+    pub buffered_now: usize,
+    pub buffer_dropped: u64,
+    pub late_answers: u64,
+    pub bad_payloads: u64,
+}
+
+/// Where a connection's incoming messages go, per device.
+type DeviceRoutes = FxHashMap<DeviceId, (Arc<Topics>, Recipient<Inbound>)>;
+
+struct Conn {
+    client: AsyncClient,
+    config: Arc<MqttConfig>,
+    connected: AtomicBool,
+    next_id: AtomicU64,
+    pending: Mutex<FxHashMap<(DeviceId, u64), oneshot::Sender<AuthResponse>>>,
+    devices: Mutex<DeviceRoutes>,
+    buffer: Mutex<VecDeque<(String, Vec<u8>)>>,
+    stats: Mutex<ConnStats>,
+}
+
+impl Conn {
+    fn start(
+        config: Arc<MqttConfig>,
+        client_id: &str,
+        username: &str,
+        password: &str,
+        will: Option<LastWill>,
+        rng: ChaCha8Rng,
+    ) -> Arc<Conn> {
+        let mut opts = MqttOptions::new(client_id, config.host.clone(), config.port);
+        opts.set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)))
+            .set_credentials(username, password)
+            .set_clean_session(true)
+            .set_inflight(config.inflight.max(1))
+            .set_request_channel_capacity(config.request_channel_capacity.max(1))
+            .set_max_packet_size(MAX_PAYLOAD_BYTES * 4, MAX_PAYLOAD_BYTES * 4);
+        if let Some(w) = will {
+            opts.set_last_will(w);
+        }
+        let (client, eventloop) = AsyncClient::new(opts, config.request_channel_capacity.max(1));
+        let conn = Arc::new(Conn {
+            client,
+            config,
+            connected: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(FxHashMap::default()),
+            devices: Mutex::new(FxHashMap::default()),
+            buffer: Mutex::new(VecDeque::new()),
+            stats: Mutex::new(ConnStats::default()),
+        });
+        // The task holds a weak reference: when every link is gone the
+        // connection closes.
+        tokio::spawn(poll_loop(eventloop, Arc::downgrade(&conn), rng));
+        conn
+    }
+
+    fn add_device(&self, device: DeviceId, topics: Arc<Topics>, inbox: Recipient<Inbound>) {
+        if self.connected.load(Ordering::Acquire) {
+            let _ = self.client.try_subscribe_many(topics.subscriptions());
+        }
+        self.devices.lock().insert(device, (topics, inbox));
+    }
+
+    fn on_connected(self: &Arc<Self>) {
+        self.stats.lock().connects += 1;
+        let subs: Vec<_> = self
+            .devices
+            .lock()
+            .values()
+            .flat_map(|(t, _)| t.subscriptions())
+            .collect();
+        self.connected.store(true, Ordering::Release);
+        let me = self.clone();
+        tokio::spawn(async move {
+            for chunk in subs.chunks(30) {
+                if me.client.subscribe_many(chunk.to_vec()).await.is_err() {
+                    return;
+                }
+            }
+            // Send what was kept while down, in order, waiting for room.
+            loop {
+                let Some((t, p)) = me.buffer.lock().pop_front() else {
+                    break;
+                };
+                if me
+                    .client
+                    .publish(t, QoS::AtLeastOnce, false, p)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+
+    fn on_publish(&self, topic_name: &str, payload: &[u8]) {
+        let Ok((_, device, channel)) = parse_topic(&self.config.prefix, topic_name) else {
+            self.stats.lock().bad_payloads += 1;
+            return;
+        };
+        match channel {
+            Channel::AuthResp => match decode::<AuthResponse>(payload) {
+                Ok(r) => match self.pending.lock().remove(&(device, r.id)) {
+                    Some(tx) => {
+                        let _ = tx.send(r);
+                    }
+                    None => self.stats.lock().late_answers += 1,
+                },
+                Err(_) => self.stats.lock().bad_payloads += 1,
+            },
+            Channel::Sync => match decode::<SyncPush>(payload) {
+                Ok(p) => self.deliver(device, Inbound::Sync(p)),
+                Err(_) => self.stats.lock().bad_payloads += 1,
+            },
+            Channel::Cmd => match decode::<DeviceCommand>(payload) {
+                Ok(c) => self.deliver(device, Inbound::Command(c)),
+                Err(_) => self.stats.lock().bad_payloads += 1,
+            },
+            _ => {}
+        }
+    }
+
+    fn deliver(&self, device: DeviceId, msg: Inbound) {
+        let inbox = self.devices.lock().get(&device).map(|(_, r)| r.clone());
+        if let Some(inbox) = inbox {
+            // Bounded mailbox: a refused push is redelivered by the engine.
+            let _ = inbox.try_send(msg);
+        }
+    }
+
+    /// QoS 1 publish now, or into the bounded buffer while disconnected.
+    fn publish_or_buffer(&self, topic_name: &str, payload: Vec<u8>) {
+        if self.connected.load(Ordering::Acquire) {
+            match self
+                .client
+                .try_publish(topic_name, QoS::AtLeastOnce, false, payload)
+            {
+                Ok(()) => return,
+                Err(rumqttc::ClientError::TryRequest(rumqttc::Request::Publish(p))) => {
+                    return self.buffer_push(topic_name.to_owned(), p.payload.to_vec());
+                }
+                Err(_) => return,
+            }
+        }
+        self.buffer_push(topic_name.to_owned(), payload);
+    }
+
+    fn buffer_push(&self, topic_name: String, payload: Vec<u8>) {
+        let mut b = self.buffer.lock();
+        if b.len() >= self.config.max_buffered_events.max(1) {
+            b.pop_front();
+            self.stats.lock().buffer_dropped += 1;
+        }
+        b.push_back((topic_name, payload));
+    }
+}
+
+/// Exponential backoff with "equal jitter": half the delay fixed, half
+/// random, so a fleet that lost its broker does not reconnect in lockstep.
+pub fn backoff_ms(initial_ms: u64, max_ms: u64, attempt: u32, rng: &mut impl Rng) -> u64 {
+    let exp = initial_ms
+        .saturating_mul(1u64 << attempt.min(20))
+        .min(max_ms);
+    let half = exp / 2;
+    half + rng.random_range(0..=half.max(1))
+}
+
+async fn poll_loop(mut eventloop: EventLoop, conn: std::sync::Weak<Conn>, mut rng: ChaCha8Rng) {
+    let mut attempt = 0u32;
+    loop {
+        let polled = eventloop.poll().await;
+        let Some(c) = conn.upgrade() else {
+            return;
+        };
+        match polled {
+            Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
+                attempt = 0;
+                c.on_connected();
+            }
+            Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => c.on_publish(&p.topic, &p.payload),
+            Ok(_) => {}
+            Err(_) => {
+                c.connected.store(false, Ordering::Release);
+                c.stats.lock().connection_errors += 1;
+                let (initial, max) = (c.config.backoff_initial_ms, c.config.backoff_max_ms);
+                drop(c);
+                let wait = backoff_ms(initial, max, attempt, &mut rng);
+                attempt = attempt.saturating_add(1);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+        }
+    }
+}
+
+/// One device's side of an MQTT connection.
+#[derive(Clone)]
+pub struct MqttLink {
+    conn: Arc<Conn>,
+    topics: Arc<Topics>,
+    device: DeviceId,
+}
+
+impl MqttLink {
+    pub fn is_connected(&self) -> bool {
+        self.conn.connected.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> ConnStats {
+        let mut s = *self.conn.stats.lock();
+        s.buffered_now = self.conn.buffer.lock().len();
+        s
+    }
+
+    pub async fn check(&self, mut req: AuthRequest) -> Result<Checked, TransportError> {
+        if !self.is_connected() {
+            return Err(TransportError::Offline);
+        }
+        let t0 = Instant::now();
+        // Ids unique per connection, so multiplexed devices cannot collide.
+        req.id = self.conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let key = (self.device, req.id);
+        let (tx, rx) = oneshot::channel();
+        self.conn.pending.lock().insert(key, tx);
+        if self
+            .conn
+            .client
+            .try_publish(&self.topics.auth_req, QoS::AtLeastOnce, false, encode(&req))
+            .is_err()
+        {
+            self.conn.pending.lock().remove(&key);
+            return Err(TransportError::Busy);
+        }
+        let timeout_ms = self.conn.config.request_timeout_ms;
+        match tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await {
+            Ok(Ok(response)) => Ok(Checked {
+                response,
+                latency_us: t0.elapsed().as_micros() as u64,
+            }),
+            Ok(Err(_)) => Err(TransportError::Offline),
+            Err(_) => {
+                self.conn.pending.lock().remove(&key);
+                Err(TransportError::Timeout(timeout_ms))
+            }
+        }
+    }
+
+    pub fn event(&self, event: &Event) -> Result<(), TransportError> {
+        self.conn
+            .publish_or_buffer(&self.topics.events, encode(event));
+        Ok(())
+    }
+
+    pub fn status(&self, status: &Status) -> Result<(), TransportError> {
+        self.conn
+            .client
+            .try_publish(&self.topics.status, QoS::AtLeastOnce, true, encode(status))
+            .map_err(|e| TransportError::Mqtt(e.to_string()))
+    }
+
+    pub fn sync_ack(&self, ack: &SyncAckMsg) -> Result<(), TransportError> {
+        self.conn
+            .publish_or_buffer(&self.topics.sync_ack, encode(ack));
+        Ok(())
+    }
+
+    pub fn command_ack(&self, ack: &CommandAck) -> Result<(), TransportError> {
+        self.conn
+            .publish_or_buffer(&self.topics.cmd_ack, encode(ack));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let first = backoff_ms(100, 10_000, 0, &mut rng);
+        assert!((50..=100).contains(&first), "{first}");
+        let late = backoff_ms(100, 10_000, 30, &mut rng);
+        assert!((5_000..=10_000).contains(&late), "{late}");
+        let draws: Vec<u64> = (0..8)
+            .map(|_| backoff_ms(100, 10_000, 6, &mut rng))
+            .collect();
+        assert!(draws.iter().any(|d| *d != draws[0]), "jitter: {draws:?}");
+    }
+}

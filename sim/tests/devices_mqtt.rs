@@ -1,0 +1,397 @@
+//! The MQTT transport in real time against a real broker (embedded
+//! rumqttd on a free loopback port, with username/password auth), and a
+//! responder built on the real `Engine` that answers `auth/req`, pushes
+//! `sync`, applies `sync/ack` and logs `events` exactly once.
+
+mod devices_support;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use devices_support::{engine, start_time};
+use fleetsim::clock::SimClock;
+use fleetsim::devices::fleet::{provision, Fleet, FleetSpec, Placement};
+use fleetsim::devices::{DeviceOutcome, DeviceParams, Present};
+use fleetsim::transport::inproc::sync_push_of;
+use fleetsim::transport::{
+    derived_secrets, EventLog, MqttConfig, MqttTransport, Multiplex, Transport,
+};
+use parking_lot::RwLock;
+use reference_server::domain::{Actor, DenyReason, DeviceId, FloorScope, HolderKind};
+use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec, SyncResult};
+use reference_server::protocol::{
+    decode, encode, parse_topic, topic, AuthRequest, AuthResponse, Channel, Event, SyncAckMsg,
+};
+use reference_server::{Check, Engine};
+use rumqttc::{AsyncClient, MqttOptions, Packet, QoS};
+
+const ENGINE_USER: &str = "engine";
+const ENGINE_PASS: &str = "engine-secret";
+
+/// Starts rumqttd on a free port; only the listed users may connect.
+fn start_broker(users: HashMap<String, String>) -> u16 {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conn = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 5_000,
+        max_payload_size: 64 * 1024,
+        max_inflight_count: 500,
+        auth: Some(users),
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "v4".into(),
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections: conn,
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 1_000,
+            max_outgoing_packet_count: 1_000,
+            max_segment_size: 1 << 20,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Default::default()
+    };
+    // `start` blocks: the broker gets its own thread (ends with the process).
+    std::thread::spawn(move || {
+        let _ = rumqttd::Broker::new(config).start();
+    });
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("broker did not start on {port}");
+}
+
+/// The engine side over MQTT: answers checks, applies sync acks, logs events.
+struct Responder {
+    client: AsyncClient,
+    log: Arc<EventLog>,
+}
+
+impl Responder {
+    fn start(port: u16, engine: Arc<RwLock<Engine>>, clock: SimClock) -> Responder {
+        let mut opts = MqttOptions::new("engine", "127.0.0.1", port);
+        opts.set_credentials(ENGINE_USER, ENGINE_PASS)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_inflight(500);
+        let (client, mut eventloop) = AsyncClient::new(opts, 1_000);
+        let log = Arc::new(EventLog::new());
+        let (c, l) = (client.clone(), log.clone());
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
+                        for ch in [Channel::AuthReq, Channel::Events, Channel::SyncAck] {
+                            let f = format!("fleet/+/+/{}", ch.suffix());
+                            c.subscribe(f, QoS::AtLeastOnce).await.unwrap();
+                        }
+                    }
+                    Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
+                        let (site, device, ch) = parse_topic("fleet", &p.topic).unwrap();
+                        match ch {
+                            Channel::AuthReq => {
+                                let req: AuthRequest = decode(&p.payload).unwrap();
+                                let resp = match req.credential.to_presented() {
+                                    Ok(presented) => {
+                                        let check = Check {
+                                            device,
+                                            presented,
+                                            floor: req.floor,
+                                        };
+                                        let d = engine.read().validate(&check, clock.now());
+                                        AuthResponse::from_decision(req.id, &d)
+                                    }
+                                    Err(e) => AuthResponse::error(req.id, e.to_string()),
+                                };
+                                let t = topic("fleet", site, device, Channel::AuthResp);
+                                c.try_publish(t, QoS::AtLeastOnce, false, encode(&resp))
+                                    .unwrap();
+                            }
+                            Channel::Events => {
+                                let e: Event = decode(&p.payload).unwrap();
+                                l.record(device, &e);
+                            }
+                            Channel::SyncAck => {
+                                let ack: SyncAckMsg = decode(&p.payload).unwrap();
+                                let results = ack
+                                    .results
+                                    .iter()
+                                    .map(|r| SyncResult {
+                                        credential: r.credential,
+                                        failure: r.failure,
+                                    })
+                                    .collect();
+                                engine
+                                    .write()
+                                    .apply(
+                                        &Actor::System,
+                                        Command::SyncAck { device, results },
+                                        clock.now(),
+                                    )
+                                    .unwrap();
+                            }
+                            _ => {}
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        Responder { client, log }
+    }
+
+    /// Sends a device its pending codes (what the gateway does on a change).
+    async fn push_sync(&self, engine: &Arc<RwLock<Engine>>, clock: SimClock, device: DeviceId) {
+        let batch = engine.read().pending_sync(device).unwrap();
+        if batch.is_empty() {
+            return;
+        }
+        engine
+            .write()
+            .apply(
+                &Actor::System,
+                Command::SyncSent {
+                    device,
+                    version: batch.version,
+                },
+                clock.now(),
+            )
+            .unwrap();
+        let site = engine.read().device(device).unwrap().site;
+        let t = topic("fleet", site, device, Channel::Sync);
+        self.client
+            .publish(t, QoS::AtLeastOnce, false, encode(&sync_push_of(&batch)))
+            .await
+            .unwrap();
+    }
+}
+
+/// Polls `f` every 20 ms for up to 10 s of real time.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn issue_pin(
+    engine: &Arc<RwLock<Engine>>,
+    fleet: &Fleet,
+    door: reference_server::domain::DoorId,
+    pin: &str,
+    now: jiff::Timestamp,
+) {
+    let mut e = engine.write();
+    let h = match e
+        .apply(
+            &Actor::System,
+            Command::CreateHolder {
+                org: fleet.provisioned.org,
+                name: "Resident".into(),
+                kind: HolderKind::Member,
+                user: None,
+                floors: FloorScope::Any,
+            },
+            now,
+        )
+        .unwrap()
+        .outcome
+    {
+        Outcome::Holder(h) => h,
+        o => panic!("{o:?}"),
+    };
+    e.apply(
+        &Actor::System,
+        Command::IssueCredential(Issue {
+            holder: h,
+            name: "Resident PIN".into(),
+            secret: SecretSpec::Pin {
+                pin: PinSpec::Manual(pin.into()),
+            },
+            schedule: reference_server::domain::Schedule::Permanent,
+            doors: vec![door],
+            include_common_areas: false,
+            floors: FloorScope::Any,
+        }),
+        now,
+    )
+    .unwrap();
+}
+
+fn run_mqtt_fleet(mode: impl Fn(&HashMap<String, String>) -> Multiplex, doors: u32) {
+    actix_rt::System::new().block_on(async move {
+        let engine = engine(5);
+        let clock = SimClock::starting_at(start_time());
+        let spec = FleetSpec::new(5)
+            .wifi_doors(doors)
+            .params(DeviceParams::quiet());
+        let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
+        let key = [9u8; 32];
+        let secrets = derived_secrets(key);
+        let mut users: HashMap<String, String> = engine
+            .read()
+            .devices()
+            .map(|d| (d.id.to_string(), secrets(d.id)))
+            .collect();
+        users.insert(ENGINE_USER.into(), ENGINE_PASS.into());
+        users.insert("gateway".into(), "gateway-secret".into());
+        let port = start_broker(users.clone());
+        let responder = Responder::start(port, engine.clone(), clock);
+        let config = MqttConfig {
+            port,
+            ..MqttConfig::default()
+        };
+        let transport = MqttTransport::new(config, mode(&users), secrets, 5);
+        let fleet = Fleet::start(
+            &spec,
+            provisioned,
+            Transport::Mqtt(transport),
+            clock,
+            &Placement::Current,
+        );
+        let plans = fleet.provisioned.doors.clone();
+        for p in &plans {
+            issue_pin(&engine, &fleet, p.door, "4829", clock.now());
+        }
+        // Let every device connect and subscribe, then push the codes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for p in &plans {
+            for d in [p.lock.unwrap(), p.keypad.unwrap()] {
+                responder.push_sync(&engine, clock, d).await;
+            }
+        }
+        for p in &plans {
+            let k = p.keypad.unwrap();
+            eventually("the keypad's code to be set", || {
+                let e = engine.clone();
+                async move {
+                    e.read()
+                        .credentials()
+                        .iter()
+                        .flat_map(|c| c.placements.iter())
+                        .any(|pl| pl.device == k && pl.state.on_device())
+                }
+            })
+            .await;
+        }
+        for p in &plans {
+            let keypad = p.keypad.unwrap();
+            let present = |pin: &str| Present {
+                credential: reference_server::protocol::WireCredential::Pin(pin.into()),
+                floor: None,
+                human_timing: false,
+            };
+            let got = fleet.present_with(keypad, present("4829")).await.unwrap();
+            assert_eq!(got.outcome, DeviceOutcome::Unlocked, "{:?}", got);
+            assert!(!got.decided_locally);
+            let got = fleet.present_with(keypad, present("1357")).await.unwrap();
+            assert_eq!(got.outcome, DeviceOutcome::Denied(DenyReason::WrongPin));
+            assert_eq!(got.response.unwrap().reason, Some(DenyReason::WrongPin));
+        }
+        // Every event each device emitted reached the engine exactly once.
+        for d in fleet.devices() {
+            let id = d.id;
+            let fleet = &fleet;
+            let log = responder.log.clone();
+            eventually("events to be logged", || {
+                let log = log.clone();
+                async move {
+                    let s = fleet.snapshot(id).await.unwrap();
+                    let l = log.device(id);
+                    l.per_kind == s.emitted && l.last_seq == s.seq && l.gaps == 0
+                }
+            })
+            .await;
+        }
+        let totals = responder.log.totals();
+        assert_eq!(totals.duplicates, 0);
+        assert_eq!(totals.per_kind.get("unlocked"), u64::from(doors));
+        assert_eq!(totals.per_kind.get("access_denied"), u64::from(doors));
+        assert_eq!(totals.per_kind.get("code_set"), 2 * u64::from(doors));
+        actix_rt::System::current().stop();
+    });
+}
+
+#[test]
+fn devices_check_pins_over_a_real_broker_one_connection_each() {
+    run_mqtt_fleet(|_| Multiplex::PerDevice, 2);
+}
+
+#[test]
+fn devices_check_pins_over_a_real_broker_multiplexed() {
+    run_mqtt_fleet(
+        |users| Multiplex::Shared {
+            devices_per_connection: 4,
+            username: "gateway".into(),
+            password: users["gateway"].clone(),
+        },
+        5,
+    );
+}
+
+#[test]
+fn a_device_with_a_wrong_secret_is_refused_and_checks_fail_cleanly() {
+    actix_rt::System::new().block_on(async {
+        let engine = engine(6);
+        let clock = SimClock::starting_at(start_time());
+        let spec = FleetSpec::new(6)
+            .wifi_doors(1)
+            .keypads(false)
+            .sensors(false);
+        let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
+        let users = HashMap::from([("dev-0".to_string(), "right".to_string())]);
+        let port = start_broker(users);
+        let config = MqttConfig {
+            port,
+            request_timeout_ms: 300,
+            ..MqttConfig::default()
+        };
+        let transport =
+            MqttTransport::new(config, Multiplex::PerDevice, derived_secrets([1; 32]), 6);
+        let fleet = Fleet::start(
+            &spec,
+            provisioned,
+            Transport::Mqtt(transport),
+            clock,
+            &Placement::Current,
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let lock = fleet.provisioned.doors[0].lock.unwrap();
+        let got = fleet
+            .present_with(
+                lock,
+                Present {
+                    credential: reference_server::protocol::WireCredential::Pin("4829".into()),
+                    floor: None,
+                    human_timing: false,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.outcome, DeviceOutcome::Offline);
+        actix_rt::System::current().stop();
+    });
+}

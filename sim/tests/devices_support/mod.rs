@@ -1,0 +1,184 @@
+//! Shared helpers of the device tests: a virtual-time actix system, an
+//! engine, an in-process fleet, and credential issuing through
+//! `Engine::apply`.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::Arc;
+
+use fleetsim::clock::SimClock;
+use fleetsim::devices::fleet::{Fleet, FleetSpec, Placement};
+use fleetsim::transport::{InProcTransport, Transport};
+use jiff::Timestamp;
+use parking_lot::RwLock;
+use reference_server::domain::{
+    Actor, CredentialId, DoorId, FloorScope, HolderId, HolderKind, OrgId, Repeat, Schedule,
+    TokenKey,
+};
+use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec};
+use reference_server::{Engine, EngineConfig};
+
+pub const START: i64 = 1_800_000_000;
+
+pub fn start_time() -> Timestamp {
+    Timestamp::from_second(START).unwrap()
+}
+
+/// Runs `f` on a paused current-thread runtime (virtual time) inside an
+/// actix system, then stops the system cleanly.
+pub fn run_virtual<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let sys = actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    });
+    sys.block_on(async {
+        f().await;
+        actix_rt::System::current().stop();
+    });
+    sys.run().unwrap();
+}
+
+pub fn engine(seed: u64) -> Arc<RwLock<Engine>> {
+    Arc::new(RwLock::new(Engine::new(EngineConfig {
+        token_key: TokenKey::from_bytes([7; 32]),
+        seed,
+    })))
+}
+
+pub struct Setup {
+    pub engine: Arc<RwLock<Engine>>,
+    pub transport: InProcTransport,
+    pub fleet: Fleet,
+    pub clock: SimClock,
+}
+
+/// An in-process fleet on the current arbiter (call inside `run_virtual`).
+pub fn inproc_fleet(spec: &FleetSpec) -> Setup {
+    let engine = engine(spec.seed);
+    let clock = SimClock::starting_at(start_time());
+    let transport = InProcTransport::new(engine.clone(), clock);
+    let fleet = Fleet::build(
+        spec,
+        &engine,
+        Transport::InProc(transport.clone()),
+        clock,
+        &Placement::Current,
+    )
+    .unwrap();
+    Setup {
+        engine,
+        transport,
+        fleet,
+        clock,
+    }
+}
+
+fn holder(engine: &mut Engine, org: OrgId, kind: HolderKind, now: Timestamp) -> HolderId {
+    let o = engine
+        .apply(
+            &Actor::System,
+            Command::CreateHolder {
+                org,
+                name: "Holder".into(),
+                kind,
+                user: None,
+                floors: FloorScope::Any,
+            },
+            now,
+        )
+        .unwrap()
+        .outcome;
+    match o {
+        Outcome::Holder(h) => h,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn issue(
+    s: &Setup,
+    secret: SecretSpec,
+    schedule: Schedule,
+    doors: Vec<DoorId>,
+    kind: HolderKind,
+) -> CredentialId {
+    let now = s.clock.now();
+    let mut e = s.engine.write();
+    let org = s.fleet.provisioned.org;
+    let h = holder(&mut e, org, kind, now);
+    let o = e
+        .apply(
+            &Actor::System,
+            Command::IssueCredential(Issue {
+                holder: h,
+                name: "Code".into(),
+                secret,
+                schedule,
+                doors,
+                include_common_areas: false,
+                floors: FloorScope::Any,
+            }),
+            now,
+        )
+        .unwrap()
+        .outcome;
+    match o {
+        Outcome::Credential(c) => c,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A permanent member PIN typed by an admin.
+pub fn issue_pin(s: &Setup, door: DoorId, pin: &str) -> CredentialId {
+    issue(
+        s,
+        SecretSpec::Pin {
+            pin: PinSpec::Manual(pin.into()),
+        },
+        Schedule::Permanent,
+        vec![door],
+        HolderKind::Member,
+    )
+}
+
+pub fn issue_card(s: &Setup, door: DoorId, number: u64) -> CredentialId {
+    issue(
+        s,
+        SecretSpec::Card { number },
+        Schedule::Permanent,
+        vec![door],
+        HolderKind::Member,
+    )
+}
+
+/// A one-time visitor QR key for `door`, valid for a day; returns the token.
+pub fn issue_one_time_qr(s: &Setup, door: DoorId) -> (CredentialId, String) {
+    let now = s.clock.now();
+    let id = issue(
+        s,
+        SecretSpec::Qr,
+        Schedule::Visitor {
+            repeat: Repeat::Never,
+            start: now - jiff::SignedDuration::from_hours(1),
+            end: now + jiff::SignedDuration::from_hours(24),
+            days: None,
+            window: None,
+            each_door_count: Some(1),
+        },
+        vec![door],
+        HolderKind::Visitor,
+    );
+    let token = s.engine.read().token(id).unwrap();
+    (id, token)
+}
+
+/// Lets the devices run for `s` seconds of (virtual) time.
+pub async fn wait_s(s: f64) {
+    tokio::time::sleep(std::time::Duration::from_secs_f64(s)).await;
+}
