@@ -16,6 +16,8 @@
 //! - [`devices`]: lock, keypad, door sensor and door phone actors (actix),
 //!   their behaviour models and documented parameters (`DeviceParams`), and
 //!   the fleet builder with `present(device, credential)` entry points.
+//! - [`metrics`]: per-worker HDR recorders, Prometheus registry and exporter.
+//! - [`report`]: the run report (JSON, HTML, JUnit, HDR logs) and merging.
 //!
 //! A credential check: a workload calls `Fleet::present` -> the device actor
 //! (keypad types the digits, door phone reads the QR) -> `transport::Link::check`
@@ -26,6 +28,8 @@
 pub mod cli;
 pub mod clock;
 pub mod devices;
+pub mod metrics;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod transport;

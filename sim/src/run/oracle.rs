@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use reference_server::domain::{DailyWindow, DenyReason, DeviceId, DoorId, LockoutPolicy, Weekdays};
+use reference_server::domain::{
+    DailyWindow, DenyReason, DeviceId, DoorId, LockoutPolicy, Weekdays,
+};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -27,7 +29,10 @@ pub const MAX_EXAMPLES: usize = 20;
 pub enum Validity {
     Always,
     /// `start` inclusive, `end` exclusive.
-    Range { start: Timestamp, end: Timestamp },
+    Range {
+        start: Timestamp,
+        end: Timestamp,
+    },
     /// Weekdays and a local daily window (start == end: the whole day).
     Recurring {
         days: Weekdays,
@@ -74,7 +79,7 @@ impl Validity {
                 } else {
                     // Crosses midnight: opened today, or yesterday evening.
                     (days.contains(day) && t >= window.start)
-                        || (days.contains(day.yesterday()) && t < window.end)
+                        || (days.contains(day.previous()) && t < window.end)
                 };
                 if inside {
                     Ok(())
@@ -150,10 +155,10 @@ impl Expected {
 }
 
 /// One disagreement, for the report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Example {
     pub device: u32,
-    pub kind: &'static str,
+    pub kind: String,
     pub expected: String,
     pub actual: String,
     pub reason: String,
@@ -209,6 +214,7 @@ pub struct Oracle {
     uses_door: FxHashMap<(TruthId, DoorId), u32>,
     /// Uses picked but not yet judged (so two arrivals do not pick one key).
     reserved: FxHashMap<(TruthId, DoorId), u32>,
+    extra_qr: FxHashMap<DoorId, Vec<TruthId>>,
     pub verdicts: Verdicts,
     pub lockouts: u64,
     pub false_accept_examples: Vec<Example>,
@@ -232,6 +238,7 @@ impl Oracle {
             uses_total: FxHashMap::default(),
             uses_door: FxHashMap::default(),
             reserved: FxHashMap::default(),
+            extra_qr: FxHashMap::default(),
             verdicts: Verdicts::default(),
             lockouts: 0,
             false_accept_examples: Vec::new(),
@@ -284,9 +291,9 @@ impl Oracle {
         let door_left = t.per_door_uses.map(|n| {
             n.saturating_sub(self.uses_door.get(&(id, door)).copied().unwrap_or(0) + reserved)
         });
-        let total_left = t.total_uses.map(|n| {
-            n.saturating_sub(self.uses_total.get(&id).copied().unwrap_or(0) + reserved)
-        });
+        let total_left = t
+            .total_uses
+            .map(|n| n.saturating_sub(self.uses_total.get(&id).copied().unwrap_or(0) + reserved));
         match (door_left, total_left) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -296,6 +303,30 @@ impl Oracle {
     /// Marks one use of `id` at `door` as picked (released by [`Oracle::judge`]).
     pub fn reserve(&mut self, id: TruthId, door: DoorId) {
         *self.reserved.entry((id, door)).or_default() += 1;
+    }
+
+    /// Releases a use picked with [`Oracle::reserve`].
+    pub fn unreserve(&mut self, id: TruthId, door: DoorId) {
+        if let Some(r) = self.reserved.get_mut(&(id, door)) {
+            *r = r.saturating_sub(1);
+        }
+    }
+
+    /// Has `id` used up its grants at `door` (judged uses only)?
+    pub fn used_up(&self, id: TruthId, door: DoorId) -> bool {
+        let t = &self.truths[id];
+        let d = self.uses_door.get(&(id, door)).copied().unwrap_or(0);
+        let all = self.uses_total.get(&id).copied().unwrap_or(0);
+        t.per_door_uses.is_some_and(|n| d >= n) || t.total_uses.is_some_and(|n| all >= n)
+    }
+
+    /// Visitor keys issued during the run for `door`.
+    pub fn extra_qr(&self, door: DoorId) -> &[TruthId] {
+        self.extra_qr.get(&door).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn push_extra_qr(&mut self, door: DoorId, id: TruthId) {
+        self.extra_qr.entry(door).or_default().push(id);
     }
 
     fn locked(&self, device: DeviceId, now: Timestamp) -> bool {
@@ -329,8 +360,8 @@ impl Oracle {
         }
         let used_door = self.uses_door.get(&(id, a.door)).copied().unwrap_or(0);
         let used_total = self.uses_total.get(&id).copied().unwrap_or(0);
-        let one_time_token =
-            matches!(t.kind, TruthKind::Qr | TruthKind::Ble) && (t.per_door_uses == Some(1) || t.total_uses == Some(1));
+        let one_time_token = matches!(t.kind, TruthKind::Qr | TruthKind::Ble)
+            && (t.per_door_uses == Some(1) || t.total_uses == Some(1));
         if t.per_door_uses.is_some_and(|n| used_door >= n)
             || t.total_uses.is_some_and(|n| used_total >= n)
         {
@@ -344,11 +375,6 @@ impl Oracle {
     }
 
     fn record(&mut self, a: &Attempt, decided: Expected, now: Timestamp) {
-        if let Some(id) = a.truth {
-            if let Some(r) = self.reserved.get_mut(&(id, a.door)) {
-                *r = r.saturating_sub(1);
-            }
-        }
         if decided.granted() {
             if let Some(id) = a.truth {
                 *self.uses_total.entry(id).or_default() += 1;
@@ -390,7 +416,7 @@ impl Oracle {
         let expected = at_end;
         let example = |why: &str| Example {
             device: a.device.0,
-            kind: a.action,
+            kind: a.action.to_string(),
             expected: expected.label(),
             actual: actual.label(),
             reason: why.to_string(),
@@ -430,7 +456,14 @@ impl Oracle {
     pub fn census(&self) -> BTreeMap<String, u64> {
         let mut m = BTreeMap::new();
         for t in &self.truths {
-            let k = format!("{}.{}", serde_json::to_value(t.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), t.label);
+            let k = format!(
+                "{}.{}",
+                serde_json::to_value(t.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                t.label
+            );
             *m.entry(k).or_default() += 1;
         }
         m

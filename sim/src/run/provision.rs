@@ -182,9 +182,9 @@ pub fn issue_qr(
         org: OrgId(0),
     };
     let id = cx.issue(door.visitor, SecretSpec::Qr, schedule, door.door)?;
-    let text = engine
-        .token(id)
-        .ok_or_else(|| ProvisionError::Unsupported("the engine gave no token for a QR key".into()))?;
+    let text = engine.token(id).ok_or_else(|| {
+        ProvisionError::Unsupported("the engine gave no token for a QR key".into())
+    })?;
     let validity = match (v.repeat, v.window) {
         (Repeat::Never, _) | (_, None) => Validity::Range { start, end },
         (Repeat::Daily, Some(w)) => Validity::Recurring {
@@ -317,9 +317,9 @@ pub fn provision(
                     sensor: None,
                     door_phone: None,
                 };
-                let mut device = |engine: &mut Engine,
-                                  kind: DeviceKind,
-                                  linked_to: Option<DeviceId>|
+                let device = |engine: &mut Engine,
+                              kind: DeviceKind,
+                              linked_to: Option<DeviceId>|
                  -> Result<DeviceId, ProvisionError> {
                     let slots = if matches!(kind, DeviceKind::Lock | DeviceKind::Keypad) {
                         g.behaviour.code_slots
@@ -368,11 +368,7 @@ pub fn provision(
                         now,
                     )?;
                 }
-                let mut cx = Ctx {
-                    engine,
-                    now,
-                    org,
-                };
+                let mut cx = Ctx { engine, now, org };
                 let member = cx.holder(HolderKind::Member, format!("Residents {door_no}"))?;
                 let visitor = cx.holder(HolderKind::Visitor, format!("Visitors {door_no}"))?;
                 let mut info = DoorInfo {
@@ -489,7 +485,12 @@ pub fn provision(
                             break n;
                         }
                     };
-                    cx.issue(member, SecretSpec::Card { number }, Schedule::Permanent, door)?;
+                    cx.issue(
+                        member,
+                        SecretSpec::Card { number },
+                        Schedule::Permanent,
+                        door,
+                    )?;
                     let id = cx_add(
                         &mut out.oracle,
                         TruthKind::Card,
@@ -534,8 +535,7 @@ pub fn provision(
                         )?;
                     }
                 }
-                out.oracle
-                    .set_lockout(door, s.fleet.lockout);
+                out.oracle.set_lockout(door, s.fleet.lockout);
                 if plan.door_phone.is_some() {
                     for _ in 0..c.qr_keys_per_door {
                         let id = issue_qr(engine, &mut out.oracle, s, &info, &tz, now)?;

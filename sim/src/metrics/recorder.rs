@@ -1,0 +1,474 @@
+//! The per-worker [`Recorder`] and the mergeable [`Snapshot`].
+//!
+//! A recorder is owned by one worker thread and written through `&mut self`:
+//! recording is a few array-indexed histogram increments (about 6 ns each),
+//! with no lock, no atomic and no allocation once a histogram exists. Other
+//! threads never read a recorder; they ask its owner for a [`Snapshot`]
+//! (cloned on demand, or taken whole at the end) and merge snapshots.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+use prometheus::IntCounter;
+use tokio::time::Instant;
+
+use super::decisions::{DecisionClass, DecisionExample, DecisionTally};
+use super::hdr::{self, HdrError};
+use super::health::HealthTally;
+use super::prom::FleetMetrics;
+use super::{DeviceKind, Operation, Outcome, Transport, Verdict};
+
+/// Highest latency a histogram tracks: one hour, in microseconds. Longer
+/// latencies are clamped to it (counted, never dropped).
+pub const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// Default length of one chart/interval-log interval: one second.
+pub const DEFAULT_INTERVAL_US: u64 = 1_000_000;
+
+/// Finished intervals a recorder keeps per operation. A day of one-second
+/// intervals; virtual-time runs over weeks should pick a longer interval.
+/// Intervals past the bound are counted in `intervals_dropped`, not stored.
+pub const MAX_INTERVALS: usize = 86_400;
+
+const SLOTS: usize = Operation::COUNT * Outcome::COUNT;
+
+const fn slot(op: Operation, outcome: Outcome) -> usize {
+    op.index() * Outcome::COUNT + outcome.index()
+}
+
+/// One operation's histogram for one interval, V2-encoded to keep memory
+/// proportional to what was recorded (a live histogram is ~190 KB).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntervalSlot {
+    /// Interval number: the interval covers `[index, index + 1) * interval_us`
+    /// after the run's start.
+    pub index: u64,
+    pub operation: Operation,
+    /// Operations in this interval that ended in [`Outcome::Error`].
+    pub errors: u64,
+    /// Plain V2 encoding of the interval's latency histogram (all outcomes).
+    pub encoded: Vec<u8>,
+}
+
+impl IntervalSlot {
+    pub fn histogram(&self) -> Result<Histogram<u64>, HdrError> {
+        hdr::decode(&self.encoded)
+    }
+}
+
+/// Prometheus handles a recorder updates alongside its histograms. Counters
+/// and histograms of the prometheus crate are atomics: lock-free, shared.
+struct PromHook {
+    metrics: Arc<FleetMetrics>,
+    transport: Transport,
+    /// Event counters resolved on first use (event kinds are a small set).
+    events: Vec<(&'static str, IntCounter)>,
+}
+
+/// Per-worker metrics. See the module docs of [`crate::metrics`] on why
+/// latency is `completed - intended`.
+pub struct Recorder {
+    start: Instant,
+    interval_us: u64,
+    hists: [Option<Histogram<u64>>; SLOTS],
+    current: u64,
+    cur_hists: [Option<Histogram<u64>>; Operation::COUNT],
+    cur_errors: [u64; Operation::COUNT],
+    finished: Vec<IntervalSlot>,
+    finished_per_op: [usize; Operation::COUNT],
+    intervals_dropped: u64,
+    decisions: DecisionTally,
+    health: HealthTally,
+    behind_schedule: u64,
+    prom: Option<PromHook>,
+}
+
+impl Recorder {
+    /// A recorder whose time zero is `start` (the run's start, shared by all
+    /// workers so that their intervals line up) and whose intervals are
+    /// `interval_us` long (at least 1 ms).
+    pub fn new(start: Instant, interval_us: u64) -> Recorder {
+        Recorder {
+            start,
+            interval_us: interval_us.max(1_000),
+            hists: Default::default(),
+            current: 0,
+            cur_hists: Default::default(),
+            cur_errors: [0; Operation::COUNT],
+            finished: Vec::new(),
+            finished_per_op: [0; Operation::COUNT],
+            intervals_dropped: 0,
+            decisions: DecisionTally::default(),
+            health: HealthTally::default(),
+            behind_schedule: 0,
+            prom: None,
+        }
+    }
+
+    /// Also updates the Prometheus metrics (with this transport label) on every record.
+    pub fn with_prometheus(mut self, metrics: Arc<FleetMetrics>, transport: Transport) -> Recorder {
+        self.prom = Some(PromHook {
+            metrics,
+            transport,
+            events: Vec::new(),
+        });
+        self
+    }
+
+    pub fn interval_us(&self) -> u64 {
+        self.interval_us
+    }
+
+    /// Records one operation. `intended` is when the load model scheduled it
+    /// (open model) or when it started (closed model); `completed` is when its
+    /// answer arrived. The latency recorded is `completed - intended`.
+    #[inline]
+    pub fn record(
+        &mut self,
+        op: Operation,
+        outcome: Outcome,
+        intended: Instant,
+        completed: Instant,
+    ) {
+        let intended_us = micros_since(self.start, intended);
+        let completed_us = micros_since(self.start, completed);
+        self.record_us(op, outcome, intended_us, completed_us);
+    }
+
+    /// [`Recorder::record`] with both times as microseconds since the run's start.
+    ///
+    /// Intervals are keyed by completion time. A worker records operations as
+    /// they complete, so completion times only go forward; one that completes
+    /// before the open interval (never, with a monotonic clock) is counted in
+    /// the open interval rather than reopening a closed one.
+    #[inline]
+    pub fn record_us(
+        &mut self,
+        op: Operation,
+        outcome: Outcome,
+        intended_us: u64,
+        completed_us: u64,
+    ) {
+        let latency_us = completed_us.saturating_sub(intended_us);
+        let interval = completed_us / self.interval_us;
+        if interval > self.current {
+            self.rotate(interval);
+        }
+        self.hists[slot(op, outcome)]
+            .get_or_insert_with(hdr::new_histogram)
+            .saturating_record(latency_us);
+        self.cur_hists[op.index()]
+            .get_or_insert_with(hdr::new_histogram)
+            .saturating_record(latency_us);
+        if outcome == Outcome::Error {
+            self.cur_errors[op.index()] += 1;
+        }
+        if let Some(p) = &self.prom {
+            p.metrics.observe(op, outcome, p.transport, latency_us);
+        }
+    }
+
+    /// Counts one credential check against the oracle. `example` is called
+    /// only for a mismatch that will be kept as an example.
+    pub fn record_decision(
+        &mut self,
+        expected: Verdict,
+        actual: Outcome,
+        example: impl FnOnce() -> DecisionExample,
+    ) -> DecisionClass {
+        let class = self.decisions.record(expected, actual, example);
+        if let Some(p) = &self.prom {
+            p.metrics.count_decision(class);
+        }
+        class
+    }
+
+    /// Counts an arrival that started later than the load model intended
+    /// (the generator could not keep up; latencies still count from the
+    /// intended time, but the run should say so).
+    pub fn arrival_behind_schedule(&mut self) {
+        self.behind_schedule += 1;
+        if let Some(p) = &self.prom {
+            p.metrics.arrivals_behind_schedule.inc();
+        }
+    }
+
+    /// Counts events a device emitted. `kind` comes from a fixed set (it
+    /// becomes a Prometheus label).
+    pub fn events_emitted(&mut self, kind: &'static str, n: u64) {
+        self.health.add_emitted(kind, n);
+        if let Some(p) = &mut self.prom {
+            let counter = match p.events.iter().find(|(k, _)| *k == kind) {
+                Some((_, c)) => c,
+                None => {
+                    let c = p.metrics.events_counter(kind);
+                    p.events.push((kind, c));
+                    &p.events[p.events.len() - 1].1
+                }
+            };
+            counter.inc_by(n);
+        }
+    }
+
+    /// Counts events the engine's activity log recorded.
+    pub fn events_logged(&mut self, kind: &str, n: u64) {
+        self.health.add_logged(kind, n);
+        if let Some(p) = &self.prom {
+            p.metrics.events_logged.inc_by(n);
+        }
+    }
+
+    /// Counts one device's state in the health sample.
+    pub fn observe_device(&mut self, kind: DeviceKind, online: bool, battery_pct: Option<f64>) {
+        self.health.observe_device(kind, online, battery_pct);
+    }
+
+    /// A copy of everything recorded so far, the open interval included.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::empty(self.interval_us);
+        s.hists = self.hists.clone();
+        for slot in &self.finished {
+            s.intervals
+                .insert((slot.index, slot.operation), slot.clone());
+        }
+        for op in Operation::ALL {
+            if let Some(slot) = self.open_interval(op) {
+                s.intervals.insert((slot.index, op), slot);
+            }
+        }
+        s.decisions = self.decisions.clone();
+        s.health = self.health.clone();
+        s.behind_schedule = self.behind_schedule;
+        s.intervals_dropped = self.intervals_dropped;
+        s
+    }
+
+    /// Ends recording and returns everything recorded (cheaper than [`Recorder::snapshot`]).
+    pub fn into_snapshot(mut self) -> Snapshot {
+        self.rotate(self.current + 1);
+        let mut s = Snapshot::empty(self.interval_us);
+        s.hists = self.hists;
+        for slot in self.finished {
+            s.intervals.insert((slot.index, slot.operation), slot);
+        }
+        s.decisions = self.decisions;
+        s.health = self.health;
+        s.behind_schedule = self.behind_schedule;
+        s.intervals_dropped = self.intervals_dropped;
+        s
+    }
+
+    fn open_interval(&self, op: Operation) -> Option<IntervalSlot> {
+        let h = self.cur_hists[op.index()].as_ref()?;
+        (!h.is_empty()).then(|| IntervalSlot {
+            index: self.current,
+            operation: op,
+            errors: self.cur_errors[op.index()],
+            encoded: hdr::encode_v2(h),
+        })
+    }
+
+    /// Closes the open interval (once per interval, not per record): encodes
+    /// each operation's histogram and resets it for reuse.
+    #[cold]
+    fn rotate(&mut self, next: u64) {
+        for op in Operation::ALL {
+            if let Some(slot) = self.open_interval(op) {
+                if self.finished_per_op[op.index()] < MAX_INTERVALS {
+                    self.finished_per_op[op.index()] += 1;
+                    self.finished.push(slot);
+                } else {
+                    self.intervals_dropped += 1;
+                }
+            }
+            if let Some(h) = &mut self.cur_hists[op.index()] {
+                h.reset();
+            }
+            self.cur_errors[op.index()] = 0;
+        }
+        self.current = next;
+    }
+}
+
+fn micros_since(start: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(start).as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Everything recorded by one or more recorders (or shards), merged.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub interval_us: u64,
+    hists: [Option<Histogram<u64>>; SLOTS],
+    intervals: BTreeMap<(u64, Operation), IntervalSlot>,
+    pub decisions: DecisionTally,
+    pub health: HealthTally,
+    /// Arrivals that started later than intended.
+    pub behind_schedule: u64,
+    /// Intervals not kept because of [`MAX_INTERVALS`].
+    pub intervals_dropped: u64,
+}
+
+impl Snapshot {
+    pub fn empty(interval_us: u64) -> Snapshot {
+        Snapshot {
+            interval_us,
+            hists: Default::default(),
+            intervals: BTreeMap::new(),
+            decisions: DecisionTally::default(),
+            health: HealthTally::default(),
+            behind_schedule: 0,
+            intervals_dropped: 0,
+        }
+    }
+
+    /// Adds another snapshot: histograms are added (never percentiles
+    /// averaged), intervals with the same number are added, counts summed.
+    pub fn merge(&mut self, other: &Snapshot) -> Result<(), HdrError> {
+        if other.interval_us != self.interval_us {
+            return Err(HdrError::Add(format!(
+                "interval lengths differ: {} us vs {} us",
+                self.interval_us, other.interval_us
+            )));
+        }
+        for (mine, theirs) in self.hists.iter_mut().zip(&other.hists) {
+            if let Some(t) = theirs {
+                match mine {
+                    Some(m) => hdr::add(m, t)?,
+                    None => *mine = Some(t.clone()),
+                }
+            }
+        }
+        for (key, slot) in &other.intervals {
+            self.insert_interval(key.0, key.1, slot.errors, slot.histogram()?)?;
+        }
+        self.decisions.merge(&other.decisions);
+        self.health.merge(&other.health);
+        self.behind_schedule += other.behind_schedule;
+        self.intervals_dropped += other.intervals_dropped;
+        Ok(())
+    }
+
+    /// The histogram of one operation and outcome, if anything was recorded.
+    pub fn histogram(&self, op: Operation, outcome: Outcome) -> Option<&Histogram<u64>> {
+        self.hists[slot(op, outcome)].as_ref()
+    }
+
+    /// One operation over all outcomes.
+    pub fn operation_histogram(&self, op: Operation) -> Option<Histogram<u64>> {
+        merged(Outcome::ALL.iter().filter_map(|o| self.histogram(op, *o)))
+    }
+
+    /// Every credential check (PIN, QR, card, BLE) over all outcomes.
+    pub fn checks_histogram(&self) -> Option<Histogram<u64>> {
+        merged(
+            Operation::ALL
+                .iter()
+                .filter(|op| op.is_credential_check())
+                .flat_map(|op| Outcome::ALL.iter().filter_map(|o| self.histogram(*op, *o))),
+        )
+    }
+
+    /// Operations recorded for an operation and outcome.
+    pub fn count(&self, op: Operation, outcome: Outcome) -> u64 {
+        self.histogram(op, outcome).map_or(0, |h| h.len())
+    }
+
+    /// Adds a histogram for one operation and outcome (used when decoding a report).
+    pub fn add_histogram(
+        &mut self,
+        op: Operation,
+        outcome: Outcome,
+        h: &Histogram<u64>,
+    ) -> Result<(), HdrError> {
+        match &mut self.hists[slot(op, outcome)] {
+            Some(m) => hdr::add(m, h),
+            empty => {
+                *empty = Some(h.clone());
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds one interval's histogram (merging with an interval of the same number).
+    pub fn insert_interval(
+        &mut self,
+        index: u64,
+        op: Operation,
+        errors: u64,
+        h: Histogram<u64>,
+    ) -> Result<(), HdrError> {
+        match self.intervals.get_mut(&(index, op)) {
+            Some(slot) => {
+                let mut m = slot.histogram()?;
+                hdr::add(&mut m, &h)?;
+                slot.encoded = hdr::encode_v2(&m);
+                slot.errors += errors;
+            }
+            None => {
+                self.intervals.insert(
+                    (index, op),
+                    IntervalSlot {
+                        index,
+                        operation: op,
+                        errors,
+                        encoded: hdr::encode_v2(&h),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Interval slots ordered by interval number, then operation.
+    pub fn intervals(&self) -> impl Iterator<Item = &IntervalSlot> {
+        self.intervals.values()
+    }
+}
+
+fn merged<'a>(mut it: impl Iterator<Item = &'a Histogram<u64>>) -> Option<Histogram<u64>> {
+    let mut acc = it.next()?.clone();
+    for h in it {
+        // Same shape everywhere; a failure here would mean a corrupt histogram.
+        let _ = hdr::add(&mut acc, h);
+    }
+    Some(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_completion_minus_intended() {
+        let mut r = Recorder::new(Instant::now(), DEFAULT_INTERVAL_US);
+        // Scheduled at 1 s, answered at 1.5 s: 500 ms even if it started late.
+        r.record_us(Operation::PinCheck, Outcome::Granted, 1_000_000, 1_500_000);
+        let s = r.snapshot();
+        let h = s.histogram(Operation::PinCheck, Outcome::Granted).unwrap();
+        assert!(h.equivalent(h.max(), 500_000));
+        assert_eq!(s.count(Operation::PinCheck, Outcome::Granted), 1);
+        assert_eq!(s.intervals().count(), 1);
+        assert_eq!(s.intervals().next().unwrap().index, 1);
+    }
+
+    #[test]
+    fn intervals_rotate_and_count_errors() {
+        let mut r = Recorder::new(Instant::now(), DEFAULT_INTERVAL_US);
+        r.record_us(Operation::QrCheck, Outcome::Error, 0, 10);
+        r.record_us(Operation::QrCheck, Outcome::Granted, 0, 20);
+        r.record_us(Operation::QrCheck, Outcome::Granted, 2_000_000, 2_000_100);
+        let s = r.into_snapshot();
+        let slots: Vec<_> = s.intervals().collect();
+        assert_eq!(slots.len(), 2);
+        assert_eq!((slots[0].index, slots[0].errors), (0, 1));
+        assert_eq!(slots[0].histogram().unwrap().len(), 2);
+        assert_eq!((slots[1].index, slots[1].errors), (2, 0));
+    }
+
+    #[test]
+    fn merge_rejects_different_intervals() {
+        let mut a = Snapshot::empty(1_000_000);
+        assert!(a.merge(&Snapshot::empty(2_000_000)).is_err());
+    }
+}
