@@ -53,6 +53,10 @@ pub struct Measured {
     /// Arrivals whose action had nothing to present (e.g. no valid code).
     pub skipped: std::collections::BTreeMap<String, u64>,
     pub closed_people: Option<u64>,
+    /// Most devices one offline wave took down.
+    pub offline_max: u64,
+    /// Grants whose motor jammed.
+    pub motor_blocked: u64,
 }
 
 /// The oracle's results, for the report.
@@ -74,6 +78,9 @@ struct Shared {
     actions: std::collections::BTreeMap<String, u64>,
     skipped: std::collections::BTreeMap<String, u64>,
     errors: u64,
+    /// Most devices sent offline by one wave.
+    offline_max: u64,
+    motor_blocked: u64,
 }
 
 struct Ctx {
@@ -190,6 +197,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             actions: Default::default(),
             skipped: Default::default(),
             errors: 0,
+            offline_max: 0,
+            motor_blocked: 0,
         }),
     });
 
@@ -197,6 +206,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         ctx.clone(),
         s.clock == crate::scenario::Clock::Real,
     ));
+    let waves = actix_rt::spawn(offline_waves(ctx.clone(), seed));
     let mut phase_start = Duration::ZERO;
     let mut closed_people = None;
     for (pi, phase) in s.phases.iter().enumerate() {
@@ -251,6 +261,9 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     progress.abort();
+    waves.abort();
+    let _ = progress.await;
+    let _ = waves.await;
     let duration_s = (Instant::now() - origin).as_secs_f64().min(
         phase_start
             .as_secs_f64()
@@ -296,6 +309,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         actions: shared.actions,
         skipped: shared.skipped,
         closed_people,
+        offline_max: shared.offline_max,
+        motor_blocked: shared.motor_blocked,
     })
 }
 
@@ -335,28 +350,92 @@ async fn sync_codes(fleet: &Fleet, engine: &Arc<RwLock<Engine>>) -> Result<(), R
     }
 }
 
+/// The live progress line: an indicatif spinner line when stderr is a
+/// terminal, else a plain line every few seconds (real clock only: a
+/// virtual run is over before anyone could read it).
 async fn progress(ctx: Rc<Ctx>, real: bool) {
+    use std::io::IsTerminal;
     if !real {
         return;
     }
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b
+    });
+    let every = if bar.is_some() { 1 } else { PROGRESS_EVERY_S };
     let mut last = 0u64;
     loop {
-        tokio::time::sleep(Duration::from_secs(PROGRESS_EVERY_S)).await;
-        let sh = ctx.shared.borrow();
-        let total: u64 = sh.actions.values().sum();
-        let snap = sh.recorder.snapshot();
-        let p99 = snap
-            .checks_histogram()
-            .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0);
-        let elapsed = ctx.origin.elapsed().as_secs_f64();
-        eprintln!(
-            "[{elapsed:>6.1}s] attempts {total} ({:.0}/s), check p99 {p99:.2} ms, errors {}, false accepts {}, false rejects {}",
-            (total - last) as f64 / PROGRESS_EVERY_S as f64,
-            sh.errors,
-            sh.oracle.verdicts.false_accepts,
-            sh.oracle.verdicts.false_rejects,
-        );
-        last = total;
+        tokio::time::sleep(Duration::from_secs(every)).await;
+        let line = {
+            let sh = ctx.shared.borrow();
+            let total: u64 = sh.actions.values().sum();
+            let snap = sh.recorder.snapshot();
+            let p99 = snap
+                .checks_histogram()
+                .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0);
+            let elapsed = ctx.origin.elapsed();
+            let phase = phase_at(&ctx.scenario, elapsed);
+            let line = format!(
+                "[{:>6.1}s] {phase}: attempts {total} ({:.0}/s), check p99 {p99:.2} ms, errors {}, false accepts {}, false rejects {}",
+                elapsed.as_secs_f64(),
+                (total - last) as f64 / every as f64,
+                sh.errors,
+                sh.oracle.verdicts.false_accepts,
+                sh.oracle.verdicts.false_rejects,
+            );
+            last = total;
+            line
+        };
+        match &bar {
+            Some(b) => b.set_message(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+/// The name of the phase running `elapsed` into the run.
+fn phase_at(s: &Scenario, elapsed: Duration) -> &str {
+    let mut end = Duration::ZERO;
+    for p in &s.phases {
+        end += p.duration;
+        if elapsed < end {
+            return &p.name;
+        }
+    }
+    "drain"
+}
+
+/// Offline waves: at each wave's start a seeded share of the shard's
+/// devices (of the wave's model, if given) lose connectivity for its
+/// length. Wi-Fi devices then cannot ask the engine (errors); Bluetooth
+/// locks keep deciding from their code cache.
+async fn offline_waves(ctx: Rc<Ctx>, seed: u64) {
+    let waves = ctx.scenario.faults.offline_waves.clone();
+    for (i, w) in waves.iter().enumerate() {
+        tokio::time::sleep_until(ctx.origin + w.window.at).await;
+        let mut rng = stream_rng(seed, 0xC0_0000_0000 ^ i as u64);
+        let mut n = 0u64;
+        for d in ctx.fleet.devices() {
+            if w.model.is_some_and(|m| m != d.connectivity) {
+                continue;
+            }
+            if rng.random::<f64>() < w.share {
+                let for_s = w.window.for_.as_secs_f64();
+                if ctx
+                    .fleet
+                    .control(d.id, crate::devices::Control::GoOffline { for_s })
+                    .is_ok()
+                {
+                    n += 1;
+                }
+            }
+        }
+        let mut sh = ctx.shared.borrow_mut();
+        sh.offline_max = sh.offline_max.max(n);
     }
 }
 
@@ -698,6 +777,9 @@ async fn attempt(ctx: Rc<Ctx>, job: Job, intended: Instant) {
     };
     let mut sh = ctx.shared.borrow_mut();
     sh.in_flight = sh.in_flight.saturating_sub(1);
+    if matches!(&got, Ok(p) if p.outcome == DeviceOutcome::MotorBlocked) {
+        sh.motor_blocked += 1;
+    }
     let outcome = match actual {
         Some(Expected::Granted) => Outcome::Granted,
         Some(Expected::Denied(_)) => Outcome::Denied,
@@ -717,9 +799,7 @@ async fn attempt(ctx: Rc<Ctx>, job: Job, intended: Instant) {
             // The metrics module's tally follows the oracle's classes.
             let expected = if after.false_accepts > before.false_accepts {
                 Verdict::Deny
-            } else if after.false_rejects > before.false_rejects {
-                Verdict::Grant
-            } else if a.granted() {
+            } else if after.false_rejects > before.false_rejects || a.granted() {
                 Verdict::Grant
             } else {
                 Verdict::Deny

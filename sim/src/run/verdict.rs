@@ -21,6 +21,11 @@ pub struct OracleFile {
     pub oracle: OracleSummary,
     pub actions: BTreeMap<String, u64>,
     pub skipped: BTreeMap<String, u64>,
+    /// Most devices one offline wave took down (summed over shards).
+    #[serde(default)]
+    pub devices_offline_max: u64,
+    #[serde(default)]
+    pub motor_blocked: u64,
 }
 
 pub const ORACLE_FILE: &str = "oracle.json";
@@ -54,6 +59,8 @@ pub fn threshold_metrics(r: &RunReport, o: &OracleFile) -> BTreeMap<String, f64>
         d.false_rejects as f64 / total,
     );
     m.insert("lockouts.count".into(), o.oracle.lockouts as f64);
+    m.insert("devices.offline_max".into(), o.devices_offline_max as f64);
+    m.insert("motor_blocked.count".into(), o.motor_blocked as f64);
     m.insert(
         "decisions.reason_mismatch".into(),
         o.oracle.verdicts.reason_mismatches as f64,
@@ -102,6 +109,8 @@ pub fn finish(s: &Scenario, opts: &RunOptions, m: Measured) -> Result<RunOutcome
         oracle: m.oracle,
         actions: m.actions,
         skipped: m.skipped,
+        devices_offline_max: m.offline_max,
+        motor_blocked: m.motor_blocked,
     };
     judge_and_write(s, &mut r, &extra, &opts.report_dir)
 }
@@ -269,6 +278,8 @@ fn add_oracle(dst: &mut OracleFile, o: &OracleFile) {
     for (k, v) in &o.actions {
         *dst.actions.entry(k.clone()).or_default() += v;
     }
+    dst.devices_offline_max += o.devices_offline_max;
+    dst.motor_blocked += o.motor_blocked;
     for (k, v) in &o.skipped {
         *dst.skipped.entry(k.clone()).or_default() += v;
     }
