@@ -57,6 +57,10 @@ pub struct Measured {
     pub offline_max: u64,
     /// Grants whose motor jammed.
     pub motor_blocked: u64,
+    /// Lowest battery level of any device at the end (battery devices only).
+    pub battery_min_pct: Option<f64>,
+    /// `battery_low` events the devices emitted.
+    pub battery_low_events: u64,
 }
 
 /// The oracle's results, for the report.
@@ -103,9 +107,24 @@ fn token_key(seed: u64) -> TokenKey {
     TokenKey::from_bytes(*h.finalize().as_bytes())
 }
 
+/// Device parameters from the scenario. Parameters are fleet-wide, so the
+/// first device group's behaviour applies to every group. Clock skew, door
+/// dwell randomness and spontaneous offline spells stay off: faults come
+/// only from `[faults]`, so the oracle's model stays exact.
 fn device_params(s: &Scenario) -> DeviceParams {
+    use crate::devices::Span;
     let mut p = DeviceParams::quiet();
     p.lock.motor_block_probability = s.faults.motor_blocked;
+    if let Some(g) = s.fleet.devices.first() {
+        let b = &g.behaviour;
+        let relock_s = b.relock_after.as_secs_f64();
+        p.lock.relock_after_s = Span::new(relock_s, relock_s);
+        p.lock.code_slots = b.code_slots;
+        p.battery.initial_pct = Span::new(b.battery_start_pct, b.battery_start_pct);
+        p.battery.drain_pct_per_day = b.battery_drain_pct_per_day;
+        p.battery.actuation_cost_pct = b.battery_pct_per_unlock;
+        p.battery.low_pct = b.battery_low_pct;
+    }
     p
 }
 
@@ -276,8 +295,14 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     };
 
     // Device health at the end.
+    let mut battery_min_pct: Option<f64> = None;
+    let mut battery_low_events = 0u64;
     for d in ctx.fleet.devices() {
         if let Ok(snap) = d.addr.snapshot().await {
+            if let Some(b) = snap.battery_pct {
+                battery_min_pct = Some(battery_min_pct.map_or(b, |m| m.min(b)));
+            }
+            battery_low_events += snap.emitted.get("battery_low");
             ctx.shared.borrow_mut().recorder.observe_device(
                 snap.kind,
                 snap.online,
@@ -311,6 +336,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         closed_people,
         offline_max: shared.offline_max,
         motor_blocked: shared.motor_blocked,
+        battery_min_pct,
+        battery_low_events,
     })
 }
 

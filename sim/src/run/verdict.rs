@@ -26,6 +26,10 @@ pub struct OracleFile {
     pub devices_offline_max: u64,
     #[serde(default)]
     pub motor_blocked: u64,
+    #[serde(default)]
+    pub battery_min_pct: Option<f64>,
+    #[serde(default)]
+    pub battery_low_events: u64,
 }
 
 pub const ORACLE_FILE: &str = "oracle.json";
@@ -61,6 +65,10 @@ pub fn threshold_metrics(r: &RunReport, o: &OracleFile) -> BTreeMap<String, f64>
     m.insert("lockouts.count".into(), o.oracle.lockouts as f64);
     m.insert("devices.offline_max".into(), o.devices_offline_max as f64);
     m.insert("motor_blocked.count".into(), o.motor_blocked as f64);
+    m.insert("battery.low_events".into(), o.battery_low_events as f64);
+    if let Some(b) = o.battery_min_pct {
+        m.insert("battery.min_pct".into(), b);
+    }
     m.insert(
         "decisions.reason_mismatch".into(),
         o.oracle.verdicts.reason_mismatches as f64,
@@ -111,6 +119,8 @@ pub fn finish(s: &Scenario, opts: &RunOptions, m: Measured) -> Result<RunOutcome
         skipped: m.skipped,
         devices_offline_max: m.offline_max,
         motor_blocked: m.motor_blocked,
+        battery_min_pct: m.battery_min_pct,
+        battery_low_events: m.battery_low_events,
     };
     judge_and_write(s, &mut r, &extra, &opts.report_dir)
 }
@@ -280,6 +290,11 @@ fn add_oracle(dst: &mut OracleFile, o: &OracleFile) {
     }
     dst.devices_offline_max += o.devices_offline_max;
     dst.motor_blocked += o.motor_blocked;
+    dst.battery_low_events += o.battery_low_events;
+    dst.battery_min_pct = match (dst.battery_min_pct, o.battery_min_pct) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     for (k, v) in &o.skipped {
         *dst.skipped.entry(k.clone()).or_default() += v;
     }
