@@ -469,3 +469,114 @@ impl Oracle {
         m
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::{date, time, Weekday};
+
+    fn at(tz: &TimeZone, y: i16, m: i8, d: i8, h: i8, min: i8) -> Timestamp {
+        tz.to_timestamp(date(y, m, d).at(h, min, 0, 0)).unwrap()
+    }
+
+    #[test]
+    fn a_window_across_midnight_belongs_to_the_day_it_opened() {
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        let v = Validity::Recurring {
+            days: Weekdays::from_days([Weekday::Friday]),
+            window: DailyWindow {
+                start: time(22, 0, 0, 0),
+                end: time(6, 0, 0, 0),
+            },
+            tz: tz.clone(),
+            bounds: None,
+        };
+        // 2026-03-06 is a Friday.
+        assert_eq!(v.check(at(&tz, 2026, 3, 6, 23, 0)), Ok(()));
+        assert_eq!(v.check(at(&tz, 2026, 3, 7, 5, 59)), Ok(()));
+        assert_eq!(
+            v.check(at(&tz, 2026, 3, 7, 6, 0)),
+            Err(DenyReason::OutsideSchedule)
+        );
+        assert_eq!(
+            v.check(at(&tz, 2026, 3, 6, 5, 0)),
+            Err(DenyReason::OutsideSchedule),
+            "Thursday night's window is not open"
+        );
+    }
+
+    #[test]
+    fn ranges_are_start_inclusive_and_end_exclusive() {
+        let start = Timestamp::from_second(1_000).unwrap();
+        let end = Timestamp::from_second(2_000).unwrap();
+        let v = Validity::Range { start, end };
+        assert_eq!(
+            v.check(Timestamp::from_second(999).unwrap()),
+            Err(DenyReason::NotYetValid)
+        );
+        assert_eq!(v.check(start), Ok(()));
+        assert_eq!(v.check(end), Err(DenyReason::Expired));
+    }
+
+    #[test]
+    fn a_one_time_key_used_at_its_door_is_replayed_there() {
+        let mut o = Oracle::new();
+        let door = DoorId(3);
+        let id = o.add(Truth {
+            kind: TruthKind::Qr,
+            text: "token".into(),
+            doors: vec![door],
+            validity: Validity::Always,
+            per_door_uses: Some(1),
+            total_uses: None,
+            label: "visitor",
+        });
+        let a = Attempt {
+            device: DeviceId(9),
+            door,
+            action: "qr_valid",
+            kind: TruthKind::Qr,
+            truth: Some(id),
+            keypad: false,
+        };
+        let now = Timestamp::from_second(5_000).unwrap();
+        o.judge(&a, Expected::Granted, now, now);
+        assert!(o.used_up(id, door));
+        assert_eq!(o.expect(&a, now), Expected::Denied(DenyReason::Replayed));
+        // The engine granting it again is a false accept.
+        o.judge(&a, Expected::Granted, now, now);
+        assert_eq!(o.verdicts.false_accepts, 1);
+        assert_eq!(o.verdicts.true_grants, 1);
+    }
+
+    #[test]
+    fn an_answer_that_matches_either_end_of_a_time_edge_is_ambiguous() {
+        let mut o = Oracle::new();
+        let door = DoorId(1);
+        let end = Timestamp::from_second(2_000).unwrap();
+        let id = o.add(Truth {
+            kind: TruthKind::Card,
+            text: "1".into(),
+            doors: vec![door],
+            validity: Validity::Range {
+                start: Timestamp::from_second(0).unwrap(),
+                end,
+            },
+            per_door_uses: None,
+            total_uses: None,
+            label: "temporary",
+        });
+        let a = Attempt {
+            device: DeviceId(2),
+            door,
+            action: "card",
+            kind: TruthKind::Card,
+            truth: Some(id),
+            keypad: false,
+        };
+        let before = Timestamp::from_second(1_999).unwrap();
+        o.judge(&a, Expected::Granted, before, end);
+        assert_eq!(o.verdicts.ambiguous, 1);
+        assert_eq!(o.verdicts.false_accepts, 0);
+    }
+}
