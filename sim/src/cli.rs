@@ -65,6 +65,18 @@ enum Command {
     },
     /// Print the JSON Schema of scenario files (for editors).
     Schema,
+    /// Merge the reports of shard runs and judge the thresholds once.
+    Merge {
+        /// Report directories of the shards (each with report.json and oracle.json).
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Where the merged report goes.
+        #[arg(long, value_name = "DIR", default_value = "reports/merged")]
+        report_dir: PathBuf,
+        /// The scenario whose thresholds to judge (default: the one the reports name).
+        #[arg(long, value_name = "FILE")]
+        scenario: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -209,6 +221,11 @@ pub fn main_with(
             Exit::Passed
         }
         Command::Run(args) => run_cmd(args, out, err),
+        Command::Merge {
+            dirs,
+            report_dir,
+            scenario,
+        } => merge_cmd(&dirs, &report_dir, scenario.as_deref(), out, err),
     }
 }
 
@@ -378,17 +395,9 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
     };
     match run::execute(&scenario, &opts) {
         Ok(outcome) => {
-            for r in &outcome.thresholds {
-                let measured = r
-                    .measured
-                    .map_or_else(|| "not measured".to_string(), |m| format!("{m}"));
-                let _ = writeln!(
-                    out,
-                    "{} {} (measured {measured})",
-                    if r.passed { "PASS" } else { "FAIL" },
-                    r.threshold
-                );
-            }
+            let _ = write!(out, "{}", outcome.summary);
+            let _ = writeln!(out, "report: {}", outcome.report_dir.display());
+            print_thresholds(&outcome, out);
             if outcome.passed {
                 Exit::Passed
             } else {
@@ -436,4 +445,58 @@ fn apply_overrides(s: &mut Scenario, args: &RunArgs) -> Result<(), String> {
         s.cap_duration(d);
     }
     Ok(())
+}
+
+fn print_thresholds(outcome: &run::RunOutcome, out: &mut dyn Write) {
+    for r in &outcome.thresholds {
+        let measured = r
+            .measured
+            .map_or_else(|| "not measured".to_string(), |m| format!("{m}"));
+        let _ = writeln!(
+            out,
+            "{} {} (measured {measured})",
+            if r.passed { "PASS" } else { "FAIL" },
+            r.threshold
+        );
+    }
+}
+
+fn merge_cmd(
+    dirs: &[PathBuf],
+    report_dir: &Path,
+    scenario: Option<&Path>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Exit {
+    match run::merge_dirs(dirs, report_dir, scenario) {
+        Ok(m) => {
+            let _ = writeln!(
+                out,
+                "merged {} reports into {}",
+                m.shards,
+                report_dir.display()
+            );
+            let _ = write!(out, "{}", m.outcome.summary);
+            print_thresholds(&m.outcome, out);
+            if m.outcome.passed {
+                Exit::Passed
+            } else {
+                Exit::ThresholdsFailed
+            }
+        }
+        Err(e @ run::verdict::MergeError::Scenario(_))
+        | Err(e @ run::verdict::MergeError::NoScenario) => {
+            let _ = writeln!(err, "error: {e}");
+            Exit::InvalidInput
+        }
+        Err(e @ run::verdict::MergeError::Report(_))
+        | Err(e @ run::verdict::MergeError::Oracle { .. }) => {
+            let _ = writeln!(err, "error: {e}");
+            Exit::InvalidInput
+        }
+        Err(e) => {
+            let _ = writeln!(err, "merge error: {e}");
+            Exit::RunError
+        }
+    }
 }

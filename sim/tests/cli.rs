@@ -260,38 +260,51 @@ fn schema_is_valid_json_describing_the_format() {
 }
 
 #[test]
-fn run_prints_seed_and_replay_command_then_stops_at_the_engine_seam() {
+fn run_prints_seed_and_replay_command_and_reaches_a_verdict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
     let out = fleetsim(&[
         "run",
         "scenarios/smoke.toml",
         "--seed",
         "77",
         "--duration",
-        "10s",
+        "2s",
         "--shard",
         "1/3",
         "--report-dir",
-        "/tmp/fleetsim-cli-test",
+        dir.to_str().unwrap(),
     ]);
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     assert!(stdout.contains("seed 77"), "{stdout}");
     assert!(
         stdout.contains(
-            "reproduce: fleetsim run scenarios/smoke.toml --seed 77 --duration 10s --shard 1/3"
+            "reproduce: fleetsim run scenarios/smoke.toml --seed 77 --duration 2s --shard 1/3"
         ),
         "{stdout}"
     );
-    // `--duration 10s` cut the 20 s scenario.
-    assert!(stdout.contains("over 10s"), "{stdout}");
-    // The run engine is not there yet: a run error, not a fake verdict.
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("not implemented"), "{stderr}");
+    // `--duration 2s` cut the 20 s scenario.
+    assert!(stdout.contains("over 2s"), "{stdout}");
+    // A real verdict (0 passed or 1 thresholds failed), never a run error.
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["shards"]["shard"]["index"], 1);
+    assert_eq!(report["shards"]["shard"]["count"], 3);
 }
 
 #[test]
 fn run_uses_the_scenario_seed_by_default() {
-    let out = fleetsim(&["run", "scenarios/brute-force.toml"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = fleetsim(&[
+        "run",
+        "scenarios/brute-force.toml",
+        "--duration",
+        "1s",
+        "--report-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
     assert!(
         text(&out.stdout).contains("seed 666"),
         "{}",

@@ -1,16 +1,36 @@
-//! Runs a compiled scenario: provisioning, load phases, faults, the
-//! decision oracle, and the verdict.
+//! Runs a compiled scenario: provisioning, load phases, the decision
+//! oracle, and the verdict.
 //!
-//! Only the interface exists so far: [`execute`] returns
-//! [`RunError::NotImplemented`] until the run engine lands. The CLI already
-//! calls it with resolved options, so the engine plugs in here.
+//! - [`provision`]: the fleet and its credentials in the engine, and the
+//!   truth table the oracle judges by.
+//! - [`oracle`]: the independent model of what every check must answer.
+//! - [`load`]: the open and closed load models driving the devices.
+//! - [`verdict`]: the threshold metrics, the report directory, `merge`.
+//!
+//! Clocks: `clock = "real"` runs the devices on one arbiter per core and
+//! the load generator on the system thread; `clock = "virtual"` runs all of
+//! it on a paused current-thread runtime, where tokio time jumps to the next
+//! timer, so a 30-day scenario takes seconds and the same seed gives the
+//! same numbers. The engine's `now` is the scenario's start plus tokio's
+//! elapsed time in both.
+
+pub mod load;
+pub mod oracle;
+pub mod provision;
+pub mod verdict;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::scenario::{Scenario, ThresholdResult, Transport};
+use crate::scenario::{Clock, Scenario, ThresholdResult, Transport};
+
+pub use verdict::{merge_dirs, MergeOutcome};
 
 /// One slice of the fleet when a run is split over several processes.
+/// Sites are split: shard `i` of `n` runs the sites whose 0-based index is
+/// `i` modulo `n` (every shard provisions the whole fleet, so ids and
+/// secrets agree, and each site's arrivals come from its own seeded stream,
+/// so the shards together make exactly the whole run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Shard {
     /// 0-based, below `count`.
@@ -21,6 +41,11 @@ pub struct Shard {
 impl Shard {
     /// The whole fleet in one process.
     pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// Does this shard run site `site` (0-based)?
+    pub fn runs_site(&self, site: u32) -> bool {
+        site % self.count.max(1) == self.index
+    }
 }
 
 /// Everything a run needs besides the scenario, resolved from the flags.
@@ -50,6 +75,8 @@ pub struct RunOutcome {
     /// True when every threshold passed.
     pub passed: bool,
     pub report_dir: PathBuf,
+    /// The end-of-run table (operations, decisions, thresholds).
+    pub summary: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +85,10 @@ pub enum RunError {
         "the run engine is not implemented yet: scenario `{scenario}` was validated but cannot run"
     )]
     NotImplemented { scenario: String },
+    #[error(
+        "the {transport} transport is not available in this build yet; use --transport inproc"
+    )]
+    TransportUnavailable { transport: &'static str },
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("cannot reach {what} at {addr}: {reason}")]
@@ -66,11 +97,46 @@ pub enum RunError {
         addr: String,
         reason: String,
     },
+    #[error("{0}")]
+    Provision(#[from] provision::ProvisionError),
+    #[error("the actor system failed: {0}")]
+    Runtime(String),
+    #[error("report: {0}")]
+    Report(#[from] crate::report::ReportError),
+    #[error("cannot serve /metrics: {0}")]
+    Metrics(#[from] crate::metrics::ExporterError),
+    #[error(
+        "the devices did not receive their codes within {waited_s} s ({pending} still pending)"
+    )]
+    SyncTimeout { waited_s: u64, pending: usize },
 }
 
 /// Runs `scenario` with `opts`.
-pub fn execute(scenario: &Scenario, _opts: &RunOptions) -> Result<RunOutcome, RunError> {
-    Err(RunError::NotImplemented {
-        scenario: scenario.name.clone(),
-    })
+pub fn execute(scenario: &Scenario, opts: &RunOptions) -> Result<RunOutcome, RunError> {
+    match opts.transport {
+        Transport::Inproc => {}
+        Transport::Mqtt => return Err(RunError::TransportUnavailable { transport: "mqtt" }),
+        Transport::Http => return Err(RunError::TransportUnavailable { transport: "http" }),
+    }
+    let measured = match scenario.clock {
+        Clock::Virtual => {
+            let sys = actix_rt::System::with_tokio_rt(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .start_paused(true)
+                    .build()
+                    .expect("a current-thread tokio runtime builds")
+            });
+            sys.block_on(load::run(scenario, opts, 0))
+        }
+        Clock::Real => {
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(1, 8);
+            let sys = actix_rt::System::new();
+            sys.block_on(load::run(scenario, opts, threads))
+        }
+    }?;
+    verdict::finish(scenario, opts, measured)
 }

@@ -1,0 +1,873 @@
+//! The load models. Open model: every site has its own arrival stream with
+//! exponential inter-arrival times (a Poisson process at the phase's
+//! ramping rate divided by the number of sites) drawn from a seeded RNG per
+//! site, so shards that run disjoint sites add up to the whole run.
+//! Latency counts from each arrival's intended start; an arrival that
+//! finds `max_in_flight` attempts running is not started but counted as
+//! behind schedule. Closed model: `people` workers split over the sites,
+//! each acting, waiting for the answer and thinking `think_time`; latency
+//! counts from the actual start and the report says "closed".
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use parking_lot::RwLock;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use reference_server::domain::{DeviceId, TokenKey};
+use reference_server::protocol::WireCredential;
+use reference_server::{Engine, EngineConfig};
+use tokio::time::Instant;
+
+use super::oracle::{Attempt, Expected, Oracle, TruthKind};
+use super::provision::{self, DoorInfo};
+use super::{RunError, RunOptions};
+use crate::clock::{stream_rng, SimClock};
+use crate::devices::fleet::{Fleet, FleetSpec, Placement};
+use crate::devices::{DeviceOutcome, DeviceParams, Present};
+use crate::metrics::{
+    DecisionExample, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot,
+    Verdict, DEFAULT_INTERVAL_US,
+};
+use crate::scenario::{Action, Load, Scenario};
+use crate::transport::{InProcTransport, Transport};
+
+/// Longest the run waits for the devices to store their codes before load.
+const SYNC_WAIT_S: u64 = 120;
+/// Longest the run waits for attempts still running after the last phase.
+const DRAIN_WAIT_S: u64 = 60;
+/// How often the progress line is printed (real clock).
+const PROGRESS_EVERY_S: u64 = 5;
+
+/// What a run measured, before thresholds.
+pub struct Measured {
+    pub snapshot: Snapshot,
+    pub oracle: OracleSummary,
+    pub duration_s: f64,
+    /// Attempts per action.
+    pub actions: std::collections::BTreeMap<String, u64>,
+    /// Arrivals whose action had nothing to present (e.g. no valid code).
+    pub skipped: std::collections::BTreeMap<String, u64>,
+    pub closed_people: Option<u64>,
+    /// Most devices one offline wave took down.
+    pub offline_max: u64,
+    /// Grants whose motor jammed.
+    pub motor_blocked: u64,
+    /// Lowest battery level of any device at the end (battery devices only).
+    pub battery_min_pct: Option<f64>,
+    /// `battery_low` events the devices emitted.
+    pub battery_low_events: u64,
+}
+
+/// The oracle's results, for the report.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct OracleSummary {
+    pub verdicts: super::oracle::Verdicts,
+    pub lockouts: u64,
+    pub truth_table: std::collections::BTreeMap<String, u64>,
+    pub false_accept_examples: Vec<super::oracle::Example>,
+    pub false_reject_examples: Vec<super::oracle::Example>,
+    pub reason_mismatch_examples: Vec<super::oracle::Example>,
+}
+
+/// State shared by the load tasks (one thread: the system's).
+struct Shared {
+    oracle: Oracle,
+    recorder: Recorder,
+    in_flight: u32,
+    actions: std::collections::BTreeMap<String, u64>,
+    skipped: std::collections::BTreeMap<String, u64>,
+    errors: u64,
+    /// Most devices sent offline by one wave.
+    offline_max: u64,
+    motor_blocked: u64,
+}
+
+struct Ctx {
+    scenario: Scenario,
+    clock: SimClock,
+    origin: Instant,
+    fleet: Fleet,
+    engine: Arc<RwLock<Engine>>,
+    doors: Vec<DoorInfo>,
+    /// Door indexes per site (only the shard's sites are non-empty).
+    site_doors: Vec<Vec<usize>>,
+    tz: Vec<TimeZone>,
+    shared: RefCell<Shared>,
+}
+
+fn token_key(seed: u64) -> TokenKey {
+    let mut h = blake3::Hasher::new();
+    h.update(b"fleetsim token key");
+    h.update(&seed.to_le_bytes());
+    TokenKey::from_bytes(*h.finalize().as_bytes())
+}
+
+/// Device parameters from the scenario. Parameters are fleet-wide, so the
+/// first device group's behaviour applies to every group. Clock skew, door
+/// dwell randomness and spontaneous offline spells stay off: faults come
+/// only from `[faults]`, so the oracle's model stays exact.
+fn device_params(s: &Scenario) -> DeviceParams {
+    use crate::devices::Span;
+    let mut p = DeviceParams::quiet();
+    p.lock.motor_block_probability = s.faults.motor_blocked;
+    if let Some(g) = s.fleet.devices.first() {
+        let b = &g.behaviour;
+        let relock_s = b.relock_after.as_secs_f64();
+        p.lock.relock_after_s = Span::new(relock_s, relock_s);
+        p.lock.code_slots = b.code_slots;
+        p.battery.initial_pct = Span::new(b.battery_start_pct, b.battery_start_pct);
+        p.battery.drain_pct_per_day = b.battery_drain_pct_per_day;
+        p.battery.actuation_cost_pct = b.battery_pct_per_unlock;
+        p.battery.low_pct = b.battery_low_pct;
+    }
+    p
+}
+
+fn op_of(kind: TruthKind) -> Operation {
+    match kind {
+        TruthKind::Pin => Operation::PinCheck,
+        TruthKind::Card => Operation::CardCheck,
+        TruthKind::Qr => Operation::QrCheck,
+        TruthKind::Ble => Operation::BleCheck,
+    }
+}
+
+/// Provisions, syncs, drives every phase and returns what was measured.
+/// `threads` = 0: everything on the current thread (virtual time).
+pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Measured, RunError> {
+    let seed = opts.seed;
+    let engine = Arc::new(RwLock::new(Engine::new(EngineConfig {
+        token_key: token_key(seed),
+        seed,
+    })));
+    let clock = SimClock::starting_at(provision::start_time(s));
+    let prov = provision::provision(&mut engine.write(), s, seed, clock.now())?;
+    let transport = InProcTransport::new(engine.clone(), clock);
+    let spec = FleetSpec::new(seed).params(device_params(s));
+    let mut mine = prov.fleet.clone();
+    let keep: Vec<bool> = prov
+        .doors
+        .iter()
+        .map(|d| opts.shard.runs_site(d.site_index))
+        .collect();
+    mine.doors = prov
+        .fleet
+        .doors
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(d, _)| d.clone())
+        .collect();
+    let arbiters: Vec<actix::Arbiter> = (0..threads).map(|_| actix::Arbiter::new()).collect();
+    let placement = if arbiters.is_empty() {
+        Placement::Current
+    } else {
+        Placement::Arbiters(arbiters.iter().map(|a| a.handle()).collect())
+    };
+    let fleet = Fleet::start(
+        &spec,
+        mine,
+        Transport::InProc(transport.clone()),
+        clock,
+        &placement,
+    );
+    sync_codes(&fleet, &engine).await?;
+
+    let metrics = Arc::new(FleetMetrics::new());
+    let exporter = match opts.metrics_addr {
+        Some(addr) => Some(MetricsExporter::start(addr, metrics.clone()).await?),
+        None => None,
+    };
+    if let Some(e) = &exporter {
+        eprintln!("serving /metrics on http://{}/metrics", e.local_addr());
+    }
+    let origin = Instant::now();
+    let mut recorder = Recorder::new(origin, DEFAULT_INTERVAL_US);
+    if exporter.is_some() {
+        recorder = recorder.with_prometheus(metrics.clone(), crate::metrics::Transport::Inproc);
+    }
+    let mut site_doors = vec![Vec::new(); s.fleet.sites as usize];
+    for (i, d) in prov.doors.iter().enumerate() {
+        if keep[i] {
+            site_doors[d.site_index as usize].push(i);
+        }
+    }
+    let tz = (0..s.fleet.sites)
+        .map(|i| TimeZone::get(s.fleet.time_zone_of(i)).unwrap_or(TimeZone::UTC))
+        .collect();
+    let ctx = Rc::new(Ctx {
+        scenario: s.clone(),
+        clock,
+        origin,
+        fleet,
+        engine,
+        doors: prov.doors,
+        site_doors,
+        tz,
+        shared: RefCell::new(Shared {
+            oracle: prov.oracle,
+            recorder,
+            in_flight: 0,
+            actions: Default::default(),
+            skipped: Default::default(),
+            errors: 0,
+            offline_max: 0,
+            motor_blocked: 0,
+        }),
+    });
+
+    let progress = actix_rt::spawn(progress(
+        ctx.clone(),
+        s.clock == crate::scenario::Clock::Real,
+    ));
+    let waves = actix_rt::spawn(offline_waves(ctx.clone(), seed));
+    let mut phase_start = Duration::ZERO;
+    let mut closed_people = None;
+    for (pi, phase) in s.phases.iter().enumerate() {
+        let end = phase_start + phase.duration;
+        let mut tasks = Vec::new();
+        for site in 0..s.fleet.sites {
+            if ctx.site_doors[site as usize].is_empty() {
+                continue;
+            }
+            let stream = ((pi as u64) << 32) | u64::from(site);
+            match phase.load {
+                Load::Open {
+                    from_per_s,
+                    to_per_s,
+                    max_in_flight,
+                } => {
+                    let rng = stream_rng(seed, 0xA0_0000_0000 ^ stream);
+                    tasks.push(actix_rt::spawn(open_site(
+                        ctx.clone(),
+                        site,
+                        rng,
+                        (phase_start, end),
+                        (from_per_s, to_per_s),
+                        max_in_flight,
+                    )));
+                }
+                Load::Closed { people, think_time } => {
+                    closed_people = Some(u64::from(people));
+                    let n = s.fleet.sites;
+                    let mine = people / n + u32::from(site < people % n);
+                    for p in 0..mine {
+                        let rng = stream_rng(seed, 0xB0_0000_0000 ^ stream ^ (u64::from(p) << 48));
+                        tasks.push(actix_rt::spawn(closed_person(
+                            ctx.clone(),
+                            site,
+                            rng,
+                            end,
+                            think_time,
+                        )));
+                    }
+                }
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        phase_start = end;
+    }
+    // Attempts still running finish and count.
+    let drain_until = Instant::now() + Duration::from_secs(DRAIN_WAIT_S);
+    while ctx.shared.borrow().in_flight > 0 && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    progress.abort();
+    waves.abort();
+    let _ = progress.await;
+    let _ = waves.await;
+    let duration_s = (Instant::now() - origin).as_secs_f64().min(
+        phase_start
+            .as_secs_f64()
+            .max((Instant::now() - origin).as_secs_f64()),
+    );
+    let duration_s = if duration_s <= 0.0 {
+        phase_start.as_secs_f64()
+    } else {
+        duration_s
+    };
+
+    // Device health at the end.
+    let mut battery_min_pct: Option<f64> = None;
+    let mut battery_low_events = 0u64;
+    for d in ctx.fleet.devices() {
+        if let Ok(snap) = d.addr.snapshot().await {
+            if let Some(b) = snap.battery_pct {
+                battery_min_pct = Some(battery_min_pct.map_or(b, |m| m.min(b)));
+            }
+            battery_low_events += snap.emitted.get("battery_low");
+            ctx.shared.borrow_mut().recorder.observe_device(
+                snap.kind,
+                snap.online,
+                snap.battery_pct,
+            );
+        }
+    }
+    if let Some(e) = exporter {
+        e.shutdown().await;
+    }
+    for a in &arbiters {
+        a.stop();
+    }
+    let ctx = Rc::try_unwrap(ctx)
+        .map_err(|_| RunError::Runtime("load tasks still hold the run".into()))?;
+    let shared = ctx.shared.into_inner();
+    let o = shared.oracle;
+    Ok(Measured {
+        snapshot: shared.recorder.into_snapshot(),
+        oracle: OracleSummary {
+            verdicts: o.verdicts.clone(),
+            lockouts: o.lockouts,
+            truth_table: o.census(),
+            false_accept_examples: o.false_accept_examples.clone(),
+            false_reject_examples: o.false_reject_examples.clone(),
+            reason_mismatch_examples: o.reason_mismatch_examples.clone(),
+        },
+        duration_s,
+        actions: shared.actions,
+        skipped: shared.skipped,
+        closed_people,
+        offline_max: shared.offline_max,
+        motor_blocked: shared.motor_blocked,
+        battery_min_pct,
+        battery_low_events,
+    })
+}
+
+/// Pushes codes until every device of the fleet has stored what the engine
+/// has for it (Wi-Fi devices by push, Bluetooth ones by a sync visit).
+async fn sync_codes(fleet: &Fleet, engine: &Arc<RwLock<Engine>>) -> Result<(), RunError> {
+    let deadline = Instant::now() + Duration::from_secs(SYNC_WAIT_S);
+    loop {
+        let pending = {
+            let e = engine.read();
+            fleet
+                .devices()
+                .iter()
+                .filter(|d| {
+                    e.pending_sync(d.id)
+                        .is_some_and(|b| !b.set.is_empty() || !b.remove.is_empty())
+                })
+                .map(|d| (d.id, d.connectivity))
+                .collect::<Vec<_>>()
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(RunError::SyncTimeout {
+                waited_s: SYNC_WAIT_S,
+                pending: pending.len(),
+            });
+        }
+        fleet.push_sync();
+        for (id, conn) in &pending {
+            if *conn == reference_server::domain::Connectivity::Ble {
+                let _ = fleet.control(*id, crate::devices::Control::SyncNow);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The live progress line: an indicatif spinner line when stderr is a
+/// terminal, else a plain line every few seconds (real clock only: a
+/// virtual run is over before anyone could read it).
+async fn progress(ctx: Rc<Ctx>, real: bool) {
+    use std::io::IsTerminal;
+    if !real {
+        return;
+    }
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b
+    });
+    let every = if bar.is_some() { 1 } else { PROGRESS_EVERY_S };
+    let mut last = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_secs(every)).await;
+        let line = {
+            let sh = ctx.shared.borrow();
+            let total: u64 = sh.actions.values().sum();
+            let snap = sh.recorder.snapshot();
+            let p99 = snap
+                .checks_histogram()
+                .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0);
+            let elapsed = ctx.origin.elapsed();
+            let phase = phase_at(&ctx.scenario, elapsed);
+            let line = format!(
+                "[{:>6.1}s] {phase}: attempts {total} ({:.0}/s), check p99 {p99:.2} ms, errors {}, false accepts {}, false rejects {}",
+                elapsed.as_secs_f64(),
+                (total - last) as f64 / every as f64,
+                sh.errors,
+                sh.oracle.verdicts.false_accepts,
+                sh.oracle.verdicts.false_rejects,
+            );
+            last = total;
+            line
+        };
+        match &bar {
+            Some(b) => b.set_message(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+/// The name of the phase running `elapsed` into the run.
+fn phase_at(s: &Scenario, elapsed: Duration) -> &str {
+    let mut end = Duration::ZERO;
+    for p in &s.phases {
+        end += p.duration;
+        if elapsed < end {
+            return &p.name;
+        }
+    }
+    "drain"
+}
+
+/// Offline waves: at each wave's start a seeded share of the shard's
+/// devices (of the wave's model, if given) lose connectivity for its
+/// length. Wi-Fi devices then cannot ask the engine (errors); Bluetooth
+/// locks keep deciding from their code cache.
+async fn offline_waves(ctx: Rc<Ctx>, seed: u64) {
+    let waves = ctx.scenario.faults.offline_waves.clone();
+    for (i, w) in waves.iter().enumerate() {
+        tokio::time::sleep_until(ctx.origin + w.window.at).await;
+        let mut rng = stream_rng(seed, 0xC0_0000_0000 ^ i as u64);
+        let mut n = 0u64;
+        for d in ctx.fleet.devices() {
+            if w.model.is_some_and(|m| m != d.connectivity) {
+                continue;
+            }
+            if rng.random::<f64>() < w.share {
+                let for_s = w.window.for_.as_secs_f64();
+                if ctx
+                    .fleet
+                    .control(d.id, crate::devices::Control::GoOffline { for_s })
+                    .is_ok()
+                {
+                    n += 1;
+                }
+            }
+        }
+        let mut sh = ctx.shared.borrow_mut();
+        sh.offline_max = sh.offline_max.max(n);
+    }
+}
+
+/// The rate at `t` into a phase of length `len`, ramping linearly.
+fn rate_at(from: f64, to: f64, t: Duration, len: Duration) -> f64 {
+    let f = if len.is_zero() {
+        1.0
+    } else {
+        (t.as_secs_f64() / len.as_secs_f64()).clamp(0.0, 1.0)
+    };
+    from + (to - from) * f
+}
+
+async fn open_site(
+    ctx: Rc<Ctx>,
+    site: u32,
+    mut rng: ChaCha8Rng,
+    (start, end): (Duration, Duration),
+    (from, to): (f64, f64),
+    max_in_flight: u32,
+) {
+    let sites = f64::from(ctx.scenario.fleet.sites.max(1));
+    let mut t = start;
+    loop {
+        let rate = rate_at(from, to, t - start, end - start) / sites;
+        // A zero rate: look again a little later (the ramp may rise).
+        let gap = if rate <= 0.0 {
+            0.1
+        } else {
+            -(1.0 - rng.random::<f64>()).ln() / rate
+        };
+        t += Duration::from_secs_f64(gap);
+        if t >= end {
+            return;
+        }
+        if rate <= 0.0 {
+            continue;
+        }
+        let intended = ctx.origin + t;
+        tokio::time::sleep_until(intended).await;
+        let Some(job) = pick(&ctx, site, &mut rng, ctx.clock.at(intended)) else {
+            continue;
+        };
+        {
+            let mut sh = ctx.shared.borrow_mut();
+            if sh.in_flight >= max_in_flight {
+                sh.recorder.arrival_behind_schedule();
+                release(&mut sh.oracle, &job);
+                continue;
+            }
+            sh.in_flight += 1;
+        }
+        actix_rt::spawn(attempt(ctx.clone(), job, intended));
+    }
+}
+
+async fn closed_person(
+    ctx: Rc<Ctx>,
+    site: u32,
+    mut rng: ChaCha8Rng,
+    end: Duration,
+    think: Duration,
+) {
+    loop {
+        let started = Instant::now();
+        if started - ctx.origin >= end {
+            return;
+        }
+        if let Some(job) = pick(&ctx, site, &mut rng, ctx.clock.at(started)) {
+            ctx.shared.borrow_mut().in_flight += 1;
+            attempt(ctx.clone(), job, started).await;
+        }
+        tokio::time::sleep(think.max(Duration::from_millis(1))).await;
+    }
+}
+
+/// One planned attempt: what to present where, and what the oracle needs.
+struct Job {
+    attempt: Attempt,
+    credential: WireCredential,
+    /// The same credential presented again right after (qr_replayed
+    /// without an used-up key yet).
+    reserved: bool,
+}
+
+fn release(o: &mut Oracle, job: &Job) {
+    if job.reserved {
+        if let Some(id) = job.attempt.truth {
+            o.unreserve(id, job.attempt.door);
+        }
+    }
+}
+
+fn choose<T: Copy>(rng: &mut ChaCha8Rng, xs: &[T]) -> Option<T> {
+    if xs.is_empty() {
+        None
+    } else {
+        Some(xs[rng.random_range(0..xs.len())])
+    }
+}
+
+/// Devices at a door that take `kind`.
+fn takers(d: &DoorInfo, kind: TruthKind) -> Vec<DeviceId> {
+    let p = &d.plan;
+    let ble_lock = matches!(p.kit, crate::devices::fleet::DoorKit::BleApartment);
+    let v: Vec<Option<DeviceId>> = match kind {
+        TruthKind::Pin => vec![
+            p.keypad,
+            p.door_phone,
+            if ble_lock && p.keypad.is_none() {
+                p.lock
+            } else {
+                None
+            },
+        ],
+        TruthKind::Card => vec![p.keypad, p.door_phone, p.lock],
+        TruthKind::Qr => vec![p.door_phone],
+        TruthKind::Ble => vec![p.lock],
+    };
+    v.into_iter().flatten().collect()
+}
+
+fn pick_action(rng: &mut ChaCha8Rng, s: &Scenario) -> Action {
+    let r: f64 = rng.random();
+    let mut acc = 0.0;
+    for (a, f) in &s.actions.0 {
+        acc += f;
+        if r < acc {
+            return *a;
+        }
+    }
+    s.actions.0.last().map_or(Action::PinValid, |(a, _)| *a)
+}
+
+/// Plans one arrival at `site`: the action, the door and device, and the
+/// credential, chosen with the site's RNG from the oracle's model.
+fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp) -> Option<Job> {
+    let action = pick_action(rng, &ctx.scenario);
+    let kind = match action {
+        Action::PinValid | Action::PinWrong | Action::PinExpired => TruthKind::Pin,
+        Action::QrValid | Action::QrReplayed | Action::QrExpired => TruthKind::Qr,
+        Action::Card => TruthKind::Card,
+        Action::Ble => TruthKind::Ble,
+        _ => {
+            // Remote opens, code changes and sync storms are not simulated yet.
+            *ctx.shared
+                .borrow_mut()
+                .skipped
+                .entry(action.as_str().to_string())
+                .or_default() += 1;
+            return None;
+        }
+    };
+    let doors: Vec<usize> = ctx.site_doors[site as usize]
+        .iter()
+        .copied()
+        .filter(|i| !takers(&ctx.doors[*i], kind).is_empty())
+        .collect();
+    let skip = |ctx: &Ctx| {
+        *ctx.shared
+            .borrow_mut()
+            .skipped
+            .entry(action.as_str().to_string())
+            .or_default() += 1;
+        None
+    };
+    let Some(di) = choose(rng, &doors) else {
+        return skip(ctx);
+    };
+    let door = &ctx.doors[di];
+    let device = choose(rng, &takers(door, kind))?;
+    let mut sh = ctx.shared.borrow_mut();
+    let o = &mut sh.oracle;
+    let usable = |o: &Oracle, id: usize| {
+        o.truth(id).validity.check(now).is_ok() && o.uses_left(id, door.door) != Some(0)
+    };
+    let mut reserved = false;
+    let truth = match action {
+        Action::PinValid => {
+            let c: Vec<usize> = door
+                .pins
+                .iter()
+                .copied()
+                .filter(|id| usable(o, *id))
+                .collect();
+            let Some(id) = choose(rng, &c) else {
+                drop(sh);
+                return skip(ctx);
+            };
+            if o.truth(id).total_uses.is_some() {
+                o.reserve(id, door.door);
+                reserved = true;
+            }
+            Some(id)
+        }
+        Action::PinExpired => {
+            let Some(id) = choose(rng, &door.expired_pins) else {
+                drop(sh);
+                return skip(ctx);
+            };
+            Some(id)
+        }
+        Action::PinWrong => None,
+        Action::Card => {
+            let Some(id) = choose(rng, &door.cards) else {
+                drop(sh);
+                return skip(ctx);
+            };
+            Some(id)
+        }
+        Action::Ble => {
+            let Some(id) = choose(rng, &door.ble) else {
+                drop(sh);
+                return skip(ctx);
+            };
+            Some(id)
+        }
+        Action::QrValid => {
+            let keys: Vec<usize> = ctx.doors[di]
+                .qr
+                .iter()
+                .copied()
+                .chain(o.extra_qr(door.door).iter().copied())
+                .filter(|id| usable(o, *id))
+                .collect();
+            let id = match choose(rng, &keys) {
+                Some(id) => id,
+                None => {
+                    // A resident creates a new visitor key (as people do).
+                    let tz = &ctx.tz[site as usize];
+                    let mut e = ctx.engine.write();
+                    match provision::issue_qr(&mut e, o, &ctx.scenario, door, tz, now) {
+                        Ok(id) => {
+                            o.push_extra_qr(door.door, id);
+                            id
+                        }
+                        Err(_) => {
+                            drop(e);
+                            drop(sh);
+                            return skip(ctx);
+                        }
+                    }
+                }
+            };
+            o.reserve(id, door.door);
+            reserved = true;
+            Some(id)
+        }
+        Action::QrReplayed => {
+            let keys: Vec<usize> = ctx.doors[di]
+                .qr
+                .iter()
+                .copied()
+                .chain(o.extra_qr(door.door).iter().copied())
+                .filter(|id| o.used_up(*id, door.door))
+                .collect();
+            let Some(id) = choose(rng, &keys) else {
+                drop(sh);
+                return skip(ctx);
+            };
+            Some(id)
+        }
+        Action::QrExpired => {
+            let keys: Vec<usize> = ctx.doors[di]
+                .qr
+                .iter()
+                .copied()
+                .chain(o.extra_qr(door.door).iter().copied())
+                .filter(|id| o.truth(*id).validity.check(now).is_err())
+                .collect();
+            let Some(id) = choose(rng, &keys) else {
+                drop(sh);
+                return skip(ctx);
+            };
+            Some(id)
+        }
+        _ => None,
+    };
+    let text = match truth {
+        Some(id) => o.truth(id).text.clone(),
+        None => {
+            // A wrong PIN: digits that are no code of this door.
+            loop {
+                let len = if rng.random::<f64>() < 0.2 { 6 } else { 4 };
+                let t = format!("{:0len$}", rng.random_range(0..10u64.pow(len as u32)));
+                if !o.pin_known(door.door, &t) {
+                    break t;
+                }
+            }
+        }
+    };
+    *sh.actions.entry(action.as_str().to_string()).or_default() += 1;
+    let credential = match kind {
+        TruthKind::Pin => WireCredential::Pin(text),
+        TruthKind::Card => WireCredential::Card(text),
+        TruthKind::Qr => WireCredential::Qr(text),
+        TruthKind::Ble => WireCredential::Ble(text),
+    };
+    Some(Job {
+        attempt: Attempt {
+            device,
+            door: door.door,
+            action: action.as_str(),
+            kind,
+            truth,
+            keypad: true,
+        },
+        credential,
+        reserved,
+    })
+}
+
+/// Presents `job` and judges the answer.
+async fn attempt(ctx: Rc<Ctx>, job: Job, intended: Instant) {
+    let sent = ctx.clock.at(intended);
+    let got = ctx
+        .fleet
+        .present_with(
+            job.attempt.device,
+            Present {
+                credential: job.credential.clone(),
+                floor: None,
+                human_timing: false,
+            },
+        )
+        .await;
+    let completed = Instant::now();
+    let done = ctx.clock.at(completed);
+    let op = op_of(job.attempt.kind);
+    let actual = match &got {
+        Ok(p) => match &p.outcome {
+            DeviceOutcome::Unlocked | DeviceOutcome::MotorBlocked | DeviceOutcome::LowBattery => {
+                Some(Expected::Granted)
+            }
+            DeviceOutcome::Denied(r) => Some(Expected::Denied(*r)),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    let mut sh = ctx.shared.borrow_mut();
+    sh.in_flight = sh.in_flight.saturating_sub(1);
+    if matches!(&got, Ok(p) if p.outcome == DeviceOutcome::MotorBlocked) {
+        sh.motor_blocked += 1;
+    }
+    let outcome = match actual {
+        Some(Expected::Granted) => Outcome::Granted,
+        Some(Expected::Denied(_)) => Outcome::Denied,
+        None => Outcome::Error,
+    };
+    sh.recorder.record(op, outcome, intended, completed);
+    match actual {
+        Some(a) => {
+            let before = sh.oracle.verdicts.clone();
+            if job.reserved {
+                if let Some(id) = job.attempt.truth {
+                    sh.oracle.unreserve(id, job.attempt.door);
+                }
+            }
+            sh.oracle.judge(&job.attempt, a, sent, done);
+            let after = sh.oracle.verdicts.clone();
+            // The metrics module's tally follows the oracle's classes.
+            let expected = if after.false_accepts > before.false_accepts {
+                Verdict::Deny
+            } else if after.false_rejects > before.false_rejects || a.granted() {
+                Verdict::Grant
+            } else {
+                Verdict::Deny
+            };
+            let a_dev = job.attempt.device;
+            let kind = job.attempt.action;
+            sh.recorder
+                .record_decision(expected, outcome, || DecisionExample {
+                    device_id: a_dev.0.to_string(),
+                    credential_kind: kind.to_string(),
+                    expected: expected.as_str().to_string(),
+                    actual: outcome.as_str().to_string(),
+                    reason: format!("{a:?}"),
+                });
+        }
+        None => {
+            sh.errors += 1;
+            if job.reserved {
+                if let Some(id) = job.attempt.truth {
+                    sh.oracle.unreserve(id, job.attempt.door);
+                }
+            }
+            let expected = if job.attempt.truth.is_some() && job.attempt.action.ends_with("valid") {
+                Verdict::Grant
+            } else {
+                Verdict::Deny
+            };
+            let a_dev = job.attempt.device;
+            let kind = job.attempt.action;
+            let why = match &got {
+                Ok(p) => format!("{:?}", p.outcome),
+                Err(e) => e.to_string(),
+            };
+            sh.recorder
+                .record_decision(expected, outcome, || DecisionExample {
+                    device_id: a_dev.0.to_string(),
+                    credential_kind: kind.to_string(),
+                    expected: expected.as_str().to_string(),
+                    actual: "error".to_string(),
+                    reason: why,
+                });
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! The decision oracle: an independent model of what every check must
+//! answer, built from what the scenario asked provisioning to create (the
+//! truth table) plus its own small model of state that changes during a run
+//! (wrong-PIN counts and keypad lockouts, use counts per credential and
+//! door). It never calls the engine: a bug in the engine's rules shows up
+//! as a false accept or a false reject here.
+//!
+//! Time: the engine decides at some instant between the attempt's start and
+//! its answer. The oracle evaluates both ends; when they disagree (a
+//! schedule edge or a lockout ending inside the attempt) the attempt is
+//! counted as `ambiguous`, not as a false decision, and the oracle follows
+//! the engine's answer so that its state stays comparable.
+
+use std::collections::BTreeMap;
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use reference_server::domain::{
+    DailyWindow, DenyReason, DeviceId, DoorId, LockoutPolicy, Weekdays,
+};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+/// Most examples kept per kind of mismatch.
+pub const MAX_EXAMPLES: usize = 20;
+
+/// When a credential is valid, as the scenario asked for it.
+#[derive(Clone, Debug)]
+pub enum Validity {
+    Always,
+    /// `start` inclusive, `end` exclusive.
+    Range {
+        start: Timestamp,
+        end: Timestamp,
+    },
+    /// Weekdays and a local daily window (start == end: the whole day).
+    Recurring {
+        days: Weekdays,
+        window: DailyWindow,
+        tz: TimeZone,
+        /// Optional validity range around the weekly pattern.
+        bounds: Option<(Timestamp, Timestamp)>,
+    },
+}
+
+impl Validity {
+    /// `Ok` when valid at `now`, else the reason the rules give.
+    pub fn check(&self, now: Timestamp) -> Result<(), DenyReason> {
+        match self {
+            Validity::Always => Ok(()),
+            Validity::Range { start, end } => {
+                if now < *start {
+                    Err(DenyReason::NotYetValid)
+                } else if now >= *end {
+                    Err(DenyReason::Expired)
+                } else {
+                    Ok(())
+                }
+            }
+            Validity::Recurring {
+                days,
+                window,
+                tz,
+                bounds,
+            } => {
+                if let Some((start, end)) = bounds {
+                    Validity::Range {
+                        start: *start,
+                        end: *end,
+                    }
+                    .check(now)?;
+                }
+                let local = tz.to_datetime(now);
+                let (day, t) = (local.weekday(), local.time());
+                let inside = if window.start == window.end {
+                    days.contains(day)
+                } else if window.start < window.end {
+                    days.contains(day) && window.start <= t && t < window.end
+                } else {
+                    // Crosses midnight: opened today, or yesterday evening.
+                    (days.contains(day) && t >= window.start)
+                        || (days.contains(day.previous()) && t < window.end)
+                };
+                if inside {
+                    Ok(())
+                } else {
+                    Err(DenyReason::OutsideSchedule)
+                }
+            }
+        }
+    }
+}
+
+/// What kind of secret a truth entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TruthKind {
+    Pin,
+    Card,
+    Qr,
+    Ble,
+}
+
+/// One provisioned credential as the oracle knows it.
+#[derive(Clone, Debug)]
+pub struct Truth {
+    pub kind: TruthKind,
+    /// What is presented: PIN digits, card number, token text.
+    pub text: String,
+    pub doors: Vec<DoorId>,
+    pub validity: Validity,
+    /// Grants allowed per door (visitor keys with "each door counts").
+    pub per_door_uses: Option<u32>,
+    /// Grants allowed in all (delivery codes).
+    pub total_uses: Option<u32>,
+    /// The schedule label (permanent, temporary, ...), for reports.
+    pub label: &'static str,
+}
+
+/// Index of a truth entry.
+pub type TruthId = usize;
+
+/// What an attempt presented, resolved against the truth table at arrival.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub device: DeviceId,
+    pub door: DoorId,
+    /// The action that produced it (pin_valid, qr_replayed, ...).
+    pub action: &'static str,
+    pub kind: TruthKind,
+    /// The truth entry the presented text belongs to, if any.
+    pub truth: Option<TruthId>,
+    /// Does this device apply keypad lockout (a PIN pad)?
+    pub keypad: bool,
+}
+
+/// The decision the oracle expects, or the engine gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "decision", content = "reason")]
+pub enum Expected {
+    Granted,
+    Denied(DenyReason),
+}
+
+impl Expected {
+    pub fn granted(self) -> bool {
+        matches!(self, Expected::Granted)
+    }
+    fn label(self) -> String {
+        match self {
+            Expected::Granted => "granted".into(),
+            Expected::Denied(r) => format!("denied ({})", r.as_str()),
+        }
+    }
+}
+
+/// One disagreement, for the report.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Example {
+    pub device: u32,
+    pub kind: String,
+    pub expected: String,
+    pub actual: String,
+    pub reason: String,
+}
+
+/// The oracle's counters.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Verdicts {
+    pub true_grants: u64,
+    pub true_denials: u64,
+    pub false_accepts: u64,
+    pub false_rejects: u64,
+    /// Both denied, for different reasons.
+    pub reason_mismatches: u64,
+    /// The expectation changed inside the attempt (a time edge).
+    pub ambiguous: u64,
+}
+
+impl Verdicts {
+    pub fn add(&mut self, o: &Verdicts) {
+        self.true_grants += o.true_grants;
+        self.true_denials += o.true_denials;
+        self.false_accepts += o.false_accepts;
+        self.false_rejects += o.false_rejects;
+        self.reason_mismatches += o.reason_mismatches;
+        self.ambiguous += o.ambiguous;
+    }
+    pub fn decisions(&self) -> u64 {
+        self.true_grants
+            + self.true_denials
+            + self.false_accepts
+            + self.false_rejects
+            + self.ambiguous
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct KeypadState {
+    /// Unix seconds of wrong tries since the last success.
+    wrong_s: Vec<i64>,
+    locked_until_s: i64,
+}
+
+/// The truth table and the oracle's model of run-time state.
+pub struct Oracle {
+    truths: Vec<Truth>,
+    /// (door, PIN text) -> truth.
+    pins: FxHashMap<(DoorId, String), TruthId>,
+    /// Lockout policy per door's site.
+    lockout: FxHashMap<DoorId, LockoutPolicy>,
+    keypads: FxHashMap<DeviceId, KeypadState>,
+    uses_total: FxHashMap<TruthId, u32>,
+    uses_door: FxHashMap<(TruthId, DoorId), u32>,
+    /// Uses picked but not yet judged (so two arrivals do not pick one key).
+    reserved: FxHashMap<(TruthId, DoorId), u32>,
+    extra_qr: FxHashMap<DoorId, Vec<TruthId>>,
+    pub verdicts: Verdicts,
+    pub lockouts: u64,
+    pub false_accept_examples: Vec<Example>,
+    pub false_reject_examples: Vec<Example>,
+    pub reason_mismatch_examples: Vec<Example>,
+}
+
+impl Default for Oracle {
+    fn default() -> Self {
+        Oracle::new()
+    }
+}
+
+impl Oracle {
+    pub fn new() -> Oracle {
+        Oracle {
+            truths: Vec::new(),
+            pins: FxHashMap::default(),
+            lockout: FxHashMap::default(),
+            keypads: FxHashMap::default(),
+            uses_total: FxHashMap::default(),
+            uses_door: FxHashMap::default(),
+            reserved: FxHashMap::default(),
+            extra_qr: FxHashMap::default(),
+            verdicts: Verdicts::default(),
+            lockouts: 0,
+            false_accept_examples: Vec::new(),
+            false_reject_examples: Vec::new(),
+            reason_mismatch_examples: Vec::new(),
+        }
+    }
+
+    pub fn set_lockout(&mut self, door: DoorId, policy: LockoutPolicy) {
+        self.lockout.insert(door, policy);
+    }
+
+    pub fn add(&mut self, t: Truth) -> TruthId {
+        let id = self.truths.len();
+        if t.kind == TruthKind::Pin {
+            for d in &t.doors {
+                self.pins.insert((*d, t.text.clone()), id);
+            }
+        }
+        self.truths.push(t);
+        id
+    }
+
+    pub fn truth(&self, id: TruthId) -> &Truth {
+        &self.truths[id]
+    }
+
+    pub fn len(&self) -> usize {
+        self.truths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.truths.is_empty()
+    }
+
+    /// Is `text` a PIN of `door` in the truth table?
+    pub fn pin_known(&self, door: DoorId, text: &str) -> bool {
+        self.pins.contains_key(&(door, text.to_string()))
+    }
+
+    /// The truth entry of a PIN typed at `door`.
+    pub fn pin_at(&self, door: DoorId, text: &str) -> Option<TruthId> {
+        self.pins.get(&(door, text.to_string())).copied()
+    }
+
+    /// Uses left at `door` for `id`, counting reserved ones; `None`: unlimited.
+    pub fn uses_left(&self, id: TruthId, door: DoorId) -> Option<u32> {
+        let t = &self.truths[id];
+        let reserved = self.reserved.get(&(id, door)).copied().unwrap_or(0);
+        let door_left = t.per_door_uses.map(|n| {
+            n.saturating_sub(self.uses_door.get(&(id, door)).copied().unwrap_or(0) + reserved)
+        });
+        let total_left = t
+            .total_uses
+            .map(|n| n.saturating_sub(self.uses_total.get(&id).copied().unwrap_or(0) + reserved));
+        match (door_left, total_left) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Marks one use of `id` at `door` as picked (released by [`Oracle::judge`]).
+    pub fn reserve(&mut self, id: TruthId, door: DoorId) {
+        *self.reserved.entry((id, door)).or_default() += 1;
+    }
+
+    /// Releases a use picked with [`Oracle::reserve`].
+    pub fn unreserve(&mut self, id: TruthId, door: DoorId) {
+        if let Some(r) = self.reserved.get_mut(&(id, door)) {
+            *r = r.saturating_sub(1);
+        }
+    }
+
+    /// Has `id` used up its grants at `door` (judged uses only)?
+    pub fn used_up(&self, id: TruthId, door: DoorId) -> bool {
+        let t = &self.truths[id];
+        let d = self.uses_door.get(&(id, door)).copied().unwrap_or(0);
+        let all = self.uses_total.get(&id).copied().unwrap_or(0);
+        t.per_door_uses.is_some_and(|n| d >= n) || t.total_uses.is_some_and(|n| all >= n)
+    }
+
+    /// Visitor keys issued during the run for `door`.
+    pub fn extra_qr(&self, door: DoorId) -> &[TruthId] {
+        self.extra_qr.get(&door).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn push_extra_qr(&mut self, door: DoorId, id: TruthId) {
+        self.extra_qr.entry(door).or_default().push(id);
+    }
+
+    fn locked(&self, device: DeviceId, now: Timestamp) -> bool {
+        self.keypads
+            .get(&device)
+            .is_some_and(|k| k.locked_until_s != 0 && now.as_second() < k.locked_until_s)
+    }
+
+    /// What the rules say for `a` at `now`, without changing state.
+    pub fn expect(&self, a: &Attempt, now: Timestamp) -> Expected {
+        use DenyReason as R;
+        if a.kind == TruthKind::Pin && a.keypad && self.locked(a.device, now) {
+            return Expected::Denied(R::LockedOut);
+        }
+        let Some(id) = a.truth else {
+            return Expected::Denied(match a.kind {
+                TruthKind::Pin => R::WrongPin,
+                _ => R::UnknownCredential,
+            });
+        };
+        let t = &self.truths[id];
+        if !t.doors.contains(&a.door) {
+            return Expected::Denied(match t.kind {
+                // The PIN index is per door: another door's code is just wrong here.
+                TruthKind::Pin => R::WrongPin,
+                _ => R::DoorNotAllowed,
+            });
+        }
+        if let Err(r) = t.validity.check(now) {
+            return Expected::Denied(r);
+        }
+        let used_door = self.uses_door.get(&(id, a.door)).copied().unwrap_or(0);
+        let used_total = self.uses_total.get(&id).copied().unwrap_or(0);
+        let one_time_token = matches!(t.kind, TruthKind::Qr | TruthKind::Ble)
+            && (t.per_door_uses == Some(1) || t.total_uses == Some(1));
+        if t.per_door_uses.is_some_and(|n| used_door >= n)
+            || t.total_uses.is_some_and(|n| used_total >= n)
+        {
+            return Expected::Denied(if one_time_token {
+                R::Replayed
+            } else {
+                R::UsesExhausted
+            });
+        }
+        Expected::Granted
+    }
+
+    fn record(&mut self, a: &Attempt, decided: Expected, now: Timestamp) {
+        if decided.granted() {
+            if let Some(id) = a.truth {
+                *self.uses_total.entry(id).or_default() += 1;
+                *self.uses_door.entry((id, a.door)).or_default() += 1;
+            }
+        }
+        if a.kind != TruthKind::Pin || !a.keypad {
+            return;
+        }
+        let policy = self.lockout.get(&a.door).copied().unwrap_or_default();
+        let k = self.keypads.entry(a.device).or_default();
+        match decided {
+            Expected::Granted => k.wrong_s.clear(),
+            Expected::Denied(DenyReason::WrongPin) => {
+                let now_s = now.as_second();
+                k.wrong_s.push(now_s);
+                let since = now_s - i64::from(policy.window_s);
+                k.wrong_s.retain(|&t| t > since);
+                if k.wrong_s.len() >= usize::from(policy.max_wrong.max(1)) {
+                    k.locked_until_s = now_s + i64::from(policy.lockout_s);
+                    k.wrong_s.clear();
+                    self.lockouts += 1;
+                }
+            }
+            Expected::Denied(_) => {}
+        }
+    }
+
+    /// Judges the engine's `actual` decision of attempt `a`, which started
+    /// at `sent` and was answered at `done`; updates the oracle's state.
+    pub fn judge(&mut self, a: &Attempt, actual: Expected, sent: Timestamp, done: Timestamp) {
+        let at_start = self.expect(a, sent);
+        let at_end = self.expect(a, done);
+        if at_start != at_end && (actual == at_start || actual == at_end) {
+            self.verdicts.ambiguous += 1;
+            self.record(a, actual, done);
+            return;
+        }
+        let expected = at_end;
+        let example = |why: &str| Example {
+            device: a.device.0,
+            kind: a.action.to_string(),
+            expected: expected.label(),
+            actual: actual.label(),
+            reason: why.to_string(),
+        };
+        match (expected, actual) {
+            (Expected::Granted, Expected::Granted) => self.verdicts.true_grants += 1,
+            (Expected::Denied(e), Expected::Denied(g)) => {
+                self.verdicts.true_denials += 1;
+                if e != g {
+                    self.verdicts.reason_mismatches += 1;
+                    if self.reason_mismatch_examples.len() < MAX_EXAMPLES {
+                        let ex = example("denied for another reason than the rules give");
+                        self.reason_mismatch_examples.push(ex);
+                    }
+                }
+            }
+            (Expected::Denied(_), Expected::Granted) => {
+                self.verdicts.false_accepts += 1;
+                if self.false_accept_examples.len() < MAX_EXAMPLES {
+                    let ex = example("the engine granted what the truth table denies");
+                    self.false_accept_examples.push(ex);
+                }
+            }
+            (Expected::Granted, Expected::Denied(_)) => {
+                self.verdicts.false_rejects += 1;
+                if self.false_reject_examples.len() < MAX_EXAMPLES {
+                    let ex = example("the engine denied a credential the truth table grants");
+                    self.false_reject_examples.push(ex);
+                }
+            }
+        }
+        // The oracle's own expectation drives its state.
+        self.record(a, expected, done);
+    }
+
+    /// Counts of truth entries per (kind, label), for the report.
+    pub fn census(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for t in &self.truths {
+            let k = format!(
+                "{}.{}",
+                serde_json::to_value(t.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                t.label
+            );
+            *m.entry(k).or_default() += 1;
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::{date, time, Weekday};
+
+    fn at(tz: &TimeZone, y: i16, m: i8, d: i8, h: i8, min: i8) -> Timestamp {
+        tz.to_timestamp(date(y, m, d).at(h, min, 0, 0)).unwrap()
+    }
+
+    #[test]
+    fn a_window_across_midnight_belongs_to_the_day_it_opened() {
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        let v = Validity::Recurring {
+            days: Weekdays::from_days([Weekday::Friday]),
+            window: DailyWindow {
+                start: time(22, 0, 0, 0),
+                end: time(6, 0, 0, 0),
+            },
+            tz: tz.clone(),
+            bounds: None,
+        };
+        // 2026-03-06 is a Friday.
+        assert_eq!(v.check(at(&tz, 2026, 3, 6, 23, 0)), Ok(()));
+        assert_eq!(v.check(at(&tz, 2026, 3, 7, 5, 59)), Ok(()));
+        assert_eq!(
+            v.check(at(&tz, 2026, 3, 7, 6, 0)),
+            Err(DenyReason::OutsideSchedule)
+        );
+        assert_eq!(
+            v.check(at(&tz, 2026, 3, 6, 5, 0)),
+            Err(DenyReason::OutsideSchedule),
+            "Thursday night's window is not open"
+        );
+    }
+
+    #[test]
+    fn ranges_are_start_inclusive_and_end_exclusive() {
+        let start = Timestamp::from_second(1_000).unwrap();
+        let end = Timestamp::from_second(2_000).unwrap();
+        let v = Validity::Range { start, end };
+        assert_eq!(
+            v.check(Timestamp::from_second(999).unwrap()),
+            Err(DenyReason::NotYetValid)
+        );
+        assert_eq!(v.check(start), Ok(()));
+        assert_eq!(v.check(end), Err(DenyReason::Expired));
+    }
+
+    #[test]
+    fn a_one_time_key_used_at_its_door_is_replayed_there() {
+        let mut o = Oracle::new();
+        let door = DoorId(3);
+        let id = o.add(Truth {
+            kind: TruthKind::Qr,
+            text: "token".into(),
+            doors: vec![door],
+            validity: Validity::Always,
+            per_door_uses: Some(1),
+            total_uses: None,
+            label: "visitor",
+        });
+        let a = Attempt {
+            device: DeviceId(9),
+            door,
+            action: "qr_valid",
+            kind: TruthKind::Qr,
+            truth: Some(id),
+            keypad: false,
+        };
+        let now = Timestamp::from_second(5_000).unwrap();
+        o.judge(&a, Expected::Granted, now, now);
+        assert!(o.used_up(id, door));
+        assert_eq!(o.expect(&a, now), Expected::Denied(DenyReason::Replayed));
+        // The engine granting it again is a false accept.
+        o.judge(&a, Expected::Granted, now, now);
+        assert_eq!(o.verdicts.false_accepts, 1);
+        assert_eq!(o.verdicts.true_grants, 1);
+    }
+
+    #[test]
+    fn an_answer_that_matches_either_end_of_a_time_edge_is_ambiguous() {
+        let mut o = Oracle::new();
+        let door = DoorId(1);
+        let end = Timestamp::from_second(2_000).unwrap();
+        let id = o.add(Truth {
+            kind: TruthKind::Card,
+            text: "1".into(),
+            doors: vec![door],
+            validity: Validity::Range {
+                start: Timestamp::from_second(0).unwrap(),
+                end,
+            },
+            per_door_uses: None,
+            total_uses: None,
+            label: "temporary",
+        });
+        let a = Attempt {
+            device: DeviceId(2),
+            door,
+            action: "card",
+            kind: TruthKind::Card,
+            truth: Some(id),
+            keypad: false,
+        };
+        let before = Timestamp::from_second(1_999).unwrap();
+        o.judge(&a, Expected::Granted, before, end);
+        assert_eq!(o.verdicts.ambiguous, 1);
+        assert_eq!(o.verdicts.false_accepts, 0);
+    }
+}

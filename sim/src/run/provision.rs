@@ -1,0 +1,571 @@
+//! Provisioning a scenario's fleet and credentials in the engine, through
+//! `Engine::apply(&Actor::System, ..)`, and writing down at the same time
+//! what the oracle must know about every credential (the truth table).
+//!
+//! Every secret the simulator presents is chosen here from the run's seed
+//! (PIN digits, card numbers) or is the signed token the engine issued for
+//! the credential (QR, BLE), so the truth comes from the scenario, not from
+//! the engine's decisions. All sites are provisioned in every shard, so ids
+//! and secrets are the same whichever slice of the fleet a process runs.
+
+use jiff::civil::DateTime;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use reference_server::domain::{
+    Actor, Connectivity, CredentialId, DeviceId, DeviceKind, DoorId, FloorScope, HolderId,
+    HolderKind, OrgId, Pin, Repeat, Schedule, SiteId, SiteSettings, Weekdays,
+};
+use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec};
+use reference_server::{Engine, EngineError};
+use rustc_hash::FxHashSet;
+
+use super::oracle::{Oracle, Truth, TruthKind, Validity};
+use crate::clock::stream_rng;
+use crate::devices::fleet::{DoorKit, DoorPlan, Provisioned};
+use crate::scenario::{DeviceGroup, Scenario};
+
+/// A door as the load generator sees it.
+#[derive(Clone, Debug)]
+pub struct DoorInfo {
+    pub door: DoorId,
+    /// 0-based site index (shards split by it).
+    pub site_index: u32,
+    pub plan: DoorPlan,
+    /// Visitor holder of the door (QR keys issued during the run).
+    pub visitor: HolderId,
+    /// Valid PINs (truth ids) and expired ones.
+    pub pins: Vec<usize>,
+    pub expired_pins: Vec<usize>,
+    pub cards: Vec<usize>,
+    pub ble: Vec<usize>,
+    pub qr: Vec<usize>,
+}
+
+/// What provisioning produced.
+pub struct Provisioning {
+    pub fleet: Provisioned,
+    pub doors: Vec<DoorInfo>,
+    pub oracle: Oracle,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("provisioning: {0}")]
+    Engine(#[from] EngineError),
+    #[error("engine answered {0:?} where an id was expected")]
+    Unexpected(Box<Outcome>),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn apply(engine: &mut Engine, cmd: Command, now: Timestamp) -> Result<Outcome, ProvisionError> {
+    Ok(engine.apply(&Actor::System, cmd, now)?.outcome)
+}
+
+macro_rules! id_of {
+    ($o:expr, $v:ident) => {
+        match $o {
+            Outcome::$v(x) => x,
+            other => return Err(ProvisionError::Unexpected(Box::new(other))),
+        }
+    };
+}
+
+/// The engine's `now` at the start of a run: `start_at` in the first site's
+/// zone, else a fixed Monday morning (virtual runs are reproducible), or
+/// the wall clock for real runs without a start.
+pub fn start_time(s: &Scenario) -> Timestamp {
+    let tz = TimeZone::get(s.fleet.time_zone_of(0)).unwrap_or(TimeZone::UTC);
+    let fixed = DateTime::constant(2026, 3, 2, 8, 0, 0, 0);
+    match (s.start_at, s.clock) {
+        (Some(dt), _) => tz.to_timestamp(dt).unwrap_or(Timestamp::UNIX_EPOCH),
+        (None, crate::scenario::Clock::Virtual) => {
+            tz.to_timestamp(fixed).unwrap_or(Timestamp::UNIX_EPOCH)
+        }
+        (None, crate::scenario::Clock::Real) => Timestamp::now(),
+    }
+}
+
+/// A random PIN obeying the shape rules, not yet used at `taken`.
+fn draw_pin(rng: &mut ChaCha8Rng, len: usize, taken: &FxHashSet<String>) -> String {
+    loop {
+        let upper = 10u64.pow(len as u32);
+        let text = format!("{:0len$}", rng.random_range(0..upper));
+        let ok = Pin::parse(&text).is_ok_and(|p| p.check_shape().is_ok());
+        if ok && !taken.contains(&text) {
+            return text;
+        }
+    }
+}
+
+/// Kit of a device group's door (decides the devices' connectivity).
+fn kit_of(g: &DeviceGroup) -> DoorKit {
+    match (g.kind, g.model) {
+        (DeviceKind::DoorPhone, _) => DoorKit::Entrance,
+        (_, Connectivity::Ble) => DoorKit::BleApartment,
+        _ => DoorKit::WifiApartment,
+    }
+}
+
+struct Ctx<'a> {
+    engine: &'a mut Engine,
+    now: Timestamp,
+    org: OrgId,
+}
+
+impl Ctx<'_> {
+    fn holder(&mut self, kind: HolderKind, name: String) -> Result<HolderId, ProvisionError> {
+        let o = apply(
+            self.engine,
+            Command::CreateHolder {
+                org: self.org,
+                name,
+                kind,
+                user: None,
+                floors: FloorScope::Any,
+            },
+            self.now,
+        )?;
+        Ok(id_of!(o, Holder))
+    }
+
+    fn issue(
+        &mut self,
+        holder: HolderId,
+        secret: SecretSpec,
+        schedule: Schedule,
+        door: DoorId,
+    ) -> Result<CredentialId, ProvisionError> {
+        let o = apply(
+            self.engine,
+            Command::IssueCredential(Issue {
+                holder,
+                name: "Code".into(),
+                secret,
+                schedule,
+                doors: vec![door],
+                include_common_areas: false,
+                floors: FloorScope::Any,
+            }),
+            self.now,
+        )?;
+        Ok(id_of!(o, Credential))
+    }
+}
+
+/// Issues a visitor QR key for `door` valid from `now` as the scenario's
+/// `[credentials.visitor]` says; returns its truth id.
+pub fn issue_qr(
+    engine: &mut Engine,
+    oracle: &mut Oracle,
+    s: &Scenario,
+    door: &DoorInfo,
+    tz: &TimeZone,
+    now: Timestamp,
+) -> Result<usize, ProvisionError> {
+    let v = s.credentials.visitor;
+    let start = now - SignedDuration::from_mins(1);
+    let end = now + SignedDuration::try_from(v.valid_for).unwrap_or(SignedDuration::from_hours(24));
+    let schedule = Schedule::Visitor {
+        repeat: v.repeat,
+        start,
+        end,
+        days: v.days,
+        window: v.window,
+        each_door_count: v.each_door_count,
+    };
+    let mut cx = Ctx {
+        engine,
+        now,
+        org: OrgId(0),
+    };
+    let id = cx.issue(door.visitor, SecretSpec::Qr, schedule, door.door)?;
+    let text = engine.token(id).ok_or_else(|| {
+        ProvisionError::Unsupported("the engine gave no token for a QR key".into())
+    })?;
+    let validity = match (v.repeat, v.window) {
+        (Repeat::Never, _) | (_, None) => Validity::Range { start, end },
+        (Repeat::Daily, Some(w)) => Validity::Recurring {
+            days: Weekdays::ALL,
+            window: w,
+            tz: tz.clone(),
+            bounds: Some((start, end)),
+        },
+        (Repeat::Weekly, Some(w)) => Validity::Recurring {
+            days: v.days.unwrap_or(Weekdays::ALL),
+            window: w,
+            tz: tz.clone(),
+            bounds: Some((start, end)),
+        },
+    };
+    Ok(oracle.add(Truth {
+        kind: TruthKind::Qr,
+        text,
+        doors: vec![door.door],
+        validity,
+        per_door_uses: match v.repeat {
+            Repeat::Never => v.each_door_count,
+            _ => None,
+        },
+        total_uses: None,
+        label: "visitor",
+    }))
+}
+
+/// Creates the whole fleet and its credentials at `now`.
+pub fn provision(
+    engine: &mut Engine,
+    s: &Scenario,
+    seed: u64,
+    now: Timestamp,
+) -> Result<Provisioning, ProvisionError> {
+    if s.credentials.mix.stay > 0.0 {
+        return Err(ProvisionError::Unsupported(
+            "stay PINs (credentials.mix.stay) are not simulated yet".into(),
+        ));
+    }
+    let owner = id_of!(
+        apply(
+            engine,
+            Command::CreateUser {
+                name: "Fleet owner".into(),
+                email: "owner@fleet.example".into(),
+            },
+            now,
+        )?,
+        User
+    );
+    let org = id_of!(
+        apply(
+            engine,
+            Command::CreateOrganization {
+                name: s.name.clone(),
+                description: format!("scenario {} seed {seed}", s.name),
+                owner,
+                personal: false,
+            },
+            now,
+        )?,
+        Organization
+    );
+    let mut out = Provisioning {
+        fleet: Provisioned {
+            owner,
+            org,
+            sites: Vec::new(),
+            floors: Default::default(),
+            doors: Vec::new(),
+        },
+        doors: Vec::new(),
+        oracle: Oracle::new(),
+    };
+    let settings = SiteSettings {
+        six_digit_pins: s.fleet.six_digit_pins,
+        custom_pins: s.fleet.custom_pins,
+        lockout: s.fleet.lockout,
+    };
+    let c = &s.credentials;
+    for site_index in 0..s.fleet.sites {
+        // One RNG per site: a site's secrets do not depend on the others.
+        let mut rng = stream_rng(seed, 0x5173_0000 + u64::from(site_index));
+        let tz_name = s.fleet.time_zone_of(site_index).to_string();
+        let tz = TimeZone::get(&tz_name).unwrap_or(TimeZone::UTC);
+        let site: SiteId = id_of!(
+            apply(
+                engine,
+                Command::CreateSite {
+                    org,
+                    name: format!("Site {site_index}"),
+                    time_zone: tz_name,
+                    settings,
+                },
+                now,
+            )?,
+            Site
+        );
+        out.fleet.sites.push(site);
+        out.fleet.floors.insert(site, Vec::new());
+        let mut cards_taken: FxHashSet<u64> = FxHashSet::default();
+        let mut door_no = 0u32;
+        for g in &s.fleet.devices {
+            for _ in 0..g.per_site {
+                door_no += 1;
+                let entrance = g.kind == DeviceKind::DoorPhone;
+                let door = id_of!(
+                    apply(
+                        engine,
+                        Command::CreateDoor {
+                            site,
+                            name: format!("Door {door_no}"),
+                            common_area: entrance,
+                            unit: None,
+                            lift_floors: Vec::new(),
+                        },
+                        now,
+                    )?,
+                    Door
+                );
+                let kit = kit_of(g);
+                let mut plan = DoorPlan {
+                    door,
+                    site,
+                    kit,
+                    lock: None,
+                    keypad: None,
+                    sensor: None,
+                    door_phone: None,
+                };
+                let device = |engine: &mut Engine,
+                              kind: DeviceKind,
+                              linked_to: Option<DeviceId>|
+                 -> Result<DeviceId, ProvisionError> {
+                    let slots = if matches!(kind, DeviceKind::Lock | DeviceKind::Keypad) {
+                        g.behaviour.code_slots
+                    } else {
+                        0
+                    };
+                    let o = apply(
+                        engine,
+                        Command::CreateDevice {
+                            door,
+                            kind,
+                            connectivity: g.model,
+                            name: format!("{kind:?}"),
+                            location: format!("Door {door_no}"),
+                            linked_to,
+                            code_slots: slots,
+                        },
+                        now,
+                    )?;
+                    Ok(id_of!(o, Device))
+                };
+                let primary = device(engine, g.kind, None)?;
+                match g.kind {
+                    DeviceKind::Lock => plan.lock = Some(primary),
+                    DeviceKind::Keypad => plan.keypad = Some(primary),
+                    DeviceKind::DoorPhone => plan.door_phone = Some(primary),
+                    DeviceKind::DoorSensor => plan.sensor = Some(primary),
+                }
+                let lock = plan.lock;
+                for w in &g.with {
+                    let id = device(engine, *w, lock)?;
+                    match w {
+                        DeviceKind::Keypad => plan.keypad = Some(id),
+                        DeviceKind::DoorSensor => plan.sensor = Some(id),
+                        DeviceKind::DoorPhone => plan.door_phone = Some(id),
+                        DeviceKind::Lock => {}
+                    }
+                }
+                if let Some(l) = plan.lock {
+                    apply(
+                        engine,
+                        Command::UpdateGuestSettings {
+                            device: l,
+                            settings: g.behaviour.guest,
+                        },
+                        now,
+                    )?;
+                }
+                let mut cx = Ctx { engine, now, org };
+                let member = cx.holder(HolderKind::Member, format!("Residents {door_no}"))?;
+                let visitor = cx.holder(HolderKind::Visitor, format!("Visitors {door_no}"))?;
+                let mut info = DoorInfo {
+                    door,
+                    site_index,
+                    plan: plan.clone(),
+                    visitor,
+                    pins: Vec::new(),
+                    expired_pins: Vec::new(),
+                    cards: Vec::new(),
+                    ble: Vec::new(),
+                    qr: Vec::new(),
+                };
+                // PINs: the mix decides each code's schedule.
+                let mut taken: FxHashSet<String> = FxHashSet::default();
+                let temp = SignedDuration::try_from(c.temporary_valid_for)
+                    .unwrap_or(SignedDuration::from_hours(24));
+                let delivery = SignedDuration::try_from(c.delivery.valid_for)
+                    .unwrap_or(SignedDuration::from_hours(2));
+                let total = c.pins_per_door + c.expired_pins_per_door;
+                for n in 0..total {
+                    let six = s.fleet.six_digit_pins && rng.random::<f64>() < c.six_digit_share;
+                    let text = draw_pin(&mut rng, if six { 6 } else { 4 }, &taken);
+                    taken.insert(text.clone());
+                    let expired = n >= c.pins_per_door;
+                    let r: f64 = rng.random();
+                    let m = c.mix;
+                    let (label, schedule, validity, total_uses) = if expired {
+                        let (start, end) = (
+                            now - SignedDuration::from_hours(48),
+                            now - SignedDuration::from_hours(24),
+                        );
+                        (
+                            "expired",
+                            Schedule::Temporary { start, end },
+                            Validity::Range { start, end },
+                            None,
+                        )
+                    } else if r < m.permanent {
+                        ("permanent", Schedule::Permanent, Validity::Always, None)
+                    } else if r < m.permanent + m.temporary {
+                        // Some temporary codes run out during the run.
+                        let start = now
+                            - temp / 2
+                            - SignedDuration::from_secs_f64(
+                                temp.as_secs_f64() * 0.4 * rng.random::<f64>(),
+                            );
+                        let end = start + temp;
+                        (
+                            "temporary",
+                            Schedule::Temporary { start, end },
+                            Validity::Range { start, end },
+                            None,
+                        )
+                    } else if r < m.permanent + m.temporary + m.recurring {
+                        (
+                            "recurring",
+                            Schedule::Recurring {
+                                days: c.recurring.days,
+                                window: c.recurring.window,
+                                start: None,
+                                end: None,
+                            },
+                            Validity::Recurring {
+                                days: c.recurring.days,
+                                window: c.recurring.window,
+                                tz: tz.clone(),
+                                bounds: None,
+                            },
+                            None,
+                        )
+                    } else {
+                        let (start, end) = (now - SignedDuration::from_mins(1), now + delivery);
+                        (
+                            "delivery",
+                            Schedule::Delivery {
+                                start,
+                                end,
+                                max_uses: c.delivery.max_uses,
+                            },
+                            Validity::Range { start, end },
+                            c.delivery.max_uses,
+                        )
+                    };
+                    let custom = label == "permanent"
+                        && s.fleet.custom_pins
+                        && !entrance
+                        && rng.random::<f64>() < c.custom_share;
+                    let pin = if custom {
+                        PinSpec::Custom(text.clone())
+                    } else {
+                        PinSpec::Manual(text.clone())
+                    };
+                    cx.issue(member, SecretSpec::Pin { pin }, schedule, door)?;
+                    let id = cx_add(
+                        &mut out.oracle,
+                        TruthKind::Pin,
+                        text,
+                        door,
+                        validity,
+                        total_uses,
+                        label,
+                    );
+                    if expired {
+                        info.expired_pins.push(id);
+                    } else {
+                        info.pins.push(id);
+                    }
+                }
+                for _ in 0..c.cards_per_door {
+                    let number = loop {
+                        let n = rng.random_range(1_000_000_000u64..10_000_000_000);
+                        if cards_taken.insert(n) {
+                            break n;
+                        }
+                    };
+                    cx.issue(
+                        member,
+                        SecretSpec::Card { number },
+                        Schedule::Permanent,
+                        door,
+                    )?;
+                    let id = cx_add(
+                        &mut out.oracle,
+                        TruthKind::Card,
+                        number.to_string(),
+                        door,
+                        Validity::Always,
+                        None,
+                        "permanent",
+                    );
+                    info.cards.push(id);
+                }
+                if plan.lock.is_some() {
+                    for _ in 0..c.ble_passes_per_door {
+                        let cred = cx.issue(member, SecretSpec::Ble, Schedule::Permanent, door)?;
+                        let text = cx.engine.token(cred).ok_or_else(|| {
+                            ProvisionError::Unsupported("no token for a BLE pass".into())
+                        })?;
+                        let id = cx_add(
+                            &mut out.oracle,
+                            TruthKind::Ble,
+                            text,
+                            door,
+                            Validity::Always,
+                            None,
+                            "permanent",
+                        );
+                        info.ble.push(id);
+                    }
+                    if c.fallback_codes_per_lock > 0 {
+                        // Unassigned pool codes must not open: drawn by the
+                        // engine after the scenario's PINs.
+                        let pins = (0..c.fallback_codes_per_lock)
+                            .map(|_| PinSpec::Generate { digits: 4 })
+                            .collect();
+                        apply(
+                            cx.engine,
+                            Command::LoadFallbackPool {
+                                device: plan.lock.unwrap_or(DeviceId(0)),
+                                pins,
+                            },
+                            now,
+                        )?;
+                    }
+                }
+                out.oracle.set_lockout(door, s.fleet.lockout);
+                if plan.door_phone.is_some() {
+                    for _ in 0..c.qr_keys_per_door {
+                        let id = issue_qr(engine, &mut out.oracle, s, &info, &tz, now)?;
+                        info.qr.push(id);
+                    }
+                }
+                out.fleet.doors.push(plan);
+                out.doors.push(info);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn cx_add(
+    oracle: &mut Oracle,
+    kind: TruthKind,
+    text: String,
+    door: DoorId,
+    validity: Validity,
+    total_uses: Option<u32>,
+    label: &'static str,
+) -> usize {
+    oracle.add(Truth {
+        kind,
+        text,
+        doors: vec![door],
+        validity,
+        per_door_uses: None,
+        total_uses,
+        label,
+    })
+}

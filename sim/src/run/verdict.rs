@@ -1,0 +1,321 @@
+//! The end of a run: the report (through [`crate::report`]), the threshold
+//! metrics map in the units of [`crate::scenario::threshold`], the verdict,
+//! the summary table, and `fleetsim merge` of shard reports.
+//!
+//! The oracle's finer results (reason mismatches, ambiguous attempts,
+//! lockouts, the truth table census, attempts per action) go to
+//! `oracle.json` next to `report.json`; merge sums them too.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::load::{Measured, OracleSummary};
+use super::{RunError, RunOptions, RunOutcome};
+use crate::report::{self, LoadModel, RunMeta, RunReport, ShardId};
+use crate::scenario::{self, evaluate_all, Scenario, ThresholdResult};
+
+/// `oracle.json`: what the oracle found beyond the report's decision counts.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct OracleFile {
+    pub oracle: OracleSummary,
+    pub actions: BTreeMap<String, u64>,
+    pub skipped: BTreeMap<String, u64>,
+    /// Most devices one offline wave took down (summed over shards).
+    #[serde(default)]
+    pub devices_offline_max: u64,
+    #[serde(default)]
+    pub motor_blocked: u64,
+    #[serde(default)]
+    pub battery_min_pct: Option<f64>,
+    #[serde(default)]
+    pub battery_low_events: u64,
+}
+
+pub const ORACLE_FILE: &str = "oracle.json";
+
+/// The threshold metrics: the report's map plus the names scenario files
+/// use (`check.any.*`, `p999`, `checks.per_s`, rates, lockouts).
+pub fn threshold_metrics(r: &RunReport, o: &OracleFile) -> BTreeMap<String, f64> {
+    let mut m = r.metrics();
+    let aliases: Vec<(String, f64)> = m
+        .iter()
+        .filter_map(|(k, v)| {
+            let k2 = if let Some(rest) = k.strip_prefix("checks.") {
+                format!("check.any.{rest}")
+            } else {
+                k.clone()
+            };
+            let k2 = k2.replace(".p99.9", ".p999");
+            (k2 != *k).then_some((k2, *v))
+        })
+        .collect();
+    m.extend(aliases);
+    let d = &r.decisions.counts;
+    let total = d.total().max(1) as f64;
+    m.insert("checks.per_s".into(), r.throughput.checks_per_s);
+    m.insert(
+        "decisions.false_accept_rate".into(),
+        d.false_accepts as f64 / total,
+    );
+    m.insert(
+        "decisions.false_reject_rate".into(),
+        d.false_rejects as f64 / total,
+    );
+    m.insert("lockouts.count".into(), o.oracle.lockouts as f64);
+    m.insert("devices.offline_max".into(), o.devices_offline_max as f64);
+    m.insert("motor_blocked.count".into(), o.motor_blocked as f64);
+    m.insert("battery.low_events".into(), o.battery_low_events as f64);
+    if let Some(b) = o.battery_min_pct {
+        m.insert("battery.min_pct".into(), b);
+    }
+    m.insert(
+        "decisions.reason_mismatch".into(),
+        o.oracle.verdicts.reason_mismatches as f64,
+    );
+    m
+}
+
+fn to_report_thresholds(rs: &[ThresholdResult]) -> Vec<report::ThresholdResult> {
+    rs.iter()
+        .map(|r| {
+            report::ThresholdResult::new(
+                &r.threshold.metric,
+                &r.threshold.text,
+                r.measured,
+                r.passed,
+            )
+        })
+        .collect()
+}
+
+/// Builds, judges and writes the report of a finished run.
+pub fn finish(s: &Scenario, opts: &RunOptions, m: Measured) -> Result<RunOutcome, RunError> {
+    let meta = RunMeta {
+        name: s.name.clone(),
+        seed: opts.seed,
+        command: opts.reproduce.clone(),
+        scenario: serde_json::to_value(s).unwrap_or_default(),
+        model: match m.closed_people {
+            Some(n) => LoadModel::Closed { concurrency: n },
+            None => LoadModel::Open,
+        },
+        transport: scenario::transport_name(opts.transport).to_string(),
+        clock: match s.clock {
+            scenario::Clock::Real => "real".into(),
+            scenario::Clock::Virtual => "virtual".into(),
+        },
+        started_at: None,
+        duration_s: m.duration_s,
+        shard: (opts.shard.count > 1).then_some(ShardId {
+            index: opts.shard.index,
+            count: opts.shard.count,
+        }),
+    };
+    let mut r = RunReport::build(meta, &m.snapshot)?;
+    let extra = OracleFile {
+        oracle: m.oracle,
+        actions: m.actions,
+        skipped: m.skipped,
+        devices_offline_max: m.offline_max,
+        motor_blocked: m.motor_blocked,
+        battery_min_pct: m.battery_min_pct,
+        battery_low_events: m.battery_low_events,
+    };
+    judge_and_write(s, &mut r, &extra, &opts.report_dir)
+}
+
+fn judge_and_write(
+    s: &Scenario,
+    r: &mut RunReport,
+    extra: &OracleFile,
+    dir: &Path,
+) -> Result<RunOutcome, RunError> {
+    let metrics = threshold_metrics(r, extra);
+    let results = evaluate_all(&s.thresholds, &metrics);
+    r.set_thresholds(to_report_thresholds(&results));
+    report::write_all(dir, r)?;
+    let json = serde_json::to_vec_pretty(extra).unwrap_or_default();
+    std::fs::write(dir.join(ORACLE_FILE), json)?;
+    let passed = results.iter().all(|t| t.passed);
+    Ok(RunOutcome {
+        summary: summary(r, extra),
+        thresholds: results,
+        passed,
+        report_dir: dir.to_path_buf(),
+    })
+}
+
+/// The end-of-run table.
+pub fn summary(r: &RunReport, o: &OracleFile) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} ({}, {}, {}): {:.1} s",
+        r.name,
+        r.transport,
+        r.clock,
+        match r.model {
+            LoadModel::Open => "open model".to_string(),
+            LoadModel::Closed { concurrency } => format!("closed model, {concurrency} people"),
+        },
+        r.duration_s
+    );
+    let _ = writeln!(
+        s,
+        "{:<12} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10}",
+        "operation", "count", "granted", "denied", "errors", "p50 ms", "p99 ms"
+    );
+    for (name, op) in &r.operations {
+        let _ = writeln!(
+            s,
+            "{:<12} {:>9} {:>9} {:>9} {:>7} {:>10.3} {:>10.3}",
+            name,
+            op.count,
+            op.granted,
+            op.denied,
+            op.errors,
+            op.latency.p50_us as f64 / 1000.0,
+            op.latency.p99_us as f64 / 1000.0
+        );
+    }
+    let v = &o.oracle.verdicts;
+    let _ = writeln!(
+        s,
+        "oracle: {} true grants, {} true denials, {} false accepts, {} false rejects, {} reason mismatches, {} ambiguous (time edge), {} lockouts",
+        v.true_grants, v.true_denials, v.false_accepts, v.false_rejects, v.reason_mismatches, v.ambiguous, o.oracle.lockouts
+    );
+    let _ = writeln!(
+        s,
+        "throughput: {:.1} checks/s; arrivals behind schedule: {}",
+        r.throughput.checks_per_s, r.arrivals_behind_schedule
+    );
+    if !o.skipped.is_empty() {
+        let list: Vec<String> = o.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            s,
+            "arrivals with nothing to present (not counted as checks): {}",
+            list.join(", ")
+        );
+    }
+    for ex in o
+        .oracle
+        .false_accept_examples
+        .iter()
+        .chain(&o.oracle.false_reject_examples)
+        .take(5)
+    {
+        let _ = writeln!(
+            s,
+            "  mismatch: device {} {}: expected {}, got {}",
+            ex.device, ex.kind, ex.expected, ex.actual
+        );
+    }
+    s
+}
+
+/// What `fleetsim merge` found.
+pub struct MergeOutcome {
+    pub outcome: RunOutcome,
+    pub shards: usize,
+}
+
+/// Merges the reports in `dirs` into `out` and evaluates the thresholds of
+/// `scenario_file` (or of the scenario file the first report names).
+pub fn merge_dirs(
+    dirs: &[PathBuf],
+    out: &Path,
+    scenario_file: Option<&Path>,
+) -> Result<MergeOutcome, MergeError> {
+    let mut reports = Vec::new();
+    let mut extra = OracleFile::default();
+    for d in dirs {
+        reports.push(report::load_dir(d)?);
+        let o: OracleFile = match std::fs::read(d.join(ORACLE_FILE)) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| MergeError::Oracle {
+                dir: d.clone(),
+                reason: e.to_string(),
+            })?,
+            Err(e) => {
+                return Err(MergeError::Oracle {
+                    dir: d.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        add_oracle(&mut extra, &o);
+    }
+    let file = match scenario_file {
+        Some(f) => f.to_path_buf(),
+        None => reports
+            .first()
+            .and_then(|r| r.scenario.get("file"))
+            .and_then(|f| f.as_str())
+            .map(PathBuf::from)
+            .ok_or(MergeError::NoScenario)?,
+    };
+    let s = scenario::load(&file).map_err(|e| MergeError::Scenario(e.to_string()))?;
+    let n = reports.len();
+    let mut merged = report::merge(reports)?;
+    let outcome = judge_and_write(&s, &mut merged, &extra, out)?;
+    Ok(MergeOutcome { outcome, shards: n })
+}
+
+fn add_oracle(dst: &mut OracleFile, o: &OracleFile) {
+    dst.oracle.verdicts.add(&o.oracle.verdicts);
+    dst.oracle.lockouts += o.oracle.lockouts;
+    // Every shard provisions the whole fleet: one census is the truth.
+    if dst.oracle.truth_table.is_empty() {
+        dst.oracle.truth_table = o.oracle.truth_table.clone();
+    }
+    for (mine, theirs) in [
+        (
+            &mut dst.oracle.false_accept_examples,
+            &o.oracle.false_accept_examples,
+        ),
+        (
+            &mut dst.oracle.false_reject_examples,
+            &o.oracle.false_reject_examples,
+        ),
+        (
+            &mut dst.oracle.reason_mismatch_examples,
+            &o.oracle.reason_mismatch_examples,
+        ),
+    ] {
+        let room = super::oracle::MAX_EXAMPLES.saturating_sub(mine.len());
+        mine.extend(theirs.iter().take(room).cloned());
+    }
+    for (k, v) in &o.actions {
+        *dst.actions.entry(k.clone()).or_default() += v;
+    }
+    dst.devices_offline_max += o.devices_offline_max;
+    dst.motor_blocked += o.motor_blocked;
+    dst.battery_low_events += o.battery_low_events;
+    dst.battery_min_pct = match (dst.battery_min_pct, o.battery_min_pct) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    for (k, v) in &o.skipped {
+        *dst.skipped.entry(k.clone()).or_default() += v;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("{0}")]
+    Report(#[from] report::ReportError),
+    #[error("{}: cannot read {ORACLE_FILE}: {reason}", dir.display())]
+    Oracle { dir: PathBuf, reason: String },
+    #[error("the reports do not name their scenario file; pass --scenario FILE")]
+    NoScenario,
+    #[error("scenario: {0}")]
+    Scenario(String),
+    #[error("{0}")]
+    Run(#[from] RunError),
+}
+
+impl From<std::io::Error> for MergeError {
+    fn from(e: std::io::Error) -> Self {
+        MergeError::Run(RunError::Io(e))
+    }
+}
