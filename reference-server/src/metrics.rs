@@ -43,7 +43,6 @@ pub struct Metrics {
     pub validations_total: IntCounterVec,
     pub store_write_duration_seconds: Histogram,
     pub store_batch_size: Histogram,
-    pub gateway_messages_total: IntCounterVec,
     pub gateway_dropped_total: IntCounterVec,
     pub devices_online: IntGauge,
     /// `validations_total` resolved per (transport, outcome): the check path
@@ -106,14 +105,6 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
-        let gateway_messages_total = IntCounterVec::new(
-            Opts::new(
-                "gateway_messages_total",
-                "Device messages by kind and result",
-            ),
-            &["kind", "result"],
-        )
-        .expect("valid metric");
         let gateway_dropped_total = IntCounterVec::new(
             Opts::new(
                 "gateway_dropped_total",
@@ -131,7 +122,6 @@ impl Metrics {
             Box::new(validations_total.clone()),
             Box::new(store_write_duration_seconds.clone()),
             Box::new(store_batch_size.clone()),
-            Box::new(gateway_messages_total.clone()),
             Box::new(gateway_dropped_total.clone()),
             Box::new(devices_online.clone()),
         ] {
@@ -149,7 +139,6 @@ impl Metrics {
             validations_total,
             store_write_duration_seconds,
             store_batch_size,
-            gateway_messages_total,
             gateway_dropped_total,
             devices_online,
             validations,
@@ -206,9 +195,6 @@ mod tests {
             .observe(0.01);
         m.store_write_duration_seconds.observe(0.001);
         m.store_batch_size.observe(3.0);
-        m.gateway_messages_total
-            .with_label_values(&["auth_req", "ok"])
-            .inc();
         m.gateway_dropped_total
             .with_label_values(&["too_large"])
             .inc();
@@ -220,7 +206,6 @@ mod tests {
             "reference_server_validations_total{outcome=\"wrong_pin\",transport=\"mqtt\"} 1",
             "reference_server_store_write_duration_seconds",
             "reference_server_store_batch_size",
-            "reference_server_gateway_messages_total",
             "reference_server_gateway_dropped_total",
             "reference_server_devices_online",
         ] {
