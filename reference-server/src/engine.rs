@@ -12,6 +12,9 @@ use parking_lot::Mutex;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use crate::pin_index::PinIndex;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::*;
@@ -345,7 +348,7 @@ pub struct Engine {
     stays: Vec<Stay>,
     credentials: Vec<Credential>,
     /// `pin_key(door, pin)` -> credential: the keypad lookup.
-    pin_index: FxHashMap<u64, CredentialId>,
+    pin_index: PinIndex,
     /// (site, card number) -> credential.
     card_index: FxHashMap<(SiteId, u64), CredentialId>,
 }
@@ -377,11 +380,15 @@ fn pin_key(door: DoorId, pin: Pin) -> u64 {
 
 /// What a check needs of a device, packed apart from the rest of it so the
 /// table of 100k devices stays small enough to sit in cache.
-#[derive(Clone, Copy)]
 struct DeviceHot {
     door: DoorId,
     site: SiteId,
     stores_codes: bool,
+    /// Wrong tries are on record (a grant must clear them).
+    wrong_tries: AtomicBool,
+    /// The keypad's lockout end in Unix seconds (0: not locked), mirrored
+    /// from its `Lockout` so the happy path needs no lock.
+    locked_until_s: AtomicI64,
 }
 
 fn check_name(field: &'static str, s: &str) -> Result<(), EngineError> {
@@ -428,7 +435,7 @@ impl Engine {
             pool_holders: FxHashMap::default(),
             stays: Vec::new(),
             credentials: Vec::new(),
-            pin_index: FxHashMap::default(),
+            pin_index: PinIndex::new(),
             card_index: FxHashMap::default(),
         }
     }
@@ -882,6 +889,8 @@ impl Engine {
                     door,
                     site,
                     stores_codes,
+                    wrong_tries: AtomicBool::new(false),
+                    locked_until_s: AtomicI64::new(0),
                 });
                 self.lockouts.push(Mutex::new(Lockout::default()));
                 self.door_devices[door.index()].push(id);
@@ -1136,9 +1145,9 @@ impl Engine {
     fn pin_free(&self, pin: Pin, doors: &[DoorId], except: Option<CredentialId>) -> bool {
         doors
             .iter()
-            .all(|d| match self.pin_index.get(&pin_key(*d, pin)) {
+            .all(|d| match self.pin_index.get(pin_key(*d, pin)) {
                 None => true,
-                Some(c) => Some(*c) == except || self.credentials[c.index()].revoked,
+                Some(c) => Some(c) == except || self.credentials[c.index()].revoked,
             })
     }
 
@@ -1406,8 +1415,8 @@ impl Engine {
         match c.secret {
             Secret::Pin(p) => {
                 for d in &c.doors {
-                    if self.pin_index.get(&pin_key(*d, p)) == Some(&id) {
-                        self.pin_index.remove(&pin_key(*d, p));
+                    if self.pin_index.get(pin_key(*d, p)) == Some(id) {
+                        self.pin_index.remove(pin_key(*d, p));
                     }
                 }
             }
@@ -1573,23 +1582,34 @@ impl Engine {
         };
         match check.presented {
             Presented::Pin(pin) => {
-                let mut lockout = self.lockouts[id.index()].lock();
-                if lockout.is_locked(now) {
+                // The lockout state is read from the hot table; its mutex is
+                // taken only to record a wrong try or to clear earlier ones.
+                if now.as_second() < dev.locked_until_s.load(Ordering::Relaxed) {
                     return Decision::deny(DenyReason::LockedOut);
                 }
                 let found = self
                     .pin_index
-                    .get(&pin_key(dev.door, pin))
+                    .get(pin_key(dev.door, pin))
                     .map(|c| &self.credentials[c.index()]);
                 let Some(cred) = found.filter(|c| !c.unassigned_fallback && usable_on(c, id, dev))
                 else {
-                    lockout.record_wrong(now, &self.sites[dev.site.index()].settings.lockout);
+                    let mut lockout = self.lockouts[id.index()].lock();
+                    // Another check may have locked the keypad meanwhile.
+                    if lockout.is_locked(now) {
+                        return Decision::deny(DenyReason::LockedOut);
+                    }
+                    dev.wrong_tries.store(true, Ordering::Relaxed);
+                    if lockout.record_wrong(now, &self.sites[dev.site.index()].settings.lockout) {
+                        let until = lockout.locked_until().map_or(0, |t| t.as_second());
+                        dev.locked_until_s.store(until, Ordering::Relaxed);
+                    }
                     return Decision::deny(DenyReason::WrongPin);
                 };
                 // The index is per door, so the door rule already holds.
                 let d = self.evaluate(cred, id, dev, true, check.floor, now);
-                if d.is_granted() {
-                    lockout.record_success();
+                if d.is_granted() && dev.wrong_tries.load(Ordering::Relaxed) {
+                    self.lockouts[id.index()].lock().record_success();
+                    dev.wrong_tries.store(false, Ordering::Relaxed);
                 }
                 d
             }

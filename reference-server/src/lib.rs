@@ -42,6 +42,7 @@ pub mod error;
 pub mod gateway;
 pub mod health;
 pub mod metrics;
+mod pin_index;
 pub mod protocol;
 pub mod server;
 pub mod service;
