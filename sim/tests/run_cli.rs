@@ -1,5 +1,6 @@
 //! `fleetsim run` and `fleetsim merge` end to end: the real binary, the
-//! in-process transport, real and virtual clocks. No timing assertions:
+//! in-process transport in real and virtual time, and smoke over HTTP and
+//! MQTT against the embedded reference server (and a real Mosquitto). No timing assertions:
 //! latencies only feed thresholds the runs are built to pass or fail.
 
 use std::path::{Path, PathBuf};
@@ -191,16 +192,135 @@ fn merge_of_a_missing_directory_is_invalid_input() {
     assert!(!err.is_empty());
 }
 
+/// smoke.toml without its latency thresholds (CI machines are slow and
+/// shared); the oracle's thresholds (no false accept, no false reject, no
+/// error) stay.
+fn smoke_without_latency(dir: &Path) -> PathBuf {
+    let smoke = std::fs::read_to_string(root().join("scenarios/smoke.toml")).unwrap();
+    let kept: Vec<&str> = smoke
+        .lines()
+        .filter(|l| !l.starts_with("\"check."))
+        .collect();
+    assert!(
+        kept.len() < smoke.lines().count(),
+        "smoke.toml has no latency threshold"
+    );
+    let file = dir.join("smoke-no-latency.toml");
+    std::fs::write(&file, kept.join("\n")).unwrap();
+    file
+}
+
+/// Runs the smoke copy on `transport` (plus `extra` flags) for 5 s and
+/// checks the oracle's verdict in the report.
+fn smoke_over(transport: &str, extra: &[&str]) -> Value {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = smoke_without_latency(tmp.path());
+    let dir = tmp.path().join("out");
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--transport",
+        transport,
+        "--duration",
+        "5s",
+        "--report-dir",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let r = report(&dir);
+    let d = &r["decisions"]["counts"];
+    assert_eq!(d["false_accepts"], 0, "{d}");
+    assert_eq!(d["false_rejects"], 0, "{d}");
+    assert!(d["true_grants"].as_u64().unwrap() > 5, "{d}");
+    assert!(d["true_denials"].as_u64().unwrap() > 0, "{d}");
+    assert!(r["operations"]["pin_check"]["count"].as_u64().unwrap() > 5);
+    assert_eq!(r["operations"]["pin_check"]["errors"], 0);
+    assert_eq!(r["transport"], transport);
+    assert_eq!(r["passed"], true);
+    assert!(out.contains("PASS decisions.false_reject"), "{out}");
+    r
+}
+
 #[test]
-fn transports_that_are_not_wired_yet_are_a_run_error() {
+fn smoke_passes_over_http_against_the_embedded_reference_server() {
+    let r = smoke_over("http", &[]);
+    // Visitor keys issued during the run reach the server before use.
+    assert!(r["operations"]["qr_check"]["granted"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn smoke_passes_over_mqtt_through_the_embedded_broker_and_gateway() {
+    smoke_over("mqtt", &[]);
+}
+
+#[test]
+fn smoke_passes_over_mqtt_through_mosquitto() {
+    let which = std::process::Command::new("mosquitto")
+        .arg("-h")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    assert!(
+        which.is_ok(),
+        "this test needs Mosquitto: apt-get install mosquitto (tests/run.sh does)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = tmp.path().join("mosquitto.conf");
+    // The setup scenarios/README.md documents for a test broker: loopback,
+    // no password file (device secrets are issued per run), the fleet ACL.
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {}\n\
+             use_username_as_clientid true\nmax_inflight_messages 1000\n\
+             max_queued_messages 10000\npersistence false\nlog_dest stderr\n",
+            root().join("docs/mosquitto/acl").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(tmp.path().join("mosquitto.log")).unwrap();
+    let mut child = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed().as_secs() < 10, "mosquitto did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let result = std::panic::catch_unwind(|| smoke_over("mqtt", &["--broker", &url]));
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = result {
+        let log = std::fs::read_to_string(tmp.path().join("mosquitto.log")).unwrap_or_default();
+        eprintln!("mosquitto log:\n{log}");
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn an_external_http_target_is_a_run_error_that_says_why() {
     let (code, _, err) = run(&[
         "run",
         "scenarios/smoke.toml",
         "--transport",
         "http",
+        "--target",
+        "http://127.0.0.1:9",
         "--duration",
         "1s",
     ]);
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("http transport is not available"), "{err}");
+    assert!(err.contains("--target"), "{err}");
 }

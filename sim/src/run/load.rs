@@ -24,7 +24,8 @@ use reference_server::{Engine, EngineConfig};
 use tokio::time::Instant;
 
 use super::oracle::{Attempt, Expected, Oracle, TruthKind};
-use super::provision::{self, DoorInfo};
+use super::provision::{self, Book, DoorInfo};
+use super::remote::{Forwarder, Remote};
 use super::{RunError, RunOptions};
 use crate::clock::{stream_rng, SimClock};
 use crate::devices::fleet::{Fleet, FleetSpec, Placement};
@@ -33,7 +34,7 @@ use crate::metrics::{
     DecisionExample, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot,
     Verdict, DEFAULT_INTERVAL_US,
 };
-use crate::scenario::{Action, Load, Scenario};
+use crate::scenario::{Action, Load, Scenario, Transport as Kind};
 use crate::transport::{InProcTransport, Transport};
 
 /// Longest the run waits for the devices to store their codes before load.
@@ -97,14 +98,22 @@ struct Ctx {
     /// Door indexes per site (only the shard's sites are non-empty).
     site_doors: Vec<Vec<usize>>,
     tz: Vec<TimeZone>,
+    /// Where commands made during the run go when the engine is a server.
+    forwarder: Option<Forwarder>,
+    /// The server, for http and mqtt.
+    server: Option<Arc<reference_server::service::Service>>,
+    transport: Kind,
+    /// The fleet's owner (remote opens are theirs).
+    owner: reference_server::domain::UserId,
     shared: RefCell<Shared>,
 }
 
-fn token_key(seed: u64) -> TokenKey {
+/// The token MAC key of a run (the embedded server gets the same one).
+fn token_key_bytes(seed: u64) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(b"fleetsim token key");
     h.update(&seed.to_le_bytes());
-    TokenKey::from_bytes(*h.finalize().as_bytes())
+    *h.finalize().as_bytes()
 }
 
 /// Device parameters from the scenario. Parameters are fleet-wide, so the
@@ -141,13 +150,32 @@ fn op_of(kind: TruthKind) -> Operation {
 /// `threads` = 0: everything on the current thread (virtual time).
 pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Measured, RunError> {
     let seed = opts.seed;
+    let key = token_key_bytes(seed);
     let engine = Arc::new(RwLock::new(Engine::new(EngineConfig {
-        token_key: token_key(seed),
+        token_key: TokenKey::from_bytes(key),
         seed,
     })));
     let clock = SimClock::starting_at(provision::start_time(s));
-    let prov = provision::provision(&mut engine.write(), s, seed, clock.now())?;
-    let transport = InProcTransport::new(engine.clone(), clock);
+    let served = opts.transport != Kind::Inproc;
+    if served && opts.target.is_some() {
+        return Err(RunError::ExternalTarget);
+    }
+    let (prov, commands) = {
+        let mut e = engine.write();
+        let mut book = Book::new(&mut e, served);
+        let prov = provision::provision_into(&mut book, s, seed, clock.now())?;
+        (prov, book.take_log())
+    };
+    let remote = if served {
+        let r = Remote::start(opts.transport, opts.broker.as_deref(), key, commands).await?;
+        Some(r)
+    } else {
+        None
+    };
+    let transport = match &remote {
+        Some(r) => r.transport(seed)?,
+        None => Transport::InProc(InProcTransport::new(engine.clone(), clock)),
+    };
     let spec = FleetSpec::new(seed).params(device_params(s));
     let mut mine = prov.fleet.clone();
     let keep: Vec<bool> = prov
@@ -169,14 +197,13 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     } else {
         Placement::Arbiters(arbiters.iter().map(|a| a.handle()).collect())
     };
-    let fleet = Fleet::start(
-        &spec,
-        mine,
-        Transport::InProc(transport.clone()),
-        clock,
-        &placement,
-    );
-    sync_codes(&fleet, &engine).await?;
+    let fleet = Fleet::start(&spec, mine, transport, clock, &placement);
+    let ids: Vec<DeviceId> = fleet.devices().iter().map(|d| d.id).collect();
+    match (&remote, opts.transport) {
+        (None, _) => sync_codes(&fleet, &engine).await?,
+        (Some(r), Kind::Http) => r.ack_all(&ids).await?,
+        (Some(r), _) => r.wait_synced(&ids, SYNC_WAIT_S).await?,
+    }
 
     let metrics = Arc::new(FleetMetrics::new());
     let exporter = match opts.metrics_addr {
@@ -189,7 +216,12 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let origin = Instant::now();
     let mut recorder = Recorder::new(origin, DEFAULT_INTERVAL_US);
     if exporter.is_some() {
-        recorder = recorder.with_prometheus(metrics.clone(), crate::metrics::Transport::Inproc);
+        let t = match opts.transport {
+            Kind::Inproc => crate::metrics::Transport::Inproc,
+            Kind::Mqtt => crate::metrics::Transport::Mqtt,
+            Kind::Http => crate::metrics::Transport::Http,
+        };
+        recorder = recorder.with_prometheus(metrics.clone(), t);
     }
     let mut site_doors = vec![Vec::new(); s.fleet.sites as usize];
     for (i, d) in prov.doors.iter().enumerate() {
@@ -209,6 +241,10 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         doors: prov.doors,
         site_doors,
         tz,
+        forwarder: remote.as_ref().map(Remote::forwarder),
+        server: remote.as_ref().map(|r| r.service.clone()),
+        transport: opts.transport,
+        owner: prov.fleet.owner,
         shared: RefCell::new(Shared {
             oracle: prov.oracle,
             recorder,
@@ -318,6 +354,10 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     }
     let ctx = Rc::try_unwrap(ctx)
         .map_err(|_| RunError::Runtime("load tasks still hold the run".into()))?;
+    drop(ctx.fleet);
+    if let Some(r) = remote {
+        r.stop().await;
+    }
     let shared = ctx.shared.into_inner();
     let o = shared.oracle;
     Ok(Measured {
@@ -503,19 +543,21 @@ async fn open_site(
         }
         let intended = ctx.origin + t;
         tokio::time::sleep_until(intended).await;
-        let Some(job) = pick(&ctx, site, &mut rng, ctx.clock.at(intended)) else {
+        let Some(job) = plan(&ctx, site, &mut rng, ctx.clock.at(intended)) else {
             continue;
         };
         {
             let mut sh = ctx.shared.borrow_mut();
             if sh.in_flight >= max_in_flight {
                 sh.recorder.arrival_behind_schedule();
-                release(&mut sh.oracle, &job);
+                if let Planned::Check(job) = &job {
+                    release(&mut sh.oracle, job);
+                }
                 continue;
             }
             sh.in_flight += 1;
         }
-        actix_rt::spawn(attempt(ctx.clone(), job, intended));
+        actix_rt::spawn(perform(ctx.clone(), job, intended));
     }
 }
 
@@ -531,12 +573,124 @@ async fn closed_person(
         if started - ctx.origin >= end {
             return;
         }
-        if let Some(job) = pick(&ctx, site, &mut rng, ctx.clock.at(started)) {
+        if let Some(job) = plan(&ctx, site, &mut rng, ctx.clock.at(started)) {
             ctx.shared.borrow_mut().in_flight += 1;
-            attempt(ctx.clone(), job, started).await;
+            perform(ctx.clone(), job, started).await;
         }
         tokio::time::sleep(think.max(Duration::from_millis(1))).await;
     }
+}
+
+/// What one arrival does.
+enum Planned {
+    /// Presents a credential.
+    Check(Job),
+    /// "Open Door" from the platform, by the fleet's owner, on this lock.
+    Open(DeviceId),
+}
+
+async fn perform(ctx: Rc<Ctx>, p: Planned, intended: Instant) {
+    match p {
+        Planned::Check(job) => attempt(ctx, job, intended).await,
+        Planned::Open(lock) => remote_open(ctx, lock, intended).await,
+    }
+}
+
+/// Plans one arrival at `site`: draws the action, then what it needs.
+fn plan(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp) -> Option<Planned> {
+    let action = pick_action(rng, &ctx.scenario);
+    if action != Action::RemoteOpen {
+        return pick(ctx, site, rng, now, action).map(Planned::Check);
+    }
+    let skip = |why: &str| {
+        *ctx.shared
+            .borrow_mut()
+            .skipped
+            .entry(why.to_string())
+            .or_default() += 1;
+        None
+    };
+    // HTTP has no command channel to a device (docs/protocol.md).
+    if ctx.transport == Kind::Http {
+        return skip("remote_open (no command channel over http)");
+    }
+    // Wi-Fi locks: Bluetooth ones hear the platform only through a gateway.
+    let locks: Vec<DeviceId> = ctx.site_doors[site as usize]
+        .iter()
+        .filter(|i| {
+            matches!(
+                ctx.doors[**i].plan.kit,
+                crate::devices::fleet::DoorKit::WifiApartment
+            )
+        })
+        .filter_map(|i| ctx.doors[*i].plan.lock)
+        .collect();
+    match choose(rng, &locks) {
+        Some(lock) => {
+            *ctx.shared
+                .borrow_mut()
+                .actions
+                .entry(action.as_str().to_string())
+                .or_default() += 1;
+            Some(Planned::Open(lock))
+        }
+        None => skip(action.as_str()),
+    }
+}
+
+/// Remote open: the engine authorizes the owner, the lock actuates and
+/// acknowledges. Over MQTT through the server (`Service::open_door`, the
+/// gateway's command and the lock's `cmd/ack`); in-process the engine's
+/// `authorize_open` and the command in the lock's mailbox.
+async fn remote_open(ctx: Rc<Ctx>, lock: DeviceId, intended: Instant) {
+    use reference_server::protocol::{CommandKind, CommandResult, DeviceCommand};
+    let actor = reference_server::domain::Actor::User(ctx.owner);
+    let result: Result<CommandResult, String> = match &ctx.server {
+        Some(svc) => svc.open_door(&actor, lock).await.map_err(|e| e.to_string()),
+        None => {
+            let authorized = ctx
+                .engine
+                .read()
+                .authorize_open(&actor, lock, ctx.clock.now());
+            match (authorized, ctx.fleet.device(lock).map(|d| &d.addr)) {
+                (Err(e), _) => Err(e.to_string()),
+                (Ok(()), Some(crate::devices::fleet::DeviceAddr::Lock(a))) => {
+                    let online = ctx.fleet.snapshot(lock).await.is_ok_and(|s| s.online);
+                    if online {
+                        let cmd = DeviceCommand {
+                            id: 0,
+                            command: CommandKind::Open,
+                        };
+                        a.send(crate::transport::Inbound::Command(cmd))
+                            .await
+                            .map(|()| CommandResult::Ok)
+                            .map_err(|e| e.to_string())
+                    } else {
+                        Ok(CommandResult::Offline)
+                    }
+                }
+                (Ok(()), _) => Err(format!("{lock} is not a lock")),
+            }
+        }
+    };
+    let completed = Instant::now();
+    let mut sh = ctx.shared.borrow_mut();
+    sh.in_flight = sh.in_flight.saturating_sub(1);
+    let outcome = match result {
+        Ok(CommandResult::Ok | CommandResult::LowBattery) => Outcome::Granted,
+        Ok(CommandResult::MotorBlocked) => {
+            sh.motor_blocked += 1;
+            Outcome::Granted
+        }
+        // The platform tells the owner the lock is offline: an answer.
+        Ok(CommandResult::Offline) => Outcome::Denied,
+        Err(_) => {
+            sh.errors += 1;
+            Outcome::Error
+        }
+    };
+    sh.recorder
+        .record(Operation::RemoteOpen, outcome, intended, completed);
 }
 
 /// One planned attempt: what to present where, and what the oracle needs.
@@ -546,6 +700,9 @@ struct Job {
     /// The same credential presented again right after (qr_replayed
     /// without an used-up key yet).
     reserved: bool,
+    /// Commands the server must apply first (a key issued for this
+    /// attempt): true when it did.
+    forwarded: Vec<tokio::sync::oneshot::Receiver<bool>>,
 }
 
 fn release(o: &mut Oracle, job: &Job) {
@@ -597,17 +754,16 @@ fn pick_action(rng: &mut ChaCha8Rng, s: &Scenario) -> Action {
     s.actions.0.last().map_or(Action::PinValid, |(a, _)| *a)
 }
 
-/// Plans one arrival at `site`: the action, the door and device, and the
-/// credential, chosen with the site's RNG from the oracle's model.
-fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp) -> Option<Job> {
-    let action = pick_action(rng, &ctx.scenario);
+/// Plans a credential check for `action` at `site`: the door and device,
+/// and the credential, chosen with the site's RNG from the oracle's model.
+fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Action) -> Option<Job> {
     let kind = match action {
         Action::PinValid | Action::PinWrong | Action::PinExpired => TruthKind::Pin,
         Action::QrValid | Action::QrReplayed | Action::QrExpired => TruthKind::Qr,
         Action::Card => TruthKind::Card,
         Action::Ble => TruthKind::Ble,
         _ => {
-            // Remote opens, code changes and sync storms are not simulated yet.
+            // Code changes and sync storms are not simulated yet.
             *ctx.shared
                 .borrow_mut()
                 .skipped
@@ -640,6 +796,7 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp) -> Option<Jo
         o.truth(id).validity.check(now).is_ok() && o.uses_left(id, door.door) != Some(0)
     };
     let mut reserved = false;
+    let mut forwarded = Vec::new();
     let truth = match action {
         Action::PinValid => {
             let c: Vec<usize> = door
@@ -694,8 +851,20 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp) -> Option<Jo
                     // A resident creates a new visitor key (as people do).
                     let tz = &ctx.tz[site as usize];
                     let mut e = ctx.engine.write();
-                    match provision::issue_qr(&mut e, o, &ctx.scenario, door, tz, now) {
+                    let mut book = Book::new(&mut e, ctx.forwarder.is_some());
+                    match provision::issue_qr(&mut book, o, &ctx.scenario, door, tz, now) {
                         Ok(id) => {
+                            // A server hears of the key before the visitor
+                            // arrives (the attempt waits for it).
+                            if let Some(f) = &ctx.forwarder {
+                                for (cmd, out) in book.take_log() {
+                                    let (tx, rx) = tokio::sync::oneshot::channel();
+                                    forwarded.push(f.send(cmd, out).unwrap_or_else(|| {
+                                        let _ = tx.send(false);
+                                        rx
+                                    }));
+                                }
+                            }
                             o.push_extra_qr(door.door, id);
                             id
                         }
@@ -772,11 +941,34 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp) -> Option<Jo
         },
         credential,
         reserved,
+        forwarded,
     })
 }
 
 /// Presents `job` and judges the answer.
-async fn attempt(ctx: Rc<Ctx>, job: Job, intended: Instant) {
+async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
+    if !job.forwarded.is_empty() {
+        let mut ok = true;
+        for rx in std::mem::take(&mut job.forwarded) {
+            ok &= rx.await.unwrap_or(false);
+        }
+        if !ok {
+            // The server does not have the key: the attempt cannot be
+            // made, and the key stays reserved so no later one uses it.
+            let mut sh = ctx.shared.borrow_mut();
+            sh.in_flight = sh.in_flight.saturating_sub(1);
+            sh.errors += 1;
+            *sh.skipped
+                .entry(format!(
+                    "{} (server refused the new key)",
+                    job.attempt.action
+                ))
+                .or_default() += 1;
+            return;
+        }
+        // The visitor arrives once the resident's key exists.
+        intended = Instant::now();
+    }
     let sent = ctx.clock.at(intended);
     let got = ctx
         .fleet

@@ -6,6 +6,9 @@
 //! - [`oracle`]: the independent model of what every check must answer.
 //! - [`load`]: the open and closed load models driving the devices.
 //! - [`verdict`]: the threshold metrics, the report directory, `merge`.
+//! - [`remote`]: the reference server started in-process for the `http`
+//!   and `mqtt` transports, provisioned by replaying the local engine's
+//!   commands through its service.
 //!
 //! Clocks: `clock = "real"` runs the devices on one arbiter per core and
 //! the load generator on the system thread; `clock = "virtual"` runs all of
@@ -17,6 +20,7 @@
 pub mod load;
 pub mod oracle;
 pub mod provision;
+pub mod remote;
 pub mod verdict;
 
 use std::net::SocketAddr;
@@ -86,9 +90,10 @@ pub enum RunError {
     )]
     NotImplemented { scenario: String },
     #[error(
-        "the {transport} transport is not available in this build yet; use --transport inproc"
+        "an external HTTP backend (--target) is not supported: the run provisions its fleet \
+         through the embedded reference server; drop --target to use it"
     )]
-    TransportUnavailable { transport: &'static str },
+    ExternalTarget,
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("cannot reach {what} at {addr}: {reason}")]
@@ -113,11 +118,6 @@ pub enum RunError {
 
 /// Runs `scenario` with `opts`.
 pub fn execute(scenario: &Scenario, opts: &RunOptions) -> Result<RunOutcome, RunError> {
-    match opts.transport {
-        Transport::Inproc => {}
-        Transport::Mqtt => return Err(RunError::TransportUnavailable { transport: "mqtt" }),
-        Transport::Http => return Err(RunError::TransportUnavailable { transport: "http" }),
-    }
     let measured = match scenario.clock {
         Clock::Virtual => {
             let sys = actix_rt::System::with_tokio_rt(|| {

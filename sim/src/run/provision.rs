@@ -60,8 +60,40 @@ pub enum ProvisionError {
     Unsupported(String),
 }
 
-fn apply(engine: &mut Engine, cmd: Command, now: Timestamp) -> Result<Outcome, ProvisionError> {
-    Ok(engine.apply(&Actor::System, cmd, now)?.outcome)
+/// The engine provisioning writes to, keeping (when asked) every command
+/// as the engine logged it (generated PINs resolved), so a reference server
+/// can replay them and end up with the same ids, codes and tokens.
+pub struct Book<'e> {
+    pub engine: &'e mut Engine,
+    log: Option<Vec<(Command, Outcome)>>,
+}
+
+impl<'e> Book<'e> {
+    /// `keep_log`: record the applied commands (for a remote server).
+    pub fn new(engine: &'e mut Engine, keep_log: bool) -> Book<'e> {
+        Book {
+            engine,
+            log: keep_log.then(Vec::new),
+        }
+    }
+
+    fn apply(&mut self, cmd: Command, now: Timestamp) -> Result<Outcome, ProvisionError> {
+        let applied = self.engine.apply(&Actor::System, cmd, now)?;
+        if let Some(log) = &mut self.log {
+            log.push((applied.logged, applied.outcome.clone()));
+        }
+        Ok(applied.outcome)
+    }
+
+    /// The commands applied so far with their outcomes (empty without
+    /// `keep_log`).
+    pub fn take_log(&mut self) -> Vec<(Command, Outcome)> {
+        self.log.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+}
+
+fn apply(book: &mut Book<'_>, cmd: Command, now: Timestamp) -> Result<Outcome, ProvisionError> {
+    book.apply(cmd, now)
 }
 
 macro_rules! id_of {
@@ -109,13 +141,13 @@ fn kit_of(g: &DeviceGroup) -> DoorKit {
     }
 }
 
-struct Ctx<'a> {
-    engine: &'a mut Engine,
+struct Ctx<'a, 'e> {
+    engine: &'a mut Book<'e>,
     now: Timestamp,
     org: OrgId,
 }
 
-impl Ctx<'_> {
+impl Ctx<'_, '_> {
     fn holder(&mut self, kind: HolderKind, name: String) -> Result<HolderId, ProvisionError> {
         let o = apply(
             self.engine,
@@ -158,7 +190,7 @@ impl Ctx<'_> {
 /// Issues a visitor QR key for `door` valid from `now` as the scenario's
 /// `[credentials.visitor]` says; returns its truth id.
 pub fn issue_qr(
-    engine: &mut Engine,
+    engine: &mut Book<'_>,
     oracle: &mut Oracle,
     s: &Scenario,
     door: &DoorInfo,
@@ -182,7 +214,7 @@ pub fn issue_qr(
         org: OrgId(0),
     };
     let id = cx.issue(door.visitor, SecretSpec::Qr, schedule, door.door)?;
-    let text = engine.token(id).ok_or_else(|| {
+    let text = engine.engine.token(id).ok_or_else(|| {
         ProvisionError::Unsupported("the engine gave no token for a QR key".into())
     })?;
     let validity = match (v.repeat, v.window) {
@@ -217,6 +249,16 @@ pub fn issue_qr(
 /// Creates the whole fleet and its credentials at `now`.
 pub fn provision(
     engine: &mut Engine,
+    s: &Scenario,
+    seed: u64,
+    now: Timestamp,
+) -> Result<Provisioning, ProvisionError> {
+    provision_into(&mut Book::new(engine, false), s, seed, now)
+}
+
+/// [`provision`] through a [`Book`] (which may keep the commands).
+pub fn provision_into(
+    engine: &mut Book<'_>,
     s: &Scenario,
     seed: u64,
     now: Timestamp,
@@ -317,7 +359,7 @@ pub fn provision(
                     sensor: None,
                     door_phone: None,
                 };
-                let device = |engine: &mut Engine,
+                let device = |engine: &mut Book<'_>,
                               kind: DeviceKind,
                               linked_to: Option<DeviceId>|
                  -> Result<DeviceId, ProvisionError> {
@@ -505,7 +547,7 @@ pub fn provision(
                 if plan.lock.is_some() {
                     for _ in 0..c.ble_passes_per_door {
                         let cred = cx.issue(member, SecretSpec::Ble, Schedule::Permanent, door)?;
-                        let text = cx.engine.token(cred).ok_or_else(|| {
+                        let text = cx.engine.engine.token(cred).ok_or_else(|| {
                             ProvisionError::Unsupported("no token for a BLE pass".into())
                         })?;
                         let id = cx_add(

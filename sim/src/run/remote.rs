@@ -1,0 +1,404 @@
+//! The reference server behind the `http` and `mqtt` transports, started
+//! inside the fleetsim process so a run needs nothing else installed.
+//!
+//! - The server is the real one: `reference_server::Service` over SQLite in
+//!   a temporary data directory, its HTTP API (`server::run`) for `http`,
+//!   its MQTT gateway with the embedded rumqttd broker (or an external
+//!   broker given with `--broker`) for `mqtt`.
+//! - Provisioning happens on a local copy of the engine (where the oracle's
+//!   truth table is written, as for `inproc`) and every command the local
+//!   engine logged is replayed through `Service::apply` as the system
+//!   actor, durably. The replay starts from an empty store with the same
+//!   token key, so ids, PINs and the signed QR/BLE tokens are the same on
+//!   both sides. Devices are created with `Service::create_device`, which
+//!   issues each device its secret: the MQTT password and HTTP bearer the
+//!   simulated device signs in with.
+//! - Commands made during the run (a resident issuing a visitor key) go
+//!   through the [`Forwarder`]: one task applying them in the order the
+//!   local engine did, so the ids keep matching.
+//! - Over HTTP there is no sync channel (docs/protocol.md): HTTP devices are
+//!   door phones and online readers in third-party server mode, which ask
+//!   the server on every check. Codes placed on such readers are marked
+//!   stored at provisioning (`SyncAck` on their behalf). Over MQTT the
+//!   gateway syncs the devices for real and the run waits until every code
+//!   is stored.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reference_server::domain::{Actor, DeviceId};
+use reference_server::engine::{Command, Outcome, SyncResult};
+use reference_server::gateway::{self, BrokerChoice, BrokerUrl, MqttRunning, ENGINE_USER};
+use reference_server::server::{self, Server};
+use reference_server::service::{Clock, Service, TOKEN_KEY_FILE};
+use rustc_hash::FxHashMap;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::RunError;
+use crate::scenario::Transport as TransportKind;
+use crate::transport::{
+    DeviceSecrets, HttpConfig, HttpTransport, MqttConfig, MqttTransport, Multiplex, Transport,
+};
+
+/// Commands from the run waiting to be forwarded to the server.
+const FORWARD_QUEUE: usize = 1_024;
+/// How long a check waits for the server over HTTP or MQTT.
+const REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// How long the run waits for the embedded server to stop.
+const STOP_WAIT_S: u64 = 15;
+
+/// The server of one run.
+pub struct Remote {
+    pub service: Arc<Service>,
+    http: Option<Server>,
+    mqtt: Option<MqttRunning>,
+    secrets: Arc<FxHashMap<DeviceId, String>>,
+    _dir: tempfile::TempDir,
+}
+
+fn cannot_reach(what: &'static str, addr: impl Into<String>, reason: impl ToString) -> RunError {
+    RunError::Unreachable {
+        what,
+        addr: addr.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Writes the token key the local engine signs with, so the server signs
+/// the same QR and BLE tokens.
+fn write_token_key(dir: &Path, key: [u8; 32]) -> Result<(), RunError> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(dir.join(TOKEN_KEY_FILE))?;
+    f.write_all(&key)?;
+    Ok(())
+}
+
+/// Parses `--broker` (`mqtt://[user[:password]@]host:port`); the gateway
+/// signs in as `engine` when the URL names no user.
+pub fn broker_url(text: &str) -> Result<BrokerUrl, RunError> {
+    let mut url: BrokerUrl = text
+        .parse()
+        // Not the parser's message: it quotes the URL, password included.
+        .map_err(|_| {
+            cannot_reach(
+                "the MQTT broker",
+                "--broker",
+                "expected mqtt://[user[:password]@]host:port",
+            )
+        })?;
+    if url.username.is_none() {
+        url.username = Some(ENGINE_USER.into());
+    }
+    Ok(url)
+}
+
+impl Remote {
+    /// Starts the server for `kind` (http or mqtt) with `token_key`, and
+    /// replays `commands` (the local engine's provisioning) into it.
+    pub async fn start(
+        kind: TransportKind,
+        broker: Option<&str>,
+        token_key: [u8; 32],
+        commands: Vec<(Command, Outcome)>,
+    ) -> Result<Remote, RunError> {
+        let dir = tempfile::Builder::new()
+            .prefix("fleetsim-server-")
+            .tempdir()?;
+        write_token_key(dir.path(), token_key)?;
+        let (service, http) = match kind {
+            TransportKind::Http => {
+                let cfg = server::Config {
+                    data_dir: dir.path().to_path_buf(),
+                    http: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    clock: Clock::system(),
+                    http_workers: 2,
+                };
+                let s = server::run(cfg, futures::future::pending())
+                    .await
+                    .map_err(|e| cannot_reach("the embedded server", "127.0.0.1:0", e))?;
+                (s.service.clone(), Some(s))
+            }
+            _ => {
+                let path = dir.path().to_path_buf();
+                let svc =
+                    tokio::task::spawn_blocking(move || Service::open(&path, Clock::system()))
+                        .await
+                        .map_err(|e| RunError::Runtime(e.to_string()))?
+                        .map_err(|e| cannot_reach("the server's store", "temp dir", e))?;
+                (Arc::new(svc), None)
+            }
+        };
+        let secrets = replay(&service, commands).await?;
+        let mqtt = if kind == TransportKind::Mqtt {
+            let choice = match broker {
+                Some(b) => BrokerChoice::External(broker_url(b)?),
+                None => BrokerChoice::Embedded {
+                    listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                },
+            };
+            // Where, without the password a `--broker` URL may carry.
+            let at = match &choice {
+                BrokerChoice::External(u) => format!("{}:{}", u.host, u.port),
+                BrokerChoice::Embedded { .. } => "the embedded broker".into(),
+            };
+            let running = gateway::serve(service.clone(), choice, |_| {})
+                .await
+                .map_err(|e| cannot_reach("the MQTT gateway", at.clone(), e))?;
+            // `serve` returns after a while even when it could not connect.
+            if tokio::time::timeout(Duration::from_secs(2), running.gateway.ready())
+                .await
+                .is_err()
+            {
+                running.gateway.shutdown().await;
+                return Err(cannot_reach(
+                    "the MQTT broker",
+                    at,
+                    "the gateway could not connect and subscribe",
+                ));
+            }
+            Some(running)
+        } else {
+            None
+        };
+        Ok(Remote {
+            service,
+            http,
+            mqtt,
+            secrets: Arc::new(secrets),
+            _dir: dir,
+        })
+    }
+
+    /// Each device's issued secret.
+    pub fn secrets(&self) -> DeviceSecrets {
+        let map = self.secrets.clone();
+        Arc::new(move |d: DeviceId| map.get(&d).cloned().unwrap_or_default())
+    }
+
+    /// The devices' transport to this server.
+    pub fn transport(&self, seed: u64) -> Result<Transport, RunError> {
+        if let Some(s) = &self.http {
+            let cfg = HttpConfig {
+                base_url: s.url(),
+                request_timeout_ms: REQUEST_TIMEOUT_MS,
+                ..HttpConfig::default()
+            };
+            let t = HttpTransport::new(cfg, self.secrets())
+                .map_err(|e| cannot_reach("the embedded server", s.url(), e))?;
+            return Ok(Transport::Http(t));
+        }
+        let m = self
+            .mqtt
+            .as_ref()
+            .ok_or_else(|| RunError::Runtime("no server transport".into()))?;
+        let url = broker_url(&m.device_url)?;
+        let cfg = MqttConfig {
+            host: url.host,
+            port: url.port,
+            request_timeout_ms: REQUEST_TIMEOUT_MS,
+            ..MqttConfig::default()
+        };
+        Ok(Transport::Mqtt(MqttTransport::new(
+            cfg,
+            Multiplex::PerDevice,
+            self.secrets(),
+            seed,
+        )))
+    }
+
+    /// Devices of `devices` with codes not yet stored (or not yet removed).
+    pub fn pending(&self, devices: &[DeviceId]) -> Vec<DeviceId> {
+        let e = self.service.engine();
+        devices
+            .iter()
+            .copied()
+            .filter(|d| {
+                e.pending_sync(*d)
+                    .is_some_and(|b| !b.set.is_empty() || !b.remove.is_empty())
+            })
+            .collect()
+    }
+
+    /// HTTP: marks every code placed on `devices` as stored, as the server
+    /// does for readers that ask it on every check (no sync channel).
+    pub async fn ack_all(&self, devices: &[DeviceId]) -> Result<(), RunError> {
+        for d in self.pending(devices) {
+            let Some(batch) = self.service.pending_sync(d) else {
+                continue;
+            };
+            let results = batch
+                .set
+                .iter()
+                .map(|(c, _)| *c)
+                .chain(batch.remove.iter().copied())
+                .map(|credential| SyncResult {
+                    credential,
+                    failure: None,
+                })
+                .collect();
+            self.service
+                .apply(&Actor::System, Command::SyncAck { device: d, results })
+                .await
+                .map_err(|e| RunError::Runtime(format!("marking codes stored on {d}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Waits (real time) until the gateway has synced every code of
+    /// `devices`, or `wait_s` passed.
+    pub async fn wait_synced(&self, devices: &[DeviceId], wait_s: u64) -> Result<(), RunError> {
+        let deadline = Instant::now() + Duration::from_secs(wait_s);
+        loop {
+            let pending = self.pending(devices).len();
+            if pending == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(RunError::SyncTimeout {
+                    waited_s: wait_s,
+                    pending,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A task applying commands made during the run, in order.
+    pub fn forwarder(&self) -> Forwarder {
+        let (tx, mut rx) = mpsc::channel::<Forward>(FORWARD_QUEUE);
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            let mut diverged = false;
+            while let Some(f) = rx.recv().await {
+                let ok = !diverged
+                    && match service.apply(&Actor::System, f.command).await {
+                        Ok(a) => a.outcome == f.expect,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the server refused a forwarded command");
+                            false
+                        }
+                    };
+                // Ids would no longer match: forward nothing more.
+                diverged |= !ok;
+                let _ = f.done.send(ok);
+            }
+        });
+        Forwarder { tx }
+    }
+
+    /// Stops the gateway and the HTTP server; the store commits.
+    pub async fn stop(self) {
+        let Remote {
+            service,
+            http,
+            mqtt,
+            _dir: dir,
+            ..
+        } = self;
+        let stop = async move {
+            if let Some(m) = mqtt {
+                m.gateway.shutdown().await;
+            }
+            match http {
+                Some(s) => s.stop().await,
+                None => service.close().await,
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(STOP_WAIT_S), stop).await;
+        drop(dir);
+    }
+}
+
+/// One command for the server and what the local engine answered.
+struct Forward {
+    command: Command,
+    expect: Outcome,
+    done: oneshot::Sender<bool>,
+}
+
+/// Sends commands made during the run to the server, in order.
+#[derive(Clone)]
+pub struct Forwarder {
+    tx: mpsc::Sender<Forward>,
+}
+
+impl Forwarder {
+    /// Queues `command` (answered `expect` locally); the receiver says
+    /// whether the server applied it with the same result. `None`: the
+    /// queue is full.
+    pub fn send(&self, command: Command, expect: Outcome) -> Option<oneshot::Receiver<bool>> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .try_send(Forward {
+                command,
+                expect,
+                done,
+            })
+            .ok()
+            .map(|_| rx)
+    }
+}
+
+/// Replays the local engine's commands into `service`; returns the secret
+/// the server issued to each device.
+async fn replay(
+    service: &Service,
+    commands: Vec<(Command, Outcome)>,
+) -> Result<FxHashMap<DeviceId, String>, RunError> {
+    let mut secrets = FxHashMap::default();
+    let refused = |e: reference_server::service::ServiceError| {
+        RunError::Runtime(format!("the server refused a provisioning command: {e}"))
+    };
+    for (i, (cmd, expect)) in commands.into_iter().enumerate() {
+        let got = if matches!(cmd, Command::CreateDevice { .. }) {
+            let (device, secret) = service
+                .create_device(&Actor::System, cmd)
+                .await
+                .map_err(refused)?;
+            secrets.insert(device, secret);
+            Outcome::Device(device)
+        } else {
+            service
+                .apply(&Actor::System, cmd)
+                .await
+                .map_err(refused)?
+                .outcome
+        };
+        if got != expect {
+            return Err(RunError::Runtime(format!(
+                "provisioning command {} made {got:?} on the server, {expect:?} locally",
+                i + 1
+            )));
+        }
+    }
+    Ok(secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_url_defaults_to_the_engine_user_and_hides_passwords_in_errors() {
+        let u = broker_url("mqtt://127.0.0.1:1883").unwrap();
+        assert_eq!(u.username.as_deref(), Some(ENGINE_USER));
+        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 1883));
+        let u = broker_url("mqtt://gw:pw@broker:1884").unwrap();
+        assert_eq!(u.username.as_deref(), Some("gw"));
+        assert_eq!(u.password.as_deref(), Some("pw"));
+        let e = broker_url("mqtt://gw:s3cret@broker")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+}
