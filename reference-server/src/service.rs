@@ -290,7 +290,7 @@ impl Service {
         }
         if decision.reason() != Some(crate::domain::DenyReason::DeviceUnknown) {
             let entry = ActivityEntry::from_check(device, now, kind, &decision);
-            if let Err(e) = self.store.write_later(vec![Write::Activity(entry)]).await {
+            if let Err(e) = self.store.write_one_later(Write::Activity(entry)).await {
                 tracing::warn!(error = %e, "activity entry lost");
             }
         }

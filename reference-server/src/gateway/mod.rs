@@ -140,6 +140,15 @@ pub struct GatewayConfig {
     pub request_capacity: usize,
     /// Outgoing QoS 1 messages not yet acked by the broker (1000).
     pub inflight: u16,
+    /// QoS of the checks' subscription (1). A broker delivers a request at
+    /// the lower of this and the device's QoS, and the answer goes out at
+    /// the QoS delivered. `serve` lowers it to 0 on the embedded broker:
+    /// rumqttd 0.19 delivers at the subscription's QoS (so every request
+    /// came as QoS 1), allows only 100 unacknowledged deliveries per
+    /// connection, and each PUBACK the gateway writes just before an answer
+    /// holds that answer back until the broker's delayed TCP ACK (neither
+    /// side sets TCP_NODELAY): 20-40 ms per check even when idle.
+    pub check_qos: QoS,
     pub sync: SyncConfig,
     /// How long a remote command waits for its ack (10 s).
     pub command_timeout: Duration,
@@ -156,6 +165,7 @@ impl GatewayConfig {
             max_in_flight: 4096,
             request_capacity: 65_536,
             inflight: 1000,
+            check_qos: QoS::AtLeastOnce,
             sync: SyncConfig::default(),
             command_timeout: Duration::from_secs(10),
         }
@@ -354,7 +364,7 @@ fn subscriptions(cfg: &GatewayConfig, conn: usize) -> Vec<SubscribeFilter> {
     };
     let p = &cfg.prefix;
     let mut filters = vec![
-        SubscribeFilter::new(format!("{}{p}/+/+/auth/req", share("")), QoS::AtLeastOnce),
+        SubscribeFilter::new(format!("{}{p}/+/+/auth/req", share("")), cfg.check_qos),
         SubscribeFilter::new(
             format!("{}{p}/+/+/events", share("-events")),
             QoS::AtLeastOnce,

@@ -81,6 +81,11 @@ pub async fn serve(
     };
     let device_url = format!("mqtt://{}:{}", url.host, url.port);
     let mut cfg = GatewayConfig::new(url);
+    if embedded.is_some() {
+        // See `GatewayConfig::check_qos`: in-process, a lost delivery needs
+        // the gateway's connection to drop, and the device asks again.
+        cfg.check_qos = rumqttc::QoS::AtMostOnce;
+    }
     tune(&mut cfg);
     let m = service.metrics();
     let metrics = super::GatewayMetrics::new(&m.registry, Some(m.gateway_dropped_total.clone()))

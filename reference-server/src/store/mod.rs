@@ -2,14 +2,32 @@
 //! tokens and device secrets (hashes only), status reports and the activity
 //! log.
 //!
-//! Every write goes through ONE writer thread fed by a bounded channel. The
-//! thread takes everything queued, commits it in one transaction (group
-//! commit) and then answers each waiter, so many concurrent writers share one
-//! fsync. The engine is rebuilt at start by replaying the command log.
+//! Every write goes through ONE writer thread fed by two bounded queues:
+//!
+//! - acknowledged writes (`write`, `enqueue`): the caller waits until they
+//!   are on disk. The thread takes everything queued, commits it in one
+//!   transaction with `synchronous=FULL` (group commit: one fsync for many
+//!   waiters) and then answers each waiter;
+//! - fire-and-forget writes (`write_later`: the activity entries of checks),
+//!   in a much longer queue so a slow disk (an fsync or a checkpoint taking
+//!   hundreds of milliseconds while other programs write) holds up nobody's
+//!   answer. A transaction holding only these commits with
+//!   `synchronous=NORMAL`: no fsync, yet it survives `kill -9` (the pages are
+//!   in the OS); the next FULL commit makes them durable against power loss
+//!   too, since its fsync covers the whole log file.
+//!
+//! Checkpoints (copying the WAL into the database file, with its fsync) run
+//! on a separate checkpointer thread, not in the writer, so they do not
+//! delay commits. When the WAL still grows past [`WAL_TRUNCATE_FRAMES`]
+//! (the checkpointer never catches up under a steady write load), the writer
+//! truncates it itself after a commit.
+//!
+//! The engine is rebuilt at start by replaying the command log.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use parking_lot::Mutex;
@@ -22,10 +40,27 @@ use crate::engine::Command;
 use crate::metrics::Metrics;
 use crate::protocol::How;
 
-/// Jobs waiting for the writer; senders wait when it is full (backpressure).
+/// Acknowledged jobs waiting for the writer; senders wait when it is full
+/// (backpressure).
 pub const WRITE_QUEUE_CAPACITY: usize = 8_192;
-/// Most jobs committed in one transaction.
+/// Fire-and-forget writes waiting for the writer: several seconds of checks
+/// at 20k/s, so a disk stall does not reach the answers. Senders wait only
+/// when it is full (a sustained overload slows checks instead of losing
+/// log entries).
+pub const LATER_QUEUE_CAPACITY: usize = 131_072;
+/// Most acknowledged jobs committed in one transaction.
 pub const MAX_BATCH_JOBS: usize = 4_096;
+/// Most fire-and-forget writes committed in one transaction (besides a
+/// `flush`, which takes all that were queued before it).
+pub const MAX_BATCH_LATER: usize = 16_384;
+/// How long fire-and-forget writes gather before they are committed (no
+/// one waits for them; a flush or an acknowledged write ends the wait).
+pub const LATER_GATHER: Duration = Duration::from_millis(20);
+/// How often the checkpointer copies the WAL into the database file.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+/// WAL frames (pages, 4 KiB) above which the writer truncates the WAL
+/// itself: 64 MiB.
+pub const WAL_TRUNCATE_FRAMES: i64 = 16_384;
 
 const DB_FILE: &str = "reference-server.db";
 
@@ -99,9 +134,13 @@ pub struct Loaded {
 
 pub struct Store {
     tx: mpsc::Sender<Job>,
+    later_tx: mpsc::Sender<Write>,
     reader: Mutex<Connection>,
     path: PathBuf,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Dropping it stops the checkpointer.
+    checkpointer_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 const SCHEMA: &str = "
@@ -129,8 +168,11 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit is on disk before a waiter hears of it (power loss
-        // included); group commit pays for the fsync once per batch.
+        // included); group commit pays for the fsync once per batch. The
+        // writer lowers it to NORMAL for transactions nobody waits for.
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Checkpoints run on the checkpointer thread, not inside commits.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch(SCHEMA)?;
     }
     Ok(conn)
@@ -172,16 +214,37 @@ impl Store {
         )?;
         let loaded = load(&conn)?;
         let reader = open_conn(&path, true)?;
+        let checkpoint_conn = open_conn(&path, false)?;
+        let wal_too_long = Arc::new(AtomicBool::new(false));
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+        let long = wal_too_long.clone();
+        let checkpointer = std::thread::Builder::new()
+            .name("store-checkpointer".into())
+            .spawn(move || checkpointer_loop(&checkpoint_conn, &stop_rx, &long))?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+        let (later_tx, later_rx) = mpsc::channel(LATER_QUEUE_CAPACITY);
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, &metrics))?;
+            .spawn(move || {
+                Writer {
+                    conn,
+                    rx,
+                    later_rx,
+                    metrics,
+                    wal_too_long,
+                    full_sync: true,
+                }
+                .run()
+            })?;
         Ok((
             Store {
                 tx,
+                later_tx,
                 reader: Mutex::new(reader),
                 path,
                 writer: Mutex::new(Some(writer)),
+                checkpointer_stop: Mutex::new(Some(stop_tx)),
+                checkpointer: Mutex::new(Some(checkpointer)),
             },
             loaded,
         ))
@@ -206,16 +269,25 @@ impl Store {
     }
 
     /// Queues `writes` for the next commit without waiting for it (activity
-    /// entries of checks). Waits only while the queue is full.
+    /// entries of checks). Waits only while the queue is full. They are
+    /// committed in order, before any later `write` with no writes
+    /// (a flush) is answered.
     pub async fn write_later(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        self.tx
-            .send(Job {
-                writes,
-                reply: None,
-                stop: false,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)
+        for w in writes {
+            self.write_one_later(w).await?;
+        }
+        Ok(())
+    }
+
+    /// `write_later` for one write, without a `Vec` per check.
+    pub async fn write_one_later(&self, write: Write) -> Result<(), StoreError> {
+        match self.later_tx.try_send(write) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(w)) => {
+                self.later_tx.send(w).await.map_err(|_| StoreError::Closed)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(StoreError::Closed),
+        }
     }
 
     /// Queues a write and returns a receiver for its acknowledgement, so the
@@ -292,6 +364,33 @@ impl Store {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+        self.checkpointer_stop.lock().take();
+        let handle = self.checkpointer.lock().take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+/// Copies the WAL into the database file every [`CHECKPOINT_INTERVAL`]
+/// (PASSIVE: never blocks the writer or readers) until `stop` is dropped.
+/// Flags `wal_too_long` when the WAL keeps growing anyway.
+fn checkpointer_loop(
+    conn: &Connection,
+    stop: &std::sync::mpsc::Receiver<()>,
+    wal_too_long: &AtomicBool,
+) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+        stop.recv_timeout(CHECKPOINT_INTERVAL)
+    {
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(frames) => {
+                if frames > WAL_TRUNCATE_FRAMES {
+                    wal_too_long.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "store checkpoint failed"),
+        }
     }
 }
 
@@ -349,26 +448,113 @@ fn load(conn: &Connection) -> Result<Loaded, StoreError> {
     Ok(loaded)
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: &Metrics) {
-    let mut stopping = false;
-    while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH_JOBS && !jobs.last().is_some_and(|j| j.stop) {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    later_rx: mpsc::Receiver<Write>,
+    metrics: Arc<Metrics>,
+    wal_too_long: Arc<AtomicBool>,
+    /// The connection's current `synchronous` setting.
+    full_sync: bool,
+}
+
+impl Writer {
+    fn run(mut self) {
+        // Waiting on two queues needs a runtime; this thread's own, small one.
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "the store writer cannot start");
+                return;
+            }
+        };
+        let mut stopping = false;
+        while !stopping {
+            // Acknowledged jobs first: someone is waiting for them.
+            let first = rt.block_on(async {
+                tokio::select! {
+                    biased;
+                    j = self.rx.recv() => j.map(Ok),
+                    w = self.later_rx.recv() => w.map(Err),
+                }
+            });
+            let (mut jobs, mut later) = match first {
+                // The store was dropped without `close`: commit what is
+                // left, as `close` would.
+                None => {
+                    stopping = true;
+                    (Vec::new(), Vec::new())
+                }
+                Some(Ok(job)) => (vec![job], Vec::new()),
+                Some(Err(w)) => {
+                    // Nobody waits for it: let more gather, so the writer
+                    // commits a few large transactions instead of one per
+                    // check (CPU the checks need), unless someone comes to
+                    // wait.
+                    let job = rt.block_on(async {
+                        tokio::select! {
+                            biased;
+                            j = self.rx.recv() => j,
+                            () = tokio::time::sleep(LATER_GATHER) => None,
+                        }
+                    });
+                    (job.into_iter().collect(), vec![w])
+                }
+            };
+            while jobs.len() < MAX_BATCH_JOBS && !jobs.last().is_some_and(|j| j.stop) {
+                match self.rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            if jobs.last().is_some_and(|j| j.stop) {
+                jobs.pop();
+                stopping = true;
+            }
+            // A flush (a job with no writes) or the stop takes every
+            // fire-and-forget write queued before it; at most the queue's
+            // capacity was.
+            let barrier = stopping || jobs.iter().any(|j| j.writes.is_empty());
+            let max_later = if barrier {
+                LATER_QUEUE_CAPACITY
+            } else {
+                MAX_BATCH_LATER
+            };
+            while later.len() < max_later {
+                match self.later_rx.try_recv() {
+                    Ok(w) => later.push(w),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(jobs, &later);
+            if self.wal_too_long.swap(false, Ordering::Relaxed) {
+                self.truncate_wal();
             }
         }
-        if jobs.last().is_some_and(|j| j.stop) {
-            jobs.pop();
-            stopping = true;
-        }
+        self.rx.close();
+        self.later_rx.close();
+    }
+
+    fn commit_batch(&mut self, jobs: Vec<Job>, later: &[Write]) {
         let started = Instant::now();
-        let result = commit(&mut conn, &jobs);
-        metrics
+        // Durable against power loss only when someone waits for it.
+        let full = jobs.iter().any(|j| j.reply.is_some());
+        let result = self.set_full_sync(full).and_then(|()| {
+            commit(
+                &mut self.conn,
+                jobs.iter().map(|j| j.writes.as_slice()).chain([later]),
+            )
+        });
+        self.metrics
             .store_write_duration_seconds
             .observe(started.elapsed().as_secs_f64());
-        metrics.store_batch_size.observe(jobs.len() as f64);
+        self.metrics
+            .store_batch_size
+            .observe((jobs.len() + later.len()) as f64);
         match result {
             Ok(acks) => {
                 for (job, ack) in jobs.into_iter().zip(acks) {
@@ -378,7 +564,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: &Metr
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, jobs = jobs.len(), "store commit failed");
+                tracing::error!(error = %e, jobs = jobs.len(), later = later.len(), "store commit failed");
                 let e = Arc::new(e);
                 for job in jobs {
                     if let Some(r) = job.reply {
@@ -387,19 +573,40 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: &Metr
                 }
             }
         }
-        if stopping {
-            rx.close();
-            return;
+    }
+
+    fn set_full_sync(&mut self, full: bool) -> Result<(), StoreError> {
+        if self.full_sync != full {
+            let mode = if full { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", mode)?;
+            self.full_sync = full;
+        }
+        Ok(())
+    }
+
+    /// Copies what the checkpointer could not and empties the WAL.
+    fn truncate_wal(&mut self) {
+        let started = Instant::now();
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            }) {
+            Ok(0) => tracing::debug!(ms = started.elapsed().as_millis() as u64, "WAL truncated"),
+            Ok(_) => tracing::debug!("WAL not truncated: a reader was busy"),
+            Err(e) => tracing::warn!(error = %e, "WAL truncation failed"),
         }
     }
 }
 
-fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Vec<bool>>, StoreError> {
-    if jobs.is_empty() {
-        return Ok(Vec::new());
-    }
+/// Commits every group of writes in one transaction; answers, per group,
+/// which writes changed a row.
+fn commit<'a>(
+    conn: &mut Connection,
+    groups: impl Iterator<Item = &'a [Write]>,
+) -> Result<Vec<Vec<bool>>, StoreError> {
     let tx = conn.transaction()?;
-    let mut acks = Vec::with_capacity(jobs.len());
+    let mut acks = Vec::new();
     {
         let mut cmd = tx.prepare_cached("INSERT INTO commands (at, json) VALUES (?1, ?2)")?;
         let mut act = tx.prepare_cached(
@@ -413,9 +620,9 @@ fn commit(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Vec<bool>>, StoreEr
         let mut st = tx.prepare_cached(
             "INSERT INTO statuses (device, at_ms, online, battery_pct, firmware) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for job in jobs {
-            let mut ack = Vec::with_capacity(job.writes.len());
-            for w in &job.writes {
+        for writes in groups {
+            let mut ack = Vec::with_capacity(writes.len());
+            for w in writes {
                 let n = match w {
                     Write::Command { at, json } => cmd.execute(params![at.to_string(), json])?,
                     Write::Activity(e) => act.execute(params![
@@ -459,4 +666,69 @@ pub fn command_count(dir: &Path) -> Result<u64, StoreError> {
         .query_row("SELECT COUNT(*) FROM commands", [], |r| r.get::<_, i64>(0))
         .optional()?
         .unwrap_or(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count_activity(dir: &Path) -> i64 {
+        let conn = open_conn(&dir.join(DB_FILE), true).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM activity", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn entry(i: u32) -> Write {
+        Write::Activity(ActivityEntry::connectivity(
+            DeviceId(i % 7),
+            Timestamp::from_second(1_700_000_000 + i64::from(i)).unwrap(),
+            i % 2 == 0,
+        ))
+    }
+
+    /// More fire-and-forget writes than one transaction takes: a flush
+    /// still answers only after every one queued before it is committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flush_waits_for_every_write_queued_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) =
+            Store::open(dir.path(), Arc::new(Metrics::new()), Timestamp::UNIX_EPOCH).unwrap();
+        let n = (MAX_BATCH_LATER * 2 + 17) as u32;
+        for i in 0..n {
+            store.write_one_later(entry(i)).await.unwrap();
+        }
+        store.write(Vec::new()).await.unwrap();
+        assert_eq!(count_activity(dir.path()), i64::from(n));
+        // An acknowledged write mixed in: its ack says it changed a row.
+        store
+            .write_later(vec![entry(n), entry(n + 1)])
+            .await
+            .unwrap();
+        let ack = store.write(vec![entry(n + 2)]).await.unwrap();
+        assert_eq!(ack, vec![true]);
+        store.write(Vec::new()).await.unwrap();
+        assert_eq!(count_activity(dir.path()), i64::from(n + 3));
+        store.close().await;
+    }
+
+    /// `close` commits what was queued, and the writes survive a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn close_commits_queued_fire_and_forget_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) =
+            Store::open(dir.path(), Arc::new(Metrics::new()), Timestamp::UNIX_EPOCH).unwrap();
+        for i in 0..5_000 {
+            store.write_one_later(entry(i)).await.unwrap();
+        }
+        store.close().await;
+        assert!(matches!(
+            store.write_one_later(entry(0)).await,
+            Err(StoreError::Closed)
+        ));
+        assert_eq!(count_activity(dir.path()), 5_000);
+        let (again, _) =
+            Store::open(dir.path(), Arc::new(Metrics::new()), Timestamp::UNIX_EPOCH).unwrap();
+        again.close().await;
+        assert_eq!(count_activity(dir.path()), 5_000);
+    }
 }
