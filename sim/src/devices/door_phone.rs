@@ -11,13 +11,18 @@ use reference_server::protocol::{EventKind, How, WireCredential};
 use super::lock::{Actuate, Lock};
 use super::*;
 use crate::transport::Inbound;
+use tokio::time::Instant;
 
 pub struct DoorPhone {
     core: Core,
     /// A lock the relay drives; `None`: the phone's own door relay.
     lock: Option<Addr<Lock>>,
     sensor: Option<Recipient<LockChanged>>,
+    /// The energized relay: its timer and when it drops. A grant while
+    /// energized moves `relay_until` on and keeps the timer (it re-arms
+    /// for the rest when it fires early).
     relay_timer: Option<SpawnHandle>,
+    relay_until: Option<Instant>,
     lift_calls: u64,
 }
 
@@ -33,6 +38,7 @@ impl DoorPhone {
             lock,
             sensor: None,
             relay_timer: None,
+            relay_until: None,
             lift_calls: 0,
         }
     }
@@ -46,30 +52,39 @@ impl DoorPhone {
         origin: Option<reference_server::domain::Origin>,
     ) -> DeviceOutcome {
         let fresh = self.relay_timer.is_none();
-        if let Some(h) = self.relay_timer.take() {
-            ctx.cancel_future(h);
-        }
         self.core.emit(EventKind::Unlocked {
             how,
             credential,
             origin,
         });
+        let open = Duration::from_secs_f64(self.core.params.door_phone.relay_open_s.max(0.0));
+        self.relay_until = Some(Instant::now() + open);
         if fresh {
             if let Some(s) = &self.sensor {
                 let _ = s.try_send(LockChanged { unlocked: true });
             }
+            self.arm_relay(ctx, open);
         }
-        let open = Duration::from_secs_f64(self.core.params.door_phone.relay_open_s.max(0.0));
-        self.relay_timer = Some(ctx.run_later(open, |act, _| {
-            act.relay_timer = None;
-            act.core.emit(EventKind::Locked {
-                how: How::AutoRelock,
-            });
-            if let Some(s) = &act.sensor {
-                let _ = s.try_send(LockChanged { unlocked: false });
+        DeviceOutcome::Unlocked
+    }
+
+    fn arm_relay(&mut self, ctx: &mut Context<Self>, after: Duration) {
+        self.relay_timer = Some(ctx.run_later(after, |act, ctx| {
+            let now = Instant::now();
+            match act.relay_until {
+                Some(until) if until > now => act.arm_relay(ctx, until - now),
+                _ => {
+                    act.relay_timer = None;
+                    act.relay_until = None;
+                    act.core.emit(EventKind::Locked {
+                        how: How::AutoRelock,
+                    });
+                    if let Some(s) = &act.sensor {
+                        let _ = s.try_send(LockChanged { unlocked: false });
+                    }
+                }
             }
         }));
-        DeviceOutcome::Unlocked
     }
 }
 
@@ -87,14 +102,14 @@ impl Actor for DoorPhone {
 }
 
 impl Handler<Present> for DoorPhone {
-    type Result = ResponseActFuture<Self, Result<Presented, DeviceError>>;
+    type Result = ActorResponse<Self, Result<Presented, DeviceError>>;
 
-    fn handle(&mut self, msg: Present, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Present, ctx: &mut Context<Self>) -> Self::Result {
         if matches!(msg.credential, WireCredential::Ble(_)) {
-            return Box::pin(fut::ready(Err(DeviceError::NotAccepted {
+            return ActorResponse::reply(Err(DeviceError::NotAccepted {
                 device: "door phone",
                 what: "BLE passes",
-            })));
+            }));
         }
         let how = how_of(&msg.credential);
         let delay = match (&msg.credential, msg.human_timing) {
@@ -102,27 +117,67 @@ impl Handler<Present> for DoorPhone {
             _ => Duration::ZERO,
         };
         let floor = msg.floor;
+        if delay.is_zero() {
+            // The load path: answered in the handler when the engine is
+            // in-process and the phone drives its own relay.
+            return match self.begin(ctx, msg.credential, floor, how) {
+                Relayed::Now(r) => ActorResponse::reply(r),
+                Relayed::Later(f) => ActorResponse::r#async(f),
+            };
+        }
+        ActorResponse::r#async(wait(delay).into_actor(self).then(
+            move |_, act, ctx| -> PhoneFuture {
+                match act.begin(ctx, msg.credential, floor, how) {
+                    Relayed::Now(r) => Box::pin(fut::ready(r)),
+                    Relayed::Later(f) => f,
+                }
+            },
+        ))
+    }
+}
+
+/// A phone's answer: now, or once the engine or the linked lock answered.
+enum Relayed {
+    Now(Result<Presented, DeviceError>),
+    Later(PhoneFuture),
+}
+
+impl DoorPhone {
+    fn begin(
+        &mut self,
+        ctx: &mut Context<Self>,
+        credential: WireCredential,
+        floor: Option<reference_server::domain::FloorId>,
+        how: How,
+    ) -> Relayed {
         let timeout_ms = self.core.params.door_phone.reader_timeout_ms;
-        Box::pin(
-            wait(delay)
-                .into_actor(self)
-                .then(move |_, act, ctx| -> PhoneFuture {
-                    match act.core.decide_start(msg.credential, floor, false) {
-                        Decide::Done(j) => {
+        match self.core.decide_start(credential, floor, false) {
+            Decide::Done(j) => {
+                let settled = self.core.settle(how, j);
+                self.relay(ctx, settled, how, floor, None, 0, true)
+            }
+            ask => match decide_now(ask) {
+                Ok((response, res)) => {
+                    let latency = res.as_ref().map_or(0, |c| c.latency_us);
+                    let j = self.core.judge(&res);
+                    let settled = self.core.settle(how, j);
+                    self.relay(ctx, settled, how, floor, response, latency, false)
+                }
+                Err(ask) => Relayed::Later(Box::pin(
+                    fut::wrap_future::<_, Self>(run_decide(ask, Some(timeout_ms))).then(
+                        move |(response, res, _), act, ctx| -> PhoneFuture {
+                            let latency = res.as_ref().map_or(0, |c| c.latency_us);
+                            let j = act.core.judge(&res);
                             let settled = act.core.settle(how, j);
-                            act.relay(ctx, settled, how, floor, None, 0, true)
-                        }
-                        ask => Box::pin(run_decide(ask, Some(timeout_ms)).into_actor(act).then(
-                            move |(response, res, _), act, ctx| {
-                                let latency = res.as_ref().map_or(0, |c| c.latency_us);
-                                let j = act.core.judge(&res);
-                                let settled = act.core.settle(how, j);
-                                act.relay(ctx, settled, how, floor, response, latency, false)
-                            },
-                        )),
-                    }
-                }),
-        )
+                            match act.relay(ctx, settled, how, floor, response, latency, false) {
+                                Relayed::Now(r) => Box::pin(fut::ready(r)),
+                                Relayed::Later(f) => f,
+                            }
+                        },
+                    ),
+                )),
+            },
+        }
     }
 }
 
@@ -148,7 +203,7 @@ impl DoorPhone {
         response: Option<reference_server::protocol::AuthResponse>,
         latency_us: u64,
         decided_locally: bool,
-    ) -> PhoneFuture {
+    ) -> Relayed {
         let done = move |outcome| Presented {
             response,
             outcome,
@@ -156,14 +211,14 @@ impl DoorPhone {
             decided_locally,
         };
         let (credential, origin) = match settled {
-            Err(o) => return Box::pin(fut::ready(Ok(done(o)))),
+            Err(o) => return Relayed::Now(Ok(done(o))),
             Ok(x) => x,
         };
         if floor.is_some() {
             self.lift_calls += 1;
         }
         match self.lock.clone() {
-            Some(lock) => Box::pin(
+            Some(lock) => Relayed::Later(Box::pin(
                 async move {
                     lock.send(Actuate {
                         how,
@@ -175,10 +230,10 @@ impl DoorPhone {
                     .map_err(|_| DeviceError::Stopped)
                 }
                 .into_actor(self),
-            ),
+            )),
             None => {
                 let outcome = self.pulse_relay(ctx, how, credential, origin);
-                Box::pin(fut::ready(Ok(done(outcome))))
+                Relayed::Now(Ok(done(outcome)))
             }
         }
     }

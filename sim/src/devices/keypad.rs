@@ -48,34 +48,105 @@ impl Keypad {
         }
     }
 
-    /// Checks a completed entry (or card) and, if granted, runs the lock.
+    /// Checks a completed entry (or card) as far as it can now: decided
+    /// alone, or by an in-process engine. `Err`: the engine must be asked
+    /// over the network.
+    fn decide(&mut self, credential: WireCredential) -> Result<Settled, (Decide, How)> {
+        let how = how_of(&credential);
+        let local = self.connectivity == Connectivity::Ble;
+        let (j, response, latency_us, decided_locally) =
+            match self.core.decide_start(credential, None, local) {
+                Decide::Done(j) => (j, None, 0, true),
+                ask => match decide_now(ask) {
+                    Ok((response, res)) => {
+                        let latency = res.as_ref().map_or(0, |c| c.latency_us);
+                        (self.core.judge(&res), response, latency, false)
+                    }
+                    Err(ask) => return Err((ask, how)),
+                },
+            };
+        Ok(Settled {
+            how,
+            settled: self.core.settle(how, j),
+            response,
+            latency_us,
+            decided_locally,
+        })
+    }
+
+    /// Asks the engine over the network, then runs the lock if granted.
+    fn ask_then_actuate(
+        ask: Decide,
+        how: How,
+    ) -> impl ActorFuture<Self, Output = Result<Presented, DeviceError>> {
+        fut::wrap_future::<_, Self>(run_decide(ask, None)).then(
+            move |(response, res, _), act, _| {
+                let latency_us = res.as_ref().map_or(0, |c| c.latency_us);
+                let j = act.core.judge(&res);
+                let s = Settled {
+                    how,
+                    settled: act.core.settle(how, j),
+                    response,
+                    latency_us,
+                    decided_locally: false,
+                };
+                fut::wrap_future(actuate(act.lock.clone(), s))
+            },
+        )
+    }
+
+    /// The load path: answers in the handler unless the lock must run
+    /// (then one future waits for the lock's reply).
+    fn answer(&self, s: Settled) -> ActorResponse<Self, Result<Presented, DeviceError>> {
+        match (s.settled, &self.lock) {
+            (Ok((credential, origin)), Some(lock)) => {
+                let run = lock.send(Actuate {
+                    how: s.how,
+                    credential,
+                    origin,
+                });
+                let (response, latency_us, decided_locally) =
+                    (s.response, s.latency_us, s.decided_locally);
+                ActorResponse::r#async(fut::wrap_future(async move {
+                    let outcome = run.await.map_err(|_| DeviceError::Stopped)?;
+                    Ok(Presented {
+                        response,
+                        outcome,
+                        latency_us,
+                        decided_locally,
+                    })
+                }))
+            }
+            (settled, _) => ActorResponse::reply(Ok(Presented {
+                outcome: match settled {
+                    Err(o) => o,
+                    Ok(_) => not_linked(),
+                },
+                response: s.response,
+                latency_us: s.latency_us,
+                decided_locally: s.decided_locally,
+            })),
+        }
+    }
+
+    /// Every path as one future (human timing, keypresses).
     fn submit(
         &mut self,
         credential: WireCredential,
     ) -> ResponseActFuture<Self, Result<Presented, DeviceError>> {
-        let how = how_of(&credential);
-        let local = self.connectivity == Connectivity::Ble;
-        let d = self.core.decide_start(credential, None, local);
-        let lock = self.lock.clone();
-        match d {
-            Decide::Done(j) => {
-                let settled = self.core.settle(how, j);
-                Box::pin(actuate(lock, how, settled, None, 0, true).into_actor(self))
-            }
-            ask => Box::pin(run_decide(ask, None).into_actor(self).then(
-                move |(response, res, _), act, _| {
-                    let latency = res.as_ref().map_or(0, |c| c.latency_us);
-                    let j = act.core.judge(&res);
-                    let settled = act.core.settle(how, j);
-                    actuate(lock, how, settled, response, latency, false).into_actor(act)
-                },
-            )),
+        match self.decide(credential) {
+            Ok(s) => Box::pin(fut::wrap_future(actuate(self.lock.clone(), s))),
+            Err((ask, how)) => Box::pin(Self::ask_then_actuate(ask, how)),
         }
     }
 }
 
-async fn actuate(
-    lock: Option<Addr<Lock>>,
+fn not_linked() -> DeviceOutcome {
+    DeviceOutcome::Error("keypad not linked to a lock".into())
+}
+
+/// A check's result before the lock runs.
+struct Settled {
     how: How,
     settled: Result<
         (
@@ -87,14 +158,16 @@ async fn actuate(
     response: Option<reference_server::protocol::AuthResponse>,
     latency_us: u64,
     decided_locally: bool,
-) -> Result<Presented, DeviceError> {
-    let outcome = match settled {
+}
+
+async fn actuate(lock: Option<Addr<Lock>>, s: Settled) -> Result<Presented, DeviceError> {
+    let outcome = match s.settled {
         Err(o) => o,
         Ok((credential, origin)) => match lock {
-            None => DeviceOutcome::Error("keypad not linked to a lock".into()),
+            None => not_linked(),
             Some(lock) => lock
                 .send(Actuate {
-                    how,
+                    how: s.how,
                     credential,
                     origin,
                 })
@@ -103,10 +176,10 @@ async fn actuate(
         },
     };
     Ok(Presented {
-        response,
+        response: s.response,
         outcome,
-        latency_us,
-        decided_locally,
+        latency_us: s.latency_us,
+        decided_locally: s.decided_locally,
     })
 }
 
@@ -129,17 +202,17 @@ impl Actor for Keypad {
 }
 
 impl Handler<Present> for Keypad {
-    type Result = ResponseActFuture<Self, Result<Presented, DeviceError>>;
+    type Result = ActorResponse<Self, Result<Presented, DeviceError>>;
 
     fn handle(&mut self, msg: Present, _ctx: &mut Context<Self>) -> Self::Result {
         let digits = match &msg.credential {
             WireCredential::Pin(p) => p.len(),
             WireCredential::Card(_) => 0,
             _ => {
-                return Box::pin(fut::ready(Err(DeviceError::NotAccepted {
+                return ActorResponse::reply(Err(DeviceError::NotAccepted {
                     device: "keypad",
                     what: "QR codes or BLE passes",
-                })))
+                }))
             }
         };
         let delay = if msg.human_timing && digits > 0 {
@@ -147,8 +220,14 @@ impl Handler<Present> for Keypad {
         } else {
             Duration::ZERO
         };
+        if delay.is_zero() {
+            return match self.decide(msg.credential) {
+                Ok(s) => self.answer(s),
+                Err((ask, how)) => ActorResponse::r#async(Self::ask_then_actuate(ask, how)),
+            };
+        }
         let credential = msg.credential;
-        Box::pin(
+        ActorResponse::r#async(
             wait(delay)
                 .into_actor(self)
                 .then(move |_, act, _| act.submit(credential)),

@@ -15,6 +15,7 @@ use reference_server::protocol::{
 
 use super::*;
 use crate::transport::Inbound;
+use tokio::time::Instant;
 
 /// Most sync batches a Bluetooth lock keeps until a phone is near.
 const MAX_STASHED_SYNCS: usize = 8;
@@ -46,7 +47,11 @@ pub struct Lock {
     connectivity: Connectivity,
     state: LockState,
     relock_after_s: f64,
+    /// The pending auto-relock: its timer and when it is due. A repeated
+    /// unlock moves `relock_at` on and keeps the timer, which re-arms for
+    /// the rest when it fires early (no timer churn per check).
     relock_timer: Option<SpawnHandle>,
+    relock_at: Option<Instant>,
     door_open: bool,
     relock_when_closed: bool,
     sensor: Option<Recipient<LockChanged>>,
@@ -62,6 +67,7 @@ impl Lock {
             state: LockState::Locked,
             relock_after_s,
             relock_timer: None,
+            relock_at: None,
             door_open: false,
             relock_when_closed: false,
             sensor: None,
@@ -90,7 +96,7 @@ impl Lock {
         if !self.core.actuation_allowed() {
             return DeviceOutcome::LowBattery;
         }
-        schedule_battery(self, ctx);
+        battery_spent(self, ctx);
         if self.motor_blocks() {
             self.state = LockState::Jammed;
             self.core.emit(EventKind::MotorBlocked);
@@ -106,15 +112,29 @@ impl Lock {
         if !was_unlocked {
             self.tell_sensor(true);
         }
-        if let Some(h) = self.relock_timer.take() {
-            ctx.cancel_future(h);
-        }
         let delay = Duration::from_secs_f64(self.relock_after_s);
+        self.relock_at = Some(Instant::now() + delay);
+        if self.relock_timer.is_none() {
+            self.arm_relock(ctx, delay);
+        }
+        DeviceOutcome::Unlocked
+    }
+
+    fn arm_relock(&mut self, ctx: &mut Context<Self>, delay: Duration) {
         self.relock_timer = Some(ctx.run_later(delay, |act, ctx| {
             act.relock_timer = None;
-            act.relock(ctx, How::AutoRelock);
+            match act.relock_at {
+                Some(at) if at > Instant::now() => {
+                    let rest = at - Instant::now();
+                    act.arm_relock(ctx, rest);
+                }
+                Some(_) => {
+                    act.relock_at = None;
+                    act.relock(ctx, How::AutoRelock);
+                }
+                None => {}
+            }
         }));
-        DeviceOutcome::Unlocked
     }
 
     fn relock(&mut self, ctx: &mut Context<Self>, how: How) -> CommandResult {
@@ -129,7 +149,7 @@ impl Lock {
         if !self.core.actuation_allowed() {
             return CommandResult::LowBattery;
         }
-        schedule_battery(self, ctx);
+        battery_spent(self, ctx);
         if self.motor_blocks() {
             self.state = LockState::Jammed;
             self.core.emit(EventKind::MotorBlocked);
@@ -188,44 +208,80 @@ impl Actor for Lock {
     }
 }
 
-impl Handler<Present> for Lock {
-    type Result = ResponseActFuture<Self, Result<Presented, DeviceError>>;
+type LockFuture =
+    std::pin::Pin<Box<dyn ActorFuture<Lock, Output = Result<Presented, DeviceError>>>>;
 
-    fn handle(&mut self, msg: Present, _ctx: &mut Context<Self>) -> Self::Result {
+impl Handler<Present> for Lock {
+    type Result = ActorResponse<Self, Result<Presented, DeviceError>>;
+
+    fn handle(&mut self, msg: Present, ctx: &mut Context<Self>) -> Self::Result {
         if matches!(msg.credential, WireCredential::Qr(_)) {
-            return Box::pin(fut::ready(Err(DeviceError::NotAccepted {
+            return ActorResponse::reply(Err(DeviceError::NotAccepted {
                 device: "lock",
                 what: "QR codes",
-            })));
+            }));
         }
         let how = how_of(&msg.credential);
-        let is_ble_pass = matches!(msg.credential, WireCredential::Ble(_));
         let delay = match (&msg.credential, msg.human_timing) {
             (WireCredential::Pin(p), true) => typing_time(&mut self.core, p.len()),
             _ => Duration::ZERO,
         };
-        let local = self.connectivity == Connectivity::Ble;
-        Box::pin(wait(delay).into_actor(self).then(move |_, act, ctx| {
-            if is_ble_pass && local {
-                // The phone that brings the pass is a way to the cloud.
-                act.in_range();
-            }
-            let d = act.core.decide_start(msg.credential, msg.floor, local);
-            let fut: std::pin::Pin<Box<dyn ActorFuture<Self, Output = _>>> = match d {
-                Decide::Done(j) => {
-                    let out = act.finish(ctx, how, j, None, 0, true);
-                    Box::pin(fut::ready(Ok(out)))
-                }
-                ask => Box::pin(run_decide(ask, None).into_actor(act).map(
-                    move |(response, res, _), act, ctx| {
-                        let latency = res.as_ref().map_or(0, |c| c.latency_us);
-                        let j = act.core.judge(&res);
-                        Ok(act.finish(ctx, how, j, response, latency, false))
-                    },
-                )),
+        if delay.is_zero() {
+            // The load path: decided in this handler when the link answers
+            // at once.
+            return match self.begin(ctx, msg, how) {
+                Ok(out) => ActorResponse::reply(Ok(out)),
+                Err(ask) => ActorResponse::r#async(Self::ask_engine(ask, how)),
             };
-            fut
-        }))
+        }
+        ActorResponse::r#async(wait(delay).into_actor(self).then(
+            move |_, act, ctx| -> LockFuture {
+                match act.begin(ctx, msg, how) {
+                    Ok(out) => Box::pin(fut::ready(Ok(out))),
+                    Err(ask) => Box::pin(Self::ask_engine(ask, how)),
+                }
+            },
+        ))
+    }
+}
+
+impl Lock {
+    /// Decides a presentation now if it can (local cache, lockout, an
+    /// in-process engine); otherwise gives back the question to ask.
+    fn begin(
+        &mut self,
+        ctx: &mut Context<Self>,
+        msg: Present,
+        how: How,
+    ) -> Result<Presented, Decide> {
+        let local = self.connectivity == Connectivity::Ble;
+        if local && matches!(msg.credential, WireCredential::Ble(_)) {
+            // The phone that brings the pass is a way to the cloud.
+            self.in_range();
+        }
+        match self.core.decide_start(msg.credential, msg.floor, local) {
+            Decide::Done(j) => Ok(self.finish(ctx, how, j, None, 0, true)),
+            ask => {
+                let (response, res) = decide_now(ask)?;
+                let latency = res.as_ref().map_or(0, |c| c.latency_us);
+                let j = self.core.judge(&res);
+                Ok(self.finish(ctx, how, j, response, latency, false))
+            }
+        }
+    }
+
+    /// Asks the engine over a network transport, then finishes.
+    fn ask_engine(
+        ask: Decide,
+        how: How,
+    ) -> impl ActorFuture<Self, Output = Result<Presented, DeviceError>> {
+        fut::wrap_future::<_, Self>(run_decide(ask, None)).map(
+            move |(response, res, _), act, ctx| {
+                let latency = res.as_ref().map_or(0, |c| c.latency_us);
+                let j = act.core.judge(&res);
+                Ok(act.finish(ctx, how, j, response, latency, false))
+            },
+        )
     }
 }
 

@@ -269,6 +269,8 @@ pub struct Core {
     battery: Option<Battery>,
     battery_history: VecDeque<f64>,
     battery_timer: Option<SpawnHandle>,
+    /// When the battery timer fires (it re-plans then).
+    battery_due: Option<Instant>,
     trace: Option<Box<blake3::Hasher>>,
     pub checks: u64,
     pub granted: u64,
@@ -318,6 +320,7 @@ impl Core {
             battery,
             battery_history: VecDeque::new(),
             battery_timer: None,
+            battery_due: None,
             trace: params.trace.then(|| Box::new(blake3::Hasher::new())),
             checks: 0,
             granted: 0,
@@ -587,12 +590,19 @@ fn record_battery_day<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
     });
 }
 
-/// Re-plans the one battery timer: when the level will cross "low".
+/// The battery timer wakes at least this often, so that an actuation
+/// (which moves the "low" crossing earlier) needs no re-plan while the
+/// crossing is further away than this.
+const BATTERY_WAKE_MAX: Duration = Duration::from_secs(86_400);
+
+/// Re-plans the one battery timer: when the level will cross "low" (or a
+/// day from now, whichever comes first).
 pub fn schedule_battery<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
     let core = act.core();
     if let Some(h) = core.battery_timer.take() {
         ctx.cancel_future(h);
     }
+    core.battery_due = None;
     let Some(b) = core.battery.as_mut() else {
         return;
     };
@@ -610,10 +620,31 @@ pub fn schedule_battery<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
     }
     if let Some(wait) = b.time_to(p, p.low_pct) {
         // A little past the crossing, so the level is below it on waking.
-        let h = ctx.run_later(wait + Duration::from_millis(1), |act, ctx| {
-            schedule_battery(act, ctx)
-        });
+        let wait = (wait + Duration::from_millis(1)).min(BATTERY_WAKE_MAX);
+        core.battery_due = Some(Instant::now() + wait);
+        let h = ctx.run_later(wait, |act, ctx| schedule_battery(act, ctx));
         act.core().battery_timer = Some(h);
+    }
+}
+
+/// After a motor run: re-plans the battery timer only if the "low"
+/// crossing moved before the planned wake-up (the hot path of a load test
+/// keeps its timer).
+pub fn battery_spent<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
+    let core = act.core();
+    let Some(b) = core.battery.as_ref() else {
+        return;
+    };
+    if b.low_reported {
+        return;
+    }
+    let p = &core.params.battery;
+    let still_ahead = match (core.battery_due, b.time_to(p, p.low_pct)) {
+        (Some(due), Some(wait)) => Instant::now() + wait > due,
+        _ => false,
+    };
+    if !still_ahead {
+        schedule_battery(act, ctx);
     }
 }
 
@@ -767,6 +798,22 @@ pub async fn run_decide(
             let response = res.as_ref().ok().map(|c| c.response.clone());
             (response, res, false)
         }
+    }
+}
+
+/// What [`run_decide`] gives, without the "decided alone" flag.
+pub type Asked = (Option<AuthResponse>, Result<Checked, TransportError>);
+
+/// Answers a [`Decide::Ask`] at once where the link answers synchronously
+/// (the in-process transport): no future, no box, no task on the hot path.
+/// `Err` hands the decision back for [`run_decide`].
+pub fn decide_now(d: Decide) -> Result<Asked, Decide> {
+    match d {
+        Decide::Ask(Link::InProc(l), req) => {
+            let c = l.check(&req);
+            Ok((Some(c.response.clone()), Ok(c)))
+        }
+        other => Err(other),
     }
 }
 
