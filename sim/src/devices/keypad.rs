@@ -51,6 +51,7 @@ impl Keypad {
     /// Checks a completed entry (or card) as far as it can now: decided
     /// alone, or by an in-process engine. `Err`: the engine must be asked
     /// over the network.
+    #[allow(clippy::result_large_err)] // Err hands the undecided check back by value; boxing it would allocate on every check.
     fn decide(&mut self, credential: WireCredential) -> Result<Settled, (Decide, How)> {
         let how = how_of(&credential);
         let local = self.connectivity == Connectivity::Ble;

@@ -248,6 +248,7 @@ impl Handler<Present> for Lock {
 impl Lock {
     /// Decides a presentation now if it can (local cache, lockout, an
     /// in-process engine); otherwise gives back the question to ask.
+    #[allow(clippy::result_large_err)] // moved back by value; boxing would allocate per check
     fn begin(
         &mut self,
         ctx: &mut Context<Self>,

@@ -807,6 +807,7 @@ pub type Asked = (Option<AuthResponse>, Result<Checked, TransportError>);
 /// Answers a [`Decide::Ask`] at once where the link answers synchronously
 /// (the in-process transport): no future, no box, no task on the hot path.
 /// `Err` hands the decision back for [`run_decide`].
+#[allow(clippy::result_large_err)] // Err hands the undecided check back by value; boxing it would allocate on every check.
 pub fn decide_now(d: Decide) -> Result<Asked, Decide> {
     match d {
         Decide::Ask(Link::InProc(l), req) => {
