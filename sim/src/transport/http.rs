@@ -65,7 +65,7 @@ impl HttpTransport {
         let base = self.config.base_url.trim_end_matches('/');
         HttpLink {
             client: self.client.clone(),
-            url: format!("{base}/v1/devices/{}/validate", ep.device).into(),
+            url: format!("{base}/v1/devices/{}/validate", ep.device.0).into(),
             bearer: (self.secrets)(ep.device).into(),
             log: self.log.clone(),
             device: ep.device,
@@ -101,7 +101,11 @@ impl HttpLink {
             })?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(TransportError::Http(format!("status {status}")));
+            // The server's JSON error names the field and the rule: keep it
+            // (bounded) so the report's examples say why.
+            let body = resp.text().await.unwrap_or_default();
+            let body: String = body.chars().take(300).collect();
+            return Err(TransportError::Http(format!("status {status}: {body}")));
         }
         let response: AuthResponse = resp
             .json()
