@@ -15,7 +15,7 @@ use fleetsim::transport::{derived_secrets, DeviceSecrets, HttpConfig, HttpTransp
 use parking_lot::RwLock;
 use reference_server::domain::{Actor, DenyReason, FloorScope, HolderKind, Schedule};
 use reference_server::engine::{Command, Issue, Outcome, SecretSpec};
-use reference_server::protocol::{parse_device, AuthRequest, AuthResponse, WireCredential};
+use reference_server::protocol::{AuthRequest, AuthResponse, WireCredential};
 use reference_server::{Check, Engine};
 
 struct Server {
@@ -30,7 +30,8 @@ async fn validate(
     body: web::Json<AuthRequest>,
     s: web::Data<Server>,
 ) -> HttpResponse {
-    let Ok(device) = parse_device(&path) else {
+    // The reference server's route takes the numeric device id.
+    let Ok(device) = path.parse::<u32>().map(reference_server::domain::DeviceId) else {
         return HttpResponse::NotFound().finish();
     };
     let bearer = req
