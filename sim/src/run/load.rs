@@ -333,17 +333,36 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     // Device health at the end.
     let mut battery_min_pct: Option<f64> = None;
     let mut battery_low_events = 0u64;
+    let mut emitted = crate::transport::KindCounts::default();
     for d in ctx.fleet.devices() {
         if let Ok(snap) = d.addr.snapshot().await {
             if let Some(b) = snap.battery_pct {
                 battery_min_pct = Some(battery_min_pct.map_or(b, |m| m.min(b)));
             }
             battery_low_events += snap.emitted.get("battery_low");
+            emitted.merge(&snap.emitted);
             ctx.shared.borrow_mut().recorder.observe_device(
                 snap.kind,
                 snap.online,
                 snap.battery_pct,
             );
+        }
+    }
+    // Events emitted vs logged: in-process the engine side's log is the
+    // transport's; HTTP has no event route (the devices keep their events).
+    let logged = match ctx.fleet.transport() {
+        Transport::InProc(t) => Some(t.log().totals().per_kind),
+        _ => None,
+    };
+    {
+        let rec = &mut ctx.shared.borrow_mut().recorder;
+        for (i, name) in crate::transport::log::KIND_NAMES.iter().enumerate() {
+            if emitted.0[i] > 0 {
+                rec.events_emitted(name, emitted.0[i]);
+            }
+            if let Some(l) = logged.filter(|l| l.0[i] > 0) {
+                rec.events_logged(name, l.0[i]);
+            }
         }
     }
     if let Some(e) = exporter {

@@ -199,6 +199,10 @@ impl Verdicts {
 struct KeypadState {
     /// Unix seconds of wrong tries since the last success.
     wrong_s: Vec<i64>,
+    /// The lockout's end as the engine may have set it, in Unix seconds:
+    /// the engine stamped the locking try somewhere between its start and
+    /// its answer, so the end lies in `locked_from_s..=locked_until_s`.
+    locked_from_s: i64,
     locked_until_s: i64,
 }
 
@@ -341,6 +345,25 @@ impl Oracle {
         if a.kind == TruthKind::Pin && a.keypad && self.locked(a.device, now) {
             return Expected::Denied(R::LockedOut);
         }
+        self.expect_unlocked(a, now)
+    }
+
+    /// Whether the keypad of `a` may or may not be locked out for an
+    /// attempt the engine decided somewhere in `sent..=done`, given the
+    /// uncertain end of its lockout.
+    fn lock_uncertain(&self, a: &Attempt, sent: Timestamp, done: Timestamp) -> bool {
+        a.kind == TruthKind::Pin
+            && a.keypad
+            && self.keypads.get(&a.device).is_some_and(|k| {
+                k.locked_until_s != 0
+                    && done.as_second() >= k.locked_from_s
+                    && sent.as_second() < k.locked_until_s
+            })
+    }
+
+    /// What the rules say for `a` at `now` if its keypad is not locked out.
+    fn expect_unlocked(&self, a: &Attempt, now: Timestamp) -> Expected {
+        use DenyReason as R;
         let Some(id) = a.truth else {
             return Expected::Denied(match a.kind {
                 TruthKind::Pin => R::WrongPin,
@@ -374,7 +397,7 @@ impl Oracle {
         Expected::Granted
     }
 
-    fn record(&mut self, a: &Attempt, decided: Expected, now: Timestamp) {
+    fn record(&mut self, a: &Attempt, decided: Expected, sent: Timestamp, now: Timestamp) {
         if decided.granted() {
             if let Some(id) = a.truth {
                 *self.uses_total.entry(id).or_default() += 1;
@@ -394,6 +417,7 @@ impl Oracle {
                 let since = now_s - i64::from(policy.window_s);
                 k.wrong_s.retain(|&t| t > since);
                 if k.wrong_s.len() >= usize::from(policy.max_wrong.max(1)) {
+                    k.locked_from_s = sent.as_second() + i64::from(policy.lockout_s);
                     k.locked_until_s = now_s + i64::from(policy.lockout_s);
                     k.wrong_s.clear();
                     self.lockouts += 1;
@@ -410,7 +434,24 @@ impl Oracle {
         let at_end = self.expect(a, done);
         if at_start != at_end && (actual == at_start || actual == at_end) {
             self.verdicts.ambiguous += 1;
-            self.record(a, actual, done);
+            self.record(a, actual, sent, done);
+            return;
+        }
+        // At the end of a lockout whose exact end the oracle cannot know
+        // (the engine's clock read for the locking try), both "locked out"
+        // and the unlocked answer are right; the engine's answer then
+        // drives the oracle's state, so the two do not drift apart.
+        if self.lock_uncertain(a, sent, done)
+            && (actual == Expected::Denied(DenyReason::LockedOut)
+                || actual == self.expect_unlocked(a, done))
+        {
+            self.verdicts.ambiguous += 1;
+            if actual != Expected::Denied(DenyReason::LockedOut) {
+                if let Some(k) = self.keypads.get_mut(&a.device) {
+                    k.locked_until_s = 0;
+                }
+            }
+            self.record(a, actual, sent, done);
             return;
         }
         let expected = at_end;
@@ -449,7 +490,7 @@ impl Oracle {
             }
         }
         // The oracle's own expectation drives its state.
-        self.record(a, expected, done);
+        self.record(a, expected, sent, done);
     }
 
     /// Counts of truth entries per (kind, label), for the report.
@@ -578,5 +619,58 @@ mod tests {
         o.judge(&a, Expected::Granted, before, end);
         assert_eq!(o.verdicts.ambiguous, 1);
         assert_eq!(o.verdicts.false_accepts, 0);
+    }
+
+    #[test]
+    fn the_end_of_a_lockout_is_uncertain_by_the_locking_try_s_span() {
+        let mut o = Oracle::new();
+        let door = DoorId(1);
+        o.set_lockout(
+            door,
+            LockoutPolicy {
+                max_wrong: 2,
+                window_s: 60,
+                lockout_s: 30,
+            },
+        );
+        let id = o.add(Truth {
+            kind: TruthKind::Pin,
+            text: "5826".into(),
+            doors: vec![door],
+            validity: Validity::Always,
+            per_door_uses: None,
+            total_uses: None,
+            label: "member",
+        });
+        let attempt = |truth: Option<TruthId>| Attempt {
+            device: DeviceId(4),
+            door,
+            action: if truth.is_some() {
+                "pin_valid"
+            } else {
+                "pin_wrong"
+            },
+            kind: TruthKind::Pin,
+            truth,
+            keypad: true,
+        };
+        let t = |s: i64| Timestamp::from_second(s).unwrap();
+        let wrong = Expected::Denied(DenyReason::WrongPin);
+        o.judge(&attempt(None), wrong, t(100), t(100));
+        // The locking try was sent at 100 s and answered at 102 s: the
+        // engine's lockout ends somewhere in 130..=132.
+        o.judge(&attempt(None), wrong, t(100), t(102));
+        assert_eq!(o.lockouts, 1);
+        // Certainly locked before 130: a grant there is a false accept.
+        o.judge(&attempt(Some(id)), Expected::Granted, t(120), t(120));
+        assert_eq!(o.verdicts.false_accepts, 1);
+        // At 131 either answer is right, and the engine's grant ends the
+        // lockout in the oracle too: the next good PIN is a true grant.
+        o.judge(&attempt(Some(id)), Expected::Granted, t(131), t(131));
+        assert_eq!(o.verdicts.ambiguous, 1);
+        o.judge(&attempt(Some(id)), Expected::Granted, t(131), t(131));
+        assert_eq!(o.verdicts.true_grants, 1);
+        assert_eq!(o.verdicts.false_accepts, 1);
+        assert_eq!(o.verdicts.false_rejects, 0);
     }
 }
