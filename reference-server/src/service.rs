@@ -136,6 +136,9 @@ pub struct Service {
     device_secrets: RwLock<FxHashMap<DeviceId, [u8; 32]>>,
     sync_tx: broadcast::Sender<DeviceId>,
     command_sink: RwLock<Option<CommandSink>>,
+    /// Fault injection for load tests: every check waits this long before
+    /// the engine decides (a slow backend). Zero in production.
+    added_latency_us: std::sync::atomic::AtomicU64,
 }
 
 fn load_or_create_key(dir: &Path) -> Result<TokenKey, StoreError> {
@@ -223,6 +226,7 @@ impl Service {
             device_secrets: RwLock::new(device_secrets),
             sync_tx,
             command_sink: RwLock::new(None),
+            added_latency_us: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -244,6 +248,15 @@ impl Service {
         self.engine.read()
     }
 
+    /// Makes every later check wait `latency` before the engine decides, as
+    /// a slow or distant backend would (fleetsim's `engine_added_latency`
+    /// fault). The wait holds no lock, so checks still overlap.
+    pub fn set_added_latency(&self, latency: std::time::Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.added_latency_us
+            .store(us, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// One credential check: engine decision, durable use before a grant of a
     /// use-limited credential is answered, activity entry, metrics.
     pub async fn check(
@@ -252,6 +265,12 @@ impl Service {
         req: &protocol::AuthRequest,
         transport: Transport,
     ) -> protocol::AuthResponse {
+        let added_us = self
+            .added_latency_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if added_us > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(added_us)).await;
+        }
         let now = self.now();
         let presented = match req.credential.to_presented() {
             Ok(p) => p,

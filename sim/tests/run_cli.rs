@@ -324,3 +324,69 @@ fn an_external_http_target_is_a_run_error_that_says_why() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("--target"), "{err}");
 }
+
+/// `virtual-mini` with `engine_added_latency = latency`, on `clock`.
+fn with_added_latency(dir: &Path, latency: &str, clock: &str) -> PathBuf {
+    let mini = std::fs::read_to_string(virtual_mini())
+        .unwrap()
+        .replace("clock = \"virtual\"", &format!("clock = \"{clock}\""));
+    let file = dir.join("slow-engine.toml");
+    std::fs::write(
+        &file,
+        format!("{mini}\n[faults]\nengine_added_latency = \"{latency}\"\n"),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn engine_added_latency_delays_every_answer_in_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = with_added_latency(tmp.path(), "40ms", "virtual");
+    let dir = tmp.path().join("out");
+    let (code, out, err) = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--duration",
+        "2m",
+        "--report-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let r = report(&dir);
+    // Virtual time: the added wait is exact. Grants all come from the
+    // engine (a locked-out keypad denies on its own, without asking).
+    for op in ["pin_check", "qr_check", "card_check"] {
+        let g = &r["operations"][op]["by_outcome"]["granted"];
+        assert!(g["count"].as_u64().unwrap() > 0, "{op}: {g}");
+        assert!(g["min_us"].as_u64().unwrap() >= 40_000, "{op}: {g}");
+    }
+    let d = &r["decisions"]["counts"];
+    assert_eq!(d["false_accepts"], 0, "{d}");
+    assert_eq!(d["false_rejects"], 0, "{d}");
+    assert_eq!(r["scenario"]["faults"]["engine_added_latency_ms"], 40);
+}
+
+#[test]
+fn engine_added_latency_delays_every_answer_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = with_added_latency(tmp.path(), "30ms", "real");
+    let dir = tmp.path().join("out");
+    let (code, out, err) = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--transport",
+        "http",
+        "--duration",
+        "4s",
+        "--report-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let r = report(&dir);
+    // The server waits before deciding: no answer can come sooner.
+    let g = &r["operations"]["pin_check"]["by_outcome"]["granted"];
+    assert!(g["count"].as_u64().unwrap() > 0, "{g}");
+    assert!(g["min_us"].as_u64().unwrap() >= 30_000, "{g}");
+    assert_eq!(r["decisions"]["counts"]["false_accepts"], 0);
+}

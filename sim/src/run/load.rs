@@ -174,8 +174,15 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     };
     let transport = match &remote {
         Some(r) => r.transport(seed)?,
-        None => Transport::InProc(InProcTransport::new(engine.clone(), clock)),
+        None => Transport::InProc(
+            InProcTransport::new(engine.clone(), clock)
+                .with_added_latency(s.faults.engine_added_latency),
+        ),
     };
+    // The fault slows the engine itself: over HTTP and MQTT the server.
+    if let Some(r) = &remote {
+        r.service.set_added_latency(s.faults.engine_added_latency);
+    }
     let spec = FleetSpec::new(seed).params(device_params(s));
     let mut mine = prov.fleet.clone();
     let keep: Vec<bool> = prov

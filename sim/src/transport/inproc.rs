@@ -33,6 +33,9 @@ struct Inner {
     inboxes: Mutex<FxHashMap<DeviceId, (Connectivity, Recipient<Inbound>)>>,
     /// Pushes a full mailbox refused (the device gets them on the next push).
     pushes_dropped: AtomicU64,
+    /// The `engine_added_latency` fault: every check waits this long before
+    /// the engine decides. Zero keeps checks synchronous (the hot path).
+    added_latency: std::time::Duration,
 }
 
 impl InProcTransport {
@@ -46,8 +49,18 @@ impl InProcTransport {
                 log: Arc::new(EventLog::new()),
                 inboxes: Mutex::new(FxHashMap::default()),
                 pushes_dropped: AtomicU64::new(0),
+                added_latency: std::time::Duration::ZERO,
             }),
         }
+    }
+
+    /// The same transport whose engine answers `latency` late (a slow
+    /// backend). Set before any device links.
+    pub fn with_added_latency(mut self, latency: std::time::Duration) -> InProcTransport {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.added_latency = latency;
+        }
+        self
     }
 
     pub fn engine(&self) -> &Arc<RwLock<Engine>> {
@@ -166,6 +179,22 @@ pub struct InProcLink {
 }
 
 impl InProcLink {
+    /// How long the engine waits before deciding (the fault); zero: the
+    /// check can be answered synchronously.
+    pub fn added_latency(&self) -> std::time::Duration {
+        self.inner.added_latency
+    }
+
+    /// [`check`](Self::check) after the added latency, which counts in the
+    /// transport's latency.
+    pub async fn check_late(&self, req: &AuthRequest) -> Checked {
+        let t0 = Instant::now();
+        tokio::time::sleep(self.inner.added_latency).await;
+        let mut c = self.check(req);
+        c.latency_us = t0.elapsed().as_micros() as u64;
+        c
+    }
+
     pub fn check(&self, req: &AuthRequest) -> Checked {
         let t0 = Instant::now();
         let response = match req.credential.to_presented() {
