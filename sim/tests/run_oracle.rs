@@ -180,3 +180,114 @@ fn the_oracle_models_keypad_lockout_with_the_sites_policy() {
     );
     assert_eq!(p.oracle.verdicts.true_denials, 6);
 }
+
+const STAYS: &str = r#"
+name = "stays-dst"
+description = "guest stays across the EU clock change"
+clock = "virtual"
+start_at = "2026-03-26T00:00"
+
+[fleet]
+sites = 2
+timezone = "Europe/Berlin"
+
+[[fleet.devices]]
+kind = "lock"
+model = "wifi"
+per_site = 1
+with = ["keypad"]
+guest = { prevent_access_until_checked_in = true, revoke_access_on_check_out = true }
+
+[[fleet.devices]]
+kind = "lock"
+model = "wifi"
+per_site = 1
+with = ["keypad"]
+
+[credentials]
+pins_per_door = 3
+mix = { stay = 1.0 }
+
+[credentials.stays]
+nights = 2
+check_in = "15:00"
+check_out = "11:00"
+
+[[phases]]
+name = "p"
+duration = "6d"
+arrivals = "1/h"
+
+[actions]
+pin_valid = 1.0
+"#;
+
+#[test]
+fn guest_stays_keep_local_times_across_the_clock_change_and_the_engine_agrees() {
+    let s = fleetsim::scenario::parse(STAYS, "stays-dst.toml").unwrap();
+    let mut engine = Engine::new(EngineConfig {
+        token_key: TokenKey::from_bytes([3; 32]),
+        seed: 5,
+    });
+    let now = provision::start_time(&s);
+    let p = provision::provision(&mut engine, &s, 5, now).unwrap();
+    // The keypads store their codes (as a sync would).
+    for door in &p.doors {
+        let keypad = door.plan.keypad.unwrap();
+        let batch = engine.pending_sync(keypad).unwrap();
+        let results = batch
+            .set
+            .iter()
+            .map(|(credential, _)| reference_server::engine::SyncResult {
+                credential: *credential,
+                failure: None,
+            })
+            .collect();
+        let ack = Command::SyncAck {
+            device: keypad,
+            results,
+        };
+        engine.apply(&Actor::System, ack, now).unwrap();
+    }
+    let tz = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+    assert!(p.stays.len() >= 2 * 2 * 3 * 3, "{} stays", p.stays.len());
+    let mut across_dst = 0;
+    for st in &p.stays {
+        // 15:00 and 11:00 local, summer time or not (29 March 2026).
+        let (i, o) = (tz.to_datetime(st.check_in), tz.to_datetime(st.check_out));
+        assert_eq!((i.hour(), i.minute()), (15, 0));
+        assert_eq!((o.hour(), o.minute()), (11, 0));
+        let offsets = (tz.to_offset(st.check_in), tz.to_offset(st.check_out));
+        across_dst += usize::from(offsets.0 != offsets.1);
+        let door = &p.doors[st.door];
+        let keypad = door.plan.keypad.unwrap();
+        let pin = p.oracle.truth(st.truth).text.clone();
+        let hour = jiff::SignedDuration::from_hours(1);
+        for at in [
+            st.check_in - hour,
+            st.check_in,
+            st.check_out - hour,
+            st.check_out,
+        ] {
+            let attempt = Attempt {
+                device: keypad,
+                door: door.door,
+                action: "pin_valid",
+                kind: TruthKind::Pin,
+                truth: Some(st.truth),
+                keypad: true,
+            };
+            // A stay that began before provisioning was checked in then.
+            if st.checked_in && at < now {
+                continue;
+            }
+            assert_eq!(
+                decide(&engine, keypad, &pin, at),
+                p.oracle.expect(&attempt, at),
+                "stay {:?} at {at}",
+                st.stay
+            );
+        }
+    }
+    assert!(across_dst > 0, "no stay spans the clock change");
+}

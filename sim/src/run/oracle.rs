@@ -41,6 +41,16 @@ pub enum Validity {
         /// Optional validity range around the weekly pattern.
         bounds: Option<(Timestamp, Timestamp)>,
     },
+    /// A guest stay, with the lock's guest settings. The engine opens the
+    /// stay at `check_in` or when the host checks the guest in, whichever
+    /// comes first, and closes it likewise at `check_out`; the oracle keeps
+    /// the earlier instant in each (see [`Oracle::stay_event`]).
+    Stay {
+        check_in: Timestamp,
+        check_out: Timestamp,
+        prevent_until_checked_in: bool,
+        revoke_on_check_out: bool,
+    },
 }
 
 impl Validity {
@@ -87,8 +97,45 @@ impl Validity {
                     Err(DenyReason::OutsideSchedule)
                 }
             }
+            Validity::Stay {
+                check_in,
+                check_out,
+                prevent_until_checked_in,
+                revoke_on_check_out,
+            } => {
+                // The engine's order: a checked-out guest is told so even
+                // if the stay had never started.
+                if *revoke_on_check_out && now >= *check_out {
+                    Err(DenyReason::CheckedOut)
+                } else if *prevent_until_checked_in && now < *check_in {
+                    Err(DenyReason::NotCheckedIn)
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
+
+    /// Is `now` inside the stay (always true for other validities)? A
+    /// guest with a lenient lock can open outside the stay, but only an
+    /// early or late guest tries to.
+    pub fn in_stay(&self, now: Timestamp) -> bool {
+        match self {
+            Validity::Stay {
+                check_in,
+                check_out,
+                ..
+            } => *check_in <= now && now < *check_out,
+            _ => true,
+        }
+    }
+}
+
+/// A check-in or check-out the host made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StayEvent {
+    CheckIn,
+    CheckOut,
 }
 
 /// What kind of secret a truth entry is.
@@ -221,6 +268,8 @@ pub struct Oracle {
     extra_qr: FxHashMap<DoorId, Vec<TruthId>>,
     pub verdicts: Verdicts,
     pub lockouts: u64,
+    /// True denials per expected reason (`not_checked_in`, ...).
+    pub denials: BTreeMap<String, u64>,
     pub false_accept_examples: Vec<Example>,
     pub false_reject_examples: Vec<Example>,
     pub reason_mismatch_examples: Vec<Example>,
@@ -245,6 +294,7 @@ impl Oracle {
             extra_qr: FxHashMap::default(),
             verdicts: Verdicts::default(),
             lockouts: 0,
+            denials: BTreeMap::new(),
             false_accept_examples: Vec::new(),
             false_reject_examples: Vec::new(),
             reason_mismatch_examples: Vec::new(),
@@ -276,6 +326,24 @@ impl Oracle {
 
     pub fn is_empty(&self) -> bool {
         self.truths.is_empty()
+    }
+
+    /// The host checked the guest of stay truth `id` in or out at `at`:
+    /// the engine then opens (closes) the stay from `at` if that is before
+    /// the booked time.
+    pub fn stay_event(&mut self, id: TruthId, event: StayEvent, at: Timestamp) {
+        if let Validity::Stay {
+            check_in,
+            check_out,
+            ..
+        } = &mut self.truths[id].validity
+        {
+            let t = match event {
+                StayEvent::CheckIn => check_in,
+                StayEvent::CheckOut => check_out,
+            };
+            *t = (*t).min(at);
+        }
     }
 
     /// Is `text` a PIN of `door` in the truth table?
@@ -466,6 +534,7 @@ impl Oracle {
             (Expected::Granted, Expected::Granted) => self.verdicts.true_grants += 1,
             (Expected::Denied(e), Expected::Denied(g)) => {
                 self.verdicts.true_denials += 1;
+                *self.denials.entry(e.as_str().to_string()).or_default() += 1;
                 if e != g {
                     self.verdicts.reason_mismatches += 1;
                     if self.reason_mismatch_examples.len() < MAX_EXAMPLES {
@@ -672,5 +741,107 @@ mod tests {
         assert_eq!(o.verdicts.true_grants, 1);
         assert_eq!(o.verdicts.false_accepts, 1);
         assert_eq!(o.verdicts.false_rejects, 0);
+    }
+
+    fn stay(prevent: bool, revoke: bool) -> Validity {
+        Validity::Stay {
+            check_in: Timestamp::from_second(1_000).unwrap(),
+            check_out: Timestamp::from_second(2_000).unwrap(),
+            prevent_until_checked_in: prevent,
+            revoke_on_check_out: revoke,
+        }
+    }
+
+    #[test]
+    fn a_stay_follows_the_lock_s_guest_settings() {
+        let t = |s: i64| Timestamp::from_second(s).unwrap();
+        let (before, inside, after) = (t(999), t(1_500), t(2_000));
+        let strict = stay(true, true);
+        assert_eq!(strict.check(before), Err(DenyReason::NotCheckedIn));
+        assert_eq!(strict.check(t(1_000)), Ok(()), "check-in is inclusive");
+        assert_eq!(strict.check(inside), Ok(()));
+        assert_eq!(strict.check(after), Err(DenyReason::CheckedOut));
+        // Each setting off: that side of the stay opens.
+        let open_early = stay(false, true);
+        assert_eq!(open_early.check(before), Ok(()));
+        assert_eq!(open_early.check(after), Err(DenyReason::CheckedOut));
+        let keeps = stay(true, false);
+        assert_eq!(keeps.check(before), Err(DenyReason::NotCheckedIn));
+        assert_eq!(keeps.check(after), Ok(()));
+        let lenient = stay(false, false);
+        for now in [before, inside, after] {
+            assert_eq!(lenient.check(now), Ok(()));
+        }
+        // Only the stay itself counts as "in the stay", whatever the lock.
+        assert!(!lenient.in_stay(before) && lenient.in_stay(inside) && !lenient.in_stay(after));
+    }
+
+    #[test]
+    fn an_early_check_in_or_out_by_the_host_moves_the_stay_s_edge() {
+        let mut o = Oracle::new();
+        let id = o.add(Truth {
+            kind: TruthKind::Pin,
+            text: "5826".into(),
+            doors: vec![DoorId(1)],
+            validity: stay(true, true),
+            per_door_uses: None,
+            total_uses: None,
+            label: "stay",
+        });
+        let t = |s: i64| Timestamp::from_second(s).unwrap();
+        o.stay_event(id, StayEvent::CheckIn, t(900));
+        assert_eq!(o.truth(id).validity.check(t(950)), Ok(()));
+        // A check-in at the booked time or later changes nothing.
+        o.stay_event(id, StayEvent::CheckIn, t(1_200));
+        assert_eq!(o.truth(id).validity.check(t(950)), Ok(()));
+        o.stay_event(id, StayEvent::CheckOut, t(1_800));
+        assert_eq!(
+            o.truth(id).validity.check(t(1_900)),
+            Err(DenyReason::CheckedOut)
+        );
+    }
+
+    #[test]
+    fn stay_denials_are_judged_and_counted_by_reason_and_the_edge_is_ambiguous() {
+        let mut o = Oracle::new();
+        let door = DoorId(1);
+        let id = o.add(Truth {
+            kind: TruthKind::Pin,
+            text: "5826".into(),
+            doors: vec![door],
+            validity: stay(true, true),
+            per_door_uses: None,
+            total_uses: None,
+            label: "stay",
+        });
+        let a = Attempt {
+            device: DeviceId(2),
+            door,
+            action: "stay_early",
+            kind: TruthKind::Pin,
+            truth: Some(id),
+            keypad: true,
+        };
+        let t = |s: i64| Timestamp::from_second(s).unwrap();
+        let not_in = Expected::Denied(DenyReason::NotCheckedIn);
+        let out = Expected::Denied(DenyReason::CheckedOut);
+        o.judge(&a, not_in, t(500), t(500));
+        o.judge(&a, out, t(2_500), t(2_500));
+        // Granted before check-in, or to a checked-out guest: false accepts.
+        o.judge(&a, Expected::Granted, t(500), t(500));
+        o.judge(&a, Expected::Granted, t(2_500), t(2_500));
+        // Refused inside the stay: a false reject.
+        o.judge(&a, not_in, t(1_500), t(1_500));
+        // The check-in instant inside the attempt: either answer is right.
+        o.judge(&a, Expected::Granted, t(999), t(1_001));
+        o.judge(&a, not_in, t(999), t(1_001));
+        let v = &o.verdicts;
+        assert_eq!(
+            (v.true_denials, v.false_accepts, v.false_rejects),
+            (2, 2, 1)
+        );
+        assert_eq!(v.ambiguous, 2);
+        assert_eq!(o.denials.get("not_checked_in"), Some(&1));
+        assert_eq!(o.denials.get("checked_out"), Some(&1));
     }
 }

@@ -14,17 +14,25 @@ use jiff::{SignedDuration, Timestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use reference_server::domain::{
-    Actor, Connectivity, CredentialId, DeviceId, DeviceKind, DoorId, FloorScope, HolderId,
-    HolderKind, OrgId, Pin, Repeat, Schedule, SiteId, SiteSettings, Weekdays,
+    Actor, Connectivity, CredentialId, DeviceId, DeviceKind, DoorId, FloorScope, GuestSettings,
+    HolderId, HolderKind, OrgId, Origin, Pin, Repeat, Schedule, SiteId, SiteSettings, StayId,
+    Weekdays,
 };
 use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec};
 use reference_server::{Engine, EngineError};
 use rustc_hash::FxHashSet;
 
-use super::oracle::{Oracle, Truth, TruthKind, Validity};
+use super::oracle::{Oracle, Truth, TruthId, TruthKind, Validity};
 use crate::clock::stream_rng;
 use crate::devices::fleet::{DoorKit, DoorPlan, Provisioned};
-use crate::scenario::{DeviceGroup, Scenario};
+use crate::scenario::{DeviceGroup, Scenario, Stays};
+
+/// Seeded stream of a site's guest stays (offsets, PINs, early and late
+/// guests), apart from the site's other secrets.
+const STAY_STREAM: u64 = 0x57A7_0000;
+/// How far from check-in (check-out) an early (late) guest may try when
+/// the turnover day leaves no gap between the two times.
+const DEFAULT_TURNOVER_S: i64 = 3_600;
 
 /// A door as the load generator sees it.
 #[derive(Clone, Debug)]
@@ -43,11 +51,29 @@ pub struct DoorInfo {
     pub qr: Vec<usize>,
 }
 
+/// One guest stay of the run: the host checks the guest in and out at
+/// the booked times, and some guests try their PIN early or late.
+#[derive(Clone, Debug)]
+pub struct StayPlan {
+    pub stay: StayId,
+    /// Index into [`Provisioning::doors`].
+    pub door: usize,
+    pub truth: TruthId,
+    pub check_in: Timestamp,
+    pub check_out: Timestamp,
+    /// The stay had begun at provisioning: the guest is checked in.
+    pub checked_in: bool,
+    pub early_try: Option<Timestamp>,
+    pub late_try: Option<Timestamp>,
+}
+
 /// What provisioning produced.
 pub struct Provisioning {
     pub fleet: Provisioned,
     pub doors: Vec<DoorInfo>,
     pub oracle: Oracle,
+    /// Guest stays in time order per door chain.
+    pub stays: Vec<StayPlan>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +115,22 @@ impl<'e> Book<'e> {
     /// `keep_log`).
     pub fn take_log(&mut self) -> Vec<(Command, Outcome)> {
         self.log.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The host checks a guest in or out (a property-management system
+    /// does it at the booked times).
+    pub fn stay_event(
+        &mut self,
+        stay: StayId,
+        check_in: bool,
+        now: Timestamp,
+    ) -> Result<(), ProvisionError> {
+        let cmd = if check_in {
+            Command::CheckIn { stay }
+        } else {
+            Command::CheckOut { stay }
+        };
+        self.apply(cmd, now).map(|_| ())
     }
 }
 
@@ -187,6 +229,150 @@ impl Ctx<'_, '_> {
     }
 }
 
+/// One door's chain of consecutive guest stays over the run's span.
+struct StayChain<'a> {
+    stays: &'a Stays,
+    tz: &'a TimeZone,
+    guest: GuestSettings,
+    /// The run's span.
+    span: (Timestamp, Timestamp),
+    door: DoorId,
+    door_index: usize,
+}
+
+impl StayChain<'_> {
+    fn at(
+        &self,
+        day: jiff::civil::Date,
+        t: jiff::civil::Time,
+    ) -> Result<Timestamp, ProvisionError> {
+        // Local wall time in the site's zone: a check-in on the day the
+        // clocks change is still at 15:00 local.
+        self.tz
+            .to_timestamp(day.to_datetime(t))
+            .map_err(|e| ProvisionError::Unsupported(format!("a stay's time: {e}")))
+    }
+
+    /// How long the host's turnover on `day` lasts (check-out to check-in).
+    fn turnover(&self, day: jiff::civil::Date) -> Result<SignedDuration, ProvisionError> {
+        let gap = self.at(day, self.stays.check_in)? - self.at(day, self.stays.check_out)?;
+        let gap = SignedDuration::try_from(gap).unwrap_or(SignedDuration::ZERO);
+        Ok(if gap.is_positive() {
+            gap
+        } else {
+            SignedDuration::from_secs(DEFAULT_TURNOVER_S)
+        })
+    }
+
+    /// Creates the chain's guests, stays and PINs (the first guest gets
+    /// `first_pin`); the guests whose stay had begun are checked in.
+    #[allow(clippy::too_many_arguments)] // the door loop's state, borrowed once
+    fn provision(
+        &self,
+        cx: &mut Ctx<'_, '_>,
+        rng: &mut ChaCha8Rng,
+        first_pin: String,
+        taken: &mut FxHashSet<String>,
+        oracle: &mut Oracle,
+        pins: &mut Vec<TruthId>,
+        plans: &mut Vec<StayPlan>,
+    ) -> Result<(), ProvisionError> {
+        let (start, end) = self.span;
+        let nights = i64::from(self.stays.nights.max(1));
+        let days = |n: i64| jiff::Span::new().days(n);
+        let bad = |e: jiff::Error| ProvisionError::Unsupported(format!("a stay's date: {e}"));
+        // Chains start at a seeded day, so turnovers spread over the week;
+        // the first guest may be mid-stay when the run starts.
+        let offset = rng.random_range(0..nights);
+        let mut day = self
+            .tz
+            .to_datetime(start)
+            .date()
+            .checked_sub(days(offset + nights))
+            .map_err(bad)?;
+        let mut pin = Some(first_pin);
+        loop {
+            let out_day = day.checked_add(days(nights)).map_err(bad)?;
+            let check_in = self.at(day, self.stays.check_in)?;
+            let check_out = self.at(out_day, self.stays.check_out)?;
+            if check_in >= end {
+                return Ok(());
+            }
+            let early = rng.random::<f64>() < self.stays.early_arrival_share;
+            let late = rng.random::<f64>() < self.stays.late_departure_share;
+            let (u_early, u_late) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+            if check_out <= start {
+                day = out_day;
+                continue;
+            }
+            let text = match pin.take() {
+                Some(t) => t,
+                None => {
+                    let t = draw_pin(rng, 4, taken);
+                    taken.insert(t.clone());
+                    t
+                }
+            };
+            let holder = cx.holder(HolderKind::Guest, format!("Guest {}", plans.len() + 1))?;
+            let stay = id_of!(
+                apply(
+                    cx.engine,
+                    Command::CreateStay {
+                        holder,
+                        check_in_at: check_in,
+                        check_out_at: check_out,
+                    },
+                    cx.now,
+                )?,
+                Stay
+            );
+            let parsed = Pin::parse(&text)
+                .map_err(|e| ProvisionError::Unsupported(format!("a guest PIN: {e}")))?;
+            // Guest PINs are random, as the system generates them.
+            let secret = SecretSpec::Pin {
+                pin: PinSpec::Resolved {
+                    pin: parsed,
+                    origin: Origin::Automatic,
+                },
+            };
+            cx.issue(holder, secret, Schedule::Stay { stay }, self.door)?;
+            let checked_in = check_in <= start;
+            if checked_in {
+                cx.engine.stay_event(stay, true, cx.now)?;
+            }
+            let truth = oracle.add(Truth {
+                kind: TruthKind::Pin,
+                text,
+                doors: vec![self.door],
+                validity: Validity::Stay {
+                    check_in,
+                    check_out,
+                    prevent_until_checked_in: self.guest.prevent_access_until_checked_in,
+                    revoke_on_check_out: self.guest.revoke_access_on_check_out,
+                },
+                per_door_uses: None,
+                total_uses: None,
+                label: "stay",
+            });
+            pins.push(truth);
+            let within =
+                |gap: SignedDuration, u: f64| SignedDuration::from_secs_f64(gap.as_secs_f64() * u);
+            let (before, after) = (self.turnover(day)?, self.turnover(out_day)?);
+            plans.push(StayPlan {
+                stay,
+                door: self.door_index,
+                truth,
+                check_in,
+                check_out,
+                checked_in,
+                early_try: early.then(|| check_in - within(before, u_early)),
+                late_try: late.then(|| check_out + within(after, u_late)),
+            });
+            day = out_day;
+        }
+    }
+}
+
 /// Issues a visitor QR key for `door` valid from `now` as the scenario's
 /// `[credentials.visitor]` says; returns its truth id.
 pub fn issue_qr(
@@ -263,11 +449,6 @@ pub fn provision_into(
     seed: u64,
     now: Timestamp,
 ) -> Result<Provisioning, ProvisionError> {
-    if s.credentials.mix.stay > 0.0 {
-        return Err(ProvisionError::Unsupported(
-            "stay PINs (credentials.mix.stay) are not simulated yet".into(),
-        ));
-    }
     let owner = id_of!(
         apply(
             engine,
@@ -302,7 +483,15 @@ pub fn provision_into(
         },
         doors: Vec::new(),
         oracle: Oracle::new(),
+        stays: Vec::new(),
     };
+    let span = (
+        now,
+        now.checked_add(
+            SignedDuration::try_from(s.total_duration()).unwrap_or(SignedDuration::MAX),
+        )
+        .unwrap_or(Timestamp::MAX),
+    );
     let settings = SiteSettings {
         six_digit_pins: s.fleet.six_digit_pins,
         custom_pins: s.fleet.custom_pins,
@@ -312,6 +501,7 @@ pub fn provision_into(
     for site_index in 0..s.fleet.sites {
         // One RNG per site: a site's secrets do not depend on the others.
         let mut rng = stream_rng(seed, 0x5173_0000 + u64::from(site_index));
+        let mut stay_rng = stream_rng(seed, STAY_STREAM + u64::from(site_index));
         let tz_name = s.fleet.time_zone_of(site_index).to_string();
         let tz = TimeZone::get(&tz_name).unwrap_or(TimeZone::UTC);
         let site: SiteId = id_of!(
@@ -438,6 +628,34 @@ pub fn provision_into(
                     let expired = n >= c.pins_per_door;
                     let r: f64 = rng.random();
                     let m = c.mix;
+                    if !expired
+                        && m.stay > 0.0
+                        && r >= m.permanent + m.temporary + m.recurring + m.delivery
+                    {
+                        // A guest code slot: consecutive reservations.
+                        let chain = StayChain {
+                            stays: &c.stays,
+                            tz: &tz,
+                            guest: if plan.lock.is_some() {
+                                g.behaviour.guest
+                            } else {
+                                GuestSettings::default()
+                            },
+                            span,
+                            door,
+                            door_index: out.doors.len(),
+                        };
+                        chain.provision(
+                            &mut cx,
+                            &mut stay_rng,
+                            text,
+                            &mut taken,
+                            &mut out.oracle,
+                            &mut info.pins,
+                            &mut out.stays,
+                        )?;
+                        continue;
+                    }
                     let (label, schedule, validity, total_uses) = if expired {
                         let (start, end) = (
                             now - SignedDuration::from_hours(48),

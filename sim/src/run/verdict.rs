@@ -264,6 +264,9 @@ pub fn merge_dirs(
 fn add_oracle(dst: &mut OracleFile, o: &OracleFile) {
     dst.oracle.verdicts.add(&o.oracle.verdicts);
     dst.oracle.lockouts += o.oracle.lockouts;
+    for (k, v) in &o.oracle.denials {
+        *dst.oracle.denials.entry(k.clone()).or_default() += v;
+    }
     // Every shard provisions the whole fleet: one census is the truth.
     if dst.oracle.truth_table.is_empty() {
         dst.oracle.truth_table = o.oracle.truth_table.clone();

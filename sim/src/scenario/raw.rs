@@ -242,8 +242,8 @@ text_type!(
     /// "15:00".
     TimeOfDayText,
     format::TIME_OF_DAY,
-    r"^\d{1,2}:\d{2}$",
-    "A time of day on the 24-hour clock, e.g. '15:00'.",
+    r"^\d{1,2}:\d{2}(:\d{2})?$",
+    "A time of day on the 24-hour clock, e.g. '15:00' (seconds optional: '15:00:30').",
     "15:00"
 );
 text_type!(

@@ -118,17 +118,28 @@ pub fn parse_rate(text: &str) -> Result<f64, UnitError> {
     Ok(per_s)
 }
 
-/// Parses "15:00" or "07:30" (24-hour clock).
+/// Parses "15:00" or "07:30" (24-hour clock), optionally with seconds
+/// ("15:00:30": a short real-time run can place a check-in inside it).
 pub fn parse_time_of_day(text: &str) -> Result<Time, UnitError> {
     let s = text.trim();
     let bad = || err(format!("`{text}` is not a time of day"), TIME_HINT);
-    let (h, m) = s.split_once(':').ok_or_else(bad)?;
+    let (h, rest) = s.split_once(':').ok_or_else(bad)?;
+    let (m, sec) = match rest.split_once(':') {
+        Some((m, sec)) if sec.len() == 2 => (m, sec),
+        Some(_) => return Err(bad()),
+        None => (rest, "00"),
+    };
     if h.is_empty() || h.len() > 2 || m.len() != 2 {
         return Err(bad());
     }
-    let h: i8 = h.parse().map_err(|_| bad())?;
-    let m: i8 = m.parse().map_err(|_| bad())?;
-    Time::new(h, m, 0, 0).map_err(|_| bad())
+    let num = |t: &str| -> Result<i8, UnitError> {
+        if t.bytes().all(|b| b.is_ascii_digit()) {
+            t.parse().map_err(|_| bad())
+        } else {
+            Err(bad())
+        }
+    };
+    Time::new(num(h)?, num(m)?, num(sec)?, 0).map_err(|_| bad())
 }
 
 /// Parses "08:00-18:00" into (start, end); `end <= start` crosses midnight.
@@ -211,7 +222,13 @@ mod tests {
     fn times_and_windows() {
         assert_eq!(parse_time_of_day("15:00"), Ok(Time::constant(15, 0, 0, 0)));
         assert_eq!(parse_time_of_day("7:05"), Ok(Time::constant(7, 5, 0, 0)));
-        for bad in ["25:00", "15", "15:0", "3pm", "15:60"] {
+        assert_eq!(
+            parse_time_of_day("15:00:30"),
+            Ok(Time::constant(15, 0, 30, 0))
+        );
+        for bad in [
+            "25:00", "15", "15:0", "3pm", "15:60", "15:00:6", "15:00:60", "+1:00",
+        ] {
             assert!(parse_time_of_day(bad).is_err(), "{bad}");
         }
         let (a, b) = parse_window("22:00-06:00").unwrap();
