@@ -43,6 +43,8 @@ mod codes;
 const SYNC_WAIT_S: u64 = 120;
 /// Longest the run waits for attempts still running after the last phase.
 const DRAIN_WAIT_S: u64 = 60;
+/// Longest the run waits for code actions after the attempts drained.
+const CODE_DRAIN_WAIT_S: u64 = 5;
 /// How often the progress line is printed (real clock).
 const PROGRESS_EVERY_S: u64 = 5;
 
@@ -324,19 +326,18 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     }
     // Attempts still running finish and count.
     let drain_until = Instant::now() + Duration::from_secs(DRAIN_WAIT_S);
-    let busy = |ctx: &Ctx| {
-        let sh = ctx.shared.borrow();
-        sh.in_flight > 0 || sh.code_in_flight > 0
-    };
-    while busy(&ctx) && Instant::now() < drain_until {
+    while ctx.shared.borrow().in_flight > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Code actions still waiting end now (counted as unfinished); each
+    // Code actions get a short grace (a Bluetooth door may wait hours for
+    // a phone); those still waiting then end, counted as unfinished. Each
     // looks at the flag within one poll.
-    ctx.shared.borrow_mut().stopping = true;
-    let stop_until = Instant::now() + Duration::from_secs(DRAIN_WAIT_S);
-    while ctx.shared.borrow().code_in_flight > 0 && Instant::now() < stop_until {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    for stop in [false, true] {
+        ctx.shared.borrow_mut().stopping = stop;
+        let until = Instant::now() + Duration::from_secs(CODE_DRAIN_WAIT_S);
+        while ctx.shared.borrow().code_in_flight > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     progress.abort();
     waves.abort();

@@ -385,6 +385,9 @@ impl Oracle {
     /// denied for `reason`.
     pub fn retire(&mut self, id: TruthId, door: DoorId, reason: DenyReason) {
         self.frozen.remove(&id);
+        if let Some(v) = self.extra_pins.get_mut(&door) {
+            v.retain(|x| *x != id);
+        }
         self.retired.insert(id, reason);
         self.retired_pins.entry(door).or_default().push(id);
     }

@@ -189,13 +189,23 @@ pub(super) fn plan(
     let mut e = ctx.engine.write();
     let mut book = Book::new(&mut e, ctx.forwarder.is_some()).acting_as(owner);
     let mut applied = None;
-    for _ in 0..MAX_PIN_DRAWS {
-        let text = new_pin_text(ctx, rng, o, door.door);
+    // A revoke needs no new PIN: one try.
+    let draws = if action == Action::CodeRevoke {
+        1
+    } else {
+        MAX_PIN_DRAWS
+    };
+    for _ in 0..draws {
+        let text = if action == Action::CodeRevoke {
+            String::new()
+        } else {
+            new_pin_text(ctx, rng, o, door.door)
+        };
         let pin = PinSpec::Manual(text.clone());
         let cmd = match (action, target.and_then(|t| o.credential(t))) {
             (Action::CodeRevoke, Some(credential)) => Command::RevokeCredential { credential },
             (Action::CodeChange, Some(credential)) => Command::ChangePin { credential, pin },
-            _ => Command::IssueCredential(Issue {
+            (Action::CodeCreate, _) => Command::IssueCredential(Issue {
                 holder: door.member,
                 name: "Code".into(),
                 secret: SecretSpec::Pin { pin },
@@ -204,6 +214,7 @@ pub(super) fn plan(
                 include_common_areas: false,
                 floors: FloorScope::Any,
             }),
+            _ => break,
         };
         match book.apply(cmd, now) {
             Ok(out) => {
