@@ -482,3 +482,37 @@ fn a_sync_storm_over_mqtt_completes_without_errors() {
     assert!(o["actions"]["sync_storm"].as_u64().unwrap_or(0) > 5, "{o}");
     assert_eq!(r["operations"]["pin_check"]["errors"], 0);
 }
+
+#[test]
+fn code_actions_on_full_locks_fail_and_count_in_code_sync_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = codes_scenario(
+        tmp.path(),
+        "virtual",
+        "[[phases]]\nname = \"steady\"\nduration = \"10m\"\narrivals = \"2/s\"",
+        CODE_ACTIONS,
+    );
+    // Seven slots: the door's five codes and two more.
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "with = [\"keypad\", \"door_sensor\"]",
+        "with = [\"keypad\", \"door_sensor\"]\ncode_slots = 7",
+    );
+    std::fs::write(&file, text).unwrap();
+    let dir = tmp.path().join("out");
+    let (code, out, err) = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--report-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    let r = report(&dir);
+    let h = &r["health"];
+    assert!(h["code_sync"]["lock_full"].as_u64().unwrap_or(0) > 0, "{h}");
+    assert_eq!(h["code_sync_failed"], h["code_sync"]["lock_full"], "{h}");
+    // The codes a full lock refused are never judged: still no false decision.
+    let d = &r["decisions"]["counts"];
+    assert_eq!(d["false_accepts"], 0, "{d}");
+    assert_eq!(d["false_rejects"], 0, "{d}");
+    assert!(out.contains("FAIL code_sync.failed == 0"), "{out}");
+}
