@@ -115,8 +115,10 @@ struct Ctx {
     /// The server, for http and mqtt.
     server: Option<Arc<reference_server::service::Service>>,
     transport: Kind,
-    /// The fleet's owner (remote opens are theirs).
+    /// The fleet's owner (remote opens and code actions are theirs).
     owner: reference_server::domain::UserId,
+    /// Wakes code actions waiting for a phone's pass at the end of the run.
+    stop: tokio::sync::Notify,
     shared: RefCell<Shared>,
 }
 
@@ -257,6 +259,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         server: remote.as_ref().map(|r| r.service.clone()),
         transport: opts.transport,
         owner: prov.fleet.owner,
+        stop: tokio::sync::Notify::new(),
         shared: RefCell::new(Shared {
             oracle: prov.oracle,
             recorder,
@@ -334,6 +337,9 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     // looks at the flag within one poll.
     for stop in [false, true] {
         ctx.shared.borrow_mut().stopping = stop;
+        if stop {
+            ctx.stop.notify_waiters();
+        }
         let until = Instant::now() + Duration::from_secs(CODE_DRAIN_WAIT_S);
         while ctx.shared.borrow().code_in_flight > 0 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -39,8 +39,14 @@ const CODE_SYNC_WAIT_S: u64 = 60;
 /// Draws of a new PIN the engine may refuse as in use (a lock's fallback
 /// pool holds codes the oracle does not know) before the action gives up.
 const MAX_PIN_DRAWS: u32 = 8;
-/// How often an action looks at the engine while it waits.
+/// How often an action looks at the engine right after it was sent or a
+/// phone passed (when the devices answer)...
 const POLL_MS: u64 = 100;
+/// ... for how long, in seconds ...
+const FAST_POLL_S: u64 = 5;
+/// ... and then (or at the next phone's pass, for Bluetooth doors: a
+/// long virtual run must not wake every 100 ms for hours).
+const SLOW_POLL_MS: u64 = 1_000;
 /// How often in-process Wi-Fi devices are pushed what is still pending.
 const PUSH_EVERY_MS: u64 = 1_000;
 
@@ -324,6 +330,7 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
     }
     let mut next_visit = job.ble_first_visit.map(|d| started + d);
     let mut next_push = started;
+    let mut last_kick = started;
     let mut unfinished = false;
     while matches!(result, Settled::Waiting) {
         result = match &ctx.server {
@@ -366,8 +373,23 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
                 let _ = ctx.fleet.control(*d, crate::devices::Control::SyncNow);
             }
             next_visit = Some(now + every);
+            last_kick = now;
         }
-        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+        let pause = if now - last_kick < Duration::from_secs(FAST_POLL_S) {
+            Duration::from_millis(POLL_MS)
+        } else {
+            match next_visit {
+                Some(v) => v.saturating_duration_since(now),
+                None => Duration::from_millis(SLOW_POLL_MS),
+            }
+            .min((started + wait).saturating_duration_since(now))
+            .max(Duration::from_millis(POLL_MS))
+        };
+        // The end of the run wakes a long pause.
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = ctx.stop.notified() => {}
+        }
     }
     let mut sh = ctx.shared.borrow_mut();
     sh.code_in_flight = sh.code_in_flight.saturating_sub(1);
