@@ -529,3 +529,195 @@ pin_wrong = 0.2
     assert!(!skipped.contains("server refused"), "{skipped}");
     assert!(o["oracle"]["truth_table"]["pin.stay"].as_u64().unwrap() >= 4);
 }
+
+/// A small fleet for code actions: Wi-Fi locks with keypads (codes synced
+/// to both) and a door phone (asks the server), on `clock`, with the given
+/// `[[phases]]` and `[actions]` lines.
+fn codes_scenario(dir: &Path, clock: &str, phases: &str, actions: &str) -> PathBuf {
+    let text = format!(
+        r#"name = "codes"
+description = "codes created, changed and revoked during the run"
+seed = 5
+transport = "inproc"
+clock = "{clock}"
+
+[fleet]
+sites = 2
+timezone = "Europe/Berlin"
+
+[[fleet.devices]]
+kind = "lock"
+model = "wifi"
+per_site = 3
+with = ["keypad", "door_sensor"]
+
+[[fleet.devices]]
+kind = "door_phone"
+per_site = 1
+
+[credentials]
+pins_per_door = 4
+mix = {{ permanent = 0.5, temporary = 0.25, recurring = 0.25 }}
+expired_pins_per_door = 1
+
+{phases}
+
+[actions]
+{actions}
+
+[thresholds]
+"decisions.false_accept" = "== 0"
+"decisions.false_reject" = "== 0"
+"errors.rate" = "== 0"
+"code_sync.failed" = "== 0"
+"code_sync.failed_rate" = "== 0"
+"#
+    );
+    let file = dir.join("codes.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+const CODE_ACTIONS: &str = "pin_valid = 0.45\npin_wrong = 0.05\npin_expired = 0.15\n\
+                            code_create = 0.1\ncode_change = 0.1\ncode_revoke = 0.15";
+
+/// Runs `file` and returns (report.json, oracle.json) after checking the
+/// run passed with no false decision and every code action stored.
+fn run_codes(file: &Path, dir: &Path, extra: &[&str]) -> (Value, Value) {
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--report-dir",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let r = report(dir);
+    let o: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("oracle.json")).unwrap()).unwrap();
+    let d = &r["decisions"]["counts"];
+    assert_eq!(d["false_accepts"], 0, "{d}");
+    assert_eq!(d["false_rejects"], 0, "{d}");
+    assert!(d["true_grants"].as_u64().unwrap() > 0, "{d}");
+    let h = &r["health"];
+    assert_eq!(h["code_sync_failed"], 0, "{h}");
+    assert!(h["code_sync"]["stored"].as_u64().unwrap() > 0, "{h}");
+    assert_eq!(r["passed"], true);
+    (r, o)
+}
+
+#[test]
+fn codes_created_changed_and_revoked_in_virtual_time_are_judged_only_once_synced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = codes_scenario(
+        tmp.path(),
+        "virtual",
+        "[[phases]]\nname = \"steady\"\nduration = \"20m\"\narrivals = \"2/s\"",
+        CODE_ACTIONS,
+    );
+    let (r, o) = run_codes(&file, &tmp.path().join("a"), &[]);
+    let actions = &o["actions"];
+    for a in ["code_create", "code_change", "code_revoke"] {
+        assert!(actions[a].as_u64().unwrap_or(0) > 10, "{a}: {actions}");
+    }
+    let h = &r["health"];
+    let acted: u64 = ["code_create", "code_change", "code_revoke"]
+        .iter()
+        .map(|a| actions[*a].as_u64().unwrap())
+        .sum();
+    // Every action ended stored (none was still waiting at the end: the
+    // devices are Wi-Fi and the drain waits for them).
+    assert_eq!(h["code_sync_total"].as_u64().unwrap(), acted, "{h}");
+    // Old and revoked codes were typed, and denied as the rules say.
+    assert!(
+        o["oracle"]["retired_attempts"].as_u64().unwrap() > 10,
+        "{o}"
+    );
+    let m = r["thresholds"].as_array().unwrap();
+    assert!(m
+        .iter()
+        .any(|t| t["metric"] == "code_sync.failed_rate" && t["passed"] == true));
+    // Same seed, same numbers.
+    let (r2, o2) = run_codes(&file, &tmp.path().join("b"), &[]);
+    assert_eq!(numbers(&r), numbers(&r2));
+    assert_eq!(r["health"]["code_sync"], r2["health"]["code_sync"]);
+    assert_eq!(o["oracle"], o2["oracle"]);
+}
+
+/// Code actions over a server transport: the commands reach the embedded
+/// server (the admin's own rights), the devices store the codes (MQTT: the
+/// gateway's pushes and the devices' acks; HTTP: acknowledged on the
+/// readers' behalf) and the oracle judges them.
+fn codes_over(transport: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = codes_scenario(
+        tmp.path(),
+        "real",
+        "[[phases]]\nname = \"steady\"\nduration = \"5s\"\narrivals = \"20/s\"",
+        CODE_ACTIONS,
+    );
+    let (r, o) = run_codes(&file, &tmp.path().join("out"), &["--transport", transport]);
+    assert_eq!(r["transport"], transport);
+    assert!(o["actions"]["code_change"].as_u64().unwrap_or(0) > 0, "{o}");
+    assert!(o["actions"]["code_revoke"].as_u64().unwrap_or(0) > 0, "{o}");
+    assert_eq!(r["operations"]["pin_check"]["errors"], 0);
+}
+
+#[test]
+fn code_changes_reach_the_server_and_the_devices_over_http() {
+    codes_over("http");
+}
+
+#[test]
+fn code_changes_reach_the_server_and_the_devices_over_mqtt() {
+    codes_over("mqtt");
+}
+
+#[test]
+fn a_sync_storm_over_mqtt_completes_without_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = codes_scenario(
+        tmp.path(),
+        "real",
+        "[[phases]]\nname = \"storm\"\nduration = \"4s\"\narrivals = \"20/s\"",
+        "pin_valid = 0.5\nsync_storm = 0.3\ncode_create = 0.2",
+    );
+    let (r, o) = run_codes(&file, &tmp.path().join("out"), &["--transport", "mqtt"]);
+    assert!(o["actions"]["sync_storm"].as_u64().unwrap_or(0) > 5, "{o}");
+    assert_eq!(r["operations"]["pin_check"]["errors"], 0);
+}
+
+#[test]
+fn code_actions_on_full_locks_fail_and_count_in_code_sync_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = codes_scenario(
+        tmp.path(),
+        "virtual",
+        "[[phases]]\nname = \"steady\"\nduration = \"10m\"\narrivals = \"2/s\"",
+        CODE_ACTIONS,
+    );
+    // Seven slots: the door's five codes and two more.
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "with = [\"keypad\", \"door_sensor\"]",
+        "with = [\"keypad\", \"door_sensor\"]\ncode_slots = 7",
+    );
+    std::fs::write(&file, text).unwrap();
+    let dir = tmp.path().join("out");
+    let (code, out, err) = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--report-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    let r = report(&dir);
+    let h = &r["health"];
+    assert!(h["code_sync"]["lock_full"].as_u64().unwrap_or(0) > 0, "{h}");
+    assert_eq!(h["code_sync_failed"], h["code_sync"]["lock_full"], "{h}");
+    // The codes a full lock refused are never judged: still no false decision.
+    let d = &r["decisions"]["counts"];
+    assert_eq!(d["false_accepts"], 0, "{d}");
+    assert_eq!(d["false_rejects"], 0, "{d}");
+    assert!(out.contains("FAIL code_sync.failed == 0"), "{out}");
+}

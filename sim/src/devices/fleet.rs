@@ -625,6 +625,14 @@ impl Fleet {
         }
     }
 
+    /// [`Fleet::push_sync`] for `devices` only.
+    pub fn push_sync_to(&self, devices: &[DeviceId]) -> usize {
+        match &self.transport {
+            Transport::InProc(t) => t.push_sync_to(devices),
+            _ => 0,
+        }
+    }
+
     /// What every device emitted, per kind.
     pub async fn emitted(&self) -> Result<KindCounts, DeviceError> {
         let mut k = KindCounts::default();

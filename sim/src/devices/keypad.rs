@@ -279,7 +279,7 @@ impl Handler<Control> for Keypad {
     fn handle(&mut self, m: Control, ctx: &mut Context<Self>) {
         match m {
             Control::GoOffline { for_s } => go_offline(self, ctx, for_s),
-            Control::SyncNow => self.core.pull_sync(),
+            Control::SyncNow => self.core.request_sync(),
         }
     }
 }

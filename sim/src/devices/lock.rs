@@ -162,10 +162,14 @@ impl Lock {
     }
 
     fn in_range(&mut self) {
+        self.apply_stashed();
+        self.core.pull_sync();
+    }
+
+    fn apply_stashed(&mut self) {
         for push in std::mem::take(&mut self.stashed) {
             self.core.apply_sync(&push);
         }
-        self.core.pull_sync();
     }
 
     fn schedule_in_range(&mut self, ctx: &mut Context<Self>) {
@@ -374,7 +378,10 @@ impl Handler<Control> for Lock {
             Control::GoOffline { for_s } => go_offline(self, ctx, for_s),
             Control::SyncNow => {
                 if self.core.online() {
-                    self.in_range();
+                    // A phone or gateway is near: what waited is applied,
+                    // and the lock asks for what is still pending.
+                    self.apply_stashed();
+                    self.core.request_sync();
                 }
             }
         }

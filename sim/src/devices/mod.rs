@@ -458,6 +458,21 @@ impl Core {
         }
     }
 
+    /// Asks the engine for this device's pending code changes now: a pull
+    /// where the link pulls (in-process); over MQTT a status "online", the
+    /// protocol's cue for the gateway to push the pending delta (the
+    /// answer arrives as `Inbound::Sync`). Nothing over HTTP (no sync).
+    pub fn request_sync(&mut self) {
+        if !self.online {
+            return;
+        }
+        if let Link::Mqtt(l) = &self.link {
+            let _ = l.status(&self.status());
+            return;
+        }
+        self.pull_sync();
+    }
+
     /// Device-side lockout: is the keypad locked now?
     pub fn locked_out(&self) -> bool {
         self.lockout.is_locked(self.now())

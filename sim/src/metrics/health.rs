@@ -31,7 +31,18 @@ pub struct HealthTally {
     pub events_emitted: BTreeMap<String, u64>,
     /// Events the engine's activity log recorded, by event kind.
     pub events_logged: BTreeMap<String, u64>,
+    /// Code actions of the run (create, change, revoke) by how their sync
+    /// ended: `stored` (every device of the door confirmed), a device's
+    /// failure (`lock_full`, ...), `not_confirmed` (not within the bounded
+    /// wait), `refused` (the server refused the change), `unfinished` (the
+    /// run ended first; neither stored nor failed).
+    #[serde(default)]
+    pub code_sync: BTreeMap<String, u64>,
 }
+
+/// Code-sync outcomes that are neither a success nor a failure.
+pub const CODE_SYNC_STORED: &str = "stored";
+pub const CODE_SYNC_UNFINISHED: &str = "unfinished";
 
 impl HealthTally {
     /// Counts one device's state at the health sample (usually the end of the run).
@@ -52,6 +63,25 @@ impl HealthTally {
         add_to(&mut self.events_logged, kind, n);
     }
 
+    /// Counts one code action's sync outcome.
+    pub fn add_code_sync(&mut self, outcome: &str) {
+        add_to(&mut self.code_sync, outcome, 1);
+    }
+
+    /// Code actions whose sync ended (stored or failed).
+    pub fn code_sync_total(&self) -> u64 {
+        self.code_sync
+            .iter()
+            .filter(|(k, _)| *k != CODE_SYNC_UNFINISHED)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Code actions that failed to reach every device of their door.
+    pub fn code_sync_failed(&self) -> u64 {
+        self.code_sync_total() - self.code_sync.get(CODE_SYNC_STORED).copied().unwrap_or(0)
+    }
+
     pub fn merge(&mut self, other: &HealthTally) {
         for (k, c) in &other.devices {
             let mine = self.devices.entry(k.clone()).or_default();
@@ -66,6 +96,9 @@ impl HealthTally {
         }
         for (k, n) in &other.events_logged {
             add_to(&mut self.events_logged, k, *n);
+        }
+        for (k, n) in &other.code_sync {
+            add_to(&mut self.code_sync, k, *n);
         }
     }
 

@@ -28,7 +28,9 @@ mod recorder;
 
 pub use decisions::{DecisionClass, DecisionCounts, DecisionExample, DecisionTally, MAX_EXAMPLES};
 pub use exporter::{ExporterError, MetricsExporter, CONTENT_TYPE};
-pub use health::{DeviceCounts, HealthTally, BATTERY_BUCKETS};
+pub use health::{
+    DeviceCounts, HealthTally, BATTERY_BUCKETS, CODE_SYNC_STORED, CODE_SYNC_UNFINISHED,
+};
 pub use prom::{FleetMetrics, MetricDesc, MAX_EVENT_KINDS};
 pub use recorder::{
     IntervalSlot, IntervalTotals, Recorder, Snapshot, DEFAULT_INTERVAL_US, MAX_INTERVALS,

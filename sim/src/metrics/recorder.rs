@@ -219,6 +219,11 @@ impl Recorder {
         }
     }
 
+    /// Counts one code action's sync outcome (see [`HealthTally::code_sync`]).
+    pub fn code_sync(&mut self, outcome: &str) {
+        self.health.add_code_sync(outcome);
+    }
+
     /// Counts one device's state in the health sample.
     pub fn observe_device(&mut self, kind: DeviceKind, online: bool, battery_pct: Option<f64>) {
         self.health.observe_device(kind, online, battery_pct);

@@ -322,6 +322,20 @@ fn health(h: &mut String, r: &RunReport) {
         x.events_lost,
         r.arrivals_behind_schedule,
     );
+    if !x.code_sync.is_empty() {
+        let parts: Vec<String> = x
+            .code_sync
+            .iter()
+            .map(|(k, n)| format!("{} {n}", escape(k)))
+            .collect();
+        let _ = write!(
+            h,
+            "<p>Code changes synced to their doors: {} of {} failed ({}).</p>",
+            x.code_sync_failed,
+            x.code_sync_total,
+            parts.join(", "),
+        );
+    }
     if !x.devices.is_empty() {
         h.push_str("<table><tr><th>device kind</th><th>devices</th><th>online</th></tr>");
         for (k, c) in &x.devices {

@@ -295,6 +295,15 @@ pub struct HealthReport {
     pub events_logged_total: u64,
     /// Emitted but never logged (lost or still in flight at the end).
     pub events_lost: u64,
+    /// Code actions (create, change, revoke) by how their sync ended.
+    #[serde(default)]
+    pub code_sync: BTreeMap<String, u64>,
+    /// Code actions whose sync ended, stored or failed.
+    #[serde(default)]
+    pub code_sync_total: u64,
+    /// Code actions not stored on every device of their door.
+    #[serde(default)]
+    pub code_sync_failed: u64,
 }
 
 impl HealthReport {
@@ -312,6 +321,9 @@ impl HealthReport {
             events_emitted_total: emitted,
             events_logged_total: logged,
             events_lost: emitted.saturating_sub(logged),
+            code_sync: t.code_sync.clone(),
+            code_sync_total: t.code_sync_total(),
+            code_sync_failed: t.code_sync_failed(),
         }
     }
 
@@ -321,6 +333,7 @@ impl HealthReport {
             battery_buckets: self.battery_buckets,
             events_emitted: self.events_emitted.clone(),
             events_logged: self.events_logged.clone(),
+            code_sync: self.code_sync.clone(),
         }
     }
 }
@@ -634,6 +647,16 @@ impl RunReport {
             ("events.emitted", h.events_emitted_total as f64),
             ("events.logged", h.events_logged_total as f64),
             ("events.lost", h.events_lost as f64),
+            ("code_sync.total", h.code_sync_total as f64),
+            ("code_sync.failed", h.code_sync_failed as f64),
+            (
+                "code_sync.failed_rate",
+                if h.code_sync_total == 0 {
+                    0.0
+                } else {
+                    h.code_sync_failed as f64 / h.code_sync_total as f64
+                },
+            ),
             ("devices.total", h.devices_total as f64),
             ("devices.online", h.devices_online as f64),
             (

@@ -37,10 +37,14 @@ use crate::metrics::{
 use crate::scenario::{Action, Load, Scenario, Transport as Kind};
 use crate::transport::{InProcTransport, Transport};
 
+mod codes;
+
 /// Longest the run waits for the devices to store their codes before load.
 const SYNC_WAIT_S: u64 = 120;
 /// Longest the run waits for attempts still running after the last phase.
 const DRAIN_WAIT_S: u64 = 60;
+/// Longest the run waits for code actions after the attempts drained.
+const CODE_DRAIN_WAIT_S: u64 = 5;
 /// How often the progress line is printed (real clock).
 const PROGRESS_EVERY_S: u64 = 5;
 
@@ -76,6 +80,9 @@ pub struct OracleSummary {
     pub false_accept_examples: Vec<super::oracle::Example>,
     pub false_reject_examples: Vec<super::oracle::Example>,
     pub reason_mismatch_examples: Vec<super::oracle::Example>,
+    /// Attempts on changed-away or revoked PINs (code actions).
+    #[serde(default)]
+    pub retired_attempts: u64,
 }
 
 /// State shared by the load tasks (one thread: the system's).
@@ -83,6 +90,11 @@ struct Shared {
     oracle: Oracle,
     recorder: Recorder,
     in_flight: u32,
+    /// Code actions waiting for their door's devices (not attempts: they
+    /// do not count against `max_in_flight`).
+    code_in_flight: u32,
+    /// The phases and the drain are over: code actions stop waiting.
+    stopping: bool,
     actions: std::collections::BTreeMap<String, u64>,
     skipped: std::collections::BTreeMap<String, u64>,
     errors: u64,
@@ -106,8 +118,10 @@ struct Ctx {
     /// The server, for http and mqtt.
     server: Option<Arc<reference_server::service::Service>>,
     transport: Kind,
-    /// The fleet's owner (remote opens are theirs).
+    /// The fleet's owner (remote opens and code actions are theirs).
     owner: reference_server::domain::UserId,
+    /// Wakes code actions waiting for a phone's pass at the end of the run.
+    stop: tokio::sync::Notify,
     shared: RefCell<Shared>,
 }
 
@@ -255,10 +269,13 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         server: remote.as_ref().map(|r| r.service.clone()),
         transport: opts.transport,
         owner: prov.fleet.owner,
+        stop: tokio::sync::Notify::new(),
         shared: RefCell::new(Shared {
             oracle: prov.oracle,
             recorder,
             in_flight: 0,
+            code_in_flight: 0,
+            stopping: false,
             actions: Default::default(),
             skipped: Default::default(),
             errors: 0,
@@ -325,6 +342,19 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let drain_until = Instant::now() + Duration::from_secs(DRAIN_WAIT_S);
     while ctx.shared.borrow().in_flight > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Code actions get a short grace (a Bluetooth door may wait hours for
+    // a phone); those still waiting then end, counted as unfinished. Each
+    // looks at the flag within one poll.
+    for stop in [false, true] {
+        ctx.shared.borrow_mut().stopping = stop;
+        if stop {
+            ctx.stop.notify_waiters();
+        }
+        let until = Instant::now() + Duration::from_secs(CODE_DRAIN_WAIT_S);
+        while ctx.shared.borrow().code_in_flight > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     progress.abort();
     waves.abort();
@@ -402,6 +432,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             false_accept_examples: o.false_accept_examples.clone(),
             false_reject_examples: o.false_reject_examples.clone(),
             reason_mismatch_examples: o.reason_mismatch_examples.clone(),
+            retired_attempts: o.retired_attempts,
         },
         duration_s,
         actions: shared.actions,
@@ -706,8 +737,13 @@ async fn open_site(
         }
         let intended = ctx.origin + t;
         tokio::time::sleep_until(intended).await;
-        let Some(job) = plan(&ctx, site, &mut rng, ctx.clock.at(intended)) else {
-            continue;
+        let job = match plan(&ctx, site, &mut rng, ctx.clock.at(intended)) {
+            Some(Planned::Code(c)) => {
+                actix_rt::spawn(codes::run(ctx.clone(), c));
+                continue;
+            }
+            Some(job) => job,
+            None => continue,
         };
         {
             let mut sh = ctx.shared.borrow_mut();
@@ -736,9 +772,16 @@ async fn closed_person(
         if started - ctx.origin >= end {
             return;
         }
-        if let Some(job) = plan(&ctx, site, &mut rng, ctx.clock.at(started)) {
-            ctx.shared.borrow_mut().in_flight += 1;
-            perform(ctx.clone(), job, started).await;
+        match plan(&ctx, site, &mut rng, ctx.clock.at(started)) {
+            // The admin does not wait for the locks.
+            Some(Planned::Code(c)) => {
+                actix_rt::spawn(codes::run(ctx.clone(), c));
+            }
+            Some(job) => {
+                ctx.shared.borrow_mut().in_flight += 1;
+                perform(ctx.clone(), job, started).await;
+            }
+            None => {}
         }
         tokio::time::sleep(think.max(Duration::from_millis(1))).await;
     }
@@ -750,20 +793,31 @@ enum Planned {
     Check(Job),
     /// "Open Door" from the platform, by the fleet's owner, on this lock.
     Open(DeviceId),
+    /// An admin's code change, waiting for the door's devices.
+    Code(codes::CodeJob),
 }
 
 async fn perform(ctx: Rc<Ctx>, p: Planned, intended: Instant) {
     match p {
         Planned::Check(job) => attempt(ctx, job, intended).await,
         Planned::Open(lock) => remote_open(ctx, lock, intended).await,
+        Planned::Code(job) => codes::run(ctx, job).await,
     }
 }
 
 /// Plans one arrival at `site`: draws the action, then what it needs.
 fn plan(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp) -> Option<Planned> {
     let action = pick_action(rng, &ctx.scenario);
-    if action != Action::RemoteOpen {
-        return pick(ctx, site, rng, now, action).map(Planned::Check);
+    match action {
+        Action::RemoteOpen => {}
+        Action::CodeCreate | Action::CodeChange | Action::CodeRevoke => {
+            return codes::plan(ctx, site, rng, now, action).map(Planned::Code);
+        }
+        Action::SyncStorm => {
+            codes::sync_storm(ctx, site);
+            return None;
+        }
+        _ => return pick(ctx, site, rng, now, action).map(Planned::Check),
     }
     let skip = |why: &str| {
         *ctx.shared
@@ -925,15 +979,8 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
         Action::QrValid | Action::QrReplayed | Action::QrExpired => TruthKind::Qr,
         Action::Card => TruthKind::Card,
         Action::Ble => TruthKind::Ble,
-        _ => {
-            // Code changes and sync storms are not simulated yet.
-            *ctx.shared
-                .borrow_mut()
-                .skipped
-                .entry(action.as_str().to_string())
-                .or_default() += 1;
-            return None;
-        }
+        // Planned by `plan` (code actions, sync storms, remote opens).
+        _ => return None,
     };
     let doors: Vec<usize> = ctx.site_doors[site as usize]
         .iter()
@@ -963,24 +1010,35 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
     let mut forwarded = Vec::new();
     let truth = match action {
         Action::PinValid => {
+            // Codes made during the run count once their door has them;
+            // codes under a code action do not.
             let c: Vec<usize> = door
                 .pins
                 .iter()
+                .chain(o.extra_pins(door.door))
                 .copied()
-                .filter(|id| usable(o, *id))
+                .filter(|id| o.live(*id) && usable(o, *id))
                 .collect();
             let Some(id) = choose(rng, &c) else {
                 drop(sh);
                 return skip(ctx);
             };
-            if o.truth(id).total_uses.is_some() {
-                o.reserve(id, door.door);
-                reserved = true;
-            }
+            // Reserved while the attempt runs: uses are counted, and a
+            // code action leaves a code alone while someone types it.
+            o.reserve(id, door.door);
+            reserved = true;
             Some(id)
         }
         Action::PinExpired => {
-            let Some(id) = choose(rng, &door.expired_pins) else {
+            // Expired codes, and codes changed away or revoked (people
+            // type their old code).
+            let c: Vec<usize> = door
+                .expired_pins
+                .iter()
+                .chain(o.retired_pins(door.door))
+                .copied()
+                .collect();
+            let Some(id) = choose(rng, &c) else {
                 drop(sh);
                 return skip(ctx);
             };

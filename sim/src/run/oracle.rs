@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use reference_server::domain::{
-    DailyWindow, DenyReason, DeviceId, DoorId, LockoutPolicy, Weekdays,
+    CredentialId, DailyWindow, DenyReason, DeviceId, DoorId, LockoutPolicy, Weekdays,
 };
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 /// Most examples kept per kind of mismatch.
@@ -266,6 +266,23 @@ pub struct Oracle {
     /// Uses picked but not yet judged (so two arrivals do not pick one key).
     reserved: FxHashMap<(TruthId, DoorId), u32>,
     extra_qr: FxHashMap<DoorId, Vec<TruthId>>,
+    /// The engine's credential of a truth entry (PINs a run may change or
+    /// revoke).
+    credentials: FxHashMap<TruthId, CredentialId>,
+    /// PINs under a code action not yet confirmed by every device of their
+    /// door (or whose action failed): no attempt is planned on them, since
+    /// what they open depends on which lock has synced what.
+    frozen: FxHashSet<TruthId>,
+    /// Changed-away or revoked PINs, confirmed removed: the denial the
+    /// rules give when one is typed.
+    retired: FxHashMap<TruthId, DenyReason>,
+    /// PINs made during the run (created, or the new code of a change),
+    /// once every device of their door stores them.
+    extra_pins: FxHashMap<DoorId, Vec<TruthId>>,
+    /// Retired PINs per door (people type their old code).
+    retired_pins: FxHashMap<DoorId, Vec<TruthId>>,
+    /// Attempts judged on retired PINs.
+    pub retired_attempts: u64,
     pub verdicts: Verdicts,
     pub lockouts: u64,
     /// True denials per expected reason (`not_checked_in`, ...).
@@ -292,6 +309,12 @@ impl Oracle {
             uses_door: FxHashMap::default(),
             reserved: FxHashMap::default(),
             extra_qr: FxHashMap::default(),
+            credentials: FxHashMap::default(),
+            frozen: FxHashSet::default(),
+            retired: FxHashMap::default(),
+            extra_pins: FxHashMap::default(),
+            retired_pins: FxHashMap::default(),
+            retired_attempts: 0,
             verdicts: Verdicts::default(),
             lockouts: 0,
             denials: BTreeMap::new(),
@@ -401,6 +424,57 @@ impl Oracle {
         self.extra_qr.entry(door).or_default().push(id);
     }
 
+    /// Links a truth entry to the engine's credential (for code actions).
+    pub fn set_credential(&mut self, id: TruthId, credential: CredentialId) {
+        self.credentials.insert(id, credential);
+    }
+
+    pub fn credential(&self, id: TruthId) -> Option<CredentialId> {
+        self.credentials.get(&id).copied()
+    }
+
+    /// Uses of `id` at `door` picked and not yet judged.
+    pub fn reserved(&self, id: TruthId, door: DoorId) -> u32 {
+        self.reserved.get(&(id, door)).copied().unwrap_or(0)
+    }
+
+    /// Takes `id` out of every pick until [`Oracle::thaw`].
+    pub fn freeze(&mut self, id: TruthId) {
+        self.frozen.insert(id);
+    }
+
+    /// The devices confirmed `id` (a new or changed PIN): `door` may use it.
+    pub fn thaw(&mut self, id: TruthId, door: DoorId) {
+        self.frozen.remove(&id);
+        self.extra_pins.entry(door).or_default().push(id);
+    }
+
+    /// A PIN whose removal the devices confirmed: typed again, it is
+    /// denied for `reason`.
+    pub fn retire(&mut self, id: TruthId, door: DoorId, reason: DenyReason) {
+        self.frozen.remove(&id);
+        if let Some(v) = self.extra_pins.get_mut(&door) {
+            v.retain(|x| *x != id);
+        }
+        self.retired.insert(id, reason);
+        self.retired_pins.entry(door).or_default().push(id);
+    }
+
+    /// Neither under a code action nor retired.
+    pub fn live(&self, id: TruthId) -> bool {
+        !self.frozen.contains(&id) && !self.retired.contains_key(&id)
+    }
+
+    /// PINs made during the run that `door` may use.
+    pub fn extra_pins(&self, door: DoorId) -> &[TruthId] {
+        self.extra_pins.get(&door).map_or(&[], Vec::as_slice)
+    }
+
+    /// Retired PINs of `door`.
+    pub fn retired_pins(&self, door: DoorId) -> &[TruthId] {
+        self.retired_pins.get(&door).map_or(&[], Vec::as_slice)
+    }
+
     fn locked(&self, device: DeviceId, now: Timestamp) -> bool {
         self.keypads
             .get(&device)
@@ -445,6 +519,11 @@ impl Oracle {
                 TruthKind::Pin => R::WrongPin,
                 _ => R::DoorNotAllowed,
             });
+        }
+        // Retired before any time rule: the engine no longer finds the code
+        // (or finds it revoked).
+        if let Some(r) = self.retired.get(&id) {
+            return Expected::Denied(*r);
         }
         if let Err(r) = t.validity.check(now) {
             return Expected::Denied(r);
@@ -498,6 +577,9 @@ impl Oracle {
     /// Judges the engine's `actual` decision of attempt `a`, which started
     /// at `sent` and was answered at `done`; updates the oracle's state.
     pub fn judge(&mut self, a: &Attempt, actual: Expected, sent: Timestamp, done: Timestamp) {
+        if a.truth.is_some_and(|id| self.retired.contains_key(&id)) {
+            self.retired_attempts += 1;
+        }
         let at_start = self.expect(a, sent);
         let at_end = self.expect(a, done);
         if at_start != at_end && (actual == at_start || actual == at_end) {
@@ -843,5 +925,54 @@ mod tests {
         assert_eq!(v.ambiguous, 2);
         assert_eq!(o.denials.get("not_checked_in"), Some(&1));
         assert_eq!(o.denials.get("checked_out"), Some(&1));
+    }
+
+    #[test]
+    fn a_retired_pin_is_denied_for_its_reason_and_a_frozen_one_is_not_live() {
+        let mut o = Oracle::new();
+        let door = DoorId(2);
+        let pin = |o: &mut Oracle, text: &str| {
+            o.add(Truth {
+                kind: TruthKind::Pin,
+                text: text.into(),
+                doors: vec![door],
+                validity: Validity::Always,
+                per_door_uses: None,
+                total_uses: None,
+                label: "permanent",
+            })
+        };
+        let old = pin(&mut o, "5826");
+        let new = pin(&mut o, "7314");
+        let revoked = pin(&mut o, "9052");
+        let a = |truth| Attempt {
+            device: DeviceId(1),
+            door,
+            action: "pin_valid",
+            kind: TruthKind::Pin,
+            truth: Some(truth),
+            keypad: true,
+        };
+        let now = Timestamp::from_second(5_000).unwrap();
+        // A change in flight: neither code is picked.
+        o.freeze(old);
+        o.freeze(new);
+        assert!(!o.live(old) && !o.live(new));
+        // Confirmed: the new code is valid, the old one a wrong PIN.
+        o.thaw(new, door);
+        o.retire(old, door, DenyReason::WrongPin);
+        assert!(o.live(new));
+        assert_eq!(o.extra_pins(door), &[new]);
+        assert_eq!(o.expect(&a(new), now), Expected::Granted);
+        assert_eq!(
+            o.expect(&a(old), now),
+            Expected::Denied(DenyReason::WrongPin)
+        );
+        o.retire(revoked, door, DenyReason::Revoked);
+        assert_eq!(o.retired_pins(door), &[old, revoked]);
+        // Granted anyway: a false accept, and an attempt on a retired code.
+        o.judge(&a(revoked), Expected::Granted, now, now);
+        assert_eq!(o.verdicts.false_accepts, 1);
+        assert_eq!(o.retired_attempts, 1);
     }
 }

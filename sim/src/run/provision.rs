@@ -43,6 +43,8 @@ pub struct DoorInfo {
     pub plan: DoorPlan,
     /// Visitor holder of the door (QR keys issued during the run).
     pub visitor: HolderId,
+    /// Residents' holder of the door (PINs created during the run).
+    pub member: HolderId,
     /// Valid PINs (truth ids) and expired ones.
     pub pins: Vec<usize>,
     pub expired_pins: Vec<usize>,
@@ -92,6 +94,9 @@ pub enum ProvisionError {
 pub struct Book<'e> {
     pub engine: &'e mut Engine,
     log: Option<Vec<(Command, Outcome)>>,
+    /// Who makes the changes: the system at provisioning, an admin for
+    /// code changes during a run.
+    actor: Actor,
 }
 
 impl<'e> Book<'e> {
@@ -100,11 +105,19 @@ impl<'e> Book<'e> {
         Book {
             engine,
             log: keep_log.then(Vec::new),
+            actor: Actor::System,
         }
     }
 
-    fn apply(&mut self, cmd: Command, now: Timestamp) -> Result<Outcome, ProvisionError> {
-        let applied = self.engine.apply(&Actor::System, cmd, now)?;
+    /// Applies the following commands as `actor` (authorized by the engine).
+    pub fn acting_as(mut self, actor: Actor) -> Book<'e> {
+        self.actor = actor;
+        self
+    }
+
+    /// Applies one command now (and logs it when asked).
+    pub fn apply(&mut self, cmd: Command, now: Timestamp) -> Result<Outcome, ProvisionError> {
+        let applied = self.engine.apply(&self.actor, cmd, now)?;
         if let Some(log) = &mut self.log {
             log.push((applied.logged, applied.outcome.clone()));
         }
@@ -608,6 +621,7 @@ pub fn provision_into(
                     site_index,
                     plan: plan.clone(),
                     visitor,
+                    member,
                     pins: Vec::new(),
                     expired_pins: Vec::new(),
                     cards: Vec::new(),
@@ -722,7 +736,7 @@ pub fn provision_into(
                     } else {
                         PinSpec::Manual(text.clone())
                     };
-                    cx.issue(member, SecretSpec::Pin { pin }, schedule, door)?;
+                    let cred = cx.issue(member, SecretSpec::Pin { pin }, schedule, door)?;
                     let id = cx_add(
                         &mut out.oracle,
                         TruthKind::Pin,
@@ -732,6 +746,7 @@ pub fn provision_into(
                         total_uses,
                         label,
                     );
+                    out.oracle.set_credential(id, cred);
                     if expired {
                         info.expired_pins.push(id);
                     } else {

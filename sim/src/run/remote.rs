@@ -218,40 +218,13 @@ impl Remote {
 
     /// Devices of `devices` with codes not yet stored (or not yet removed).
     pub fn pending(&self, devices: &[DeviceId]) -> Vec<DeviceId> {
-        let e = self.service.engine();
-        devices
-            .iter()
-            .copied()
-            .filter(|d| {
-                e.pending_sync(*d)
-                    .is_some_and(|b| !b.set.is_empty() || !b.remove.is_empty())
-            })
-            .collect()
+        pending_on(&self.service, devices)
     }
 
     /// HTTP: marks every code placed on `devices` as stored, as the server
     /// does for readers that ask it on every check (no sync channel).
     pub async fn ack_all(&self, devices: &[DeviceId]) -> Result<(), RunError> {
-        for d in self.pending(devices) {
-            let Some(batch) = self.service.pending_sync(d) else {
-                continue;
-            };
-            let results = batch
-                .set
-                .iter()
-                .map(|(c, _)| *c)
-                .chain(batch.remove.iter().copied())
-                .map(|credential| SyncResult {
-                    credential,
-                    failure: None,
-                })
-                .collect();
-            self.service
-                .apply(&Actor::System, Command::SyncAck { device: d, results })
-                .await
-                .map_err(|e| RunError::Runtime(format!("marking codes stored on {d}: {e}")))?;
-        }
-        Ok(())
+        ack_all_on(&self.service, devices).await
     }
 
     /// Waits (real time) until the gateway has synced every code of
@@ -281,7 +254,7 @@ impl Remote {
             let mut diverged = false;
             while let Some(f) = rx.recv().await {
                 let ok = !diverged
-                    && match service.apply(&Actor::System, f.command).await {
+                    && match service.apply(&f.actor, f.command).await {
                         Ok(a) => a.outcome == f.expect,
                         Err(e) => {
                             tracing::warn!(error = %e, "the server refused a forwarded command");
@@ -319,8 +292,50 @@ impl Remote {
     }
 }
 
+/// Devices of `devices` with codes not yet stored (or not yet removed) on
+/// `service`.
+pub fn pending_on(service: &Service, devices: &[DeviceId]) -> Vec<DeviceId> {
+    let e = service.engine();
+    devices
+        .iter()
+        .copied()
+        .filter(|d| {
+            e.pending_sync(*d)
+                .is_some_and(|b| !b.set.is_empty() || !b.remove.is_empty())
+        })
+        .collect()
+}
+
+/// HTTP: acknowledges on the readers' behalf every change pending for
+/// `devices` (one round: a changed PIN's old code becomes removable only
+/// once its replacement is acknowledged, so callers loop until nothing is
+/// pending).
+pub async fn ack_all_on(service: &Service, devices: &[DeviceId]) -> Result<(), RunError> {
+    for d in pending_on(service, devices) {
+        let Some(batch) = service.pending_sync(d) else {
+            continue;
+        };
+        let results = batch
+            .set
+            .iter()
+            .map(|(c, _)| *c)
+            .chain(batch.remove.iter().copied())
+            .map(|credential| SyncResult {
+                credential,
+                failure: None,
+            })
+            .collect();
+        service
+            .apply(&Actor::System, Command::SyncAck { device: d, results })
+            .await
+            .map_err(|e| RunError::Runtime(format!("marking codes stored on {d}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// One command for the server and what the local engine answered.
 struct Forward {
+    actor: Actor,
     command: Command,
     expect: Outcome,
     done: oneshot::Sender<bool>,
@@ -337,9 +352,20 @@ impl Forwarder {
     /// whether the server applied it with the same result. `None`: the
     /// queue is full.
     pub fn send(&self, command: Command, expect: Outcome) -> Option<oneshot::Receiver<bool>> {
+        self.send_as(Actor::System, command, expect)
+    }
+
+    /// [`Forwarder::send`] made by `actor` (the server authorizes it).
+    pub fn send_as(
+        &self,
+        actor: Actor,
+        command: Command,
+        expect: Outcome,
+    ) -> Option<oneshot::Receiver<bool>> {
         let (done, rx) = oneshot::channel();
         self.tx
             .try_send(Forward {
+                actor,
                 command,
                 expect,
                 done,

@@ -190,6 +190,22 @@ pub fn summary(r: &RunReport, o: &OracleFile) -> String {
         "throughput: {:.1} checks/s; arrivals behind schedule: {}",
         r.throughput.checks_per_s, r.arrivals_behind_schedule
     );
+    let h = &r.health;
+    if !h.code_sync.is_empty() {
+        let list: Vec<String> = h
+            .code_sync
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "code actions: {} failed of {} ({}); {} attempts on changed or revoked codes",
+            h.code_sync_failed,
+            h.code_sync_total,
+            list.join(", "),
+            o.oracle.retired_attempts
+        );
+    }
     if !o.skipped.is_empty() {
         let list: Vec<String> = o.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(
@@ -263,6 +279,7 @@ pub fn merge_dirs(
 
 fn add_oracle(dst: &mut OracleFile, o: &OracleFile) {
     dst.oracle.verdicts.add(&o.oracle.verdicts);
+    dst.oracle.retired_attempts += o.oracle.retired_attempts;
     dst.oracle.lockouts += o.oracle.lockouts;
     for (k, v) in &o.oracle.denials {
         *dst.oracle.denials.entry(k.clone()).or_default() += v;

@@ -108,6 +108,25 @@ impl InProcTransport {
             .filter(|(_, (c, _))| *c == Connectivity::Wifi)
             .map(|(d, (_, r))| (*d, r.clone()))
             .collect();
+        self.push_to(targets)
+    }
+
+    /// [`InProcTransport::push_sync`] for `devices` only (one door's
+    /// change need not walk the whole fleet).
+    pub fn push_sync_to(&self, devices: &[DeviceId]) -> usize {
+        let targets: Vec<(DeviceId, Recipient<Inbound>)> = {
+            let inboxes = self.inner.inboxes.lock();
+            devices
+                .iter()
+                .filter_map(|d| inboxes.get(d).map(|(c, r)| (*d, *c, r.clone())))
+                .filter(|(_, c, _)| *c == Connectivity::Wifi)
+                .map(|(d, _, r)| (d, r))
+                .collect()
+        };
+        self.push_to(targets)
+    }
+
+    fn push_to(&self, targets: Vec<(DeviceId, Recipient<Inbound>)>) -> usize {
         let mut sent = 0;
         for (device, inbox) in targets {
             let push = match take_batch(&self.inner, device) {
