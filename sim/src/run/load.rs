@@ -101,6 +101,11 @@ struct Shared {
     /// Most devices sent offline by one wave.
     offline_max: u64,
     motor_blocked: u64,
+    /// Devices someone is presenting at right now. One person at a time
+    /// per keypad or reader, as at a real door: overlapping tries at one
+    /// keypad would leave the order of its wrong-PIN count (and so its
+    /// lockout) to thread scheduling, which no oracle can know.
+    busy: rustc_hash::FxHashSet<DeviceId>,
 }
 
 struct Ctx {
@@ -281,6 +286,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             errors: 0,
             offline_max: 0,
             motor_blocked: 0,
+            busy: Default::default(),
         }),
     });
 
@@ -676,6 +682,9 @@ fn guest_tries(ctx: &Rc<Ctx>, p: &StayPlan, action: &'static str, intended: Inst
         (_, None) => Some("no PIN pad at the door"),
         _ => None,
     };
+    let why = why.or(device
+        .filter(|d| sh.busy.contains(d))
+        .map(|_| "someone is at the keypad"));
     let Some(device) = device.filter(|_| why.is_none()) else {
         let why = why.unwrap_or_default();
         *sh.skipped.entry(format!("{action} ({why})")).or_default() += 1;
@@ -684,6 +693,7 @@ fn guest_tries(ctx: &Rc<Ctx>, p: &StayPlan, action: &'static str, intended: Inst
     let text = sh.oracle.truth(p.truth).text.clone();
     *sh.actions.entry(action.to_string()).or_default() += 1;
     sh.in_flight += 1;
+    sh.busy.insert(device);
     let job = Job {
         attempt: Attempt {
             device,
@@ -696,6 +706,7 @@ fn guest_tries(ctx: &Rc<Ctx>, p: &StayPlan, action: &'static str, intended: Inst
         credential: WireCredential::Pin(text),
         reserved: false,
         forwarded: Vec::new(),
+        announce: None,
     };
     actix_rt::spawn(perform(ctx.clone(), Planned::Check(job), intended));
 }
@@ -751,6 +762,7 @@ async fn open_site(
                 sh.recorder.arrival_behind_schedule();
                 if let Planned::Check(job) = &job {
                     release(&mut sh.oracle, job);
+                    sh.busy.remove(&job.attempt.device);
                 }
                 continue;
             }
@@ -920,6 +932,10 @@ struct Job {
     /// Commands the server must apply first (a key issued for this
     /// attempt): true when it did.
     forwarded: Vec<tokio::sync::oneshot::Receiver<bool>>,
+    /// A key issued for this attempt, listed for other visitors only once
+    /// the server has it (before, another arrival could show it to a server
+    /// that does not know it yet: a false reject of the run's making).
+    announce: Option<(reference_server::domain::DoorId, usize)>,
 }
 
 fn release(o: &mut Oracle, job: &Job) {
@@ -999,7 +1015,21 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
         return skip(ctx);
     };
     let door = &ctx.doors[di];
-    let device = choose(rng, &takers(door, kind))?;
+    let free: Vec<DeviceId> = {
+        let sh = ctx.shared.borrow();
+        takers(door, kind)
+            .into_iter()
+            .filter(|d| !sh.busy.contains(d))
+            .collect()
+    };
+    let Some(device) = choose(rng, &free) else {
+        *ctx.shared
+            .borrow_mut()
+            .skipped
+            .entry(format!("{} (someone is at the reader)", action.as_str()))
+            .or_default() += 1;
+        return None;
+    };
     let mut sh = ctx.shared.borrow_mut();
     let o = &mut sh.oracle;
     let usable = |o: &Oracle, id: usize| {
@@ -1008,6 +1038,7 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
     };
     let mut reserved = false;
     let mut forwarded = Vec::new();
+    let mut announce = None;
     let truth = match action {
         Action::PinValid => {
             // Codes made during the run count once their door has them;
@@ -1087,7 +1118,11 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
                                     }));
                                 }
                             }
-                            o.push_extra_qr(door.door, id);
+                            if forwarded.is_empty() {
+                                o.push_extra_qr(door.door, id);
+                            } else {
+                                announce = Some((door.door, id));
+                            }
                             id
                         }
                         Err(_) => {
@@ -1152,6 +1187,7 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
         TruthKind::Qr => WireCredential::Qr(text),
         TruthKind::Ble => WireCredential::Ble(text),
     };
+    sh.busy.insert(device);
     Some(Job {
         attempt: Attempt {
             device,
@@ -1164,6 +1200,7 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
         credential,
         reserved,
         forwarded,
+        announce,
     })
 }
 
@@ -1179,6 +1216,7 @@ async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
             // made, and the key stays reserved so no later one uses it.
             let mut sh = ctx.shared.borrow_mut();
             sh.in_flight = sh.in_flight.saturating_sub(1);
+            sh.busy.remove(&job.attempt.device);
             sh.errors += 1;
             *sh.skipped
                 .entry(format!(
@@ -1187,6 +1225,9 @@ async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
                 ))
                 .or_default() += 1;
             return;
+        }
+        if let Some((door, id)) = job.announce.take() {
+            ctx.shared.borrow_mut().oracle.push_extra_qr(door, id);
         }
         // The visitor arrives once the resident's key exists.
         intended = Instant::now();
@@ -1218,6 +1259,7 @@ async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
     };
     let mut sh = ctx.shared.borrow_mut();
     sh.in_flight = sh.in_flight.saturating_sub(1);
+    sh.busy.remove(&job.attempt.device);
     if matches!(&got, Ok(p) if p.outcome == DeviceOutcome::MotorBlocked) {
         sh.motor_blocked += 1;
     }
