@@ -50,6 +50,17 @@ impl SimClock {
         let since = SignedDuration::try_from(since).unwrap_or(SignedDuration::MAX);
         self.start.checked_add(since).unwrap_or(Timestamp::MAX)
     }
+
+    /// The tokio instant of a simulated wall time (the inverse of
+    /// [`SimClock::at`]); times before the clock was made map to its origin.
+    /// Lets a receiver time a message by the sender's own timestamp.
+    pub fn instant_of(&self, t: Timestamp) -> Instant {
+        let since = t.duration_since(self.start);
+        match Duration::try_from(since) {
+            Ok(d) => self.origin.checked_add(d).unwrap_or(self.origin),
+            Err(_) => self.origin,
+        }
+    }
 }
 
 /// SplitMix64: spreads nearby inputs (seed ^ small ids) over all 64 bits.
@@ -92,5 +103,11 @@ mod tests {
         let clock = SimClock::starting_at(start);
         tokio::time::sleep(Duration::from_secs(86_400)).await;
         assert_eq!(clock.now(), start + SignedDuration::from_hours(24));
+        let at = Instant::now() - Duration::from_millis(1500);
+        assert_eq!(clock.instant_of(clock.at(at)), at);
+        assert_eq!(
+            clock.instant_of(start - SignedDuration::from_hours(1)),
+            clock.origin
+        );
     }
 }

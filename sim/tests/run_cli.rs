@@ -250,9 +250,61 @@ fn smoke_passes_over_http_against_the_embedded_reference_server() {
     assert!(r["operations"]["qr_check"]["granted"].as_u64().unwrap() > 0);
 }
 
+/// Event delivery and sync round trips were timed, and the engine side
+/// logged every event the devices emitted.
+fn assert_deliveries_timed(r: &Value) {
+    let ops = &r["operations"];
+    for op in ["event_delivery", "sync_round_trip"] {
+        assert!(ops[op]["count"].as_u64().unwrap_or(0) > 0, "{op}: {ops}");
+    }
+    let h = &r["health"];
+    assert!(h["events_emitted_total"].as_u64().unwrap() > 0, "{h}");
+    assert_eq!(h["events_emitted"], h["events_logged"], "{h}");
+    assert_eq!(h["events_lost"], 0, "{h}");
+}
+
+#[test]
+fn inproc_runs_time_event_delivery_and_sync_round_trips() {
+    let r = smoke_over("inproc", &[]);
+    assert_deliveries_timed(&r);
+}
+
 #[test]
 fn smoke_passes_over_mqtt_through_the_embedded_broker_and_gateway() {
-    smoke_over("mqtt", &[]);
+    let r = smoke_over("mqtt", &[]);
+    // Through the gateway's observer hook.
+    assert_deliveries_timed(&r);
+}
+
+#[test]
+fn a_broker_outage_makes_devices_reconnect_without_false_decisions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/run_support/broker-outage-mini.toml");
+    let (code, out, err) = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--report-dir",
+        dir.to_str().unwrap(),
+    ]);
+    // Thresholds: mqtt.reconnects > 0, no false accept or reject, no
+    // event logged twice.
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("PASS mqtt.reconnects"), "{out}");
+    let r = report(&dir);
+    let d = &r["decisions"]["counts"];
+    assert_eq!(
+        (d["false_accepts"].as_u64(), d["false_rejects"].as_u64()),
+        (Some(0), Some(0))
+    );
+    // The outage cost checks (errors), not wrong answers.
+    let errors: u64 = ["pin_check", "ble_check"]
+        .iter()
+        .filter_map(|op| r["operations"][op]["errors"].as_u64())
+        .sum();
+    assert!(errors > 0, "{}", r["operations"]);
+    assert!(r["operations"]["event_delivery"]["count"].as_u64().unwrap() > 0);
 }
 
 #[test]

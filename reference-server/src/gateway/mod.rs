@@ -20,6 +20,10 @@
 //! Answers go out with `try_publish` into a large request channel; when
 //! even that is full the answer is dropped and counted (`overloaded`), the
 //! device times out and asks again.
+//!
+//! An optional [`GatewayObserver`] (`GatewayConfig::observer`) hears of each
+//! event logged and each sync batch acknowledged, for a harness that times
+//! delivery end to end; absent, it costs one `Option` check.
 
 mod backend;
 mod commands;
@@ -47,6 +51,28 @@ use crate::protocol::{
     SyncAckMsg, MAX_PAYLOAD_BYTES,
 };
 use sync::{SyncInput, Syncer};
+
+/// Told what the gateway completed, for a caller that measures delivery
+/// (a load-testing harness). Called on the gateway's tasks, inline: an
+/// implementation must return at once (atomics, a short mutex, a bounded
+/// channel with `try_send`), never wait.
+pub trait GatewayObserver: Send + Sync {
+    /// `event` from `device` was durably logged (first time for its seq;
+    /// redeliveries are not reported).
+    fn event_logged(&self, _device: DeviceId, _event: &DeviceEvent) {}
+
+    /// A sync batch for `device` ended: acknowledged in full, or given up
+    /// after its last retry (`failed`, also when the device reported a code
+    /// it could not store). `round_trip` runs from the batch's first publish
+    /// to the ack (or the give-up).
+    fn sync_acked(&self, _device: DeviceId, _round_trip: Duration, _failed: bool) {}
+}
+
+impl std::fmt::Debug for dyn GatewayObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewayObserver")
+    }
+}
 
 /// Status changes and sync acks waiting for the syncer.
 const SYNC_QUEUE: usize = 65_536;
@@ -152,6 +178,8 @@ pub struct GatewayConfig {
     pub sync: SyncConfig,
     /// How long a remote command waits for its ack (10 s).
     pub command_timeout: Duration,
+    /// Told of logged events and acknowledged syncs (none).
+    pub observer: Option<Arc<dyn GatewayObserver>>,
 }
 
 impl GatewayConfig {
@@ -168,6 +196,7 @@ impl GatewayConfig {
             check_qos: QoS::AtLeastOnce,
             sync: SyncConfig::default(),
             command_timeout: Duration::from_secs(10),
+            observer: None,
         }
     }
 }
@@ -208,6 +237,7 @@ pub(crate) struct Shared<B> {
     pub(crate) prefix: String,
     pub(crate) metrics: GatewayMetrics,
     pub(crate) outbox: Outbox,
+    pub(crate) observer: Option<Arc<dyn GatewayObserver>>,
 }
 
 /// A running gateway.
@@ -323,6 +353,7 @@ pub fn start<B: Backend>(
             clients: clients.clone(),
             metrics: metrics.clone(),
         },
+        observer: cfg.observer.clone(),
     });
     let commander = Arc::new(Commander::new(
         shared.clone() as Arc<dyn commands::CommandOut>,
@@ -622,7 +653,12 @@ async fn log_event<B: Backend>(shared: &Shared<B>, device: DeviceId, payload: &[
         return;
     };
     match shared.backend.record_event(device, &ev).await {
-        Ok(true) => m.events_logged.inc(),
+        Ok(true) => {
+            m.events_logged.inc();
+            if let Some(o) = &shared.observer {
+                o.event_logged(device, &ev);
+            }
+        }
         Ok(false) => m.events_duplicate.inc(),
         Err(e) => {
             m.drop(DropReason::Rejected);

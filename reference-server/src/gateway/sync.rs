@@ -61,6 +61,10 @@ struct InFlight {
     waiting: FxHashSet<CredentialId>,
     attempts: u32,
     next_send: Instant,
+    /// The first publish of this version (the observer's round trip).
+    first_sent: Instant,
+    /// A code of the batch was reported failed.
+    failed: bool,
 }
 
 pub(crate) struct Syncer<B> {
@@ -157,10 +161,15 @@ impl<B: Backend> Syncer<B> {
         for r in &ack.results {
             f.waiting.remove(&r.credential);
         }
+        f.failed |= ack.results.iter().any(|r| r.failure.is_some());
         let done = f.waiting.is_empty();
+        let (first_sent, failed) = (f.first_sent, f.failed);
         self.apply_ack(device, &ack).await;
         if done {
             self.in_flight.remove(&device);
+            if let Some(o) = &self.shared.observer {
+                o.sync_acked(device, first_sent.elapsed(), failed);
+            }
             // The ack may have made more work (an old PIN to remove now
             // that its replacement is set).
             self.push(device).await;
@@ -227,13 +236,16 @@ impl<B: Backend> Syncer<B> {
             return;
         }
         let waiting = pushes.iter().flat_map(|p| p.credentials()).collect();
+        let now = Instant::now();
         let f = InFlight {
             site,
             version: batch.version,
             pushes,
             waiting,
             attempts: 1,
-            next_send: Instant::now() + self.cfg.first_retry,
+            next_send: now + self.cfg.first_retry,
+            first_sent: now,
+            failed: false,
         };
         self.send(device, &f);
         self.shared.metrics.sync_pushed.inc();
@@ -263,6 +275,9 @@ impl<B: Backend> Syncer<B> {
                 let f = self.in_flight.remove(&device).expect("listed above");
                 self.shared.metrics.sync_timed_out.inc();
                 tracing::warn!(%device, version = f.version, attempts = f.attempts, "sync timed out");
+                if let Some(o) = &self.shared.observer {
+                    o.sync_acked(device, now - f.first_sent, true);
+                }
                 let results = fail_all(f.waiting, SyncFailure::TimedOut);
                 if let Err(e) = self.shared.backend.sync_ack(device, results).await {
                     tracing::warn!(%device, error = %e, "cannot mark a sync timed out");

@@ -2,11 +2,14 @@
 //! kind (the embedded rumqttd or a real Mosquitto with the fleet ACL) and
 //! plays locks with plain rumqttc clients against the real service.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reference_server::activity::ActivityQuery;
-use reference_server::domain::{CredentialId, DenyReason, SyncState};
-use reference_server::gateway::{self, BrokerChoice, DropReason, MqttRunning, SyncConfig};
+use reference_server::domain::{CredentialId, DenyReason, DeviceId, SyncState};
+use reference_server::gateway::{
+    self, BrokerChoice, DropReason, GatewayObserver, MqttRunning, SyncConfig,
+};
 use reference_server::protocol::{self, Channel, Event, EventKind, Verdict, MAX_PAYLOAD_BYTES};
 
 use super::fixture::{world, World};
@@ -23,6 +26,25 @@ pub struct Harness {
     pub mqtt: MqttRunning,
     pub port: u16,
     pub mosquitto: Option<Mosquitto>,
+    pub observed: Arc<Observed>,
+}
+
+/// What the gateway's observer hook reported.
+#[derive(Default)]
+pub struct Observed {
+    /// (device, seq) of each event logged.
+    pub events: Mutex<Vec<(DeviceId, u64)>>,
+    /// (device, failed) of each sync that ended.
+    pub syncs: Mutex<Vec<(DeviceId, bool)>>,
+}
+
+impl GatewayObserver for Observed {
+    fn event_logged(&self, device: DeviceId, event: &Event) {
+        self.events.lock().unwrap().push((device, event.seq));
+    }
+    fn sync_acked(&self, device: DeviceId, _round_trip: Duration, failed: bool) {
+        self.syncs.lock().unwrap().push((device, failed));
+    }
 }
 
 pub async fn harness(kind: Broker, locks: usize, sync: SyncConfig) -> Harness {
@@ -51,9 +73,14 @@ pub async fn harness(kind: Broker, locks: usize, sync: SyncConfig) -> Harness {
             )
         }
     };
-    let mqtt = gateway::serve(world.service.clone(), choice, |cfg| cfg.sync = sync)
-        .await
-        .expect("mqtt serves");
+    let observed = Arc::new(Observed::default());
+    let observer = observed.clone();
+    let mqtt = gateway::serve(world.service.clone(), choice, |cfg| {
+        cfg.sync = sync;
+        cfg.observer = Some(observer);
+    })
+    .await
+    .expect("mqtt serves");
     tokio::time::timeout(Duration::from_secs(20), mqtt.gateway.ready())
         .await
         .expect("gateway subscribed");
@@ -63,6 +90,7 @@ pub async fn harness(kind: Broker, locks: usize, sync: SyncConfig) -> Harness {
         mqtt,
         port,
         mosquitto,
+        observed,
     }
 }
 
@@ -136,6 +164,15 @@ pub async fn admin_issued_code_reaches_an_online_lock_and_becomes_set(kind: Brok
     assert_eq!(h.state(cred, 0), SyncState::Setting);
     dev.ack_sync(&ack_all(&push)).await;
     eventually("code set", || h.state(cred, 0) == SyncState::Set).await;
+    // The observer hears of the round trip, acknowledged without failure.
+    eventually("sync observed", || {
+        !h.observed.syncs.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        *h.observed.syncs.lock().unwrap(),
+        [(h.world.device(0), false)]
+    );
     h.stop().await;
 }
 
@@ -214,6 +251,11 @@ pub async fn unacked_sync_is_retried_then_marked_timed_out(kind: Broker) {
     .await;
     assert_eq!(h.mqtt.gateway.metrics().sync_retried.get(), 2);
     assert_eq!(h.mqtt.gateway.metrics().sync_timed_out.get(), 1);
+    assert_eq!(
+        *h.observed.syncs.lock().unwrap(),
+        [(h.world.device(0), true)],
+        "a timed-out sync is reported failed"
+    );
     h.stop().await;
 }
 
@@ -252,6 +294,11 @@ pub async fn a_redelivered_event_is_logged_once(kind: Broker) {
         })
         .unwrap();
     assert_eq!(logged.len(), 2, "seq 1 once and seq 2: {logged:?}");
+    // The observer hears of each logged event once, redeliveries not.
+    let mut seen = h.observed.events.lock().unwrap().clone();
+    seen.sort();
+    let d = h.world.device(0);
+    assert_eq!(seen, [(d, 1), (d, 2)]);
     h.stop().await;
 }
 

@@ -25,6 +25,7 @@ pub mod hdr;
 mod health;
 mod prom;
 mod recorder;
+mod timings;
 
 pub use decisions::{DecisionClass, DecisionCounts, DecisionExample, DecisionTally, MAX_EXAMPLES};
 pub use exporter::{ExporterError, MetricsExporter, CONTENT_TYPE};
@@ -37,6 +38,7 @@ pub use recorder::{
     MAX_LATENCY_US,
 };
 pub use reference_server::domain::DeviceKind;
+pub use timings::Timings;
 
 /// An operation the harness times. Labels are stable: they appear in reports,
 /// interval log tags and the `operation` Prometheus label.
@@ -84,14 +86,14 @@ impl Operation {
     }
 
     /// The prefix of this operation's keys in the threshold metrics map
-    /// (`check.pin.p99`, `sync.p99`, ...), as scenario files spell them.
+    /// (`check.pin.p99`, `code_sync.p99`, ...), as scenario files spell them.
     pub const fn metric_prefix(self) -> &'static str {
         match self {
             Operation::PinCheck => "check.pin",
             Operation::QrCheck => "check.qr",
             Operation::CardCheck => "check.card",
             Operation::BleCheck => "check.ble",
-            Operation::SyncRoundTrip => "sync",
+            Operation::SyncRoundTrip => "code_sync",
             Operation::RemoteOpen => "remote_open",
             Operation::EventDelivery => "event_delivery",
         }
@@ -103,6 +105,13 @@ impl Operation {
             self,
             Operation::PinCheck | Operation::QrCheck | Operation::CardCheck | Operation::BleCheck
         )
+    }
+
+    /// True for deliveries the devices and the engine make on their own
+    /// (events, code syncs), as opposed to requests someone waits for;
+    /// `errors.*` counts only the latter.
+    pub const fn is_delivery(self) -> bool {
+        matches!(self, Operation::SyncRoundTrip | Operation::EventDelivery)
     }
 
     pub fn parse(s: &str) -> Option<Operation> {

@@ -150,7 +150,38 @@ impl Recorder {
         intended_us: u64,
         completed_us: u64,
     ) {
-        let latency_us = completed_us.saturating_sub(intended_us);
+        self.record_latency_us(
+            op,
+            outcome,
+            completed_us.saturating_sub(intended_us),
+            completed_us,
+        );
+    }
+
+    /// Records an operation whose latency was measured elsewhere (a sync
+    /// round trip timed by the server) and that completed at `completed`.
+    #[inline]
+    pub fn record_latency(
+        &mut self,
+        op: Operation,
+        outcome: Outcome,
+        latency_us: u64,
+        completed: Instant,
+    ) {
+        let completed_us = micros_since(self.start, completed);
+        self.record_latency_us(op, outcome, latency_us, completed_us);
+    }
+
+    /// [`Recorder::record_latency`] with the completion time in microseconds
+    /// since the run's start.
+    #[inline]
+    pub fn record_latency_us(
+        &mut self,
+        op: Operation,
+        outcome: Outcome,
+        latency_us: u64,
+        completed_us: u64,
+    ) {
         let interval = completed_us / self.interval_us;
         if interval > self.current {
             self.rotate(interval);

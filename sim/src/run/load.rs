@@ -25,17 +25,18 @@ use tokio::time::Instant;
 
 use super::oracle::{Attempt, Expected, Oracle, StayEvent, TruthKind};
 use super::provision::{self, Book, DoorInfo, StayPlan};
-use super::remote::{Forwarder, Remote};
+use super::remote::{Deliveries, Forwarder, Remote};
 use super::{RunError, RunOptions};
 use crate::clock::{stream_rng, SimClock};
 use crate::devices::fleet::{Fleet, FleetSpec, Placement};
 use crate::devices::{DeviceOutcome, DeviceParams, Present};
 use crate::metrics::{
     DecisionExample, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot,
-    Verdict, DEFAULT_INTERVAL_US,
+    Timings, Verdict, DEFAULT_INTERVAL_US,
 };
 use crate::scenario::{Action, Load, Scenario, Transport as Kind};
-use crate::transport::{InProcTransport, Transport};
+use crate::transport::relay::Relay;
+use crate::transport::{EventLog, InProcTransport, Transport};
 
 mod codes;
 
@@ -47,6 +48,9 @@ const DRAIN_WAIT_S: u64 = 60;
 const CODE_DRAIN_WAIT_S: u64 = 5;
 /// How often the progress line is printed (real clock).
 const PROGRESS_EVERY_S: u64 = 5;
+/// Longest the run waits, after the last phase, for the server to log the
+/// events the devices emitted (MQTT: they may still be on their way).
+const EVENTS_DRAIN_WAIT_S: u64 = 10;
 
 /// What a run measured, before thresholds.
 pub struct Measured {
@@ -66,6 +70,11 @@ pub struct Measured {
     pub battery_min_pct: Option<f64>,
     /// `battery_low` events the devices emitted.
     pub battery_low_events: u64,
+    /// Events the engine side saw again after logging them (`None`: the
+    /// transport has no event route, http).
+    pub events_duplicated: Option<u64>,
+    /// MQTT connections made again after a loss (`None`: not mqtt).
+    pub mqtt_reconnects: Option<u64>,
 }
 
 /// The oracle's results, for the report.
@@ -188,8 +197,29 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         let prov = provision::provision_into(&mut book, s, seed, clock.now())?;
         (prov, book.take_log())
     };
+    // Event delivery and sync round trips, timed where they complete: the
+    // in-process transport, or the gateway's observer over MQTT (HTTP has
+    // neither an event route nor a sync channel).
+    let timings = Arc::new(Timings::new());
+    let server_log = Arc::new(EventLog::new());
     let remote = if served {
-        let r = Remote::start(opts.transport, opts.broker.as_deref(), key, commands).await?;
+        let observer = (opts.transport == Kind::Mqtt).then(|| {
+            Arc::new(Deliveries {
+                log: server_log.clone(),
+                timings: timings.clone(),
+                clock,
+            }) as Arc<dyn reference_server::gateway::GatewayObserver>
+        });
+        let outages = !s.faults.broker_outages.is_empty();
+        let r = Remote::start(
+            opts.transport,
+            opts.broker.as_deref(),
+            key,
+            commands,
+            observer,
+            outages,
+        )
+        .await?;
         Some(r)
     } else {
         None
@@ -197,7 +227,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let transport = match &remote {
         Some(r) => r.transport(seed)?,
         None => Transport::InProc(
-            InProcTransport::new(engine.clone(), clock)
+            InProcTransport::timed(engine.clone(), clock, Some(timings.clone()))
                 .with_added_latency(s.faults.engine_added_latency),
         ),
     };
@@ -231,7 +261,19 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     match (&remote, opts.transport) {
         (None, _) => sync_codes(&fleet, &engine).await?,
         (Some(r), Kind::Http) => r.ack_all(&ids).await?,
-        (Some(r), _) => r.wait_synced(&ids, SYNC_WAIT_S).await?,
+        (Some(r), _) => {
+            let nudge = |pending: &[DeviceId]| {
+                for id in pending {
+                    let ble = fleet.device(*id).is_some_and(|d| {
+                        d.connectivity == reference_server::domain::Connectivity::Ble
+                    });
+                    if ble {
+                        let _ = fleet.control(*id, crate::devices::Control::SyncNow);
+                    }
+                }
+            };
+            r.wait_synced(&ids, SYNC_WAIT_S, nudge).await?
+        }
     }
 
     let metrics = Arc::new(FleetMetrics::new());
@@ -244,6 +286,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     }
     let origin = Instant::now();
     let mut recorder = Recorder::new(origin, DEFAULT_INTERVAL_US);
+    let mut delivery_recorder = Recorder::new(origin, DEFAULT_INTERVAL_US);
     if exporter.is_some() {
         let t = match opts.transport {
             Kind::Inproc => crate::metrics::Transport::Inproc,
@@ -251,7 +294,9 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             Kind::Http => crate::metrics::Transport::Http,
         };
         recorder = recorder.with_prometheus(metrics.clone(), t);
+        delivery_recorder = delivery_recorder.with_prometheus(metrics.clone(), t);
     }
+    timings.start(delivery_recorder);
     let mut site_doors = vec![Vec::new(); s.fleet.sites as usize];
     for (i, d) in prov.doors.iter().enumerate() {
         if keep[i] {
@@ -296,6 +341,14 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     ));
     let waves = actix_rt::spawn(offline_waves(ctx.clone(), seed));
     let stays = actix_rt::spawn(guest_stays(ctx.clone(), prov.stays, s.total_duration()));
+    let relay = remote.as_ref().and_then(Remote::relay);
+    let outages = relay.clone().map(|r| {
+        actix_rt::spawn(broker_outages(
+            r,
+            ctx.scenario.faults.broker_outages.clone(),
+            origin,
+        ))
+    });
     let mut phase_start = Duration::ZERO;
     let mut closed_people = None;
     for (pi, phase) in s.phases.iter().enumerate() {
@@ -368,6 +421,14 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let _ = progress.await;
     let _ = waves.await;
     let _ = stays.await;
+    if let Some(o) = outages {
+        o.abort();
+        let _ = o.await;
+    }
+    // The broker is back for the end of the run (a window may reach it).
+    if let Some(r) = &relay {
+        r.restore();
+    }
     let duration_s = (Instant::now() - origin).as_secs_f64().min(
         phase_start
             .as_secs_f64()
@@ -398,9 +459,26 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         }
     }
     // Events emitted vs logged: in-process the engine side's log is the
-    // transport's; HTTP has no event route (the devices keep their events).
-    let logged = match ctx.fleet.transport() {
-        Transport::InProc(t) => Some(t.log().totals().per_kind),
+    // transport's, over MQTT what the gateway's observer heard; HTTP has no
+    // event route (the devices keep their events).
+    let log = match ctx.fleet.transport() {
+        Transport::InProc(t) => Some(t.log().clone()),
+        Transport::Mqtt(_) => Some(server_log.clone()),
+        Transport::Http(_) => None,
+    };
+    if let (Some(log), Transport::Mqtt(_)) = (&log, ctx.fleet.transport()) {
+        // The gateway logs after the devices' last publishes (and devices
+        // buffered during an outage flush late): wait for it, bounded.
+        let until = Instant::now() + Duration::from_secs(EVENTS_DRAIN_WAIT_S);
+        while log.totals().accepted < emitted.total() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let totals = log.map(|l| l.totals());
+    let logged = totals.map(|t| t.per_kind);
+    let events_duplicated = totals.map(|t| t.duplicates);
+    let mqtt_reconnects = match ctx.fleet.transport() {
+        Transport::Mqtt(t) => Some(t.reconnects()),
         _ => None,
     };
     {
@@ -428,8 +506,12 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     }
     let shared = ctx.shared.into_inner();
     let o = shared.oracle;
+    let mut snapshot = shared.recorder.into_snapshot();
+    if let Some(d) = timings.finish() {
+        snapshot.merge(&d).map_err(|e| RunError::Report(e.into()))?;
+    }
     Ok(Measured {
-        snapshot: shared.recorder.into_snapshot(),
+        snapshot,
         oracle: OracleSummary {
             verdicts: o.verdicts.clone(),
             lockouts: o.lockouts,
@@ -448,6 +530,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         motor_blocked: shared.motor_blocked,
         battery_min_pct,
         battery_low_events,
+        events_duplicated,
+        mqtt_reconnects,
     })
 }
 
@@ -709,6 +793,23 @@ fn guest_tries(ctx: &Rc<Ctx>, p: &StayPlan, action: &'static str, intended: Inst
         announce: None,
     };
     actix_rt::spawn(perform(ctx.clone(), Planned::Check(job), intended));
+}
+
+/// Broker outages: the relay between the devices and the broker is cut for
+/// each window. Devices see their connection drop and reconnect with their
+/// own backoff; Wi-Fi checks meanwhile end as errors, Bluetooth locks
+/// decide from their code cache.
+async fn broker_outages(
+    relay: Arc<Relay>,
+    windows: Vec<crate::scenario::FaultWindow>,
+    origin: Instant,
+) {
+    for w in windows {
+        tokio::time::sleep_until(origin + w.at).await;
+        relay.cut();
+        tokio::time::sleep_until(origin + w.at + w.for_).await;
+        relay.restore();
+    }
 }
 
 /// The rate at `t` into a phase of length `len`, ramping linearly.

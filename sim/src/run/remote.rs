@@ -22,6 +22,12 @@
 //!   stored at provisioning (`SyncAck` on their behalf). Over MQTT the
 //!   gateway syncs the devices for real and the run waits until every code
 //!   is stored.
+//! - Over MQTT the gateway's observer hook ([`Deliveries`]) tells the run
+//!   which events the server logged (counted per kind, timed from the
+//!   device's own timestamp) and how long each sync round trip took.
+//! - With broker outages in the scenario the devices reach the broker
+//!   through a [`Relay`] the run cuts for each window; the gateway keeps
+//!   its own connection.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -30,7 +36,10 @@ use std::time::Duration;
 
 use reference_server::domain::{Actor, DeviceId};
 use reference_server::engine::{Command, Outcome, SyncResult};
-use reference_server::gateway::{self, BrokerChoice, BrokerUrl, MqttRunning, ENGINE_USER};
+use reference_server::gateway::{
+    self, BrokerChoice, BrokerUrl, GatewayObserver, MqttRunning, ENGINE_USER,
+};
+use reference_server::protocol::Event;
 use reference_server::server::{self, Server};
 use reference_server::service::{Clock, Service, TOKEN_KEY_FILE};
 use rustc_hash::FxHashMap;
@@ -38,9 +47,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::RunError;
+use crate::clock::SimClock;
+use crate::metrics::{Operation, Outcome as OpOutcome, Timings};
 use crate::scenario::Transport as TransportKind;
+use crate::transport::relay::Relay;
 use crate::transport::{
-    DeviceSecrets, HttpConfig, HttpTransport, MqttConfig, MqttTransport, Multiplex, Transport,
+    DeviceSecrets, EventLog, HttpConfig, HttpTransport, MqttConfig, MqttTransport, Multiplex,
+    Transport,
 };
 
 /// Commands from the run waiting to be forwarded to the server.
@@ -55,8 +68,49 @@ pub struct Remote {
     pub service: Arc<Service>,
     http: Option<Server>,
     mqtt: Option<MqttRunning>,
+    /// Between the devices and the broker, when the scenario cuts it.
+    relay: Option<Arc<Relay>>,
     secrets: Arc<FxHashMap<DeviceId, String>>,
     _dir: tempfile::TempDir,
+}
+
+/// The run's ear on the gateway (its observer): events the server logged
+/// and sync round trips. Returns at once, as the gateway requires: a short
+/// per-device lock in the log and one in the timings.
+pub struct Deliveries {
+    /// What the server logged, per device and kind.
+    pub log: Arc<EventLog>,
+    pub timings: Arc<Timings>,
+    /// The devices' clock, to turn an event's timestamp into an instant.
+    pub clock: SimClock,
+}
+
+impl GatewayObserver for Deliveries {
+    fn event_logged(&self, device: DeviceId, event: &Event) {
+        let now = Instant::now();
+        self.log.record(device, event);
+        let sent = self.clock.instant_of(event.at);
+        self.timings.record(
+            Operation::EventDelivery,
+            OpOutcome::Granted,
+            now.saturating_duration_since(sent),
+            now,
+        );
+    }
+
+    fn sync_acked(&self, _device: DeviceId, round_trip: Duration, failed: bool) {
+        let outcome = if failed {
+            OpOutcome::Error
+        } else {
+            OpOutcome::Granted
+        };
+        self.timings.record(
+            Operation::SyncRoundTrip,
+            outcome,
+            round_trip,
+            Instant::now(),
+        );
+    }
 }
 
 fn cannot_reach(what: &'static str, addr: impl Into<String>, reason: impl ToString) -> RunError {
@@ -83,6 +137,10 @@ fn write_token_key(dir: &Path, key: [u8; 32]) -> Result<(), RunError> {
     Ok(())
 }
 
+fn at_of(url: &BrokerUrl) -> String {
+    format!("{}:{}", url.host, url.port)
+}
+
 /// Parses `--broker` (`mqtt://[user[:password]@]host:port`); the gateway
 /// signs in as `engine` when the URL names no user.
 pub fn broker_url(text: &str) -> Result<BrokerUrl, RunError> {
@@ -104,12 +162,16 @@ pub fn broker_url(text: &str) -> Result<BrokerUrl, RunError> {
 
 impl Remote {
     /// Starts the server for `kind` (http or mqtt) with `token_key`, and
-    /// replays `commands` (the local engine's provisioning) into it.
+    /// replays `commands` (the local engine's provisioning) into it. MQTT:
+    /// `observer` hears from the gateway, and `relay` puts a [`Relay`]
+    /// between the devices and the broker.
     pub async fn start(
         kind: TransportKind,
         broker: Option<&str>,
         token_key: [u8; 32],
         commands: Vec<(Command, Outcome)>,
+        observer: Option<Arc<dyn GatewayObserver>>,
+        relay: bool,
     ) -> Result<Remote, RunError> {
         let dir = tempfile::Builder::new()
             .prefix("fleetsim-server-")
@@ -151,7 +213,7 @@ impl Remote {
                 BrokerChoice::External(u) => format!("{}:{}", u.host, u.port),
                 BrokerChoice::Embedded { .. } => "the embedded broker".into(),
             };
-            let running = gateway::serve(service.clone(), choice, |_| {})
+            let running = gateway::serve(service.clone(), choice, |cfg| cfg.observer = observer)
                 .await
                 .map_err(|e| cannot_reach("the MQTT gateway", at.clone(), e))?;
             // `serve` returns after a while even when it could not connect.
@@ -170,13 +232,36 @@ impl Remote {
         } else {
             None
         };
+        let relay = match (&mqtt, relay) {
+            (Some(m), true) => {
+                let url = broker_url(&m.device_url)?;
+                let upstream = tokio::net::lookup_host((url.host.as_str(), url.port))
+                    .await
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        cannot_reach("the MQTT broker", at_of(&url), "cannot resolve it")
+                    })?;
+                let r = Relay::start(SocketAddr::from(([127, 0, 0, 1], 0)), upstream)
+                    .await
+                    .map_err(|e| cannot_reach("the outage relay", "127.0.0.1:0", e))?;
+                Some(Arc::new(r))
+            }
+            _ => None,
+        };
         Ok(Remote {
             service,
             http,
             mqtt,
+            relay,
             secrets: Arc::new(secrets),
             _dir: dir,
         })
+    }
+
+    /// The relay that cuts the broker for the scenario's outages.
+    pub fn relay(&self) -> Option<Arc<Relay>> {
+        self.relay.clone()
     }
 
     /// Each device's issued secret.
@@ -202,9 +287,13 @@ impl Remote {
             .as_ref()
             .ok_or_else(|| RunError::Runtime("no server transport".into()))?;
         let url = broker_url(&m.device_url)?;
+        let (host, port) = match &self.relay {
+            Some(r) => (r.addr().ip().to_string(), r.addr().port()),
+            None => (url.host, url.port),
+        };
         let cfg = MqttConfig {
-            host: url.host,
-            port: url.port,
+            host,
+            port,
             request_timeout_ms: REQUEST_TIMEOUT_MS,
             ..MqttConfig::default()
         };
@@ -228,11 +317,24 @@ impl Remote {
     }
 
     /// Waits (real time) until the gateway has synced every code of
-    /// `devices`, or `wait_s` passed.
-    pub async fn wait_synced(&self, devices: &[DeviceId], wait_s: u64) -> Result<(), RunError> {
+    /// `devices`, or `wait_s` passed. `nudge` is called now and then with
+    /// the devices still pending (Bluetooth locks take what the gateway
+    /// pushed only when a phone comes near: the caller brings one).
+    pub async fn wait_synced(
+        &self,
+        devices: &[DeviceId],
+        wait_s: u64,
+        nudge: impl Fn(&[DeviceId]),
+    ) -> Result<(), RunError> {
         let deadline = Instant::now() + Duration::from_secs(wait_s);
+        let mut round = 0u32;
         loop {
-            let pending = self.pending(devices).len();
+            let pending = self.pending(devices);
+            if round % 10 == 5 {
+                nudge(&pending);
+            }
+            round += 1;
+            let pending = pending.len();
             if pending == 0 {
                 return Ok(());
             }
@@ -275,9 +377,11 @@ impl Remote {
             service,
             http,
             mqtt,
+            relay,
             _dir: dir,
             ..
         } = self;
+        drop(relay);
         let stop = async move {
             if let Some(m) = mqtt {
                 m.gateway.shutdown().await;

@@ -30,6 +30,13 @@ pub struct OracleFile {
     pub battery_min_pct: Option<f64>,
     #[serde(default)]
     pub battery_low_events: u64,
+    /// Events the engine side saw again after logging them; absent when the
+    /// transport has no event route (http).
+    #[serde(default)]
+    pub events_duplicated: Option<u64>,
+    /// MQTT connections made again after a loss; absent unless mqtt.
+    #[serde(default)]
+    pub mqtt_reconnects: Option<u64>,
 }
 
 pub const ORACLE_FILE: &str = "oracle.json";
@@ -68,6 +75,12 @@ pub fn threshold_metrics(r: &RunReport, o: &OracleFile) -> BTreeMap<String, f64>
     m.insert("battery.low_events".into(), o.battery_low_events as f64);
     if let Some(b) = o.battery_min_pct {
         m.insert("battery.min_pct".into(), b);
+    }
+    if let Some(n) = o.events_duplicated {
+        m.insert("events.duplicated".into(), n as f64);
+    }
+    if let Some(n) = o.mqtt_reconnects {
+        m.insert("mqtt.reconnects".into(), n as f64);
     }
     m.insert(
         "decisions.reason_mismatch".into(),
@@ -121,6 +134,8 @@ pub fn finish(s: &Scenario, opts: &RunOptions, m: Measured) -> Result<RunOutcome
         motor_blocked: m.motor_blocked,
         battery_min_pct: m.battery_min_pct,
         battery_low_events: m.battery_low_events,
+        events_duplicated: m.events_duplicated,
+        mqtt_reconnects: m.mqtt_reconnects,
     };
     judge_and_write(s, &mut r, &extra, &opts.report_dir)
 }
@@ -163,13 +178,13 @@ pub fn summary(r: &RunReport, o: &OracleFile) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<12} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10}",
+        "{:<15} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10}",
         "operation", "count", "granted", "denied", "errors", "p50 ms", "p99 ms"
     );
     for (name, op) in &r.operations {
         let _ = writeln!(
             s,
-            "{:<12} {:>9} {:>9} {:>9} {:>7} {:>10.3} {:>10.3}",
+            "{:<15} {:>9} {:>9} {:>9} {:>7} {:>10.3} {:>10.3}",
             name,
             op.count,
             op.granted,
@@ -311,6 +326,12 @@ fn add_oracle(dst: &mut OracleFile, o: &OracleFile) {
     dst.devices_offline_max += o.devices_offline_max;
     dst.motor_blocked += o.motor_blocked;
     dst.battery_low_events += o.battery_low_events;
+    let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
+    };
+    dst.events_duplicated = add(dst.events_duplicated, o.events_duplicated);
+    dst.mqtt_reconnects = add(dst.mqtt_reconnects, o.mqtt_reconnects);
     dst.battery_min_pct = match (dst.battery_min_pct, o.battery_min_pct) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

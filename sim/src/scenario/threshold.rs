@@ -36,6 +36,7 @@ pub const LATENCY_OPERATIONS: &[&str] = &[
     "check.any",
     "remote_open",
     "code_sync",
+    "event_delivery",
     "actuation",
 ];
 /// Statistics of a latency histogram.

@@ -3,6 +3,10 @@
 //! an [`EventLog`]; sync batches are computed from the engine on demand
 //! (`pull_sync`, for Bluetooth locks in range) or pushed to the Wi-Fi
 //! devices' mailboxes (`push_sync`, what a gateway does on a change).
+//!
+//! With [`Timings`] (`InProcTransport::timed`), it also times each event
+//! from the device's timestamp until logged, and each device's sync from the
+//! first batch sent until the device's ack.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,8 +22,10 @@ use reference_server::Engine;
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
+use super::log::Logged;
 use super::{Checked, Endpoint, EventLog, Inbound, TransportError};
 use crate::clock::SimClock;
+use crate::metrics::{Operation, Outcome, Timings};
 
 #[derive(Clone)]
 pub struct InProcTransport {
@@ -36,12 +42,26 @@ struct Inner {
     /// The `engine_added_latency` fault: every check waits this long before
     /// the engine decides. Zero keeps checks synchronous (the hot path).
     added_latency: std::time::Duration,
+    timings: Option<Arc<Timings>>,
+    /// When each device's unacknowledged batch was first sent (one entry
+    /// per device at most).
+    sync_sent_at: Mutex<FxHashMap<DeviceId, Instant>>,
 }
 
 impl InProcTransport {
     /// `clock` gives the engine its `now`; make it inside the runtime that
     /// runs the devices.
     pub fn new(engine: Arc<RwLock<Engine>>, clock: SimClock) -> InProcTransport {
+        InProcTransport::timed(engine, clock, None)
+    }
+
+    /// [`InProcTransport::new`], timing event delivery and sync round
+    /// trips into `timings`.
+    pub fn timed(
+        engine: Arc<RwLock<Engine>>,
+        clock: SimClock,
+        timings: Option<Arc<Timings>>,
+    ) -> InProcTransport {
         InProcTransport {
             inner: Arc::new(Inner {
                 engine,
@@ -50,6 +70,8 @@ impl InProcTransport {
                 inboxes: Mutex::new(FxHashMap::default()),
                 pushes_dropped: AtomicU64::new(0),
                 added_latency: std::time::Duration::ZERO,
+                timings,
+                sync_sent_at: Mutex::new(FxHashMap::default()),
             }),
         }
     }
@@ -188,6 +210,15 @@ fn take_batch(inner: &Inner, device: DeviceId) -> Result<Option<SyncPush>, Trans
             inner.clock.now(),
         )
         .map_err(|e| TransportError::Engine(e.to_string()))?;
+    if inner.timings.is_some() {
+        // A batch resent before the ack keeps the first send's time, as the
+        // gateway times its retries.
+        inner
+            .sync_sent_at
+            .lock()
+            .entry(device)
+            .or_insert_with(Instant::now);
+    }
     Ok(Some(sync_push_of(&batch)))
 }
 
@@ -239,7 +270,17 @@ impl InProcLink {
     }
 
     pub fn event(&self, event: &Event) {
-        self.inner.log.record(self.device, event);
+        let logged = self.inner.log.record(self.device, event);
+        if let (Some(t), Logged::Accepted) = (&self.inner.timings, logged) {
+            let now = Instant::now();
+            let sent = self.inner.clock.instant_of(event.at);
+            t.record(
+                Operation::EventDelivery,
+                Outcome::Granted,
+                now.saturating_duration_since(sent),
+                now,
+            );
+        }
     }
 
     pub fn pull_sync(&self) -> Result<Option<SyncPush>, TransportError> {
@@ -267,6 +308,23 @@ impl InProcLink {
                 self.inner.clock.now(),
             )
             .map(|_| ())
-            .map_err(|e| TransportError::Engine(e.to_string()))
+            .map_err(|e| TransportError::Engine(e.to_string()))?;
+        if let Some(t) = &self.inner.timings {
+            if let Some(sent) = self.inner.sync_sent_at.lock().remove(&self.device) {
+                let now = Instant::now();
+                let failed = ack.results.iter().any(|r| r.failure.is_some());
+                t.record(
+                    Operation::SyncRoundTrip,
+                    if failed {
+                        Outcome::Error
+                    } else {
+                        Outcome::Granted
+                    },
+                    now - sent,
+                    now,
+                );
+            }
+        }
+        Ok(())
     }
 }

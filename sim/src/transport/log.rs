@@ -2,11 +2,19 @@
 //! most once; repeats (QoS 1 redeliveries) are counted as duplicates, holes
 //! as gaps. Memory is bounded by the number of devices, not of events: the
 //! log keeps counts per device and kind, not the events themselves.
+//!
+//! Events of one device may be recorded out of order (the MQTT gateway logs
+//! them on concurrent tasks): a late one fills its hole instead of counting
+//! as a duplicate. Up to [`MAX_AHEAD`] sequence numbers above the first hole
+//! are remembered per device; past that the oldest hole is given up.
 
 use parking_lot::{Mutex, RwLock};
 use reference_server::domain::DeviceId;
 use reference_server::protocol::{Event, EventKind};
 use serde::Serialize;
+
+/// Sequence numbers remembered above a device's first hole.
+pub const MAX_AHEAD: usize = 256;
 
 /// Number of event kinds in the protocol.
 pub const KINDS: usize = 12;
@@ -88,11 +96,21 @@ pub enum Logged {
     Duplicate,
 }
 
+/// One device's accounting and what it has seen.
+#[derive(Default)]
+struct DeviceState {
+    log: DeviceLog,
+    /// Every seq up to here was logged.
+    seen_to: u64,
+    /// Seqs above `seen_to + 1` logged already (sorted, at most `MAX_AHEAD`).
+    ahead: std::collections::BTreeSet<u64>,
+}
+
 /// Per-device accounting behind one lock per device, so that checks on
 /// different cores do not contend on one counter.
 #[derive(Default)]
 pub struct EventLog {
-    devices: RwLock<Vec<Mutex<DeviceLog>>>,
+    devices: RwLock<Vec<Mutex<DeviceState>>>,
 }
 
 impl EventLog {
@@ -122,15 +140,37 @@ impl EventLog {
         verdict
     }
 
-    fn record_in(d: &mut DeviceLog, event: &Event) -> Logged {
-        if event.seq <= d.last_seq {
+    fn record_in(st: &mut DeviceState, event: &Event) -> Logged {
+        let seq = event.seq;
+        let d = &mut st.log;
+        if seq <= st.seen_to || st.ahead.contains(&seq) {
             d.duplicates += 1;
             return Logged::Duplicate;
         }
-        d.gaps += event.seq - d.last_seq - 1;
-        d.last_seq = event.seq;
+        if seq > d.last_seq {
+            d.gaps += seq - d.last_seq - 1;
+            d.last_seq = seq;
+        } else {
+            // A late event fills one hole.
+            d.gaps = d.gaps.saturating_sub(1);
+        }
         d.accepted += 1;
         d.per_kind.add(&event.kind);
+        if seq == st.seen_to + 1 {
+            st.seen_to = seq;
+            while st.ahead.first() == Some(&(st.seen_to + 1)) {
+                st.ahead.pop_first();
+                st.seen_to += 1;
+            }
+        } else {
+            st.ahead.insert(seq);
+            if st.ahead.len() > MAX_AHEAD {
+                // Give up the oldest hole: what lies below is settled.
+                if let Some(first) = st.ahead.pop_first() {
+                    st.seen_to = first;
+                }
+            }
+        }
         Logged::Accepted
     }
 
@@ -138,7 +178,7 @@ impl EventLog {
         self.devices
             .read()
             .get(device.index())
-            .map(|d| *d.lock())
+            .map(|d| d.lock().log)
             .unwrap_or_default()
     }
 
@@ -146,7 +186,7 @@ impl EventLog {
     pub fn totals(&self) -> DeviceLog {
         let mut t = DeviceLog::default();
         for d in self.devices.read().iter() {
-            let d = d.lock();
+            let d = d.lock().log;
             t.accepted += d.accepted;
             t.duplicates += d.duplicates;
             t.gaps += d.gaps;
@@ -181,5 +221,27 @@ mod tests {
         assert_eq!((got.accepted, got.duplicates, got.gaps), (2, 1, 2));
         assert_eq!(got.per_kind.get("door_opened"), 2);
         assert_eq!(log.totals().accepted, 2);
+    }
+
+    #[test]
+    fn late_events_fill_their_holes_and_are_not_duplicates() {
+        let log = EventLog::new();
+        let d = DeviceId(1);
+        for seq in [1, 3, 4, 2, 2, 4, 5] {
+            log.record(d, &ev(seq));
+        }
+        let got = log.device(d);
+        assert_eq!(
+            (got.accepted, got.duplicates, got.gaps, got.last_seq),
+            (5, 2, 0, 5)
+        );
+        // A hole that stays open while many later events arrive is given up.
+        let d = DeviceId(2);
+        log.record(d, &ev(1));
+        for seq in 3..(4 + MAX_AHEAD as u64) {
+            log.record(d, &ev(seq));
+        }
+        assert_eq!(log.record(d, &ev(2)), Logged::Duplicate);
+        assert_eq!(log.device(d).gaps, 1);
     }
 }

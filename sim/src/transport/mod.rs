@@ -19,6 +19,7 @@ pub mod http;
 pub mod inproc;
 pub mod log;
 pub mod mqtt;
+pub mod relay;
 
 use std::sync::Arc;
 

@@ -8,7 +8,9 @@
 //! - Each connection's `EventLoop` is polled by a task that does nothing
 //!   else; other tasks only `try_publish`.
 //! - On a connection error the task waits (exponential backoff with jitter
-//!   drawn from the seeded RNG) and polls again, which reconnects.
+//!   drawn from the seeded RNG) and polls again, which reconnects; each
+//!   device then publishes its last status again (its retained Last Will
+//!   said offline), and reconnects are counted transport-wide.
 //! - Events are QoS 1. While disconnected they are kept in a bounded buffer
 //!   (oldest dropped and counted when full) and sent on reconnect; the
 //!   per-device sequence number lets the engine drop redeliveries.
@@ -102,6 +104,8 @@ struct TransportInner {
     mode: Multiplex,
     seed: u64,
     shared: Mutex<FxHashMap<u32, Arc<Conn>>>,
+    /// Connections made again after a loss, over every connection.
+    reconnects: Arc<AtomicU64>,
 }
 
 impl MqttTransport {
@@ -119,8 +123,14 @@ impl MqttTransport {
                 mode,
                 seed,
                 shared: Mutex::new(FxHashMap::default()),
+                reconnects: Arc::new(AtomicU64::new(0)),
             }),
         }
+    }
+
+    /// Connections made again after a loss, over every connection so far.
+    pub fn reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
     }
 
     /// Starts (or joins) the device's connection. Must run inside a tokio
@@ -150,6 +160,7 @@ impl MqttTransport {
                     &secret,
                     Some(will),
                     stream_rng(self.inner.seed, u64::from(ep.device.0)),
+                    self.inner.reconnects.clone(),
                 )
             }
             Multiplex::Shared {
@@ -169,6 +180,7 @@ impl MqttTransport {
                             password,
                             None,
                             stream_rng(self.inner.seed, (1 << 40) | u64::from(n)),
+                            self.inner.reconnects.clone(),
                         )
                     })
                     .clone()
@@ -230,8 +242,16 @@ pub struct ConnStats {
     pub bad_payloads: u64,
 }
 
+/// One device on a connection: its topics, its mailbox, and the last
+/// status it published (sent again on reconnect).
+struct Route {
+    topics: Arc<Topics>,
+    inbox: Recipient<Inbound>,
+    status: Option<Vec<u8>>,
+}
+
 /// Where a connection's incoming messages go, per device.
-type DeviceRoutes = FxHashMap<DeviceId, (Arc<Topics>, Recipient<Inbound>)>;
+type DeviceRoutes = FxHashMap<DeviceId, Route>;
 
 struct Conn {
     client: AsyncClient,
@@ -242,6 +262,7 @@ struct Conn {
     devices: Mutex<DeviceRoutes>,
     buffer: Mutex<VecDeque<(String, Vec<u8>)>>,
     stats: Mutex<ConnStats>,
+    reconnects: Arc<AtomicU64>,
 }
 
 impl Conn {
@@ -252,6 +273,7 @@ impl Conn {
         password: &str,
         will: Option<LastWill>,
         rng: ChaCha8Rng,
+        reconnects: Arc<AtomicU64>,
     ) -> Arc<Conn> {
         let mut opts = MqttOptions::new(client_id, config.host.clone(), config.port);
         opts.set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)))
@@ -273,6 +295,7 @@ impl Conn {
             devices: Mutex::new(FxHashMap::default()),
             buffer: Mutex::new(VecDeque::new()),
             stats: Mutex::new(ConnStats::default()),
+            reconnects,
         });
         // The task holds a weak reference: when every link is gone the
         // connection closes.
@@ -284,22 +307,59 @@ impl Conn {
         if self.connected.load(Ordering::Acquire) {
             let _ = self.client.try_subscribe_many(topics.subscriptions());
         }
-        self.devices.lock().insert(device, (topics, inbox));
+        self.devices.lock().insert(
+            device,
+            Route {
+                topics,
+                inbox,
+                status: None,
+            },
+        );
     }
 
     fn on_connected(self: &Arc<Self>) {
-        self.stats.lock().connects += 1;
-        let subs: Vec<_> = self
-            .devices
-            .lock()
-            .values()
-            .flat_map(|(t, _)| t.subscriptions())
-            .collect();
+        let again = {
+            let mut st = self.stats.lock();
+            st.connects += 1;
+            st.connects > 1
+        };
+        let (subs, statuses): (Vec<_>, Vec<_>) = {
+            let devices = self.devices.lock();
+            let subs = devices
+                .values()
+                .flat_map(|r| r.topics.subscriptions())
+                .collect();
+            // The broker published each device's retained Last Will when the
+            // connection dropped: say "online" again, as a device does on
+            // every connect (the engine then syncs it).
+            let statuses = if again {
+                devices
+                    .values()
+                    .filter_map(|r| Some((r.topics.status.clone(), r.status.clone()?)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (subs, statuses)
+        };
+        if again {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
         self.connected.store(true, Ordering::Release);
         let me = self.clone();
         tokio::spawn(async move {
             for chunk in subs.chunks(30) {
                 if me.client.subscribe_many(chunk.to_vec()).await.is_err() {
+                    return;
+                }
+            }
+            for (t, p) in statuses {
+                if me
+                    .client
+                    .publish(t, QoS::AtLeastOnce, true, p)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -348,7 +408,7 @@ impl Conn {
     }
 
     fn deliver(&self, device: DeviceId, msg: Inbound) {
-        let inbox = self.devices.lock().get(&device).map(|(_, r)| r.clone());
+        let inbox = self.devices.lock().get(&device).map(|r| r.inbox.clone());
         if let Some(inbox) = inbox {
             // Bounded mailbox: a refused push is redelivered by the engine.
             let _ = inbox.try_send(msg);
@@ -478,9 +538,13 @@ impl MqttLink {
     }
 
     pub fn status(&self, status: &Status) -> Result<(), TransportError> {
+        let payload = encode(status);
+        if let Some(r) = self.conn.devices.lock().get_mut(&self.device) {
+            r.status = Some(payload.clone());
+        }
         self.conn
             .client
-            .try_publish(&self.topics.status, QoS::AtLeastOnce, true, encode(status))
+            .try_publish(&self.topics.status, QoS::AtLeastOnce, true, payload)
             .map_err(|e| TransportError::Mqtt(e.to_string()))
     }
 
