@@ -110,6 +110,9 @@ pub struct SyncBatch {
     pub version: u64,
     pub set: Vec<(CredentialId, Secret)>,
     pub remove: Vec<CredentialId>,
+    /// The validity of the codes in `set` that have one (by time; see
+    /// `SyncValidity`), for devices that decide offline.
+    pub validity: std::collections::BTreeMap<CredentialId, crate::protocol::SyncValidity>,
 }
 
 impl SyncBatch {
@@ -1810,7 +1813,18 @@ impl Engine {
             let cred = &self.credentials[c.index()];
             match cred.placement(device).map(|p| p.state) {
                 Some(SyncState::Pending | SyncState::Setting) => {
-                    batch.set.push((cred.id, cred.secret))
+                    batch.set.push((cred.id, cred.secret));
+                    let stay = match cred.schedule {
+                        Schedule::Stay { stay } => Some((
+                            &self.stays[stay.index()],
+                            self.guest_settings_for(&entry.device),
+                        )),
+                        _ => None,
+                    };
+                    let tz = &self.sites[cred.site.index()].tz;
+                    if let Some(v) = crate::protocol::SyncValidity::of(cred, tz, stay) {
+                        batch.validity.insert(cred.id, v);
+                    }
                 }
                 Some(SyncState::Removing) => batch.remove.push(cred.id),
                 _ => {}

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::Secret;
 use crate::domain::{
-    CredentialId, CredentialKind, Decision, DenyReason, DeviceId, FloorId, HolderId, Origin, Pin,
-    SiteId, SyncFailure,
+    CredentialId, CredentialKind, DailyWindow, Decision, DenyReason, DeviceId, FloorId, HolderId,
+    Origin, Pin, SiteId, SyncFailure, Weekdays,
 };
 use crate::engine::{Presented, SyncBatch, SyncResult};
 
@@ -426,6 +426,127 @@ impl std::fmt::Debug for WireSecret {
 pub struct SyncCode {
     pub credential: CredentialId,
     pub secret: WireSecret,
+    /// When the code may open, for a device that decides offline (a
+    /// Bluetooth lock). Absent: always (a permanent code, or a payload
+    /// from before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<SyncValidity>,
+}
+
+/// A code's validity as an offline device checks it against its own
+/// clock. Use limits are not here: a device that decides alone cannot
+/// count uses made at the other doors, so they are enforced online only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncValidity {
+    /// Unix seconds; before it the code is `not_yet_valid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_s: Option<i64>,
+    /// Unix seconds; from it on the code is `expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after_s: Option<i64>,
+    /// Weekdays and a local daily window; outside it `outside_schedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekly: Option<SyncWeekly>,
+    /// Unix seconds: a guest stay's check-in, set when the lock's guest
+    /// settings prevent access until then (`not_checked_in` before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_in_s: Option<i64>,
+    /// Unix seconds: a guest stay's check-out, set when the lock's guest
+    /// settings revoke access on check-out (`checked_out` from it on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_out_s: Option<i64>,
+}
+
+/// A weekly window on the site's wall clock. The zone travels by IANA
+/// name so the device resolves DST itself (jiff), as the engine does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncWeekly {
+    pub days: Weekdays,
+    pub window: DailyWindow,
+    /// Checked when decoded: an unknown zone is a malformed payload.
+    #[serde(deserialize_with = "known_zone")]
+    pub tz: String,
+}
+
+fn known_zone<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    match jiff::tz::TimeZone::get(&name) {
+        Ok(_) => Ok(name),
+        Err(_) => Err(serde::de::Error::custom(format!(
+            "unknown time zone {:?}",
+            name.chars().take(60).collect::<String>()
+        ))),
+    }
+}
+
+impl SyncValidity {
+    /// The validity of `c` at `device` as the engine would judge it by
+    /// time alone; `None` when time never matters (a permanent code, or a
+    /// stay whose lock ignores check-in and check-out).
+    pub fn of(
+        c: &crate::domain::Credential,
+        tz: &jiff::tz::TimeZone,
+        stay: Option<(&crate::domain::Stay, crate::domain::GuestSettings)>,
+    ) -> Option<SyncValidity> {
+        let (start, end) = c.schedule.bounds();
+        let mut v = SyncValidity {
+            not_before_s: start.map(|t| t.as_second()),
+            not_after_s: end.map(|t| t.as_second()),
+            weekly: c.schedule.weekly().and_then(|(days, window)| {
+                // Sites are created from IANA names; a zone without one
+                // (a fixed offset) cannot travel and is sent as such.
+                Some(SyncWeekly {
+                    days,
+                    window,
+                    tz: tz.iana_name()?.to_string(),
+                })
+            }),
+            ..SyncValidity::default()
+        };
+        if let Some((s, g)) = stay {
+            if g.prevent_access_until_checked_in && !s.checked_in {
+                v.check_in_s = Some(s.check_in_at.as_second());
+            }
+            if g.revoke_access_on_check_out {
+                // Checked out early: from now on (any past instant works).
+                v.check_out_s = Some(if s.checked_out {
+                    i64::MIN
+                } else {
+                    s.check_out_at.as_second()
+                });
+            }
+        }
+        (v != SyncValidity::default()).then_some(v)
+    }
+
+    /// The engine's time rules in its order (`Schedule::check_time`, then
+    /// the stay), at the device's `now`.
+    pub fn check(&self, now: Timestamp) -> Result<(), DenyReason> {
+        let now_s = now.as_second();
+        if self.not_before_s.is_some_and(|s| now_s < s) {
+            return Err(DenyReason::NotYetValid);
+        }
+        if self.not_after_s.is_some_and(|e| now_s >= e) {
+            return Err(DenyReason::Expired);
+        }
+        if let Some(w) = &self.weekly {
+            // The name was checked when decoded; a failure here cannot
+            // happen, and denying is the safe side if it did.
+            let tz = jiff::tz::TimeZone::get(&w.tz).map_err(|_| DenyReason::OutsideSchedule)?;
+            if !w.window.contains_at(w.days, now, &tz) {
+                return Err(DenyReason::OutsideSchedule);
+            }
+        }
+        if self.check_out_s.is_some_and(|t| now_s >= t) {
+            return Err(DenyReason::CheckedOut);
+        }
+        if self.check_in_s.is_some_and(|t| now_s < t) {
+            return Err(DenyReason::NotCheckedIn);
+        }
+        Ok(())
+    }
 }
 
 /// `sync`: the delta a device must apply, with the engine's version for it.
@@ -441,7 +562,8 @@ pub struct SyncPush {
 
 impl SyncPush {
     /// The messages that carry `batch`, each within `MAX_SYNC_CODES` codes
-    /// (and so well within `MAX_PAYLOAD_BYTES`); all share the batch's
+    /// and within `MAX_PAYLOAD_BYTES` (codes with a validity are bigger, so
+    /// a message may hold fewer of them); all share the batch's
     /// version. Codes with nothing to store (QR, BLE) are left out; a batch
     /// with nothing to send gives no message.
     pub fn from_batch(batch: &SyncBatch) -> Vec<SyncPush> {
@@ -452,17 +574,38 @@ impl SyncPush {
                 Some(SyncCode {
                     credential: *credential,
                     secret: WireSecret::from_secret(secret)?,
+                    valid: batch.validity.get(credential).cloned(),
                 })
             })
             .collect();
-        let mut pushes: Vec<SyncPush> = codes
-            .chunks(MAX_SYNC_CODES)
-            .map(|chunk| SyncPush {
+        // Room for the envelope (`version`, keys, brackets) around the codes.
+        const CODES_BUDGET_BYTES: usize = MAX_PAYLOAD_BYTES - 128;
+        let mut pushes: Vec<SyncPush> = Vec::new();
+        let mut set: Vec<SyncCode> = Vec::new();
+        let mut set_bytes = 0;
+        for code in codes {
+            // +1: the comma between codes.
+            let bytes = encode(&code).len() + 1;
+            if set.len() == MAX_SYNC_CODES
+                || (!set.is_empty() && set_bytes + bytes > CODES_BUDGET_BYTES)
+            {
+                pushes.push(SyncPush {
+                    version: batch.version,
+                    set: std::mem::take(&mut set),
+                    remove: Vec::new(),
+                });
+                set_bytes = 0;
+            }
+            set_bytes += bytes;
+            set.push(code);
+        }
+        if !set.is_empty() {
+            pushes.push(SyncPush {
                 version: batch.version,
-                set: chunk.to_vec(),
+                set,
                 remove: Vec::new(),
-            })
-            .collect();
+            });
+        }
         pushes.extend(batch.remove.chunks(MAX_SYNC_CODES).map(|chunk| SyncPush {
             version: batch.version,
             set: Vec::new(),
@@ -604,6 +747,7 @@ mod tests {
                 .chain([(CredentialId(999), Secret::Token { version: 1 })])
                 .collect(),
             remove: vec![CredentialId(500)],
+            validity: Default::default(),
         };
         let pushes = SyncPush::from_batch(&batch);
         assert_eq!(pushes.len(), 3);
@@ -630,5 +774,156 @@ mod tests {
         let json = String::from_utf8(encode(&e)).unwrap();
         assert!(json.contains(r#""event":"door_opened""#), "{json}");
         assert_eq!(decode::<Event>(json.as_bytes()).unwrap(), e);
+    }
+
+    #[test]
+    fn sync_validity_round_trips_and_old_payloads_still_parse() {
+        let code = SyncCode {
+            credential: CredentialId(7),
+            secret: WireSecret::Pin("4829".into()),
+            valid: Some(SyncValidity {
+                not_before_s: Some(1_800_000_000),
+                not_after_s: Some(1_800_086_400),
+                weekly: Some(SyncWeekly {
+                    days: Weekdays::from_days([jiff::civil::Weekday::Monday]),
+                    window: DailyWindow {
+                        start: jiff::civil::time(22, 0, 0, 0),
+                        end: jiff::civil::time(6, 0, 0, 0),
+                    },
+                    tz: "Europe/Berlin".into(),
+                }),
+                check_in_s: None,
+                check_out_s: Some(1_800_050_000),
+            }),
+        };
+        let json = String::from_utf8(encode(&code)).unwrap();
+        assert!(json.contains(r#""not_before_s":1800000000"#), "{json}");
+        assert!(!json.contains("check_in_s"), "{json}");
+        assert_eq!(decode::<SyncCode>(json.as_bytes()).unwrap(), code);
+        // A payload from before `valid`: parses, and a code without one is
+        // sent without the field.
+        let old = r#"{"credential":7,"secret":{"type":"pin","value":"4829"}}"#;
+        let parsed = decode::<SyncCode>(old.as_bytes());
+        let Ok(parsed) = parsed else {
+            panic!("{parsed:?}");
+        };
+        assert_eq!(parsed.valid, None);
+        let again = String::from_utf8(encode(&parsed)).unwrap();
+        assert!(!again.contains("valid"), "{again}");
+    }
+
+    #[test]
+    fn codes_with_a_validity_split_within_the_payload_limit() {
+        let weekly = SyncValidity {
+            not_before_s: Some(1_800_000_000),
+            not_after_s: Some(1_900_000_000),
+            weekly: Some(SyncWeekly {
+                days: Weekdays::ALL,
+                window: DailyWindow::WHOLE_DAY,
+                tz: "America/Argentina/ComodRivadavia".into(),
+            }),
+            check_in_s: Some(1_800_000_000),
+            check_out_s: Some(1_800_100_000),
+        };
+        let batch = SyncBatch {
+            version: 3,
+            set: (0..MAX_SYNC_CODES as u32)
+                .map(|i| {
+                    (
+                        CredentialId(4_000_000_000 - i),
+                        Secret::Card(u64::MAX - u64::from(i)),
+                    )
+                })
+                .collect(),
+            remove: Vec::new(),
+            validity: (0..MAX_SYNC_CODES as u32)
+                .map(|i| (CredentialId(4_000_000_000 - i), weekly.clone()))
+                .collect(),
+        };
+        let pushes = SyncPush::from_batch(&batch);
+        assert!(pushes.len() > 1);
+        assert_eq!(
+            pushes.iter().map(|p| p.set.len()).sum::<usize>(),
+            MAX_SYNC_CODES
+        );
+        for p in &pushes {
+            let bytes = encode(p);
+            assert!(bytes.len() <= MAX_PAYLOAD_BYTES, "{}", bytes.len());
+            assert_eq!(&decode::<SyncPush>(&bytes).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn a_malformed_validity_is_a_protocol_error() {
+        let with = |valid: &str| {
+            let old = encode(&SyncCode {
+                credential: CredentialId(7),
+                secret: WireSecret::Pin("4829".into()),
+                valid: None,
+            });
+            let old = String::from_utf8(old).unwrap();
+            let head = old.strip_suffix('}').unwrap_or(&old);
+            format!("{head},\"valid\":{valid}}}")
+        };
+        for bad in [
+            r#""soon""#,
+            r#"{"not_before_s":"yesterday"}"#,
+            r#"{"not_after":5}"#,
+            r#"{"weekly":{"days":["mon"],"window":{"start":"09:00","end":"17:00"},"tz":"Mars/Olympus"}}"#,
+            r#"{"weekly":{"days":["funday"],"window":{"start":"09:00","end":"17:00"},"tz":"UTC"}}"#,
+            r#"{"weekly":{"days":["mon"],"window":{"start":"25:00","end":"17:00"},"tz":"UTC"}}"#,
+            r#"{"not_after_s":1e400}"#,
+        ] {
+            let text = with(bad);
+            match decode::<SyncCode>(text.as_bytes()) {
+                Err(ProtocolError::Malformed(_)) => {}
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let good = with(
+            r#"{"weekly":{"days":["mon"],"window":{"start":"09:00","end":"17:00"},"tz":"UTC"}}"#,
+        );
+        assert!(decode::<SyncCode>(good.as_bytes()).is_ok(), "{good}");
+    }
+
+    #[test]
+    fn sync_validity_checks_the_engines_time_rules_in_its_order() {
+        let tz = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        // Monday 2026-03-23, 10:00 in Berlin (CET).
+        let at = |h: i8, d: i8| {
+            jiff::civil::date(2026, 3, d)
+                .at(h, 0, 0, 0)
+                .to_zoned(tz.clone())
+                .unwrap()
+                .timestamp()
+        };
+        let v = SyncValidity {
+            not_before_s: Some(at(0, 23).as_second()),
+            not_after_s: Some(at(0, 30).as_second()),
+            weekly: Some(SyncWeekly {
+                days: Weekdays::from_days([jiff::civil::Weekday::Monday]),
+                window: DailyWindow {
+                    start: jiff::civil::time(9, 0, 0, 0),
+                    end: jiff::civil::time(17, 0, 0, 0),
+                },
+                tz: "Europe/Berlin".into(),
+            }),
+            ..SyncValidity::default()
+        };
+        assert_eq!(v.check(at(10, 22)), Err(DenyReason::NotYetValid));
+        assert_eq!(v.check(at(10, 23)), Ok(()));
+        assert_eq!(v.check(at(18, 23)), Err(DenyReason::OutsideSchedule));
+        assert_eq!(v.check(at(10, 24)), Err(DenyReason::OutsideSchedule));
+        // Monday after the clocks went forward (29 March): still 10:00 local.
+        assert_eq!(v.check(at(10, 30)), Err(DenyReason::Expired));
+        let stay = SyncValidity {
+            check_in_s: Some(100),
+            check_out_s: Some(200),
+            ..SyncValidity::default()
+        };
+        let t = |s: i64| Timestamp::from_second(s).unwrap();
+        assert_eq!(stay.check(t(99)), Err(DenyReason::NotCheckedIn));
+        assert_eq!(stay.check(t(150)), Ok(()));
+        assert_eq!(stay.check(t(200)), Err(DenyReason::CheckedOut));
     }
 }

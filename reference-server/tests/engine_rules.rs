@@ -775,6 +775,75 @@ fn a_code_works_on_a_lock_only_once_the_lock_has_it() {
 }
 
 #[test]
+fn sync_batches_carry_each_codes_validity_for_offline_locks() {
+    let mut w = World::new();
+    let now = t0();
+    let mut issue = |pin: &str, schedule: Schedule| {
+        let issue = Issue {
+            holder: w.resident,
+            name: pin.into(),
+            secret: SecretSpec::Pin {
+                pin: PinSpec::Manual(pin.into()),
+            },
+            schedule,
+            doors: vec![w.unit_door],
+            include_common_areas: false,
+            floors: FloorScope::Any,
+        };
+        id!(
+            out(w.e.apply(&SYS, Command::IssueCredential(issue), now)),
+            Credential
+        )
+    };
+    let always = issue("7391", Schedule::Permanent);
+    let temporary = issue(
+        "7392",
+        Schedule::Temporary {
+            start: now + hours(1),
+            end: now + hours(9),
+        },
+    );
+    let window = DailyWindow {
+        start: Time::constant(8, 0, 0, 0),
+        end: Time::constant(18, 0, 0, 0),
+    };
+    let days = Weekdays::from_days([Weekday::Monday]);
+    let recurring = issue(
+        "7393",
+        Schedule::Recurring {
+            days,
+            window,
+            start: None,
+            end: Some(now + hours(48)),
+        },
+    );
+    let batch = w.e.pending_sync(w.keypad).unwrap();
+    assert!(
+        !batch.validity.contains_key(&always),
+        "permanent: no limits"
+    );
+    let t = &batch.validity[&temporary];
+    assert_eq!(t.not_before_s, Some((now + hours(1)).as_second()));
+    assert_eq!(t.not_after_s, Some((now + hours(9)).as_second()));
+    assert!(t.weekly.is_none());
+    let r = &batch.validity[&recurring];
+    assert_eq!(
+        (r.not_before_s, r.not_after_s),
+        (None, Some((now + hours(48)).as_second()))
+    );
+    let weekly = r.weekly.as_ref().unwrap();
+    assert_eq!((weekly.days, weekly.window), (days, window));
+    // The message carries it (the wire form of the same batch).
+    let pushes = reference_server::protocol::SyncPush::from_batch(&batch);
+    let sent = pushes
+        .iter()
+        .flat_map(|p| &p.set)
+        .find(|c| c.credential == temporary)
+        .unwrap();
+    assert_eq!(sent.valid.as_ref(), Some(t));
+}
+
+#[test]
 fn a_changed_pin_replaces_the_old_one_only_when_the_lock_confirms() {
     let mut w = World::new();
     let now = t0();

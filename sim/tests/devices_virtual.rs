@@ -198,6 +198,84 @@ fn an_offline_ble_lock_keeps_granting_cached_codes_and_learns_new_ones_by_sync()
 }
 
 #[test]
+fn an_offline_ble_lock_checks_each_cached_codes_validity_on_its_own_clock() {
+    use jiff::SignedDuration;
+    use reference_server::domain::{DailyWindow, Schedule, Weekdays};
+    run_virtual(|| async {
+        let mut params = DeviceParams::quiet();
+        params.lock.ble_in_range_every_s = fleetsim::devices::Span::new(1e9, 1e9);
+        let s = inproc_fleet(&FleetSpec::new(15).ble_doors(1).params(params));
+        let plan = s.fleet.provisioned.doors[0].clone();
+        let lock = plan.lock.unwrap();
+        let now = s.clock.now();
+        let hours = SignedDuration::from_hours;
+        let tz = {
+            let e = s.engine.read();
+            let site = e.door(plan.door).unwrap().site;
+            e.site(site).unwrap().tz.clone()
+        };
+        // A daily window from 30 to 90 minutes after now, local time.
+        let local = tz.to_datetime(now).time();
+        let window = DailyWindow {
+            start: local.wrapping_add(SignedDuration::from_mins(30)),
+            end: local.wrapping_add(SignedDuration::from_mins(90)),
+        };
+        let temporary = |from: SignedDuration, to: SignedDuration| Schedule::Temporary {
+            start: now + from,
+            end: now + to,
+        };
+        issue_pin_on(&s, plan.door, "1357", temporary(-hours(1), hours(1)));
+        issue_pin_on(&s, plan.door, "2468", temporary(hours(1), hours(5)));
+        let recurring = Schedule::Recurring {
+            days: Weekdays::ALL,
+            window,
+            start: None,
+            end: None,
+        };
+        issue_pin_on(&s, plan.door, "3579", recurring);
+        s.fleet.control(lock, Control::SyncNow).unwrap();
+        wait_s(1.0).await;
+        assert_eq!(s.fleet.snapshot(lock).await.unwrap().cached_codes, 3);
+        s.fleet
+            .control(lock, Control::GoOffline { for_s: 86_400.0 })
+            .unwrap();
+        wait_s(1.0).await;
+
+        let expect = |pins: [(&'static str, DeviceOutcome); 3]| {
+            let fleet = &s.fleet;
+            async move {
+                for (p, want) in pins {
+                    let got = fleet.present(lock, pin(p)).await.unwrap();
+                    assert_eq!(got.outcome, want, "{p}");
+                    assert!(got.decided_locally, "{p}");
+                }
+            }
+        };
+        let denied = DeviceOutcome::Denied;
+        expect([
+            ("1357", DeviceOutcome::Unlocked),
+            ("2468", denied(DenyReason::NotYetValid)),
+            ("3579", denied(DenyReason::OutsideSchedule)),
+        ])
+        .await;
+        wait_s(3_600.0).await; // now + 1 h: inside the window
+        expect([
+            ("1357", denied(DenyReason::Expired)),
+            ("2468", DeviceOutcome::Unlocked),
+            ("3579", DeviceOutcome::Unlocked),
+        ])
+        .await;
+        wait_s(3_600.0).await; // now + 2 h: the window closed
+        expect([
+            ("1357", denied(DenyReason::Expired)),
+            ("2468", DeviceOutcome::Unlocked),
+            ("3579", denied(DenyReason::OutsideSchedule)),
+        ])
+        .await;
+    });
+}
+
+#[test]
 fn a_door_phone_grants_a_valid_qr_denies_a_replay_and_calls_the_lift() {
     run_virtual(|| async {
         let s = inproc_fleet(

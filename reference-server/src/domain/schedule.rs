@@ -102,6 +102,13 @@ impl DailyWindow {
         end: Time::midnight(),
     };
 
+    /// Is instant `now`, on the wall clock of `tz`, inside the window on
+    /// one of `days`?
+    pub fn contains_at(&self, days: Weekdays, now: Timestamp, tz: &TimeZone) -> bool {
+        let local = tz.to_datetime(now);
+        self.contains(days, local.weekday(), local.time())
+    }
+
     /// Is local time `t` on `day` inside a window that may have opened on
     /// `day` or (crossing midnight) on the day before?
     fn contains(&self, days: Weekdays, day: Weekday, t: Time) -> bool {
@@ -328,26 +335,33 @@ impl Schedule {
                 return Err(DenyReason::Expired);
             }
         }
-        let (days, window) = match self {
-            Schedule::Recurring { days, window, .. } => (*days, *window),
+        let Some((days, window)) = self.weekly() else {
+            return Ok(());
+        };
+        if window.contains_at(days, now, tz) {
+            Ok(())
+        } else {
+            Err(DenyReason::OutsideSchedule)
+        }
+    }
+
+    /// The weekdays and local daily window the schedule repeats in, if any
+    /// (what an offline lock is told to check, too).
+    pub fn weekly(&self) -> Option<(Weekdays, DailyWindow)> {
+        match self {
+            Schedule::Recurring { days, window, .. } => Some((*days, *window)),
             Schedule::Visitor {
                 repeat: Repeat::Daily,
                 window: Some(w),
                 ..
-            } => (Weekdays::ALL, *w),
+            } => Some((Weekdays::ALL, *w)),
             Schedule::Visitor {
                 repeat: Repeat::Weekly,
                 days: Some(d),
                 window: Some(w),
                 ..
-            } => (*d, *w),
-            _ => return Ok(()),
-        };
-        let local = tz.to_datetime(now);
-        if window.contains(days, local.weekday(), local.time()) {
-            Ok(())
-        } else {
-            Err(DenyReason::OutsideSchedule)
+            } => Some((*d, *w)),
+            _ => None,
         }
     }
 

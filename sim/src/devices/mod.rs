@@ -28,7 +28,7 @@ use reference_server::domain::{
 };
 use reference_server::protocol::{
     encode, AuthRequest, AuthResponse, Event, EventKind, Status, SyncAckMsg, SyncItemResult,
-    SyncPush, Verdict, WireCredential, WireSecret,
+    SyncPush, SyncValidity, Verdict, WireCredential, WireSecret,
 };
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -188,6 +188,9 @@ impl Battery {
 pub struct CodeCache {
     pins: FxHashMap<u64, CredentialId>,
     cards: FxHashMap<u64, CredentialId>,
+    /// When each stored code may open (codes without one: always), so
+    /// the lock decides offline by time as the engine would.
+    valid: FxHashMap<CredentialId, SyncValidity>,
 }
 
 impl CodeCache {
@@ -206,12 +209,23 @@ impl CodeCache {
             _ => None,
         }
     }
+    /// The stored code for `c` and whether it may open at the device's
+    /// `now`: the engine's time rules (use limits stay online-only).
+    pub fn judge(
+        &self,
+        c: &WireCredential,
+        now: Timestamp,
+    ) -> Option<(CredentialId, Result<(), DenyReason>)> {
+        let id = self.lookup(c)?;
+        Some((id, self.valid.get(&id).map_or(Ok(()), |v| v.check(now))))
+    }
     /// Applies a batch within `slots`; says per code what happened.
     fn apply(&mut self, push: &SyncPush, slots: u16) -> Vec<SyncItemResult> {
         let mut results = Vec::with_capacity(push.set.len() + push.remove.len());
         for id in &push.remove {
             self.pins.retain(|_, c| c != id);
             self.cards.retain(|_, c| c != id);
+            self.valid.remove(id);
             results.push(SyncItemResult {
                 credential: *id,
                 failure: None,
@@ -243,6 +257,13 @@ impl CodeCache {
                     }
                 }
             };
+            if failure.is_none() {
+                // A re-sent code may carry a new validity (an edit).
+                match &code.valid {
+                    Some(v) => self.valid.insert(code.credential, v.clone()),
+                    None => self.valid.remove(&code.credential),
+                };
+            }
             results.push(SyncItemResult {
                 credential: code.credential,
                 failure,
@@ -741,10 +762,13 @@ impl Core {
         }
         let cacheable = matches!(credential, WireCredential::Pin(_) | WireCredential::Card(_));
         if local && cacheable {
-            let found = self.codes.as_ref().and_then(|c| c.lookup(&credential));
-            self.count(found.is_some());
+            let now = self.now();
+            let found = self.codes.as_ref().and_then(|c| c.judge(&credential, now));
+            self.count(matches!(found, Some((_, Ok(())))));
             return Decide::Done(match found {
-                Some(id) => Judged::Granted(Some(id), None),
+                Some((id, Ok(()))) => Judged::Granted(Some(id), None),
+                // A known code out of its time: not a wrong try.
+                Some((_, Err(reason))) => Judged::Denied(reason),
                 None if is_pin => Judged::Denied(DenyReason::WrongPin),
                 None => Judged::Denied(DenyReason::UnknownCredential),
             });

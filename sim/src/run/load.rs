@@ -757,18 +757,13 @@ fn guest_tries(ctx: &Rc<Ctx>, p: &StayPlan, action: &'static str, intended: Inst
     let door = &ctx.doors[p.door];
     let mut sh = ctx.shared.borrow_mut();
     let device = takers(door, TruthKind::Pin).first().copied();
-    let why = match (door.plan.kit, device) {
-        // The code cache has no stay times (protocol.md's sync carries
-        // codes only), so the lock would open: not what the rules say.
-        (crate::devices::fleet::DoorKit::BleApartment, _) => {
-            Some("a Bluetooth lock decides from its code cache")
-        }
-        (_, None) => Some("no PIN pad at the door"),
-        _ => None,
+    // A Bluetooth lock decides from its code cache, which holds the stay's
+    // check-in and check-out (sync's `valid`), so it is tried too.
+    let why = match device {
+        None => Some("no PIN pad at the door"),
+        Some(d) if sh.busy.contains(&d) => Some("someone is at the keypad"),
+        Some(_) => None,
     };
-    let why = why.or(device
-        .filter(|d| sh.busy.contains(d))
-        .map(|_| "someone is at the keypad"));
     let Some(device) = device.filter(|_| why.is_none()) else {
         let why = why.unwrap_or_default();
         *sh.skipped.entry(format!("{action} ({why})")).or_default() += 1;

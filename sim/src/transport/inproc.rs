@@ -184,6 +184,7 @@ pub fn sync_push_of(batch: &SyncBatch) -> SyncPush {
                 Some(SyncCode {
                     credential: *id,
                     secret,
+                    valid: batch.validity.get(id).cloned(),
                 })
             })
             .take(MAX_SYNC_CODES)

@@ -147,6 +147,19 @@ pub fn issue_pin(s: &Setup, door: DoorId, pin: &str) -> CredentialId {
     )
 }
 
+/// A member PIN for `door` with `schedule`.
+pub fn issue_pin_on(s: &Setup, door: DoorId, pin: &str, schedule: Schedule) -> CredentialId {
+    issue(
+        s,
+        SecretSpec::Pin {
+            pin: PinSpec::Manual(pin.into()),
+        },
+        schedule,
+        vec![door],
+        HolderKind::Member,
+    )
+}
+
 pub fn issue_card(s: &Setup, door: DoorId, number: u64) -> CredentialId {
     issue(
         s,
