@@ -266,6 +266,8 @@ pub struct Oracle {
     /// Uses picked but not yet judged (so two arrivals do not pick one key).
     reserved: FxHashMap<(TruthId, DoorId), u32>,
     extra_qr: FxHashMap<DoorId, Vec<TruthId>>,
+    /// Fallback pool codes per door (see [`Oracle::pool_pin`]).
+    pool_pins: rustc_hash::FxHashSet<(DoorId, String)>,
     /// The engine's credential of a truth entry (PINs a run may change or
     /// revoke).
     credentials: FxHashMap<TruthId, CredentialId>,
@@ -309,6 +311,7 @@ impl Oracle {
             uses_door: FxHashMap::default(),
             reserved: FxHashMap::default(),
             extra_qr: FxHashMap::default(),
+            pool_pins: Default::default(),
             credentials: FxHashMap::default(),
             frozen: FxHashSet::default(),
             retired: FxHashMap::default(),
@@ -371,7 +374,14 @@ impl Oracle {
 
     /// Is `text` a PIN of `door` in the truth table?
     pub fn pin_known(&self, door: DoorId, text: &str) -> bool {
-        self.pins.contains_key(&(door, text.to_string()))
+        let key = (door, text.to_string());
+        self.pins.contains_key(&key) || self.pool_pins.contains(&key)
+    }
+
+    /// An unassigned fallback code pre-loaded on `door`'s lock: not a
+    /// credential anyone holds, but not a wrong PIN either.
+    pub fn pool_pin(&mut self, door: DoorId, text: String) {
+        self.pool_pins.insert((door, text));
     }
 
     /// The truth entry of a PIN typed at `door`.

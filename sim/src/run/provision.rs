@@ -15,8 +15,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use reference_server::domain::{
     Actor, Connectivity, CredentialId, DeviceId, DeviceKind, DoorId, FloorScope, GuestSettings,
-    HolderId, HolderKind, OrgId, Origin, Pin, Repeat, Schedule, SiteId, SiteSettings, StayId,
-    Weekdays,
+    HolderId, HolderKind, OrgId, Origin, Pin, Repeat, Schedule, Secret, SiteId, SiteSettings,
+    StayId, Weekdays,
 };
 use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec};
 use reference_server::{Engine, EngineError};
@@ -808,6 +808,16 @@ pub fn provision_into(
                             },
                             now,
                         )?;
+                        // A lock holds its pool codes, and a Bluetooth one
+                        // decides from what it holds: a "wrong" PIN drawn
+                        // for an attempt must not be one of them.
+                        let lock = plan.lock.unwrap_or(DeviceId(0));
+                        let e = &cx.engine.engine;
+                        for id in e.fallback_pool(lock) {
+                            if let Some(Secret::Pin(pin)) = e.credential(*id).map(|c| &c.secret) {
+                                out.oracle.pool_pin(door, pin.reveal());
+                            }
+                        }
                     }
                 }
                 out.oracle.set_lockout(door, s.fleet.lockout);
