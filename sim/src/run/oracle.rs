@@ -985,4 +985,17 @@ mod tests {
         assert_eq!(o.verdicts.false_accepts, 1);
         assert_eq!(o.retired_attempts, 1);
     }
+
+    #[test]
+    fn a_lock_s_fallback_pool_codes_are_known_but_grant_nothing() {
+        let mut o = Oracle::new();
+        let (door, other) = (DoorId(3), DoorId(4));
+        assert!(!o.pin_known(door, "4821"));
+        o.pool_pin(door, "4821".into());
+        // Never drawn as a wrong PIN at that door (its lock holds it) ...
+        assert!(o.pin_known(door, "4821"));
+        assert!(!o.pin_known(other, "4821"));
+        // ... and no credential anyone could be expected to use.
+        assert_eq!(o.pin_at(door, "4821"), None);
+    }
 }
