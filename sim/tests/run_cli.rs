@@ -37,6 +37,16 @@ fn report(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
 }
 
+/// Runs `args` with `--report-dir dir`, asserts the run passed (exit 0) and
+/// returns its report.json.
+fn run_passing(args: &[&str], dir: &Path) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--report-dir", dir.to_str().unwrap()]);
+    let (code, out, err) = run(&all);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    report(dir)
+}
+
 /// The numbers a replay must reproduce: counts per operation and outcome,
 /// and the decision totals.
 fn numbers(r: &Value) -> Vec<(String, u64)> {
@@ -115,18 +125,17 @@ fn the_same_seed_in_virtual_time_gives_the_same_numbers_and_another_seed_others(
     let mut got = Vec::new();
     for (name, seed) in [("a", "7"), ("b", "7"), ("c", "8")] {
         let dir = tmp.path().join(name);
-        let (code, out, err) = run(&[
-            "run",
-            file.to_str().unwrap(),
-            "--seed",
-            seed,
-            "--duration",
-            "3m",
-            "--report-dir",
-            dir.to_str().unwrap(),
-        ]);
-        assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-        let r = report(&dir);
+        let r = run_passing(
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--seed",
+                seed,
+                "--duration",
+                "3m",
+            ],
+            &dir,
+        );
         assert_eq!(r["clock"], "virtual");
         got.push(numbers(&r));
     }
@@ -424,18 +433,17 @@ fn engine_added_latency_delays_every_answer_over_http() {
     let tmp = tempfile::tempdir().unwrap();
     let file = with_added_latency(tmp.path(), "30ms", "real");
     let dir = tmp.path().join("out");
-    let (code, out, err) = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--transport",
-        "http",
-        "--duration",
-        "4s",
-        "--report-dir",
-        dir.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    let r = report(&dir);
+    let r = run_passing(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--transport",
+            "http",
+            "--duration",
+            "4s",
+        ],
+        &dir,
+    );
     // The server waits before deciding: no answer can come sooner.
     let g = &r["operations"]["pin_check"]["by_outcome"]["granted"];
     assert!(g["count"].as_u64().unwrap() > 0, "{g}");
@@ -448,25 +456,11 @@ fn oracle_file(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("oracle.json")).unwrap()).unwrap()
 }
 
-/// A copy of vacation-rental-turnover.toml without its code-sync threshold:
-/// no code changes run yet (`code_change` is skipped), so nothing measures
-/// code sync; the oracle's thresholds stay.
-fn vacation_rental_copy(dir: &Path) -> PathBuf {
-    let text =
-        std::fs::read_to_string(root().join("scenarios/vacation-rental-turnover.toml")).unwrap();
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with("\"code_sync."))
-        .collect();
-    let file = dir.join("vacation-rental.toml");
-    std::fs::write(&file, kept.join("\n")).unwrap();
-    file
-}
-
 #[test]
 fn vacation_rental_guests_are_let_in_during_their_stay_only_in_virtual_time() {
     let tmp = tempfile::tempdir().unwrap();
-    let file = vacation_rental_copy(tmp.path());
+    // The shipped file, thresholds and all (its code changes included).
+    let file = root().join("scenarios/vacation-rental-turnover.toml");
     let mut seen = Vec::new();
     for n in 0..2 {
         let dir = tmp.path().join(format!("out{n}"));
