@@ -14,8 +14,9 @@
 //! - Events are QoS 1. While disconnected they are kept in a bounded buffer
 //!   (oldest dropped and counted when full) and sent on reconnect; the
 //!   per-device sequence number lets the engine drop redeliveries.
-//! - Auth requests carry a correlation id; answers on `auth/resp` complete
-//!   the waiting check, which gives up after `request_timeout_ms`.
+//! - Auth requests (QoS 0, answered at QoS 0) carry a correlation id;
+//!   answers on `auth/resp` complete the waiting check, which gives up
+//!   after `request_timeout_ms`.
 //!
 //! Needs real time (sockets do not advance a paused tokio clock).
 
@@ -224,7 +225,8 @@ impl Topics {
 
     fn subscriptions(&self) -> [rumqttc::SubscribeFilter; 3] {
         [
-            rumqttc::SubscribeFilter::new(self.auth_resp.clone(), QoS::AtLeastOnce),
+            // QoS 0 like the request: see `MqttLink::check`.
+            rumqttc::SubscribeFilter::new(self.auth_resp.clone(), QoS::AtMostOnce),
             rumqttc::SubscribeFilter::new(self.sync.clone(), QoS::AtLeastOnce),
             rumqttc::SubscribeFilter::new(self.cmd.clone(), QoS::AtLeastOnce),
         ]
@@ -511,7 +513,11 @@ impl MqttLink {
         if self
             .conn
             .client
-            .try_publish(&self.topics.auth_req, QoS::AtLeastOnce, false, encode(&req))
+            // QoS 0: the answer is the acknowledgement, and a lost request
+            // times out like a lost answer. At QoS 1 the broker's PUBACK
+            // goes out just before the answer, so Nagle holds the answer
+            // until the device's delayed TCP ACK (about 40 ms a check).
+            .try_publish(&self.topics.auth_req, QoS::AtMostOnce, false, encode(&req))
             .is_err()
         {
             self.conn.pending.lock().remove(&key);
