@@ -452,6 +452,27 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
+    /// A task sending commands made during the run to an external target
+    /// through its admin API, in order (ids translated). A refused command
+    /// answers false; later ones are still sent (their ids are translated,
+    /// not assumed equal).
+    pub fn to_target(target: Arc<super::target::Target>) -> Forwarder {
+        let (tx, mut rx) = mpsc::channel::<Forward>(FORWARD_QUEUE);
+        tokio::spawn(async move {
+            while let Some(f) = rx.recv().await {
+                let ok = match target.apply(&f.command, &f.expect).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the target refused a forwarded command");
+                        false
+                    }
+                };
+                let _ = f.done.send(ok);
+            }
+        });
+        Forwarder { tx }
+    }
+
     /// Queues `command` (answered `expect` locally); the receiver says
     /// whether the server applied it with the same result. `None`: the
     /// queue is full.

@@ -354,7 +354,24 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
                 ctx.fleet.push_sync_to(&devices);
                 next_push = now + Duration::from_millis(PUSH_EVERY_MS);
             }
-            // No sync channel: the server marks the readers' codes stored.
+            // No sync channel: the server marks the readers' codes stored
+            // (an external target: the readers confirm them themselves).
+            Kind::Http if ctx.target.is_some() => {
+                if let Some(t) = &ctx.target {
+                    match t.confirm_codes(&devices).await {
+                        Ok(true) => {
+                            result = Settled::Stored;
+                            break;
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the target refused a sync confirmation");
+                            result = Settled::Failed("refused");
+                            break;
+                        }
+                    }
+                }
+            }
             Kind::Http => {
                 if let Some(svc) = &ctx.server {
                     if super::super::remote::ack_all_on(svc, &devices)
