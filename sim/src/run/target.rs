@@ -299,7 +299,9 @@ impl Ids {
                     d.0 = self.get(IdKind::Door, d.0)?;
                 }
                 if let SecretSpec::Pin { pin } = &issue.secret {
-                    issue.secret = SecretSpec::Pin { pin: pin_spec(pin)? };
+                    issue.secret = SecretSpec::Pin {
+                        pin: pin_spec(pin)?,
+                    };
                 }
                 if let reference_server::domain::Schedule::Stay { stay } = &mut issue.schedule {
                     stay.0 = self.get(IdKind::Stay, stay.0)?;
@@ -343,7 +345,12 @@ impl Ids {
 
     /// Records what the server answered to `cmd` (expected `expect`
     /// locally): the server's id of what was made.
-    pub fn record(&mut self, cmd: &Command, expect: &Outcome, answer: &Value) -> Result<(), String> {
+    pub fn record(
+        &mut self,
+        cmd: &Command,
+        expect: &Outcome,
+        answer: &Value,
+    ) -> Result<(), String> {
         match cmd {
             // Bootstrap made the organization the next command renames.
             Command::CreateUser { .. } if !self.has_token => {
@@ -415,7 +422,9 @@ impl Target {
             .build()
             .map_err(|e| RunError::Runtime(e.to_string()))?;
         let base = url.trim_end_matches('/').to_string();
-        let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
+        let token = std::env::var(TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.trim().is_empty());
         let t = Target {
             http,
             ids: Mutex::new(Ids::new(token.is_some())),
@@ -473,7 +482,11 @@ impl Target {
         if !status.is_success() {
             let message = match serde_json::from_str::<Value>(&text) {
                 Ok(v) if v["rule"].is_string() => {
-                    format!("{}: {}", v["field"].as_str().unwrap_or("-"), v["rule"].as_str().unwrap_or_default())
+                    format!(
+                        "{}: {}",
+                        v["field"].as_str().unwrap_or("-"),
+                        v["rule"].as_str().unwrap_or_default()
+                    )
                 }
                 _ => text.chars().take(MAX_MESSAGE).collect(),
             };
@@ -494,7 +507,11 @@ impl Target {
     }
 
     async fn send(&self, req: &Request, user: bool) -> Result<Value, RunError> {
-        let token = if user { self.token.read().clone() } else { None };
+        let token = if user {
+            self.token.read().clone()
+        } else {
+            None
+        };
         self.send_with(req, token.as_deref()).await
     }
 
@@ -517,16 +534,29 @@ impl Target {
                 return Ok(());
             }
         };
-        let answer = self.send(&req, true).await?;
+        let answer = match self.send(&req, true).await {
+            Err(RunError::Target {
+                route,
+                status: 409,
+                message,
+            }) if matches!(cmd, Command::CreateUser { .. }) => {
+                return Err(RunError::Target {
+                    route,
+                    status: 409,
+                    message: format!(
+                        "{message} (a server bootstrapped already: set {TOKEN_ENV} to an owner's user token)"
+                    ),
+                })
+            }
+            other => other?,
+        };
         if let Command::CreateUser { .. } = cmd {
             if let Some(t) = answer["token"].as_str() {
                 *self.token.write() = Some(t.to_string());
             }
             // Bootstrap names the user at the top level.
             if let (Some(u), Outcome::User(l)) = (answer["user"].as_u64(), expect) {
-                self.ids
-                    .lock()
-                    .insert(IdKind::User, l.0, u as u32);
+                self.ids.lock().insert(IdKind::User, l.0, u as u32);
             }
         }
         self.ids
@@ -540,13 +570,14 @@ impl Target {
         match (cmd, expect) {
             (Command::CreateDevice { .. }, Outcome::Device(local)) => {
                 let id = answer["device"].as_u64().unwrap_or_default() as u32;
-                let secret = answer["mqtt"]["password"]
-                    .as_str()
-                    .ok_or_else(|| RunError::Target {
-                        route: req.route(),
-                        status: 201,
-                        message: "the answer holds no device secret (mqtt.password)".into(),
-                    })?;
+                let secret =
+                    answer["mqtt"]["password"]
+                        .as_str()
+                        .ok_or_else(|| RunError::Target {
+                            route: req.route(),
+                            status: 201,
+                            message: "the answer holds no device secret (mqtt.password)".into(),
+                        })?;
                 self.devices
                     .write()
                     .insert(*local, (DeviceId(id), secret.to_string()));
@@ -686,7 +717,10 @@ mod tests {
         );
         assert_eq!(r.route(), "POST /v1/doors/40/devices");
         let b = r.body.unwrap();
-        assert_eq!((b["linked_to"].as_u64(), b["code_slots"].as_u64()), (Some(61), Some(20)));
+        assert_eq!(
+            (b["linked_to"].as_u64(), b["code_slots"].as_u64()),
+            (Some(61), Some(20))
+        );
         let r = sent(ids.request(&Command::CheckOut { stay: StayId(1) }).unwrap());
         assert_eq!(r.route(), "POST /v1/stays/5/check-out");
         let r = sent(
@@ -727,7 +761,10 @@ mod tests {
         let b = r.body.unwrap();
         assert_eq!(b["holder"], 90);
         assert_eq!(b["doors"], json!([40]));
-        assert_eq!(b["secret"]["pin"], json!({"type": "manual", "value": "4812"}));
+        assert_eq!(
+            b["secret"]["pin"],
+            json!({"type": "manual", "value": "4812"})
+        );
         assert_eq!(b["schedule"]["stay"], 5);
         let r = sent(
             ids.request(&Command::ChangePin {
@@ -750,7 +787,10 @@ mod tests {
             name: "Fleet owner".into(),
             email: "owner@fleet.example".into(),
         };
-        assert_eq!(sent(ids.request(&user).unwrap()).route(), "POST /v1/bootstrap");
+        assert_eq!(
+            sent(ids.request(&user).unwrap()).route(),
+            "POST /v1/bootstrap"
+        );
         ids.record(
             &user,
             &Outcome::User(UserId(0)),
@@ -778,8 +818,12 @@ mod tests {
         // With a token: the owner is whoever it belongs to.
         let mut ids = Ids::new(true);
         assert_eq!(sent(ids.request(&user).unwrap()).route(), "GET /v1/me");
-        ids.record(&user, &Outcome::User(UserId(0)), &json!({"user": {"id": 2}}))
-            .unwrap();
+        ids.record(
+            &user,
+            &Outcome::User(UserId(0)),
+            &json!({"user": {"id": 2}}),
+        )
+        .unwrap();
         assert_eq!(ids.get(IdKind::User, 0).unwrap(), 2);
     }
 

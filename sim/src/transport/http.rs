@@ -75,9 +75,7 @@ impl HttpTransport {
         let base = self.config.base_url.trim_end_matches('/');
         let (id, bearer) = match &self.server_ids {
             // A device the server does not know: its checks get a 401.
-            Some(m) => m
-                .device(ep.device)
-                .unwrap_or((ep.device, String::new())),
+            Some(m) => m.device(ep.device).unwrap_or((ep.device, String::new())),
             None => (ep.device, (self.secrets)(ep.device)),
         };
         HttpLink {
