@@ -621,7 +621,6 @@ impl Target {
                     serde_json::from_value(v["tokens"].clone()).unwrap_or_default();
                 let results: Vec<SyncItemResult> = push
                     .credentials()
-                    .into_iter()
                     .chain(tokens)
                     .map(|credential| SyncItemResult {
                         credential,

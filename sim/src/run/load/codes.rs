@@ -333,9 +333,12 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
     let mut last_kick = started;
     let mut unfinished = false;
     while matches!(result, Settled::Waiting) {
-        result = match &ctx.server {
-            Some(svc) => settled(&svc.engine(), &job.watch),
-            None => settled(&ctx.engine.read(), &job.watch),
+        result = match (&ctx.server, &ctx.target) {
+            (Some(svc), _) => settled(&svc.engine(), &job.watch),
+            // The local engine hears no acks: the target's readers confirm
+            // below, and only what the server says counts.
+            (None, Some(_)) => Settled::Waiting,
+            (None, None) => settled(&ctx.engine.read(), &job.watch),
         };
         if !matches!(result, Settled::Waiting) {
             break;
