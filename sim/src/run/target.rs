@@ -651,13 +651,6 @@ impl Target {
         }
         Ok(clear)
     }
-
-    /// The local ids of the devices created on the server.
-    pub fn devices(&self) -> Vec<DeviceId> {
-        let mut v: Vec<DeviceId> = self.devices.read().keys().copied().collect();
-        v.sort_unstable();
-        v
-    }
 }
 
 #[cfg(test)]
