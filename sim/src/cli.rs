@@ -107,7 +107,9 @@ struct RunArgs {
     /// An external MQTT broker instead of the embedded one (mqtt transport).
     #[arg(long, value_name = "URL", value_parser = parse_broker)]
     broker: Option<String>,
-    /// An external HTTP backend instead of the embedded server (http transport).
+    /// A reference server to run against instead of the embedded one (http
+    /// transport), provisioned through its admin API; FLEETSIM_TARGET_TOKEN
+    /// holds an owner's token for a server bootstrapped already.
     #[arg(long, value_name = "URL", value_parser = parse_target)]
     target: Option<String>,
     /// Override the scenario's seed.

@@ -371,7 +371,7 @@ fn smoke_passes_over_mqtt_through_mosquitto() {
 }
 
 #[test]
-fn an_external_http_target_is_a_run_error_that_says_why() {
+fn an_unreachable_target_is_a_run_error_that_names_it() {
     let (code, _, err) = run(&[
         "run",
         "scenarios/smoke.toml",
@@ -383,7 +383,353 @@ fn an_external_http_target_is_a_run_error_that_says_why() {
         "1s",
     ]);
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("--target"), "{err}");
+    assert!(
+        err.contains("cannot reach the target server at http://127.0.0.1:9"),
+        "{err}"
+    );
+}
+
+/// The reference server as a process of its own (the real binary), on a
+/// free port, with its own token key: nothing shared with the run.
+struct TargetServer {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TargetServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `reference-server` binary (built here when only fleetsim's tests
+/// were built).
+fn reference_server_bin() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_fleetsim"));
+    let bin = exe.with_file_name(format!("reference-server{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .current_dir(root())
+            .args([
+                "build",
+                "-p",
+                "reference-server",
+                "--bin",
+                "reference-server",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "cannot build reference-server");
+    }
+    bin
+}
+
+fn start_target() -> TargetServer {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    // Its own signing key, unlike any run's.
+    std::fs::write(dir.path().join("token.key"), [0x5Au8; 32]).unwrap();
+    let mut child = Command::new(reference_server_bin())
+        .args([
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--http-workers",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(out).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the server said where it listens")
+            .unwrap();
+        if let Some(u) = line.strip_prefix("listening on ") {
+            break u.trim().to_string();
+        }
+    };
+    // Keep reading stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    TargetServer {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+/// One admin API call to `t`; answers (status, JSON body).
+fn admin(
+    t: &TargetServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = reqwest::Client::new().request(m, format!("{}{path}", t.url));
+        if let Some(tok) = token {
+            rb = rb.bearer_auth(tok);
+        }
+        if !body.is_null() {
+            rb = rb.json(&body);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    })
+}
+
+fn assert_no_false_decisions(r: &Value) {
+    let d = &r["decisions"]["counts"];
+    let decided: u64 = [
+        "true_grants",
+        "true_denials",
+        "false_accepts",
+        "false_rejects",
+    ]
+    .iter()
+    .map(|k| d[*k].as_u64().unwrap_or(0))
+    .sum();
+    assert!(decided > 0, "{d}");
+    assert_eq!(d["false_accepts"], 0, "{d}");
+    assert_eq!(d["false_rejects"], 0, "{d}");
+}
+
+#[test]
+fn smoke_runs_against_an_external_reference_server_bootstrapped_by_the_run() {
+    let t = start_target();
+    let tmp = tempfile::tempdir().unwrap();
+    // smoke.toml's thresholds but latency: a loaded CI machine and a
+    // debug-built server must not fail a correctness test.
+    let file = smoke_without_latency(tmp.path());
+    let dir = tmp.path().join("out");
+    let r = run_passing(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--transport",
+            "http",
+            "--target",
+            &t.url,
+            "--duration",
+            "10s",
+        ],
+        &dir,
+    );
+    assert_eq!(r["transport"], "http");
+    assert_no_false_decisions(&r);
+    // QR keys were presented with the server's tokens (its own key).
+    assert!(
+        r["operations"]["qr_check"]["granted"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    for op in ["pin_check", "qr_check", "card_check"] {
+        assert_eq!(r["operations"][op]["errors"], 0, "{op}: {r}");
+    }
+    // Bootstrapped now: a second run needs an owner's token, and says so.
+    let (code, _, err) = run(&[
+        "run",
+        "scenarios/smoke.toml",
+        "--transport",
+        "http",
+        "--target",
+        &t.url,
+        "--duration",
+        "1s",
+        "--report-dir",
+        tmp.path().join("again").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("POST /v1/bootstrap: 409"), "{err}");
+    assert!(err.contains("FLEETSIM_TARGET_TOKEN"), "{err}");
+}
+
+/// Every kind the admin API provisions: PINs (stays, temporary, recurring,
+/// expired), cards, visitor QR keys (issued during the run too), BLE
+/// passes, guest check-in and check-out, code creates, changes and revokes.
+fn target_scenario(dir: &Path) -> PathBuf {
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let hms = |s: u64| {
+        let s = s % 86_400;
+        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    };
+    let text = format!(
+        r#"
+name = "target"
+description = "an external server: every credential kind, stays and code actions"
+seed = 7
+transport = "http"
+clock = "real"
+
+[fleet]
+sites = 2
+timezone = "UTC"
+
+[[fleet.devices]]
+kind = "lock"
+model = "wifi"
+per_site = 2
+with = ["keypad", "door_sensor"]
+guest = {{ prevent_access_until_checked_in = true, revoke_access_on_check_out = true }}
+
+[[fleet.devices]]
+kind = "door_phone"
+per_site = 1
+
+[credentials]
+pins_per_door = 4
+mix = {{ permanent = 0.4, temporary = 0.2, recurring = 0.1, stay = 0.3 }}
+expired_pins_per_door = 1
+cards_per_door = 1
+ble_passes_per_door = 1
+fallback_codes_per_lock = 2
+qr_keys_per_door = 1
+
+[credentials.stays]
+nights = 1
+check_in = "{check_in}"
+check_out = "{check_out}"
+early_arrival_share = 1.0
+late_departure_share = 1.0
+
+[[phases]]
+name = "steady"
+duration = "12s"
+arrivals = "20/s"
+
+[actions]
+pin_valid = 0.3
+card = 0.2
+pin_wrong = 0.05
+pin_expired = 0.05
+qr_valid = 0.15
+qr_replayed = 0.05
+code_create = 0.07
+code_change = 0.07
+code_revoke = 0.06
+
+[thresholds]
+"decisions.false_accept" = "== 0"
+"decisions.false_reject" = "== 0"
+"errors.rate" = "== 0"
+"code_sync.failed" = "== 0"
+"#,
+        check_out = hms(now_s + 6),
+        check_in = hms(now_s + 9),
+    );
+    let file = dir.join("target.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn an_external_server_holding_other_entities_gets_its_own_ids_translated() {
+    let t = start_target();
+    // Someone else's organization first: the server's ids for the run's
+    // entities are not the run's.
+    let (s, boot) = admin(
+        &t,
+        "POST",
+        "/v1/bootstrap",
+        None,
+        serde_json::json!({"name": "Admin", "email": "admin@example.com", "organization": "Other"}),
+    );
+    assert_eq!(s, 201, "{boot}");
+    let token = boot["token"].as_str().unwrap().to_string();
+    let (s, site) = admin(
+        &t,
+        "POST",
+        "/v1/organizations/0/sites",
+        Some(&token),
+        serde_json::json!({"name": "Other site", "time_zone": "UTC"}),
+    );
+    assert_eq!(s, 201, "{site}");
+    for (path, body) in [
+        (
+            "/v1/sites/0/doors",
+            serde_json::json!({"name": "Other door"}),
+        ),
+        (
+            "/v1/doors/0/devices",
+            serde_json::json!({"kind": "door_phone", "name": "Other phone"}),
+        ),
+        (
+            "/v1/organizations/0/holders",
+            serde_json::json!({"name": "Other", "kind": "member"}),
+        ),
+    ] {
+        let (s, v) = admin(&t, "POST", path, Some(&token), body);
+        assert_eq!(s, 201, "{path}: {v}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = target_scenario(tmp.path());
+    let dir = tmp.path().join("out");
+    let out = bin()
+        .current_dir(root())
+        .env("FLEETSIM_TARGET_TOKEN", &token)
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--target",
+            &t.url,
+            "--report-dir",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let (out_s, err_s) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{out_s}\nstderr:\n{err_s}"
+    );
+    let r = report(&dir);
+    assert_no_false_decisions(&r);
+    for op in ["pin_check", "qr_check", "card_check"] {
+        assert!(
+            r["operations"][op]["granted"].as_u64().unwrap() > 0,
+            "{op}: {r}"
+        );
+        assert_eq!(r["operations"][op]["errors"], 0, "{op}: {r}");
+    }
+    let o = oracle_file(&dir);
+    // Code actions went through the admin API and the readers confirmed.
+    for a in ["code_create", "code_change", "code_revoke"] {
+        assert!(o["actions"][a].as_u64().unwrap_or(0) > 0, "{a}: {o}");
+    }
+    // Retired codes are denied for the reason the rules give (a revoke
+    // counts once the server has it off every reader).
+    assert_eq!(o["oracle"]["verdicts"]["reason_mismatches"], 0, "{o}");
+    let skipped = o["skipped"].to_string();
+    assert!(!skipped.contains("refused"), "{skipped}");
+    // No admin route loads a lock's fallback pool: skipped, with the reason.
+    assert!(skipped.contains("fallback_pool"), "{skipped}");
+    // The run's first site (local id 0) is the server's site 1.
+    let (s, v) = admin(&t, "GET", "/v1/sites/1", Some(&token), Value::Null);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["site"]["name"], "Site 0", "{v}");
+    assert_ne!(v["site"]["org"], 0, "{v}");
 }
 
 /// `virtual-mini` with `engine_added_latency = latency`, on `clock`.

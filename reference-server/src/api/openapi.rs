@@ -53,6 +53,8 @@ pub const ROUTES: &[(&str, &str, &str, Access, bool)] = &[
     ("GET", "/v1/devices/{device}/codes", "The lock's codes: origin, status, duration, sync state", Access::User, false),
     ("GET", "/v1/devices/{device}/schedule", "Schedule overview of the lock's codes", Access::User, false),
     ("POST", "/v1/devices/{device}/validate", "Check a credential (body: auth/req; answer: auth/resp); Bearer = the device's secret", Access::Device, true),
+    ("GET", "/v1/devices/{device}/sync", "The device's pending codes, one sync message plus the token credentials to confirm (readers without MQTT); Bearer = the device's secret", Access::Device, false),
+    ("POST", "/v1/devices/{device}/sync", "Confirm a sync version (body: sync/ack); 409 when stale; Bearer = the device's secret", Access::Device, true),
     ("POST", "/v1/holders/{holder}/disable", "Disable a holder", Access::User, false),
     ("POST", "/v1/holders/{holder}/enable", "Enable a holder", Access::User, false),
     ("POST", "/v1/holders/{holder}/stays", "Create a guest stay (check_in_at, check_out_at)", Access::User, true),

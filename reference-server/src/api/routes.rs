@@ -23,6 +23,8 @@ pub(super) fn mount(cfg: &mut web::ServiceConfig) {
             web::scope("/v1")
                 // First: routes are matched in order, and this is the hot one.
                 .route("/devices/{device}/validate", web::post().to(validate))
+                .route("/devices/{device}/sync", web::get().to(device_sync))
+                .route("/devices/{device}/sync", web::post().to(device_sync_ack))
                 .route("/bootstrap", web::post().to(bootstrap))
                 .route("/me", web::get().to(me))
                 .route("/users", web::post().to(create_user))
@@ -860,6 +862,76 @@ async fn validate(
     }
     let resp: protocol::AuthResponse = svc.check(device, &body, Transport::Http).await;
     Ok(HttpResponse::Ok().json(resp))
+}
+
+/// The device's own secret as Bearer, or 401.
+fn device_caller(req: &HttpRequest, svc: &Service, device: DeviceId) -> Result<(), ApiError> {
+    if bearer(req).is_some_and(|s| svc.authenticate_device(device, s)) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+/// `GET /v1/devices/{device}/sync`: the device's pending batch, as one
+/// `sync` message (the MQTT one, unsplit: HTTP has no payload limit).
+/// For readers that confirm their codes over HTTP (no MQTT session).
+async fn device_sync(req: HttpRequest, svc: Svc, device: web::Path<u32>) -> ApiResult {
+    let device = DeviceId(device.into_inner());
+    device_caller(&req, &svc, device)?;
+    let batch = svc
+        .pending_sync(device)
+        .ok_or_else(|| ApiError::not_found("device", format!("{device} not found")))?;
+    let mut push = protocol::SyncPush {
+        version: batch.version,
+        set: Vec::new(),
+        remove: Vec::new(),
+    };
+    for p in protocol::SyncPush::from_batch(&batch) {
+        push.set.extend(p.set);
+        push.remove.extend(p.remove);
+    }
+    // QR and BLE credentials have nothing to store: listed so the device
+    // confirms them with the rest (the MQTT gateway confirms them itself).
+    let tokens: Vec<CredentialId> = batch
+        .set
+        .iter()
+        .filter(|(_, secret)| protocol::WireSecret::from_secret(secret).is_none())
+        .map(|(c, _)| *c)
+        .collect();
+    let mut body = serde_json::to_value(&push).expect("sync messages serialize");
+    body["tokens"] = serde_json::to_value(tokens).expect("ids serialize");
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `POST /v1/devices/{device}/sync`: the device's `sync/ack` for the
+/// version it was given; 409 when that version is no longer the pending one.
+async fn device_sync_ack(
+    req: HttpRequest,
+    svc: Svc,
+    device: web::Path<u32>,
+    body: Json<protocol::SyncAckMsg>,
+) -> ApiResult {
+    let device = DeviceId(device.into_inner());
+    device_caller(&req, &svc, device)?;
+    let ack = body.into_inner();
+    let current = svc.pending_sync(device).map(|b| b.version);
+    if current != Some(ack.version) {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "version",
+            format!("the pending version is {}", current.unwrap_or_default()),
+        ));
+    }
+    svc.apply(
+        &Actor::System,
+        Command::SyncAck {
+            device,
+            results: ack.engine_results(),
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"ok": true})))
 }
 
 // ----- holders and stays ----------------------------------------------------------

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use super::oracle::{Attempt, Expected, Oracle, StayEvent, TruthKind};
 use super::provision::{self, Book, DoorInfo, StayPlan};
 use super::remote::{Deliveries, Forwarder, Remote};
+use super::target::Target;
 use super::{RunError, RunOptions};
 use crate::clock::{stream_rng, SimClock};
 use crate::devices::fleet::{Fleet, FleetSpec, Placement};
@@ -36,10 +37,14 @@ use crate::metrics::{
 };
 use crate::scenario::{Action, Load, Scenario, Transport as Kind};
 use crate::transport::relay::Relay;
-use crate::transport::{EventLog, InProcTransport, Transport};
+use crate::transport::{
+    EventLog, HttpConfig, HttpTransport, InProcTransport, ServerIds, Transport,
+};
 
 mod codes;
 
+/// How long a check waits for an external target over HTTP.
+const TARGET_TIMEOUT_MS: u64 = 5_000;
 /// Longest the run waits for the devices to store their codes before load.
 const SYNC_WAIT_S: u64 = 120;
 /// Longest the run waits for attempts still running after the last phase.
@@ -131,6 +136,8 @@ struct Ctx {
     forwarder: Option<Forwarder>,
     /// The server, for http and mqtt.
     server: Option<Arc<reference_server::service::Service>>,
+    /// An external server (--target).
+    target: Option<Arc<Target>>,
     transport: Kind,
     /// The fleet's owner (remote opens and code actions are theirs).
     owner: reference_server::domain::UserId,
@@ -188,9 +195,12 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     })));
     let clock = SimClock::starting_at(provision::start_time(s));
     let served = opts.transport != Kind::Inproc;
-    if served && opts.target.is_some() {
-        return Err(RunError::ExternalTarget);
-    }
+    // An external server: provisioned through its admin API (the CLI
+    // allows --target with http only).
+    let target = match opts.target.as_deref().filter(|_| served) {
+        Some(url) => Some(Arc::new(Target::connect(url, engine.clone()).await?)),
+        None => None,
+    };
     let (prov, commands) = {
         let mut e = engine.write();
         let mut book = Book::new(&mut e, served);
@@ -202,7 +212,14 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     // neither an event route nor a sync channel).
     let timings = Arc::new(Timings::new());
     let server_log = Arc::new(EventLog::new());
-    let remote = if served {
+    let commands = match &target {
+        Some(t) => {
+            t.provision(commands).await?;
+            Vec::new()
+        }
+        None => commands,
+    };
+    let remote = if served && target.is_none() {
         let observer = (opts.transport == Kind::Mqtt).then(|| {
             Arc::new(Deliveries {
                 log: server_log.clone(),
@@ -224,9 +241,20 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     } else {
         None
     };
-    let transport = match &remote {
-        Some(r) => r.transport(seed)?,
-        None => Transport::InProc(
+    let transport = match (&remote, &target) {
+        (_, Some(t)) => {
+            let cfg = HttpConfig {
+                base_url: opts.target.clone().unwrap_or_default(),
+                request_timeout_ms: TARGET_TIMEOUT_MS,
+                ..HttpConfig::default()
+            };
+            let ids: Arc<dyn ServerIds> = t.clone();
+            let http = HttpTransport::new(cfg, Arc::new(|_| String::new()))
+                .map_err(|e| RunError::Runtime(e.to_string()))?;
+            Transport::Http(http.with_server_ids(ids))
+        }
+        (Some(r), _) => r.transport(seed)?,
+        (None, None) => Transport::InProc(
             InProcTransport::timed(engine.clone(), clock, Some(timings.clone()))
                 .with_added_latency(s.faults.engine_added_latency),
         ),
@@ -259,6 +287,11 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let fleet = Fleet::start(&spec, mine, transport, clock, &placement);
     let ids: Vec<DeviceId> = fleet.devices().iter().map(|d| d.id).collect();
     match (&remote, opts.transport) {
+        (None, _) if target.is_some() => {
+            if let Some(t) = &target {
+                confirm_on_target(t, &ids).await?;
+            }
+        }
         (None, _) => sync_codes(&fleet, &engine).await?,
         (Some(r), Kind::Http) => r.ack_all(&ids).await?,
         (Some(r), _) => {
@@ -315,7 +348,11 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         doors: prov.doors,
         site_doors,
         tz,
-        forwarder: remote.as_ref().map(Remote::forwarder),
+        forwarder: match &target {
+            Some(t) => Some(Forwarder::to_target(t.clone())),
+            None => remote.as_ref().map(Remote::forwarder),
+        },
+        target: target.clone(),
         server: remote.as_ref().map(|r| r.service.clone()),
         transport: opts.transport,
         owner: prov.fleet.owner,
@@ -327,7 +364,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             code_in_flight: 0,
             stopping: false,
             actions: Default::default(),
-            skipped: Default::default(),
+            // Provisioning commands the target's API could not take.
+            skipped: target.as_ref().map(|t| t.skipped()).unwrap_or_default(),
             errors: 0,
             offline_max: 0,
             motor_blocked: 0,
@@ -533,6 +571,25 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         events_duplicated,
         mqtt_reconnects,
     })
+}
+
+/// An external target: confirms, as each device, the codes the server has
+/// pending for it (the server counts a code on a lock or keypad only once
+/// the device stored it), until none is pending.
+async fn confirm_on_target(t: &Target, devices: &[DeviceId]) -> Result<(), RunError> {
+    let deadline = Instant::now() + Duration::from_secs(SYNC_WAIT_S);
+    loop {
+        if t.confirm_codes(devices).await? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(RunError::SyncTimeout {
+                waited_s: SYNC_WAIT_S,
+                pending: devices.len(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Pushes codes until every device of the fleet has stored what the engine

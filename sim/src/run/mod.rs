@@ -9,6 +9,8 @@
 //! - [`remote`]: the reference server started in-process for the `http`
 //!   and `mqtt` transports, provisioned by replaying the local engine's
 //!   commands through its service.
+//! - [`target`]: an external reference server (`--target`), provisioned
+//!   through its admin API with every id translated.
 //!
 //! Clocks: `clock = "real"` runs the devices on one arbiter per core and
 //! the load generator on the system thread; `clock = "virtual"` runs all of
@@ -21,6 +23,7 @@ pub mod load;
 pub mod oracle;
 pub mod provision;
 pub mod remote;
+pub mod target;
 pub mod verdict;
 
 use std::net::SocketAddr;
@@ -89,11 +92,17 @@ pub enum RunError {
         "the run engine is not implemented yet: scenario `{scenario}` was validated but cannot run"
     )]
     NotImplemented { scenario: String },
-    #[error(
-        "an external HTTP backend (--target) is not supported: the run provisions its fleet \
-         through the embedded reference server; drop --target to use it"
-    )]
-    ExternalTarget,
+    /// The target server (--target) answered an admin or device route
+    /// with an error.
+    #[error("the target server (--target) refused {route}: {status} {message}")]
+    Target {
+        route: String,
+        status: u16,
+        message: String,
+    },
+    /// The run needs a change the target's admin API cannot make.
+    #[error("cannot provision the target server (--target): {0}")]
+    TargetUnsupported(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("cannot reach {what} at {addr}: {reason}")]

@@ -16,10 +16,11 @@
 //! - Commands made during the run (a resident issuing a visitor key) go
 //!   through the [`Forwarder`]: one task applying them in the order the
 //!   local engine did, so the ids keep matching.
-//! - Over HTTP there is no sync channel (docs/protocol.md): HTTP devices are
-//!   door phones and online readers in third-party server mode, which ask
-//!   the server on every check. Codes placed on such readers are marked
-//!   stored at provisioning (`SyncAck` on their behalf). Over MQTT the
+//! - Over HTTP the simulated devices have no sync session: they are door
+//!   phones and online readers in third-party server mode, which ask the
+//!   server on every check. Codes placed on such readers are marked stored
+//!   at provisioning (`SyncAck` on their behalf). An external target
+//!   (`target.rs`) has them confirmed through its HTTP sync routes instead. Over MQTT the
 //!   gateway syncs the devices for real and the run waits until every code
 //!   is stored.
 //! - Over MQTT the gateway's observer hook ([`Deliveries`]) tells the run
@@ -452,6 +453,27 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
+    /// A task sending commands made during the run to an external target
+    /// through its admin API, in order (ids translated). A refused command
+    /// answers false; later ones are still sent (their ids are translated,
+    /// not assumed equal).
+    pub fn to_target(target: Arc<super::target::Target>) -> Forwarder {
+        let (tx, mut rx) = mpsc::channel::<Forward>(FORWARD_QUEUE);
+        tokio::spawn(async move {
+            while let Some(f) = rx.recv().await {
+                let ok = match target.apply(&f.command, &f.expect).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the target refused a forwarded command");
+                        false
+                    }
+                };
+                let _ = f.done.send(ok);
+            }
+        });
+        Forwarder { tx }
+    }
+
     /// Queues `command` (answered `expect` locally); the receiver says
     /// whether the server applied it with the same result. `None`: the
     /// queue is full.

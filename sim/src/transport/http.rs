@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reference_server::protocol::{AuthRequest, AuthResponse, Event};
+use reference_server::protocol::{AuthRequest, AuthResponse, Event, WireCredential};
 use tokio::time::Instant;
 
-use super::{Checked, DeviceSecrets, Endpoint, EventLog, TransportError};
+use super::{Checked, DeviceSecrets, Endpoint, EventLog, ServerIds, TransportError};
 
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
@@ -36,6 +36,8 @@ pub struct HttpTransport {
     config: Arc<HttpConfig>,
     secrets: DeviceSecrets,
     log: Arc<EventLog>,
+    /// An external server's ids, secrets and tokens.
+    server_ids: Option<Arc<dyn ServerIds>>,
 }
 
 impl HttpTransport {
@@ -53,7 +55,15 @@ impl HttpTransport {
             config: Arc::new(config),
             secrets,
             log: Arc::new(EventLog::new()),
+            server_ids: None,
         })
+    }
+
+    /// Addresses devices by the server's ids and secrets, and presents the
+    /// server's QR and BLE tokens (an external target).
+    pub fn with_server_ids(mut self, ids: Arc<dyn ServerIds>) -> HttpTransport {
+        self.server_ids = Some(ids);
+        self
     }
 
     /// Events the devices emitted (kept here: no HTTP event route).
@@ -63,12 +73,18 @@ impl HttpTransport {
 
     pub fn link(&self, ep: Endpoint) -> HttpLink {
         let base = self.config.base_url.trim_end_matches('/');
+        let (id, bearer) = match &self.server_ids {
+            // A device the server does not know: its checks get a 401.
+            Some(m) => m.device(ep.device).unwrap_or((ep.device, String::new())),
+            None => (ep.device, (self.secrets)(ep.device)),
+        };
         HttpLink {
             client: self.client.clone(),
-            url: format!("{base}/v1/devices/{}/validate", ep.device.0).into(),
-            bearer: (self.secrets)(ep.device).into(),
+            url: format!("{base}/v1/devices/{}/validate", id.0).into(),
+            bearer: bearer.into(),
             log: self.log.clone(),
             device: ep.device,
+            server_ids: self.server_ids.clone(),
         }
     }
 }
@@ -80,16 +96,29 @@ pub struct HttpLink {
     bearer: Arc<str>,
     log: Arc<EventLog>,
     device: reference_server::domain::DeviceId,
+    server_ids: Option<Arc<dyn ServerIds>>,
 }
 
 impl HttpLink {
     pub async fn check(&self, req: &AuthRequest) -> Result<Checked, TransportError> {
         let t0 = Instant::now();
+        // The server signed its own token for the credential.
+        let translated = self.server_ids.as_ref().and_then(|m| {
+            let c = match &req.credential {
+                WireCredential::Qr(t) => WireCredential::Qr(m.token(t)?),
+                WireCredential::Ble(t) => WireCredential::Ble(m.token(t)?),
+                _ => return None,
+            };
+            Some(AuthRequest {
+                credential: c,
+                ..req.clone()
+            })
+        });
         let resp = self
             .client
             .post(&*self.url)
             .bearer_auth(&*self.bearer)
-            .json(req)
+            .json(translated.as_ref().unwrap_or(req))
             .send()
             .await
             .map_err(|e| {

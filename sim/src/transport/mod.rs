@@ -84,6 +84,14 @@ pub struct Endpoint {
 /// The secret a device authenticates with (MQTT password, HTTP bearer).
 pub type DeviceSecrets = Arc<dyn Fn(DeviceId) -> String + Send + Sync>;
 
+/// Where a server numbers the fleet its own way (an external target): the
+/// server's id and secret of each device, and the server's token for each
+/// QR or BLE token the run's engine signed.
+pub trait ServerIds: Send + Sync {
+    fn device(&self, device: DeviceId) -> Option<(DeviceId, String)>;
+    fn token(&self, local: &str) -> Option<String>;
+}
+
 /// Secrets derived from a key: `blake3::keyed_hash(key, "dev-N")`, hex.
 /// A server that provisions devices the same way can check them without a
 /// table.

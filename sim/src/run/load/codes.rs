@@ -333,9 +333,12 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
     let mut last_kick = started;
     let mut unfinished = false;
     while matches!(result, Settled::Waiting) {
-        result = match &ctx.server {
-            Some(svc) => settled(&svc.engine(), &job.watch),
-            None => settled(&ctx.engine.read(), &job.watch),
+        result = match (&ctx.server, &ctx.target) {
+            (Some(svc), _) => settled(&svc.engine(), &job.watch),
+            // The local engine hears no acks: the target's readers confirm
+            // below, and only what the server says counts.
+            (None, Some(_)) => Settled::Waiting,
+            (None, None) => settled(&ctx.engine.read(), &job.watch),
         };
         if !matches!(result, Settled::Waiting) {
             break;
@@ -354,7 +357,24 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
                 ctx.fleet.push_sync_to(&devices);
                 next_push = now + Duration::from_millis(PUSH_EVERY_MS);
             }
-            // No sync channel: the server marks the readers' codes stored.
+            // No sync channel: the server marks the readers' codes stored
+            // (an external target: the readers confirm them themselves).
+            Kind::Http if ctx.target.is_some() => {
+                if let Some(t) = &ctx.target {
+                    match t.confirm_codes(&devices).await {
+                        Ok(true) => {
+                            result = Settled::Stored;
+                            break;
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the target refused a sync confirmation");
+                            result = Settled::Failed("refused");
+                            break;
+                        }
+                    }
+                }
+            }
             Kind::Http => {
                 if let Some(svc) = &ctx.server {
                     if super::super::remote::ack_all_on(svc, &devices)
