@@ -559,18 +559,22 @@ fn smoke_runs_against_an_external_reference_server_bootstrapped_by_the_run() {
     assert!(err.contains("FLEETSIM_TARGET_TOKEN"), "{err}");
 }
 
+/// The UTC time of day `secs` from now, `HH:MM:SS` (guest check-in and
+/// check-out times that fall inside a short real-time run).
+fn utc_time_in(secs: u64) -> String {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + secs;
+    let s = s % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
 /// Every kind the admin API provisions: PINs (stays, temporary, recurring,
 /// expired), cards, visitor QR keys (issued during the run too), BLE
 /// passes, guest check-in and check-out, code creates, changes and revokes.
 fn target_scenario(dir: &Path) -> PathBuf {
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let hms = |s: u64| {
-        let s = s % 86_400;
-        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-    };
     let text = format!(
         r#"
 name = "target"
@@ -632,8 +636,8 @@ code_revoke = 0.06
 "errors.rate" = "== 0"
 "code_sync.failed" = "== 0"
 "#,
-        check_out = hms(now_s + 6),
-        check_in = hms(now_s + 9),
+        check_out = utc_time_in(6),
+        check_in = utc_time_in(9),
     );
     let file = dir.join("target.toml");
     std::fs::write(&file, text).unwrap();
@@ -844,14 +848,6 @@ fn guest_stays_over_http_check_in_and_out_inside_a_real_time_run() {
     // Times of day in UTC a few seconds ahead: the current guest checks
     // out and the next one checks in while the run goes on (around
     // midnight the stays simply fall elsewhere; the oracle still holds).
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let hms = |s: u64| {
-        let s = s % 86_400;
-        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-    };
     let scenario = format!(
         r#"
 name = "stays-http"
@@ -895,8 +891,8 @@ pin_wrong = 0.2
 "decisions.false_accept" = "== 0"
 "decisions.false_reject" = "== 0"
 "#,
-        check_out = hms(now_s + 6),
-        check_in = hms(now_s + 9),
+        check_out = utc_time_in(6),
+        check_in = utc_time_in(9),
     );
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("stays-http.toml");
