@@ -757,6 +757,7 @@ async fn authorization_matrix() {
         "link_listing",
         "unlink_listing",
         "guest_settings",
+        "fallback_pool",
         "create_holder",
         "disable_holder",
         "enable_holder",
@@ -887,6 +888,12 @@ async fn authorization_matrix() {
                     "PUT",
                     format!("/v1/devices/{}/guest-settings", w.lock_a),
                     Some(json!({"guest_can_open_remotely": false})),
+                    Scope::DoorA,
+                ),
+                "fallback_pool" => (
+                    "POST",
+                    format!("/v1/devices/{}/fallback-pool", w.lock_a),
+                    Some(json!({"pins": [{"type": "generate", "value": {"digits": 4}}]})),
                     Scope::DoorA,
                 ),
                 "create_holder" => (
@@ -1112,6 +1119,11 @@ async fn bad_input_gets_4xx_naming_the_field_and_rule() {
         ("GET", format!("/v1/devices/{}/activity?kind=DROP%20TABLE", w.lock_a), String::new(), "application/json", 400, "kind"),
         ("GET", format!("/v1/devices/{}/health?window_s=0", w.lock_a), String::new(), "application/json", 400, "window_s"),
         ("GET", "/v1/devices/4242/codes".into(), String::new(), "application/json", 404, "device"),
+        ("POST", format!("/v1/devices/{}/fallback-pool", w.lock_a), json!({"pins": [{"type": "manual", "value": "12a4"}]}).to_string(), "application/json", 422, "pin"),
+        ("POST", format!("/v1/devices/{}/fallback-pool", w.lock_a), json!({"pins": [{"type": "resolved", "value": {"pin": "4821", "origin": "fallback"}}]}).to_string(), "application/json", 422, "pin"),
+        ("POST", format!("/v1/devices/{}/fallback-pool", w.lock_a), json!({"pins": [], "extra": 1}).to_string(), "application/json", 422, "extra"),
+        ("POST", format!("/v1/devices/{}/fallback-pool", w.keypad_a), json!({"pins": [{"type": "generate", "value": {"digits": 4}}]}).to_string(), "application/json", 422, "device"),
+        ("POST", format!("/v1/devices/{}/fallback-pool", w.lock_a), json!({"pins": vec![json!({"type": "generate", "value": {"digits": 6}}); 300]}).to_string(), "application/json", 422, "pins"),
         ("GET", "/v1/nowhere".into(), String::new(), "application/json", 404, "path"),
     ];
     let mut failures = Vec::new();

@@ -727,8 +727,16 @@ fn an_external_server_holding_other_entities_gets_its_own_ids_translated() {
     assert_eq!(o["oracle"]["verdicts"]["reason_mismatches"], 0, "{o}");
     let skipped = o["skipped"].to_string();
     assert!(!skipped.contains("refused"), "{skipped}");
-    // No admin route loads a lock's fallback pool: skipped, with the reason.
-    assert!(skipped.contains("fallback_pool"), "{skipped}");
+    // Fallback pools went through their admin route: nothing skipped,
+    // and each of the site's locks holds its 2 unassigned pool codes.
+    assert!(!skipped.contains("fallback"), "{skipped}");
+    let (s, locks) = admin(&t, "GET", "/v1/sites/1/locks", Some(&token), Value::Null);
+    assert_eq!(s, 200, "{locks}");
+    let locks = locks.as_array().unwrap();
+    assert!(!locks.is_empty());
+    for l in locks {
+        assert_eq!(l["fallback_pool_free"], 2, "{l}");
+    }
     // The run's first site (local id 0) is the server's site 1.
     let (s, v) = admin(&t, "GET", "/v1/sites/1", Some(&token), Value::Null);
     assert_eq!(s, 200, "{v}");

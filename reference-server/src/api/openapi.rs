@@ -47,6 +47,7 @@ pub const ROUTES: &[(&str, &str, &str, Access, bool)] = &[
     ("PUT", "/v1/devices/{device}/guest-settings", "Per-lock guest settings", Access::User, true),
     ("POST", "/v1/devices/{device}/listings", "Link a listing (owner)", Access::User, true),
     ("DELETE", "/v1/devices/{device}/listings/{listing}", "Unlink a listing (owner)", Access::User, false),
+    ("POST", "/v1/devices/{device}/fallback-pool", "Pre-load a lock's fallback pool: pins (generate or manual), at most its code slots; answers the credential ids", Access::User, true),
     ("POST", "/v1/devices/{device}/open", "Open Door remotely: ok, motor_blocked, low_battery or offline", Access::User, false),
     ("GET", "/v1/devices/{device}/health", "Uptime % over window_s and the 30-day battery series", Access::User, false),
     ("GET", "/v1/devices/{device}/activity", "Activity log by time range (from, to) and kind, newest first", Access::User, false),

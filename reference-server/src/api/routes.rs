@@ -60,6 +60,10 @@ pub(super) fn mount(cfg: &mut web::ServiceConfig) {
                 )
                 .route("/devices/{device}/listings", web::post().to(link_listing))
                 .route(
+                    "/devices/{device}/fallback-pool",
+                    web::post().to(load_fallback_pool),
+                )
+                .route(
                     "/devices/{device}/listings/{listing}",
                     web::delete().to(unlink_listing),
                 )
@@ -553,6 +557,8 @@ struct LockView {
     components: Vec<Component>,
     guest_settings: GuestSettings,
     code_slots: u16,
+    /// Pool codes on the lock not yet handed to anyone.
+    fallback_pool_free: usize,
 }
 
 fn lock_view(svc: &Service, e: &Engine, d: &Device) -> LockView {
@@ -587,6 +593,7 @@ fn lock_view(svc: &Service, e: &Engine, d: &Device) -> LockView {
         components,
         guest_settings: d.guest,
         code_slots: d.code_slots,
+        fallback_pool_free: e.fallback_pool(d.id).len(),
     }
 }
 
@@ -647,6 +654,36 @@ async fn link_listing(
         Command::LinkListing {
             device: DeviceId(device.into_inner()),
             listing: body.into_inner().listing,
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FallbackPoolBody {
+    pins: Vec<PinSpec>,
+}
+
+/// Pre-loads a lock's fallback pool (codes kept on the lock for when its
+/// owner has no network, handed out later). The engine checks the role,
+/// the lock's code slots and the PIN rules of each code.
+async fn load_fallback_pool(
+    svc: Svc,
+    caller: Caller,
+    device: web::Path<u32>,
+    body: Json<FallbackPoolBody>,
+) -> ApiResult {
+    let pins = body.into_inner().pins;
+    for p in &pins {
+        no_resolved(p)?;
+    }
+    apply(
+        &svc,
+        &caller,
+        Command::LoadFallbackPool {
+            device: DeviceId(device.into_inner()),
+            pins,
         },
     )
     .await

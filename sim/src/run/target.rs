@@ -25,8 +25,8 @@
 //!   the run confirms each code-storing device's pending codes through the
 //!   device routes `GET`/`POST /v1/devices/{device}/sync` (device secret),
 //!   as the embedded server's readers are confirmed on their behalf.
-//! - A command the admin API has no route for (a lock's fallback pool) is
-//!   not sent; it is listed in [`Target::skipped`], which the report shows.
+//! - A lock's fallback pool goes as typed-in PINs (the run drew them, and
+//!   the oracle knows them as codes the lock holds).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -151,6 +151,15 @@ fn pin_spec(p: &PinSpec) -> Result<PinSpec, RunError> {
         },
         other => other.clone(),
     })
+}
+
+/// A pool code as the run drew it, sent as typed in (the server's PIN
+/// rules apply): the oracle already knows it as a code of the lock.
+fn pool_pin(p: &PinSpec) -> PinSpec {
+    match p {
+        PinSpec::Resolved { pin, .. } => PinSpec::Manual(pin.reveal()),
+        other => other.clone(),
+    }
 }
 
 impl Ids {
@@ -330,9 +339,14 @@ impl Ids {
                 ),
                 None,
             )),
-            Command::LoadFallbackPool { .. } => {
-                Step::Skip("fallback_pool (the admin API has no route for a lock's fallback pool)")
-            }
+            Command::LoadFallbackPool { device, pins } => Step::Send(Request::new(
+                "POST",
+                format!(
+                    "/v1/devices/{}/fallback-pool",
+                    self.get(IdKind::Device, device.0)?
+                ),
+                Some(json!({"pins": pins.iter().map(pool_pin).collect::<Vec<_>>()})),
+            )),
             other => {
                 let name = format!("{other:?}");
                 let name = name.split([' ', '{', '(']).next().unwrap_or_default();
@@ -372,6 +386,17 @@ impl Ids {
                 }
             }
             _ => {}
+        }
+        if let Outcome::Credentials(local) = expect {
+            let ids = answer["credentials"]
+                .as_array()
+                .filter(|ids| ids.len() == local.len())
+                .ok_or_else(|| format!("the answer names no {} credential ids", local.len()))?;
+            for (l, id) in local.iter().zip(ids) {
+                let id = id.as_u64().ok_or("a credential id is not a number")?;
+                self.insert(IdKind::Credential, l.0, id as u32);
+            }
+            return Ok(());
         }
         if let Some((kind, local)) = made(expect) {
             let id = answer[kind.key()].as_u64().ok_or_else(|| {
@@ -820,13 +845,29 @@ mod tests {
     }
 
     #[test]
-    fn fallback_pools_are_skipped_with_a_reason() {
-        let step = ids()
-            .request(&Command::LoadFallbackPool {
-                device: DeviceId(1),
-                pins: vec![PinSpec::Generate { digits: 4 }],
-            })
+    fn fallback_pools_are_sent_as_typed_pins() {
+        let mut ids = ids();
+        ids.insert(IdKind::Device, 1, 9);
+        let pin = Pin::parse("4821").unwrap();
+        let pool = Command::LoadFallbackPool {
+            device: DeviceId(1),
+            pins: vec![PinSpec::Resolved {
+                pin,
+                origin: Origin::Fallback,
+            }],
+        };
+        let req = sent(ids.request(&pool).unwrap());
+        assert_eq!(req.route(), "POST /v1/devices/9/fallback-pool");
+        assert_eq!(
+            req.body.unwrap(),
+            json!({"pins": [{"type": "manual", "value": "4821"}]})
+        );
+        // The server's ids of the pool codes, in order.
+        let made = Outcome::Credentials(vec![CredentialId(3), CredentialId(4)]);
+        ids.record(&pool, &made, &json!({"credentials": [11, 12]}))
             .unwrap();
-        assert!(matches!(step, Step::Skip(why) if why.contains("fallback")));
+        assert_eq!(ids.get(IdKind::Credential, 4).unwrap(), 12);
+        let short = ids.record(&pool, &made, &json!({"credentials": [11]}));
+        assert!(short.unwrap_err().contains("2 credential ids"));
     }
 }
