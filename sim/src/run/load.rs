@@ -293,7 +293,16 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             }
         }
         (None, _) => sync_codes(&fleet, &engine).await?,
-        (Some(r), Kind::Http) => r.ack_all(&ids).await?,
+        // The readers fetch their codes over HTTP and ack them.
+        (Some(r), Kind::Http) => {
+            let nudge = |pending: &[DeviceId]| {
+                for id in pending {
+                    let _ = fleet.control(*id, crate::devices::Control::SyncNow);
+                }
+            };
+            nudge(&ids);
+            r.wait_synced(&ids, SYNC_WAIT_S, nudge).await?
+        }
         (Some(r), _) => {
             let nudge = |pending: &[DeviceId]| {
                 for id in pending {
