@@ -21,6 +21,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{Checked, DeviceSecrets, Endpoint, EventLog, Inbound, ServerIds, TransportError};
+use crate::metrics::{Operation, Outcome, Timings};
 
 /// A fetch not answered by an ack within this long no longer blocks the
 /// next one (the device was offline when the batch came, or dropped it).
@@ -45,8 +46,16 @@ struct SyncBody {
 struct SyncState {
     /// When the fetch in flight started (until its ack is answered).
     in_flight: Mutex<Option<Instant>>,
-    /// The version fetched, its tokens and the round.
-    fetched: Mutex<Option<(u64, Vec<CredentialId>, u8)>>,
+    /// The version fetched, its tokens, the round and when its fetch
+    /// started.
+    fetched: Mutex<Option<Fetched>>,
+}
+
+struct Fetched {
+    version: u64,
+    tokens: Vec<CredentialId>,
+    round: u8,
+    started: Instant,
 }
 
 #[derive(Clone, Debug)]
@@ -78,6 +87,8 @@ pub struct HttpTransport {
     server_ids: Option<Arc<dyn ServerIds>>,
     /// Failed sync fetches and acks (network, status, bad body).
     sync_errors: Arc<AtomicU64>,
+    /// Where sync round trips (fetch to acknowledged) are timed.
+    timings: Option<Arc<Timings>>,
 }
 
 impl HttpTransport {
@@ -97,7 +108,15 @@ impl HttpTransport {
             log: Arc::new(EventLog::new()),
             server_ids: None,
             sync_errors: Arc::new(AtomicU64::new(0)),
+            timings: None,
         })
+    }
+
+    /// Times each device's sync round trip (`GET` to acknowledged `POST`)
+    /// as `sync_round_trip` in `timings`.
+    pub fn with_timings(mut self, timings: Arc<Timings>) -> HttpTransport {
+        self.timings = Some(timings);
+        self
     }
 
     /// Addresses devices by the server's ids and secrets, and presents the
@@ -145,6 +164,7 @@ impl HttpTransport {
             inbox: None,
             sync: Arc::new(SyncState::default()),
             sync_errors: self.sync_errors.clone(),
+            timings: self.timings.clone(),
         }
     }
 }
@@ -161,6 +181,7 @@ pub struct HttpLink {
     inbox: Option<Recipient<Inbound>>,
     sync: Arc<SyncState>,
     sync_errors: Arc<AtomicU64>,
+    timings: Option<Arc<Timings>>,
 }
 
 fn request_error(e: reqwest::Error) -> TransportError {
@@ -298,12 +319,18 @@ impl HttpLink {
         };
         let link = self.clone();
         actix::spawn(async move {
+            let started = Instant::now();
             let delivered = match link.fetch_sync().await {
                 Ok((push, tokens)) => {
                     if push.set.is_empty() && push.remove.is_empty() && tokens.is_empty() {
                         false
                     } else {
-                        *link.sync.fetched.lock() = Some((push.version, tokens, round));
+                        *link.sync.fetched.lock() = Some(Fetched {
+                            version: push.version,
+                            tokens,
+                            round,
+                            started,
+                        });
                         // A full mailbox drops it: the device asks again.
                         inbox.try_send(Inbound::Sync(push)).is_ok()
                     }
@@ -324,21 +351,29 @@ impl HttpLink {
     /// something is still pending.
     pub fn sync_ack(&self, ack: &SyncAckMsg) {
         let mut ack = ack.clone();
-        let round = match self.sync.fetched.lock().take() {
-            Some((version, tokens, round)) if version == ack.version => {
+        let (round, started) = match self.sync.fetched.lock().take() {
+            Some(f) if f.version == ack.version => {
                 ack.results
-                    .extend(tokens.into_iter().map(|credential| SyncItemResult {
+                    .extend(f.tokens.into_iter().map(|credential| SyncItemResult {
                         credential,
                         failure: None,
                     }));
-                round
+                (f.round, Some(f.started))
             }
-            _ => 1,
+            _ => (1, None),
         };
         let link = self.clone();
         actix::spawn(async move {
-            if let Err(e) = link.post_sync_ack(&ack).await {
-                link.sync_failed(&e);
+            let outcome = match link.post_sync_ack(&ack).await {
+                Ok(()) => Outcome::Granted,
+                Err(e) => {
+                    link.sync_failed(&e);
+                    Outcome::Error
+                }
+            };
+            if let (Some(t), Some(started)) = (&link.timings, started) {
+                let now = Instant::now();
+                t.record(Operation::SyncRoundTrip, outcome, now - started, now);
             }
             // More behind this batch, or changed meanwhile (a 409): again.
             if round < SYNC_ROUNDS && link.inbox.is_some() {

@@ -358,8 +358,9 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
                 ctx.fleet.push_sync_to(&devices);
                 next_push = now + Duration::from_millis(PUSH_EVERY_MS);
             }
-            // No sync channel: the server marks the readers' codes stored
-            // (an external target: the readers confirm them themselves).
+            // An external target: the run confirms the readers' codes
+            // through the target's sync routes (the devices sync too when
+            // a storm asks them).
             Kind::Http if ctx.target.is_some() => {
                 if let Some(t) = &ctx.target {
                     match t.confirm_codes(&devices).await {
