@@ -1098,6 +1098,12 @@ fn a_sync_storm_over_http_completes_without_errors() {
     let skipped = o["skipped"].to_string();
     assert!(!skipped.contains("sync_storm"), "{o}");
     assert_eq!(r["operations"]["pin_check"]["errors"], 0);
+    // Each device's fetch-to-ack round trip is timed.
+    let ops = &r["operations"];
+    assert!(
+        ops["sync_round_trip"]["count"].as_u64().unwrap_or(0) > 0,
+        "{ops}"
+    );
 }
 
 #[test]
