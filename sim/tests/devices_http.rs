@@ -1,6 +1,9 @@
 //! The HTTP transport in real time against a real HTTP server (actix-web on
 //! a free loopback port) that validates with the real `Engine` and checks
-//! each device's Bearer secret: a door phone reads a QR and a card.
+//! each device's Bearer secret: a door phone reads a QR and a card; a lock
+//! fetches its codes (`GET /v1/devices/{device}/sync`, the reference
+//! server's route and body) and acks them (`POST`); a server answering a
+//! sync with garbage costs the lock a counted error, nothing more.
 
 mod devices_support;
 
@@ -13,9 +16,14 @@ use fleetsim::devices::fleet::{provision, Fleet, FleetSpec, Placement};
 use fleetsim::devices::{DeviceOutcome, DeviceParams, Present};
 use fleetsim::transport::{derived_secrets, DeviceSecrets, HttpConfig, HttpTransport, Transport};
 use parking_lot::RwLock;
-use reference_server::domain::{Actor, DenyReason, FloorScope, HolderKind, Schedule};
-use reference_server::engine::{Command, Issue, Outcome, SecretSpec};
-use reference_server::protocol::{AuthRequest, AuthResponse, WireCredential};
+use std::time::Duration;
+
+use fleetsim::devices::Control;
+use reference_server::domain::{Actor, DenyReason, DeviceId, FloorScope, HolderKind, Schedule};
+use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec};
+use reference_server::protocol::{
+    AuthRequest, AuthResponse, SyncAckMsg, SyncPush, WireCredential, WireSecret,
+};
 use reference_server::{Check, Engine};
 
 struct Server {
@@ -54,6 +62,69 @@ async fn validate(
         Err(e) => AuthResponse::error(body.id, e.to_string()),
     };
     HttpResponse::Ok().json(resp)
+}
+
+fn bearer_ok(req: &HttpRequest, s: &Server, device: DeviceId) -> bool {
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    bearer == Some((s.secrets)(device).as_str())
+}
+
+/// The reference server's `GET /v1/devices/{device}/sync`, on the engine.
+async fn device_sync(req: HttpRequest, path: web::Path<u32>, s: web::Data<Server>) -> HttpResponse {
+    let device = DeviceId(path.into_inner());
+    if !bearer_ok(&req, &s, device) {
+        return HttpResponse::Unauthorized().finish();
+    }
+    let Some(batch) = s.engine.read().pending_sync(device) else {
+        return HttpResponse::NotFound().finish();
+    };
+    let mut push = SyncPush {
+        version: batch.version,
+        set: Vec::new(),
+        remove: Vec::new(),
+    };
+    for p in SyncPush::from_batch(&batch) {
+        push.set.extend(p.set);
+        push.remove.extend(p.remove);
+    }
+    let tokens: Vec<_> = batch
+        .set
+        .iter()
+        .filter(|(_, secret)| WireSecret::from_secret(secret).is_none())
+        .map(|(c, _)| *c)
+        .collect();
+    let mut body = serde_json::to_value(&push).unwrap();
+    body["tokens"] = serde_json::to_value(tokens).unwrap();
+    HttpResponse::Ok().json(body)
+}
+
+/// The reference server's `POST /v1/devices/{device}/sync`.
+async fn device_sync_ack(
+    req: HttpRequest,
+    path: web::Path<u32>,
+    body: web::Json<SyncAckMsg>,
+    s: web::Data<Server>,
+) -> HttpResponse {
+    let device = DeviceId(path.into_inner());
+    if !bearer_ok(&req, &s, device) {
+        return HttpResponse::Unauthorized().finish();
+    }
+    let mut e = s.engine.write();
+    if e.pending_sync(device).map(|b| b.version) != Some(body.version) {
+        return HttpResponse::Conflict().finish();
+    }
+    let cmd = Command::SyncAck {
+        device,
+        results: body.engine_results(),
+    };
+    match e.apply(&Actor::System, cmd, s.clock.now()) {
+        Ok(_) => HttpResponse::Ok().json(serde_json::json!({"ok": true})),
+        Err(err) => HttpResponse::BadRequest().body(err.to_string()),
+    }
 }
 
 fn issue(
@@ -240,6 +311,229 @@ fn a_door_phone_validates_over_http_with_its_bearer_secret() {
         );
 
         handle.stop(true).await;
+        actix_rt::System::current().stop();
+    });
+}
+
+/// Polls `f` every 20 ms for up to 10 s of real time.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn a_lock_told_to_sync_fetches_its_new_code_over_http_and_grants_it() {
+    actix_rt::System::new().block_on(async {
+        let engine = engine(8);
+        let clock = SimClock::starting_at(start_time());
+        let spec = FleetSpec::new(8)
+            .wifi_doors(1)
+            .params(DeviceParams::quiet());
+        let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
+        let secrets = derived_secrets([4; 32]);
+        let data = web::Data::new(Server {
+            engine: engine.clone(),
+            secrets: secrets.clone(),
+            clock,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/v1/devices/{device}/validate", web::post().to(validate))
+                .route("/v1/devices/{device}/sync", web::get().to(device_sync))
+                .route("/v1/devices/{device}/sync", web::post().to(device_sync_ack))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let port = server.addrs()[0].port();
+        let running = server.run();
+        let handle = running.handle();
+        actix_rt::spawn(running);
+        let transport = HttpTransport::new(
+            HttpConfig {
+                base_url: format!("http://127.0.0.1:{port}"),
+                ..HttpConfig::default()
+            },
+            secrets,
+        )
+        .unwrap();
+        let fleet = Fleet::start(
+            &spec,
+            provisioned,
+            Transport::Http(transport.clone()),
+            clock,
+            &Placement::Current,
+        );
+        let lock = fleet.provisioned.doors[0].lock.unwrap();
+        let door = fleet.provisioned.doors[0].door;
+        // A new code for the door: pending on the lock until it syncs.
+        let code = {
+            let mut e = engine.write();
+            let h = match e
+                .apply(
+                    &Actor::System,
+                    Command::CreateHolder {
+                        org: fleet.provisioned.org,
+                        name: "Resident".into(),
+                        kind: HolderKind::Member,
+                        user: None,
+                        floors: FloorScope::Any,
+                    },
+                    clock.now(),
+                )
+                .unwrap()
+                .outcome
+            {
+                Outcome::Holder(h) => h,
+                o => panic!("{o:?}"),
+            };
+            match e
+                .apply(
+                    &Actor::System,
+                    Command::IssueCredential(Issue {
+                        holder: h,
+                        name: "Resident PIN".into(),
+                        secret: SecretSpec::Pin {
+                            pin: PinSpec::Manual("4829".into()),
+                        },
+                        schedule: Schedule::Permanent,
+                        doors: vec![door],
+                        include_common_areas: false,
+                        floors: FloorScope::Any,
+                    }),
+                    clock.now(),
+                )
+                .unwrap()
+                .outcome
+            {
+                Outcome::Credential(c) => c,
+                o => panic!("{o:?}"),
+            }
+        };
+        let stored = |e: &Arc<RwLock<Engine>>| {
+            e.read()
+                .credentials()
+                .iter()
+                .filter(|c| c.id == code)
+                .flat_map(|c| c.placements.iter())
+                .any(|pl| pl.device == lock && pl.state.on_device())
+        };
+        assert!(!stored(&engine));
+        let before = fleet.snapshot(lock).await.unwrap();
+        fleet.control(lock, Control::SyncNow).unwrap();
+        eventually("the lock to store and ack the code", || {
+            let fleet = &fleet;
+            let engine = engine.clone();
+            async move {
+                let s = fleet.snapshot(lock).await.unwrap();
+                s.syncs_applied > before.syncs_applied
+                    && s.cached_codes > before.cached_codes
+                    && stored(&engine)
+            }
+        })
+        .await;
+        // The server shows it set: nothing pending for the lock any more.
+        let pending = engine.read().pending_sync(lock).unwrap();
+        assert!(pending.set.iter().all(|(c, _)| *c != code), "{pending:?}");
+        assert_eq!(transport.sync_errors(), 0);
+        let got = fleet
+            .present_with(
+                lock,
+                Present {
+                    credential: WireCredential::Pin("4829".into()),
+                    floor: None,
+                    human_timing: false,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.outcome, DeviceOutcome::Unlocked, "{got:?}");
+        handle.stop(true).await;
+        actix_rt::System::current().stop();
+    });
+}
+
+#[test]
+fn a_sync_answered_with_garbage_is_a_counted_error_and_the_lock_keeps_working() {
+    actix_rt::System::new().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A server that answers every request 200 with a body that is not
+        // JSON.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        actix_rt::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                actix_rt::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let body = "{\"version\": garbage";
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        let engine = engine(8);
+        let clock = SimClock::starting_at(start_time());
+        let spec = FleetSpec::new(8)
+            .wifi_doors(1)
+            .params(DeviceParams::quiet());
+        let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
+        let transport = HttpTransport::new(
+            HttpConfig {
+                base_url: format!("http://127.0.0.1:{port}"),
+                ..HttpConfig::default()
+            },
+            derived_secrets([4; 32]),
+        )
+        .unwrap();
+        let fleet = Fleet::start(
+            &spec,
+            provisioned,
+            Transport::Http(transport.clone()),
+            clock,
+            &Placement::Current,
+        );
+        let lock = fleet.provisioned.doors[0].lock.unwrap();
+        for n in 1..=2u64 {
+            // The second request goes out: the failed one is not in flight.
+            fleet.control(lock, Control::SyncNow).unwrap();
+            let t = transport.clone();
+            eventually("the sync error to be counted", || {
+                let t = t.clone();
+                async move { t.sync_errors() >= n }
+            })
+            .await;
+        }
+        assert_eq!(transport.sync_errors(), 2);
+        let s = fleet.snapshot(lock).await.unwrap();
+        assert_eq!(s.syncs_applied, 0);
+        assert!(s.online);
+        // A direct fetch says why.
+        let ep = fleetsim::transport::Endpoint {
+            device: lock,
+            site: fleet.provisioned.doors[0].site,
+            connectivity: reference_server::domain::Connectivity::Wifi,
+        };
+        let err = transport.link(ep).fetch_sync().await.unwrap_err();
+        assert!(err.to_string().contains("not a sync message"), "{err}");
         actix_rt::System::current().stop();
     });
 }

@@ -1043,8 +1043,8 @@ fn codes_created_changed_and_revoked_in_virtual_time_are_judged_only_once_synced
 
 /// Code actions over a server transport: the commands reach the embedded
 /// server (the admin's own rights), the devices store the codes (MQTT: the
-/// gateway's pushes and the devices' acks; HTTP: acknowledged on the
-/// readers' behalf) and the oracle judges them.
+/// gateway's pushes and the devices' acks; HTTP: the devices fetch and
+/// ack over `/v1/devices/{device}/sync`) and the oracle judges them.
 fn codes_over(transport: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let file = codes_scenario(
@@ -1082,6 +1082,32 @@ fn a_sync_storm_over_mqtt_completes_without_errors() {
     let (r, o) = run_codes(&file, &tmp.path().join("out"), &["--transport", "mqtt"]);
     assert!(o["actions"]["sync_storm"].as_u64().unwrap_or(0) > 5, "{o}");
     assert_eq!(r["operations"]["pin_check"]["errors"], 0);
+}
+
+/// Over HTTP each storing device fetches its codes (`GET .../sync`) and
+/// acks them (`POST`): a sync storm is an action, not skipped.
+#[test]
+fn a_sync_storm_over_http_completes_without_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = codes_scenario(
+        tmp.path(),
+        "real",
+        "[[phases]]\nname = \"storm\"\nduration = \"4s\"\narrivals = \"20/s\"",
+        "pin_valid = 0.5\nsync_storm = 0.3\ncode_create = 0.2",
+    );
+    let (r, o) = run_codes(&file, &tmp.path().join("out"), &["--transport", "http"]);
+    assert_eq!(r["transport"], "http");
+    assert!(o["actions"]["sync_storm"].as_u64().unwrap_or(0) > 5, "{o}");
+    assert!(o["actions"]["code_create"].as_u64().unwrap_or(0) > 0, "{o}");
+    let skipped = o["skipped"].to_string();
+    assert!(!skipped.contains("sync_storm"), "{o}");
+    assert_eq!(r["operations"]["pin_check"]["errors"], 0);
+    // Each device's fetch-to-ack round trip is timed.
+    let ops = &r["operations"];
+    assert!(
+        ops["sync_round_trip"]["count"].as_u64().unwrap_or(0) > 0,
+        "{ops}"
+    );
 }
 
 #[test]

@@ -328,7 +328,12 @@ impl Handler<Inbound> for Lock {
         }
         match msg {
             Inbound::Sync(push) => match self.connectivity {
+                // Over HTTP a batch is the answer to the lock's own fetch
+                // (it asked: a phone or gateway is near): applied now.
                 Connectivity::Wifi => self.core.apply_sync(&push),
+                Connectivity::Ble if matches!(self.core.link, Link::Http(_)) => {
+                    self.core.apply_sync(&push)
+                }
                 Connectivity::Ble => {
                     if self.stashed.len() < MAX_STASHED_SYNCS {
                         self.stashed.push(push);

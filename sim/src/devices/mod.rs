@@ -482,7 +482,8 @@ impl Core {
     /// Asks the engine for this device's pending code changes now: a pull
     /// where the link pulls (in-process); over MQTT a status "online", the
     /// protocol's cue for the gateway to push the pending delta (the
-    /// answer arrives as `Inbound::Sync`). Nothing over HTTP (no sync).
+    /// answer arrives as `Inbound::Sync`); over HTTP a background `GET` of
+    /// the pending batch, which arrives as `Inbound::Sync` too.
     pub fn request_sync(&mut self) {
         if !self.online {
             return;

@@ -208,8 +208,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         (prov, book.take_log())
     };
     // Event delivery and sync round trips, timed where they complete: the
-    // in-process transport, or the gateway's observer over MQTT (HTTP has
-    // neither an event route nor a sync channel).
+    // in-process transport, the gateway's observer over MQTT, the devices'
+    // links over HTTP (sync round trips only: HTTP has no event route).
     let timings = Arc::new(Timings::new());
     let server_log = Arc::new(EventLog::new());
     let commands = match &target {
@@ -251,9 +251,12 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             let ids: Arc<dyn ServerIds> = t.clone();
             let http = HttpTransport::new(cfg, Arc::new(|_| String::new()))
                 .map_err(|e| RunError::Runtime(e.to_string()))?;
-            Transport::Http(http.with_server_ids(ids))
+            Transport::Http(http.with_server_ids(ids).with_timings(timings.clone()))
         }
-        (Some(r), _) => r.transport(seed)?,
+        (Some(r), _) => match r.transport(seed)? {
+            Transport::Http(t) => Transport::Http(t.with_timings(timings.clone())),
+            t => t,
+        },
         (None, None) => Transport::InProc(
             InProcTransport::timed(engine.clone(), clock, Some(timings.clone()))
                 .with_added_latency(s.faults.engine_added_latency),
@@ -293,7 +296,16 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             }
         }
         (None, _) => sync_codes(&fleet, &engine).await?,
-        (Some(r), Kind::Http) => r.ack_all(&ids).await?,
+        // The readers fetch their codes over HTTP and ack them.
+        (Some(r), Kind::Http) => {
+            let nudge = |pending: &[DeviceId]| {
+                for id in pending {
+                    let _ = fleet.control(*id, crate::devices::Control::SyncNow);
+                }
+            };
+            nudge(&ids);
+            r.wait_synced(&ids, SYNC_WAIT_S, nudge).await?
+        }
         (Some(r), _) => {
             let nudge = |pending: &[DeviceId]| {
                 for id in pending {

@@ -16,11 +16,11 @@
 //! - Commands made during the run (a resident issuing a visitor key) go
 //!   through the [`Forwarder`]: one task applying them in the order the
 //!   local engine did, so the ids keep matching.
-//! - Over HTTP the simulated devices have no sync session: they are door
-//!   phones and online readers in third-party server mode, which ask the
-//!   server on every check. Codes placed on such readers are marked stored
-//!   at provisioning (`SyncAck` on their behalf). An external target
-//!   (`target.rs`) has them confirmed through its HTTP sync routes instead. Over MQTT the
+//! - Over HTTP the code-storing devices fetch their pending codes
+//!   (`GET /v1/devices/{device}/sync`) and acknowledge them (`POST`); the
+//!   run asks them to (`SyncNow`) and waits until nothing is pending. An
+//!   external target (`target.rs`) also has them confirmed through its HTTP
+//!   sync routes by the run itself. Over MQTT the
 //!   gateway syncs the devices for real and the run waits until every code
 //!   is stored.
 //! - Over MQTT the gateway's observer hook ([`Deliveries`]) tells the run
@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reference_server::domain::{Actor, DeviceId};
-use reference_server::engine::{Command, Outcome, SyncResult};
+use reference_server::engine::{Command, Outcome};
 use reference_server::gateway::{
     self, BrokerChoice, BrokerUrl, GatewayObserver, MqttRunning, ENGINE_USER,
 };
@@ -311,14 +311,9 @@ impl Remote {
         pending_on(&self.service, devices)
     }
 
-    /// HTTP: marks every code placed on `devices` as stored, as the server
-    /// does for readers that ask it on every check (no sync channel).
-    pub async fn ack_all(&self, devices: &[DeviceId]) -> Result<(), RunError> {
-        ack_all_on(&self.service, devices).await
-    }
-
-    /// Waits (real time) until the gateway has synced every code of
-    /// `devices`, or `wait_s` passed. `nudge` is called now and then with
+    /// Waits (real time) until every code of `devices` is stored (the
+    /// gateway synced them, or over HTTP the devices fetched and acked
+    /// them), or `wait_s` passed. `nudge` is called now and then with
     /// the devices still pending (Bluetooth locks take what the gateway
     /// pushed only when a phone comes near: the caller brings one).
     pub async fn wait_synced(
@@ -409,33 +404,6 @@ pub fn pending_on(service: &Service, devices: &[DeviceId]) -> Vec<DeviceId> {
                 .is_some_and(|b| !b.set.is_empty() || !b.remove.is_empty())
         })
         .collect()
-}
-
-/// HTTP: acknowledges on the readers' behalf every change pending for
-/// `devices` (one round: a changed PIN's old code becomes removable only
-/// once its replacement is acknowledged, so callers loop until nothing is
-/// pending).
-pub async fn ack_all_on(service: &Service, devices: &[DeviceId]) -> Result<(), RunError> {
-    for d in pending_on(service, devices) {
-        let Some(batch) = service.pending_sync(d) else {
-            continue;
-        };
-        let results = batch
-            .set
-            .iter()
-            .map(|(c, _)| *c)
-            .chain(batch.remove.iter().copied())
-            .map(|credential| SyncResult {
-                credential,
-                failure: None,
-            })
-            .collect();
-        service
-            .apply(&Actor::System, Command::SyncAck { device: d, results })
-            .await
-            .map_err(|e| RunError::Runtime(format!("marking codes stored on {d}: {e}")))?;
-    }
-    Ok(())
 }
 
 /// One command for the server and what the local engine answered.

@@ -1,15 +1,62 @@
 //! The HTTP transport (reqwest): `POST /v1/devices/{device}/validate` with
 //! the device's secret as a Bearer token, as door phones do in third-party
-//! server mode. The protocol has no HTTP route for events or syncs, so
-//! events are accounted locally (`local_log`) and syncs are unsupported.
+//! server mode. Code-storing devices sync over `GET` and `POST
+//! /v1/devices/{device}/sync` (the MQTT `sync` and `sync/ack` messages):
+//! [`HttpLink::request_sync`] fetches in the background and hands the batch
+//! to the device's mailbox as `Inbound::Sync`, as MQTT does, and the
+//! device's ack goes back by `POST`. The protocol has no HTTP route for
+//! events, so events are accounted locally (`local_log`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reference_server::protocol::{AuthRequest, AuthResponse, Event, WireCredential};
+use actix::prelude::*;
+use parking_lot::Mutex;
+use reference_server::domain::CredentialId;
+use reference_server::protocol::{
+    AuthRequest, AuthResponse, Event, SyncAckMsg, SyncItemResult, SyncPush, WireCredential,
+};
+use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::{Checked, DeviceSecrets, Endpoint, EventLog, ServerIds, TransportError};
+use super::{Checked, DeviceSecrets, Endpoint, EventLog, Inbound, ServerIds, TransportError};
+use crate::metrics::{Operation, Outcome, Timings};
+
+/// A fetch not answered by an ack within this long no longer blocks the
+/// next one (the device was offline when the batch came, or dropped it).
+const SYNC_STALE: Duration = Duration::from_secs(10);
+
+/// Fetch rounds one request drains (a changed PIN's old code is removable
+/// only once its replacement is acknowledged: a second round removes it).
+const SYNC_ROUNDS: u8 = 8;
+
+/// `GET /v1/devices/{device}/sync`: the `sync` message plus the QR and BLE
+/// credentials to confirm (nothing to store for them).
+#[derive(Deserialize)]
+struct SyncBody {
+    #[serde(flatten)]
+    push: SyncPush,
+    #[serde(default)]
+    tokens: Vec<CredentialId>,
+}
+
+/// One device's sync state, shared by the clones of its link.
+#[derive(Default)]
+struct SyncState {
+    /// When the fetch in flight started (until its ack is answered).
+    in_flight: Mutex<Option<Instant>>,
+    /// The version fetched, its tokens, the round and when its fetch
+    /// started.
+    fetched: Mutex<Option<Fetched>>,
+}
+
+struct Fetched {
+    version: u64,
+    tokens: Vec<CredentialId>,
+    round: u8,
+    started: Instant,
+}
 
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
@@ -38,6 +85,10 @@ pub struct HttpTransport {
     log: Arc<EventLog>,
     /// An external server's ids, secrets and tokens.
     server_ids: Option<Arc<dyn ServerIds>>,
+    /// Failed sync fetches and acks (network, status, bad body).
+    sync_errors: Arc<AtomicU64>,
+    /// Where sync round trips (fetch to acknowledged) are timed.
+    timings: Option<Arc<Timings>>,
 }
 
 impl HttpTransport {
@@ -56,7 +107,16 @@ impl HttpTransport {
             secrets,
             log: Arc::new(EventLog::new()),
             server_ids: None,
+            sync_errors: Arc::new(AtomicU64::new(0)),
+            timings: None,
         })
+    }
+
+    /// Times each device's sync round trip (`GET` to acknowledged `POST`)
+    /// as `sync_round_trip` in `timings`.
+    pub fn with_timings(mut self, timings: Arc<Timings>) -> HttpTransport {
+        self.timings = Some(timings);
+        self
     }
 
     /// Addresses devices by the server's ids and secrets, and presents the
@@ -71,6 +131,21 @@ impl HttpTransport {
         &self.log
     }
 
+    /// Sync fetches and acks that failed, all devices together.
+    pub fn sync_errors(&self) -> u64 {
+        self.sync_errors.load(Ordering::Relaxed)
+    }
+
+    /// The link of one device; synced batches go to `inbox`.
+    pub fn link_with_inbox(&self, ep: Endpoint, inbox: Recipient<Inbound>) -> HttpLink {
+        HttpLink {
+            inbox: Some(inbox),
+            ..self.link(ep)
+        }
+    }
+
+    /// A link without a mailbox: checks, and `fetch_sync`/`sync_ack`
+    /// called directly.
     pub fn link(&self, ep: Endpoint) -> HttpLink {
         let base = self.config.base_url.trim_end_matches('/');
         let (id, bearer) = match &self.server_ids {
@@ -81,10 +156,15 @@ impl HttpTransport {
         HttpLink {
             client: self.client.clone(),
             url: format!("{base}/v1/devices/{}/validate", id.0).into(),
+            sync_url: format!("{base}/v1/devices/{}/sync", id.0).into(),
             bearer: bearer.into(),
             log: self.log.clone(),
             device: ep.device,
             server_ids: self.server_ids.clone(),
+            inbox: None,
+            sync: Arc::new(SyncState::default()),
+            sync_errors: self.sync_errors.clone(),
+            timings: self.timings.clone(),
         }
     }
 }
@@ -93,10 +173,31 @@ impl HttpTransport {
 pub struct HttpLink {
     client: reqwest::Client,
     url: Arc<str>,
+    sync_url: Arc<str>,
     bearer: Arc<str>,
     log: Arc<EventLog>,
     device: reference_server::domain::DeviceId,
     server_ids: Option<Arc<dyn ServerIds>>,
+    inbox: Option<Recipient<Inbound>>,
+    sync: Arc<SyncState>,
+    sync_errors: Arc<AtomicU64>,
+    timings: Option<Arc<Timings>>,
+}
+
+fn request_error(e: reqwest::Error) -> TransportError {
+    if e.is_timeout() {
+        TransportError::Timeout(0)
+    } else {
+        TransportError::Http(e.to_string())
+    }
+}
+
+/// A non-2xx answer as an error, with the server's (bounded) reason.
+async fn status_error(resp: reqwest::Response) -> TransportError {
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    let body: String = body.chars().take(300).collect();
+    TransportError::Http(format!("status {status}: {body}"))
 }
 
 impl HttpLink {
@@ -148,5 +249,138 @@ impl HttpLink {
 
     pub fn event(&self, event: &Event) {
         self.log.record(self.device, event);
+    }
+
+    /// `GET /v1/devices/{device}/sync`: the pending batch (empty when
+    /// nothing is pending) and the QR/BLE credentials to confirm with it.
+    pub async fn fetch_sync(&self) -> Result<(SyncPush, Vec<CredentialId>), TransportError> {
+        let resp = self
+            .client
+            .get(&*self.sync_url)
+            .bearer_auth(&*self.bearer)
+            .send()
+            .await
+            .map_err(request_error)?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp).await);
+        }
+        let bytes = resp.bytes().await.map_err(request_error)?;
+        let body: SyncBody = serde_json::from_slice(&bytes)
+            .map_err(|e| TransportError::Http(format!("not a sync message: {e}")))?;
+        Ok((body.push, body.tokens))
+    }
+
+    /// `POST /v1/devices/{device}/sync`: the acknowledgement (a 409 when
+    /// the version is no longer the pending one: an error here).
+    pub async fn post_sync_ack(&self, ack: &SyncAckMsg) -> Result<(), TransportError> {
+        let resp = self
+            .client
+            .post(&*self.sync_url)
+            .bearer_auth(&*self.bearer)
+            .json(ack)
+            .send()
+            .await
+            .map_err(request_error)?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp).await);
+        }
+        Ok(())
+    }
+
+    /// Failed sync fetches and acks of the whole transport.
+    pub fn sync_errors(&self) -> u64 {
+        self.sync_errors.load(Ordering::Relaxed)
+    }
+
+    fn sync_failed(&self, e: &TransportError) {
+        tracing::debug!(device = %self.device, error = %e, "http sync");
+        self.sync_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Asks the server for the device's pending codes in the background;
+    /// a batch arrives in the device's mailbox as `Inbound::Sync`. At most
+    /// one fetch (until its ack) per device: a storm does not pile up
+    /// requests. Call from within an actix system.
+    pub fn request_sync(&self) {
+        {
+            let mut f = self.sync.in_flight.lock();
+            if f.is_some_and(|t| t.elapsed() < SYNC_STALE) {
+                return;
+            }
+            *f = Some(Instant::now());
+        }
+        self.spawn_fetch(1);
+    }
+
+    fn spawn_fetch(&self, round: u8) {
+        let Some(inbox) = self.inbox.clone() else {
+            *self.sync.in_flight.lock() = None;
+            return;
+        };
+        let link = self.clone();
+        actix::spawn(async move {
+            let started = Instant::now();
+            let delivered = match link.fetch_sync().await {
+                Ok((push, tokens)) => {
+                    if push.set.is_empty() && push.remove.is_empty() && tokens.is_empty() {
+                        false
+                    } else {
+                        *link.sync.fetched.lock() = Some(Fetched {
+                            version: push.version,
+                            tokens,
+                            round,
+                            started,
+                        });
+                        // A full mailbox drops it: the device asks again.
+                        inbox.try_send(Inbound::Sync(push)).is_ok()
+                    }
+                }
+                Err(e) => {
+                    link.sync_failed(&e);
+                    false
+                }
+            };
+            if !delivered {
+                *link.sync.in_flight.lock() = None;
+            }
+        });
+    }
+
+    /// Sends the device's ack for a fetched batch (in the background), with
+    /// the batch's QR/BLE credentials confirmed; then fetches again while
+    /// something is still pending.
+    pub fn sync_ack(&self, ack: &SyncAckMsg) {
+        let mut ack = ack.clone();
+        let (round, started) = match self.sync.fetched.lock().take() {
+            Some(f) if f.version == ack.version => {
+                ack.results
+                    .extend(f.tokens.into_iter().map(|credential| SyncItemResult {
+                        credential,
+                        failure: None,
+                    }));
+                (f.round, Some(f.started))
+            }
+            _ => (1, None),
+        };
+        let link = self.clone();
+        actix::spawn(async move {
+            let outcome = match link.post_sync_ack(&ack).await {
+                Ok(()) => Outcome::Granted,
+                Err(e) => {
+                    link.sync_failed(&e);
+                    Outcome::Error
+                }
+            };
+            if let (Some(t), Some(started)) = (&link.timings, started) {
+                let now = Instant::now();
+                t.record(Operation::SyncRoundTrip, outcome, now - started, now);
+            }
+            // More behind this batch, or changed meanwhile (a 409): again.
+            if round < SYNC_ROUNDS && link.inbox.is_some() {
+                link.spawn_fetch(round + 1);
+            } else {
+                *link.sync.in_flight.lock() = None;
+            }
+        });
     }
 }

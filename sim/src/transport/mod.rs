@@ -117,7 +117,7 @@ impl Transport {
         match self {
             Transport::InProc(t) => Link::InProc(t.link(ep, inbox)),
             Transport::Mqtt(t) => Link::Mqtt(t.link(ep, inbox)),
-            Transport::Http(t) => Link::Http(t.link(ep)),
+            Transport::Http(t) => Link::Http(t.link_with_inbox(ep, inbox)),
         }
     }
 
@@ -172,15 +172,17 @@ impl Link {
 
     /// Asks for what the device must change. In-process: computed now.
     /// MQTT: the engine pushes batches as `Inbound::Sync`, so this returns
-    /// `None`. HTTP has no sync in the protocol.
+    /// `None`. HTTP: the device fetches in the background
+    /// (`HttpLink::request_sync`; the batch arrives as `Inbound::Sync`), so
+    /// this starts that fetch and returns `None`.
     pub fn pull_sync(&self) -> Result<Option<SyncPush>, TransportError> {
         match self {
             Link::InProc(l) => l.pull_sync(),
             Link::Mqtt(_) => Ok(None),
-            Link::Http(_) => Err(TransportError::Unsupported {
-                what: "sync",
-                transport: "http",
-            }),
+            Link::Http(l) => {
+                l.request_sync();
+                Ok(None)
+            }
         }
     }
 
@@ -188,10 +190,11 @@ impl Link {
         match self {
             Link::InProc(l) => l.sync_ack(ack),
             Link::Mqtt(l) => l.sync_ack(ack),
-            Link::Http(_) => Err(TransportError::Unsupported {
-                what: "sync",
-                transport: "http",
-            }),
+            // Posted in the background; failures are counted there.
+            Link::Http(l) => {
+                l.sync_ack(ack);
+                Ok(())
+            }
         }
     }
 

@@ -7,8 +7,9 @@
 //! [`Forwarder`], in order, and ids stay in step). The change then has to
 //! reach the door's devices (domain: per (code, lock) `pending -> set`,
 //! `removing -> removed`): Wi-Fi devices get it pushed, Bluetooth ones at
-//! the next visit of a phone or gateway, and over http the server is told
-//! the readers stored it (there is no sync channel). The action waits,
+//! the next visit of a phone or gateway, and over http the readers fetch
+//! their pending codes (`GET /v1/devices/{device}/sync`, asked every
+//! second) and acknowledge them (`POST`). The action waits,
 //! bounded, until every device of the door confirmed (the engine's
 //! placements of the codes concerned say so).
 //!
@@ -357,8 +358,9 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
                 ctx.fleet.push_sync_to(&devices);
                 next_push = now + Duration::from_millis(PUSH_EVERY_MS);
             }
-            // No sync channel: the server marks the readers' codes stored
-            // (an external target: the readers confirm them themselves).
+            // An external target: the run confirms the readers' codes
+            // through the target's sync routes (the devices sync too when
+            // a storm asks them).
             Kind::Http if ctx.target.is_some() => {
                 if let Some(t) = &ctx.target {
                     match t.confirm_codes(&devices).await {
@@ -375,16 +377,12 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
                     }
                 }
             }
-            Kind::Http => {
-                if let Some(svc) = &ctx.server {
-                    if super::super::remote::ack_all_on(svc, &devices)
-                        .await
-                        .is_err()
-                    {
-                        result = Settled::Failed("refused");
-                        break;
-                    }
+            // The readers fetch their codes over HTTP and ack them.
+            Kind::Http if now >= next_push => {
+                for d in &devices {
+                    let _ = ctx.fleet.control(*d, crate::devices::Control::SyncNow);
                 }
+                next_push = now + Duration::from_millis(PUSH_EVERY_MS);
             }
             _ => {}
         }
@@ -447,18 +445,10 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
 /// A sync storm: every code-storing device of `site` asks for its pending
 /// codes at once. In-process the Wi-Fi devices are pushed and the
 /// Bluetooth ones pull (a phone near each); over MQTT each device sends its
-/// sync request (status "online") and the gateway answers them all. HTTP
-/// has no sync channel: nothing to ask (counted as skipped).
+/// sync request (status "online") and the gateway answers them all; over
+/// HTTP each device fetches its pending batch (`GET .../sync`) and acks it.
 pub(super) fn sync_storm(ctx: &Ctx, site: u32) {
     let action = Action::SyncStorm.as_str();
-    if ctx.transport == Kind::Http {
-        *ctx.shared
-            .borrow_mut()
-            .skipped
-            .entry(format!("{action} (no sync channel over http)"))
-            .or_default() += 1;
-        return;
-    }
     let mut wifi = Vec::new();
     let mut asked = Vec::new();
     for i in &ctx.site_doors[site as usize] {
