@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod keypad;
 pub mod lock;
 pub mod params;
+pub mod timers;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -289,7 +290,8 @@ pub struct Core {
     skew: SignedDuration,
     battery: Option<Battery>,
     battery_history: VecDeque<f64>,
-    battery_timer: Option<SpawnHandle>,
+    /// Bumped on each re-plan: an older battery timer does nothing.
+    battery_gen: u64,
     /// When the battery timer fires (it re-plans then).
     battery_due: Option<Instant>,
     trace: Option<Box<blake3::Hasher>>,
@@ -340,7 +342,7 @@ impl Core {
             skew: SignedDuration::from_millis((skew_s * 1000.0) as i64),
             battery,
             battery_history: VecDeque::new(),
-            battery_timer: None,
+            battery_gen: 0,
             battery_due: None,
             trace: params.trace.then(|| Box::new(blake3::Hasher::new())),
             checks: 0,
@@ -594,7 +596,7 @@ pub enum Judged {
 
 /// Actors with a [`Core`] get the shared timers (battery, offline spells)
 /// and controls from these helpers.
-pub trait HasCore: Actor<Context = Context<Self>> {
+pub trait HasCore: Actor<Context = Context<Self>> + Handler<timers::Fire<Self>> {
     fn core(&mut self) -> &mut Core;
 
     /// Called when connectivity returns (after the buffered events went).
@@ -621,7 +623,7 @@ fn record_battery_day<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
         }
         core.battery_history.push_back(pct);
     }
-    ctx.run_later(Duration::from_secs(86_400), |act, ctx| {
+    timers::run_later(ctx, Duration::from_secs(86_400), |act, ctx| {
         record_battery_day(act, ctx)
     });
 }
@@ -635,9 +637,7 @@ const BATTERY_WAKE_MAX: Duration = Duration::from_secs(86_400);
 /// day from now, whichever comes first).
 pub fn schedule_battery<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
     let core = act.core();
-    if let Some(h) = core.battery_timer.take() {
-        ctx.cancel_future(h);
-    }
+    core.battery_gen += 1;
     core.battery_due = None;
     let Some(b) = core.battery.as_mut() else {
         return;
@@ -658,8 +658,12 @@ pub fn schedule_battery<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
         // A little past the crossing, so the level is below it on waking.
         let wait = (wait + Duration::from_millis(1)).min(BATTERY_WAKE_MAX);
         core.battery_due = Some(Instant::now() + wait);
-        let h = ctx.run_later(wait, |act, ctx| schedule_battery(act, ctx));
-        act.core().battery_timer = Some(h);
+        let gen = core.battery_gen;
+        timers::run_later(ctx, wait, move |act, ctx| {
+            if act.core().battery_gen == gen {
+                schedule_battery(act, ctx);
+            }
+        });
     }
 }
 
@@ -692,7 +696,7 @@ fn schedule_offline<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
     }
     let wait_s = exponential(86_400.0 / per_day, &mut core.rng);
     let for_s = core.params.faults.offline_for_s.sample(&mut core.rng);
-    ctx.run_later(Duration::from_secs_f64(wait_s), move |act, ctx| {
+    timers::run_later(ctx, Duration::from_secs_f64(wait_s), move |act, ctx| {
         go_offline(act, ctx, for_s);
         schedule_offline(act, ctx);
     });
@@ -705,7 +709,7 @@ pub fn go_offline<A: HasCore>(act: &mut A, ctx: &mut Context<A>, for_s: f64) {
         return;
     }
     core.online = false;
-    ctx.run_later(Duration::from_secs_f64(for_s.max(0.0)), |act, ctx| {
+    timers::run_later(ctx, Duration::from_secs_f64(for_s.max(0.0)), |act, ctx| {
         let core = act.core();
         core.online = true;
         while let Some(e) = core.offline_buffer.pop_front() {
