@@ -165,16 +165,23 @@ pub struct Battery {
 
 impl Battery {
     fn level(&self, p: &BatteryParams) -> f64 {
-        let days = self.mark.elapsed().as_secs_f64() / 86_400.0;
+        self.level_at(p, Instant::now())
+    }
+    /// The level at `now` (one clock read serves a whole motor run).
+    fn level_at(&self, p: &BatteryParams, now: Instant) -> f64 {
+        let days = now.saturating_duration_since(self.mark).as_secs_f64() / 86_400.0;
         (self.pct_at_mark - days * p.drain_pct_per_day).max(0.0)
     }
-    fn spend(&mut self, p: &BatteryParams, pct: f64) {
-        self.pct_at_mark = (self.level(p) - pct).max(0.0);
-        self.mark = Instant::now();
+    fn spend_at(&mut self, p: &BatteryParams, pct: f64, now: Instant) {
+        self.pct_at_mark = (self.level_at(p, now) - pct).max(0.0);
+        self.mark = now;
     }
     /// Time until the level reaches `pct` by drain alone.
     fn time_to(&self, p: &BatteryParams, pct: f64) -> Option<Duration> {
-        let left = self.level(p) - pct;
+        self.time_to_at(p, pct, Instant::now())
+    }
+    fn time_to_at(&self, p: &BatteryParams, pct: f64, now: Instant) -> Option<Duration> {
+        let left = self.level_at(p, now) - pct;
         if left <= 0.0 || p.drain_pct_per_day <= 0.0 {
             return None;
         }
@@ -403,13 +410,24 @@ impl Core {
         credential: WireCredential,
         floor: Option<reference_server::domain::FloorId>,
     ) -> AuthRequest {
+        let now = self.now();
+        self.request_at(credential, floor, now)
+    }
+
+    /// [`Core::request`] stamped with the device time `now`.
+    pub fn request_at(
+        &mut self,
+        credential: WireCredential,
+        floor: Option<reference_server::domain::FloorId>,
+        now: Timestamp,
+    ) -> AuthRequest {
         let id = self.next_request_id;
         self.next_request_id += 1;
         AuthRequest {
             id,
             credential,
             floor,
-            at: Some(self.now()),
+            at: Some(now),
         }
     }
 
@@ -429,9 +447,12 @@ impl Core {
         let p = &self.params.battery;
         match self.battery.as_mut() {
             None => true,
-            Some(b) if b.level(p) < p.dead_pct => false,
             Some(b) => {
-                b.spend(p, p.actuation_cost_pct);
+                let now = Instant::now();
+                if b.level_at(p, now) < p.dead_pct {
+                    return false;
+                }
+                b.spend_at(p, p.actuation_cost_pct, now);
                 true
             }
         }
@@ -679,8 +700,9 @@ pub fn battery_spent<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
         return;
     }
     let p = &core.params.battery;
-    let still_ahead = match (core.battery_due, b.time_to(p, p.low_pct)) {
-        (Some(due), Some(wait)) => Instant::now() + wait > due,
+    let now = Instant::now();
+    let still_ahead = match (core.battery_due, b.time_to_at(p, p.low_pct, now)) {
+        (Some(due), Some(wait)) => now + wait > due,
         _ => false,
     };
     if !still_ahead {
@@ -759,14 +781,15 @@ impl Core {
         floor: Option<reference_server::domain::FloorId>,
         local: bool,
     ) -> Decide {
+        // One clock read for the whole check (the device's time).
+        let now = self.now();
         let is_pin = matches!(credential, WireCredential::Pin(_));
-        if is_pin && self.locked_out() {
+        if is_pin && self.lockout.is_locked(now) {
             self.count(false);
             return Decide::Done(Judged::Denied(DenyReason::LockedOut));
         }
         let cacheable = matches!(credential, WireCredential::Pin(_) | WireCredential::Card(_));
         if local && cacheable {
-            let now = self.now();
             let found = self.codes.as_ref().and_then(|c| c.judge(&credential, now));
             self.count(matches!(found, Some((_, Ok(())))));
             return Decide::Done(match found {
@@ -780,7 +803,7 @@ impl Core {
         if !self.online {
             return Decide::Done(Judged::Failed(DeviceOutcome::Offline));
         }
-        let req = self.request(credential, floor);
+        let req = self.request_at(credential, floor, now);
         Decide::Ask(self.link.clone(), req)
     }
 
