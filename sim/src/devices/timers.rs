@@ -25,8 +25,11 @@ use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use tokio::time::{Instant, Sleep};
 
+/// A timer's callback on its actor.
+pub type Callback<A> = Box<dyn FnOnce(&mut A, &mut <A as Actor>::Context) + Send>;
+
 /// A timer's callback, run in the actor as a message.
-pub struct Fire<A: Actor>(pub Box<dyn FnOnce(&mut A, &mut A::Context) + Send>);
+pub struct Fire<A: Actor>(pub Callback<A>);
 
 impl<A: Actor> Message for Fire<A> {
     type Result = ();
