@@ -215,6 +215,9 @@ struct Tally {
     answered: u64,
     ok: u64,
     unexpected: u64,
+    /// Worst latency (µs) per 100 ms of intended start time (diagnostics:
+    /// `CHECKS_TIMELINE=1` prints the slow stretches).
+    worst: Vec<u64>,
 }
 
 /// One shard's open-model generator: request k is due at start + k/rate,
@@ -235,6 +238,7 @@ async fn generate(
         answered: 0,
         ok: 0,
         unexpected: 0,
+        worst: vec![0; (seconds * 10.0).ceil() as usize + 1],
     }));
     let total = (rate * seconds) as u64;
     let t0 = tokio::time::Instant::now();
@@ -259,6 +263,10 @@ async fn generate(
                 let r = targets[i].present(p).await;
                 let us = due.elapsed().as_micros() as u64;
                 let mut t = tally.borrow_mut();
+                let slot = ((due - t0).as_millis() / 100) as usize;
+                if let Some(w) = t.worst.get_mut(slot) {
+                    *w = (*w).max(us);
+                }
                 t.hist.saturating_record(us.max(1));
                 t.answered += 1;
                 match r {
@@ -277,6 +285,19 @@ async fn generate(
     }
     let wall_s = t0.elapsed().as_secs_f64();
     let t = tally.borrow();
+    if std::env::var_os("CHECKS_TIMELINE").is_some() {
+        let slow: Vec<String> = t
+            .worst
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| **w > 5_000)
+            .map(|(i, w)| format!("{:.1}s:{:.0}ms", i as f64 / 10.0, *w as f64 / 1000.0))
+            .collect();
+        println!(
+            "checks: shard {shard} worst latency > 5 ms at: {}",
+            slow.join(" ")
+        );
+    }
     let _ = tx.send(ShardResult {
         hist: t.hist.clone(),
         sent: k,

@@ -21,7 +21,7 @@ pub struct DoorPhone {
     /// The energized relay: its timer and when it drops. A grant while
     /// energized moves `relay_until` on and keeps the timer (it re-arms
     /// for the rest when it fires early).
-    relay_timer: Option<SpawnHandle>,
+    relay_armed: bool,
     relay_until: Option<Instant>,
     lift_calls: u64,
 }
@@ -37,7 +37,7 @@ impl DoorPhone {
             core,
             lock,
             sensor: None,
-            relay_timer: None,
+            relay_armed: false,
             relay_until: None,
             lift_calls: 0,
         }
@@ -51,7 +51,7 @@ impl DoorPhone {
         credential: Option<reference_server::domain::CredentialId>,
         origin: Option<reference_server::domain::Origin>,
     ) -> DeviceOutcome {
-        let fresh = self.relay_timer.is_none();
+        let fresh = !self.relay_armed;
         self.core.emit(EventKind::Unlocked {
             how,
             credential,
@@ -69,12 +69,13 @@ impl DoorPhone {
     }
 
     fn arm_relay(&mut self, ctx: &mut Context<Self>, after: Duration) {
-        self.relay_timer = Some(ctx.run_later(after, |act, ctx| {
+        self.relay_armed = true;
+        timers::run_later(ctx, after, |act, ctx| {
             let now = Instant::now();
             match act.relay_until {
                 Some(until) if until > now => act.arm_relay(ctx, until - now),
                 _ => {
-                    act.relay_timer = None;
+                    act.relay_armed = false;
                     act.relay_until = None;
                     act.core.emit(EventKind::Locked {
                         how: How::AutoRelock,
@@ -84,7 +85,7 @@ impl DoorPhone {
                     }
                 }
             }
-        }));
+        });
     }
 }
 
@@ -93,6 +94,8 @@ impl HasCore for DoorPhone {
         &mut self.core
     }
 }
+
+crate::handle_fire!(DoorPhone);
 
 impl Actor for DoorPhone {
     type Context = Context<Self>;
@@ -265,7 +268,7 @@ impl Handler<Control> for DoorPhone {
 impl Handler<GetSnapshot> for DoorPhone {
     type Result = MessageResult<GetSnapshot>;
     fn handle(&mut self, _: GetSnapshot, _ctx: &mut Context<Self>) -> Self::Result {
-        let state = if self.relay_timer.is_some() {
+        let state = if self.relay_armed {
             "relay_open"
         } else {
             "idle"

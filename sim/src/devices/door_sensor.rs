@@ -63,13 +63,17 @@ impl DoorSensor {
         };
         let opening = self.opening;
         if open_s > p.ajar_after_s {
-            ctx.run_later(Duration::from_secs_f64(p.ajar_after_s), move |act, _| {
-                if act.open && act.opening == opening {
-                    act.core.emit(EventKind::DoorAjar);
-                }
-            });
+            timers::run_later(
+                ctx,
+                Duration::from_secs_f64(p.ajar_after_s),
+                move |act, _| {
+                    if act.open && act.opening == opening {
+                        act.core.emit(EventKind::DoorAjar);
+                    }
+                },
+            );
         }
-        ctx.run_later(Duration::from_secs_f64(open_s), move |act, _| {
+        timers::run_later(ctx, Duration::from_secs_f64(open_s), move |act, _| {
             if act.open && act.opening == opening {
                 act.open = false;
                 act.core.emit(EventKind::DoorClosed);
@@ -84,7 +88,7 @@ impl DoorSensor {
             return;
         }
         let wait = exponential(86_400.0 / per_day, &mut self.core.rng);
-        ctx.run_later(Duration::from_secs_f64(wait), |act, ctx| {
+        timers::run_later(ctx, Duration::from_secs_f64(wait), |act, ctx| {
             if act.locked && !act.open {
                 act.open_door(ctx);
             }
@@ -98,6 +102,8 @@ impl HasCore for DoorSensor {
         &mut self.core
     }
 }
+
+crate::handle_fire!(DoorSensor);
 
 impl Actor for DoorSensor {
     type Context = Context<Self>;
@@ -118,7 +124,7 @@ impl Handler<LockChanged> for DoorSensor {
         let (prob, after) = (p.open_probability, p.opens_after_s);
         if prob > 0.0 && self.core.rng.random_bool(prob.min(1.0)) {
             let wait = after.sample(&mut self.core.rng);
-            ctx.run_later(Duration::from_secs_f64(wait), |act, ctx| {
+            timers::run_later(ctx, Duration::from_secs_f64(wait), |act, ctx| {
                 // The person opens only if it is still unlocked.
                 if !act.locked {
                     act.open_door(ctx);

@@ -195,6 +195,8 @@ impl HasCore for Keypad {
     }
 }
 
+crate::handle_fire!(Keypad);
+
 impl Actor for Keypad {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {

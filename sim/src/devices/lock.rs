@@ -50,7 +50,7 @@ pub struct Lock {
     /// The pending auto-relock: its timer and when it is due. A repeated
     /// unlock moves `relock_at` on and keeps the timer, which re-arms for
     /// the rest when it fires early (no timer churn per check).
-    relock_timer: Option<SpawnHandle>,
+    relock_armed: bool,
     relock_at: Option<Instant>,
     door_open: bool,
     relock_when_closed: bool,
@@ -66,7 +66,7 @@ impl Lock {
             connectivity,
             state: LockState::Locked,
             relock_after_s,
-            relock_timer: None,
+            relock_armed: false,
             relock_at: None,
             door_open: false,
             relock_when_closed: false,
@@ -114,15 +114,16 @@ impl Lock {
         }
         let delay = Duration::from_secs_f64(self.relock_after_s);
         self.relock_at = Some(Instant::now() + delay);
-        if self.relock_timer.is_none() {
+        if !self.relock_armed {
             self.arm_relock(ctx, delay);
         }
         DeviceOutcome::Unlocked
     }
 
     fn arm_relock(&mut self, ctx: &mut Context<Self>, delay: Duration) {
-        self.relock_timer = Some(ctx.run_later(delay, |act, ctx| {
-            act.relock_timer = None;
+        self.relock_armed = true;
+        timers::run_later(ctx, delay, |act, ctx| {
+            act.relock_armed = false;
             match act.relock_at {
                 Some(at) if at > Instant::now() => {
                     let rest = at - Instant::now();
@@ -134,7 +135,7 @@ impl Lock {
                 }
                 None => {}
             }
-        }));
+        });
     }
 
     fn relock(&mut self, ctx: &mut Context<Self>, how: How) -> CommandResult {
@@ -179,7 +180,7 @@ impl Lock {
             .lock
             .ble_in_range_every_s
             .sample(&mut self.core.rng);
-        ctx.run_later(Duration::from_secs_f64(wait), |act, ctx| {
+        timers::run_later(ctx, Duration::from_secs_f64(wait), |act, ctx| {
             act.in_range();
             act.schedule_in_range(ctx);
         });
@@ -200,6 +201,8 @@ impl HasCore for Lock {
         }
     }
 }
+
+crate::handle_fire!(Lock);
 
 impl Actor for Lock {
     type Context = Context<Self>;

@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod keypad;
 pub mod lock;
 pub mod params;
+pub mod timers;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -164,16 +165,23 @@ pub struct Battery {
 
 impl Battery {
     fn level(&self, p: &BatteryParams) -> f64 {
-        let days = self.mark.elapsed().as_secs_f64() / 86_400.0;
+        self.level_at(p, Instant::now())
+    }
+    /// The level at `now` (one clock read serves a whole motor run).
+    fn level_at(&self, p: &BatteryParams, now: Instant) -> f64 {
+        let days = now.saturating_duration_since(self.mark).as_secs_f64() / 86_400.0;
         (self.pct_at_mark - days * p.drain_pct_per_day).max(0.0)
     }
-    fn spend(&mut self, p: &BatteryParams, pct: f64) {
-        self.pct_at_mark = (self.level(p) - pct).max(0.0);
-        self.mark = Instant::now();
+    fn spend_at(&mut self, p: &BatteryParams, pct: f64, now: Instant) {
+        self.pct_at_mark = (self.level_at(p, now) - pct).max(0.0);
+        self.mark = now;
     }
     /// Time until the level reaches `pct` by drain alone.
     fn time_to(&self, p: &BatteryParams, pct: f64) -> Option<Duration> {
-        let left = self.level(p) - pct;
+        self.time_to_at(p, pct, Instant::now())
+    }
+    fn time_to_at(&self, p: &BatteryParams, pct: f64, now: Instant) -> Option<Duration> {
+        let left = self.level_at(p, now) - pct;
         if left <= 0.0 || p.drain_pct_per_day <= 0.0 {
             return None;
         }
@@ -289,7 +297,8 @@ pub struct Core {
     skew: SignedDuration,
     battery: Option<Battery>,
     battery_history: VecDeque<f64>,
-    battery_timer: Option<SpawnHandle>,
+    /// Bumped on each re-plan: an older battery timer does nothing.
+    battery_gen: u64,
     /// When the battery timer fires (it re-plans then).
     battery_due: Option<Instant>,
     trace: Option<Box<blake3::Hasher>>,
@@ -340,7 +349,7 @@ impl Core {
             skew: SignedDuration::from_millis((skew_s * 1000.0) as i64),
             battery,
             battery_history: VecDeque::new(),
-            battery_timer: None,
+            battery_gen: 0,
             battery_due: None,
             trace: params.trace.then(|| Box::new(blake3::Hasher::new())),
             checks: 0,
@@ -401,13 +410,24 @@ impl Core {
         credential: WireCredential,
         floor: Option<reference_server::domain::FloorId>,
     ) -> AuthRequest {
+        let now = self.now();
+        self.request_at(credential, floor, now)
+    }
+
+    /// [`Core::request`] stamped with the device time `now`.
+    pub fn request_at(
+        &mut self,
+        credential: WireCredential,
+        floor: Option<reference_server::domain::FloorId>,
+        now: Timestamp,
+    ) -> AuthRequest {
         let id = self.next_request_id;
         self.next_request_id += 1;
         AuthRequest {
             id,
             credential,
             floor,
-            at: Some(self.now()),
+            at: Some(now),
         }
     }
 
@@ -427,9 +447,12 @@ impl Core {
         let p = &self.params.battery;
         match self.battery.as_mut() {
             None => true,
-            Some(b) if b.level(p) < p.dead_pct => false,
             Some(b) => {
-                b.spend(p, p.actuation_cost_pct);
+                let now = Instant::now();
+                if b.level_at(p, now) < p.dead_pct {
+                    return false;
+                }
+                b.spend_at(p, p.actuation_cost_pct, now);
                 true
             }
         }
@@ -595,7 +618,7 @@ pub enum Judged {
 
 /// Actors with a [`Core`] get the shared timers (battery, offline spells)
 /// and controls from these helpers.
-pub trait HasCore: Actor<Context = Context<Self>> {
+pub trait HasCore: Actor<Context = Context<Self>> + Handler<timers::Fire<Self>> {
     fn core(&mut self) -> &mut Core;
 
     /// Called when connectivity returns (after the buffered events went).
@@ -622,7 +645,7 @@ fn record_battery_day<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
         }
         core.battery_history.push_back(pct);
     }
-    ctx.run_later(Duration::from_secs(86_400), |act, ctx| {
+    timers::run_later(ctx, Duration::from_secs(86_400), |act, ctx| {
         record_battery_day(act, ctx)
     });
 }
@@ -636,9 +659,7 @@ const BATTERY_WAKE_MAX: Duration = Duration::from_secs(86_400);
 /// day from now, whichever comes first).
 pub fn schedule_battery<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
     let core = act.core();
-    if let Some(h) = core.battery_timer.take() {
-        ctx.cancel_future(h);
-    }
+    core.battery_gen += 1;
     core.battery_due = None;
     let Some(b) = core.battery.as_mut() else {
         return;
@@ -659,8 +680,12 @@ pub fn schedule_battery<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
         // A little past the crossing, so the level is below it on waking.
         let wait = (wait + Duration::from_millis(1)).min(BATTERY_WAKE_MAX);
         core.battery_due = Some(Instant::now() + wait);
-        let h = ctx.run_later(wait, |act, ctx| schedule_battery(act, ctx));
-        act.core().battery_timer = Some(h);
+        let gen = core.battery_gen;
+        timers::run_later(ctx, wait, move |act, ctx| {
+            if act.core().battery_gen == gen {
+                schedule_battery(act, ctx);
+            }
+        });
     }
 }
 
@@ -676,8 +701,9 @@ pub fn battery_spent<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
         return;
     }
     let p = &core.params.battery;
-    let still_ahead = match (core.battery_due, b.time_to(p, p.low_pct)) {
-        (Some(due), Some(wait)) => Instant::now() + wait > due,
+    let now = Instant::now();
+    let still_ahead = match (core.battery_due, b.time_to_at(p, p.low_pct, now)) {
+        (Some(due), Some(wait)) => now + wait > due,
         _ => false,
     };
     if !still_ahead {
@@ -693,7 +719,7 @@ fn schedule_offline<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
     }
     let wait_s = exponential(86_400.0 / per_day, &mut core.rng);
     let for_s = core.params.faults.offline_for_s.sample(&mut core.rng);
-    ctx.run_later(Duration::from_secs_f64(wait_s), move |act, ctx| {
+    timers::run_later(ctx, Duration::from_secs_f64(wait_s), move |act, ctx| {
         go_offline(act, ctx, for_s);
         schedule_offline(act, ctx);
     });
@@ -706,7 +732,7 @@ pub fn go_offline<A: HasCore>(act: &mut A, ctx: &mut Context<A>, for_s: f64) {
         return;
     }
     core.online = false;
-    ctx.run_later(Duration::from_secs_f64(for_s.max(0.0)), |act, ctx| {
+    timers::run_later(ctx, Duration::from_secs_f64(for_s.max(0.0)), |act, ctx| {
         let core = act.core();
         core.online = true;
         while let Some(e) = core.offline_buffer.pop_front() {
@@ -756,14 +782,15 @@ impl Core {
         floor: Option<reference_server::domain::FloorId>,
         local: bool,
     ) -> Decide {
+        // One clock read for the whole check (the device's time).
+        let now = self.now();
         let is_pin = matches!(credential, WireCredential::Pin(_));
-        if is_pin && self.locked_out() {
+        if is_pin && self.lockout.is_locked(now) {
             self.count(false);
             return Decide::Done(Judged::Denied(DenyReason::LockedOut));
         }
         let cacheable = matches!(credential, WireCredential::Pin(_) | WireCredential::Card(_));
         if local && cacheable {
-            let now = self.now();
             let found = self.codes.as_ref().and_then(|c| c.judge(&credential, now));
             self.count(matches!(found, Some((_, Ok(())))));
             return Decide::Done(match found {
@@ -777,7 +804,7 @@ impl Core {
         if !self.online {
             return Decide::Done(Judged::Failed(DeviceOutcome::Offline));
         }
-        let req = self.request(credential, floor);
+        let req = self.request_at(credential, floor, now);
         Decide::Ask(self.link.clone(), req)
     }
 

@@ -8,7 +8,10 @@
 //! as a duplicate. Up to [`MAX_AHEAD`] sequence numbers above the first hole
 //! are remembered per device; past that the oldest hole is given up.
 
-use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
 use reference_server::domain::DeviceId;
 use reference_server::protocol::{Event, EventKind};
 use serde::Serialize;
@@ -106,11 +109,30 @@ struct DeviceState {
     ahead: std::collections::BTreeSet<u64>,
 }
 
+/// Devices per chunk of the log's table.
+const CHUNK: usize = 4096;
+/// Chunks in the table (devices `0..CHUNK * CHUNKS` have a slot; the rest,
+/// not made by the fleet builder, go to an overflow map).
+const CHUNKS: usize = 1 << 14;
+
+type Chunk = Box<[Mutex<DeviceState>]>;
+
 /// Per-device accounting behind one lock per device, so that checks on
-/// different cores do not contend on one counter.
-#[derive(Default)]
+/// different cores do not contend on one counter. The table is chunks made
+/// on first use: finding a device's slot reads one pointer (no shared lock
+/// whose counter both cores would write on every event).
 pub struct EventLog {
-    devices: RwLock<Vec<Mutex<DeviceState>>>,
+    chunks: Box<[OnceLock<Chunk>]>,
+    overflow: Mutex<BTreeMap<usize, DeviceState>>,
+}
+
+impl Default for EventLog {
+    fn default() -> EventLog {
+        EventLog {
+            chunks: (0..CHUNKS).map(|_| OnceLock::new()).collect(),
+            overflow: Mutex::new(BTreeMap::new()),
+        }
+    }
 }
 
 impl EventLog {
@@ -118,26 +140,29 @@ impl EventLog {
         EventLog::default()
     }
 
-    /// Makes room for devices `0..n` up front (avoids a write lock later).
+    fn chunk(&self, c: usize) -> &Chunk {
+        self.chunks[c].get_or_init(|| (0..CHUNK).map(|_| Mutex::default()).collect())
+    }
+
+    /// Makes room for devices `0..n` up front.
     pub fn reserve(&self, n: usize) {
-        let mut v = self.devices.write();
-        if v.len() < n {
-            v.resize_with(n, Default::default);
+        for c in 0..n.div_ceil(CHUNK).min(CHUNKS) {
+            self.chunk(c);
+        }
+    }
+
+    /// Runs `f` on a device's state (made on first use).
+    fn with<R>(&self, i: usize, f: impl FnOnce(&mut DeviceState) -> R) -> R {
+        let c = i / CHUNK;
+        if c < CHUNKS {
+            f(&mut self.chunk(c)[i % CHUNK].lock())
+        } else {
+            f(self.overflow.lock().entry(i).or_default())
         }
     }
 
     pub fn record(&self, device: DeviceId, event: &Event) -> Logged {
-        let i = device.index();
-        {
-            let v = self.devices.read();
-            if let Some(slot) = v.get(i) {
-                return Self::record_in(&mut slot.lock(), event);
-            }
-        }
-        self.reserve(i + 1);
-        let v = self.devices.read();
-        let verdict = Self::record_in(&mut v[i].lock(), event);
-        verdict
+        self.with(device.index(), |st| Self::record_in(st, event))
     }
 
     fn record_in(st: &mut DeviceState, event: &Event) -> Logged {
@@ -175,23 +200,39 @@ impl EventLog {
     }
 
     pub fn device(&self, device: DeviceId) -> DeviceLog {
-        self.devices
-            .read()
-            .get(device.index())
-            .map(|d| d.lock().log)
-            .unwrap_or_default()
+        let i = device.index();
+        let c = i / CHUNK;
+        if c < CHUNKS {
+            self.chunks[c]
+                .get()
+                .map(|ch| ch[i % CHUNK].lock().log)
+                .unwrap_or_default()
+        } else {
+            self.overflow
+                .lock()
+                .get(&i)
+                .map(|st| st.log)
+                .unwrap_or_default()
+        }
     }
 
     /// Sums over every device.
     pub fn totals(&self) -> DeviceLog {
         let mut t = DeviceLog::default();
-        for d in self.devices.read().iter() {
-            let d = d.lock().log;
+        let mut add = |d: DeviceLog| {
             t.accepted += d.accepted;
             t.duplicates += d.duplicates;
             t.gaps += d.gaps;
             t.last_seq = t.last_seq.max(d.last_seq);
             t.per_kind.merge(&d.per_kind);
+        };
+        for ch in self.chunks.iter().filter_map(|c| c.get()) {
+            for d in ch.iter() {
+                add(d.lock().log);
+            }
+        }
+        for st in self.overflow.lock().values() {
+            add(st.log);
         }
         t
     }
