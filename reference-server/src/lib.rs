@@ -41,6 +41,7 @@ pub mod engine;
 pub mod error;
 pub mod gateway;
 pub mod health;
+mod huge;
 pub mod metrics;
 mod pin_index;
 pub mod protocol;
