@@ -1490,6 +1490,10 @@ impl Engine {
                 placements,
                 uses,
                 created_at: now,
+                sole_door: match issue.doors.as_slice() {
+                    [d] => *d,
+                    _ => DoorId(u32::MAX),
+                },
             },
         );
         Ok((id, issue))
@@ -1587,10 +1591,12 @@ impl Engine {
         }
     }
 
-    /// The two PIN indexes agree: `device_pins` holds exactly the entries of
-    /// `pin_index`, once per device at each door.
-    #[cfg(test)]
-    fn assert_pin_indexes_agree(&self) {
+    /// Panics unless the two PIN indexes agree (`device_pins` holds exactly
+    /// the entries of `pin_index`, once per device at each door) and every
+    /// keypad slot says what its credential and device say now. For tests:
+    /// it walks both indexes.
+    #[doc(hidden)]
+    pub fn assert_pin_indexes_agree(&self) {
         let low = |k: u64| k & u64::from(u32::MAX);
         let mut expected = 0;
         for (key, c) in self.pin_index.entries() {
@@ -1903,7 +1909,14 @@ impl Engine {
                 } else {
                     TokenKind::Ble
                 };
-                let claims = match self.token_key.verify(text) {
+                // The claimed credential's row is fetched while the MAC is
+                // computed (nothing is read from it before the MAC holds).
+                let hint = |c: CredentialId| {
+                    if let Some(row) = self.credentials.get(c.index()) {
+                        crate::huge::prefetch(row);
+                    }
+                };
+                let claims = match self.token_key.verify_with_hint(text, hint) {
                     Ok(c) if c.kind == want => c,
                     _ => return Decision::deny(DenyReason::UnknownCredential),
                 };
@@ -1967,6 +1980,10 @@ impl Engine {
     /// lookup; a limited code takes its use from the credential's counter.
     #[inline]
     fn evaluate_keypad(&self, s: &KeypadSlot, now: Timestamp, now_ns: i64) -> Decision {
+        if s.flags & KeypadSlot::LIMITED != 0 {
+            // Its use count is read below: fetch it while the time is checked.
+            crate::huge::prefetch(&self.credentials[s.credential.index()].uses);
+        }
         if self.holders[s.holder.index()].disabled {
             return Decision::deny(DenyReason::HolderDisabled);
         }

@@ -182,18 +182,15 @@ impl<S: Keyed> PinIndex<S> {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    #[cfg(test)]
     pub(crate) fn slots(&self) -> impl Iterator<Item = &S> + '_ {
         self.slots.iter().filter(|s| s.key() != EMPTY)
     }
 }
 
-#[cfg(test)]
 impl PinIndex<Slot> {
     pub(crate) fn entries(&self) -> impl Iterator<Item = (u64, CredentialId)> + '_ {
         self.slots().map(|s| (s.key, CredentialId(s.value)))
