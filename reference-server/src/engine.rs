@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use crate::pin_index::PinIndex;
+use crate::pin_index::{Keyed, PinIndex};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::*;
@@ -350,8 +350,14 @@ pub struct Engine {
     pool_holders: FxHashMap<OrgId, HolderId>,
     stays: Vec<Stay>,
     credentials: Vec<Credential>,
-    /// `pin_key(door, pin)` -> credential: the keypad lookup.
+    /// `pin_key(door, pin)` -> credential: which PINs a door holds (the
+    /// uniqueness rules and the admin side ask by door).
     pin_index: PinIndex,
+    /// `device_pin_key(device, pin)` -> credential: the keypad lookup, the
+    /// same entries as `pin_index` once per device at the door. Keyed by the
+    /// device a check names, the probe does not wait for the device's row
+    /// (its door) to come from memory: both misses overlap.
+    device_pins: PinIndex<KeypadSlot>,
     /// (site, card number) -> credential.
     card_index: FxHashMap<(SiteId, u64), CredentialId>,
 }
@@ -371,14 +377,25 @@ fn usable_on(c: &Credential, id: DeviceId, dev: &DeviceHot) -> bool {
 /// long to fit cannot match one and gets a key no stored PIN has.
 #[inline]
 fn pin_key(door: DoorId, pin: Pin) -> u64 {
+    (u64::from(door.0) << 32) | pin_low(pin)
+}
+
+/// `pin_key` with the device in the high half: the keypad lookup.
+#[inline]
+fn device_pin_key(device: DeviceId, pin: Pin) -> u64 {
+    (u64::from(device.0) << 32) | pin_low(pin)
+}
+
+/// The low half of a PIN key: the PIN's length and value.
+#[inline]
+fn pin_low(pin: Pin) -> u64 {
     let k = pin.key();
     let (len, value) = (k >> 56, k & ((1 << 56) - 1));
-    let low = if len <= 8 && value < (1 << 27) {
+    if len <= 8 && value < (1 << 27) {
         (len << 27) | value
     } else {
         u64::from(u32::MAX)
-    };
-    (u64::from(door.0) << 32) | low
+    }
 }
 
 /// What a check needs of a device, packed apart from the rest of it so the
@@ -392,6 +409,118 @@ struct DeviceHot {
     /// The keypad's lockout end in Unix seconds (0: not locked), mirrored
     /// from its `Lockout` so the happy path needs no lock.
     locked_until_s: AtomicI64,
+}
+
+/// One entry of the keypad lookup (`device_pins`): the key, the credential,
+/// and what the common grant needs of that credential on this device, in
+/// one cache line. A check that finds a `FAST` slot decides from it (plus
+/// the holder's flag, the site's time zone and, for a limited code, its use
+/// count) and reads no credential row. Every other slot sends the check
+/// down the full path over the credential.
+///
+/// Derived from the credential and the device (`KeypadSlot::of`); `apply`
+/// rederives the slots of every credential a command may change.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C, align(64))]
+struct KeypadSlot {
+    key: u64,
+    /// `Schedule::bounds_ns`.
+    bounds_ns: (i64, i64),
+    window: DailyWindow,
+    credential: CredentialId,
+    holder: HolderId,
+    site: SiteId,
+    /// `UseLimit::Total(n)`'s n (with `LIMITED`).
+    max_uses: u32,
+    days: Weekdays,
+    flags: u8,
+    origin: Origin,
+}
+
+const _: () = assert!(std::mem::size_of::<KeypadSlot>() == 64);
+
+impl KeypadSlot {
+    /// Decides from the slot: on this device the code is held (or need not
+    /// be), usable (not an unassigned fallback code, not revoked, not
+    /// disabled), no stay, bounds that fit `bounds_ns`, no per-door count.
+    const FAST: u8 = 1;
+    /// The schedule repeats weekly in `window` on `days`.
+    const WEEKLY: u8 = 2;
+    /// `UseLimit::Total(max_uses)`.
+    const LIMITED: u8 = 4;
+
+    /// A key whose slot is not derived yet (not `FAST`).
+    fn pending(key: u64, credential: CredentialId) -> KeypadSlot {
+        KeypadSlot {
+            key,
+            credential,
+            ..KeypadSlot::default()
+        }
+    }
+
+    fn of(key: u64, c: &Credential, id: DeviceId, dev: &DeviceHot) -> KeypadSlot {
+        let limit = c.schedule.use_limit();
+        let bounds = c.schedule.bounds_ns();
+        let weekly = c.schedule.weekly();
+        let fast = !c.unassigned_fallback
+            && usable_on(c, id, dev)
+            && !c.revoked
+            && !c.disabled
+            && !matches!(c.schedule, Schedule::Stay { .. })
+            && !matches!(limit, UseLimit::PerDoor(_))
+            && bounds.is_some();
+        let mut flags = 0;
+        if fast {
+            flags |= KeypadSlot::FAST;
+        }
+        if weekly.is_some() {
+            flags |= KeypadSlot::WEEKLY;
+        }
+        let max_uses = match limit {
+            UseLimit::Total(n) => {
+                flags |= KeypadSlot::LIMITED;
+                n
+            }
+            _ => 0,
+        };
+        let (days, window) = weekly.unwrap_or((Weekdays::NONE, DailyWindow::WHOLE_DAY));
+        KeypadSlot {
+            key,
+            bounds_ns: bounds.unwrap_or((i64::MIN, i64::MAX)),
+            window,
+            credential: c.id,
+            holder: c.holder,
+            site: c.site,
+            max_uses,
+            days,
+            flags,
+            origin: c.origin,
+        }
+    }
+}
+
+impl Default for KeypadSlot {
+    fn default() -> KeypadSlot {
+        KeypadSlot {
+            key: 0,
+            bounds_ns: (i64::MIN, i64::MAX),
+            window: DailyWindow::WHOLE_DAY,
+            credential: CredentialId(0),
+            holder: HolderId(0),
+            site: SiteId(0),
+            max_uses: 0,
+            days: Weekdays::NONE,
+            flags: 0,
+            origin: Origin::Automatic,
+        }
+    }
+}
+
+impl Keyed for KeypadSlot {
+    #[inline]
+    fn key(&self) -> u64 {
+        self.key
+    }
 }
 
 fn check_name(field: &'static str, s: &str) -> Result<(), EngineError> {
@@ -439,6 +568,7 @@ impl Engine {
             stays: Vec::new(),
             credentials: Vec::new(),
             pin_index: PinIndex::new(),
+            device_pins: PinIndex::new(),
             card_index: FxHashMap::default(),
         }
     }
@@ -606,7 +736,18 @@ impl Engine {
         if let Some(action) = self.action_for(actor, &cmd)? {
             self.authorize(actor, &action)?;
         }
-        self.perform(cmd, now)
+        let touched = self.keypad_touched(&cmd);
+        let before = self.credentials.len();
+        let applied = self.perform(cmd, now);
+        // Rederive the keypad slots, whatever the outcome: a command that
+        // fails halfway may have changed a credential.
+        let new = (before..self.credentials.len()).map(|i| CredentialId(i as u32));
+        for id in touched.into_iter().chain(new) {
+            self.refresh_keypad(id);
+        }
+        #[cfg(test)]
+        self.assert_pin_indexes_agree();
+        applied
     }
 
     fn perform(&mut self, cmd: Command, now: Timestamp) -> Result<Applied, EngineError> {
@@ -888,15 +1029,27 @@ impl Engine {
                     sync_version: 0,
                     fallback_pool: Vec::new(),
                 });
-                self.devices_hot.push(DeviceHot {
-                    door,
-                    site,
-                    stores_codes,
-                    wrong_tries: AtomicBool::new(false),
-                    locked_until_s: AtomicI64::new(0),
-                });
+                crate::huge::push(
+                    &mut self.devices_hot,
+                    DeviceHot {
+                        door,
+                        site,
+                        stores_codes,
+                        wrong_tries: AtomicBool::new(false),
+                        locked_until_s: AtomicI64::new(0),
+                    },
+                );
                 self.lockouts.push(Mutex::new(Lockout::default()));
                 self.door_devices[door.index()].push(id);
+                // The keypad lookup gets the PINs the door already holds.
+                for c in &self.door_credentials[door.index()] {
+                    if let Secret::Pin(p) = self.credentials[c.index()].secret {
+                        if self.pin_index.get(pin_key(door, p)) == Some(*c) {
+                            self.device_pins
+                                .put(KeypadSlot::pending(device_pin_key(id, p), *c));
+                        }
+                    }
+                }
                 // Codes that already open this door must reach the new device.
                 if stores_codes {
                     let existing = self.door_credentials[door.index()].clone();
@@ -1288,7 +1441,7 @@ impl Engine {
         match secret {
             Secret::Pin(p) => {
                 for d in &issue.doors {
-                    self.pin_index.insert(pin_key(*d, p), id);
+                    self.index_pin(*d, p, id);
                 }
             }
             Secret::Card(n) => {
@@ -1315,27 +1468,34 @@ impl Engine {
             self.door_credentials[d.index()].push(id);
         }
         let uses = UseCounter::new(issue.doors.len(), issue.schedule.use_limit());
-        self.credentials.push(Credential {
-            id,
-            org,
-            site,
-            holder: issue.holder,
-            name: issue.name.clone(),
-            kind,
-            origin,
-            secret,
-            schedule: issue.schedule.clone(),
-            doors: issue.doors.clone(),
-            floors: issue.floors.clone(),
-            disabled: false,
-            revoked: false,
-            unassigned_fallback: false,
-            replaces,
-            replaced_by: None,
-            placements,
-            uses,
-            created_at: now,
-        });
+        crate::huge::push(
+            &mut self.credentials,
+            Credential {
+                id,
+                org,
+                site,
+                holder: issue.holder,
+                name: issue.name.clone(),
+                kind,
+                origin,
+                secret,
+                schedule: issue.schedule.clone(),
+                doors: issue.doors.clone(),
+                floors: issue.floors.clone(),
+                disabled: false,
+                revoked: false,
+                unassigned_fallback: false,
+                replaces,
+                replaced_by: None,
+                placements,
+                uses,
+                created_at: now,
+                sole_door: match issue.doors.as_slice() {
+                    [d] => *d,
+                    _ => DoorId(u32::MAX),
+                },
+            },
+        );
         Ok((id, issue))
     }
 
@@ -1410,6 +1570,111 @@ impl Engine {
         Ok(())
     }
 
+    /// `door` holds `pin` for `id` (replacing whatever held it), at the door
+    /// and on every device there.
+    fn index_pin(&mut self, door: DoorId, pin: Pin, id: CredentialId) {
+        self.pin_index.insert(pin_key(door, pin), id);
+        for dev in &self.door_devices[door.index()] {
+            self.device_pins
+                .put(KeypadSlot::pending(device_pin_key(*dev, pin), id));
+        }
+    }
+
+    /// `door` no longer holds `pin` for `id` (if it still did).
+    fn unindex_pin(&mut self, door: DoorId, pin: Pin, id: CredentialId) {
+        if self.pin_index.get(pin_key(door, pin)) != Some(id) {
+            return;
+        }
+        self.pin_index.remove(pin_key(door, pin));
+        for dev in &self.door_devices[door.index()] {
+            self.device_pins.take(device_pin_key(*dev, pin));
+        }
+    }
+
+    /// Panics unless the two PIN indexes agree (`device_pins` holds exactly
+    /// the entries of `pin_index`, once per device at each door) and every
+    /// keypad slot says what its credential and device say now. For tests:
+    /// it walks both indexes.
+    #[doc(hidden)]
+    pub fn assert_pin_indexes_agree(&self) {
+        let low = |k: u64| k & u64::from(u32::MAX);
+        let mut expected = 0;
+        for (key, c) in self.pin_index.entries() {
+            let door = (key >> 32) as usize;
+            for dev in &self.door_devices[door] {
+                let dk = (u64::from(dev.0) << 32) | low(key);
+                let slot = self.device_pins.find(dk).map(|s| s.credential);
+                assert_eq!(slot, Some(c), "device {dev} key {key:#x}");
+                expected += 1;
+            }
+        }
+        assert_eq!(self.device_pins.len(), expected, "stray device PIN entries");
+        // Every slot says what its credential and device say now.
+        for s in self.device_pins.slots() {
+            let dev = DeviceId((s.key >> 32) as u32);
+            let c = &self.credentials[s.credential.index()];
+            let want = KeypadSlot::of(s.key, c, dev, &self.devices_hot[dev.index()]);
+            assert_eq!(*s, want, "stale keypad slot of {} on {dev}", c.id);
+        }
+    }
+
+    /// Rederives the keypad slots of `id` (see `KeypadSlot`).
+    fn refresh_keypad(&mut self, id: CredentialId) {
+        let Some(c) = self.credentials.get(id.index()) else {
+            return;
+        };
+        let Secret::Pin(p) = c.secret else {
+            return;
+        };
+        for d in &c.doors {
+            if self.pin_index.get(pin_key(*d, p)) != Some(id) {
+                continue;
+            }
+            for dev in &self.door_devices[d.index()] {
+                let key = device_pin_key(*dev, p);
+                if let Some(s) = self.device_pins.find_mut(key) {
+                    *s = KeypadSlot::of(key, c, *dev, &self.devices_hot[dev.index()]);
+                }
+            }
+        }
+    }
+
+    /// The existing credentials whose keypad slots `cmd` may change (new
+    /// ones are rederived anyway).
+    fn keypad_touched(&self, cmd: &Command) -> Vec<CredentialId> {
+        let at_device = |device: &DeviceId| {
+            self.devices
+                .get(device.index())
+                .map(|e| self.door_credentials[e.device.door.index()].clone())
+                .unwrap_or_default()
+        };
+        match cmd {
+            Command::ChangePin { credential, .. }
+            | Command::SetCredentialDisabled { credential, .. }
+            | Command::RevokeCredential { credential } => vec![*credential],
+            Command::CreateDevice { door, .. } => self
+                .door_credentials
+                .get(door.index())
+                .cloned()
+                .unwrap_or_default(),
+            Command::AssignFallback { device, .. } | Command::SyncSent { device, .. } => {
+                at_device(device)
+            }
+            Command::SyncAck { results, .. } => {
+                let mut v: Vec<CredentialId> = results.iter().map(|r| r.credential).collect();
+                // An acknowledged new code retires the one it replaces.
+                v.extend(
+                    results
+                        .iter()
+                        .filter_map(|r| self.credentials.get(r.credential.index()))
+                        .filter_map(|c| c.replaces),
+                );
+                v
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// A replaced or revoked code whose locks no longer hold it: take it out
     /// of the lookup tables.
     fn retire(&mut self, id: CredentialId) {
@@ -1417,10 +1682,8 @@ impl Engine {
         c.revoked = true;
         match c.secret {
             Secret::Pin(p) => {
-                for d in &c.doors {
-                    if self.pin_index.get(pin_key(*d, p)) == Some(id) {
-                        self.pin_index.remove(pin_key(*d, p));
-                    }
+                for d in c.doors.clone() {
+                    self.unindex_pin(d, p, id);
                 }
             }
             Secret::Card(n) => {
@@ -1590,10 +1853,19 @@ impl Engine {
                 if now.as_second() < dev.locked_until_s.load(Ordering::Relaxed) {
                     return Decision::deny(DenyReason::LockedOut);
                 }
-                let found = self
-                    .pin_index
-                    .get(pin_key(dev.door, pin))
-                    .map(|c| &self.credentials[c.index()]);
+                let slot = self.device_pins.find(device_pin_key(id, pin));
+                if let Some(s) = slot.filter(|s| s.flags & KeypadSlot::FAST != 0) {
+                    let now_ns = i64::try_from(now.as_nanosecond()).unwrap_or(i64::MAX);
+                    if check.floor.is_none() && now_ns != i64::MIN && now_ns != i64::MAX {
+                        let d = self.evaluate_keypad(s, now, now_ns);
+                        if d.is_granted() && dev.wrong_tries.load(Ordering::Relaxed) {
+                            self.lockouts[id.index()].lock().record_success();
+                            dev.wrong_tries.store(false, Ordering::Relaxed);
+                        }
+                        return d;
+                    }
+                }
+                let found = slot.map(|s| &self.credentials[s.credential.index()]);
                 let Some(cred) = found.filter(|c| !c.unassigned_fallback && usable_on(c, id, dev))
                 else {
                     let mut lockout = self.lockouts[id.index()].lock();
@@ -1637,7 +1909,14 @@ impl Engine {
                 } else {
                     TokenKind::Ble
                 };
-                let claims = match self.token_key.verify(text) {
+                // The claimed credential's row is fetched while the MAC is
+                // computed (nothing is read from it before the MAC holds).
+                let hint = |c: CredentialId| {
+                    if let Some(row) = self.credentials.get(c.index()) {
+                        crate::huge::prefetch(row);
+                    }
+                };
+                let claims = match self.token_key.verify_with_hint(text, hint) {
                     Ok(c) if c.kind == want => c,
                     _ => return Decision::deny(DenyReason::UnknownCredential),
                 };
@@ -1693,6 +1972,39 @@ impl Engine {
                 depth < 4 && self.floor_allowed(&self.holders[h.index()].floors, floor, depth + 1)
             }
         }
+    }
+
+    /// `evaluate` for a `FAST` keypad slot and no floor asked: the same rules
+    /// in the same order, from the slot. Revoked, disabled, stays and
+    /// per-door counts never make a `FAST` slot; the door holds by the
+    /// lookup; a limited code takes its use from the credential's counter.
+    #[inline]
+    fn evaluate_keypad(&self, s: &KeypadSlot, now: Timestamp, now_ns: i64) -> Decision {
+        if s.flags & KeypadSlot::LIMITED != 0 {
+            // Its use count is read below: fetch it while the time is checked.
+            crate::huge::prefetch(&self.credentials[s.credential.index()].uses);
+        }
+        if self.holders[s.holder.index()].disabled {
+            return Decision::deny(DenyReason::HolderDisabled);
+        }
+        let weekly = (s.flags & KeypadSlot::WEEKLY != 0).then_some((s.days, s.window));
+        let tz = &self.sites[s.site.index()].tz;
+        if let Err(r) = Schedule::check_time_parts(s.bounds_ns, weekly, now, now_ns, tz) {
+            return Decision::deny(r);
+        }
+        if s.flags & KeypadSlot::LIMITED != 0 {
+            let c = &self.credentials[s.credential.index()];
+            // A PIN is never a replayed token: the reason stays as it is.
+            if let Err(r) = c.uses.try_take(UseLimit::Total(s.max_uses), 0) {
+                return Decision::deny(r);
+            }
+        }
+        Decision::Granted(Grant {
+            credential: s.credential,
+            holder: s.holder,
+            origin: s.origin,
+            kind: CredentialKind::Pin,
+        })
     }
 
     /// The rules after lookup. `door_known`: the lookup was by this door.

@@ -28,9 +28,13 @@
 //! - [`broker`]: the embedded MQTT broker (rumqttd) for a self-contained run.
 //!
 //! A credential check: `Engine::validate` looks the device up by dense id,
-//! checks the keypad lockout, finds the credential (PIN: `(door, pin)` hash
-//! lookup; card: `(site, number)`; QR/BLE: MAC-checked token), then runs the
-//! rules in `Engine::evaluate` and takes a use with a compare-and-swap.
+//! checks the keypad lockout, finds the credential (PIN: `(device, pin)`
+//! lookup into a 64-byte slot that holds what the common grant needs, so
+//! that grant reads no credential row; card: `(site, number)`; QR/BLE:
+//! MAC-checked token), then runs the rules (`Engine::evaluate_keypad` from
+//! the slot, `Engine::evaluate` otherwise) and takes a use with a
+//! compare-and-swap. The big tables ask for transparent huge pages
+//! (`huge`).
 
 pub mod activity;
 pub mod api;
@@ -41,6 +45,7 @@ pub mod engine;
 pub mod error;
 pub mod gateway;
 pub mod health;
+mod huge;
 pub mod metrics;
 mod pin_index;
 pub mod protocol;

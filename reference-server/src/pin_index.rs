@@ -6,6 +6,10 @@
 //! slots and costs two, which on this path was a fifth of the check's time.
 //! Deletion shifts the following entries back (no tombstones), so lookups
 //! stay short however many codes come and go.
+//!
+//! Generic over the slot: the keypad's per-device index keeps a cache line
+//! per entry with what the common grant needs beside the key
+//! (`engine::KeypadSlot`), so that grant reads no credential.
 
 use crate::domain::CredentialId;
 
@@ -13,15 +17,29 @@ use crate::domain::CredentialId;
 /// length is in the low half and is at least 1).
 const EMPTY: u64 = 0;
 
+/// A slot type: its key and whatever the lookup wants beside it. `default()`
+/// must have key 0 (empty).
+pub(crate) trait Keyed: Copy + Default {
+    fn key(&self) -> u64;
+}
+
+/// The plain slot: key -> credential.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(16))]
-struct Slot {
+pub(crate) struct Slot {
     key: u64,
     value: u32,
 }
 
-pub(crate) struct PinIndex {
-    slots: Vec<Slot>,
+impl Keyed for Slot {
+    #[inline]
+    fn key(&self) -> u64 {
+        self.key
+    }
+}
+
+pub(crate) struct PinIndex<S: Keyed = Slot> {
+    slots: Vec<S>,
     len: usize,
 }
 
@@ -34,10 +52,29 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-impl PinIndex {
-    pub(crate) fn new() -> PinIndex {
+impl PinIndex<Slot> {
+    #[inline]
+    pub(crate) fn get(&self, key: u64) -> Option<CredentialId> {
+        self.find(key).map(|s| CredentialId(s.value))
+    }
+
+    /// Inserts or replaces.
+    pub(crate) fn insert(&mut self, key: u64, value: CredentialId) {
+        self.put(Slot {
+            key,
+            value: value.0,
+        });
+    }
+
+    pub(crate) fn remove(&mut self, key: u64) -> Option<CredentialId> {
+        self.take(key).map(|s| CredentialId(s.value))
+    }
+}
+
+impl<S: Keyed> PinIndex<S> {
+    pub(crate) fn new() -> PinIndex<S> {
         PinIndex {
-            slots: vec![Slot::default(); 16],
+            slots: vec![S::default(); 16],
             len: 0,
         }
     }
@@ -48,24 +85,36 @@ impl PinIndex {
     }
 
     #[inline]
-    pub(crate) fn get(&self, key: u64) -> Option<CredentialId> {
+    fn position(&self, key: u64) -> Option<usize> {
         debug_assert_ne!(key, EMPTY);
         let mask = self.mask();
         let mut i = mix(key) as usize & mask;
         loop {
-            let s = self.slots[i];
-            if s.key == key {
-                return Some(CredentialId(s.value));
+            let k = self.slots[i].key();
+            if k == key {
+                return Some(i);
             }
-            if s.key == EMPTY {
+            if k == EMPTY {
                 return None;
             }
             i = (i + 1) & mask;
         }
     }
 
-    /// Inserts or replaces.
-    pub(crate) fn insert(&mut self, key: u64, value: CredentialId) {
+    #[inline]
+    pub(crate) fn find(&self, key: u64) -> Option<&S> {
+        self.position(key).map(|i| &self.slots[i])
+    }
+
+    /// The slot of `key`, to change what is kept beside the key (never the
+    /// key itself).
+    pub(crate) fn find_mut(&mut self, key: u64) -> Option<&mut S> {
+        self.position(key).map(|i| &mut self.slots[i])
+    }
+
+    /// Inserts or replaces the slot with `slot`'s key.
+    pub(crate) fn put(&mut self, slot: S) {
+        let key = slot.key();
         assert_ne!(key, EMPTY, "key 0 is reserved for empty slots");
         // Keep the load at most one half: probe runs stay short.
         if (self.len + 1) * 2 > self.slots.len() {
@@ -75,15 +124,12 @@ impl PinIndex {
         let mut i = mix(key) as usize & mask;
         loop {
             let s = &mut self.slots[i];
-            if s.key == key {
-                s.value = value.0;
+            if s.key() == key {
+                *s = slot;
                 return;
             }
-            if s.key == EMPTY {
-                *s = Slot {
-                    key,
-                    value: value.0,
-                };
+            if s.key() == EMPTY {
+                *s = slot;
                 self.len += 1;
                 return;
             }
@@ -91,30 +137,20 @@ impl PinIndex {
         }
     }
 
-    pub(crate) fn remove(&mut self, key: u64) -> Option<CredentialId> {
+    pub(crate) fn take(&mut self, key: u64) -> Option<S> {
         let mask = self.mask();
-        let mut i = mix(key) as usize & mask;
-        loop {
-            let s = self.slots[i];
-            if s.key == EMPTY {
-                return None;
-            }
-            if s.key == key {
-                break;
-            }
-            i = (i + 1) & mask;
-        }
-        let removed = CredentialId(self.slots[i].value);
+        let i = self.position(key)?;
+        let removed = self.slots[i];
         // Backward-shift: move later entries of the run into the hole when
         // their home slot does not lie (cyclically) between the hole and them.
         let mut hole = i;
         let mut j = (i + 1) & mask;
         loop {
             let s = self.slots[j];
-            if s.key == EMPTY {
+            if s.key() == EMPTY {
                 break;
             }
-            let home = mix(s.key) as usize & mask;
+            let home = mix(s.key()) as usize & mask;
             let between = if hole <= j {
                 hole < home && home <= j
             } else {
@@ -126,25 +162,38 @@ impl PinIndex {
             }
             j = (j + 1) & mask;
         }
-        self.slots[hole] = Slot::default();
+        self.slots[hole] = S::default();
         self.len -= 1;
         Some(removed)
     }
 
     fn grow(&mut self) {
-        let doubled = vec![Slot::default(); self.slots.len() * 2];
+        let n = self.slots.len() * 2;
+        let mut doubled = Vec::with_capacity(n);
+        // Huge pages before the first write (see `huge`).
+        crate::huge::advise(doubled.as_ptr(), n);
+        doubled.resize(n, S::default());
         let old = std::mem::replace(&mut self.slots, doubled);
         self.len = 0;
         for s in old {
-            if s.key != EMPTY {
-                self.insert(s.key, CredentialId(s.value));
+            if s.key() != EMPTY {
+                self.put(s);
             }
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    pub(crate) fn slots(&self) -> impl Iterator<Item = &S> + '_ {
+        self.slots.iter().filter(|s| s.key() != EMPTY)
+    }
+}
+
+impl PinIndex<Slot> {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (u64, CredentialId)> + '_ {
+        self.slots().map(|s| (s.key, CredentialId(s.value)))
     }
 }
 
@@ -158,7 +207,7 @@ mod tests {
         // Any sequence of inserts and removes agrees with std's HashMap.
         #[test]
         fn behaves_like_a_hash_map(ops in proptest::collection::vec((any::<bool>(), 1u64..200, any::<u32>()), 0..600)) {
-            let mut ours = PinIndex::new();
+            let mut ours = PinIndex::<Slot>::new();
             let mut model = HashMap::new();
             for (insert, key, value) in ops {
                 if insert {
@@ -177,7 +226,7 @@ mod tests {
 
     #[test]
     fn many_entries_survive_growth_and_removal() {
-        let mut t = PinIndex::new();
+        let mut t = PinIndex::<Slot>::new();
         for k in 1..50_000u64 {
             t.insert(k << 32 | 7, CredentialId(k as u32));
         }

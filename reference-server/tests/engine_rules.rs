@@ -316,6 +316,8 @@ impl World {
     }
 
     fn check(&self, device: DeviceId, presented: Presented<'_>, now: Timestamp) -> Decision {
+        // The keypad's per-device slots match the credentials they copy.
+        self.e.assert_pin_indexes_agree();
         self.e.validate(
             &Check {
                 device,

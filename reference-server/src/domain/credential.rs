@@ -277,6 +277,9 @@ pub struct Credential {
     pub placements: Placements,
     pub uses: UseCounter,
     pub created_at: Timestamp,
+    /// `doors[0]` when there is one door: the door rule for a card or token
+    /// then needs no trip to `doors`' heap buffer.
+    pub(crate) sole_door: DoorId,
 }
 
 impl Credential {
@@ -289,7 +292,11 @@ impl Credential {
     }
 
     /// The slot of `door` in `doors` (per-door use counts are kept by slot).
+    #[inline]
     pub fn door_slot(&self, door: DoorId) -> Option<usize> {
+        if self.doors.len() == 1 {
+            return (self.sole_door == door).then_some(0);
+        }
         self.doors.iter().position(|d| *d == door)
     }
 

@@ -345,6 +345,24 @@ impl Schedule {
         }
     }
 
+    /// The bounds in nanoseconds since the Unix epoch, `i64::MIN` for no
+    /// start and `i64::MAX` for no end, when both fit exactly (what the
+    /// keypad lookup keeps beside a PIN); None otherwise.
+    pub fn bounds_ns(&self) -> Option<(i64, i64)> {
+        let ns =
+            |t: Timestamp, none: i64| i64::try_from(t.as_nanosecond()).ok().filter(|n| *n != none);
+        let (start, end) = self.bounds();
+        let start = match start {
+            None => i64::MIN,
+            Some(t) => ns(t, i64::MIN)?,
+        };
+        let end = match end {
+            None => i64::MAX,
+            Some(t) => ns(t, i64::MAX)?,
+        };
+        Some((start, end))
+    }
+
     /// The weekdays and local daily window the schedule repeats in, if any
     /// (what an offline lock is told to check, too).
     pub fn weekly(&self) -> Option<(Weekdays, DailyWindow)> {
@@ -362,6 +380,31 @@ impl Schedule {
                 ..
             } => Some((*d, *w)),
             _ => None,
+        }
+    }
+
+    /// `check_time` from the parts kept beside a PIN: the bounds from
+    /// `bounds_ns` and `weekly()`. `now_ns` is `now` in nanoseconds and lies
+    /// strictly between `i64::MIN` and `i64::MAX`.
+    #[inline]
+    pub fn check_time_parts(
+        (start_ns, end_ns): (i64, i64),
+        weekly: Option<(Weekdays, DailyWindow)>,
+        now: Timestamp,
+        now_ns: i64,
+        tz: &TimeZone,
+    ) -> Result<(), DenyReason> {
+        if now_ns < start_ns {
+            return Err(DenyReason::NotYetValid);
+        }
+        if now_ns >= end_ns {
+            return Err(DenyReason::Expired);
+        }
+        match weekly {
+            Some((days, window)) if !window.contains_at(days, now, tz) => {
+                Err(DenyReason::OutsideSchedule)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -532,6 +575,40 @@ mod tests {
     }
 
     proptest! {
+        // The parts the keypad lookup keeps decide as the schedule does,
+        // to the nanosecond at the bounds.
+        #[test]
+        fn parts_decide_as_the_schedule(
+            (mask, sh, eh) in any_window(),
+            kind in 0u8..4,
+            start_s in 1_700_000_000i64..1_800_000_000,
+            len_s in 1i64..10_000_000,
+            start_nanos in 0i32..1_000_000_000,
+            offset_ns in -2_000_000_000i64..2_000_000_000,
+            at in 0u8..3,
+        ) {
+            let tz = berlin();
+            let start = Timestamp::new(start_s, start_nanos).unwrap();
+            let end = start + jiff::SignedDuration::from_secs(len_s);
+            let window = DailyWindow { start: Time::constant(sh, 0, 0, 0), end: Time::constant(eh, 0, 0, 0) };
+            let days = Weekdays(mask);
+            let s = match kind {
+                0 => Schedule::Permanent,
+                1 => Schedule::Temporary { start, end },
+                2 => Schedule::Recurring { days, window, start: Some(start), end: None },
+                _ => Schedule::Recurring { days, window, start: None, end: Some(end) },
+            };
+            // Around the start, around the end, or anywhere inside.
+            let base = match at { 0 => start, 1 => end, _ => start + jiff::SignedDuration::from_secs(len_s / 2) };
+            let now = base + jiff::SignedDuration::from_nanos(offset_ns);
+            let now_ns = i64::try_from(now.as_nanosecond()).unwrap();
+            let bounds = s.bounds_ns().unwrap();
+            prop_assert_eq!(
+                Schedule::check_time_parts(bounds, s.weekly(), now, now_ns, &tz),
+                s.check_time(now, &tz)
+            );
+        }
+
         // A window that crosses midnight is the union of "start..24:00 on the
         // chosen days" and "00:00..end on the day after each chosen day".
         #[test]
