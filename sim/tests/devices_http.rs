@@ -10,13 +10,12 @@ mod devices_support;
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use devices_support::{engine, start_time};
+use devices_support::{engine, eventually, start_time};
 use fleetsim::clock::SimClock;
 use fleetsim::devices::fleet::{provision, Fleet, FleetSpec, Placement};
 use fleetsim::devices::{DeviceOutcome, DeviceParams, Present};
 use fleetsim::transport::{derived_secrets, DeviceSecrets, HttpConfig, HttpTransport, Transport};
 use parking_lot::RwLock;
-use std::time::Duration;
 
 use fleetsim::devices::Control;
 use reference_server::domain::{Actor, DenyReason, DeviceId, FloorScope, HolderKind, Schedule};
@@ -315,21 +314,6 @@ fn a_door_phone_validates_over_http_with_its_bearer_secret() {
     });
 }
 
-/// Polls `f` every 20 ms for up to 10 s of real time.
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..500 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[test]
 fn a_lock_told_to_sync_fetches_its_new_code_over_http_and_grants_it() {
     actix_rt::System::new().block_on(async {
@@ -377,49 +361,15 @@ fn a_lock_told_to_sync_fetches_its_new_code_over_http_and_grants_it() {
         let lock = fleet.provisioned.doors[0].lock.unwrap();
         let door = fleet.provisioned.doors[0].door;
         // A new code for the door: pending on the lock until it syncs.
-        let code = {
-            let mut e = engine.write();
-            let h = match e
-                .apply(
-                    &Actor::System,
-                    Command::CreateHolder {
-                        org: fleet.provisioned.org,
-                        name: "Resident".into(),
-                        kind: HolderKind::Member,
-                        user: None,
-                        floors: FloorScope::Any,
-                    },
-                    clock.now(),
-                )
-                .unwrap()
-                .outcome
-            {
-                Outcome::Holder(h) => h,
-                o => panic!("{o:?}"),
-            };
-            match e
-                .apply(
-                    &Actor::System,
-                    Command::IssueCredential(Issue {
-                        holder: h,
-                        name: "Resident PIN".into(),
-                        secret: SecretSpec::Pin {
-                            pin: PinSpec::Manual("4829".into()),
-                        },
-                        schedule: Schedule::Permanent,
-                        doors: vec![door],
-                        include_common_areas: false,
-                        floors: FloorScope::Any,
-                    }),
-                    clock.now(),
-                )
-                .unwrap()
-                .outcome
-            {
-                Outcome::Credential(c) => c,
-                o => panic!("{o:?}"),
-            }
-        };
+        let code = issue(
+            &mut engine.write(),
+            fleet.provisioned.org,
+            door,
+            SecretSpec::Pin {
+                pin: PinSpec::Manual("4829".into()),
+            },
+            clock.now(),
+        );
         let stored = |e: &Arc<RwLock<Engine>>| {
             e.read()
                 .credentials()

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use devices_support::{engine, start_time};
+use devices_support::{engine, eventually, start_time};
 use fleetsim::clock::SimClock;
 use fleetsim::devices::fleet::{provision, Fleet, FleetSpec, Placement};
 use fleetsim::devices::{DeviceOutcome, DeviceParams, Present};
@@ -180,21 +180,6 @@ impl Responder {
             .await
             .unwrap();
     }
-}
-
-/// Polls `f` every 20 ms for up to 10 s of real time.
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..500 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn issue_pin(

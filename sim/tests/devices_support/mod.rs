@@ -195,3 +195,18 @@ pub fn issue_one_time_qr(s: &Setup, door: DoorId) -> (CredentialId, String) {
 pub async fn wait_s(s: f64) {
     tokio::time::sleep(std::time::Duration::from_secs_f64(s)).await;
 }
+
+/// Polls `f` every 20 ms for up to 10 s of real time.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
