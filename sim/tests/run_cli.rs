@@ -1235,3 +1235,66 @@ pin_expired = 0.3
         o["skipped"]
     );
 }
+
+#[test]
+fn bluetooth_locks_over_http_decide_from_codes_they_fetched() {
+    // Bluetooth locks decide offline from their own codes; over http they
+    // get them (and codes created or revoked during the run) through the
+    // device sync routes. Before those existed every PIN there was a
+    // false reject.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("ble-http.toml");
+    std::fs::write(
+        &file,
+        r#"
+name = "ble-http"
+description = "Bluetooth locks over http"
+seed = 3
+transport = "http"
+clock = "real"
+
+[fleet]
+sites = 1
+timezone = "UTC"
+
+[[fleet.devices]]
+kind = "lock"
+model = "ble"
+per_site = 4
+with = ["keypad"]
+
+[credentials]
+pins_per_door = 4
+ble_passes_per_door = 1
+
+[[phases]]
+name = "steady"
+duration = "6s"
+arrivals = "20/s"
+
+[actions]
+pin_valid = 0.5
+pin_wrong = 0.1
+ble = 0.3
+code_create = 0.05
+code_revoke = 0.05
+
+[thresholds]
+"decisions.false_accept" = "== 0"
+"decisions.false_reject" = "== 0"
+"#,
+    )
+    .unwrap();
+    let dir = tmp.path().join("out");
+    let r = run_passing(&["run", file.to_str().unwrap()], &dir);
+    let pins = &r["operations"]["pin_check"];
+    assert!(pins["granted"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(pins["errors"], 0, "{r}");
+    assert!(
+        r["operations"]["sync_round_trip"]["count"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{r}"
+    );
+}
