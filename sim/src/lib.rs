@@ -3,7 +3,9 @@
 //! # Layout
 //!
 //! - [`scenario`]: scenario files (TOML) -> checked [`scenario::Scenario`].
-//! - [`run`]: executes a scenario (provisioning, load, oracle).
+//! - [`run`]: executes a scenario (provisioning, load, oracle), against the
+//!   embedded reference server or an external one (`run::target`, the
+//!   admin API client behind `--target`).
 //! - [`cli`]: the `fleetsim` command line, thin over the modules above.
 //! - [`clock`]: the simulator's clock (a scenario start `Timestamp` plus tokio
 //!   elapsed time, so virtual and real time look the same to devices) and the
@@ -11,11 +13,13 @@
 //! - [`transport`]: how a device reaches an engine. One enum, three kinds:
 //!   in-process (the engine embedded, no network), MQTT (rumqttc, per-device
 //!   or multiplexed connections, reconnect with backoff, bounded offline
-//!   buffer) and HTTP (reqwest, the validate endpoint). Also the event log
+//!   buffer) and HTTP (reqwest: the validate endpoint and the device sync
+//!   routes). Also the event log
 //!   that proves every device event was logged exactly once.
 //! - [`devices`]: lock, keypad, door sensor and door phone actors (actix),
 //!   their behaviour models and documented parameters (`DeviceParams`), and
 //!   the fleet builder with `present(device, credential)` entry points.
+//!   Device timers sit in one deadline heap per arbiter (`devices::timers`).
 //! - [`metrics`]: per-worker HDR recorders, Prometheus registry and exporter.
 //! - [`report`]: the run report (JSON, HTML, JUnit, HDR logs) and merging.
 //!
