@@ -126,6 +126,35 @@ async fn device_sync_ack(
     }
 }
 
+/// Serves the device routes (validate, sync fetch and ack) on a free
+/// loopback port; returns the port and the handle that stops the server.
+fn serve(
+    engine: &Arc<RwLock<Engine>>,
+    secrets: &DeviceSecrets,
+    clock: SimClock,
+) -> (u16, actix_web::dev::ServerHandle) {
+    let data = web::Data::new(Server {
+        engine: engine.clone(),
+        secrets: secrets.clone(),
+        clock,
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/v1/devices/{device}/validate", web::post().to(validate))
+            .route("/v1/devices/{device}/sync", web::get().to(device_sync))
+            .route("/v1/devices/{device}/sync", web::post().to(device_sync_ack))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let port = server.addrs()[0].port();
+    let running = server.run();
+    let handle = running.handle();
+    actix_rt::spawn(running);
+    (port, handle)
+}
+
 fn issue(
     e: &mut Engine,
     org: reference_server::domain::OrgId,
@@ -197,23 +226,7 @@ fn a_door_phone_validates_over_http_with_its_bearer_secret() {
             (e.token(qr).unwrap(), 4242u64)
         };
         let secrets = derived_secrets([4; 32]);
-        let data = web::Data::new(Server {
-            engine: engine.clone(),
-            secrets: secrets.clone(),
-            clock,
-        });
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .route("/v1/devices/{device}/validate", web::post().to(validate))
-        })
-        .workers(1)
-        .bind(("127.0.0.1", 0))
-        .unwrap();
-        let port = server.addrs()[0].port();
-        let running = server.run();
-        let handle = running.handle();
-        actix_rt::spawn(running);
+        let (port, handle) = serve(&engine, &secrets, clock);
 
         let base_url = format!("http://127.0.0.1:{port}");
         let good = HttpTransport::new(
@@ -324,25 +337,7 @@ fn a_lock_told_to_sync_fetches_its_new_code_over_http_and_grants_it() {
             .params(DeviceParams::quiet());
         let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
         let secrets = derived_secrets([4; 32]);
-        let data = web::Data::new(Server {
-            engine: engine.clone(),
-            secrets: secrets.clone(),
-            clock,
-        });
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .route("/v1/devices/{device}/validate", web::post().to(validate))
-                .route("/v1/devices/{device}/sync", web::get().to(device_sync))
-                .route("/v1/devices/{device}/sync", web::post().to(device_sync_ack))
-        })
-        .workers(1)
-        .bind(("127.0.0.1", 0))
-        .unwrap();
-        let port = server.addrs()[0].port();
-        let running = server.run();
-        let handle = running.handle();
-        actix_rt::spawn(running);
+        let (port, handle) = serve(&engine, &secrets, clock);
         let transport = HttpTransport::new(
             HttpConfig {
                 base_url: format!("http://127.0.0.1:{port}"),
