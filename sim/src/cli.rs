@@ -1,7 +1,7 @@
-//! The `fleetsim` command line: flags (clap), exit codes, and the four
-//! subcommands (`run`, `validate`, `list`, `schema`). Thin: every decision
-//! lives in [`crate::scenario`] and [`crate::run`]; this module parses
-//! flags, prints, and maps outcomes to [`Exit`] codes.
+//! The `fleetsim` command line: flags (clap), exit codes, and the
+//! subcommands (`run`, `validate`, `list`, `schema`, `metrics`, `merge`).
+//! Thin: every decision lives in [`crate::scenario`] and [`crate::run`];
+//! this module parses flags, prints, and maps outcomes to [`Exit`] codes.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::run::{self, RunError, RunOptions, Shard};
-use crate::scenario::{self, units, Scenario, ScenarioError, Transport};
+use crate::scenario::{self, threshold, units, Scenario, ScenarioError, Transport};
 
 /// Exit codes, documented in scenarios/README.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +65,13 @@ enum Command {
     },
     /// Print the JSON Schema of scenario files (for editors).
     Schema,
+    /// List every metric a threshold may name, with its kind, unit and the
+    /// transports that measure it.
+    Metrics {
+        /// Print the metric tables of scenarios/README.md (Markdown).
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Merge the reports of shard runs and judge the thresholds once.
     Merge {
         /// Report directories of the shards (each with report.json and oracle.json).
@@ -220,6 +227,15 @@ pub fn main_with(
             let schema = serde_json::to_string_pretty(&scenario::json_schema())
                 .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
             let _ = writeln!(out, "{schema}");
+            Exit::Passed
+        }
+        Command::Metrics { markdown } => {
+            let text = if markdown {
+                crate::metrics::catalogue::markdown()
+            } else {
+                crate::metrics::catalogue::listing()
+            };
+            let _ = write!(out, "{text}");
             Exit::Passed
         }
         Command::Run(args) => run_cmd(args, out, err),
@@ -430,6 +446,17 @@ fn apply_overrides(s: &mut Scenario, args: &RunArgs) -> Result<(), String> {
         scenario::transport_conflict(s.transport, s.clock, !s.faults.broker_outages.is_empty())
     {
         return Err(format!("{msg} ({hint})"));
+    }
+    let unmeasurable: Vec<String> = s
+        .thresholds
+        .iter()
+        .filter_map(|t| {
+            threshold::transport_problem(&t.metric, scenario::transport_name(s.transport))
+                .map(|(msg, hint)| format!("{msg} ({hint})"))
+        })
+        .collect();
+    if !unmeasurable.is_empty() {
+        return Err(unmeasurable.join("; "));
     }
     if args.broker.is_some() && s.transport != Transport::Mqtt {
         return Err(format!(

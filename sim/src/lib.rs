@@ -20,7 +20,8 @@
 //!   their behaviour models and documented parameters (`DeviceParams`), and
 //!   the fleet builder with `present(device, credential)` entry points.
 //!   Device timers sit in one deadline heap per arbiter (`devices::timers`).
-//! - [`metrics`]: per-worker HDR recorders, Prometheus registry and exporter.
+//! - [`metrics`]: per-worker HDR recorders, Prometheus registry and exporter,
+//!   and the metric catalogue thresholds, reports and docs derive from.
 //! - [`report`]: the run report (JSON, HTML, JUnit, HDR logs) and merging.
 //!
 //! A credential check: a workload calls `Fleet::present` -> the device actor

@@ -128,7 +128,7 @@ fn junit_has_one_testcase_per_threshold() {
     assert_eq!(cases.len(), report.thresholds.len());
     assert_eq!(cases[0], "check.pin.p99 < 250ms");
     assert_eq!(
-        cases[3], "check.card.p99.9 < 1s & <tight>",
+        cases[3], "check.card.p999 < 1s & <tight>",
         "escaped and read back"
     );
     assert_eq!(failures.len(), 3);

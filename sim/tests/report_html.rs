@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
+use fleetsim::metrics::DecisionExample;
 use fleetsim::report::write_all;
 
 /// Runs headless Chromium on a local file; returns (stdout, stderr).
@@ -48,7 +49,23 @@ fn console_lines(stderr: &str) -> Vec<&str> {
 
 #[test]
 fn report_html_renders_in_chromium_without_console_errors() {
-    let report = sample_report();
+    let mut report = sample_report();
+    // A reason mismatch (only the oracle finds those), with a keypad history.
+    report.decisions.reason_mismatch_examples = vec![DecisionExample {
+        at: "2026-03-02T07:00:05Z".into(),
+        answered_at: "2026-03-02T07:00:05.02Z".into(),
+        site: Some(1),
+        door: 7,
+        device: 12,
+        credential: None,
+        credential_kind: "pin".into(),
+        action: "pin_wrong".into(),
+        expected: "denied:wrong_pin".into(),
+        actual: "denied:expired".into(),
+        note: "denied for another reason than the rules give".into(),
+        wrong_pins_at: vec!["2026-03-02T07:00:01Z".into()],
+        locked_until: None,
+    }];
     let dir = tempfile::tempdir().unwrap();
     write_all(dir.path(), &report).unwrap();
     let html_path = dir.path().join("report.html");
@@ -81,8 +98,20 @@ fn report_html_renders_in_chromium_without_console_errors() {
         );
     }
     assert!(dom.contains("<polyline"), "line charts have lines");
+    for id in [
+        "examples-false-accept",
+        "examples-false-reject",
+        "examples-reason-mismatch",
+        "examples-no-answer",
+    ] {
+        assert!(
+            dom.contains(&format!("<table id=\"{id}\"")),
+            "{id} missing from the DOM"
+        );
+    }
+    assert!(dom.contains("denied:expired") && dom.contains("2026-03-02T07:00:01Z"));
     assert!(dom.contains("FAILED"));
-    assert!(dom.contains("check.card.p99.9"), "thresholds table");
+    assert!(dom.contains("check.card.p999"), "thresholds table");
     assert!(
         dom.contains("fleetsim run scenarios/office.toml --seed 42"),
         "reproduce command"

@@ -25,18 +25,72 @@ pub enum DecisionClass {
     NoAnswer,
 }
 
-/// One mismatch, described for a human. Built only when it will be kept.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+/// One decision worth a look (a mismatch with the oracle, or a check
+/// without an answer), with what it takes to find it again: when and
+/// where, what was presented, both decisions in the wire's words, and for
+/// PINs what the keypad had seen. Built only when it will be kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DecisionExample {
-    pub device_id: String,
+    /// Simulated time the check started (RFC 3339).
+    pub at: String,
+    /// Simulated time of its answer, or of its error.
+    pub answered_at: String,
+    /// 0-based site index (the engine's "Site N").
+    pub site: Option<u32>,
+    /// The engine's door id.
+    pub door: u32,
+    /// The engine's id of the device the credential was presented at.
+    pub device: u32,
+    /// The engine's id of the credential presented; `None` when it is no
+    /// credential (a wrong PIN, an unknown card).
+    pub credential: Option<u32>,
     /// `pin`, `qr`, `card` or `ble`.
     pub credential_kind: String,
-    /// `granted` or `denied`.
+    /// What the simulated person did (`pin_valid`, `qr_replayed`, ...).
+    pub action: String,
+    /// What the rules say: `granted` or `denied:<reason>`, with the
+    /// reason as the wire names it (`denied:locked_out`).
     pub expected: String,
-    /// `granted`, `denied` or `error`.
+    /// What the system answered: `granted`, `denied:<reason>`, or
+    /// `error:<what>` for no answer.
     pub actual: String,
-    /// Why: the engine's denial reason, the oracle's expectation, or the error.
-    pub reason: String,
+    /// Why this example was kept.
+    pub note: String,
+    /// PINs: the keypad's wrong PINs since its last success, oldest
+    /// first (simulated times), as the oracle counted them before this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wrong_pins_at: Vec<String>,
+    /// PINs: the end of the keypad's lockout in the oracle's model, when
+    /// one was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<String>,
+}
+
+impl std::fmt::Display for DecisionExample {
+    /// One line: when, where, what, expected vs actual, and the keypad's
+    /// history for PINs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ", self.at)?;
+        if let Some(site) = self.site {
+            write!(f, "site {site} ")?;
+        }
+        write!(
+            f,
+            "door {} device {} {} {}",
+            self.door, self.device, self.credential_kind, self.action
+        )?;
+        if let Some(c) = self.credential {
+            write!(f, " credential {c}")?;
+        }
+        write!(f, ": expected {}, got {}", self.expected, self.actual)?;
+        if !self.wrong_pins_at.is_empty() {
+            write!(f, "; wrong PINs at {}", self.wrong_pins_at.join(", "))?;
+        }
+        if let Some(t) = &self.locked_until {
+            write!(f, "; locked until {t}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Totals per class.
@@ -77,10 +131,20 @@ pub struct DecisionTally {
     /// At most [`MAX_EXAMPLES`] each.
     pub false_accept_examples: Vec<DecisionExample>,
     pub false_reject_examples: Vec<DecisionExample>,
+    /// Denied as expected, but for another reason than the rules give
+    /// (counted among the true denials).
+    #[serde(default)]
+    pub reason_mismatch_examples: Vec<DecisionExample>,
     pub no_answer_examples: Vec<DecisionExample>,
 }
 
 impl DecisionTally {
+    /// Counts one check without keeping an example (the oracle keeps its
+    /// own, see [`DecisionTally::adopt_examples`]).
+    pub fn count(&mut self, expected: Verdict, actual: Outcome) -> DecisionClass {
+        self.record_with(expected, actual, None::<fn() -> DecisionExample>)
+    }
+
     /// Counts one check. `example` runs only for a mismatch that will be kept,
     /// so the common path allocates nothing.
     pub fn record(
@@ -88,6 +152,30 @@ impl DecisionTally {
         expected: Verdict,
         actual: Outcome,
         example: impl FnOnce() -> DecisionExample,
+    ) -> DecisionClass {
+        self.record_with(expected, actual, Some(example))
+    }
+
+    /// The examples of the oracle's verdicts, which only the oracle can
+    /// describe (the expected reason, the keypad's history); they replace
+    /// any kept by [`DecisionTally::record`]. Bounded like the others.
+    pub fn adopt_examples(
+        &mut self,
+        false_accepts: &[DecisionExample],
+        false_rejects: &[DecisionExample],
+        reason_mismatches: &[DecisionExample],
+    ) {
+        let bounded = |l: &[DecisionExample]| l.iter().take(MAX_EXAMPLES).cloned().collect();
+        self.false_accept_examples = bounded(false_accepts);
+        self.false_reject_examples = bounded(false_rejects);
+        self.reason_mismatch_examples = bounded(reason_mismatches);
+    }
+
+    fn record_with(
+        &mut self,
+        expected: Verdict,
+        actual: Outcome,
+        example: Option<impl FnOnce() -> DecisionExample>,
     ) -> DecisionClass {
         let class = classify(expected, actual);
         let c = &mut self.counts;
@@ -113,7 +201,7 @@ impl DecisionTally {
                 Some(&mut self.no_answer_examples)
             }
         };
-        if let Some(list) = keep {
+        if let (Some(list), Some(example)) = (keep, example) {
             if list.len() < MAX_EXAMPLES {
                 list.push(example());
             }
@@ -132,6 +220,10 @@ impl DecisionTally {
             (
                 &mut self.false_reject_examples,
                 &other.false_reject_examples,
+            ),
+            (
+                &mut self.reason_mismatch_examples,
+                &other.reason_mismatch_examples,
             ),
             (&mut self.no_answer_examples, &other.no_answer_examples),
         ] {
@@ -158,11 +250,13 @@ mod tests {
 
     fn ex(n: usize) -> DecisionExample {
         DecisionExample {
-            device_id: format!("lock-{n}"),
+            device: n as u32,
             credential_kind: "pin".into(),
-            expected: "denied".into(),
+            action: "pin_expired".into(),
+            expected: "denied:expired".into(),
             actual: "granted".into(),
-            reason: "expired code accepted".into(),
+            note: "expired code accepted".into(),
+            ..Default::default()
         }
     }
 
@@ -193,7 +287,7 @@ mod tests {
         );
         assert_eq!(t.counts.false_accepts, 50);
         assert_eq!(t.false_accept_examples.len(), MAX_EXAMPLES);
-        assert_eq!(t.false_accept_examples[0].device_id, "lock-0");
+        assert_eq!(t.false_accept_examples[0].device, 0);
         assert_eq!(t.counts.total(), 54);
 
         let mut m = t.clone();
@@ -201,5 +295,42 @@ mod tests {
         assert_eq!(m.counts.false_accepts, 100);
         assert_eq!(m.false_accept_examples.len(), MAX_EXAMPLES);
         assert_eq!(m.false_reject_examples.len(), 2);
+
+        // Counting keeps no example; adopted examples replace and stay bounded.
+        assert_eq!(
+            m.count(Verdict::Grant, Outcome::Denied),
+            DecisionClass::FalseReject
+        );
+        assert_eq!(m.false_reject_examples.len(), 2);
+        let many: Vec<_> = (0..30).map(ex).collect();
+        m.adopt_examples(&many[..1], &[], &many);
+        assert_eq!(m.false_accept_examples, many[..1]);
+        assert!(m.false_reject_examples.is_empty());
+        assert_eq!(m.reason_mismatch_examples.len(), MAX_EXAMPLES);
+    }
+
+    #[test]
+    fn an_example_reads_as_one_line_with_its_keypad_history() {
+        let e = DecisionExample {
+            at: "2026-03-02T07:00:05Z".into(),
+            answered_at: "2026-03-02T07:00:05.02Z".into(),
+            site: Some(1),
+            door: 7,
+            device: 12,
+            credential: Some(40),
+            credential_kind: "pin".into(),
+            action: "pin_valid".into(),
+            expected: "granted".into(),
+            actual: "denied:locked_out".into(),
+            note: "n".into(),
+            wrong_pins_at: vec!["2026-03-02T07:00:01Z".into(), "2026-03-02T07:00:02Z".into()],
+            locked_until: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "2026-03-02T07:00:05Z site 1 door 7 device 12 pin pin_valid credential 40: \
+             expected granted, got denied:locked_out; \
+             wrong PINs at 2026-03-02T07:00:01Z, 2026-03-02T07:00:02Z"
+        );
     }
 }

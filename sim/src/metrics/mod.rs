@@ -6,6 +6,8 @@
 //!   Recording takes `&mut self`: no lock and no allocation on the record path.
 //! - [`Snapshot`]: the merge of any number of recorders (or shards); taken on
 //!   demand and at the end of a run, it is what a report is built from.
+//! - [`catalogue`]: every metric a threshold may name, the one list the
+//!   checker, the reports, the schema and the docs derive from.
 //! - [`FleetMetrics`]: the Prometheus registry with every handle resolved once,
 //!   served by [`MetricsExporter`] on `/metrics`.
 //!
@@ -19,6 +21,7 @@
 //! remedy for coordinated omission). In the closed model the caller passes the
 //! actual start as `intended`, and the report labels the run as closed.
 
+pub mod catalogue;
 mod decisions;
 mod exporter;
 pub mod hdr;
@@ -80,20 +83,6 @@ impl Operation {
             Operation::CardCheck => "card_check",
             Operation::BleCheck => "ble_check",
             Operation::SyncRoundTrip => "sync_round_trip",
-            Operation::RemoteOpen => "remote_open",
-            Operation::EventDelivery => "event_delivery",
-        }
-    }
-
-    /// The prefix of this operation's keys in the threshold metrics map
-    /// (`check.pin.p99`, `code_sync.p99`, ...), as scenario files spell them.
-    pub const fn metric_prefix(self) -> &'static str {
-        match self {
-            Operation::PinCheck => "check.pin",
-            Operation::QrCheck => "check.qr",
-            Operation::CardCheck => "check.card",
-            Operation::BleCheck => "check.ble",
-            Operation::SyncRoundTrip => "code_sync",
             Operation::RemoteOpen => "remote_open",
             Operation::EventDelivery => "event_delivery",
         }

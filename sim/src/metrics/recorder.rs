@@ -215,6 +215,17 @@ impl Recorder {
         class
     }
 
+    /// Counts one credential check the oracle judged and keeps the
+    /// examples of (they reach the report through
+    /// [`DecisionTally::adopt_examples`]).
+    pub fn count_decision(&mut self, expected: Verdict, actual: Outcome) -> DecisionClass {
+        let class = self.decisions.count(expected, actual);
+        if let Some(p) = &self.prom {
+            p.metrics.count_decision(class);
+        }
+        class
+    }
+
     /// Counts an arrival that started later than the load model intended
     /// (the generator could not keep up; latencies still count from the
     /// intended time, but the run should say so).

@@ -234,24 +234,34 @@ fn charts(h: &mut String, r: &RunReport) {
     h.push_str("</div></section>");
 }
 
-fn examples(h: &mut String, title: &str, list: &[DecisionExample]) {
+fn examples(h: &mut String, id: &str, title: &str, list: &[DecisionExample]) {
     if list.is_empty() {
         return;
     }
     let _ = write!(
         h,
-        "<h3>{}</h3><table><tr><th>device</th><th class=\"l\">credential</th><th class=\"l\">expected</th><th class=\"l\">actual</th><th class=\"l\">reason</th></tr>",
+        "<h3>{}</h3><table id=\"{id}\"><tr><th class=\"l\">time (simulated)</th><th>site</th><th>door</th><th>device</th><th>credential</th><th class=\"l\">action</th><th class=\"l\">expected</th><th class=\"l\">actual</th><th class=\"l\">keypad: wrong PINs at</th><th class=\"l\">note</th></tr>",
         escape(title)
     );
     for e in list {
+        let mut keypad = e.wrong_pins_at.join(", ");
+        if let Some(t) = &e.locked_until {
+            keypad.push_str(&format!("; locked until {t}"));
+        }
         let _ = write!(
             h,
-            "<tr><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
-            escape(&e.device_id),
+            "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{} {}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+            escape(&e.at),
+            e.site.map(|s| s.to_string()).unwrap_or_default(),
+            e.door,
+            e.device,
+            e.credential.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
             escape(&e.credential_kind),
+            escape(&e.action),
             escape(&e.expected),
             escape(&e.actual),
-            escape(&e.reason)
+            escape(&keypad),
+            escape(&e.note)
         );
     }
     h.push_str("</table>");
@@ -287,24 +297,35 @@ fn decisions(h: &mut String, r: &RunReport) {
 /// Mismatches with the oracle, up to the bounded number kept per class.
 fn mismatch_examples(h: &mut String, r: &RunReport) {
     let d = &r.decisions;
-    if d.false_accept_examples.is_empty()
-        && d.false_reject_examples.is_empty()
-        && d.no_answer_examples.is_empty()
-    {
+    let kinds = [
+        (
+            "examples-false-accept",
+            "False accepts (expected denied, granted)",
+            &d.false_accept_examples,
+        ),
+        (
+            "examples-false-reject",
+            "False rejects (expected granted, denied)",
+            &d.false_reject_examples,
+        ),
+        (
+            "examples-reason-mismatch",
+            "Reason mismatches (denied, for another reason than the rules give)",
+            &d.reason_mismatch_examples,
+        ),
+        (
+            "examples-no-answer",
+            "Checks without an answer",
+            &d.no_answer_examples,
+        ),
+    ];
+    if kinds.iter().all(|(_, _, list)| list.is_empty()) {
         return;
     }
     h.push_str("<section id=\"examples\"><h2>Examples of mismatches</h2>");
-    examples(
-        h,
-        "False accepts (expected denied, granted)",
-        &d.false_accept_examples,
-    );
-    examples(
-        h,
-        "False rejects (expected granted, denied)",
-        &d.false_reject_examples,
-    );
-    examples(h, "Checks without an answer", &d.no_answer_examples);
+    for (id, title, list) in kinds {
+        examples(h, id, title, list);
+    }
     h.push_str("</section>");
 }
 

@@ -62,10 +62,21 @@ pub fn render_junit(report: &RunReport) -> String {
                 escape(&t.describe())
             ));
         } else {
+            // The examples behind a failed decision threshold, so the CI
+            // page shows which checks went wrong without the report.
+            let mut text = t.describe();
+            if let Some((title, list)) = report.examples_for(&t.metric) {
+                if !list.is_empty() {
+                    text.push_str(&format!("\n{title}, {} kept:", list.len()));
+                    for e in list {
+                        text.push_str(&format!("\n  {e}"));
+                    }
+                }
+            }
             x.push_str(&format!(
                 ">\n      <failure message=\"{}\" type=\"threshold\">{}\nreproduce: {}</failure>\n    </testcase>\n",
                 escape(&t.describe()),
-                escape(&t.describe()),
+                escape(&text),
                 escape(&report.command),
             ));
         }

@@ -25,9 +25,11 @@ use hdrhistogram::Histogram;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::catalogue::{self, Stat};
 use crate::metrics::hdr::{self, HdrError};
 use crate::metrics::{
-    DecisionTally, DeviceCounts, HealthTally, Operation, Outcome, Snapshot, BATTERY_BUCKETS,
+    DecisionExample, DecisionTally, DeviceCounts, HealthTally, Operation, Outcome, Snapshot,
+    Transport, BATTERY_BUCKETS,
 };
 
 pub use html::render_html;
@@ -175,6 +177,8 @@ pub struct LatencySummary {
     pub min_us: u64,
     pub p50_us: u64,
     pub p90_us: u64,
+    #[serde(default)]
+    pub p95_us: u64,
     pub p99_us: u64,
     pub p99_9_us: u64,
     pub max_us: u64,
@@ -191,6 +195,7 @@ impl LatencySummary {
             min_us: h.min(),
             p50_us: h.value_at_quantile(0.5),
             p90_us: h.value_at_quantile(0.9),
+            p95_us: h.value_at_quantile(0.95),
             p99_us: h.value_at_quantile(0.99),
             p99_9_us: h.value_at_quantile(0.999),
             max_us: h.max(),
@@ -264,6 +269,25 @@ impl OperationStats {
                     latency_us: all.value_at_quantile(*q),
                 })
                 .collect(),
+        }
+    }
+}
+
+impl OperationStats {
+    /// A statistic of the catalogue, in its base unit (latencies in ms).
+    pub fn stat(&self, stat: Stat) -> f64 {
+        let l = &self.latency;
+        match stat {
+            Stat::Count => self.count as f64,
+            Stat::Errors => self.errors as f64,
+            Stat::Min => ms(l.min_us),
+            Stat::Mean => l.mean_us / 1000.0,
+            Stat::P50 => ms(l.p50_us),
+            Stat::P90 => ms(l.p90_us),
+            Stat::P95 => ms(l.p95_us),
+            Stat::P99 => ms(l.p99_us),
+            Stat::P999 => ms(l.p99_9_us),
+            Stat::Max => ms(l.max_us),
         }
     }
 }
@@ -593,37 +617,27 @@ impl RunReport {
         Ok(s)
     }
 
-    /// The flat map thresholds are evaluated against. Latencies in ms
-    /// (`check.pin.p99`), rates per second (`check.pin.rate`), shares as
-    /// fractions (`errors.rate` = 0.001 for 0.1 %), counts as counts.
+    /// The report's part of the metrics thresholds are evaluated against
+    /// (the run adds what only the oracle and the devices know), named and
+    /// in the units of [`catalogue`]: latencies in ms (`check.pin.p99`),
+    /// shares as fractions (`errors.rate` = 0.001 for 0.1 %), counts as
+    /// counts. A metric this report's transport cannot measure is left
+    /// out, not reported as a number (HTTP has no event route: no events
+    /// are logged, none are lost).
     pub fn metrics(&self) -> BTreeMap<String, f64> {
         let mut m = BTreeMap::new();
-        let mut put_stats = |prefix: &str, s: &OperationStats| {
-            let l = &s.latency;
-            for (k, v) in [
-                ("count", s.count as f64),
-                ("errors", s.errors as f64),
-                ("rate", s.rate_per_s),
-                ("min", ms(l.min_us)),
-                ("p50", ms(l.p50_us)),
-                ("p90", ms(l.p90_us)),
-                ("p99", ms(l.p99_us)),
-                ("p99.9", ms(l.p99_9_us)),
-                ("max", ms(l.max_us)),
-                ("mean", l.mean_us / 1000.0),
-            ] {
-                m.insert(format!("{prefix}.{k}"), v);
+        for series in catalogue::SERIES {
+            let stats = match series.operation {
+                Some(op) => self.operations.get(op.as_str()),
+                None => self.checks.as_ref(),
+            };
+            let Some(s) = stats else { continue };
+            for stat in Stat::ALL {
+                m.insert(format!("{}.{}", series.prefix, stat.name()), s.stat(stat));
             }
-        };
-        for (name, s) in &self.operations {
-            if let Some(op) = Operation::parse(name) {
-                put_stats(op.metric_prefix(), s);
-            }
-        }
-        if let Some(c) = &self.checks {
-            put_stats("checks", c);
         }
         let d = &self.decisions.counts;
+        let judged = d.total().max(1) as f64;
         // Errors of what someone waits for (checks, remote opens): event
         // deliveries and code syncs have their own thresholds.
         let requests = || {
@@ -640,6 +654,8 @@ impl RunReport {
             ("decisions.true_denial", d.true_denials as f64),
             ("decisions.false_accept", d.false_accepts as f64),
             ("decisions.false_reject", d.false_rejects as f64),
+            ("decisions.false_accept_rate", d.false_accepts as f64 / judged),
+            ("decisions.false_reject_rate", d.false_rejects as f64 / judged),
             ("decisions.no_answer", d.no_answer as f64),
             ("decisions.total", d.total() as f64),
             ("errors.count", errors as f64),
@@ -651,7 +667,8 @@ impl RunReport {
                     errors as f64 / total_ops as f64
                 },
             ),
-            ("throughput.rate", self.throughput.total_per_s),
+            ("checks.per_s", self.throughput.checks_per_s),
+            ("operations.per_s", self.throughput.total_per_s),
             ("events.emitted", h.events_emitted_total as f64),
             ("events.logged", h.events_logged_total as f64),
             ("events.lost", h.events_lost as f64),
@@ -677,7 +694,40 @@ impl RunReport {
         if let Some(p) = h.online_pct {
             m.insert("devices.online_pct".to_owned(), p);
         }
+        debug_assert!(
+            m.keys().all(|k| catalogue::lookup(k).is_some()),
+            "a metric outside the catalogue: {:?}",
+            m.keys().find(|k| catalogue::lookup(k).is_none())
+        );
+        if let Some(t) = Transport::parse(&self.transport) {
+            m.retain(|k, _| catalogue::measurable(k, t));
+        }
         m
+    }
+
+    /// The examples kept for a decision metric (`decisions.false_accept`,
+    /// its rate, ...), with a title; `None` for other metrics.
+    pub fn examples_for(&self, metric: &str) -> Option<(&'static str, &[DecisionExample])> {
+        let d = &self.decisions;
+        let (title, list) = match metric {
+            "decisions.false_accept" | "decisions.false_accept_rate" => (
+                "false accepts (expected denied, granted)",
+                &d.false_accept_examples,
+            ),
+            "decisions.false_reject" | "decisions.false_reject_rate" => (
+                "false rejects (expected granted, denied)",
+                &d.false_reject_examples,
+            ),
+            "decisions.reason_mismatch" => (
+                "reason mismatches (denied for another reason)",
+                &d.reason_mismatch_examples,
+            ),
+            "decisions.no_answer" | "errors.count" | "errors.rate" => {
+                ("checks without an answer", &d.no_answer_examples)
+            }
+            _ => return None,
+        };
+        Some((title, list))
     }
 
     /// A few lines for the console at the end of a run.
@@ -737,22 +787,9 @@ impl RunReport {
     }
 }
 
-/// The unit of a key of [`RunReport::metrics`].
+/// The unit of a metric's measured values (see [`catalogue::Entry::unit`]).
 pub fn metric_unit(metric: &str) -> &'static str {
-    let last = metric.rsplit('.').next().unwrap_or_default();
-    if metric == "errors.rate" {
-        "ratio"
-    } else if metric == "devices.online_pct" {
-        "%"
-    } else if matches!(last, "min" | "p50" | "p90" | "p99" | "max" | "mean")
-        || metric.ends_with(".p99.9")
-    {
-        "ms"
-    } else if last == "rate" {
-        "/s"
-    } else {
-        ""
-    }
+    catalogue::lookup(metric).map_or("", |e| e.unit())
 }
 
 /// Merges shard reports: histograms decoded and added, counts summed,

@@ -32,7 +32,7 @@ use crate::clock::{stream_rng, SimClock};
 use crate::devices::fleet::{Fleet, FleetSpec, Placement};
 use crate::devices::{DeviceOutcome, DeviceParams, Present};
 use crate::metrics::{
-    DecisionExample, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot,
+    FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot,
     Timings, Verdict, DEFAULT_INTERVAL_US,
 };
 use crate::scenario::{Action, Load, Scenario, Transport as Kind};
@@ -61,6 +61,9 @@ const EVENTS_DRAIN_WAIT_S: u64 = 10;
 pub struct Measured {
     pub snapshot: Snapshot,
     pub oracle: OracleSummary,
+    /// Simulated time the measured load started (the wall clock's, in
+    /// real time).
+    pub started_at: jiff::Timestamp,
     pub duration_s: f64,
     /// Attempts per action.
     pub actions: std::collections::BTreeMap<String, u64>,
@@ -572,6 +575,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             reason_mismatch_examples: o.reason_mismatch_examples.clone(),
             retired_attempts: o.retired_attempts,
         },
+        started_at: ctx.clock.at(ctx.origin),
         duration_s,
         actions: shared.actions,
         skipped: shared.skipped,
@@ -1452,16 +1456,8 @@ async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
             } else {
                 Verdict::Deny
             };
-            let a_dev = job.attempt.device;
-            let kind = job.attempt.action;
-            sh.recorder
-                .record_decision(expected, outcome, || DecisionExample {
-                    device_id: a_dev.0.to_string(),
-                    credential_kind: kind.to_string(),
-                    expected: expected.as_str().to_string(),
-                    actual: outcome.as_str().to_string(),
-                    reason: format!("{a:?}"),
-                });
+            // The oracle keeps the examples of its verdicts.
+            sh.recorder.count_decision(expected, outcome);
         }
         None => {
             sh.errors += 1;
@@ -1475,20 +1471,22 @@ async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
             } else {
                 Verdict::Deny
             };
-            let a_dev = job.attempt.device;
-            let kind = job.attempt.action;
             let why = match &got {
-                Ok(p) => format!("{:?}", p.outcome),
+                Ok(p) => match &p.outcome {
+                    DeviceOutcome::Offline => "offline".to_string(),
+                    DeviceOutcome::TimedOut => "timed_out".to_string(),
+                    DeviceOutcome::Error(e) => e.clone(),
+                    other => format!("{other:?}"),
+                },
                 Err(e) => e.to_string(),
             };
-            sh.recorder
-                .record_decision(expected, outcome, || DecisionExample {
-                    device_id: a_dev.0.to_string(),
-                    credential_kind: kind.to_string(),
-                    expected: expected.as_str().to_string(),
-                    actual: "error".to_string(),
-                    reason: why,
-                });
+            let sh = &mut *sh;
+            let (oracle, attempt) = (&sh.oracle, &job.attempt);
+            sh.recorder.record_decision(expected, outcome, || {
+                let rules = oracle.expect(attempt, done).label();
+                let note = "no answer: neither right nor wrong";
+                oracle.example(attempt, rules, format!("error:{why}"), sent, done, note)
+            });
         }
     }
 }

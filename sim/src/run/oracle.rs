@@ -193,23 +193,17 @@ impl Expected {
     pub fn granted(self) -> bool {
         matches!(self, Expected::Granted)
     }
-    fn label(self) -> String {
+    /// `granted` or `denied:<reason>`, the reason as the wire names it.
+    pub fn label(self) -> String {
         match self {
             Expected::Granted => "granted".into(),
-            Expected::Denied(r) => format!("denied ({})", r.as_str()),
+            Expected::Denied(r) => format!("denied:{}", r.as_str()),
         }
     }
 }
 
-/// One disagreement, for the report.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct Example {
-    pub device: u32,
-    pub kind: String,
-    pub expected: String,
-    pub actual: String,
-    pub reason: String,
-}
+/// One disagreement, for the report (see [`Oracle::example`]).
+pub type Example = crate::metrics::DecisionExample;
 
 /// The oracle's counters.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
@@ -260,6 +254,8 @@ pub struct Oracle {
     pins: FxHashMap<(DoorId, String), TruthId>,
     /// Lockout policy per door's site.
     lockout: FxHashMap<DoorId, LockoutPolicy>,
+    /// 0-based site index per door (for examples).
+    sites: FxHashMap<DoorId, u32>,
     keypads: FxHashMap<DeviceId, KeypadState>,
     uses_total: FxHashMap<TruthId, u32>,
     uses_door: FxHashMap<(TruthId, DoorId), u32>,
@@ -306,6 +302,7 @@ impl Oracle {
             truths: Vec::new(),
             pins: FxHashMap::default(),
             lockout: FxHashMap::default(),
+            sites: FxHashMap::default(),
             keypads: FxHashMap::default(),
             uses_total: FxHashMap::default(),
             uses_door: FxHashMap::default(),
@@ -329,6 +326,11 @@ impl Oracle {
 
     pub fn set_lockout(&mut self, door: DoorId, policy: LockoutPolicy) {
         self.lockout.insert(door, policy);
+    }
+
+    /// The site `door` belongs to (0-based index), for examples.
+    pub fn set_site(&mut self, door: DoorId, site_index: u32) {
+        self.sites.insert(door, site_index);
     }
 
     pub fn add(&mut self, t: Truth) -> TruthId {
@@ -434,7 +436,8 @@ impl Oracle {
         self.extra_qr.entry(door).or_default().push(id);
     }
 
-    /// Links a truth entry to the engine's credential (for code actions).
+    /// Links a truth entry to the engine's credential (for examples, and
+    /// for code actions on PINs).
     pub fn set_credential(&mut self, id: TruthId, credential: CredentialId) {
         self.credentials.insert(id, credential);
     }
@@ -483,6 +486,50 @@ impl Oracle {
     /// Retired PINs of `door`.
     pub fn retired_pins(&self, door: DoorId) -> &[TruthId] {
         self.retired_pins.get(&door).map_or(&[], Vec::as_slice)
+    }
+
+    /// Describes attempt `a`, started at `sent` and answered (or failed)
+    /// at `done`, for a report: where and when, what was presented, and
+    /// for PINs at a keypad the wrong tries the oracle has counted and the
+    /// lockout end it has set. Call before the attempt changes the
+    /// oracle's state, so the history is what the keypad had seen.
+    pub fn example(
+        &self,
+        a: &Attempt,
+        expected: String,
+        actual: String,
+        sent: Timestamp,
+        done: Timestamp,
+        note: &str,
+    ) -> Example {
+        let at = |s: i64| {
+            Timestamp::from_second(s)
+                .map(|t| t.to_string())
+                .unwrap_or_else(|_| s.to_string())
+        };
+        let keypad = (a.kind == TruthKind::Pin && a.keypad)
+            .then(|| self.keypads.get(&a.device))
+            .flatten();
+        Example {
+            at: sent.to_string(),
+            answered_at: done.to_string(),
+            site: self.sites.get(&a.door).copied(),
+            door: a.door.0,
+            device: a.device.0,
+            credential: a.truth.and_then(|id| self.credential(id)).map(|c| c.0),
+            credential_kind: serde_json::to_value(a.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            action: a.action.to_string(),
+            expected,
+            actual,
+            note: note.to_string(),
+            wrong_pins_at: keypad.map_or_else(Vec::new, |k| k.wrong_s.iter().map(|s| at(*s)).collect()),
+            locked_until: keypad
+                .filter(|k| k.locked_until_s != 0)
+                .map(|k| at(k.locked_until_s)),
+        }
     }
 
     fn locked(&self, device: DeviceId, now: Timestamp) -> bool {
@@ -615,12 +662,8 @@ impl Oracle {
             return;
         }
         let expected = at_end;
-        let example = |why: &str| Example {
-            device: a.device.0,
-            kind: a.action.to_string(),
-            expected: expected.label(),
-            actual: actual.label(),
-            reason: why.to_string(),
+        let example = |o: &Oracle, why: &str| {
+            o.example(a, expected.label(), actual.label(), sent, done, why)
         };
         match (expected, actual) {
             (Expected::Granted, Expected::Granted) => self.verdicts.true_grants += 1,
@@ -630,7 +673,7 @@ impl Oracle {
                 if e != g {
                     self.verdicts.reason_mismatches += 1;
                     if self.reason_mismatch_examples.len() < MAX_EXAMPLES {
-                        let ex = example("denied for another reason than the rules give");
+                        let ex = example(self, "denied for another reason than the rules give");
                         self.reason_mismatch_examples.push(ex);
                     }
                 }
@@ -638,14 +681,14 @@ impl Oracle {
             (Expected::Denied(_), Expected::Granted) => {
                 self.verdicts.false_accepts += 1;
                 if self.false_accept_examples.len() < MAX_EXAMPLES {
-                    let ex = example("the engine granted what the truth table denies");
+                    let ex = example(self, "the engine granted what the truth table denies");
                     self.false_accept_examples.push(ex);
                 }
             }
             (Expected::Granted, Expected::Denied(_)) => {
                 self.verdicts.false_rejects += 1;
                 if self.false_reject_examples.len() < MAX_EXAMPLES {
-                    let ex = example("the engine denied a credential the truth table grants");
+                    let ex = example(self, "the engine denied a credential the truth table grants");
                     self.false_reject_examples.push(ex);
                 }
             }

@@ -348,7 +348,7 @@ impl StayChain<'_> {
                     origin: Origin::Automatic,
                 },
             };
-            cx.issue(holder, secret, Schedule::Stay { stay }, self.door)?;
+            let cred = cx.issue(holder, secret, Schedule::Stay { stay }, self.door)?;
             let checked_in = check_in <= start;
             if checked_in {
                 cx.engine.stay_event(stay, true, cx.now)?;
@@ -367,6 +367,7 @@ impl StayChain<'_> {
                 total_uses: None,
                 label: "stay",
             });
+            oracle.set_credential(truth, cred);
             pins.push(truth);
             let within =
                 |gap: SignedDuration, u: f64| SignedDuration::from_secs_f64(gap.as_secs_f64() * u);
@@ -431,7 +432,7 @@ pub fn issue_qr(
             bounds: Some((start, end)),
         },
     };
-    Ok(oracle.add(Truth {
+    let truth = oracle.add(Truth {
         kind: TruthKind::Qr,
         text,
         doors: vec![door.door],
@@ -442,7 +443,9 @@ pub fn issue_qr(
         },
         total_uses: None,
         label: "visitor",
-    }))
+    });
+    oracle.set_credential(truth, id);
+    Ok(truth)
 }
 
 /// Creates the whole fleet and its credentials at `now`.
@@ -760,7 +763,7 @@ pub fn provision_into(
                             break n;
                         }
                     };
-                    cx.issue(
+                    let cred = cx.issue(
                         member,
                         SecretSpec::Card { number },
                         Schedule::Permanent,
@@ -775,6 +778,7 @@ pub fn provision_into(
                         None,
                         "permanent",
                     );
+                    out.oracle.set_credential(id, cred);
                     info.cards.push(id);
                 }
                 if plan.lock.is_some() {
@@ -792,6 +796,7 @@ pub fn provision_into(
                             None,
                             "permanent",
                         );
+                        out.oracle.set_credential(id, cred);
                         info.ble.push(id);
                     }
                     if c.fallback_codes_per_lock > 0 {
@@ -821,6 +826,7 @@ pub fn provision_into(
                     }
                 }
                 out.oracle.set_lockout(door, s.fleet.lockout);
+                out.oracle.set_site(door, site_index);
                 if plan.door_phone.is_some() {
                     for _ in 0..c.qr_keys_per_door {
                         let id = issue_qr(engine, &mut out.oracle, s, &info, &tz, now)?;

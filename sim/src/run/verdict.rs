@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::load::{Measured, OracleSummary};
 use super::{RunError, RunOptions, RunOutcome};
+use crate::metrics::catalogue;
 use crate::report::{self, LoadModel, RunMeta, RunReport, ShardId};
 use crate::scenario::{self, evaluate_all, Scenario, ThresholdResult};
 
@@ -41,34 +42,11 @@ pub struct OracleFile {
 
 pub const ORACLE_FILE: &str = "oracle.json";
 
-/// The threshold metrics: the report's map plus the names scenario files
-/// use (`check.any.*`, `p999`, `checks.per_s`, rates, lockouts).
+/// The threshold metrics: the report's map plus what only the oracle and
+/// the devices know, every name from [`catalogue`] and measurable on the
+/// report's transport.
 pub fn threshold_metrics(r: &RunReport, o: &OracleFile) -> BTreeMap<String, f64> {
     let mut m = r.metrics();
-    let aliases: Vec<(String, f64)> = m
-        .iter()
-        .filter_map(|(k, v)| {
-            let k2 = if let Some(rest) = k.strip_prefix("checks.") {
-                format!("check.any.{rest}")
-            } else {
-                k.clone()
-            };
-            let k2 = k2.replace(".p99.9", ".p999");
-            (k2 != *k).then_some((k2, *v))
-        })
-        .collect();
-    m.extend(aliases);
-    let d = &r.decisions.counts;
-    let total = d.total().max(1) as f64;
-    m.insert("checks.per_s".into(), r.throughput.checks_per_s);
-    m.insert(
-        "decisions.false_accept_rate".into(),
-        d.false_accepts as f64 / total,
-    );
-    m.insert(
-        "decisions.false_reject_rate".into(),
-        d.false_rejects as f64 / total,
-    );
     m.insert("lockouts.count".into(), o.oracle.lockouts as f64);
     m.insert("devices.offline_max".into(), o.devices_offline_max as f64);
     m.insert("motor_blocked.count".into(), o.motor_blocked as f64);
@@ -82,9 +60,18 @@ pub fn threshold_metrics(r: &RunReport, o: &OracleFile) -> BTreeMap<String, f64>
     if let Some(n) = o.mqtt_reconnects {
         m.insert("mqtt.reconnects".into(), n as f64);
     }
+    let verdicts = &o.oracle.verdicts;
     m.insert(
         "decisions.reason_mismatch".into(),
-        o.oracle.verdicts.reason_mismatches as f64,
+        verdicts.reason_mismatches as f64,
+    );
+    m.insert("decisions.ambiguous".into(), verdicts.ambiguous as f64);
+    debug_assert!(
+        m.keys().all(|k| crate::metrics::Transport::parse(&r.transport)
+            .is_none_or(|t| catalogue::measurable(k, t))),
+        "a metric outside the catalogue, or one it says {} cannot measure: {:?}",
+        r.transport,
+        m.keys().collect::<Vec<_>>()
     );
     m
 }
@@ -118,14 +105,21 @@ pub fn finish(s: &Scenario, opts: &RunOptions, m: Measured) -> Result<RunOutcome
             scenario::Clock::Real => "real".into(),
             scenario::Clock::Virtual => "virtual".into(),
         },
-        started_at: None,
+        started_at: Some(m.started_at.to_string()),
         duration_s: m.duration_s,
         shard: (opts.shard.count > 1).then_some(ShardId {
             index: opts.shard.index,
             count: opts.shard.count,
         }),
     };
-    let mut r = RunReport::build(meta, &m.snapshot)?;
+    let mut snapshot = m.snapshot;
+    let o = &m.oracle;
+    snapshot.decisions.adopt_examples(
+        &o.false_accept_examples,
+        &o.false_reject_examples,
+        &o.reason_mismatch_examples,
+    );
+    let mut r = RunReport::build(meta, &snapshot)?;
     let extra = OracleFile {
         oracle: m.oracle,
         actions: m.actions,
@@ -181,11 +175,17 @@ pub fn summary(r: &RunReport, o: &OracleFile) -> String {
         "{:<15} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10}",
         "operation", "count", "granted", "denied", "errors", "p50 ms", "p99 ms"
     );
-    for (name, op) in &r.operations {
+    // Named as thresholds name them (`check.pin`, `code_sync`).
+    for series in catalogue::SERIES {
+        let op = match series.operation {
+            Some(op) => r.operations.get(op.as_str()),
+            None => r.checks.as_ref(),
+        };
+        let Some(op) = op else { continue };
         let _ = writeln!(
             s,
             "{:<15} {:>9} {:>9} {:>9} {:>7} {:>10.3} {:>10.3}",
-            name,
+            series.prefix,
             op.count,
             op.granted,
             op.denied,
@@ -229,21 +229,22 @@ pub fn summary(r: &RunReport, o: &OracleFile) -> String {
             list.join(", ")
         );
     }
-    for ex in o
-        .oracle
-        .false_accept_examples
-        .iter()
-        .chain(&o.oracle.false_reject_examples)
-        .take(5)
-    {
-        let _ = writeln!(
-            s,
-            "  mismatch: device {} {}: expected {}, got {}",
-            ex.device, ex.kind, ex.expected, ex.actual
-        );
+    let d = &r.decisions;
+    for (what, list) in [
+        ("false accept", &d.false_accept_examples),
+        ("false reject", &d.false_reject_examples),
+        ("reason mismatch", &d.reason_mismatch_examples),
+    ] {
+        for ex in list.iter().take(SUMMARY_EXAMPLES) {
+            let _ = writeln!(s, "  {what}: {ex}");
+        }
     }
     s
 }
+
+/// Examples of each kind of mismatch the summary shows (report.json and
+/// report.html have every one kept).
+const SUMMARY_EXAMPLES: usize = 3;
 
 /// What `fleetsim merge` found.
 pub struct MergeOutcome {

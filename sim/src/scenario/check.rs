@@ -552,7 +552,11 @@ impl<'a> Checker<'a> {
         for (k, v) in entries {
             let child = join(path, k.get());
             if let Some(s) = ov.properties.get(k.get()) {
-                self.check(v, s, &child);
+                if is_threshold(s) {
+                    self.check_threshold(k, v, &child);
+                } else {
+                    self.check(v, s, &child);
+                }
                 continue;
             }
             match ov.additional_properties.as_deref() {
@@ -569,13 +573,8 @@ impl<'a> Checker<'a> {
                         Some(hint),
                     );
                 }
-                Some(s @ Schema::Object(so)) => {
-                    if so.format.as_deref() == Some(format::THRESHOLD) {
-                        self.check_threshold(k, v, &child);
-                    } else {
-                        self.check(v, s, &child);
-                    }
-                }
+                Some(s) if is_threshold(s) => self.check_threshold(k, v, &child),
+                Some(s @ Schema::Object(_)) => self.check(v, s, &child),
                 _ => {}
             }
         }
@@ -651,6 +650,11 @@ impl<'a> Checker<'a> {
             );
         }
     }
+}
+
+/// A threshold expression, checked with its metric name (the key).
+fn is_threshold(s: &Schema) -> bool {
+    matches!(s, Schema::Object(o) if o.format.as_deref() == Some(format::THRESHOLD))
 }
 
 /// Tolerance for fractions written with a few decimals (0.7 + 0.2 + 0.1).

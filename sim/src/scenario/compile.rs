@@ -240,7 +240,15 @@ pub(crate) fn compile(
         for (k, v) in ths.get() {
             let path = format!("thresholds.{:?}", k.get());
             match Threshold::parse(k.get(), &v.get().0) {
-                Ok(t) => thresholds.push((k.span().start, t)),
+                Ok(t) => {
+                    // A threshold the transport can never measure would
+                    // only ever fail "not measured".
+                    let name = transport_name(transport);
+                    if let Some((msg, hint)) = super::threshold::transport_problem(k.get(), name) {
+                        cx.push(ProblemKind::BadThreshold, k.span(), &path, msg, &hint);
+                    }
+                    thresholds.push((k.span().start, t))
+                }
                 Err(e) => {
                     let span = if e.in_metric { k.span() } else { v.span() };
                     cx.push(ProblemKind::BadThreshold, span, &path, e.message, &e.hint);

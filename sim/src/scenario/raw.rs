@@ -15,8 +15,8 @@ use std::ops::Range;
 
 use schemars::gen::SchemaGenerator;
 use schemars::schema::{
-    ArrayValidation, InstanceType, Metadata, Schema, SchemaObject, StringValidation,
-    SubschemaValidation,
+    ArrayValidation, InstanceType, Metadata, ObjectValidation, Schema, SchemaObject,
+    StringValidation, SubschemaValidation,
 };
 use schemars::JsonSchema;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
@@ -270,6 +270,59 @@ text_type!(
     "A comparator and a value with a unit, e.g. '< 25ms', '== 0', '< 0.1%', '>= 500/s'.",
     "< 25ms"
 );
+/// The schema of `[thresholds]`: one property per name of the metric
+/// catalogue, so editors complete metric names and show what each
+/// measures. Other keys still reach the checker's threshold check, which
+/// names the closest metric.
+pub struct ThresholdTable;
+
+impl JsonSchema for ThresholdTable {
+    fn is_referenceable() -> bool {
+        false
+    }
+    fn schema_name() -> String {
+        "Thresholds".to_string()
+    }
+    fn json_schema(gen: &mut SchemaGenerator) -> Schema {
+        use crate::metrics::catalogue;
+        let mut properties = schemars::Map::new();
+        for e in catalogue::entries() {
+            let unit = match e.unit() {
+                "" => String::new(),
+                u => format!(", in {u}"),
+            };
+            let about = format!(
+                "{} ({}{unit}): {}. Write the value as {}.",
+                e.name(),
+                e.kind().as_str(),
+                e.description(),
+                e.kind().written_as().replace('`', "")
+            );
+            let mut value = ThresholdText::json_schema(gen).into_object();
+            value.metadata().description = Some(about);
+            properties.insert(e.name(), value.into());
+        }
+        let names = catalogue::names().into_iter().map(Into::into).collect();
+        SchemaObject {
+            instance_type: Some(InstanceType::Object.into()),
+            object: Some(Box::new(ObjectValidation {
+                properties,
+                additional_properties: Some(Box::new(ThresholdText::json_schema(gen))),
+                property_names: Some(Box::new(
+                    SchemaObject {
+                        enum_values: Some(names),
+                        ..Default::default()
+                    }
+                    .into(),
+                )),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+        .into()
+    }
+}
+
 text_type!(
     /// "2026-03-27T08:00".
     LocalDateTimeText,
@@ -315,6 +368,7 @@ pub struct RawScenario {
     pub faults: Option<Sp<RawFaults>>,
     /// Pass/fail criteria: "metric" = "comparator value", e.g.
     /// "check.pin.p99" = "< 25ms". Any failure makes the exit code 1.
+    #[schemars(with = "Option<ThresholdTable>")]
     pub thresholds: Option<Sp<BTreeMap<Sp<String>, Sp<ThresholdText>>>>,
 }
 

@@ -1,6 +1,7 @@
 //! Pass/fail thresholds: `"check.pin.p99" = "< 25ms"`. A threshold is a
-//! metric name from the catalogue below, a comparator and a value with a
-//! unit. Evaluation is pure: it takes the measured metrics as a map.
+//! metric name from the catalogue ([`crate::metrics::catalogue`]), a
+//! comparator and a value with a unit. Evaluation is pure: it takes the
+//! measured metrics as a map.
 //!
 //! # Units of measured values
 //!
@@ -13,79 +14,30 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// What a metric measures, which decides the units its threshold may use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MetricKind {
-    /// Milliseconds; thresholds need a unit: us, ms or s.
-    Latency,
-    /// A fraction; thresholds are percentages ("0.1%") or 0.
-    Ratio,
-    /// A plain number (counts, battery percent as in `battery.min_pct`).
-    Count,
-    /// Events per second; "/s" optional.
-    Throughput,
-}
-
-/// Operations with latency histograms.
-pub const LATENCY_OPERATIONS: &[&str] = &[
-    "check.pin",
-    "check.qr",
-    "check.card",
-    "check.ble",
-    "check.any",
-    "remote_open",
-    "code_sync",
-    "event_delivery",
-    "actuation",
-];
-/// Statistics of a latency histogram.
-pub const LATENCY_STATS: &[&str] = &["min", "mean", "p50", "p90", "p95", "p99", "p999", "max"];
-/// Metrics that are not latencies, with their kind.
-pub const OTHER_METRICS: &[(&str, MetricKind)] = &[
-    ("decisions.total", MetricKind::Count),
-    ("decisions.false_accept", MetricKind::Count),
-    ("decisions.false_reject", MetricKind::Count),
-    ("decisions.false_accept_rate", MetricKind::Ratio),
-    ("decisions.false_reject_rate", MetricKind::Ratio),
-    ("errors.count", MetricKind::Count),
-    ("errors.rate", MetricKind::Ratio),
-    ("checks.per_s", MetricKind::Throughput),
-    ("lockouts.count", MetricKind::Count),
-    ("motor_blocked.count", MetricKind::Count),
-    ("code_sync.failed", MetricKind::Count),
-    ("code_sync.failed_rate", MetricKind::Ratio),
-    ("mqtt.reconnects", MetricKind::Count),
-    ("events.lost", MetricKind::Count),
-    ("events.duplicated", MetricKind::Count),
-    ("devices.offline_max", MetricKind::Count),
-    ("battery.min_pct", MetricKind::Count),
-    ("battery.low_events", MetricKind::Count),
-];
+use crate::metrics::catalogue;
+pub use crate::metrics::catalogue::MetricKind;
 
 /// The kind of a known metric, or `None` for a name not in the catalogue.
 pub fn metric_kind(name: &str) -> Option<MetricKind> {
-    if let Some((op, stat)) = name.rsplit_once('.') {
-        if LATENCY_OPERATIONS.contains(&op) && LATENCY_STATS.contains(&stat) {
-            return Some(MetricKind::Latency);
-        }
-    }
-    OTHER_METRICS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, k)| *k)
+    catalogue::lookup(name).map(|e| e.kind())
 }
 
-/// Every metric name a threshold may use (for suggestions and docs).
-pub fn metric_names() -> Vec<String> {
-    let mut out = Vec::new();
-    for op in LATENCY_OPERATIONS {
-        for stat in LATENCY_STATS {
-            out.push(format!("{op}.{stat}"));
-        }
+/// Why a run over `transport` (`inproc`, `mqtt`, `http`) can never measure
+/// `metric`, with a hint; `None` when it can (or the name is unknown,
+/// which [`Threshold::parse`] reports).
+pub fn transport_problem(metric: &str, transport: &str) -> Option<(String, String)> {
+    let entry = catalogue::lookup(metric)?;
+    let t = crate::metrics::Transport::parse(transport)?;
+    if entry.transports().has(t) {
+        return None;
     }
-    out.extend(OTHER_METRICS.iter().map(|(n, _)| n.to_string()));
-    out
+    Some((
+        format!("`{metric}` is never measured over {transport}"),
+        format!(
+            "it is measured over {}; remove the threshold or run over one of those",
+            entry.transports().describe()
+        ),
+    ))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -152,7 +104,7 @@ impl Threshold {
     /// Parses `metric = expr`, e.g. ("check.pin.p99", "< 25ms").
     pub fn parse(metric: &str, expr: &str) -> Result<Threshold, ThresholdError> {
         let kind = metric_kind(metric).ok_or_else(|| {
-            let names = metric_names();
+            let names = catalogue::names();
             let hint = match super::error::suggest(metric, names.iter().map(String::as_str)) {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => "see the metric list in scenarios/README.md".to_string(),
@@ -324,6 +276,28 @@ mod tests {
         let e = Threshold::parse("chek.pin.p99", "< 25ms").unwrap_err();
         assert!(e.in_metric);
         assert!(e.hint.contains("check.pin.p99"), "{}", e.hint);
+    }
+
+    #[test]
+    fn names_come_from_the_catalogue() {
+        assert_eq!(t("check.pin.p95", "< 25ms").kind, MetricKind::Latency);
+        assert_eq!(t("check.any.p999", "< 1s").kind, MetricKind::Latency);
+        assert_eq!(t("code_sync.count", "> 0").kind, MetricKind::Count);
+        for never_produced in ["actuation.p99", "check.pin.p99.9", "checks.p99"] {
+            let e = Threshold::parse(never_produced, "< 25ms").unwrap_err();
+            assert!(e.in_metric, "{never_produced}");
+        }
+    }
+
+    #[test]
+    fn a_transport_that_never_measures_a_metric_is_named() {
+        let (msg, hint) = transport_problem("events.lost", "http").unwrap();
+        assert_eq!(msg, "`events.lost` is never measured over http");
+        assert!(hint.contains("inproc, mqtt"), "{hint}");
+        assert!(transport_problem("events.lost", "mqtt").is_none());
+        assert!(transport_problem("mqtt.reconnects", "inproc").is_some());
+        assert!(transport_problem("check.pin.p99", "http").is_none());
+        assert!(transport_problem("no.such", "http").is_none());
     }
 
     #[test]

@@ -182,7 +182,11 @@ pub(super) fn plan(
             .chain(o.extra_pins(door.door))
             .copied()
             .filter(|id| o.live(*id) && o.reserved(*id, door.door) == 0)
-            .filter(|id| o.credential(*id).is_some())
+            // A guest's code belongs to the stay: the host does not change it.
+            .filter(|id| {
+                o.credential(*id).is_some()
+                    && !matches!(o.truth(*id).validity, Validity::Stay { .. })
+            })
             .collect();
         match choose(rng, &c) {
             Some(id) => Some(id),
