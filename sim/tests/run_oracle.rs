@@ -127,9 +127,9 @@ fn a_code_the_truth_table_does_not_know_is_a_false_accept_when_the_engine_grants
     p.oracle.judge(&attempt(None, "pin_wrong"), got, now, now);
     assert_eq!(p.oracle.verdicts.false_accepts, 1);
     let ex = &p.oracle.false_accept_examples[0];
-    assert_eq!(ex.kind, "pin_wrong");
+    assert_eq!(ex.action, "pin_wrong");
     assert_eq!(ex.device, phone.0);
-    assert!(ex.expected.contains("wrong_pin"), "{ex:?}");
+    assert_eq!(ex.expected, "denied:wrong_pin");
     assert_eq!(ex.actual, "granted");
 
     // A wrong PIN the engine really denies is a true denial.
