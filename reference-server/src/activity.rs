@@ -74,7 +74,7 @@ impl ActivityEntry {
                 origin: Some(g.origin),
                 ..ActivityEntry::new(device, at, "access_granted")
             },
-            Decision::Denied { reason } => ActivityEntry {
+            Decision::Denied { reason, .. } => ActivityEntry {
                 how: Some(how),
                 reason: Some(reason.as_str().to_string()),
                 ..ActivityEntry::new(device, at, "access_denied")
@@ -172,6 +172,7 @@ mod tests {
         );
         let d = Decision::Denied {
             reason: DenyReason::UsesExhausted,
+            locked_until: None,
         };
         let e = ActivityEntry::from_check(DeviceId(2), at, CredentialKind::Qr, &d);
         assert_eq!(e.reason.as_deref(), Some("uses_exhausted"));

@@ -25,7 +25,7 @@ use jiff::{SignedDuration, Timestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use reference_server::domain::{
-    CredentialId, DenyReason, DeviceId, DeviceKind, Lockout, LockoutPolicy, Pin, SyncFailure,
+    CredentialId, DenyReason, DeviceId, DeviceKind, Lockout, Pin, SyncFailure,
 };
 use reference_server::protocol::{
     encode, AuthRequest, AuthResponse, Event, EventKind, Status, SyncAckMsg, SyncItemResult,
@@ -49,12 +49,24 @@ pub enum DeviceOutcome {
     /// Granted, but the battery is too low to run the motor.
     LowBattery,
     Denied(DenyReason),
-    /// The device could not reach the engine (and cannot decide alone).
+    /// The device could not reach the engine (and cannot decide alone):
+    /// nothing was sent, so the engine cannot have decided anything.
     Offline,
-    /// The engine did not answer within the reader's timeout.
+    /// The engine did not answer within the reader's timeout (it may
+    /// still have decided).
     TimedOut,
-    /// The engine answered "error", or the transport failed.
+    /// The engine answered "error", or the transport failed after the
+    /// request may have gone out.
     Error(String),
+}
+
+impl DeviceOutcome {
+    /// An outcome with no decision in it where the engine may still have
+    /// decided (a timeout, a transport error, an error answer): what the
+    /// check did to use counts and wrong-PIN counts is unknown.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, DeviceOutcome::TimedOut | DeviceOutcome::Error(_))
+    }
 }
 
 /// The answer to one presentation.
@@ -307,8 +319,14 @@ pub struct Core {
     pub denied: u64,
     pub syncs_applied: u64,
     pub codes: Option<CodeCache>,
-    /// Device-side keypad lockout.
+    /// The keypad's own lockout, for PINs it decides itself (a Bluetooth
+    /// device checking its code cache): its wrong tries, by its policy.
     pub lockout: Lockout,
+    /// The engine's lockout of this keypad as its last answer said
+    /// (`locked_until`, Unix seconds; 0: none). A device that asks the
+    /// engine counts no wrong tries itself: it refuses PINs until the end
+    /// the engine gave, so both agree on when the lockout ends.
+    engine_locked_until_s: i64,
     next_request_id: u64,
 }
 
@@ -358,6 +376,7 @@ impl Core {
             syncs_applied: 0,
             codes: stores_codes.then(CodeCache::default),
             lockout: Lockout::default(),
+            engine_locked_until_s: 0,
             next_request_id: 1,
             params,
         }
@@ -518,39 +537,51 @@ impl Core {
         self.pull_sync();
     }
 
-    /// Device-side lockout: is the keypad locked now?
+    /// Is the keypad locked out now (its own lockout or the engine's)?
     pub fn locked_out(&self) -> bool {
-        self.lockout.is_locked(self.now())
+        self.locked_out_at(self.now())
     }
 
-    /// Records a wrong PIN on the device; emits the lockout if it starts.
-    pub fn wrong_pin(&mut self, policy: &LockoutPolicy) {
-        let now = self.now();
-        if self.lockout.record_wrong(now, policy) {
+    /// The rule of both lockouts: locked while the whole second of `now`
+    /// is before the end, as the engine compares.
+    fn locked_out_at(&self, now: Timestamp) -> bool {
+        self.lockout.is_locked(now) || now.as_second() < self.engine_locked_until_s
+    }
+
+    /// A PIN this device decided itself: a wrong one counts against its own
+    /// lockout (emitting the lockout when it starts), a granted one clears
+    /// the count, as on the engine.
+    fn own_pin_decided(&mut self, now: Timestamp, granted: bool) {
+        if granted {
+            self.lockout.record_success();
+            return;
+        }
+        let policy = self.params.keypad.lockout;
+        if self.lockout.record_wrong(now, &policy) {
             let until = self.lockout.locked_until().unwrap_or(now);
             self.emit(EventKind::KeypadLockedOut { until });
         }
     }
 
-    /// The engine says the keypad is locked out: mirror it for the
-    /// policy's duration (once per lockout).
-    pub fn engine_locked_out(&mut self, policy: &LockoutPolicy) {
-        if self.locked_out() {
+    /// The engine's answer said the keypad is locked out until `until`:
+    /// refuse PINs until then (an answer can only move the end on; the
+    /// lockout event goes out once per lockout).
+    fn engine_locked_out(&mut self, until: Timestamp) {
+        let until_s = until.as_second();
+        if until_s <= self.engine_locked_until_s {
             return;
         }
-        // Drive the device-side counter to its limit: the same state the
-        // engine is in.
-        for _ in 0..policy.max_wrong {
-            if self.lockout.record_wrong(self.now(), policy) {
-                break;
-            }
-        }
-        let until = self.lockout.locked_until().unwrap_or_else(|| self.now());
+        self.engine_locked_until_s = until_s;
         self.emit(EventKind::KeypadLockedOut { until });
     }
 
-    /// Turns a transport result into an outcome for a device that must ask.
+    /// Turns a transport result into an outcome for a device that must
+    /// ask; an answer that says the keypad is locked out starts (or
+    /// extends) the device's copy of the engine's lockout.
     pub fn judge(&mut self, res: &Result<Checked, TransportError>) -> Judged {
+        if let Some(until) = res.as_ref().ok().and_then(|c| c.response.locked_until) {
+            self.engine_locked_out(until);
+        }
         match res {
             Ok(c) => match c.response.decision {
                 Verdict::Granted => {
@@ -785,14 +816,20 @@ impl Core {
         // One clock read for the whole check (the device's time).
         let now = self.now();
         let is_pin = matches!(credential, WireCredential::Pin(_));
-        if is_pin && self.lockout.is_locked(now) {
+        if is_pin && self.locked_out_at(now) {
             self.count(false);
             return Decide::Done(Judged::Denied(DenyReason::LockedOut));
         }
         let cacheable = matches!(credential, WireCredential::Pin(_) | WireCredential::Card(_));
         if local && cacheable {
             let found = self.codes.as_ref().and_then(|c| c.judge(&credential, now));
-            self.count(matches!(found, Some((_, Ok(())))));
+            let granted = matches!(found, Some((_, Ok(()))));
+            self.count(granted);
+            // Only unknown PINs are wrong tries; a known code out of its
+            // time neither counts nor clears (the engine's rule).
+            if is_pin && (granted || found.is_none()) {
+                self.own_pin_decided(now, granted);
+            }
             return Decide::Done(match found {
                 Some((id, Ok(()))) => Judged::Granted(Some(id), None),
                 // A known code out of its time: not a wrong try.
@@ -808,8 +845,10 @@ impl Core {
         Decide::Ask(self.link.clone(), req)
     }
 
-    /// Acts on a denial or failure (events, lockout) and returns the final
-    /// answer; a grant is returned for the caller to actuate.
+    /// Acts on a denial or failure (the event) and returns the final
+    /// answer; a grant is returned for the caller to actuate. Lockouts are
+    /// kept where the PIN was decided: [`Core::decide_start`] for the
+    /// device's own decisions, [`Core::judge`] for the engine's.
     pub fn settle(
         &mut self,
         how: reference_server::protocol::How,
@@ -821,21 +860,10 @@ impl Core {
         ),
         DeviceOutcome,
     > {
-        let policy = self.params.keypad.lockout;
         match judged {
-            Judged::Granted(c, o) => {
-                if how == reference_server::protocol::How::Keypad {
-                    self.lockout.record_success();
-                }
-                Ok((c, o))
-            }
+            Judged::Granted(c, o) => Ok((c, o)),
             Judged::Denied(reason) => {
                 self.emit(EventKind::AccessDenied { how, reason });
-                match reason {
-                    DenyReason::WrongPin => self.wrong_pin(&policy),
-                    DenyReason::LockedOut => self.engine_locked_out(&policy),
-                    _ => {}
-                }
                 Err(DeviceOutcome::Denied(reason))
             }
             Judged::Failed(o) => Err(o),

@@ -65,8 +65,11 @@ pub struct KeypadParams {
     pub digit_interval_s: Span,
     /// A partial entry is cleared after this long without a key (about 5 s).
     pub idle_clear_s: f64,
-    /// The device-side lockout (Bluetooth keypads decide alone; online ones
-    /// mirror the engine's, which should be the site's policy).
+    /// The lockout of a device that decides PINs itself (a Bluetooth lock
+    /// or keypad checking its code cache): the site's policy, as the engine
+    /// keeps it for devices that ask. A device that asks the engine counts
+    /// no wrong tries: it keeps the engine's lockout until the
+    /// `locked_until` the engine's answer gave.
     pub lockout: LockoutPolicy,
 }
 

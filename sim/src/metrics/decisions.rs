@@ -23,6 +23,13 @@ pub enum DecisionClass {
     FalseReject,
     /// No answer at all (error or timeout): neither right nor wrong.
     NoAnswer,
+    /// The expectation changed while the check ran (a schedule edge, a
+    /// lockout ending) and the answer is one it took: not counted as false.
+    Ambiguous,
+    /// The expectation hangs on an earlier check whose outcome is unknown
+    /// (a timeout: did it use the key, count a wrong PIN?) and the answer
+    /// is one the rules allow: not counted as false.
+    Uncertain,
 }
 
 /// One mismatch, described for a human. Built only when it will be kept.
@@ -49,6 +56,12 @@ pub struct DecisionCounts {
     pub false_accepts: u64,
     pub false_rejects: u64,
     pub no_answer: u64,
+    /// See [`DecisionClass::Ambiguous`].
+    #[serde(default)]
+    pub ambiguous: u64,
+    /// See [`DecisionClass::Uncertain`].
+    #[serde(default)]
+    pub uncertain: u64,
 }
 
 impl DecisionCounts {
@@ -59,6 +72,8 @@ impl DecisionCounts {
             + self.false_accepts
             + self.false_rejects
             + self.no_answer
+            + self.ambiguous
+            + self.uncertain
     }
 
     fn add(&mut self, o: &DecisionCounts) {
@@ -67,6 +82,8 @@ impl DecisionCounts {
         self.false_accepts += o.false_accepts;
         self.false_rejects += o.false_rejects;
         self.no_answer += o.no_answer;
+        self.ambiguous += o.ambiguous;
+        self.uncertain += o.uncertain;
     }
 }
 
@@ -89,7 +106,16 @@ impl DecisionTally {
         actual: Outcome,
         example: impl FnOnce() -> DecisionExample,
     ) -> DecisionClass {
-        let class = classify(expected, actual);
+        self.record_class(classify(expected, actual), example)
+    }
+
+    /// Counts one check of a class the oracle decided (it alone knows
+    /// ambiguous and uncertain ones).
+    pub fn record_class(
+        &mut self,
+        class: DecisionClass,
+        example: impl FnOnce() -> DecisionExample,
+    ) -> DecisionClass {
         let c = &mut self.counts;
         let keep = match class {
             DecisionClass::TrueGrant => {
@@ -111,6 +137,14 @@ impl DecisionTally {
             DecisionClass::NoAnswer => {
                 c.no_answer += 1;
                 Some(&mut self.no_answer_examples)
+            }
+            DecisionClass::Ambiguous => {
+                c.ambiguous += 1;
+                None
+            }
+            DecisionClass::Uncertain => {
+                c.uncertain += 1;
+                None
             }
         };
         if let Some(list) = keep {
@@ -191,15 +225,25 @@ mod tests {
             t.record(Verdict::Grant, Outcome::Error, || ex(0)),
             DecisionClass::NoAnswer
         );
+        assert_eq!(
+            t.record_class(DecisionClass::Uncertain, || unreachable!()),
+            DecisionClass::Uncertain
+        );
+        assert_eq!(
+            t.record_class(DecisionClass::Ambiguous, || unreachable!()),
+            DecisionClass::Ambiguous
+        );
+        assert_eq!((t.counts.uncertain, t.counts.ambiguous), (1, 1));
         assert_eq!(t.counts.false_accepts, 50);
         assert_eq!(t.false_accept_examples.len(), MAX_EXAMPLES);
         assert_eq!(t.false_accept_examples[0].device_id, "lock-0");
-        assert_eq!(t.counts.total(), 54);
+        assert_eq!(t.counts.total(), 56);
 
         let mut m = t.clone();
         m.merge(&t);
         assert_eq!(m.counts.false_accepts, 100);
         assert_eq!(m.false_accept_examples.len(), MAX_EXAMPLES);
         assert_eq!(m.false_reject_examples.len(), 2);
+        assert_eq!(m.counts.uncertain, 2);
     }
 }

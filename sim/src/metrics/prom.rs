@@ -2,7 +2,7 @@
 //!
 //! Labels are bounded by construction: operation (7), outcome (3), transport
 //! (3), device kind (4), event kind (at most [`MAX_EVENT_KINDS`]) and the
-//! decision class (5). A device id is never a label: 100k devices would be
+//! decision class (7). A device id is never a label: 100k devices would be
 //! 100k series. Every labelled handle on the hot path is resolved once, in
 //! [`FleetMetrics::new`], and indexed by enum afterwards.
 
@@ -193,6 +193,8 @@ impl FleetMetrics {
             "false_accept",
             "false_reject",
             "no_answer",
+            "ambiguous",
+            "uncertain",
         ]
         .iter()
         .map(|r| decisions_vec.with_label_values(&[r]))
@@ -266,6 +268,8 @@ impl FleetMetrics {
                 3
             }
             DecisionClass::NoAnswer => 4,
+            DecisionClass::Ambiguous => 5,
+            DecisionClass::Uncertain => 6,
         };
         self.decisions[i].inc();
     }
@@ -332,7 +336,10 @@ mod tests {
         let m = FleetMetrics::new();
         m.observe(Operation::QrCheck, Outcome::Denied, Transport::Mqtt, 1500);
         m.count_decision(DecisionClass::FalseAccept);
+        m.count_decision(DecisionClass::Uncertain);
         let text = m.encode_text();
+        assert!(text.contains(r#"fleetsim_decisions_total{result="uncertain"} 1"#));
+        assert!(text.contains(r#"fleetsim_decisions_total{result="ambiguous"} 0"#));
         assert!(text.contains(
             r#"fleetsim_checks_total{operation="qr_check",outcome="denied",transport="mqtt"} 1"#
         ));

@@ -215,6 +215,20 @@ impl Recorder {
         class
     }
 
+    /// Counts one credential check in the class the oracle gave it
+    /// (ambiguous and uncertain ones included).
+    pub fn record_decision_class(
+        &mut self,
+        class: DecisionClass,
+        example: impl FnOnce() -> DecisionExample,
+    ) -> DecisionClass {
+        let class = self.decisions.record_class(class, example);
+        if let Some(p) = &self.prom {
+            p.metrics.count_decision(class);
+        }
+        class
+    }
+
     /// Counts an arrival that started later than the load model intended
     /// (the generator could not keep up; latencies still count from the
     /// intended time, but the run should say so).

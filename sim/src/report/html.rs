@@ -279,6 +279,10 @@ fn decisions(h: &mut String, r: &RunReport) {
             PALETTE[1],
         ),
         ("no answer".to_string(), c.no_answer as f64, PALETTE[7]),
+        // Neither right nor wrong: the expectation changed inside the
+        // check, or hangs on an earlier check whose outcome is unknown.
+        ("ambiguous".to_string(), c.ambiguous as f64, PALETTE[5]),
+        ("uncertain".to_string(), c.uncertain as f64, PALETTE[4]),
     ];
     h.push_str(&bar_chart("chart-decisions", "Decisions", "checks", &bars));
     h.push_str("</section>");

@@ -641,6 +641,8 @@ impl RunReport {
             ("decisions.false_accept", d.false_accepts as f64),
             ("decisions.false_reject", d.false_rejects as f64),
             ("decisions.no_answer", d.no_answer as f64),
+            ("decisions.ambiguous", d.ambiguous as f64),
+            ("decisions.uncertain", d.uncertain as f64),
             ("decisions.total", d.total() as f64),
             ("errors.count", errors as f64),
             (
@@ -717,8 +719,8 @@ impl RunReport {
         let d = &self.decisions.counts;
         let _ = writeln!(
             s,
-            "  decisions: {} true grants, {} true denials, {} false accepts, {} false rejects, {} unanswered",
-            d.true_grants, d.true_denials, d.false_accepts, d.false_rejects, d.no_answer
+            "  decisions: {} true grants, {} true denials, {} false accepts, {} false rejects, {} unanswered, {} ambiguous, {} uncertain",
+            d.true_grants, d.true_denials, d.false_accepts, d.false_rejects, d.no_answer, d.ambiguous, d.uncertain
         );
         for t in &self.thresholds {
             let _ = writeln!(

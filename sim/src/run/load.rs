@@ -23,16 +23,16 @@ use reference_server::protocol::WireCredential;
 use reference_server::{Engine, EngineConfig};
 use tokio::time::Instant;
 
-use super::oracle::{Attempt, Expected, Oracle, StayEvent, TruthKind};
+use super::oracle::{Answer, Attempt, Class, Expected, LockReport, Oracle, StayEvent, TruthKind};
 use super::provision::{self, Book, DoorInfo, StayPlan};
 use super::remote::{Deliveries, Forwarder, Remote};
 use super::target::Target;
 use super::{RunError, RunOptions};
 use crate::clock::{stream_rng, SimClock};
 use crate::devices::fleet::{Fleet, FleetSpec, Placement};
-use crate::devices::{DeviceOutcome, DeviceParams, Present};
+use crate::devices::{DeviceError, DeviceOutcome, DeviceParams, Present};
 use crate::metrics::{
-    DecisionExample, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot,
+    DecisionClass, DecisionExample, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot,
     Timings, Verdict, DEFAULT_INTERVAL_US,
 };
 use crate::scenario::{Action, Load, Scenario, Transport as Kind};
@@ -162,6 +162,8 @@ fn device_params(s: &Scenario) -> DeviceParams {
     use crate::devices::Span;
     let mut p = DeviceParams::quiet();
     p.lock.motor_block_probability = s.faults.motor_blocked;
+    // Devices that decide PINs themselves lock out by the sites' rule.
+    p.keypad.lockout = s.fleet.lockout;
     if let Some(g) = s.fleet.devices.first() {
         let b = &g.behaviour;
         let relock_s = b.relock_after.as_secs_f64();
@@ -1434,49 +1436,68 @@ async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
         None => Outcome::Error,
     };
     sh.recorder.record(op, outcome, intended, completed);
+    if job.reserved {
+        if let Some(id) = job.attempt.truth {
+            sh.oracle.unreserve(id, job.attempt.door);
+        }
+    }
+    let a_dev = job.attempt.device;
+    let kind = job.attempt.action;
     match actual {
         Some(a) => {
-            let before = sh.oracle.verdicts.clone();
-            if job.reserved {
-                if let Some(id) = job.attempt.truth {
-                    sh.oracle.unreserve(id, job.attempt.door);
-                }
-            }
-            sh.oracle.judge(&job.attempt, a, sent, done);
-            let after = sh.oracle.verdicts.clone();
-            // The metrics module's tally follows the oracle's classes.
-            let expected = if after.false_accepts > before.false_accepts {
-                Verdict::Deny
-            } else if after.false_rejects > before.false_rejects || a.granted() {
-                Verdict::Grant
-            } else {
-                Verdict::Deny
+            // The engine's answer says whether the keypad is locked out
+            // after it; a device's own decision does not.
+            let lock = match got.as_ref().ok().and_then(|p| p.response.as_ref()) {
+                Some(r) => r.locked_until.map_or(LockReport::NotLocked, LockReport::Until),
+                None => LockReport::Unreported,
             };
-            let a_dev = job.attempt.device;
-            let kind = job.attempt.action;
-            sh.recorder
-                .record_decision(expected, outcome, || DecisionExample {
-                    device_id: a_dev.0.to_string(),
-                    credential_kind: kind.to_string(),
-                    expected: expected.as_str().to_string(),
-                    actual: outcome.as_str().to_string(),
-                    reason: format!("{a:?}"),
-                });
+            let answer = Answer { decision: a, lock };
+            let class = sh.oracle.judge(&job.attempt, answer, sent, done);
+            let expected = match class {
+                Class::FalseAccept => Verdict::Deny,
+                Class::FalseReject => Verdict::Grant,
+                _ if a.granted() => Verdict::Grant,
+                _ => Verdict::Deny,
+            };
+            let class = match class {
+                Class::TrueGrant => DecisionClass::TrueGrant,
+                Class::TrueDenial | Class::ReasonMismatch => DecisionClass::TrueDenial,
+                Class::FalseAccept => DecisionClass::FalseAccept,
+                Class::FalseReject => DecisionClass::FalseReject,
+                Class::Ambiguous => DecisionClass::Ambiguous,
+                Class::Uncertain => DecisionClass::Uncertain,
+            };
+            sh.recorder.record_decision_class(class, || DecisionExample {
+                device_id: a_dev.0.to_string(),
+                credential_kind: kind.to_string(),
+                expected: expected.as_str().to_string(),
+                actual: outcome.as_str().to_string(),
+                reason: format!("{a:?}"),
+            });
         }
         None => {
             sh.errors += 1;
-            if job.reserved {
-                if let Some(id) = job.attempt.truth {
-                    sh.oracle.unreserve(id, job.attempt.door);
-                }
+            // The engine may have decided it all the same (a timeout, an
+            // error after the request went out): what it did to use and
+            // wrong-PIN counts stays uncertain in the oracle. Offline:
+            // nothing was sent.
+            let unknown = match &got {
+                Ok(p) => p.outcome.outcome_unknown(),
+                Err(e) => !matches!(
+                    e,
+                    DeviceError::MailboxFull
+                        | DeviceError::NotAccepted { .. }
+                        | DeviceError::UnknownDevice(_)
+                ),
+            };
+            if unknown {
+                sh.oracle.judge_unknown(&job.attempt, sent, done);
             }
             let expected = if job.attempt.truth.is_some() && job.attempt.action.ends_with("valid") {
                 Verdict::Grant
             } else {
                 Verdict::Deny
             };
-            let a_dev = job.attempt.device;
-            let kind = job.attempt.action;
             let why = match &got {
                 Ok(p) => format!("{:?}", p.outcome),
                 Err(e) => e.to_string(),

@@ -2,8 +2,8 @@
 //! metrics map in the units of [`crate::scenario::threshold`], the verdict,
 //! the summary table, and `fleetsim merge` of shard reports.
 //!
-//! The oracle's finer results (reason mismatches, ambiguous attempts,
-//! lockouts, the truth table census, attempts per action) go to
+//! The oracle's finer results (reason mismatches, ambiguous and uncertain
+//! attempts, lockouts, the truth table census, attempts per action) go to
 //! `oracle.json` next to `report.json`; merge sums them too.
 
 use std::collections::BTreeMap;
@@ -197,8 +197,8 @@ pub fn summary(r: &RunReport, o: &OracleFile) -> String {
     let v = &o.oracle.verdicts;
     let _ = writeln!(
         s,
-        "oracle: {} true grants, {} true denials, {} false accepts, {} false rejects, {} reason mismatches, {} ambiguous (time edge), {} lockouts",
-        v.true_grants, v.true_denials, v.false_accepts, v.false_rejects, v.reason_mismatches, v.ambiguous, o.oracle.lockouts
+        "oracle: {} true grants, {} true denials, {} false accepts, {} false rejects, {} reason mismatches, {} ambiguous (time edge), {} uncertain (after a check with unknown outcome), {} lockouts",
+        v.true_grants, v.true_denials, v.false_accepts, v.false_rejects, v.reason_mismatches, v.ambiguous, v.uncertain, o.oracle.lockouts
     );
     let _ = writeln!(
         s,
