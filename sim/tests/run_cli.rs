@@ -633,7 +633,7 @@ code_revoke = 0.06
 [thresholds]
 "decisions.false_accept" = "== 0"
 "decisions.false_reject" = "== 0"
-"errors.rate" = "== 0"
+"decisions.reason_mismatch" = "== 0"
 "code_sync.failed" = "== 0"
 "#,
         check_out = utc_time_in(6),
@@ -710,13 +710,21 @@ fn an_external_server_holding_other_entities_gets_its_own_ids_translated() {
     );
     let r = report(&dir);
     assert_no_false_decisions(&r);
+    // A busy machine may time a check out (the server's debug build, two
+    // cores): an error, counted as unanswered; what it may have done to
+    // a one-time key or a keypad stays uncertain in the oracle and never
+    // becomes a false verdict.
+    let mut errors = 0;
+    for op in ["pin_check", "qr_check", "card_check", "ble_check"] {
+        errors += r["operations"][op]["errors"].as_u64().unwrap_or(0);
+    }
     for op in ["pin_check", "qr_check", "card_check"] {
         assert!(
             r["operations"][op]["granted"].as_u64().unwrap() > 0,
             "{op}: {r}"
         );
-        assert_eq!(r["operations"][op]["errors"], 0, "{op}: {r}");
     }
+    assert_eq!(r["decisions"]["counts"]["no_answer"], errors, "{r}");
     let o = oracle_file(&dir);
     // Code actions went through the admin API and the readers confirmed.
     for a in ["code_create", "code_change", "code_revoke"] {

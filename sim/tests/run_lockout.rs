@@ -18,6 +18,21 @@ use serde_json::Value;
 /// The issue's scenario: 4 sites x `locks` Wi-Fi locks with keypads,
 /// `wrong` of the arrivals wrong PINs, the rest valid ones.
 fn scenario(transport: &str, clock: &str, locks: u32, rate: u32, secs: u32, locked_for: &str, wrong: f64) -> String {
+    let kit = "model = \"wifi\"\nwith = [\"keypad\"]";
+    scenario_with(transport, clock, kit, locks, rate, secs, locked_for, wrong)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scenario_with(
+    transport: &str,
+    clock: &str,
+    kit: &str,
+    locks: u32,
+    rate: u32,
+    secs: u32,
+    locked_for: &str,
+    wrong: f64,
+) -> String {
     let valid = 1.0 - wrong;
     format!(
         r#"
@@ -38,9 +53,8 @@ locked_for = "{locked_for}"
 
 [[fleet.devices]]
 kind = "lock"
-model = "wifi"
 per_site = {locks}
-with = ["keypad"]
+{kit}
 
 [credentials]
 pins_per_door = 4
@@ -135,5 +149,15 @@ fn a_short_lockout_gives_no_false_reject_over_mqtt() {
     let text = scenario("mqtt", "real", 2, 40, 12, "5s", 0.4);
     let (r, o) = run_text(&text, tmp.path());
     assert_eq!(r["transport"], "mqtt");
+    assert_one_lockout_truth(&r, &o);
+}
+
+/// Keypads of Bluetooth locks decide PINs from their code cache and keep
+/// their own lockout: by the site's policy, as the oracle models it.
+#[test]
+fn keypads_deciding_alone_lock_out_by_the_sites_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = scenario_with("inproc", "virtual", "model = \"ble\"\nwith = [\"keypad\"]", 5, 40, 40, "5s", 0.4);
+    let (r, o) = run_text(&text, tmp.path());
     assert_one_lockout_truth(&r, &o);
 }

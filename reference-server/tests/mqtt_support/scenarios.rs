@@ -137,7 +137,21 @@ pub async fn valid_pin_granted_wrong_pin_denied_with_reason(kind: Broker) {
     let bad = dev.present_pin("000000").await;
     assert_eq!(bad.decision, Verdict::Denied);
     assert_eq!(bad.reason, Some(DenyReason::WrongPin));
+    assert_eq!(bad.locked_until, None);
     assert_eq!(h.mqtt.gateway.metrics().answered(Verdict::Granted), 1);
+    // The fifth wrong PIN locks the keypad (the default policy) and says
+    // until when; so does the lockout's denial of the right code.
+    for _ in 0..3 {
+        assert_eq!(dev.present_pin("000000").await.locked_until, None);
+    }
+    let locking = dev.present_pin("000000").await;
+    assert_eq!(locking.reason, Some(DenyReason::WrongPin));
+    let end = locking.locked_until.expect("the locking try says until when");
+    let refused = dev.present_pin("482916").await;
+    assert_eq!(
+        (refused.reason, refused.locked_until),
+        (Some(DenyReason::LockedOut), Some(end))
+    );
     h.stop().await;
 }
 
