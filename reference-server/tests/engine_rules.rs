@@ -344,7 +344,10 @@ fn a_lockout_answer_says_when_the_lockout_ends() {
     let at = |ms: i64| t0() + SignedDuration::from_millis(ms);
     for ms in [0, 900] {
         let d = w.check(w.keypad, Presented::Pin(wrong), at(ms));
-        assert_eq!((d.reason(), d.locked_until()), (Some(DenyReason::WrongPin), None));
+        assert_eq!(
+            (d.reason(), d.locked_until()),
+            (Some(DenyReason::WrongPin), None)
+        );
     }
     // The third try, 1.7 s in, locks it: until second 1 + 30.
     let end = t0() + SignedDuration::from_secs(31);
@@ -372,7 +375,10 @@ fn a_lockout_answer_says_when_the_lockout_ends() {
         },
     );
     let json = String::from_utf8(reference_server::protocol::encode(&resp)).unwrap();
-    assert!(json.contains(r#""locked_until":"2026-11-24T10:00:31Z""#), "{json}");
+    assert!(
+        json.contains(r#""locked_until":"2026-11-24T10:00:31Z""#),
+        "{json}"
+    );
     let granted = reference_server::protocol::AuthResponse::from_decision(7, &d);
     let json = String::from_utf8(reference_server::protocol::encode(&granted)).unwrap();
     assert!(!json.contains("locked_until"), "{json}");

@@ -24,7 +24,13 @@ async fn a_lockout_answer_over_http_says_when_it_ends() {
     let server = start(dir.path(), clock.clone()).await;
     let api = Api::new(server.url());
     let w = world(&api).await;
-    let wrong = || api.validate(w.phone_a, &w.phone_a_secret, json!({"type": "pin", "value": "0000"}));
+    let wrong = || {
+        api.validate(
+            w.phone_a,
+            &w.phone_a_secret,
+            json!({"type": "pin", "value": "0000"}),
+        )
+    };
     for _ in 0..4 {
         let r = wrong().await;
         assert_eq!(r["reason"], "wrong_pin", "{r}");

@@ -143,16 +143,24 @@ fn an_online_keypad_ends_its_lockout_when_the_engine_does() {
         }
         let got = s.fleet.present(keypad, pin("1357")).await.unwrap();
         assert_eq!(got.outcome, DeviceOutcome::Denied(DenyReason::WrongPin));
-        let end = got.response.unwrap().locked_until.expect("the locking try says until when");
+        let end = got
+            .response
+            .unwrap()
+            .locked_until
+            .expect("the locking try says until when");
         assert_eq!(
             Some(end),
             s.engine.read().locked_until(keypad, s.clock.now())
         );
         assert_eq!(end.as_second(), s.clock.now().as_second() + 30);
         let k = s.fleet.snapshot(keypad).await.unwrap();
-        assert_eq!((k.state, k.emitted.get("keypad_locked_out")), ("locked_out", 1));
+        assert_eq!(
+            (k.state, k.emitted.get("keypad_locked_out")),
+            ("locked_out", 1)
+        );
         // Refused on the keypad until the engine's end, to the second.
-        let before_end = (end.as_second() as f64 - 0.5) - s.clock.now().as_millisecond() as f64 / 1e3;
+        let before_end =
+            (end.as_second() as f64 - 0.5) - s.clock.now().as_millisecond() as f64 / 1e3;
         wait_s(before_end).await;
         // Presented at once (no typing time), to hit the second.
         let at_once = |c| Present {
@@ -160,13 +168,29 @@ fn an_online_keypad_ends_its_lockout_when_the_engine_does() {
             floor: None,
             human_timing: false,
         };
-        let got = s.fleet.present_with(keypad, at_once(pin("4829"))).await.unwrap();
+        let got = s
+            .fleet
+            .present_with(keypad, at_once(pin("4829")))
+            .await
+            .unwrap();
         assert_eq!(got.outcome, DeviceOutcome::Denied(DenyReason::LockedOut));
         assert!(got.decided_locally);
         wait_s(0.6).await;
-        let got = s.fleet.present_with(keypad, at_once(pin("4829"))).await.unwrap();
+        let got = s
+            .fleet
+            .present_with(keypad, at_once(pin("4829")))
+            .await
+            .unwrap();
         assert_eq!(got.outcome, DeviceOutcome::Unlocked);
-        assert_eq!(s.fleet.snapshot(keypad).await.unwrap().emitted.get("keypad_locked_out"), 1);
+        assert_eq!(
+            s.fleet
+                .snapshot(keypad)
+                .await
+                .unwrap()
+                .emitted
+                .get("keypad_locked_out"),
+            1
+        );
     });
 }
 
@@ -193,7 +217,15 @@ fn a_ble_lock_deciding_alone_locks_out_by_its_policy() {
             assert_eq!(got.outcome, DeviceOutcome::Denied(DenyReason::WrongPin));
             assert!(got.decided_locally);
         }
-        assert_eq!(s.fleet.snapshot(lock).await.unwrap().emitted.get("keypad_locked_out"), 1);
+        assert_eq!(
+            s.fleet
+                .snapshot(lock)
+                .await
+                .unwrap()
+                .emitted
+                .get("keypad_locked_out"),
+            1
+        );
         let got = s.fleet.present(lock, pin("4829")).await.unwrap();
         assert_eq!(got.outcome, DeviceOutcome::Denied(DenyReason::LockedOut));
         // The engine never heard of it: its lockout is the lock's own.

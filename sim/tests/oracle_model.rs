@@ -114,7 +114,9 @@ enum Fate {
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
-    Wait { s: u32 },
+    Wait {
+        s: u32,
+    },
     Check {
         door: u8,
         device: u8,
@@ -124,9 +126,17 @@ enum Op {
         decide_at: u16,
         fate: Fate,
     },
-    Change { door: u8, pick: u8 },
-    Revoke { door: u8, pick: u8 },
-    Create { door: u8 },
+    Change {
+        door: u8,
+        pick: u8,
+    },
+    Revoke {
+        door: u8,
+        pick: u8,
+    },
+    Create {
+        door: u8,
+    },
 }
 
 fn what() -> impl Strategy<Value = What> {
@@ -190,7 +200,9 @@ fn ack_all(e: &mut Engine, now: Timestamp) {
     let devices: Vec<DeviceId> = e.devices().map(|d| d.id).collect();
     for _ in 0..3 {
         for &device in &devices {
-            let Some(batch) = e.pending_sync(device) else { continue };
+            let Some(batch) = e.pending_sync(device) else {
+                continue;
+            };
             let results: Vec<SyncResult> = batch
                 .set
                 .iter()
@@ -212,7 +224,12 @@ fn ack_all(e: &mut Engine, now: Timestamp) {
 /// A 4-digit PIN the door does not know and the engine's shape rules take.
 fn fresh_pin(o: &Oracle, door: &DoorInfo, seed: u16) -> Option<String> {
     (0..50u16)
-        .map(|k| format!("{:04}", (u32::from(seed) * 7_919 + u32::from(k) * 104_729) % 10_000))
+        .map(|k| {
+            format!(
+                "{:04}",
+                (u32::from(seed) * 7_919 + u32::from(k) * 104_729) % 10_000
+            )
+        })
         .find(|t| {
             let p = reference_server::domain::Pin::parse(t).unwrap();
             p.check_shape().is_ok() && !o.pin_known(door.door, t)
@@ -289,7 +306,9 @@ impl World {
             Op::Create { door } => (door, 0),
             _ => return,
         };
-        let Some(door) = nth(&self.doors, door_i).cloned() else { return };
+        let Some(door) = nth(&self.doors, door_i).cloned() else {
+            return;
+        };
         let live: Vec<TruthId> = door
             .pins
             .iter()
@@ -384,7 +403,11 @@ impl World {
                     .copied()
                     .filter(|id| self.o.live(*id))
                     .collect();
-                (TruthKind::Pin, pin_takers, self.o.truth(*nth(&valid, i)?).text.clone())
+                (
+                    TruthKind::Pin,
+                    pin_takers,
+                    self.o.truth(*nth(&valid, i)?).text.clone(),
+                )
             }
             What::PinWrong(n) => {
                 let t = format!("{:04}", n % 10_000);
@@ -406,9 +429,16 @@ impl World {
                 (TruthKind::Pin, pin_takers, self.o.truth(id).text.clone())
             }
             What::Card(i) | What::CardOtherDoor(i) => {
-                let from = if matches!(what, What::Card(_)) { door } else { other };
+                let from = if matches!(what, What::Card(_)) {
+                    door
+                } else {
+                    other
+                };
                 let id = *nth(&from.cards, i)?;
-                let takers = [p.keypad, p.door_phone, p.lock].into_iter().flatten().collect();
+                let takers = [p.keypad, p.door_phone, p.lock]
+                    .into_iter()
+                    .flatten()
+                    .collect();
                 (TruthKind::Card, takers, self.o.truth(id).text.clone())
             }
             What::Qr(i) => {
@@ -419,11 +449,19 @@ impl World {
                     .copied()
                     .collect();
                 let id = *nth(&keys, i)?;
-                (TruthKind::Qr, p.door_phone.into_iter().collect(), self.o.truth(id).text.clone())
+                (
+                    TruthKind::Qr,
+                    p.door_phone.into_iter().collect(),
+                    self.o.truth(id).text.clone(),
+                )
             }
             What::Ble(i) => {
                 let id = *nth(&door.ble, i)?;
-                (TruthKind::Ble, p.lock.into_iter().collect(), self.o.truth(id).text.clone())
+                (
+                    TruthKind::Ble,
+                    p.lock.into_iter().collect(),
+                    self.o.truth(id).text.clone(),
+                )
             }
         };
         let device = *nth(&takers, device_i)?;
@@ -476,7 +514,8 @@ fn run(each: u32, ops: &[Op]) -> Result<(u64, Vec<Class>), TestCaseError> {
                 let sent = w.now;
                 let span = SignedDuration::from_millis(i64::from(span_ms));
                 let done = sent + span;
-                let at = sent + SignedDuration::from_millis(i64::from(span_ms) * i64::from(decide_at) / 1000);
+                let at = sent
+                    + SignedDuration::from_millis(i64::from(span_ms) * i64::from(decide_at) / 1000);
                 let pin = a.kind == TruthKind::Pin;
                 if pin && sent.as_second() != done.as_second() {
                     w.spanned_keypads.insert(a.device);
@@ -590,12 +629,19 @@ fn a_scripted_history_locks_out_and_every_verdict_is_certain() {
     ops.push(check(2, What::Qr(0)));
     let (lockouts, classes) = run(1, &ops).unwrap();
     assert_eq!(lockouts, 1);
-    assert!(classes
-        .iter()
-        .all(|c| matches!(c, Class::TrueGrant | Class::TrueDenial)), "{classes:?}");
+    assert!(
+        classes
+            .iter()
+            .all(|c| matches!(c, Class::TrueGrant | Class::TrueDenial)),
+        "{classes:?}"
+    );
     // Locked out twice (at 6 s and 15 s in), open at 24 s; the QR key is
     // granted once, then replayed.
-    assert_eq!(classes.iter().filter(|c| **c == Class::TrueGrant).count(), 2, "{classes:?}");
+    assert_eq!(
+        classes.iter().filter(|c| **c == Class::TrueGrant).count(),
+        2,
+        "{classes:?}"
+    );
 }
 
 /// A check that timed out on a one-time key: the next answer on it is
@@ -612,6 +658,10 @@ fn a_timed_out_one_time_key_is_uncertain_then_settled() {
     };
     for first in [Fate::Lost, Fate::NotSent] {
         let (_, classes) = run(1, &[qr(first), qr(Fate::Answered), qr(Fate::Answered)]).unwrap();
-        assert_eq!(classes, vec![Class::Uncertain, Class::TrueDenial], "{first:?}");
+        assert_eq!(
+            classes,
+            vec![Class::Uncertain, Class::TrueDenial],
+            "{first:?}"
+        );
     }
 }

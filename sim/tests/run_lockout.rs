@@ -17,7 +17,15 @@ use serde_json::Value;
 
 /// The scenario: 4 sites x `locks` Wi-Fi locks with keypads,
 /// `wrong` of the arrivals wrong PINs, the rest valid ones.
-fn scenario(transport: &str, clock: &str, locks: u32, rate: u32, secs: u32, locked_for: &str, wrong: f64) -> String {
+fn scenario(
+    transport: &str,
+    clock: &str,
+    locks: u32,
+    rate: u32,
+    secs: u32,
+    locked_for: &str,
+    wrong: f64,
+) -> String {
     let kit = "model = \"wifi\"\nwith = [\"keypad\"]";
     scenario_with(transport, clock, kit, locks, rate, secs, locked_for, wrong)
 }
@@ -98,11 +106,22 @@ fn run_text(text: &str, dir: &Path) -> (Value, Value) {
 /// No false verdict, no reason mismatch, and lockouts really happened.
 fn assert_one_lockout_truth(r: &Value, o: &Value) {
     let v = &o["oracle"]["verdicts"];
-    assert!(o["oracle"]["lockouts"].as_u64().unwrap() > 0, "no lockout: {o}");
+    assert!(
+        o["oracle"]["lockouts"].as_u64().unwrap() > 0,
+        "no lockout: {o}"
+    );
     assert!(v["true_denials"].as_u64().unwrap() > 0, "{v}");
     assert!(v["true_grants"].as_u64().unwrap() > 0, "{v}");
-    assert_eq!(v["false_rejects"], 0, "{}", o["oracle"]["false_reject_examples"]);
-    assert_eq!(v["false_accepts"], 0, "{}", o["oracle"]["false_accept_examples"]);
+    assert_eq!(
+        v["false_rejects"], 0,
+        "{}",
+        o["oracle"]["false_reject_examples"]
+    );
+    assert_eq!(
+        v["false_accepts"], 0,
+        "{}",
+        o["oracle"]["false_accept_examples"]
+    );
     assert_eq!(
         v["reason_mismatches"], 0,
         "{}",
@@ -157,7 +176,16 @@ fn a_short_lockout_gives_no_false_reject_over_mqtt() {
 #[test]
 fn keypads_deciding_alone_lock_out_by_the_sites_rule() {
     let tmp = tempfile::tempdir().unwrap();
-    let text = scenario_with("inproc", "virtual", "model = \"ble\"\nwith = [\"keypad\"]", 5, 40, 40, "5s", 0.4);
+    let text = scenario_with(
+        "inproc",
+        "virtual",
+        "model = \"ble\"\nwith = [\"keypad\"]",
+        5,
+        40,
+        40,
+        "5s",
+        0.4,
+    );
     let (r, o) = run_text(&text, tmp.path());
     assert_one_lockout_truth(&r, &o);
 }

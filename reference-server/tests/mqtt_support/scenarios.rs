@@ -146,7 +146,9 @@ pub async fn valid_pin_granted_wrong_pin_denied_with_reason(kind: Broker) {
     }
     let locking = dev.present_pin("000000").await;
     assert_eq!(locking.reason, Some(DenyReason::WrongPin));
-    let end = locking.locked_until.expect("the locking try says until when");
+    let end = locking
+        .locked_until
+        .expect("the locking try says until when");
     let refused = dev.present_pin("482916").await;
     assert_eq!(
         (refused.reason, refused.locked_until),

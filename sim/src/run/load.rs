@@ -32,8 +32,8 @@ use crate::clock::{stream_rng, SimClock};
 use crate::devices::fleet::{Fleet, FleetSpec, Placement};
 use crate::devices::{DeviceError, DeviceOutcome, DeviceParams, Present};
 use crate::metrics::{
-    DecisionClass, DecisionExample, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot,
-    Timings, Verdict, DEFAULT_INTERVAL_US,
+    DecisionClass, DecisionExample, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder,
+    Snapshot, Timings, Verdict, DEFAULT_INTERVAL_US,
 };
 use crate::scenario::{Action, Load, Scenario, Transport as Kind};
 use crate::transport::relay::Relay;
@@ -1448,7 +1448,9 @@ async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
             // The engine's answer says whether the keypad is locked out
             // after it; a device's own decision does not.
             let lock = match got.as_ref().ok().and_then(|p| p.response.as_ref()) {
-                Some(r) => r.locked_until.map_or(LockReport::NotLocked, LockReport::Until),
+                Some(r) => r
+                    .locked_until
+                    .map_or(LockReport::NotLocked, LockReport::Until),
                 None => LockReport::Unreported,
             };
             let answer = Answer { decision: a, lock };
@@ -1467,13 +1469,14 @@ async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
                 Class::Ambiguous => DecisionClass::Ambiguous,
                 Class::Uncertain => DecisionClass::Uncertain,
             };
-            sh.recorder.record_decision_class(class, || DecisionExample {
-                device_id: a_dev.0.to_string(),
-                credential_kind: kind.to_string(),
-                expected: expected.as_str().to_string(),
-                actual: outcome.as_str().to_string(),
-                reason: format!("{a:?}"),
-            });
+            sh.recorder
+                .record_decision_class(class, || DecisionExample {
+                    device_id: a_dev.0.to_string(),
+                    credential_kind: kind.to_string(),
+                    expected: expected.as_str().to_string(),
+                    actual: outcome.as_str().to_string(),
+                    reason: format!("{a:?}"),
+                });
         }
         None => {
             sh.errors += 1;

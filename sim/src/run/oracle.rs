@@ -1430,7 +1430,9 @@ mod tests {
             Class::TrueDenial
         );
         assert_eq!(o.lockouts, 1);
-        let half = t(130).checked_add(jiff::SignedDuration::from_millis(500)).unwrap();
+        let half = t(130)
+            .checked_add(jiff::SignedDuration::from_millis(500))
+            .unwrap();
         assert_eq!(
             o.judge(&pin_attempt(Some(id)), LOCKED, half, half),
             Class::TrueDenial
@@ -1477,7 +1479,12 @@ mod tests {
             Class::TrueDenial
         );
         assert_eq!(
-            o.judge(&pin_attempt(Some(id)), bare(Expected::Granted), t(131), t(131)),
+            o.judge(
+                &pin_attempt(Some(id)),
+                bare(Expected::Granted),
+                t(131),
+                t(131)
+            ),
             Class::Ambiguous
         );
         assert_eq!(o.verdicts.false_rejects + o.verdicts.false_accepts, 0);
