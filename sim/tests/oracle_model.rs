@@ -295,7 +295,7 @@ impl World {
     }
 
     fn wait(&mut self, s: u32) {
-        self.now = self.now + SignedDuration::from_secs(i64::from(s));
+        self.now += SignedDuration::from_secs(i64::from(s));
     }
 
     /// A code action, applied and confirmed by every device at once, then

@@ -1153,7 +1153,8 @@ impl Oracle {
             Keeper::Known(states) if states.iter().all(|s| s.until_s != 0) => {
                 let end = states[0].until_s;
                 let same_end = states.iter().all(|s| s.until_s == end);
-                if !model.in_lockout && !(same_end && end == model.counted_until_s) {
+                let seen = same_end && end == model.counted_until_s;
+                if !model.in_lockout && !seen {
                     self.lockouts += 1;
                 }
                 model.in_lockout = true;
