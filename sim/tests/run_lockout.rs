@@ -76,6 +76,15 @@ arrivals = "{rate}/s"
 [actions]
 pin_valid = {valid}
 pin_wrong = {wrong}
+
+# The oracle's verdicts as thresholds: accepted by the checker, produced by
+# every run (the test asserts each was measured).
+[thresholds]
+"decisions.false_reject" = "== 0"
+"decisions.reason_mismatch" = "== 0"
+"decisions.ambiguous" = ">= 0"
+"decisions.uncertain" = ">= 0"
+"lockouts.count" = "> 0"
 "#
     )
 }
@@ -100,6 +109,11 @@ fn run_text(text: &str, dir: &Path) -> (Value, Value) {
     };
     let (r, o) = (read("report.json"), read("oracle.json"));
     eprintln!("{}", outcome.summary);
+    assert_eq!(outcome.thresholds.len(), 5);
+    for t in &outcome.thresholds {
+        assert!(t.measured.is_some(), "{} not measured", t.threshold.metric);
+    }
+    assert!(outcome.passed, "{}", outcome.summary);
     (r, o)
 }
 
