@@ -840,24 +840,29 @@ impl Oracle {
         } else {
             &[Count::Fewest, Count::Most]
         };
-        let keeper = keeps_lockout(a).then(|| {
-            self.keypads
-                .get(&a.device)
-                .map_or_else(Keeper::default, |k| k.keeper.clone())
+        // A keypad not seen yet is in the rule's first state.
+        let fresh = [LockState::default()];
+        let keeper = keeps_lockout(a).then(|| match self.keypads.get(&a.device) {
+            None => Some(&fresh[..]),
+            Some(KeypadModel {
+                keeper: Keeper::Known(states),
+                ..
+            }) => Some(states.as_slice()),
+            Some(_) => None,
         });
         let policy = self.policy(a.door);
         let mut out = Vec::new();
         for (i, now) in at.iter().enumerate() {
             for &count in counts {
                 let unlocked = self.expect_unlocked(a, *now, count);
-                match &keeper {
+                match keeper {
                     None => out.push(Candidate {
                         answer: unlocked,
                         instant: i,
                         count,
                         state: None,
                     }),
-                    Some(Keeper::Known(states)) => {
+                    Some(Some(states)) => {
                         for (k, st) in states.iter().enumerate() {
                             let (answer, next) = st.step(now.as_second(), unlocked, &policy);
                             out.push(Candidate {
@@ -868,7 +873,8 @@ impl Oracle {
                             });
                         }
                     }
-                    Some(Keeper::Unknown { .. }) => {
+                    // Unknown: locked out or not.
+                    Some(None) => {
                         for answer in [unlocked, Expected::Denied(DenyReason::LockedOut)] {
                             out.push(Candidate {
                                 answer,
