@@ -165,6 +165,7 @@ impl HttpTransport {
             sync: Arc::new(SyncState::default()),
             sync_errors: self.sync_errors.clone(),
             timings: self.timings.clone(),
+            timeout_ms: self.config.request_timeout_ms,
         }
     }
 }
@@ -182,6 +183,8 @@ pub struct HttpLink {
     sync: Arc<SyncState>,
     sync_errors: Arc<AtomicU64>,
     timings: Option<Arc<Timings>>,
+    /// The client's timeout, named in a timeout error.
+    timeout_ms: u64,
 }
 
 fn request_error(e: reqwest::Error) -> TransportError {
@@ -224,7 +227,7 @@ impl HttpLink {
             .await
             .map_err(|e| {
                 if e.is_timeout() {
-                    TransportError::Timeout(0)
+                    TransportError::Timeout(self.timeout_ms)
                 } else {
                     TransportError::Http(e.to_string())
                 }
