@@ -11,7 +11,9 @@
 //! false; it may say `ambiguous` only where an attempt spans time (this
 //! one, or an earlier try on the same keypad whose second is unknown) and
 //! `uncertain` only where a check with an unknown outcome touched the
-//! credential or the keypad. More cases: `PROPTEST_CASES=2000`.
+//! credential or the keypad. In a quarter of the cases the engine's clock
+//! is off the run's by up to 300 ms (a served engine reads the system
+//! clock), and the oracle is told so. More cases: `PROPTEST_CASES=2000`.
 
 use std::collections::HashSet;
 
@@ -249,6 +251,8 @@ struct World {
     /// Keypads where a PIN was tried across a second's edge.
     spanned_keypads: HashSet<DeviceId>,
     next_id: u64,
+    /// The engine's clock minus the run's (a served engine's system clock).
+    offset: SignedDuration,
 }
 
 impl World {
@@ -271,6 +275,7 @@ impl World {
             unknown_keypads: HashSet::new(),
             spanned_keypads: HashSet::new(),
             next_id: 1,
+            offset: SignedDuration::ZERO,
         }
     }
 
@@ -280,7 +285,7 @@ impl World {
             presented: c.to_presented().unwrap(),
             floor: None,
         };
-        let d = self.e.validate(&check, at);
+        let d = self.e.validate(&check, at + self.offset);
         self.next_id += 1;
         AuthResponse::from_decision(self.next_id, &d)
     }
@@ -492,8 +497,14 @@ impl World {
     }
 }
 
-fn run(each: u32, ops: &[Op]) -> Result<(u64, Vec<Class>), TestCaseError> {
+/// Runs `ops`; the engine's clock is `offset_ms` off the run's, and the
+/// oracle is told it may be up to `SKEW_MS` off.
+fn run_skewed(each: u32, offset_ms: i64, ops: &[Op]) -> Result<(u64, Vec<Class>), TestCaseError> {
     let mut w = World::new(each);
+    w.offset = SignedDuration::from_millis(offset_ms);
+    if offset_ms != 0 {
+        w.o.set_clock_skew(SignedDuration::from_millis(SKEW_MS));
+    }
     let mut classes = Vec::new();
     for (step, op) in ops.iter().enumerate() {
         w.run_late(w.now);
@@ -553,6 +564,7 @@ fn run(each: u32, ops: &[Op]) -> Result<(u64, Vec<Class>), TestCaseError> {
                         if class == Class::Ambiguous {
                             let spans = sent.as_second() != done.as_second()
                                 || span_ms > 0
+                                || offset_ms != 0
                                 || (pin && w.spanned_keypads.contains(&a.device));
                             prop_assert!(spans, "ambiguous at one instant: {}", ctx());
                         }
@@ -583,6 +595,13 @@ fn run(each: u32, ops: &[Op]) -> Result<(u64, Vec<Class>), TestCaseError> {
     Ok((w.o.lockouts, classes))
 }
 
+fn run(each: u32, ops: &[Op]) -> Result<(u64, Vec<Class>), TestCaseError> {
+    run_skewed(each, 0, ops)
+}
+
+/// The most a served engine's clock is taken to be off in the model test.
+const SKEW_MS: i64 = 300;
+
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
@@ -596,9 +615,10 @@ proptest! {
     #[test]
     fn the_oracle_agrees_with_the_engine(
         each in 1u32..=2,
+        offset_ms in prop_oneof![3 => Just(0i64), 1 => -SKEW_MS..=SKEW_MS],
         ops in prop::collection::vec(op(), 1..160),
     ) {
-        run(each, &ops)?;
+        run_skewed(each, offset_ms, &ops)?;
     }
 }
 

@@ -177,6 +177,21 @@ fn device_params(s: &Scenario) -> DeviceParams {
     p
 }
 
+/// How far the clock the engine decides by may be from the run's: none
+/// in-process (the engine gets the run's clock); a served engine reads the
+/// system clock, the run its start plus monotonic time, which drift apart
+/// by the system clock's slewing (NTP slews at most 500 ppm); an external
+/// server's clock is taken to be within 1 s of this machine's (NTP).
+fn engine_clock_skew(served: bool, external: bool, run: Duration) -> jiff::SignedDuration {
+    let drift_ms = 1 + (run.as_millis() as i64) / 2_000;
+    let skew_ms = match (served, external) {
+        (false, _) => 0,
+        (true, false) => drift_ms,
+        (true, true) => 1_000 + drift_ms,
+    };
+    jiff::SignedDuration::from_millis(skew_ms)
+}
+
 fn op_of(kind: TruthKind) -> Operation {
     match kind {
         TruthKind::Pin => Operation::PinCheck,
@@ -203,12 +218,17 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         Some(url) => Some(Arc::new(Target::connect(url, engine.clone()).await?)),
         None => None,
     };
-    let (prov, commands) = {
+    let (mut prov, commands) = {
         let mut e = engine.write();
         let mut book = Book::new(&mut e, served);
         let prov = provision::provision_into(&mut book, s, seed, clock.now())?;
         (prov, book.take_log())
     };
+    prov.oracle.set_clock_skew(engine_clock_skew(
+        served,
+        target.is_some(),
+        s.total_duration(),
+    ));
     // Event delivery and sync round trips, timed where they complete: the
     // in-process transport, the gateway's observer over MQTT, the devices'
     // links over HTTP (sync round trips only: HTTP has no event route).

@@ -527,6 +527,10 @@ pub struct Oracle {
     keypads: FxHashMap<DeviceId, KeypadModel>,
     uses_total: FxHashMap<TruthId, Uses>,
     uses_door: FxHashMap<(TruthId, DoorId), Uses>,
+    /// How far the deciding engine's clock may be from the run's: an
+    /// attempt may have been decided that much before it was sent or after
+    /// it was answered, by the run's clock.
+    clock_skew: jiff::SignedDuration,
     /// Does the engine report lockout ends (`locked_until`)? Only then
     /// does an answer without one say "not locked out": `None` until an
     /// answer tells (one with an end: yes; `locked_out` without: no).
@@ -578,6 +582,7 @@ impl Oracle {
             uses_total: FxHashMap::default(),
             uses_door: FxHashMap::default(),
             ends_reported: None,
+            clock_skew: jiff::SignedDuration::ZERO,
             reserved: FxHashMap::default(),
             extra_qr: FxHashMap::default(),
             pool_pins: Default::default(),
@@ -594,6 +599,22 @@ impl Oracle {
             false_reject_examples: Vec::new(),
             reason_mismatch_examples: Vec::new(),
         }
+    }
+
+    /// How far the deciding engine's clock may be from the run's; zero
+    /// unless set (an engine in-process decides by the run's clock).
+    pub fn set_clock_skew(&mut self, skew: jiff::SignedDuration) {
+        self.clock_skew = skew.abs();
+    }
+
+    /// The span in which the engine may have decided an attempt made in
+    /// `sent..=done` by the run's clock.
+    fn decided_within(&self, sent: Timestamp, done: Timestamp) -> (Timestamp, Timestamp) {
+        let (sent, done) = (sent.min(done), sent.max(done));
+        (
+            sent.checked_sub(self.clock_skew).unwrap_or(sent),
+            done.checked_add(self.clock_skew).unwrap_or(done),
+        )
     }
 
     pub fn set_lockout(&mut self, door: DoorId, policy: LockoutPolicy) {
@@ -928,7 +949,7 @@ impl Oracle {
     ) -> Class {
         let answer = answer.into();
         let actual = answer.decision;
-        let (sent, done) = (sent.min(done), sent.max(done));
+        let (sent, done) = self.decided_within(sent, done);
         if a.truth.is_some_and(|id| self.retired.contains_key(&id)) {
             self.retired_attempts += 1;
         }
@@ -1180,24 +1201,16 @@ impl Oracle {
     /// decided it (a timeout, a transport error, an error answer): it may
     /// have used the credential and counted a wrong PIN or cleared the
     /// count. The oracle keeps both possible until later answers tell.
+    ///
+    /// It may also have been decided late, up to [`LATE_DECISION_S`] after
+    /// `done`, in another state than the attempt met (a window opened, the
+    /// code changed away and is a wrong PIN now): so whatever the rules say
+    /// at the attempt, a use of the credential and a change of the keypad's
+    /// count stay possible. That widens only what is uncertain, never what
+    /// is judged false.
     pub fn judge_unknown(&mut self, a: &Attempt, sent: Timestamp, done: Timestamp) {
-        let (sent, done) = (sent.min(done), sent.max(done));
-        let at = instants(sent, done);
-        let mut may_grant = false;
-        let mut may_count = false;
-        for now in &at {
-            for count in [Count::Fewest, Count::Most] {
-                match self.expect_unlocked(a, *now, count) {
-                    Expected::Granted => {
-                        may_grant = true;
-                        may_count = true;
-                    }
-                    Expected::Denied(DenyReason::WrongPin) => may_count = true,
-                    Expected::Denied(_) => {}
-                }
-            }
-        }
-        if let (Some(id), true) = (a.truth, may_grant) {
+        let (_, done) = self.decided_within(sent, done);
+        if let Some(id) = a.truth {
             let (per_door, total) = (self.truths[id].per_door_uses, self.truths[id].total_uses);
             self.uses_door
                 .entry((id, a.door))
@@ -1205,7 +1218,7 @@ impl Oracle {
                 .maybe_granted(per_door);
             self.uses_total.entry(id).or_default().maybe_granted(total);
         }
-        if keeps_lockout(a) && may_count {
+        if keeps_lockout(a) {
             let late = done
                 .checked_add(jiff::SignedDuration::from_secs(LATE_DECISION_S))
                 .unwrap_or(done);
@@ -1469,6 +1482,29 @@ mod tests {
             o.judge(&pin_attempt(Some(id)), LOCKED, t(240), t(240)),
             Class::FalseReject
         );
+    }
+
+    #[test]
+    fn an_engine_on_another_clock_may_decide_a_little_outside_the_attempt() {
+        // 50 ms before the end by the run's clock, granted by an engine
+        // whose clock is 100 ms ahead.
+        let just_before = t(131)
+            .checked_sub(jiff::SignedDuration::from_millis(50))
+            .unwrap();
+        let judge = |skew_ms: i64| {
+            let (mut o, id) = keypad_oracle();
+            o.set_clock_skew(jiff::SignedDuration::from_millis(skew_ms));
+            o.judge(&pin_attempt(None), WRONG, t(100), t(100));
+            let locking = Answer {
+                decision: WRONG,
+                lock: LockReport::Until(t(131)),
+            };
+            o.judge(&pin_attempt(None), locking, t(101), t(101));
+            let granted = Expected::Granted;
+            o.judge(&pin_attempt(Some(id)), granted, just_before, just_before)
+        };
+        assert_eq!(judge(0), Class::FalseAccept);
+        assert_eq!(judge(100), Class::Ambiguous);
     }
 
     #[test]
