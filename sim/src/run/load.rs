@@ -177,19 +177,25 @@ fn device_params(s: &Scenario) -> DeviceParams {
     p
 }
 
-/// How far the clock the engine decides by may be from the run's: none
-/// in-process (the engine gets the run's clock); a served engine reads the
-/// system clock, the run its start plus monotonic time, which drift apart
-/// by the system clock's slewing (NTP slews at most 500 ppm); an external
-/// server's clock is taken to be within 1 s of this machine's (NTP).
-fn engine_clock_skew(served: bool, external: bool, run: Duration) -> jiff::SignedDuration {
-    let drift_ms = 1 + (run.as_millis() as i64) / 2_000;
-    let skew_ms = match (served, external) {
+/// How far the clock the engine decides by may be from where the oracle
+/// places it: nowhere in-process (the engine gets the run's clock); a
+/// served engine reads this machine's system clock, which the oracle
+/// measures at each answer ([`served_clock_offset`]) up to a few ms; an
+/// external server's clock is taken to be within 1 s of this machine's
+/// (NTP).
+fn engine_clock_skew(served: bool, external: bool) -> jiff::SignedDuration {
+    jiff::SignedDuration::from_millis(match (served, external) {
         (false, _) => 0,
-        (true, false) => drift_ms,
-        (true, true) => 1_000 + drift_ms,
-    };
-    jiff::SignedDuration::from_millis(skew_ms)
+        (true, false) => 5,
+        (true, true) => 1_000,
+    })
+}
+
+/// The system clock (a served engine's) minus the run's clock (its start
+/// plus monotonic time), now: they drift apart as the system clock slews.
+/// The engine's answers are judged at the engine's time.
+fn served_clock_offset(clock: &SimClock) -> jiff::SignedDuration {
+    Timestamp::now().duration_since(clock.now())
 }
 
 fn op_of(kind: TruthKind) -> Operation {
@@ -224,11 +230,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         let prov = provision::provision_into(&mut book, s, seed, clock.now())?;
         (prov, book.take_log())
     };
-    prov.oracle.set_clock_skew(engine_clock_skew(
-        served,
-        target.is_some(),
-        s.total_duration(),
-    ));
+    prov.oracle
+        .set_clock_skew(engine_clock_skew(served, target.is_some()));
     // Event delivery and sync round trips, timed where they complete: the
     // in-process transport, the gateway's observer over MQTT, the devices'
     // links over HTTP (sync round trips only: HTTP has no event route).
@@ -1432,7 +1435,16 @@ async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
         )
         .await;
     let completed = Instant::now();
-    let done = ctx.clock.at(completed);
+    let mut done = ctx.clock.at(completed);
+    // The oracle judges an answer at the time of whoever decided it: a
+    // served engine's clock, or the device's (the run's).
+    let mut sent = sent;
+    let by_device = matches!(&got, Ok(p) if p.decided_locally);
+    if ctx.transport != Kind::Inproc && !by_device {
+        let offset = served_clock_offset(&ctx.clock);
+        sent = sent.checked_add(offset).unwrap_or(sent);
+        done = done.checked_add(offset).unwrap_or(done);
+    }
     let op = op_of(job.attempt.kind);
     let actual = match &got {
         Ok(p) => match &p.outcome {

@@ -453,11 +453,15 @@ enum Keeper {
     /// The states it may be in: one, unless the whole second of a try
     /// that counted is unknown (several, each judged).
     Known(Vec<LockState>),
-    /// A check whose outcome is unknown may have counted a wrong PIN or
-    /// cleared the count: locked out or not, nobody knows, until an answer
-    /// pins the state down after `settles_at` (when that check can no
-    /// longer be decided late).
-    Unknown { settles_at: Timestamp },
+    /// Locked out or not, nobody knows, until an answer pins the state
+    /// down after `settles_at`: a check whose outcome is unknown may have
+    /// counted a wrong PIN or cleared the count (`after_error`; until that
+    /// check can no longer be decided late), or the tries' unknown seconds
+    /// left more states than are kept.
+    Unknown {
+        settles_at: Timestamp,
+        after_error: bool,
+    },
 }
 
 impl Default for Keeper {
@@ -958,10 +962,13 @@ impl Oracle {
         let cands = self.candidates(a, &at);
         debug_assert!(!cands.is_empty(), "the rules always give an answer");
         let allowed = cands.iter().any(|c| c.answer == actual);
-        let unknown_keeper = keeps_lockout(a)
+        let after_error = keeps_lockout(a)
             && matches!(
                 self.keypads.get(&a.device).map(|k| &k.keeper),
-                Some(Keeper::Unknown { .. })
+                Some(Keeper::Unknown {
+                    after_error: true,
+                    ..
+                })
             );
         let class = if allowed {
             let first = cands[0].answer;
@@ -971,7 +978,7 @@ impl Oracle {
                 } else {
                     Class::TrueDenial
                 }
-            } else if unknown_keeper || self.depends_on_count(&cands) {
+            } else if after_error || self.depends_on_count(&cands) {
                 Class::Uncertain
             } else {
                 Class::Ambiguous
@@ -1129,7 +1136,7 @@ impl Oracle {
             }])
         };
         model.keeper = match &model.keeper {
-            Keeper::Unknown { settles_at } => {
+            Keeper::Unknown { settles_at, .. } => {
                 // Pinned down only when no late decision can land after.
                 match (reported, actual) {
                     (Some(until_s), _) if sent >= *settles_at => pinned(until_s),
@@ -1168,7 +1175,10 @@ impl Oracle {
                     }
                 }
                 if unique.is_empty() || unique.len() > MAX_LOCK_STATES {
-                    Keeper::Unknown { settles_at: done }
+                    Keeper::Unknown {
+                        settles_at: done,
+                        after_error: false,
+                    }
                 } else {
                     Keeper::Known(unique)
                 }
@@ -1224,10 +1234,13 @@ impl Oracle {
                 .unwrap_or(done);
             let model = self.keypads.entry(a.device).or_default();
             let settles_at = match model.keeper {
-                Keeper::Unknown { settles_at } => settles_at.max(late),
+                Keeper::Unknown { settles_at, .. } => settles_at.max(late),
                 Keeper::Known(_) => late,
             };
-            model.keeper = Keeper::Unknown { settles_at };
+            model.keeper = Keeper::Unknown {
+                settles_at,
+                after_error: true,
+            };
             model.in_lockout = false;
         }
     }
@@ -1505,6 +1518,41 @@ mod tests {
         };
         assert_eq!(judge(0), Class::FalseAccept);
         assert_eq!(judge(100), Class::Ambiguous);
+    }
+
+    #[test]
+    fn too_many_possible_states_make_the_lockout_unknown_but_not_uncertain() {
+        let (mut o, id) = keypad_oracle();
+        o.set_lockout(
+            DoorId(1),
+            LockoutPolicy {
+                max_wrong: 16,
+                window_s: 600,
+                lockout_s: 30,
+            },
+        );
+        // Seven wrong tries, each across two second edges: 3^7 states.
+        for k in 0..7 {
+            let sent = t(100 + 10 * k)
+                .checked_add(jiff::SignedDuration::from_millis(500))
+                .unwrap();
+            let done = sent
+                .checked_add(jiff::SignedDuration::from_secs(2))
+                .unwrap();
+            let c = o.judge(&pin_attempt(None), WRONG, sent, done);
+            assert!(matches!(c, Class::TrueDenial | Class::Ambiguous), "{c:?}");
+        }
+        // Locked out or not is unknown from timing alone: a time edge.
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), Expected::Granted, t(200), t(200)),
+            Class::Ambiguous
+        );
+        // The grant pinned the state down.
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), Expected::Granted, t(201), t(201)),
+            Class::TrueGrant
+        );
+        assert_eq!(o.verdicts.uncertain, 0);
     }
 
     #[test]
