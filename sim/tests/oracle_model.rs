@@ -685,3 +685,33 @@ fn a_timed_out_one_time_key_is_uncertain_then_settled() {
         );
     }
 }
+
+/// Found by the model test: a PIN check decided 15 s late, after its code
+/// was changed away, counts as a wrong try on the engine (and completes a
+/// lockout) although at the attempt the code was no wrong PIN. The oracle
+/// must not rule that out.
+#[test]
+fn a_check_decided_late_after_its_code_changed_may_count_as_a_wrong_pin() {
+    let check = |door, what, fate| Op::Check {
+        door,
+        device: 0,
+        what,
+        span_ms: 0,
+        decide_at: 0,
+        fate,
+    };
+    let ops = [
+        Op::Wait { s: 10_800 },
+        check(22, What::PinWrong(0), Fate::Answered),
+        check(10, What::PinValid(19), Fate::Late(15_000)),
+        Op::Change {
+            door: 184,
+            pick: 59,
+        },
+        check(79, What::PinWrong(0), Fate::Answered),
+        Op::Wait { s: 15 },
+        check(40, What::PinValid(0), Fate::Answered),
+    ];
+    let (_, classes) = run(1, &ops).unwrap();
+    assert_eq!(classes.last(), Some(&Class::Uncertain), "{classes:?}");
+}
