@@ -147,9 +147,12 @@ pub struct ArrivalsReport {
     pub queued_at_end: u64,
     /// Every reason an arrival was not served, skipped ones included.
     pub by_reason: BTreeMap<String, u64>,
-    /// `offered` per second of the run.
+    /// Length of the load phases in seconds (the run's `duration_s` adds
+    /// the drain after them).
+    pub load_s: f64,
+    /// `offered` per second of the load phases (the rate asked for).
     pub offered_per_s: f64,
-    /// `served` per second of the run (the achieved rate).
+    /// `served` per second of the run, drain included (the achieved rate).
     pub served_per_s: f64,
     /// `skipped / offered` (0 when nothing was offered).
     pub skipped_rate: f64,
@@ -160,8 +163,13 @@ pub struct ArrivalsReport {
 }
 
 impl ArrivalsReport {
-    /// The totals of `actions` over a run of `duration_s` seconds.
-    pub fn of(actions: BTreeMap<String, ActionArrivals>, duration_s: f64) -> ArrivalsReport {
+    /// The totals of `actions` over load phases of `load_s` seconds and a
+    /// run (drain included) of `duration_s` seconds.
+    pub fn of(
+        actions: BTreeMap<String, ActionArrivals>,
+        load_s: f64,
+        duration_s: f64,
+    ) -> ArrivalsReport {
         let sum = |f: &dyn Fn(&ActionArrivals) -> u64| actions.values().map(f).sum::<u64>();
         let offered = sum(&|a| a.asked);
         let served = sum(&|a| a.ran);
@@ -188,7 +196,8 @@ impl ArrivalsReport {
             dropped,
             queued_at_end,
             by_reason,
-            offered_per_s: rate(offered, duration_s),
+            load_s,
+            offered_per_s: rate(offered, load_s),
             served_per_s: rate(served, duration_s),
             skipped_rate: share(skipped),
             dropped_rate: share(dropped + queued_at_end),
@@ -196,18 +205,21 @@ impl ArrivalsReport {
         }
     }
 
-    /// The arrivals of several reports (shards) together.
+    /// The arrivals of several reports (shards, run side by side)
+    /// together, over a run of `duration_s` seconds.
     pub fn merged<'a>(
         reports: impl IntoIterator<Item = &'a ArrivalsReport>,
         duration_s: f64,
     ) -> ArrivalsReport {
         let mut actions: BTreeMap<String, ActionArrivals> = BTreeMap::new();
+        let mut load_s: f64 = 0.0;
         for r in reports {
+            load_s = load_s.max(r.load_s);
             for (k, a) in &r.actions {
                 actions.entry(k.clone()).or_default().add(a);
             }
         }
-        ArrivalsReport::of(actions, duration_s)
+        ArrivalsReport::of(actions, load_s, duration_s)
     }
 
     /// Actions whose arrivals do not add up (none in a correct run).
@@ -227,7 +239,7 @@ impl ArrivalsReport {
         }
         let _ = writeln!(
             out,
-            "arrivals: offered {} ({:.1}/s), served {} ({:.1}/s), waited in a queue {}, skipped {} ({}%), dropped {}, still queued at the end {} (dropped {}%)",
+            "arrivals: offered {} ({:.1}/s over the phases), served {} ({:.1}/s over the run), waited in a queue {}, skipped {} ({}%), dropped {}, still queued at the end {} (dropped {}%)",
             self.offered,
             self.offered_per_s,
             self.served,
@@ -265,7 +277,7 @@ impl ArrivalsReport {
         h.push_str("<section id=\"arrivals\"><h2>Arrivals</h2>");
         let _ = write!(
             h,
-            "<p>Offered {} ({} /s), served {} ({} /s); waited in a device's queue {}; skipped (nothing to present) {} ({} %); dropped {}; still queued at the end {} (dropped rate {} %).</p>",
+            "<p>Offered {} ({} /s over the load phases), served {} ({} /s over the run, drain included); waited in a device's queue {}; skipped (nothing to present) {} ({} %); dropped {}; still queued at the end {} (dropped rate {} %).</p>",
             self.offered,
             fmt_num(self.offered_per_s),
             self.served,
@@ -326,11 +338,12 @@ mod tests {
                 ),
             ]),
             10.0,
+            20.0,
         );
         assert_eq!((r.offered, r.served, r.skipped, r.dropped), (110, 80, 10, 15));
         assert_eq!(r.queued_at_end, 5);
         assert_eq!(r.offered_per_s, 11.0);
-        assert_eq!(r.served_per_s, 8.0);
+        assert_eq!(r.served_per_s, 4.0);
         assert_eq!(r.skipped_rate, 10.0 / 110.0);
         assert_eq!(r.dropped_rate, 20.0 / 110.0);
         assert_eq!(r.by_reason["queue_full"], 15);
@@ -343,15 +356,18 @@ mod tests {
     fn merging_sums_per_action() {
         let a = ArrivalsReport::of(
             BTreeMap::from([("card".to_string(), action(4, 3, &[(DropReason::QueueFull, 1)], 0))]),
-            1.0,
+            2.0,
+            3.0,
         );
         let b = ArrivalsReport::of(
             BTreeMap::from([("card".to_string(), action(6, 6, &[], 0))]),
-            1.0,
+            2.0,
+            3.0,
         );
-        let m = ArrivalsReport::merged([&a, &b], 2.0);
+        let m = ArrivalsReport::merged([&a, &b], 3.0);
         assert_eq!(m.actions["card"], action(10, 9, &[(DropReason::QueueFull, 1)], 0));
         assert_eq!(m.offered_per_s, 5.0);
-        assert_eq!(ArrivalsReport::of(BTreeMap::new(), 0.0).dropped_rate, 0.0);
+        assert_eq!(m.served_per_s, 3.0);
+        assert_eq!(ArrivalsReport::of(BTreeMap::new(), 0.0, 0.0).dropped_rate, 0.0);
     }
 }

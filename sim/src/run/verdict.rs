@@ -158,7 +158,11 @@ pub fn finish(s: &Scenario, opts: &RunOptions, m: Measured) -> Result<RunOutcome
         .filter(|(_, a)| a.ran > 0)
         .map(|(k, a)| (k.clone(), a.ran))
         .collect();
-    r.arrivals = ArrivalsReport::of(m.arrivals, r.duration_s);
+    r.arrivals = ArrivalsReport::of(
+        m.arrivals,
+        s.total_duration().as_secs_f64(),
+        r.duration_s,
+    );
     let extra = OracleFile {
         oracle: m.oracle,
         actions,
