@@ -239,11 +239,11 @@ impl ArrivalsReport {
         }
         let _ = writeln!(
             out,
-            "arrivals: offered {} ({:.1}/s over the phases), served {} ({:.1}/s over the run), waited in a queue {}, skipped {} ({}%), dropped {}, still queued at the end {} (dropped {}%)",
+            "arrivals: offered {} ({}/s over the phases), served {} ({}/s over the run), waited in a queue {}, skipped {} ({}%), dropped {}, still queued at the end {} (dropped {}%)",
             self.offered,
-            self.offered_per_s,
+            fmt_num(self.offered_per_s),
             self.served,
-            self.served_per_s,
+            fmt_num(self.served_per_s),
             waited,
             self.skipped,
             fmt_num(self.skipped_rate * 100.0),
