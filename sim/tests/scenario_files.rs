@@ -109,7 +109,19 @@ fn a_minimal_scenario_gets_the_documented_defaults() {
             max_in_flight: 10_000
         }
     );
-    assert!(s.thresholds.is_empty());
+    // No thresholds in the file: the defaults judge the run.
+    let defaults: Vec<(&str, &str, bool)> = s
+        .thresholds
+        .iter()
+        .map(|t| (t.metric.as_str(), t.text.as_str(), t.default))
+        .collect();
+    assert_eq!(
+        defaults,
+        [
+            ("arrivals.dropped_rate", "< 1%", true),
+            ("arrivals.skipped_rate", "< 1%", true)
+        ]
+    );
     // The resolved scenario serializes for the report, durations in ms.
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["phases"][0]["duration_ms"], 10_000);

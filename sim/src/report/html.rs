@@ -35,10 +35,11 @@ pre{background:#f0f1f4;padding:8px;overflow:auto;font-size:12px}
 /// Renders the report as one HTML document.
 pub fn render_html(r: &RunReport) -> String {
     let mut h = String::with_capacity(64 * 1024);
-    let verdict = if r.passed {
-        r#"<span class="badge pass">PASSED</span>"#
-    } else {
-        r#"<span class="badge fail">FAILED</span>"#
+    let verdict = match (r.passed, r.partial.is_some()) {
+        (true, false) => r#"<span class="badge pass">PASSED</span>"#,
+        (false, false) => r#"<span class="badge fail">FAILED</span>"#,
+        (true, true) => r#"<span class="badge pass">PASSED</span> <span class="badge fail">PARTIAL</span>"#,
+        (false, true) => r#"<span class="badge fail">FAILED</span> <span class="badge fail">PARTIAL</span>"#,
     };
     let _ = write!(
         h,
@@ -67,7 +68,15 @@ pub fn render_html(r: &RunReport) -> String {
         "<section><h2>Reproduce</h2><pre>{}</pre></section>",
         escape(&r.command)
     );
+    if let Some(p) = &r.partial {
+        let _ = write!(
+            h,
+            "<section id=\"partial\"><h2>Partial verdict</h2><p>Merged with --allow-partial: {}. The numbers cover only the reports merged.</p></section>",
+            escape(p)
+        );
+    }
     thresholds(&mut h, r);
+    r.arrivals.html(&mut h, r.arrivals_behind_schedule);
     operations(&mut h, r);
     charts(&mut h, r);
     decisions(&mut h, r);

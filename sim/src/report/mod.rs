@@ -14,6 +14,7 @@
 //! `report.html` (self-contained, inline SVG charts), `junit.xml` (one test
 //! case per threshold) and `hdr/<operation>.hlog` (HdrHistogram interval logs).
 
+mod arrivals;
 mod html;
 mod junit;
 mod svg;
@@ -30,6 +31,7 @@ use crate::metrics::{
     DecisionTally, DeviceCounts, HealthTally, Operation, Outcome, Snapshot, BATTERY_BUCKETS,
 };
 
+pub use arrivals::{ActionArrivals, ArrivalsReport, DropReason};
 pub use html::render_html;
 pub use junit::render_junit;
 
@@ -460,7 +462,20 @@ pub struct RunReport {
     pub decisions: DecisionTally,
     pub thresholds: Vec<ThresholdResult>,
     pub health: HealthReport,
+    /// Arrivals that waited in a device's queue (started later than the
+    /// load model intended; their latency still counts from the intended start).
     pub arrivals_behind_schedule: u64,
+    /// What happened to every arrival.
+    #[serde(default)]
+    pub arrivals: ArrivalsReport,
+    /// The run this report belongs to: shards of one run share it (derived
+    /// from the resolved scenario and the seed, or `--run-id`).
+    #[serde(default)]
+    pub run_id: String,
+    /// Set when `fleetsim merge --allow-partial` merged an incomplete or
+    /// mixed set of reports: what is missing or mixed.
+    #[serde(default)]
+    pub partial: Option<String>,
     pub intervals_dropped: u64,
     pub timeseries: Vec<IntervalPoint>,
     pub histograms: EncodedHistograms,
@@ -541,6 +556,9 @@ impl RunReport {
             thresholds: Vec::new(),
             health: HealthReport::of(&snap.health),
             arrivals_behind_schedule: snap.behind_schedule,
+            arrivals: ArrivalsReport::default(),
+            run_id: String::new(),
+            partial: None,
             intervals_dropped: snap.intervals_dropped,
             timeseries,
             histograms: EncodedHistograms {
@@ -826,6 +844,8 @@ pub fn merge(reports: Vec<RunReport>) -> Result<RunReport, ReportError> {
         shard: None,
     };
     let mut out = RunReport::build(meta, &snap)?;
+    out.arrivals = ArrivalsReport::merged(reports.iter().map(|r| &r.arrivals), out.duration_s);
+    out.run_id = first.run_id;
     out.fleetsim_version = first.fleetsim_version;
     out.shards.merged_from = merged_from;
     Ok(out)

@@ -71,8 +71,26 @@ pub struct RunOptions {
     /// Serve Prometheus `/metrics` here during the run.
     pub metrics_addr: Option<SocketAddr>,
     pub shard: Shard,
+    /// Names the run in its report; the shards of one run share it, so
+    /// `merge` can tell one run's shards from another's (see [`run_id`]).
+    pub run_id: String,
     /// The command that replays this run exactly (printed and reported).
     pub reproduce: String,
+}
+
+/// The id of a run of `scenario` with `seed`: a hash of the resolved
+/// scenario (every default and flag applied, the file's path left out, so
+/// shards started from different directories agree) and the seed.
+pub fn run_id(scenario: &Scenario, seed: u64) -> String {
+    let mut v = serde_json::to_value(scenario).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("file");
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(b"fleetsim run id");
+    h.update(v.to_string().as_bytes());
+    h.update(&seed.to_le_bytes());
+    h.finalize().to_hex()[..16].to_string()
 }
 
 /// What a finished run found.

@@ -34,6 +34,10 @@ pub enum ProblemKind {
     BadThreshold,
     /// Two settings that contradict each other, or one that needs another.
     Conflict,
+    /// A warning, not an error: an action in the mix that can never run
+    /// with the given credentials, durations and transport (its arrivals
+    /// would all be skipped).
+    NeverRuns,
 }
 
 /// One problem in one scenario file.
@@ -71,6 +75,18 @@ impl fmt::Display for Problem {
             write!(f, "\n  hint: {hint}")?;
         }
         Ok(())
+    }
+}
+
+impl Problem {
+    /// The problem printed as a warning: `file:line:col: warning: ...`.
+    pub fn as_warning(&self) -> String {
+        let text = self.to_string();
+        let at = format!("{}:{}:{}: ", self.file, self.line, self.col);
+        match text.strip_prefix(&at) {
+            Some(rest) => format!("{at}warning: {rest}"),
+            None => format!("warning: {text}"),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use reference_server::domain::{
 };
 use serde::{Serialize, Serializer};
 
+use super::error::Problem;
 pub use super::raw::{Clock, Transport};
 use super::threshold::Threshold;
 
@@ -36,7 +37,11 @@ pub struct Scenario {
     pub phases: Vec<Phase>,
     pub actions: ActionMix,
     pub faults: Faults,
+    /// The file's thresholds, then the defaults for metrics it does not set.
     pub thresholds: Vec<Threshold>,
+    /// What `validate` warns about (an action that can never run, ...).
+    #[serde(skip)]
+    pub warnings: Vec<Problem>,
 }
 
 impl Scenario {
@@ -169,6 +174,7 @@ pub struct Credentials {
     pub cards_per_door: u32,
     pub ble_passes_per_door: u32,
     pub qr_keys_per_door: u32,
+    pub expired_qr_keys_per_door: u32,
     pub fallback_codes_per_lock: u32,
     #[serde(rename = "temporary_valid_for_ms", serialize_with = "ser_ms")]
     pub temporary_valid_for: Duration,

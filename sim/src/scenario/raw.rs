@@ -495,6 +495,10 @@ pub struct RawCredentials {
     /// Visitor QR temp keys per door phone. Default: 0.
     #[schemars(range(max = 10000))]
     pub qr_keys_per_door: Option<Sp<u32>>,
+    /// Visitor QR keys per door phone whose validity ended before the run
+    /// (for qr_expired). Default: 0.
+    #[schemars(range(max = 10000))]
+    pub expired_qr_keys_per_door: Option<Sp<u32>>,
     /// Fallback (backup) codes pre-loaded on each lock. Default: 0.
     #[schemars(range(max = 1000))]
     pub fallback_codes_per_lock: Option<Sp<u32>>,

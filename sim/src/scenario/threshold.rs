@@ -64,6 +64,15 @@ pub const OTHER_METRICS: &[(&str, MetricKind)] = &[
     ("devices.offline_max", MetricKind::Count),
     ("battery.min_pct", MetricKind::Count),
     ("battery.low_events", MetricKind::Count),
+    ("arrivals.offered", MetricKind::Count),
+    ("arrivals.served", MetricKind::Count),
+    ("arrivals.skipped", MetricKind::Count),
+    ("arrivals.dropped", MetricKind::Count),
+    ("arrivals.queued_at_end", MetricKind::Count),
+    ("arrivals.skipped_rate", MetricKind::Ratio),
+    ("arrivals.dropped_rate", MetricKind::Ratio),
+    ("arrivals.offered_per_s", MetricKind::Throughput),
+    ("arrivals.served_per_s", MetricKind::Throughput),
 ];
 
 /// The kind of a known metric, or `None` for a name not in the catalogue.
@@ -130,11 +139,17 @@ pub struct Threshold {
     pub value: f64,
     /// The expression as written, for reports ("< 25ms").
     pub text: String,
+    /// A default threshold: the file did not set this metric.
+    pub default: bool,
 }
 
 impl fmt::Display for Threshold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.metric, self.text)
+        write!(f, "{} {}", self.metric, self.text)?;
+        if self.default {
+            write!(f, " (default)")?;
+        }
+        Ok(())
     }
 }
 
@@ -236,6 +251,7 @@ impl Threshold {
             comparator,
             value,
             text: expr.trim().to_string(),
+            default: false,
         })
     }
 
