@@ -451,7 +451,7 @@ pub async fn a_device_cannot_speak_for_another(kind: Broker) {
     };
 
     let h = harness(kind, 2, SyncConfig::default()).await;
-    let cred: CredentialId = h.world.issue_pin("123456").await;
+    let cred: CredentialId = h.world.issue_pin("482916").await;
     let mut victim = h.device(0).await;
     let push = victim.expect_sync().await;
     victim.ack_sync(&ack_all(&push)).await;
@@ -520,7 +520,7 @@ pub async fn a_device_cannot_speak_for_another(kind: Broker) {
         ),
         (
             theirs(Channel::AuthReq),
-            br#"{"id":555,"credential":{"type":"pin","value":"123456"}}"#.to_vec(),
+            br#"{"id":555,"credential":{"type":"pin","value":"482916"}}"#.to_vec(),
         ),
         (
             theirs(Channel::Events),
@@ -547,7 +547,7 @@ pub async fn a_device_cannot_speak_for_another(kind: Broker) {
     }
     // The real dev-0 checks a PIN: the answer goes to dev-0 only, and
     // dev-0 got no command, sync or answer it did not ask for.
-    let answer = victim.present_pin("123456").await;
+    let answer = victim.present_pin("482916").await;
     assert_eq!((answer.id, answer.decision), (1, Verdict::Granted));
     assert!(
         victim.try_next(Duration::from_millis(500)).await.is_none(),
@@ -600,7 +600,7 @@ pub async fn a_device_cannot_speak_for_another(kind: Broker) {
     // the id with "dev-1". Either way dev-0's session is not taken over.
     let with_victims_id = try_login(h.port, &victim_id.to_string(), &name, secret).await;
     assert_eq!(with_victims_id.is_ok(), kind == Broker::Mosquitto);
-    let again = victim.present_pin("123456").await;
+    let again = victim.present_pin("482916").await;
     assert_eq!(again.decision, Verdict::Granted);
     h.stop().await;
 }
@@ -677,6 +677,10 @@ pub async fn one_device_flooding_leaves_the_others_answered(kind: Broker) {
     assert!(
         (flooders as f64) <= allowed,
         "{flooders} of the flooder's {sent} messages were handled in {elapsed_s:.1} s (at most {allowed:.0} allowed)"
+    );
+    eprintln!(
+        "{kind:?}: the flooder sent {sent} in {elapsed_s:.1} s, {flooders} were handled, {} dropped as over its rate",
+        m.dropped(DropReason::RateLimited)
     );
     assert!(sent > flooders + 100, "the flood was not a flood: {sent} sent");
     // The excess is counted, for the flooder alone.
