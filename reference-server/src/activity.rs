@@ -20,7 +20,7 @@ pub struct ActivityEntry {
     pub at: Timestamp,
     /// What happened: an event name (`unlocked`, `door_opened`, ...),
     /// `access_granted`/`access_denied` (a check), `online`/`offline`,
-    /// `remote_open`.
+    /// `remote_open`, `messages_dropped`.
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub how: Option<How>,
@@ -124,6 +124,23 @@ impl ActivityEntry {
     /// The device came online or went offline.
     pub fn connectivity(device: DeviceId, at: Timestamp, online: bool) -> ActivityEntry {
         ActivityEntry::new(device, at, if online { "online" } else { "offline" })
+    }
+
+    /// Messages from the device dropped over a report window (its rate,
+    /// its checks in progress, a malformed payload...): one entry per
+    /// reason and window, never one per message.
+    pub fn messages_dropped(
+        device: DeviceId,
+        at: Timestamp,
+        reason: &str,
+        count: u64,
+        window_s: u64,
+    ) -> ActivityEntry {
+        ActivityEntry {
+            reason: Some(reason.to_string()),
+            detail: Some(format!("{count} messages in the last {window_s} s")),
+            ..ActivityEntry::new(device, at, "messages_dropped")
+        }
     }
 
     /// Open Door from the platform, with the device's answer.
