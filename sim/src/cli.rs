@@ -124,7 +124,8 @@ struct RunArgs {
     /// Stop after this long in total (phases are cut), e.g. "30s".
     #[arg(long, value_name = "D", value_parser = parse_duration_flag)]
     duration: Option<Duration>,
-    /// Directory for report.json, report.html, junit.xml. Default: reports/NAME-SEED.
+    /// Directory for report.json, report.html, junit.xml. Default: reports/SLUG-SEED
+    /// (SLUG: the scenario's name in lowercase ASCII letters, digits, '-' and '_').
     #[arg(long, value_name = "DIR")]
     report_dir: Option<PathBuf>,
     /// Serve Prometheus /metrics on this address during the run, e.g. 127.0.0.1:9464.
@@ -453,7 +454,7 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
     let report_dir = args
         .report_dir
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("reports/{}-{seed}", scenario.name)));
+        .unwrap_or_else(|| run::default_report_dir(&scenario.name, seed));
     let _ = writeln!(
         out,
         "fleetsim {}: scenario `{}` ({}), seed {seed}, transport {}, {} devices, {} phases over {}",
@@ -491,6 +492,14 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
                 let _ = writeln!(out, "thresholds failed; replay with: {}", opts.reproduce);
                 Exit::ThresholdsFailed
             }
+        }
+        Err(e @ RunError::ReportDir(_)) => {
+            let _ = writeln!(err, "error: {e}");
+            let _ = writeln!(
+                err,
+                "nothing ran; pass --report-dir DIR with a directory fleetsim may write"
+            );
+            Exit::InvalidInput
         }
         Err(e) => {
             let _ = writeln!(err, "run error: {e}");

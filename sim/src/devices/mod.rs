@@ -240,7 +240,7 @@ impl CodeCache {
         Some((id, self.valid.get(&id).map_or(Ok(()), |v| v.check(now))))
     }
     /// Applies a batch within `slots`; says per code what happened.
-    fn apply(&mut self, push: &SyncPush, slots: u16) -> Vec<SyncItemResult> {
+    pub fn apply(&mut self, push: &SyncPush, slots: u16) -> Vec<SyncItemResult> {
         let mut results = Vec::with_capacity(push.set.len() + push.remove.len());
         for id in &push.remove {
             self.pins.retain(|_, c| c != id);

@@ -881,6 +881,53 @@ pub fn load_dir(path: &Path) -> Result<RunReport, ReportError> {
 
 /// Writes `report.json`, `report.html`, `junit.xml` and `hdr/<operation>.hlog`
 /// into `dir` (created if needed). Returns the files written.
+/// The files [`write_all`] writes in a report directory, beside the HDR
+/// logs in [`HDR_DIR`].
+pub const REPORT_FILES: [&str; 3] = ["report.json", "report.html", "junit.xml"];
+/// The subdirectory of the HDR interval logs (`hdr/<operation>.hlog`).
+pub const HDR_DIR: &str = "hdr";
+
+/// Creates the report directory and checks that every file a run writes
+/// there (the report's, and `extra`) can be written, so that a run finds
+/// out before its load, not after it, that it could not save its results.
+/// Leaves nothing behind (a probe file is removed) and opens existing files
+/// without truncating them: an earlier report is replaced only at the end.
+pub fn prepare_dir(dir: &Path, extra: &[&str]) -> Result<(), ReportError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReportError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let probe = dir.join(".fleetsim-write-check");
+    std::fs::write(&probe, b"").map_err(io(&probe))?;
+    std::fs::remove_file(&probe).map_err(io(&probe))?;
+    let hdr = dir.join(HDR_DIR);
+    let hdr_logs = Operation::ALL.map(|op| format!("{HDR_DIR}/{}.hlog", op.as_str()));
+    let files = REPORT_FILES
+        .iter()
+        .chain(extra)
+        .map(|f| dir.join(f))
+        .chain(hdr_logs.iter().map(|f| dir.join(f)));
+    for path in files {
+        if path.symlink_metadata().is_ok() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io(&path))?;
+        }
+    }
+    if hdr.symlink_metadata().is_ok() && !hdr.is_dir() {
+        return Err(ReportError::Io {
+            path: hdr,
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a directory (the HDR logs go there)",
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>, ReportError> {
     let mut written = Vec::new();
     let write = |name: &str, bytes: &[u8], written: &mut Vec<PathBuf>| {
@@ -899,15 +946,16 @@ pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>, ReportE
         })
     };
     mkdir(dir)?;
+    let [json_file, html_file, junit_file] = REPORT_FILES;
     let json = serde_json::to_vec_pretty(report).map_err(|source| ReportError::Json {
-        path: dir.join("report.json"),
+        path: dir.join(json_file),
         source,
     })?;
-    write("report.json", &json, &mut written)?;
-    write("report.html", render_html(report).as_bytes(), &mut written)?;
-    write("junit.xml", render_junit(report).as_bytes(), &mut written)?;
+    write(json_file, &json, &mut written)?;
+    write(html_file, render_html(report).as_bytes(), &mut written)?;
+    write(junit_file, render_junit(report).as_bytes(), &mut written)?;
     if !report.histograms.intervals.is_empty() {
-        mkdir(&dir.join("hdr"))?;
+        mkdir(&dir.join(HDR_DIR))?;
         // Absolute StartTime/BaseTime headers when the run's start is known.
         let start_unix_s = report
             .started_at
@@ -933,7 +981,11 @@ pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>, ReportE
                     (start, secs(report.interval_s), op.as_str(), h)
                 }),
             )?;
-            write(&format!("hdr/{}.hlog", op.as_str()), &log, &mut written)?;
+            write(
+                &format!("{HDR_DIR}/{}.hlog", op.as_str()),
+                &log,
+                &mut written,
+            )?;
         }
     }
     Ok(written)

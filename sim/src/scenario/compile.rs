@@ -21,8 +21,19 @@ use super::units;
 
 /// Most devices one scenario may simulate in one process (shard beyond).
 pub const MAX_DEVICES: u64 = 1_000_000;
-/// Longest scenario name.
-pub const MAX_NAME_LEN: usize = 200;
+/// Longest scenario or phase name, in bytes: the scenario's name becomes
+/// the name of its organization in the engine, which takes this many.
+pub const MAX_NAME_LEN: usize = reference_server::engine::MAX_NAME_LEN;
+/// Longest description, in bytes (one line for the reader).
+pub const MAX_DESCRIPTION_LEN: usize = 1_000;
+/// Most phases in one scenario.
+pub const MAX_PHASES: usize = 100;
+/// Longest run: all phases together. A year and a month of virtual time
+/// covers a yearly cycle of schedules; anything longer is a mistake or
+/// belongs in several runs.
+pub const MAX_RUN_DURATION: Duration = Duration::from_secs(400 * 86_400);
+/// Most windows of one fault kind (`broker_outage`, `offline_wave`).
+pub const MAX_FAULT_WINDOWS: usize = 100;
 
 /// Thresholds every run is judged by unless its file sets the metric
 /// itself: a PASS means the work happened (scenarios/README.md).
@@ -195,13 +206,25 @@ pub(crate) fn compile(
         warnings: Vec::new(),
     };
     let name = raw.name.get().trim().to_string();
-    if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
         cx.push(
             ProblemKind::BadValue,
             raw.name.span(),
             "name",
-            format!("the name must have 1 to {MAX_NAME_LEN} characters"),
+            format!("the name must be 1 to {MAX_NAME_LEN} bytes long"),
             "e.g. name = \"office-morning-rush\"",
+        );
+    }
+    if let Some(d) = raw.description.as_ref().filter(|d| d.get().len() > MAX_DESCRIPTION_LEN) {
+        cx.push(
+            ProblemKind::BadValue,
+            d.span(),
+            "description",
+            format!(
+                "the description is {} bytes long; at most {MAX_DESCRIPTION_LEN}",
+                d.get().len()
+            ),
+            "one line for the reader; longer notes belong in comments (# ...)",
         );
     }
     let transport = val(&raw.transport, Transport::Inproc);
@@ -800,7 +823,20 @@ fn compile_phases(cx: &mut Cx, phases: &Sp<Vec<Sp<RawPhase>>>) -> Vec<Phase> {
             "add a [[phases]] table with a duration and arrivals or people",
         );
     }
+    if let Some(extra) = phases.get().get(MAX_PHASES) {
+        cx.push(
+            ProblemKind::BadValue,
+            extra.span(),
+            &format!("phases[{MAX_PHASES}]"),
+            format!(
+                "the scenario has {} phases; at most {MAX_PHASES}",
+                phases.get().len()
+            ),
+            "merge phases with the same load, or split the run into several scenarios",
+        );
+    }
     let mut out = Vec::new();
+    let mut total = Duration::ZERO;
     for (i, p) in phases.get().iter().enumerate() {
         let span = p.span();
         let p = p.get();
@@ -817,6 +853,36 @@ fn compile_phases(cx: &mut Cx, phases: &Sp<Vec<Sp<RawPhase>>>) -> Vec<Phase> {
                 &format!("{path}.duration"),
                 "a phase must last longer than 0s".to_string(),
                 "e.g. duration = \"2m\"",
+            );
+        }
+        // Reported once, at the phase that crosses the limit.
+        let before = total;
+        total = total.saturating_add(duration);
+        if before <= MAX_RUN_DURATION && total > MAX_RUN_DURATION {
+            cx.push(
+                ProblemKind::BadValue,
+                p.duration.span(),
+                &format!("{path}.duration"),
+                format!(
+                    "the phases last {} up to here; a run lasts at most {}",
+                    units::format_duration(total),
+                    units::format_duration(MAX_RUN_DURATION)
+                ),
+                "shorten the phases, or split the run into several scenarios \
+                 (a virtual-clock run of 400d takes minutes; more is a mistake)",
+            );
+        }
+        if let Some(n) = p
+            .name
+            .as_ref()
+            .filter(|n| n.get().trim().is_empty() || n.get().len() > MAX_NAME_LEN)
+        {
+            cx.push(
+                ProblemKind::BadValue,
+                n.span(),
+                &format!("{path}.name"),
+                format!("a phase name must be 1 to {MAX_NAME_LEN} bytes long"),
+                "e.g. name = \"peak\"; without a name the phase is called phase-N",
             );
         }
         let load = match (&p.arrivals, &p.people) {
@@ -1183,8 +1249,20 @@ fn compile_faults(cx: &mut Cx, f: Option<&Sp<RawFaults>>, total: Duration) -> Fa
             for_: for_d,
         }
     };
+    let too_many = |cx: &mut Cx, windows: usize, span: Range<usize>, path: &str| {
+        if windows > MAX_FAULT_WINDOWS {
+            cx.push(
+                ProblemKind::BadValue,
+                span,
+                path,
+                format!("{windows} windows; at most {MAX_FAULT_WINDOWS}"),
+                "each window is a timer for the whole fleet; merge adjacent windows",
+            );
+        }
+    };
     let mut broker_outages = Vec::new();
     if let Some(o) = &f.broker_outage {
+        too_many(cx, o.get().0.len(), o.span(), "faults.broker_outage");
         let many = o.get().0.len() > 1;
         for (i, w) in o.get().0.iter().enumerate() {
             let path = if many {
@@ -1197,6 +1275,7 @@ fn compile_faults(cx: &mut Cx, f: Option<&Sp<RawFaults>>, total: Duration) -> Fa
     }
     let mut offline_waves = Vec::new();
     if let Some(o) = &f.offline_wave {
+        too_many(cx, o.get().0.len(), o.span(), "faults.offline_wave");
         let many = o.get().0.len() > 1;
         for (i, w) in o.get().0.iter().enumerate() {
             let path = if many {
