@@ -548,12 +548,12 @@ fn print_thresholds(outcome: &run::RunOutcome, out: &mut dyn Write) {
         let measured = r
             .measured
             .map_or_else(|| "not measured".to_string(), |m| format!("{m}"));
-        let _ = writeln!(
-            out,
-            "{} {} (measured {measured})",
-            if r.passed { "PASS" } else { "FAIL" },
-            r.threshold
-        );
+        let status = match (&r.not_judged, r.passed) {
+            (Some(why), _) => format!("NOT JUDGED ({why})"),
+            (None, true) => "PASS".to_string(),
+            (None, false) => "FAIL".to_string(),
+        };
+        let _ = writeln!(out, "{status} {} (measured {measured})", r.threshold);
     }
 }
 

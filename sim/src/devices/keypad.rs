@@ -284,6 +284,7 @@ impl Handler<Control> for Keypad {
         match m {
             Control::GoOffline { for_s } => go_offline(self, ctx, for_s),
             Control::SyncNow => self.core.request_sync(),
+            Control::BeginOfflineSpells => begin_offline_spells(self, ctx),
         }
     }
 }

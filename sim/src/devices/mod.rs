@@ -148,6 +148,39 @@ pub enum Control {
     GoOffline { for_s: f64 },
     /// A phone or gateway is near now: sync (Bluetooth devices).
     SyncNow,
+    /// Start the device's own offline spells (see
+    /// [`FaultParams::spells_at_start`]); once, later ones do nothing.
+    BeginOfflineSpells,
+}
+
+/// Devices of a fleet offline right now and at most at once, shared by its
+/// devices on every arbiter (offline waves and a group's own spells alike).
+#[derive(Debug, Default)]
+pub struct OfflineGauge {
+    now: std::sync::atomic::AtomicU64,
+    peak: std::sync::atomic::AtomicU64,
+}
+
+impl OfflineGauge {
+    fn went_offline(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.now.fetch_add(1, Relaxed) + 1;
+        self.peak.fetch_max(n, Relaxed);
+    }
+    fn came_back(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self
+            .now
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+    /// Devices offline right now.
+    pub fn now(&self) -> u64 {
+        self.now.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Most devices offline at the same time so far.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The lock tells its door sensor (and the sensor the lock) what changed.
@@ -301,6 +334,10 @@ pub struct Core {
     pub clock: SimClock,
     pub link: Link,
     pub params: std::sync::Arc<DeviceParams>,
+    /// The fleet's count of offline devices.
+    offline: std::sync::Arc<OfflineGauge>,
+    /// Own offline spells started (see [`FaultParams::spells_at_start`]).
+    spells_started: bool,
     seq: u64,
     emitted: KindCounts,
     online: bool,
@@ -338,6 +375,7 @@ impl Core {
         clock: SimClock,
         link: Link,
         params: std::sync::Arc<DeviceParams>,
+        offline: std::sync::Arc<OfflineGauge>,
     ) -> Core {
         // Door phones are mains powered; locks and keypads store codes.
         let battery_powered = kind != DeviceKind::DoorPhone;
@@ -379,6 +417,8 @@ impl Core {
             engine_locked_until_s: 0,
             next_request_id: 1,
             params,
+            offline,
+            spells_started: false,
         }
     }
 
@@ -662,7 +702,9 @@ pub fn start_core<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
     let status = act.core().status();
     let _ = act.core().link.status(&status);
     schedule_battery(act, ctx);
-    schedule_offline(act, ctx);
+    if act.core().params.faults.spells_at_start {
+        begin_offline_spells(act, ctx);
+    }
     if act.core().battery.is_some() {
         record_battery_day(act, ctx);
     }
@@ -742,6 +784,16 @@ pub fn battery_spent<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
     }
 }
 
+/// Starts the device's own offline spells (once).
+pub fn begin_offline_spells<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
+    let core = act.core();
+    if core.spells_started {
+        return;
+    }
+    core.spells_started = true;
+    schedule_offline(act, ctx);
+}
+
 fn schedule_offline<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
     let core = act.core();
     let per_day = core.params.faults.offline_per_day;
@@ -763,9 +815,11 @@ pub fn go_offline<A: HasCore>(act: &mut A, ctx: &mut Context<A>, for_s: f64) {
         return;
     }
     core.online = false;
+    core.offline.went_offline();
     timers::run_later(ctx, Duration::from_secs_f64(for_s.max(0.0)), |act, ctx| {
         let core = act.core();
         core.online = true;
+        core.offline.came_back();
         while let Some(e) = core.offline_buffer.pop_front() {
             if core.link.event(&e).is_err() {
                 core.events_dropped += 1;

@@ -401,7 +401,12 @@ pub struct ThresholdResult {
     pub measured: Option<f64>,
     /// Unit of `measured` (see [`metric_unit`]).
     pub unit: String,
+    /// False for a failure and for a threshold not judged.
     pub passed: bool,
+    /// Why the threshold was not judged (`simulated`: a latency threshold
+    /// in virtual time): neither a pass nor a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_judged: Option<String>,
 }
 
 impl ThresholdResult {
@@ -417,6 +422,24 @@ impl ThresholdResult {
             measured,
             unit: metric_unit(metric).to_owned(),
             passed,
+            not_judged: None,
+        }
+    }
+
+    /// The same threshold, not judged for `reason` (it neither passes nor
+    /// fails the run).
+    pub fn not_judged(mut self, reason: &str) -> ThresholdResult {
+        self.passed = false;
+        self.not_judged = Some(reason.to_owned());
+        self
+    }
+
+    /// "pass", "FAIL" or "not judged: simulated".
+    pub fn status(&self) -> String {
+        match (&self.not_judged, self.passed) {
+            (Some(why), _) => format!("not judged: {why}"),
+            (None, true) => "pass".to_owned(),
+            (None, false) => "FAIL".to_owned(),
         }
     }
 
@@ -428,9 +451,19 @@ impl ThresholdResult {
                 .to_owned(),
             None => "no value".to_owned(),
         };
-        format!("measured {measured}, expected {}", self.expression)
+        let why = match self.not_judged.as_deref() {
+            Some(NOT_JUDGED_SIMULATED) => {
+                " (not judged: the latency is simulated, not measured)".to_owned()
+            }
+            Some(other) => format!(" (not judged: {other})"),
+            None => String::new(),
+        };
+        format!("measured {measured}, expected {}{why}", self.expression)
     }
 }
+
+/// Why a latency threshold of a virtual-time run is not judged.
+pub const NOT_JUDGED_SIMULATED: &str = "simulated";
 
 /// Everything a run measured; `report.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -450,8 +483,16 @@ pub struct RunReport {
     pub clock: String,
     pub started_at: Option<String>,
     pub duration_s: f64,
+    /// Length of one time-series interval (and HDR log interval): it grows
+    /// with the run's planned length (`metrics::interval_us_for`).
     pub interval_s: f64,
-    /// True when every threshold passed (and vacuously when there are none).
+    /// Latencies are simulated, not measured (virtual clock: a check takes
+    /// no time and what is recorded is a timer's rounding, 0-1 ms).
+    /// Latency thresholds are then not judged unless the scenario asks.
+    #[serde(default)]
+    pub latency_simulated: bool,
+    /// True when every threshold passed or was not judged (and vacuously
+    /// when there are none).
     pub passed: bool,
     pub shards: ShardInfo,
     /// Keyed by operation (`pin_check`, ...).
@@ -486,6 +527,8 @@ impl RunReport {
     pub fn build(meta: RunMeta, snap: &Snapshot) -> Result<RunReport, ReportError> {
         let duration_s = meta.duration_s.max(0.0);
         let interval_s = snap.interval_us as f64 / 1e6;
+        // As `Scenario::latency_simulated`: the virtual clock.
+        let latency_simulated = meta.clock == "virtual";
 
         let mut operations = BTreeMap::new();
         let mut encoded_ops = BTreeMap::new();
@@ -544,6 +587,7 @@ impl RunReport {
             started_at: meta.started_at,
             duration_s,
             interval_s,
+            latency_simulated,
             passed: true,
             shards: ShardInfo {
                 shard: meta.shard,
@@ -569,9 +613,12 @@ impl RunReport {
         })
     }
 
-    /// Records the caller's threshold evaluation; `passed` follows it.
+    /// Records the caller's threshold evaluation; `passed` follows it
+    /// (thresholds not judged neither pass nor fail it).
     pub fn set_thresholds(&mut self, thresholds: Vec<ThresholdResult>) {
-        self.passed = thresholds.iter().all(|t| t.passed);
+        self.passed = thresholds
+            .iter()
+            .all(|t| t.passed || t.not_judged.is_some());
         self.thresholds = thresholds;
     }
 
@@ -714,6 +761,9 @@ impl RunReport {
             self.model.short(),
             if self.passed { "PASSED" } else { "FAILED" }
         );
+        if self.latency_simulated {
+            let _ = writeln!(s, "  latencies simulated (virtual time), not measured");
+        }
         let _ = writeln!(
             s,
             "  {:<16} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
@@ -744,7 +794,7 @@ impl RunReport {
             let _ = writeln!(
                 s,
                 "  [{}] {} {}: {}",
-                if t.passed { "pass" } else { "FAIL" },
+                t.status(),
                 t.metric,
                 t.expression,
                 t.describe()
@@ -964,11 +1014,18 @@ pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>, ReportE
             .map(|t| t.as_millisecond() as f64 / 1000.0);
         for op in Operation::ALL {
             let mut log = Vec::new();
-            let decoded = interval_histograms(report, op)?;
-            if decoded.is_empty() {
+            let mut of_op = report
+                .histograms
+                .intervals
+                .iter()
+                .filter(|i| i.operation == op.as_str())
+                .peekable();
+            if of_op.peek().is_none() {
                 continue;
             }
             let secs = std::time::Duration::from_secs_f64;
+            // Decoded one at a time as the log is written (see
+            // `write_interval_log`).
             hdr::write_interval_log(
                 &mut log,
                 &format!(
@@ -976,9 +1033,10 @@ pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>, ReportE
                     report.fleetsim_version, report.name, report.seed
                 ),
                 start_unix_s,
-                decoded.iter().map(|(index, h)| {
-                    let start = secs(*index as f64 * report.interval_s);
-                    (start, secs(report.interval_s), op.as_str(), h)
+                of_op.map(|i| {
+                    let start = secs(i.index as f64 * report.interval_s);
+                    let h = hdr::decode_base64(&i.histogram)?;
+                    Ok((start, secs(report.interval_s), op.as_str(), h))
                 }),
             )?;
             write(
@@ -994,19 +1052,6 @@ pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>, ReportE
 /// The JSON Schema of `report.json`.
 pub fn json_schema() -> schemars::schema::RootSchema {
     schemars::schema_for!(RunReport)
-}
-
-fn interval_histograms(
-    report: &RunReport,
-    op: Operation,
-) -> Result<Vec<(u64, Histogram<u64>)>, ReportError> {
-    report
-        .histograms
-        .intervals
-        .iter()
-        .filter(|i| i.operation == op.as_str())
-        .map(|i| Ok((i.index, hdr::decode_base64(&i.histogram)?)))
-        .collect()
 }
 
 fn timeseries(
@@ -1093,7 +1138,7 @@ fn round3(v: f64) -> f64 {
 }
 
 /// A number without trailing noise: 31.2, 0, 0.001.
-pub(crate) fn fmt_num(v: f64) -> String {
+pub fn fmt_num(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{v:.0}")
     } else {

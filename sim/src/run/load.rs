@@ -42,7 +42,7 @@ use crate::devices::{DeviceError, DeviceOutcome, DeviceParams, Present};
 use crate::report::{ActionArrivals, DropReason};
 use crate::metrics::{
     DecisionClass, DecisionExample, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder,
-    Snapshot, Timings, Verdict, DEFAULT_INTERVAL_US,
+    Snapshot, Timings, Verdict,
 };
 use crate::scenario::{Action, Load, Scenario, Transport as Kind};
 use crate::transport::relay::Relay;
@@ -51,6 +51,7 @@ use crate::transport::{
 };
 
 mod codes;
+mod progress;
 
 /// How long a check waits for an external target over HTTP.
 const TARGET_TIMEOUT_MS: u64 = 5_000;
@@ -65,8 +66,6 @@ const CODE_DRAIN_WAIT_S: u64 = 5;
 /// dropped (`queue_full`): the bound keeps memory flat when the system
 /// under test stalls, and a drop is counted, never hidden.
 pub const MAX_DEVICE_QUEUE: usize = 16;
-/// How often the progress line is printed (real clock).
-const PROGRESS_EVERY_S: u64 = 5;
 /// Longest the run waits, after the last phase, for the server to log the
 /// events the devices emitted (MQTT: they may still be on their way).
 const EVENTS_DRAIN_WAIT_S: u64 = 10;
@@ -83,7 +82,8 @@ pub struct Measured {
     /// per reason.
     pub skipped: BTreeMap<String, u64>,
     pub closed_people: Option<u64>,
-    /// Most devices one offline wave took down.
+    /// Most devices offline at once (offline waves and the device groups'
+    /// own spells).
     pub offline_max: u64,
     /// Grants whose motor jammed.
     pub motor_blocked: u64,
@@ -130,8 +130,6 @@ struct Shared {
     /// [`Measured::skipped`]).
     skipped: BTreeMap<String, u64>,
     errors: u64,
-    /// Most devices sent offline by one wave.
-    offline_max: u64,
     motor_blocked: u64,
     /// Devices someone is presenting at right now, each with the people
     /// waiting behind (first come, first served). One person at a time per
@@ -259,29 +257,6 @@ fn token_key_bytes(seed: u64) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// Device parameters from the scenario. Parameters are fleet-wide, so the
-/// first device group's behaviour applies to every group. Clock skew, door
-/// dwell randomness and spontaneous offline spells stay off: faults come
-/// only from `[faults]`, so the oracle's model stays exact.
-fn device_params(s: &Scenario) -> DeviceParams {
-    use crate::devices::Span;
-    let mut p = DeviceParams::quiet();
-    p.lock.motor_block_probability = s.faults.motor_blocked;
-    // Devices that decide PINs themselves lock out by the sites' rule.
-    p.keypad.lockout = s.fleet.lockout;
-    if let Some(g) = s.fleet.devices.first() {
-        let b = &g.behaviour;
-        let relock_s = b.relock_after.as_secs_f64();
-        p.lock.relock_after_s = Span::new(relock_s, relock_s);
-        p.lock.code_slots = b.code_slots;
-        p.battery.initial_pct = Span::new(b.battery_start_pct, b.battery_start_pct);
-        p.battery.drain_pct_per_day = b.battery_drain_pct_per_day;
-        p.battery.actuation_cost_pct = b.battery_pct_per_unlock;
-        p.battery.low_pct = b.battery_low_pct;
-    }
-    p
-}
-
 /// How far the clock the engine decides by may be from where the oracle
 /// places it: nowhere in-process (the engine gets the run's clock); a
 /// served engine reads this machine's system clock, which the oracle
@@ -396,7 +371,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     if let Some(r) = &remote {
         r.service.set_added_latency(s.faults.engine_added_latency);
     }
-    let spec = FleetSpec::new(seed).params(device_params(s));
+    let spec = FleetSpec::new(seed).group_params(DeviceParams::of_groups(s));
     let mut mine = prov.fleet.clone();
     let keep: Vec<bool> = prov
         .doors
@@ -450,6 +425,11 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             r.wait_synced(&ids, SYNC_WAIT_S, nudge).await?
         }
     }
+    // The groups' own offline spells start once every code is stored.
+    let refused = fleet.begin_offline_spells();
+    if refused > 0 {
+        tracing::warn!(refused, "devices with a full mailbox start no offline spells");
+    }
 
     let metrics = Arc::new(FleetMetrics::new());
     let exporter = match opts.metrics_addr {
@@ -460,8 +440,10 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         eprintln!("serving /metrics on http://{}/metrics", e.local_addr());
     }
     let origin = Instant::now();
-    let mut recorder = Recorder::new(origin, DEFAULT_INTERVAL_US);
-    let mut delivery_recorder = Recorder::new(origin, DEFAULT_INTERVAL_US);
+    // Intervals grow with the run (report.json and memory stay bounded).
+    let interval_us = crate::metrics::interval_us_for(s.total_duration());
+    let mut recorder = Recorder::new(origin, interval_us);
+    let mut delivery_recorder = Recorder::new(origin, interval_us);
     if exporter.is_some() {
         let t = match opts.transport {
             Kind::Inproc => crate::metrics::Transport::Inproc,
@@ -512,17 +494,14 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             // Provisioning commands the target's API could not take.
             skipped: target.as_ref().map(|t| t.skipped()).unwrap_or_default(),
             errors: 0,
-            offline_max: 0,
             motor_blocked: 0,
             queues: Default::default(),
             queued: 0,
         }),
     });
 
-    let progress = actix_rt::spawn(progress(
-        ctx.clone(),
-        s.clock == crate::scenario::Clock::Real,
-    ));
+    let progress_line = progress::Progress::new(s.clock == crate::scenario::Clock::Virtual);
+    let progress = actix_rt::spawn(progress_line.clone().run(ctx.clone()));
     let waves = actix_rt::spawn(offline_waves(ctx.clone(), seed));
     let stays = actix_rt::spawn(guest_stays(ctx.clone(), prov.stays, s.total_duration()));
     let relay = remote.as_ref().and_then(Remote::relay);
@@ -581,6 +560,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         }
         phase_start = end;
     }
+    progress_line.finish(&ctx);
     // Attempts still running, and the people queued behind them, finish
     // and count; whoever still waits after the drain is counted as queued
     // at the end (their reserved codes released).
@@ -699,6 +679,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     }
     let ctx = Rc::try_unwrap(ctx)
         .map_err(|_| RunError::Runtime("load tasks still hold the run".into()))?;
+    let offline_peak = ctx.fleet.offline().peak();
     drop(ctx.fleet);
     if let Some(r) = remote {
         r.stop().await;
@@ -725,7 +706,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         arrivals: shared.arrivals.report(),
         skipped: shared.skipped,
         closed_people,
-        offline_max: shared.offline_max,
+        offline_max: offline_peak,
         motor_blocked: shared.motor_blocked,
         battery_min_pct,
         battery_low_events,
@@ -789,53 +770,6 @@ async fn sync_codes(fleet: &Fleet, engine: &Arc<RwLock<Engine>>) -> Result<(), R
     }
 }
 
-/// The live progress line: an indicatif spinner line when stderr is a
-/// terminal, else a plain line every few seconds (real clock only: a
-/// virtual run is over before anyone could read it).
-async fn progress(ctx: Rc<Ctx>, real: bool) {
-    use std::io::IsTerminal;
-    if !real {
-        return;
-    }
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        b
-    });
-    let every = if bar.is_some() { 1 } else { PROGRESS_EVERY_S };
-    let mut last = 0u64;
-    loop {
-        tokio::time::sleep(Duration::from_secs(every)).await;
-        let line = {
-            let sh = ctx.shared.borrow();
-            let total = sh.arrivals.ran_total();
-            let snap = sh.recorder.snapshot();
-            let p99 = snap
-                .checks_histogram()
-                .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0);
-            let elapsed = ctx.origin.elapsed();
-            let phase = phase_at(&ctx.scenario, elapsed);
-            let line = format!(
-                "[{:>6.1}s] {phase}: attempts {total} ({:.0}/s), check p99 {p99:.2} ms, errors {}, false accepts {}, false rejects {}",
-                elapsed.as_secs_f64(),
-                (total - last) as f64 / every as f64,
-                sh.errors,
-                sh.oracle.verdicts.false_accepts,
-                sh.oracle.verdicts.false_rejects,
-            );
-            last = total;
-            line
-        };
-        match &bar {
-            Some(b) => b.set_message(line),
-            None => eprintln!("{line}"),
-        }
-    }
-}
-
 /// The name of the phase running `elapsed` into the run.
 fn phase_at(s: &Scenario, elapsed: Duration) -> &str {
     let mut end = Duration::ZERO;
@@ -857,24 +791,23 @@ async fn offline_waves(ctx: Rc<Ctx>, seed: u64) {
     for (i, w) in waves.iter().enumerate() {
         tokio::time::sleep_until(ctx.origin + w.window.at).await;
         let mut rng = stream_rng(seed, 0xC0_0000_0000 ^ i as u64);
-        let mut n = 0u64;
+        let mut refused = 0u64;
         for d in ctx.fleet.devices() {
             if w.model.is_some_and(|m| m != d.connectivity) {
                 continue;
             }
             if rng.random::<f64>() < w.share {
                 let for_s = w.window.for_.as_secs_f64();
-                if ctx
-                    .fleet
-                    .control(d.id, crate::devices::Control::GoOffline { for_s })
-                    .is_ok()
-                {
-                    n += 1;
+                let go = crate::devices::Control::GoOffline { for_s };
+                if ctx.fleet.control(d.id, go).is_err() {
+                    refused += 1;
                 }
             }
         }
-        let mut sh = ctx.shared.borrow_mut();
-        sh.offline_max = sh.offline_max.max(n);
+        // The fleet's gauge counts who went offline (devices.offline_max).
+        if refused > 0 {
+            tracing::warn!(refused, wave = i, "devices with a full mailbox missed an offline wave");
+        }
     }
 }
 

@@ -550,7 +550,7 @@ pub fn provision_into(
         out.fleet.floors.insert(site, Vec::new());
         let mut cards_taken: FxHashSet<u64> = FxHashSet::default();
         let mut door_no = 0u32;
-        for g in &s.fleet.devices {
+        for (group, g) in s.fleet.devices.iter().enumerate() {
             for _ in 0..g.per_site {
                 door_no += 1;
                 let entrance = g.kind == DeviceKind::DoorPhone;
@@ -573,6 +573,7 @@ pub fn provision_into(
                     door,
                     site,
                     kit,
+                    group,
                     lock: None,
                     keypad: None,
                     sensor: None,

@@ -32,7 +32,7 @@ pub struct OracleFile {
     /// target's API cannot take, a host's check-in a server refused);
     /// arrivals not served are in report.json's `arrivals`.
     pub skipped: BTreeMap<String, u64>,
-    /// Most devices one offline wave took down (summed over shards).
+    /// Most devices offline at once, waves and spells (summed over shards).
     #[serde(default)]
     pub devices_offline_max: u64,
     #[serde(default)]
@@ -117,14 +117,33 @@ pub fn threshold_metrics(r: &RunReport, o: &OracleFile) -> BTreeMap<String, f64>
 fn to_report_thresholds(rs: &[ThresholdResult]) -> Vec<report::ThresholdResult> {
     rs.iter()
         .map(|r| {
-            report::ThresholdResult::new(
+            let t = report::ThresholdResult::new(
                 &r.threshold.metric,
                 &r.threshold.text,
                 r.measured,
                 r.passed,
-            )
+            );
+            match &r.not_judged {
+                Some(why) => t.not_judged(why),
+                None => t,
+            }
         })
         .collect()
+}
+
+/// Latency thresholds of a run whose latencies are simulated are not
+/// judged, unless the scenario asks (`judge_simulated_latency`).
+fn skip_simulated(s: &Scenario, results: &mut [ThresholdResult]) {
+    if !s.latency_simulated() || s.judge_simulated_latency {
+        return;
+    }
+    for r in results
+        .iter_mut()
+        .filter(|r| r.threshold.kind == scenario::MetricKind::Latency)
+    {
+        r.passed = false;
+        r.not_judged = Some(report::NOT_JUDGED_SIMULATED.to_owned());
+    }
 }
 
 /// Builds, judges and writes the report of a finished run.
@@ -184,12 +203,13 @@ fn judge_and_write(
     dir: &Path,
 ) -> Result<RunOutcome, RunError> {
     let metrics = threshold_metrics(r, extra);
-    let results = evaluate_all(&s.thresholds, &metrics);
+    let mut results = evaluate_all(&s.thresholds, &metrics);
+    skip_simulated(s, &mut results);
     r.set_thresholds(to_report_thresholds(&results));
     report::write_all(dir, r)?;
     let json = serde_json::to_vec_pretty(extra).unwrap_or_default();
     std::fs::write(dir.join(ORACLE_FILE), json)?;
-    let passed = results.iter().all(|t| t.passed);
+    let passed = scenario::threshold::all_passed(&results);
     Ok(RunOutcome {
         summary: summary(r, extra),
         thresholds: results,
@@ -213,6 +233,19 @@ pub fn summary(r: &RunReport, o: &OracleFile) -> String {
         },
         r.duration_s
     );
+    let _ = writeln!(
+        s,
+        "time series: {} intervals of {} s",
+        r.timeseries.len(),
+        report::fmt_num(r.interval_s)
+    );
+    if r.latency_simulated {
+        let skipped = r.thresholds.iter().filter(|t| t.not_judged.is_some()).count();
+        let _ = writeln!(
+            s,
+            "latencies are simulated (virtual time), not measured; {skipped} latency thresholds not judged"
+        );
+    }
     let _ = writeln!(
         s,
         "{:<15} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10}",

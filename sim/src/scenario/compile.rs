@@ -277,6 +277,21 @@ pub(crate) fn compile(
         None => None,
     };
 
+    let judge_simulated_latency = match &raw.judge_simulated_latency {
+        Some(j) if clock == Clock::Real => {
+            cx.push(
+                ProblemKind::Conflict,
+                j.span(),
+                "judge_simulated_latency",
+                "judge_simulated_latency applies to the virtual clock only".to_string(),
+                "real-clock latencies are measured and always judged; remove the field",
+            );
+            false
+        }
+        Some(j) => *j.get(),
+        None => false,
+    };
+
     let mut thresholds: Vec<(usize, Threshold)> = Vec::new();
     if let Some(ths) = &raw.thresholds {
         for (k, v) in ths.get() {
@@ -325,6 +340,7 @@ pub(crate) fn compile(
         transport,
         clock,
         start_at,
+        judge_simulated_latency,
         fleet,
         credentials,
         phases,

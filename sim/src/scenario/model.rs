@@ -32,6 +32,9 @@ pub struct Scenario {
     pub clock: Clock,
     /// Local start time in the first site's zone; `None`: now (real clock only).
     pub start_at: Option<DateTime>,
+    /// Latency thresholds are judged although the clock is virtual (its
+    /// latencies are simulated).
+    pub judge_simulated_latency: bool,
     pub fleet: Fleet,
     pub credentials: Credentials,
     pub phases: Vec<Phase>,
@@ -45,6 +48,13 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Latencies of this run are simulated, not measured: in virtual time
+    /// an in-process check takes no time, and what is recorded is the
+    /// rounding of the arrival's timer (0-1 ms).
+    pub fn latency_simulated(&self) -> bool {
+        self.clock == Clock::Virtual
+    }
+
     /// Total length of all phases.
     pub fn total_duration(&self) -> Duration {
         self.phases.iter().map(|p| p.duration).sum()

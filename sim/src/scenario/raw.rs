@@ -302,6 +302,11 @@ pub struct RawScenario {
     /// Local date and time the run starts at, in the first site's time zone.
     /// Default: now (real clock), 2026-01-05T08:00 (virtual clock, a Monday).
     pub start_at: Option<Sp<LocalDateTimeText>>,
+    /// Judge latency thresholds in virtual time too. Latencies there are
+    /// simulated (a timer's rounding, not a measurement), so by default
+    /// their thresholds are reported as "not judged: simulated". Default:
+    /// false. Virtual clock only.
+    pub judge_simulated_latency: Option<Sp<bool>>,
     /// The simulated fleet. Required.
     pub fleet: Sp<RawFleet>,
     /// Credentials provisioned through the engine before the load starts.

@@ -24,7 +24,7 @@
 //! frozen: what they open then differs from device to device.
 
 use reference_server::domain::{
-    Actor, Connectivity, CredentialId, DenyReason, DoorId, FloorScope, Pin, PinRuleError, Schedule,
+    Actor, CredentialId, DenyReason, DoorId, FloorScope, Pin, PinRuleError, Schedule,
     SyncFailure, SyncState,
 };
 use reference_server::engine::{Command, Issue, Outcome as EngineOutcome, PinSpec, SecretSpec};
@@ -136,13 +136,12 @@ fn is_ble(d: &DoorInfo) -> bool {
     matches!(d.plan.kit, crate::devices::fleet::DoorKit::BleApartment)
 }
 
-/// How often a phone or gateway passes a Bluetooth lock: the first BLE
+/// How often a phone or gateway passes a Bluetooth lock: its device
 /// group's `sync_every`.
-fn ble_visit_every(s: &Scenario) -> Duration {
+fn ble_visit_every(s: &Scenario, d: &DoorInfo) -> Duration {
     s.fleet
         .devices
-        .iter()
-        .find(|g| g.model == Connectivity::Ble)
+        .get(d.plan.group)
         .map_or(Duration::from_secs(30 * 60), |g| g.behaviour.sync_every)
         .max(Duration::from_secs(1))
 }
@@ -299,7 +298,7 @@ pub(super) fn plan(
             return skip(DropReason::ServerRefused);
         }
     };
-    let every = ble_visit_every(&ctx.scenario);
+    let every = ble_visit_every(&ctx.scenario, &door);
     let ble_first_visit =
         is_ble(door).then(|| Duration::from_secs_f64(every.as_secs_f64() * rng.random::<f64>()));
     sh.arrivals.ran(action.as_str());
@@ -324,7 +323,7 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
         }
     }
     let devices = storing(&door);
-    let every = ble_visit_every(&ctx.scenario);
+    let every = ble_visit_every(&ctx.scenario, &door);
     let started = Instant::now();
     let mut wait = Duration::from_secs(CODE_SYNC_WAIT_S);
     if job.ble_first_visit.is_some() {
