@@ -127,7 +127,7 @@ fn line(
 ) -> (String, u64) {
     let total = ctx.scenario.total_duration();
     let sh = ctx.shared.borrow();
-    let attempts: u64 = sh.actions.values().sum();
+    let attempts: u64 = sh.arrivals.ran_total();
     let shown = done.min(total);
     let share = if total.is_zero() {
         1.0
