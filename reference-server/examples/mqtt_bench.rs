@@ -15,6 +15,18 @@
 //! The server (service + gateway) and the devices run in this process on
 //! separate runtimes whose threads are named `server-*` and `devices-*`;
 //! the report splits CPU time by thread group (and Mosquitto's process).
+//!
+//! `--flood-s N` adds one more device that floods its own `auth/req` at
+//! QoS 0 from a raw socket (as fast as the socket takes it, from the start
+//! of the measured window, for N seconds; `--flood-kind garbage` sends
+//! bytes that are not JSON), to show what one device can do to the others:
+//! the report then adds the flood's size and the process's memory (RSS
+//! sampled every 100 ms: the server and the simulated devices together).
+//!
+//! ```text
+//! cargo run --release -p reference-server --example mqtt_bench -- \
+//!     --broker embedded --devices 100 --rate 1000 --duration-s 30 --flood-s 30
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +75,20 @@ struct Args {
     /// Worker threads of the server runtime and of the devices' runtime.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// One more device floods its own auth/req for this long (0: none).
+    #[arg(long, default_value_t = 0)]
+    flood_s: u64,
+    /// What the flooding device sends.
+    #[arg(long, value_enum, default_value = "auth")]
+    flood_kind: FloodKind,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum FloodKind {
+    /// Valid PIN checks (each one checked, answered and logged if let in).
+    Auth,
+    /// Payloads that are not JSON.
+    Garbage,
 }
 
 const PIN: &str = "482916";
@@ -83,7 +109,14 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let dir = tempfile::tempdir()?;
-    let (service, site, devices) = server_rt.block_on(provision(dir.path(), args.devices))?;
+    let flooding = args.flood_s > 0;
+    let (service, site, mut devices) = server_rt.block_on(provision(
+        dir.path(),
+        args.devices + u32::from(flooding),
+    ))?;
+    // The flooder is provisioned like the others but takes no part in the
+    // measured load.
+    let flooder = if flooding { devices.pop() } else { None };
     let mut mosquitto = None;
     let choice = match args.broker {
         BrokerKind::Embedded => BrokerChoice::Embedded {
@@ -114,6 +147,15 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .all(|c| c.placements.iter().all(|p| p.state == SyncState::Set))
     };
+    let rss = RssSampler::start();
+    let flood = flooder.map(|(id, secret)| Flood {
+        port,
+        topic: protocol::topic("fleet", site, id, Channel::AuthReq),
+        user: id.to_string(),
+        secret,
+        kind: args.flood_kind,
+        duration: Duration::from_secs(args.flood_s),
+    });
     let result = device_rt.block_on(run_load(
         &args,
         port,
@@ -121,21 +163,29 @@ fn main() -> anyhow::Result<()> {
         &devices,
         mosquitto_pid,
         all_set,
+        flood,
+        &rss,
     ));
     let report = result?;
     report.print(&args);
+    rss.print();
     if let Some(mut c) = mosquitto {
         let _ = c.kill();
         let _ = c.wait();
     }
     let m = mqtt.gateway.metrics();
     eprintln!(
-        "gateway: answered granted={} denied={} error={}; dropped overloaded={}",
+        "gateway: answered granted={} denied={} error={}",
         m.answered(Verdict::Granted),
         m.answered(Verdict::Denied),
         m.answered(Verdict::Error),
-        m.dropped(gateway::DropReason::Overloaded)
     );
+    let dropped: Vec<String> = gateway::DropReason::ALL
+        .iter()
+        .filter(|r| m.dropped(**r) > 0)
+        .map(|r| format!("{}={}", r.as_str(), m.dropped(*r)))
+        .collect();
+    eprintln!("gateway: dropped {}", dropped.join(" "));
     drop(server_rt);
     Ok(())
 }
@@ -300,6 +350,7 @@ struct Report {
     wall_s: f64,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_load(
     args: &Args,
     port: u16,
@@ -307,7 +358,10 @@ async fn run_load(
     devices: &[(DeviceId, String)],
     mosquitto_pid: Option<u32>,
     all_set: impl Fn() -> bool,
+    flood: Option<Flood>,
+    rss: &RssSampler,
 ) -> anyhow::Result<Report> {
+    let mut flood = flood;
     let interval_ns = 1_000_000_000 / args.rate;
     let warmup = args.warmup_s * args.rate;
     let total = warmup + args.duration_s * args.rate;
@@ -396,6 +450,10 @@ async fn run_load(
             if next == warmup {
                 cpu_before = Some(cpu_times(mosquitto_pid));
                 measured_from = Instant::now();
+                rss.mark("measured window starts");
+                if let Some(f) = flood.take() {
+                    f.start(rss.clone());
+                }
             }
             let (client, topic) = &clients[(next % clients.len() as u64) as usize];
             let req = AuthRequest {
@@ -571,6 +629,190 @@ impl Report {
             if *v > 0.05 {
                 println!("    {k:<20} {:.2}", v / self.wall_s);
             }
+        }
+    }
+}
+
+/// One device flooding its own auth/req at QoS 0 from a raw socket.
+struct Flood {
+    port: u16,
+    topic: String,
+    user: String,
+    secret: String,
+    kind: FloodKind,
+    duration: Duration,
+}
+
+/// An MQTT string: length, then the bytes.
+fn mqtt_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// A packet: first byte, remaining length, body.
+fn mqtt_packet(byte1: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![byte1];
+    let mut len = body.len();
+    loop {
+        let mut b = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+impl Flood {
+    /// Starts the flood on its own threads (a writer and a reader that
+    /// discards what comes back); it ends by itself after `duration`.
+    fn start(self, rss: RssSampler) {
+        std::thread::Builder::new()
+            .name("flooder".into())
+            .spawn(move || {
+                if let Err(e) = self.run(&rss) {
+                    eprintln!("flood: {e}");
+                }
+            })
+            .expect("flood thread");
+    }
+
+    fn run(&self, rss: &RssSampler) -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        sock.set_nodelay(true)?;
+        let mut body = Vec::new();
+        mqtt_str(&mut body, b"MQTT");
+        // Level 4 (3.1.1); flags: username, password, clean session.
+        body.extend_from_slice(&[4, 0xC2, 0, 60]);
+        mqtt_str(&mut body, self.user.as_bytes());
+        mqtt_str(&mut body, self.user.as_bytes());
+        mqtt_str(&mut body, self.secret.as_bytes());
+        sock.write_all(&mqtt_packet(0x10, &body))?;
+        let mut reader = sock.try_clone()?;
+        let received = Arc::new(AtomicU64::new(0));
+        let got = received.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        });
+        // A batch of publishes written at once, over and over.
+        let mut batch = Vec::new();
+        let mut per_batch = 0u64;
+        while batch.len() < 64 * 1024 {
+            let payload: Vec<u8> = match self.kind {
+                FloodKind::Auth => format!(
+                    r#"{{"id":{per_batch},"credential":{{"type":"pin","value":"{PIN}"}}}}"#
+                )
+                .into_bytes(),
+                FloodKind::Garbage => b"\x00garbage, not json \xff".to_vec(),
+            };
+            let mut body = Vec::new();
+            mqtt_str(&mut body, self.topic.as_bytes());
+            body.extend_from_slice(&payload);
+            batch.extend_from_slice(&mqtt_packet(0x30, &body));
+            per_batch += 1;
+        }
+        rss.mark("flood starts");
+        let started = std::time::Instant::now();
+        let mut sent = 0u64;
+        while started.elapsed() < self.duration {
+            if sock.write_all(&batch).is_err() {
+                break;
+            }
+            sent += per_batch;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        rss.mark("flood ends");
+        eprintln!(
+            "flood: {:?} from {} for {secs:.1}s: {sent} messages written ({:.0}/s), {} bytes came back",
+            self.kind,
+            self.user,
+            sent as f64 / secs,
+            received.load(Ordering::Relaxed)
+        );
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+        Ok(())
+    }
+}
+
+/// The process's resident memory, sampled every 100 ms.
+#[derive(Clone)]
+struct RssSampler {
+    samples: Arc<Mutex<Vec<(f64, u64)>>>,
+    marks: Arc<Mutex<Vec<(f64, String)>>>,
+    t0: std::time::Instant,
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+impl RssSampler {
+    fn start() -> RssSampler {
+        let s = RssSampler {
+            samples: Arc::default(),
+            marks: Arc::default(),
+            t0: std::time::Instant::now(),
+        };
+        let samples = s.samples.clone();
+        let t0 = s.t0;
+        std::thread::spawn(move || loop {
+            samples
+                .lock()
+                .push((t0.elapsed().as_secs_f64(), rss_kib()));
+            std::thread::sleep(Duration::from_millis(100));
+        });
+        s
+    }
+
+    fn mark(&self, what: &str) {
+        self.marks
+            .lock()
+            .push((self.t0.elapsed().as_secs_f64(), what.to_string()));
+    }
+
+    fn print(&self) {
+        let samples = self.samples.lock().clone();
+        let marks = self.marks.lock().clone();
+        let from = marks.first().map_or(0.0, |m| m.0);
+        let before = samples
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= from)
+            .map_or(0, |s| s.1);
+        let peak = samples
+            .iter()
+            .filter(|(t, _)| *t >= from)
+            .map(|s| s.1)
+            .max()
+            .unwrap_or(0);
+        let last = samples.last().map_or(0, |s| s.1);
+        println!(
+            "  rss_mib (server + simulated devices, one process): at the start of the measured window {:.1}, peak after {:.1}, at the end {:.1}",
+            before as f64 / 1024.0,
+            peak as f64 / 1024.0,
+            last as f64 / 1024.0
+        );
+        for (t, what) in marks {
+            println!("    {what} at {:.1}s", t - from);
         }
     }
 }

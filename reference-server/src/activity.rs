@@ -20,7 +20,7 @@ pub struct ActivityEntry {
     pub at: Timestamp,
     /// What happened: an event name (`unlocked`, `door_opened`, ...),
     /// `access_granted`/`access_denied` (a check), `online`/`offline`,
-    /// `remote_open`.
+    /// `remote_open`, `messages_dropped`.
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub how: Option<How>,
@@ -74,7 +74,7 @@ impl ActivityEntry {
                 origin: Some(g.origin),
                 ..ActivityEntry::new(device, at, "access_granted")
             },
-            Decision::Denied { reason } => ActivityEntry {
+            Decision::Denied { reason, .. } => ActivityEntry {
                 how: Some(how),
                 reason: Some(reason.as_str().to_string()),
                 ..ActivityEntry::new(device, at, "access_denied")
@@ -126,6 +126,23 @@ impl ActivityEntry {
         ActivityEntry::new(device, at, if online { "online" } else { "offline" })
     }
 
+    /// Messages from the device dropped over a report window (its rate,
+    /// its checks in progress, a malformed payload...): one entry per
+    /// reason and window, never one per message.
+    pub fn messages_dropped(
+        device: DeviceId,
+        at: Timestamp,
+        reason: &str,
+        count: u64,
+        window_s: u64,
+    ) -> ActivityEntry {
+        ActivityEntry {
+            reason: Some(reason.to_string()),
+            detail: Some(format!("{count} messages in the last {window_s} s")),
+            ..ActivityEntry::new(device, at, "messages_dropped")
+        }
+    }
+
     /// Open Door from the platform, with the device's answer.
     pub fn remote_open(device: DeviceId, at: Timestamp, result: &str) -> ActivityEntry {
         ActivityEntry {
@@ -172,6 +189,7 @@ mod tests {
         );
         let d = Decision::Denied {
             reason: DenyReason::UsesExhausted,
+            locked_until: None,
         };
         let e = ActivityEntry::from_check(DeviceId(2), at, CredentialKind::Qr, &d);
         assert_eq!(e.reason.as_deref(), Some("uses_exhausted"));

@@ -1850,8 +1850,11 @@ impl Engine {
             Presented::Pin(pin) => {
                 // The lockout state is read from the hot table; its mutex is
                 // taken only to record a wrong try or to clear earlier ones.
-                if now.as_second() < dev.locked_until_s.load(Ordering::Relaxed) {
-                    return Decision::deny(DenyReason::LockedOut);
+                // A lockout answer says when it ends, so the device can end
+                // it when the engine does.
+                let until_s = dev.locked_until_s.load(Ordering::Relaxed);
+                if now.as_second() < until_s {
+                    return Decision::deny_locked(DenyReason::LockedOut, until_s);
                 }
                 let slot = self.device_pins.find(device_pin_key(id, pin));
                 if let Some(s) = slot.filter(|s| s.flags & KeypadSlot::FAST != 0) {
@@ -1871,12 +1874,16 @@ impl Engine {
                     let mut lockout = self.lockouts[id.index()].lock();
                     // Another check may have locked the keypad meanwhile.
                     if lockout.is_locked(now) {
-                        return Decision::deny(DenyReason::LockedOut);
+                        let until_s = lockout.locked_until().map_or(0, |t| t.as_second());
+                        return Decision::deny_locked(DenyReason::LockedOut, until_s);
                     }
                     dev.wrong_tries.store(true, Ordering::Relaxed);
                     if lockout.record_wrong(now, &self.sites[dev.site.index()].settings.lockout) {
-                        let until = lockout.locked_until().map_or(0, |t| t.as_second());
-                        dev.locked_until_s.store(until, Ordering::Relaxed);
+                        let until_s = lockout.locked_until().map_or(0, |t| t.as_second());
+                        debug_assert!(until_s > now.as_second(), "a lockout ends after it starts");
+                        dev.locked_until_s.store(until_s, Ordering::Relaxed);
+                        // The try that locked the keypad says so.
+                        return Decision::deny_locked(DenyReason::WrongPin, until_s);
                     }
                     return Decision::deny(DenyReason::WrongPin);
                 };

@@ -25,7 +25,10 @@
 //!   entries, device uptime and battery, the Prometheus registry, secrets.
 //! - [`gateway`]: the MQTT device gateway (checks, events, status, sync,
 //!   remote commands) over any broker.
-//! - [`broker`]: the embedded MQTT broker (rumqttd) for a self-contained run.
+//! - [`broker`]: the embedded MQTT 3.1.1 broker for a self-contained run:
+//!   each device confined to its own topics (ACL), held to its limits.
+//! - [`limits`]: what one device may cost the server (rate, in-flight,
+//!   payload size) and the per-device count of what it had dropped.
 //!
 //! A credential check: `Engine::validate` looks the device up by dense id,
 //! checks the keypad lockout, finds the credential (PIN: `(device, pin)`
@@ -46,6 +49,7 @@ pub mod error;
 pub mod gateway;
 pub mod health;
 mod huge;
+pub mod limits;
 pub mod metrics;
 mod pin_index;
 pub mod protocol;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use reference_server::gateway::{self, BrokerChoice, BrokerUrl};
+use reference_server::limits::DeviceLimits;
 use reference_server::server::{self, Config};
 
 /// The reference access engine: admin HTTP API, HTTP device validation,
@@ -27,9 +28,21 @@ struct Args {
     /// Default: start the embedded broker.
     #[arg(long)]
     broker: Option<BrokerUrl>,
-    /// Where the embedded broker listens (ignored with --broker).
+    /// Where the embedded broker listens (ignored with --broker); a taken
+    /// port stops the server at once.
     #[arg(long, default_value = "127.0.0.1:1883")]
     mqtt_listen: SocketAddr,
+    /// Messages one device may send per second, sustained; beyond, QoS 0
+    /// messages are dropped and counted, QoS 1 ones wait.
+    #[arg(long, default_value_t = DeviceLimits::default().rate_per_s)]
+    device_rate_per_s: u32,
+    /// Messages one device may send at once above its rate.
+    #[arg(long, default_value_t = DeviceLimits::default().burst)]
+    device_burst: u32,
+    /// Checks and events of one device processed at once; more are dropped
+    /// and counted.
+    #[arg(long, default_value_t = DeviceLimits::default().in_flight)]
+    device_in_flight: u32,
 }
 
 async fn shutdown_signal() {
@@ -69,15 +82,24 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(w >= 1, "--http-workers must be at least 1");
         config.http_workers = w;
     }
+    let limits = DeviceLimits {
+        rate_per_s: args.device_rate_per_s,
+        burst: args.device_burst,
+        in_flight: args.device_in_flight,
+        ..DeviceLimits::default()
+    };
+    limits.validate()?;
     let server = server::run(config, shutdown_signal()).await?;
-    println!("listening on {}", server.url());
     let choice = match args.broker {
         Some(url) => BrokerChoice::External(url),
         None => BrokerChoice::Embedded {
             listen: args.mqtt_listen,
         },
     };
-    let mqtt = gateway::serve(server.service.clone(), choice, |_| {}).await?;
+    // Before saying where it listens: a taken MQTT port ends the server
+    // here, with the address in the error.
+    let mqtt = gateway::serve_with_limits(server.service.clone(), choice, limits, |_| {}).await?;
+    println!("listening on {}", server.url());
     println!("devices connect to {}", mqtt.device_url);
     server.wait().await;
     Ok(())

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub store_batch_size: Histogram,
     pub gateway_dropped_total: IntCounterVec,
     pub devices_online: IntGauge,
+    /// Activity entries the store could no longer take (it had stopped).
+    pub activity_entries_lost_total: IntCounter,
     /// `validations_total` resolved per (transport, outcome): the check path
     /// does no label hashing.
     validations: [[IntCounter; OUTCOMES]; 2],
@@ -116,6 +118,11 @@ impl Metrics {
         let devices_online =
             IntGauge::new("devices_online", "Devices whose last status said online")
                 .expect("valid metric");
+        let activity_entries_lost_total = IntCounter::new(
+            "activity_entries_lost_total",
+            "Activity entries that could not be stored because the store had stopped",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_request_duration_seconds.clone()),
@@ -124,6 +131,7 @@ impl Metrics {
             Box::new(store_batch_size.clone()),
             Box::new(gateway_dropped_total.clone()),
             Box::new(devices_online.clone()),
+            Box::new(activity_entries_lost_total.clone()),
         ] {
             registry.register(c).expect("names are unique");
         }
@@ -141,6 +149,7 @@ impl Metrics {
             store_batch_size,
             gateway_dropped_total,
             devices_online,
+            activity_entries_lost_total,
             validations,
         }
     }
@@ -208,6 +217,7 @@ mod tests {
             "reference_server_store_batch_size",
             "reference_server_gateway_dropped_total",
             "reference_server_devices_online",
+            "reference_server_activity_entries_lost_total",
         ] {
             assert!(text.contains(name), "{name} missing");
         }

@@ -254,6 +254,11 @@ pub struct AuthResponse {
     pub origin: Option<Origin>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The keypad is locked out until then: on a `locked_out` denial and on
+    /// the wrong PIN that locked it. Absent: not locked out after this
+    /// check (and in answers from servers before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<Timestamp>,
 }
 
 impl AuthResponse {
@@ -267,8 +272,12 @@ impl AuthResponse {
                 holder: Some(g.holder),
                 origin: Some(g.origin),
                 error: None,
+                locked_until: None,
             },
-            Decision::Denied { reason } => AuthResponse {
+            Decision::Denied {
+                reason,
+                locked_until,
+            } => AuthResponse {
                 id,
                 decision: Verdict::Denied,
                 reason: Some(*reason),
@@ -276,6 +285,7 @@ impl AuthResponse {
                 holder: None,
                 origin: None,
                 error: None,
+                locked_until: *locked_until,
             },
         }
     }
@@ -289,6 +299,7 @@ impl AuthResponse {
             holder: None,
             origin: None,
             error: Some(message.into()),
+            locked_until: None,
         }
     }
 }

@@ -44,6 +44,10 @@ pub const SYNC_CHANNEL_CAPACITY: usize = 4_096;
 pub type CommandSink =
     Arc<dyn Fn(DeviceId, CommandKind) -> BoxFuture<'static, CommandResult> + Send + Sync>;
 
+/// Work that must finish before the store closes (the gateway stops taking
+/// device messages and finishes those it took).
+pub type CloseHook = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
+
 /// The server's clock: the system clock, or a settable one for tests (so a
 /// test can stand on a Tuesday 09:00 across a DST change).
 #[derive(Clone, Default)]
@@ -139,6 +143,8 @@ pub struct Service {
     /// Fault injection for load tests: every check waits this long before
     /// the engine decides (a slow backend). Zero in production.
     added_latency_us: std::sync::atomic::AtomicU64,
+    /// Run by `close`, in order, before the store closes.
+    close_hooks: Mutex<Vec<CloseHook>>,
 }
 
 fn load_or_create_key(dir: &Path) -> Result<TokenKey, StoreError> {
@@ -227,6 +233,7 @@ impl Service {
             sync_tx,
             command_sink: RwLock::new(None),
             added_latency_us: std::sync::atomic::AtomicU64::new(0),
+            close_hooks: Mutex::new(Vec::new()),
         })
     }
 
@@ -309,9 +316,7 @@ impl Service {
         }
         if decision.reason() != Some(crate::domain::DenyReason::DeviceUnknown) {
             let entry = ActivityEntry::from_check(device, now, kind, &decision);
-            if let Err(e) = self.store.write_one_later(Write::Activity(entry)).await {
-                tracing::warn!(error = %e, "activity entry lost");
-            }
+            self.log_activity(entry).await;
         }
         self.metrics.validation(transport, Some(decision.reason()));
         protocol::AuthResponse::from_decision(req.id, &decision)
@@ -629,8 +634,41 @@ impl Service {
         Ok(())
     }
 
-    /// Commits everything queued and stops the store's writer.
+    /// Queues an activity entry for the next commit (nobody waits for it).
+    /// One the store can no longer take is counted
+    /// (`activity_entries_lost_total`) and reported once at `close`, not
+    /// logged one by one.
+    pub async fn log_activity(&self, entry: ActivityEntry) {
+        if self
+            .store
+            .write_one_later(Write::Activity(entry))
+            .await
+            .is_err()
+        {
+            self.metrics.activity_entries_lost_total.inc();
+        }
+    }
+
+    /// Adds work to run at `close` before the store closes.
+    pub fn before_close(&self, hook: CloseHook) {
+        self.close_hooks.lock().push(hook);
+    }
+
+    /// Runs the close hooks (the gateway stops and finishes what it took),
+    /// then commits everything queued and stops the store's writer. Says
+    /// how many activity entries could not be stored, if any.
     pub async fn close(&self) {
+        let hooks = std::mem::take(&mut *self.close_hooks.lock());
+        for hook in hooks {
+            hook().await;
+        }
         self.store.close().await;
+        let lost = self.metrics.activity_entries_lost_total.get();
+        if lost > 0 {
+            tracing::warn!(
+                lost,
+                "activity entries lost: {lost} could not be stored (the store had stopped)"
+            );
+        }
     }
 }

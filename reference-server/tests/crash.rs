@@ -22,6 +22,8 @@ async fn spawn(dir: &Path) -> (Child, String) {
             "127.0.0.1:0",
             "--http-workers",
             "2",
+            "--mqtt-listen",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -333,6 +333,57 @@ fn reason(d: Decision) -> Option<DenyReason> {
     d.reason()
 }
 
+/// The answers around a lockout say when it ends: the wrong PIN that locks
+/// the keypad and every `locked_out` denial carry the end (the locking
+/// try's whole second plus the policy's 30 s); other answers carry none.
+#[test]
+fn a_lockout_answer_says_when_the_lockout_ends() {
+    let mut w = World::new();
+    let (_, good) = w.pin("5826", Schedule::Permanent);
+    let wrong = Pin::parse("0000").unwrap();
+    let at = |ms: i64| t0() + SignedDuration::from_millis(ms);
+    for ms in [0, 900] {
+        let d = w.check(w.keypad, Presented::Pin(wrong), at(ms));
+        assert_eq!(
+            (d.reason(), d.locked_until()),
+            (Some(DenyReason::WrongPin), None)
+        );
+    }
+    // The third try, 1.7 s in, locks it: until second 1 + 30.
+    let end = t0() + SignedDuration::from_secs(31);
+    let d = w.check(w.keypad, Presented::Pin(wrong), at(1_700));
+    assert_eq!(d.reason(), Some(DenyReason::WrongPin));
+    assert_eq!(d.locked_until(), Some(end));
+    for (ms, p) in [(2_000, good), (30_999, wrong)] {
+        let d = w.check(w.keypad, Presented::Pin(p), at(ms));
+        assert_eq!(d.reason(), Some(DenyReason::LockedOut), "at {ms} ms");
+        assert_eq!(d.locked_until(), Some(end), "at {ms} ms");
+    }
+    // The other keypad of the site is not locked.
+    let d = w.check(w.phone, Presented::Pin(wrong), at(2_000));
+    assert_eq!(d.locked_until(), None);
+    // At the end it opens again, and the answer carries no end.
+    let d = w.check(w.keypad, Presented::Pin(good), end);
+    assert!(d.is_granted());
+    assert_eq!(d.locked_until(), None);
+    // Wire: the end travels in the answer, absent when there is none.
+    let resp = reference_server::protocol::AuthResponse::from_decision(
+        7,
+        &Decision::Denied {
+            reason: DenyReason::LockedOut,
+            locked_until: Some(end),
+        },
+    );
+    let json = String::from_utf8(reference_server::protocol::encode(&resp)).unwrap();
+    assert!(
+        json.contains(r#""locked_until":"2026-11-24T10:00:31Z""#),
+        "{json}"
+    );
+    let granted = reference_server::protocol::AuthResponse::from_decision(7, &d);
+    let json = String::from_utf8(reference_server::protocol::encode(&granted)).unwrap();
+    assert!(!json.contains("locked_until"), "{json}");
+}
+
 /// One table that produces every denial reason of the domain.
 #[test]
 fn every_denial_reason() {

@@ -1,5 +1,5 @@
-//! The device protocol end to end through the embedded broker (rumqttd):
-//! plain rumqttc clients play locks against the real gateway and service.
+//! The device protocol end to end through the embedded broker: plain
+//! rumqttc clients play locks against the real gateway and service.
 
 mod mqtt_support;
 
@@ -41,4 +41,9 @@ async fn bad_payloads_are_counted_and_dropped_without_harm_to_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_open_command_round_trip() {
     scenarios::remote_open_command_round_trip(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_speak_for_another() {
+    scenarios::a_device_cannot_speak_for_another(Broker::Embedded).await;
 }

@@ -14,6 +14,47 @@ use serde_json::{json, Value};
 
 const T0: &str = "2026-03-23T10:00:00Z"; // a Monday
 
+/// The validate answer says when a keypad's lockout ends: the wrong PIN
+/// that locks it and every `locked_out` denial carry `locked_until` (the
+/// default policy: 5 wrong in 60 s lock for 30 s); other answers do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lockout_answer_over_http_says_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(ts(T0));
+    let server = start(dir.path(), clock.clone()).await;
+    let api = Api::new(server.url());
+    let w = world(&api).await;
+    let wrong = || {
+        api.validate(
+            w.phone_a,
+            &w.phone_a_secret,
+            json!({"type": "pin", "value": "0000"}),
+        )
+    };
+    for _ in 0..4 {
+        let r = wrong().await;
+        assert_eq!(r["reason"], "wrong_pin", "{r}");
+        assert!(r.get("locked_until").is_none(), "{r}");
+    }
+    let r = wrong().await;
+    assert_eq!(
+        (r["reason"].as_str(), r["locked_until"].as_str()),
+        (Some("wrong_pin"), Some("2026-03-23T10:00:30Z")),
+        "{r}"
+    );
+    clock.set(ts("2026-03-23T10:00:29Z"));
+    let r = wrong().await;
+    assert_eq!(
+        (r["reason"].as_str(), r["locked_until"].as_str()),
+        (Some("locked_out"), Some("2026-03-23T10:00:30Z")),
+        "{r}"
+    );
+    clock.set(ts("2026-03-23T10:00:30Z"));
+    let r = wrong().await;
+    assert_eq!(r["reason"], "wrong_pin", "{r}");
+    assert!(r.get("locked_until").is_none(), "{r}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visitor_key_delivery_pin_and_dst_recurring_code() {
     let dir = tempfile::tempdir().unwrap();

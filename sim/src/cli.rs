@@ -39,7 +39,7 @@ impl From<Exit> for std::process::ExitCode {
     name = "fleetsim",
     version,
     about = "Smart-lock device-fleet simulator and load-testing harness",
-    after_help = "Exit codes: 0 passed, 1 thresholds failed, 2 invalid input (scenario file or flags), 3 run error."
+    after_help = "Exit codes: 0 passed, 1 thresholds failed, 2 invalid input (scenario file or flags; validate --strict: a warning; merge: reports that are not one whole run), 3 run error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -57,6 +57,9 @@ enum Command {
         /// Print the results as JSON on stdout (for editors and CI tools).
         #[arg(long)]
         json: bool,
+        /// Treat warnings (e.g. an action that can never run) as errors: exit 2.
+        #[arg(long)]
+        strict: bool,
     },
     /// List the scenarios in a directory with their descriptions.
     List {
@@ -83,6 +86,9 @@ enum Command {
         /// The scenario whose thresholds to judge (default: the one the reports name).
         #[arg(long, value_name = "FILE")]
         scenario: Option<PathBuf>,
+        /// Merge even with shards missing; the verdict is marked partial.
+        #[arg(long)]
+        allow_partial: bool,
     },
 }
 
@@ -125,7 +131,8 @@ struct RunArgs {
     /// Stop after this long in total (phases are cut), e.g. "30s".
     #[arg(long, value_name = "D", value_parser = parse_duration_flag)]
     duration: Option<Duration>,
-    /// Directory for report.json, report.html, junit.xml. Default: reports/NAME-SEED.
+    /// Directory for report.json, report.html, junit.xml. Default: reports/SLUG-SEED
+    /// (SLUG: the scenario's name in lowercase ASCII letters, digits, '-' and '_').
     #[arg(long, value_name = "DIR")]
     report_dir: Option<PathBuf>,
     /// Serve Prometheus /metrics on this address during the run, e.g. 127.0.0.1:9464.
@@ -134,6 +141,26 @@ struct RunArgs {
     /// Simulate only slice i of n of the fleet (0-based), e.g. "0/4".
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     shard: Option<Shard>,
+    /// The run's id in its report (shards of one run share it); default: a
+    /// hash of the resolved scenario and the seed.
+    #[arg(long, value_name = "ID", value_parser = parse_run_id)]
+    run_id: Option<String>,
+}
+
+/// A run id: 1 to 64 letters, digits, `-`, `_` or `.`.
+fn parse_run_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not a run id: use 1 to 64 letters, digits, '-', '_' or '.'"
+        ))
+    }
 }
 
 /// Parses "i/n" (0-based index below the count).
@@ -220,8 +247,16 @@ pub fn main_with(
         }
     };
     match cli.command {
-        Command::Validate { files, json: false } => validate(&files, out, err),
-        Command::Validate { files, json: true } => validate_json(&files, out),
+        Command::Validate {
+            files,
+            json: false,
+            strict,
+        } => validate(&files, strict, out, err),
+        Command::Validate {
+            files,
+            json: true,
+            strict,
+        } => validate_json(&files, strict, out),
         Command::List { dir } => list(&dir, out, err),
         Command::Schema => {
             let schema = serde_json::to_string_pretty(&scenario::json_schema())
@@ -243,7 +278,15 @@ pub fn main_with(
             dirs,
             report_dir,
             scenario,
-        } => merge_cmd(&dirs, &report_dir, scenario.as_deref(), out, err),
+            allow_partial,
+        } => merge_cmd(
+            &dirs,
+            &report_dir,
+            scenario.as_deref(),
+            allow_partial,
+            out,
+            err,
+        ),
     }
 }
 
@@ -251,12 +294,36 @@ fn report_error(e: &ScenarioError, err: &mut dyn Write) {
     let _ = writeln!(err, "{e}");
 }
 
-fn validate(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> Exit {
+/// Prints a scenario's warnings (file:line:col, as errors are printed).
+fn report_warnings(s: &Scenario, err: &mut dyn Write) {
+    for w in &s.warnings {
+        let _ = writeln!(err, "{}\n", w.as_warning());
+    }
+}
+
+fn validate(files: &[PathBuf], strict: bool, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
     let mut exit = Exit::Passed;
     for f in files {
         match scenario::load(f) {
+            Ok(s) if strict && !s.warnings.is_empty() => {
+                report_warnings(&s, err);
+                let n = s.warnings.len();
+                let _ = writeln!(
+                    err,
+                    "{}: {n} warning{} (--strict makes warnings errors)\n",
+                    f.display(),
+                    if n == 1 { "" } else { "s" }
+                );
+                exit = Exit::InvalidInput;
+            }
             Ok(s) => {
-                let _ = writeln!(out, "ok: {} ({})", f.display(), s.name);
+                report_warnings(&s, err);
+                let warned = match s.warnings.len() {
+                    0 => String::new(),
+                    1 => ", 1 warning".to_string(),
+                    n => format!(", {n} warnings"),
+                };
+                let _ = writeln!(out, "ok: {} ({}{warned})", f.display(), s.name);
             }
             Err(e) => {
                 report_error(&e, err);
@@ -278,19 +345,28 @@ struct FileResult<'a> {
     problems: &'a [scenario::Problem],
     /// A problem that is not about a place in the file (unreadable, too large).
     error: Option<String>,
+    /// Warnings (kind `never_runs`: an action that can never run), with
+    /// line, col, path, message and hint like problems. With --strict a
+    /// warning makes `ok` false.
+    warnings: &'a [scenario::Problem],
+    /// The thresholds the run will judge, defaults included (`default`:
+    /// true where the file did not set that metric).
+    thresholds: &'a [scenario::Threshold],
 }
 
-fn validate_json(files: &[PathBuf], out: &mut dyn Write) -> Exit {
+fn validate_json(files: &[PathBuf], strict: bool, out: &mut dyn Write) -> Exit {
     let loaded: Vec<_> = files.iter().map(|f| (f, scenario::load(f))).collect();
     let results: Vec<FileResult> = loaded
         .iter()
         .map(|(f, r)| match r {
             Ok(s) => FileResult {
                 file: f.display().to_string(),
-                ok: true,
+                ok: !(strict && !s.warnings.is_empty()),
                 name: Some(&s.name),
                 problems: &[],
                 error: None,
+                warnings: &s.warnings,
+                thresholds: &s.thresholds,
             },
             Err(e) => FileResult {
                 file: f.display().to_string(),
@@ -298,6 +374,8 @@ fn validate_json(files: &[PathBuf], out: &mut dyn Write) -> Exit {
                 name: None,
                 problems: e.problems(),
                 error: e.problems().is_empty().then(|| e.to_string()),
+                warnings: &[],
+                thresholds: &[],
             },
         })
         .collect();
@@ -365,6 +443,9 @@ fn reproduce_command(file: &Path, args: &RunArgs, seed: u64) -> String {
     if let Some(s) = args.shard {
         cmd.push_str(&format!(" --shard {}/{}", s.index, s.count));
     }
+    if let Some(id) = &args.run_id {
+        cmd.push_str(&format!(" --run-id {id}"));
+    }
     cmd
 }
 
@@ -380,6 +461,7 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
         let _ = writeln!(err, "error: {msg}");
         return Exit::InvalidInput;
     }
+    report_warnings(&scenario, err);
     let seed = args
         .seed
         .or(scenario.seed)
@@ -388,7 +470,7 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
     let report_dir = args
         .report_dir
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("reports/{}-{seed}", scenario.name)));
+        .unwrap_or_else(|| run::default_report_dir(&scenario.name, seed));
     let _ = writeln!(
         out,
         "fleetsim {}: scenario `{}` ({}), seed {seed}, transport {}, {} devices, {} phases over {}",
@@ -409,6 +491,10 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
         report_dir,
         metrics_addr: args.metrics_addr,
         shard: args.shard.unwrap_or(Shard::WHOLE),
+        run_id: args
+            .run_id
+            .clone()
+            .unwrap_or_else(|| run::run_id(&scenario, seed)),
         reproduce,
     };
     match run::execute(&scenario, &opts) {
@@ -422,6 +508,14 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
                 let _ = writeln!(out, "thresholds failed; replay with: {}", opts.reproduce);
                 Exit::ThresholdsFailed
             }
+        }
+        Err(e @ RunError::ReportDir(_)) => {
+            let _ = writeln!(err, "error: {e}");
+            let _ = writeln!(
+                err,
+                "nothing ran; pass --report-dir DIR with a directory fleetsim may write"
+            );
+            Exit::InvalidInput
         }
         Err(e) => {
             let _ = writeln!(err, "run error: {e}");
@@ -481,12 +575,12 @@ fn print_thresholds(outcome: &run::RunOutcome, out: &mut dyn Write) {
         let measured = r
             .measured
             .map_or_else(|| "not measured".to_string(), |m| format!("{m}"));
-        let _ = writeln!(
-            out,
-            "{} {} (measured {measured})",
-            if r.passed { "PASS" } else { "FAIL" },
-            r.threshold
-        );
+        let status = match (&r.not_judged, r.passed) {
+            (Some(why), _) => format!("NOT JUDGED ({why})"),
+            (None, true) => "PASS".to_string(),
+            (None, false) => "FAIL".to_string(),
+        };
+        let _ = writeln!(out, "{status} {} (measured {measured})", r.threshold);
     }
 }
 
@@ -494,16 +588,21 @@ fn merge_cmd(
     dirs: &[PathBuf],
     report_dir: &Path,
     scenario: Option<&Path>,
+    allow_partial: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Exit {
-    match run::merge_dirs(dirs, report_dir, scenario) {
+    match run::merge_dirs(dirs, report_dir, scenario, allow_partial) {
         Ok(m) => {
             let _ = writeln!(
                 out,
-                "merged {} reports into {}",
+                "merged {} reports into {}{}",
                 m.shards,
-                report_dir.display()
+                report_dir.display(),
+                match &m.partial {
+                    Some(p) => format!(" (PARTIAL: {p})"),
+                    None => String::new(),
+                }
             );
             let _ = write!(out, "{}", m.outcome.summary);
             print_thresholds(&m.outcome, out);
@@ -519,7 +618,8 @@ fn merge_cmd(
             Exit::InvalidInput
         }
         Err(e @ run::verdict::MergeError::Report(_))
-        | Err(e @ run::verdict::MergeError::Oracle { .. }) => {
+        | Err(e @ run::verdict::MergeError::Oracle { .. })
+        | Err(e @ run::verdict::MergeError::NotOneRun(_)) => {
             let _ = writeln!(err, "error: {e}");
             Exit::InvalidInput
         }

@@ -327,3 +327,108 @@ fn run_with_a_bad_scenario_exits_2_before_anything_starts() {
     );
     assert!(text(&out.stderr).contains("missing field `fleet`"));
 }
+
+/// A short virtual-clock run (seconds of wall time) named `name`.
+fn tiny_scenario(name: &str) -> String {
+    format!(
+        r#"name = "{name}"
+seed = 3
+clock = "virtual"
+[fleet]
+[[fleet.devices]]
+kind = "lock"
+per_site = 1
+with = ["keypad"]
+[[phases]]
+duration = "5s"
+arrivals = "2/s"
+[thresholds]
+"decisions.false_accept" = "== 0"
+"#
+    )
+}
+
+/// Every path under `root`, relative to it, sorted.
+fn tree(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_name_like_a_path_lands_under_reports() {
+    // The working directory is two levels down, so `../../escaped` would
+    // land inside `tmp` (where the test can see it) were it not slugged.
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path().join("a").join("b");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let file = cwd.join("escape.toml");
+    std::fs::write(&file, tiny_scenario("../../escaped")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+        .args(["run", file.to_str().unwrap()])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("report: reports/escaped-3"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(cwd.join("reports/escaped-3/report.json").is_file());
+    // Nothing else anywhere in the temporary tree.
+    let outside: Vec<String> = tree(tmp.path())
+        .into_iter()
+        .filter(|p| !p.starts_with("a/b/reports") && p != "a" && p != "a/b" && p != "a/b/escape.toml")
+        .collect();
+    assert!(outside.is_empty(), "written outside reports/: {outside:?}");
+}
+
+#[test]
+fn a_report_dir_that_cannot_be_written_stops_the_run_before_its_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("s.toml");
+    std::fs::write(&file, tiny_scenario("unwritable")).unwrap();
+    // Under a regular file, no directory can be made.
+    let blocker = tmp.path().join("blocker");
+    std::fs::write(&blocker, "").unwrap();
+    let under_a_file = blocker.join("reports");
+    // An existing report.json that is a directory cannot be replaced.
+    let occupied = tmp.path().join("occupied");
+    std::fs::create_dir_all(occupied.join("report.json")).unwrap();
+    // hdr/ must be a directory.
+    let hdr_file = tmp.path().join("hdr-file");
+    std::fs::create_dir_all(&hdr_file).unwrap();
+    std::fs::write(hdr_file.join("hdr"), "").unwrap();
+    for dir in [under_a_file, occupied, hdr_file] {
+        let out = fleetsim(&[
+            "run",
+            file.to_str().unwrap(),
+            "--report-dir",
+            dir.to_str().unwrap(),
+        ]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", dir.display());
+        assert!(
+            stderr.contains("cannot write the report directory"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("nothing ran"), "{stderr}");
+        // No load: the end-of-run table never printed.
+        let stdout = text(&out.stdout);
+        assert!(!stdout.contains("oracle:"), "{stdout}");
+        assert!(!stdout.contains("report:"), "{stdout}");
+    }
+    // Nothing was left behind by the check (no probe file).
+    assert_eq!(tree(&tmp.path().join("occupied")), vec!["report.json"]);
+}

@@ -1,12 +1,13 @@
-//! The MQTT transport in real time against a real broker (embedded
-//! rumqttd on a free loopback port, with username/password auth), and a
+//! The MQTT transport in real time against a real broker (the reference
+//! server's embedded broker on a free loopback port, with username/password
+//! auth and its per-device ACL), and a
 //! responder built on the real `Engine` that answers `auth/req`, pushes
 //! `sync`, applies `sync/ack` and logs `events` exactly once.
 
 mod devices_support;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,57 +25,36 @@ use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec, Syn
 use reference_server::protocol::{
     decode, encode, parse_topic, topic, AuthRequest, AuthResponse, Channel, Event, SyncAckMsg,
 };
-use reference_server::{Check, Engine};
+use reference_server::{broker, Check, Engine};
 use rumqttc::{AsyncClient, MqttOptions, Packet, QoS};
 
 const ENGINE_USER: &str = "engine";
 const ENGINE_PASS: &str = "engine-secret";
 
-/// Starts rumqttd on a free port; only the listed users may connect.
-fn start_broker(users: HashMap<String, String>) -> u16 {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let conn = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 5_000,
-        max_payload_size: 64 * 1024,
-        max_inflight_count: 500,
-        auth: Some(users),
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    let server = rumqttd::ServerSettings {
-        name: "v4".into(),
-        listen: SocketAddr::from(([127, 0, 0, 1], port)),
-        tls: None,
-        next_connection_delay_ms: 0,
-        connections: conn,
-    };
-    let config = rumqttd::Config {
-        id: 0,
-        router: rumqttd::RouterConfig {
-            max_connections: 1_000,
-            max_outgoing_packet_count: 1_000,
-            max_segment_size: 1 << 20,
-            max_segment_count: 10,
-            ..Default::default()
-        },
-        v4: Some(HashMap::from([("1".to_string(), server)])),
-        ..Default::default()
-    };
-    // `start` blocks: the broker gets its own thread (ends with the process).
-    std::thread::spawn(move || {
-        let _ = rumqttd::Broker::new(config).start();
-    });
-    for _ in 0..200 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return port;
+/// Starts the embedded broker on a free port: only the listed users may
+/// connect; a `dev-N` user is that device, confined to its own topics by
+/// the broker's ACL; any other user is trusted (the responder, a shared
+/// connection).
+async fn start_broker(users: HashMap<String, String>, engine: &Arc<RwLock<Engine>>) -> u16 {
+    let engine = engine.clone();
+    let login: broker::LoginCheck = Arc::new(move |l: &broker::Login<'_>| {
+        if users.get(l.username).map(String::as_str) != Some(l.password) {
+            return None;
         }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("broker did not start on {port}");
+        match reference_server::protocol::parse_device(l.username) {
+            Ok(device) => engine
+                .read()
+                .device(device)
+                .map(|d| broker::Identity::Device {
+                    device,
+                    site: d.site,
+                }),
+            Err(_) => Some(broker::Identity::Engine),
+        }
+    });
+    let cfg = broker::EmbeddedBrokerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), login);
+    let handle = broker::start(cfg).await.expect("the broker starts");
+    handle.addr().port()
 }
 
 /// The engine side over MQTT: answers checks, applies sync acks, logs events.
@@ -243,7 +223,7 @@ fn run_mqtt_fleet(mode: impl Fn(&HashMap<String, String>) -> Multiplex, doors: u
             .collect();
         users.insert(ENGINE_USER.into(), ENGINE_PASS.into());
         users.insert("gateway".into(), "gateway-secret".into());
-        let port = start_broker(users.clone());
+        let port = start_broker(users.clone(), &engine).await;
         let responder = Responder::start(port, engine.clone(), clock);
         let config = MqttConfig {
             port,
@@ -353,7 +333,7 @@ fn a_device_with_a_wrong_secret_is_refused_and_checks_fail_cleanly() {
             .sensors(false);
         let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
         let users = HashMap::from([("dev-0".to_string(), "right".to_string())]);
-        let port = start_broker(users);
+        let port = start_broker(users, &engine).await;
         let config = MqttConfig {
             port,
             request_timeout_ms: 300,

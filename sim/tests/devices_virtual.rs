@@ -8,7 +8,7 @@ use fleetsim::devices::fleet::DeviceAddr;
 use fleetsim::devices::fleet::FleetSpec;
 use fleetsim::devices::keypad::{Key, Keypress};
 use fleetsim::devices::{Control, DeviceOutcome, DeviceParams, Present};
-use reference_server::domain::DenyReason;
+use reference_server::domain::{DenyReason, LockoutPolicy};
 use reference_server::protocol::{Verdict, WireCredential};
 use tokio::time::Instant;
 
@@ -111,6 +111,127 @@ fn wrong_pins_lock_the_keypad_out_until_the_lockout_ends() {
         assert!(got.decided_locally);
         wait_s(31.0).await;
         let got = s.fleet.present(keypad, pin("4829")).await.unwrap();
+        assert_eq!(got.outcome, DeviceOutcome::Unlocked);
+    });
+}
+
+/// A keypad that asks the engine keeps the engine's lockout: it counts no
+/// wrong tries itself (its own policy here would lock at the first) and
+/// refuses PINs until the `locked_until` the engine's answer gave, not for
+/// a duration of its own from when it heard it.
+#[test]
+fn an_online_keypad_ends_its_lockout_when_the_engine_does() {
+    run_virtual(|| async {
+        let mut params = DeviceParams::quiet();
+        params.keypad.lockout = LockoutPolicy {
+            max_wrong: 1,
+            window_s: 60,
+            lockout_s: 300,
+        };
+        let s = inproc_fleet(&FleetSpec::new(16).wifi_doors(1).params(params));
+        let plan = s.fleet.provisioned.doors[0].clone();
+        let keypad = plan.keypad.unwrap();
+        issue_pin(&s, plan.door, "4829");
+        s.fleet.push_sync();
+        wait_s(1.0).await;
+        // The site's policy: 5 wrong tries in 60 s lock for 30 s.
+        for _ in 0..4 {
+            let got = s.fleet.present(keypad, pin("1357")).await.unwrap();
+            assert_eq!(got.outcome, DeviceOutcome::Denied(DenyReason::WrongPin));
+            assert_eq!(got.response.unwrap().locked_until, None);
+            wait_s(0.4).await;
+        }
+        let got = s.fleet.present(keypad, pin("1357")).await.unwrap();
+        assert_eq!(got.outcome, DeviceOutcome::Denied(DenyReason::WrongPin));
+        let end = got
+            .response
+            .unwrap()
+            .locked_until
+            .expect("the locking try says until when");
+        assert_eq!(
+            Some(end),
+            s.engine.read().locked_until(keypad, s.clock.now())
+        );
+        assert_eq!(end.as_second(), s.clock.now().as_second() + 30);
+        let k = s.fleet.snapshot(keypad).await.unwrap();
+        assert_eq!(
+            (k.state, k.emitted.get("keypad_locked_out")),
+            ("locked_out", 1)
+        );
+        // Refused on the keypad until the engine's end, to the second.
+        let before_end =
+            (end.as_second() as f64 - 0.5) - s.clock.now().as_millisecond() as f64 / 1e3;
+        wait_s(before_end).await;
+        // Presented at once (no typing time), to hit the second.
+        let at_once = |c| Present {
+            credential: c,
+            floor: None,
+            human_timing: false,
+        };
+        let got = s
+            .fleet
+            .present_with(keypad, at_once(pin("4829")))
+            .await
+            .unwrap();
+        assert_eq!(got.outcome, DeviceOutcome::Denied(DenyReason::LockedOut));
+        assert!(got.decided_locally);
+        wait_s(0.6).await;
+        let got = s
+            .fleet
+            .present_with(keypad, at_once(pin("4829")))
+            .await
+            .unwrap();
+        assert_eq!(got.outcome, DeviceOutcome::Unlocked);
+        assert_eq!(
+            s.fleet
+                .snapshot(keypad)
+                .await
+                .unwrap()
+                .emitted
+                .get("keypad_locked_out"),
+            1
+        );
+    });
+}
+
+/// A Bluetooth lock decides PINs from its cache and keeps its own lockout,
+/// by the policy it was given (the site's, in a run).
+#[test]
+fn a_ble_lock_deciding_alone_locks_out_by_its_policy() {
+    run_virtual(|| async {
+        let mut params = DeviceParams::quiet();
+        params.lock.ble_in_range_every_s = fleetsim::devices::Span::new(1e9, 1e9);
+        params.keypad.lockout = LockoutPolicy {
+            max_wrong: 2,
+            window_s: 60,
+            lockout_s: 10,
+        };
+        let s = inproc_fleet(&FleetSpec::new(17).ble_doors(1).params(params));
+        let plan = s.fleet.provisioned.doors[0].clone();
+        let lock = plan.lock.unwrap();
+        issue_pin(&s, plan.door, "4829");
+        s.fleet.control(lock, Control::SyncNow).unwrap();
+        wait_s(1.0).await;
+        for _ in 0..2 {
+            let got = s.fleet.present(lock, pin("1357")).await.unwrap();
+            assert_eq!(got.outcome, DeviceOutcome::Denied(DenyReason::WrongPin));
+            assert!(got.decided_locally);
+        }
+        assert_eq!(
+            s.fleet
+                .snapshot(lock)
+                .await
+                .unwrap()
+                .emitted
+                .get("keypad_locked_out"),
+            1
+        );
+        let got = s.fleet.present(lock, pin("4829")).await.unwrap();
+        assert_eq!(got.outcome, DeviceOutcome::Denied(DenyReason::LockedOut));
+        // The engine never heard of it: its lockout is the lock's own.
+        assert_eq!(s.engine.read().locked_until(lock, s.clock.now()), None);
+        wait_s(10.5).await;
+        let got = s.fleet.present(lock, pin("4829")).await.unwrap();
         assert_eq!(got.outcome, DeviceOutcome::Unlocked);
     });
 }

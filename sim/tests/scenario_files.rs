@@ -109,7 +109,19 @@ fn a_minimal_scenario_gets_the_documented_defaults() {
             max_in_flight: 10_000
         }
     );
-    assert!(s.thresholds.is_empty());
+    // No thresholds in the file: the defaults judge the run.
+    let defaults: Vec<(&str, &str, bool)> = s
+        .thresholds
+        .iter()
+        .map(|t| (t.metric.as_str(), t.text.as_str(), t.default))
+        .collect();
+    assert_eq!(
+        defaults,
+        [
+            ("arrivals.dropped_rate", "< 1%", true),
+            ("arrivals.skipped_rate", "< 1%", true)
+        ]
+    );
     // The resolved scenario serializes for the report, durations in ms.
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["phases"][0]["duration_ms"], 10_000);
@@ -343,6 +355,97 @@ fn cases() -> Vec<Case> {
             hint: "repeat = \"never\"",
             line: 12,
             col: 19,
+        },
+        Case {
+            name: "NUL in the name",
+            src: replace("name = \"t\"", "name = \"t\\u0000x\""),
+            kind: ProblemKind::UnsafeText,
+            fragment: "the value holds a NUL character (U+0000) at character 2",
+            hint: "printable on one line",
+            line: 1,
+            col: 8,
+        },
+        Case {
+            name: "bidirectional override in the description",
+            src: replace(
+                "name = \"t\"",
+                "name = \"t\"\ndescription = \"pay \u{202E}gnp.exe\"",
+            ),
+            kind: ProblemKind::UnsafeText,
+            fragment: "holds a bidirectional text control (U+202E) at character 5",
+            hint: "printable on one line",
+            line: 2,
+            col: 15,
+        },
+        Case {
+            name: "line break in a phase name",
+            src: replace("[[phases]]", "[[phases]]\nname = \"a\\nb\""),
+            kind: ProblemKind::UnsafeText,
+            fragment: "holds a control character (U+000A) at character 2",
+            hint: "write a space",
+            line: 8,
+            col: 8,
+        },
+        Case {
+            name: "C1 control in a key",
+            src: append("[thresholds]\n\"check.pin.p99\\u0085\" = \"< 5ms\"\n"),
+            kind: ProblemKind::UnsafeText,
+            fragment: "the key holds a control character (U+0085) at character 14",
+            hint: "printable on one line",
+            line: 11,
+            col: 1,
+        },
+        Case {
+            name: "bidirectional isolate in a time zone",
+            src: replace("[fleet]", "[fleet]\ntimezone = \"\\u2066UTC\""),
+            kind: ProblemKind::UnsafeText,
+            fragment: "holds a bidirectional text control (U+2066) at character 1",
+            hint: "printable on one line",
+            line: 3,
+            col: 12,
+        },
+        Case {
+            name: "name longer than the engine takes",
+            src: replace("name = \"t\"", &format!("name = \"{}\"", "é".repeat(101))),
+            kind: ProblemKind::BadValue,
+            fragment: "the name must be 1 to 200 bytes long",
+            hint: "office-morning-rush",
+            line: 1,
+            col: 8,
+        },
+        Case {
+            name: "more phases than allowed",
+            src: append(&"[[phases]]\nduration = \"1s\"\narrivals = \"1/s\"\n".repeat(100)),
+            kind: ProblemKind::BadValue,
+            fragment: "the scenario has 101 phases; at most 100",
+            hint: "split the run into several scenarios",
+            // The 101st [[phases]] table: 9 lines of BASE, 99 of 3 lines each.
+            line: 10 + 99 * 3,
+            col: 1,
+        },
+        Case {
+            name: "run longer than allowed",
+            src: format!(
+                "{}[[phases]]\nduration = \"35d\"\narrivals = \"1/s\"\n",
+                replace("duration = \"10s\"", "duration = \"366d\"")
+            ),
+            kind: ProblemKind::BadValue,
+            fragment: "the phases last 401d up to here; a run lasts at most 400d",
+            hint: "split the run into several scenarios",
+            line: 11,
+            col: 12,
+        },
+        Case {
+            name: "more fault windows than allowed",
+            src: append(&format!(
+                "[faults]\noffline_wave = [{}]\n",
+                "{ at = \"1s\", for = \"1s\", share = 0.1 },".repeat(101)
+            )),
+            kind: ProblemKind::BadValue,
+            fragment: "101 windows; at most 100",
+            hint: "merge adjacent windows",
+            line: 11,
+            col: 16,
         },
     ]
 }
@@ -743,4 +846,97 @@ fn readme_documents_every_field_of_the_schema() {
     ] {
         assert!(readme.contains(metric), "{metric}");
     }
+}
+
+/// Characters scenario text may not hold: C0 (NUL, tab, line breaks,
+/// escape), DEL, C1, bidirectional embeddings, overrides and isolates.
+const UNSAFE: [char; 14] = [
+    '\u{0}', '\t', '\n', '\r', '\u{1B}', '\u{7F}', '\u{85}', '\u{9F}', '\u{202A}', '\u{202D}',
+    '\u{202E}', '\u{2066}', '\u{2068}', '\u{2069}',
+];
+
+#[test]
+fn unsafe_text_is_refused_in_every_string_and_never_shown_raw() {
+    for c in UNSAFE {
+        // TOML escapes: every one of them can be written in a basic string.
+        let esc = format!("\\u{:04X}", u32::from(c));
+        let places = [
+            ("name", replace("name = \"t\"", &format!("name = \"a{esc}b\""))),
+            (
+                "description",
+                replace("name = \"t\"", &format!("name = \"t\"\ndescription = \"{esc}\"")),
+            ),
+            (
+                "phases[0].name",
+                replace("[[phases]]", &format!("[[phases]]\nname = \"p{esc}\"")),
+            ),
+            (
+                "phases[0].duration",
+                replace("duration = \"10s\"", &format!("duration = \"10s{esc}\"")),
+            ),
+            (
+                "fleet.devices[0].kind",
+                replace("kind = \"lock\"", &format!("kind = \"lock{esc}\"")),
+            ),
+            (
+                "fleet.devices[0].with[0]",
+                replace("with = [\"keypad\"]", &format!("with = [\"{esc}\"]")),
+            ),
+        ];
+        for (path, src) in places {
+            let err = scenario::parse(&src, "case.toml").expect_err(path);
+            let problems = err.problems();
+            let p = problems
+                .iter()
+                .find(|p| p.kind == ProblemKind::UnsafeText)
+                .unwrap_or_else(|| panic!("{c:?} in {path}: {problems:#?}"));
+            assert_eq!(p.path, path, "{c:?}");
+            assert!(
+                p.message.contains(&format!("(U+{:04X})", u32::from(c))),
+                "{p}"
+            );
+            // Reported once, and no other check quotes the text back.
+            assert_eq!(problems.len(), 1, "{c:?} in {path}: {problems:#?}");
+            assert!(!err.to_string().contains(c), "{c:?} in {path}: {err}");
+        }
+    }
+}
+
+#[test]
+fn printable_unicode_text_is_accepted() {
+    let src = replace(
+        "name = \"t\"",
+        "name = \"Büro Süd – Morgen ☀ 東京\"\ndescription = \"Prüfung: 2 Türen, «ok»\"",
+    );
+    let s = scenario::parse(&src, "case.toml").unwrap();
+    assert_eq!(s.name, "Büro Süd – Morgen ☀ 東京");
+}
+
+#[test]
+fn raw_bidirectional_controls_in_comments_are_not_echoed_by_the_caret_display() {
+    // A comment may hold anything (it reaches nothing); but a problem on
+    // that line shows the line, and the terminal must not reorder it.
+    let src = replace(
+        "per_site = 2",
+        "per_site = \"2\" # \u{202E}evil\u{2066} comment",
+    );
+    let err = scenario::parse(&src, "case.toml").unwrap_err();
+    assert_eq!(err.problems().len(), 1, "{err}");
+    let p = &err.problems()[0];
+    assert_eq!(p.kind, ProblemKind::WrongType);
+    assert!(p.source_line.contains("\u{FFFD}evil\u{FFFD} comment"), "{p:?}");
+    let shown = err.to_string();
+    assert!(!shown.contains('\u{202E}') && !shown.contains('\u{2066}'), "{shown}");
+}
+
+#[test]
+fn the_longest_run_and_the_most_phases_allowed_validate() {
+    // 100 phases of 4 days: exactly 400 days, exactly 100 phases.
+    let src = replace(
+        "[[phases]]\nduration = \"10s\"\narrivals = \"5/s\"\n",
+        &"[[phases]]\nduration = \"4d\"\narrivals = \"5/s\"\n".repeat(100),
+    );
+    let s = scenario::parse(&src, "case.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.phases.len(), scenario::MAX_PHASES);
+    assert_eq!(s.total_duration(), scenario::MAX_RUN_DURATION);
 }

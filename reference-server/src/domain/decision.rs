@@ -1,5 +1,7 @@
 //! What a credential check answers.
 
+use jiff::Timestamp;
+
 use super::{CredentialId, CredentialKind, HolderId, Origin};
 
 /// Why a check was denied. One reason per denial, the first rule that failed,
@@ -105,7 +107,14 @@ pub struct Grant {
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Decision {
     Granted(Grant),
-    Denied { reason: DenyReason },
+    Denied {
+        reason: DenyReason,
+        /// The keypad is locked out until then (whole seconds): set on a
+        /// `locked_out` denial and on the wrong PIN that locked the keypad,
+        /// so a device can show the lockout and end it when the engine does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        locked_until: Option<Timestamp>,
+    },
 }
 
 impl Decision {
@@ -117,11 +126,31 @@ impl Decision {
     pub fn reason(&self) -> Option<DenyReason> {
         match self {
             Decision::Granted(_) => None,
-            Decision::Denied { reason } => Some(*reason),
+            Decision::Denied { reason, .. } => Some(*reason),
+        }
+    }
+
+    /// When the keypad's lockout ends, if this check left it locked out.
+    pub fn locked_until(&self) -> Option<Timestamp> {
+        match self {
+            Decision::Granted(_) => None,
+            Decision::Denied { locked_until, .. } => *locked_until,
         }
     }
 
     pub(crate) fn deny(reason: DenyReason) -> Decision {
-        Decision::Denied { reason }
+        Decision::Denied {
+            reason,
+            locked_until: None,
+        }
+    }
+
+    /// A denial that leaves the keypad locked out until `until_s` (Unix
+    /// seconds, as the lockout keeps it).
+    pub(crate) fn deny_locked(reason: DenyReason, until_s: i64) -> Decision {
+        Decision::Denied {
+            reason,
+            locked_until: Timestamp::from_second(until_s).ok(),
+        }
     }
 }

@@ -1,8 +1,16 @@
 //! The gateway's Prometheus metrics. Labels are bounded (a reason, a channel,
-//! a decision), never a device id.
+//! a decision); the only device ids are those of the few devices that had
+//! most dropped (`gateway_device_dropped_top`, at most
+//! [`TOP_OFFENDERS`](crate::limits::TOP_OFFENDERS) series at a time).
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::sync::Arc;
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::domain::DeviceId;
+use crate::limits::{DeviceDrops, TOP_OFFENDERS};
 use crate::protocol::{Channel, Verdict};
 
 /// Why a message from a device was dropped (`gateway_dropped_total{reason}`).
@@ -26,10 +34,20 @@ pub enum DropReason {
     Rejected,
     /// The gateway's outgoing queue was full.
     Overloaded,
+    /// The device sent more than its rate allows (`DeviceLimits`).
+    RateLimited,
+    /// The device already had its limit of checks and events in progress.
+    Busy,
+    /// The embedded broker's ACL refused the publish (not the device's own
+    /// topic, or a channel only the engine publishes on).
+    NotAuthorized,
+    /// The embedded broker could not queue the message for its receiver (a
+    /// connection that does not read).
+    QueueFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::BadTopic,
         DropReason::ForeignTopic,
         DropReason::UnknownDevice,
@@ -38,6 +56,10 @@ impl DropReason {
         DropReason::StaleAck,
         DropReason::Rejected,
         DropReason::Overloaded,
+        DropReason::RateLimited,
+        DropReason::Busy,
+        DropReason::NotAuthorized,
+        DropReason::QueueFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +72,10 @@ impl DropReason {
             DropReason::StaleAck => "stale_ack",
             DropReason::Rejected => "rejected",
             DropReason::Overloaded => "overloaded",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::Busy => "busy",
+            DropReason::NotAuthorized => "not_authorized",
+            DropReason::QueueFull => "queue_full",
         }
     }
 }
@@ -70,6 +96,42 @@ pub struct GatewayMetrics {
     pub commands_unanswered: IntCounter,
     pub devices_online: IntGauge,
     pub broker_connections: IntGauge,
+    /// What each device had dropped (for the activity log and the top
+    /// offenders).
+    devices: Arc<DeviceDrops>,
+}
+
+/// `gateway_device_dropped_top{device}`: computed at each scrape from the
+/// per-device ledger, so the series are always the current top few.
+struct TopOffenders {
+    devices: Arc<DeviceDrops>,
+    template: IntGaugeVec,
+}
+
+fn top_offenders_vec() -> IntGaugeVec {
+    IntGaugeVec::new(
+        Opts::new(
+            "gateway_device_dropped_top",
+            "Messages dropped since the server started, for the devices that had most dropped",
+        ),
+        &["device"],
+    )
+    .expect("valid metric")
+}
+
+impl Collector for TopOffenders {
+    fn desc(&self) -> Vec<&Desc> {
+        self.template.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let v = top_offenders_vec();
+        for (device, n) in self.devices.top(TOP_OFFENDERS) {
+            v.with_label_values(&[&device.to_string()])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        v.collect()
+    }
 }
 
 impl GatewayMetrics {
@@ -116,7 +178,13 @@ impl GatewayMetrics {
             "Credential checks answered, by decision",
             "decision",
         )?;
+        let devices = Arc::new(DeviceDrops::default());
+        registry.register(Box::new(TopOffenders {
+            devices: devices.clone(),
+            template: top_offenders_vec(),
+        }))?;
         Ok(GatewayMetrics {
+            devices,
             dropped: DropReason::ALL
                 .iter()
                 .map(|r| dropped.with_label_values(&[r.as_str()]))
@@ -163,6 +231,18 @@ impl GatewayMetrics {
 
     pub(crate) fn drop(&self, reason: DropReason) {
         self.dropped[reason as usize].inc();
+    }
+
+    /// A message from `device` dropped: the reason's counter and the
+    /// device's ledger.
+    pub(crate) fn drop_from(&self, device: DeviceId, reason: DropReason) {
+        self.dropped[reason as usize].inc();
+        self.devices.record(device, reason.as_str());
+    }
+
+    /// Per device, what was dropped.
+    pub fn device_drops(&self) -> &Arc<DeviceDrops> {
+        &self.devices
     }
 
     pub fn received(&self, channel: Channel) -> u64 {

@@ -1,6 +1,6 @@
 //! The MQTT device gateway: the server's side of docs/protocol.md.
 //!
-//! It connects to a broker (the embedded rumqttd or any other) as an MQTT
+//! It connects to a broker (the embedded one or any other) as an MQTT
 //! client and subscribes to the devices' topics; credential checks and
 //! events through shared subscriptions (`$share/engine/...`), so several
 //! server instances split them.
@@ -11,9 +11,12 @@
 //!   (style.md: anything else in that loop stalls the connection) and hands
 //!   each publish to the dispatcher over a bounded channel;
 //! - the dispatcher: parses the topic, checks that the topic names a known
-//!   device on its own site, bounds the payload, and starts a task per
-//!   check or event (at most `max_in_flight` at once, so a slow store slows
-//!   intake instead of growing memory). A bad payload costs its sender a
+//!   device on its own site, holds each device to its limits
+//!   ([`crate::limits::DeviceLimits`]: its message rate when the broker
+//!   does not enforce it, its checks and events in progress), bounds the
+//!   payload, and starts a task per check or event (at most `max_in_flight`
+//!   at once, so a slow store slows intake instead of growing memory). A
+//!   bad payload or a message over a device's limits costs its sender a
 //!   counter increment and nobody else anything;
 //! - the syncer ([`sync`]), which owns all sync state.
 //!
@@ -31,10 +34,12 @@ mod metrics;
 mod serve;
 mod sync;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter};
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -42,10 +47,14 @@ use tokio::task::JoinHandle;
 pub use backend::{fail_all, Backend, BackendError};
 pub use commands::Commander;
 pub use metrics::{DropReason, GatewayMetrics};
-pub use serve::{serve, BrokerChoice, MqttRunning, ServeError, ENGINE_USER};
+pub use serve::{
+    serve, serve_with_limits, BrokerChoice, MqttRunning, ServeError, DROP_REPORT_INTERVAL,
+    ENGINE_USER,
+};
 pub use sync::SyncConfig;
 
 use crate::domain::{DeviceId, SiteId};
+use crate::limits::{DeviceLimits, TokenBucket};
 use crate::protocol::{
     self, decode, AuthResponse, Channel, CommandAck, Event as DeviceEvent, ProtocolError, Status,
     SyncAckMsg, MAX_PAYLOAD_BYTES,
@@ -169,15 +178,20 @@ pub struct GatewayConfig {
     /// QoS of the checks' subscription (1). A broker delivers a request at
     /// the lower of this and the device's QoS, and the answer goes out at
     /// the QoS delivered. `serve` lowers it to 0 on the embedded broker:
-    /// rumqttd 0.19 delivers at the subscription's QoS (so every request
-    /// came as QoS 1), allows only 100 unacknowledged deliveries per
-    /// connection, and each PUBACK the gateway writes just before an answer
-    /// holds that answer back until the broker's delayed TCP ACK (neither
-    /// side sets TCP_NODELAY): 20-40 ms per check even when idle.
+    /// it is in the same process, so a delivery is lost only with the
+    /// gateway's connection (the device asks again), and no PUBACK per
+    /// check has to be written.
     pub check_qos: QoS,
     pub sync: SyncConfig,
     /// How long a remote command waits for its ack (10 s).
     pub command_timeout: Duration,
+    /// Per-device limits (`DeviceLimits::default()`): the in-flight bound
+    /// always, the payload size always, the rate when `enforce_rate`.
+    pub limits: DeviceLimits,
+    /// Hold each device to `limits.rate_per_s` here (true). `serve` turns
+    /// it off on the embedded broker, which enforces the rate at the
+    /// socket, where a flood costs less.
+    pub enforce_rate: bool,
     /// Told of logged events and acknowledged syncs (none).
     pub observer: Option<Arc<dyn GatewayObserver>>,
 }
@@ -196,6 +210,8 @@ impl GatewayConfig {
             check_qos: QoS::AtLeastOnce,
             sync: SyncConfig::default(),
             command_timeout: Duration::from_secs(10),
+            limits: DeviceLimits::default(),
+            enforce_rate: true,
             observer: None,
         }
     }
@@ -248,6 +264,9 @@ pub struct GatewayHandle {
     connections: usize,
     clients: Vec<AsyncClient>,
     tasks: Vec<JoinHandle<()>>,
+    /// The checks and events in progress hold these.
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
 }
 
 impl GatewayHandle {
@@ -277,14 +296,38 @@ impl GatewayHandle {
         let _ = ready.wait_for(|subscribed| *subscribed >= n).await;
     }
 
-    /// Disconnects and stops every task.
-    pub async fn shutdown(self) {
+    /// Disconnects and stops every task; see [`GatewayHandle::stop`].
+    pub async fn shutdown(&self) {
+        self.stop(Duration::from_secs(10)).await;
+    }
+
+    /// Disconnects, stops taking messages, then waits (at most `drain`)
+    /// until every check and event already taken is finished, so their
+    /// activity entries are queued before the store closes. Answers how
+    /// many were still running when `drain` ran out (0: all finished).
+    pub async fn stop(&self, drain: Duration) -> usize {
+        if self.permits.is_closed() {
+            // Stopped and drained before.
+            return 0;
+        }
         for c in &self.clients {
             let _ = c.try_disconnect();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         for t in &self.tasks {
             t.abort();
+        }
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        match tokio::time::timeout(drain, self.permits.acquire_many(all)).await {
+            Ok(Ok(permits)) => {
+                // Nothing may start after the stop.
+                permits.forget();
+                self.permits.close();
+                0
+            }
+            _ => self
+                .max_in_flight
+                .saturating_sub(self.permits.available_permits()),
         }
     }
 }
@@ -306,6 +349,12 @@ pub fn start<B: Backend>(
             "connections, max_in_flight and request_capacity must be at least 1",
         ));
     }
+    if cfg.limits.validate().is_err() {
+        return Err(GatewayError::Config(
+            "device limits: rate, burst, in-flight and payload size must be at least 1",
+        ));
+    }
+    let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(cfg.max_in_flight);
     let (ready_tx, ready_rx) = watch::channel(0usize);
     let ready_tx = Arc::new(ready_tx);
@@ -370,7 +419,8 @@ pub fn start<B: Backend>(
         in_rx,
         sync_tx,
         commander.clone(),
-        cfg.max_in_flight,
+        permits.clone(),
+        Limiter::new(cfg.limits, cfg.enforce_rate),
     )));
     Ok(GatewayHandle {
         metrics,
@@ -379,14 +429,17 @@ pub fn start<B: Backend>(
         connections: cfg.connections,
         clients,
         tasks,
+        permits,
+        max_in_flight: cfg.max_in_flight,
     })
 }
 
 /// Connection 0 takes every channel; the others only the shared ones
 /// (a plain subscription on two connections would deliver twice).
 fn subscriptions(cfg: &GatewayConfig, conn: usize) -> Vec<SubscribeFilter> {
-    // One group per filter: rumqttd 0.19 keys a shared group by its name
-    // alone, with one read cursor, so two filters in one group lose messages.
+    // One group per filter: some brokers (rumqttd 0.19) key a shared group
+    // by its name alone, with one read cursor, so two filters in one group
+    // lose messages there.
     let share = |suffix: &str| {
         cfg.shared_group
             .as_ref()
@@ -481,46 +534,113 @@ struct IdOnly {
     id: u64,
 }
 
+/// Each device's rate and its checks and events in progress, kept by the
+/// dispatcher (one task: no lock for the buckets).
+struct Limiter {
+    limits: DeviceLimits,
+    enforce_rate: bool,
+    buckets: FxHashMap<DeviceId, TokenBucket>,
+    in_flight: FxHashMap<DeviceId, Arc<AtomicU32>>,
+}
+
+/// One of a device's checks or events in progress; dropping it ends it.
+struct DeviceSlot(Arc<AtomicU32>);
+
+impl Drop for DeviceSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Limiter {
+    fn new(limits: DeviceLimits, enforce_rate: bool) -> Limiter {
+        Limiter {
+            limits,
+            enforce_rate,
+            buckets: FxHashMap::default(),
+            in_flight: FxHashMap::default(),
+        }
+    }
+
+    /// Within the device's rate (always true when the broker enforces it)?
+    fn admit(&mut self, device: DeviceId) -> bool {
+        if !self.enforce_rate {
+            return true;
+        }
+        // The one clock read of the gateway's hot path; the bucket itself
+        // takes `now` as an argument.
+        let now = std::time::Instant::now();
+        let l = &self.limits;
+        self.buckets
+            .entry(device)
+            .or_insert_with(|| TokenBucket::new(l.rate_per_s, l.burst, now))
+            .take(now)
+    }
+
+    /// A slot for one more check or event of `device`, if it has fewer
+    /// than its limit in progress.
+    fn slot(&mut self, device: DeviceId) -> Option<DeviceSlot> {
+        let n = self.in_flight.entry(device).or_default();
+        if n.fetch_add(1, Ordering::AcqRel) >= self.limits.in_flight {
+            n.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(DeviceSlot(n.clone()))
+    }
+}
+
 async fn dispatch<B: Backend>(
     shared: Arc<Shared<B>>,
     mut inbound: mpsc::Receiver<Inbound>,
     sync: mpsc::Sender<SyncInput>,
     commander: Arc<Commander>,
-    max_in_flight: usize,
+    permits: Arc<Semaphore>,
+    mut limiter: Limiter,
 ) {
-    let permits = Arc::new(Semaphore::new(max_in_flight));
     while let Some(Inbound { conn, publish }) = inbound.recv().await {
         let m = &shared.metrics;
         let Some((site, device, channel)) = route(&shared, &publish.topic) else {
             continue;
         };
         m.receive(channel);
+        if !limiter.admit(device) {
+            m.drop_from(device, DropReason::RateLimited);
+            continue;
+        }
         let payload = publish.payload;
-        if payload.len() > MAX_PAYLOAD_BYTES {
-            m.drop(DropReason::Oversized);
+        if payload.len() > limiter.limits.max_payload_bytes.min(MAX_PAYLOAD_BYTES) {
+            m.drop_from(device, DropReason::Oversized);
             tracing::debug!(%device, bytes = payload.len(), "oversized payload dropped");
             continue;
         }
         let qos = publish.qos as u8;
         match channel {
             Channel::AuthReq => {
+                let Some(slot) = limiter.slot(device) else {
+                    m.drop_from(device, DropReason::Busy);
+                    continue;
+                };
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     answer_check(&shared, conn, site, device, qos, &payload).await;
-                    drop(permit);
+                    drop((slot, permit));
                 });
             }
             Channel::Events => {
+                let Some(slot) = limiter.slot(device) else {
+                    m.drop_from(device, DropReason::Busy);
+                    continue;
+                };
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     log_event(&shared, device, &payload).await;
-                    drop(permit);
+                    drop((slot, permit));
                 });
             }
             Channel::Status => {
@@ -606,10 +726,13 @@ fn decoded<'a, T: Deserialize<'a>>(
     match decode::<T>(payload) {
         Ok(v) => Some(v),
         Err(e) => {
-            m.drop(match e {
-                ProtocolError::TooLarge(_) => DropReason::Oversized,
-                _ => DropReason::Malformed,
-            });
+            m.drop_from(
+                device,
+                match e {
+                    ProtocolError::TooLarge(_) => DropReason::Oversized,
+                    _ => DropReason::Malformed,
+                },
+            );
             tracing::debug!(%device, error = %e, "payload dropped");
             None
         }
@@ -628,7 +751,7 @@ async fn answer_check<B: Backend>(
     let resp = match decode::<protocol::AuthRequest>(payload) {
         Ok(req) => shared.backend.check(device, &req).await,
         Err(e) => {
-            m.drop(DropReason::Malformed);
+            m.drop_from(device, DropReason::Malformed);
             // Answer when the id can be read, so the device learns of its bug
             // instead of timing out.
             match serde_json::from_slice::<IdOnly>(payload) {

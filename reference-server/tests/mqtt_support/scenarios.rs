@@ -1,5 +1,5 @@
 //! The protocol scenarios every broker must pass: each takes the broker
-//! kind (the embedded rumqttd or a real Mosquitto with the fleet ACL) and
+//! kind (the embedded broker or a real Mosquitto with the fleet ACL) and
 //! plays locks with plain rumqttc clients against the real service.
 
 use std::sync::{Arc, Mutex};
@@ -10,6 +10,7 @@ use reference_server::domain::{CredentialId, DenyReason, DeviceId, SyncState};
 use reference_server::gateway::{
     self, BrokerChoice, DropReason, GatewayObserver, MqttRunning, SyncConfig,
 };
+use reference_server::limits::DeviceLimits;
 use reference_server::protocol::{self, Channel, Event, EventKind, Verdict, MAX_PAYLOAD_BYTES};
 
 use super::fixture::{world, World};
@@ -48,6 +49,17 @@ impl GatewayObserver for Observed {
 }
 
 pub async fn harness(kind: Broker, locks: usize, sync: SyncConfig) -> Harness {
+    harness_with(kind, locks, sync, DeviceLimits::default()).await
+}
+
+/// `harness` with per-device limits (the embedded broker and the gateway
+/// both apply them).
+pub async fn harness_with(
+    kind: Broker,
+    locks: usize,
+    sync: SyncConfig,
+    limits: DeviceLimits,
+) -> Harness {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -75,7 +87,7 @@ pub async fn harness(kind: Broker, locks: usize, sync: SyncConfig) -> Harness {
     };
     let observed = Arc::new(Observed::default());
     let observer = observed.clone();
-    let mqtt = gateway::serve(world.service.clone(), choice, |cfg| {
+    let mqtt = gateway::serve_with_limits(world.service.clone(), choice, limits, |cfg| {
         cfg.sync = sync;
         cfg.observer = Some(observer);
     })
@@ -137,7 +149,23 @@ pub async fn valid_pin_granted_wrong_pin_denied_with_reason(kind: Broker) {
     let bad = dev.present_pin("000000").await;
     assert_eq!(bad.decision, Verdict::Denied);
     assert_eq!(bad.reason, Some(DenyReason::WrongPin));
+    assert_eq!(bad.locked_until, None);
     assert_eq!(h.mqtt.gateway.metrics().answered(Verdict::Granted), 1);
+    // The fifth wrong PIN locks the keypad (the default policy) and says
+    // until when; so does the lockout's denial of the right code.
+    for _ in 0..3 {
+        assert_eq!(dev.present_pin("000000").await.locked_until, None);
+    }
+    let locking = dev.present_pin("000000").await;
+    assert_eq!(locking.reason, Some(DenyReason::WrongPin));
+    let end = locking
+        .locked_until
+        .expect("the locking try says until when");
+    let refused = dev.present_pin("482916").await;
+    assert_eq!(
+        (refused.reason, refused.locked_until),
+        (Some(DenyReason::LockedOut), Some(end))
+    );
     h.stop().await;
 }
 
@@ -334,10 +362,13 @@ pub async fn bad_payloads_are_counted_and_dropped_without_harm_to_others(kind: B
     eventually("drops counted", || {
         m.dropped(DropReason::Malformed) == 2
             && m.dropped(DropReason::Oversized) == 1
-            && m.dropped(DropReason::ForeignTopic) == 1
-            // Mosquitto's ACL refuses a topic outside the device's own
-            // before the gateway sees it; rumqttd lets it through.
-            && m.dropped(DropReason::BadTopic) == u64::from(kind == Broker::Embedded)
+            // The embedded broker's ACL refuses both topics that are not
+            // the device's own (and counts them); Mosquitto's ACL
+            // (`fleet/+/%u/...`) lets the foreign site through to the
+            // gateway, which drops it, and refuses the other unseen.
+            && m.dropped(DropReason::ForeignTopic) == u64::from(kind == Broker::Mosquitto)
+            && m.dropped(DropReason::NotAuthorized) == 2 * u64::from(kind == Broker::Embedded)
+            && m.dropped(DropReason::BadTopic) == 0
     })
     .await;
     // A malformed request with a readable id is answered with an error.
@@ -381,4 +412,345 @@ pub async fn remote_open_command_round_trip(kind: Broker) {
     .await;
     assert_eq!(sent.await.unwrap(), protocol::CommandResult::Ok);
     h.stop().await;
+}
+
+/// The SUBACK code for a subscription the ACL does not allow.
+fn refused_subscription(kind: Broker) -> rumqttc::SubscribeReasonCode {
+    match kind {
+        // The embedded broker refuses it (0x80).
+        Broker::Embedded => rumqttc::SubscribeReasonCode::Failure,
+        // Mosquitto 2.0 (Debian's 2.0.11) grants it, MQTT 3.1.1 and 5
+        // alike, and checks "read" on each delivery instead: nothing
+        // arrives (asserted below).
+        Broker::Mosquitto => rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce),
+    }
+}
+
+/// Connects with `client_id`, `user`, `password` and says how the broker
+/// answered the CONNECT (`Ok` = accepted).
+pub async fn try_login(
+    port: u16,
+    client_id: &str,
+    user: &str,
+    password: &str,
+) -> Result<(), String> {
+    let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_credentials(user, password);
+    let (client, mut el) = rumqttc::AsyncClient::new(opts, 10);
+    let answer = tokio::time::timeout(super::ANSWER_TIMEOUT, async {
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .expect("the broker answers the CONNECT");
+    let _ = client.try_disconnect();
+    answer
+}
+
+/// dev-1, with its own valid credentials, tries to speak for dev-0 and to
+/// read what is meant for others: subscribe to dev-0's answers and
+/// commands, to `fleet/#` and to every check; publish an Open Door on
+/// dev-0's `cmd`, a check and an event as dev-0, and an answer and a sync
+/// of its own (channels only the engine publishes on); log in with a wrong
+/// password, or with dev-0's client id. All of it is refused or never
+/// delivered, and dev-0 is served as ever.
+pub async fn a_device_cannot_speak_for_another(kind: Broker) {
+    use reference_server::domain::{CredentialId, DeviceId};
+    use rumqttc::{
+        AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS, SubscribeFilter,
+        SubscribeReasonCode,
+    };
+
+    let h = harness(kind, 2, SyncConfig::default()).await;
+    let cred: CredentialId = h.world.issue_pin("482916").await;
+    let mut victim = h.device(0).await;
+    let push = victim.expect_sync().await;
+    victim.ack_sync(&ack_all(&push)).await;
+    eventually("code set", || h.state(cred, 0) == SyncState::Set).await;
+
+    let w = &h.world;
+    let victim_id: DeviceId = w.device(0);
+    let theirs = |c: Channel| protocol::topic("fleet", w.site, victim_id, c);
+    let (attacker, secret) = &w.devices[1];
+    let mine = |c: Channel| protocol::topic("fleet", w.site, *attacker, c);
+    let mut opts = MqttOptions::new(attacker.to_string(), "127.0.0.1", h.port);
+    opts.set_credentials(attacker.to_string(), secret.clone());
+    let (client, mut el) = AsyncClient::new(opts, 100);
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let spy = tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(MqttEvent::Incoming(p)) => {
+                    let _ = seen_tx.send(p);
+                }
+                Ok(_) => {}
+                Err(e) => panic!("the attacker's connection failed: {e}"),
+            }
+        }
+    });
+    let filters = [
+        theirs(Channel::AuthResp),
+        theirs(Channel::Cmd),
+        "fleet/#".to_string(),
+        "fleet/+/+/auth/req".to_string(),
+        // Its own answers: allowed, and used to show that nobody, itself
+        // included, can publish an answer but the engine.
+        mine(Channel::AuthResp),
+    ];
+    client
+        .subscribe_many(
+            filters
+                .iter()
+                .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)),
+        )
+        .await
+        .unwrap();
+    let suback = loop {
+        match tokio::time::timeout(super::ANSWER_TIMEOUT, seen.recv()).await {
+            Ok(Some(Packet::SubAck(a))) => break a,
+            Ok(Some(_)) => {}
+            _ => panic!("no SUBACK"),
+        }
+    };
+    let refused = refused_subscription(kind);
+    assert_eq!(
+        suback.return_codes,
+        vec![
+            refused,
+            refused,
+            refused,
+            refused,
+            SubscribeReasonCode::Success(QoS::AtLeastOnce)
+        ],
+        "{kind:?}"
+    );
+    let forged: [(String, Vec<u8>); 5] = [
+        (
+            theirs(Channel::Cmd),
+            br#"{"id":999,"command":"open"}"#.to_vec(),
+        ),
+        (
+            theirs(Channel::AuthReq),
+            br#"{"id":555,"credential":{"type":"pin","value":"482916"}}"#.to_vec(),
+        ),
+        (
+            theirs(Channel::Events),
+            protocol::encode(&Event {
+                seq: 1,
+                at: jiff::Timestamp::now(),
+                kind: EventKind::DoorForcedOpen,
+            }),
+        ),
+        (
+            mine(Channel::AuthResp),
+            br#"{"id":1,"decision":"granted"}"#.to_vec(),
+        ),
+        (
+            theirs(Channel::Sync),
+            br#"{"version":99,"set":[],"remove":[0]}"#.to_vec(),
+        ),
+    ];
+    for (topic, payload) in &forged {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .unwrap();
+    }
+    // The real dev-0 checks a PIN: the answer goes to dev-0 only, and
+    // dev-0 got no command, sync or answer it did not ask for.
+    let answer = victim.present_pin("482916").await;
+    assert_eq!((answer.id, answer.decision), (1, Verdict::Granted));
+    assert!(
+        victim.try_next(Duration::from_millis(500)).await.is_none(),
+        "dev-0 received something forged"
+    );
+    spy.abort();
+    let mut pubacks = 0;
+    while let Ok(p) = seen.try_recv() {
+        match p {
+            Packet::PubAck(_) => pubacks += 1,
+            Packet::Publish(p) => panic!("dev-1 read {} ({kind:?})", p.topic),
+            _ => {}
+        }
+    }
+    // MQTT 3.1.1 cannot refuse a publish: both brokers acknowledge the QoS 1
+    // publishes they drop.
+    assert_eq!(pubacks, forged.len());
+    // The gateway never saw the forged messages: only dev-0's own request.
+    let m = h.mqtt.gateway.metrics();
+    assert_eq!(m.received(Channel::AuthReq), 1);
+    assert_eq!(m.received(Channel::Events), 0);
+    match kind {
+        Broker::Embedded => {
+            assert_eq!(m.dropped(DropReason::NotAuthorized), forged.len() as u64);
+            assert_eq!(m.device_drops().total(*attacker), forged.len() as u64);
+            assert_eq!(m.device_drops().total(victim_id), 0);
+            let text = h.world.service.metrics().render();
+            assert!(
+                text.contains("reference_server_broker_subscriptions_refused_total 4"),
+                "{text}"
+            );
+        }
+        Broker::Mosquitto => {
+            let log = h.mosquitto.as_ref().unwrap().log_text();
+            let denied = format!("Denied PUBLISH from {attacker}");
+            assert_eq!(
+                log.matches(&denied).count(),
+                forged.len(),
+                "mosquitto log:\n{log}"
+            );
+        }
+    }
+
+    // A wrong password and an unknown account are refused at CONNECT.
+    let name = attacker.to_string();
+    assert!(try_login(h.port, &name, &name, "not-the-secret").await.is_err());
+    assert!(try_login(h.port, "nobody", "nobody", secret).await.is_err());
+    // dev-1's own credentials with dev-0's client id: the embedded broker
+    // refuses the login; Mosquitto (`use_username_as_clientid`) replaces
+    // the id with "dev-1". Either way dev-0's session is not taken over.
+    let with_victims_id = try_login(h.port, &victim_id.to_string(), &name, secret).await;
+    assert_eq!(with_victims_id.is_ok(), kind == Broker::Mosquitto);
+    let again = victim.present_pin("482916").await;
+    assert_eq!(again.decision, Verdict::Granted);
+    h.stop().await;
+}
+
+/// One device floods its own `auth/req` (valid checks and garbage, QoS 0,
+/// as fast as its client can) while another checks PINs: the other device
+/// gets every answer; the flooder gets at most its rate (plus its burst)
+/// through, the excess is counted as dropped for it alone, summed up in
+/// its activity log, and nothing is lost when the server shuts down.
+pub async fn one_device_flooding_leaves_the_others_answered(kind: Broker) {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+
+    let limits = DeviceLimits {
+        rate_per_s: 50,
+        burst: 50,
+        in_flight: 8,
+        ..DeviceLimits::default()
+    };
+    let rss_before = rss_mib();
+    let h = harness_with(kind, 2, SyncConfig::default(), limits).await;
+    let cred = h.world.issue_pin("482916").await;
+    let mut victim = h.device(0).await;
+    let push = victim.expect_sync().await;
+    victim.ack_sync(&ack_all(&push)).await;
+    eventually("code set", || h.state(cred, 0) == SyncState::Set).await;
+
+    // The flooder: dev-1 with its own credentials, subscribed to nothing
+    // (its answers go nowhere, so its client never waits for them).
+    let (flooder, secret) = h.world.devices[1].clone();
+    let mut opts = MqttOptions::new(flooder.to_string(), "127.0.0.1", h.port);
+    opts.set_credentials(flooder.to_string(), secret)
+        .set_request_channel_capacity(10_000);
+    let (client, mut el) = AsyncClient::new(opts, 10_000);
+    let poll = tokio::spawn(async move {
+        while el.poll().await.is_ok() {}
+    });
+    let topic = protocol::topic("fleet", h.world.site, flooder, Channel::AuthReq);
+    let started = std::time::Instant::now();
+    let flood = tokio::spawn(async move {
+        let mut sent = 0u64;
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < until {
+            let payload = if sent % 2 == 0 {
+                format!(r#"{{"id":{sent},"credential":{{"type":"pin","value":"482916"}}}}"#)
+                    .into_bytes()
+            } else {
+                b"\xffgarbage".to_vec()
+            };
+            match client.try_publish(&topic, QoS::AtMostOnce, false, payload) {
+                Ok(()) => sent += 1,
+                // Its own request channel is full: the broker reads it no
+                // faster than its rate.
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+        sent
+    });
+    // Meanwhile the other device is answered, every time.
+    for _ in 0..20 {
+        let a = victim.present_pin("482916").await;
+        assert_eq!(a.decision, Verdict::Granted, "{a:?}");
+    }
+    let sent = flood.await.unwrap();
+    poll.abort();
+    let m = h.mqtt.gateway.metrics().clone();
+    let victims = 20;
+    // Only what the rate allows got through to the engine (a bound that
+    // holds however slow the machine: the elapsed time is measured after).
+    let answered = m.answered(Verdict::Granted) + m.answered(Verdict::Denied);
+    let errors = m.answered(Verdict::Error);
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let allowed = f64::from(limits.burst) + f64::from(limits.rate_per_s) * (elapsed_s + 1.0);
+    let flooders = (answered + errors + m.dropped(DropReason::Malformed)).saturating_sub(victims);
+    assert!(
+        (flooders as f64) <= allowed,
+        "{flooders} of the flooder's {sent} messages were handled in {elapsed_s:.1} s (at most {allowed:.0} allowed)"
+    );
+    eprintln!(
+        "{kind:?}: the flooder sent {sent} in {elapsed_s:.1} s, {flooders} were handled, {} dropped as over its rate",
+        m.dropped(DropReason::RateLimited)
+    );
+    assert!(sent > flooders + 100, "the flood was not a flood: {sent} sent");
+    // The excess is counted, for the flooder alone.
+    assert!(m.dropped(DropReason::RateLimited) > 0);
+    assert!(m.device_drops().total(flooder) > 0);
+    assert_eq!(m.device_drops().total(h.world.device(0)), 0);
+    let rss_after = rss_mib();
+    assert!(
+        rss_after < rss_before + 256.0,
+        "memory grew from {rss_before:.0} to {rss_after:.0} MiB"
+    );
+
+    // Shutdown: the gateway stops and finishes, the last drop summary is
+    // written, the store commits; nothing was lost.
+    h.world.service.close().await;
+    let dropped = h
+        .world
+        .service
+        .activity(&ActivityQuery {
+            device: None,
+            from: None,
+            to: None,
+            kind: Some("messages_dropped".into()),
+            limit: 100,
+        })
+        .unwrap();
+    assert!(
+        dropped
+            .iter()
+            .any(|e| e.device == flooder && e.reason.as_deref() == Some("rate_limited")),
+        "{dropped:?}"
+    );
+    assert!(dropped.iter().all(|e| e.device == flooder), "{dropped:?}");
+    // One summary per reason, not one entry per message.
+    assert!(dropped.len() <= DropReason::ALL.len(), "{dropped:?}");
+    assert_eq!(
+        h.world
+            .service
+            .metrics()
+            .activity_entries_lost_total
+            .get(),
+        0
+    );
+    h.stop().await;
+}
+
+/// This process's resident memory.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
 }

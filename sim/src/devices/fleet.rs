@@ -53,7 +53,12 @@ pub struct FleetSpec {
     pub lift_floors: u8,
     /// IANA time zone of the sites.
     pub time_zone: String,
+    /// Parameters of every device whose door has no group of its own.
     pub params: DeviceParams,
+    /// Parameters per device group: a door's devices take
+    /// `group_params[plan.group]` (scenario runs: one per `[[fleet.devices]]`
+    /// table); doors of a group beyond the list take `params`.
+    pub group_params: Vec<DeviceParams>,
 }
 
 impl Default for FleetSpec {
@@ -69,6 +74,7 @@ impl Default for FleetSpec {
             lift_floors: 8,
             time_zone: "Europe/Berlin".into(),
             params: DeviceParams::default(),
+            group_params: Vec::new(),
         }
     }
 }
@@ -102,6 +108,10 @@ impl FleetSpec {
     }
     pub fn params(mut self, p: DeviceParams) -> Self {
         self.params = p;
+        self
+    }
+    pub fn group_params(mut self, groups: Vec<DeviceParams>) -> Self {
+        self.group_params = groups;
         self
     }
 
@@ -140,6 +150,9 @@ pub struct DoorPlan {
     pub door: DoorId,
     pub site: SiteId,
     pub kit: DoorKit,
+    /// The device group the door belongs to (its devices' parameters:
+    /// [`FleetSpec::group_params`]).
+    pub group: usize,
     pub lock: Option<DeviceId>,
     pub keypad: Option<DeviceId>,
     pub sensor: Option<DeviceId>,
@@ -294,6 +307,7 @@ pub fn provision(
             door,
             site,
             kit,
+            group: 0,
             lock: None,
             keypad: None,
             sensor: None,
@@ -439,6 +453,7 @@ pub struct Fleet {
     devices: Vec<FleetDevice>,
     index: FxHashMap<DeviceId, usize>,
     transport: Transport,
+    offline: Arc<OfflineGauge>,
 }
 
 impl Fleet {
@@ -463,6 +478,9 @@ impl Fleet {
         placement: &Placement,
     ) -> Fleet {
         let params = Arc::new(spec.params.clone());
+        let groups: Vec<Arc<DeviceParams>> =
+            spec.group_params.iter().cloned().map(Arc::new).collect();
+        let offline = Arc::new(OfflineGauge::default());
         let seed = spec.seed;
         let mut devices = Vec::with_capacity(spec.device_count() as usize);
         for (i, plan) in provisioned.doors.iter().enumerate() {
@@ -476,7 +494,8 @@ impl Fleet {
             // the actor's address for pushes).
             let make = {
                 let transport = transport.clone();
-                let params = params.clone();
+                let params = groups.get(plan.group).unwrap_or(&params).clone();
+                let offline = offline.clone();
                 move |id: DeviceId, kind, inbox: Recipient<Inbound>| {
                     let ep = Endpoint {
                         device: id,
@@ -484,7 +503,15 @@ impl Fleet {
                         connectivity: conn,
                     };
                     let link = transport.link(ep, inbox);
-                    Core::new(id, kind, device_rng(seed, id), clock, link, params.clone())
+                    Core::new(
+                        id,
+                        kind,
+                        device_rng(seed, id),
+                        clock,
+                        link,
+                        params.clone(),
+                        offline.clone(),
+                    )
                 }
             };
             let mut push = |id, kind, addr| {
@@ -548,7 +575,23 @@ impl Fleet {
             devices,
             index,
             transport,
+            offline,
         }
+    }
+
+    /// Devices offline now and at most at once (waves and spells).
+    pub fn offline(&self) -> &OfflineGauge {
+        &self.offline
+    }
+
+    /// Starts every device's own offline spells (scenario runs: once the
+    /// codes are stored). A device whose mailbox is full is counted and
+    /// skipped: its spells do not start.
+    pub fn begin_offline_spells(&self) -> usize {
+        self.devices
+            .iter()
+            .filter(|d| d.addr.control(Control::BeginOfflineSpells).is_err())
+            .count()
     }
 
     pub fn devices(&self) -> &[FleetDevice] {

@@ -1,7 +1,9 @@
 //! The keypad: keypresses with human timing, an entry cleared after a few
-//! idle seconds, PIN (and card) checks, and a lockout after wrong tries as
-//! the engine reports them (mirrored on the device, as keypads show it).
-//! A granted entry runs the linked lock's motor.
+//! idle seconds, PIN (and card) checks, and a lockout after wrong tries:
+//! the engine's, until the `locked_until` its answer gave (shown and
+//! enforced on the device, as keypads do), or the keypad's own when it
+//! decides PINs from its code cache (Bluetooth). A granted entry runs the
+//! linked lock's motor.
 
 use std::time::Duration;
 
@@ -282,6 +284,7 @@ impl Handler<Control> for Keypad {
         match m {
             Control::GoOffline { for_s } => go_offline(self, ctx, for_s),
             Control::SyncNow => self.core.request_sync(),
+            Control::BeginOfflineSpells => begin_offline_spells(self, ctx),
         }
     }
 }

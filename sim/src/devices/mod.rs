@@ -25,7 +25,7 @@ use jiff::{SignedDuration, Timestamp};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use reference_server::domain::{
-    CredentialId, DenyReason, DeviceId, DeviceKind, Lockout, LockoutPolicy, Pin, SyncFailure,
+    CredentialId, DenyReason, DeviceId, DeviceKind, Lockout, Pin, SyncFailure,
 };
 use reference_server::protocol::{
     encode, AuthRequest, AuthResponse, Event, EventKind, Status, SyncAckMsg, SyncItemResult,
@@ -49,12 +49,24 @@ pub enum DeviceOutcome {
     /// Granted, but the battery is too low to run the motor.
     LowBattery,
     Denied(DenyReason),
-    /// The device could not reach the engine (and cannot decide alone).
+    /// The device could not reach the engine (and cannot decide alone):
+    /// nothing was sent, so the engine cannot have decided anything.
     Offline,
-    /// The engine did not answer within the reader's timeout.
+    /// The engine did not answer within the reader's timeout (it may
+    /// still have decided).
     TimedOut,
-    /// The engine answered "error", or the transport failed.
+    /// The engine answered "error", or the transport failed after the
+    /// request may have gone out.
     Error(String),
+}
+
+impl DeviceOutcome {
+    /// An outcome with no decision in it where the engine may still have
+    /// decided (a timeout, a transport error, an error answer): what the
+    /// check did to use counts and wrong-PIN counts is unknown.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, DeviceOutcome::TimedOut | DeviceOutcome::Error(_))
+    }
 }
 
 /// The answer to one presentation.
@@ -136,6 +148,39 @@ pub enum Control {
     GoOffline { for_s: f64 },
     /// A phone or gateway is near now: sync (Bluetooth devices).
     SyncNow,
+    /// Start the device's own offline spells (see
+    /// [`FaultParams::spells_at_start`]); once, later ones do nothing.
+    BeginOfflineSpells,
+}
+
+/// Devices of a fleet offline right now and at most at once, shared by its
+/// devices on every arbiter (offline waves and a group's own spells alike).
+#[derive(Debug, Default)]
+pub struct OfflineGauge {
+    now: std::sync::atomic::AtomicU64,
+    peak: std::sync::atomic::AtomicU64,
+}
+
+impl OfflineGauge {
+    fn went_offline(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.now.fetch_add(1, Relaxed) + 1;
+        self.peak.fetch_max(n, Relaxed);
+    }
+    fn came_back(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self
+            .now
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+    /// Devices offline right now.
+    pub fn now(&self) -> u64 {
+        self.now.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Most devices offline at the same time so far.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The lock tells its door sensor (and the sensor the lock) what changed.
@@ -228,7 +273,7 @@ impl CodeCache {
         Some((id, self.valid.get(&id).map_or(Ok(()), |v| v.check(now))))
     }
     /// Applies a batch within `slots`; says per code what happened.
-    fn apply(&mut self, push: &SyncPush, slots: u16) -> Vec<SyncItemResult> {
+    pub fn apply(&mut self, push: &SyncPush, slots: u16) -> Vec<SyncItemResult> {
         let mut results = Vec::with_capacity(push.set.len() + push.remove.len());
         for id in &push.remove {
             self.pins.retain(|_, c| c != id);
@@ -289,6 +334,10 @@ pub struct Core {
     pub clock: SimClock,
     pub link: Link,
     pub params: std::sync::Arc<DeviceParams>,
+    /// The fleet's count of offline devices.
+    offline: std::sync::Arc<OfflineGauge>,
+    /// Own offline spells started (see [`FaultParams::spells_at_start`]).
+    spells_started: bool,
     seq: u64,
     emitted: KindCounts,
     online: bool,
@@ -307,8 +356,14 @@ pub struct Core {
     pub denied: u64,
     pub syncs_applied: u64,
     pub codes: Option<CodeCache>,
-    /// Device-side keypad lockout.
+    /// The keypad's own lockout, for PINs it decides itself (a Bluetooth
+    /// device checking its code cache): its wrong tries, by its policy.
     pub lockout: Lockout,
+    /// The engine's lockout of this keypad as its last answer said
+    /// (`locked_until`, Unix seconds; 0: none). A device that asks the
+    /// engine counts no wrong tries itself: it refuses PINs until the end
+    /// the engine gave, so both agree on when the lockout ends.
+    engine_locked_until_s: i64,
     next_request_id: u64,
 }
 
@@ -320,6 +375,7 @@ impl Core {
         clock: SimClock,
         link: Link,
         params: std::sync::Arc<DeviceParams>,
+        offline: std::sync::Arc<OfflineGauge>,
     ) -> Core {
         // Door phones are mains powered; locks and keypads store codes.
         let battery_powered = kind != DeviceKind::DoorPhone;
@@ -358,8 +414,11 @@ impl Core {
             syncs_applied: 0,
             codes: stores_codes.then(CodeCache::default),
             lockout: Lockout::default(),
+            engine_locked_until_s: 0,
             next_request_id: 1,
             params,
+            offline,
+            spells_started: false,
         }
     }
 
@@ -518,39 +577,51 @@ impl Core {
         self.pull_sync();
     }
 
-    /// Device-side lockout: is the keypad locked now?
+    /// Is the keypad locked out now (its own lockout or the engine's)?
     pub fn locked_out(&self) -> bool {
-        self.lockout.is_locked(self.now())
+        self.locked_out_at(self.now())
     }
 
-    /// Records a wrong PIN on the device; emits the lockout if it starts.
-    pub fn wrong_pin(&mut self, policy: &LockoutPolicy) {
-        let now = self.now();
-        if self.lockout.record_wrong(now, policy) {
+    /// The rule of both lockouts: locked while the whole second of `now`
+    /// is before the end, as the engine compares.
+    fn locked_out_at(&self, now: Timestamp) -> bool {
+        self.lockout.is_locked(now) || now.as_second() < self.engine_locked_until_s
+    }
+
+    /// A PIN this device decided itself: a wrong one counts against its own
+    /// lockout (emitting the lockout when it starts), a granted one clears
+    /// the count, as on the engine.
+    fn own_pin_decided(&mut self, now: Timestamp, granted: bool) {
+        if granted {
+            self.lockout.record_success();
+            return;
+        }
+        let policy = self.params.keypad.lockout;
+        if self.lockout.record_wrong(now, &policy) {
             let until = self.lockout.locked_until().unwrap_or(now);
             self.emit(EventKind::KeypadLockedOut { until });
         }
     }
 
-    /// The engine says the keypad is locked out: mirror it for the
-    /// policy's duration (once per lockout).
-    pub fn engine_locked_out(&mut self, policy: &LockoutPolicy) {
-        if self.locked_out() {
+    /// The engine's answer said the keypad is locked out until `until`:
+    /// refuse PINs until then (an answer can only move the end on; the
+    /// lockout event goes out once per lockout).
+    fn engine_locked_out(&mut self, until: Timestamp) {
+        let until_s = until.as_second();
+        if until_s <= self.engine_locked_until_s {
             return;
         }
-        // Drive the device-side counter to its limit: the same state the
-        // engine is in.
-        for _ in 0..policy.max_wrong {
-            if self.lockout.record_wrong(self.now(), policy) {
-                break;
-            }
-        }
-        let until = self.lockout.locked_until().unwrap_or_else(|| self.now());
+        self.engine_locked_until_s = until_s;
         self.emit(EventKind::KeypadLockedOut { until });
     }
 
-    /// Turns a transport result into an outcome for a device that must ask.
+    /// Turns a transport result into an outcome for a device that must
+    /// ask; an answer that says the keypad is locked out starts (or
+    /// extends) the device's copy of the engine's lockout.
     pub fn judge(&mut self, res: &Result<Checked, TransportError>) -> Judged {
+        if let Some(until) = res.as_ref().ok().and_then(|c| c.response.locked_until) {
+            self.engine_locked_out(until);
+        }
         match res {
             Ok(c) => match c.response.decision {
                 Verdict::Granted => {
@@ -631,7 +702,9 @@ pub fn start_core<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
     let status = act.core().status();
     let _ = act.core().link.status(&status);
     schedule_battery(act, ctx);
-    schedule_offline(act, ctx);
+    if act.core().params.faults.spells_at_start {
+        begin_offline_spells(act, ctx);
+    }
     if act.core().battery.is_some() {
         record_battery_day(act, ctx);
     }
@@ -711,6 +784,16 @@ pub fn battery_spent<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
     }
 }
 
+/// Starts the device's own offline spells (once).
+pub fn begin_offline_spells<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
+    let core = act.core();
+    if core.spells_started {
+        return;
+    }
+    core.spells_started = true;
+    schedule_offline(act, ctx);
+}
+
 fn schedule_offline<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
     let core = act.core();
     let per_day = core.params.faults.offline_per_day;
@@ -732,9 +815,11 @@ pub fn go_offline<A: HasCore>(act: &mut A, ctx: &mut Context<A>, for_s: f64) {
         return;
     }
     core.online = false;
+    core.offline.went_offline();
     timers::run_later(ctx, Duration::from_secs_f64(for_s.max(0.0)), |act, ctx| {
         let core = act.core();
         core.online = true;
+        core.offline.came_back();
         while let Some(e) = core.offline_buffer.pop_front() {
             if core.link.event(&e).is_err() {
                 core.events_dropped += 1;
@@ -785,14 +870,20 @@ impl Core {
         // One clock read for the whole check (the device's time).
         let now = self.now();
         let is_pin = matches!(credential, WireCredential::Pin(_));
-        if is_pin && self.lockout.is_locked(now) {
+        if is_pin && self.locked_out_at(now) {
             self.count(false);
             return Decide::Done(Judged::Denied(DenyReason::LockedOut));
         }
         let cacheable = matches!(credential, WireCredential::Pin(_) | WireCredential::Card(_));
         if local && cacheable {
             let found = self.codes.as_ref().and_then(|c| c.judge(&credential, now));
-            self.count(matches!(found, Some((_, Ok(())))));
+            let granted = matches!(found, Some((_, Ok(()))));
+            self.count(granted);
+            // Only unknown PINs are wrong tries; a known code out of its
+            // time neither counts nor clears (the engine's rule).
+            if is_pin && (granted || found.is_none()) {
+                self.own_pin_decided(now, granted);
+            }
             return Decide::Done(match found {
                 Some((id, Ok(()))) => Judged::Granted(Some(id), None),
                 // A known code out of its time: not a wrong try.
@@ -808,8 +899,10 @@ impl Core {
         Decide::Ask(self.link.clone(), req)
     }
 
-    /// Acts on a denial or failure (events, lockout) and returns the final
-    /// answer; a grant is returned for the caller to actuate.
+    /// Acts on a denial or failure (the event) and returns the final
+    /// answer; a grant is returned for the caller to actuate. Lockouts are
+    /// kept where the PIN was decided: [`Core::decide_start`] for the
+    /// device's own decisions, [`Core::judge`] for the engine's.
     pub fn settle(
         &mut self,
         how: reference_server::protocol::How,
@@ -821,21 +914,10 @@ impl Core {
         ),
         DeviceOutcome,
     > {
-        let policy = self.params.keypad.lockout;
         match judged {
-            Judged::Granted(c, o) => {
-                if how == reference_server::protocol::How::Keypad {
-                    self.lockout.record_success();
-                }
-                Ok((c, o))
-            }
+            Judged::Granted(c, o) => Ok((c, o)),
             Judged::Denied(reason) => {
                 self.emit(EventKind::AccessDenied { how, reason });
-                match reason {
-                    DenyReason::WrongPin => self.wrong_pin(&policy),
-                    DenyReason::LockedOut => self.engine_locked_out(&policy),
-                    _ => {}
-                }
                 Err(DeviceOutcome::Denied(reason))
             }
             Judged::Failed(o) => Err(o),

@@ -6,6 +6,8 @@
 use rand::Rng;
 use reference_server::domain::LockoutPolicy;
 
+use crate::scenario::{DeviceGroup, Scenario};
+
 /// A closed range a value is drawn from uniformly, per device or per event.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Span {
@@ -65,8 +67,11 @@ pub struct KeypadParams {
     pub digit_interval_s: Span,
     /// A partial entry is cleared after this long without a key (about 5 s).
     pub idle_clear_s: f64,
-    /// The device-side lockout (Bluetooth keypads decide alone; online ones
-    /// mirror the engine's, which should be the site's policy).
+    /// The lockout of a device that decides PINs itself (a Bluetooth lock
+    /// or keypad checking its code cache): the site's policy, as the engine
+    /// keeps it for devices that ask. A device that asks the engine counts
+    /// no wrong tries: it keeps the engine's lockout until the
+    /// `locked_until` the engine's answer gave.
     pub lockout: LockoutPolicy,
 }
 
@@ -164,6 +169,10 @@ pub struct FaultParams {
     pub offline_for_s: Span,
     /// Each device's clock is off by a fixed amount drawn from +/- this.
     pub clock_skew_max_s: f64,
+    /// Offline spells begin when the device starts; `false`: only on
+    /// [`super::Control::BeginOfflineSpells`] (a scenario run sends it once
+    /// every device stored its codes, so a spell cannot hold up that sync).
+    pub spells_at_start: bool,
 }
 
 impl Default for FaultParams {
@@ -172,6 +181,7 @@ impl Default for FaultParams {
             offline_per_day: 0.02,
             offline_for_s: Span::new(60.0, 3_600.0),
             clock_skew_max_s: 2.0,
+            spells_at_start: true,
         }
     }
 }
@@ -249,5 +259,87 @@ impl DeviceParams {
         p.door.open_probability = 1.0;
         p.door.left_open_probability = 0.0;
         p
+    }
+}
+
+/// How far one gap between two passes of a phone or gateway may stray from
+/// `sync_every`, as a share of it: gaps are drawn from `(1 - x)` to `(1 + x)`
+/// times `sync_every` (mean `sync_every`), so the locks of a group do not
+/// all sync at the same instant.
+pub const SYNC_EVERY_SPREAD: f64 = 0.5;
+
+/// Offline spells per day for a chance `p` of dropping offline in any given
+/// hour: a Poisson process whose hourly chance of at least one drop is `p`
+/// (rate `-ln(1 - p)` per hour). `p` = 1 is held just below 1.
+pub fn offline_per_day(chance_per_hour: f64) -> f64 {
+    let p = chance_per_hour.clamp(0.0, 0.999_999);
+    -(1.0 - p).ln() * 24.0
+}
+
+impl DeviceParams {
+    /// The parameters of the devices of one `[[fleet.devices]]` group of a
+    /// scenario: every device of the group's doors (the group's kind and
+    /// those mounted `with` it) gets them.
+    ///
+    /// - The group's behaviour: `relock_after`, `code_slots`, battery,
+    ///   `offline_chance_per_hour` / `offline_for`, `sync_every`.
+    /// - The fleet's keypad lockout rule (device side, as the engine's).
+    /// - `[faults]`: `motor_blocked`.
+    /// - Documented device behaviour on top: doors opened after 95% of the
+    ///   unlocks, 1% left open (ajar events). Two things stay off, and
+    ///   scenarios/README.md says why: clock skew (a Bluetooth lock would
+    ///   decide a schedule edge by a clock the oracle does not know) and
+    ///   forced openings (no scenario field asks for them).
+    pub fn of_group(s: &Scenario, g: &DeviceGroup) -> DeviceParams {
+        let b = &g.behaviour;
+        let mut p = DeviceParams::default();
+        let relock_s = b.relock_after.as_secs_f64();
+        p.lock.relock_after_s = Span::new(relock_s, relock_s);
+        p.lock.code_slots = b.code_slots;
+        p.lock.motor_block_probability = s.faults.motor_blocked;
+        let every_s = b.sync_every.as_secs_f64().max(1.0);
+        p.lock.ble_in_range_every_s = Span::new(
+            every_s * (1.0 - SYNC_EVERY_SPREAD),
+            every_s * (1.0 + SYNC_EVERY_SPREAD),
+        );
+        p.keypad.lockout = s.fleet.lockout;
+        p.battery.initial_pct = Span::new(b.battery_start_pct, b.battery_start_pct);
+        p.battery.drain_pct_per_day = b.battery_drain_pct_per_day;
+        p.battery.actuation_cost_pct = b.battery_pct_per_unlock;
+        p.battery.low_pct = b.battery_low_pct;
+        let offline_s = b.offline_for.as_secs_f64();
+        p.faults = FaultParams {
+            offline_per_day: offline_per_day(b.offline_chance_per_hour),
+            offline_for_s: Span::new(offline_s, offline_s),
+            clock_skew_max_s: 0.0,
+            spells_at_start: false,
+        };
+        p
+    }
+
+    /// [`DeviceParams::of_group`] for every group, in file order (a door's
+    /// `DoorPlan::group` indexes it).
+    pub fn of_groups(s: &Scenario) -> Vec<DeviceParams> {
+        s.fleet
+            .devices
+            .iter()
+            .map(|g| DeviceParams::of_group(s, g))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_hourly_chance_becomes_a_daily_rate_with_that_hourly_chance() {
+        assert_eq!(offline_per_day(0.0), 0.0);
+        // P(no drop in an hour) = exp(-rate per hour) = 1 - p.
+        for p in [0.01, 0.5, 0.9] {
+            let per_hour = offline_per_day(p) / 24.0;
+            assert!(((-per_hour).exp() - (1.0 - p)).abs() < 1e-12, "{p}");
+        }
+        assert!(offline_per_day(1.0).is_finite());
     }
 }

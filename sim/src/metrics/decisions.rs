@@ -23,6 +23,13 @@ pub enum DecisionClass {
     FalseReject,
     /// No answer at all (error or timeout): neither right nor wrong.
     NoAnswer,
+    /// The expectation changed while the check ran (a schedule edge, a
+    /// lockout ending) and the answer is one it took: not counted as false.
+    Ambiguous,
+    /// The expectation hangs on an earlier check whose outcome is unknown
+    /// (a timeout: did it use the key, count a wrong PIN?) and the answer
+    /// is one the rules allow: not counted as false.
+    Uncertain,
 }
 
 /// One decision worth a look (a mismatch with the oracle, or a check
@@ -103,6 +110,12 @@ pub struct DecisionCounts {
     pub false_accepts: u64,
     pub false_rejects: u64,
     pub no_answer: u64,
+    /// See [`DecisionClass::Ambiguous`].
+    #[serde(default)]
+    pub ambiguous: u64,
+    /// See [`DecisionClass::Uncertain`].
+    #[serde(default)]
+    pub uncertain: u64,
 }
 
 impl DecisionCounts {
@@ -113,6 +126,8 @@ impl DecisionCounts {
             + self.false_accepts
             + self.false_rejects
             + self.no_answer
+            + self.ambiguous
+            + self.uncertain
     }
 
     fn add(&mut self, o: &DecisionCounts) {
@@ -121,6 +136,8 @@ impl DecisionCounts {
         self.false_accepts += o.false_accepts;
         self.false_rejects += o.false_rejects;
         self.no_answer += o.no_answer;
+        self.ambiguous += o.ambiguous;
+        self.uncertain += o.uncertain;
     }
 }
 
@@ -156,6 +173,13 @@ impl DecisionTally {
         self.record_with(expected, actual, Some(example))
     }
 
+    /// Counts one check of a class the oracle decided (it alone knows
+    /// ambiguous and uncertain ones), without an example: the oracle keeps
+    /// its own (see [`DecisionTally::adopt_examples`]).
+    pub fn count_class(&mut self, class: DecisionClass) -> DecisionClass {
+        self.record_class_with(class, None::<fn() -> DecisionExample>)
+    }
+
     /// The examples of the oracle's verdicts, which only the oracle can
     /// describe (the expected reason, the keypad's history); they replace
     /// any kept by [`DecisionTally::record`]. Bounded like the others.
@@ -177,7 +201,14 @@ impl DecisionTally {
         actual: Outcome,
         example: Option<impl FnOnce() -> DecisionExample>,
     ) -> DecisionClass {
-        let class = classify(expected, actual);
+        self.record_class_with(classify(expected, actual), example)
+    }
+
+    fn record_class_with(
+        &mut self,
+        class: DecisionClass,
+        example: Option<impl FnOnce() -> DecisionExample>,
+    ) -> DecisionClass {
         let c = &mut self.counts;
         let keep = match class {
             DecisionClass::TrueGrant => {
@@ -199,6 +230,14 @@ impl DecisionTally {
             DecisionClass::NoAnswer => {
                 c.no_answer += 1;
                 Some(&mut self.no_answer_examples)
+            }
+            DecisionClass::Ambiguous => {
+                c.ambiguous += 1;
+                None
+            }
+            DecisionClass::Uncertain => {
+                c.uncertain += 1;
+                None
             }
         };
         if let (Some(list), Some(example)) = (keep, example) {
@@ -285,16 +324,26 @@ mod tests {
             t.record(Verdict::Grant, Outcome::Error, || ex(0)),
             DecisionClass::NoAnswer
         );
+        assert_eq!(
+            t.count_class(DecisionClass::Uncertain),
+            DecisionClass::Uncertain
+        );
+        assert_eq!(
+            t.count_class(DecisionClass::Ambiguous),
+            DecisionClass::Ambiguous
+        );
+        assert_eq!((t.counts.uncertain, t.counts.ambiguous), (1, 1));
         assert_eq!(t.counts.false_accepts, 50);
         assert_eq!(t.false_accept_examples.len(), MAX_EXAMPLES);
         assert_eq!(t.false_accept_examples[0].device, 0);
-        assert_eq!(t.counts.total(), 54);
+        assert_eq!(t.counts.total(), 56);
 
         let mut m = t.clone();
         m.merge(&t);
         assert_eq!(m.counts.false_accepts, 100);
         assert_eq!(m.false_accept_examples.len(), MAX_EXAMPLES);
         assert_eq!(m.false_reject_examples.len(), 2);
+        assert_eq!(m.counts.uncertain, 2);
 
         // Counting keeps no example; adopted examples replace and stay bounded.
         assert_eq!(

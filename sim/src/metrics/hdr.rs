@@ -101,11 +101,16 @@ pub struct LoggedInterval {
 /// Writes a standard HdrHistogram interval log (values in microseconds).
 /// `start_unix_s` (if known) goes into the `StartTime`/`BaseTime` headers;
 /// interval timestamps are then seconds since the run's start.
-pub fn write_interval_log<'h, W: Write>(
+///
+/// Intervals are taken one at a time: a decoded histogram of this shape
+/// holds ~190 KB of counts whatever it recorded, so a caller that decodes
+/// them lazily keeps one in memory, not one per interval (a day of
+/// one-second intervals decoded at once took 16 GB).
+pub fn write_interval_log<'h, W: Write, H: std::borrow::Borrow<Histogram<u64>>>(
     out: &mut W,
     comment: &str,
     start_unix_s: Option<f64>,
-    intervals: impl IntoIterator<Item = (Duration, Duration, &'h str, &'h Histogram<u64>)>,
+    intervals: impl IntoIterator<Item = Result<(Duration, Duration, &'h str, H), HdrError>>,
 ) -> Result<(), HdrError> {
     let mut serializer = V2DeflateSerializer::new();
     let mut builder = IntervalLogWriterBuilder::new();
@@ -116,9 +121,10 @@ pub fn write_interval_log<'h, W: Write>(
         builder.with_start_time(t).with_base_time(t);
     }
     let mut writer = builder.begin_log_with(out, &mut serializer)?;
-    for (start, duration, tag, h) in intervals {
+    for interval in intervals {
+        let (start, duration, tag, h) = interval?;
         writer
-            .write_histogram(h, start, duration, Tag::new(tag))
+            .write_histogram(h.borrow(), start, duration, Tag::new(tag))
             .map_err(|e| HdrError::Encode(format!("{e:?}")))?;
     }
     Ok(())

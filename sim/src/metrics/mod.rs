@@ -37,8 +37,8 @@ pub use health::{
 };
 pub use prom::{FleetMetrics, MetricDesc, MAX_EVENT_KINDS};
 pub use recorder::{
-    IntervalSlot, IntervalTotals, Recorder, Snapshot, DEFAULT_INTERVAL_US, MAX_INTERVALS,
-    MAX_LATENCY_US,
+    interval_us_for, IntervalSlot, IntervalTotals, Recorder, Snapshot, DEFAULT_INTERVAL_US,
+    INTERVAL_STEPS_S, MAX_INTERVALS, MAX_LATENCY_US, PLANNED_INTERVALS,
 };
 pub use reference_server::domain::DeviceKind;
 pub use timings::Timings;

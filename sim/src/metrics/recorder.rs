@@ -26,10 +26,37 @@ pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// Default length of one chart/interval-log interval: one second.
 pub const DEFAULT_INTERVAL_US: u64 = 1_000_000;
 
-/// Finished intervals a recorder keeps per operation. A day of one-second
-/// intervals; virtual-time runs over weeks should pick a longer interval.
-/// Intervals past the bound are counted in `intervals_dropped`, not stored.
+/// Finished intervals a recorder keeps per operation: a bound for a run
+/// that outlives its plan (a drain, a stuck server). Runs pick their
+/// interval with [`interval_us_for`], which stays far below it. Intervals
+/// past the bound are counted in `intervals_dropped`, not stored.
 pub const MAX_INTERVALS: usize = 86_400;
+
+/// Most intervals a run's time series is planned to have. Each interval
+/// holds one encoded histogram per operation in memory and in report.json,
+/// so a month (virtual time) at one-second intervals would keep 2.6M of
+/// them; the interval grows with the run instead.
+pub const PLANNED_INTERVALS: u64 = 1_000;
+
+/// Interval lengths a run may use, in seconds, shortest first: round
+/// numbers on a clock, so chart ticks and HDR logs stay readable.
+pub const INTERVAL_STEPS_S: [u64; 18] = [
+    1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1_800, 3_600, 7_200, 10_800, 21_600, 43_200,
+    86_400,
+];
+
+/// The interval for a run planned to last `run`: the shortest step of
+/// [`INTERVAL_STEPS_S`] that covers it in at most [`PLANNED_INTERVALS`]
+/// intervals (one second up to about 16 minutes, a day at most).
+pub fn interval_us_for(run: std::time::Duration) -> u64 {
+    let run_s = run.as_secs_f64();
+    let step = INTERVAL_STEPS_S
+        .iter()
+        .copied()
+        .find(|s| run_s / *s as f64 <= PLANNED_INTERVALS as f64)
+        .unwrap_or(INTERVAL_STEPS_S[INTERVAL_STEPS_S.len() - 1]);
+    step * 1_000_000
+}
 
 const SLOTS: usize = Operation::COUNT * Outcome::COUNT;
 
@@ -220,6 +247,17 @@ impl Recorder {
     /// [`DecisionTally::adopt_examples`]).
     pub fn count_decision(&mut self, expected: Verdict, actual: Outcome) -> DecisionClass {
         let class = self.decisions.count(expected, actual);
+        if let Some(p) = &self.prom {
+            p.metrics.count_decision(class);
+        }
+        class
+    }
+
+    /// Counts one credential check in the class the oracle gave it
+    /// (ambiguous and uncertain ones included); the oracle keeps the
+    /// examples.
+    pub fn count_decision_class(&mut self, class: DecisionClass) -> DecisionClass {
+        let class = self.decisions.count_class(class);
         if let Some(p) = &self.prom {
             p.metrics.count_decision(class);
         }
@@ -578,6 +616,23 @@ mod tests {
         assert!(t.checks_p99_us.unwrap() >= 89_000 && t.checks_p99_us.unwrap() < 100_000);
         assert_eq!(s.interval_totals(1).unwrap().count, 1);
         assert_eq!(s.interval_totals(7).unwrap().checks_p99_us, None);
+    }
+
+    #[test]
+    fn the_interval_grows_with_the_run_and_keeps_the_series_bounded() {
+        use std::time::Duration;
+        let s = |secs: u64| interval_us_for(Duration::from_secs(secs)) / 1_000_000;
+        assert_eq!(s(0), 1);
+        assert_eq!(s(20), 1);
+        assert_eq!(s(15 * 60), 1);
+        assert_eq!(s(1_001), 2);
+        assert_eq!(s(7 * 86_400), 900);
+        assert_eq!(s(30 * 86_400), 3_600);
+        assert_eq!(s(366 * 86_400), 43_200);
+        for days in [1, 2, 7, 14, 30, 90, 366] {
+            let run: u64 = days * 86_400;
+            assert!(run.div_ceil(s(run)) <= PLANNED_INTERVALS, "{days} days");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::junit::escape;
-use super::svg::{bar_chart, line_chart, Series, XAxis, PALETTE};
+use super::svg::{bar_chart, downsample, line_chart, Fold, Series, XAxis, MAX_CHART_POINTS, PALETTE};
 use super::{fmt_num, RunReport};
 use crate::metrics::{DecisionExample, BATTERY_BUCKETS};
 
@@ -20,7 +20,8 @@ th,td{padding:4px 8px;border-bottom:1px solid #e3e5ea;text-align:right}
 th:first-child,td:first-child{text-align:left}
 td.l,th.l{text-align:left}
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;font-weight:600;font-size:13px}
-.pass{background:#d9f2e3;color:#0b6b35}.fail{background:#fbe0dc;color:#a3200f}
+.pass{background:#d9f2e3;color:#0b6b35}.fail{background:#fbe0dc;color:#a3200f}.skip{background:#e8e9ed;color:#444}
+.note{background:#fff6d6;border-left:4px solid #E69F00;padding:8px 12px;font-size:13px}
 .meta{font-size:13px;opacity:.9}
 pre{background:#f0f1f4;padding:8px;overflow:auto;font-size:12px}
 .chart{width:100%;max-width:720px;height:auto;display:block;margin:6px 0}
@@ -35,20 +36,27 @@ pre{background:#f0f1f4;padding:8px;overflow:auto;font-size:12px}
 /// Renders the report as one HTML document.
 pub fn render_html(r: &RunReport) -> String {
     let mut h = String::with_capacity(64 * 1024);
-    let verdict = if r.passed {
-        r#"<span class="badge pass">PASSED</span>"#
-    } else {
-        r#"<span class="badge fail">FAILED</span>"#
+    let verdict = match (r.passed, r.partial.is_some()) {
+        (true, false) => r#"<span class="badge pass">PASSED</span>"#,
+        (false, false) => r#"<span class="badge fail">FAILED</span>"#,
+        (true, true) => r#"<span class="badge pass">PASSED</span> <span class="badge fail">PARTIAL</span>"#,
+        (false, true) => r#"<span class="badge fail">FAILED</span> <span class="badge fail">PARTIAL</span>"#,
     };
     let _ = write!(
         h,
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,"><title>fleetsim report: {name}</title><style>{CSS}</style></head><body><header><h1>{name} {verdict}</h1><div class="meta">fleetsim {ver} &middot; seed {seed} &middot; transport {tr} &middot; clock {clock} &middot; {dur} s{started}{shard}</div><div class="meta">{model}</div></header><main>"#,
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,"><title>fleetsim report: {name}</title><style>{CSS}</style></head><body><header><h1>{name} {verdict}</h1><div class="meta">fleetsim {ver} &middot; seed {seed} &middot; transport {tr} &middot; clock {clock} &middot; {dur} s &middot; intervals of {interval} s{started}{shard}</div><div class="meta">{model}</div></header><main>{simulated}"#,
         name = escape(&r.name),
         ver = escape(&r.fleetsim_version),
         seed = r.seed,
         tr = escape(&r.transport),
         clock = escape(&r.clock),
         dur = fmt_num(r.duration_s),
+        interval = fmt_num(r.interval_s),
+        simulated = if r.latency_simulated {
+            r#"<p class="note" id="latency-simulated"><b>Latencies are simulated, not measured.</b> In virtual time an in-process check takes no time: the latencies below are a timer's rounding (0-1 ms). Latency thresholds are not judged unless the scenario sets <code>judge_simulated_latency = true</code>.</p>"#
+        } else {
+            ""
+        },
         started = r
             .started_at
             .as_deref()
@@ -67,7 +75,15 @@ pub fn render_html(r: &RunReport) -> String {
         "<section><h2>Reproduce</h2><pre>{}</pre></section>",
         escape(&r.command)
     );
+    if let Some(p) = &r.partial {
+        let _ = write!(
+            h,
+            "<section id=\"partial\"><h2>Partial verdict</h2><p>Merged with --allow-partial: {}. The numbers cover only the reports merged.</p></section>",
+            escape(p)
+        );
+    }
     thresholds(&mut h, r);
+    r.arrivals.html(&mut h, r.arrivals_behind_schedule);
     operations(&mut h, r);
     charts(&mut h, r);
     decisions(&mut h, r);
@@ -97,10 +113,13 @@ fn thresholds(h: &mut String, r: &RunReport) {
             escape(&t.expression),
             t.measured.map(fmt_num).unwrap_or_else(|| "no value".into()),
             escape(&t.unit),
-            if t.passed {
-                r#"<span class="badge pass">pass</span>"#
-            } else {
-                r#"<span class="badge fail">FAIL</span>"#
+            match (&t.not_judged, t.passed) {
+                (Some(why), _) => format!(
+                    r#"<span class="badge skip">not judged: {}</span>"#,
+                    escape(why)
+                ),
+                (None, true) => r#"<span class="badge pass">pass</span>"#.to_string(),
+                (None, false) => r#"<span class="badge fail">FAIL</span>"#.to_string(),
             }
         );
     }
@@ -113,6 +132,9 @@ fn ms(us: u64) -> String {
 
 fn operations(h: &mut String, r: &RunReport) {
     h.push_str("<section id=\"operations\"><h2>Operations</h2>");
+    if r.latency_simulated {
+        h.push_str("<p>Latency columns: simulated (virtual time), not measured.</p>");
+    }
     let _ = write!(
         h,
         "<p>{} operations/s over the run, {} credential checks/s, peak interval {} /s.</p>",
@@ -149,7 +171,25 @@ fn operations(h: &mut String, r: &RunReport) {
 }
 
 fn charts(h: &mut String, r: &RunReport) {
-    h.push_str("<section id=\"charts\"><h2>Latency and throughput</h2><div class=\"grid2\">");
+    h.push_str("<section id=\"charts\"><h2>Latency and throughput</h2>");
+    // Every chart of the time series draws at most MAX_CHART_POINTS points
+    // per line; say so when intervals were folded together.
+    let folded = r.timeseries.len().div_ceil(MAX_CHART_POINTS);
+    if folded > 1 {
+        let _ = write!(
+            h,
+            "<p>{} intervals of {} s; each chart point covers {folded} of them (rates: their mean, p99: the worst).</p>",
+            r.timeseries.len(),
+            fmt_num(r.interval_s)
+        );
+    }
+    let sim = if r.latency_simulated { " (simulated)" } else { "" };
+    h.push_str("<div class=\"grid2\">");
+    let rates = |f: &dyn Fn(&super::IntervalPoint) -> f64| {
+        let pts: Vec<(f64, f64)> = r.timeseries.iter().map(|p| (p.start_s, f(p))).collect();
+        downsample(&pts, MAX_CHART_POINTS, Fold::Mean)
+    };
+    let worst = |pts: Vec<(f64, f64)>| downsample(&pts, MAX_CHART_POINTS, Fold::Max);
     let curves: Vec<Series> = r
         .operations
         .iter()
@@ -166,7 +206,7 @@ fn charts(h: &mut String, r: &RunReport) {
         .collect();
     h.push_str(&line_chart(
         "chart-percentiles",
-        "Latency by percentile",
+        &format!("Latency by percentile{sim}"),
         XAxis::Percentile,
         "latency (ms)",
         &curves,
@@ -176,20 +216,12 @@ fn charts(h: &mut String, r: &RunReport) {
         Series {
             name: "operations/s".into(),
             color: PALETTE[0],
-            points: r
-                .timeseries
-                .iter()
-                .map(|p| (p.start_s, p.rate_per_s))
-                .collect(),
+            points: rates(&|p| p.rate_per_s),
         },
         Series {
             name: "errors/s".into(),
             color: PALETTE[3],
-            points: r
-                .timeseries
-                .iter()
-                .map(|p| (p.start_s, p.errors as f64 / r.interval_s.max(1e-9)))
-                .collect(),
+            points: rates(&|p| p.errors as f64 / r.interval_s.max(1e-9)),
         },
     ];
     h.push_str(&line_chart(
@@ -203,30 +235,32 @@ fn charts(h: &mut String, r: &RunReport) {
     let mut p99 = vec![Series {
         name: "all checks".into(),
         color: PALETTE[7],
-        points: r
-            .timeseries
-            .iter()
-            .filter_map(|p| p.checks_p99_us.map(|v| (p.start_s, v as f64 / 1000.0)))
-            .collect(),
+        points: worst(
+            r.timeseries
+                .iter()
+                .filter_map(|p| p.checks_p99_us.map(|v| (p.start_s, v as f64 / 1000.0)))
+                .collect(),
+        ),
     }];
     for (i, name) in r.operations.keys().enumerate() {
         p99.push(Series {
             name: name.clone(),
             color: PALETTE[i % (PALETTE.len() - 1)],
-            points: r
-                .timeseries
-                .iter()
-                .filter_map(|p| {
-                    p.by_operation
-                        .get(name)
-                        .map(|o| (p.start_s, o.p99_us as f64 / 1000.0))
-                })
-                .collect(),
+            points: worst(
+                r.timeseries
+                    .iter()
+                    .filter_map(|p| {
+                        p.by_operation
+                            .get(name)
+                            .map(|o| (p.start_s, o.p99_us as f64 / 1000.0))
+                    })
+                    .collect(),
+            ),
         });
     }
     h.push_str(&line_chart(
         "chart-p99",
-        "p99 latency over time",
+        &format!("p99 latency over time{sim}"),
         XAxis::Linear("seconds since start"),
         "p99 (ms)",
         &p99,
@@ -289,6 +323,10 @@ fn decisions(h: &mut String, r: &RunReport) {
             PALETTE[1],
         ),
         ("no answer".to_string(), c.no_answer as f64, PALETTE[7]),
+        // Neither right nor wrong: the expectation changed inside the
+        // check, or hangs on an earlier check whose outcome is unknown.
+        ("ambiguous".to_string(), c.ambiguous as f64, PALETTE[5]),
+        ("uncertain".to_string(), c.uncertain as f64, PALETTE[4]),
     ];
     h.push_str(&bar_chart("chart-decisions", "Decisions", "checks", &bars));
     h.push_str("</section>");

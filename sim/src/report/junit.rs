@@ -23,7 +23,16 @@ pub(crate) fn escape(s: &str) -> String {
 
 /// Renders the thresholds of a report as a JUnit XML document.
 pub fn render_junit(report: &RunReport) -> String {
-    let failures = report.thresholds.iter().filter(|t| !t.passed).count();
+    let failures = report
+        .thresholds
+        .iter()
+        .filter(|t| !t.passed && t.not_judged.is_none())
+        .count();
+    let skipped = report
+        .thresholds
+        .iter()
+        .filter(|t| t.not_judged.is_some())
+        .count();
     let suite = format!("fleetsim thresholds: {}", report.name);
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     x.push_str(&format!(
@@ -32,7 +41,7 @@ pub fn render_junit(report: &RunReport) -> String {
         t = fmt_num(report.duration_s),
     ));
     x.push_str(&format!(
-        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"{}\">\n",
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{}\">\n",
         escape(&suite),
         report.thresholds.len(),
         fmt_num(report.duration_s),
@@ -56,7 +65,13 @@ pub fn render_junit(report: &RunReport) -> String {
             "    <testcase classname=\"fleetsim.thresholds\" name=\"{}\" time=\"0\"",
             escape(&format!("{} {}", t.metric, t.expression))
         ));
-        if t.passed {
+        if let Some(why) = &t.not_judged {
+            x.push_str(&format!(
+                ">\n      <skipped message=\"not judged: {}\"/>\n      <system-out>{}</system-out>\n    </testcase>\n",
+                escape(why),
+                escape(&t.describe())
+            ));
+        } else if t.passed {
             x.push_str(&format!(
                 ">\n      <system-out>{}</system-out>\n    </testcase>\n",
                 escape(&t.describe())

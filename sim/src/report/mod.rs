@@ -14,6 +14,7 @@
 //! `report.html` (self-contained, inline SVG charts), `junit.xml` (one test
 //! case per threshold) and `hdr/<operation>.hlog` (HdrHistogram interval logs).
 
+mod arrivals;
 mod html;
 mod junit;
 mod svg;
@@ -32,6 +33,7 @@ use crate::metrics::{
     Transport, BATTERY_BUCKETS,
 };
 
+pub use arrivals::{ActionArrivals, ArrivalsReport, DropReason};
 pub use html::render_html;
 pub use junit::render_junit;
 
@@ -423,7 +425,12 @@ pub struct ThresholdResult {
     pub measured: Option<f64>,
     /// Unit of `measured` (see [`metric_unit`]).
     pub unit: String,
+    /// False for a failure and for a threshold not judged.
     pub passed: bool,
+    /// Why the threshold was not judged (`simulated`: a latency threshold
+    /// in virtual time): neither a pass nor a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_judged: Option<String>,
 }
 
 impl ThresholdResult {
@@ -439,6 +446,24 @@ impl ThresholdResult {
             measured,
             unit: metric_unit(metric).to_owned(),
             passed,
+            not_judged: None,
+        }
+    }
+
+    /// The same threshold, not judged for `reason` (it neither passes nor
+    /// fails the run).
+    pub fn not_judged(mut self, reason: &str) -> ThresholdResult {
+        self.passed = false;
+        self.not_judged = Some(reason.to_owned());
+        self
+    }
+
+    /// "pass", "FAIL" or "not judged: simulated".
+    pub fn status(&self) -> String {
+        match (&self.not_judged, self.passed) {
+            (Some(why), _) => format!("not judged: {why}"),
+            (None, true) => "pass".to_owned(),
+            (None, false) => "FAIL".to_owned(),
         }
     }
 
@@ -450,9 +475,19 @@ impl ThresholdResult {
                 .to_owned(),
             None => "no value".to_owned(),
         };
-        format!("measured {measured}, expected {}", self.expression)
+        let why = match self.not_judged.as_deref() {
+            Some(NOT_JUDGED_SIMULATED) => {
+                " (not judged: the latency is simulated, not measured)".to_owned()
+            }
+            Some(other) => format!(" (not judged: {other})"),
+            None => String::new(),
+        };
+        format!("measured {measured}, expected {}{why}", self.expression)
     }
 }
+
+/// Why a latency threshold of a virtual-time run is not judged.
+pub const NOT_JUDGED_SIMULATED: &str = "simulated";
 
 /// Everything a run measured; `report.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -472,8 +507,16 @@ pub struct RunReport {
     pub clock: String,
     pub started_at: Option<String>,
     pub duration_s: f64,
+    /// Length of one time-series interval (and HDR log interval): it grows
+    /// with the run's planned length (`metrics::interval_us_for`).
     pub interval_s: f64,
-    /// True when every threshold passed (and vacuously when there are none).
+    /// Latencies are simulated, not measured (virtual clock: a check takes
+    /// no time and what is recorded is a timer's rounding, 0-1 ms).
+    /// Latency thresholds are then not judged unless the scenario asks.
+    #[serde(default)]
+    pub latency_simulated: bool,
+    /// True when every threshold passed or was not judged (and vacuously
+    /// when there are none).
     pub passed: bool,
     pub shards: ShardInfo,
     /// Keyed by operation (`pin_check`, ...).
@@ -484,7 +527,20 @@ pub struct RunReport {
     pub decisions: DecisionTally,
     pub thresholds: Vec<ThresholdResult>,
     pub health: HealthReport,
+    /// Arrivals that waited in a device's queue (started later than the
+    /// load model intended; their latency still counts from the intended start).
     pub arrivals_behind_schedule: u64,
+    /// What happened to every arrival.
+    #[serde(default)]
+    pub arrivals: ArrivalsReport,
+    /// The run this report belongs to: shards of one run share it (derived
+    /// from the resolved scenario and the seed, or `--run-id`).
+    #[serde(default)]
+    pub run_id: String,
+    /// Set when `fleetsim merge --allow-partial` merged an incomplete or
+    /// mixed set of reports: what is missing or mixed.
+    #[serde(default)]
+    pub partial: Option<String>,
     pub intervals_dropped: u64,
     pub timeseries: Vec<IntervalPoint>,
     pub histograms: EncodedHistograms,
@@ -495,6 +551,8 @@ impl RunReport {
     pub fn build(meta: RunMeta, snap: &Snapshot) -> Result<RunReport, ReportError> {
         let duration_s = meta.duration_s.max(0.0);
         let interval_s = snap.interval_us as f64 / 1e6;
+        // As `Scenario::latency_simulated`: the virtual clock.
+        let latency_simulated = meta.clock == "virtual";
 
         let mut operations = BTreeMap::new();
         let mut encoded_ops = BTreeMap::new();
@@ -553,6 +611,7 @@ impl RunReport {
             started_at: meta.started_at,
             duration_s,
             interval_s,
+            latency_simulated,
             passed: true,
             shards: ShardInfo {
                 shard: meta.shard,
@@ -565,6 +624,9 @@ impl RunReport {
             thresholds: Vec::new(),
             health: HealthReport::of(&snap.health),
             arrivals_behind_schedule: snap.behind_schedule,
+            arrivals: ArrivalsReport::default(),
+            run_id: String::new(),
+            partial: None,
             intervals_dropped: snap.intervals_dropped,
             timeseries,
             histograms: EncodedHistograms {
@@ -575,9 +637,12 @@ impl RunReport {
         })
     }
 
-    /// Records the caller's threshold evaluation; `passed` follows it.
+    /// Records the caller's threshold evaluation; `passed` follows it
+    /// (thresholds not judged neither pass nor fail it).
     pub fn set_thresholds(&mut self, thresholds: Vec<ThresholdResult>) {
-        self.passed = thresholds.iter().all(|t| t.passed);
+        self.passed = thresholds
+            .iter()
+            .all(|t| t.passed || t.not_judged.is_some());
         self.thresholds = thresholds;
     }
 
@@ -657,6 +722,8 @@ impl RunReport {
             ("decisions.false_accept_rate", d.false_accepts as f64 / judged),
             ("decisions.false_reject_rate", d.false_rejects as f64 / judged),
             ("decisions.no_answer", d.no_answer as f64),
+            ("decisions.ambiguous", d.ambiguous as f64),
+            ("decisions.uncertain", d.uncertain as f64),
             ("decisions.total", d.total() as f64),
             ("errors.count", errors as f64),
             (
@@ -744,6 +811,9 @@ impl RunReport {
             self.model.short(),
             if self.passed { "PASSED" } else { "FAILED" }
         );
+        if self.latency_simulated {
+            let _ = writeln!(s, "  latencies simulated (virtual time), not measured");
+        }
         let _ = writeln!(
             s,
             "  {:<16} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
@@ -767,14 +837,14 @@ impl RunReport {
         let d = &self.decisions.counts;
         let _ = writeln!(
             s,
-            "  decisions: {} true grants, {} true denials, {} false accepts, {} false rejects, {} unanswered",
-            d.true_grants, d.true_denials, d.false_accepts, d.false_rejects, d.no_answer
+            "  decisions: {} true grants, {} true denials, {} false accepts, {} false rejects, {} unanswered, {} ambiguous, {} uncertain",
+            d.true_grants, d.true_denials, d.false_accepts, d.false_rejects, d.no_answer, d.ambiguous, d.uncertain
         );
         for t in &self.thresholds {
             let _ = writeln!(
                 s,
                 "  [{}] {} {}: {}",
-                if t.passed { "pass" } else { "FAIL" },
+                t.status(),
                 t.metric,
                 t.expression,
                 t.describe()
@@ -861,6 +931,8 @@ pub fn merge(reports: Vec<RunReport>) -> Result<RunReport, ReportError> {
         shard: None,
     };
     let mut out = RunReport::build(meta, &snap)?;
+    out.arrivals = ArrivalsReport::merged(reports.iter().map(|r| &r.arrivals), out.duration_s);
+    out.run_id = first.run_id;
     out.fleetsim_version = first.fleetsim_version;
     out.shards.merged_from = merged_from;
     Ok(out)
@@ -896,6 +968,53 @@ pub fn load_dir(path: &Path) -> Result<RunReport, ReportError> {
 
 /// Writes `report.json`, `report.html`, `junit.xml` and `hdr/<operation>.hlog`
 /// into `dir` (created if needed). Returns the files written.
+/// The files [`write_all`] writes in a report directory, beside the HDR
+/// logs in [`HDR_DIR`].
+pub const REPORT_FILES: [&str; 3] = ["report.json", "report.html", "junit.xml"];
+/// The subdirectory of the HDR interval logs (`hdr/<operation>.hlog`).
+pub const HDR_DIR: &str = "hdr";
+
+/// Creates the report directory and checks that every file a run writes
+/// there (the report's, and `extra`) can be written, so that a run finds
+/// out before its load, not after it, that it could not save its results.
+/// Leaves nothing behind (a probe file is removed) and opens existing files
+/// without truncating them: an earlier report is replaced only at the end.
+pub fn prepare_dir(dir: &Path, extra: &[&str]) -> Result<(), ReportError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReportError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let probe = dir.join(".fleetsim-write-check");
+    std::fs::write(&probe, b"").map_err(io(&probe))?;
+    std::fs::remove_file(&probe).map_err(io(&probe))?;
+    let hdr = dir.join(HDR_DIR);
+    let hdr_logs = Operation::ALL.map(|op| format!("{HDR_DIR}/{}.hlog", op.as_str()));
+    let files = REPORT_FILES
+        .iter()
+        .chain(extra)
+        .map(|f| dir.join(f))
+        .chain(hdr_logs.iter().map(|f| dir.join(f)));
+    for path in files {
+        if path.symlink_metadata().is_ok() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io(&path))?;
+        }
+    }
+    if hdr.symlink_metadata().is_ok() && !hdr.is_dir() {
+        return Err(ReportError::Io {
+            path: hdr,
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a directory (the HDR logs go there)",
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>, ReportError> {
     let mut written = Vec::new();
     let write = |name: &str, bytes: &[u8], written: &mut Vec<PathBuf>| {
@@ -914,15 +1033,16 @@ pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>, ReportE
         })
     };
     mkdir(dir)?;
+    let [json_file, html_file, junit_file] = REPORT_FILES;
     let json = serde_json::to_vec_pretty(report).map_err(|source| ReportError::Json {
-        path: dir.join("report.json"),
+        path: dir.join(json_file),
         source,
     })?;
-    write("report.json", &json, &mut written)?;
-    write("report.html", render_html(report).as_bytes(), &mut written)?;
-    write("junit.xml", render_junit(report).as_bytes(), &mut written)?;
+    write(json_file, &json, &mut written)?;
+    write(html_file, render_html(report).as_bytes(), &mut written)?;
+    write(junit_file, render_junit(report).as_bytes(), &mut written)?;
     if !report.histograms.intervals.is_empty() {
-        mkdir(&dir.join("hdr"))?;
+        mkdir(&dir.join(HDR_DIR))?;
         // Absolute StartTime/BaseTime headers when the run's start is known.
         let start_unix_s = report
             .started_at
@@ -931,11 +1051,18 @@ pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>, ReportE
             .map(|t| t.as_millisecond() as f64 / 1000.0);
         for op in Operation::ALL {
             let mut log = Vec::new();
-            let decoded = interval_histograms(report, op)?;
-            if decoded.is_empty() {
+            let mut of_op = report
+                .histograms
+                .intervals
+                .iter()
+                .filter(|i| i.operation == op.as_str())
+                .peekable();
+            if of_op.peek().is_none() {
                 continue;
             }
             let secs = std::time::Duration::from_secs_f64;
+            // Decoded one at a time as the log is written (see
+            // `write_interval_log`).
             hdr::write_interval_log(
                 &mut log,
                 &format!(
@@ -943,12 +1070,17 @@ pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>, ReportE
                     report.fleetsim_version, report.name, report.seed
                 ),
                 start_unix_s,
-                decoded.iter().map(|(index, h)| {
-                    let start = secs(*index as f64 * report.interval_s);
-                    (start, secs(report.interval_s), op.as_str(), h)
+                of_op.map(|i| {
+                    let start = secs(i.index as f64 * report.interval_s);
+                    let h = hdr::decode_base64(&i.histogram)?;
+                    Ok((start, secs(report.interval_s), op.as_str(), h))
                 }),
             )?;
-            write(&format!("hdr/{}.hlog", op.as_str()), &log, &mut written)?;
+            write(
+                &format!("{HDR_DIR}/{}.hlog", op.as_str()),
+                &log,
+                &mut written,
+            )?;
         }
     }
     Ok(written)
@@ -957,19 +1089,6 @@ pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>, ReportE
 /// The JSON Schema of `report.json`.
 pub fn json_schema() -> schemars::schema::RootSchema {
     schemars::schema_for!(RunReport)
-}
-
-fn interval_histograms(
-    report: &RunReport,
-    op: Operation,
-) -> Result<Vec<(u64, Histogram<u64>)>, ReportError> {
-    report
-        .histograms
-        .intervals
-        .iter()
-        .filter(|i| i.operation == op.as_str())
-        .map(|i| Ok((i.index, hdr::decode_base64(&i.histogram)?)))
-        .collect()
 }
 
 fn timeseries(
@@ -1056,7 +1175,7 @@ fn round3(v: f64) -> f64 {
 }
 
 /// A number without trailing noise: 31.2, 0, 0.001.
-pub(crate) fn fmt_num(v: f64) -> String {
+pub fn fmt_num(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{v:.0}")
     } else {

@@ -18,6 +18,40 @@ pub const PALETTE: [&str; 8] = [
     "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
 ];
 
+/// Most points a line of a time chart draws: a month at one-minute
+/// intervals would put 43,200 points (and megabytes) into the page, more
+/// than a chart 720 units wide can show.
+pub const MAX_CHART_POINTS: usize = 300;
+
+/// How [`downsample`] folds the points of one bucket into one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fold {
+    /// The mean (rates: the bucket's average rate).
+    Mean,
+    /// The largest (latency percentiles: the worst interval stays visible).
+    Max,
+}
+
+/// At most `max` points: consecutive points are grouped in equal runs and
+/// each run becomes one point at its first x. Fewer points pass unchanged.
+pub fn downsample(points: &[(f64, f64)], max: usize, fold: Fold) -> Vec<(f64, f64)> {
+    let max = max.max(1);
+    if points.len() <= max {
+        return points.to_vec();
+    }
+    let per = points.len().div_ceil(max);
+    points
+        .chunks(per)
+        .map(|c| {
+            let y = match fold {
+                Fold::Mean => c.iter().map(|p| p.1).sum::<f64>() / c.len() as f64,
+                Fold::Max => c.iter().map(|p| p.1).fold(f64::MIN, f64::max),
+            };
+            (c[0].0, y)
+        })
+        .collect()
+}
+
 pub struct Series {
     pub name: String,
     pub color: &'static str,
@@ -275,6 +309,20 @@ mod tests {
         assert_eq!(nice_step(0.7), 0.2);
         assert_eq!(nice_step(0.0), 1.0);
         assert!(percentile_x(0.99) > 1.99 && percentile_x(0.99) < 2.01);
+    }
+
+    #[test]
+    fn long_series_are_folded_to_a_bounded_number_of_points() {
+        // A month of one-minute points, alternating 0 and 1.
+        let pts: Vec<(f64, f64)> = (0..43_200).map(|i| (i as f64, (i % 2) as f64)).collect();
+        let mean = downsample(&pts, MAX_CHART_POINTS, Fold::Mean);
+        assert_eq!(mean.len(), MAX_CHART_POINTS);
+        assert_eq!(mean[0], (0.0, 0.5));
+        assert_eq!(mean[1].0, 144.0);
+        let max = downsample(&pts, MAX_CHART_POINTS, Fold::Max);
+        assert!(max.iter().all(|p| p.1 == 1.0));
+        let few = [(0.0, 1.0), (1.0, 2.0)];
+        assert_eq!(downsample(&few, MAX_CHART_POINTS, Fold::Max), few.to_vec());
     }
 
     #[test]

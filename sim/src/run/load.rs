@@ -2,13 +2,21 @@
 //! exponential inter-arrival times (a Poisson process at the phase's
 //! ramping rate divided by the number of sites) drawn from a seeded RNG per
 //! site, so shards that run disjoint sites add up to the whole run.
-//! Latency counts from each arrival's intended start; an arrival that
-//! finds `max_in_flight` attempts running is not started but counted as
-//! behind schedule. Closed model: `people` workers split over the sites,
-//! each acting, waiting for the answer and thinking `think_time`; latency
-//! counts from the actual start and the report says "closed".
+//! Latency counts from each arrival's intended start. Closed model:
+//! `people` workers split over the sites, each acting, waiting for the
+//! answer and thinking `think_time`; latency counts from the actual start
+//! and the report says "closed".
+//!
+//! Every arrival is accounted for (see [`crate::report::ArrivalsReport`]):
+//! one person at a time presents at a device, as at a real door, and an
+//! arrival whose device is busy waits in that device's queue (at most
+//! [`MAX_DEVICE_QUEUE`]) with its latency still counting from its intended
+//! start. An arrival is dropped, with its reason, when every device that
+//! takes its credential has a full queue, when `max_in_flight` arrivals are
+//! waiting or being served, or when its action has nothing to present.
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,17 +31,18 @@ use reference_server::protocol::WireCredential;
 use reference_server::{Engine, EngineConfig};
 use tokio::time::Instant;
 
-use super::oracle::{Attempt, Expected, Oracle, StayEvent, TruthKind};
+use super::oracle::{Answer, Attempt, Class, Expected, LockReport, Oracle, StayEvent, TruthKind};
 use super::provision::{self, Book, DoorInfo, StayPlan};
 use super::remote::{Deliveries, Forwarder, Remote};
 use super::target::Target;
 use super::{RunError, RunOptions};
 use crate::clock::{stream_rng, SimClock};
 use crate::devices::fleet::{Fleet, FleetSpec, Placement};
-use crate::devices::{DeviceOutcome, DeviceParams, Present};
+use crate::devices::{DeviceError, DeviceOutcome, DeviceParams, Present};
+use crate::report::{ActionArrivals, DropReason};
 use crate::metrics::{
-    FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot,
-    Timings, Verdict, DEFAULT_INTERVAL_US,
+    DecisionClass, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot,
+    Timings, Verdict,
 };
 use crate::scenario::{Action, Load, Scenario, Transport as Kind};
 use crate::transport::relay::Relay;
@@ -42,6 +51,7 @@ use crate::transport::{
 };
 
 mod codes;
+mod progress;
 
 /// How long a check waits for an external target over HTTP.
 const TARGET_TIMEOUT_MS: u64 = 5_000;
@@ -51,8 +61,11 @@ const SYNC_WAIT_S: u64 = 120;
 const DRAIN_WAIT_S: u64 = 60;
 /// Longest the run waits for code actions after the attempts drained.
 const CODE_DRAIN_WAIT_S: u64 = 5;
-/// How often the progress line is printed (real clock).
-const PROGRESS_EVERY_S: u64 = 5;
+/// Most people waiting at one device (keypad, reader, door phone, lock)
+/// besides the one presenting. A line at a door longer than this is
+/// dropped (`queue_full`): the bound keeps memory flat when the system
+/// under test stalls, and a drop is counted, never hidden.
+pub const MAX_DEVICE_QUEUE: usize = 16;
 /// Longest the run waits, after the last phase, for the server to log the
 /// events the devices emitted (MQTT: they may still be on their way).
 const EVENTS_DRAIN_WAIT_S: u64 = 10;
@@ -65,12 +78,15 @@ pub struct Measured {
     /// real time).
     pub started_at: jiff::Timestamp,
     pub duration_s: f64,
-    /// Attempts per action.
-    pub actions: std::collections::BTreeMap<String, u64>,
-    /// Arrivals whose action had nothing to present (e.g. no valid code).
-    pub skipped: std::collections::BTreeMap<String, u64>,
+    /// What happened to every arrival, per action.
+    pub arrivals: BTreeMap<String, ActionArrivals>,
+    /// Commands the run could not make that are no arrival (provisioning
+    /// the target's API cannot take, a host's check-in the server refused),
+    /// per reason.
+    pub skipped: BTreeMap<String, u64>,
     pub closed_people: Option<u64>,
-    /// Most devices one offline wave took down.
+    /// Most devices offline at once (offline waves and the device groups'
+    /// own spells).
     pub offline_max: u64,
     /// Grants whose motor jammed.
     pub motor_blocked: u64,
@@ -112,17 +128,104 @@ struct Shared {
     code_in_flight: u32,
     /// The phases and the drain are over: code actions stop waiting.
     stopping: bool,
-    actions: std::collections::BTreeMap<String, u64>,
-    skipped: std::collections::BTreeMap<String, u64>,
+    arrivals: Arrivals,
+    /// Commands that are no arrival and could not be made (see
+    /// [`Measured::skipped`]).
+    skipped: BTreeMap<String, u64>,
     errors: u64,
-    /// Most devices sent offline by one wave.
-    offline_max: u64,
     motor_blocked: u64,
-    /// Devices someone is presenting at right now. One person at a time
-    /// per keypad or reader, as at a real door: overlapping tries at one
-    /// keypad would leave the order of its wrong-PIN count (and so its
-    /// lockout) to thread scheduling, which no oracle can know.
-    busy: rustc_hash::FxHashSet<DeviceId>,
+    /// Devices someone is presenting at right now, each with the people
+    /// waiting behind (first come, first served). One person at a time per
+    /// keypad or reader, as at a real door: overlapping tries at one keypad
+    /// would leave the order of its wrong-PIN count (and so its lockout) to
+    /// thread scheduling, which no oracle can know.
+    queues: rustc_hash::FxHashMap<DeviceId, VecDeque<Queued>>,
+    /// People waiting in all queues (the Prometheus backlog gauge).
+    queued: usize,
+}
+
+/// Someone waiting at a busy device.
+struct Queued {
+    job: Job,
+    /// The intended start: latency counts from here.
+    arrived: Instant,
+    /// Told when the attempt is over (a closed-model person waits for it).
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// One action's arrivals while the run goes (see [`ActionArrivals`]).
+#[derive(Default)]
+struct Counts {
+    asked: u64,
+    ran: u64,
+    dropped: [u64; DropReason::COUNT],
+    queued_at_end: u64,
+}
+
+/// The arrival accounting of a run, per action; mirrored to Prometheus.
+#[derive(Default)]
+struct Arrivals {
+    per_action: BTreeMap<&'static str, Counts>,
+    prom: Option<Arc<FleetMetrics>>,
+}
+
+impl Arrivals {
+    fn counts(&mut self, action: &'static str) -> &mut Counts {
+        self.per_action.entry(action).or_default()
+    }
+
+    /// An arrival drew `action`.
+    fn asked(&mut self, action: &'static str) {
+        self.counts(action).asked += 1;
+        if let Some(p) = &self.prom {
+            p.arrivals.inc();
+        }
+    }
+
+    /// An arrival of `action` was served.
+    fn ran(&mut self, action: &'static str) {
+        self.counts(action).ran += 1;
+    }
+
+    /// An arrival of `action` was not served, for `why`.
+    fn dropped(&mut self, action: &'static str, why: DropReason) {
+        self.counts(action).dropped[why.index()] += 1;
+        if let Some(p) = &self.prom {
+            p.arrival_dropped(why);
+        }
+    }
+
+    /// People waiting in device queues now (the Prometheus backlog gauge).
+    fn backlog(&self, queued: usize) {
+        if let Some(p) = &self.prom {
+            p.arrivals_backlog.set(queued as i64);
+        }
+    }
+
+    /// Served arrivals so far (the progress line).
+    fn ran_total(&self) -> u64 {
+        self.per_action.values().map(|c| c.ran).sum()
+    }
+
+    fn report(&self) -> BTreeMap<String, ActionArrivals> {
+        self.per_action
+            .iter()
+            .map(|(k, c)| {
+                let dropped = DropReason::ALL
+                    .iter()
+                    .filter(|r| c.dropped[r.index()] > 0)
+                    .map(|r| (r.as_str().to_string(), c.dropped[r.index()]))
+                    .collect();
+                let a = ActionArrivals {
+                    asked: c.asked,
+                    ran: c.ran,
+                    dropped,
+                    queued_at_end: c.queued_at_end,
+                };
+                (k.to_string(), a)
+            })
+            .collect()
+    }
 }
 
 struct Ctx {
@@ -157,25 +260,25 @@ fn token_key_bytes(seed: u64) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// Device parameters from the scenario. Parameters are fleet-wide, so the
-/// first device group's behaviour applies to every group. Clock skew, door
-/// dwell randomness and spontaneous offline spells stay off: faults come
-/// only from `[faults]`, so the oracle's model stays exact.
-fn device_params(s: &Scenario) -> DeviceParams {
-    use crate::devices::Span;
-    let mut p = DeviceParams::quiet();
-    p.lock.motor_block_probability = s.faults.motor_blocked;
-    if let Some(g) = s.fleet.devices.first() {
-        let b = &g.behaviour;
-        let relock_s = b.relock_after.as_secs_f64();
-        p.lock.relock_after_s = Span::new(relock_s, relock_s);
-        p.lock.code_slots = b.code_slots;
-        p.battery.initial_pct = Span::new(b.battery_start_pct, b.battery_start_pct);
-        p.battery.drain_pct_per_day = b.battery_drain_pct_per_day;
-        p.battery.actuation_cost_pct = b.battery_pct_per_unlock;
-        p.battery.low_pct = b.battery_low_pct;
-    }
-    p
+/// How far the clock the engine decides by may be from where the oracle
+/// places it: nowhere in-process (the engine gets the run's clock); a
+/// served engine reads this machine's system clock, which the oracle
+/// measures at each answer ([`served_clock_offset`]) up to a few ms; an
+/// external server's clock is taken to be within 1 s of this machine's
+/// (NTP).
+fn engine_clock_skew(served: bool, external: bool) -> jiff::SignedDuration {
+    jiff::SignedDuration::from_millis(match (served, external) {
+        (false, _) => 0,
+        (true, false) => 5,
+        (true, true) => 1_000,
+    })
+}
+
+/// The system clock (a served engine's) minus the run's clock (its start
+/// plus monotonic time), now: they drift apart as the system clock slews.
+/// The engine's answers are judged at the engine's time.
+fn served_clock_offset(clock: &SimClock) -> jiff::SignedDuration {
+    Timestamp::now().duration_since(clock.now())
 }
 
 fn op_of(kind: TruthKind) -> Operation {
@@ -204,12 +307,14 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         Some(url) => Some(Arc::new(Target::connect(url, engine.clone()).await?)),
         None => None,
     };
-    let (prov, commands) = {
+    let (mut prov, commands) = {
         let mut e = engine.write();
         let mut book = Book::new(&mut e, served);
         let prov = provision::provision_into(&mut book, s, seed, clock.now())?;
         (prov, book.take_log())
     };
+    prov.oracle
+        .set_clock_skew(engine_clock_skew(served, target.is_some()));
     // Event delivery and sync round trips, timed where they complete: the
     // in-process transport, the gateway's observer over MQTT, the devices'
     // links over HTTP (sync round trips only: HTTP has no event route).
@@ -269,7 +374,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     if let Some(r) = &remote {
         r.service.set_added_latency(s.faults.engine_added_latency);
     }
-    let spec = FleetSpec::new(seed).params(device_params(s));
+    let spec = FleetSpec::new(seed).group_params(DeviceParams::of_groups(s));
     let mut mine = prov.fleet.clone();
     let keep: Vec<bool> = prov
         .doors
@@ -323,6 +428,11 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             r.wait_synced(&ids, SYNC_WAIT_S, nudge).await?
         }
     }
+    // The groups' own offline spells start once every code is stored.
+    let refused = fleet.begin_offline_spells();
+    if refused > 0 {
+        tracing::warn!(refused, "devices with a full mailbox start no offline spells");
+    }
 
     let metrics = Arc::new(FleetMetrics::new());
     let exporter = match opts.metrics_addr {
@@ -333,8 +443,10 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         eprintln!("serving /metrics on http://{}/metrics", e.local_addr());
     }
     let origin = Instant::now();
-    let mut recorder = Recorder::new(origin, DEFAULT_INTERVAL_US);
-    let mut delivery_recorder = Recorder::new(origin, DEFAULT_INTERVAL_US);
+    // Intervals grow with the run (report.json and memory stay bounded).
+    let interval_us = crate::metrics::interval_us_for(s.total_duration());
+    let mut recorder = Recorder::new(origin, interval_us);
+    let mut delivery_recorder = Recorder::new(origin, interval_us);
     if exporter.is_some() {
         let t = match opts.transport {
             Kind::Inproc => crate::metrics::Transport::Inproc,
@@ -378,20 +490,21 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             in_flight: 0,
             code_in_flight: 0,
             stopping: false,
-            actions: Default::default(),
+            arrivals: Arrivals {
+                per_action: BTreeMap::new(),
+                prom: exporter.is_some().then(|| metrics.clone()),
+            },
             // Provisioning commands the target's API could not take.
             skipped: target.as_ref().map(|t| t.skipped()).unwrap_or_default(),
             errors: 0,
-            offline_max: 0,
             motor_blocked: 0,
-            busy: Default::default(),
+            queues: Default::default(),
+            queued: 0,
         }),
     });
 
-    let progress = actix_rt::spawn(progress(
-        ctx.clone(),
-        s.clock == crate::scenario::Clock::Real,
-    ));
+    let progress_line = progress::Progress::new(s.clock == crate::scenario::Clock::Virtual);
+    let progress = actix_rt::spawn(progress_line.clone().run(ctx.clone()));
     let waves = actix_rt::spawn(offline_waves(ctx.clone(), seed));
     let stays = actix_rt::spawn(guest_stays(ctx.clone(), prov.stays, s.total_duration()));
     let relay = remote.as_ref().and_then(Remote::relay);
@@ -450,10 +563,26 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         }
         phase_start = end;
     }
-    // Attempts still running finish and count.
+    progress_line.finish(&ctx);
+    // Attempts still running, and the people queued behind them, finish
+    // and count; whoever still waits after the drain is counted as queued
+    // at the end (their reserved codes released).
     let drain_until = Instant::now() + Duration::from_secs(DRAIN_WAIT_S);
     while ctx.shared.borrow().in_flight > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    {
+        let mut guard = ctx.shared.borrow_mut();
+        let sh = &mut *guard;
+        for (_, q) in std::mem::take(&mut sh.queues) {
+            for w in q {
+                release(&mut sh.oracle, &w.job);
+                sh.arrivals.counts(w.job.attempt.action).queued_at_end += 1;
+                sh.in_flight = sh.in_flight.saturating_sub(1);
+            }
+        }
+        sh.queued = 0;
+        sh.arrivals.backlog(0);
     }
     // Code actions get a short grace (a Bluetooth door may wait hours for
     // a phone); those still waiting then end, counted as unfinished. Each
@@ -553,6 +682,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     }
     let ctx = Rc::try_unwrap(ctx)
         .map_err(|_| RunError::Runtime("load tasks still hold the run".into()))?;
+    let offline_peak = ctx.fleet.offline().peak();
     drop(ctx.fleet);
     if let Some(r) = remote {
         r.stop().await;
@@ -577,10 +707,10 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         },
         started_at: ctx.clock.at(ctx.origin),
         duration_s,
-        actions: shared.actions,
+        arrivals: shared.arrivals.report(),
         skipped: shared.skipped,
         closed_people,
-        offline_max: shared.offline_max,
+        offline_max: offline_peak,
         motor_blocked: shared.motor_blocked,
         battery_min_pct,
         battery_low_events,
@@ -644,53 +774,6 @@ async fn sync_codes(fleet: &Fleet, engine: &Arc<RwLock<Engine>>) -> Result<(), R
     }
 }
 
-/// The live progress line: an indicatif spinner line when stderr is a
-/// terminal, else a plain line every few seconds (real clock only: a
-/// virtual run is over before anyone could read it).
-async fn progress(ctx: Rc<Ctx>, real: bool) {
-    use std::io::IsTerminal;
-    if !real {
-        return;
-    }
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        b
-    });
-    let every = if bar.is_some() { 1 } else { PROGRESS_EVERY_S };
-    let mut last = 0u64;
-    loop {
-        tokio::time::sleep(Duration::from_secs(every)).await;
-        let line = {
-            let sh = ctx.shared.borrow();
-            let total: u64 = sh.actions.values().sum();
-            let snap = sh.recorder.snapshot();
-            let p99 = snap
-                .checks_histogram()
-                .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0);
-            let elapsed = ctx.origin.elapsed();
-            let phase = phase_at(&ctx.scenario, elapsed);
-            let line = format!(
-                "[{:>6.1}s] {phase}: attempts {total} ({:.0}/s), check p99 {p99:.2} ms, errors {}, false accepts {}, false rejects {}",
-                elapsed.as_secs_f64(),
-                (total - last) as f64 / every as f64,
-                sh.errors,
-                sh.oracle.verdicts.false_accepts,
-                sh.oracle.verdicts.false_rejects,
-            );
-            last = total;
-            line
-        };
-        match &bar {
-            Some(b) => b.set_message(line),
-            None => eprintln!("{line}"),
-        }
-    }
-}
-
 /// The name of the phase running `elapsed` into the run.
 fn phase_at(s: &Scenario, elapsed: Duration) -> &str {
     let mut end = Duration::ZERO;
@@ -712,24 +795,23 @@ async fn offline_waves(ctx: Rc<Ctx>, seed: u64) {
     for (i, w) in waves.iter().enumerate() {
         tokio::time::sleep_until(ctx.origin + w.window.at).await;
         let mut rng = stream_rng(seed, 0xC0_0000_0000 ^ i as u64);
-        let mut n = 0u64;
+        let mut refused = 0u64;
         for d in ctx.fleet.devices() {
             if w.model.is_some_and(|m| m != d.connectivity) {
                 continue;
             }
             if rng.random::<f64>() < w.share {
                 let for_s = w.window.for_.as_secs_f64();
-                if ctx
-                    .fleet
-                    .control(d.id, crate::devices::Control::GoOffline { for_s })
-                    .is_ok()
-                {
-                    n += 1;
+                let go = crate::devices::Control::GoOffline { for_s };
+                if ctx.fleet.control(d.id, go).is_err() {
+                    refused += 1;
                 }
             }
         }
-        let mut sh = ctx.shared.borrow_mut();
-        sh.offline_max = sh.offline_max.max(n);
+        // The fleet's gauge counts who went offline (devices.offline_max).
+        if refused > 0 {
+            tracing::warn!(refused, wave = i, "devices with a full mailbox missed an offline wave");
+        }
     }
 }
 
@@ -825,27 +907,25 @@ fn host_checks(ctx: &Rc<Ctx>, p: &StayPlan, event: StayEvent) {
     }
 }
 
-/// An early or late guest types their PIN at the door's keypad.
+/// An early or late guest types their PIN at the door's keypad (waiting
+/// in line if someone is at it).
 fn guest_tries(ctx: &Rc<Ctx>, p: &StayPlan, action: &'static str, intended: Instant) {
     let door = &ctx.doors[p.door];
     let mut sh = ctx.shared.borrow_mut();
-    let device = takers(door, TruthKind::Pin).first().copied();
+    sh.arrivals.asked(action);
     // A Bluetooth lock decides from its code cache, which holds the stay's
     // check-in and check-out (sync's `valid`), so it is tried too.
-    let why = match device {
-        None => Some("no PIN pad at the door"),
-        Some(d) if sh.busy.contains(&d) => Some("someone is at the keypad"),
-        Some(_) => None,
-    };
-    let Some(device) = device.filter(|_| why.is_none()) else {
-        let why = why.unwrap_or_default();
-        *sh.skipped.entry(format!("{action} ({why})")).or_default() += 1;
+    let Some(device) = takers(door, TruthKind::Pin).first().copied() else {
+        sh.arrivals
+            .dropped(action, DropReason::NothingToPresent);
         return;
     };
+    if sh.queues.get(&device).is_some_and(|q| q.len() >= MAX_DEVICE_QUEUE) {
+        sh.arrivals.dropped(action, DropReason::QueueFull);
+        return;
+    }
     let text = sh.oracle.truth(p.truth).text.clone();
-    *sh.actions.entry(action.to_string()).or_default() += 1;
-    sh.in_flight += 1;
-    sh.busy.insert(device);
+    drop(sh);
     let job = Job {
         attempt: Attempt {
             device,
@@ -860,7 +940,51 @@ fn guest_tries(ctx: &Rc<Ctx>, p: &StayPlan, action: &'static str, intended: Inst
         forwarded: Vec::new(),
         announce: None,
     };
-    actix_rt::spawn(perform(ctx.clone(), Planned::Check(job), intended));
+    dispatch(ctx, job, intended, None);
+}
+
+/// Starts `job` at its device, or queues it there while someone else is
+/// presenting. The caller checked that the queue has room.
+fn dispatch(
+    ctx: &Rc<Ctx>,
+    job: Job,
+    arrived: Instant,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+) {
+    let mut guard = ctx.shared.borrow_mut();
+    let sh = &mut *guard;
+    sh.in_flight += 1;
+    let device = job.attempt.device;
+    match sh.queues.get_mut(&device) {
+        Some(q) => {
+            debug_assert!(q.len() < MAX_DEVICE_QUEUE, "the caller checks for room");
+            q.push_back(Queued { job, arrived, done });
+            sh.queued += 1;
+            sh.arrivals.backlog(sh.queued);
+            // Started later than the load model intended.
+            sh.recorder.arrival_behind_schedule();
+        }
+        None => {
+            sh.queues.insert(device, VecDeque::new());
+            drop(guard);
+            actix_rt::spawn(attempt(ctx.clone(), job, arrived, false, done));
+        }
+    }
+}
+
+/// `device` is free again: the next person in its line steps up.
+fn next_in_line(ctx: &Rc<Ctx>, sh: &mut Shared, device: DeviceId) {
+    let next = sh.queues.get_mut(&device).and_then(VecDeque::pop_front);
+    match next {
+        Some(w) => {
+            sh.queued = sh.queued.saturating_sub(1);
+            sh.arrivals.backlog(sh.queued);
+            actix_rt::spawn(attempt(ctx.clone(), w.job, w.arrived, true, w.done));
+        }
+        None => {
+            sh.queues.remove(&device);
+        }
+    }
 }
 
 /// Broker outages: the relay between the devices and the broker is cut for
@@ -917,27 +1041,7 @@ async fn open_site(
         }
         let intended = ctx.origin + t;
         tokio::time::sleep_until(intended).await;
-        let job = match plan(&ctx, site, &mut rng, ctx.clock.at(intended)) {
-            Some(Planned::Code(c)) => {
-                actix_rt::spawn(codes::run(ctx.clone(), c));
-                continue;
-            }
-            Some(job) => job,
-            None => continue,
-        };
-        {
-            let mut sh = ctx.shared.borrow_mut();
-            if sh.in_flight >= max_in_flight {
-                sh.recorder.arrival_behind_schedule();
-                if let Planned::Check(job) = &job {
-                    release(&mut sh.oracle, job);
-                    sh.busy.remove(&job.attempt.device);
-                }
-                continue;
-            }
-            sh.in_flight += 1;
-        }
-        actix_rt::spawn(perform(ctx.clone(), job, intended));
+        arrive(&ctx, site, &mut rng, intended, max_in_flight, None);
     }
 }
 
@@ -953,66 +1057,77 @@ async fn closed_person(
         if started - ctx.origin >= end {
             return;
         }
-        match plan(&ctx, site, &mut rng, ctx.clock.at(started)) {
-            // The admin does not wait for the locks.
-            Some(Planned::Code(c)) => {
-                actix_rt::spawn(codes::run(ctx.clone(), c));
-            }
-            Some(job) => {
-                ctx.shared.borrow_mut().in_flight += 1;
-                perform(ctx.clone(), job, started).await;
-            }
-            None => {}
-        }
+        // The person waits for their own attempt (in line, if the device
+        // is busy); an admin does not wait for the locks.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        arrive(&ctx, site, &mut rng, started, u32::MAX, Some(tx));
+        let _ = rx.await;
         tokio::time::sleep(think.max(Duration::from_millis(1))).await;
     }
 }
 
-/// What one arrival does.
-enum Planned {
-    /// Presents a credential.
-    Check(Job),
-    /// "Open Door" from the platform, by the fleet's owner, on this lock.
-    Open(DeviceId),
-    /// An admin's code change, waiting for the door's devices.
-    Code(codes::CodeJob),
-}
-
-async fn perform(ctx: Rc<Ctx>, p: Planned, intended: Instant) {
-    match p {
-        Planned::Check(job) => attempt(ctx, job, intended).await,
-        Planned::Open(lock) => remote_open(ctx, lock, intended).await,
-        Planned::Code(job) => codes::run(ctx, job).await,
-    }
-}
-
-/// Plans one arrival at `site`: draws the action, then what it needs.
-fn plan(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp) -> Option<Planned> {
+/// One arrival at `site`: draws the action, then serves it, queues it at
+/// its device, or counts why not. `done` is told when its attempt is over
+/// (dropped unsent when there is no attempt to wait for).
+fn arrive(
+    ctx: &Rc<Ctx>,
+    site: u32,
+    rng: &mut ChaCha8Rng,
+    intended: Instant,
+    max_in_flight: u32,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+) {
     let action = pick_action(rng, &ctx.scenario);
+    let name = action.as_str();
+    ctx.shared.borrow_mut().arrivals.asked(name);
+    let now = ctx.clock.at(intended);
     match action {
-        Action::RemoteOpen => {}
+        // Code actions and sync storms are no attempts: they do not count
+        // against `max_in_flight`.
         Action::CodeCreate | Action::CodeChange | Action::CodeRevoke => {
-            return codes::plan(ctx, site, rng, now, action).map(Planned::Code);
+            if let Some(c) = codes::plan(ctx, site, rng, now, action) {
+                actix_rt::spawn(codes::run(ctx.clone(), c));
+            }
+            return;
         }
         Action::SyncStorm => {
             codes::sync_storm(ctx, site);
-            return None;
+            return;
         }
-        _ => return pick(ctx, site, rng, now, action).map(Planned::Check),
+        _ => {}
     }
-    let skip = |why: &str| {
-        *ctx.shared
+    // Waiting people count as in flight: the limit bounds the run's memory.
+    if ctx.shared.borrow().in_flight >= max_in_flight {
+        ctx.shared
             .borrow_mut()
-            .skipped
-            .entry(why.to_string())
-            .or_default() += 1;
-        None
-    };
+            .arrivals
+            .dropped(name, DropReason::MaxInFlight);
+        return;
+    }
+    if action == Action::RemoteOpen {
+        if let Some(lock) = open_target(ctx, site, rng) {
+            ctx.shared.borrow_mut().in_flight += 1;
+            actix_rt::spawn(remote_open(ctx.clone(), lock, intended, done));
+        }
+        return;
+    }
+    if let Some(job) = pick(ctx, site, rng, now, action) {
+        dispatch(ctx, job, intended, done);
+    }
+}
+
+/// The lock a `remote_open` at `site` opens: a Wi-Fi lock (Bluetooth ones
+/// hear the platform only through a gateway). `None`: counted as skipped.
+fn open_target(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng) -> Option<DeviceId> {
+    let name = Action::RemoteOpen.as_str();
     // HTTP has no command channel to a device (docs/protocol.md).
     if ctx.transport == Kind::Http {
-        return skip("remote_open (no command channel over http)");
+        ctx.shared
+            .borrow_mut()
+            .arrivals
+            .dropped(name, DropReason::NotSupported);
+        return None;
     }
-    // Wi-Fi locks: Bluetooth ones hear the platform only through a gateway.
     let locks: Vec<DeviceId> = ctx.site_doors[site as usize]
         .iter()
         .filter(|i| {
@@ -1023,24 +1138,26 @@ fn plan(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp) -> Option<Pl
         })
         .filter_map(|i| ctx.doors[*i].plan.lock)
         .collect();
-    match choose(rng, &locks) {
-        Some(lock) => {
-            *ctx.shared
-                .borrow_mut()
-                .actions
-                .entry(action.as_str().to_string())
-                .or_default() += 1;
-            Some(Planned::Open(lock))
-        }
-        None => skip(action.as_str()),
+    let lock = choose(rng, &locks);
+    if lock.is_none() {
+        ctx.shared
+            .borrow_mut()
+            .arrivals
+            .dropped(name, DropReason::NothingToPresent);
     }
+    lock
 }
 
 /// Remote open: the engine authorizes the owner, the lock actuates and
 /// acknowledges. Over MQTT through the server (`Service::open_door`, the
 /// gateway's command and the lock's `cmd/ack`); in-process the engine's
 /// `authorize_open` and the command in the lock's mailbox.
-async fn remote_open(ctx: Rc<Ctx>, lock: DeviceId, intended: Instant) {
+async fn remote_open(
+    ctx: Rc<Ctx>,
+    lock: DeviceId,
+    intended: Instant,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+) {
     use reference_server::protocol::{CommandKind, CommandResult, DeviceCommand};
     let actor = reference_server::domain::Actor::User(ctx.owner);
     let result: Result<CommandResult, String> = match &ctx.server {
@@ -1089,6 +1206,10 @@ async fn remote_open(ctx: Rc<Ctx>, lock: DeviceId, intended: Instant) {
     };
     sh.recorder
         .record(Operation::RemoteOpen, outcome, intended, completed);
+    sh.arrivals.ran(Action::RemoteOpen.as_str());
+    if let Some(d) = done {
+        let _ = d.send(());
+    }
 }
 
 /// One planned attempt: what to present where, and what the oracle needs.
@@ -1158,13 +1279,15 @@ fn pick_action(rng: &mut ChaCha8Rng, s: &Scenario) -> Action {
 
 /// Plans a credential check for `action` at `site`: the door and device,
 /// and the credential, chosen with the site's RNG from the oracle's model.
+/// The device is a free one that takes the credential, else the one with
+/// the shortest line. `None`: counted as the arrival's drop reason.
 fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Action) -> Option<Job> {
     let kind = match action {
         Action::PinValid | Action::PinWrong | Action::PinExpired => TruthKind::Pin,
         Action::QrValid | Action::QrReplayed | Action::QrExpired => TruthKind::Qr,
         Action::Card => TruthKind::Card,
         Action::Ble => TruthKind::Ble,
-        // Planned by `plan` (code actions, sync storms, remote opens).
+        // Planned by `arrive` (code actions, sync storms, remote opens).
         _ => return None,
     };
     let doors: Vec<usize> = ctx.site_doors[site as usize]
@@ -1172,32 +1295,37 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
         .copied()
         .filter(|i| !takers(&ctx.doors[*i], kind).is_empty())
         .collect();
-    let skip = |ctx: &Ctx| {
-        *ctx.shared
-            .borrow_mut()
-            .skipped
-            .entry(action.as_str().to_string())
-            .or_default() += 1;
+    let drop_for = |ctx: &Ctx, why: DropReason| {
+        ctx.shared.borrow_mut().arrivals.dropped(action.as_str(), why);
         None
     };
+    let skip = |ctx: &Ctx| drop_for(ctx, DropReason::NothingToPresent);
     let Some(di) = choose(rng, &doors) else {
         return skip(ctx);
     };
     let door = &ctx.doors[di];
-    let free: Vec<DeviceId> = {
+    let device = {
         let sh = ctx.shared.borrow();
-        takers(door, kind)
-            .into_iter()
-            .filter(|d| !sh.busy.contains(d))
-            .collect()
+        let all = takers(door, kind);
+        let free: Vec<DeviceId> = all
+            .iter()
+            .copied()
+            .filter(|d| !sh.queues.contains_key(d))
+            .collect();
+        match choose(rng, &free) {
+            Some(d) => Some(d),
+            // Everyone is busy: join the shortest line (the first taker on
+            // a tie), if it has room.
+            None => all
+                .iter()
+                .map(|d| (sh.queues.get(d).map_or(0, VecDeque::len), *d))
+                .min_by_key(|(len, _)| *len)
+                .filter(|(len, _)| *len < MAX_DEVICE_QUEUE)
+                .map(|(_, d)| d),
+        }
     };
-    let Some(device) = choose(rng, &free) else {
-        *ctx.shared
-            .borrow_mut()
-            .skipped
-            .entry(format!("{} (someone is at the reader)", action.as_str()))
-            .or_default() += 1;
-        return None;
+    let Some(device) = device else {
+        return drop_for(ctx, DropReason::QueueFull);
     };
     let mut sh = ctx.shared.borrow_mut();
     let o = &mut sh.oracle;
@@ -1297,7 +1425,7 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
                         Err(_) => {
                             drop(e);
                             drop(sh);
-                            return skip(ctx);
+                            return drop_for(ctx, DropReason::ServerRefused);
                         }
                     }
                 }
@@ -1324,6 +1452,7 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
             let keys: Vec<usize> = ctx.doors[di]
                 .qr
                 .iter()
+                .chain(&ctx.doors[di].expired_qr)
                 .copied()
                 .chain(o.extra_qr(door.door).iter().copied())
                 .filter(|id| o.truth(*id).validity.check(now).is_err())
@@ -1349,14 +1478,12 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
             }
         }
     };
-    *sh.actions.entry(action.as_str().to_string()).or_default() += 1;
     let credential = match kind {
         TruthKind::Pin => WireCredential::Pin(text),
         TruthKind::Card => WireCredential::Card(text),
         TruthKind::Qr => WireCredential::Qr(text),
         TruthKind::Ble => WireCredential::Ble(text),
     };
-    sh.busy.insert(device);
     Some(Job {
         attempt: Attempt {
             device,
@@ -1373,8 +1500,17 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
     })
 }
 
-/// Presents `job` and judges the answer.
-async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
+/// Presents `job` (its device is held for it) and judges the answer.
+/// Latency counts from `arrived`, the intended start; the oracle judges by
+/// the time the credential is actually presented. `waited`: the person
+/// stood in the device's line first.
+async fn attempt(
+    ctx: Rc<Ctx>,
+    mut job: Job,
+    mut arrived: Instant,
+    waited: bool,
+    notify: Option<tokio::sync::oneshot::Sender<()>>,
+) {
     if !job.forwarded.is_empty() {
         let mut ok = true;
         for rx in std::mem::take(&mut job.forwarded) {
@@ -1383,25 +1519,26 @@ async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
         if !ok {
             // The server does not have the key: the attempt cannot be
             // made, and the key stays reserved so no later one uses it.
-            let mut sh = ctx.shared.borrow_mut();
+            let mut guard = ctx.shared.borrow_mut();
+            let sh = &mut *guard;
             sh.in_flight = sh.in_flight.saturating_sub(1);
-            sh.busy.remove(&job.attempt.device);
             sh.errors += 1;
-            *sh.skipped
-                .entry(format!(
-                    "{} (server refused the new key)",
-                    job.attempt.action
-                ))
-                .or_default() += 1;
+            sh.arrivals
+                .dropped(job.attempt.action, DropReason::ServerRefused);
+            next_in_line(&ctx, sh, job.attempt.device);
             return;
         }
         if let Some((door, id)) = job.announce.take() {
             ctx.shared.borrow_mut().oracle.push_extra_qr(door, id);
         }
-        // The visitor arrives once the resident's key exists.
-        intended = Instant::now();
+        // The visitor arrives once the resident's key exists (issued as
+        // they arrived: after a wait in line, it long does).
+        if !waited {
+            arrived = Instant::now();
+        }
     }
-    let sent = ctx.clock.at(intended);
+    let presented = Instant::now();
+    let sent = ctx.clock.at(presented);
     let got = ctx
         .fleet
         .present_with(
@@ -1414,7 +1551,16 @@ async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
         )
         .await;
     let completed = Instant::now();
-    let done = ctx.clock.at(completed);
+    let mut done = ctx.clock.at(completed);
+    // The oracle judges an answer at the time of whoever decided it: a
+    // served engine's clock, or the device's (the run's).
+    let mut sent = sent;
+    let by_device = matches!(&got, Ok(p) if p.decided_locally);
+    if ctx.transport != Kind::Inproc && !by_device {
+        let offset = served_clock_offset(&ctx.clock);
+        sent = sent.checked_add(offset).unwrap_or(sent);
+        done = done.checked_add(offset).unwrap_or(done);
+    }
     let op = op_of(job.attempt.kind);
     let actual = match &got {
         Ok(p) => match &p.outcome {
@@ -1426,9 +1572,14 @@ async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
         },
         Err(_) => None,
     };
-    let mut sh = ctx.shared.borrow_mut();
+    let mut guard = ctx.shared.borrow_mut();
+    let sh = &mut *guard;
     sh.in_flight = sh.in_flight.saturating_sub(1);
-    sh.busy.remove(&job.attempt.device);
+    sh.arrivals.ran(job.attempt.action);
+    next_in_line(&ctx, sh, job.attempt.device);
+    if let Some(n) = notify {
+        let _ = n.send(());
+    }
     if matches!(&got, Ok(p) if p.outcome == DeviceOutcome::MotorBlocked) {
         sh.motor_blocked += 1;
     }
@@ -1437,34 +1588,58 @@ async fn attempt(ctx: Rc<Ctx>, mut job: Job, mut intended: Instant) {
         Some(Expected::Denied(_)) => Outcome::Denied,
         None => Outcome::Error,
     };
-    sh.recorder.record(op, outcome, intended, completed);
+    sh.recorder.record(op, outcome, arrived, completed);
+    if job.reserved {
+        if let Some(id) = job.attempt.truth {
+            sh.oracle.unreserve(id, job.attempt.door);
+        }
+    }
     match actual {
         Some(a) => {
-            let before = sh.oracle.verdicts.clone();
-            if job.reserved {
-                if let Some(id) = job.attempt.truth {
-                    sh.oracle.unreserve(id, job.attempt.door);
-                }
-            }
-            sh.oracle.judge(&job.attempt, a, sent, done);
-            let after = sh.oracle.verdicts.clone();
-            // The metrics module's tally follows the oracle's classes.
-            let expected = if after.false_accepts > before.false_accepts {
-                Verdict::Deny
-            } else if after.false_rejects > before.false_rejects || a.granted() {
-                Verdict::Grant
-            } else {
-                Verdict::Deny
+            // The engine's answer says whether the keypad is locked out
+            // after it; a device's own decision does not.
+            let lock = match got.as_ref().ok().and_then(|p| p.response.as_ref()) {
+                Some(r) => r
+                    .locked_until
+                    .map_or(LockReport::NotLocked, LockReport::Until),
+                None => LockReport::Unreported,
+            };
+            let answer = Answer { decision: a, lock };
+            let class = sh.oracle.judge(&job.attempt, answer, sent, done);
+            let expected = match class {
+                Class::FalseAccept => Verdict::Deny,
+                Class::FalseReject => Verdict::Grant,
+                _ if a.granted() => Verdict::Grant,
+                _ => Verdict::Deny,
+            };
+            let class = match class {
+                Class::TrueGrant => DecisionClass::TrueGrant,
+                Class::TrueDenial | Class::ReasonMismatch => DecisionClass::TrueDenial,
+                Class::FalseAccept => DecisionClass::FalseAccept,
+                Class::FalseReject => DecisionClass::FalseReject,
+                Class::Ambiguous => DecisionClass::Ambiguous,
+                Class::Uncertain => DecisionClass::Uncertain,
             };
             // The oracle keeps the examples of its verdicts.
-            sh.recorder.count_decision(expected, outcome);
+            sh.recorder.count_decision_class(class);
         }
         None => {
             sh.errors += 1;
-            if job.reserved {
-                if let Some(id) = job.attempt.truth {
-                    sh.oracle.unreserve(id, job.attempt.door);
-                }
+            // The engine may have decided it all the same (a timeout, an
+            // error after the request went out): what it did to use and
+            // wrong-PIN counts stays uncertain in the oracle. Offline:
+            // nothing was sent.
+            let unknown = match &got {
+                Ok(p) => p.outcome.outcome_unknown(),
+                Err(e) => !matches!(
+                    e,
+                    DeviceError::MailboxFull
+                        | DeviceError::NotAccepted { .. }
+                        | DeviceError::UnknownDevice(_)
+                ),
+            };
+            if unknown {
+                sh.oracle.judge_unknown(&job.attempt, sent, done);
             }
             let expected = if job.attempt.truth.is_some() && job.attempt.action.ends_with("valid") {
                 Verdict::Grant

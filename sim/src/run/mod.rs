@@ -27,7 +27,7 @@ pub mod target;
 pub mod verdict;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::scenario::{Clock, Scenario, ThresholdResult, Transport};
 
@@ -71,8 +71,26 @@ pub struct RunOptions {
     /// Serve Prometheus `/metrics` here during the run.
     pub metrics_addr: Option<SocketAddr>,
     pub shard: Shard,
+    /// Names the run in its report; the shards of one run share it, so
+    /// `merge` can tell one run's shards from another's (see [`run_id`]).
+    pub run_id: String,
     /// The command that replays this run exactly (printed and reported).
     pub reproduce: String,
+}
+
+/// The id of a run of `scenario` with `seed`: a hash of the resolved
+/// scenario (every default and flag applied, the file's path left out, so
+/// shards started from different directories agree) and the seed.
+pub fn run_id(scenario: &Scenario, seed: u64) -> String {
+    let mut v = serde_json::to_value(scenario).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("file");
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(b"fleetsim run id");
+    h.update(v.to_string().as_bytes());
+    h.update(&seed.to_le_bytes());
+    h.finalize().to_hex()[..16].to_string()
 }
 
 /// What a finished run found.
@@ -117,6 +135,9 @@ pub enum RunError {
     Runtime(String),
     #[error("report: {0}")]
     Report(#[from] crate::report::ReportError),
+    /// Found before the load: the report directory cannot take the report.
+    #[error("cannot write the report directory: {0}")]
+    ReportDir(crate::report::ReportError),
     #[error("cannot serve /metrics: {0}")]
     Metrics(#[from] crate::metrics::ExporterError),
     #[error(
@@ -125,8 +146,45 @@ pub enum RunError {
     SyncTimeout { waited_s: u64, pending: usize },
 }
 
-/// Runs `scenario` with `opts`.
+/// Where reports go when no directory is given.
+pub const REPORTS_DIR: &str = "reports";
+/// Longest slug of a scenario name in a report directory's name.
+const MAX_SLUG_LEN: usize = 64;
+
+/// The file-name form of a scenario name: ASCII letters (lowercased),
+/// digits, `-` and `_` are kept, every other run of characters (`/`, `.`,
+/// spaces, anything not ASCII) becomes one `-`, leading and trailing `-`
+/// are dropped, and the result is cut to 64 characters; `scenario` if
+/// nothing is left. A name can then never leave [`REPORTS_DIR`] nor make
+/// a hidden directory: `../../escaped` becomes `escaped`.
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let mut out: String = out.trim_matches('-').chars().take(MAX_SLUG_LEN).collect();
+    out.truncate(out.trim_end_matches('-').len());
+    if out.is_empty() {
+        "scenario".to_string()
+    } else {
+        out
+    }
+}
+
+/// The report directory of a run given none: `reports/<slug>-<seed>`.
+pub fn default_report_dir(scenario_name: &str, seed: u64) -> PathBuf {
+    Path::new(REPORTS_DIR).join(format!("{}-{seed}", slug(scenario_name)))
+}
+
+/// Runs `scenario` with `opts`. The report directory is created and
+/// checked first: a run that could not save its report does no load.
 pub fn execute(scenario: &Scenario, opts: &RunOptions) -> Result<RunOutcome, RunError> {
+    crate::report::prepare_dir(&opts.report_dir, &[verdict::ORACLE_FILE])
+        .map_err(RunError::ReportDir)?;
     let measured = match scenario.clock {
         Clock::Virtual => {
             let sys = actix_rt::System::with_tokio_rt(|| {
@@ -148,4 +206,32 @@ pub fn execute(scenario: &Scenario, opts: &RunOptions) -> Result<RunOutcome, Run
         }
     }?;
     verdict::finish(scenario, opts, measured)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_keep_a_name_inside_the_reports_directory() {
+        for (name, want) in [
+            ("office-morning-rush", "office-morning-rush"),
+            ("../../escaped", "escaped"),
+            ("/etc/passwd", "etc-passwd"),
+            ("..", "scenario"),
+            ("", "scenario"),
+            (".hidden", "hidden"),
+            ("Büro Süd: 2 Türen", "b-ro-s-d-2-t-ren"),
+            ("a\\b\\..\\c", "a-b-c"),
+            ("under_score--dash", "under_score--dash"),
+            ("東京", "scenario"),
+        ] {
+            assert_eq!(slug(name), want, "{name:?}");
+        }
+        let long = slug(&"ab-".repeat(100));
+        assert!(long.len() <= MAX_SLUG_LEN && !long.ends_with('-'), "{long}");
+        let dir = default_report_dir("../../x", 9);
+        assert_eq!(dir, Path::new("reports").join("x-9"));
+        assert_eq!(dir.components().count(), 2);
+    }
 }

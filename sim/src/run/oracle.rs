@@ -6,10 +6,25 @@
 //! as a false accept or a false reject here.
 //!
 //! Time: the engine decides at some instant between the attempt's start and
-//! its answer. The oracle evaluates both ends; when they disagree (a
-//! schedule edge or a lockout ending inside the attempt) the attempt is
-//! counted as `ambiguous`, not as a false decision, and the oracle follows
-//! the engine's answer so that its state stays comparable.
+//! its answer. The oracle evaluates the instants in between (both ends and
+//! each whole second, which the lockout rule counts); when they disagree (a
+//! schedule edge, a lockout ending inside the attempt) and the answer is
+//! one of them, the attempt is `ambiguous`, not a false decision.
+//!
+//! Lockouts: one rule, kept by whoever decides the keypad's PINs (the
+//! engine for a device that asks it, the device for one that decides from
+//! its code cache). A wrong try counts in the whole second it was decided,
+//! which the oracle may not know: it keeps every lockout state the rule
+//! allows and drops those an answer contradicts (the engine's answers say
+//! when a lockout ends, `locked_until`, which settles most of them).
+//!
+//! Unknown outcomes: a check that ended in a timeout or transport error may
+//! still have been decided, using the credential or counting a wrong PIN.
+//! The oracle keeps use counts as ranges and such a keypad's lockout as
+//! unknown until later answers tell; an answer that depends on what such a
+//! check did is `uncertain`, never false. The oracle's state follows the
+//! engine's answers where the rules allow them, so one wrong answer is
+//! counted once.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +33,7 @@ use jiff::Timestamp;
 use reference_server::domain::{
     CredentialId, DailyWindow, DenyReason, DeviceId, DoorId, LockoutPolicy, Weekdays,
 };
+use reference_server::protocol::{AuthResponse, Verdict as WireVerdict};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
@@ -202,6 +218,71 @@ impl Expected {
     }
 }
 
+/// What an answer says about the keypad's lockout after the check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockReport {
+    /// It does not say: the device decided (its own cache, or its copy of
+    /// the engine's lockout), or an engine that does not report ends.
+    Unreported,
+    /// An engine answer without `locked_until`: not locked out after it.
+    NotLocked,
+    /// An engine answer with `locked_until`.
+    Until(Timestamp),
+}
+
+/// One answered attempt: the decision and what it says about the lockout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub decision: Expected,
+    pub lock: LockReport,
+}
+
+impl From<Expected> for Answer {
+    fn from(decision: Expected) -> Answer {
+        Answer {
+            decision,
+            lock: LockReport::Unreported,
+        }
+    }
+}
+
+impl Answer {
+    /// The engine's answer on the wire; `None` for an error answer.
+    pub fn from_response(r: &AuthResponse) -> Option<Answer> {
+        let decision = match r.decision {
+            WireVerdict::Granted => Expected::Granted,
+            // As a device reads a denial without a reason.
+            WireVerdict::Denied => {
+                Expected::Denied(r.reason.unwrap_or(DenyReason::UnknownCredential))
+            }
+            WireVerdict::Error => return None,
+        };
+        let lock = r
+            .locked_until
+            .map_or(LockReport::NotLocked, LockReport::Until);
+        Some(Answer { decision, lock })
+    }
+}
+
+/// How the oracle judged one answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    TrueGrant,
+    TrueDenial,
+    /// Denied as the rules say, for another reason than they give (also
+    /// counted as a true denial).
+    ReasonMismatch,
+    FalseAccept,
+    FalseReject,
+    /// The expectation changed while the attempt ran (a time edge) and the
+    /// answer is one of those it took.
+    Ambiguous,
+    /// The answer depends on what an earlier check whose outcome is
+    /// unknown did (a timeout: did it use the key, count a wrong PIN?) and
+    /// is one the rules allow.
+    Uncertain,
+}
+
 /// One disagreement, for the report (see [`Oracle::example`]).
 pub type Example = crate::metrics::DecisionExample;
 
@@ -216,6 +297,9 @@ pub struct Verdicts {
     pub reason_mismatches: u64,
     /// The expectation changed inside the attempt (a time edge).
     pub ambiguous: u64,
+    /// The answer hangs on an earlier check whose outcome is unknown.
+    #[serde(default)]
+    pub uncertain: u64,
 }
 
 impl Verdicts {
@@ -226,6 +310,7 @@ impl Verdicts {
         self.false_rejects += o.false_rejects;
         self.reason_mismatches += o.reason_mismatches;
         self.ambiguous += o.ambiguous;
+        self.uncertain += o.uncertain;
     }
     pub fn decisions(&self) -> u64 {
         self.true_grants
@@ -233,18 +318,201 @@ impl Verdicts {
             + self.false_accepts
             + self.false_rejects
             + self.ambiguous
+            + self.uncertain
+    }
+}
+
+/// How long after a device gave up on a check (timeout, transport error)
+/// the engine may still decide it. A server reads a request it will
+/// answer within its intake's bounded queue (4096 checks, seconds at any
+/// load) or drops it; 30 s is far beyond that. Until then a keypad whose
+/// wrong-PIN count that check may change stays uncertain.
+pub const LATE_DECISION_S: i64 = 30;
+/// Most lockout states kept for one keypad. They multiply only when a
+/// wrong try's whole second is unknown (an attempt across a second's
+/// edge) while earlier ones still count; past this the keypad is treated
+/// as unknown until an answer pins its state down.
+const MAX_LOCK_STATES: usize = 64;
+/// Most whole seconds of one attempt looked at one by one: an answer
+/// slower than this is judged at its ends and the seconds next to them.
+const MAX_SPANNED_S: i64 = 600;
+
+/// Uses of a credential (at a door, or in all) as the oracle knows them:
+/// an attempt whose outcome is unknown may have used one, so the count
+/// lies in `lo..=hi`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Uses {
+    lo: u32,
+    hi: u32,
+}
+
+impl Uses {
+    /// A grant: one more (a limited credential never passes its limit).
+    fn granted(&mut self, limit: Option<u32>) {
+        let cap = limit.unwrap_or(u32::MAX);
+        self.lo = self.lo.saturating_add(1).min(cap);
+        self.hi = self.hi.saturating_add(1).min(cap).max(self.lo);
+    }
+
+    /// An attempt that may have been granted.
+    fn maybe_granted(&mut self, limit: Option<u32>) {
+        let cap = limit.unwrap_or(u32::MAX);
+        self.hi = self.hi.saturating_add(1).min(cap).max(self.lo);
+    }
+}
+
+/// Which end of an uncertain use count an expectation assumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Count {
+    Fewest,
+    Most,
+}
+
+/// One state the keeper of a keypad's lockout may be in: the engine for a
+/// device that asks it, the device for one that decides PINs itself. The
+/// same rule as the engine's, written apart from it (see [`LockState::step`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct LockState {
+    /// Whole seconds of the wrong tries that still count (since the last
+    /// grant or lockout, inside the window), oldest first.
+    wrong_s: Vec<i64>,
+    /// The lockout's end in whole seconds; 0: not locked out.
+    until_s: i64,
+}
+
+impl LockState {
+    fn locked(&self, s: i64) -> bool {
+        s < self.until_s
+    }
+
+    /// The keeper's answer in second `s` to a PIN that the rules answer
+    /// `unlocked` when the keypad is not locked out, and the state after:
+    /// locked out -> `locked_out`, nothing counts; a wrong PIN counts, and
+    /// the `max_wrong`-th within `window_s` locks for `lockout_s` from its
+    /// second and clears the count; a grant clears it; other denials
+    /// change nothing.
+    fn step(&self, s: i64, unlocked: Expected, p: &LockoutPolicy) -> (Expected, LockState) {
+        if self.locked(s) {
+            return (Expected::Denied(DenyReason::LockedOut), self.clone());
+        }
+        let mut next = self.clone();
+        match unlocked {
+            Expected::Granted => next.wrong_s.clear(),
+            Expected::Denied(DenyReason::WrongPin) => {
+                let n = usize::from(p.max_wrong.max(1));
+                next.wrong_s.push(s);
+                if next.wrong_s.len() > n {
+                    next.wrong_s.remove(0);
+                }
+                let since = s - i64::from(p.window_s);
+                if next.wrong_s.len() == n && next.wrong_s.iter().all(|&t| t > since) {
+                    next.until_s = s + i64::from(p.lockout_s);
+                    next.wrong_s.clear();
+                }
+            }
+            Expected::Denied(_) => {}
+        }
+        next.forget(s, p);
+        (unlocked, next)
+    }
+
+    /// Drops what cannot matter from second `s` on (an ended lockout,
+    /// tries out of the window), so states with the same future compare
+    /// equal. A keypad's attempts come one after another, so no later one
+    /// is decided before `s`.
+    fn forget(&mut self, s: i64, p: &LockoutPolicy) {
+        if self.until_s <= s {
+            self.until_s = 0;
+        }
+        let since = s - i64::from(p.window_s);
+        self.wrong_s.retain(|&t| t > since);
+    }
+
+    /// The state after an answer the rules did not allow, following it.
+    fn follow(&self, s: i64, actual: Expected, p: &LockoutPolicy) -> LockState {
+        match actual {
+            Expected::Denied(DenyReason::LockedOut) => self.clone(),
+            other => {
+                let mut free = self.clone();
+                free.until_s = 0;
+                free.step(s, other, p).1
+            }
+        }
+    }
+}
+
+/// What the oracle knows of one keypad's lockout.
+#[derive(Clone, Debug)]
+enum Keeper {
+    /// The states it may be in: one, unless the whole second of a try
+    /// that counted is unknown (several, each judged).
+    Known(Vec<LockState>),
+    /// Locked out or not, nobody knows, until an answer pins the state
+    /// down after `settles_at`: a check whose outcome is unknown may have
+    /// counted a wrong PIN or cleared the count (`after_error`; until that
+    /// check can no longer be decided late), or the tries' unknown seconds
+    /// left more states than are kept.
+    Unknown {
+        settles_at: Timestamp,
+        after_error: bool,
+    },
+}
+
+impl Default for Keeper {
+    fn default() -> Self {
+        Keeper::Known(vec![LockState::default()])
     }
 }
 
 #[derive(Clone, Debug, Default)]
-struct KeypadState {
-    /// Unix seconds of wrong tries since the last success.
-    wrong_s: Vec<i64>,
-    /// The lockout's end as the engine may have set it, in Unix seconds:
-    /// the engine stamped the locking try somewhere between its start and
-    /// its answer, so the end lies in `locked_from_s..=locked_until_s`.
-    locked_from_s: i64,
-    locked_until_s: i64,
+struct KeypadModel {
+    keeper: Keeper,
+    /// Every state was locked out since the last lockout was counted in
+    /// [`Oracle::lockouts`] (and none was free since).
+    in_lockout: bool,
+    /// The end of the last lockout counted, when it was known: a lockout
+    /// seen again after an unknown spell is not counted twice.
+    counted_until_s: i64,
+}
+
+/// One way the rules may answer an attempt.
+struct Candidate {
+    answer: Expected,
+    /// Index into the attempt's instants.
+    instant: usize,
+    count: Count,
+    /// Index into the keypad's known states, and the state after.
+    state: Option<(usize, LockState)>,
+}
+
+/// Does the device of `a` keep a PIN lockout (the engine's or its own)?
+fn keeps_lockout(a: &Attempt) -> bool {
+    a.kind == TruthKind::Pin && a.keypad
+}
+
+/// The instants at which an attempt made in `sent..=done` may have been
+/// decided: both ends, and either side of each whole second between them
+/// (the lockout rule counts whole seconds; validity edges are instants).
+fn instants(sent: Timestamp, done: Timestamp) -> Vec<Timestamp> {
+    let mut v = vec![sent];
+    let (first, last) = (sent.as_second() + 1, done.as_second());
+    let seconds: Vec<i64> = if last - first < MAX_SPANNED_S {
+        (first..=last).collect()
+    } else {
+        vec![first, first + 1, last - 1, last]
+    };
+    for s in seconds {
+        if let Ok(edge) = Timestamp::from_second(s) {
+            if let Ok(before) = edge.checked_sub(jiff::SignedDuration::from_nanos(1)) {
+                v.push(before);
+            }
+            v.push(edge);
+        }
+    }
+    v.push(done);
+    v.retain(|t| sent <= *t && *t <= done);
+    v.dedup();
+    v
 }
 
 /// The truth table and the oracle's model of run-time state.
@@ -256,9 +524,17 @@ pub struct Oracle {
     lockout: FxHashMap<DoorId, LockoutPolicy>,
     /// 0-based site index per door (for examples).
     sites: FxHashMap<DoorId, u32>,
-    keypads: FxHashMap<DeviceId, KeypadState>,
-    uses_total: FxHashMap<TruthId, u32>,
-    uses_door: FxHashMap<(TruthId, DoorId), u32>,
+    keypads: FxHashMap<DeviceId, KeypadModel>,
+    uses_total: FxHashMap<TruthId, Uses>,
+    uses_door: FxHashMap<(TruthId, DoorId), Uses>,
+    /// How far the deciding engine's clock may be from the run's: an
+    /// attempt may have been decided that much before it was sent or after
+    /// it was answered, by the run's clock.
+    clock_skew: jiff::SignedDuration,
+    /// Does the engine report lockout ends (`locked_until`)? Only then
+    /// does an answer without one say "not locked out": `None` until an
+    /// answer tells (one with an end: yes; `locked_out` without: no).
+    ends_reported: Option<bool>,
     /// Uses picked but not yet judged (so two arrivals do not pick one key).
     reserved: FxHashMap<(TruthId, DoorId), u32>,
     extra_qr: FxHashMap<DoorId, Vec<TruthId>>,
@@ -306,6 +582,8 @@ impl Oracle {
             keypads: FxHashMap::default(),
             uses_total: FxHashMap::default(),
             uses_door: FxHashMap::default(),
+            ends_reported: None,
+            clock_skew: jiff::SignedDuration::ZERO,
             reserved: FxHashMap::default(),
             extra_qr: FxHashMap::default(),
             pool_pins: Default::default(),
@@ -322,6 +600,22 @@ impl Oracle {
             false_reject_examples: Vec::new(),
             reason_mismatch_examples: Vec::new(),
         }
+    }
+
+    /// How far the deciding engine's clock may be from the run's; zero
+    /// unless set (an engine in-process decides by the run's clock).
+    pub fn set_clock_skew(&mut self, skew: jiff::SignedDuration) {
+        self.clock_skew = skew.abs();
+    }
+
+    /// The span in which the engine may have decided an attempt made in
+    /// `sent..=done` by the run's clock.
+    fn decided_within(&self, sent: Timestamp, done: Timestamp) -> (Timestamp, Timestamp) {
+        let (sent, done) = (sent.min(done), sent.max(done));
+        (
+            sent.checked_sub(self.clock_skew).unwrap_or(sent),
+            done.checked_add(self.clock_skew).unwrap_or(done),
+        )
     }
 
     pub fn set_lockout(&mut self, door: DoorId, policy: LockoutPolicy) {
@@ -391,16 +685,22 @@ impl Oracle {
         self.pins.get(&(door, text.to_string())).copied()
     }
 
-    /// Uses left at `door` for `id`, counting reserved ones; `None`: unlimited.
+    /// The uses of `id` at `door` and in all.
+    fn uses(&self, id: TruthId, door: DoorId) -> (Uses, Uses) {
+        let d = self.uses_door.get(&(id, door)).copied().unwrap_or_default();
+        let all = self.uses_total.get(&id).copied().unwrap_or_default();
+        (d, all)
+    }
+
+    /// Uses certainly left at `door` for `id` (an attempt whose outcome
+    /// is unknown counts as a use), counting reserved ones; `None`:
+    /// unlimited.
     pub fn uses_left(&self, id: TruthId, door: DoorId) -> Option<u32> {
         let t = &self.truths[id];
         let reserved = self.reserved.get(&(id, door)).copied().unwrap_or(0);
-        let door_left = t.per_door_uses.map(|n| {
-            n.saturating_sub(self.uses_door.get(&(id, door)).copied().unwrap_or(0) + reserved)
-        });
-        let total_left = t
-            .total_uses
-            .map(|n| n.saturating_sub(self.uses_total.get(&id).copied().unwrap_or(0) + reserved));
+        let (d, all) = self.uses(id, door);
+        let door_left = t.per_door_uses.map(|n| n.saturating_sub(d.hi + reserved));
+        let total_left = t.total_uses.map(|n| n.saturating_sub(all.hi + reserved));
         match (door_left, total_left) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -419,12 +719,11 @@ impl Oracle {
         }
     }
 
-    /// Has `id` used up its grants at `door` (judged uses only)?
+    /// Has `id` certainly used up its grants at `door` (judged uses only)?
     pub fn used_up(&self, id: TruthId, door: DoorId) -> bool {
         let t = &self.truths[id];
-        let d = self.uses_door.get(&(id, door)).copied().unwrap_or(0);
-        let all = self.uses_total.get(&id).copied().unwrap_or(0);
-        t.per_door_uses.is_some_and(|n| d >= n) || t.total_uses.is_some_and(|n| all >= n)
+        let (d, all) = self.uses(id, door);
+        t.per_door_uses.is_some_and(|n| d.lo >= n) || t.total_uses.is_some_and(|n| all.lo >= n)
     }
 
     /// Visitor keys issued during the run for `door`.
@@ -507,9 +806,15 @@ impl Oracle {
                 .map(|t| t.to_string())
                 .unwrap_or_else(|_| s.to_string())
         };
-        let keypad = (a.kind == TruthKind::Pin && a.keypad)
+        // The keypad's history as the oracle's first possible state has it
+        // (none while its state is unknown after an unanswered check).
+        let keypad = keeps_lockout(a)
             .then(|| self.keypads.get(&a.device))
-            .flatten();
+            .flatten()
+            .and_then(|k| match &k.keeper {
+                Keeper::Known(states) => states.first(),
+                Keeper::Unknown { .. } => None,
+            });
         Example {
             at: sent.to_string(),
             answered_at: done.to_string(),
@@ -527,41 +832,33 @@ impl Oracle {
             note: note.to_string(),
             wrong_pins_at: keypad.map_or_else(Vec::new, |k| k.wrong_s.iter().map(|s| at(*s)).collect()),
             locked_until: keypad
-                .filter(|k| k.locked_until_s != 0)
-                .map(|k| at(k.locked_until_s)),
+                .filter(|k| k.until_s != 0)
+                .map(|k| at(k.until_s)),
         }
     }
 
-    fn locked(&self, device: DeviceId, now: Timestamp) -> bool {
-        self.keypads
-            .get(&device)
-            .is_some_and(|k| k.locked_until_s != 0 && now.as_second() < k.locked_until_s)
+    fn policy(&self, door: DoorId) -> LockoutPolicy {
+        self.lockout.get(&door).copied().unwrap_or_default()
     }
 
-    /// What the rules say for `a` at `now`, without changing state.
+    /// What the rules say for `a` at `now`, without changing state (the
+    /// first of the keypad's possible lockout states; the fewest uses).
     pub fn expect(&self, a: &Attempt, now: Timestamp) -> Expected {
-        use DenyReason as R;
-        if a.kind == TruthKind::Pin && a.keypad && self.locked(a.device, now) {
-            return Expected::Denied(R::LockedOut);
+        let unlocked = self.expect_unlocked(a, now, Count::Fewest);
+        if !keeps_lockout(a) {
+            return unlocked;
         }
-        self.expect_unlocked(a, now)
+        match self.keypads.get(&a.device).map(|k| &k.keeper) {
+            Some(Keeper::Known(states)) => states.first().map_or(unlocked, |st| {
+                st.step(now.as_second(), unlocked, &self.policy(a.door)).0
+            }),
+            _ => unlocked,
+        }
     }
 
-    /// Whether the keypad of `a` may or may not be locked out for an
-    /// attempt the engine decided somewhere in `sent..=done`, given the
-    /// uncertain end of its lockout.
-    fn lock_uncertain(&self, a: &Attempt, sent: Timestamp, done: Timestamp) -> bool {
-        a.kind == TruthKind::Pin
-            && a.keypad
-            && self.keypads.get(&a.device).is_some_and(|k| {
-                k.locked_until_s != 0
-                    && done.as_second() >= k.locked_from_s
-                    && sent.as_second() < k.locked_until_s
-            })
-    }
-
-    /// What the rules say for `a` at `now` if its keypad is not locked out.
-    fn expect_unlocked(&self, a: &Attempt, now: Timestamp) -> Expected {
+    /// What the rules say for `a` at `now` if its keypad is not locked
+    /// out, with the fewest or the most uses the credential may have had.
+    fn expect_unlocked(&self, a: &Attempt, now: Timestamp, count: Count) -> Expected {
         use DenyReason as R;
         let Some(id) = a.truth else {
             return Expected::Denied(match a.kind {
@@ -585,8 +882,11 @@ impl Oracle {
         if let Err(r) = t.validity.check(now) {
             return Expected::Denied(r);
         }
-        let used_door = self.uses_door.get(&(id, a.door)).copied().unwrap_or(0);
-        let used_total = self.uses_total.get(&id).copied().unwrap_or(0);
+        let (d, all) = self.uses(id, a.door);
+        let (used_door, used_total) = match count {
+            Count::Fewest => (d.lo, all.lo),
+            Count::Most => (d.hi, all.hi),
+        };
         let one_time_token = matches!(t.kind, TruthKind::Qr | TruthKind::Ble)
             && (t.per_door_uses == Some(1) || t.total_uses == Some(1));
         if t.per_door_uses.is_some_and(|n| used_door >= n)
@@ -601,100 +901,411 @@ impl Oracle {
         Expected::Granted
     }
 
-    fn record(&mut self, a: &Attempt, decided: Expected, sent: Timestamp, now: Timestamp) {
-        if decided.granted() {
-            if let Some(id) = a.truth {
-                *self.uses_total.entry(id).or_default() += 1;
-                *self.uses_door.entry((id, a.door)).or_default() += 1;
+    /// Are the credential's use counts known exactly?
+    fn uses_exact(&self, a: &Attempt) -> bool {
+        a.truth.is_none_or(|id| {
+            let (d, all) = self.uses(id, a.door);
+            d.lo == d.hi && all.lo == all.hi
+        })
+    }
+
+    /// Every answer the rules allow for `a` decided in `at`, with the
+    /// fewest and (when they differ) the most uses, in every lockout state
+    /// the keypad may be in.
+    fn candidates(&self, a: &Attempt, at: &[Timestamp]) -> Vec<Candidate> {
+        let counts: &[Count] = if self.uses_exact(a) {
+            &[Count::Fewest]
+        } else {
+            &[Count::Fewest, Count::Most]
+        };
+        // A keypad not seen yet is in the rule's first state.
+        let fresh = [LockState::default()];
+        let keeper = keeps_lockout(a).then(|| match self.keypads.get(&a.device) {
+            None => Some(&fresh[..]),
+            Some(KeypadModel {
+                keeper: Keeper::Known(states),
+                ..
+            }) => Some(states.as_slice()),
+            Some(_) => None,
+        });
+        let policy = self.policy(a.door);
+        let mut out = Vec::new();
+        for (i, now) in at.iter().enumerate() {
+            for &count in counts {
+                let unlocked = self.expect_unlocked(a, *now, count);
+                match keeper {
+                    None => out.push(Candidate {
+                        answer: unlocked,
+                        instant: i,
+                        count,
+                        state: None,
+                    }),
+                    Some(Some(states)) => {
+                        for (k, st) in states.iter().enumerate() {
+                            let (answer, next) = st.step(now.as_second(), unlocked, &policy);
+                            out.push(Candidate {
+                                answer,
+                                instant: i,
+                                count,
+                                state: Some((k, next)),
+                            });
+                        }
+                    }
+                    // Unknown: locked out or not.
+                    Some(None) => {
+                        for answer in [unlocked, Expected::Denied(DenyReason::LockedOut)] {
+                            out.push(Candidate {
+                                answer,
+                                instant: i,
+                                count,
+                                state: None,
+                            });
+                        }
+                    }
+                }
             }
         }
-        if a.kind != TruthKind::Pin || !a.keypad {
-            return;
+        out
+    }
+
+    /// The report of an answer, as far as the engine reports ends.
+    fn lock_report(&mut self, actual: Expected, lock: LockReport) -> LockReport {
+        match lock {
+            LockReport::NotLocked if actual == Expected::Denied(DenyReason::LockedOut) => {
+                self.ends_reported = Some(false);
+            }
+            LockReport::Until(_) if self.ends_reported.is_none() => {
+                self.ends_reported = Some(true);
+            }
+            _ => {}
         }
-        let policy = self.lockout.get(&a.door).copied().unwrap_or_default();
-        let k = self.keypads.entry(a.device).or_default();
-        match decided {
-            Expected::Granted => k.wrong_s.clear(),
-            Expected::Denied(DenyReason::WrongPin) => {
-                let now_s = now.as_second();
-                k.wrong_s.push(now_s);
-                let since = now_s - i64::from(policy.window_s);
-                k.wrong_s.retain(|&t| t > since);
-                if k.wrong_s.len() >= usize::from(policy.max_wrong.max(1)) {
-                    k.locked_from_s = sent.as_second() + i64::from(policy.lockout_s);
-                    k.locked_until_s = now_s + i64::from(policy.lockout_s);
-                    k.wrong_s.clear();
-                    self.lockouts += 1;
+        match lock {
+            LockReport::NotLocked if self.ends_reported != Some(true) => LockReport::Unreported,
+            other => other,
+        }
+    }
+
+    /// Judges the answer to attempt `a`, which started at `sent` and was
+    /// answered at `done`, and updates the oracle's state from it.
+    ///
+    /// The answer is right when the rules give it at some instant in
+    /// `sent..=done` (the decider's clock read lies there), in some
+    /// lockout state the keypad may be in, with some use count the
+    /// credential may have: `true` when that is the only answer the rules
+    /// allow, else `ambiguous` (it changed inside the attempt) or
+    /// `uncertain` (it hangs on an earlier check whose outcome is
+    /// unknown). State follows the answer where the rules allow it (and
+    /// the lockout end the engine reports), so one wrong answer is counted
+    /// once and does not set the oracle apart from the engine.
+    pub fn judge(
+        &mut self,
+        a: &Attempt,
+        answer: impl Into<Answer>,
+        sent: Timestamp,
+        done: Timestamp,
+    ) -> Class {
+        let answer = answer.into();
+        let actual = answer.decision;
+        let (sent, done) = self.decided_within(sent, done);
+        if a.truth.is_some_and(|id| self.retired.contains_key(&id)) {
+            self.retired_attempts += 1;
+        }
+        let report = self.lock_report(actual, answer.lock);
+        let at = instants(sent, done);
+        let cands = self.candidates(a, &at);
+        debug_assert!(!cands.is_empty(), "the rules always give an answer");
+        let allowed = cands.iter().any(|c| c.answer == actual);
+        let after_error = keeps_lockout(a)
+            && matches!(
+                self.keypads.get(&a.device).map(|k| &k.keeper),
+                Some(Keeper::Unknown {
+                    after_error: true,
+                    ..
+                })
+            );
+        let class = if allowed {
+            let first = cands[0].answer;
+            if cands.iter().all(|c| c.answer == first) {
+                if actual.granted() {
+                    Class::TrueGrant
+                } else {
+                    Class::TrueDenial
+                }
+            } else if after_error || self.depends_on_count(&cands) {
+                Class::Uncertain
+            } else {
+                Class::Ambiguous
+            }
+        } else {
+            // Compared with what the rules give at the end (a denial the
+            // rules give, when the answer is one: a reason mismatch).
+            let at_end = |c: &&Candidate| c.instant + 1 == at.len();
+            let expected = if actual.granted() {
+                cands.iter().find(at_end)
+            } else {
+                cands
+                    .iter()
+                    .filter(|c| !c.answer.granted())
+                    .find(at_end)
+                    .or_else(|| cands.iter().find(|c| !c.answer.granted()))
+                    .or_else(|| cands.iter().find(at_end))
+            }
+            .map_or(cands[0].answer, |c| c.answer);
+            self.count_wrong(a, expected, actual, sent, done)
+        };
+        match class {
+            Class::TrueGrant => self.verdicts.true_grants += 1,
+            Class::TrueDenial => {
+                self.verdicts.true_denials += 1;
+                if let Expected::Denied(r) = actual {
+                    *self.denials.entry(r.as_str().to_string()).or_default() += 1;
+                }
+            }
+            Class::Ambiguous => self.verdicts.ambiguous += 1,
+            Class::Uncertain => self.verdicts.uncertain += 1,
+            // Counted by `count_wrong`.
+            Class::ReasonMismatch | Class::FalseAccept | Class::FalseReject => {}
+        }
+        self.follow_uses(a, actual);
+        if keeps_lockout(a) {
+            self.follow_lockout(a, actual, report, cands, allowed, sent, done);
+        }
+        class
+    }
+
+    /// Do the allowed answers differ between the fewest and the most uses
+    /// the credential may have had (at one instant, in one state)?
+    fn depends_on_count(&self, cands: &[Candidate]) -> bool {
+        cands.iter().any(|m| {
+            m.count == Count::Most
+                && cands.iter().any(|f| {
+                    f.count == Count::Fewest
+                        && f.instant == m.instant
+                        && f.state.as_ref().map(|s| s.0) == m.state.as_ref().map(|s| s.0)
+                        && f.answer != m.answer
+                })
+        })
+    }
+
+    /// Counts and records a disagreement.
+    fn count_wrong(
+        &mut self,
+        a: &Attempt,
+        expected: Expected,
+        actual: Expected,
+        sent: Timestamp,
+        done: Timestamp,
+    ) -> Class {
+        let kept = match (expected, actual) {
+            (Expected::Denied(_), Expected::Denied(_)) => self.reason_mismatch_examples.len(),
+            (Expected::Denied(_), Expected::Granted) => self.false_accept_examples.len(),
+            (Expected::Granted, _) => self.false_reject_examples.len(),
+        };
+        // Described before the answer changes the keypad's history.
+        let example = (kept < MAX_EXAMPLES)
+            .then(|| self.example(a, expected.label(), actual.label(), sent, done, ""));
+        let (class, why, list) = match (expected, actual) {
+            (Expected::Denied(e), Expected::Denied(_)) => {
+                self.verdicts.true_denials += 1;
+                self.verdicts.reason_mismatches += 1;
+                *self.denials.entry(e.as_str().to_string()).or_default() += 1;
+                (
+                    Class::ReasonMismatch,
+                    "denied for another reason than the rules give",
+                    &mut self.reason_mismatch_examples,
+                )
+            }
+            (Expected::Denied(_), Expected::Granted) => {
+                self.verdicts.false_accepts += 1;
+                (
+                    Class::FalseAccept,
+                    "the engine granted what the truth table denies",
+                    &mut self.false_accept_examples,
+                )
+            }
+            (Expected::Granted, _) => {
+                self.verdicts.false_rejects += 1;
+                (
+                    Class::FalseReject,
+                    "the engine denied a credential the truth table grants",
+                    &mut self.false_reject_examples,
+                )
+            }
+        };
+        if let Some(mut ex) = example {
+            ex.note = why.to_string();
+            list.push(ex);
+        }
+        class
+    }
+
+    /// Use counts after an answer: a grant uses one; a "used up" denial
+    /// says the count is at its limit (which limit, when only one can be).
+    fn follow_uses(&mut self, a: &Attempt, actual: Expected) {
+        let Some(id) = a.truth else { return };
+        let (per_door, total) = (self.truths[id].per_door_uses, self.truths[id].total_uses);
+        match actual {
+            Expected::Granted => {
+                self.uses_door
+                    .entry((id, a.door))
+                    .or_default()
+                    .granted(per_door);
+                self.uses_total.entry(id).or_default().granted(total);
+            }
+            Expected::Denied(DenyReason::Replayed | DenyReason::UsesExhausted) => {
+                let (d, all) = self.uses(id, a.door);
+                let door_can = per_door.filter(|n| d.hi >= *n);
+                let total_can = total.filter(|n| all.hi >= *n);
+                match (door_can, total_can) {
+                    (Some(n), None) => {
+                        self.uses_door.insert((id, a.door), Uses { lo: n, hi: n });
+                    }
+                    (None, Some(n)) => {
+                        self.uses_total.insert(id, Uses { lo: n, hi: n });
+                    }
+                    // Either limit may be the one (or, against the rules,
+                    // neither): the counts stay as they are.
+                    _ => {}
                 }
             }
             Expected::Denied(_) => {}
         }
     }
 
-    /// Judges the engine's `actual` decision of attempt `a`, which started
-    /// at `sent` and was answered at `done`; updates the oracle's state.
-    pub fn judge(&mut self, a: &Attempt, actual: Expected, sent: Timestamp, done: Timestamp) {
-        if a.truth.is_some_and(|id| self.retired.contains_key(&id)) {
-            self.retired_attempts += 1;
-        }
-        let at_start = self.expect(a, sent);
-        let at_end = self.expect(a, done);
-        if at_start != at_end && (actual == at_start || actual == at_end) {
-            self.verdicts.ambiguous += 1;
-            self.record(a, actual, sent, done);
-            return;
-        }
-        // At the end of a lockout whose exact end the oracle cannot know
-        // (the engine's clock read for the locking try), both "locked out"
-        // and the unlocked answer are right; the engine's answer then
-        // drives the oracle's state, so the two do not drift apart.
-        if self.lock_uncertain(a, sent, done)
-            && (actual == Expected::Denied(DenyReason::LockedOut)
-                || actual == self.expect_unlocked(a, done))
-        {
-            self.verdicts.ambiguous += 1;
-            if actual != Expected::Denied(DenyReason::LockedOut) {
-                if let Some(k) = self.keypads.get_mut(&a.device) {
-                    k.locked_until_s = 0;
+    /// The keypad's lockout after an answer: the states that give it (and
+    /// the end the engine reported), or the answer followed when the rules
+    /// did not allow it.
+    #[allow(clippy::too_many_arguments)]
+    fn follow_lockout(
+        &mut self,
+        a: &Attempt,
+        actual: Expected,
+        report: LockReport,
+        cands: Vec<Candidate>,
+        allowed: bool,
+        sent: Timestamp,
+        done: Timestamp,
+    ) {
+        let policy = self.policy(a.door);
+        let model = self.keypads.entry(a.device).or_default();
+        let reported = match report {
+            LockReport::Until(t) => Some(t.as_second()),
+            _ => None,
+        };
+        let pinned = |until_s: i64| {
+            Keeper::Known(vec![LockState {
+                wrong_s: Vec::new(),
+                until_s,
+            }])
+        };
+        model.keeper = match &model.keeper {
+            Keeper::Unknown { settles_at, .. } => {
+                // Pinned down only when no late decision can land after.
+                match (reported, actual) {
+                    (Some(until_s), _) if sent >= *settles_at => pinned(until_s),
+                    (None, Expected::Granted) if sent >= *settles_at => pinned(0),
+                    _ => model.keeper.clone(),
                 }
             }
-            self.record(a, actual, sent, done);
-            return;
-        }
-        let expected = at_end;
-        let example = |o: &Oracle, why: &str| {
-            o.example(a, expected.label(), actual.label(), sent, done, why)
-        };
-        match (expected, actual) {
-            (Expected::Granted, Expected::Granted) => self.verdicts.true_grants += 1,
-            (Expected::Denied(e), Expected::Denied(g)) => {
-                self.verdicts.true_denials += 1;
-                *self.denials.entry(e.as_str().to_string()).or_default() += 1;
-                if e != g {
-                    self.verdicts.reason_mismatches += 1;
-                    if self.reason_mismatch_examples.len() < MAX_EXAMPLES {
-                        let ex = example(self, "denied for another reason than the rules give");
-                        self.reason_mismatch_examples.push(ex);
+            Keeper::Known(states) => {
+                let mut next: Vec<LockState> = if allowed {
+                    cands
+                        .into_iter()
+                        .filter(|c| c.answer == actual)
+                        .filter_map(|c| c.state.map(|s| s.1))
+                        .collect()
+                } else {
+                    states
+                        .iter()
+                        .map(|st| st.follow(done.as_second(), actual, &policy))
+                        .collect()
+                };
+                // What the engine reported decides between the states the
+                // rule allows. An end it does not allow is not followed:
+                // the refusals it brings show as false rejects.
+                let fits = |st: &LockState| match report {
+                    LockReport::Until(t) => st.until_s == t.as_second(),
+                    LockReport::NotLocked => st.until_s == 0,
+                    LockReport::Unreported => true,
+                };
+                if next.iter().any(fits) {
+                    next.retain(fits);
+                }
+                let mut unique: Vec<LockState> = Vec::with_capacity(next.len());
+                for st in next {
+                    if !unique.contains(&st) {
+                        unique.push(st);
                     }
                 }
-            }
-            (Expected::Denied(_), Expected::Granted) => {
-                self.verdicts.false_accepts += 1;
-                if self.false_accept_examples.len() < MAX_EXAMPLES {
-                    let ex = example(self, "the engine granted what the truth table denies");
-                    self.false_accept_examples.push(ex);
+                if unique.is_empty() || unique.len() > MAX_LOCK_STATES {
+                    Keeper::Unknown {
+                        settles_at: done,
+                        after_error: false,
+                    }
+                } else {
+                    Keeper::Known(unique)
                 }
             }
-            (Expected::Granted, Expected::Denied(_)) => {
-                self.verdicts.false_rejects += 1;
-                if self.false_reject_examples.len() < MAX_EXAMPLES {
-                    let ex = example(self, "the engine denied a credential the truth table grants");
-                    self.false_reject_examples.push(ex);
+        };
+        // A lockout counts once every state agrees it started (their ends
+        // may differ by the locking try's unknown second).
+        match &model.keeper {
+            Keeper::Known(states) if states.iter().all(|s| s.until_s != 0) => {
+                let end = states[0].until_s;
+                let same_end = states.iter().all(|s| s.until_s == end);
+                let seen = same_end && end == model.counted_until_s;
+                if !model.in_lockout && !seen {
+                    self.lockouts += 1;
+                }
+                model.in_lockout = true;
+                if same_end {
+                    model.counted_until_s = end;
                 }
             }
+            Keeper::Known(states) if states.iter().all(|s| s.until_s == 0) => {
+                model.in_lockout = false;
+            }
+            Keeper::Known(_) => {}
+            Keeper::Unknown { .. } => model.in_lockout = false,
         }
-        // The oracle's own expectation drives its state.
-        self.record(a, expected, sent, done);
+    }
+
+    /// A check that ended without an answer although the engine may have
+    /// decided it (a timeout, a transport error, an error answer): it may
+    /// have used the credential and counted a wrong PIN or cleared the
+    /// count. The oracle keeps both possible until later answers tell.
+    ///
+    /// It may also have been decided late, up to [`LATE_DECISION_S`] after
+    /// `done`, in another state than the attempt met (a window opened, the
+    /// code changed away and is a wrong PIN now): so whatever the rules say
+    /// at the attempt, a use of the credential and a change of the keypad's
+    /// count stay possible. That widens only what is uncertain, never what
+    /// is judged false.
+    pub fn judge_unknown(&mut self, a: &Attempt, sent: Timestamp, done: Timestamp) {
+        let (_, done) = self.decided_within(sent, done);
+        if let Some(id) = a.truth {
+            let (per_door, total) = (self.truths[id].per_door_uses, self.truths[id].total_uses);
+            self.uses_door
+                .entry((id, a.door))
+                .or_default()
+                .maybe_granted(per_door);
+            self.uses_total.entry(id).or_default().maybe_granted(total);
+        }
+        if keeps_lockout(a) {
+            let late = done
+                .checked_add(jiff::SignedDuration::from_secs(LATE_DECISION_S))
+                .unwrap_or(done);
+            let model = self.keypads.entry(a.device).or_default();
+            let settles_at = match model.keeper {
+                Keeper::Unknown { settles_at, .. } => settles_at.max(late),
+                Keeper::Known(_) => late,
+            };
+            model.keeper = Keeper::Unknown {
+                settles_at,
+                after_error: true,
+            };
+            model.in_lockout = false;
+        }
     }
 
     /// Counts of truth entries per (kind, label), for the report.
@@ -825,8 +1436,13 @@ mod tests {
         assert_eq!(o.verdicts.false_accepts, 0);
     }
 
-    #[test]
-    fn the_end_of_a_lockout_is_uncertain_by_the_locking_try_s_span() {
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    /// An oracle with one PIN ("5826") at door 1, whose site locks a
+    /// keypad for 30 s after 2 wrong tries within 60 s.
+    fn keypad_oracle() -> (Oracle, TruthId) {
         let mut o = Oracle::new();
         let door = DoorId(1);
         o.set_lockout(
@@ -846,9 +1462,13 @@ mod tests {
             total_uses: None,
             label: "member",
         });
-        let attempt = |truth: Option<TruthId>| Attempt {
+        (o, id)
+    }
+
+    fn pin_attempt(truth: Option<TruthId>) -> Attempt {
+        Attempt {
             device: DeviceId(4),
-            door,
+            door: DoorId(1),
             action: if truth.is_some() {
                 "pin_valid"
             } else {
@@ -857,25 +1477,289 @@ mod tests {
             kind: TruthKind::Pin,
             truth,
             keypad: true,
+        }
+    }
+
+    const WRONG: Expected = Expected::Denied(DenyReason::WrongPin);
+    const LOCKED: Expected = Expected::Denied(DenyReason::LockedOut);
+
+    #[test]
+    fn a_locking_try_s_unknown_second_keeps_every_end_the_rule_allows() {
+        let (mut o, id) = keypad_oracle();
+        o.judge(&pin_attempt(None), WRONG, t(100), t(100));
+        // The locking try was sent at 100 s and answered at 102 s, by a
+        // device that does not say when its lockout ends: it ends in
+        // 130..=132.
+        let c = o.judge(&pin_attempt(None), WRONG, t(100), t(102));
+        assert_eq!(c, Class::TrueDenial);
+        assert_eq!(o.lockouts, 1, "every possible state is locked out");
+        // Certainly locked before 130.
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), LOCKED, t(120), t(120)),
+            Class::TrueDenial
+        );
+        // At 131 either answer is right; the grant rules out the end at
+        // 132, so the next good PIN is a true grant.
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), Expected::Granted, t(131), t(131)),
+            Class::Ambiguous
+        );
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), Expected::Granted, t(131), t(131)),
+            Class::TrueGrant
+        );
+        let v = &o.verdicts;
+        assert_eq!((v.false_accepts, v.false_rejects, v.ambiguous), (0, 0, 1));
+        assert_eq!(o.denials.get("locked_out"), Some(&1));
+    }
+
+    #[test]
+    fn the_end_the_engine_reports_settles_the_lockout() {
+        let (mut o, id) = keypad_oracle();
+        o.judge(&pin_attempt(None), WRONG, t(100), t(100));
+        let locking = Answer {
+            decision: WRONG,
+            lock: LockReport::Until(t(131)),
         };
-        let t = |s: i64| Timestamp::from_second(s).unwrap();
-        let wrong = Expected::Denied(DenyReason::WrongPin);
-        o.judge(&attempt(None), wrong, t(100), t(100));
-        // The locking try was sent at 100 s and answered at 102 s: the
-        // engine's lockout ends somewhere in 130..=132.
-        o.judge(&attempt(None), wrong, t(100), t(102));
+        assert_eq!(
+            o.judge(&pin_attempt(None), locking, t(100), t(102)),
+            Class::TrueDenial
+        );
         assert_eq!(o.lockouts, 1);
-        // Certainly locked before 130: a grant there is a false accept.
-        o.judge(&attempt(Some(id)), Expected::Granted, t(120), t(120));
-        assert_eq!(o.verdicts.false_accepts, 1);
-        // At 131 either answer is right, and the engine's grant ends the
-        // lockout in the oracle too: the next good PIN is a true grant.
-        o.judge(&attempt(Some(id)), Expected::Granted, t(131), t(131));
-        assert_eq!(o.verdicts.ambiguous, 1);
-        o.judge(&attempt(Some(id)), Expected::Granted, t(131), t(131));
-        assert_eq!(o.verdicts.true_grants, 1);
-        assert_eq!(o.verdicts.false_accepts, 1);
-        assert_eq!(o.verdicts.false_rejects, 0);
+        let half = t(130)
+            .checked_add(jiff::SignedDuration::from_millis(500))
+            .unwrap();
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), LOCKED, half, half),
+            Class::TrueDenial
+        );
+        // Exactly at the reported end: open, and nothing is ambiguous.
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), Expected::Granted, t(131), t(131)),
+            Class::TrueGrant
+        );
+        // A keypad that refuses at the end itself is a false reject.
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), LOCKED, t(131), t(131)),
+            Class::FalseReject
+        );
+        assert_eq!(o.false_reject_examples[0].actual, "denied (locked_out)");
+        // An end the rule cannot give (the try's second plus 30 s) is not
+        // followed: the refusals past the rule's end are false rejects.
+        o.judge(&pin_attempt(None), WRONG, t(200), t(200));
+        let odd = Answer {
+            decision: WRONG,
+            lock: LockReport::Until(t(260)),
+        };
+        o.judge(&pin_attempt(None), odd, t(201), t(201));
+        assert_eq!(o.lockouts, 2);
+        assert_eq!(o.expect(&pin_attempt(Some(id)), t(230)), LOCKED);
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), LOCKED, t(240), t(240)),
+            Class::FalseReject
+        );
+    }
+
+    #[test]
+    fn an_engine_on_another_clock_may_decide_a_little_outside_the_attempt() {
+        // 50 ms before the end by the run's clock, granted by an engine
+        // whose clock is 100 ms ahead.
+        let just_before = t(131)
+            .checked_sub(jiff::SignedDuration::from_millis(50))
+            .unwrap();
+        let judge = |skew_ms: i64| {
+            let (mut o, id) = keypad_oracle();
+            o.set_clock_skew(jiff::SignedDuration::from_millis(skew_ms));
+            o.judge(&pin_attempt(None), WRONG, t(100), t(100));
+            let locking = Answer {
+                decision: WRONG,
+                lock: LockReport::Until(t(131)),
+            };
+            o.judge(&pin_attempt(None), locking, t(101), t(101));
+            let granted = Expected::Granted;
+            o.judge(&pin_attempt(Some(id)), granted, just_before, just_before)
+        };
+        assert_eq!(judge(0), Class::FalseAccept);
+        assert_eq!(judge(100), Class::Ambiguous);
+    }
+
+    #[test]
+    fn too_many_possible_states_make_the_lockout_unknown_but_not_uncertain() {
+        let (mut o, id) = keypad_oracle();
+        o.set_lockout(
+            DoorId(1),
+            LockoutPolicy {
+                max_wrong: 16,
+                window_s: 600,
+                lockout_s: 30,
+            },
+        );
+        // Seven wrong tries, each across two second edges: 3^7 states.
+        for k in 0..7 {
+            let sent = t(100 + 10 * k)
+                .checked_add(jiff::SignedDuration::from_millis(500))
+                .unwrap();
+            let done = sent
+                .checked_add(jiff::SignedDuration::from_secs(2))
+                .unwrap();
+            let c = o.judge(&pin_attempt(None), WRONG, sent, done);
+            assert!(matches!(c, Class::TrueDenial | Class::Ambiguous), "{c:?}");
+        }
+        // Locked out or not is unknown from timing alone: a time edge.
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), Expected::Granted, t(200), t(200)),
+            Class::Ambiguous
+        );
+        // The grant pinned the state down.
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), Expected::Granted, t(201), t(201)),
+            Class::TrueGrant
+        );
+        assert_eq!(o.verdicts.uncertain, 0);
+    }
+
+    #[test]
+    fn an_engine_that_does_not_report_ends_is_not_taken_for_unlocked() {
+        let (mut o, id) = keypad_oracle();
+        o.judge(&pin_attempt(None), WRONG, t(100), t(100));
+        // An older server: no `locked_until`, not even with `locked_out`.
+        let bare = |decision| Answer {
+            decision,
+            lock: LockReport::NotLocked,
+        };
+        o.judge(&pin_attempt(None), bare(WRONG), t(100), t(102));
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), bare(LOCKED), t(110), t(110)),
+            Class::TrueDenial
+        );
+        assert_eq!(
+            o.judge(
+                &pin_attempt(Some(id)),
+                bare(Expected::Granted),
+                t(131),
+                t(131)
+            ),
+            Class::Ambiguous
+        );
+        assert_eq!(o.verdicts.false_rejects + o.verdicts.false_accepts, 0);
+    }
+
+    #[test]
+    fn a_wrong_pin_whose_outcome_is_unknown_leaves_the_lockout_uncertain_until_it_settles() {
+        let (mut o, id) = keypad_oracle();
+        o.judge(&pin_attempt(None), WRONG, t(100), t(100));
+        // Timed out: the engine may or may not have counted it (and
+        // locked the keypad until 131).
+        o.judge_unknown(&pin_attempt(None), t(101), t(106));
+        let locked_131 = Answer {
+            decision: LOCKED,
+            lock: LockReport::Until(t(131)),
+        };
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), locked_131, t(110), t(110)),
+            Class::Uncertain
+        );
+        // Until the late decision can no longer land (106 + 30 s), even a
+        // grant does not settle it.
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), Expected::Granted, t(131), t(131)),
+            Class::Uncertain
+        );
+        assert_eq!(
+            o.judge(&pin_attempt(None), WRONG, t(132), t(132)),
+            Class::Uncertain
+        );
+        // After it, a grant pins the state: nothing counts any more.
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), Expected::Granted, t(140), t(140)),
+            Class::Uncertain
+        );
+        assert_eq!(
+            o.judge(&pin_attempt(None), WRONG, t(141), t(141)),
+            Class::TrueDenial
+        );
+        assert_eq!(
+            o.judge(&pin_attempt(Some(id)), Expected::Granted, t(142), t(142)),
+            Class::TrueGrant
+        );
+        // A wrong answer is still wrong: nothing makes a grant of a wrong
+        // PIN right.
+        o.judge_unknown(&pin_attempt(None), t(150), t(151));
+        assert_eq!(
+            o.judge(&pin_attempt(None), Expected::Granted, t(152), t(152)),
+            Class::FalseAccept
+        );
+        let v = &o.verdicts;
+        assert_eq!((v.uncertain, v.false_rejects, v.false_accepts), (4, 0, 1));
+    }
+
+    #[test]
+    fn a_one_time_key_whose_check_timed_out_is_uncertain_until_an_answer_tells() {
+        let mut o = Oracle::new();
+        let door = DoorId(3);
+        let key = |o: &mut Oracle, text: &str| {
+            o.add(Truth {
+                kind: TruthKind::Qr,
+                text: text.into(),
+                doors: vec![door],
+                validity: Validity::Always,
+                per_door_uses: Some(1),
+                total_uses: None,
+                label: "visitor",
+            })
+        };
+        let (used, unused) = (key(&mut o, "a"), key(&mut o, "b"));
+        let a = |truth| Attempt {
+            device: DeviceId(9),
+            door,
+            action: "qr_valid",
+            kind: TruthKind::Qr,
+            truth: Some(truth),
+            keypad: false,
+        };
+        let now = t(5_000);
+        let replayed = Expected::Denied(DenyReason::Replayed);
+        for id in [used, unused] {
+            o.judge_unknown(&a(id), now, now);
+            // Neither certainly left (not picked as valid) nor certainly
+            // used up (not picked as replayed).
+            assert_eq!(o.uses_left(id, door), Some(0));
+            assert!(!o.used_up(id, door));
+        }
+        // The engine had used it: "replayed" tells, and is no false reject.
+        assert_eq!(o.judge(&a(used), replayed, now, now), Class::Uncertain);
+        assert!(o.used_up(used, door));
+        assert_eq!(o.judge(&a(used), replayed, now, now), Class::TrueDenial);
+        // The engine had not: the grant tells; the key is used now.
+        assert_eq!(
+            o.judge(&a(unused), Expected::Granted, now, now),
+            Class::Uncertain
+        );
+        assert_eq!(o.judge(&a(unused), replayed, now, now), Class::TrueDenial);
+        assert_eq!(
+            o.judge(&a(unused), Expected::Granted, now, now),
+            Class::FalseAccept
+        );
+        let v = &o.verdicts;
+        assert_eq!((v.uncertain, v.false_rejects, v.false_accepts), (2, 0, 1));
+    }
+
+    #[test]
+    fn an_engine_answer_reads_as_the_device_reads_it() {
+        use reference_server::protocol::AuthResponse;
+        let d = reference_server::domain::Decision::Denied {
+            reason: DenyReason::LockedOut,
+            locked_until: Some(t(131)),
+        };
+        let a = Answer::from_response(&AuthResponse::from_decision(1, &d));
+        assert_eq!(
+            a,
+            Some(Answer {
+                decision: LOCKED,
+                lock: LockReport::Until(t(131)),
+            })
+        );
+        assert_eq!(Answer::from_response(&AuthResponse::error(1, "busy")), None);
     }
 
     fn stay(prevent: bool, revoke: bool) -> Validity {

@@ -51,6 +51,8 @@ pub struct DoorInfo {
     pub cards: Vec<usize>,
     pub ble: Vec<usize>,
     pub qr: Vec<usize>,
+    /// Visitor QR keys whose validity ended before the run.
+    pub expired_qr: Vec<usize>,
 }
 
 /// One guest stay of the run: the host checks the guest in and out at
@@ -400,6 +402,20 @@ pub fn issue_qr(
     let v = s.credentials.visitor;
     let start = now - SignedDuration::from_mins(1);
     let end = now + SignedDuration::try_from(v.valid_for).unwrap_or(SignedDuration::from_hours(24));
+    issue_qr_between(engine, oracle, s, door, tz, now, (start, end))
+}
+
+/// Issues a visitor QR key for `door` valid from `start` to `end`.
+fn issue_qr_between(
+    engine: &mut Book<'_>,
+    oracle: &mut Oracle,
+    s: &Scenario,
+    door: &DoorInfo,
+    tz: &TimeZone,
+    now: Timestamp,
+    (start, end): (Timestamp, Timestamp),
+) -> Result<usize, ProvisionError> {
+    let v = s.credentials.visitor;
     let schedule = Schedule::Visitor {
         repeat: v.repeat,
         start,
@@ -537,7 +553,7 @@ pub fn provision_into(
         out.fleet.floors.insert(site, Vec::new());
         let mut cards_taken: FxHashSet<u64> = FxHashSet::default();
         let mut door_no = 0u32;
-        for g in &s.fleet.devices {
+        for (group, g) in s.fleet.devices.iter().enumerate() {
             for _ in 0..g.per_site {
                 door_no += 1;
                 let entrance = g.kind == DeviceKind::DoorPhone;
@@ -560,6 +576,7 @@ pub fn provision_into(
                     door,
                     site,
                     kit,
+                    group,
                     lock: None,
                     keypad: None,
                     sensor: None,
@@ -630,6 +647,7 @@ pub fn provision_into(
                     cards: Vec::new(),
                     ble: Vec::new(),
                     qr: Vec::new(),
+                    expired_qr: Vec::new(),
                 };
                 // PINs: the mix decides each code's schedule.
                 let mut taken: FxHashSet<String> = FxHashSet::default();
@@ -831,6 +849,16 @@ pub fn provision_into(
                     for _ in 0..c.qr_keys_per_door {
                         let id = issue_qr(engine, &mut out.oracle, s, &info, &tz, now)?;
                         info.qr.push(id);
+                    }
+                    // Expired the day before, as expired PINs are.
+                    let ended = (
+                        now - SignedDuration::from_hours(48),
+                        now - SignedDuration::from_hours(24),
+                    );
+                    for _ in 0..c.expired_qr_keys_per_door {
+                        let id =
+                            issue_qr_between(engine, &mut out.oracle, s, &info, &tz, now, ended)?;
+                        info.expired_qr.push(id);
                     }
                 }
                 out.fleet.doors.push(plan);

@@ -3,7 +3,7 @@
 //!
 //! - The server is the real one: `reference_server::Service` over SQLite in
 //!   a temporary data directory, its HTTP API (`server::run`) for `http`,
-//!   its MQTT gateway with the embedded rumqttd broker (or an external
+//!   its MQTT gateway with the embedded broker (or an external
 //!   broker given with `--broker`) for `mqtt`.
 //! - Provisioning happens on a local copy of the engine (where the oracle's
 //!   truth table is written, as for `inproc`) and every command the local

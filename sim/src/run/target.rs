@@ -33,14 +33,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use reference_server::domain::{CredentialId, DeviceId, Origin};
+use reference_server::domain::{DeviceId, Origin};
 use reference_server::engine::{Command, Outcome, PinSpec, SecretSpec};
-use reference_server::protocol::{SyncAckMsg, SyncItemResult, SyncPush};
+use reference_server::protocol::{SyncAckMsg, SyncItemResult};
 use reference_server::Engine;
 use rustc_hash::FxHashMap;
 use serde_json::{json, Value};
 
 use super::RunError;
+use crate::transport::http::SyncBody;
 use crate::transport::ServerIds;
 
 /// Environment variable with an owner's user token, for a target that was
@@ -81,6 +82,60 @@ impl IdKind {
             IdKind::Stay => "stay",
         }
     }
+}
+
+/// A server id in an answer: a whole number the server's ids fit in
+/// (`u32`); anything else is no id, never one cut to fit.
+fn server_id(v: &Value) -> Option<u32> {
+    v.as_u64().and_then(|n| u32::try_from(n).ok())
+}
+
+/// The device a `POST .../devices` answer made: its id and its secret.
+pub fn device_answer(answer: &Value) -> Result<(DeviceId, String), String> {
+    let id = server_id(&answer["device"]).ok_or("the answer names no device id")?;
+    let secret = answer["mqtt"]["password"]
+        .as_str()
+        .ok_or("the answer holds no device secret (mqtt.password)")?;
+    Ok((DeviceId(id), secret.to_string()))
+}
+
+/// The acknowledgement of a device's pending codes, from the server's
+/// `GET /v1/devices/{device}/sync` answer (decoded as the HTTP transport
+/// decodes it): every code and token confirmed stored.
+pub fn sync_confirmation(answer: Value) -> Result<SyncAckMsg, String> {
+    let body: SyncBody = serde_json::from_value(answer).map_err(|e| format!("not a sync message: {e}"))?;
+    let results = body
+        .push
+        .credentials()
+        .chain(body.tokens)
+        .map(|credential| SyncItemResult {
+            credential,
+            failure: None,
+        })
+        .collect();
+    Ok(SyncAckMsg {
+        version: body.push.version,
+        results,
+    })
+}
+
+/// What a refusal's body says, for the run's error: the API's field and
+/// rule when it is the server's JSON error, else the text; at most
+/// `MAX_MESSAGE` characters, control characters shown as U+FFFD (it goes
+/// to a terminal and a report).
+pub fn error_message(body: &str) -> String {
+    let text = match serde_json::from_str::<Value>(body) {
+        Ok(v) if v["rule"].is_string() => format!(
+            "{}: {}",
+            v["field"].as_str().unwrap_or("-"),
+            v["rule"].as_str().unwrap_or_default()
+        ),
+        _ => body.to_string(),
+    };
+    text.chars()
+        .take(MAX_MESSAGE)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 /// The kind and local id an outcome names.
@@ -368,14 +423,12 @@ impl Ids {
         match cmd {
             // Bootstrap made the organization the next command renames.
             Command::CreateUser { .. } if !self.has_token => {
-                self.boot_org = answer["organization"].as_u64().map(|o| o as u32);
+                self.boot_org = server_id(&answer["organization"]);
             }
             Command::CreateUser { .. } => {
-                let id = answer["user"]["id"]
-                    .as_u64()
-                    .ok_or("GET /v1/me named no user id")?;
+                let id = server_id(&answer["user"]["id"]).ok_or("GET /v1/me named no user id")?;
                 if let Outcome::User(u) = expect {
-                    self.insert(IdKind::User, u.0, id as u32);
+                    self.insert(IdKind::User, u.0, id);
                 }
                 return Ok(());
             }
@@ -393,19 +446,19 @@ impl Ids {
                 .filter(|ids| ids.len() == local.len())
                 .ok_or_else(|| format!("the answer names no {} credential ids", local.len()))?;
             for (l, id) in local.iter().zip(ids) {
-                let id = id.as_u64().ok_or("a credential id is not a number")?;
-                self.insert(IdKind::Credential, l.0, id as u32);
+                let id = server_id(id).ok_or("a credential id is not a server id")?;
+                self.insert(IdKind::Credential, l.0, id);
             }
             return Ok(());
         }
         if let Some((kind, local)) = made(expect) {
-            let id = answer[kind.key()].as_u64().ok_or_else(|| {
+            let id = server_id(&answer[kind.key()]).ok_or_else(|| {
                 format!(
                     "the answer names no {} id (expected like the local {expect:?})",
                     kind.key()
                 )
             })?;
-            self.insert(kind, local, id as u32);
+            self.insert(kind, local, id);
         }
         Ok(())
     }
@@ -505,20 +558,10 @@ impl Target {
         let status = resp.status();
         let text = resp.text().await.map_err(|e| self.unreachable(e))?;
         if !status.is_success() {
-            let message = match serde_json::from_str::<Value>(&text) {
-                Ok(v) if v["rule"].is_string() => {
-                    format!(
-                        "{}: {}",
-                        v["field"].as_str().unwrap_or("-"),
-                        v["rule"].as_str().unwrap_or_default()
-                    )
-                }
-                _ => text.chars().take(MAX_MESSAGE).collect(),
-            };
             return Err(RunError::Target {
                 route: req.route(),
                 status: status.as_u16(),
-                message,
+                message: error_message(&text),
             });
         }
         if text.trim().is_empty() {
@@ -580,8 +623,8 @@ impl Target {
                 *self.token.write() = Some(t.to_string());
             }
             // Bootstrap names the user at the top level.
-            if let (Some(u), Outcome::User(l)) = (answer["user"].as_u64(), expect) {
-                self.ids.lock().insert(IdKind::User, l.0, u as u32);
+            if let (Some(u), Outcome::User(l)) = (server_id(&answer["user"]), expect) {
+                self.ids.lock().insert(IdKind::User, l.0, u);
             }
         }
         self.ids
@@ -594,18 +637,12 @@ impl Target {
             })?;
         match (cmd, expect) {
             (Command::CreateDevice { .. }, Outcome::Device(local)) => {
-                let id = answer["device"].as_u64().unwrap_or_default() as u32;
-                let secret =
-                    answer["mqtt"]["password"]
-                        .as_str()
-                        .ok_or_else(|| RunError::Target {
-                            route: req.route(),
-                            status: 201,
-                            message: "the answer holds no device secret (mqtt.password)".into(),
-                        })?;
-                self.devices
-                    .write()
-                    .insert(*local, (DeviceId(id), secret.to_string()));
+                let device = device_answer(&answer).map_err(|message| RunError::Target {
+                    route: req.route(),
+                    status: 201,
+                    message,
+                })?;
+                self.devices.write().insert(*local, device);
             }
             (Command::IssueCredential(_), Outcome::Credential(local)) => {
                 if let Some(server) = answer["token"].as_str() {
@@ -634,32 +671,15 @@ impl Target {
             for _ in 0..SYNC_ROUNDS {
                 let get = Request::new("GET", path.clone(), None);
                 let v = self.send_with(&get, Some(&secret)).await?;
-                let push: SyncPush = serde_json::from_value(json!({
-                    "version": v["version"], "set": v["set"], "remove": v["remove"],
-                }))
-                .map_err(|e| RunError::Target {
+                let ack = sync_confirmation(v).map_err(|message| RunError::Target {
                     route: get.route(),
                     status: 200,
-                    message: format!("not a sync message: {e}"),
+                    message,
                 })?;
-                let tokens: Vec<CredentialId> =
-                    serde_json::from_value(v["tokens"].clone()).unwrap_or_default();
-                let results: Vec<SyncItemResult> = push
-                    .credentials()
-                    .chain(tokens)
-                    .map(|credential| SyncItemResult {
-                        credential,
-                        failure: None,
-                    })
-                    .collect();
-                if results.is_empty() {
+                if ack.results.is_empty() {
                     done = true;
                     break;
                 }
-                let ack = SyncAckMsg {
-                    version: push.version,
-                    results,
-                };
                 let post = Request::new(
                     "POST",
                     path.clone(),
@@ -682,7 +702,7 @@ impl Target {
 mod tests {
     use super::*;
     use reference_server::domain::{
-        DoorId, FloorScope, HolderId, OrgId, Pin, Schedule, SiteId, StayId, UserId,
+        CredentialId, DoorId, FloorScope, HolderId, OrgId, Pin, Schedule, SiteId, StayId, UserId,
     };
     use reference_server::engine::Issue;
 

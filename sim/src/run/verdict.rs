@@ -2,9 +2,16 @@
 //! metrics map in the units of [`crate::scenario::threshold`], the verdict,
 //! the summary table, and `fleetsim merge` of shard reports.
 //!
-//! The oracle's finer results (reason mismatches, ambiguous attempts,
-//! lockouts, the truth table census, attempts per action) go to
+//! The oracle's finer results (reason mismatches, ambiguous and uncertain
+//! attempts, lockouts, the truth table census, attempts per action) go to
 //! `oracle.json` next to `report.json`; merge sums them too.
+//!
+//! Merge refuses a set of reports that is not one whole run: each report
+//! records its shard `i/n` and the run's id, and a missing or duplicated
+//! shard, an unsharded report among shards, or mixed scenarios, seeds or
+//! run ids are named (exit code 2). `--allow-partial` merges a set with
+//! shards missing and marks the verdict partial; duplicated or mixed sets
+//! are refused even then, as their numbers would be wrong, not incomplete.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,16 +20,20 @@ use std::path::{Path, PathBuf};
 use super::load::{Measured, OracleSummary};
 use super::{RunError, RunOptions, RunOutcome};
 use crate::metrics::catalogue;
-use crate::report::{self, LoadModel, RunMeta, RunReport, ShardId};
+use crate::report::{self, ArrivalsReport, LoadModel, RunMeta, RunReport, ShardId};
 use crate::scenario::{self, evaluate_all, Scenario, ThresholdResult};
 
 /// `oracle.json`: what the oracle found beyond the report's decision counts.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct OracleFile {
     pub oracle: OracleSummary,
+    /// Attempts made per action (report.json's `arrivals.actions.*.ran`).
     pub actions: BTreeMap<String, u64>,
+    /// Commands the run could not make that are no arrival (provisioning a
+    /// target's API cannot take, a host's check-in a server refused);
+    /// arrivals not served are in report.json's `arrivals`.
     pub skipped: BTreeMap<String, u64>,
-    /// Most devices one offline wave took down (summed over shards).
+    /// Most devices offline at once, waves and spells (summed over shards).
     #[serde(default)]
     pub devices_offline_max: u64,
     #[serde(default)]
@@ -66,6 +77,20 @@ pub fn threshold_metrics(r: &RunReport, o: &OracleFile) -> BTreeMap<String, f64>
         verdicts.reason_mismatches as f64,
     );
     m.insert("decisions.ambiguous".into(), verdicts.ambiguous as f64);
+    let a = &r.arrivals;
+    for (k, v) in [
+        ("arrivals.offered", a.offered as f64),
+        ("arrivals.served", a.served as f64),
+        ("arrivals.skipped", a.skipped as f64),
+        ("arrivals.dropped", a.dropped as f64),
+        ("arrivals.queued_at_end", a.queued_at_end as f64),
+        ("arrivals.skipped_rate", a.skipped_rate),
+        ("arrivals.dropped_rate", a.dropped_rate),
+        ("arrivals.offered_per_s", a.offered_per_s),
+        ("arrivals.served_per_s", a.served_per_s),
+    ] {
+        m.insert(k.into(), v);
+    }
     debug_assert!(
         m.keys().all(|k| crate::metrics::Transport::parse(&r.transport)
             .is_none_or(|t| catalogue::measurable(k, t))),
@@ -79,14 +104,33 @@ pub fn threshold_metrics(r: &RunReport, o: &OracleFile) -> BTreeMap<String, f64>
 fn to_report_thresholds(rs: &[ThresholdResult]) -> Vec<report::ThresholdResult> {
     rs.iter()
         .map(|r| {
-            report::ThresholdResult::new(
+            let t = report::ThresholdResult::new(
                 &r.threshold.metric,
                 &r.threshold.text,
                 r.measured,
                 r.passed,
-            )
+            );
+            match &r.not_judged {
+                Some(why) => t.not_judged(why),
+                None => t,
+            }
         })
         .collect()
+}
+
+/// Latency thresholds of a run whose latencies are simulated are not
+/// judged, unless the scenario asks (`judge_simulated_latency`).
+fn skip_simulated(s: &Scenario, results: &mut [ThresholdResult]) {
+    if !s.latency_simulated() || s.judge_simulated_latency {
+        return;
+    }
+    for r in results
+        .iter_mut()
+        .filter(|r| r.threshold.kind == scenario::MetricKind::Latency)
+    {
+        r.passed = false;
+        r.not_judged = Some(report::NOT_JUDGED_SIMULATED.to_owned());
+    }
 }
 
 /// Builds, judges and writes the report of a finished run.
@@ -120,9 +164,21 @@ pub fn finish(s: &Scenario, opts: &RunOptions, m: Measured) -> Result<RunOutcome
         &o.reason_mismatch_examples,
     );
     let mut r = RunReport::build(meta, &snapshot)?;
+    r.run_id = opts.run_id.clone();
+    let actions = m
+        .arrivals
+        .iter()
+        .filter(|(_, a)| a.ran > 0)
+        .map(|(k, a)| (k.clone(), a.ran))
+        .collect();
+    r.arrivals = ArrivalsReport::of(
+        m.arrivals,
+        s.total_duration().as_secs_f64(),
+        r.duration_s,
+    );
     let extra = OracleFile {
         oracle: m.oracle,
-        actions: m.actions,
+        actions,
         skipped: m.skipped,
         devices_offline_max: m.offline_max,
         motor_blocked: m.motor_blocked,
@@ -141,12 +197,13 @@ fn judge_and_write(
     dir: &Path,
 ) -> Result<RunOutcome, RunError> {
     let metrics = threshold_metrics(r, extra);
-    let results = evaluate_all(&s.thresholds, &metrics);
+    let mut results = evaluate_all(&s.thresholds, &metrics);
+    skip_simulated(s, &mut results);
     r.set_thresholds(to_report_thresholds(&results));
     report::write_all(dir, r)?;
     let json = serde_json::to_vec_pretty(extra).unwrap_or_default();
     std::fs::write(dir.join(ORACLE_FILE), json)?;
-    let passed = results.iter().all(|t| t.passed);
+    let passed = scenario::threshold::all_passed(&results);
     Ok(RunOutcome {
         summary: summary(r, extra),
         thresholds: results,
@@ -170,6 +227,19 @@ pub fn summary(r: &RunReport, o: &OracleFile) -> String {
         },
         r.duration_s
     );
+    let _ = writeln!(
+        s,
+        "time series: {} intervals of {} s",
+        r.timeseries.len(),
+        report::fmt_num(r.interval_s)
+    );
+    if r.latency_simulated {
+        let skipped = r.thresholds.iter().filter(|t| t.not_judged.is_some()).count();
+        let _ = writeln!(
+            s,
+            "latencies are simulated (virtual time), not measured; {skipped} latency thresholds not judged"
+        );
+    }
     let _ = writeln!(
         s,
         "{:<15} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10}",
@@ -197,14 +267,18 @@ pub fn summary(r: &RunReport, o: &OracleFile) -> String {
     let v = &o.oracle.verdicts;
     let _ = writeln!(
         s,
-        "oracle: {} true grants, {} true denials, {} false accepts, {} false rejects, {} reason mismatches, {} ambiguous (time edge), {} lockouts",
-        v.true_grants, v.true_denials, v.false_accepts, v.false_rejects, v.reason_mismatches, v.ambiguous, o.oracle.lockouts
+        "oracle: {} true grants, {} true denials, {} false accepts, {} false rejects, {} reason mismatches, {} ambiguous (time edge), {} uncertain (after a check with unknown outcome), {} lockouts",
+        v.true_grants, v.true_denials, v.false_accepts, v.false_rejects, v.reason_mismatches, v.ambiguous, v.uncertain, o.oracle.lockouts
     );
+    if let Some(p) = &r.partial {
+        let _ = writeln!(s, "PARTIAL verdict (--allow-partial): {p}");
+    }
     let _ = writeln!(
         s,
-        "throughput: {:.1} checks/s; arrivals behind schedule: {}",
-        r.throughput.checks_per_s, r.arrivals_behind_schedule
+        "throughput: {:.1} checks/s",
+        r.throughput.checks_per_s
     );
+    r.arrivals.summary_lines(&mut s, r.arrivals_behind_schedule);
     let h = &r.health;
     if !h.code_sync.is_empty() {
         let list: Vec<String> = h
@@ -223,11 +297,7 @@ pub fn summary(r: &RunReport, o: &OracleFile) -> String {
     }
     if !o.skipped.is_empty() {
         let list: Vec<String> = o.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        let _ = writeln!(
-            s,
-            "arrivals with nothing to present (not counted as checks): {}",
-            list.join(", ")
-        );
+        let _ = writeln!(s, "commands not made: {}", list.join(", "));
     }
     let d = &r.decisions;
     for (what, list) in [
@@ -250,19 +320,128 @@ const SUMMARY_EXAMPLES: usize = 3;
 pub struct MergeOutcome {
     pub outcome: RunOutcome,
     pub shards: usize,
+    /// What is missing when `--allow-partial` merged an incomplete set.
+    pub partial: Option<String>,
+}
+
+/// The shards one report covers: its own, or those a merged report was
+/// made of; `None` is a whole (unsharded) run.
+fn coverage(r: &RunReport) -> Vec<Option<ShardId>> {
+    if r.shards.merged_from.is_empty() {
+        vec![r.shards.shard]
+    } else {
+        r.shards.merged_from.iter().map(|m| m.shard).collect()
+    }
+}
+
+fn shard_name(s: Option<ShardId>) -> String {
+    match s {
+        Some(s) => format!("shard {}/{}", s.index, s.count),
+        None => "an unsharded run".to_string(),
+    }
+}
+
+/// Checks that `reports` (with their directories) make one whole run.
+/// `Err`: every reason they do not, beyond missing shards. `Ok(Some)`: the
+/// shards missing (an incomplete set); `Ok(None)`: complete.
+pub fn check_set(reports: &[(PathBuf, RunReport)]) -> Result<Option<String>, Vec<String>> {
+    let mut problems = Vec::new();
+    let Some((first_dir, first)) = reports.first() else {
+        return Err(vec!["no reports to merge".to_string()]);
+    };
+    let mixed = |what: &str, get: &dyn Fn(&RunReport) -> String, problems: &mut Vec<String>| {
+        for (d, r) in &reports[1..] {
+            if get(r) != get(first) {
+                problems.push(format!(
+                    "mixed {what}: {} has `{}`, {} has `{}`",
+                    first_dir.display(),
+                    get(first),
+                    d.display(),
+                    get(r)
+                ));
+            }
+        }
+    };
+    mixed("scenarios", &|r| r.name.clone(), &mut problems);
+    mixed("seeds", &|r| r.seed.to_string(), &mut problems);
+    mixed("run ids", &|r| r.run_id.clone(), &mut problems);
+    let mut seen: BTreeMap<Option<ShardId>, Vec<String>> = BTreeMap::new();
+    for (d, r) in reports {
+        for s in coverage(r) {
+            seen.entry(s).or_default().push(d.display().to_string());
+        }
+    }
+    for (s, where_) in &seen {
+        if where_.len() > 1 {
+            problems.push(format!(
+                "{} appears {} times ({})",
+                shard_name(*s),
+                where_.len(),
+                where_.join(", ")
+            ));
+        }
+    }
+    let whole = seen.get(&None).cloned().unwrap_or_default();
+    if !whole.is_empty() && seen.len() > 1 {
+        problems.push(format!(
+            "an unsharded report ({}) is mixed with shards: it already counts the whole run",
+            whole.join(", ")
+        ));
+    }
+    let counts: std::collections::BTreeSet<u32> = seen.keys().flatten().map(|s| s.count).collect();
+    if counts.len() > 1 {
+        let list: Vec<String> = counts.iter().map(u32::to_string).collect();
+        problems.push(format!(
+            "mixed shard counts: shards of {} runs",
+            list.join(" and ")
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let Some(n) = counts.first().copied() else {
+        return Ok(None);
+    };
+    let missing: Vec<String> = (0..n)
+        .filter(|i| !seen.contains_key(&Some(ShardId { index: *i, count: n })))
+        .map(|i| format!("{i}/{n}"))
+        .collect();
+    Ok((!missing.is_empty()).then(|| {
+        format!(
+            "shard{} {} missing",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", ")
+        )
+    }))
 }
 
 /// Merges the reports in `dirs` into `out` and evaluates the thresholds of
 /// `scenario_file` (or of the scenario file the first report names).
+/// `allow_partial`: merge a set with shards missing, marked partial.
 pub fn merge_dirs(
     dirs: &[PathBuf],
     out: &Path,
     scenario_file: Option<&Path>,
+    allow_partial: bool,
 ) -> Result<MergeOutcome, MergeError> {
     let mut reports = Vec::new();
     let mut extra = OracleFile::default();
+    let mut loaded = Vec::new();
     for d in dirs {
-        reports.push(report::load_dir(d)?);
+        loaded.push((d.clone(), report::load_dir(d)?));
+    }
+    let partial = match check_set(&loaded) {
+        Err(problems) => return Err(MergeError::NotOneRun(problems)),
+        Ok(Some(missing)) if !allow_partial => {
+            return Err(MergeError::NotOneRun(vec![format!(
+                "{missing} (merge every shard, or pass --allow-partial for a partial verdict)"
+            )]))
+        }
+        Ok(p) => p,
+    };
+    for (d, r) in loaded {
+        reports.push(r);
+        let d = &d;
         let o: OracleFile = match std::fs::read(d.join(ORACLE_FILE)) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| MergeError::Oracle {
                 dir: d.clone(),
@@ -289,8 +468,13 @@ pub fn merge_dirs(
     let s = scenario::load(&file).map_err(|e| MergeError::Scenario(e.to_string()))?;
     let n = reports.len();
     let mut merged = report::merge(reports)?;
+    merged.partial = partial.clone();
     let outcome = judge_and_write(&s, &mut merged, &extra, out)?;
-    Ok(MergeOutcome { outcome, shards: n })
+    Ok(MergeOutcome {
+        outcome,
+        shards: n,
+        partial,
+    })
 }
 
 fn add_oracle(dst: &mut OracleFile, o: &OracleFile) {
@@ -352,6 +536,8 @@ pub enum MergeError {
     NoScenario,
     #[error("scenario: {0}")]
     Scenario(String),
+    #[error("the reports are not one whole run:\n  {}", .0.join("\n  "))]
+    NotOneRun(Vec<String>),
     #[error("{0}")]
     Run(#[from] RunError),
 }

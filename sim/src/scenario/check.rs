@@ -2,7 +2,9 @@
 //! alongside the JSON Schema generated from the raw structs, and collects
 //! every problem at once: unknown fields (with a "did you mean"), missing
 //! fields, wrong types, values out of range, and values with units that do
-//! not parse (durations, rates, times, time zones, thresholds). serde alone
+//! not parse (durations, rates, times, time zones, thresholds), and text
+//! that must not reach file names, logs or reports (control characters,
+//! bidirectional overrides; see [`unsafe_char`]). serde alone
 //! would stop at the first problem; this pass does not, and it uses the
 //! same schema editors get from `fleetsim schema`.
 
@@ -263,8 +265,32 @@ impl<'a> Checker<'a> {
     }
 
     pub fn check_root(&mut self, node: &Sp<Node>) {
+        self.check_texts(node, "");
         let root = &self.root.schema;
         self.check_object(node, root, "");
+    }
+
+    /// The text pass: every string and key in the document, whatever the
+    /// schema says of it (all of them reach the report's copy of the
+    /// scenario). The schema pass then skips what this one reported, as
+    /// its messages would quote the text back.
+    fn check_texts(&mut self, node: &Sp<Node>, path: &str) {
+        match node.get() {
+            Node::Str(s) => self.check_text(s, node.span(), path, "value"),
+            Node::Array(items) => {
+                for (i, it) in items.iter().enumerate() {
+                    self.check_texts(it, &format!("{path}[{i}]"));
+                }
+            }
+            Node::Table(entries) => {
+                for (k, v) in entries {
+                    let child = join(path, k.get());
+                    self.check_text(k.get(), k.span(), &child, "key");
+                    self.check_texts(v, &child);
+                }
+            }
+            Node::Int(_) | Node::Float(_) | Node::Bool | Node::Datetime => {}
+        }
     }
 
     fn check(&mut self, node: &Sp<Node>, schema: &Schema, path: &str) {
@@ -274,6 +300,12 @@ impl<'a> Checker<'a> {
     }
 
     fn check_object(&mut self, node: &Sp<Node>, obj: &SchemaObject, path: &str) {
+        if let Node::Str(s) = node.get() {
+            if unsafe_char(s).is_some() {
+                // Reported by the text pass.
+                return;
+            }
+        }
         let Some((o, def_name)) = self.resolve(obj) else {
             return;
         };
@@ -426,6 +458,25 @@ impl<'a> Checker<'a> {
         o.metadata.as_ref().and_then(|m| m.description.clone())
     }
 
+    /// Reports text that must not reach file names, logs or reports.
+    fn check_text(&mut self, s: &str, span: Range<usize>, path: &str, what: &str) {
+        let Some((at, c)) = unsafe_char(s) else {
+            return;
+        };
+        self.report(
+            ProblemKind::UnsafeText,
+            span,
+            path,
+            format!(
+                "the {what} holds {} (U+{:04X}) at character {}",
+                unsafe_char_name(c),
+                u32::from(c),
+                at + 1
+            ),
+            Some(UNSAFE_TEXT_HINT.to_string()),
+        );
+    }
+
     fn check_string(&mut self, s: &str, span: Range<usize>, o: &SchemaObject, path: &str) {
         if let Some(values) = &o.enum_values {
             let allowed: Vec<&str> = values.iter().filter_map(|v| v.as_str()).collect();
@@ -551,6 +602,10 @@ impl<'a> Checker<'a> {
         let known: Vec<&str> = ov.properties.keys().map(String::as_str).collect();
         for (k, v) in entries {
             let child = join(path, k.get());
+            if unsafe_char(k.get()).is_some() {
+                // Reported by the text pass.
+                continue;
+            }
             if let Some(s) = ov.properties.get(k.get()) {
                 if is_threshold(s) {
                     self.check_threshold(k, v, &child);
@@ -675,4 +730,29 @@ pub(crate) fn sum_to_one_problem(parts: &[(&str, f64)]) -> Option<String> {
 fn nearest_time_zone(name: &str) -> Option<String> {
     let names: Vec<String> = jiff::tz::db().available().map(|n| n.to_string()).collect();
     suggest(name, names.iter().map(String::as_str)).map(str::to_string)
+}
+
+/// Why scenario text must be printable, shown with every refusal.
+const UNSAFE_TEXT_HINT: &str = "scenario text reaches file names, logs and reports, so it must be \
+     printable on one line: remove the character (write a space for a tab or a line break)";
+
+/// The first character (0-based char index and the char) that scenario
+/// text may not hold: C0 controls (NUL, tab and line breaks included),
+/// DEL, C1 controls, and the bidirectional embeddings, overrides and
+/// isolates (U+202A-U+202E, U+2066-U+2069) that make a terminal or a
+/// report show text in another order than it is stored.
+pub(crate) fn unsafe_char(s: &str) -> Option<(usize, char)> {
+    s.chars().enumerate().find(|(_, c)| is_unsafe(*c))
+}
+
+pub(crate) fn is_unsafe(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{1F}' | '\u{7F}'..='\u{9F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+fn unsafe_char_name(c: char) -> &'static str {
+    match c {
+        '\0' => "a NUL character",
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => "a bidirectional text control",
+        _ => "a control character",
+    }
 }

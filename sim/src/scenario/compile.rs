@@ -21,15 +21,44 @@ use super::units;
 
 /// Most devices one scenario may simulate in one process (shard beyond).
 pub const MAX_DEVICES: u64 = 1_000_000;
-/// Longest scenario name.
-pub const MAX_NAME_LEN: usize = 200;
+/// Longest scenario or phase name, in bytes: the scenario's name becomes
+/// the name of its organization in the engine, which takes this many.
+pub const MAX_NAME_LEN: usize = reference_server::engine::MAX_NAME_LEN;
+/// Longest description, in bytes (one line for the reader).
+pub const MAX_DESCRIPTION_LEN: usize = 1_000;
+/// Most phases in one scenario.
+pub const MAX_PHASES: usize = 100;
+/// Longest run: all phases together. A year and a month of virtual time
+/// covers a yearly cycle of schedules; anything longer is a mistake or
+/// belongs in several runs.
+pub const MAX_RUN_DURATION: Duration = Duration::from_secs(400 * 86_400);
+/// Most windows of one fault kind (`broker_outage`, `offline_wave`).
+pub const MAX_FAULT_WINDOWS: usize = 100;
+
+/// Thresholds every run is judged by unless its file sets the metric
+/// itself: a PASS means the work happened (scenarios/README.md).
+pub const DEFAULT_THRESHOLDS: &[(&str, &str)] = &[
+    // Arrivals dropped for load (device queues full, `max_in_flight`) or
+    // still queued at the end.
+    ("arrivals.dropped_rate", "< 1%"),
+    // Arrivals whose action had nothing to present.
+    ("arrivals.skipped_rate", "< 1%"),
+];
 
 struct Cx<'a> {
     map: &'a SourceMap<'a>,
     problems: Vec<Problem>,
+    /// Warnings: the file is valid, but part of it cannot do what it says.
+    warnings: Vec<Problem>,
 }
 
 impl Cx<'_> {
+    fn warn(&mut self, span: Range<usize>, path: &str, msg: String, hint: &str) {
+        let hint = (!hint.is_empty()).then(|| hint.to_string());
+        self.warnings
+            .push(self.map.problem(ProblemKind::NeverRuns, span, path, msg, hint));
+    }
+
     fn push(&mut self, kind: ProblemKind, span: Range<usize>, path: &str, msg: String, hint: &str) {
         let hint = (!hint.is_empty()).then(|| hint.to_string());
         self.problems
@@ -174,15 +203,28 @@ pub(crate) fn compile(
     let mut cx = Cx {
         map,
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     let name = raw.name.get().trim().to_string();
-    if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
         cx.push(
             ProblemKind::BadValue,
             raw.name.span(),
             "name",
-            format!("the name must have 1 to {MAX_NAME_LEN} characters"),
+            format!("the name must be 1 to {MAX_NAME_LEN} bytes long"),
             "e.g. name = \"office-morning-rush\"",
+        );
+    }
+    if let Some(d) = raw.description.as_ref().filter(|d| d.get().len() > MAX_DESCRIPTION_LEN) {
+        cx.push(
+            ProblemKind::BadValue,
+            d.span(),
+            "description",
+            format!(
+                "the description is {} bytes long; at most {MAX_DESCRIPTION_LEN}",
+                d.get().len()
+            ),
+            "one line for the reader; longer notes belong in comments (# ...)",
         );
     }
     let transport = val(&raw.transport, Transport::Inproc);
@@ -235,6 +277,21 @@ pub(crate) fn compile(
         None => None,
     };
 
+    let judge_simulated_latency = match &raw.judge_simulated_latency {
+        Some(j) if clock == Clock::Real => {
+            cx.push(
+                ProblemKind::Conflict,
+                j.span(),
+                "judge_simulated_latency",
+                "judge_simulated_latency applies to the virtual clock only".to_string(),
+                "real-clock latencies are measured and always judged; remove the field",
+            );
+            false
+        }
+        Some(j) => *j.get(),
+        None => false,
+    };
+
     let mut thresholds: Vec<(usize, Threshold)> = Vec::new();
     if let Some(ths) = &raw.thresholds {
         for (k, v) in ths.get() {
@@ -256,8 +313,26 @@ pub(crate) fn compile(
             }
         }
     }
-    // Report thresholds in the order the file lists them.
+    // Report thresholds in the order the file lists them, then the defaults.
     thresholds.sort_by_key(|(at, _)| *at);
+    for (metric, expr) in DEFAULT_THRESHOLDS {
+        if thresholds.iter().all(|(_, t)| t.metric != *metric) {
+            let mut t = Threshold::parse(metric, expr).expect("default thresholds parse");
+            t.default = true;
+            thresholds.push((usize::MAX, t));
+        }
+    }
+    warn_never_runs(
+        &mut cx,
+        raw.actions.as_ref(),
+        &NeverRunsCx {
+            mix: &actions,
+            fleet: &fleet,
+            creds: &credentials,
+            transport,
+            total,
+        },
+    );
 
     if !cx.problems.is_empty() {
         return Err(cx.problems);
@@ -273,12 +348,14 @@ pub(crate) fn compile(
         transport,
         clock,
         start_at,
+        judge_simulated_latency,
         fleet,
         credentials,
         phases,
         actions,
         faults,
         thresholds: thresholds.into_iter().map(|(_, t)| t).collect(),
+        warnings: cx.warnings,
     })
 }
 
@@ -521,6 +598,7 @@ fn compile_credentials(cx: &mut Cx, c: Option<&Sp<RawCredentials>>, fleet: &Flee
                 cards_per_door: None,
                 ble_passes_per_door: None,
                 qr_keys_per_door: None,
+                expired_qr_keys_per_door: None,
                 fallback_codes_per_lock: None,
                 temporary: None,
                 recurring: None,
@@ -670,6 +748,7 @@ fn compile_credentials(cx: &mut Cx, c: Option<&Sp<RawCredentials>>, fleet: &Flee
         cards_per_door: val(&c.cards_per_door, 0),
         ble_passes_per_door: val(&c.ble_passes_per_door, 0),
         qr_keys_per_door: val(&c.qr_keys_per_door, 0),
+        expired_qr_keys_per_door: val(&c.expired_qr_keys_per_door, 0),
         fallback_codes_per_lock: val(&c.fallback_codes_per_lock, 0),
         temporary_valid_for,
         recurring,
@@ -768,7 +847,20 @@ fn compile_phases(cx: &mut Cx, phases: &Sp<Vec<Sp<RawPhase>>>) -> Vec<Phase> {
             "add a [[phases]] table with a duration and arrivals or people",
         );
     }
+    if let Some(extra) = phases.get().get(MAX_PHASES) {
+        cx.push(
+            ProblemKind::BadValue,
+            extra.span(),
+            &format!("phases[{MAX_PHASES}]"),
+            format!(
+                "the scenario has {} phases; at most {MAX_PHASES}",
+                phases.get().len()
+            ),
+            "merge phases with the same load, or split the run into several scenarios",
+        );
+    }
     let mut out = Vec::new();
+    let mut total = Duration::ZERO;
     for (i, p) in phases.get().iter().enumerate() {
         let span = p.span();
         let p = p.get();
@@ -785,6 +877,36 @@ fn compile_phases(cx: &mut Cx, phases: &Sp<Vec<Sp<RawPhase>>>) -> Vec<Phase> {
                 &format!("{path}.duration"),
                 "a phase must last longer than 0s".to_string(),
                 "e.g. duration = \"2m\"",
+            );
+        }
+        // Reported once, at the phase that crosses the limit.
+        let before = total;
+        total = total.saturating_add(duration);
+        if before <= MAX_RUN_DURATION && total > MAX_RUN_DURATION {
+            cx.push(
+                ProblemKind::BadValue,
+                p.duration.span(),
+                &format!("{path}.duration"),
+                format!(
+                    "the phases last {} up to here; a run lasts at most {}",
+                    units::format_duration(total),
+                    units::format_duration(MAX_RUN_DURATION)
+                ),
+                "shorten the phases, or split the run into several scenarios \
+                 (a virtual-clock run of 400d takes minutes; more is a mistake)",
+            );
+        }
+        if let Some(n) = p
+            .name
+            .as_ref()
+            .filter(|n| n.get().trim().is_empty() || n.get().len() > MAX_NAME_LEN)
+        {
+            cx.push(
+                ProblemKind::BadValue,
+                n.span(),
+                &format!("{path}.name"),
+                format!("a phase name must be 1 to {MAX_NAME_LEN} bytes long"),
+                "e.g. name = \"peak\"; without a name the phase is called phase-N",
             );
         }
         let load = match (&p.arrivals, &p.people) {
@@ -890,8 +1012,19 @@ fn compile_actions(
         check_action_needs(cx, Action::PinValid, None, fleet, creds);
         return mix;
     };
-    let a = a.get();
-    let fields = [
+    let mut mix = Vec::new();
+    for (action, v) in action_fields(a.get()) {
+        if let Some(v) = v.as_ref().filter(|v| *v.get() > 0.0) {
+            check_action_needs(cx, action, Some(v.span()), fleet, creds);
+            mix.push((action, *v.get()));
+        }
+    }
+    ActionMix(mix)
+}
+
+/// Each action of `[actions]` with its fraction as written.
+fn action_fields(a: &RawActions) -> [(Action, &Option<Sp<f64>>); 13] {
+    [
         (Action::PinValid, &a.pin_valid),
         (Action::PinWrong, &a.pin_wrong),
         (Action::PinExpired, &a.pin_expired),
@@ -905,15 +1038,96 @@ fn compile_actions(
         (Action::CodeChange, &a.code_change),
         (Action::CodeRevoke, &a.code_revoke),
         (Action::SyncStorm, &a.sync_storm),
-    ];
-    let mut mix = Vec::new();
-    for (action, v) in fields {
-        if let Some(v) = v.as_ref().filter(|v| *v.get() > 0.0) {
-            check_action_needs(cx, action, Some(v.span()), fleet, creds);
-            mix.push((action, *v.get()));
-        }
+    ]
+}
+
+/// What [`warn_never_runs`] judges by: the compiled parts of the scenario.
+struct NeverRunsCx<'a> {
+    mix: &'a ActionMix,
+    fleet: &'a Fleet,
+    creds: &'a Credentials,
+    transport: Transport,
+    /// The phases' total length.
+    total: Duration,
+}
+
+/// Warns about actions in the mix that can never run with the scenario's
+/// credentials, durations and transport: every arrival that draws one
+/// would be skipped as "nothing to present" (and fail the default
+/// `arrivals.skipped_rate` threshold). Rules the file cannot satisfy at
+/// all (a QR action without door phones) are errors instead
+/// ([`check_action_needs`]).
+fn warn_never_runs(cx: &mut Cx, raw: Option<&Sp<RawActions>>, s: &NeverRunsCx) {
+    let span_of = |a: Action| -> Range<usize> {
+        raw.and_then(|r| {
+            action_fields(r.get())
+                .into_iter()
+                .find(|(x, _)| *x == a)
+                .and_then(|(_, v)| v.as_ref().map(Sp::span))
+        })
+        .unwrap_or(0..0)
+    };
+    let c = s.creds;
+    let v = &c.visitor;
+    let fmt = units::format_duration;
+    for (a, _) in &s.mix.0 {
+        let (msg, hint) = match a {
+            // Keys are issued at the start (and when a visitor finds none
+            // usable) and valid for `valid_for` from then; with a daily or
+            // weekly window a key is also refused outside it, which
+            // `qr_expired` uses too.
+            Action::QrExpired
+                if c.expired_qr_keys_per_door == 0
+                    && v.repeat == Repeat::Never
+                    && v.valid_for >= s.total =>
+            {
+                (
+                    format!(
+                        "`qr_expired` can never run: every visitor QR key is valid for {} from when it is issued, and the phases last {}, so no key expires during the run",
+                        fmt(v.valid_for),
+                        fmt(s.total)
+                    ),
+                    "set credentials.expired_qr_keys_per_door (keys expired before the run), or a credentials.visitor.valid_for shorter than the run",
+                )
+            }
+            Action::QrReplayed if v.repeat != Repeat::Never => (
+                "`qr_replayed` can never run: repeating visitor keys (daily or weekly) have no use limit, so none is ever used up".to_string(),
+                "set credentials.visitor.repeat = \"never\" with each_door_count = 1 or more",
+            ),
+            Action::QrReplayed if s.mix.fraction(Action::QrValid) == 0.0 => (
+                "`qr_replayed` can never run: nobody uses a key up (`qr_valid` is not in the mix)".to_string(),
+                "add qr_valid to [actions]",
+            ),
+            Action::RemoteOpen if s.transport == Transport::Http => (
+                "`remote_open` can never run over http: the protocol has no command channel to a device there".to_string(),
+                "use transport = \"mqtt\" or \"inproc\", or remove remote_open",
+            ),
+            Action::RemoteOpen
+                if !s.fleet.devices.iter().any(|g| {
+                    g.kind == DeviceKind::Lock && g.model == Connectivity::Wifi
+                }) =>
+            {
+                (
+                    "`remote_open` can never run: it opens Wi-Fi locks, and the fleet has none (Bluetooth locks hear the platform only through a gateway)".to_string(),
+                    "add a lock group with model = \"wifi\"",
+                )
+            }
+            Action::CodeChange | Action::CodeRevoke
+                if c.pins_per_door == 0 && s.mix.fraction(Action::CodeCreate) == 0.0 =>
+            {
+                (
+                    format!(
+                        "`{}` can never run: no door has a PIN to act on (pins_per_door = 0 and no code_create)",
+                        a.as_str()
+                    ),
+                    "set credentials.pins_per_door above 0, or add code_create",
+                )
+            }
+            _ => continue,
+        };
+        let path = format!("actions.{}", a.as_str());
+        cx.warn(span_of(*a), &path, msg, hint);
     }
-    ActionMix(mix)
 }
 
 /// Each action needs something in the fleet or among the credentials.
@@ -971,7 +1185,8 @@ fn check_action_needs(
                 "add a door_phone group, or with = [\"door_phone\"] on a lock group",
             ));
             needs.push((
-                c.qr_keys_per_door > 0,
+                c.qr_keys_per_door > 0
+                    || (a == Action::QrExpired && c.expired_qr_keys_per_door > 0),
                 "visitor QR keys",
                 "set credentials.qr_keys_per_door",
             ));
@@ -1058,8 +1273,20 @@ fn compile_faults(cx: &mut Cx, f: Option<&Sp<RawFaults>>, total: Duration) -> Fa
             for_: for_d,
         }
     };
+    let too_many = |cx: &mut Cx, windows: usize, span: Range<usize>, path: &str| {
+        if windows > MAX_FAULT_WINDOWS {
+            cx.push(
+                ProblemKind::BadValue,
+                span,
+                path,
+                format!("{windows} windows; at most {MAX_FAULT_WINDOWS}"),
+                "each window is a timer for the whole fleet; merge adjacent windows",
+            );
+        }
+    };
     let mut broker_outages = Vec::new();
     if let Some(o) = &f.broker_outage {
+        too_many(cx, o.get().0.len(), o.span(), "faults.broker_outage");
         let many = o.get().0.len() > 1;
         for (i, w) in o.get().0.iter().enumerate() {
             let path = if many {
@@ -1072,6 +1299,7 @@ fn compile_faults(cx: &mut Cx, f: Option<&Sp<RawFaults>>, total: Duration) -> Fa
     }
     let mut offline_waves = Vec::new();
     if let Some(o) = &f.offline_wave {
+        too_many(cx, o.get().0.len(), o.span(), "faults.offline_wave");
         let many = o.get().0.len() > 1;
         for (i, w) in o.get().0.iter().enumerate() {
             let path = if many {

@@ -6,6 +6,8 @@ use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
 
+use super::check::is_unsafe;
+
 /// What kind of mistake a [`Problem`] is (stable, for tests and tools).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -34,6 +36,13 @@ pub enum ProblemKind {
     BadThreshold,
     /// Two settings that contradict each other, or one that needs another.
     Conflict,
+    /// A warning, not an error: an action in the mix that can never run
+    /// with the given credentials, durations and transport (its arrivals
+    /// would all be skipped).
+    NeverRuns,
+    /// Text holding a control character or a bidirectional override, which
+    /// must not reach file names, logs or reports.
+    UnsafeText,
 }
 
 /// One problem in one scenario file.
@@ -71,6 +80,18 @@ impl fmt::Display for Problem {
             write!(f, "\n  hint: {hint}")?;
         }
         Ok(())
+    }
+}
+
+impl Problem {
+    /// The problem printed as a warning: `file:line:col: warning: ...`.
+    pub fn as_warning(&self) -> String {
+        let text = self.to_string();
+        let at = format!("{}:{}:{}: ", self.file, self.line, self.col);
+        match text.strip_prefix(&at) {
+            Some(rest) => format!("{at}warning: {rest}"),
+            None => format!("warning: {text}"),
+        }
     }
 }
 
@@ -156,12 +177,23 @@ impl SourceMap<'_> {
             file: self.file.to_string(),
             line,
             col,
-            path: path.to_string(),
-            message: message.into(),
-            hint,
-            source_line: text.to_string(),
+            path: printable(path),
+            message: printable(&message.into()),
+            hint: hint.map(|h| printable(&h)),
+            // The line is shown under the message: a bidirectional override
+            // in it (a comment, say) would reorder what the terminal shows.
+            source_line: printable(text),
         }
     }
+}
+
+/// `s` with each character that scenario text may not hold replaced by
+/// U+FFFD, one for one, so columns still line up with the caret. Tabs
+/// stay: harmless on a terminal, and some files indent with them.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c != '\t' && is_unsafe(c) { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 /// The closest candidate to `word` by edit distance, if it is close enough to

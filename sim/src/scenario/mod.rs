@@ -28,7 +28,11 @@ use std::path::Path;
 use schemars::gen::SchemaSettings;
 use schemars::schema::RootSchema;
 
-pub use compile::{transport_conflict, transport_name, DEFAULT_VIRTUAL_START, MAX_DEVICES};
+pub use compile::{
+    transport_conflict, transport_name, DEFAULT_THRESHOLDS, DEFAULT_VIRTUAL_START,
+    MAX_DESCRIPTION_LEN, MAX_DEVICES, MAX_FAULT_WINDOWS, MAX_NAME_LEN, MAX_PHASES,
+    MAX_RUN_DURATION,
+};
 pub use error::{edit_distance, suggest, Problem, ProblemKind, ScenarioError};
 pub use model::*;
 pub use threshold::{evaluate_all, MetricKind, Threshold, ThresholdResult};

@@ -11,6 +11,7 @@ use reference_server::domain::{
 };
 use serde::{Serialize, Serializer};
 
+use super::error::Problem;
 pub use super::raw::{Clock, Transport};
 use super::threshold::Threshold;
 
@@ -31,15 +32,29 @@ pub struct Scenario {
     pub clock: Clock,
     /// Local start time in the first site's zone; `None`: now (real clock only).
     pub start_at: Option<DateTime>,
+    /// Latency thresholds are judged although the clock is virtual (its
+    /// latencies are simulated).
+    pub judge_simulated_latency: bool,
     pub fleet: Fleet,
     pub credentials: Credentials,
     pub phases: Vec<Phase>,
     pub actions: ActionMix,
     pub faults: Faults,
+    /// The file's thresholds, then the defaults for metrics it does not set.
     pub thresholds: Vec<Threshold>,
+    /// What `validate` warns about (an action that can never run, ...).
+    #[serde(skip)]
+    pub warnings: Vec<Problem>,
 }
 
 impl Scenario {
+    /// Latencies of this run are simulated, not measured: in virtual time
+    /// an in-process check takes no time, and what is recorded is the
+    /// rounding of the arrival's timer (0-1 ms).
+    pub fn latency_simulated(&self) -> bool {
+        self.clock == Clock::Virtual
+    }
+
     /// Total length of all phases.
     pub fn total_duration(&self) -> Duration {
         self.phases.iter().map(|p| p.duration).sum()
@@ -169,6 +184,7 @@ pub struct Credentials {
     pub cards_per_door: u32,
     pub ble_passes_per_door: u32,
     pub qr_keys_per_door: u32,
+    pub expired_qr_keys_per_door: u32,
     pub fallback_codes_per_lock: u32,
     #[serde(rename = "temporary_valid_for_ms", serialize_with = "ser_ms")]
     pub temporary_valid_for: Duration,

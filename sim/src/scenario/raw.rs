@@ -355,6 +355,11 @@ pub struct RawScenario {
     /// Local date and time the run starts at, in the first site's time zone.
     /// Default: now (real clock), 2026-01-05T08:00 (virtual clock, a Monday).
     pub start_at: Option<Sp<LocalDateTimeText>>,
+    /// Judge latency thresholds in virtual time too. Latencies there are
+    /// simulated (a timer's rounding, not a measurement), so by default
+    /// their thresholds are reported as "not judged: simulated". Default:
+    /// false. Virtual clock only.
+    pub judge_simulated_latency: Option<Sp<bool>>,
     /// The simulated fleet. Required.
     pub fleet: Sp<RawFleet>,
     /// Credentials provisioned through the engine before the load starts.
@@ -549,6 +554,10 @@ pub struct RawCredentials {
     /// Visitor QR temp keys per door phone. Default: 0.
     #[schemars(range(max = 10000))]
     pub qr_keys_per_door: Option<Sp<u32>>,
+    /// Visitor QR keys per door phone whose validity ended before the run
+    /// (for qr_expired). Default: 0.
+    #[schemars(range(max = 10000))]
+    pub expired_qr_keys_per_door: Option<Sp<u32>>,
     /// Fallback (backup) codes pre-loaded on each lock. Default: 0.
     #[schemars(range(max = 1000))]
     pub fallback_codes_per_lock: Option<Sp<u32>>,

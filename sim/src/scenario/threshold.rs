@@ -79,11 +79,17 @@ pub struct Threshold {
     pub value: f64,
     /// The expression as written, for reports ("< 25ms").
     pub text: String,
+    /// A default threshold: the file did not set this metric.
+    pub default: bool,
 }
 
 impl fmt::Display for Threshold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.metric, self.text)
+        write!(f, "{} {}", self.metric, self.text)?;
+        if self.default {
+            write!(f, " (default)")?;
+        }
+        Ok(())
     }
 }
 
@@ -185,6 +191,7 @@ impl Threshold {
             comparator,
             value,
             text: expr.trim().to_string(),
+            default: false,
         })
     }
 
@@ -210,7 +217,10 @@ pub struct ThresholdResult {
     pub threshold: Threshold,
     /// `None` when the run did not produce this metric (which fails).
     pub measured: Option<f64>,
+    /// False for a failure and for a threshold not judged.
     pub passed: bool,
+    /// Why it was not judged (e.g. `simulated`): neither pass nor failure.
+    pub not_judged: Option<String>,
 }
 
 /// Evaluates every threshold against the measured metrics. A metric missing
@@ -228,14 +238,16 @@ pub fn evaluate_all(
                 threshold: t.clone(),
                 measured: m,
                 passed: m.is_some_and(|v| t.evaluate(v)),
+                not_judged: None,
             }
         })
         .collect()
 }
 
-/// True when every result passed (and vacuously for no thresholds).
+/// True when every result passed or was not judged (and vacuously for no
+/// thresholds).
 pub fn all_passed(results: &[ThresholdResult]) -> bool {
-    results.iter().all(|r| r.passed)
+    results.iter().all(|r| r.passed || r.not_judged.is_some())
 }
 
 #[cfg(test)]

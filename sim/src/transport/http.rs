@@ -32,13 +32,21 @@ const SYNC_STALE: Duration = Duration::from_secs(10);
 const SYNC_ROUNDS: u8 = 8;
 
 /// `GET /v1/devices/{device}/sync`: the `sync` message plus the QR and BLE
-/// credentials to confirm (nothing to store for them).
-#[derive(Deserialize)]
-struct SyncBody {
+/// credentials to confirm (nothing to store for them). The one decoder of
+/// this answer, for the devices here and for `--target`'s confirmations.
+#[derive(Debug, Deserialize)]
+pub struct SyncBody {
     #[serde(flatten)]
-    push: SyncPush,
+    pub push: SyncPush,
     #[serde(default)]
-    tokens: Vec<CredentialId>,
+    pub tokens: Vec<CredentialId>,
+}
+
+impl SyncBody {
+    pub fn decode(bytes: &[u8]) -> Result<SyncBody, TransportError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| TransportError::Http(format!("not a sync message: {e}")))
+    }
 }
 
 /// One device's sync state, shared by the clones of its link.
@@ -165,6 +173,7 @@ impl HttpTransport {
             sync: Arc::new(SyncState::default()),
             sync_errors: self.sync_errors.clone(),
             timings: self.timings.clone(),
+            timeout_ms: self.config.request_timeout_ms,
         }
     }
 }
@@ -182,6 +191,8 @@ pub struct HttpLink {
     sync: Arc<SyncState>,
     sync_errors: Arc<AtomicU64>,
     timings: Option<Arc<Timings>>,
+    /// The client's timeout, named in a timeout error.
+    timeout_ms: u64,
 }
 
 fn request_error(e: reqwest::Error) -> TransportError {
@@ -224,7 +235,7 @@ impl HttpLink {
             .await
             .map_err(|e| {
                 if e.is_timeout() {
-                    TransportError::Timeout(0)
+                    TransportError::Timeout(self.timeout_ms)
                 } else {
                     TransportError::Http(e.to_string())
                 }
@@ -265,8 +276,7 @@ impl HttpLink {
             return Err(status_error(resp).await);
         }
         let bytes = resp.bytes().await.map_err(request_error)?;
-        let body: SyncBody = serde_json::from_slice(&bytes)
-            .map_err(|e| TransportError::Http(format!("not a sync message: {e}")))?;
+        let body = SyncBody::decode(&bytes)?;
         Ok((body.push, body.tokens))
     }
 

@@ -37,6 +37,9 @@ pub use mqtt::{MqttConfig, MqttTransport, Multiplex};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
+    /// Nothing was sent: the engine cannot have seen the request. Every
+    /// other error of a check leaves it unknown whether the engine decided
+    /// it (and used a credential's use or counted a wrong PIN).
     #[error("not connected")]
     Offline,
     #[error("no answer within {0} ms")]

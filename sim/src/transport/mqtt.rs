@@ -529,7 +529,11 @@ impl MqttLink {
                 response,
                 latency_us: t0.elapsed().as_micros() as u64,
             }),
-            Ok(Err(_)) => Err(TransportError::Offline),
+            // The request went out: the engine may have decided it, so
+            // this is no `Offline` (which says nothing was sent).
+            Ok(Err(_)) => Err(TransportError::Mqtt(
+                "the connection closed before the answer".into(),
+            )),
             Err(_) => {
                 self.conn.pending.lock().remove(&key);
                 Err(TransportError::Timeout(timeout_ms))

@@ -1,6 +1,6 @@
 //! A TCP relay between the devices and the MQTT broker, to take the broker
 //! away from them (the `broker_outage` fault) whatever broker it is
-//! (embedded rumqttd or `--broker`), while the engine's gateway keeps its
+//! (the embedded broker or `--broker`), while the engine's gateway keeps its
 //! own connection.
 //!
 //! During an outage ([`Relay::cut`] until [`Relay::restore`]) every relayed

@@ -24,7 +24,7 @@
 //! frozen: what they open then differs from device to device.
 
 use reference_server::domain::{
-    Actor, Connectivity, CredentialId, DenyReason, DoorId, FloorScope, Pin, PinRuleError, Schedule,
+    Actor, CredentialId, DenyReason, DoorId, FloorScope, Pin, PinRuleError, Schedule,
     SyncFailure, SyncState,
 };
 use reference_server::engine::{Command, Issue, Outcome as EngineOutcome, PinSpec, SecretSpec};
@@ -136,20 +136,19 @@ fn is_ble(d: &DoorInfo) -> bool {
     matches!(d.plan.kit, crate::devices::fleet::DoorKit::BleApartment)
 }
 
-/// How often a phone or gateway passes a Bluetooth lock: the first BLE
+/// How often a phone or gateway passes a Bluetooth lock: its device
 /// group's `sync_every`.
-fn ble_visit_every(s: &Scenario) -> Duration {
+fn ble_visit_every(s: &Scenario, d: &DoorInfo) -> Duration {
     s.fleet
         .devices
-        .iter()
-        .find(|g| g.model == Connectivity::Ble)
+        .get(d.plan.group)
         .map_or(Duration::from_secs(30 * 60), |g| g.behaviour.sync_every)
         .max(Duration::from_secs(1))
 }
 
 /// Plans a code action at a random door of `site` and applies its command
-/// to the engine (and queues it for the server). `None`: nothing to act on
-/// (counted as skipped).
+/// to the engine (and queues it for the server). `None`: nothing to act on,
+/// or the engine refused (counted as the arrival's drop reason).
 pub(super) fn plan(
     ctx: &Ctx,
     site: u32,
@@ -157,8 +156,11 @@ pub(super) fn plan(
     now: Timestamp,
     action: Action,
 ) -> Option<CodeJob> {
-    let skip = |why: String| {
-        *ctx.shared.borrow_mut().skipped.entry(why).or_default() += 1;
+    let skip = |why: DropReason| {
+        ctx.shared
+            .borrow_mut()
+            .arrivals
+            .dropped(action.as_str(), why);
         None
     };
     let doors: Vec<usize> = ctx.site_doors[site as usize]
@@ -167,7 +169,7 @@ pub(super) fn plan(
         .filter(|i| !takers(&ctx.doors[*i], TruthKind::Pin).is_empty())
         .collect();
     let Some(di) = choose(rng, &doors) else {
-        return skip(action.as_str().to_string());
+        return skip(DropReason::NothingToPresent);
     };
     let door = &ctx.doors[di];
     let mut sh = ctx.shared.borrow_mut();
@@ -192,7 +194,7 @@ pub(super) fn plan(
             Some(id) => Some(id),
             None => {
                 drop(sh);
-                return skip(format!("{} (no code to act on)", action.as_str()));
+                return skip(DropReason::NothingToPresent);
             }
         }
     };
@@ -240,7 +242,7 @@ pub(super) fn plan(
     let Some((out, text)) = applied else {
         drop(e);
         drop(sh);
-        return skip(format!("{} (engine refused)", action.as_str()));
+        return skip(DropReason::ServerRefused);
     };
     let mut forwarded = Vec::new();
     if let Some(f) = &ctx.forwarder {
@@ -297,13 +299,13 @@ pub(super) fn plan(
         }
         _ => {
             drop(sh);
-            return skip(format!("{} (unexpected engine answer)", action.as_str()));
+            return skip(DropReason::ServerRefused);
         }
     };
-    let every = ble_visit_every(&ctx.scenario);
+    let every = ble_visit_every(&ctx.scenario, &door);
     let ble_first_visit =
         is_ble(door).then(|| Duration::from_secs_f64(every.as_secs_f64() * rng.random::<f64>()));
-    *sh.actions.entry(action.as_str().to_string()).or_default() += 1;
+    sh.arrivals.ran(action.as_str());
     sh.code_in_flight += 1;
     Some(CodeJob {
         action,
@@ -325,7 +327,7 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
         }
     }
     let devices = storing(&door);
-    let every = ble_visit_every(&ctx.scenario);
+    let every = ble_visit_every(&ctx.scenario, &door);
     let started = Instant::now();
     let mut wait = Duration::from_secs(CODE_SYNC_WAIT_S);
     if job.ble_first_visit.is_some() {
@@ -470,9 +472,5 @@ pub(super) fn sync_storm(ctx: &Ctx, site: u32) {
         // A full mailbox drops the request: the device asks again later.
         let _ = ctx.fleet.control(id, crate::devices::Control::SyncNow);
     }
-    *ctx.shared
-        .borrow_mut()
-        .actions
-        .entry(action.to_string())
-        .or_default() += 1;
+    ctx.shared.borrow_mut().arrivals.ran(action);
 }
