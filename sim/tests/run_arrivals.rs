@@ -131,7 +131,10 @@ fn a_saturated_run_queues_at_busy_devices_and_accounts_for_every_arrival() {
     ]);
     // The default dropped-rate threshold fails the run.
     assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(out.contains("FAIL arrivals.dropped_rate < 1% (default)"), "{out}");
+    assert!(
+        out.contains("FAIL arrivals.dropped_rate < 1% (default)"),
+        "{out}"
+    );
     assert!(out.contains("PASS decisions.false_accept"), "{out}");
     let r = json(&dir.join("report.json"));
     let a = assert_accounted(&r);
@@ -146,8 +149,14 @@ fn a_saturated_run_queues_at_busy_devices_and_accounts_for_every_arrival() {
     let waited = r["arrivals_behind_schedule"].as_u64().unwrap();
     assert!(waited > 0, "nobody waited in line");
     let pin = &r["operations"]["pin_check"];
-    assert!(pin["latency"]["min_us"].as_u64().unwrap() >= 150_000, "{pin}");
-    assert!(pin["latency"]["max_us"].as_u64().unwrap() >= 1_000_000, "{pin}");
+    assert!(
+        pin["latency"]["min_us"].as_u64().unwrap() >= 150_000,
+        "{pin}"
+    );
+    assert!(
+        pin["latency"]["max_us"].as_u64().unwrap() >= 1_000_000,
+        "{pin}"
+    );
     // The reader's patience runs from when the person presents, not from
     // when they joined the line: waiting causes no errors.
     assert_eq!(pin["errors"], 0, "{pin}");
@@ -163,8 +172,7 @@ fn a_saturated_run_queues_at_busy_devices_and_accounts_for_every_arrival() {
 }
 
 #[test]
-fn max_in_flight_drops_are_counted_with_their_reason_and_a_file_threshold_replaces_the_default()
-{
+fn max_in_flight_drops_are_counted_with_their_reason_and_a_file_threshold_replaces_the_default() {
     let tmp = tempfile::tempdir().unwrap();
     let file = scenario(
         tmp.path(),
@@ -187,7 +195,10 @@ fn max_in_flight_drops_are_counted_with_their_reason_and_a_file_threshold_replac
     let a = assert_accounted(&r);
     let limited = a["by_reason"]["max_in_flight"].as_u64().unwrap();
     assert!(limited > 0, "{a}");
-    assert_eq!(a["actions"]["pin_valid"]["dropped"]["max_in_flight"], limited);
+    assert_eq!(
+        a["actions"]["pin_valid"]["dropped"]["max_in_flight"],
+        limited
+    );
     // At most two in flight: a line never holds more than one.
     assert!(a["by_reason"].get("queue_full").is_none(), "{a}");
     assert_eq!(a["served"].as_u64().unwrap(), checks_answered(&r));
@@ -222,7 +233,10 @@ fn an_action_that_never_runs_is_warned_about_and_fails_the_skipped_rate() {
         )),
         "{err}"
     );
-    assert!(err.contains("hint: set credentials.expired_qr_keys_per_door"), "{err}");
+    assert!(
+        err.contains("hint: set credentials.expired_qr_keys_per_door"),
+        "{err}"
+    );
     assert!(out.contains("1 warning"), "{out}");
 
     let (code, _, err) = run(&["validate", "--strict", f]);
@@ -253,7 +267,10 @@ fn an_action_that_never_runs_is_warned_about_and_fails_the_skipped_rate() {
     let (code, out, err) = run(&["run", f, "--report-dir", dir.to_str().unwrap()]);
     assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
     assert!(err.contains("warning: actions.qr_expired"), "{err}");
-    assert!(out.contains("FAIL arrivals.skipped_rate < 1% (default)"), "{out}");
+    assert!(
+        out.contains("FAIL arrivals.skipped_rate < 1% (default)"),
+        "{out}"
+    );
     let r = json(&dir.join("report.json"));
     let a = assert_accounted(&r);
     let q = &a["actions"]["qr_expired"];
@@ -274,9 +291,10 @@ fn an_action_that_never_runs_is_warned_about_and_fails_the_skipped_rate() {
         "pin_valid = 0.9\nqr_expired = 0.1",
         "",
     );
-    let text = std::fs::read_to_string(&fixed)
-        .unwrap()
-        .replace("qr_keys_per_door = 4", "qr_keys_per_door = 4\nexpired_qr_keys_per_door = 2");
+    let text = std::fs::read_to_string(&fixed).unwrap().replace(
+        "qr_keys_per_door = 4",
+        "qr_keys_per_door = 4\nexpired_qr_keys_per_door = 2",
+    );
     std::fs::write(&fixed, text).unwrap();
     let (code, _, err) = run(&["validate", "--strict", fixed.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");

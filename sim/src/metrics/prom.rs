@@ -15,8 +15,8 @@ use prometheus::{
 };
 
 use super::decisions::DecisionClass;
-use crate::report::DropReason;
 use super::{device_kind_index, DeviceKind, Operation, Outcome, Transport, DEVICE_KINDS};
+use crate::report::DropReason;
 
 /// Distinct event kinds given their own label value; later kinds are counted as `other`.
 pub const MAX_EVENT_KINDS: usize = 32;
@@ -383,9 +383,7 @@ mod tests {
         m.arrival_dropped(DropReason::NothingToPresent);
         let text = m.encode_text();
         assert!(text.contains(r#"fleetsim_arrivals_dropped_total{reason="queue_full"} 2"#));
-        assert!(
-            text.contains(r#"fleetsim_arrivals_dropped_total{reason="nothing_to_present"} 1"#)
-        );
+        assert!(text.contains(r#"fleetsim_arrivals_dropped_total{reason="nothing_to_present"} 1"#));
         assert!(text.contains(r#"fleetsim_arrivals_dropped_total{reason="max_in_flight"} 0"#));
         assert!(text.contains("fleetsim_arrivals_total 3"));
     }

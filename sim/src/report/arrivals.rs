@@ -340,7 +340,10 @@ mod tests {
             10.0,
             20.0,
         );
-        assert_eq!((r.offered, r.served, r.skipped, r.dropped), (110, 80, 10, 15));
+        assert_eq!(
+            (r.offered, r.served, r.skipped, r.dropped),
+            (110, 80, 10, 15)
+        );
         assert_eq!(r.queued_at_end, 5);
         assert_eq!(r.offered_per_s, 11.0);
         assert_eq!(r.served_per_s, 4.0);
@@ -355,7 +358,10 @@ mod tests {
     #[test]
     fn merging_sums_per_action() {
         let a = ArrivalsReport::of(
-            BTreeMap::from([("card".to_string(), action(4, 3, &[(DropReason::QueueFull, 1)], 0))]),
+            BTreeMap::from([(
+                "card".to_string(),
+                action(4, 3, &[(DropReason::QueueFull, 1)], 0),
+            )]),
             2.0,
             3.0,
         );
@@ -365,9 +371,15 @@ mod tests {
             3.0,
         );
         let m = ArrivalsReport::merged([&a, &b], 3.0);
-        assert_eq!(m.actions["card"], action(10, 9, &[(DropReason::QueueFull, 1)], 0));
+        assert_eq!(
+            m.actions["card"],
+            action(10, 9, &[(DropReason::QueueFull, 1)], 0)
+        );
         assert_eq!(m.offered_per_s, 5.0);
         assert_eq!(m.served_per_s, 3.0);
-        assert_eq!(ArrivalsReport::of(BTreeMap::new(), 0.0, 0.0).dropped_rate, 0.0);
+        assert_eq!(
+            ArrivalsReport::of(BTreeMap::new(), 0.0, 0.0).dropped_rate,
+            0.0
+        );
     }
 }

@@ -39,8 +39,12 @@ pub fn render_html(r: &RunReport) -> String {
     let verdict = match (r.passed, r.partial.is_some()) {
         (true, false) => r#"<span class="badge pass">PASSED</span>"#,
         (false, false) => r#"<span class="badge fail">FAILED</span>"#,
-        (true, true) => r#"<span class="badge pass">PASSED</span> <span class="badge fail">PARTIAL</span>"#,
-        (false, true) => r#"<span class="badge fail">FAILED</span> <span class="badge fail">PARTIAL</span>"#,
+        (true, true) => {
+            r#"<span class="badge pass">PASSED</span> <span class="badge fail">PARTIAL</span>"#
+        }
+        (false, true) => {
+            r#"<span class="badge fail">FAILED</span> <span class="badge fail">PARTIAL</span>"#
+        }
     };
     let _ = write!(
         h,

@@ -39,11 +39,11 @@ use super::{RunError, RunOptions};
 use crate::clock::{stream_rng, SimClock};
 use crate::devices::fleet::{Fleet, FleetSpec, Placement};
 use crate::devices::{DeviceError, DeviceOutcome, DeviceParams, Present};
-use crate::report::{ActionArrivals, DropReason};
 use crate::metrics::{
     DecisionClass, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot,
     Timings, Verdict,
 };
+use crate::report::{ActionArrivals, DropReason};
 use crate::scenario::{Action, Load, Scenario, Transport as Kind};
 use crate::transport::relay::Relay;
 use crate::transport::{
@@ -916,11 +916,14 @@ fn guest_tries(ctx: &Rc<Ctx>, p: &StayPlan, action: &'static str, intended: Inst
     // A Bluetooth lock decides from its code cache, which holds the stay's
     // check-in and check-out (sync's `valid`), so it is tried too.
     let Some(device) = takers(door, TruthKind::Pin).first().copied() else {
-        sh.arrivals
-            .dropped(action, DropReason::NothingToPresent);
+        sh.arrivals.dropped(action, DropReason::NothingToPresent);
         return;
     };
-    if sh.queues.get(&device).is_some_and(|q| q.len() >= MAX_DEVICE_QUEUE) {
+    if sh
+        .queues
+        .get(&device)
+        .is_some_and(|q| q.len() >= MAX_DEVICE_QUEUE)
+    {
         sh.arrivals.dropped(action, DropReason::QueueFull);
         return;
     }
@@ -1296,7 +1299,10 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
         .filter(|i| !takers(&ctx.doors[*i], kind).is_empty())
         .collect();
     let drop_for = |ctx: &Ctx, why: DropReason| {
-        ctx.shared.borrow_mut().arrivals.dropped(action.as_str(), why);
+        ctx.shared
+            .borrow_mut()
+            .arrivals
+            .dropped(action.as_str(), why);
         None
     };
     let skip = |ctx: &Ctx| drop_for(ctx, DropReason::NothingToPresent);

@@ -171,11 +171,7 @@ pub fn finish(s: &Scenario, opts: &RunOptions, m: Measured) -> Result<RunOutcome
         .filter(|(_, a)| a.ran > 0)
         .map(|(k, a)| (k.clone(), a.ran))
         .collect();
-    r.arrivals = ArrivalsReport::of(
-        m.arrivals,
-        s.total_duration().as_secs_f64(),
-        r.duration_s,
-    );
+    r.arrivals = ArrivalsReport::of(m.arrivals, s.total_duration().as_secs_f64(), r.duration_s);
     let extra = OracleFile {
         oracle: m.oracle,
         actions,
@@ -273,11 +269,7 @@ pub fn summary(r: &RunReport, o: &OracleFile) -> String {
     if let Some(p) = &r.partial {
         let _ = writeln!(s, "PARTIAL verdict (--allow-partial): {p}");
     }
-    let _ = writeln!(
-        s,
-        "throughput: {:.1} checks/s",
-        r.throughput.checks_per_s
-    );
+    let _ = writeln!(s, "throughput: {:.1} checks/s", r.throughput.checks_per_s);
     r.arrivals.summary_lines(&mut s, r.arrivals_behind_schedule);
     let h = &r.health;
     if !h.code_sync.is_empty() {
@@ -403,7 +395,12 @@ pub fn check_set(reports: &[(PathBuf, RunReport)]) -> Result<Option<String>, Vec
         return Ok(None);
     };
     let missing: Vec<String> = (0..n)
-        .filter(|i| !seen.contains_key(&Some(ShardId { index: *i, count: n })))
+        .filter(|i| {
+            !seen.contains_key(&Some(ShardId {
+                index: *i,
+                count: n,
+            }))
+        })
         .map(|i| format!("{i}/{n}"))
         .collect();
     Ok((!missing.is_empty()).then(|| {

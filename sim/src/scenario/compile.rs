@@ -55,8 +55,10 @@ struct Cx<'a> {
 impl Cx<'_> {
     fn warn(&mut self, span: Range<usize>, path: &str, msg: String, hint: &str) {
         let hint = (!hint.is_empty()).then(|| hint.to_string());
-        self.warnings
-            .push(self.map.problem(ProblemKind::NeverRuns, span, path, msg, hint));
+        self.warnings.push(
+            self.map
+                .problem(ProblemKind::NeverRuns, span, path, msg, hint),
+        );
     }
 
     fn push(&mut self, kind: ProblemKind, span: Range<usize>, path: &str, msg: String, hint: &str) {
