@@ -1,10 +1,11 @@
 //! `reference-server`: the reference access engine as a standalone server.
 //! A thin binary: flags in, `server::run` out.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use reference_server::gateway::{self, BrokerChoice, BrokerUrl};
 use reference_server::limits::DeviceLimits;
 use reference_server::server::{self, Config};
@@ -43,36 +44,56 @@ struct Args {
     /// and counted.
     #[arg(long, default_value_t = DeviceLimits::default().in_flight)]
     device_in_flight: u32,
+    /// Log lines on stderr: `text` (coloured only on a terminal) or `json`
+    /// (one object a line, for log shippers). `RUST_LOG` sets the levels.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr. No escape codes unless stderr is a terminal: a file or
+/// a log collector gets plain text.
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,actix_server=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM. SIGTERM is caught from the call on, so
+/// one that comes during start-up still stops the server cleanly.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler installs");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+        #[cfg(not(unix))]
         let _ = ctrl_c.await;
+        tracing::info!("shutting down");
     }
-    eprintln!("shutting down");
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,actix_server=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    init_logs(args.log_format);
+    let stop = shutdown_signal();
     let mut config = Config {
         data_dir: args.data_dir,
         http: args.http,
@@ -89,7 +110,8 @@ async fn main() -> anyhow::Result<()> {
         ..DeviceLimits::default()
     };
     limits.validate()?;
-    let server = server::run(config, shutdown_signal()).await?;
+    // Stopped below, once the signal came (caught from the start on).
+    let server = server::run(config, std::future::pending()).await?;
     let choice = match args.broker {
         Some(url) => BrokerChoice::External(url),
         None => BrokerChoice::Embedded {
@@ -101,6 +123,9 @@ async fn main() -> anyhow::Result<()> {
     let mqtt = gateway::serve_with_limits(server.service.clone(), choice, limits, |_| {}).await?;
     println!("listening on {}", server.url());
     println!("devices connect to {}", mqtt.device_url);
-    server.wait().await;
+    stop.await;
+    // Drain HTTP and commit the store; the gateway's connection ends with
+    // the process.
+    server.stop().await;
     Ok(())
 }

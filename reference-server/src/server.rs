@@ -1,5 +1,6 @@
-//! Starting and stopping the whole server: open the data directory, bind
-//! the HTTP listener (port 0 allowed), serve until `shutdown` resolves, then
+//! Starting and stopping the whole server: bind the HTTP listener (port 0
+//! allowed) first, so a taken port ends the start at once, before a long
+//! replay; open the data directory; serve until `shutdown` resolves, then
 //! drain requests and commit the store. The binary and the tests both call
 //! `run`.
 
@@ -35,15 +36,32 @@ impl Default for Config {
     }
 }
 
+/// Pending connections the HTTP listener queues (actix-web's default).
+const HTTP_BACKLOG: u32 = 2_048;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("data directory: {0}")]
     Store(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen for HTTP on {addr}: {source} (is another server running? choose another address with --http)")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Binds the HTTP listener. SO_REUSEADDR, as actix-web sets it: a restart
+/// must not fail on the previous run's connections lingering in
+/// TIME_WAIT. (It does not let two servers share a port.)
+fn bind_http(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(HTTP_BACKLOG)?.into_std()
 }
 
 /// A running server.
@@ -80,6 +98,12 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Server, StartError> {
+    let bind_error = |source| StartError::Bind {
+        addr: config.http,
+        source,
+    };
+    let listener = bind_http(config.http).map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
     let dir = config.data_dir.clone();
     let clock = config.clock.clone();
     let service = tokio::task::spawn_blocking(move || Service::open(&dir, clock))
@@ -91,12 +115,8 @@ pub async fn run(
         .workers(config.http_workers.max(1))
         .disable_signals()
         .shutdown_timeout(10)
-        .bind(config.http)
-        .map_err(|source| StartError::Bind {
-            addr: config.http,
-            source,
-        })?;
-    let addr = *http.addrs().first().expect("bound to one address");
+        .listen(listener)
+        .map_err(bind_error)?;
     let http = http.run();
     let handle = http.handle();
     let stopper = handle.clone();

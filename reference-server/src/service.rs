@@ -161,14 +161,7 @@ fn load_or_create_key(dir: &Path) -> Result<TokenKey, StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut key = [0u8; 32];
             rand::rng().fill(&mut key);
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut f = opts.open(&path)?;
+            let mut f = crate::store::create_private_file(&path, true)?;
             f.write_all(&key)?;
             f.sync_all()?;
             Ok(TokenKey::from_bytes(key))
@@ -182,10 +175,19 @@ impl Service {
     /// command log into a fresh engine, restores tokens, secrets and health.
     pub fn open(data_dir: &Path, clock: Clock) -> Result<Service, StoreError> {
         let metrics = Arc::new(Metrics::new());
-        std::fs::create_dir_all(data_dir)?;
+        crate::store::create_private_dir(data_dir)?;
         let token_key = load_or_create_key(data_dir)?;
         let keep_since = clock.now() - jiff::SignedDuration::from_hours(24 * STATUS_RETENTION_DAYS);
         let (store, loaded) = Store::open(data_dir, metrics.clone(), keep_since)?;
+        // The store holds codes in plaintext: say so when others can read it.
+        for (path, mode) in crate::store::loose_permissions(data_dir)? {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "other users can access the store, which holds codes in plaintext; \
+                 chmod 700 the data directory and 600 its files"
+            );
+        }
         let mut engine = Engine::new(EngineConfig {
             token_key,
             // Generated PINs are logged resolved, so replay does not draw:
@@ -535,13 +537,7 @@ impl Service {
             return Err(ServiceError::AlreadyBootstrapped);
         }
         // Check the organization's name before making the user.
-        if organization.trim().is_empty() || organization.len() > engine::MAX_NAME_LEN {
-            return Err(EngineError::Invalid {
-                field: "organization",
-                rule: format!("must be 1 to {} bytes", engine::MAX_NAME_LEN),
-            }
-            .into());
-        }
+        engine::check_name("organization", &organization)?;
         let (user, token) = self.create_user(name, email).await?;
         let applied = self
             .apply(

@@ -1097,11 +1097,14 @@ fn roles_gate_every_change() {
         forbidden(w.e.apply(&Actor::User(door_admin), issue_on(bd, g), now)),
         "door admin elsewhere"
     );
-    assert!(forbidden(w.e.apply(
-        &Actor::User(stranger),
-        issue_on(ud, g),
-        now
-    )));
+    // No role in the organization: its ids are unknown ids to a stranger.
+    assert_eq!(
+        w.e.apply(&Actor::User(stranger), issue_on(ud, g), now),
+        Err(EngineError::NotFound {
+            kind: "holder",
+            id: g.0
+        })
+    );
     let site_cmd = Command::CreateSite {
         org,
         name: "B".into(),
@@ -1373,5 +1376,612 @@ proptest! {
             attempts.min(max_uses)
         };
         prop_assert_eq!(granted.load(Ordering::Relaxed), allowed);
+    }
+}
+
+/// A second organization with its own site, building, floor, unit, door,
+/// lock, holder, stay and code, owned by a user of its own.
+struct Elsewhere {
+    owner: UserId,
+    site: SiteId,
+    floor: FloorId,
+    unit: UnitId,
+    door: DoorId,
+    lock: DeviceId,
+    holder: HolderId,
+    stay: StayId,
+    code: CredentialId,
+}
+
+fn elsewhere(w: &mut World) -> Elsewhere {
+    let now = t0();
+    let e = &mut w.e;
+    let owner = id!(
+        out(e.apply(
+            &SYS,
+            Command::CreateUser {
+                name: "Bea".into(),
+                email: "b@example.com".into()
+            },
+            now
+        )),
+        User
+    );
+    let org = id!(
+        out(e.apply(
+            &SYS,
+            Command::CreateOrganization {
+                name: "Elsewhere".into(),
+                description: String::new(),
+                owner,
+                personal: false
+            },
+            now
+        )),
+        Organization
+    );
+    let mut made = |cmd| out(e.apply(&SYS, cmd, now));
+    let site = id!(
+        made(Command::CreateSite {
+            org,
+            name: "B".into(),
+            time_zone: "UTC".into(),
+            settings: SiteSettings::default()
+        }),
+        Site
+    );
+    let building = id!(
+        made(Command::CreateBuilding {
+            site,
+            name: "B".into()
+        }),
+        Building
+    );
+    let floor = id!(
+        made(Command::CreateFloor {
+            building,
+            number: 9
+        }),
+        Floor
+    );
+    let unit = id!(
+        made(Command::CreateUnit {
+            floor,
+            name: "9A".into()
+        }),
+        Unit
+    );
+    let door = id!(
+        made(Command::CreateDoor {
+            site,
+            name: "B door".into(),
+            common_area: false,
+            unit: Some(unit),
+            lift_floors: vec![floor]
+        }),
+        Door
+    );
+    let lock = id!(
+        made(Command::CreateDevice {
+            door,
+            kind: DeviceKind::Lock,
+            connectivity: Connectivity::Wifi,
+            name: "B lock".into(),
+            location: String::new(),
+            linked_to: None,
+            code_slots: 10
+        }),
+        Device
+    );
+    let holder = id!(
+        made(Command::CreateHolder {
+            org,
+            name: "B guest".into(),
+            kind: HolderKind::Guest,
+            user: None,
+            floors: FloorScope::Any
+        }),
+        Holder
+    );
+    let stay = id!(
+        made(Command::CreateStay {
+            holder,
+            check_in_at: now,
+            check_out_at: now + hours(24)
+        }),
+        Stay
+    );
+    let code = id!(
+        made(Command::IssueCredential(Issue {
+            holder,
+            name: "B code".into(),
+            secret: SecretSpec::Qr,
+            schedule: Schedule::Permanent,
+            doors: vec![door],
+            include_common_areas: false,
+            floors: FloorScope::Any
+        })),
+        Credential
+    );
+    Elsewhere {
+        owner,
+        site,
+        floor,
+        unit,
+        door,
+        lock,
+        holder,
+        stay,
+        code,
+    }
+}
+
+/// Every id a command's body names must be of the command's organization:
+/// one of another organization is refused exactly as an unknown id is, for
+/// anyone (the system included), and nothing changes.
+#[test]
+fn ids_of_another_organization_in_a_body_answer_as_unknown_ones() {
+    let mut w = World::new();
+    let b = elsewhere(&mut w);
+    let now = t0();
+    const UNKNOWN: u32 = 99_999;
+    let (org, site, door) = (w.org, w.site, w.unit_door);
+    let (guest, lock) = (w.guest, w.lock);
+    // (what, the command naming `x`, the other organization's id)
+    type Make = Box<dyn Fn(u32) -> Command>;
+    let issue = move |doors: Vec<DoorId>, schedule: Schedule, floors: FloorScope| {
+        Command::IssueCredential(Issue {
+            holder: guest,
+            name: "x".into(),
+            secret: SecretSpec::Qr,
+            schedule,
+            doors,
+            include_common_areas: false,
+            floors,
+        })
+    };
+    let cases: Vec<(&str, Make, u32)> = vec![
+        (
+            "door admin's doors",
+            Box::new(move |x| Command::SetMember {
+                org,
+                user: UserId(0),
+                role: Role::DoorAdmin {
+                    doors: vec![DoorId(x)],
+                },
+            }),
+            b.door.0,
+        ),
+        (
+            "door's unit",
+            Box::new(move |x| Command::CreateDoor {
+                site,
+                name: "d".into(),
+                common_area: false,
+                unit: Some(UnitId(x)),
+                lift_floors: vec![],
+            }),
+            b.unit.0,
+        ),
+        (
+            "door's lift floors",
+            Box::new(move |x| Command::CreateDoor {
+                site,
+                name: "d".into(),
+                common_area: false,
+                unit: None,
+                lift_floors: vec![FloorId(x)],
+            }),
+            b.floor.0,
+        ),
+        (
+            "device's lock",
+            Box::new(move |x| Command::CreateDevice {
+                door,
+                kind: DeviceKind::Keypad,
+                connectivity: Connectivity::Wifi,
+                name: "k".into(),
+                location: String::new(),
+                linked_to: Some(DeviceId(x)),
+                code_slots: 10,
+            }),
+            b.lock.0,
+        ),
+        (
+            "holder's floors",
+            Box::new(move |x| Command::CreateHolder {
+                org,
+                name: "h".into(),
+                kind: HolderKind::Member,
+                user: None,
+                floors: FloorScope::Only(vec![FloorId(x)]),
+            }),
+            b.floor.0,
+        ),
+        (
+            "holder followed",
+            Box::new(move |x| Command::CreateHolder {
+                org,
+                name: "h".into(),
+                kind: HolderKind::Member,
+                user: None,
+                floors: FloorScope::FollowHolder(HolderId(x)),
+            }),
+            b.holder.0,
+        ),
+        (
+            "code's doors",
+            Box::new(move |x| issue(vec![DoorId(x)], Schedule::Permanent, FloorScope::Any)),
+            b.door.0,
+        ),
+        (
+            "code's stay",
+            Box::new(move |x| {
+                issue(
+                    vec![door],
+                    Schedule::Stay { stay: StayId(x) },
+                    FloorScope::Any,
+                )
+            }),
+            b.stay.0,
+        ),
+        (
+            "code's floors",
+            Box::new(move |x| {
+                issue(
+                    vec![door],
+                    Schedule::Permanent,
+                    FloorScope::Only(vec![FloorId(x)]),
+                )
+            }),
+            b.floor.0,
+        ),
+        (
+            "fallback code's holder",
+            Box::new(move |x| Command::AssignFallback {
+                device: lock,
+                holder: HolderId(x),
+                name: "f".into(),
+                schedule: Schedule::Permanent,
+            }),
+            b.holder.0,
+        ),
+    ];
+    let owner = Actor::User(w.owner);
+    for (what, make, theirs) in &cases {
+        for actor in [SYS, owner] {
+            let credentials = w.e.credentials().len();
+            let got = w.e.apply(&actor, make(*theirs), now);
+            let unknown = w.e.apply(&actor, make(UNKNOWN), now);
+            let (
+                Err(EngineError::NotFound { kind, .. }),
+                Err(EngineError::NotFound { kind: k2, .. }),
+            ) = (&got, &unknown)
+            else {
+                panic!("{what} as {actor:?}: {got:?} / {unknown:?}");
+            };
+            assert_eq!(kind, k2, "{what}");
+            assert_eq!(w.e.credentials().len(), credentials, "{what}: nothing made");
+        }
+    }
+    // The ids a command is about: another organization's are unknown ids
+    // to a user without a role there, and a forbidden action to one with.
+    let cases: Vec<(Command, Ref)> = vec![
+        (
+            Command::RevokeCredential { credential: b.code },
+            Ref::Credential(b.code),
+        ),
+        (Command::CheckIn { stay: b.stay }, Ref::Stay(b.stay)),
+        (
+            Command::CreateBuilding {
+                site: b.site,
+                name: "x".into(),
+            },
+            Ref::Site(b.site),
+        ),
+    ];
+    for (cmd, r) in cases {
+        assert_eq!(
+            w.e.apply(&owner, cmd.clone(), now),
+            Err(EngineError::NotFound {
+                kind: r.kind(),
+                id: r.id()
+            }),
+            "{cmd:?}"
+        );
+        assert_eq!(
+            w.e.resolve(&owner, r),
+            Err(EngineError::NotFound {
+                kind: r.kind(),
+                id: r.id()
+            })
+        );
+        assert_eq!(w.e.resolve(&Actor::User(b.owner), r), w.e.org_of(r));
+    }
+    // A door phone of the first organization asked for the other's floor:
+    // a floor it does not serve, as an unknown floor would be.
+    let (_, pin) = w.pin("4829", Schedule::Permanent);
+    for floor in [b.floor, FloorId(UNKNOWN)] {
+        let d = w.e.validate(
+            &Check {
+                device: w.keypad,
+                presented: Presented::Pin(pin),
+                floor: Some(floor),
+            },
+            now,
+        );
+        assert_eq!(reason(d), Some(DenyReason::FloorNotAllowed));
+    }
+    // A sync ack naming a code of another organization: unknown.
+    let ack = |c| Command::SyncAck {
+        device: lock,
+        results: vec![SyncResult {
+            credential: c,
+            failure: None,
+        }],
+    };
+    assert_eq!(
+        w.e.apply(&SYS, ack(b.code), now),
+        Err(EngineError::NotFound {
+            kind: "credential",
+            id: b.code.0
+        })
+    );
+    assert_eq!(
+        w.e.apply(&SYS, ack(CredentialId(UNKNOWN)), now),
+        Err(EngineError::NotFound {
+            kind: "credential",
+            id: UNKNOWN
+        })
+    );
+}
+
+/// Same-organization references must also be of the door's own site.
+#[test]
+fn a_doors_unit_and_lift_floors_are_on_its_site() {
+    let mut w = World::new();
+    let now = t0();
+    let org = w.org;
+    let other = id!(
+        out(w.e.apply(
+            &SYS,
+            Command::CreateSite {
+                org,
+                name: "Annex".into(),
+                time_zone: "UTC".into(),
+                settings: SiteSettings::default()
+            },
+            now
+        )),
+        Site
+    );
+    let door = |unit, lift_floors| Command::CreateDoor {
+        site: other,
+        name: "Annex door".into(),
+        common_area: false,
+        unit,
+        lift_floors,
+    };
+    let unit = match w.e.doors()[w.unit_door.index()].unit {
+        Some(u) => u,
+        None => panic!("the unit door has a unit"),
+    };
+    let err = w.e.apply(&SYS, door(Some(unit), vec![]), now).unwrap_err();
+    assert_eq!(err.field(), "unit", "{err}");
+    let err =
+        w.e.apply(&SYS, door(None, vec![w.floor_2]), now)
+            .unwrap_err();
+    assert_eq!(err.field(), "lift_floors", "{err}");
+}
+
+/// seeds/003: guest codes (permanent, temporary, recurring, delivery) are
+/// randomly generated and not customizable. A custom or typed-in PIN for a
+/// guest, courier or visitor is refused naming the rule; members keep
+/// custom PINs; a guest's code can be changed to another generated one.
+#[test]
+fn guests_codes_are_generated_never_custom() {
+    let mut w = World::new();
+    let now = t0();
+    let org = w.org;
+    let mut holder = |kind| {
+        id!(
+            out(w.e.apply(
+                &SYS,
+                Command::CreateHolder {
+                    org,
+                    name: format!("{kind:?}"),
+                    kind,
+                    user: None,
+                    floors: FloorScope::Any
+                },
+                now
+            )),
+            Holder
+        )
+    };
+    let holders = [
+        holder(HolderKind::Guest),
+        holder(HolderKind::Courier),
+        holder(HolderKind::Visitor),
+    ];
+    let schedules = [
+        Schedule::Permanent,
+        Schedule::Temporary {
+            start: now,
+            end: now + hours(2),
+        },
+        Schedule::Delivery {
+            start: now,
+            end: now + hours(2),
+            max_uses: Some(3),
+        },
+    ];
+    let issue = |holder, pin, schedule: &Schedule| {
+        Command::IssueCredential(Issue {
+            holder,
+            name: "c".into(),
+            secret: SecretSpec::Pin { pin },
+            schedule: schedule.clone(),
+            doors: vec![w.unit_door],
+            include_common_areas: false,
+            floors: FloorScope::Any,
+        })
+    };
+    for h in holders {
+        for sch in &schedules {
+            for typed in [
+                PinSpec::Custom("4829".into()),
+                PinSpec::Manual("4829".into()),
+            ] {
+                for actor in [SYS, Actor::User(w.owner)] {
+                    let err = w.e.apply(&actor, issue(h, typed.clone(), sch), now);
+                    assert_eq!(
+                        err.map(|_| ()),
+                        Err(EngineError::Pin(PinRuleError::GuestCodeGenerated)),
+                        "{h} {sch:?} {typed:?}"
+                    );
+                }
+            }
+        }
+    }
+    let guest = holders[0];
+    let code = id!(
+        out(w.e.apply(
+            &SYS,
+            issue(guest, PinSpec::Generate { digits: 4 }, &Schedule::Permanent),
+            now
+        )),
+        Credential
+    );
+    let change = |pin| Command::ChangePin {
+        credential: code,
+        pin,
+    };
+    assert_eq!(
+        w.e.apply(&SYS, change(PinSpec::Custom("4829".into())), now)
+            .map(|_| ()),
+        Err(EngineError::Pin(PinRuleError::GuestCodeGenerated))
+    );
+    w.e.apply(&SYS, change(PinSpec::Generate { digits: 6 }), now)
+        .expect("a generated replacement");
+    // A member's custom PIN stands.
+    let resident = w.resident;
+    w.e.apply(
+        &SYS,
+        issue(
+            resident,
+            PinSpec::Custom("4829".into()),
+            &Schedule::Permanent,
+        ),
+        now,
+    )
+    .expect("members pick their own");
+    assert!(PinRuleError::GuestCodeGenerated
+        .to_string()
+        .contains("generated"));
+}
+
+/// Control characters (C0 with NUL, DEL, C1) and bidirectional overrides
+/// or isolates are refused in every name-like field, naming it; the text
+/// never appears in the error. Ordinary Unicode names pass.
+#[test]
+fn names_refuse_control_characters_and_bidi_overrides() {
+    let mut w = World::new();
+    let now = t0();
+    let (org, site, door, lock) = (w.org, w.site, w.unit_door, w.lock);
+    let bad = [
+        '\0', '\u{7}', '\n', '\u{1b}', '\u{7f}', '\u{85}', '\u{9f}', '\u{202a}', '\u{202e}',
+        '\u{2066}', '\u{2069}',
+    ];
+    type Make = Box<dyn Fn(String) -> Command>;
+    let cases: Vec<(&str, Make)> = vec![
+        (
+            "name",
+            Box::new(|x| Command::CreateUser {
+                name: x,
+                email: "a@example.com".into(),
+            }),
+        ),
+        (
+            "email",
+            Box::new(|x| Command::CreateUser {
+                name: "A".into(),
+                email: format!("a{x}@example.com"),
+            }),
+        ),
+        (
+            "description",
+            Box::new(move |x| Command::UpdateOrganization {
+                org,
+                name: "Maple".into(),
+                description: x,
+            }),
+        ),
+        (
+            "name",
+            Box::new(move |x| Command::CreateSite {
+                org,
+                name: x,
+                time_zone: "UTC".into(),
+                settings: SiteSettings::default(),
+            }),
+        ),
+        (
+            "name",
+            Box::new(move |x| Command::CreateBuilding { site, name: x }),
+        ),
+        (
+            "name",
+            Box::new(move |x| Command::CreateDoor {
+                site,
+                name: x,
+                common_area: false,
+                unit: None,
+                lift_floors: vec![],
+            }),
+        ),
+        (
+            "location",
+            Box::new(move |x| Command::CreateDevice {
+                door,
+                kind: DeviceKind::DoorSensor,
+                connectivity: Connectivity::Wifi,
+                name: "s".into(),
+                location: x,
+                linked_to: None,
+                code_slots: 0,
+            }),
+        ),
+        (
+            "listing",
+            Box::new(move |x| Command::LinkListing {
+                device: lock,
+                listing: x,
+            }),
+        ),
+        (
+            "name",
+            Box::new(move |x| Command::CreateHolder {
+                org,
+                name: x,
+                kind: HolderKind::Member,
+                user: None,
+                floors: FloorScope::Any,
+            }),
+        ),
+    ];
+    for (field, make) in &cases {
+        for c in bad {
+            let text = format!("Mallory{c}Admin");
+            let err = w.e.apply(&SYS, make(text.clone()), now).unwrap_err();
+            assert_eq!(err.field(), *field, "U+{:04X}: {err}", u32::from(c));
+            let msg = err.to_string();
+            assert!(
+                msg.contains("control characters") && !msg.contains("Mallory"),
+                "{msg}"
+            );
+        }
+        w.e.apply(&SYS, make("Müller · Café 北 — 3A".into()), now)
+            .unwrap_or_else(|e| panic!("{field}: {e}"));
     }
 }

@@ -731,6 +731,7 @@ fn allowed(scope: Scope, who: Who) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_matrix() {
+    const U: u64 = 999_999;
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), Clock::manual(ts(T0))).await;
     let api = Api::new(server.url());
@@ -820,12 +821,24 @@ async fn authorization_matrix() {
     for case in cases {
         for who in EVERYONE {
             // Fresh targets for each call, made by the owner.
-            let (method, path, body, scope): (&str, String, Option<Value>, Scope) = match case {
+            // With the same request naming an unknown id where it names one
+            // of organization 0 (None: it names none).
+            let (method, path, body, scope, unknown): (
+                &str,
+                String,
+                Option<Value>,
+                Scope,
+                Option<(String, Option<Value>)>,
+            ) = match case {
                 "rename_org" => (
                     "PATCH",
                     "/v1/organizations/0".into(),
                     Some(json!({"name": "Acme"})),
                     Scope::Org,
+                    Some((
+                        format!("/v1/organizations/{U}"),
+                        Some(json!({"name": "Acme"})),
+                    )),
                 ),
                 "set_member" | "remove_member" => {
                     let u = id(
@@ -844,6 +857,10 @@ async fn authorization_matrix() {
                             format!("/v1/organizations/0/members/{u}"),
                             Some(json!({"role": "admin"})),
                             Scope::Org,
+                            Some((
+                                format!("/v1/organizations/{U}/members/{u}"),
+                                Some(json!({"role": "admin"})),
+                            )),
                         )
                     } else {
                         api.ok(
@@ -858,6 +875,7 @@ async fn authorization_matrix() {
                             format!("/v1/organizations/0/members/{u}"),
                             None,
                             Scope::Org,
+                            Some((format!("/v1/organizations/{U}/members/{u}"), None)),
                         )
                     }
                 }
@@ -866,48 +884,74 @@ async fn authorization_matrix() {
                     "/v1/organizations/0/sites".into(),
                     Some(json!({"name": "S", "time_zone": "UTC"})),
                     Scope::Org,
+                    Some((
+                        format!("/v1/organizations/{U}/sites"),
+                        Some(json!({"name": "S", "time_zone": "UTC"})),
+                    )),
                 ),
                 "site_settings" => (
                     "PUT",
                     format!("/v1/sites/{}/settings", w.site),
                     Some(json!({"six_digit_pins": true, "custom_pins": true})),
                     Scope::Org,
+                    Some((
+                        format!("/v1/sites/{U}/settings"),
+                        Some(json!({"six_digit_pins": true, "custom_pins": true})),
+                    )),
                 ),
                 "create_building" => (
                     "POST",
                     format!("/v1/sites/{}/buildings", w.site),
                     Some(json!({"name": "B"})),
                     Scope::Org,
+                    Some((
+                        format!("/v1/sites/{U}/buildings"),
+                        Some(json!({"name": "B"})),
+                    )),
                 ),
                 "create_floor" => (
                     "POST",
                     "/v1/buildings/0/floors".into(),
                     Some(json!({"number": 1})),
                     Scope::Org,
+                    Some((
+                        format!("/v1/buildings/{U}/floors"),
+                        Some(json!({"number": 1})),
+                    )),
                 ),
                 "create_unit" => (
                     "POST",
                     format!("/v1/floors/{}/units", w.floor),
                     Some(json!({"name": "U"})),
                     Scope::Org,
+                    Some((format!("/v1/floors/{U}/units"), Some(json!({"name": "U"})))),
                 ),
                 "create_door" => (
                     "POST",
                     format!("/v1/sites/{}/doors", w.site),
                     Some(json!({"name": "D"})),
                     Scope::Org,
+                    Some((format!("/v1/sites/{U}/doors"), Some(json!({"name": "D"})))),
                 ),
                 "create_device" => (
                     "POST",
                     format!("/v1/doors/{}/devices", w.door_a),
                     Some(json!({"kind": "door_sensor", "name": "S"})),
                     Scope::Org,
+                    Some((
+                        format!("/v1/doors/{U}/devices"),
+                        Some(json!({"kind": "door_sensor", "name": "S"})),
+                    )),
                 ),
                 "link_listing" => (
                     "POST",
                     format!("/v1/devices/{}/listings", w.lock_a),
                     Some(json!({"listing": "L"})),
                     Scope::Org,
+                    Some((
+                        format!("/v1/devices/{U}/listings"),
+                        Some(json!({"listing": "L"})),
+                    )),
                 ),
                 "unlink_listing" => {
                     listing_n += 1;
@@ -923,6 +967,7 @@ async fn authorization_matrix() {
                         format!("/v1/devices/{}/listings/L{listing_n}", w.lock_a),
                         None,
                         Scope::Org,
+                        Some((format!("/v1/devices/{U}/listings/L{listing_n}"), None)),
                     )
                 }
                 "guest_settings" => (
@@ -930,30 +975,44 @@ async fn authorization_matrix() {
                     format!("/v1/devices/{}/guest-settings", w.lock_a),
                     Some(json!({"guest_can_open_remotely": false})),
                     Scope::DoorA,
+                    Some((
+                        format!("/v1/devices/{U}/guest-settings"),
+                        Some(json!({"guest_can_open_remotely": false})),
+                    )),
                 ),
                 "fallback_pool" => (
                     "POST",
                     format!("/v1/devices/{}/fallback-pool", w.lock_a),
                     Some(json!({"pins": [{"type": "generate", "value": {"digits": 4}}]})),
                     Scope::DoorA,
+                    Some((
+                        format!("/v1/devices/{U}/fallback-pool"),
+                        Some(json!({"pins": [{"type": "generate", "value": {"digits": 4}}]})),
+                    )),
                 ),
                 "create_holder" => (
                     "POST",
                     "/v1/organizations/0/holders".into(),
                     Some(json!({"name": "H", "kind": "guest"})),
                     Scope::AccessOrg,
+                    Some((
+                        format!("/v1/organizations/{U}/holders"),
+                        Some(json!({"name": "H", "kind": "guest"})),
+                    )),
                 ),
                 "disable_holder" => (
                     "POST",
                     format!("/v1/holders/{guest}/disable"),
                     None,
                     Scope::AccessOrg,
+                    Some((format!("/v1/holders/{U}/disable"), None)),
                 ),
                 "enable_holder" => (
                     "POST",
                     format!("/v1/holders/{guest}/enable"),
                     None,
                     Scope::AccessOrg,
+                    Some((format!("/v1/holders/{U}/enable"), None)),
                 ),
                 "create_stay" => (
                     "POST",
@@ -962,29 +1021,39 @@ async fn authorization_matrix() {
                         json!({"check_in_at": "2026-04-01T15:00:00Z", "check_out_at": "2026-04-02T10:00:00Z"}),
                     ),
                     Scope::AccessOrg,
+                    Some((
+                        format!("/v1/holders/{U}/stays"),
+                        Some(
+                            json!({"check_in_at": "2026-04-01T15:00:00Z", "check_out_at": "2026-04-02T10:00:00Z"}),
+                        ),
+                    )),
                 ),
                 "check_in" | "check_out" => {
                     let s = id(&api.ok("POST", &format!("/v1/holders/{guest}/stays"), &t, Some(json!({"check_in_at": "2026-04-01T15:00:00Z", "check_out_at": "2026-04-02T10:00:00Z"}))).await, "stay");
+                    let verb = if case == "check_in" {
+                        "check-in"
+                    } else {
+                        "check-out"
+                    };
                     (
                         "POST",
-                        format!(
-                            "/v1/stays/{s}/{}",
-                            if case == "check_in" {
-                                "check-in"
-                            } else {
-                                "check-out"
-                            }
-                        ),
+                        format!("/v1/stays/{s}/{verb}"),
                         None,
                         Scope::AccessOrg,
+                        Some((format!("/v1/stays/{U}/{verb}"), None)),
                     )
                 }
-                "issue_a" => (
-                    "POST",
-                    "/v1/credentials".into(),
-                    Some(pin_issue(w.door_a)),
-                    Scope::DoorA,
-                ),
+                "issue_a" => {
+                    let mut unknown = pin_issue(w.door_a);
+                    unknown["holder"] = json!(U);
+                    (
+                        "POST",
+                        "/v1/credentials".into(),
+                        Some(pin_issue(w.door_a)),
+                        Scope::DoorA,
+                        Some(("/v1/credentials".into(), Some(unknown))),
+                    )
+                }
                 "reveal" | "disable_code" | "enable_code" | "delete_code" | "change_pin" => {
                     let c = id(
                         &api.ok("POST", "/v1/credentials", &t, Some(pin_issue(w.door_a)))
@@ -997,27 +1066,38 @@ async fn authorization_matrix() {
                             format!("/v1/credentials/{c}/reveal"),
                             None,
                             Scope::DoorA,
+                            Some((format!("/v1/credentials/{U}/reveal"), None)),
                         ),
                         "disable_code" => (
                             "POST",
                             format!("/v1/credentials/{c}/disable"),
                             None,
                             Scope::DoorA,
+                            Some((format!("/v1/credentials/{U}/disable"), None)),
                         ),
                         "enable_code" => (
                             "POST",
                             format!("/v1/credentials/{c}/enable"),
                             None,
                             Scope::DoorA,
+                            Some((format!("/v1/credentials/{U}/enable"), None)),
                         ),
-                        "delete_code" => {
-                            ("DELETE", format!("/v1/credentials/{c}"), None, Scope::DoorA)
-                        }
+                        "delete_code" => (
+                            "DELETE",
+                            format!("/v1/credentials/{c}"),
+                            None,
+                            Scope::DoorA,
+                            Some((format!("/v1/credentials/{U}"), None)),
+                        ),
                         _ => (
                             "PUT",
                             format!("/v1/credentials/{c}/pin"),
                             Some(json!({"pin": {"type": "generate", "value": {"digits": 4}}})),
                             Scope::DoorA,
+                            Some((
+                                format!("/v1/credentials/{U}/pin"),
+                                Some(json!({"pin": {"type": "generate", "value": {"digits": 4}}})),
+                            )),
                         ),
                     }
                 }
@@ -1026,18 +1106,21 @@ async fn authorization_matrix() {
                     format!("/v1/devices/{}/open", w.lock_a),
                     None,
                     Scope::DoorA,
+                    Some((format!("/v1/devices/{U}/open"), None)),
                 ),
                 "create_org" => (
                     "POST",
                     "/v1/organizations".into(),
                     Some(json!({"name": "Mine"})),
                     Scope::AnyUser,
+                    None,
                 ),
                 "create_user" => (
                     "POST",
                     "/v1/users".into(),
                     Some(json!({"name": "N", "email": "n@example.com"})),
                     Scope::AnyUser,
+                    None,
                 ),
                 // Reads: any member of the organization.
                 "read_codes" => (
@@ -1045,24 +1128,40 @@ async fn authorization_matrix() {
                     format!("/v1/devices/{}/codes", w.lock_a),
                     None,
                     Scope::AccessOrg,
+                    Some((format!("/v1/devices/{U}/codes"), None)),
                 ),
                 "read_activity" => (
                     "GET",
                     format!("/v1/devices/{}/activity", w.lock_a),
                     None,
                     Scope::AccessOrg,
+                    Some((format!("/v1/devices/{U}/activity"), None)),
                 ),
                 other => unreachable!("{other}"),
             };
             let member_read =
                 case.starts_with("read_") && matches!(who, Who::DoorAdminA | Who::DoorAdminB);
+            // No role in organization 0: its ids are unknown ids to them.
+            let outsider = matches!(who, Who::NoRole | Who::OtherOwner) && unknown.is_some();
             let want = match who {
                 Who::NoToken | Who::BadToken => 401,
                 _ if allowed(scope, who) || member_read => 200,
+                _ if outsider => 404,
                 _ => 403,
             };
             let token = tokens.get(&who).map(String::as_str);
-            let (status, body) = api.call(method, &path, token, body).await;
+            let (status, text) = api.text(method, &path, token, body).await;
+            if let (true, Some((path, body))) = (outsider, &unknown) {
+                // Byte for byte what an unknown id answers.
+                let none = api.text(method, path, token, body.clone()).await;
+                if (status, &text) != (none.0, &none.1) {
+                    failures.push(format!(
+                        "{case} as {who:?}: {status} {text} but an unknown id answers {} {}",
+                        none.0, none.1
+                    ));
+                }
+            }
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
             let got = if (200..300).contains(&status) {
                 200
             } else {
@@ -1082,6 +1181,8 @@ async fn authorization_matrix() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    cross_organization_ids_in_bodies_answer_as_unknown(&api, &w, &t, &tokens[&Who::OtherOwner])
+        .await;
     // A device speaks only for itself: phone B's secret cannot validate as phone A.
     let (s, _) = api
         .call(
@@ -1113,6 +1214,309 @@ async fn authorization_matrix() {
         .await;
     assert_eq!((s, e["field"].as_str()), (409, Some("bootstrap")));
     server.stop().await;
+}
+
+/// Ids of another organization inside bodies answer byte for byte what
+/// unknown ids answer, on every route that takes ids in its body, even for
+/// a caller who owns both organizations (a reference across organizations
+/// is never stored). `other` owns organization 1.
+async fn cross_organization_ids_in_bodies_answer_as_unknown(
+    api: &Api,
+    w: &World,
+    owner: &str,
+    other: &str,
+) {
+    const U: u64 = 999_999;
+    // Organization 1's places, a lock, a guest, a stay and a code.
+    let site = id(
+        &api.ok(
+            "POST",
+            "/v1/organizations/1/sites",
+            other,
+            Some(json!({"name": "B site", "time_zone": "UTC"})),
+        )
+        .await,
+        "site",
+    );
+    let building = id(
+        &api.ok(
+            "POST",
+            &format!("/v1/sites/{site}/buildings"),
+            other,
+            Some(json!({"name": "B"})),
+        )
+        .await,
+        "building",
+    );
+    let floor = id(
+        &api.ok(
+            "POST",
+            &format!("/v1/buildings/{building}/floors"),
+            other,
+            Some(json!({"number": 9})),
+        )
+        .await,
+        "floor",
+    );
+    let unit = id(
+        &api.ok(
+            "POST",
+            &format!("/v1/floors/{floor}/units"),
+            other,
+            Some(json!({"name": "9A"})),
+        )
+        .await,
+        "unit",
+    );
+    let door = id(
+        &api.ok(
+            "POST",
+            &format!("/v1/sites/{site}/doors"),
+            other,
+            Some(json!({"name": "B door", "unit": unit, "lift_floors": [floor]})),
+        )
+        .await,
+        "door",
+    );
+    let lock = id(
+        &api.ok(
+            "POST",
+            &format!("/v1/doors/{door}/devices"),
+            other,
+            Some(json!({"kind": "lock", "name": "B lock"})),
+        )
+        .await,
+        "device",
+    );
+    let guest = id(
+        &api.ok(
+            "POST",
+            "/v1/organizations/1/holders",
+            other,
+            Some(json!({"name": "B guest", "kind": "guest"})),
+        )
+        .await,
+        "holder",
+    );
+    let stay = id(&api.ok("POST", &format!("/v1/holders/{guest}/stays"), other, Some(json!({"check_in_at": "2026-04-01T15:00:00Z", "check_out_at": "2026-04-02T10:00:00Z"}))).await, "stay");
+    let code = id(&api.ok("POST", "/v1/credentials", other, Some(json!({"holder": guest, "name": "B code", "secret": {"kind": "pin", "pin": {"type": "generate", "value": {"digits": 4}}}, "schedule": {"type": "permanent"}, "doors": [door]}))).await, "credential");
+    // A user who owns both organizations.
+    let both = api
+        .ok(
+            "POST",
+            "/v1/users",
+            owner,
+            Some(json!({"name": "Both", "email": "both@example.com"})),
+        )
+        .await;
+    let (both_id, both) = (
+        id(&both, "user"),
+        both["token"].as_str().unwrap().to_string(),
+    );
+    for (t, org) in [(owner, 0), (other, 1)] {
+        api.ok(
+            "PUT",
+            &format!("/v1/organizations/{org}/members/{both_id}"),
+            t,
+            Some(json!({"role": "owner"})),
+        )
+        .await;
+    }
+    let member = id(
+        &api.ok(
+            "POST",
+            "/v1/users",
+            owner,
+            Some(json!({"name": "M", "email": "m@example.com"})),
+        )
+        .await,
+        "user",
+    );
+    let org0_guest = holder(api, owner, "A guest", "guest").await;
+    let issue = move |doors: Value, schedule: Value, floors: Value| json!({"holder": org0_guest, "name": "X", "secret": {"kind": "pin", "pin": {"type": "generate", "value": {"digits": 4}}}, "schedule": schedule, "doors": doors, "floors": floors});
+    let perm = json!({"type": "permanent"});
+    let any = json!({"type": "any"});
+    // The lock's pending version, for a sync ack that names a code.
+    let lock_a_secret = {
+        let made = api
+            .ok(
+                "POST",
+                &format!("/v1/doors/{}/devices", w.door_a),
+                owner,
+                Some(json!({"kind": "keypad", "name": "K2", "linked_to": w.lock_a})),
+            )
+            .await;
+        (
+            id(&made, "device"),
+            made["mqtt"]["password"].as_str().unwrap().to_string(),
+        )
+    };
+    let (keypad, keypad_secret) = lock_a_secret;
+    // A code that opens the lobby, so that only the floor decides there.
+    let resident = holder(api, owner, "Resident", "member").await;
+    let (_, lobby_pin) = pin_code(api, owner, resident, json!([w.door_b]), perm.clone()).await;
+    let (_, pending) = api
+        .call(
+            "GET",
+            &format!("/v1/devices/{keypad}/sync"),
+            Some(&keypad_secret),
+            None,
+        )
+        .await;
+    let version = pending["version"].as_u64().unwrap();
+    // (what, caller, method, path, body with `ID` where the id goes)
+    type Case<'a> = (&'a str, &'a str, &'a str, String, Box<dyn Fn(u64) -> Value>);
+    let cases: Vec<Case> = vec![
+        (
+            "a door admin's doors",
+            &both,
+            "PUT",
+            format!("/v1/organizations/0/members/{member}"),
+            Box::new(|x| json!({"role": "door_admin", "doors": [x]})),
+        ),
+        (
+            "a door's unit",
+            &both,
+            "POST",
+            format!("/v1/sites/{}/doors", w.site),
+            Box::new(|x| json!({"name": "D", "unit": x})),
+        ),
+        (
+            "a door's lift floors",
+            &both,
+            "POST",
+            format!("/v1/sites/{}/doors", w.site),
+            Box::new(|x| json!({"name": "D", "lift_floors": [x]})),
+        ),
+        (
+            "a device's lock",
+            &both,
+            "POST",
+            format!("/v1/doors/{}/devices", w.door_a),
+            Box::new(|x| json!({"kind": "keypad", "name": "K", "linked_to": x})),
+        ),
+        (
+            "a holder's floors",
+            &both,
+            "POST",
+            "/v1/organizations/0/holders".into(),
+            Box::new(
+                |x| json!({"name": "H", "kind": "member", "floors": {"type": "only", "floors": [x]}}),
+            ),
+        ),
+        (
+            "a holder followed",
+            &both,
+            "POST",
+            "/v1/organizations/0/holders".into(),
+            Box::new(
+                |x| json!({"name": "H", "kind": "member", "floors": {"type": "follow_holder", "floors": x}}),
+            ),
+        ),
+        (
+            "a code's doors",
+            &both,
+            "POST",
+            "/v1/credentials".into(),
+            Box::new({
+                let (i, p, a) = (issue.clone(), perm.clone(), any.clone());
+                move |x| i(json!([x]), p.clone(), a.clone())
+            }),
+        ),
+        (
+            "a code's stay",
+            &both,
+            "POST",
+            "/v1/credentials".into(),
+            Box::new({
+                let (i, a, d) = (issue.clone(), any.clone(), w.door_a);
+                move |x| i(json!([d]), json!({"type": "stay", "stay": x}), a.clone())
+            }),
+        ),
+        (
+            "a code's floors",
+            &both,
+            "POST",
+            "/v1/credentials".into(),
+            Box::new({
+                let (i, p, d) = (issue.clone(), perm.clone(), w.door_b);
+                move |x| {
+                    i(
+                        json!([d]),
+                        p.clone(),
+                        json!({"type": "only", "floors": [x]}),
+                    )
+                }
+            }),
+        ),
+        (
+            "a code's holder",
+            owner,
+            "POST",
+            "/v1/credentials".into(),
+            Box::new({
+                let (p, d) = (perm.clone(), w.door_a);
+                move |x| json!({"holder": x, "name": "X", "secret": {"kind": "qr"}, "schedule": p, "doors": [d]})
+            }),
+        ),
+        (
+            "a floor at a door phone",
+            &w.phone_b_secret,
+            "POST",
+            format!("/v1/devices/{}/validate", w.phone_b),
+            Box::new(
+                move |x| json!({"id": 7, "credential": {"type": "pin", "value": lobby_pin}, "floor": x}),
+            ),
+        ),
+        (
+            "a code in a sync ack",
+            &keypad_secret,
+            "POST",
+            format!("/v1/devices/{keypad}/sync"),
+            Box::new(move |x| json!({"version": version, "results": [{"credential": x}]})),
+        ),
+    ];
+    let theirs = [
+        ("a door admin's doors", door),
+        ("a door's unit", unit),
+        ("a door's lift floors", floor),
+        ("a device's lock", lock),
+        ("a holder's floors", floor),
+        ("a holder followed", guest),
+        ("a code's doors", door),
+        ("a code's stay", stay),
+        ("a code's floors", floor),
+        ("a code's holder", guest),
+        ("a floor at a door phone", floor),
+        ("a code in a sync ack", code),
+    ];
+    let mut failures = Vec::new();
+    for ((what, token, method, path, body), (_, their_id)) in cases.iter().zip(theirs) {
+        let (s1, other_org) = api
+            .text(method, path, Some(token), Some(body(their_id)))
+            .await;
+        let (s2, unknown) = api.text(method, path, Some(token), Some(body(U))).await;
+        // A refused change, and byte for byte what an unknown id answers.
+        let refused = s1 == 404 || (s1 == 200 && other_org.contains("floor_not_allowed"));
+        if !refused || (s1, &other_org) != (s2, &unknown) {
+            failures.push(format!(
+                "{what}: another organization's id: {s1} {other_org}; unknown: {s2} {unknown}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Organization 1's things are untouched, and its owner still sees them.
+    let c = api
+        .ok("GET", &format!("/v1/credentials/{code}"), other, None)
+        .await;
+    assert_eq!(c["status"], "active", "{c}");
+    let (s, _) = api
+        .call("GET", &format!("/v1/credentials/{code}"), Some(owner), None)
+        .await;
+    assert_eq!(
+        s, 404,
+        "organization 0's owner does not see organization 1's code"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1166,6 +1570,18 @@ async fn bad_input_gets_4xx_naming_the_field_and_rule() {
         ("POST", format!("/v1/devices/{}/fallback-pool", w.keypad_a), json!({"pins": [{"type": "generate", "value": {"digits": 4}}]}).to_string(), "application/json", 422, "device"),
         ("POST", format!("/v1/devices/{}/fallback-pool", w.lock_a), json!({"pins": vec![json!({"type": "generate", "value": {"digits": 6}}); 300]}).to_string(), "application/json", 422, "pins"),
         ("GET", "/v1/nowhere".into(), String::new(), "application/json", 404, "path"),
+        // Control characters and bidi overrides in names, whichever field.
+        ("POST", "/v1/organizations/0/holders".into(), json!({"name": "Mal\u{202e}lory", "kind": "guest"}).to_string(), "application/json", 422, "name"),
+        ("POST", "/v1/organizations/0/sites".into(), json!({"name": "S\u{0}", "time_zone": "UTC"}).to_string(), "application/json", 422, "name"),
+        ("POST", format!("/v1/sites/{}/buildings", w.site), json!({"name": "North\nSouth"}).to_string(), "application/json", 422, "name"),
+        ("POST", format!("/v1/doors/{}/devices", w.door_a), json!({"kind": "door_sensor", "name": "S", "location": "a\u{1b}[31m"}).to_string(), "application/json", 422, "location"),
+        ("PATCH", "/v1/organizations/0".into(), json!({"name": "Acme", "description": "x\u{85}"}).to_string(), "application/json", 422, "description"),
+        ("POST", "/v1/users".into(), json!({"name": "N\u{2066}", "email": "n@example.com"}).to_string(), "application/json", 422, "name"),
+        ("POST", format!("/v1/devices/{}/listings", w.lock_a), json!({"listing": "L\u{7f}"}).to_string(), "application/json", 422, "listing"),
+        ("POST", "/v1/credentials".into(), json!({"holder": guest, "name": "C\u{9f}", "secret": {"kind": "qr"}, "schedule": perm, "doors": [w.door_a]}).to_string(), "application/json", 422, "name"),
+        // seeds/003: a guest's code is generated, never custom or typed in.
+        ("POST", "/v1/credentials".into(), issue(json!({"kind": "pin", "pin": {"type": "custom", "value": "2580"}}), perm.clone(), json!([w.door_a])).to_string(), "application/json", 422, "pin"),
+        ("POST", "/v1/credentials".into(), issue(json!({"kind": "pin", "pin": {"type": "manual", "value": "2580"}}), json!({"type": "temporary", "start": "2026-03-23T00:00:00Z", "end": "2026-03-24T00:00:00Z"}), json!([w.door_a])).to_string(), "application/json", 422, "pin"),
     ];
     let mut failures = Vec::new();
     for (method, path, body, ct, want, field) in &cases {
@@ -1210,6 +1626,31 @@ async fn bad_input_gets_4xx_naming_the_field_and_rule() {
         .validate(w.phone_a, sec, json!({"type": "pin", "value": "12ab"}))
         .await;
     assert_eq!(r["decision"], "error");
+    // The guest rule is named; the name rule names neither the text nor
+    // its bytes.
+    let (_, e) = api
+        .call(
+            "POST",
+            "/v1/credentials",
+            Some(t),
+            Some(issue(
+                json!({"kind": "pin", "pin": {"type": "custom", "value": "2580"}}),
+                perm.clone(),
+                json!([w.door_a]),
+            )),
+        )
+        .await;
+    assert!(e["rule"].as_str().unwrap().contains("generated"), "{e}");
+    let (_, e) = api
+        .call(
+            "POST",
+            "/v1/organizations/0/holders",
+            Some(t),
+            Some(json!({"name": "Mal\u{202e}lory", "kind": "guest"})),
+        )
+        .await;
+    let rule = e["rule"].as_str().unwrap();
+    assert!(rule.contains("U+202E") && !rule.contains("Mal"), "{e}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     server.stop().await;
 }
@@ -1319,4 +1760,64 @@ async fn a_reader_confirms_its_codes_over_http_sync() {
     let (_, after) = api.call("GET", &path, Some(&secret), None).await;
     assert_eq!(after["set"], json!([]), "{after}");
     server.stop().await;
+}
+
+/// The store holds codes in plaintext (a lock system must push each code to
+/// its locks): the data directory is its owner's only (0700) and every file
+/// in it (database, `-wal`, `-shm`, `token.key`) is 0600 from its creation,
+/// after writes and after a restart. Anything looser is reported.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_private_from_its_creation() {
+    use reference_server::store::loose_permissions;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let files = [
+        "reference-server.db",
+        "reference-server.db-wal",
+        "reference-server.db-shm",
+        "token.key",
+    ];
+    let every_file_private = |when: &str| {
+        assert_eq!(mode(&data), 0o700, "{when}: the directory");
+        for f in files {
+            assert_eq!(mode(&data.join(f)), 0o600, "{when}: {f}");
+        }
+        for e in std::fs::read_dir(&data).unwrap() {
+            let p = e.unwrap().path();
+            assert_eq!(mode(&p), 0o600, "{when}: {}", p.display());
+        }
+        assert_eq!(loose_permissions(&data).unwrap(), vec![], "{when}");
+    };
+    let server = start(&data, Clock::manual(ts(T0))).await;
+    every_file_private("at start");
+    let api = Api::new(server.url());
+    let w = world(&api).await;
+    let member = holder(&api, &w.owner, "Mia", "member").await;
+    pin_code(
+        &api,
+        &w.owner,
+        member,
+        json!([w.door_a]),
+        json!({"type": "permanent"}),
+    )
+    .await;
+    server.service.flush().await.unwrap();
+    every_file_private("after writes");
+    server.stop().await;
+    let server = start(&data, Clock::manual(ts(T0))).await;
+    every_file_private("after a restart");
+    server.stop().await;
+    // A database made by an older version, or restored from a backup.
+    let db = data.join("reference-server.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(
+        loose_permissions(&data).unwrap(),
+        vec![(data.clone(), 0o755), (db, 0o644)]
+    );
 }

@@ -3,8 +3,9 @@
 //!
 //! Every route authenticates (user bearer token, or the device's own secret
 //! for validate) and every change or read goes through `Service`, where the
-//! engine checks the caller's role. Client mistakes get a 4xx with
-//! `{"error", "field", "rule"}`, never a 500.
+//! engine resolves each id (`Engine::resolve`: another organization's id
+//! answers exactly as an unknown one) and checks the caller's role. Client
+//! mistakes get a 4xx with `{"error", "field", "rule"}`, never a 500.
 
 mod openapi;
 mod routes;
@@ -98,6 +99,9 @@ impl From<EngineError> for ApiError {
             EngineError::Invalid { rule, .. } => rule.clone(),
             EngineError::Pin(p) => p.to_string(),
             EngineError::Schedule(s) => s.to_string(),
+            // Not the id: an unknown id and one of another organization
+            // answer the same bytes (`Engine::resolve`).
+            EngineError::NotFound { kind, .. } => format!("no {kind} with this id"),
             other => other.to_string(),
         };
         ApiError::new(status, e.field(), rule)
@@ -111,9 +115,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::AlreadyBootstrapped => {
                 ApiError::new(StatusCode::CONFLICT, "bootstrap", e.to_string())
             }
-            ServiceError::UnknownDevice(d) => {
-                ApiError::not_found("device", format!("{d} not found"))
+            ServiceError::UnknownDevice(d) => EngineError::NotFound {
+                kind: "device",
+                id: d.0,
             }
+            .into(),
             ServiceError::Store(s) => {
                 tracing::error!(error = %s, "store failure");
                 ApiError::new(
@@ -126,11 +132,12 @@ impl From<ServiceError> for ApiError {
     }
 }
 
-/// The field a serde error names, when it names one.
+/// The field a serde error names, when it names one (an unknown field
+/// with an empty name is the body's fault).
 fn serde_field(msg: &str) -> String {
     for pat in ["missing field `", "unknown field `", "duplicate field `"] {
         if let Some(rest) = msg.split(pat).nth(1) {
-            if let Some(name) = rest.split('`').next() {
+            if let Some(name) = rest.split('`').next().filter(|n| !n.is_empty()) {
                 return name.to_string();
             }
         }

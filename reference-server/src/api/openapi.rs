@@ -61,13 +61,13 @@ pub const ROUTES: &[(&str, &str, &str, Access, bool)] = &[
     ("POST", "/v1/holders/{holder}/stays", "Create a guest stay (check_in_at, check_out_at)", Access::User, true),
     ("POST", "/v1/stays/{stay}/check-in", "Check a guest in", Access::User, false),
     ("POST", "/v1/stays/{stay}/check-out", "Check a guest out", Access::User, false),
-    ("POST", "/v1/credentials", "Issue a code: PIN (generate, custom, manual), card, QR or BLE; QR/BLE answers carry the token to share", Access::User, true),
+    ("POST", "/v1/credentials", "Issue a code: PIN (generate; custom or manual for members only, a guest's is generated), card, QR or BLE; QR/BLE answers carry the token to share", Access::User, true),
     ("GET", "/v1/credentials/{credential}", "A code (never its secret)", Access::User, false),
     ("DELETE", "/v1/credentials/{credential}", "Delete (revoke) a code", Access::User, false),
     ("POST", "/v1/credentials/{credential}/reveal", "Reveal a code's PIN, card number or token (the only route that does)", Access::User, false),
     ("POST", "/v1/credentials/{credential}/disable", "Disable a code", Access::User, false),
     ("POST", "/v1/credentials/{credential}/enable", "Enable a code", Access::User, false),
-    ("PUT", "/v1/credentials/{credential}/pin", "Change a PIN (generate or custom)", Access::User, true),
+    ("PUT", "/v1/credentials/{credential}/pin", "Change a PIN (generate; custom or manual for members only)", Access::User, true),
 ];
 
 fn method(m: &str) -> HttpMethod {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{bearer, ApiError, Caller, Json};
 use crate::activity::{ActivityQuery, MAX_QUERY_LIMIT};
 use crate::domain::*;
-use crate::engine::{Command, Engine, Issue, PinSpec, SecretSpec, MAX_NAME_LEN};
+use crate::engine::{Command, Engine, Issue, PinSpec, SecretSpec};
 use crate::protocol::{self, AuthRequest};
 use crate::service::{Service, Transport};
 
@@ -106,30 +106,18 @@ async fn apply(svc: &Service, caller: &Caller, cmd: Command) -> ApiResult {
     })
 }
 
-fn view(e: &Engine, caller: &Caller, org: OrgId) -> Result<(), ApiError> {
-    Ok(e.authorize(&caller.actor(), &Action::View(org))?)
+/// May the caller read what `r` names? Through the engine's one resolver:
+/// an id of an organization the caller has no role in answers as an
+/// unknown one.
+fn view(e: &Engine, caller: &Caller, r: Ref) -> Result<OrgId, ApiError> {
+    Ok(e.authorize_on(&caller.actor(), r, Action::View)?)
 }
 
-fn device_org(e: &Engine, device: DeviceId) -> Result<(&Device, OrgId), ApiError> {
-    let d = e
-        .device(device)
-        .ok_or_else(|| ApiError::not_found("device", format!("{device} not found")))?;
-    let org = e
-        .site(d.site)
-        .map(|s| s.org)
-        .expect("a device's site exists");
-    Ok((d, org))
-}
-
-fn check_name(field: &str, s: &str) -> Result<(), ApiError> {
-    if s.trim().is_empty() || s.len() > MAX_NAME_LEN {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
-            field,
-            format!("1 to {MAX_NAME_LEN} bytes"),
-        ));
-    }
-    Ok(())
+/// The device, if the caller may read it (`view`).
+fn viewed_device<'e>(e: &'e Engine, caller: &Caller, device: u32) -> Result<&'e Device, ApiError> {
+    let id = DeviceId(device);
+    view(e, caller, Ref::Device(id))?;
+    Ok(e.device(id).expect("resolved above"))
 }
 
 /// `resolved` PINs are the store's own form: a client may not set an origin.
@@ -216,28 +204,26 @@ struct OrgBody {
     personal: bool,
 }
 
-async fn create_org(svc: Svc, caller: Caller, body: Json<OrgBody>) -> ApiResult {
-    let b = body.into_inner();
-    apply(
-        &svc,
-        &caller,
+impl OrgBody {
+    fn command(self, owner: UserId) -> Command {
         Command::CreateOrganization {
-            name: b.name,
-            description: b.description,
-            owner: caller.0,
-            personal: b.personal,
-        },
-    )
-    .await
+            name: self.name,
+            description: self.description,
+            owner,
+            personal: self.personal,
+        }
+    }
+}
+
+async fn create_org(svc: Svc, caller: Caller, body: Json<OrgBody>) -> ApiResult {
+    apply(&svc, &caller, body.into_inner().command(caller.0)).await
 }
 
 async fn get_org(svc: Svc, caller: Caller, org: web::Path<u32>) -> ApiResult {
     let org = OrgId(org.into_inner());
     let e = svc.engine();
-    let o = e
-        .organization(org)
-        .ok_or_else(|| ApiError::not_found("organization", format!("{org} not found")))?;
-    view(&e, &caller, org)?;
+    view(&e, &caller, Ref::Organization(org))?;
+    let o = e.organization(org).expect("resolved above");
     let sites: Vec<_> = e.sites().iter().filter(|s| s.org == org).collect();
     let members: Vec<_> = e
         .members(org)
@@ -263,26 +249,28 @@ async fn rename_org(
     org: web::Path<u32>,
     body: Json<RenameBody>,
 ) -> ApiResult {
-    let org = OrgId(org.into_inner());
-    let b = body.into_inner();
-    let description = match b.description {
-        Some(d) => d,
-        None => svc
-            .engine()
-            .organization(org)
-            .map(|o| o.description.clone())
-            .unwrap_or_default(),
-    };
-    apply(
-        &svc,
-        &caller,
+    let cmd = body
+        .into_inner()
+        .command(&svc.engine(), OrgId(org.into_inner()));
+    apply(&svc, &caller, cmd).await
+}
+
+impl RenameBody {
+    /// No description: the organization keeps its own.
+    fn command(self, e: &Engine, org: OrgId) -> Command {
+        let description = match self.description {
+            Some(d) => d,
+            None => e
+                .organization(org)
+                .map(|o| o.description.clone())
+                .unwrap_or_default(),
+        };
         Command::UpdateOrganization {
             org,
-            name: b.name,
+            name: self.name,
             description,
-        },
-    )
-    .await
+        }
+    }
 }
 
 async fn set_member(
@@ -334,27 +322,26 @@ async fn create_site(
     org: web::Path<u32>,
     body: Json<SiteBody>,
 ) -> ApiResult {
-    let b = body.into_inner();
-    apply(
-        &svc,
-        &caller,
+    let cmd = body.into_inner().command(OrgId(org.into_inner()));
+    apply(&svc, &caller, cmd).await
+}
+
+impl SiteBody {
+    fn command(self, org: OrgId) -> Command {
         Command::CreateSite {
-            org: OrgId(org.into_inner()),
-            name: b.name,
-            time_zone: b.time_zone,
-            settings: b.settings,
-        },
-    )
-    .await
+            org,
+            name: self.name,
+            time_zone: self.time_zone,
+            settings: self.settings,
+        }
+    }
 }
 
 async fn get_site(svc: Svc, caller: Caller, site: web::Path<u32>) -> ApiResult {
     let site = SiteId(site.into_inner());
     let e = svc.engine();
-    let s = e
-        .site(site)
-        .ok_or_else(|| ApiError::not_found("site", format!("{site} not found")))?;
-    view(&e, &caller, s.org)?;
+    view(&e, &caller, Ref::Site(site))?;
+    let s = e.site(site).expect("resolved above");
     let buildings: Vec<_> = e.buildings().iter().filter(|b| b.site == site).collect();
     let doors: Vec<_> = e.doors().iter().filter(|d| d.site == site).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
@@ -391,15 +378,24 @@ async fn create_building(
     site: web::Path<u32>,
     body: Json<NameBody>,
 ) -> ApiResult {
-    apply(
-        &svc,
-        &caller,
+    let cmd = body.into_inner().building(SiteId(site.into_inner()));
+    apply(&svc, &caller, cmd).await
+}
+
+impl NameBody {
+    fn building(self, site: SiteId) -> Command {
         Command::CreateBuilding {
-            site: SiteId(site.into_inner()),
-            name: body.into_inner().name,
-        },
-    )
-    .await
+            site,
+            name: self.name,
+        }
+    }
+
+    fn unit(self, floor: FloorId) -> Command {
+        Command::CreateUnit {
+            floor,
+            name: self.name,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -414,15 +410,17 @@ async fn create_floor(
     b: web::Path<u32>,
     body: Json<FloorBody>,
 ) -> ApiResult {
-    apply(
-        &svc,
-        &caller,
+    let cmd = body.into_inner().command(BuildingId(b.into_inner()));
+    apply(&svc, &caller, cmd).await
+}
+
+impl FloorBody {
+    fn command(self, building: BuildingId) -> Command {
         Command::CreateFloor {
-            building: BuildingId(b.into_inner()),
-            number: body.number,
-        },
-    )
-    .await
+            building,
+            number: self.number,
+        }
+    }
 }
 
 async fn create_unit(
@@ -431,15 +429,8 @@ async fn create_unit(
     f: web::Path<u32>,
     body: Json<NameBody>,
 ) -> ApiResult {
-    apply(
-        &svc,
-        &caller,
-        Command::CreateUnit {
-            floor: FloorId(f.into_inner()),
-            name: body.into_inner().name,
-        },
-    )
-    .await
+    let cmd = body.into_inner().unit(FloorId(f.into_inner()));
+    apply(&svc, &caller, cmd).await
 }
 
 #[derive(Deserialize)]
@@ -460,19 +451,20 @@ async fn create_door(
     site: web::Path<u32>,
     body: Json<DoorBody>,
 ) -> ApiResult {
-    let b = body.into_inner();
-    apply(
-        &svc,
-        &caller,
+    let cmd = body.into_inner().command(SiteId(site.into_inner()));
+    apply(&svc, &caller, cmd).await
+}
+
+impl DoorBody {
+    fn command(self, site: SiteId) -> Command {
         Command::CreateDoor {
-            site: SiteId(site.into_inner()),
-            name: b.name,
-            common_area: b.common_area,
-            unit: b.unit,
-            lift_floors: b.lift_floors,
-        },
-    )
-    .await
+            site,
+            name: self.name,
+            common_area: self.common_area,
+            unit: self.unit,
+            lift_floors: self.lift_floors,
+        }
+    }
 }
 
 // ----- devices --------------------------------------------------------------
@@ -492,6 +484,20 @@ struct DeviceBody {
     code_slots: u16,
 }
 
+impl DeviceBody {
+    fn command(self, door: DoorId) -> Command {
+        Command::CreateDevice {
+            door,
+            kind: self.kind,
+            connectivity: self.connectivity,
+            name: self.name,
+            location: self.location,
+            linked_to: self.linked_to,
+            code_slots: self.code_slots,
+        }
+    }
+}
+
 fn wifi() -> Connectivity {
     Connectivity::Wifi
 }
@@ -506,21 +512,8 @@ async fn create_device(
     door: web::Path<u32>,
     body: Json<DeviceBody>,
 ) -> ApiResult {
-    let b = body.into_inner();
-    let (device, secret) = svc
-        .create_device(
-            &caller.actor(),
-            Command::CreateDevice {
-                door: DoorId(door.into_inner()),
-                kind: b.kind,
-                connectivity: b.connectivity,
-                name: b.name,
-                location: b.location,
-                linked_to: b.linked_to,
-                code_slots: b.code_slots,
-            },
-        )
-        .await?;
+    let cmd = body.into_inner().command(DoorId(door.into_inner()));
+    let (device, secret) = svc.create_device(&caller.actor(), cmd).await?;
     let site = svc.engine().device(device).map(|d| d.site);
     Ok(HttpResponse::Created().json(serde_json::json!({
         "device": device,
@@ -600,10 +593,7 @@ fn lock_view(svc: &Service, e: &Engine, d: &Device) -> LockView {
 async fn lock_list(svc: Svc, caller: Caller, site: web::Path<u32>) -> ApiResult {
     let site = SiteId(site.into_inner());
     let e = svc.engine();
-    let s = e
-        .site(site)
-        .ok_or_else(|| ApiError::not_found("site", format!("{site} not found")))?;
-    view(&e, &caller, s.org)?;
+    view(&e, &caller, Ref::Site(site))?;
     let locks: Vec<_> = e
         .devices()
         .filter(|d| d.site == site && d.kind == DeviceKind::Lock)
@@ -614,8 +604,7 @@ async fn lock_list(svc: Svc, caller: Caller, site: web::Path<u32>) -> ApiResult 
 
 async fn get_device(svc: Svc, caller: Caller, device: web::Path<u32>) -> ApiResult {
     let e = svc.engine();
-    let (d, org) = device_org(&e, DeviceId(device.into_inner()))?;
-    view(&e, &caller, org)?;
+    let d = viewed_device(&e, &caller, device.into_inner())?;
     Ok(HttpResponse::Ok().json(lock_view(&svc, &e, d)))
 }
 
@@ -648,15 +637,17 @@ async fn link_listing(
     device: web::Path<u32>,
     body: Json<ListingBody>,
 ) -> ApiResult {
-    apply(
-        &svc,
-        &caller,
+    let cmd = body.into_inner().command(DeviceId(device.into_inner()));
+    apply(&svc, &caller, cmd).await
+}
+
+impl ListingBody {
+    fn command(self, device: DeviceId) -> Command {
         Command::LinkListing {
-            device: DeviceId(device.into_inner()),
-            listing: body.into_inner().listing,
-        },
-    )
-    .await
+            device,
+            listing: self.listing,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -674,19 +665,20 @@ async fn load_fallback_pool(
     device: web::Path<u32>,
     body: Json<FallbackPoolBody>,
 ) -> ApiResult {
-    let pins = body.into_inner().pins;
-    for p in &pins {
-        no_resolved(p)?;
+    let cmd = body.into_inner().command(DeviceId(device.into_inner()))?;
+    apply(&svc, &caller, cmd).await
+}
+
+impl FallbackPoolBody {
+    fn command(self, device: DeviceId) -> Result<Command, ApiError> {
+        for p in &self.pins {
+            no_resolved(p)?;
+        }
+        Ok(Command::LoadFallbackPool {
+            device,
+            pins: self.pins,
+        })
     }
-    apply(
-        &svc,
-        &caller,
-        Command::LoadFallbackPool {
-            device: DeviceId(device.into_inner()),
-            pins,
-        },
-    )
-    .await
 }
 
 async fn unlink_listing(svc: Svc, caller: Caller, path: web::Path<(u32, String)>) -> ApiResult {
@@ -726,11 +718,7 @@ async fn device_health(
     q: web::Query<HealthQuery>,
 ) -> ApiResult {
     let device = DeviceId(device.into_inner());
-    {
-        let e = svc.engine();
-        let (_, org) = device_org(&e, device)?;
-        view(&e, &caller, org)?;
-    }
+    view(&svc.engine(), &caller, Ref::Device(device))?;
     let window_s = q.window_s.unwrap_or(24 * 3600);
     if window_s == 0 || window_s > MAX_HEALTH_WINDOW_S {
         return Err(ApiError::bad_request(
@@ -761,11 +749,7 @@ async fn activity(
     q: web::Query<ActivityParams>,
 ) -> ApiResult {
     let device = DeviceId(device.into_inner());
-    {
-        let e = svc.engine();
-        let (_, org) = device_org(&e, device)?;
-        view(&e, &caller, org)?;
-    }
+    view(&svc.engine(), &caller, Ref::Device(device))?;
     let q = q.into_inner();
     let time = |field: &str, v: &Option<String>| -> Result<Option<Timestamp>, ApiError> {
         v.as_deref()
@@ -853,8 +837,7 @@ fn code_view(e: &Engine, c: &Credential, device: Option<DeviceId>, now: Timestam
 async fn codes(svc: Svc, caller: Caller, device: web::Path<u32>) -> ApiResult {
     let now = svc.now();
     let e = svc.engine();
-    let (d, org) = device_org(&e, DeviceId(device.into_inner()))?;
-    view(&e, &caller, org)?;
+    let d = viewed_device(&e, &caller, device.into_inner())?;
     let list: Vec<_> = e
         .credentials_at(d.door)
         .filter(|c| !c.unassigned_fallback)
@@ -866,8 +849,7 @@ async fn codes(svc: Svc, caller: Caller, device: web::Path<u32>) -> ApiResult {
 async fn schedule_overview(svc: Svc, caller: Caller, device: web::Path<u32>) -> ApiResult {
     let now = svc.now();
     let e = svc.engine();
-    let (d, org) = device_org(&e, DeviceId(device.into_inner()))?;
-    view(&e, &caller, org)?;
+    let d = viewed_device(&e, &caller, device.into_inner())?;
     let mut rows: Vec<_> = e
         .credentials_at(d.door)
         .filter(|c| !c.unassigned_fallback && !c.revoked && c.replaced_by.is_none())
@@ -918,7 +900,7 @@ async fn device_sync(req: HttpRequest, svc: Svc, device: web::Path<u32>) -> ApiR
     device_caller(&req, &svc, device)?;
     let batch = svc
         .pending_sync(device)
-        .ok_or_else(|| ApiError::not_found("device", format!("{device} not found")))?;
+        .ok_or(crate::service::ServiceError::UnknownDevice(device))?;
     let mut push = protocol::SyncPush {
         version: batch.version,
         set: Vec::new(),
@@ -990,26 +972,26 @@ async fn create_holder(
     org: web::Path<u32>,
     body: Json<HolderBody>,
 ) -> ApiResult {
-    let b = body.into_inner();
-    check_name("name", &b.name)?;
-    apply(
-        &svc,
-        &caller,
+    let cmd = body.into_inner().command(OrgId(org.into_inner()));
+    apply(&svc, &caller, cmd).await
+}
+
+impl HolderBody {
+    fn command(self, org: OrgId) -> Command {
         Command::CreateHolder {
-            org: OrgId(org.into_inner()),
-            name: b.name,
-            kind: b.kind,
-            user: b.user,
-            floors: b.floors,
-        },
-    )
-    .await
+            org,
+            name: self.name,
+            kind: self.kind,
+            user: self.user,
+            floors: self.floors,
+        }
+    }
 }
 
 async fn list_holders(svc: Svc, caller: Caller, org: web::Path<u32>) -> ApiResult {
     let org = OrgId(org.into_inner());
     let e = svc.engine();
-    view(&e, &caller, org)?;
+    view(&e, &caller, Ref::Organization(org))?;
     let list: Vec<_> = e.holders().iter().filter(|h| h.org == org).collect();
     Ok(HttpResponse::Ok().json(list))
 }
@@ -1053,16 +1035,18 @@ async fn create_stay(
     h: web::Path<u32>,
     body: Json<StayBody>,
 ) -> ApiResult {
-    apply(
-        &svc,
-        &caller,
+    let cmd = body.into_inner().command(HolderId(h.into_inner()));
+    apply(&svc, &caller, cmd).await
+}
+
+impl StayBody {
+    fn command(self, holder: HolderId) -> Command {
         Command::CreateStay {
-            holder: HolderId(h.into_inner()),
-            check_in_at: body.check_in_at,
-            check_out_at: body.check_out_at,
-        },
-    )
-    .await
+            holder,
+            check_in_at: self.check_in_at,
+            check_out_at: self.check_out_at,
+        }
+    }
 }
 
 async fn check_in(svc: Svc, caller: Caller, s: web::Path<u32>) -> ApiResult {
@@ -1104,23 +1088,26 @@ struct IssueBody {
     floors: FloorScope,
 }
 
-async fn issue(svc: Svc, caller: Caller, body: Json<IssueBody>) -> ApiResult {
-    let b = body.into_inner();
-    let issue = Issue {
-        holder: b.holder,
-        name: b.name,
-        secret: b.secret,
-        schedule: b.schedule,
-        doors: b.doors,
-        include_common_areas: b.include_common_areas,
-        floors: b.floors,
-    };
-    if let SecretSpec::Pin { pin } = &issue.secret {
-        no_resolved(pin)?;
+impl IssueBody {
+    fn command(self) -> Result<Command, ApiError> {
+        if let SecretSpec::Pin { pin } = &self.secret {
+            no_resolved(pin)?;
+        }
+        Ok(Command::IssueCredential(Issue {
+            holder: self.holder,
+            name: self.name,
+            secret: self.secret,
+            schedule: self.schedule,
+            doors: self.doors,
+            include_common_areas: self.include_common_areas,
+            floors: self.floors,
+        }))
     }
-    let applied = svc
-        .apply(&caller.actor(), Command::IssueCredential(issue))
-        .await?;
+}
+
+async fn issue(svc: Svc, caller: Caller, body: Json<IssueBody>) -> ApiResult {
+    let cmd = body.into_inner().command()?;
+    let applied = svc.apply(&caller.actor(), cmd).await?;
     let crate::engine::Outcome::Credential(id) = applied.outcome else {
         return Ok(HttpResponse::Created().json(applied.outcome));
     };
@@ -1133,32 +1120,34 @@ async fn issue(svc: Svc, caller: Caller, body: Json<IssueBody>) -> ApiResult {
     Ok(HttpResponse::Created().json(body))
 }
 
-fn credential_access(
-    e: &Engine,
+/// The credential, if the caller may read it (or, `manage`, manage it).
+fn credential_access<'e>(
+    e: &'e Engine,
     caller: &Caller,
     id: CredentialId,
     manage: bool,
-) -> Result<(), ApiError> {
-    let c = e
-        .credential(id)
-        .ok_or_else(|| ApiError::not_found("credential", format!("{id} not found")))?;
-    let action = if manage {
-        Action::ManageAccess {
-            org: c.org,
-            doors: c.doors.clone(),
+) -> Result<&'e Credential, ApiError> {
+    e.authorize_on(&caller.actor(), Ref::Credential(id), |org| {
+        if manage {
+            Action::ManageAccess {
+                org,
+                doors: e
+                    .credential(id)
+                    .map(|c| c.doors.clone())
+                    .unwrap_or_default(),
+            }
+        } else {
+            Action::View(org)
         }
-    } else {
-        Action::View(c.org)
-    };
-    Ok(e.authorize(&caller.actor(), &action)?)
+    })?;
+    Ok(e.credential(id).expect("resolved above"))
 }
 
 async fn get_credential(svc: Svc, caller: Caller, c: web::Path<u32>) -> ApiResult {
     let id = CredentialId(c.into_inner());
     let now = svc.now();
     let e = svc.engine();
-    credential_access(&e, &caller, id, false)?;
-    let c = e.credential(id).expect("checked above");
+    let c = credential_access(&e, &caller, id, false)?;
     let placements: Vec<_> = c.placements.to_vec();
     let mut v = serde_json::to_value(code_view(&e, c, None, now)).expect("views serialize");
     v["placements"] = serde_json::to_value(placements).expect("views serialize");
@@ -1170,8 +1159,7 @@ async fn get_credential(svc: Svc, caller: Caller, c: web::Path<u32>) -> ApiResul
 async fn reveal(svc: Svc, caller: Caller, c: web::Path<u32>) -> ApiResult {
     let id = CredentialId(c.into_inner());
     let e = svc.engine();
-    credential_access(&e, &caller, id, true)?;
-    let c = e.credential(id).expect("checked above");
+    let c = credential_access(&e, &caller, id, true)?;
     let body = match c.secret {
         Secret::Pin(p) => serde_json::json!({"credential": id, "pin": p.reveal()}),
         Secret::Card(n) => serde_json::json!({"credential": id, "card": n.to_string()}),
@@ -1225,15 +1213,19 @@ async fn change_pin(
     c: web::Path<u32>,
     body: Json<ChangePinBody>,
 ) -> ApiResult {
-    let b = body.into_inner();
-    no_resolved(&b.pin)?;
-    apply(
-        &svc,
-        &caller,
-        Command::ChangePin {
-            credential: CredentialId(c.into_inner()),
-            pin: b.pin,
-        },
-    )
-    .await
+    let cmd = body.into_inner().command(CredentialId(c.into_inner()))?;
+    apply(&svc, &caller, cmd).await
 }
+
+impl ChangePinBody {
+    fn command(self, credential: CredentialId) -> Result<Command, ApiError> {
+        no_resolved(&self.pin)?;
+        Ok(Command::ChangePin {
+            credential,
+            pin: self.pin,
+        })
+    }
+}
+
+#[cfg(test)]
+mod fuzz;

@@ -47,3 +47,53 @@ id_type!(/// One credential (a PIN, QR key, card, BLE pass or fallback code).
     CredentialId, "cred-");
 id_type!(/// A guest stay tied to a reservation.
     StayId, "stay-");
+
+/// An id as a request names it, with its kind: what the engine resolves to
+/// the organization it belongs to (`Engine::resolve`). Users are not here:
+/// they belong to no organization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ref {
+    Organization(OrgId),
+    Site(SiteId),
+    Building(BuildingId),
+    Floor(FloorId),
+    Unit(UnitId),
+    Door(DoorId),
+    Device(DeviceId),
+    Holder(HolderId),
+    Credential(CredentialId),
+    Stay(StayId),
+}
+
+impl Ref {
+    /// The kind's name, as errors and API answers say it (`door`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Ref::Organization(_) => "organization",
+            Ref::Site(_) => "site",
+            Ref::Building(_) => "building",
+            Ref::Floor(_) => "floor",
+            Ref::Unit(_) => "unit",
+            Ref::Door(_) => "door",
+            Ref::Device(_) => "device",
+            Ref::Holder(_) => "holder",
+            Ref::Credential(_) => "credential",
+            Ref::Stay(_) => "stay",
+        }
+    }
+
+    pub fn id(self) -> u32 {
+        match self {
+            Ref::Organization(x) => x.0,
+            Ref::Site(x) => x.0,
+            Ref::Building(x) => x.0,
+            Ref::Floor(x) => x.0,
+            Ref::Unit(x) => x.0,
+            Ref::Door(x) => x.0,
+            Ref::Device(x) => x.0,
+            Ref::Holder(x) => x.0,
+            Ref::Credential(x) => x.0,
+            Ref::Stay(x) => x.0,
+        }
+    }
+}

@@ -3,8 +3,10 @@
 //! Rules (seeds/003, domain.md): 4 or 6 digits, 6 only where the site enables
 //! it; a custom PIN may not repeat one digit (1111) nor be an ascending or
 //! descending consecutive run (1234, 5432, 987654); no custom PINs on
-//! community access points. Generated PINs obey the same shape rules so a
-//! system code is never weaker than a user's.
+//! community access points; a guest's code (permanent, temporary, recurring,
+//! delivery: any code of a guest, courier or visitor) is always generated,
+//! never picked. Generated PINs obey the same shape rules so a system code
+//! is never weaker than a user's.
 
 use rand::Rng;
 
@@ -36,6 +38,11 @@ pub enum PinRuleError {
     ConsecutiveRun,
     #[error("custom PINs are not allowed on community access points or amenities")]
     CommunityDoor,
+    #[error(
+        "a guest's code (permanent, temporary, recurring or delivery) is randomly generated, \
+         never custom or typed in: use type generate"
+    )]
+    GuestCodeGenerated,
     #[error("this PIN is already in use on one of the chosen doors")]
     InUse,
     #[error("no free PIN of this length could be found for the chosen doors")]

@@ -23,6 +23,15 @@
 //! truncates it itself after a commit.
 //!
 //! The engine is rebuilt at start by replaying the command log.
+//!
+//! The store is private: the data directory is made owner-only (0700) and
+//! the database file is created owner-only (0600) before SQLite opens it,
+//! so its `-wal` and `-shm` files (SQLite gives them the database file's
+//! mode) are too, from their creation. The command log holds PINs and card
+//! numbers in plaintext, because the server must be able to push each code
+//! to the locks that store it. [`loose_permissions`] lists what is looser
+//! (a directory made by an older version, a restored backup); the server
+//! warns at start.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +72,64 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 pub const WAL_TRUNCATE_FRAMES: i64 = 16_384;
 
 const DB_FILE: &str = "reference-server.db";
+/// Mode of the data directory: its owner only.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of every file in it: its owner only.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` (and missing parents) owner-only. An existing directory
+/// keeps its mode: [`loose_permissions`] reports it.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(PRIVATE_DIR_MODE);
+    }
+    b.create(dir)
+}
+
+/// Opens `path` for writing, creating it owner-only when missing (an
+/// existing file keeps its content and mode).
+pub fn create_private_file(path: &Path, create_new: bool) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true);
+    if create_new {
+        o.create_new(true);
+    } else {
+        o.create(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(PRIVATE_FILE_MODE);
+    }
+    o.open(path)
+}
+
+/// The data directory and the entries in it that other users may read,
+/// write or enter, with their modes. Empty where modes do not apply.
+pub fn loose_permissions(dir: &Path) -> std::io::Result<Vec<(PathBuf, u32)>> {
+    let mut loose = Vec::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut check = |path: PathBuf, meta: std::fs::Metadata| {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                loose.push((path, mode));
+            }
+        };
+        check(dir.to_path_buf(), std::fs::metadata(dir)?);
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            check(e.path(), e.metadata()?);
+        }
+    }
+    Ok(loose)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -205,8 +272,11 @@ impl Store {
         metrics: Arc<Metrics>,
         statuses_since: Timestamp,
     ) -> Result<(Store, Loaded), StoreError> {
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         let path = dir.join(DB_FILE);
+        // Before SQLite creates it (0644), so that it and its -wal and -shm
+        // files are owner-only from the start.
+        create_private_file(&path, false)?;
         let conn = open_conn(&path, false)?;
         conn.execute(
             "DELETE FROM statuses WHERE at_ms < ?1",

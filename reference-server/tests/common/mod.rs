@@ -62,6 +62,27 @@ impl Api {
         )
     }
 
+    /// `call`, answering the body's text as it came (byte comparisons).
+    pub async fn text(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = self.client.request(m, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    }
+
     pub async fn raw(
         &self,
         method: &str,

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use reference_server::domain::CredentialId;
 use reference_server::protocol::{
     AuthRequest, AuthResponse, Event, SyncAckMsg, SyncItemResult, SyncPush, WireCredential,
+    WireSecret,
 };
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -214,12 +215,14 @@ async fn status_error(resp: reqwest::Response) -> TransportError {
 impl HttpLink {
     pub async fn check(&self, req: &AuthRequest) -> Result<Checked, TransportError> {
         let t0 = Instant::now();
-        // The server signed its own token for the credential.
+        // The server signed its own token for the credential, and made
+        // its own PINs for guests.
         let translated = self.server_ids.as_ref().and_then(|m| {
             let c = match &req.credential {
                 WireCredential::Qr(t) => WireCredential::Qr(m.token(t)?),
                 WireCredential::Ble(t) => WireCredential::Ble(m.token(t)?),
-                _ => return None,
+                WireCredential::Pin(p) => WireCredential::Pin(m.pin(self.device, p)),
+                WireCredential::Card(_) => return None,
             };
             Some(AuthRequest {
                 credential: c,
@@ -276,7 +279,15 @@ impl HttpLink {
             return Err(status_error(resp).await);
         }
         let bytes = resp.bytes().await.map_err(request_error)?;
-        let body = SyncBody::decode(&bytes)?;
+        let mut body = SyncBody::decode(&bytes)?;
+        // The device stores the run's texts for the codes it is given.
+        if let Some(m) = &self.server_ids {
+            for code in &mut body.push.set {
+                if let WireSecret::Pin(p) = &code.secret {
+                    code.secret = WireSecret::Pin(m.local_pin(self.device, p));
+                }
+            }
+        }
         Ok((body.push, body.tokens))
     }
 

@@ -88,11 +88,21 @@ pub struct Endpoint {
 pub type DeviceSecrets = Arc<dyn Fn(DeviceId) -> String + Send + Sync>;
 
 /// Where a server numbers the fleet its own way (an external target): the
-/// server's id and secret of each device, and the server's token for each
-/// QR or BLE token the run's engine signed.
+/// server's id and secret of each device, the server's token for each QR
+/// or BLE token the run's engine signed, and the server's text for each
+/// PIN where it generated a guest's code itself.
 pub trait ServerIds: Send + Sync {
     fn device(&self, device: DeviceId) -> Option<(DeviceId, String)>;
     fn token(&self, local: &str) -> Option<String>;
+    /// The server's PIN text for the run's `local` at `device` (the server
+    /// generates guests' codes itself). The identity by default.
+    fn pin(&self, _device: DeviceId, local: &str) -> String {
+        local.to_string()
+    }
+    /// The run's PIN text for the server's `server` at `device`.
+    fn local_pin(&self, _device: DeviceId, server: &str) -> String {
+        server.to_string()
+    }
 }
 
 /// Secrets derived from a key: `blake3::keyed_hash(key, "dev-N")`, hex.
