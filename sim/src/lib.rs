@@ -22,6 +22,9 @@
 //!   Device timers sit in one deadline heap per arbiter (`devices::timers`).
 //! - [`metrics`]: per-worker HDR recorders, Prometheus registry and exporter.
 //! - [`report`]: the run report (JSON, HTML, JUnit, HDR logs) and merging.
+//! - [`soak`]: the seeded random-scenario campaign (`fleetsim soak`): a
+//!   generator of valid scenario files and the invariants every run of
+//!   one must keep.
 //!
 //! A credential check: a workload calls `Fleet::present` -> the device actor
 //! (keypad types the digits, door phone reads the QR) -> `transport::Link::check`
@@ -36,4 +39,5 @@ pub mod metrics;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod soak;
 pub mod transport;

@@ -48,6 +48,7 @@ pub const OTHER_METRICS: &[(&str, MetricKind)] = &[
     ("decisions.false_reject", MetricKind::Count),
     ("decisions.false_accept_rate", MetricKind::Ratio),
     ("decisions.false_reject_rate", MetricKind::Ratio),
+    ("decisions.reason_mismatch", MetricKind::Count),
     ("errors.count", MetricKind::Count),
     ("errors.rate", MetricKind::Ratio),
     ("checks.per_s", MetricKind::Throughput),
