@@ -15,8 +15,16 @@ use fleetsim::soak::{self, check_file, Feature, FeatureSet, Header, SoakConfig};
 /// fixes are merged (the regression files that use them then run too).
 const KNOWN_OPEN: &[Feature] = &[
     // The oracle and the keypad disagree on when a lockout ends: false
-    // rejects `denied(locked_out)` after brute force.
+    // accepts and rejects around `denied(locked_out)`, reason mismatches
+    // `wrong_pin` / `locked_out`.
     Feature::Lockout,
+    // One report interval per virtual second: days of virtual time cost
+    // memory and tens of seconds a seed.
+    Feature::LongSpans,
+    // A keypad with no lock answers every grant with an error ("keypad not
+    // linked to a lock"): no verdict, and use-limited PINs then drift
+    // (false rejects `uses_exhausted`). Not fixed on any branch yet.
+    Feature::LoneKeypads,
 ];
 
 fn allowed() -> FeatureSet {
@@ -138,6 +146,14 @@ fn every_generated_file_is_valid_and_the_seeds_cover_the_format() {
     let schema = serde_json::to_value(scenario::json_schema()).unwrap();
     let mut documented = BTreeSet::new();
     schema_paths(&schema, &schema, "", &mut documented);
+    for deep in [
+        "fleet.devices.guest.can_open_remotely",
+        "faults.offline_wave.model",
+        "phases.arrivals.from",
+        "credentials.stays.late_departure_share",
+    ] {
+        assert!(documented.contains(deep), "{deep} not in {documented:?}");
+    }
     let missing: Vec<&String> = documented.difference(&seen).collect();
     assert!(
         missing.is_empty(),

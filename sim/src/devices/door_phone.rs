@@ -259,8 +259,10 @@ impl Handler<Inbound> for DoorPhone {
 impl Handler<Control> for DoorPhone {
     type Result = ();
     fn handle(&mut self, m: Control, ctx: &mut Context<Self>) {
-        if let Control::GoOffline { for_s } = m {
-            go_offline(self, ctx, for_s);
+        match m {
+            Control::GoOffline { for_s } => go_offline(self, ctx, for_s),
+            Control::GoOnline => go_online(self, ctx),
+            Control::SyncNow => {}
         }
     }
 }

@@ -384,6 +384,7 @@ impl Handler<Control> for Lock {
     fn handle(&mut self, m: Control, ctx: &mut Context<Self>) {
         match m {
             Control::GoOffline { for_s } => go_offline(self, ctx, for_s),
+            Control::GoOnline => go_online(self, ctx),
             Control::SyncNow => {
                 if self.core.online() {
                     // A phone or gateway is near: what waited is applied,

@@ -26,7 +26,8 @@ use crate::scenario::units::format_duration;
 use crate::scenario::{transport_name, Transport};
 
 /// What a generated scenario may contain, beyond the base (one site of
-/// Wi-Fi locks with keypads and permanent PINs typed at them).
+/// Wi-Fi locks with keypads, maybe door sensors, plain locks and lone
+/// sensors, and permanent PINs typed at the keypads).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Feature {
@@ -37,6 +38,8 @@ pub enum Feature {
     Dst,
     /// Bluetooth lock groups (they decide from their code cache) and BLE passes.
     Ble,
+    /// Doors with a keypad and no lock.
+    LoneKeypads,
     /// Door phones: visitor QR keys (never, daily, weekly), replays, expired keys.
     DoorPhones,
     /// RF cards.
@@ -76,10 +79,11 @@ pub enum Feature {
 }
 
 impl Feature {
-    pub const ALL: [Feature; 21] = [
+    pub const ALL: [Feature; 22] = [
         Feature::MultiSite,
         Feature::Dst,
         Feature::Ble,
+        Feature::LoneKeypads,
         Feature::DoorPhones,
         Feature::Cards,
         Feature::Schedules,
@@ -105,6 +109,7 @@ impl Feature {
             Feature::MultiSite => "multi_site",
             Feature::Dst => "dst",
             Feature::Ble => "ble",
+            Feature::LoneKeypads => "lone_keypads",
             Feature::DoorPhones => "door_phones",
             Feature::Cards => "cards",
             Feature::Schedules => "schedules",
@@ -145,7 +150,7 @@ impl Feature {
     /// most wall time, so they come less often.
     fn chance(self) -> f64 {
         match self {
-            Feature::LongSpans => 0.1,
+            Feature::LongSpans => 0.05,
             Feature::Shards | Feature::Busy => 0.2,
             _ => 0.4,
         }
@@ -456,8 +461,9 @@ impl Gen {
             };
         }
         let minutes = |m: u64| Duration::from_secs(m * 60);
-        let short = Duration::from_secs(base.random_range(30..=900));
-        let hours = minutes(base.random_range(30..=8 * 60));
+        // Modest spans: a report keeps one interval per virtual second.
+        let short = Duration::from_secs(base.random_range(30..=600));
+        let hours = minutes(base.random_range(20..=120));
         let pick_short = base.random_bool(0.5);
         let start_at = base.random_bool(0.7).then(|| random_start(&mut base));
         if self.has(Feature::LongSpans) {
@@ -468,16 +474,16 @@ impl Gen {
             };
         }
         if self.has(Feature::Dst) {
-            // Start 10 min to 5 h before a change of the first zone's offset
-            // and run 30 min to 3 h past it.
+            // Start 10 min to 2 h before a change of the first zone's offset
+            // and run 20 min to 1 h past it.
             let mut rng = self.rng(Feature::Dst, 1);
             let tz = TimeZone::get(first_zone).unwrap_or(TimeZone::UTC);
             let from = Timestamp::from_second(1_767_225_600) // 2026-01-01T00:00Z
                 .unwrap_or(Timestamp::UNIX_EPOCH)
                 + jiff::SignedDuration::from_hours(rng.random_range(0..24 * 330));
             if let Some(change) = tz.following(from).next() {
-                let before = minutes(rng.random_range(10..=300));
-                let after = minutes(rng.random_range(30..=180));
+                let before = minutes(rng.random_range(10..=120));
+                let after = minutes(rng.random_range(20..=60));
                 let start = change.timestamp()
                     - jiff::SignedDuration::try_from(before).unwrap_or_default();
                 // Whole minutes: start_at is written to the minute.
@@ -505,26 +511,24 @@ impl Gen {
     fn groups(&self) -> Vec<Group> {
         let mut groups = Vec::new();
         let r = &mut self.part(Part::Groups);
-        // The base door: a Wi-Fi lock with a keypad, or a keypad alone.
-        let lock_door = r.random_bool(0.75);
+        // The base door: a Wi-Fi lock with a keypad.
         let sensor = r.random_bool(0.5);
         let per_site = r.random_range(1..=3);
-        if lock_door {
-            let mut with = vec!["keypad"];
-            if sensor {
-                with.push("door_sensor");
-            }
-            groups.push(Group {
-                kind: "lock",
-                model: "wifi",
-                per_site,
-                with,
-            });
-        } else {
+        let mut with = vec!["keypad"];
+        if sensor {
+            with.push("door_sensor");
+        }
+        groups.push(Group {
+            kind: "lock",
+            model: "wifi",
+            per_site,
+            with,
+        });
+        if self.has(Feature::LoneKeypads) {
             groups.push(Group {
                 kind: "keypad",
                 model: "wifi",
-                per_site: per_site.min(2),
+                per_site: self.rng(Feature::LoneKeypads, 0).random_range(1..=2),
                 with: vec![],
             });
         }

@@ -7,6 +7,10 @@
 //! - every event a device emitted was logged by the engine side, no more,
 //!   no fewer (`report.json`'s health; not over `http`, which has no event
 //!   route);
+//! - every check gets an answer, unless the scenario injects a fault that
+//!   explains errors: devices offline, or an engine slower than a door
+//!   phone waits (a check that ends in an error is not judged: a run of
+//!   errors would pass the oracle with nothing judged);
 //! - no panic, no run error, no hang; every generated file is valid (a
 //!   file `fleetsim validate` rejects is a bug of the generator);
 //! - for a sharded seed, the merged report adds up the shards' verdicts.
@@ -101,6 +105,8 @@ pub enum Failure {
     ReasonMismatches { count: u64, examples: Vec<Example> },
     /// Events emitted by the devices and logged by the engine side differ.
     Events { emitted: u64, logged: u64 },
+    /// Checks ended in an error though no fault explains it.
+    Unanswered { count: u64, reasons: Vec<String> },
     /// A threshold of the file failed that the checks above do not cover.
     Thresholds(Vec<String>),
     /// The shards' reports did not merge into their sum.
@@ -119,6 +125,7 @@ impl Failure {
             Failure::FalseRejects { .. } => "false_reject",
             Failure::ReasonMismatches { .. } => "reason_mismatch",
             Failure::Events { .. } => "events",
+            Failure::Unanswered { .. } => "unanswered",
             Failure::Thresholds(_) => "threshold",
             Failure::Merge(_) => "merge",
         }
@@ -147,6 +154,15 @@ impl Failure {
                 if out.is_empty() {
                     out.push(name.to_string());
                 }
+                out
+            }
+            Failure::Unanswered { reasons, .. } => {
+                let mut out: Vec<String> = reasons
+                    .iter()
+                    .map(|r| format!("{name}: {}", first_words(r, 8)))
+                    .collect();
+                out.sort();
+                out.dedup();
                 out
             }
             Failure::RunError(e) => vec![format!("{name}: {}", first_words(e, 8))],
@@ -187,6 +203,13 @@ impl std::fmt::Display for Failure {
             }
             Failure::Events { emitted, logged } => {
                 write!(f, "events: {emitted} emitted, {logged} logged")
+            }
+            Failure::Unanswered { count, reasons } => {
+                write!(f, "{count} checks ended in an error no fault explains")?;
+                for r in reasons {
+                    write!(f, "\n      {r}")?;
+                }
+                Ok(())
             }
             Failure::Thresholds(t) => write!(f, "thresholds failed: {}", t.join("; ")),
             Failure::Merge(e) => write!(f, "merge: {e}"),
@@ -526,7 +549,7 @@ pub fn check_file(file: &Path, report_dir: &Path, timeout: Duration) -> SeedResu
             }
             Ok(outcome) => {
                 let before = r.failures.len();
-                match check_dir(&dir, s.transport) {
+                match check_dir(&dir, &s) {
                     Ok(found) => {
                         shard_verdicts.add(&found.verdicts);
                         r.lockouts += found.lockouts;
@@ -583,8 +606,24 @@ fn read_oracle(dir: &Path) -> Result<OracleFile, String> {
     serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Checks the invariants on a finished run's report directory.
-fn check_dir(dir: &Path, transport: Transport) -> Result<Found, String> {
+/// Does a fault of `s` explain checks that end in an error: devices
+/// offline, or an engine slower than a door phone waits for it?
+fn explains_errors(s: &Scenario) -> bool {
+    let patience_ms = crate::devices::DeviceParams::quiet()
+        .door_phone
+        .reader_timeout_ms;
+    s.faults.engine_added_latency.as_millis() >= u128::from(patience_ms)
+        || !s.faults.offline_waves.is_empty()
+        || !s.faults.broker_outages.is_empty()
+        || s.fleet
+            .devices
+            .iter()
+            .any(|g| g.behaviour.offline_chance_per_hour > 0.0)
+}
+
+/// Checks the invariants on the report directory of a finished run of `s`.
+fn check_dir(dir: &Path, s: &Scenario) -> Result<Found, String> {
+    let transport = s.transport;
     let o = read_oracle(dir)?;
     let report = crate::report::load_dir(dir).map_err(|e| e.to_string())?;
     let v = &o.oracle.verdicts;
@@ -614,6 +653,21 @@ fn check_dir(dir: &Path, transport: Transport) -> Result<Found, String> {
         failures.push(Failure::Events {
             emitted: h.events_emitted_total,
             logged: h.events_logged_total,
+        });
+    }
+    let d = &report.decisions;
+    if d.counts.no_answer > 0 && !explains_errors(s) {
+        let mut reasons: Vec<String> = d
+            .no_answer_examples
+            .iter()
+            .map(|e| format!("{}: {}", e.credential_kind, e.reason))
+            .collect();
+        reasons.sort();
+        reasons.dedup();
+        reasons.truncate(EXAMPLES_KEPT);
+        failures.push(Failure::Unanswered {
+            count: d.counts.no_answer,
+            reasons,
         });
     }
     Ok(Found {
