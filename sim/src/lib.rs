@@ -23,6 +23,9 @@
 //! - [`metrics`]: per-worker HDR recorders, Prometheus registry and exporter,
 //!   and the metric catalogue thresholds, reports and docs derive from.
 //! - [`report`]: the run report (JSON, HTML, JUnit, HDR logs) and merging.
+//! - [`soak`]: the seeded random-scenario campaign (`fleetsim soak`): a
+//!   generator of valid scenario files and the invariants every run of
+//!   one must keep.
 //!
 //! A credential check: a workload calls `Fleet::present` -> the device actor
 //! (keypad types the digits, door phone reads the QR) -> `transport::Link::check`
@@ -37,4 +40,5 @@ pub mod metrics;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod soak;
 pub mod transport;

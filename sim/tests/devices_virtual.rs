@@ -319,6 +319,47 @@ fn an_offline_ble_lock_keeps_granting_cached_codes_and_learns_new_ones_by_sync()
 }
 
 #[test]
+fn going_online_ends_an_offline_spell_and_delivers_the_buffered_events() {
+    run_virtual(|| async {
+        let mut params = DeviceParams::quiet();
+        params.lock.ble_in_range_every_s = fleetsim::devices::Span::new(1e9, 1e9);
+        let s = inproc_fleet(&FleetSpec::new(16).ble_doors(1).params(params));
+        let plan = s.fleet.provisioned.doors[0].clone();
+        let lock = plan.lock.unwrap();
+        issue_pin(&s, plan.door, "4829");
+        s.fleet.control(lock, Control::SyncNow).unwrap();
+        wait_s(1.0).await;
+        s.fleet
+            .control(lock, Control::GoOffline { for_s: 600.0 })
+            .unwrap();
+        wait_s(1.0).await;
+        let got = s.fleet.present(lock, pin("4829")).await.unwrap();
+        assert_eq!(got.outcome, DeviceOutcome::Unlocked);
+        wait_s(60.0).await; // relocked: "unlocked" and "locked" are held
+        let l = s.fleet.snapshot(lock).await.unwrap();
+        assert!(!l.online);
+        assert!(s.transport.log().device(lock).accepted < l.seq);
+
+        // Ended early (as at the end of a run): everything is delivered.
+        s.fleet.control(lock, Control::GoOnline).unwrap();
+        let l = s.fleet.snapshot(lock).await.unwrap();
+        assert!(l.online);
+        let logged = s.transport.log().device(lock);
+        assert_eq!((logged.accepted, logged.gaps), (l.seq, 0));
+        assert_eq!(logged.per_kind, l.emitted);
+
+        // The ended spell's timer (due at 600 s) does not end a later one.
+        s.fleet
+            .control(lock, Control::GoOffline { for_s: 3_600.0 })
+            .unwrap();
+        wait_s(900.0).await;
+        assert!(!s.fleet.snapshot(lock).await.unwrap().online);
+        wait_s(3_000.0).await;
+        assert!(s.fleet.snapshot(lock).await.unwrap().online);
+    });
+}
+
+#[test]
 fn an_offline_ble_lock_checks_each_cached_codes_validity_on_its_own_clock() {
     use jiff::SignedDuration;
     use reference_server::domain::{DailyWindow, Schedule, Weekdays};

@@ -262,6 +262,7 @@ impl Handler<Control> for DoorPhone {
         match m {
             Control::GoOffline { for_s } => go_offline(self, ctx, for_s),
             Control::BeginOfflineSpells => begin_offline_spells(self, ctx),
+            Control::GoOnline => go_online(self, ctx),
             Control::SyncNow => {}
         }
     }

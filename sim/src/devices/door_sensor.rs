@@ -147,6 +147,7 @@ impl Handler<Control> for DoorSensor {
         match m {
             Control::GoOffline { for_s } => go_offline(self, ctx, for_s),
             Control::BeginOfflineSpells => begin_offline_spells(self, ctx),
+            Control::GoOnline => go_online(self, ctx),
             Control::SyncNow => {}
         }
     }

@@ -283,6 +283,7 @@ impl Handler<Control> for Keypad {
     fn handle(&mut self, m: Control, ctx: &mut Context<Self>) {
         match m {
             Control::GoOffline { for_s } => go_offline(self, ctx, for_s),
+            Control::GoOnline => go_online(self, ctx),
             Control::SyncNow => self.core.request_sync(),
             Control::BeginOfflineSpells => begin_offline_spells(self, ctx),
         }

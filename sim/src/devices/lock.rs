@@ -385,6 +385,7 @@ impl Handler<Control> for Lock {
         match m {
             Control::GoOffline { for_s } => go_offline(self, ctx, for_s),
             Control::BeginOfflineSpells => begin_offline_spells(self, ctx),
+            Control::GoOnline => go_online(self, ctx),
             Control::SyncNow => {
                 if self.core.online() {
                     // A phone or gateway is near: what waited is applied,

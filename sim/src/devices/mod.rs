@@ -146,6 +146,9 @@ pub struct GetSnapshot;
 pub enum Control {
     /// Lose connectivity for this long.
     GoOffline { for_s: f64 },
+    /// End an offline spell now: the device reconnects and delivers what it
+    /// buffered (the run's end, so held events are not counted as lost).
+    GoOnline,
     /// A phone or gateway is near now: sync (Bluetooth devices).
     SyncNow,
     /// Start the device's own offline spells (see
@@ -341,6 +344,9 @@ pub struct Core {
     seq: u64,
     emitted: KindCounts,
     online: bool,
+    /// Bumped by each offline spell: the timer of a spell ended early
+    /// (by [`Control::GoOnline`]) does nothing.
+    offline_spell: u64,
     offline_buffer: VecDeque<Event>,
     events_dropped: u64,
     skew: SignedDuration,
@@ -400,6 +406,7 @@ impl Core {
             seq: 0,
             emitted: KindCounts::default(),
             online: true,
+            offline_spell: 0,
             offline_buffer: VecDeque::new(),
             events_dropped: 0,
             skew: SignedDuration::from_millis((skew_s * 1000.0) as i64),
@@ -816,19 +823,34 @@ pub fn go_offline<A: HasCore>(act: &mut A, ctx: &mut Context<A>, for_s: f64) {
     }
     core.online = false;
     core.offline.went_offline();
-    timers::run_later(ctx, Duration::from_secs_f64(for_s.max(0.0)), |act, ctx| {
-        let core = act.core();
-        core.online = true;
-        core.offline.came_back();
-        while let Some(e) = core.offline_buffer.pop_front() {
-            if core.link.event(&e).is_err() {
-                core.events_dropped += 1;
-            }
+    core.offline_spell += 1;
+    let spell = core.offline_spell;
+    timers::run_later(ctx, Duration::from_secs_f64(for_s.max(0.0)), move |act, ctx| {
+        if act.core().offline_spell == spell {
+            go_online(act, ctx);
         }
-        let status = core.status();
-        let _ = core.link.status(&status);
-        act.back_online(ctx);
     });
+}
+
+/// Ends an offline spell: the device reconnects, delivers the events it
+/// buffered and says it is online.
+pub fn go_online<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
+    let core = act.core();
+    if core.online {
+        return;
+    }
+    core.online = true;
+    core.offline.came_back();
+    // The spell's timer, if still armed, finds another spell number.
+    core.offline_spell += 1;
+    while let Some(e) = core.offline_buffer.pop_front() {
+        if core.link.event(&e).is_err() {
+            core.events_dropped += 1;
+        }
+    }
+    let status = core.status();
+    let _ = core.link.status(&status);
+    act.back_online(ctx);
 }
 
 /// The delay of a keypad entry: one interval per digit plus "enter".

@@ -611,6 +611,12 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     if let Some(r) = &relay {
         r.restore();
     }
+    // Likewise the devices an offline spell still holds: they deliver the
+    // events they buffered, which would otherwise count as lost. Each
+    // device's mailbox handles this before the snapshot asked for below.
+    for d in ctx.fleet.devices() {
+        let _ = ctx.fleet.control(d.id, crate::devices::Control::GoOnline);
+    }
     let duration_s = (Instant::now() - origin).as_secs_f64().min(
         phase_start
             .as_secs_f64()
