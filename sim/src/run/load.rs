@@ -32,8 +32,8 @@ use crate::clock::{stream_rng, SimClock};
 use crate::devices::fleet::{Fleet, FleetSpec, Placement};
 use crate::devices::{DeviceOutcome, DeviceParams, Present};
 use crate::metrics::{
-    FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot,
-    Timings, Verdict, DEFAULT_INTERVAL_US,
+    FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot, Timings, Verdict,
+    DEFAULT_INTERVAL_US,
 };
 use crate::scenario::{Action, Load, Scenario, Transport as Kind};
 use crate::transport::relay::Relay;

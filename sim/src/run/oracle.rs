@@ -502,17 +502,18 @@ impl Oracle {
         done: Timestamp,
         note: &str,
     ) -> Example {
+        use crate::clock::display_ms;
         let at = |s: i64| {
             Timestamp::from_second(s)
-                .map(|t| t.to_string())
+                .map(display_ms)
                 .unwrap_or_else(|_| s.to_string())
         };
         let keypad = (a.kind == TruthKind::Pin && a.keypad)
             .then(|| self.keypads.get(&a.device))
             .flatten();
         Example {
-            at: sent.to_string(),
-            answered_at: done.to_string(),
+            at: display_ms(sent),
+            answered_at: display_ms(done),
             site: self.sites.get(&a.door).copied(),
             door: a.door.0,
             device: a.device.0,
@@ -525,7 +526,8 @@ impl Oracle {
             expected,
             actual,
             note: note.to_string(),
-            wrong_pins_at: keypad.map_or_else(Vec::new, |k| k.wrong_s.iter().map(|s| at(*s)).collect()),
+            wrong_pins_at: keypad
+                .map_or_else(Vec::new, |k| k.wrong_s.iter().map(|s| at(*s)).collect()),
             locked_until: keypad
                 .filter(|k| k.locked_until_s != 0)
                 .map(|k| at(k.locked_until_s)),
@@ -662,9 +664,8 @@ impl Oracle {
             return;
         }
         let expected = at_end;
-        let example = |o: &Oracle, why: &str| {
-            o.example(a, expected.label(), actual.label(), sent, done, why)
-        };
+        let example =
+            |o: &Oracle, why: &str| o.example(a, expected.label(), actual.label(), sent, done, why);
         match (expected, actual) {
             (Expected::Granted, Expected::Granted) => self.verdicts.true_grants += 1,
             (Expected::Denied(e), Expected::Denied(g)) => {
@@ -688,7 +689,10 @@ impl Oracle {
             (Expected::Granted, Expected::Denied(_)) => {
                 self.verdicts.false_rejects += 1;
                 if self.false_reject_examples.len() < MAX_EXAMPLES {
-                    let ex = example(self, "the engine denied a credential the truth table grants");
+                    let ex = example(
+                        self,
+                        "the engine denied a credential the truth table grants",
+                    );
                     self.false_reject_examples.push(ex);
                 }
             }
