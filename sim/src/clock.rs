@@ -63,6 +63,12 @@ impl SimClock {
     }
 }
 
+/// A simulated time for people: RFC 3339 in UTC to the millisecond
+/// (`2026-03-02T07:00:05.123Z`), as reports show it.
+pub fn display_ms(t: Timestamp) -> String {
+    t.round(jiff::Unit::Millisecond).unwrap_or(t).to_string()
+}
+
 /// SplitMix64: spreads nearby inputs (seed ^ small ids) over all 64 bits.
 pub fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -95,6 +101,13 @@ mod tests {
         assert_eq!(a, device_rng(7, DeviceId(1)).random::<u64>());
         assert_ne!(a, device_rng(7, DeviceId(2)).random::<u64>());
         assert_ne!(a, device_rng(8, DeviceId(1)).random::<u64>());
+    }
+
+    #[test]
+    fn times_are_shown_to_the_millisecond() {
+        let t =
+            Timestamp::from_second(1_800_000_000).unwrap() + SignedDuration::from_nanos(5_678_900);
+        assert_eq!(display_ms(t), "2027-01-15T08:00:00.006Z");
     }
 
     #[tokio::test(start_paused = true)]

@@ -156,7 +156,11 @@ fn false_verdicts_carry_when_where_what_and_the_keypads_history_everywhere() {
     assert_eq!(fa["site"], 0);
     assert_eq!(fa["door"], door.door.0);
     assert_eq!(fa["device"], phone.0);
-    assert_eq!(fa["credential"], Value::Null, "a wrong PIN is no credential");
+    assert_eq!(
+        fa["credential"],
+        Value::Null,
+        "a wrong PIN is no credential"
+    );
     assert_eq!(fa["credential_kind"], "pin");
     assert_eq!(fa["action"], "pin_wrong");
     assert_eq!(fa["expected"], "denied:wrong_pin");

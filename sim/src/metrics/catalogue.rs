@@ -527,7 +527,14 @@ mod tests {
             let e = lookup(n).unwrap_or_else(|| panic!("{n}"));
             assert_eq!(&e.name(), n);
         }
-        for bad in ["check.pin.p42", "actuation.p99", "check.pin", "p99", "", "."] {
+        for bad in [
+            "check.pin.p42",
+            "actuation.p99",
+            "check.pin",
+            "p99",
+            "",
+            ".",
+        ] {
             assert!(lookup(bad).is_none(), "{bad}");
         }
     }

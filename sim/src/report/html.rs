@@ -19,6 +19,7 @@ table{border-collapse:collapse;font-size:13px;width:100%}
 th,td{padding:4px 8px;border-bottom:1px solid #e3e5ea;text-align:right}
 th:first-child,td:first-child{text-align:left}
 td.l,th.l{text-align:left}
+td.nw{white-space:nowrap}
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;font-weight:600;font-size:13px}
 .pass{background:#d9f2e3;color:#0b6b35}.fail{background:#fbe0dc;color:#a3200f}.skip{background:#e8e9ed;color:#444}
 .note{background:#fff6d6;border-left:4px solid #E69F00;padding:8px 12px;font-size:13px}
@@ -278,17 +279,17 @@ fn examples(h: &mut String, id: &str, title: &str, list: &[DecisionExample]) {
     }
     let _ = write!(
         h,
-        "<h3>{}</h3><table id=\"{id}\"><tr><th class=\"l\">time (simulated)</th><th>site</th><th>door</th><th>device</th><th>credential</th><th class=\"l\">action</th><th class=\"l\">expected</th><th class=\"l\">actual</th><th class=\"l\">keypad: wrong PINs at</th><th class=\"l\">note</th></tr>",
+        "<h3>{}</h3><table id=\"{id}\"><tr><th class=\"l\">time (simulated)</th><th>site</th><th>door</th><th>device</th><th>credential</th><th class=\"l\">action</th><th class=\"l\">expected</th><th class=\"l\">actual</th><th class=\"l\">keypad: wrong PINs at</th></tr>",
         escape(title)
     );
     for e in list {
-        let mut keypad = e.wrong_pins_at.join(", ");
+        let mut keypad = e.wrong_pins_at.clone();
         if let Some(t) = &e.locked_until {
-            keypad.push_str(&format!("; locked until {t}"));
+            keypad.push(format!("locked until {t}"));
         }
         let _ = write!(
             h,
-            "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{} {}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+            "<tr><td class=\"l nw\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{} {}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
             escape(&e.at),
             e.site.map(|s| s.to_string()).unwrap_or_default(),
             e.door,
@@ -298,8 +299,7 @@ fn examples(h: &mut String, id: &str, title: &str, list: &[DecisionExample]) {
             escape(&e.action),
             escape(&e.expected),
             escape(&e.actual),
-            escape(&keypad),
-            escape(&e.note)
+            escape(&keypad.join(", ")),
         );
     }
     h.push_str("</table>");

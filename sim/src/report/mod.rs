@@ -719,8 +719,14 @@ impl RunReport {
             ("decisions.true_denial", d.true_denials as f64),
             ("decisions.false_accept", d.false_accepts as f64),
             ("decisions.false_reject", d.false_rejects as f64),
-            ("decisions.false_accept_rate", d.false_accepts as f64 / judged),
-            ("decisions.false_reject_rate", d.false_rejects as f64 / judged),
+            (
+                "decisions.false_accept_rate",
+                d.false_accepts as f64 / judged,
+            ),
+            (
+                "decisions.false_reject_rate",
+                d.false_rejects as f64 / judged,
+            ),
             ("decisions.no_answer", d.no_answer as f64),
             ("decisions.ambiguous", d.ambiguous as f64),
             ("decisions.uncertain", d.uncertain as f64),

@@ -801,9 +801,10 @@ impl Oracle {
         done: Timestamp,
         note: &str,
     ) -> Example {
+        use crate::clock::display_ms;
         let at = |s: i64| {
             Timestamp::from_second(s)
-                .map(|t| t.to_string())
+                .map(display_ms)
                 .unwrap_or_else(|_| s.to_string())
         };
         // The keypad's history as the oracle's first possible state has it
@@ -816,8 +817,8 @@ impl Oracle {
                 Keeper::Unknown { .. } => None,
             });
         Example {
-            at: sent.to_string(),
-            answered_at: done.to_string(),
+            at: display_ms(sent),
+            answered_at: display_ms(done),
             site: self.sites.get(&a.door).copied(),
             door: a.door.0,
             device: a.device.0,
@@ -830,7 +831,8 @@ impl Oracle {
             expected,
             actual,
             note: note.to_string(),
-            wrong_pins_at: keypad.map_or_else(Vec::new, |k| k.wrong_s.iter().map(|s| at(*s)).collect()),
+            wrong_pins_at: keypad
+                .map_or_else(Vec::new, |k| k.wrong_s.iter().map(|s| at(*s)).collect()),
             locked_until: keypad
                 .filter(|k| k.until_s != 0)
                 .map(|k| at(k.until_s)),

@@ -92,8 +92,9 @@ pub fn threshold_metrics(r: &RunReport, o: &OracleFile) -> BTreeMap<String, f64>
         m.insert(k.into(), v);
     }
     debug_assert!(
-        m.keys().all(|k| crate::metrics::Transport::parse(&r.transport)
-            .is_none_or(|t| catalogue::measurable(k, t))),
+        m.keys()
+            .all(|k| crate::metrics::Transport::parse(&r.transport)
+                .is_none_or(|t| catalogue::measurable(k, t))),
         "a metric outside the catalogue, or one it says {} cannot measure: {:?}",
         r.transport,
         m.keys().collect::<Vec<_>>()
@@ -149,7 +150,7 @@ pub fn finish(s: &Scenario, opts: &RunOptions, m: Measured) -> Result<RunOutcome
             scenario::Clock::Real => "real".into(),
             scenario::Clock::Virtual => "virtual".into(),
         },
-        started_at: Some(m.started_at.to_string()),
+        started_at: Some(crate::clock::display_ms(m.started_at)),
         duration_s: m.duration_s,
         shard: (opts.shard.count > 1).then_some(ShardId {
             index: opts.shard.index,
