@@ -1053,7 +1053,7 @@ fn rate(per_s: f64) -> String {
 /// Integer weights as hundredths adding up to exactly 100, each at least 1.
 fn hundredths(weights: &[(&str, u32)]) -> Vec<u32> {
     let n = weights.len() as u32;
-    assert!(n > 0 && n <= 100, "1 to 100 weights");
+    assert!((1..=100).contains(&n), "1 to 100 weights");
     let total: u64 = weights.iter().map(|(_, w)| u64::from(*w)).sum();
     let spare = u64::from(100 - n);
     let mut shares: Vec<u32> = weights
