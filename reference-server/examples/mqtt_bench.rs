@@ -110,10 +110,8 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let dir = tempfile::tempdir()?;
     let flooding = args.flood_s > 0;
-    let (service, site, mut devices) = server_rt.block_on(provision(
-        dir.path(),
-        args.devices + u32::from(flooding),
-    ))?;
+    let (service, site, mut devices) =
+        server_rt.block_on(provision(dir.path(), args.devices + u32::from(flooding)))?;
     // The flooder is provisioned like the others but takes no part in the
     // measured load.
     let flooder = if flooding { devices.pop() } else { None };
@@ -711,10 +709,10 @@ impl Flood {
         let mut per_batch = 0u64;
         while batch.len() < 64 * 1024 {
             let payload: Vec<u8> = match self.kind {
-                FloodKind::Auth => format!(
-                    r#"{{"id":{per_batch},"credential":{{"type":"pin","value":"{PIN}"}}}}"#
-                )
-                .into_bytes(),
+                FloodKind::Auth => {
+                    format!(r#"{{"id":{per_batch},"credential":{{"type":"pin","value":"{PIN}"}}}}"#)
+                        .into_bytes()
+                }
                 FloodKind::Garbage => b"\x00garbage, not json \xff".to_vec(),
             };
             let mut body = Vec::new();
@@ -775,9 +773,7 @@ impl RssSampler {
         let samples = s.samples.clone();
         let t0 = s.t0;
         std::thread::spawn(move || loop {
-            samples
-                .lock()
-                .push((t0.elapsed().as_secs_f64(), rss_kib()));
+            samples.lock().push((t0.elapsed().as_secs_f64(), rss_kib()));
             std::thread::sleep(Duration::from_millis(100));
         });
         s

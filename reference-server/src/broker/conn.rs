@@ -218,7 +218,8 @@ async fn handshake(
         let mut r = shared.router.write();
         let room = r.connections() < shared.cfg.max_connections;
         if room {
-            if let Some(old) = r.connect(id, &client_id, tx.clone(), kick.clone(), identity.device())
+            if let Some(old) =
+                r.connect(id, &client_id, tx.clone(), kick.clone(), identity.device())
             {
                 old.notify_one();
             }
@@ -459,7 +460,10 @@ impl Conn {
 
     fn on_publish(&mut self, p: Publish) -> Result<(), Close> {
         if p.topic.is_empty() || !valid_topic(&p.topic) {
-            return Err(Close::Lost(format!("publish to an invalid topic {:?}", p.topic)));
+            return Err(Close::Lost(format!(
+                "publish to an invalid topic {:?}",
+                p.topic
+            )));
         }
         let duplicate_qos2 = p.qos == QoS::ExactlyOnce && !self.qos2_pending.insert(p.pkid);
         match p.qos {
@@ -488,7 +492,12 @@ impl Conn {
             }
             return Ok(());
         }
-        self.publish_message(&p.topic, p.payload, min_qos(p.qos, QoS::AtLeastOnce), p.retain);
+        self.publish_message(
+            &p.topic,
+            p.payload,
+            min_qos(p.qos, QoS::AtLeastOnce),
+            p.retain,
+        );
         Ok(())
     }
 
@@ -540,7 +549,14 @@ fn packet_name(p: &Packet) -> &'static str {
 }
 
 /// A PUBLISH packet, written without building a `Publish` (no topic copy).
-fn write_publish(buf: &mut BytesMut, topic: &str, qos: QoS, retain: bool, pkid: u16, payload: &[u8]) {
+fn write_publish(
+    buf: &mut BytesMut,
+    topic: &str,
+    qos: QoS,
+    retain: bool,
+    pkid: u16,
+    payload: &[u8],
+) {
     let byte1 = 0x30 | ((qos as u8) << 1) | u8::from(retain);
     let mut len = 2 + topic.len() + payload.len();
     if qos != QoS::AtMostOnce {
@@ -580,7 +596,14 @@ mod tests {
         ] {
             let payload = vec![b'x'; size];
             let mut buf = BytesMut::new();
-            write_publish(&mut buf, "fleet/site-1/dev-1/auth/resp", qos, true, pkid, &payload);
+            write_publish(
+                &mut buf,
+                "fleet/site-1/dev-1/auth/resp",
+                qos,
+                true,
+                pkid,
+                &payload,
+            );
             let Packet::Publish(p) = v4::read(&mut buf, 1 << 20).unwrap() else {
                 panic!("a publish")
             };

@@ -503,7 +503,11 @@ mod tests {
         assert_eq!(who("dev-1", "dev-1", "s1"), dev1);
         assert_eq!(who("dev-1-sub", "dev-1", "s1"), dev1);
         assert_eq!(who("dev-1", "dev-1", "wrong"), None);
-        assert_eq!(who("dev-2", "dev-1", "s1"), None, "another device's session id");
+        assert_eq!(
+            who("dev-2", "dev-1", "s1"),
+            None,
+            "another device's session id"
+        );
         assert_eq!(who("dev-12", "dev-1", "s1"), None);
         assert_eq!(who("x", "nobody", "s1"), None);
     }
@@ -522,7 +526,10 @@ mod tests {
         }
         for chan in ["auth/resp", "sync", "cmd"] {
             assert!(s(&format!("fleet/site-4/dev-1/{chan}")), "{chan}");
-            assert!(!p(&format!("fleet/site-4/dev-1/{chan}")), "only the engine: {chan}");
+            assert!(
+                !p(&format!("fleet/site-4/dev-1/{chan}")),
+                "only the engine: {chan}"
+            );
         }
         for foreign in [
             "fleet/site-4/dev-2/auth/req",

@@ -609,7 +609,9 @@ pub async fn a_device_cannot_speak_for_another(kind: Broker) {
 
     // A wrong password and an unknown account are refused at CONNECT.
     let name = attacker.to_string();
-    assert!(try_login(h.port, &name, &name, "not-the-secret").await.is_err());
+    assert!(try_login(h.port, &name, &name, "not-the-secret")
+        .await
+        .is_err());
     assert!(try_login(h.port, "nobody", "nobody", secret).await.is_err());
     // dev-1's own credentials with dev-0's client id: the embedded broker
     // refuses the login; Mosquitto (`use_username_as_clientid`) replaces
@@ -650,9 +652,7 @@ pub async fn one_device_flooding_leaves_the_others_answered(kind: Broker) {
     opts.set_credentials(flooder.to_string(), secret)
         .set_request_channel_capacity(10_000);
     let (client, mut el) = AsyncClient::new(opts, 10_000);
-    let poll = tokio::spawn(async move {
-        while el.poll().await.is_ok() {}
-    });
+    let poll = tokio::spawn(async move { while el.poll().await.is_ok() {} });
     let topic = protocol::topic("fleet", h.world.site, flooder, Channel::AuthReq);
     let started = std::time::Instant::now();
     let flood = tokio::spawn(async move {
@@ -698,7 +698,10 @@ pub async fn one_device_flooding_leaves_the_others_answered(kind: Broker) {
         "{kind:?}: the flooder sent {sent} in {elapsed_s:.1} s, {flooders} were handled, {} dropped as over its rate",
         m.dropped(DropReason::RateLimited)
     );
-    assert!(sent > flooders + 100, "the flood was not a flood: {sent} sent");
+    assert!(
+        sent > flooders + 100,
+        "the flood was not a flood: {sent} sent"
+    );
     // The excess is counted, for the flooder alone.
     assert!(m.dropped(DropReason::RateLimited) > 0);
     assert!(m.device_drops().total(flooder) > 0);
@@ -733,11 +736,7 @@ pub async fn one_device_flooding_leaves_the_others_answered(kind: Broker) {
     // One summary per reason, not one entry per message.
     assert!(dropped.len() <= DropReason::ALL.len(), "{dropped:?}");
     assert_eq!(
-        h.world
-            .service
-            .metrics()
-            .activity_entries_lost_total
-            .get(),
+        h.world.service.metrics().activity_entries_lost_total.get(),
         0
     );
     h.stop().await;
