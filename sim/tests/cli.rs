@@ -389,7 +389,9 @@ fn a_name_like_a_path_lands_under_reports() {
     // Nothing else anywhere in the temporary tree.
     let outside: Vec<String> = tree(tmp.path())
         .into_iter()
-        .filter(|p| !p.starts_with("a/b/reports") && p != "a" && p != "a/b" && p != "a/b/escape.toml")
+        .filter(|p| {
+            !p.starts_with("a/b/reports") && p != "a" && p != "a/b" && p != "a/b/escape.toml"
+        })
         .collect();
     assert!(outside.is_empty(), "written outside reports/: {outside:?}");
 }

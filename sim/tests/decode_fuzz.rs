@@ -343,7 +343,9 @@ fn ids_beyond_the_servers_range_are_refused_not_truncated() {
         unreachable!()
     };
     assert!(ids.get(IdKind::Site, local.0).is_err());
-    assert!(target::device_answer(&json!({"device": 1u64 << 32, "mqtt": {"password": "s"}})).is_err());
+    assert!(
+        target::device_answer(&json!({"device": 1u64 << 32, "mqtt": {"password": "s"}})).is_err()
+    );
     // A device answer without an id was taken as device 0.
     assert!(target::device_answer(&json!({"mqtt": {"password": "s"}})).is_err());
 }

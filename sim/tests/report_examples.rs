@@ -120,7 +120,7 @@ fn false_verdicts_carry_when_where_what_and_the_keypads_history_everywhere() {
         },
         started_at: t0,
         duration_s: 6.0,
-        actions: Default::default(),
+        arrivals: Default::default(),
         skipped: Default::default(),
         closed_people: None,
         offline_max: 0,
@@ -139,6 +139,7 @@ fn false_verdicts_carry_when_where_what_and_the_keypads_history_everywhere() {
         report_dir: tmp.path().to_path_buf(),
         metrics_addr: None,
         shard: Shard::WHOLE,
+        run_id: "test".into(),
         reproduce: "fleetsim run examples.toml --seed 5".into(),
     };
     let outcome = verdict::finish(&s, &opts, measured).unwrap();

@@ -101,6 +101,7 @@ fn run_text(text: &str, dir: &Path) -> (Value, Value) {
         report_dir: dir.to_path_buf(),
         metrics_addr: None,
         shard: Shard::WHOLE,
+        run_id: "test".into(),
         reproduce: "test".into(),
     };
     let outcome = run::execute(&s, &opts).unwrap();

@@ -106,7 +106,10 @@ fn a_month_in_virtual_time_keeps_a_bounded_time_series_and_says_how() {
     }
     // The HDR logs have one entry per interval.
     let log = std::fs::read_to_string(dir.join("hdr/pin_check.hlog")).unwrap();
-    let entries = log.lines().filter(|l| !l.starts_with('#') && !l.starts_with('"')).count();
+    let entries = log
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('"'))
+        .count();
     assert!(entries as u64 <= PLANNED_INTERVALS, "{entries}");
     // The progress line: simulated time done of the total.
     assert!(
@@ -124,7 +127,10 @@ fn simulated_latency_thresholds_are_not_judged_unless_the_scenario_asks() {
     let dir = tmp.path().join("skipped");
     let (code, out, err) = run(&file, &dir);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(out.contains("NOT JUDGED (simulated) check.pin.p99"), "{out}");
+    assert!(
+        out.contains("NOT JUDGED (simulated) check.pin.p99"),
+        "{out}"
+    );
     assert!(out.contains("PASS decisions.false_reject"), "{out}");
     assert!(out.contains("latencies are simulated"), "{out}");
     let r = json(&dir.join("report.json"));
@@ -137,7 +143,10 @@ fn simulated_latency_thresholds_are_not_judged_unless_the_scenario_asks() {
     let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
     assert!(junit.contains("skipped=\"1\""), "{junit}");
     assert!(junit.contains("failures=\"0\""), "{junit}");
-    assert!(junit.contains("<skipped message=\"not judged: simulated\"/>"), "{junit}");
+    assert!(
+        junit.contains("<skipped message=\"not judged: simulated\"/>"),
+        "{junit}"
+    );
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("not judged: simulated"));
     assert!(html.contains("id=\"latency-simulated\""));

@@ -861,10 +861,16 @@ fn unsafe_text_is_refused_in_every_string_and_never_shown_raw() {
         // TOML escapes: every one of them can be written in a basic string.
         let esc = format!("\\u{:04X}", u32::from(c));
         let places = [
-            ("name", replace("name = \"t\"", &format!("name = \"a{esc}b\""))),
+            (
+                "name",
+                replace("name = \"t\"", &format!("name = \"a{esc}b\"")),
+            ),
             (
                 "description",
-                replace("name = \"t\"", &format!("name = \"t\"\ndescription = \"{esc}\"")),
+                replace(
+                    "name = \"t\"",
+                    &format!("name = \"t\"\ndescription = \"{esc}\""),
+                ),
             ),
             (
                 "phases[0].name",
@@ -924,9 +930,15 @@ fn raw_bidirectional_controls_in_comments_are_not_echoed_by_the_caret_display() 
     assert_eq!(err.problems().len(), 1, "{err}");
     let p = &err.problems()[0];
     assert_eq!(p.kind, ProblemKind::WrongType);
-    assert!(p.source_line.contains("\u{FFFD}evil\u{FFFD} comment"), "{p:?}");
+    assert!(
+        p.source_line.contains("\u{FFFD}evil\u{FFFD} comment"),
+        "{p:?}"
+    );
     let shown = err.to_string();
-    assert!(!shown.contains('\u{202E}') && !shown.contains('\u{2066}'), "{shown}");
+    assert!(
+        !shown.contains('\u{202E}') && !shown.contains('\u{2066}'),
+        "{shown}"
+    );
 }
 
 #[test]

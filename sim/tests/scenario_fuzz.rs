@@ -258,13 +258,17 @@ enum Damage {
 
 fn damage() -> impl Strategy<Value = Damage> {
     prop_oneof![
-        (any::<usize>(), 0usize..40, "\\PC{0,8}")
-            .prop_map(|(at, len, junk)| Damage::Splice { at, len, junk }),
+        (any::<usize>(), 0usize..40, "\\PC{0,8}").prop_map(|(at, len, junk)| Damage::Splice {
+            at,
+            len,
+            junk
+        }),
         any::<usize>().prop_map(Damage::DropLine),
         any::<usize>().prop_map(Damage::DoubleLine),
         (any::<usize>(), prop::sample::select(VALUES.to_vec()))
             .prop_map(|(n, v)| Damage::Revalue(n, v)),
-        (any::<usize>(), prop::sample::select(KEYS.to_vec())).prop_map(|(n, k)| Damage::Rekey(n, k)),
+        (any::<usize>(), prop::sample::select(KEYS.to_vec()))
+            .prop_map(|(n, k)| Damage::Rekey(n, k)),
     ]
 }
 
@@ -275,7 +279,12 @@ fn damaged(src: &str, d: &Damage) -> String {
     let n_lines = lines.len().max(1);
     match d {
         Damage::Splice { at, len, junk } => {
-            let floor = |i: usize| (0..=i).rev().find(|j| rest.is_char_boundary(*j)).unwrap_or(0);
+            let floor = |i: usize| {
+                (0..=i)
+                    .rev()
+                    .find(|j| rest.is_char_boundary(*j))
+                    .unwrap_or(0)
+            };
             let start = floor(at % (rest.len() + 1));
             let end = floor((start + len).min(rest.len())).max(start);
             return format!("{first}{}{junk}{}", &rest[..start], &rest[end..]);
@@ -316,7 +325,12 @@ fn located(src: &str, e: &ScenarioError) -> Result<(), TestCaseError> {
         prop_assert!(p.col >= 1 && p.col <= line.chars().count() + 1, "{p:?}");
         // The line shown is the file's, with unprintable characters
         // replaced one for one.
-        prop_assert_eq!(p.source_line.chars().count(), line.chars().count(), "{:?}", p);
+        prop_assert_eq!(
+            p.source_line.chars().count(),
+            line.chars().count(),
+            "{:?}",
+            p
+        );
         let same = p
             .source_line
             .chars()

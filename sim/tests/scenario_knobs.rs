@@ -267,11 +267,19 @@ fn action_probe(action: &'static str, field: &'static str, output: Output) -> Pr
         move |t| {
             rich(t);
             // pin_valid's own probe starts from another action.
-            let other = if action == "pin_valid" { "pin_wrong" } else { "pin_valid" };
+            let other = if action == "pin_valid" {
+                "pin_wrong"
+            } else {
+                "pin_valid"
+            };
             actions(t, &[(other, 1.0)]);
         },
         move |t| {
-            let other = if action == "pin_valid" { "pin_wrong" } else { "pin_valid" };
+            let other = if action == "pin_valid" {
+                "pin_wrong"
+            } else {
+                "pin_valid"
+            };
             actions(t, &[(other, 0.5), (action, 0.5)]);
         },
         output,
@@ -879,7 +887,11 @@ fn probes() -> Vec<Probe> {
         ("code_change", "actions.code_change"),
         ("code_revoke", "actions.code_revoke"),
     ] {
-        v.push(action_probe(action, field, Report("/health/code_sync_total")));
+        v.push(action_probe(
+            action,
+            field,
+            Report("/health/code_sync_total"),
+        ));
     }
     v
 }
@@ -984,6 +996,7 @@ fn options(s: &fleetsim::scenario::Scenario, dir: &Path) -> RunOptions {
         report_dir: dir.to_path_buf(),
         metrics_addr: None,
         shard: Shard::WHOLE,
+        run_id: "test".into(),
         reproduce: String::new(),
     }
 }
@@ -1029,7 +1042,10 @@ fn scenario_text(edits: &[&Edit]) -> String {
 fn every_documented_field_changes_a_named_output() {
     let (documented, cannot) = readme_fields();
     let probes = probes();
-    assert!(documented.len() > 60, "the README parser found {documented:?}");
+    assert!(
+        documented.len() > 60,
+        "the README parser found {documented:?}"
+    );
     assert_eq!(
         cannot,
         CANNOT.iter().map(|s| s.to_string()).collect(),

@@ -138,16 +138,20 @@ pub fn auth_response() -> impl Strategy<Value = AuthResponse> {
         prop::option::of(any::<u32>().prop_map(HolderId)),
         prop::option::of(origin()),
         prop::option::of(text()),
+        prop::option::of(timestamp()),
     )
         .prop_map(
-            |(id, decision, reason, credential_id, holder, origin, error)| AuthResponse {
-                id,
-                decision,
-                reason,
-                credential_id,
-                holder,
-                origin,
-                error,
+            |(id, decision, reason, credential_id, holder, origin, error, locked_until)| {
+                AuthResponse {
+                    id,
+                    decision,
+                    reason,
+                    credential_id,
+                    holder,
+                    origin,
+                    error,
+                    locked_until,
+                }
             },
         )
 }
@@ -169,13 +173,16 @@ pub fn status() -> impl Strategy<Value = Status> {
 
 pub fn event_kind() -> impl Strategy<Value = EventKind> {
     prop_oneof![
-        (how(), prop::option::of(credential_id()), prop::option::of(origin())).prop_map(
-            |(how, credential, origin)| EventKind::Unlocked {
+        (
+            how(),
+            prop::option::of(credential_id()),
+            prop::option::of(origin())
+        )
+            .prop_map(|(how, credential, origin)| EventKind::Unlocked {
                 how,
                 credential,
                 origin
-            }
-        ),
+            }),
         how().prop_map(|how| EventKind::Locked { how }),
         (how(), deny_reason()).prop_map(|(how, reason)| EventKind::AccessDenied { how, reason }),
         Just(EventKind::MotorBlocked),
@@ -197,7 +204,12 @@ pub fn event() -> impl Strategy<Value = Event> {
 
 pub fn validity() -> impl Strategy<Value = SyncValidity> {
     let secs = || prop::option::of(any::<i64>());
-    let zone = prop::sample::select(vec!["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo"]);
+    let zone = prop::sample::select(vec![
+        "UTC",
+        "Europe/Berlin",
+        "America/New_York",
+        "Asia/Tokyo",
+    ]);
     (
         secs(),
         secs(),
@@ -247,10 +259,12 @@ pub fn sync_push() -> impl Strategy<Value = SyncPush> {
 }
 
 pub fn sync_ack() -> impl Strategy<Value = SyncAckMsg> {
-    let item = (credential_id(), prop::option::of(sync_failure()))
-        .prop_map(|(credential, failure)| SyncItemResult {
-            credential,
-            failure,
+    let item =
+        (credential_id(), prop::option::of(sync_failure())).prop_map(|(credential, failure)| {
+            SyncItemResult {
+                credential,
+                failure,
+            }
         });
     (any::<u64>(), prop::collection::vec(item, 0..8))
         .prop_map(|(version, results)| SyncAckMsg { version, results })
@@ -384,7 +398,8 @@ pub fn json_leaf() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         prop::sample::select(WORDS.to_vec()).prop_map(Value::from),
         "\\PC{0,12}".prop_map(Value::from),
     ]

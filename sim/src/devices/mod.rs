@@ -825,11 +825,15 @@ pub fn go_offline<A: HasCore>(act: &mut A, ctx: &mut Context<A>, for_s: f64) {
     core.offline.went_offline();
     core.offline_spell += 1;
     let spell = core.offline_spell;
-    timers::run_later(ctx, Duration::from_secs_f64(for_s.max(0.0)), move |act, ctx| {
-        if act.core().offline_spell == spell {
-            go_online(act, ctx);
-        }
-    });
+    timers::run_later(
+        ctx,
+        Duration::from_secs_f64(for_s.max(0.0)),
+        move |act, ctx| {
+            if act.core().offline_spell == spell {
+                go_online(act, ctx);
+            }
+        },
+    );
 }
 
 /// Ends an offline spell: the device reconnects, delivers the events it

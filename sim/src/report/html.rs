@@ -4,7 +4,9 @@
 use std::fmt::Write;
 
 use super::junit::escape;
-use super::svg::{bar_chart, downsample, line_chart, Fold, Series, XAxis, MAX_CHART_POINTS, PALETTE};
+use super::svg::{
+    bar_chart, downsample, line_chart, Fold, Series, XAxis, MAX_CHART_POINTS, PALETTE,
+};
 use super::{fmt_num, RunReport};
 use crate::metrics::{DecisionExample, BATTERY_BUCKETS};
 
@@ -188,7 +190,11 @@ fn charts(h: &mut String, r: &RunReport) {
             fmt_num(r.interval_s)
         );
     }
-    let sim = if r.latency_simulated { " (simulated)" } else { "" };
+    let sim = if r.latency_simulated {
+        " (simulated)"
+    } else {
+        ""
+    };
     h.push_str("<div class=\"grid2\">");
     let rates = |f: &dyn Fn(&super::IntervalPoint) -> f64| {
         let pts: Vec<(f64, f64)> = r.timeseries.iter().map(|p| (p.start_s, f(p))).collect();

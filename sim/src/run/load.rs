@@ -40,8 +40,8 @@ use crate::clock::{stream_rng, SimClock};
 use crate::devices::fleet::{Fleet, FleetSpec, Placement};
 use crate::devices::{DeviceError, DeviceOutcome, DeviceParams, Present};
 use crate::metrics::{
-    DecisionClass, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot,
-    Timings, Verdict,
+    DecisionClass, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot, Timings,
+    Verdict,
 };
 use crate::report::{ActionArrivals, DropReason};
 use crate::scenario::{Action, Load, Scenario, Transport as Kind};
@@ -431,7 +431,10 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     // The groups' own offline spells start once every code is stored.
     let refused = fleet.begin_offline_spells();
     if refused > 0 {
-        tracing::warn!(refused, "devices with a full mailbox start no offline spells");
+        tracing::warn!(
+            refused,
+            "devices with a full mailbox start no offline spells"
+        );
     }
 
     let metrics = Arc::new(FleetMetrics::new());
@@ -816,7 +819,11 @@ async fn offline_waves(ctx: Rc<Ctx>, seed: u64) {
         }
         // The fleet's gauge counts who went offline (devices.offline_max).
         if refused > 0 {
-            tracing::warn!(refused, wave = i, "devices with a full mailbox missed an offline wave");
+            tracing::warn!(
+                refused,
+                wave = i,
+                "devices with a full mailbox missed an offline wave"
+            );
         }
     }
 }
@@ -1618,12 +1625,6 @@ async fn attempt(
             };
             let answer = Answer { decision: a, lock };
             let class = sh.oracle.judge(&job.attempt, answer, sent, done);
-            let expected = match class {
-                Class::FalseAccept => Verdict::Deny,
-                Class::FalseReject => Verdict::Grant,
-                _ if a.granted() => Verdict::Grant,
-                _ => Verdict::Deny,
-            };
             let class = match class {
                 Class::TrueGrant => DecisionClass::TrueGrant,
                 Class::TrueDenial | Class::ReasonMismatch => DecisionClass::TrueDenial,

@@ -833,9 +833,7 @@ impl Oracle {
             note: note.to_string(),
             wrong_pins_at: keypad
                 .map_or_else(Vec::new, |k| k.wrong_s.iter().map(|s| at(*s)).collect()),
-            locked_until: keypad
-                .filter(|k| k.until_s != 0)
-                .map(|k| at(k.until_s)),
+            locked_until: keypad.filter(|k| k.until_s != 0).map(|k| at(k.until_s)),
         }
     }
 

@@ -15,8 +15,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use reference_server::domain::{
     Actor, Connectivity, CredentialId, DeviceId, DeviceKind, DoorId, FloorScope, GuestSettings,
-    HolderId, HolderKind, OrgId, Origin, Pin, Repeat, Schedule, Secret, SiteId, SiteSettings,
-    StayId, Weekdays,
+    HolderId, HolderKind, OrgId, Pin, Repeat, Schedule, Secret, SiteId, SiteSettings, StayId,
+    Weekdays,
 };
 use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec};
 use reference_server::{Engine, EngineError};
@@ -371,7 +371,7 @@ impl StayChain<'_> {
                 total_uses: None,
                 label: "stay",
             });
-            oracle.set_credential(truth, cred);
+            oracle.set_credential(truth, code);
             pins.push(truth);
             let within =
                 |gap: SignedDuration, u: f64| SignedDuration::from_secs_f64(gap.as_secs_f64() * u);

@@ -112,7 +112,8 @@ pub fn device_answer(answer: &Value) -> Result<(DeviceId, String), String> {
 /// `GET /v1/devices/{device}/sync` answer (decoded as the HTTP transport
 /// decodes it): every code and token confirmed stored.
 pub fn sync_confirmation(answer: Value) -> Result<SyncAckMsg, String> {
-    let body: SyncBody = serde_json::from_value(answer).map_err(|e| format!("not a sync message: {e}"))?;
+    let body: SyncBody =
+        serde_json::from_value(answer).map_err(|e| format!("not a sync message: {e}"))?;
     let results = body
         .push
         .credentials()

@@ -231,7 +231,11 @@ pub fn summary(r: &RunReport, o: &OracleFile) -> String {
         report::fmt_num(r.interval_s)
     );
     if r.latency_simulated {
-        let skipped = r.thresholds.iter().filter(|t| t.not_judged.is_some()).count();
+        let skipped = r
+            .thresholds
+            .iter()
+            .filter(|t| t.not_judged.is_some())
+            .count();
         let _ = writeln!(
             s,
             "latencies are simulated (virtual time), not measured; {skipped} latency thresholds not judged"

@@ -217,7 +217,11 @@ pub(crate) fn compile(
             "e.g. name = \"office-morning-rush\"",
         );
     }
-    if let Some(d) = raw.description.as_ref().filter(|d| d.get().len() > MAX_DESCRIPTION_LEN) {
+    if let Some(d) = raw
+        .description
+        .as_ref()
+        .filter(|d| d.get().len() > MAX_DESCRIPTION_LEN)
+    {
         cx.push(
             ProblemKind::BadValue,
             d.span(),

@@ -192,7 +192,13 @@ impl SourceMap<'_> {
 /// stay: harmless on a terminal, and some files indent with them.
 fn printable(s: &str) -> String {
     s.chars()
-        .map(|c| if c != '\t' && is_unsafe(c) { '\u{FFFD}' } else { c })
+        .map(|c| {
+            if c != '\t' && is_unsafe(c) {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 

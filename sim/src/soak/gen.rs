@@ -212,7 +212,10 @@ impl FeatureSet {
         if self.0.is_empty() {
             return "-".to_string();
         }
-        self.iter().map(Feature::as_str).collect::<Vec<_>>().join(", ")
+        self.iter()
+            .map(Feature::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Parses "a,b,c" (spaces allowed); the error names the unknown one.
@@ -484,8 +487,8 @@ impl Gen {
             if let Some(change) = tz.following(from).next() {
                 let before = minutes(rng.random_range(10..=120));
                 let after = minutes(rng.random_range(20..=60));
-                let start = change.timestamp()
-                    - jiff::SignedDuration::try_from(before).unwrap_or_default();
+                let start =
+                    change.timestamp() - jiff::SignedDuration::try_from(before).unwrap_or_default();
                 // Whole minutes: start_at is written to the minute.
                 let local = tz.to_datetime(start);
                 let local = local
@@ -687,7 +690,11 @@ impl Gen {
                 // 3 cards, 3 passes and 3 fallback codes, and with stays up
                 // to 5 guests in turn on each PIN over 3 days.
                 let least = if self.has(Feature::Stays) { 40 } else { 16 };
-                let _ = writeln!(out, "code_slots = {}", churn.random_range(least..=least + 16));
+                let _ = writeln!(
+                    out,
+                    "code_slots = {}",
+                    churn.random_range(least..=least + 16)
+                );
             }
             if self.has(Feature::Stays) && g.is_lock() {
                 let _ = writeln!(
@@ -905,7 +912,10 @@ impl Gen {
             ));
         }
         if self.has(Feature::Lockout) && c.pin_pads {
-            mix.push(("pin_wrong", self.rng(Feature::Lockout, 1).random_range(1..=8)));
+            mix.push((
+                "pin_wrong",
+                self.rng(Feature::Lockout, 1).random_range(1..=8),
+            ));
         }
         if c.qr && c.door_phones {
             let mut rng = self.rng(Feature::DoorPhones, 2);
@@ -1091,7 +1101,11 @@ fn fractions(weights: &[(&str, u32)]) -> String {
 
 /// A non-empty set of weekdays, quoted.
 fn weekdays(rng: &mut ChaCha8Rng) -> String {
-    let mut days: Vec<&str> = DAYS.iter().copied().filter(|_| rng.random_bool(0.5)).collect();
+    let mut days: Vec<&str> = DAYS
+        .iter()
+        .copied()
+        .filter(|_| rng.random_bool(0.5))
+        .collect();
     if days.is_empty() {
         days.push(DAYS[rng.random_range(0..7)]);
     }

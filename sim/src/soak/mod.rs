@@ -100,13 +100,28 @@ pub enum Failure {
     Panic(String),
     /// The seed did not finish within the timeout.
     Hung(Duration),
-    FalseAccepts { count: u64, examples: Vec<Example> },
-    FalseRejects { count: u64, examples: Vec<Example> },
-    ReasonMismatches { count: u64, examples: Vec<Example> },
+    FalseAccepts {
+        count: u64,
+        examples: Vec<Example>,
+    },
+    FalseRejects {
+        count: u64,
+        examples: Vec<Example>,
+    },
+    ReasonMismatches {
+        count: u64,
+        examples: Vec<Example>,
+    },
     /// Events emitted by the devices and logged by the engine side differ.
-    Events { emitted: u64, logged: u64 },
+    Events {
+        emitted: u64,
+        logged: u64,
+    },
     /// Checks ended in an error though no fault explains it.
-    Unanswered { count: u64, reasons: Vec<String> },
+    Unanswered {
+        count: u64,
+        reasons: Vec<String>,
+    },
     /// A threshold of the file failed that the checks above do not cover.
     Thresholds(Vec<String>),
     /// The shards' reports did not merge into their sum.
@@ -145,7 +160,7 @@ impl Failure {
                     .map(|e| {
                         format!(
                             "{name}: {}, expected {}, got {}",
-                            e.kind, e.expected, e.actual
+                            e.action, e.expected, e.actual
                         )
                     })
                     .collect();
@@ -179,7 +194,7 @@ impl std::fmt::Display for Failure {
                 write!(
                     f,
                     "\n      device {} {}: expected {}, got {}",
-                    e.device, e.kind, e.expected, e.actual
+                    e.device, e.action, e.expected, e.actual
                 )?;
             }
             Ok(())
@@ -189,15 +204,24 @@ impl std::fmt::Display for Failure {
             Failure::RunError(e) => write!(f, "run error: {e}"),
             Failure::Panic(e) => write!(f, "panic: {e}"),
             Failure::Hung(d) => write!(f, "no result after {} s", d.as_secs()),
-            Failure::FalseAccepts { count, examples: ex } => {
+            Failure::FalseAccepts {
+                count,
+                examples: ex,
+            } => {
                 write!(f, "{count} false accepts")?;
                 examples(f, ex)
             }
-            Failure::FalseRejects { count, examples: ex } => {
+            Failure::FalseRejects {
+                count,
+                examples: ex,
+            } => {
                 write!(f, "{count} false rejects")?;
                 examples(f, ex)
             }
-            Failure::ReasonMismatches { count, examples: ex } => {
+            Failure::ReasonMismatches {
+                count,
+                examples: ex,
+            } => {
                 write!(f, "{count} reason mismatches")?;
                 examples(f, ex)
             }
@@ -433,7 +457,11 @@ impl Header {
             g.seed,
             scenario::transport_name(g.transport),
             replay_commands(file, g.shards).join(" && "),
-            g.features.iter().map(Feature::as_str).collect::<Vec<_>>().join(", "),
+            g.features
+                .iter()
+                .map(Feature::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
             g.shards,
         )
     }
@@ -540,6 +568,7 @@ pub fn check_file(file: &Path, report_dir: &Path, timeout: Duration) -> SeedResu
             report_dir: dir.clone(),
             metrics_addr: None,
             shard,
+            run_id: run::run_id(&s, r.seed),
             reproduce: r.replay[index as usize].clone(),
         };
         match execute_guarded(&s, opts, timeout) {
@@ -575,14 +604,14 @@ pub fn check_file(file: &Path, report_dir: &Path, timeout: Duration) -> SeedResu
     r.verdicts = shard_verdicts.clone();
     if header.shards > 1 && dirs.len() == header.shards as usize {
         let merged = report_dir.join("merged");
-        match run::merge_dirs(&dirs, &merged, Some(file)) {
+        match run::merge_dirs(&dirs, &merged, Some(file), false) {
             Ok(_) => match read_oracle(&merged) {
-                Ok(o) if o.oracle.verdicts != shard_verdicts => r.failures.push(Failure::Merge(
-                    format!(
+                Ok(o) if o.oracle.verdicts != shard_verdicts => {
+                    r.failures.push(Failure::Merge(format!(
                         "merged verdicts {:?} are not the shards' sum {:?}",
                         o.oracle.verdicts, shard_verdicts
-                    ),
-                )),
+                    )))
+                }
                 Ok(_) => {}
                 Err(e) => r.failures.push(Failure::Merge(e)),
             },
@@ -660,7 +689,7 @@ fn check_dir(dir: &Path, s: &Scenario) -> Result<Found, String> {
         let mut reasons: Vec<String> = d
             .no_answer_examples
             .iter()
-            .map(|e| format!("{}: {}", e.credential_kind, e.reason))
+            .map(|e| format!("{}: {}", e.credential_kind, e.actual))
             .collect();
         reasons.sort();
         reasons.dedup();
@@ -788,10 +817,10 @@ mod tests {
     fn oracle_disagreements_are_categorized_by_action_and_answers() {
         let ex = |kind: &str, actual: &str| Example {
             device: 3,
-            kind: kind.to_string(),
+            action: kind.to_string(),
             expected: "granted".to_string(),
             actual: actual.to_string(),
-            reason: String::new(),
+            ..Example::default()
         };
         let f = Failure::FalseRejects {
             count: 3,

@@ -24,8 +24,8 @@
 //! frozen: what they open then differs from device to device.
 
 use reference_server::domain::{
-    Actor, CredentialId, DenyReason, DoorId, FloorScope, Pin, PinRuleError, Schedule,
-    SyncFailure, SyncState,
+    Actor, CredentialId, DenyReason, DoorId, FloorScope, Pin, PinRuleError, Schedule, SyncFailure,
+    SyncState,
 };
 use reference_server::engine::{Command, Issue, Outcome as EngineOutcome, PinSpec, SecretSpec};
 use reference_server::EngineError;

@@ -136,7 +136,10 @@ fn line(
     };
     let eta = if share > 0.0 && share < 1.0 {
         let left = wall.as_secs_f64() * (1.0 - share) / share;
-        format!(", ETA {}", format_duration(Duration::from_secs(left.ceil() as u64)))
+        format!(
+            ", ETA {}",
+            format_duration(Duration::from_secs(left.ceil() as u64))
+        )
     } else {
         String::new()
     };
