@@ -167,8 +167,8 @@ fn issue(
             &Actor::System,
             Command::CreateHolder {
                 org,
-                name: "Visitor".into(),
-                kind: HolderKind::Visitor,
+                name: "Resident".into(),
+                kind: HolderKind::Member,
                 user: None,
                 floors: FloorScope::Any,
             },

@@ -2,7 +2,7 @@
 //! seconds lock the keypad for `lockout_s` seconds (real keypads: 3-5 tries,
 //! 10-60 s). A correct PIN clears the count, as on the hardware.
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 /// The most wrong tries a policy may count (bounds the per-keypad state).
 pub const MAX_WRONG_LIMIT: u8 = 16;
@@ -76,8 +76,9 @@ impl Lockout {
             .filter(|&&t| t != 0 && t > since)
             .count();
         if recent >= n {
-            self.locked_until_s =
-                (now + SignedDuration::from_secs(i64::from(p.lockout_s))).as_second();
+            // In whole seconds, saturating: a device's clock may say
+            // anything, and a check must never panic on it.
+            self.locked_until_s = now_s.saturating_add(i64::from(p.lockout_s));
             self.record_success();
             return true;
         }

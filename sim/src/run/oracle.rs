@@ -1543,7 +1543,7 @@ mod tests {
             o.judge(&pin_attempt(Some(id)), LOCKED, t(131), t(131)),
             Class::FalseReject
         );
-        assert_eq!(o.false_reject_examples[0].actual, "denied (locked_out)");
+        assert_eq!(o.false_reject_examples[0].actual, "denied:locked_out");
         // An end the rule cannot give (the try's second plus 30 s) is not
         // followed: the refusals past the rule's end are false rejects.
         o.judge(&pin_attempt(None), WRONG, t(200), t(200));

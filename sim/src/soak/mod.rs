@@ -840,7 +840,7 @@ mod tests {
         let e = Failure::RunError("the devices did not receive their codes within 120 s".into());
         assert_eq!(
             e.categories(),
-            vec!["run_error: the devices did not receive their codes within s".to_string()]
+            vec!["run_error: the devices did not receive their codes within".to_string()]
         );
     }
 }
