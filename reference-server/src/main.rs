@@ -124,8 +124,9 @@ async fn main() -> anyhow::Result<()> {
     println!("listening on {}", server.url());
     println!("devices connect to {}", mqtt.device_url);
     stop.await;
-    // Drain HTTP and commit the store; the gateway's connection ends with
-    // the process.
+    // The gateway first (it disconnects from the broker and finishes the
+    // checks it took), then HTTP and the store.
+    mqtt.gateway.shutdown().await;
     server.stop().await;
     Ok(())
 }

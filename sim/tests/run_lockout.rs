@@ -110,7 +110,8 @@ fn run_text(text: &str, dir: &Path) -> (Value, Value) {
     };
     let (r, o) = (read("report.json"), read("oracle.json"));
     eprintln!("{}", outcome.summary);
-    assert_eq!(outcome.thresholds.len(), 5);
+    // The file's five and the two default arrival thresholds.
+    assert_eq!(outcome.thresholds.len(), 7);
     for t in &outcome.thresholds {
         assert!(t.measured.is_some(), "{} not measured", t.threshold.metric);
     }

@@ -903,7 +903,14 @@ fn unsafe_text_is_refused_in_every_string_and_never_shown_raw() {
             );
             // Reported once, and no other check quotes the text back.
             assert_eq!(problems.len(), 1, "{c:?} in {path}: {problems:#?}");
-            assert!(!err.to_string().contains(c), "{c:?} in {path}: {err}");
+            let hint = p.hint.as_deref().unwrap_or_default();
+            for shown in [&p.message, &p.path, hint, &p.source_line] {
+                assert!(!shown.contains(c), "{c:?} in {path}: {p:?}");
+            }
+            // The rendering has line breaks of its own, nothing else.
+            if c != '\n' {
+                assert!(!err.to_string().contains(c), "{c:?} in {path}: {err}");
+            }
         }
     }
 }
@@ -951,4 +958,25 @@ fn the_longest_run_and_the_most_phases_allowed_validate() {
     let s = scenario::parse(&src, "case.toml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.phases.len(), scenario::MAX_PHASES);
     assert_eq!(s.total_duration(), scenario::MAX_RUN_DURATION);
+}
+
+#[test]
+fn the_default_action_mix_points_at_the_fleet_not_the_top_of_the_file() {
+    // No [actions] table: everyone types a valid PIN, which needs a keypad.
+    // Regression: the problem was placed at 1:1, a line about the name.
+    let without_keypad = replace("with = [\"keypad\"]\n", "");
+    let implicit_fleet = without_keypad.replace("[fleet]\n", "");
+    for (src, line) in [(without_keypad, 3), (implicit_fleet, 2)] {
+        let problems = problems_of(&src);
+        let p = problems
+            .iter()
+            .find(|p| p.path == "actions.pin_valid")
+            .unwrap_or_else(|| panic!("{problems:#?}"));
+        assert!(p.message.contains("with no [actions] table"), "{p}");
+        assert_eq!(
+            (p.line, p.source_line.as_str()),
+            (line, "[[fleet.devices]]"),
+            "{p}"
+        );
+    }
 }

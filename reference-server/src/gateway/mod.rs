@@ -510,6 +510,14 @@ async fn poll_connection(
                     ready.send_modify(|n| *n += 1);
                 }
             }
+            // The gateway's own DISCONNECT (a stop): the broker closing
+            // the connection next is the expected end, not a failure.
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                if up {
+                    metrics.broker_connections.dec();
+                }
+                return;
+            }
             Ok(_) => {}
             Err(e) => {
                 if up {

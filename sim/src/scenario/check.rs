@@ -173,6 +173,19 @@ fn type_label(t: InstanceType) -> &'static str {
     }
 }
 
+/// How to write a value of type `t`, for a hint.
+fn type_shape(t: InstanceType) -> &'static str {
+    match t {
+        InstanceType::String => "text in quotes (\"...\")",
+        InstanceType::Integer => "a whole number without quotes",
+        InstanceType::Number => "a number without quotes",
+        InstanceType::Boolean => "true or false",
+        InstanceType::Array => "an array in brackets ([...])",
+        InstanceType::Object => "a table ([section], or { key = value })",
+        InstanceType::Null => "nothing",
+    }
+}
+
 fn types_of(o: &SchemaObject) -> Vec<InstanceType> {
     match &o.instance_type {
         None => vec![],
@@ -322,11 +335,10 @@ impl<'a> Checker<'a> {
         }
         let types = types_of(o);
         if !types.is_empty() && !types.iter().any(|t| node.get().matches(*t)) {
-            let labels: Vec<&str> = types.iter().map(|t| type_label(*t)).collect();
             let hint = self
                 .type_hint(node.get(), o, &types, path)
                 .or_else(|| obj.metadata.as_ref().and_then(|m| m.description.clone()));
-            self.wrong_type(node, &labels, path, hint);
+            self.wrong_type(node, &types, path, hint);
             return;
         }
         match node.get() {
@@ -346,13 +358,34 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn wrong_type(&mut self, node: &Sp<Node>, expected: &[&str], path: &str, hint: Option<String>) {
+    /// A value of the wrong type; without a better hint, how to write
+    /// one of the expected types.
+    fn wrong_type(
+        &mut self,
+        node: &Sp<Node>,
+        expected: &[InstanceType],
+        path: &str,
+        hint: Option<String>,
+    ) {
+        let mut labels: Vec<&str> = expected.iter().map(|t| type_label(*t)).collect();
+        labels.dedup();
         let message = format!(
             "expected {}, found {}",
-            or_list(expected),
+            or_list(&labels),
             node.get().type_name()
         );
-        self.report(ProblemKind::WrongType, node.span(), path, message, hint);
+        let hint = hint.unwrap_or_else(|| {
+            let mut shapes: Vec<&str> = expected.iter().map(|t| type_shape(*t)).collect();
+            shapes.dedup();
+            format!("write {}", or_list(&shapes))
+        });
+        self.report(
+            ProblemKind::WrongType,
+            node.span(),
+            path,
+            message,
+            Some(hint),
+        );
     }
 
     /// anyOf / oneOf: a documented enum (one branch per value), or a choice
@@ -373,27 +406,25 @@ impl<'a> Checker<'a> {
             })
             .collect();
         if fits.is_empty() {
-            let mut labels: Vec<&str> = alts
-                .iter()
-                .flat_map(|s| self.accepted_types(s))
-                .map(type_label)
-                .collect();
-            labels.dedup();
-            let hint = outer.metadata.as_ref().and_then(|m| m.description.clone());
-            self.wrong_type(node, &labels, path, hint);
+            let types: Vec<InstanceType> =
+                alts.iter().flat_map(|s| self.accepted_types(s)).collect();
+            let allowed = self.enum_values(alts.iter());
+            let hint = outer
+                .metadata
+                .as_ref()
+                .and_then(|m| m.description.clone())
+                .or_else(|| {
+                    allowed.map(|values| {
+                        let names: Vec<&str> = values.iter().filter_map(|v| v.as_str()).collect();
+                        format!("one of: {}", names.join(", "))
+                    })
+                })
+                .or_else(|| alts.iter().find_map(|s| self.description(s)));
+            self.wrong_type(node, &types, path, hint);
             return;
         }
         // A string against branches that are all fixed values: one list.
-        let enums: Option<Vec<serde_json::Value>> = fits
-            .iter()
-            .map(|s| match s {
-                Schema::Object(o) => self.resolve(o).and_then(|(o, _)| o.enum_values.clone()),
-                Schema::Bool(_) => None,
-            })
-            .try_fold(Vec::new(), |mut acc, e| {
-                acc.extend(e?);
-                Some(acc)
-            });
+        let enums = self.enum_values(fits.iter().copied());
         if let (Node::Str(s), Some(values)) = (node.get(), enums) {
             let merged = SchemaObject {
                 enum_values: Some(values),
@@ -403,6 +434,26 @@ impl<'a> Checker<'a> {
             return;
         }
         self.check(node, fits[0], path);
+    }
+
+    /// The values of branches that are all fixed values (a documented
+    /// enum); `None` when one of them is a shape.
+    fn enum_values<'s>(
+        &self,
+        branches: impl Iterator<Item = &'s Schema>,
+    ) -> Option<Vec<serde_json::Value>>
+    where
+        'a: 's,
+    {
+        branches
+            .map(|s| match s {
+                Schema::Object(o) => self.resolve(o).and_then(|(o, _)| o.enum_values.clone()),
+                Schema::Bool(_) => None,
+            })
+            .try_fold(Vec::new(), |mut acc, e| {
+                acc.extend(e?);
+                Some(acc)
+            })
     }
 
     fn type_hint(

@@ -236,11 +236,24 @@ pub(crate) fn compile(
     let transport = val(&raw.transport, Transport::Inproc);
     let clock = val(&raw.clock, Clock::Real);
 
-    let fleet = compile_fleet(&mut cx, raw.fleet.get(), raw.fleet.span());
+    let fleet = compile_fleet(
+        &mut cx,
+        raw.fleet.get(),
+        located(&[raw.fleet.span(), raw.fleet.get().devices.span()]),
+    );
     let credentials = compile_credentials(&mut cx, raw.credentials.as_ref(), &fleet);
     let phases = compile_phases(&mut cx, &raw.phases);
     let total: Duration = phases.iter().map(|p| p.duration).sum();
-    let actions = compile_actions(&mut cx, raw.actions.as_ref(), &fleet, &credentials);
+    // With no [actions] table, a problem of the default mix is about the
+    // fleet (no keypads): it points there.
+    let fleet_span = located(&[raw.fleet.get().devices.span(), raw.fleet.span()]);
+    let actions = compile_actions(
+        &mut cx,
+        raw.actions.as_ref(),
+        &fleet,
+        &credentials,
+        fleet_span.clone(),
+    );
     let faults = compile_faults(&mut cx, raw.faults.as_ref(), total);
 
     if let Some((msg, hint)) = transport_conflict(transport, clock, false) {
@@ -582,6 +595,16 @@ fn compile_group(cx: &mut Cx, g: &RawDeviceGroup, path: &str) -> DeviceGroup {
         with,
         behaviour,
     }
+}
+
+/// The first of `spans` that points somewhere: a table TOML made
+/// implicitly (`[[fleet.devices]]` with no `[fleet]`) has no span.
+fn located(spans: &[Range<usize>]) -> Range<usize> {
+    spans
+        .iter()
+        .find(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or(0..0)
 }
 
 fn need(cx: &mut Cx, ok: bool, span: Range<usize>, path: &str, msg: String, hint: &str) {
@@ -1012,16 +1035,17 @@ fn compile_actions(
     a: Option<&Sp<RawActions>>,
     fleet: &Fleet,
     creds: &Credentials,
+    fleet_span: Range<usize>,
 ) -> ActionMix {
     let Some(a) = a else {
         let mix = ActionMix(vec![(Action::PinValid, 1.0)]);
-        check_action_needs(cx, Action::PinValid, None, fleet, creds);
+        check_action_needs(cx, Action::PinValid, Err(fleet_span), fleet, creds);
         return mix;
     };
     let mut mix = Vec::new();
     for (action, v) in action_fields(a.get()) {
         if let Some(v) = v.as_ref().filter(|v| *v.get() > 0.0) {
-            check_action_needs(cx, action, Some(v.span()), fleet, creds);
+            check_action_needs(cx, action, Ok(v.span()), fleet, creds);
             mix.push((action, *v.get()));
         }
     }
@@ -1137,21 +1161,22 @@ fn warn_never_runs(cx: &mut Cx, raw: Option<&Sp<RawActions>>, s: &NeverRunsCx) {
 }
 
 /// Each action needs something in the fleet or among the credentials.
-/// `span` is the action's fraction, `None` for the default mix.
+/// `span` is the action's fraction, or (`Err`) the fleet's for the
+/// default mix.
 fn check_action_needs(
     cx: &mut Cx,
     a: Action,
-    span: Option<Range<usize>>,
+    span: Result<Range<usize>, Range<usize>>,
     fleet: &Fleet,
     c: &Credentials,
 ) {
     let path = format!("actions.{}", a.as_str());
-    let implied = if span.is_some() {
+    let implied = if span.is_ok() {
         ""
     } else {
         " (with no [actions] table, everyone types a valid PIN)"
     };
-    let span = span.unwrap_or(0..0);
+    let span = span.unwrap_or_else(|fleet| fleet);
     let pins = fleet.devices.iter().any(DeviceGroup::takes_pins);
     let door_phones = fleet.has_kind(DeviceKind::DoorPhone);
     let locks = fleet.has_kind(DeviceKind::Lock);

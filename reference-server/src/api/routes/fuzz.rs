@@ -652,7 +652,7 @@ fn decoded_bodies_never_answer_5xx_nor_panic() {
                 }
             }
             let mut e = engine.borrow_mut();
-            match (d.apply)(&mut *e, &bytes, id) {
+            match (d.apply)(&mut e, &bytes, id) {
                 Ok(()) => Ok(()),
                 Err(err) if err.status.is_server_error() => Err(TestCaseError::fail(format!(
                     "{} {}: {err} for {}",

@@ -302,7 +302,7 @@ pub(super) fn plan(
             return skip(DropReason::ServerRefused);
         }
     };
-    let every = ble_visit_every(&ctx.scenario, &door);
+    let every = ble_visit_every(&ctx.scenario, door);
     let ble_first_visit =
         is_ble(door).then(|| Duration::from_secs_f64(every.as_secs_f64() * rng.random::<f64>()));
     sh.arrivals.ran(action.as_str());
