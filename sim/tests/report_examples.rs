@@ -176,7 +176,11 @@ fn false_verdicts_carry_when_where_what_and_the_keypads_history_everywhere() {
     assert_eq!(fr["credential"], cred.0);
     assert_eq!(fr["expected"], "granted");
     assert_eq!(fr["actual"], "denied:locked_out");
-    assert_eq!(fr["wrong_pins_at"].as_array().unwrap().len(), 4);
+    // The grant before it (a false accept, followed) cleared the count.
+    assert!(
+        fr["wrong_pins_at"].as_array().is_none_or(|a| a.is_empty()),
+        "{fr}"
+    );
     let rm = &d["reason_mismatch_examples"][0];
     assert_eq!(rm["expected"], "denied:wrong_pin");
     assert_eq!(rm["actual"], "denied:expired");
@@ -217,12 +221,11 @@ fn false_verdicts_carry_when_where_what_and_the_keypads_history_everywhere() {
     let f = failure("decisions.false_reject");
     assert!(
         f.contains(&format!(
-            "{} site 0 door {} device {} pin pin_valid credential {}: expected granted, got denied:locked_out; wrong PINs at {}",
+            "{} site 0 door {} device {} pin pin_valid credential {}: expected granted, got denied:locked_out",
             sec(4),
             door.door.0,
             phone.0,
             cred.0,
-            sec(0)
         )),
         "{f}"
     );
