@@ -730,6 +730,7 @@ fn allowed(scope: Scope, who: Who) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::type_complexity)] // one table of (method, path, body, scope, unknown) rows
 async fn authorization_matrix() {
     const U: u64 = 999_999;
     let dir = tempfile::tempdir().unwrap();
@@ -1419,7 +1420,7 @@ async fn cross_organization_ids_in_bodies_answer_as_unknown(
             "POST",
             "/v1/credentials".into(),
             Box::new({
-                let (i, p, a) = (issue.clone(), perm.clone(), any.clone());
+                let (i, p, a) = (issue, perm.clone(), any.clone());
                 move |x| i(json!([x]), p.clone(), a.clone())
             }),
         ),
@@ -1429,7 +1430,7 @@ async fn cross_organization_ids_in_bodies_answer_as_unknown(
             "POST",
             "/v1/credentials".into(),
             Box::new({
-                let (i, a, d) = (issue.clone(), any.clone(), w.door_a);
+                let (i, a, d) = (issue, any.clone(), w.door_a);
                 move |x| i(json!([d]), json!({"type": "stay", "stay": x}), a.clone())
             }),
         ),
@@ -1439,7 +1440,7 @@ async fn cross_organization_ids_in_bodies_answer_as_unknown(
             "POST",
             "/v1/credentials".into(),
             Box::new({
-                let (i, p, d) = (issue.clone(), perm.clone(), w.door_b);
+                let (i, p, d) = (issue, perm.clone(), w.door_b);
                 move |x| {
                     i(
                         json!([d]),
