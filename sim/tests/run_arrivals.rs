@@ -172,6 +172,32 @@ fn a_saturated_run_queues_at_busy_devices_and_accounts_for_every_arrival() {
 }
 
 #[test]
+fn an_engine_slower_than_the_run_ends_the_run_with_every_arrival_accounted_for() {
+    // Each check takes 30 s of engine time, far past the drain: the run
+    // still ends (it used to fail with "load tasks still hold the run"),
+    // and whatever was still being served is counted as queued at the end.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = scenario(
+        tmp.path(),
+        "slow-engine",
+        "[[phases]]\nduration = \"10m\"\narrivals = \"12/m\"",
+        "pin_valid = 1.0",
+        "[faults]\nengine_added_latency = \"30s\"",
+    );
+    let dir = tmp.path().join("out");
+    let (code, out, err) = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--report-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(code == 0 || code == 1, "stdout:\n{out}\nstderr:\n{err}");
+    let r = json(&dir.join("report.json"));
+    let a = assert_accounted(&r);
+    assert!(a["served"].as_u64().unwrap() > 0, "{a}");
+}
+
+#[test]
 fn max_in_flight_drops_are_counted_with_their_reason_and_a_file_threshold_replaces_the_default() {
     let tmp = tempfile::tempdir().unwrap();
     let file = scenario(

@@ -88,7 +88,8 @@ pub struct ActionArrivals {
     pub ran: u64,
     /// Not served, per reason (`nothing_to_present`, `queue_full`, ...).
     pub dropped: BTreeMap<String, u64>,
-    /// Still waiting in a device's queue when the run ended.
+    /// Still waiting in a device's queue, or still waiting for its
+    /// device's answer after the drain, when the run ended.
     pub queued_at_end: u64,
 }
 
@@ -143,7 +144,8 @@ pub struct ArrivalsReport {
     /// Dropped for a load reason (`queue_full`, `max_in_flight`,
     /// `server_refused`).
     pub dropped: u64,
-    /// Still waiting in a device's queue when the run ended.
+    /// Still waiting in a device's queue, or still waiting for its
+    /// device's answer after the drain, when the run ended.
     pub queued_at_end: u64,
     /// Every reason an arrival was not served, skipped ones included.
     pub by_reason: BTreeMap<String, u64>,

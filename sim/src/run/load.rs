@@ -17,6 +17,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,6 +143,12 @@ struct Shared {
     queues: rustc_hash::FxHashMap<DeviceId, VecDeque<Queued>>,
     /// People waiting in all queues (the Prometheus backlog gauge).
     queued: usize,
+    /// The tasks serving an arrival right now (an attempt at a device, a
+    /// remote open), by a serial number: a device that never answers
+    /// (a slow engine, a Bluetooth door without a phone) would otherwise
+    /// keep its task, and the run, alive past the drain.
+    serving: rustc_hash::FxHashMap<u64, (&'static str, tokio::task::JoinHandle<()>)>,
+    next_serving: u64,
 }
 
 /// Someone waiting at a busy device.
@@ -503,6 +510,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             motor_blocked: 0,
             queues: Default::default(),
             queued: 0,
+            serving: Default::default(),
+            next_serving: 0,
         }),
     });
 
@@ -586,6 +595,27 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         }
         sh.queued = 0;
         sh.arrivals.backlog(0);
+    }
+    // Those being served when the lines were cleared get as long again;
+    // a device that still has not answered then is cut off and its
+    // arrival counted as queued at the end (served it was not).
+    let drain_until = Instant::now() + Duration::from_secs(DRAIN_WAIT_S);
+    while ctx.shared.borrow().in_flight > 0 && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let unserved: Vec<_> = {
+        let mut guard = ctx.shared.borrow_mut();
+        let sh = &mut *guard;
+        let unserved: Vec<_> = sh.serving.drain().map(|(_, v)| v).collect();
+        for (action, task) in &unserved {
+            task.abort();
+            sh.arrivals.counts(action).queued_at_end += 1;
+            sh.in_flight = sh.in_flight.saturating_sub(1);
+        }
+        unserved
+    };
+    for (_, task) in unserved {
+        let _ = task.await;
     }
     // Code actions get a short grace (a Bluetooth door may wait hours for
     // a phone); those still waiting then end, counted as unfinished. Each
@@ -983,9 +1013,35 @@ fn dispatch(
         None => {
             sh.queues.insert(device, VecDeque::new());
             drop(guard);
-            actix_rt::spawn(attempt(ctx.clone(), job, arrived, false, done));
+            let action = job.attempt.action;
+            serve(ctx, action, attempt(ctx.clone(), job, arrived, false, done));
         }
     }
+}
+
+/// Spawns the task serving one arrival of `action`, kept in
+/// [`Shared::serving`] until it ends.
+fn serve(ctx: &Rc<Ctx>, action: &'static str, work: impl Future<Output = ()> + 'static) {
+    serve_locked(ctx, &mut ctx.shared.borrow_mut(), action, work);
+}
+
+/// [`serve`] with `shared` already borrowed. The task cannot run before
+/// it is registered: the run's tasks share one thread, and this does not
+/// yield between the spawn and the insert.
+fn serve_locked(
+    ctx: &Rc<Ctx>,
+    sh: &mut Shared,
+    action: &'static str,
+    work: impl Future<Output = ()> + 'static,
+) {
+    let id = sh.next_serving;
+    sh.next_serving += 1;
+    let me = ctx.clone();
+    let task = actix_rt::spawn(async move {
+        work.await;
+        me.shared.borrow_mut().serving.remove(&id);
+    });
+    sh.serving.insert(id, (action, task));
 }
 
 /// `device` is free again: the next person in its line steps up.
@@ -995,7 +1051,13 @@ fn next_in_line(ctx: &Rc<Ctx>, sh: &mut Shared, device: DeviceId) {
         Some(w) => {
             sh.queued = sh.queued.saturating_sub(1);
             sh.arrivals.backlog(sh.queued);
-            actix_rt::spawn(attempt(ctx.clone(), w.job, w.arrived, true, w.done));
+            let action = w.job.attempt.action;
+            serve_locked(
+                ctx,
+                sh,
+                action,
+                attempt(ctx.clone(), w.job, w.arrived, true, w.done),
+            );
         }
         None => {
             sh.queues.remove(&device);
@@ -1123,7 +1185,11 @@ fn arrive(
     if action == Action::RemoteOpen {
         if let Some(lock) = open_target(ctx, site, rng) {
             ctx.shared.borrow_mut().in_flight += 1;
-            actix_rt::spawn(remote_open(ctx.clone(), lock, intended, done));
+            serve(
+                ctx,
+                Action::RemoteOpen.as_str(),
+                remote_open(ctx.clone(), lock, intended, done),
+            );
         }
         return;
     }
