@@ -26,10 +26,12 @@ use crate::protocol::MAX_PAYLOAD_BYTES;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceLimits {
     /// Messages a device may send per second, sustained, over all its
-    /// connections and topics (100). A real lock sends a few a minute; a
-    /// busy door phone a few a second.
+    /// connections and topics (1,000). A real lock sends a few a minute
+    /// and a busy door phone a few a second, but a lock given a few hundred
+    /// codes at once reports each one (`code_set`): the limit is there to
+    /// stop a runaway device, not to pace a busy one.
     pub rate_per_s: u32,
-    /// Messages a device may send at once above the rate (200): a device
+    /// Messages a device may send at once above the rate (2,000): a device
     /// that was offline sends its buffered events in one go.
     pub burst: u32,
     /// A device's checks and events being processed at once (32); more are
@@ -42,8 +44,8 @@ pub struct DeviceLimits {
 impl Default for DeviceLimits {
     fn default() -> Self {
         DeviceLimits {
-            rate_per_s: 100,
-            burst: 200,
+            rate_per_s: 1000,
+            burst: 2000,
             in_flight: 32,
             max_payload_bytes: MAX_PAYLOAD_BYTES,
         }

@@ -49,3 +49,8 @@ async fn remote_open_command_round_trip() {
 async fn a_device_cannot_speak_for_another() {
     scenarios::a_device_cannot_speak_for_another(Broker::Mosquitto).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_of_buffered_events_is_logged_whole() {
+    scenarios::a_flush_of_buffered_events_is_logged_whole(Broker::Mosquitto).await;
+}

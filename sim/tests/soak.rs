@@ -240,7 +240,6 @@ fn two_hundred_seeds_in_virtual_time_keep_every_invariant() {
 }
 
 #[test]
-#[ignore = "open defect: over MQTT through the new embedded broker, seeds 0 and 1 lose events and one PIN check times out (the per-device limits are the suspect); run with --ignored"]
 fn a_few_seeds_in_real_time_over_mqtt_and_http_keep_every_invariant() {
     for transport in [Transport::Mqtt, Transport::Http] {
         let dir = tempfile::tempdir().unwrap();

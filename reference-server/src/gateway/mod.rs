@@ -34,6 +34,8 @@ mod metrics;
 mod serve;
 mod sync;
 
+use bytes::Bytes;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -542,13 +544,61 @@ struct IdOnly {
     id: u64,
 }
 
-/// Each device's rate and its checks and events in progress, kept by the
-/// dispatcher (one task: no lock for the buckets).
+/// Each device's rate, its checks in progress and its events waiting to
+/// be logged, kept by the dispatcher (one task: no lock for the buckets).
 struct Limiter {
     limits: DeviceLimits,
     enforce_rate: bool,
     buckets: FxHashMap<DeviceId, TokenBucket>,
     in_flight: FxHashMap<DeviceId, Arc<AtomicU32>>,
+    lanes: FxHashMap<DeviceId, Arc<EventLane>>,
+}
+
+/// One device's events, logged one after the other by one task. A device
+/// back from an offline spell sends what it buffered in one go; those
+/// events wait here (in order, as the device's `seq` runs) instead of each
+/// taking a worker, so a flush costs one worker and loses nothing up to the
+/// lane's capacity.
+#[derive(Default)]
+struct EventLane {
+    /// The events waiting, and whether a task is logging them.
+    state: parking_lot::Mutex<(VecDeque<Bytes>, bool)>,
+}
+
+enum LanePush {
+    /// Queued behind the task already logging the lane.
+    Queued,
+    /// Queued; the caller starts the task that logs the lane.
+    Start,
+    /// The lane is full: the event is dropped (`busy`).
+    Full,
+}
+
+impl EventLane {
+    fn push(&self, payload: Bytes, capacity: usize) -> LanePush {
+        let mut st = self.state.lock();
+        if st.0.len() >= capacity {
+            return LanePush::Full;
+        }
+        st.0.push_back(payload);
+        if st.1 {
+            LanePush::Queued
+        } else {
+            st.1 = true;
+            LanePush::Start
+        }
+    }
+
+    /// The next event to log; `None` (and the lane idle) when it is empty.
+    /// Both under one lock, so an event pushed meanwhile is never stranded.
+    fn next(&self) -> Option<Bytes> {
+        let mut st = self.state.lock();
+        let next = st.0.pop_front();
+        if next.is_none() {
+            st.1 = false;
+        }
+        next
+    }
 }
 
 /// One of a device's checks or events in progress; dropping it ends it.
@@ -567,7 +617,18 @@ impl Limiter {
             enforce_rate,
             buckets: FxHashMap::default(),
             in_flight: FxHashMap::default(),
+            lanes: FxHashMap::default(),
         }
+    }
+
+    /// The device's event lane.
+    fn lane(&mut self, device: DeviceId) -> Arc<EventLane> {
+        self.lanes.entry(device).or_default().clone()
+    }
+
+    /// Events one device may have waiting: a whole burst at its rate.
+    fn lane_capacity(&self) -> usize {
+        self.limits.burst.max(self.limits.in_flight) as usize
     }
 
     /// Within the device's rate (always true when the broker enforces it)?
@@ -638,18 +699,23 @@ async fn dispatch<B: Backend>(
                 });
             }
             Channel::Events => {
-                let Some(slot) = limiter.slot(device) else {
-                    m.drop_from(device, DropReason::Busy);
-                    continue;
-                };
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    log_event(&shared, device, &payload).await;
-                    drop((slot, permit));
-                });
+                let lane = limiter.lane(device);
+                match lane.push(payload, limiter.lane_capacity()) {
+                    LanePush::Full => m.drop_from(device, DropReason::Busy),
+                    LanePush::Queued => {}
+                    LanePush::Start => {
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            while let Some(payload) = lane.next() {
+                                log_event(&shared, device, &payload).await;
+                            }
+                            drop(permit);
+                        });
+                    }
+                }
             }
             Channel::Status => {
                 // Zero-length: a retained status being cleared.

@@ -330,6 +330,40 @@ pub async fn a_redelivered_event_is_logged_once(kind: Broker) {
     h.stop().await;
 }
 
+/// A lock back from an offline spell sends what it buffered in one go:
+/// far more events than a device may have checks in progress. Every one is
+/// logged, in its own order, and none is dropped as `busy`.
+pub async fn a_flush_of_buffered_events_is_logged_whole(kind: Broker) {
+    let h = harness(kind, 1, SyncConfig::default()).await;
+    let dev = h.device(0).await;
+    const N: u64 = 500;
+    let at = jiff::Timestamp::now();
+    for seq in 1..=N {
+        dev.send_event(&Event {
+            seq,
+            at,
+            kind: EventKind::DoorOpened,
+        })
+        .await;
+    }
+    let m = h.mqtt.gateway.metrics().clone();
+    eventually("every event logged", || m.events_logged.get() == N).await;
+    assert_eq!(m.events_duplicate.get(), 0);
+    let seen = h.observed.events.lock().unwrap().clone();
+    let d = h.world.device(0);
+    let order: Vec<u64> = seen
+        .iter()
+        .filter(|(x, _)| *x == d)
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(
+        order,
+        (1..=N).collect::<Vec<_>>(),
+        "logged in the device's order"
+    );
+    h.stop().await;
+}
+
 pub async fn bad_payloads_are_counted_and_dropped_without_harm_to_others(kind: Broker) {
     let h = harness(kind, 2, SyncConfig::default()).await;
     let cred = h.world.issue_pin("975310").await;
