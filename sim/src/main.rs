@@ -10,8 +10,11 @@ fn main() -> ExitCode {
     // A panic is a bug, but it must still end with a documented exit code
     // (3, run error) rather than Rust's 101; the hook has printed it already.
     let result = std::panic::catch_unwind(|| {
-        let mut out = std::io::stdout().lock();
-        let mut err = std::io::stderr().lock();
+        // Locked per write, never for the whole command: a run's own
+        // threads print too (a soak seed's progress line), and a lock held
+        // here for the command's length would stop them for good.
+        let mut out = std::io::stdout();
+        let mut err = std::io::stderr();
         main_with(std::env::args_os(), &mut out, &mut err)
     });
     result.unwrap_or(Exit::RunError).into()

@@ -123,7 +123,9 @@ impl Keypad {
             (settled, _) => ActorResponse::reply(Ok(Presented {
                 outcome: match settled {
                     Err(o) => o,
-                    Ok(_) => not_linked(),
+                    // A keypad on a door with no lock drives the door's
+                    // strike itself: the engine's grant opens the door.
+                    Ok(_) => DeviceOutcome::Unlocked,
                 },
                 response: s.response,
                 latency_us: s.latency_us,
@@ -142,10 +144,6 @@ impl Keypad {
             Err((ask, how)) => Box::pin(Self::ask_then_actuate(ask, how)),
         }
     }
-}
-
-fn not_linked() -> DeviceOutcome {
-    DeviceOutcome::Error("keypad not linked to a lock".into())
 }
 
 /// A check's result before the lock runs.
@@ -167,7 +165,8 @@ async fn actuate(lock: Option<Addr<Lock>>, s: Settled) -> Result<Presented, Devi
     let outcome = match s.settled {
         Err(o) => o,
         Ok((credential, origin)) => match lock {
-            None => not_linked(),
+            // No lock on the door: the keypad drives the strike itself.
+            None => DeviceOutcome::Unlocked,
             Some(lock) => lock
                 .send(Actuate {
                     how: s.how,
