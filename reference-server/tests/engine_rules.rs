@@ -1985,3 +1985,23 @@ fn names_refuse_control_characters_and_bidi_overrides() {
             .unwrap_or_else(|e| panic!("{field}: {e}"));
     }
 }
+
+/// docs/protocol.md lists the deny reasons a device can get; the enum is
+/// the source, and the list must be exactly its names, in its order.
+#[test]
+fn the_protocol_doc_lists_exactly_the_engines_deny_reasons() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md"))
+        .unwrap();
+    let marker = "`DenyReason::as_str`:";
+    let start = doc.find(marker).expect("the reason list's marker") + marker.len();
+    let end = start + doc[start..].find(')').expect("the list ends with `)`");
+    let listed: Vec<&str> = doc[start..end].split('`').skip(1).step_by(2).collect();
+    let names: Vec<&str> = reference_server::domain::DenyReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    assert_eq!(
+        listed, names,
+        "docs/protocol.md's deny reasons and DenyReason::ALL differ"
+    );
+}
