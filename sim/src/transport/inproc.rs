@@ -13,11 +13,9 @@ use std::sync::Arc;
 
 use actix::Recipient;
 use parking_lot::{Mutex, RwLock};
-use reference_server::domain::{Actor, Connectivity, DeviceId, Secret};
+use reference_server::domain::{Actor, Connectivity, DeviceId};
 use reference_server::engine::{Check, Command, SyncBatch, SyncResult};
-use reference_server::protocol::{
-    AuthRequest, AuthResponse, Event, SyncAckMsg, SyncCode, SyncPush, WireSecret, MAX_SYNC_CODES,
-};
+use reference_server::protocol::{AuthRequest, AuthResponse, Event, SyncAckMsg, SyncPush};
 use reference_server::Engine;
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
@@ -167,50 +165,47 @@ impl InProcTransport {
     }
 }
 
-/// Converts the engine's batch into the wire form (at most
-/// `MAX_SYNC_CODES` codes; the rest stay pending for the next batch).
+/// The engine's batch as one message. The wire form comes from
+/// [`SyncPush::from_batch`] (the gateway's split into payload-sized
+/// messages, which all share the batch's version); in-process there is no
+/// payload limit, so the pieces travel together and the device acks the
+/// whole batch at once, as over MQTT once every piece has arrived.
 pub fn sync_push_of(batch: &SyncBatch) -> SyncPush {
-    SyncPush {
+    let mut one = SyncPush {
         version: batch.version,
-        set: batch
-            .set
-            .iter()
-            .filter_map(|(id, s)| {
-                let secret = match s {
-                    Secret::Pin(p) => WireSecret::Pin(p.reveal()),
-                    Secret::Card(n) => WireSecret::Card(n.to_string()),
-                    Secret::Token { .. } => return None,
-                };
-                Some(SyncCode {
-                    credential: *id,
-                    secret,
-                    valid: batch.validity.get(id).cloned(),
-                })
-            })
-            .take(MAX_SYNC_CODES)
-            .collect(),
-        remove: batch.remove.iter().copied().take(MAX_SYNC_CODES).collect(),
+        set: Vec::new(),
+        remove: Vec::new(),
+    };
+    for piece in SyncPush::from_batch(batch) {
+        one.set.extend(piece.set);
+        one.remove.extend(piece.remove);
     }
+    one
 }
 
+/// The device's pending batch, marked sent, under one write lock: read
+/// and mark under two locks let a change made in between be marked sent
+/// without ever being pushed.
 fn take_batch(inner: &Inner, device: DeviceId) -> Result<Option<SyncPush>, TransportError> {
-    let batch = match inner.engine.read().pending_sync(device) {
-        Some(b) if !b.is_empty() => b,
-        Some(_) => return Ok(None),
-        None => return Err(TransportError::Engine(format!("unknown device {device}"))),
+    let batch = {
+        let mut engine = inner.engine.write();
+        let batch = match engine.pending_sync(device) {
+            Some(b) if !b.is_empty() => b,
+            Some(_) => return Ok(None),
+            None => return Err(TransportError::Engine(format!("unknown device {device}"))),
+        };
+        engine
+            .apply(
+                &Actor::System,
+                Command::SyncSent {
+                    device,
+                    version: batch.version,
+                },
+                inner.clock.now(),
+            )
+            .map_err(|e| TransportError::Engine(e.to_string()))?;
+        batch
     };
-    inner
-        .engine
-        .write()
-        .apply(
-            &Actor::System,
-            Command::SyncSent {
-                device,
-                version: batch.version,
-            },
-            inner.clock.now(),
-        )
-        .map_err(|e| TransportError::Engine(e.to_string()))?;
     if inner.timings.is_some() {
         // A batch resent before the ack keeps the first send's time, as the
         // gateway times its retries.
@@ -327,5 +322,45 @@ impl InProcLink {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reference_server::domain::{CredentialId, Pin, Secret};
+    use reference_server::protocol::MAX_SYNC_CODES;
+
+    use super::*;
+
+    /// A batch larger than one MQTT message reaches an in-process device
+    /// whole (it used to stop at `MAX_SYNC_CODES` while the whole batch
+    /// was marked sent).
+    #[test]
+    fn a_batch_past_one_message_travels_whole() {
+        let n = MAX_SYNC_CODES as u32 * 2 + 3;
+        let batch = SyncBatch {
+            version: 7,
+            set: (0..n)
+                .map(|i| {
+                    let pin = Pin::parse(&format!("{:06}", 100_000 + i)).unwrap();
+                    (CredentialId(i), Secret::Pin(pin))
+                })
+                .collect(),
+            remove: (n..n + MAX_SYNC_CODES as u32 + 1)
+                .map(CredentialId)
+                .collect(),
+            validity: Default::default(),
+        };
+        assert!(SyncPush::from_batch(&batch).len() > 1, "the wire splits it");
+        let one = sync_push_of(&batch);
+        assert_eq!(one.version, 7);
+        assert_eq!(one.set.len() as u32, n);
+        assert_eq!(one.remove.len(), MAX_SYNC_CODES + 1);
+        assert_eq!(
+            one.credentials().collect::<Vec<_>>(),
+            (0..n + MAX_SYNC_CODES as u32 + 1)
+                .map(CredentialId)
+                .collect::<Vec<_>>()
+        );
     }
 }
