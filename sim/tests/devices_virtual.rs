@@ -614,3 +614,30 @@ fn the_same_seed_gives_the_same_event_trace_and_another_seed_another() {
     assert_eq!(a, b);
     assert_ne!(a, c);
 }
+
+#[test]
+fn an_ack_of_an_older_batch_is_dropped_and_the_newer_one_sets_every_code() {
+    run_virtual(|| async {
+        let s = inproc_fleet(&FleetSpec::new(15).wifi_doors(1));
+        let plan = s.fleet.provisioned.doors[0].clone();
+        let lock = plan.lock.unwrap();
+        // Two batches reach the lock before it acks either: the first ack
+        // names a version that is no longer in flight.
+        let a = issue_pin(&s, plan.door, "4829");
+        assert!(s.fleet.push_sync() > 0);
+        let b = issue_pin(&s, plan.door, "7315");
+        assert!(s.fleet.push_sync() > 0);
+        wait_s(5.0).await;
+        assert!(s.transport.stale_acks() >= 1, "the first ack is stale");
+        let e = s.engine.read();
+        for c in [a, b] {
+            let state = e.credential(c).unwrap().placement(lock).unwrap().state;
+            assert_eq!(state, reference_server::domain::SyncState::Set, "{c:?}");
+        }
+        drop(e);
+        for p in ["4829", "7315"] {
+            let got = s.fleet.present(lock, pin(p)).await.unwrap();
+            assert_eq!(got.outcome, DeviceOutcome::Unlocked, "{p}");
+        }
+    });
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use actix::Recipient;
 use parking_lot::{Mutex, RwLock};
 use reference_server::domain::{Actor, Connectivity, DeviceId};
-use reference_server::engine::{Check, Command, SyncBatch, SyncResult};
+use reference_server::engine::{Check, Command, SyncBatch};
 use reference_server::protocol::{AuthRequest, AuthResponse, Event, SyncAckMsg, SyncPush};
 use reference_server::Engine;
 use rustc_hash::FxHashMap;
@@ -41,9 +41,19 @@ struct Inner {
     /// the engine decides. Zero keeps checks synchronous (the hot path).
     added_latency: std::time::Duration,
     timings: Option<Arc<Timings>>,
-    /// When each device's unacknowledged batch was first sent (one entry
-    /// per device at most).
-    sync_sent_at: Mutex<FxHashMap<DeviceId, Instant>>,
+    /// Each device's batch in flight: the version an ack must name, and
+    /// when the first unacknowledged batch went (one entry per device).
+    in_flight: Mutex<FxHashMap<DeviceId, InFlight>>,
+    /// Acks naming another version than the one in flight (dropped, as
+    /// the gateway drops them: an old ack must not mark newer codes set).
+    stale_acks: AtomicU64,
+}
+
+/// A device's batch in flight.
+#[derive(Clone, Copy)]
+struct InFlight {
+    version: u64,
+    first_sent: Instant,
 }
 
 impl InProcTransport {
@@ -69,7 +79,8 @@ impl InProcTransport {
                 pushes_dropped: AtomicU64::new(0),
                 added_latency: std::time::Duration::ZERO,
                 timings,
-                sync_sent_at: Mutex::new(FxHashMap::default()),
+                in_flight: Mutex::new(FxHashMap::default()),
+                stale_acks: AtomicU64::new(0),
             }),
         }
     }
@@ -103,6 +114,11 @@ impl InProcTransport {
 
     pub fn pushes_dropped(&self) -> u64 {
         self.inner.pushes_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sync acks dropped for naming another version than the one in flight.
+    pub fn stale_acks(&self) -> u64 {
+        self.inner.stale_acks.load(Ordering::Relaxed)
     }
 
     pub fn link(&self, ep: Endpoint, inbox: Recipient<Inbound>) -> InProcLink {
@@ -153,9 +169,11 @@ impl InProcTransport {
                 Ok(Some(p)) => p,
                 _ => continue,
             };
+            let version = push.version;
             // Backpressure: a full mailbox drops the push; the codes stay
             // "setting" in the engine and go again next time.
             if inbox.try_send(Inbound::Sync(push)).is_ok() {
+                sent_batch(&self.inner, device, version);
                 sent += 1;
             } else {
                 self.inner.pushes_dropped.fetch_add(1, Ordering::Relaxed);
@@ -206,16 +224,22 @@ fn take_batch(inner: &Inner, device: DeviceId) -> Result<Option<SyncPush>, Trans
             .map_err(|e| TransportError::Engine(e.to_string()))?;
         batch
     };
-    if inner.timings.is_some() {
-        // A batch resent before the ack keeps the first send's time, as the
-        // gateway times its retries.
-        inner
-            .sync_sent_at
-            .lock()
-            .entry(device)
-            .or_insert_with(Instant::now);
-    }
     Ok(Some(sync_push_of(&batch)))
+}
+
+/// `version` reached `device`: its ack is the one to wait for. A batch
+/// resent before the ack keeps the first send's time, as the gateway times
+/// its retries.
+fn sent_batch(inner: &Inner, device: DeviceId, version: u64) {
+    inner
+        .in_flight
+        .lock()
+        .entry(device)
+        .and_modify(|f| f.version = version)
+        .or_insert(InFlight {
+            version,
+            first_sent: Instant::now(),
+        });
 }
 
 #[derive(Clone)]
@@ -280,18 +304,35 @@ impl InProcLink {
     }
 
     pub fn pull_sync(&self) -> Result<Option<SyncPush>, TransportError> {
-        take_batch(&self.inner, self.device)
+        let push = take_batch(&self.inner, self.device)?;
+        if let Some(p) = &push {
+            sent_batch(&self.inner, self.device, p.version);
+        }
+        Ok(push)
     }
 
+    /// The device's ack, under the gateway's version rule: it counts if it
+    /// names the batch in flight, or, with none in flight, the engine's
+    /// current version; any other is stale and dropped.
     pub fn sync_ack(&self, ack: &SyncAckMsg) -> Result<(), TransportError> {
-        let results = ack
-            .results
-            .iter()
-            .map(|r| SyncResult {
-                credential: r.credential,
-                failure: r.failure,
-            })
-            .collect();
+        // Held until the ack is applied: a batch sent meanwhile waits for
+        // its own ack. (Order: this lock, then the engine's.)
+        let mut in_flight = self.inner.in_flight.lock();
+        let current = match in_flight.get(&self.device) {
+            Some(f) => f.version == ack.version,
+            None => {
+                self.inner
+                    .engine
+                    .read()
+                    .pending_sync(self.device)
+                    .map(|b| b.version)
+                    == Some(ack.version)
+            }
+        };
+        if !current {
+            self.inner.stale_acks.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         self.inner
             .engine
             .write()
@@ -299,27 +340,26 @@ impl InProcLink {
                 &Actor::System,
                 Command::SyncAck {
                     device: self.device,
-                    results,
+                    results: ack.engine_results(),
                 },
                 self.inner.clock.now(),
             )
-            .map(|_| ())
             .map_err(|e| TransportError::Engine(e.to_string()))?;
-        if let Some(t) = &self.inner.timings {
-            if let Some(sent) = self.inner.sync_sent_at.lock().remove(&self.device) {
-                let now = Instant::now();
-                let failed = ack.results.iter().any(|r| r.failure.is_some());
-                t.record(
-                    Operation::SyncRoundTrip,
-                    if failed {
-                        Outcome::Error
-                    } else {
-                        Outcome::Granted
-                    },
-                    now - sent,
-                    now,
-                );
-            }
+        let sent = in_flight.remove(&self.device);
+        drop(in_flight);
+        if let (Some(t), Some(sent)) = (&self.inner.timings, sent) {
+            let now = Instant::now();
+            let failed = ack.results.iter().any(|r| r.failure.is_some());
+            t.record(
+                Operation::SyncRoundTrip,
+                if failed {
+                    Outcome::Error
+                } else {
+                    Outcome::Granted
+                },
+                now - sent.first_sent,
+                now,
+            );
         }
         Ok(())
     }
