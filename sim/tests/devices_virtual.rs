@@ -629,12 +629,17 @@ fn an_ack_of_an_older_batch_is_dropped_and_the_newer_one_sets_every_code() {
         assert!(s.fleet.push_sync() > 0);
         wait_s(5.0).await;
         assert!(s.transport.stale_acks() >= 1, "the first ack is stale");
-        let e = s.engine.read();
         for c in [a, b] {
-            let state = e.credential(c).unwrap().placement(lock).unwrap().state;
+            let state = s
+                .engine
+                .read()
+                .credential(c)
+                .unwrap()
+                .placement(lock)
+                .unwrap()
+                .state;
             assert_eq!(state, reference_server::domain::SyncState::Set, "{c:?}");
         }
-        drop(e);
         for p in ["4829", "7315"] {
             let got = s.fleet.present(lock, pin(p)).await.unwrap();
             assert_eq!(got.outcome, DeviceOutcome::Unlocked, "{p}");
