@@ -115,13 +115,17 @@ fn main() -> anyhow::Result<()> {
     // The flooder is provisioned like the others but takes no part in the
     // measured load.
     let flooder = if flooding { devices.pop() } else { None };
+    let flooder_id = flooder.as_ref().map(|(id, _)| *id);
     let mut mosquitto = None;
     let choice = match args.broker {
         BrokerKind::Embedded => BrokerChoice::Embedded {
             listen: "127.0.0.1:0".parse()?,
         },
         BrokerKind::Mosquitto => {
-            let (child, url) = start_mosquitto(dir.path(), &devices)?;
+            // The flooder logs in too: Mosquitto must know it.
+            let everyone: Vec<(DeviceId, String)> =
+                devices.iter().chain(flooder.iter()).cloned().collect();
+            let (child, url) = start_mosquitto(dir.path(), &everyone)?;
             mosquitto = Some(child);
             BrokerChoice::External(url.parse()?)
         }
@@ -138,12 +142,15 @@ fn main() -> anyhow::Result<()> {
     let mosquitto_pid = mosquitto.as_ref().map(|c| c.id());
     let svc = service.clone();
     // Checks start once every lock has confirmed the code: a check at a lock
-    // still syncing is (rightly) denied and would skew the figures.
+    // still syncing is (rightly) denied and would skew the figures. The
+    // flooder never acks a sync: its copy does not count.
     let all_set = move || {
         let e = svc.engine();
-        e.credentials()
-            .iter()
-            .all(|c| c.placements.iter().all(|p| p.state == SyncState::Set))
+        e.credentials().iter().all(|c| {
+            c.placements
+                .iter()
+                .all(|p| p.state == SyncState::Set || Some(p.device) == flooder_id)
+        })
     };
     let rss = RssSampler::start();
     let flood = flooder.map(|(id, secret)| Flood {
