@@ -73,11 +73,17 @@ impl std::fmt::Debug for PinSpec {
 
 /// The secret of a new credential.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SecretSpec {
-    Pin { pin: PinSpec },
-    Card { number: u64 },
+    Pin {
+        pin: PinSpec,
+    },
+    Card {
+        number: u64,
+    },
+    #[serde(deserialize_with = "crate::domain::no_fields")]
     Qr,
+    #[serde(deserialize_with = "crate::domain::no_fields")]
     Ble,
 }
 

@@ -21,3 +21,14 @@ pub use places::*;
 pub use roles::*;
 pub use schedule::*;
 pub use token::*;
+
+/// Deserializes a unit variant of an internally tagged enum, refusing any
+/// field besides the tag. serde lets unit variants ignore unknown fields
+/// even under `deny_unknown_fields` (`{"type": "permanent", "x": 1}` would
+/// pass), while every other object of the API refuses them.
+pub(crate) fn no_fields<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Empty {}
+    <Empty as serde::Deserialize>::deserialize(d).map(|_| ())
+}

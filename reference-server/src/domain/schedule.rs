@@ -139,6 +139,7 @@ pub enum Repeat {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Schedule {
     /// "Always".
+    #[serde(deserialize_with = "super::no_fields")]
     Permanent,
     /// From `start` (inclusive) to `end` (exclusive).
     Temporary { start: Timestamp, end: Timestamp },
