@@ -30,6 +30,16 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `fleetsim run <file> --report-dir <dir>`.
+fn run_into(file: &Path, dir: &Path) -> (i32, String, String) {
+    run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--report-dir",
+        dir.to_str().unwrap(),
+    ])
+}
+
 fn json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -123,12 +133,7 @@ fn a_saturated_run_queues_at_busy_devices_and_accounts_for_every_arrival() {
         "[faults]\nengine_added_latency = \"150ms\"\n\n[thresholds]\n\"decisions.false_accept\" = \"== 0\"",
     );
     let dir = tmp.path().join("out");
-    let (code, out, err) = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--report-dir",
-        dir.to_str().unwrap(),
-    ]);
+    let (code, out, err) = run_into(&file, &dir);
     // The default dropped-rate threshold fails the run.
     assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
     assert!(
@@ -185,12 +190,7 @@ fn an_engine_slower_than_the_run_ends_the_run_with_every_arrival_accounted_for()
         "[faults]\nengine_added_latency = \"30s\"",
     );
     let dir = tmp.path().join("out");
-    let (code, out, err) = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--report-dir",
-        dir.to_str().unwrap(),
-    ]);
+    let (code, out, err) = run_into(&file, &dir);
     assert!(code == 0 || code == 1, "stdout:\n{out}\nstderr:\n{err}");
     let r = json(&dir.join("report.json"));
     let a = assert_accounted(&r);
@@ -208,12 +208,7 @@ fn max_in_flight_drops_are_counted_with_their_reason_and_a_file_threshold_replac
         "[faults]\nengine_added_latency = \"1s\"\n\n[thresholds]\n\"arrivals.dropped_rate\" = \"<= 100%\"",
     );
     let dir = tmp.path().join("out");
-    let (code, out, err) = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--report-dir",
-        dir.to_str().unwrap(),
-    ]);
+    let (code, out, err) = run_into(&file, &dir);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains("PASS arrivals.dropped_rate <= 100%"), "{out}");
     assert!(!out.contains("arrivals.dropped_rate < 1%"), "{out}");
@@ -325,12 +320,7 @@ fn an_action_that_never_runs_is_warned_about_and_fails_the_skipped_rate() {
     let (code, _, err) = run(&["validate", "--strict", fixed.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let dir = tmp.path().join("fixed");
-    let (code, out, err) = run(&[
-        "run",
-        fixed.to_str().unwrap(),
-        "--report-dir",
-        dir.to_str().unwrap(),
-    ]);
+    let (code, out, err) = run_into(&fixed, &dir);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     let r = json(&dir.join("report.json"));
     let q = &r["arrivals"]["actions"]["qr_expired"];

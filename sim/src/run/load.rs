@@ -579,10 +579,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     // Attempts still running, and the people queued behind them, finish
     // and count; whoever still waits after the drain is counted as queued
     // at the end (their reserved codes released).
-    let drain_until = Instant::now() + Duration::from_secs(DRAIN_WAIT_S);
-    while ctx.shared.borrow().in_flight > 0 && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_while(&ctx, DRAIN_WAIT_S, |sh| sh.in_flight > 0).await;
     {
         let mut guard = ctx.shared.borrow_mut();
         let sh = &mut *guard;
@@ -599,10 +596,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     // Those being served when the lines were cleared get as long again;
     // a device that still has not answered then is cut off and its
     // arrival counted as queued at the end (served it was not).
-    let drain_until = Instant::now() + Duration::from_secs(DRAIN_WAIT_S);
-    while ctx.shared.borrow().in_flight > 0 && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_while(&ctx, DRAIN_WAIT_S, |sh| sh.in_flight > 0).await;
     let unserved: Vec<_> = {
         let mut guard = ctx.shared.borrow_mut();
         let sh = &mut *guard;
@@ -625,10 +619,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         if stop {
             ctx.stop.notify_waiters();
         }
-        let until = Instant::now() + Duration::from_secs(CODE_DRAIN_WAIT_S);
-        while ctx.shared.borrow().code_in_flight > 0 && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_while(&ctx, CODE_DRAIN_WAIT_S, |sh| sh.code_in_flight > 0).await;
     }
     progress.abort();
     waves.abort();
@@ -1016,6 +1007,15 @@ fn dispatch(
             let action = job.attempt.action;
             serve(ctx, action, attempt(ctx.clone(), job, arrived, false, done));
         }
+    }
+}
+
+/// Waits while `busy` holds, at most `secs` (the run's clock: virtual
+/// time in a virtual run), looking every 5 ms.
+async fn wait_while(ctx: &Ctx, secs: u64, busy: impl Fn(&Shared) -> bool) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while busy(&ctx.shared.borrow()) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
