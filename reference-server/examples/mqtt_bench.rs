@@ -523,7 +523,7 @@ async fn device_loop(
                             version: push.version,
                             results: push
                                 .credentials()
-                                .map(|credential| protocol::SyncItemResult {
+                                .map(|credential| protocol::SyncResult {
                                     credential,
                                     failure: None,
                                 })

@@ -2,16 +2,9 @@
 //!
 //! # Layout
 //!
-//! - [`domain`]: the I/O-free core: ids, places (organizations, sites,
-//!   buildings, floors, units, doors, devices), roles and the permission
-//!   rule, credentials and holders, schedules, PIN rules, signed QR/BLE
-//!   tokens, keypad lockout, decisions. No sockets, files or clock reads.
-//! - [`engine`]: the state and its two entry points: `Engine::apply` (every
-//!   change, authorized first) and `Engine::validate` (one credential check,
-//!   `&self`, `now` as an argument).
-//! - [`error`]: the engine's typed errors, each naming the broken rule.
-//! - [`protocol`]: the device protocol's wire types (topics, JSON payloads),
-//!   shared with the simulator.
+//! - [`domain`], [`engine`], [`error`], [`protocol`], [`sync`]: the
+//!   I/O-free core, from the `access-core` crate (re-exported here under
+//!   the paths the server and the simulator use).
 //! - [`service`]: the server's one facade over engine, store, activity log,
 //!   health and metrics; the admin API and the device gateway call it. The
 //!   only clock read in the server (`Clock`).
@@ -30,32 +23,22 @@
 //! - [`limits`]: what one device may cost the server (rate, in-flight,
 //!   payload size) and the per-device count of what it had dropped.
 //!
-//! A credential check: `Engine::validate` looks the device up by dense id,
-//! checks the keypad lockout, finds the credential (PIN: `(device, pin)`
-//! lookup into a 64-byte slot that holds what the common grant needs, so
-//! that grant reads no credential row; card: `(site, number)`; QR/BLE:
-//! MAC-checked token), then runs the rules (`Engine::evaluate_keypad` from
-//! the slot, `Engine::evaluate` otherwise) and takes a use with a
-//! compare-and-swap. The big tables ask for transparent huge pages
-//! (`huge`).
+//! A credential check is followed through the code in `access-core`'s
+//! crate documentation and in docs/architecture.md.
 
 pub mod activity;
 pub mod api;
 pub mod auth;
 pub mod broker;
-pub mod domain;
-pub mod engine;
-pub mod error;
 pub mod gateway;
 pub mod health;
-mod huge;
 pub mod limits;
 pub mod metrics;
-mod pin_index;
-pub mod protocol;
 pub mod server;
 pub mod service;
 pub mod store;
 
-pub use engine::{Check, Command, Engine, EngineConfig, Presented};
-pub use error::EngineError;
+// The I/O-free core, under the paths the server's modules and the
+// simulator have always used.
+pub use access_core::{domain, engine, error, protocol, sync};
+pub use access_core::{Check, Command, Engine, EngineConfig, EngineError, Presented};

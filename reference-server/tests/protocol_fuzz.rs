@@ -63,12 +63,10 @@ proptest! {
         }
     }
 
-    /// `sync/ack` (gateway): decoded into the engine's results.
+    /// `sync/ack` (gateway): its results are the engine's input as they are.
     #[test]
     fn sync_acks_decode_or_are_refused(bytes in payload(sync_ack())) {
-        if let Some(ack) = decodes::<SyncAckMsg>(&bytes)? {
-            prop_assert_eq!(ack.engine_results().len(), ack.results.len());
-        }
+        decodes::<SyncAckMsg>(&bytes)?;
     }
 
     /// `cmd/ack` (gateway).

@@ -118,7 +118,7 @@ async fn device_sync_ack(
     }
     let cmd = Command::SyncAck {
         device,
-        results: body.engine_results(),
+        results: body.results.clone(),
     };
     match e.apply(&Actor::System, cmd, s.clock.now()) {
         Ok(_) => HttpResponse::Ok().json(serde_json::json!({"ok": true})),

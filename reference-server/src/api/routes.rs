@@ -946,7 +946,7 @@ async fn device_sync_ack(
         &Actor::System,
         Command::SyncAck {
             device,
-            results: ack.engine_results(),
+            results: ack.results.clone(),
         },
     )
     .await?;

@@ -180,7 +180,7 @@ impl<B: Backend> Syncer<B> {
         match self
             .shared
             .backend
-            .sync_ack(device, ack.engine_results())
+            .sync_ack(device, ack.results.clone())
             .await
         {
             Ok(()) => self.shared.metrics.sync_acked.inc(),

@@ -13,8 +13,8 @@ use reference_server::domain::{
 };
 use reference_server::protocol::{
     decode, encode, AuthRequest, AuthResponse, CommandAck, CommandKind, CommandResult,
-    DeviceCommand, Event, EventKind, How, ProtocolError, Status, SyncAckMsg, SyncCode,
-    SyncItemResult, SyncPush, SyncValidity, SyncWeekly, Verdict, WireCredential, WireSecret,
+    DeviceCommand, Event, EventKind, How, ProtocolError, Status, SyncAckMsg, SyncCode, SyncPush,
+    SyncResult, SyncValidity, SyncWeekly, Verdict, WireCredential, WireSecret,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -261,7 +261,7 @@ pub fn sync_push() -> impl Strategy<Value = SyncPush> {
 pub fn sync_ack() -> impl Strategy<Value = SyncAckMsg> {
     let item =
         (credential_id(), prop::option::of(sync_failure())).prop_map(|(credential, failure)| {
-            SyncItemResult {
+            SyncResult {
                 credential,
                 failure,
             }

@@ -243,7 +243,7 @@ pub fn ack_all(push: &SyncPush) -> SyncAckMsg {
         version: push.version,
         results: push
             .credentials()
-            .map(|credential| protocol::SyncItemResult {
+            .map(|credential| protocol::SyncResult {
                 credential,
                 failure: None,
             })

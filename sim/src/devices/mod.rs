@@ -28,8 +28,8 @@ use reference_server::domain::{
     CredentialId, DenyReason, DeviceId, DeviceKind, Lockout, Pin, SyncFailure,
 };
 use reference_server::protocol::{
-    encode, AuthRequest, AuthResponse, Event, EventKind, Status, SyncAckMsg, SyncItemResult,
-    SyncPush, SyncValidity, Verdict, WireCredential, WireSecret,
+    encode, AuthRequest, AuthResponse, Event, EventKind, Status, SyncAckMsg, SyncPush, SyncResult,
+    SyncValidity, Verdict, WireCredential, WireSecret,
 };
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -276,13 +276,13 @@ impl CodeCache {
         Some((id, self.valid.get(&id).map_or(Ok(()), |v| v.check(now))))
     }
     /// Applies a batch within `slots`; says per code what happened.
-    pub fn apply(&mut self, push: &SyncPush, slots: u16) -> Vec<SyncItemResult> {
+    pub fn apply(&mut self, push: &SyncPush, slots: u16) -> Vec<SyncResult> {
         let mut results = Vec::with_capacity(push.set.len() + push.remove.len());
         for id in &push.remove {
             self.pins.retain(|_, c| c != id);
             self.cards.retain(|_, c| c != id);
             self.valid.remove(id);
-            results.push(SyncItemResult {
+            results.push(SyncResult {
                 credential: *id,
                 failure: None,
             });
@@ -320,7 +320,7 @@ impl CodeCache {
                     None => self.valid.remove(&code.credential),
                 };
             }
-            results.push(SyncItemResult {
+            results.push(SyncResult {
                 credential: code.credential,
                 failure,
             });

@@ -44,7 +44,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use reference_server::domain::{CredentialId, DeviceId, DoorId, HolderKind, Origin};
 use reference_server::engine::{Command, Outcome, PinSpec, SecretSpec};
-use reference_server::protocol::{SyncAckMsg, SyncItemResult};
+use reference_server::protocol::{SyncAckMsg, SyncResult};
 use reference_server::Engine;
 use rustc_hash::FxHashMap;
 use serde_json::{json, Value};
@@ -118,7 +118,7 @@ pub fn sync_confirmation(answer: Value) -> Result<SyncAckMsg, String> {
         .push
         .credentials()
         .chain(body.tokens)
-        .map(|credential| SyncItemResult {
+        .map(|credential| SyncResult {
             credential,
             failure: None,
         })

@@ -15,8 +15,7 @@ use actix::prelude::*;
 use parking_lot::Mutex;
 use reference_server::domain::CredentialId;
 use reference_server::protocol::{
-    AuthRequest, AuthResponse, Event, SyncAckMsg, SyncItemResult, SyncPush, WireCredential,
-    WireSecret,
+    AuthRequest, AuthResponse, Event, SyncAckMsg, SyncPush, SyncResult, WireCredential, WireSecret,
 };
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -375,7 +374,7 @@ impl HttpLink {
         let (round, started) = match self.sync.fetched.lock().take() {
             Some(f) if f.version == ack.version => {
                 ack.results
-                    .extend(f.tokens.into_iter().map(|credential| SyncItemResult {
+                    .extend(f.tokens.into_iter().map(|credential| SyncResult {
                         credential,
                         failure: None,
                     }));

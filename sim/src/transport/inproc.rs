@@ -340,7 +340,7 @@ impl InProcLink {
                 &Actor::System,
                 Command::SyncAck {
                     device: self.device,
-                    results: ack.engine_results(),
+                    results: ack.results.clone(),
                 },
                 self.inner.clock.now(),
             )

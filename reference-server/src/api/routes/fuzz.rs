@@ -261,7 +261,7 @@ fn decoders() -> Vec<Decoder> {
                 // Whatever the version: the engine's checks alone.
                 let cmd = Command::SyncAck {
                     device: DeviceId(id),
-                    results: ack.engine_results(),
+                    results: ack.results.clone(),
                 };
                 run(e, Actor::System, cmd)
             },

@@ -307,3 +307,23 @@ impl Credential {
         }
     }
 }
+
+/// A credential as presented at a device.
+#[derive(Clone, Copy, Debug)]
+pub enum Presented<'a> {
+    Pin(Pin),
+    Card(u64),
+    Qr(&'a str),
+    Ble(&'a str),
+}
+
+impl Presented<'_> {
+    pub fn kind(&self) -> CredentialKind {
+        match self {
+            Presented::Pin(_) => CredentialKind::Pin,
+            Presented::Card(_) => CredentialKind::Card,
+            Presented::Qr(_) => CredentialKind::Qr,
+            Presented::Ble(_) => CredentialKind::Ble,
+        }
+    }
+}

@@ -19,6 +19,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::*;
 use crate::error::EngineError;
+use crate::protocol::SyncValidity;
+// Defined next to what they describe; named here too, where the engine's
+// callers look for them.
+pub use crate::domain::Presented;
+pub use crate::protocol::SyncResult;
+pub use crate::sync::SyncBatch;
 
 /// Longest name the engine stores (organizations, sites, doors, codes...).
 pub const MAX_NAME_LEN: usize = 200;
@@ -101,32 +107,6 @@ pub struct Issue {
     pub include_common_areas: bool,
     #[serde(default)]
     pub floors: FloorScope,
-}
-
-/// One device's answer for one code in a sync.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncResult {
-    pub credential: CredentialId,
-    /// None: applied. Some: why the device could not.
-    pub failure: Option<SyncFailure>,
-}
-
-/// What a device must change to match the engine.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SyncBatch {
-    /// Bumped on every change for this device.
-    pub version: u64,
-    pub set: Vec<(CredentialId, Secret)>,
-    pub remove: Vec<CredentialId>,
-    /// The validity of the codes in `set` that have one (by time; see
-    /// `SyncValidity`), for devices that decide offline.
-    pub validity: std::collections::BTreeMap<CredentialId, crate::protocol::SyncValidity>,
-}
-
-impl SyncBatch {
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.remove.is_empty()
-    }
 }
 
 /// Every change to the engine. `apply` authorizes it, performs it and
@@ -296,26 +276,6 @@ pub struct Applied {
     pub outcome: Outcome,
     /// The command as performed: what the durable log stores.
     pub logged: Command,
-}
-
-/// A credential as presented at a device.
-#[derive(Clone, Copy, Debug)]
-pub enum Presented<'a> {
-    Pin(Pin),
-    Card(u64),
-    Qr(&'a str),
-    Ble(&'a str),
-}
-
-impl Presented<'_> {
-    pub fn kind(&self) -> CredentialKind {
-        match self {
-            Presented::Pin(_) => CredentialKind::Pin,
-            Presented::Card(_) => CredentialKind::Card,
-            Presented::Qr(_) => CredentialKind::Qr,
-            Presented::Ble(_) => CredentialKind::Ble,
-        }
-    }
 }
 
 /// One credential check.
@@ -2314,7 +2274,7 @@ impl Engine {
                         _ => None,
                     };
                     let tz = &self.sites[cred.site.index()].tz;
-                    if let Some(v) = crate::protocol::SyncValidity::of(cred, tz, stay) {
+                    if let Some(v) = SyncValidity::of(cred, tz, stay) {
                         batch.validity.insert(cred.id, v);
                     }
                 }

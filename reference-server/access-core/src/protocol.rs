@@ -10,12 +10,11 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Secret;
 use crate::domain::{
     CredentialId, CredentialKind, DailyWindow, Decision, DenyReason, DeviceId, FloorId, HolderId,
     Origin, Pin, SiteId, SyncFailure, Weekdays,
 };
-use crate::engine::{Presented, SyncBatch, SyncResult};
+use crate::domain::{Presented, Secret};
 
 /// Bumped on any incompatible change to topics or payloads.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -572,59 +571,6 @@ pub struct SyncPush {
 }
 
 impl SyncPush {
-    /// The messages that carry `batch`, each within `MAX_SYNC_CODES` codes
-    /// and within `MAX_PAYLOAD_BYTES` (codes with a validity are bigger, so
-    /// a message may hold fewer of them); all share the batch's
-    /// version. Codes with nothing to store (QR, BLE) are left out; a batch
-    /// with nothing to send gives no message.
-    pub fn from_batch(batch: &SyncBatch) -> Vec<SyncPush> {
-        let codes: Vec<SyncCode> = batch
-            .set
-            .iter()
-            .filter_map(|(credential, secret)| {
-                Some(SyncCode {
-                    credential: *credential,
-                    secret: WireSecret::from_secret(secret)?,
-                    valid: batch.validity.get(credential).cloned(),
-                })
-            })
-            .collect();
-        // Room for the envelope (`version`, keys, brackets) around the codes.
-        const CODES_BUDGET_BYTES: usize = MAX_PAYLOAD_BYTES - 128;
-        let mut pushes: Vec<SyncPush> = Vec::new();
-        let mut set: Vec<SyncCode> = Vec::new();
-        let mut set_bytes = 0;
-        for code in codes {
-            // +1: the comma between codes.
-            let bytes = encode(&code).len() + 1;
-            if set.len() == MAX_SYNC_CODES
-                || (!set.is_empty() && set_bytes + bytes > CODES_BUDGET_BYTES)
-            {
-                pushes.push(SyncPush {
-                    version: batch.version,
-                    set: std::mem::take(&mut set),
-                    remove: Vec::new(),
-                });
-                set_bytes = 0;
-            }
-            set_bytes += bytes;
-            set.push(code);
-        }
-        if !set.is_empty() {
-            pushes.push(SyncPush {
-                version: batch.version,
-                set,
-                remove: Vec::new(),
-            });
-        }
-        pushes.extend(batch.remove.chunks(MAX_SYNC_CODES).map(|chunk| SyncPush {
-            version: batch.version,
-            set: Vec::new(),
-            remove: chunk.to_vec(),
-        }));
-        pushes
-    }
-
     /// Every credential the message names.
     pub fn credentials(&self) -> impl Iterator<Item = CredentialId> + '_ {
         self.set
@@ -634,10 +580,13 @@ impl SyncPush {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One device's answer for one code in a sync: on the wire in `sync/ack`,
+/// and the engine's input for `SyncAck`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SyncItemResult {
+pub struct SyncResult {
     pub credential: CredentialId,
+    /// None: applied. Some: why the device could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<SyncFailure>,
 }
@@ -647,20 +596,7 @@ pub struct SyncItemResult {
 #[serde(deny_unknown_fields)]
 pub struct SyncAckMsg {
     pub version: u64,
-    pub results: Vec<SyncItemResult>,
-}
-
-impl SyncAckMsg {
-    /// The engine's form of the results.
-    pub fn engine_results(&self) -> Vec<SyncResult> {
-        self.results
-            .iter()
-            .map(|r| SyncResult {
-                credential: r.credential,
-                failure: r.failure,
-            })
-            .collect()
-    }
+    pub results: Vec<SyncResult>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -699,6 +635,7 @@ pub struct CommandAck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::SyncBatch;
 
     #[test]
     fn topics_round_trip() {
