@@ -1,0 +1,138 @@
+//! Read access to the state, for the API, the gateway and the simulator.
+
+use super::*;
+
+impl Engine {
+    pub fn role(&self, user: UserId, org: OrgId) -> Option<&Role> {
+        self.roles.get(&(user, org))
+    }
+
+    /// Organizations where `user` has a role.
+    pub fn memberships(&self, user: UserId) -> Vec<(OrgId, Role)> {
+        let mut v: Vec<_> = self
+            .roles
+            .iter()
+            .filter(|((u, _), _)| *u == user)
+            .map(|((_, o), r)| (*o, r.clone()))
+            .collect();
+        v.sort_by_key(|(o, _)| *o);
+        v
+    }
+
+    pub fn members(&self, org: OrgId) -> Vec<(UserId, Role)> {
+        let mut v: Vec<_> = self
+            .roles
+            .iter()
+            .filter(|((_, o), _)| *o == org)
+            .map(|((u, _), r)| (*u, r.clone()))
+            .collect();
+        v.sort_by_key(|(u, _)| *u);
+        v
+    }
+
+    pub fn user(&self, id: UserId) -> Option<&User> {
+        self.users.get(id.index())
+    }
+
+    pub fn users(&self) -> &[User] {
+        &self.users
+    }
+
+    pub fn organization(&self, id: OrgId) -> Option<&Organization> {
+        self.orgs.get(id.index())
+    }
+
+    pub fn organizations(&self) -> &[Organization] {
+        &self.orgs
+    }
+
+    pub fn site(&self, id: SiteId) -> Option<&Site> {
+        self.sites.get(id.index())
+    }
+
+    pub fn sites(&self) -> &[Site] {
+        &self.sites
+    }
+
+    pub fn building(&self, id: BuildingId) -> Option<&Building> {
+        self.buildings.get(id.index())
+    }
+
+    pub fn buildings(&self) -> &[Building] {
+        &self.buildings
+    }
+
+    pub fn floor(&self, id: FloorId) -> Option<&Floor> {
+        self.floors.get(id.index())
+    }
+
+    pub fn floors(&self) -> &[Floor] {
+        &self.floors
+    }
+
+    pub fn units(&self) -> &[Unit] {
+        &self.units
+    }
+
+    pub fn door(&self, id: DoorId) -> Option<&Door> {
+        self.doors.get(id.index())
+    }
+
+    pub fn doors(&self) -> &[Door] {
+        &self.doors
+    }
+
+    pub fn device(&self, id: DeviceId) -> Option<&Device> {
+        self.devices.get(id.index()).map(|e| &e.device)
+    }
+
+    pub fn devices(&self) -> impl ExactSizeIterator<Item = &Device> {
+        self.devices.iter().map(|e| &e.device)
+    }
+
+    pub fn devices_at(&self, door: DoorId) -> &[DeviceId] {
+        self.door_devices
+            .get(door.index())
+            .map_or(&[], |v| v.as_slice())
+    }
+
+    /// Every credential that opens `door`, in issue order.
+    pub fn credentials_at(&self, door: DoorId) -> impl Iterator<Item = &Credential> {
+        self.door_credentials
+            .get(door.index())
+            .into_iter()
+            .flatten()
+            .map(|c| &self.credentials[c.index()])
+    }
+
+    pub fn holder(&self, id: HolderId) -> Option<&Holder> {
+        self.holders.get(id.index())
+    }
+
+    pub fn holders(&self) -> &[Holder] {
+        &self.holders
+    }
+
+    pub fn stay(&self, id: StayId) -> Option<&Stay> {
+        self.stays.get(id.index())
+    }
+
+    pub fn stays(&self) -> &[Stay] {
+        &self.stays
+    }
+
+    pub fn credential(&self, id: CredentialId) -> Option<&Credential> {
+        self.credentials.get(id.index())
+    }
+
+    pub fn credentials(&self) -> &[Credential] {
+        &self.credentials
+    }
+
+    /// Free fallback codes still pre-loaded on a lock.
+    pub fn fallback_pool(&self, device: DeviceId) -> &[CredentialId] {
+        self.devices
+            .get(device.index())
+            .map_or(&[], |e| e.fallback_pool.as_slice())
+    }
+}

@@ -1,0 +1,120 @@
+//! Each code's sync state per device: what a device must change
+//! (`pending_sync`), what was sent (`SyncSent`) and what it acknowledged
+//! (`SyncAck`).
+
+use super::*;
+
+impl Engine {
+    /// `SyncSent`.
+    pub(super) fn sync_sent(&mut self, device: DeviceId, version: u64) -> Result<(), EngineError> {
+        let entry = self
+            .devices
+            .get(device.index())
+            .ok_or_else(|| EngineError::not_found("device", device.0))?;
+        if version > entry.sync_version {
+            return Err(EngineError::invalid("version", "newer than the engine's"));
+        }
+        for c in self.door_credentials[entry.device.door.index()].clone() {
+            if let Some(p) = self.credentials[c.index()].placement_mut(device) {
+                if p.state == SyncState::Pending {
+                    p.state = SyncState::Setting;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn sync_ack(
+        &mut self,
+        device: DeviceId,
+        results: &[SyncResult],
+    ) -> Result<(), EngineError> {
+        get(&self.devices, "device", device.0)?;
+        // Check every entry first, so a bad ack changes nothing. A code not
+        // placed on this device is, to the device, an unknown one: the
+        // answer does not tell it which ids exist elsewhere.
+        for r in results {
+            let placed = self
+                .credentials
+                .get(r.credential.index())
+                .is_some_and(|c| c.placement(device).is_some());
+            if !placed {
+                return Err(EngineError::not_found("credential", r.credential.0));
+            }
+        }
+        let mut retire = Vec::new();
+        let mut replaced_to_remove = Vec::new();
+        for r in results {
+            let c = &mut self.credentials[r.credential.index()];
+            let replaces = c.replaces;
+            let p = c.placement_mut(device).expect("checked above");
+            p.state = match (p.state, r.failure) {
+                (SyncState::Removing, None) => SyncState::Removed,
+                (SyncState::Removing, Some(_)) => SyncState::Removing,
+                (SyncState::Removed, _) => SyncState::Removed,
+                (_, None) => {
+                    if let Some(old) = replaces {
+                        replaced_to_remove.push(old);
+                    }
+                    SyncState::Set
+                }
+                (_, Some(f)) => SyncState::Failed(f),
+            };
+            if (c.revoked || c.replaced_by.is_some())
+                && c.placements.iter().all(|p| !p.state.on_device())
+            {
+                retire.push(c.id);
+            }
+        }
+        // The new code is on this lock: the old one may go from it now.
+        for old in replaced_to_remove {
+            let c = &mut self.credentials[old.index()];
+            if let Some(p) = c.placement_mut(device) {
+                if p.state.on_device() || p.state == SyncState::Setting {
+                    p.state = SyncState::Removing;
+                    self.devices[device.index()].sync_version += 1;
+                } else {
+                    p.state = SyncState::Removed;
+                }
+            }
+            if c.placements.iter().all(|p| !p.state.on_device()) {
+                retire.push(old);
+            }
+        }
+        for id in retire {
+            self.retire(id);
+        }
+        Ok(())
+    }
+
+    /// What a device must change: codes to set and to remove.
+    pub fn pending_sync(&self, device: DeviceId) -> Option<SyncBatch> {
+        let entry = self.devices.get(device.index())?;
+        let mut batch = SyncBatch {
+            version: entry.sync_version,
+            ..SyncBatch::default()
+        };
+        for c in &self.door_credentials[entry.device.door.index()] {
+            let cred = &self.credentials[c.index()];
+            match cred.placement(device).map(|p| p.state) {
+                Some(SyncState::Pending | SyncState::Setting) => {
+                    batch.set.push((cred.id, cred.secret));
+                    let stay = match cred.schedule {
+                        Schedule::Stay { stay } => Some((
+                            &self.stays[stay.index()],
+                            self.guest_settings_for(&entry.device),
+                        )),
+                        _ => None,
+                    };
+                    let tz = &self.sites[cred.site.index()].tz;
+                    if let Some(v) = SyncValidity::of(cred, tz, stay) {
+                        batch.validity.insert(cred.id, v);
+                    }
+                }
+                Some(SyncState::Removing) => batch.remove.push(cred.id),
+                _ => {}
+            }
+        }
+        Some(batch)
+    }
+}
