@@ -15,7 +15,7 @@ use devices_support::{engine, eventually, start_time};
 use fleetsim::clock::SimClock;
 use fleetsim::devices::fleet::{provision, Fleet, FleetSpec, Placement};
 use fleetsim::devices::{DeviceOutcome, DeviceParams, Present};
-use fleetsim::transport::inproc::sync_push_of;
+use fleetsim::transport::inproc::joined;
 use fleetsim::transport::{
     derived_secrets, EventLog, MqttConfig, MqttTransport, Multiplex, Transport,
 };
@@ -156,7 +156,15 @@ impl Responder {
         let site = engine.read().device(device).unwrap().site;
         let t = topic("fleet", site, device, Channel::Sync);
         self.client
-            .publish(t, QoS::AtLeastOnce, false, encode(&sync_push_of(&batch)))
+            .publish(
+                t,
+                QoS::AtLeastOnce,
+                false,
+                encode(&joined(
+                    batch.version,
+                    reference_server::protocol::SyncPush::from_batch(&batch),
+                )),
+            )
             .await
             .unwrap();
     }

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use crate::domain::{Actor, CredentialId, DeviceId, SiteId};
+use crate::domain::{Actor, DeviceId, SiteId};
 use crate::engine::{Command, SyncBatch, SyncResult};
 use crate::protocol::{AuthRequest, AuthResponse, Event, Status};
 
@@ -55,20 +55,6 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Devices whose credential set changed.
     fn sync_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId>;
-}
-
-/// The results that mark every code of a batch failed with `failure`.
-pub fn fail_all(
-    credentials: impl IntoIterator<Item = CredentialId>,
-    failure: crate::domain::SyncFailure,
-) -> Vec<SyncResult> {
-    credentials
-        .into_iter()
-        .map(|credential| SyncResult {
-            credential,
-            failure: Some(failure),
-        })
-        .collect()
 }
 
 /// The server's service is the gateway's backend: checks go through it

@@ -46,7 +46,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-pub use backend::{fail_all, Backend, BackendError};
+pub use backend::{Backend, BackendError};
 pub use commands::Commander;
 pub use metrics::{DropReason, GatewayMetrics};
 pub use serve::{

@@ -1,50 +1,32 @@
-//! Credential sync to locks: one task owns the state of every sync in
-//! flight, so no lock is shared with the message handlers.
+//! Credential sync to locks over MQTT: one task owns the sync session
+//! (`access_core::sync::SyncSession`, the protocol's rules without I/O)
+//! and does what it answers, so no lock is shared with the message
+//! handlers.
 //!
 //! A device gets its pending batch (engine `pending_sync`) when its set
 //! changes (`sync_changes`) and whenever it comes online (`status`). The
 //! batch is recorded as sent (`SyncSent`, codes go `setting`), published
-//! QoS 1, and sent again with exponential backoff until the device acks
-//! that version. After `max_attempts` sends with no ack, every code of the
-//! batch is marked failed (`SyncAck` with `timed_out`). An offline device
-//! is not retried; it gets the batch of the moment when it comes back.
-//! Acks for another version than the one in flight are stale and dropped
-//! (an old "set" ack must not confirm a later "remove").
+//! QoS 1, and resent on the session's schedule until the device acks that
+//! version; then every code still waiting is marked `timed_out`. An
+//! offline device is not retried; it gets the batch of the moment when it
+//! comes back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use super::backend::{fail_all, Backend};
+use super::backend::Backend;
 use super::metrics::DropReason;
 use super::Shared;
-use crate::domain::{CredentialId, DeviceId, SiteId, SyncFailure};
-use crate::engine::SyncResult;
+use crate::domain::{DeviceId, SiteId};
 use crate::protocol::{self, Channel, SyncAckMsg, SyncPush};
+use crate::sync::{SyncAcked, SyncDue, SyncSession};
 
-/// How sync retries are paced.
-#[derive(Clone, Copy, Debug)]
-pub struct SyncConfig {
-    /// Wait before the first resend; doubled on each further one.
-    pub first_retry: Duration,
-    /// Longest wait between two sends.
-    pub max_retry: Duration,
-    /// Sends (the first included) before the batch is marked timed out.
-    pub max_attempts: u32,
-}
-
-impl Default for SyncConfig {
-    fn default() -> Self {
-        SyncConfig {
-            first_retry: Duration::from_secs(5),
-            max_retry: Duration::from_secs(60),
-            max_attempts: 5,
-        }
-    }
-}
+/// How sync retries are paced: the session's own setting.
+pub type SyncConfig = crate::sync::SyncPacing;
 
 #[derive(Debug)]
 pub(crate) enum SyncInput {
@@ -53,25 +35,11 @@ pub(crate) enum SyncInput {
     Ack(DeviceId, SyncAckMsg),
 }
 
-struct InFlight {
-    site: SiteId,
-    version: u64,
-    pushes: Vec<SyncPush>,
-    /// Codes not acked yet (a batch may span several messages).
-    waiting: FxHashSet<CredentialId>,
-    attempts: u32,
-    next_send: Instant,
-    /// The first publish of this version (the observer's round trip).
-    first_sent: Instant,
-    /// A code of the batch was reported failed.
-    failed: bool,
-}
-
 pub(crate) struct Syncer<B> {
     pub(crate) shared: Arc<Shared<B>>,
     pub(crate) cfg: SyncConfig,
     online: FxHashMap<DeviceId, SiteId>,
-    in_flight: FxHashMap<DeviceId, InFlight>,
+    session: SyncSession,
 }
 
 impl<B: Backend> Syncer<B> {
@@ -80,7 +48,7 @@ impl<B: Backend> Syncer<B> {
             shared,
             cfg,
             online: FxHashMap::default(),
-            in_flight: FxHashMap::default(),
+            session: SyncSession::new(cfg),
         }
     }
 
@@ -126,7 +94,7 @@ impl<B: Backend> Syncer<B> {
                     .set(self.online.len() as i64);
                 // Whatever was in flight may be stale now: send the batch of
                 // the moment.
-                self.in_flight.remove(&device);
+                self.session.restart(device);
                 self.push(device).await;
             }
             SyncInput::Offline(device) => {
@@ -141,48 +109,32 @@ impl<B: Backend> Syncer<B> {
     }
 
     async fn on_ack(&mut self, device: DeviceId, ack: SyncAckMsg) {
-        let Some(f) = self.in_flight.get_mut(&device) else {
-            // Nothing in flight (e.g. a restart since): only an ack of the
-            // engine's current version is safe to apply.
-            let current = self.shared.backend.pending_sync(device).map(|b| b.version);
-            if current != Some(ack.version) {
+        let backend = &self.shared.backend;
+        let engine_version = || backend.pending_sync(device).map(|b| b.version);
+        match self
+            .session
+            .ack(device, &ack, engine_version, Instant::now().into_std())
+        {
+            SyncAcked::Stale => {
                 self.shared.metrics.drop(DropReason::StaleAck);
-                return;
+                tracing::debug!(%device, acked = ack.version, "stale sync ack");
             }
-            self.apply_ack(device, &ack).await;
-            self.push(device).await;
-            return;
-        };
-        if f.version != ack.version {
-            self.shared.metrics.drop(DropReason::StaleAck);
-            tracing::debug!(%device, acked = ack.version, in_flight = f.version, "stale sync ack");
-            return;
-        }
-        for r in &ack.results {
-            f.waiting.remove(&r.credential);
-        }
-        f.failed |= ack.results.iter().any(|r| r.failure.is_some());
-        let done = f.waiting.is_empty();
-        let (first_sent, failed) = (f.first_sent, f.failed);
-        self.apply_ack(device, &ack).await;
-        if done {
-            self.in_flight.remove(&device);
-            if let Some(o) = &self.shared.observer {
-                o.sync_acked(device, first_sent.elapsed(), failed);
+            SyncAcked::Apply { completed } => {
+                self.apply_ack(device, ack.results).await;
+                if let (Some(o), Some(rt)) = (&self.shared.observer, completed) {
+                    o.sync_acked(device, rt.elapsed, rt.failed);
+                }
+                // Nothing left in flight: the ack may have made more work
+                // (an old PIN to remove now that its replacement is set).
+                if self.session.in_flight(device).is_none() {
+                    self.push(device).await;
+                }
             }
-            // The ack may have made more work (an old PIN to remove now
-            // that its replacement is set).
-            self.push(device).await;
         }
     }
 
-    async fn apply_ack(&self, device: DeviceId, ack: &SyncAckMsg) {
-        match self
-            .shared
-            .backend
-            .sync_ack(device, ack.results.clone())
-            .await
-        {
+    async fn apply_ack(&self, device: DeviceId, results: Vec<crate::protocol::SyncResult>) {
+        match self.shared.backend.sync_ack(device, results).await {
             Ok(()) => self.shared.metrics.sync_acked.inc(),
             Err(e) => {
                 self.shared.metrics.drop(DropReason::Rejected);
@@ -191,70 +143,41 @@ impl<B: Backend> Syncer<B> {
         }
     }
 
-    /// Sends the device its pending batch, unless that very version is
-    /// already in flight or the device is offline.
+    /// Offers the device its pending batch, and sends what the session
+    /// says must go.
     async fn push(&mut self, device: DeviceId) {
-        let Some(&site) = self.online.get(&device) else {
+        if !self.online.contains_key(&device) {
             return;
-        };
+        }
         let Some(batch) = self.shared.backend.pending_sync(device) else {
             return;
         };
-        if batch.is_empty() {
-            self.in_flight.remove(&device);
+        let now = Instant::now().into_std();
+        let Some(send) = self.session.offer(device, &batch, now) else {
             return;
-        }
-        if self
-            .in_flight
-            .get(&device)
-            .is_some_and(|f| f.version == batch.version)
-        {
-            return;
-        }
-        if let Err(e) = self.shared.backend.sync_sent(device, batch.version).await {
+        };
+        if let Err(e) = self.shared.backend.sync_sent(device, send.version).await {
+            self.session.unsent(device, send.version);
             tracing::warn!(%device, error = %e, "cannot record a sync as sent");
             return;
         }
-        // QR and BLE credentials have nothing to store on the lock (it
-        // checks the signed token): confirm them as sent.
-        let tokens: Vec<SyncResult> = batch
-            .set
-            .iter()
-            .filter(|(_, secret)| protocol::WireSecret::from_secret(secret).is_none())
-            .map(|(credential, _)| SyncResult {
-                credential: *credential,
-                failure: None,
-            })
-            .collect();
-        if !tokens.is_empty() {
-            if let Err(e) = self.shared.backend.sync_ack(device, tokens).await {
+        if !send.confirmed.is_empty() {
+            if let Err(e) = self.shared.backend.sync_ack(device, send.confirmed).await {
                 tracing::warn!(%device, error = %e, "cannot confirm token credentials");
             }
         }
-        let pushes = SyncPush::from_batch(&batch);
-        if pushes.is_empty() {
-            return;
+        if !send.pushes.is_empty() {
+            self.send(device, &send.pushes);
+            self.shared.metrics.sync_pushed.inc();
         }
-        let waiting = pushes.iter().flat_map(|p| p.credentials()).collect();
-        let now = Instant::now();
-        let f = InFlight {
-            site,
-            version: batch.version,
-            pushes,
-            waiting,
-            attempts: 1,
-            next_send: now + self.cfg.first_retry,
-            first_sent: now,
-            failed: false,
-        };
-        self.send(device, &f);
-        self.shared.metrics.sync_pushed.inc();
-        self.in_flight.insert(device, f);
     }
 
-    fn send(&self, device: DeviceId, f: &InFlight) {
-        let topic = protocol::topic(&self.shared.prefix, f.site, device, Channel::Sync);
-        for p in &f.pushes {
+    fn send(&self, device: DeviceId, pushes: &[SyncPush]) {
+        let Some(&site) = self.online.get(&device) else {
+            return;
+        };
+        let topic = protocol::topic(&self.shared.prefix, site, device, Channel::Sync);
+        for p in pushes {
             self.shared
                 .outbox
                 .publish(0, &topic, 1, protocol::encode(p));
@@ -262,38 +185,31 @@ impl<B: Backend> Syncer<B> {
     }
 
     async fn retry_due(&mut self) {
-        let now = Instant::now();
-        let due: Vec<DeviceId> = self
-            .in_flight
-            .iter()
-            .filter(|(d, f)| f.next_send <= now && self.online.contains_key(d))
-            .map(|(d, _)| *d)
-            .collect();
-        for device in due {
-            let f = self.in_flight.get_mut(&device).expect("listed above");
-            if f.attempts >= self.cfg.max_attempts {
-                let f = self.in_flight.remove(&device).expect("listed above");
-                self.shared.metrics.sync_timed_out.inc();
-                tracing::warn!(%device, version = f.version, attempts = f.attempts, "sync timed out");
-                if let Some(o) = &self.shared.observer {
-                    o.sync_acked(device, now - f.first_sent, true);
+        let online = &self.online;
+        let due = self
+            .session
+            .due(Instant::now().into_std(), |d| online.contains_key(&d));
+        for d in due {
+            match d {
+                SyncDue::Resend { device, pushes } => {
+                    self.send(device, &pushes);
+                    self.shared.metrics.sync_retried.inc();
                 }
-                let results = fail_all(f.waiting, SyncFailure::TimedOut);
-                if let Err(e) = self.shared.backend.sync_ack(device, results).await {
-                    tracing::warn!(%device, error = %e, "cannot mark a sync timed out");
+                SyncDue::TimedOut {
+                    device,
+                    results,
+                    round_trip,
+                } => {
+                    self.shared.metrics.sync_timed_out.inc();
+                    tracing::warn!(%device, "sync timed out");
+                    if let Some(o) = &self.shared.observer {
+                        o.sync_acked(device, round_trip.elapsed, true);
+                    }
+                    if let Err(e) = self.shared.backend.sync_ack(device, results).await {
+                        tracing::warn!(%device, error = %e, "cannot mark a sync timed out");
+                    }
                 }
-                continue;
             }
-            f.attempts += 1;
-            let wait = self
-                .cfg
-                .first_retry
-                .saturating_mul(1 << (f.attempts - 1).min(16))
-                .min(self.cfg.max_retry);
-            f.next_send = now + wait;
-            let f = self.in_flight.get(&device).expect("listed above");
-            self.send(device, f);
-            self.shared.metrics.sync_retried.inc();
         }
     }
 }

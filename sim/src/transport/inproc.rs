@@ -4,6 +4,12 @@
 //! (`pull_sync`, for Bluetooth locks in range) or pushed to the Wi-Fi
 //! devices' mailboxes (`push_sync`, what a gateway does on a change).
 //!
+//! Sync follows the server's rules through the same sans-I/O session
+//! (`reference_server::sync::SyncSession`): a version in flight is not sent
+//! twice, and an ack naming another version is stale and dropped. A push
+//! to many devices reads and marks their batches under one engine write
+//! lock. In process nothing is lost, so nothing is resent on a timer.
+//!
 //! With [`Timings`] (`InProcTransport::timed`), it also times each event
 //! from the device's timestamp until logged, and each device's sync from the
 //! first batch sent until the device's ack.
@@ -14,8 +20,9 @@ use std::sync::Arc;
 use actix::Recipient;
 use parking_lot::{Mutex, RwLock};
 use reference_server::domain::{Actor, Connectivity, DeviceId};
-use reference_server::engine::{Check, Command, SyncBatch};
+use reference_server::engine::{Check, Command};
 use reference_server::protocol::{AuthRequest, AuthResponse, Event, SyncAckMsg, SyncPush};
+use reference_server::sync::{SyncAcked, SyncPacing, SyncSession};
 use reference_server::Engine;
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
@@ -41,19 +48,9 @@ struct Inner {
     /// the engine decides. Zero keeps checks synchronous (the hot path).
     added_latency: std::time::Duration,
     timings: Option<Arc<Timings>>,
-    /// Each device's batch in flight: the version an ack must name, and
-    /// when the first unacknowledged batch went (one entry per device).
-    in_flight: Mutex<FxHashMap<DeviceId, InFlight>>,
-    /// Acks naming another version than the one in flight (dropped, as
-    /// the gateway drops them: an old ack must not mark newer codes set).
-    stale_acks: AtomicU64,
-}
-
-/// A device's batch in flight.
-#[derive(Clone, Copy)]
-struct InFlight {
-    version: u64,
-    first_sent: Instant,
+    /// Each device's batch in flight, under the gateway's rules. Lock
+    /// order: this, then the engine.
+    session: Mutex<SyncSession>,
 }
 
 impl InProcTransport {
@@ -79,8 +76,7 @@ impl InProcTransport {
                 pushes_dropped: AtomicU64::new(0),
                 added_latency: std::time::Duration::ZERO,
                 timings,
-                in_flight: Mutex::new(FxHashMap::default()),
-                stale_acks: AtomicU64::new(0),
+                session: Mutex::new(SyncSession::new(SyncPacing::default())),
             }),
         }
     }
@@ -118,7 +114,7 @@ impl InProcTransport {
 
     /// Sync acks dropped for naming another version than the one in flight.
     pub fn stale_acks(&self) -> u64 {
-        self.inner.stale_acks.load(Ordering::Relaxed)
+        self.inner.session.lock().stale_acks()
     }
 
     pub fn link(&self, ep: Endpoint, inbox: Recipient<Inbound>) -> InProcLink {
@@ -163,19 +159,18 @@ impl InProcTransport {
     }
 
     fn push_to(&self, targets: Vec<(DeviceId, Recipient<Inbound>)>) -> usize {
+        let devices: Vec<DeviceId> = targets.iter().map(|(d, _)| *d).collect();
+        let pushes = take_batches(&self.inner, &devices, false);
         let mut sent = 0;
-        for (device, inbox) in targets {
-            let push = match take_batch(&self.inner, device) {
-                Ok(Some(p)) => p,
-                _ => continue,
-            };
+        for ((device, inbox), push) in targets.into_iter().zip(pushes) {
+            let Some(push) = push else { continue };
             let version = push.version;
             // Backpressure: a full mailbox drops the push; the codes stay
             // "setting" in the engine and go again next time.
             if inbox.try_send(Inbound::Sync(push)).is_ok() {
-                sent_batch(&self.inner, device, version);
                 sent += 1;
             } else {
+                self.inner.session.lock().unsent(device, version);
                 self.inner.pushes_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -183,63 +178,63 @@ impl InProcTransport {
     }
 }
 
-/// The engine's batch as one message. The wire form comes from
+/// The messages of one batch as one. The wire form comes from
 /// [`SyncPush::from_batch`] (the gateway's split into payload-sized
 /// messages, which all share the batch's version); in-process there is no
 /// payload limit, so the pieces travel together and the device acks the
 /// whole batch at once, as over MQTT once every piece has arrived.
-pub fn sync_push_of(batch: &SyncBatch) -> SyncPush {
+pub fn joined(version: u64, pieces: Vec<SyncPush>) -> SyncPush {
     let mut one = SyncPush {
-        version: batch.version,
+        version,
         set: Vec::new(),
         remove: Vec::new(),
     };
-    for piece in SyncPush::from_batch(batch) {
+    for piece in pieces {
         one.set.extend(piece.set);
         one.remove.extend(piece.remove);
     }
     one
 }
 
-/// The device's pending batch, marked sent, under one write lock: read
-/// and mark under two locks let a change made in between be marked sent
-/// without ever being pushed.
-fn take_batch(inner: &Inner, device: DeviceId) -> Result<Option<SyncPush>, TransportError> {
-    let batch = {
-        let mut engine = inner.engine.write();
-        let batch = match engine.pending_sync(device) {
-            Some(b) if !b.is_empty() => b,
-            Some(_) => return Ok(None),
-            None => return Err(TransportError::Engine(format!("unknown device {device}"))),
-        };
-        engine
-            .apply(
-                &Actor::System,
-                Command::SyncSent {
+/// What the session says each of `devices` must get, marked sent in the
+/// engine, all under one engine write lock (read and mark under two locks
+/// let a change made in between be marked sent without ever being pushed;
+/// one lock per device would stall every check during a sync storm).
+/// `asked`: the devices asked themselves, so whatever was in flight is
+/// sent again.
+fn take_batches(inner: &Inner, devices: &[DeviceId], asked: bool) -> Vec<Option<SyncPush>> {
+    let mut session = inner.session.lock();
+    let mut engine = inner.engine.write();
+    let now = inner.clock.now();
+    let sent_at = Instant::now().into_std();
+    devices
+        .iter()
+        .map(|&device| {
+            if asked {
+                session.restart(device);
+            }
+            let batch = engine.pending_sync(device)?;
+            let send = session.offer(device, &batch, sent_at)?;
+            let mut record = vec![Command::SyncSent {
+                device,
+                version: send.version,
+            }];
+            if !send.confirmed.is_empty() {
+                record.push(Command::SyncAck {
                     device,
-                    version: batch.version,
-                },
-                inner.clock.now(),
-            )
-            .map_err(|e| TransportError::Engine(e.to_string()))?;
-        batch
-    };
-    Ok(Some(sync_push_of(&batch)))
-}
-
-/// `version` reached `device`: its ack is the one to wait for. A batch
-/// resent before the ack keeps the first send's time, as the gateway times
-/// its retries.
-fn sent_batch(inner: &Inner, device: DeviceId, version: u64) {
-    inner
-        .in_flight
-        .lock()
-        .entry(device)
-        .and_modify(|f| f.version = version)
-        .or_insert(InFlight {
-            version,
-            first_sent: Instant::now(),
-        });
+                    results: send.confirmed,
+                });
+            }
+            for cmd in record {
+                if let Err(e) = engine.apply(&Actor::System, cmd, now) {
+                    tracing::warn!(%device, error = %e, "cannot record a sync as sent");
+                    session.unsent(device, send.version);
+                    return None;
+                }
+            }
+            (!send.pushes.is_empty()).then(|| joined(send.version, send.pushes))
+        })
+        .collect()
 }
 
 #[derive(Clone)]
@@ -304,37 +299,32 @@ impl InProcLink {
     }
 
     pub fn pull_sync(&self) -> Result<Option<SyncPush>, TransportError> {
-        let push = take_batch(&self.inner, self.device)?;
-        if let Some(p) = &push {
-            sent_batch(&self.inner, self.device, p.version);
+        if self.inner.engine.read().device(self.device).is_none() {
+            return Err(TransportError::Engine(format!(
+                "unknown device {}",
+                self.device
+            )));
         }
-        Ok(push)
+        Ok(take_batches(&self.inner, &[self.device], true)
+            .pop()
+            .flatten())
     }
 
-    /// The device's ack, under the gateway's version rule: it counts if it
-    /// names the batch in flight, or, with none in flight, the engine's
-    /// current version; any other is stale and dropped.
+    /// The device's ack, under the gateway's version rule (the session's):
+    /// it counts if it names the batch in flight, or, with none in flight,
+    /// the engine's current version; any other is stale and dropped.
     pub fn sync_ack(&self, ack: &SyncAckMsg) -> Result<(), TransportError> {
         // Held until the ack is applied: a batch sent meanwhile waits for
-        // its own ack. (Order: this lock, then the engine's.)
-        let mut in_flight = self.inner.in_flight.lock();
-        let current = match in_flight.get(&self.device) {
-            Some(f) => f.version == ack.version,
-            None => {
-                self.inner
-                    .engine
-                    .read()
-                    .pending_sync(self.device)
-                    .map(|b| b.version)
-                    == Some(ack.version)
-            }
-        };
-        if !current {
-            self.inner.stale_acks.fetch_add(1, Ordering::Relaxed);
+        // its own ack.
+        let mut session = self.inner.session.lock();
+        let engine = &self.inner.engine;
+        let engine_version = || engine.read().pending_sync(self.device).map(|b| b.version);
+        let SyncAcked::Apply { completed } =
+            session.ack(self.device, ack, engine_version, Instant::now().into_std())
+        else {
             return Ok(());
-        }
-        self.inner
-            .engine
+        };
+        engine
             .write()
             .apply(
                 &Actor::System,
@@ -345,20 +335,18 @@ impl InProcLink {
                 self.inner.clock.now(),
             )
             .map_err(|e| TransportError::Engine(e.to_string()))?;
-        let sent = in_flight.remove(&self.device);
-        drop(in_flight);
-        if let (Some(t), Some(sent)) = (&self.inner.timings, sent) {
-            let now = Instant::now();
-            let failed = ack.results.iter().any(|r| r.failure.is_some());
+        drop(session);
+        if let (Some(t), Some(rt)) = (&self.inner.timings, completed) {
+            let outcome = if rt.failed {
+                Outcome::Error
+            } else {
+                Outcome::Granted
+            };
             t.record(
                 Operation::SyncRoundTrip,
-                if failed {
-                    Outcome::Error
-                } else {
-                    Outcome::Granted
-                },
-                now - sent.first_sent,
-                now,
+                outcome,
+                rt.elapsed,
+                Instant::now(),
             );
         }
         Ok(())
@@ -369,6 +357,7 @@ impl InProcLink {
 mod tests {
     use reference_server::domain::{CredentialId, Pin, Secret};
     use reference_server::protocol::MAX_SYNC_CODES;
+    use reference_server::sync::SyncBatch;
 
     use super::*;
 
@@ -392,7 +381,7 @@ mod tests {
             validity: Default::default(),
         };
         assert!(SyncPush::from_batch(&batch).len() > 1, "the wire splits it");
-        let one = sync_push_of(&batch);
+        let one = joined(batch.version, SyncPush::from_batch(&batch));
         assert_eq!(one.version, 7);
         assert_eq!(one.set.len() as u32, n);
         assert_eq!(one.remove.len(), MAX_SYNC_CODES + 1);
