@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 pub use crate::metrics::Transport;
 use crate::protocol::{self, CommandKind, CommandResult};
 use crate::store::{Store, StoreError, Write};
+use crate::sync::{SyncAcked, SyncBatch, SyncPacing, SyncSession};
 
 /// File in the data directory holding the token MAC key.
 pub const TOKEN_KEY_FILE: &str = "token.key";
@@ -139,6 +140,10 @@ pub struct Service {
     user_tokens: RwLock<FxHashMap<UserId, Vec<[u8; 32]>>>,
     device_secrets: RwLock<FxHashMap<DeviceId, [u8; 32]>>,
     sync_tx: broadcast::Sender<DeviceId>,
+    /// The sync session of devices that sync over HTTP (`GET`/`POST
+    /// /v1/devices/{device}/sync`); the MQTT gateway's task owns its own.
+    /// Never held across an await.
+    http_sync: Mutex<SyncSession>,
     command_sink: RwLock<Option<CommandSink>>,
     /// Fault injection for load tests: every check waits this long before
     /// the engine decides (a slow backend). Zero in production.
@@ -233,6 +238,7 @@ impl Service {
             user_tokens: RwLock::new(user_tokens),
             device_secrets: RwLock::new(device_secrets),
             sync_tx,
+            http_sync: Mutex::new(SyncSession::new(SyncPacing::default())),
             command_sink: RwLock::new(None),
             added_latency_us: std::sync::atomic::AtomicU64::new(0),
             close_hooks: Mutex::new(Vec::new()),
@@ -464,9 +470,72 @@ impl Service {
         }
     }
 
+    /// The device's sync version (what its sync ack must name).
+    pub fn sync_version(&self, device: DeviceId) -> Option<u64> {
+        self.engine.read().sync_version(device)
+    }
+
     /// What `device` must change to match the engine.
-    pub fn pending_sync(&self, device: DeviceId) -> Option<engine::SyncBatch> {
+    pub fn pending_sync(&self, device: DeviceId) -> Option<SyncBatch> {
         self.engine.read().pending_sync(device)
+    }
+
+    /// A device asks for its batch over HTTP (`GET .../sync`): the batch
+    /// of the moment, recorded as sent (`SyncSent`: its codes go
+    /// `setting`) when the session says it goes, with its QR and BLE codes
+    /// confirmed as the MQTT gateway confirms them.
+    pub async fn sync_fetch(&self, device: DeviceId) -> Result<SyncBatch, ServiceError> {
+        let batch = self
+            .pending_sync(device)
+            .ok_or(ServiceError::UnknownDevice(device))?;
+        let send = {
+            let mut session = self.http_sync.lock();
+            session.restart(device);
+            session.offer(device, &batch, std::time::Instant::now())
+        };
+        if let Some(send) = send {
+            let version = send.version;
+            let mut record = vec![Command::SyncSent { device, version }];
+            if !send.confirmed.is_empty() {
+                record.push(Command::SyncAck {
+                    device,
+                    results: send.confirmed,
+                });
+            }
+            for cmd in record {
+                if let Err(e) = self.apply(&Actor::System, cmd).await {
+                    self.http_sync.lock().unsent(device, version);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// A device's ack over HTTP (`POST .../sync`), under the session's
+    /// version rule. `Ok(false)`: stale (another version than the one to
+    /// confirm), nothing applied.
+    pub async fn sync_ack(
+        &self,
+        device: DeviceId,
+        ack: &protocol::SyncAckMsg,
+    ) -> Result<bool, ServiceError> {
+        let engine_version = self.sync_version(device);
+        let acked =
+            self.http_sync
+                .lock()
+                .ack(device, ack, engine_version, std::time::Instant::now());
+        match acked {
+            SyncAcked::Stale => Ok(false),
+            SyncAcked::Apply { .. } => {
+                let cmd = Command::SyncAck {
+                    device,
+                    results: ack.results.clone(),
+                };
+                self.apply(&Actor::System, cmd).await?;
+                Ok(true)
+            }
+        }
     }
 
     /// Checks a device's own secret (constant time).

@@ -1696,8 +1696,9 @@ async fn every_documented_route_is_mounted() {
 }
 
 /// A reader without MQTT confirms its codes over HTTP: `GET sync` lists
-/// what it must store, `POST sync` with that version marks it stored (the
-/// keypad then grants the code); a stale version is a 409, another
+/// what it must store and marks it sent (`setting`), `POST sync` with that
+/// version marks it stored (the keypad then grants the code); a stale
+/// version, or the fetched one after a newer change, is a 409; another
 /// device's secret a 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_confirms_its_codes_over_http_sync() {
@@ -1752,6 +1753,50 @@ async fn a_reader_confirms_its_codes_over_http_sync() {
         )
         .await;
     assert_eq!(s, 409, "{v}");
+    // Fetched is sent: the keypad's list shows the code being set.
+    let sync_state = |codes: &Value, c: u64| {
+        codes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == c)
+            .map(|x| x["sync"]["state"].clone())
+    };
+    let codes_path = format!("/v1/devices/{keypad}/codes");
+    let codes = api.ok("GET", &codes_path, t, None).await;
+    assert_eq!(sync_state(&codes, code), Some(json!("setting")), "{codes}");
+    // A change after the fetch (a second code): the fetched version's ack
+    // is stale now, as over MQTT, and sets nothing.
+    let (code2, pin2) = pin_code(
+        &api,
+        t,
+        resident,
+        json!([w.door_a]),
+        json!({"type": "permanent"}),
+    )
+    .await;
+    let (s, v) = api
+        .call(
+            "POST",
+            &path,
+            Some(&secret),
+            Some(json!({"version": version, "results": results})),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    let r = api.validate(keypad, &secret, typed.clone()).await;
+    assert_eq!(r["reason"], "wrong_pin", "a stale ack stored nothing: {r}");
+    // The batch of the moment holds both codes; its ack stores them.
+    let (s, batch) = api.call("GET", &path, Some(&secret), None).await;
+    assert_eq!(s, 200, "{batch}");
+    let version = batch["version"].as_u64().unwrap();
+    let results: Vec<Value> = batch["set"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| json!({"credential": c["credential"]}))
+        .collect();
+    assert!(results.contains(&json!({"credential": code2})), "{batch}");
     api.ok(
         "POST",
         &path,
@@ -1759,7 +1804,13 @@ async fn a_reader_confirms_its_codes_over_http_sync() {
         Some(json!({"version": version, "results": results})),
     )
     .await;
+    let codes = api.ok("GET", &codes_path, t, None).await;
+    assert_eq!(sync_state(&codes, code2), Some(json!("set")), "{codes}");
     let r = api.validate(keypad, &secret, typed).await;
+    assert_eq!(r["decision"], "granted", "{r}");
+    let r = api
+        .validate(keypad, &secret, json!({"type": "pin", "value": pin2}))
+        .await;
     assert_eq!(r["decision"], "granted", "{r}");
     let (_, after) = api.call("GET", &path, Some(&secret), None).await;
     assert_eq!(after["set"], json!([]), "{after}");

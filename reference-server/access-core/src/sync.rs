@@ -10,9 +10,9 @@
 //! same version and retry rules.
 //!
 //! The rules: a batch goes when its version is not already in flight; a
-//! device's ack counts only if it names the version in flight (or, with
-//! none in flight, the engine's current one): an old "set" ack must not
-//! confirm a later "remove". A batch unacked is resent with exponential
+//! device's ack counts only if it names the engine's current version and
+//! the version in flight, if any: an old "set" ack must not confirm a
+//! later "remove". A batch unacked is resent with exponential
 //! backoff and, after `max_attempts` sends, every code still waiting is
 //! marked `timed_out`. QR and BLE codes have nothing to store on the lock
 //! and are confirmed as sent.
@@ -266,27 +266,28 @@ impl SyncSession {
         }
     }
 
-    /// `device`'s ack. With a batch in flight, it counts if it names that
-    /// version; with none (a restart since), only if it names the engine's
-    /// current one (`engine_version`, asked only then).
+    /// `device`'s ack. It counts only if it names the engine's current
+    /// version for the device (`engine_version`) and, with a batch in
+    /// flight, that batch's: a change made since the batch went (a code
+    /// revoked, now to be removed) must not be confirmed by an ack of the
+    /// older batch, which still set it.
     pub fn ack(
         &mut self,
         device: DeviceId,
         ack: &SyncAckMsg,
-        engine_version: impl FnOnce() -> Option<u64>,
+        engine_version: Option<u64>,
         now: Instant,
     ) -> SyncAcked {
-        let Some(f) = self.in_flight.get_mut(&device) else {
-            if engine_version() == Some(ack.version) {
-                return SyncAcked::Apply { completed: None };
-            }
-            self.stale_acks += 1;
-            return SyncAcked::Stale;
-        };
-        if f.version != ack.version {
+        let in_flight = self.in_flight.get_mut(&device);
+        let current = engine_version == Some(ack.version)
+            && in_flight.as_ref().is_none_or(|f| f.version == ack.version);
+        if !current {
             self.stale_acks += 1;
             return SyncAcked::Stale;
         }
+        let Some(f) = in_flight else {
+            return SyncAcked::Apply { completed: None };
+        };
         for r in &ack.results {
             f.waiting.remove(&r.credential);
         }
@@ -405,9 +406,8 @@ mod tests {
         assert!(send.confirmed.is_empty());
         assert_eq!(s.offer(D, &batch(3, 0..2), t0), None, "already in flight");
         let later = t0 + Duration::from_millis(40);
-        let never = || panic!("the engine is asked only with nothing in flight");
         assert_eq!(
-            s.ack(D, &ack(3, 0..2), never, later),
+            s.ack(D, &ack(3, 0..2), Some(3), later),
             SyncAcked::Apply {
                 completed: Some(SyncRoundTrip {
                     elapsed: Duration::from_millis(40),
@@ -425,17 +425,29 @@ mod tests {
         s.offer(D, &batch(3, 0..2), t0).unwrap();
         // A newer change: version 4 replaces 3 in flight.
         s.offer(D, &batch(4, 0..3), t0).unwrap();
-        assert_eq!(s.ack(D, &ack(3, 0..2), || Some(4), t0), SyncAcked::Stale);
+        assert_eq!(s.ack(D, &ack(3, 0..2), Some(4), t0), SyncAcked::Stale);
         assert_eq!(s.stale_acks(), 1);
         assert_eq!(s.in_flight(D), Some(4));
         // Nothing in flight: only the engine's current version counts.
         s.restart(D);
-        assert_eq!(s.ack(D, &ack(3, 0..2), || Some(4), t0), SyncAcked::Stale);
+        assert_eq!(s.ack(D, &ack(3, 0..2), Some(4), t0), SyncAcked::Stale);
         assert_eq!(
-            s.ack(D, &ack(4, 0..3), || Some(4), t0),
+            s.ack(D, &ack(4, 0..3), Some(4), t0),
             SyncAcked::Apply { completed: None }
         );
         assert_eq!(s.stale_acks(), 2);
+    }
+
+    /// The batch in flight is version 5; a code of it was revoked since
+    /// (the engine is at 6, to remove it) before the push of 6 went out.
+    /// The device's ack of 5 says "set": it must not mark the removal done.
+    #[test]
+    fn an_ack_of_the_batch_in_flight_is_stale_once_the_engine_moved_on() {
+        let t0 = Instant::now();
+        let mut s = SyncSession::new(SyncPacing::default());
+        s.offer(D, &batch(5, 0..2), t0).unwrap();
+        assert_eq!(s.ack(D, &ack(5, 0..2), Some(6), t0), SyncAcked::Stale);
+        assert_eq!(s.in_flight(D), Some(5), "still waiting for its codes");
     }
 
     #[test]
@@ -446,7 +458,7 @@ mod tests {
         let send = s.offer(D, &batch(1, 0..n), t0).unwrap();
         assert!(send.pushes.len() > 1);
         assert_eq!(
-            s.ack(D, &ack(1, 0..10), || None, t0),
+            s.ack(D, &ack(1, 0..10), Some(1), t0),
             SyncAcked::Apply { completed: None }
         );
         assert_eq!(s.in_flight(D), Some(1), "codes still waiting");
@@ -454,7 +466,7 @@ mod tests {
         rest.results[0].failure = Some(SyncFailure::LockFull);
         let SyncAcked::Apply {
             completed: Some(rt),
-        } = s.ack(D, &rest, || None, t0)
+        } = s.ack(D, &rest, Some(1), t0)
         else {
             panic!("the last codes complete the batch")
         };

@@ -898,9 +898,7 @@ fn device_caller(req: &HttpRequest, svc: &Service, device: DeviceId) -> Result<(
 async fn device_sync(req: HttpRequest, svc: Svc, device: web::Path<u32>) -> ApiResult {
     let device = DeviceId(device.into_inner());
     device_caller(&req, &svc, device)?;
-    let batch = svc
-        .pending_sync(device)
-        .ok_or(crate::service::ServiceError::UnknownDevice(device))?;
+    let batch = svc.sync_fetch(device).await?;
     let mut push = protocol::SyncPush {
         version: batch.version,
         set: Vec::new(),
@@ -910,8 +908,8 @@ async fn device_sync(req: HttpRequest, svc: Svc, device: web::Path<u32>) -> ApiR
         push.set.extend(p.set);
         push.remove.extend(p.remove);
     }
-    // QR and BLE credentials have nothing to store: listed so the device
-    // confirms them with the rest (the MQTT gateway confirms them itself).
+    // QR and BLE credentials have nothing to store: confirmed by
+    // `sync_fetch`, and still listed, so a device may confirm them too.
     let tokens: Vec<CredentialId> = batch
         .set
         .iter()
@@ -934,22 +932,14 @@ async fn device_sync_ack(
     let device = DeviceId(device.into_inner());
     device_caller(&req, &svc, device)?;
     let ack = body.into_inner();
-    let current = svc.pending_sync(device).map(|b| b.version);
-    if current != Some(ack.version) {
+    if !svc.sync_ack(device, &ack).await? {
+        let current = svc.pending_sync(device).map(|b| b.version);
         return Err(ApiError::new(
             actix_web::http::StatusCode::CONFLICT,
             "version",
             format!("the pending version is {}", current.unwrap_or_default()),
         ));
     }
-    svc.apply(
-        &Actor::System,
-        Command::SyncAck {
-            device,
-            results: ack.results.clone(),
-        },
-    )
-    .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"ok": true})))
 }
 

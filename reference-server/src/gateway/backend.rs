@@ -39,6 +39,9 @@ pub trait Backend: Send + Sync + 'static {
     /// What the device must change (empty batch: nothing).
     fn pending_sync(&self, device: DeviceId) -> Option<SyncBatch>;
 
+    /// The device's current sync version (what an ack must name).
+    fn sync_version(&self, device: DeviceId) -> Option<u64>;
+
     /// Records that the batch of `version` was sent.
     fn sync_sent(
         &self,
@@ -79,6 +82,10 @@ impl Backend for crate::service::Service {
 
     fn pending_sync(&self, device: DeviceId) -> Option<SyncBatch> {
         crate::service::Service::pending_sync(self, device)
+    }
+
+    fn sync_version(&self, device: DeviceId) -> Option<u64> {
+        crate::service::Service::sync_version(self, device)
     }
 
     async fn sync_sent(&self, device: DeviceId, version: u64) -> Result<(), BackendError> {

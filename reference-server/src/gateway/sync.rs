@@ -109,8 +109,7 @@ impl<B: Backend> Syncer<B> {
     }
 
     async fn on_ack(&mut self, device: DeviceId, ack: SyncAckMsg) {
-        let backend = &self.shared.backend;
-        let engine_version = || backend.pending_sync(device).map(|b| b.version);
+        let engine_version = self.shared.backend.sync_version(device);
         match self
             .session
             .ack(device, &ack, engine_version, Instant::now().into_std())

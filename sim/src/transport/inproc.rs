@@ -310,15 +310,15 @@ impl InProcLink {
             .flatten())
     }
 
-    /// The device's ack, under the gateway's version rule (the session's):
-    /// it counts if it names the batch in flight, or, with none in flight,
-    /// the engine's current version; any other is stale and dropped.
+    /// The device's ack, under the session's version rule (the gateway's):
+    /// it counts if it names the engine's current version and the batch in
+    /// flight, if any; any other is stale and dropped.
     pub fn sync_ack(&self, ack: &SyncAckMsg) -> Result<(), TransportError> {
         // Held until the ack is applied: a batch sent meanwhile waits for
         // its own ack.
         let mut session = self.inner.session.lock();
         let engine = &self.inner.engine;
-        let engine_version = || engine.read().pending_sync(self.device).map(|b| b.version);
+        let engine_version = engine.read().sync_version(self.device);
         let SyncAcked::Apply { completed } =
             session.ack(self.device, ack, engine_version, Instant::now().into_std())
         else {

@@ -3,6 +3,12 @@
 use super::*;
 
 impl Engine {
+    /// The device's sync version: bumped on every change to the codes it
+    /// must hold (what a sync ack must name).
+    pub fn sync_version(&self, device: DeviceId) -> Option<u64> {
+        self.devices.get(device.index()).map(|e| e.sync_version)
+    }
+
     pub fn role(&self, user: UserId, org: OrgId) -> Option<&Role> {
         self.roles.get(&(user, org))
     }
