@@ -149,7 +149,7 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// A credential as a device reads it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum WireCredential {
     /// Keypad digits, as typed.
@@ -215,7 +215,7 @@ impl WireCredential {
 }
 
 /// `auth/req` and the body of `POST /v1/devices/{device}/validate`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthRequest {
     /// Correlation id, chosen by the device, echoed in the answer.
@@ -229,7 +229,7 @@ pub struct AuthRequest {
     pub at: Option<Timestamp>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Granted,
@@ -239,7 +239,7 @@ pub enum Verdict {
 }
 
 /// `auth/resp`, and the validate endpoint's answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthResponse {
     pub id: u64,
@@ -318,7 +318,7 @@ pub struct Status {
 }
 
 /// How an action was done, as the activity log says it (seeds/004).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum How {
     /// By hand, no code.
@@ -406,7 +406,7 @@ pub struct Event {
 }
 
 /// A code's secret as the lock stores it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum WireSecret {
     Pin(String),
@@ -432,7 +432,7 @@ impl std::fmt::Debug for WireSecret {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncCode {
     pub credential: CredentialId,
@@ -447,7 +447,7 @@ pub struct SyncCode {
 /// A code's validity as an offline device checks it against its own
 /// clock. Use limits are not here: a device that decides alone cannot
 /// count uses made at the other doors, so they are enforced online only.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncValidity {
     /// Unix seconds; before it the code is `not_yet_valid`.
@@ -471,9 +471,10 @@ pub struct SyncValidity {
 
 /// A weekly window on the site's wall clock. The zone travels by IANA
 /// name so the device resolves DST itself (jiff), as the engine does.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncWeekly {
+    #[schema(value_type = Vec<String>)]
     pub days: Weekdays,
     pub window: DailyWindow,
     /// Checked when decoded: an unknown zone is a malformed payload.
@@ -561,7 +562,7 @@ impl SyncValidity {
 }
 
 /// `sync`: the delta a device must apply, with the engine's version for it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncPush {
     pub version: u64,
@@ -634,7 +635,7 @@ impl SyncPush {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncItemResult {
     pub credential: CredentialId,
@@ -643,7 +644,7 @@ pub struct SyncItemResult {
 }
 
 /// `sync/ack`: the version applied, and the outcome per code.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncAckMsg {
     pub version: u64,
@@ -679,7 +680,7 @@ pub struct DeviceCommand {
     pub command: CommandKind,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandResult {
     Ok,
