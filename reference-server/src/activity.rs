@@ -14,7 +14,7 @@ use crate::protocol::{Event, EventKind, How};
 pub const MAX_QUERY_LIMIT: u32 = 1_000;
 
 /// One line of the activity log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActivityEntry {
     pub device: DeviceId,
     pub at: Timestamp,

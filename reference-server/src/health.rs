@@ -30,7 +30,7 @@ struct DeviceHealth {
 }
 
 /// What the lock list and the health panel show.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HealthSummary {
     pub online: bool,
     pub battery_pct: Option<u8>,
@@ -38,7 +38,7 @@ pub struct HealthSummary {
     pub last_seen: Option<Timestamp>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HealthReport {
     #[serde(flatten)]
     pub summary: HealthSummary,

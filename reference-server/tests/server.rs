@@ -1666,9 +1666,10 @@ async fn every_documented_route_is_mounted() {
     let api = Api::new(server.url());
     let (_, doc) = api.call("GET", "/openapi.json", None, None).await;
     let mut n = 0;
-    for (method, path, ..) in reference_server::api::ROUTES {
+    for route in reference_server::api::routes() {
+        let (method, path) = (route.method, route.path.as_str());
         assert!(
-            doc["paths"][*path][method.to_lowercase()].is_object(),
+            doc["paths"][path][method.to_lowercase()].is_object(),
             "{method} {path} not in the document"
         );
         let concrete: String = path
@@ -1692,6 +1693,53 @@ async fn every_documented_route_is_mounted() {
         n += 1;
     }
     assert!(n >= 40);
+    server.stop().await;
+}
+
+/// A method a served path does not take answers 405 naming the ones it
+/// does (`Allow`, RFC 9110); a path no route serves stays a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_method_answers_405_with_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Clock::manual(ts(T0))).await;
+    let client = reqwest::Client::new();
+    for (method, path, allow) in [
+        ("TRACE", "/v1/credentials/0", Some("GET, DELETE")),
+        ("PATCH", "/v1/credentials/12", Some("GET, DELETE")),
+        ("GET", "/v1/bootstrap", Some("POST")),
+        ("PUT", "/v1/devices/3/sync", Some("GET, POST")),
+        ("TRACE", "/healthz", Some("GET")),
+        ("TRACE", "/v1/nowhere", None),
+        ("GET", "/v1/credentials/0/nothing", None),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = client
+            .request(m, format!("{}{path}", server.url()))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let got = resp
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_string());
+        let mut got_methods: Vec<String> = got
+            .iter()
+            .flat_map(|a| a.split(", ").map(String::from))
+            .collect();
+        got_methods.sort();
+        let mut want: Vec<String> = allow
+            .iter()
+            .flat_map(|a| a.split(", ").map(String::from))
+            .collect();
+        want.sort();
+        let want_status = if allow.is_some() { 405 } else { 404 };
+        assert_eq!(
+            (status, got_methods),
+            (want_status, want),
+            "{method} {path}"
+        );
+    }
     server.stop().await;
 }
 

@@ -2,7 +2,7 @@
 //!
 //! - what a simulated device decodes from the server and then does with
 //!   it: a `sync` message (MQTT: `protocol::decode`; HTTP: the
-//!   `GET .../sync` answer, `SyncBody::decode`) applied to the device's
+//!   `GET .../sync` answer, `http::decode_sync`) applied to the device's
 //!   code cache and judged at the device's clock, as a Bluetooth lock
 //!   decides offline;
 //! - what a device presents, decoded as the server decodes `auth/req` and
@@ -24,7 +24,7 @@ use fleetsim::devices::CodeCache;
 use fleetsim::run::oracle::TruthKind;
 use fleetsim::run::provision::{self, Book};
 use fleetsim::run::target::{self, IdKind, Ids};
-use fleetsim::transport::http::SyncBody;
+use fleetsim::transport::http::decode_sync;
 use fuzz_support::*;
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -227,22 +227,23 @@ proptest! {
     /// devices and `--target` decode it.
     #[test]
     fn http_sync_answers_decode_or_are_refused(bytes in payload(sync_body())) {
-        if let Ok(body) = SyncBody::decode(&bytes) {
+        if let Ok(body) = decode_sync(&bytes) {
+            let (push, _) = body.split();
             let mut cache = CodeCache::default();
-            let results = cache.apply(&body.push, 250);
-            prop_assert_eq!(results.len(), body.push.set.len() + body.push.remove.len());
+            let results = cache.apply(&push, 250);
+            prop_assert_eq!(results.len(), push.set.len() + push.remove.len());
         }
         // `--target` reads the same answer as a JSON value: it confirms
         // exactly what the devices' decoder accepts of that value.
         if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-            let decoded = SyncBody::decode(&serde_json::to_vec(&v).expect("a value serializes"));
+            let decoded = decode_sync(&serde_json::to_vec(&v).expect("a value serializes"));
             let ack = target::sync_confirmation(v);
             prop_assert_eq!(ack.is_ok(), decoded.is_ok(), "{:?}", ack);
             if let (Ok(ack), Ok(body)) = (ack, decoded) {
-                prop_assert_eq!(ack.version, body.push.version);
+                prop_assert_eq!(ack.version, body.version);
                 prop_assert_eq!(
                     ack.results.len(),
-                    body.push.set.len() + body.push.remove.len() + body.tokens.len()
+                    body.set.len() + body.remove.len() + body.tokens.len()
                 );
             }
         }

@@ -148,7 +148,7 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// A credential as a device reads it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum WireCredential {
     /// Keypad digits, as typed.
@@ -214,7 +214,7 @@ impl WireCredential {
 }
 
 /// `auth/req` and the body of `POST /v1/devices/{device}/validate`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthRequest {
     /// Correlation id, chosen by the device, echoed in the answer.
@@ -228,7 +228,7 @@ pub struct AuthRequest {
     pub at: Option<Timestamp>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Granted,
@@ -238,7 +238,7 @@ pub enum Verdict {
 }
 
 /// `auth/resp`, and the validate endpoint's answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthResponse {
     pub id: u64,
@@ -317,7 +317,7 @@ pub struct Status {
 }
 
 /// How an action was done, as the activity log says it (seeds/004).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum How {
     /// By hand, no code.
@@ -405,7 +405,7 @@ pub struct Event {
 }
 
 /// A code's secret as the lock stores it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum WireSecret {
     Pin(String),
@@ -431,7 +431,7 @@ impl std::fmt::Debug for WireSecret {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncCode {
     pub credential: CredentialId,
@@ -446,7 +446,7 @@ pub struct SyncCode {
 /// A code's validity as an offline device checks it against its own
 /// clock. Use limits are not here: a device that decides alone cannot
 /// count uses made at the other doors, so they are enforced online only.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncValidity {
     /// Unix seconds; before it the code is `not_yet_valid`.
@@ -470,9 +470,10 @@ pub struct SyncValidity {
 
 /// A weekly window on the site's wall clock. The zone travels by IANA
 /// name so the device resolves DST itself (jiff), as the engine does.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncWeekly {
+    #[schema(value_type = Vec<String>)]
     pub days: Weekdays,
     pub window: DailyWindow,
     /// Checked when decoded: an unknown zone is a malformed payload.
@@ -560,7 +561,7 @@ impl SyncValidity {
 }
 
 /// `sync`: the delta a device must apply, with the engine's version for it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncPush {
     pub version: u64,
@@ -582,7 +583,7 @@ impl SyncPush {
 
 /// One device's answer for one code in a sync: on the wire in `sync/ack`,
 /// and the engine's input for `SyncAck`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncResult {
     pub credential: CredentialId,
@@ -592,7 +593,7 @@ pub struct SyncResult {
 }
 
 /// `sync/ack`: the version applied, and the outcome per code.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncAckMsg {
     pub version: u64,
@@ -615,7 +616,7 @@ pub struct DeviceCommand {
     pub command: CommandKind,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandResult {
     Ok,

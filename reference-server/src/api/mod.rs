@@ -1,14 +1,26 @@
-//! The admin HTTP API (actix-web, JSON under `/v1`), the HTTP validate
-//! endpoint for devices, `/healthz`, `/metrics` and `/openapi.json`.
+//! The admin HTTP API (actix-web, JSON under `/v1`), the device's HTTP
+//! routes (validate, sync), `/healthz`, `/metrics` and `/openapi.json`.
 //!
 //! Every route authenticates (user bearer token, or the device's own secret
-//! for validate) and every change or read goes through `Service`, where the
-//! engine resolves each id (`Engine::resolve`: another organization's id
-//! answers exactly as an unknown one) and checks the caller's role. Client
-//! mistakes get a 4xx with `{"error", "field", "rule"}`, never a 500.
+//! for the device routes) and every change or read goes through `Service`,
+//! where the engine resolves each id (`Engine::resolve`: another
+//! organization's id answers exactly as an unknown one) and checks the
+//! caller's role. Client mistakes get a 4xx with `{"error", "field",
+//! "rule"}`, never a 500; a method a path does not take gets 405 with
+//! `Allow`.
+//!
+//! # Layout
+//!
+//! | module | what |
+//! |---|---|
+//! | `mod.rs` | errors (`ApiError`), the strict JSON extractor, the caller, the app |
+//! | [`wire`] | every request and response body, defined once (the simulator's `--target` client uses them too) |
+//! | `routes/` | the handlers by audience and resource, each with its `#[utoipa::path]`; one list mounts and documents them |
+//! | `openapi.rs` | the document: the handlers' paths plus the answers every route of a shape gives, security schemes, 405's `Allow` |
 
 mod openapi;
 mod routes;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,18 +36,22 @@ use crate::domain::{Actor, UserId};
 use crate::error::EngineError;
 use crate::service::{Service, ServiceError};
 
-pub use openapi::{openapi, ROUTES};
+pub use openapi::{allowed_methods, document, openapi, routes, Access, Route};
 
 /// Largest JSON body accepted.
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 
 /// A client-facing error: status plus the field and rule it broke.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
+    /// The status in words: `not_found`, `unprocessable_entity`, ...
     pub error: String,
+    /// What was wrong: a body field's path (`secret.pin`), `path`,
+    /// `authorization`, `content-type`, ...
     pub field: String,
+    /// The rule it broke, in words.
     pub rule: String,
 }
 
@@ -201,7 +217,57 @@ impl<T> std::ops::Deref for Json<T> {
     }
 }
 
+/// Decodes a body strictly (see [`Json`]). A body refused only because
+/// an integer was written as a whole float (`3.0`) is decoded again with
+/// such numbers read as integers: JSON has one number type, and JSON
+/// Schema (the OpenAPI document's) counts `3.0` as an integer. The first
+/// refusal stands if the second try fails too.
 fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let refused = match decode_json_exact(bytes) {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    if refused.status != StatusCode::UNPROCESSABLE_ENTITY {
+        return Err(refused);
+    }
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Err(refused);
+    };
+    if !whole_floats_to_integers(&mut value) {
+        return Err(refused);
+    }
+    serde_path_to_error::deserialize(value).map_err(|_| refused)
+}
+
+/// Rewrites each whole float within the 64-bit integer ranges (`3.0`) as
+/// the integer; true when there was one.
+fn whole_floats_to_integers(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Exact in an f64 and an i64 alike below 2^53.
+            const EXACT: f64 = 9_007_199_254_740_992.0;
+            if f.fract() == 0.0 && f.abs() <= EXACT {
+                *v = Value::from(f as i64);
+                return true;
+            }
+            false
+        }
+        // Every item is visited (no short cut): each float is rewritten.
+        Value::Array(items) => items
+            .iter_mut()
+            .map(whole_floats_to_integers)
+            .fold(false, |any, changed| any | changed),
+        Value::Object(map) => map
+            .values_mut()
+            .map(whole_floats_to_integers)
+            .fold(false, |any, changed| any | changed),
+        _ => false,
+    }
+}
+
+fn decode_json_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -309,6 +375,26 @@ pub fn configure(service: Arc<Service>) -> impl FnOnce(&mut web::ServiceConfig) 
     }
 }
 
+/// No route takes this method at this path: 405 with `Allow` when the
+/// path is served (with other methods), else 404.
+async fn no_route(req: HttpRequest) -> HttpResponse {
+    let allowed = allowed_methods(req.path());
+    if allowed.is_empty() {
+        return ApiError::not_found("path", "no such route").error_response();
+    }
+    let allow = allowed.join(", ");
+    let mut res = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method",
+        format!("this path takes {allow}"),
+    )
+    .error_response();
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        res.headers_mut().insert(actix_web::http::header::ALLOW, v);
+    }
+    res
+}
+
 /// Builds the whole application (routes, metrics middleware, 404s).
 pub fn app(
     service: Arc<Service>,
@@ -324,9 +410,7 @@ pub fn app(
     let metrics_svc = service.clone();
     actix_web::App::new()
         .configure(configure(service))
-        .default_service(web::to(|| async {
-            ApiError::not_found("path", "no such route").error_response()
-        }))
+        .default_service(web::to(no_route))
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
             let route = req

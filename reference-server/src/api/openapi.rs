@@ -1,173 +1,327 @@
-//! The OpenAPI document at `/openapi.json`, built with utoipa from one table
-//! of routes (method, path, summary, who may call it).
+//! The OpenAPI document at `/openapi.json`, generated with utoipa from the
+//! handlers' `#[utoipa::path]` attributes and the `wire` types.
+//!
+//! Each handler documents what is its own: its body, its success answer
+//! and the refusals only it gives (409 on a stale sync, 403 with who may).
+//! [`conventions`] adds what every route of a shape answers, in one place,
+//! the way the extractors and `Service` really answer: 400 for a path id,
+//! query or JSON body that does not parse, 401 without a valid token, 404
+//! for an unknown id (in the path or a body), 413/415/422 for bodies, 403/422/500 for changes.
+//! The same routes serve 405 with `Allow` to a method they do not take
+//! ([`allowed_methods`]).
 
-use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
-use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{
-    ComponentsBuilder, ContentBuilder, InfoBuilder, ObjectBuilder, OpenApiBuilder, Paths,
-    PathsBuilder, Required, ResponseBuilder, Type,
-};
+use std::sync::LazyLock;
+
+use utoipa::openapi::path::{HttpMethod, Operation, ParameterIn};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Doc, Ref, ResponseBuilder};
+use utoipa::{OpenApi as _, PartialSchema as _};
+
+use super::routes::ApiDoc;
+use super::ApiError;
 
 /// Who may call a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     Public,
-    /// Any signed-in user; the engine then checks the role.
+    /// Any signed-in user (`user_token`); the engine then checks the role.
     User,
-    /// The device itself, with its own secret.
+    /// The device itself, with its own secret (`device_secret`).
     Device,
 }
 
-/// (method, path, summary, access, has a JSON body)
-pub const ROUTES: &[(&str, &str, &str, Access, bool)] = &[
-    ("GET", "/healthz", "Liveness", Access::Public, false),
-    ("GET", "/metrics", "Prometheus metrics", Access::Public, false),
-    ("GET", "/openapi.json", "This document", Access::Public, false),
-    ("POST", "/v1/bootstrap", "Create the first owner and organization (only on an empty server); returns the owner's token", Access::Public, true),
-    ("GET", "/v1/me", "The caller and their roles", Access::User, false),
-    ("POST", "/v1/users", "Create a user to invite; returns their token (shown once)", Access::User, true),
-    ("POST", "/v1/organizations", "Create an organization owned by the caller", Access::User, true),
-    ("GET", "/v1/organizations/{org}", "An organization, its sites and members", Access::User, false),
-    ("PATCH", "/v1/organizations/{org}", "Rename an organization (owner)", Access::User, true),
-    ("PUT", "/v1/organizations/{org}/members/{user}", "Give a user a role: owner, admin, or door_admin with doors (owner)", Access::User, true),
-    ("DELETE", "/v1/organizations/{org}/members/{user}", "Remove a member (owner)", Access::User, false),
-    ("POST", "/v1/organizations/{org}/sites", "Create a site with an IANA time zone and settings (owner)", Access::User, true),
-    ("POST", "/v1/organizations/{org}/holders", "Create a holder: member, guest, courier or visitor", Access::User, true),
-    ("GET", "/v1/organizations/{org}/holders", "The organization's holders", Access::User, false),
-    ("GET", "/v1/sites/{site}", "A site, its buildings and doors", Access::User, false),
-    ("PUT", "/v1/sites/{site}/settings", "Site settings: six_digit_pins, custom_pins, lockout (owner)", Access::User, true),
-    ("POST", "/v1/sites/{site}/buildings", "Create a building (owner)", Access::User, true),
-    ("POST", "/v1/sites/{site}/doors", "Create a door: common_area, unit, lift_floors (owner)", Access::User, true),
-    ("GET", "/v1/sites/{site}/locks", "The lock list: online, battery, components, location, listings", Access::User, false),
-    ("POST", "/v1/buildings/{building}/floors", "Create a floor (owner)", Access::User, true),
-    ("POST", "/v1/floors/{floor}/units", "Create a unit (owner)", Access::User, true),
-    ("POST", "/v1/doors/{door}/devices", "Add a lock, keypad, door sensor or door phone; returns its MQTT credentials once (owner)", Access::User, true),
-    ("GET", "/v1/devices/{device}", "Lock details", Access::User, false),
-    ("PUT", "/v1/devices/{device}/guest-settings", "Per-lock guest settings", Access::User, true),
-    ("POST", "/v1/devices/{device}/listings", "Link a listing (owner)", Access::User, true),
-    ("DELETE", "/v1/devices/{device}/listings/{listing}", "Unlink a listing (owner)", Access::User, false),
-    ("POST", "/v1/devices/{device}/fallback-pool", "Pre-load a lock's fallback pool: pins (generate or manual), at most its code slots; answers the credential ids", Access::User, true),
-    ("POST", "/v1/devices/{device}/open", "Open Door remotely: ok, motor_blocked, low_battery or offline", Access::User, false),
-    ("GET", "/v1/devices/{device}/health", "Uptime % over window_s and the 30-day battery series", Access::User, false),
-    ("GET", "/v1/devices/{device}/activity", "Activity log by time range (from, to) and kind, newest first", Access::User, false),
-    ("GET", "/v1/devices/{device}/codes", "The lock's codes: origin, status, duration, sync state", Access::User, false),
-    ("GET", "/v1/devices/{device}/schedule", "Schedule overview of the lock's codes", Access::User, false),
-    ("POST", "/v1/devices/{device}/validate", "Check a credential (body: auth/req; answer: auth/resp); Bearer = the device's secret", Access::Device, true),
-    ("GET", "/v1/devices/{device}/sync", "The device's pending codes, one sync message plus the token credentials to confirm (readers without MQTT); Bearer = the device's secret", Access::Device, false),
-    ("POST", "/v1/devices/{device}/sync", "Confirm a sync version (body: sync/ack); 409 when stale; Bearer = the device's secret", Access::Device, true),
-    ("POST", "/v1/holders/{holder}/disable", "Disable a holder", Access::User, false),
-    ("POST", "/v1/holders/{holder}/enable", "Enable a holder", Access::User, false),
-    ("POST", "/v1/holders/{holder}/stays", "Create a guest stay (check_in_at, check_out_at)", Access::User, true),
-    ("POST", "/v1/stays/{stay}/check-in", "Check a guest in", Access::User, false),
-    ("POST", "/v1/stays/{stay}/check-out", "Check a guest out", Access::User, false),
-    ("POST", "/v1/credentials", "Issue a code: PIN (generate; custom or manual for members only, a guest's is generated), card, QR or BLE; QR/BLE answers carry the token to share", Access::User, true),
-    ("GET", "/v1/credentials/{credential}", "A code (never its secret)", Access::User, false),
-    ("DELETE", "/v1/credentials/{credential}", "Delete (revoke) a code", Access::User, false),
-    ("POST", "/v1/credentials/{credential}/reveal", "Reveal a code's PIN, card number or token (the only route that does)", Access::User, false),
-    ("POST", "/v1/credentials/{credential}/disable", "Disable a code", Access::User, false),
-    ("POST", "/v1/credentials/{credential}/enable", "Enable a code", Access::User, false),
-    ("PUT", "/v1/credentials/{credential}/pin", "Change a PIN (generate; custom or manual for members only)", Access::User, true),
-];
-
-fn method(m: &str) -> HttpMethod {
-    match m {
-        "GET" => HttpMethod::Get,
-        "POST" => HttpMethod::Post,
-        "PUT" => HttpMethod::Put,
-        "PATCH" => HttpMethod::Patch,
-        "DELETE" => HttpMethod::Delete,
-        other => unreachable!("no route uses {other}"),
-    }
+/// One served route, as the document describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// `GET`, `POST`, ...
+    pub method: &'static str,
+    /// `/v1/sites/{site}`.
+    pub path: String,
+    pub access: Access,
+    /// Takes a JSON body.
+    pub has_body: bool,
 }
 
-fn error_response(desc: &str) -> utoipa::openapi::Response {
-    ResponseBuilder::new()
-        .description(format!("{desc}: {{\"error\", \"field\", \"rule\"}}"))
-        .build()
-}
+/// The document, built once.
+static DOCUMENT: LazyLock<Doc> = LazyLock::new(build);
+static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
+    let mut doc = serde_json::to_value(&*DOCUMENT).expect("the document serializes");
+    inline_timestamps(&mut doc);
+    bound_integers(&mut doc);
+    doc.to_string()
+});
+static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| list_routes(&DOCUMENT));
 
 /// The document, as JSON text.
 pub fn openapi() -> String {
-    let mut paths: Paths = PathsBuilder::new().build();
-    for (m, path, summary, access, body) in ROUTES {
-        let mut op = OperationBuilder::new().summary(Some(*summary)).response(
-            "200",
-            ResponseBuilder::new()
-                .description("OK (201 when something was created)")
-                .build(),
-        );
-        for p in path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
-        {
-            let ty = if p == "listing" {
-                Type::String
-            } else {
-                Type::Integer
-            };
-            op = op.parameter(
-                ParameterBuilder::new()
-                    .name(p)
-                    .parameter_in(ParameterIn::Path)
-                    .required(Required::True)
-                    .schema(Some(ObjectBuilder::new().schema_type(ty).build())),
-            );
-        }
-        if *body {
-            op = op.request_body(Some(
-                RequestBodyBuilder::new()
-                    .content("application/json", ContentBuilder::new().build())
-                    .required(Some(Required::True))
-                    .build(),
-            ));
-            op = op.response("400", error_response("Malformed body"));
-            op = op.response("413", error_response("Body over 64 KiB"));
-            op = op.response("422", error_response("A rule broken"));
-        }
-        match access {
-            Access::Public => {}
-            Access::User | Access::Device => {
-                let scheme = if *access == Access::User {
-                    "user_token"
-                } else {
-                    "device_secret"
-                };
-                op = op
-                    .security(SecurityRequirement::new::<_, _, &str>(scheme, []))
-                    .response("401", error_response("No or bad token"));
-                if *access == Access::User {
-                    op = op
-                        .response("403", error_response("The caller's role does not allow it"))
-                        .response("404", error_response("Unknown id"));
-                }
-            }
-        }
-        paths.add_path_operation(*path, vec![method(m)], op.build());
+    DOCUMENT_JSON.clone()
+}
+
+/// The document.
+pub fn document() -> &'static Doc {
+    &DOCUMENT
+}
+
+/// Every served route (all are in the document: `routes!` mounts and
+/// documents from one list).
+pub fn routes() -> &'static [Route] {
+    &ROUTES
+}
+
+const METHODS: [(HttpMethod, &str); 5] = [
+    (HttpMethod::Get, "GET"),
+    (HttpMethod::Post, "POST"),
+    (HttpMethod::Put, "PUT"),
+    (HttpMethod::Patch, "PATCH"),
+    (HttpMethod::Delete, "DELETE"),
+];
+
+fn operations(
+    item: &utoipa::openapi::PathItem,
+) -> impl Iterator<Item = (&'static str, &Operation)> {
+    let ops = [&item.get, &item.post, &item.put, &item.patch, &item.delete];
+    METHODS
+        .iter()
+        .zip(ops)
+        .filter_map(|((_, name), op)| op.as_ref().map(|op| (*name, op)))
+}
+
+fn access(op: &Operation) -> Access {
+    let names: Vec<String> = op
+        .security
+        .iter()
+        .flatten()
+        .filter_map(|s| serde_json::to_value(s).ok())
+        .filter_map(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))
+        .flatten()
+        .collect();
+    if names.iter().any(|n| n == "device_secret") {
+        Access::Device
+    } else if names.iter().any(|n| n == "user_token") {
+        Access::User
+    } else {
+        Access::Public
     }
-    let doc = OpenApiBuilder::new()
-        .info(
-            InfoBuilder::new()
-                .title("fleetsim reference server")
-                .version(env!("CARGO_PKG_VERSION"))
-                .description(Some(
-                    "Admin API and HTTP device validation of the reference access engine.",
-                ))
+}
+
+fn list_routes(doc: &Doc) -> Vec<Route> {
+    let mut out = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        for (method, op) in operations(item) {
+            out.push(Route {
+                method,
+                path: path.clone(),
+                access: access(op),
+                has_body: op.request_body.is_some(),
+            });
+        }
+    }
+    out
+}
+
+/// The methods served at a concrete request path (`/v1/sites/3`), for a
+/// 405's `Allow`; empty when no route has this path.
+pub fn allowed_methods(request_path: &str) -> Vec<&'static str> {
+    let want: Vec<&str> = request_path.split('/').collect();
+    routes()
+        .iter()
+        .filter(|r| {
+            let have: Vec<&str> = r.path.split('/').collect();
+            have.len() == want.len()
+                && have
+                    .iter()
+                    .zip(&want)
+                    .all(|(h, w)| (h.starts_with('{') && !w.is_empty()) || h == w)
+        })
+        .map(|r| r.method)
+        .collect()
+}
+
+/// Where utoipa 5.5 (feature `jiff_0_2`) documents a `jiff::Timestamp`:
+/// a reference to a component named `String` holding `{"type": "string"}`,
+/// which loses the format and names no timestamp.
+const TIMESTAMP_REF: &str = "#/components/schemas/String";
+
+/// Replaces every reference to utoipa's `String` component (only
+/// timestamps point there) with an inline RFC 3339 string, and drops the
+/// component.
+fn inline_timestamps(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            if map.get("$ref").and_then(Value::as_str) == Some(TIMESTAMP_REF) {
+                map.remove("$ref");
+                map.insert("type".into(), "string".into());
+                map.insert("format".into(), "date-time".into());
+                return;
+            }
+            if let Some(Value::Object(schemas)) = map.get_mut("schemas") {
+                schemas.remove("String");
+            }
+            map.values_mut().for_each(inline_timestamps);
+        }
+        Value::Array(items) => items.iter_mut().for_each(inline_timestamps),
+        _ => {}
+    }
+}
+
+/// The range of each Rust integer type, by the format utoipa gives it
+/// (feature `non_strict_integers`, which names the width but states no
+/// bound), and the standard format the document says instead (`None`: no
+/// standard one fits).
+const INTEGER_FORMATS: [(&str, i128, i128, Option<&str>); 8] = [
+    ("int8", i8::MIN as i128, i8::MAX as i128, Some("int32")),
+    ("int16", i16::MIN as i128, i16::MAX as i128, Some("int32")),
+    ("int32", i32::MIN as i128, i32::MAX as i128, Some("int32")),
+    ("int64", i64::MIN as i128, i64::MAX as i128, Some("int64")),
+    ("u-int8", 0, u8::MAX as i128, Some("int32")),
+    ("u-int16", 0, u16::MAX as i128, Some("int32")),
+    ("u-int32", 0, u32::MAX as i128, Some("int64")),
+    ("u-int64", 0, u64::MAX as i128, None),
+];
+
+/// States every integer's range (a `u8` is 0 to 255): a client then knows
+/// a larger value is refused, and schemathesis sends out-of-range values
+/// only as invalid data. Bounds a field states itself are kept.
+fn bound_integers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let format = map.get("format").and_then(Value::as_str);
+            if let Some((_, min, max, standard)) =
+                INTEGER_FORMATS.iter().find(|f| Some(f.0) == format)
+            {
+                let bound = |n: i128| -> Value {
+                    i64::try_from(n)
+                        .map(Value::from)
+                        .unwrap_or_else(|_| Value::from(n as u64))
+                };
+                map.entry("minimum").or_insert_with(|| bound(*min));
+                map.entry("maximum").or_insert_with(|| bound(*max));
+                match standard {
+                    Some(f) => map.insert("format".into(), (*f).into()),
+                    None => map.remove("format"),
+                };
+            }
+            map.values_mut().for_each(bound_integers);
+        }
+        Value::Array(items) => items.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
+}
+
+fn error(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ApiError")))
                 .build(),
         )
-        .paths(paths)
-        .components(Some(
-            ComponentsBuilder::new()
-                .security_scheme(
-                    "user_token",
-                    SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-                )
-                .security_scheme(
-                    "device_secret",
-                    SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-                )
+        .build()
+}
+
+/// What every operation of a shape answers (see the module doc); an
+/// answer the handler documented itself is kept.
+fn conventions(method: &str, op: &mut Operation) {
+    let access = access(op);
+    let params = op.parameters.clone().unwrap_or_default();
+    let in_path = params
+        .iter()
+        .any(|p| matches!(p.parameter_in, ParameterIn::Path));
+    let in_query = params
+        .iter()
+        .any(|p| matches!(p.parameter_in, ParameterIn::Query));
+    let body = op.request_body.is_some();
+    let change = method != "GET";
+    let mut add = |status: &str, description: &str| {
+        op.responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| error(description).into());
+    };
+    if in_path || in_query || body {
+        add(
+            "400",
+            "A path id, query parameter or JSON body that does not parse",
+        );
+    }
+    if access != Access::Public {
+        add("401", "No valid bearer token");
+    }
+    if access == Access::User && change {
+        add("403", "The caller's role does not allow it");
+    }
+    // Ids come in the path or inside a body (`holder`, `doors`).
+    if access == Access::User && (in_path || body) {
+        add(
+            "404",
+            "No such id (another organization's id answers the same)",
+        );
+    }
+    if body {
+        add("413", "A body over 64 KiB");
+        add("415", "A body that is not application/json");
+    }
+    if body || (change && access != Access::Public) {
+        add(
+            "422",
+            "A field of the wrong type or a rule broken (field and rule named)",
+        );
+    }
+    if change {
+        add("500", "The change could not be stored");
+    }
+    if body {
+        if let Some(b) = op.request_body.as_mut() {
+            b.required = Some(utoipa::openapi::Required::True);
+        }
+    }
+}
+
+fn build() -> Doc {
+    let mut doc = ApiDoc::openapi();
+    doc.info.title = "fleetsim reference server".into();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    doc.info.description = Some(
+        "Admin API and HTTP device routes of the reference access engine. Every \
+         error answers {\"error\", \"field\", \"rule\"}."
+            .into(),
+    );
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            ("GET", &mut item.get),
+            ("POST", &mut item.post),
+            ("PUT", &mut item.put),
+            ("PATCH", &mut item.patch),
+            ("DELETE", &mut item.delete),
+        ];
+        for (method, op) in ops {
+            if let Some(op) = op.as_mut() {
+                conventions(method, op);
+            }
+        }
+    }
+    let components = doc.components.get_or_insert_with(Default::default);
+    components
+        .schemas
+        .insert("ApiError".into(), ApiError::schema());
+    let bearer = |what: &str| {
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(what))
                 .build(),
-        ))
-        .build();
-    doc.to_json().expect("the document serializes")
+        )
+    };
+    components.security_schemes.insert(
+        "user_token".into(),
+        bearer("A user's token `u{id}.{secret}` (bootstrap and user creation answer it)"),
+    );
+    components.security_schemes.insert(
+        "device_secret".into(),
+        bearer("The device's secret (its MQTT password, answered once when it is created)"),
+    );
+    doc
 }

@@ -42,15 +42,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use reference_server::domain::{CredentialId, DeviceId, DoorId, HolderKind, Origin};
-use reference_server::engine::{Command, Outcome, PinSpec, SecretSpec};
+use reference_server::api::wire::{
+    BootstrapBody, ChangePinBody, DeviceBody, DeviceCreated, DeviceSync, DoorBody,
+    FallbackPoolBody, HolderBody, IssueBody, Issued, OrgBody, PinRequest, RenameBody, Revealed,
+    SecretRequest, SiteBody, StayBody,
+};
+use reference_server::domain::{
+    CredentialId, DeviceId, DoorId, FloorScope, HolderId, HolderKind, Origin, Schedule, UserId,
+};
+use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec};
 use reference_server::protocol::{SyncAckMsg, SyncResult};
 use reference_server::Engine;
 use rustc_hash::FxHashMap;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::RunError;
-use crate::transport::http::SyncBody;
 use crate::transport::ServerIds;
 
 /// Environment variable with an owner's user token, for a target that was
@@ -101,30 +108,28 @@ fn server_id(v: &Value) -> Option<u32> {
 
 /// The device a `POST .../devices` answer made: its id and its secret.
 pub fn device_answer(answer: &Value) -> Result<(DeviceId, String), String> {
-    let id = server_id(&answer["device"]).ok_or("the answer names no device id")?;
-    let secret = answer["mqtt"]["password"]
-        .as_str()
-        .ok_or("the answer holds no device secret (mqtt.password)")?;
-    Ok((DeviceId(id), secret.to_string()))
+    let made = DeviceCreated::deserialize(answer)
+        .map_err(|e| format!("not a device's creation (device, mqtt.password): {e}"))?;
+    Ok((made.device, made.mqtt.password))
 }
 
 /// The acknowledgement of a device's pending codes, from the server's
 /// `GET /v1/devices/{device}/sync` answer (decoded as the HTTP transport
 /// decodes it): every code and token confirmed stored.
 pub fn sync_confirmation(answer: Value) -> Result<SyncAckMsg, String> {
-    let body: SyncBody =
+    let body: DeviceSync =
         serde_json::from_value(answer).map_err(|e| format!("not a sync message: {e}"))?;
-    let results = body
-        .push
+    let (push, tokens) = body.split();
+    let results = push
         .credentials()
-        .chain(body.tokens)
+        .chain(tokens)
         .map(|credential| SyncResult {
             credential,
             failure: None,
         })
         .collect();
     Ok(SyncAckMsg {
-        version: body.push.version,
+        version: push.version,
         results,
     })
 }
@@ -174,6 +179,16 @@ pub struct Request {
 impl Request {
     fn new(method: &'static str, path: String, body: Option<Value>) -> Request {
         Request { method, path, body }
+    }
+
+    /// A request whose body is one of the API's wire types.
+    fn typed<B: Serialize>(
+        method: &'static str,
+        path: String,
+        body: &B,
+    ) -> Result<Request, RunError> {
+        let body = serde_json::to_value(body).map_err(|e| unsupported(e.to_string()))?;
+        Ok(Request::new(method, path, Some(body)))
     }
 
     /// `POST /v1/...` as an error names it.
@@ -261,16 +276,21 @@ fn unsupported(what: impl Into<String>) -> RunError {
     RunError::TargetUnsupported(what.into())
 }
 
+/// Sends `body`, one of the API's wire types.
+fn send<B: Serialize>(method: &'static str, path: String, body: &B) -> Result<Step, RunError> {
+    Ok(Step::Send(Request::typed(method, path, body)?))
+}
+
 /// A pool code as the run drew it, sent as typed in (the server's PIN
 /// rules apply, through the door's map): the oracle already knows it as a
 /// code of the lock.
-fn pool_pin(p: &PinSpec, map: Option<&PinMap>) -> PinSpec {
+fn pool_pin(p: &PinSpec, map: Option<&PinMap>) -> PinRequest {
     match p {
         PinSpec::Resolved { pin, .. } => {
             let text = pin.reveal();
-            PinSpec::Manual(map.map_or(text.clone(), |m| m.server(&text)))
+            PinRequest::Manual(map.map_or(text.clone(), |m| m.server(&text)))
         }
-        other => other.clone(),
+        other => PinRequest::from_spec(other).expect("only a resolved PIN has no request"),
     }
 }
 
@@ -316,9 +336,9 @@ impl Ids {
     /// it, `guest_pin` reads it back). A member's: the value the local
     /// engine resolved, through the doors' map, typed by an admin (a client
     /// may not send the store's `resolved` form).
-    fn pin_spec(&self, p: &PinSpec, holder: u32, doors: &[DoorId]) -> Result<PinSpec, RunError> {
+    fn pin_spec(&self, p: &PinSpec, holder: u32, doors: &[DoorId]) -> Result<PinRequest, RunError> {
         let PinSpec::Resolved { pin, origin } = p else {
-            return Ok(p.clone());
+            return Ok(PinRequest::from_spec(p).expect("only a resolved PIN has no request"));
         };
         if *origin == Origin::Fallback {
             return Err(unsupported("a fallback pool PIN cannot be sent"));
@@ -330,7 +350,7 @@ impl Ids {
         })?;
         if *kind != HolderKind::Member {
             let digits = u8::try_from(pin.len()).unwrap_or(u8::MAX);
-            return Ok(PinSpec::Generate { digits });
+            return Ok(PinRequest::Generate { digits });
         }
         let text = pin.reveal();
         let mut images = doors
@@ -340,7 +360,7 @@ impl Ids {
         if images.any(|i| i != first) {
             return Err(unsupported("a PIN on doors whose server codes differ"));
         }
-        Ok(PinSpec::Manual(first))
+        Ok(PinRequest::Manual(first))
     }
 
     /// For a command that makes a guest's PIN the server generates: the
@@ -381,17 +401,17 @@ impl Ids {
 
     /// The admin route for `cmd`, with the server's ids in it.
     pub fn request(&self, cmd: &Command) -> Result<Step, RunError> {
-        let post = |path: String, body: Value| Step::Send(Request::new("POST", path, Some(body)));
-        Ok(match cmd {
+        match cmd {
             Command::CreateUser { name, email } => {
                 if self.has_token {
-                    Step::Send(Request::new("GET", "/v1/me".into(), None))
-                } else {
-                    post(
-                        "/v1/bootstrap".into(),
-                        json!({"name": name, "email": email, "organization": "fleetsim"}),
-                    )
+                    return Ok(Step::Send(Request::new("GET", "/v1/me".into(), None)));
                 }
+                let body = BootstrapBody {
+                    name: name.clone(),
+                    email: email.clone(),
+                    organization: "fleetsim".into(),
+                };
+                send("POST", "/v1/bootstrap".into(), &body)
             }
             Command::CreateOrganization {
                 name,
@@ -399,28 +419,36 @@ impl Ids {
                 personal,
                 ..
             } => match self.boot_org {
-                Some(org) => Step::Send(Request::new(
-                    "PATCH",
-                    format!("/v1/organizations/{org}"),
-                    Some(json!({"name": name, "description": description})),
-                )),
-                None => post(
-                    "/v1/organizations".into(),
-                    json!({"name": name, "description": description, "personal": personal}),
-                ),
+                Some(org) => {
+                    let body = RenameBody {
+                        name: name.clone(),
+                        description: Some(description.clone()),
+                    };
+                    send("PATCH", format!("/v1/organizations/{org}"), &body)
+                }
+                None => {
+                    let body = OrgBody {
+                        name: name.clone(),
+                        description: description.clone(),
+                        personal: *personal,
+                    };
+                    send("POST", "/v1/organizations".into(), &body)
+                }
             },
             Command::CreateSite {
                 org,
                 name,
                 time_zone,
                 settings,
-            } => post(
-                format!(
-                    "/v1/organizations/{}/sites",
-                    self.get(IdKind::Organization, org.0)?
-                ),
-                json!({"name": name, "time_zone": time_zone, "settings": settings}),
-            ),
+            } => {
+                let org = self.get(IdKind::Organization, org.0)?;
+                let body = SiteBody {
+                    name: name.clone(),
+                    time_zone: time_zone.clone(),
+                    settings: *settings,
+                };
+                send("POST", format!("/v1/organizations/{org}/sites"), &body)
+            }
             Command::CreateDoor {
                 site,
                 name,
@@ -431,10 +459,14 @@ impl Ids {
                 if unit.is_some() || !lift_floors.is_empty() {
                     return Err(unsupported("doors in units or with lift floors"));
                 }
-                post(
-                    format!("/v1/sites/{}/doors", self.get(IdKind::Site, site.0)?),
-                    json!({"name": name, "common_area": common_area}),
-                )
+                let body = DoorBody {
+                    name: name.clone(),
+                    common_area: *common_area,
+                    unit: None,
+                    lift_floors: Vec::new(),
+                };
+                let site = self.get(IdKind::Site, site.0)?;
+                send("POST", format!("/v1/sites/{site}/doors"), &body)
             }
             Command::CreateDevice {
                 door,
@@ -445,25 +477,28 @@ impl Ids {
                 linked_to,
                 code_slots,
             } => {
-                let linked = linked_to
-                    .map(|d| self.get(IdKind::Device, d.0))
+                let linked_to = linked_to
+                    .map(|d| self.get(IdKind::Device, d.0).map(DeviceId))
                     .transpose()?;
-                post(
-                    format!("/v1/doors/{}/devices", self.get(IdKind::Door, door.0)?),
-                    json!({
-                        "kind": kind, "connectivity": connectivity, "name": name,
-                        "location": location, "linked_to": linked, "code_slots": code_slots,
-                    }),
+                let body = DeviceBody {
+                    kind: *kind,
+                    connectivity: *connectivity,
+                    name: name.clone(),
+                    location: location.clone(),
+                    linked_to,
+                    code_slots: *code_slots,
+                };
+                let door = self.get(IdKind::Door, door.0)?;
+                send("POST", format!("/v1/doors/{door}/devices"), &body)
+            }
+            Command::UpdateGuestSettings { device, settings } => {
+                let device = self.get(IdKind::Device, device.0)?;
+                send(
+                    "PUT",
+                    format!("/v1/devices/{device}/guest-settings"),
+                    settings,
                 )
             }
-            Command::UpdateGuestSettings { device, settings } => Step::Send(Request::new(
-                "PUT",
-                format!(
-                    "/v1/devices/{}/guest-settings",
-                    self.get(IdKind::Device, device.0)?
-                ),
-                Some(serde_json::to_value(settings).map_err(|e| unsupported(e.to_string()))?),
-            )),
             Command::CreateHolder {
                 org,
                 name,
@@ -471,93 +506,110 @@ impl Ids {
                 user,
                 floors,
             } => {
-                let user = user.map(|u| self.get(IdKind::User, u.0)).transpose()?;
-                post(
-                    format!(
-                        "/v1/organizations/{}/holders",
-                        self.get(IdKind::Organization, org.0)?
-                    ),
-                    json!({"name": name, "kind": kind, "user": user, "floors": floors}),
-                )
+                let user = user
+                    .map(|u| self.get(IdKind::User, u.0).map(UserId))
+                    .transpose()?;
+                let body = HolderBody {
+                    name: name.clone(),
+                    kind: *kind,
+                    user,
+                    floors: floors.clone(),
+                };
+                let org = self.get(IdKind::Organization, org.0)?;
+                send("POST", format!("/v1/organizations/{org}/holders"), &body)
             }
             Command::CreateStay {
                 holder,
                 check_in_at,
                 check_out_at,
-            } => post(
-                format!("/v1/holders/{}/stays", self.get(IdKind::Holder, holder.0)?),
-                json!({"check_in_at": check_in_at, "check_out_at": check_out_at}),
-            ),
-            Command::CheckIn { stay } => post(
+            } => {
+                let body = StayBody {
+                    check_in_at: *check_in_at,
+                    check_out_at: *check_out_at,
+                };
+                let holder = self.get(IdKind::Holder, holder.0)?;
+                send("POST", format!("/v1/holders/{holder}/stays"), &body)
+            }
+            Command::CheckIn { stay } => Ok(Step::Send(Request::new(
+                "POST",
                 format!("/v1/stays/{}/check-in", self.get(IdKind::Stay, stay.0)?),
-                json!({}),
-            ),
-            Command::CheckOut { stay } => post(
+                None,
+            ))),
+            Command::CheckOut { stay } => Ok(Step::Send(Request::new(
+                "POST",
                 format!("/v1/stays/{}/check-out", self.get(IdKind::Stay, stay.0)?),
-                json!({}),
-            ),
+                None,
+            ))),
             Command::IssueCredential(issue) => {
-                let local = issue;
-                let mut issue = issue.clone();
-                issue.holder.0 = self.get(IdKind::Holder, issue.holder.0)?;
-                for d in &mut issue.doors {
-                    d.0 = self.get(IdKind::Door, d.0)?;
-                }
-                if let SecretSpec::Pin { pin } = &issue.secret {
-                    issue.secret = SecretSpec::Pin {
-                        pin: self.pin_spec(pin, local.holder.0, &local.doors)?,
-                    };
-                }
-                if let reference_server::domain::Schedule::Stay { stay } = &mut issue.schedule {
-                    stay.0 = self.get(IdKind::Stay, stay.0)?;
-                }
-                if !matches!(issue.floors, reference_server::domain::FloorScope::Any) {
-                    return Err(unsupported("credentials limited to floors"));
-                }
-                post(
-                    "/v1/credentials".into(),
-                    serde_json::to_value(&issue).map_err(|e| unsupported(e.to_string()))?,
-                )
+                send("POST", "/v1/credentials".into(), &self.issue_body(issue)?)
             }
             Command::ChangePin { credential, pin } => {
                 let (holder, doors) = self.credentials.get(&credential.0).ok_or_else(|| {
                     unsupported(format!("no holder for local credential {}", credential.0))
                 })?;
-                Step::Send(Request::new(
-                    "PUT",
-                    format!(
-                        "/v1/credentials/{}/pin",
-                        self.get(IdKind::Credential, credential.0)?
-                    ),
-                    Some(json!({"pin": self.pin_spec(pin, *holder, doors)?})),
-                ))
+                let body = ChangePinBody {
+                    pin: self.pin_spec(pin, *holder, doors)?,
+                };
+                let id = self.get(IdKind::Credential, credential.0)?;
+                send("PUT", format!("/v1/credentials/{id}/pin"), &body)
             }
-            Command::RevokeCredential { credential } => Step::Send(Request::new(
+            Command::RevokeCredential { credential } => Ok(Step::Send(Request::new(
                 "DELETE",
                 format!(
                     "/v1/credentials/{}",
                     self.get(IdKind::Credential, credential.0)?
                 ),
                 None,
-            )),
-            Command::LoadFallbackPool { device, pins } => Step::Send(Request::new(
-                "POST",
-                format!(
-                    "/v1/devices/{}/fallback-pool",
-                    self.get(IdKind::Device, device.0)?
-                ),
-                Some(json!({"pins": pins
-                    .iter()
-                    .map(|p| pool_pin(p, self.device_door(*device).and_then(|d| self.pin_map(d))))
-                    .collect::<Vec<_>>()})),
-            )),
+            ))),
+            Command::LoadFallbackPool { device, pins } => {
+                let map = self.device_door(*device).and_then(|d| self.pin_map(d));
+                let body = FallbackPoolBody {
+                    pins: pins.iter().map(|p| pool_pin(p, map)).collect(),
+                };
+                let device = self.get(IdKind::Device, device.0)?;
+                send("POST", format!("/v1/devices/{device}/fallback-pool"), &body)
+            }
             other => {
                 let name = format!("{other:?}");
                 let name = name.split([' ', '{', '(']).next().unwrap_or_default();
-                return Err(unsupported(format!(
+                Err(unsupported(format!(
                     "the run made a command the admin API client does not send: {name}"
-                )));
+                )))
             }
+        }
+    }
+
+    /// `POST /v1/credentials` for `local` (the run's ids), in the server's
+    /// ids.
+    fn issue_body(&self, local: &Issue) -> Result<IssueBody, RunError> {
+        if !matches!(local.floors, FloorScope::Any) {
+            return Err(unsupported("credentials limited to floors"));
+        }
+        let secret = match &local.secret {
+            SecretSpec::Pin { pin } => SecretRequest::Pin {
+                pin: self.pin_spec(pin, local.holder.0, &local.doors)?,
+            },
+            SecretSpec::Card { number } => SecretRequest::Card { number: *number },
+            SecretSpec::Qr => SecretRequest::Qr,
+            SecretSpec::Ble => SecretRequest::Ble,
+        };
+        let mut schedule = local.schedule.clone();
+        if let Schedule::Stay { stay } = &mut schedule {
+            stay.0 = self.get(IdKind::Stay, stay.0)?;
+        }
+        let doors = local
+            .doors
+            .iter()
+            .map(|d| self.get(IdKind::Door, d.0).map(DoorId))
+            .collect::<Result<_, _>>()?;
+        Ok(IssueBody {
+            holder: HolderId(self.get(IdKind::Holder, local.holder.0)?),
+            name: local.name.clone(),
+            secret,
+            schedule,
+            doors,
+            include_common_areas: local.include_common_areas,
+            floors: FloorScope::Any,
         })
     }
 
@@ -825,11 +877,14 @@ impl Target {
                 self.devices.write().insert(*local, device);
             }
             (Command::IssueCredential(_), Outcome::Credential(local)) => {
-                if let Some(server) = answer["token"].as_str() {
-                    let mine = self.engine.read().token(*local);
-                    if let Some(mine) = mine {
-                        self.tokens.write().insert(mine, server.to_string());
-                    }
+                let issued = Issued::deserialize(&answer).map_err(|e| RunError::Target {
+                    route: req.route(),
+                    status: 201,
+                    message: format!("not an issued credential: {e}"),
+                })?;
+                let mine = self.engine.read().token(*local);
+                if let (Some(server), Some(mine)) = (issued.token, mine) {
+                    self.tokens.write().insert(mine, server);
                 }
             }
             _ => {}
@@ -840,12 +895,15 @@ impl Target {
             let id = self.ids.lock().get(IdKind::Credential, local.0)?;
             let reveal = Request::new("POST", format!("/v1/credentials/{id}/reveal"), None);
             let shown = self.send(&reveal, true).await?;
-            let server = shown["pin"].as_str().ok_or_else(|| RunError::Target {
-                route: reveal.route(),
-                status: 200,
-                message: "the answer holds no pin".into(),
-            })?;
-            self.ids.lock().assign_pin(&doors, &text, server);
+            let server = Revealed::deserialize(&shown)
+                .ok()
+                .and_then(|r| r.pin)
+                .ok_or_else(|| RunError::Target {
+                    route: reveal.route(),
+                    status: 200,
+                    message: "the answer holds no pin".into(),
+                })?;
+            self.ids.lock().assign_pin(&doors, &text, &server);
         }
         Ok(())
     }
@@ -898,6 +956,7 @@ mod tests {
         CredentialId, DoorId, FloorScope, HolderId, OrgId, Pin, Schedule, SiteId, StayId, UserId,
     };
     use reference_server::engine::Issue;
+    use serde_json::json;
 
     fn ids() -> Ids {
         let mut ids = Ids::new(false);

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use parking_lot::Mutex;
+use reference_server::api::wire::DeviceSync;
 use reference_server::domain::CredentialId;
 use reference_server::protocol::{
     AuthRequest, AuthResponse, Event, SyncAckMsg, SyncPush, SyncResult, WireCredential, WireSecret,
 };
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{Checked, DeviceSecrets, Endpoint, EventLog, Inbound, ServerIds, TransportError};
@@ -31,22 +31,12 @@ const SYNC_STALE: Duration = Duration::from_secs(10);
 /// only once its replacement is acknowledged: a second round removes it).
 const SYNC_ROUNDS: u8 = 8;
 
-/// `GET /v1/devices/{device}/sync`: the `sync` message plus the QR and BLE
-/// credentials to confirm (nothing to store for them). The one decoder of
-/// this answer, for the devices here and for `--target`'s confirmations.
-#[derive(Debug, Deserialize)]
-pub struct SyncBody {
-    #[serde(flatten)]
-    pub push: SyncPush,
-    #[serde(default)]
-    pub tokens: Vec<CredentialId>,
-}
-
-impl SyncBody {
-    pub fn decode(bytes: &[u8]) -> Result<SyncBody, TransportError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| TransportError::Http(format!("not a sync message: {e}")))
-    }
+/// Decodes the `GET /v1/devices/{device}/sync` answer (the server's own
+/// wire type: the `sync` message plus the QR and BLE credentials to
+/// confirm, with nothing to store for them).
+pub fn decode_sync(bytes: &[u8]) -> Result<DeviceSync, TransportError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| TransportError::Http(format!("not a sync message: {e}")))
 }
 
 /// One device's sync state, shared by the clones of its link.
@@ -278,16 +268,16 @@ impl HttpLink {
             return Err(status_error(resp).await);
         }
         let bytes = resp.bytes().await.map_err(request_error)?;
-        let mut body = SyncBody::decode(&bytes)?;
+        let (mut push, tokens) = decode_sync(&bytes)?.split();
         // The device stores the run's texts for the codes it is given.
         if let Some(m) = &self.server_ids {
-            for code in &mut body.push.set {
+            for code in &mut push.set {
                 if let WireSecret::Pin(p) = &code.secret {
                     code.secret = WireSecret::Pin(m.local_pin(self.device, p));
                 }
             }
         }
-        Ok((body.push, body.tokens))
+        Ok((push, tokens))
     }
 
     /// `POST /v1/devices/{device}/sync`: the acknowledgement (a 409 when

@@ -6,7 +6,9 @@ use super::{CredentialId, CredentialKind, HolderId, Origin};
 
 /// Why a check was denied. One reason per denial, the first rule that failed,
 /// in the order `Engine::validate` documents.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DenyReason {
     /// No credential with this card, token or pass exists (or the token's MAC is wrong).

@@ -7,7 +7,9 @@ use jiff::Timestamp;
 /// The most wrong tries a policy may count (bounds the per-keypad state).
 pub const MAX_WRONG_LIMIT: u8 = 16;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct LockoutPolicy {
     pub max_wrong: u8,

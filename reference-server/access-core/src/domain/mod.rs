@@ -26,7 +26,7 @@ pub use token::*;
 /// field besides the tag. serde lets unit variants ignore unknown fields
 /// even under `deny_unknown_fields` (`{"type": "permanent", "x": 1}` would
 /// pass), while every other object of the API refuses them.
-pub(crate) fn no_fields<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+pub fn no_fields<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Empty {}

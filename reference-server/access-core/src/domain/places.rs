@@ -4,7 +4,7 @@ use jiff::tz::TimeZone;
 
 use super::{BuildingId, DeviceId, DoorId, FloorId, LockoutPolicy, OrgId, SiteId, UnitId};
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Organization {
     pub id: OrgId,
     pub name: String,
@@ -14,7 +14,17 @@ pub struct Organization {
 }
 
 /// Per-site rules a community sets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields, default)]
 pub struct SiteSettings {
     /// 6-digit PINs allowed (4 digits always are).
@@ -24,7 +34,7 @@ pub struct SiteSettings {
     pub lockout: LockoutPolicy,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Site {
     pub id: SiteId,
     pub org: OrgId,
@@ -36,7 +46,7 @@ pub struct Site {
     pub settings: SiteSettings,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Building {
     pub id: BuildingId,
     pub site: SiteId,
@@ -58,7 +68,7 @@ pub struct Unit {
     pub name: String,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Door {
     pub id: DoorId,
     pub site: SiteId,
@@ -71,7 +81,9 @@ pub struct Door {
     pub lift_floors: Vec<FloorId>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
     Lock,
@@ -92,7 +104,9 @@ impl DeviceKind {
 }
 
 /// How a device reaches the cloud, which decides where codes are checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Connectivity {
     /// Wi-Fi: online checks; codes sync in seconds.
@@ -103,7 +117,17 @@ pub enum Connectivity {
 }
 
 /// Per-lock guest settings (seeds/004).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuestSettings {
     pub guest_can_open_remotely: bool,

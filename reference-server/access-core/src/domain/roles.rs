@@ -4,7 +4,7 @@
 use super::{DoorId, OrgId, UserId};
 
 /// A member's role in an organization (seeds/000).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(tag = "role", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Role {
     /// Everything: access points, users, admins, settings.

@@ -90,9 +90,13 @@ pub fn parse_weekday(s: &str) -> Option<Weekday> {
 
 /// A daily window on the local wall clock. `end <= start` crosses midnight;
 /// `start == end` is the whole day.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct DailyWindow {
+    #[schema(value_type = String)]
     pub start: Time,
+    #[schema(value_type = String)]
     pub end: Time,
 }
 
@@ -123,7 +127,9 @@ impl DailyWindow {
 }
 
 /// How often a visitor temp key may be used (seeds/001).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Repeat {
     /// Once within the time range, with an optional use count per door.
@@ -135,7 +141,7 @@ pub enum Repeat {
 }
 
 /// When a credential is valid.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Schedule {
     /// "Always".
@@ -145,6 +151,7 @@ pub enum Schedule {
     Temporary { start: Timestamp, end: Timestamp },
     /// Chosen weekdays and a local daily window, optionally bounded.
     Recurring {
+        #[schema(value_type = Vec<String>)]
         days: Weekdays,
         window: DailyWindow,
         #[serde(default)]
@@ -166,6 +173,7 @@ pub enum Schedule {
         start: Timestamp,
         end: Timestamp,
         #[serde(default)]
+        #[schema(value_type = Option<Vec<String>>)]
         days: Option<Weekdays>,
         #[serde(default)]
         window: Option<DailyWindow>,

@@ -42,7 +42,7 @@ pub struct EngineConfig {
 }
 
 /// A person who can sign in. Tokens live in the server, not here.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: UserId,
     pub name: String,

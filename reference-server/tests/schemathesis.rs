@@ -1,0 +1,148 @@
+//! The server against its own OpenAPI document: schemathesis
+//! (<https://schemathesis.io>, installed from PyPI by `.ci/run`) generates
+//! requests for every operation from `/openapi.json` (valid ones, invalid
+//! ones, boundary values, unknown methods, missing and wrong
+//! credentials) and runs every check it has (`--checks all`): status codes,
+//! content types, headers and bodies as documented, invalid data refused,
+//! 405 with `Allow`, authentication not ignored. The test fails on any
+//! failure it reports.
+//!
+//! The server holds a small world first (an organization, a site with
+//! doors and devices, holders, a stay and codes), so ids near 0, which
+//! schemathesis tries first, reach real resources; the device routes run
+//! as door phone A with its own secret.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use reference_server::service::Clock;
+use serde_json::json;
+
+/// The version `.ci/run` installs.
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
+/// Generated cases per operation and phase: enough to try each field's
+/// boundaries and a few random bodies, small enough for about a minute on
+/// a 2-core machine.
+const MAX_EXAMPLES: u32 = 25;
+/// The whole run's budget; schemathesis stops spending time on new cases
+/// past it (the checks of what ran still count).
+const MAX_TIME_S: u32 = 90;
+/// Fixed, so a failure replays.
+const SEED: u64 = 20_261_207;
+
+fn schemathesis_version() -> Option<String> {
+    let out = Command::new("schemathesis")
+        .arg("--version")
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The config file: each security scheme's credentials, and door phone A
+/// as the device of the device routes (its secret opens no other).
+fn write_config(dir: &Path, owner: &str, device: u64, device_secret: &str) -> std::path::PathBuf {
+    let path = dir.join("schemathesis.toml");
+    let text = format!(
+        r#"
+[auth.openapi.user_token]
+bearer = "{owner}"
+
+[auth.openapi.device_secret]
+bearer = "{device_secret}"
+
+[[operations]]
+include-path-regex = "^/v1/devices/\\{{device\\}}/(validate|sync)$"
+parameters = {{ "path.device" = {device} }}
+"#
+    );
+    std::fs::write(&path, text).expect("write the schemathesis config");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_conforms_to_its_openapi_document() {
+    let version = schemathesis_version().unwrap_or_else(|| {
+        panic!(
+            "schemathesis is not installed: run `bash .ci/run` (it installs what the tests \
+             need) or `pip install schemathesis=={SCHEMATHESIS_VERSION}`"
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        &dir.path().join("data"),
+        Clock::manual(ts("2026-03-23T10:00:00Z")),
+    )
+    .await;
+    let api = Api::new(server.url());
+    let w = world(&api).await;
+    let t = w.owner.as_str();
+    let guest = holder(&api, t, "Gina Guest", "guest").await;
+    let member = holder(&api, t, "Rita Resident", "member").await;
+    api.ok(
+        "POST",
+        &format!("/v1/holders/{guest}/stays"),
+        t,
+        Some(
+            json!({"check_in_at": "2026-03-23T15:00:00Z", "check_out_at": "2026-03-25T10:00:00Z"}),
+        ),
+    )
+    .await;
+    pin_code(
+        &api,
+        t,
+        member,
+        json!([w.door_a]),
+        json!({"type": "permanent"}),
+    )
+    .await;
+    let config = write_config(dir.path(), t, w.phone_a, &w.phone_a_secret);
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking({
+        let url = server.url();
+        let cwd = dir.path().to_path_buf();
+        move || {
+            Command::new("schemathesis")
+                .arg("--config-file")
+                .arg(&config)
+                .arg("--no-color")
+                .args(["run", &format!("{url}/openapi.json")])
+                .args(["--checks", "all"])
+                .args(["--max-examples", &MAX_EXAMPLES.to_string()])
+                .args(["--max-time", &MAX_TIME_S.to_string()])
+                .args(["--seed", &SEED.to_string()])
+                .args(["--workers", "2"])
+                .args(["--generation-database", "none"])
+                // Its report files, if any, go to the temp dir.
+                .current_dir(cwd)
+                .output()
+                .expect("schemathesis runs")
+        }
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{version}, {took:?}\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "schemathesis reported failures ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // A run that tested nothing would also exit 0.
+    assert!(
+        stdout.contains("passed") && !stdout.contains("No operations"),
+        "schemathesis tested nothing:\n{stdout}"
+    );
+    assert!(
+        took < Duration::from_secs(180),
+        "schemathesis took {took:?}"
+    );
+    server.stop().await;
+}
