@@ -44,8 +44,8 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use reference_server::api::wire::{
     BootstrapBody, ChangePinBody, DeviceBody, DeviceCreated, DeviceSync, DoorBody,
-    FallbackPoolBody, HolderBody, IssueBody, Issued, OrgBody, PinRequest, RenameBody, Revealed,
-    SecretRequest, SiteBody, StayBody,
+    FallbackPoolBody, HolderBody, IssueBody, Issued, OrgBody, PinRequest, PinText, RenameBody,
+    Revealed, SecretRequest, SiteBody, StayBody,
 };
 use reference_server::domain::{
     CredentialId, DeviceId, DoorId, FloorScope, HolderId, HolderKind, Origin, Schedule, UserId,
@@ -288,7 +288,7 @@ fn pool_pin(p: &PinSpec, map: Option<&PinMap>) -> PinRequest {
     match p {
         PinSpec::Resolved { pin, .. } => {
             let text = pin.reveal();
-            PinRequest::Manual(map.map_or(text.clone(), |m| m.server(&text)))
+            PinRequest::Manual(PinText(map.map_or(text.clone(), |m| m.server(&text))))
         }
         other => PinRequest::from_spec(other).expect("only a resolved PIN has no request"),
     }
@@ -360,7 +360,7 @@ impl Ids {
         if images.any(|i| i != first) {
             return Err(unsupported("a PIN on doors whose server codes differ"));
         }
-        Ok(PinRequest::Manual(first))
+        Ok(PinRequest::Manual(PinText(first)))
     }
 
     /// For a command that makes a guest's PIN the server generates: the

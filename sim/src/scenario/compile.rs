@@ -21,9 +21,9 @@ use super::units;
 
 /// Most devices one scenario may simulate in one process (shard beyond).
 pub const MAX_DEVICES: u64 = 1_000_000;
-/// Longest scenario or phase name, in bytes: the scenario's name becomes
-/// the name of its organization in the engine, which takes this many.
-pub const MAX_NAME_LEN: usize = reference_server::engine::MAX_NAME_LEN;
+/// Longest scenario or phase name, in bytes: never more characters than
+/// the engine takes for the organization it names.
+pub const MAX_NAME_LEN: usize = reference_server::engine::MAX_NAME_CHARS;
 /// Longest description, in bytes (one line for the reader).
 pub const MAX_DESCRIPTION_LEN: usize = 1_000;
 /// Most phases in one scenario.

@@ -12,8 +12,12 @@ pub const MAX_WRONG_LIMIT: u8 = 16;
 )]
 #[serde(deny_unknown_fields)]
 pub struct LockoutPolicy {
+    /// 1 to `MAX_WRONG_LIMIT` (a test holds the document to it).
+    #[schema(minimum = 1, maximum = 16)]
     pub max_wrong: u8,
+    #[schema(minimum = 1)]
     pub window_s: u32,
+    #[schema(minimum = 1)]
     pub lockout_s: u32,
 }
 

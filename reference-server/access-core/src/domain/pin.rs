@@ -21,6 +21,10 @@ pub struct Pin {
 /// The longest keypad entry a device may send; longer entries are malformed.
 pub const MAX_ENTRY_DIGITS: usize = 12;
 
+/// The shape of a stored PIN (4 or 6 digits) as a regular expression, for
+/// the API's document; `PinPolicy::check_length` is the check.
+pub const PIN_PATTERN: &str = "^[0-9]{4}([0-9]{2})?$";
+
 /// Why a string is not a PIN, or not an acceptable one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PinRuleError {

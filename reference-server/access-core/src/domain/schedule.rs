@@ -94,9 +94,9 @@ pub fn parse_weekday(s: &str) -> Option<Weekday> {
     Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
 )]
 pub struct DailyWindow {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\\.[0-9]{1,9})?)?$")]
     pub start: Time,
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\\.[0-9]{1,9})?)?$")]
     pub end: Time,
 }
 

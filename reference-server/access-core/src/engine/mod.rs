@@ -26,8 +26,10 @@ pub use crate::domain::Presented;
 pub use crate::protocol::SyncResult;
 pub use crate::sync::SyncBatch;
 
-/// Longest name the engine stores (organizations, sites, doors, codes...).
-pub const MAX_NAME_LEN: usize = 200;
+/// Longest name the engine stores (organizations, sites, doors, codes...),
+/// in characters: what a JSON Schema's `maxLength` counts, so the API's
+/// document states the same limit.
+pub const MAX_NAME_CHARS: usize = 200;
 /// Most doors one credential may open.
 pub const MAX_DOORS_PER_CREDENTIAL: usize = 1_000;
 /// Most floors a lift can serve from one door.
@@ -351,18 +353,29 @@ pub fn refused_char(c: char) -> bool {
         || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
+/// [`refused_char`] as the body of a regular expression's character
+/// class (ECMA 262, as JSON Schema's `pattern` reads it): `is_control` is
+/// Unicode's Cc, U+0000-U+001F and U+007F-U+009F.
+pub const REFUSED_CHAR_CLASS: &str = r"\x00-\x1F\x7F-\x9F\u202A-\u202E\u2066-\u2069";
+
+/// What `str::trim` takes for space (Unicode's White_Space), in the same
+/// form: a required text must hold something else.
+pub const SPACE_CHAR_CLASS: &str =
+    r"\t-\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
+
 /// The one check of every name-like text the engine stores (names,
-/// emails, descriptions, locations, listings): at most [`MAX_NAME_LEN`]
-/// bytes and no [`refused_char`]; `required`: not blank either. The error
+/// emails, descriptions, locations, listings): at most [`MAX_NAME_CHARS`]
+/// characters and no [`refused_char`]; `required`: not blank either. The error
 /// names `field` and the rule, never the text.
 pub fn check_text(field: &'static str, s: &str, required: bool) -> Result<(), EngineError> {
     if required && s.trim().is_empty() {
         return Err(EngineError::invalid(field, "must not be empty"));
     }
-    if s.len() > MAX_NAME_LEN {
+    // Counted only when the bytes could be too many (a char is 1-4 bytes).
+    if s.len() > MAX_NAME_CHARS && s.chars().count() > MAX_NAME_CHARS {
         return Err(EngineError::invalid(
             field,
-            format!("at most {MAX_NAME_LEN} bytes"),
+            format!("at most {MAX_NAME_CHARS} characters"),
         ));
     }
     if let Some((at, c)) = s.char_indices().find(|(_, c)| refused_char(*c)) {

@@ -81,6 +81,7 @@ pub(super) async fn device_sync(req: HttpRequest, svc: Svc, device: web::Path<u3
     request_body = SyncAckMsg,
     responses(
         (status = 200, description = "Confirmed", body = Done),
+        (status = 404, description = "A result names no credential of the server", body = ApiError),
         (status = 409, description = "Not the pending version: ask again", body = ApiError),
     ),
     security(("device_secret" = [])),

@@ -14,6 +14,7 @@ use crate::engine::{Command, Issue, PinSpec, SecretSpec};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HolderBody {
+    #[schema(schema_with = super::name_schema)]
     pub name: String,
     pub kind: HolderKind,
     /// A member who also signs in.
@@ -55,6 +56,24 @@ impl StayBody {
     }
 }
 
+/// A PIN as a client writes it: 4 or 6 digits (whether 6 are allowed is
+/// the site's setting, and the custom-PIN rules are the engine's; both
+/// answer 422).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PinText(pub String);
+
+impl utoipa::PartialSchema for PinText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(crate::domain::PIN_PATTERN))
+            .into()
+    }
+}
+
+impl ToSchema for PinText {}
+
 /// How the PIN of a new code is chosen, as a client may ask: the engine's
 /// `PinSpec` without its `resolved` form (the store's record of a PIN
 /// already drawn, which no client may set).
@@ -63,11 +82,14 @@ impl StayBody {
 pub enum PinRequest {
     /// Random, `digits` long (4, or 6 where the site allows); the codes of
     /// guests, couriers and visitors always are.
-    Generate { digits: u8 },
+    Generate {
+        #[schema(minimum = 4, maximum = 6, multiple_of = 2)]
+        digits: u8,
+    },
     /// A resident picks their own (custom PIN rules; members only).
-    Custom(String),
+    Custom(PinText),
     /// An admin types it (members only).
-    Manual(String),
+    Manual(PinText),
 }
 
 impl std::fmt::Debug for PinRequest {
@@ -86,8 +108,8 @@ impl PinRequest {
     pub fn spec(self) -> PinSpec {
         match self {
             PinRequest::Generate { digits } => PinSpec::Generate { digits },
-            PinRequest::Custom(p) => PinSpec::Custom(p),
-            PinRequest::Manual(p) => PinSpec::Manual(p),
+            PinRequest::Custom(p) => PinSpec::Custom(p.0),
+            PinRequest::Manual(p) => PinSpec::Manual(p.0),
         }
     }
 
@@ -96,8 +118,8 @@ impl PinRequest {
     pub fn from_spec(spec: &PinSpec) -> Option<PinRequest> {
         match spec {
             PinSpec::Generate { digits } => Some(PinRequest::Generate { digits: *digits }),
-            PinSpec::Custom(p) => Some(PinRequest::Custom(p.clone())),
-            PinSpec::Manual(p) => Some(PinRequest::Manual(p.clone())),
+            PinSpec::Custom(p) => Some(PinRequest::Custom(PinText(p.clone()))),
+            PinSpec::Manual(p) => Some(PinRequest::Manual(PinText(p.clone()))),
             PinSpec::Resolved { .. } => None,
         }
     }
@@ -138,6 +160,7 @@ impl SecretRequest {
 #[serde(deny_unknown_fields)]
 pub struct IssueBody {
     pub holder: HolderId,
+    #[schema(schema_with = super::name_schema)]
     pub name: String,
     pub secret: SecretRequest,
     pub schedule: Schedule,

@@ -21,9 +21,11 @@ pub struct DeviceBody {
     #[serde(default = "wifi")]
     #[schema(default = "wifi")]
     pub connectivity: Connectivity,
+    #[schema(schema_with = super::name_schema)]
     pub name: String,
     /// Where it is installed, e.g. "Apartment door".
     #[serde(default)]
+    #[schema(schema_with = super::text_schema)]
     pub location: String,
     /// A keypad or door sensor names the lock of its door.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +112,7 @@ pub struct LockView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListingBody {
+    #[schema(schema_with = super::name_schema)]
     pub listing: String,
 }
 

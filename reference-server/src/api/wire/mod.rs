@@ -92,3 +92,133 @@ created! {
     /// The codes of a fallback pool, in the order of the request's PINs.
     CredentialsCreated { credentials: Vec<CredentialId> } from Credentials;
 }
+
+/// The schema of a required name-like text, as `engine::check_name` takes
+/// it: 1 to `MAX_NAME_CHARS` characters, not all space, without control
+/// characters or bidirectional overrides. Built from the engine's own
+/// constants, so the document and the check cannot differ.
+pub fn name_schema() -> utoipa::openapi::Object {
+    text(true, false)
+}
+
+/// An optional text (`engine::check_text` not required): may be empty.
+pub fn text_schema() -> utoipa::openapi::Object {
+    text(false, false)
+}
+
+/// A user's email: a name that holds an `@` (all the engine asks).
+pub fn email_schema() -> utoipa::openapi::Object {
+    let r = crate::engine::REFUSED_CHAR_CLASS;
+    let mut o = text(true, false);
+    o.pattern = Some(format!("^[^{r}]*@[^{r}]*$"));
+    o
+}
+
+/// [`text_schema`], or `null` (left as it is).
+pub fn optional_text_schema() -> utoipa::openapi::Object {
+    text(false, true)
+}
+
+fn text(required: bool, nullable: bool) -> utoipa::openapi::Object {
+    use crate::engine::{MAX_NAME_CHARS, REFUSED_CHAR_CLASS as R, SPACE_CHAR_CLASS as S};
+    use utoipa::openapi::schema::{SchemaType, Type};
+    let pattern = if required {
+        format!("^[^{R}]*[^{R}{S}][^{R}]*$")
+    } else {
+        format!("^[^{R}]*$")
+    };
+    let ty = if nullable {
+        SchemaType::from_iter([Type::String, Type::Null])
+    } else {
+        SchemaType::Type(Type::String)
+    };
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(ty)
+        .min_length(required.then_some(1))
+        .max_length(Some(MAX_NAME_CHARS))
+        .pattern(Some(pattern))
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{PinPolicy, MAX_WRONG_LIMIT, PIN_PATTERN};
+    use crate::engine::{check_name, check_text, MAX_NAME_CHARS};
+
+    /// Does `s` pass the string schema `o` (pattern and length in chars)?
+    fn passes(o: &utoipa::openapi::Object, s: &str) -> bool {
+        let re = regex::Regex::new(o.pattern.as_deref().unwrap()).unwrap();
+        let n = s.chars().count();
+        re.is_match(s) && o.min_length.is_none_or(|m| n >= m) && o.max_length.is_none_or(|m| n <= m)
+    }
+
+    #[test]
+    fn the_documented_text_rules_are_the_engines() {
+        let mut samples: Vec<String> = [
+            "",
+            "a",
+            " a ",
+            " ",
+            "\t",
+            "\u{3000}",
+            "\u{a0}b",
+            "\u{85}",
+            "x\u{7}",
+            "a\nb",
+            "\u{202E}abc",
+            "ab\u{2066}",
+            "é",
+            "東京",
+            "\u{9f}",
+            "\u{feff}",
+            "a@b",
+            "@",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for n in [MAX_NAME_CHARS - 1, MAX_NAME_CHARS, MAX_NAME_CHARS + 1] {
+            samples.push("a".repeat(n));
+            samples.push("é".repeat(n));
+        }
+        let (name, text, email) = (name_schema(), text_schema(), email_schema());
+        for s in &samples {
+            assert_eq!(passes(&name, s), check_name("f", s).is_ok(), "name {s:?}");
+            assert_eq!(
+                passes(&text, s),
+                check_text("f", s, false).is_ok(),
+                "text {s:?}"
+            );
+            let engine_email = check_name("f", s).is_ok() && s.contains('@');
+            assert_eq!(passes(&email, s), engine_email, "email {s:?}");
+        }
+    }
+
+    #[test]
+    fn the_documented_pin_shape_is_the_engines() {
+        let re = regex::Regex::new(PIN_PATTERN).unwrap();
+        let six = PinPolicy {
+            six_digits_enabled: true,
+            custom_pins_enabled: true,
+        };
+        for len in 0..=8 {
+            let pin = "1397245086"[..len].to_string();
+            let engine = six.check_custom(&pin, false).is_ok();
+            assert_eq!(re.is_match(&pin), engine, "{pin:?}");
+        }
+        assert!(!re.is_match("12a4") && !re.is_match("1234\n"));
+    }
+
+    #[test]
+    fn the_documented_lockout_bounds_are_the_engines() {
+        let doc: serde_json::Value = serde_json::from_str(&crate::api::openapi::openapi()).unwrap();
+        let max_wrong = &doc["components"]["schemas"]["LockoutPolicy"]["properties"]["max_wrong"];
+        assert_eq!(
+            max_wrong["maximum"],
+            u64::from(MAX_WRONG_LIMIT),
+            "{max_wrong}"
+        );
+        assert_eq!(max_wrong["minimum"], 1, "{max_wrong}");
+    }
+}

@@ -10,9 +10,12 @@ use crate::engine::{Command, Engine, User};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapBody {
+    #[schema(schema_with = super::name_schema)]
     pub name: String,
+    #[schema(schema_with = super::email_schema)]
     pub email: String,
     /// The organization's name.
+    #[schema(schema_with = super::name_schema)]
     pub organization: String,
 }
 
@@ -29,7 +32,9 @@ pub struct Bootstrapped {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
+    #[schema(schema_with = super::name_schema)]
     pub name: String,
+    #[schema(schema_with = super::email_schema)]
     pub email: String,
 }
 
@@ -58,8 +63,10 @@ pub struct Me {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgBody {
+    #[schema(schema_with = super::name_schema)]
     pub name: String,
     #[serde(default)]
+    #[schema(schema_with = super::text_schema)]
     pub description: String,
     /// A personal profile: an organization of one.
     #[serde(default)]
@@ -81,9 +88,11 @@ impl OrgBody {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameBody {
+    #[schema(schema_with = super::name_schema)]
     pub name: String,
     /// Absent: the organization keeps its description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::optional_text_schema)]
     pub description: Option<String>,
 }
 

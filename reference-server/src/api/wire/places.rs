@@ -12,6 +12,7 @@ use crate::engine::Command;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SiteBody {
+    #[schema(schema_with = super::name_schema)]
     pub name: String,
     /// IANA name, e.g. `Europe/Berlin`: schedules are local to it.
     #[schema(example = "Europe/Berlin")]
@@ -43,6 +44,7 @@ pub struct SiteView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameBody {
+    #[schema(schema_with = super::name_schema)]
     pub name: String,
 }
 
@@ -83,6 +85,7 @@ impl FloorBody {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DoorBody {
+    #[schema(schema_with = super::name_schema)]
     pub name: String,
     /// Perimeter door or amenity: no custom PINs; guests of a unit may
     /// have it included.
