@@ -431,37 +431,56 @@ impl Service {
         Ok(applied)
     }
 
-    /// Tells the gateway which devices' code lists changed.
-    fn notify_sync(&self, applied: &Applied) {
-        if self.sync_tx.receiver_count() == 0 {
-            return;
+    /// Applies `cmds` of the system (sync bookkeeping: `SyncSent`,
+    /// `SyncAck`) under one engine write lock and one store transaction,
+    /// so a sync storm of N devices does not stop every check N times.
+    /// Each command succeeds or fails alone; the outer error is the
+    /// store's, for all of them.
+    pub async fn apply_batch(
+        &self,
+        cmds: Vec<Command>,
+    ) -> Result<Vec<Result<Applied, ServiceError>>, ServiceError> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
         }
-        let devices: Vec<DeviceId> = {
-            let e = self.engine.read();
-            let doors_of = |c: crate::domain::CredentialId| {
-                e.credential(c).map(|c| c.doors.clone()).unwrap_or_default()
+        let now = self.now();
+        let (results, rx) = {
+            let _order = self.apply_order.lock().await;
+            let mut writes = Vec::new();
+            let results: Vec<Result<Applied, ServiceError>> = {
+                let mut engine = self.engine.write();
+                cmds.into_iter()
+                    .map(|cmd| {
+                        let applied = engine.apply(&Actor::System, cmd, now)?;
+                        let json =
+                            serde_json::to_string(&applied.logged).expect("commands serialize");
+                        writes.push(Write::Command { at: now, json });
+                        Ok(applied)
+                    })
+                    .collect()
             };
-            let doors: Vec<DoorId> = match (&applied.logged, &applied.outcome) {
-                (Command::IssueCredential(_), Outcome::Credential(c))
-                | (Command::ChangePin { .. }, Outcome::Credential(c)) => doors_of(*c),
-                (Command::ChangePin { credential, .. }, _)
-                | (Command::SetCredentialDisabled { credential, .. }, _)
-                | (Command::RevokeCredential { credential }, _) => doors_of(*credential),
-                (Command::CreateDevice { .. }, Outcome::Device(d)) => {
-                    return self.send_sync(&[*d]);
-                }
-                (Command::LoadFallbackPool { device, .. }, _)
-                | (Command::AssignFallback { device, .. }, _)
-                | (Command::SyncAck { device, .. }, _) => return self.send_sync(&[*device]),
-                _ => return,
+            let rx = if writes.is_empty() {
+                None
+            } else {
+                Some(self.store.enqueue(writes).await?)
             };
-            doors
-                .iter()
-                .flat_map(|d| e.devices_at(*d).iter().copied())
-                .filter(|d| e.device(*d).is_some_and(|d| d.stores_codes))
-                .collect()
+            (results, rx)
         };
-        self.send_sync(&devices);
+        if let Some(rx) = rx {
+            rx.await.map_err(|_| StoreError::Closed)??;
+        }
+        for a in results.iter().flatten() {
+            self.notify_sync(a);
+        }
+        Ok(results)
+    }
+
+    /// Tells the gateway which devices' code lists changed (the engine
+    /// says which: `Applied::sync_changed`).
+    fn notify_sync(&self, applied: &Applied) {
+        if self.sync_tx.receiver_count() > 0 {
+            self.send_sync(&applied.sync_changed);
+        }
     }
 
     fn send_sync(&self, devices: &[DeviceId]) {
@@ -494,19 +513,13 @@ impl Service {
             session.offer(device, &batch, std::time::Instant::now())
         };
         if let Some(send) = send {
-            let version = send.version;
-            let mut record = vec![Command::SyncSent { device, version }];
-            if !send.confirmed.is_empty() {
-                record.push(Command::SyncAck {
-                    device,
-                    results: send.confirmed,
-                });
-            }
-            for cmd in record {
-                if let Err(e) = self.apply(&Actor::System, cmd).await {
-                    self.http_sync.lock().unsent(device, version);
-                    return Err(e);
-                }
+            let failed = match self.apply_batch(send.commands(device)).await {
+                Ok(results) => results.into_iter().find_map(Result::err),
+                Err(e) => Some(e),
+            };
+            if let Some(e) = failed {
+                self.http_sync.lock().unsent(device, send.version);
+                return Err(e);
             }
         }
         Ok(batch)

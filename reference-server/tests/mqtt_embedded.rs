@@ -52,3 +52,82 @@ async fn a_device_cannot_speak_for_another() {
 async fn a_flush_of_buffered_events_is_logged_whole() {
     scenarios::a_flush_of_buffered_events_is_logged_whole(Broker::Embedded).await;
 }
+
+/// The gateway records a round of sync bookkeeping at once: the engine
+/// says which devices a change touched (`Applied::sync_changed`), and
+/// `Service::apply_batch` applies one `SyncSent` per device under one
+/// engine write lock as one store job, each command succeeding or failing
+/// alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_round_is_one_store_job_and_each_command_answers_alone() {
+    use reference_server::domain::{Actor, DeviceId, SyncState};
+    use reference_server::engine::Command;
+    use reference_server::service::ServiceError;
+    use reference_server::EngineError;
+
+    let w = mqtt_support::fixture::world(3).await;
+    let svc = &w.service;
+    let code = w.issue_pin("4826").await;
+    let devices: Vec<DeviceId> = (0..3).map(|i| w.device(i)).collect();
+    // A change on one lock only: its device alone is touched.
+    let applied = svc
+        .apply(
+            &Actor::System,
+            Command::SyncSent {
+                device: devices[0],
+                version: svc.sync_version(devices[0]).unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        applied.sync_changed,
+        Vec::<DeviceId>::new(),
+        "a send changes no code list"
+    );
+    let revoked = svc
+        .apply(&w.owner, Command::RevokeCredential { credential: code })
+        .await
+        .unwrap();
+    assert_eq!(
+        revoked.sync_changed,
+        vec![devices[0]],
+        "only the lock it was sent to must remove it"
+    );
+
+    let code = w.issue_pin("5937").await;
+    let jobs_before = svc.metrics().store_batch_size.get_sample_count();
+    let mut cmds: Vec<Command> = devices
+        .iter()
+        .map(|&device| Command::SyncSent {
+            device,
+            version: svc.sync_version(device).unwrap(),
+        })
+        .collect();
+    cmds.push(Command::SyncSent {
+        device: DeviceId(9_999),
+        version: 0,
+    });
+    let results = svc
+        .apply_batch(cmds)
+        .await
+        .expect("the store takes the round");
+    assert_eq!(results.len(), 4);
+    assert!(results[..3].iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        matches!(
+            &results[3],
+            Err(ServiceError::Engine(EngineError::NotFound { .. }))
+        ),
+        "{:?}",
+        results[3]
+    );
+    for i in 0..3 {
+        assert_eq!(w.state(code, i), Some(SyncState::Setting), "lock {i}");
+    }
+    assert_eq!(
+        svc.metrics().store_batch_size.get_sample_count() - jobs_before,
+        1,
+        "the three records are one store job"
+    );
+}

@@ -4,8 +4,8 @@
 
 use std::future::Future;
 
-use crate::domain::{Actor, DeviceId, SiteId};
-use crate::engine::{Command, SyncBatch, SyncResult};
+use crate::domain::{DeviceId, SiteId};
+use crate::engine::{Command, SyncBatch};
 use crate::protocol::{AuthRequest, AuthResponse, Event, Status};
 
 /// A refusal from the service (bad ack, store failure): logged and counted,
@@ -42,19 +42,13 @@ pub trait Backend: Send + Sync + 'static {
     /// The device's current sync version (what an ack must name).
     fn sync_version(&self, device: DeviceId) -> Option<u64>;
 
-    /// Records that the batch of `version` was sent.
-    fn sync_sent(
+    /// Records sync bookkeeping as the system (`SyncSent`, `SyncAck`,
+    /// the gateway's `timed_out`), every command of a round at once: one
+    /// answer per command, in order.
+    fn sync_record(
         &self,
-        device: DeviceId,
-        version: u64,
-    ) -> impl Future<Output = Result<(), BackendError>> + Send;
-
-    /// Applies a device's sync results (also the gateway's `timed_out`).
-    fn sync_ack(
-        &self,
-        device: DeviceId,
-        results: Vec<SyncResult>,
-    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+        cmds: Vec<Command>,
+    ) -> impl Future<Output = Vec<Result<(), BackendError>>> + Send;
 
     /// Devices whose credential set changed.
     fn sync_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId>;
@@ -88,20 +82,16 @@ impl Backend for crate::service::Service {
         crate::service::Service::sync_version(self, device)
     }
 
-    async fn sync_sent(&self, device: DeviceId, version: u64) -> Result<(), BackendError> {
-        self.apply(&Actor::System, Command::SyncSent { device, version })
-            .await?;
-        Ok(())
-    }
-
-    async fn sync_ack(
-        &self,
-        device: DeviceId,
-        results: Vec<SyncResult>,
-    ) -> Result<(), BackendError> {
-        self.apply(&Actor::System, Command::SyncAck { device, results })
-            .await?;
-        Ok(())
+    async fn sync_record(&self, cmds: Vec<Command>) -> Vec<Result<(), BackendError>> {
+        let n = cmds.len();
+        match self.apply_batch(cmds).await {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map(|_| ()).map_err(BackendError::from))
+                .collect(),
+            // The store failed: none of them is durable.
+            Err(e) => (0..n).map(|_| Err(e.to_string().into())).collect(),
+        }
     }
 
     fn sync_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId> {

@@ -10,6 +10,12 @@
 //! version; then every code still waiting is marked `timed_out`. An
 //! offline device is not retried; it gets the batch of the moment when it
 //! comes back.
+//!
+//! The task works in rounds: the inputs (or changes) queued when it wakes,
+//! up to `MAX_ROUND`, are handled together, and their bookkeeping is one
+//! `Backend::sync_record` call, one engine write lock and one store
+//! transaction, so a sync storm does not stall every credential check
+//! once per device.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +28,7 @@ use super::backend::Backend;
 use super::metrics::DropReason;
 use super::Shared;
 use crate::domain::{DeviceId, SiteId};
+use crate::engine::Command;
 use crate::protocol::{self, Channel, SyncAckMsg, SyncPush};
 use crate::sync::{SyncAcked, SyncDue, SyncSession};
 
@@ -34,6 +41,12 @@ pub(crate) enum SyncInput {
     Offline(DeviceId),
     Ack(DeviceId, SyncAckMsg),
 }
+
+/// Most inputs or changes handled in one round: each round records its
+/// sync bookkeeping under one engine write lock and one store transaction
+/// (`Backend::sync_record`), so a storm of N devices costs N / 1024
+/// rounds, not N; the bound keeps one round short.
+const MAX_ROUND: usize = 1024;
 
 pub(crate) struct Syncer<B> {
     pub(crate) shared: Arc<Shared<B>>,
@@ -65,17 +78,37 @@ impl<B: Backend> Syncer<B> {
         loop {
             tokio::select! {
                 input = inputs.recv() => match input {
-                    Some(input) => self.on_input(input).await,
+                    Some(first) => {
+                        let mut round = vec![first];
+                        while round.len() < MAX_ROUND {
+                            match inputs.try_recv() {
+                                Ok(i) => round.push(i),
+                                Err(_) => break,
+                            }
+                        }
+                        self.on_inputs(round).await;
+                    }
                     None => return,
                 },
                 changed = changes.recv() => match changed {
-                    Ok(device) => self.push(device).await,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "sync changes lagged; re-syncing every online device");
-                        let devices: Vec<DeviceId> = self.online.keys().copied().collect();
-                        for d in devices {
-                            self.push(d).await;
+                    Ok(first) => {
+                        let mut devices = vec![first];
+                        while devices.len() < MAX_ROUND {
+                            match changes.try_recv() {
+                                Ok(d) => devices.push(d),
+                                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                    self.lagged(n, &mut devices);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
                         }
+                        self.push(devices).await;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let mut devices = Vec::new();
+                        self.lagged(n, &mut devices);
+                        self.push(devices).await;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
@@ -84,90 +117,120 @@ impl<B: Backend> Syncer<B> {
         }
     }
 
-    async fn on_input(&mut self, input: SyncInput) {
-        match input {
-            SyncInput::Online(site, device) => {
-                self.online.insert(device, site);
-                self.shared
-                    .metrics
-                    .devices_online
-                    .set(self.online.len() as i64);
-                // Whatever was in flight may be stale now: send the batch of
-                // the moment.
-                self.session.restart(device);
-                self.push(device).await;
-            }
-            SyncInput::Offline(device) => {
-                self.online.remove(&device);
-                self.shared
-                    .metrics
-                    .devices_online
-                    .set(self.online.len() as i64);
-            }
-            SyncInput::Ack(device, ack) => self.on_ack(device, ack).await,
-        }
+    /// Changes were missed: every online device is synced again.
+    fn lagged(&self, missed: u64, devices: &mut Vec<DeviceId>) {
+        tracing::warn!(
+            missed,
+            "sync changes lagged; re-syncing every online device"
+        );
+        devices.extend(self.online.keys().copied());
     }
 
-    async fn on_ack(&mut self, device: DeviceId, ack: SyncAckMsg) {
-        let engine_version = self.shared.backend.sync_version(device);
-        match self
-            .session
-            .ack(device, &ack, engine_version, Instant::now().into_std())
-        {
-            SyncAcked::Stale => {
-                self.shared.metrics.drop(DropReason::StaleAck);
-                tracing::debug!(%device, acked = ack.version, "stale sync ack");
-            }
-            SyncAcked::Apply { completed } => {
-                self.apply_ack(device, ack.results).await;
-                if let (Some(o), Some(rt)) = (&self.shared.observer, completed) {
-                    o.sync_acked(device, rt.elapsed, rt.failed);
-                }
-                // Nothing left in flight: the ack may have made more work
-                // (an old PIN to remove now that its replacement is set).
-                if self.session.in_flight(device).is_none() {
-                    self.push(device).await;
-                }
-            }
-        }
+    fn count_online(&self) {
+        self.shared
+            .metrics
+            .devices_online
+            .set(self.online.len() as i64);
     }
 
-    async fn apply_ack(&self, device: DeviceId, results: Vec<crate::protocol::SyncResult>) {
-        match self.shared.backend.sync_ack(device, results).await {
-            Ok(()) => self.shared.metrics.sync_acked.inc(),
-            Err(e) => {
-                self.shared.metrics.drop(DropReason::Rejected);
-                tracing::warn!(%device, error = %e, "sync ack refused");
-            }
-        }
-    }
-
-    /// Offers the device its pending batch, and sends what the session
-    /// says must go.
-    async fn push(&mut self, device: DeviceId) {
-        if !self.online.contains_key(&device) {
-            return;
-        }
-        let Some(batch) = self.shared.backend.pending_sync(device) else {
-            return;
-        };
+    /// One round of inputs: presence first, then the acks (recorded
+    /// together), then a push to every device that came online or whose
+    /// ack left nothing in flight (it may have made more work: an old PIN
+    /// to remove now that its replacement is set).
+    async fn on_inputs(&mut self, round: Vec<SyncInput>) {
         let now = Instant::now().into_std();
-        let Some(send) = self.session.offer(device, &batch, now) else {
-            return;
-        };
-        if let Err(e) = self.shared.backend.sync_sent(device, send.version).await {
-            self.session.unsent(device, send.version);
-            tracing::warn!(%device, error = %e, "cannot record a sync as sent");
-            return;
+        let mut to_push = Vec::new();
+        let mut acked = Vec::new();
+        let mut cmds = Vec::new();
+        for input in round {
+            match input {
+                SyncInput::Online(site, device) => {
+                    self.online.insert(device, site);
+                    // Whatever was in flight may be stale now: send the
+                    // batch of the moment.
+                    self.session.restart(device);
+                    to_push.push(device);
+                }
+                SyncInput::Offline(device) => {
+                    self.online.remove(&device);
+                }
+                SyncInput::Ack(device, ack) => {
+                    let engine_version = self.shared.backend.sync_version(device);
+                    match self.session.ack(device, &ack, engine_version, now) {
+                        SyncAcked::Stale => {
+                            self.shared.metrics.drop(DropReason::StaleAck);
+                            tracing::debug!(%device, acked = ack.version, "stale sync ack");
+                        }
+                        SyncAcked::Apply { completed } => {
+                            acked.push((device, completed));
+                            cmds.push(Command::SyncAck {
+                                device,
+                                results: ack.results,
+                            });
+                        }
+                    }
+                }
+            }
         }
-        if !send.confirmed.is_empty() {
-            if let Err(e) = self.shared.backend.sync_ack(device, send.confirmed).await {
+        self.count_online();
+        let results = self.shared.backend.sync_record(cmds).await;
+        for ((device, completed), r) in acked.into_iter().zip(results) {
+            match r {
+                Ok(()) => self.shared.metrics.sync_acked.inc(),
+                Err(e) => {
+                    self.shared.metrics.drop(DropReason::Rejected);
+                    tracing::warn!(%device, error = %e, "sync ack refused");
+                }
+            }
+            if let (Some(o), Some(rt)) = (&self.shared.observer, completed) {
+                o.sync_acked(device, rt.elapsed, rt.failed);
+            }
+            if self.session.in_flight(device).is_none() {
+                to_push.push(device);
+            }
+        }
+        self.push(to_push).await;
+    }
+
+    /// Offers each online device of `devices` its pending batch, records
+    /// every send of the round at once, and publishes what was recorded.
+    async fn push(&mut self, mut devices: Vec<DeviceId>) {
+        devices.sort_unstable();
+        devices.dedup();
+        let now = Instant::now().into_std();
+        let mut sends = Vec::new();
+        let mut cmds = Vec::new();
+        for device in devices {
+            if !self.online.contains_key(&device) {
+                continue;
+            }
+            let Some(batch) = self.shared.backend.pending_sync(device) else {
+                continue;
+            };
+            let Some(send) = self.session.offer(device, &batch, now) else {
+                continue;
+            };
+            let record = send.commands(device);
+            sends.push((device, send, record.len()));
+            cmds.extend(record);
+        }
+        let mut results = self.shared.backend.sync_record(cmds).await.into_iter();
+        for (device, send, n) in sends {
+            // `SyncSent` first, then the tokens' `SyncAck`, if any.
+            let sent = results.next().unwrap_or(Err("no answer".into()));
+            let confirmed = results.by_ref().take(n - 1).find_map(Result::err);
+            if let Err(e) = sent {
+                self.session.unsent(device, send.version);
+                tracing::warn!(%device, error = %e, "cannot record a sync as sent");
+                continue;
+            }
+            if let Some(e) = confirmed {
                 tracing::warn!(%device, error = %e, "cannot confirm token credentials");
             }
-        }
-        if !send.pushes.is_empty() {
-            self.send(device, &send.pushes);
-            self.shared.metrics.sync_pushed.inc();
+            if !send.pushes.is_empty() {
+                self.send(device, &send.pushes);
+                self.shared.metrics.sync_pushed.inc();
+            }
         }
     }
 
@@ -188,6 +251,7 @@ impl<B: Backend> Syncer<B> {
         let due = self
             .session
             .due(Instant::now().into_std(), |d| online.contains_key(&d));
+        let (mut devices, mut timed_out) = (Vec::new(), Vec::new());
         for d in due {
             match d {
                 SyncDue::Resend { device, pushes } => {
@@ -204,10 +268,15 @@ impl<B: Backend> Syncer<B> {
                     if let Some(o) = &self.shared.observer {
                         o.sync_acked(device, round_trip.elapsed, true);
                     }
-                    if let Err(e) = self.shared.backend.sync_ack(device, results).await {
-                        tracing::warn!(%device, error = %e, "cannot mark a sync timed out");
-                    }
+                    devices.push(device);
+                    timed_out.push(Command::SyncAck { device, results });
                 }
+            }
+        }
+        let results = self.shared.backend.sync_record(timed_out).await;
+        for (device, r) in devices.into_iter().zip(results) {
+            if let Err(e) = r {
+                tracing::warn!(%device, error = %e, "cannot mark a sync timed out");
             }
         }
     }

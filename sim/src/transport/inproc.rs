@@ -215,17 +215,7 @@ fn take_batches(inner: &Inner, devices: &[DeviceId], asked: bool) -> Vec<Option<
             }
             let batch = engine.pending_sync(device)?;
             let send = session.offer(device, &batch, sent_at)?;
-            let mut record = vec![Command::SyncSent {
-                device,
-                version: send.version,
-            }];
-            if !send.confirmed.is_empty() {
-                record.push(Command::SyncAck {
-                    device,
-                    results: send.confirmed,
-                });
-            }
-            for cmd in record {
+            for cmd in send.commands(device) {
                 if let Err(e) = engine.apply(&Actor::System, cmd, now) {
                     tracing::warn!(%device, error = %e, "cannot record a sync as sent");
                     session.unsent(device, send.version);

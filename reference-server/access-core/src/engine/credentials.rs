@@ -271,14 +271,14 @@ impl Engine {
         let mut placements = Placements::new();
         if kind.stored_on_device() {
             for d in &issue.doors {
-                for dev in &self.door_devices[d.index()] {
-                    let entry = &mut self.devices[dev.index()];
-                    if entry.device.stores_codes {
+                for i in 0..self.door_devices[d.index()].len() {
+                    let dev = self.door_devices[d.index()][i];
+                    if self.devices[dev.index()].device.stores_codes {
                         placements.push(Placement {
-                            device: *dev,
+                            device: dev,
                             state: SyncState::Pending,
                         });
-                        entry.sync_version += 1;
+                        self.bump_sync(dev);
                     }
                 }
             }
@@ -437,6 +437,7 @@ impl Engine {
                 credential: old,
                 pin,
             },
+            sync_changed: Vec::new(),
         })
     }
 
@@ -459,7 +460,7 @@ impl Engine {
             };
         }
         for d in touched {
-            self.devices[d.index()].sync_version += 1;
+            self.bump_sync(d);
         }
         Ok(())
     }
@@ -561,6 +562,7 @@ impl Engine {
                 device,
                 pins: resolved,
             },
+            sync_changed: Vec::new(),
         })
     }
 }

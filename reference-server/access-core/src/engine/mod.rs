@@ -278,6 +278,10 @@ pub struct Applied {
     pub outcome: Outcome,
     /// The command as performed: what the durable log stores.
     pub logged: Command,
+    /// The devices whose code list changed (their sync version moved, a
+    /// code on them was handed out, or an ack may have made more work for
+    /// them), sorted: the ones to push a sync to.
+    pub sync_changed: Vec<DeviceId>,
 }
 
 /// One credential check.
@@ -330,6 +334,9 @@ pub struct Engine {
     device_pins: PinIndex<KeypadSlot>,
     /// (site, card number) -> credential.
     card_index: FxHashMap<(SiteId, u64), CredentialId>,
+    /// Devices whose sync version moved during the command being applied
+    /// (scratch of `apply`, empty between commands).
+    sync_changed: Vec<DeviceId>,
 }
 
 mod access;
@@ -425,6 +432,7 @@ impl Engine {
             lockouts: Vec::new(),
             holders: Vec::new(),
             pool_holders: FxHashMap::default(),
+            sync_changed: Vec::new(),
             stays: Vec::new(),
             credentials: Vec::new(),
             pin_index: PinIndex::new(),
@@ -448,7 +456,23 @@ impl Engine {
         }
         let touched = self.keypad_touched(&cmd);
         let before = self.credentials.len();
-        let applied = self.perform(cmd, now);
+        self.sync_changed.clear();
+        let mut applied = self.perform(cmd, now);
+        let mut changed = std::mem::take(&mut self.sync_changed);
+        if let Ok(a) = &mut applied {
+            // Devices to push to although their version did not move: a
+            // fallback code handed out (its validity on the lock changed),
+            // or an ack (a removal may wait for it).
+            match &a.logged {
+                Command::AssignFallback { device, .. }
+                | Command::LoadFallbackPool { device, .. }
+                | Command::SyncAck { device, .. } => changed.push(*device),
+                _ => {}
+            }
+            changed.sort_unstable();
+            changed.dedup();
+            a.sync_changed = changed;
+        }
         // Rederive the keypad slots, whatever the outcome: a command that
         // fails halfway may have changed a credential.
         let new = (before..self.credentials.len()).map(|i| CredentialId(i as u32));
@@ -583,6 +607,7 @@ impl Engine {
         Ok(Applied {
             outcome,
             logged: resolved.unwrap_or(cmd),
+            sync_changed: Vec::new(),
         })
     }
 }

@@ -236,7 +236,7 @@ impl Engine {
                         device: id,
                         state: SyncState::Pending,
                     });
-                    self.devices[id.index()].sync_version += 1;
+                    self.bump_sync(id);
                 }
             }
         }

@@ -3,8 +3,36 @@
 //! (`SyncAck`).
 
 use super::*;
+use crate::sync::SyncSend;
+
+impl SyncSend {
+    /// What the engine must record of this send to `device`: the batch
+    /// went (`SyncSent`: its codes go `setting`) and its QR and BLE codes,
+    /// with nothing to store, are confirmed (`SyncAck`). One definition for
+    /// the MQTT gateway, the HTTP device routes and the in-process link.
+    pub fn commands(&self, device: DeviceId) -> Vec<Command> {
+        let mut cmds = vec![Command::SyncSent {
+            device,
+            version: self.version,
+        }];
+        if !self.confirmed.is_empty() {
+            cmds.push(Command::SyncAck {
+                device,
+                results: self.confirmed.clone(),
+            });
+        }
+        cmds
+    }
+}
 
 impl Engine {
+    /// `device`'s code list changed: a new version to sync, and the device
+    /// named in the command's `Applied::sync_changed`.
+    pub(super) fn bump_sync(&mut self, device: DeviceId) {
+        self.devices[device.index()].sync_version += 1;
+        self.sync_changed.push(device);
+    }
+
     /// `SyncSent`.
     pub(super) fn sync_sent(&mut self, device: DeviceId, version: u64) -> Result<(), EngineError> {
         let entry = self
@@ -67,12 +95,13 @@ impl Engine {
             }
         }
         // The new code is on this lock: the old one may go from it now.
+        let mut to_remove = false;
         for old in replaced_to_remove {
             let c = &mut self.credentials[old.index()];
             if let Some(p) = c.placement_mut(device) {
                 if p.state.on_device() || p.state == SyncState::Setting {
                     p.state = SyncState::Removing;
-                    self.devices[device.index()].sync_version += 1;
+                    to_remove = true;
                 } else {
                     p.state = SyncState::Removed;
                 }
@@ -80,6 +109,9 @@ impl Engine {
             if c.placements.iter().all(|p| !p.state.on_device()) {
                 retire.push(old);
             }
+        }
+        if to_remove {
+            self.bump_sync(device);
         }
         for id in retire {
             self.retire(id);
