@@ -170,8 +170,263 @@ pub struct Provisioned {
     pub doors: Vec<DoorPlan>,
 }
 
-fn outcome_id<T>(o: Outcome, pick: impl Fn(&Outcome) -> Option<T>) -> Result<T, FleetError> {
+/// Where provisioning commands go: straight into the engine as the system
+/// (device tests and benches), or through a run's book, which also keeps
+/// them for a reference server to replay (`run::provision::Book`).
+///
+/// Both provisioners (this module's [`provision`] for a [`FleetSpec`] and
+/// `run::provision` for a scenario) build the fleet with the steps below,
+/// so an organization, site, door or device is created one way only.
+pub trait CommandSink {
+    fn submit(&mut self, cmd: Command, now: Timestamp) -> Result<Outcome, EngineError>;
+}
+
+impl CommandSink for Engine {
+    fn submit(&mut self, cmd: Command, now: Timestamp) -> Result<Outcome, EngineError> {
+        self.apply(&EngineActor::System, cmd, now)
+            .map(|a| a.outcome)
+    }
+}
+
+/// Applies `cmd` and takes the id `pick` finds in the outcome.
+fn create<T>(
+    sink: &mut (impl CommandSink + ?Sized),
+    cmd: Command,
+    now: Timestamp,
+    pick: impl Fn(&Outcome) -> Option<T>,
+) -> Result<T, FleetError> {
+    let o = sink.submit(cmd, now)?;
     pick(&o).ok_or(FleetError::UnexpectedOutcome(o))
+}
+
+/// Step 1: the fleet's owner and organization; returns an empty
+/// [`Provisioned`] the later steps fill in.
+pub fn create_organization(
+    sink: &mut (impl CommandSink + ?Sized),
+    now: Timestamp,
+    name: String,
+    description: String,
+) -> Result<Provisioned, FleetError> {
+    let owner = create(
+        sink,
+        Command::CreateUser {
+            name: "Fleet owner".into(),
+            email: "owner@fleet.example".into(),
+        },
+        now,
+        |o| match o {
+            Outcome::User(u) => Some(*u),
+            _ => None,
+        },
+    )?;
+    let org = create(
+        sink,
+        Command::CreateOrganization {
+            name,
+            description,
+            owner,
+            personal: false,
+        },
+        now,
+        |o| match o {
+            Outcome::Organization(x) => Some(*x),
+            _ => None,
+        },
+    )?;
+    Ok(Provisioned {
+        owner,
+        org,
+        sites: Vec::new(),
+        floors: FxHashMap::default(),
+        doors: Vec::new(),
+    })
+}
+
+/// Step 2: a site of the organization; with `lift_floors`, its building
+/// and the floors its lift serves (entrances send the lift to a resident's
+/// floor), else no floors.
+pub fn create_site(
+    sink: &mut (impl CommandSink + ?Sized),
+    now: Timestamp,
+    out: &mut Provisioned,
+    name: String,
+    time_zone: String,
+    settings: SiteSettings,
+    lift_floors: Option<u8>,
+) -> Result<SiteId, FleetError> {
+    let site = create(
+        sink,
+        Command::CreateSite {
+            org: out.org,
+            name,
+            time_zone,
+            settings,
+        },
+        now,
+        |o| match o {
+            Outcome::Site(x) => Some(*x),
+            _ => None,
+        },
+    )?;
+    let floors = match lift_floors {
+        Some(n) => create_lift(sink, now, site, n)?,
+        None => Vec::new(),
+    };
+    out.sites.push(site);
+    out.floors.insert(site, floors);
+    Ok(site)
+}
+
+/// The site's building and its lift floors.
+fn create_lift(
+    sink: &mut (impl CommandSink + ?Sized),
+    now: Timestamp,
+    site: SiteId,
+    lift_floors: u8,
+) -> Result<Vec<FloorId>, FleetError> {
+    let building: BuildingId = create(
+        sink,
+        Command::CreateBuilding {
+            site,
+            name: "Main building".into(),
+        },
+        now,
+        |o| match o {
+            Outcome::Building(x) => Some(*x),
+            _ => None,
+        },
+    )?;
+    let mut floors = Vec::new();
+    for number in 0..i16::from(lift_floors) {
+        floors.push(create(
+            sink,
+            Command::CreateFloor { building, number },
+            now,
+            |o| match o {
+                Outcome::Floor(x) => Some(*x),
+                _ => None,
+            },
+        )?);
+    }
+    Ok(floors)
+}
+
+/// A door to create: where, what it is called and which kit it gets.
+pub struct DoorSpec {
+    pub site: SiteId,
+    /// The door's name, also its devices' location.
+    pub name: String,
+    pub kit: DoorKit,
+    pub group: usize,
+    /// Entrances are common areas and send the lift.
+    pub common_area: bool,
+    pub lift_floors: Vec<FloorId>,
+}
+
+/// A device to mount on a door.
+pub struct Mount {
+    pub kind: DeviceKind,
+    pub connectivity: Connectivity,
+    pub name: String,
+    pub code_slots: u16,
+    /// Whether the door's plan takes the device (a scenario's door phone
+    /// may carry a lock the run does not drive: created, not planned).
+    pub planned: bool,
+}
+
+/// Step 3: a door and its devices, in `mounts` order; each device is linked
+/// to the door's lock when one was planned before it (a keypad or a sensor
+/// works with its lock).
+pub fn create_door(
+    sink: &mut (impl CommandSink + ?Sized),
+    now: Timestamp,
+    spec: DoorSpec,
+    mounts: impl IntoIterator<Item = Mount>,
+) -> Result<DoorPlan, FleetError> {
+    let door = create(
+        sink,
+        Command::CreateDoor {
+            site: spec.site,
+            name: spec.name.clone(),
+            common_area: spec.common_area,
+            unit: None,
+            lift_floors: spec.lift_floors,
+        },
+        now,
+        |o| match o {
+            Outcome::Door(x) => Some(*x),
+            _ => None,
+        },
+    )?;
+    let mut plan = DoorPlan {
+        door,
+        site: spec.site,
+        kit: spec.kit,
+        group: spec.group,
+        lock: None,
+        keypad: None,
+        sensor: None,
+        door_phone: None,
+    };
+    for m in mounts {
+        let id = create(
+            sink,
+            Command::CreateDevice {
+                door,
+                kind: m.kind,
+                connectivity: m.connectivity,
+                name: m.name,
+                location: spec.name.clone(),
+                linked_to: plan.lock,
+                code_slots: m.code_slots,
+            },
+            now,
+            |o| match o {
+                Outcome::Device(x) => Some(*x),
+                _ => None,
+            },
+        )?;
+        if m.planned {
+            let slot = match m.kind {
+                DeviceKind::Lock => &mut plan.lock,
+                DeviceKind::Keypad => &mut plan.keypad,
+                DeviceKind::DoorSensor => &mut plan.sensor,
+                DeviceKind::DoorPhone => &mut plan.door_phone,
+            };
+            *slot = Some(id);
+        }
+    }
+    Ok(plan)
+}
+
+/// The devices of a [`FleetSpec`] door's kit, in creation order.
+fn kit_mounts(spec: &FleetSpec, kit: DoorKit) -> Vec<Mount> {
+    let slots = spec.params.lock.code_slots.max(1);
+    let connectivity = match kit {
+        DoorKit::BleApartment => Connectivity::Ble,
+        _ => Connectivity::Wifi,
+    };
+    let mount = |kind, code_slots, name: &str| Mount {
+        kind,
+        connectivity,
+        name: name.into(),
+        code_slots,
+        planned: true,
+    };
+    let mut out = Vec::with_capacity(3);
+    match kit {
+        DoorKit::WifiApartment | DoorKit::BleApartment => {
+            out.push(mount(DeviceKind::Lock, slots, "Lock"));
+            if kit == DoorKit::WifiApartment && spec.keypads {
+                out.push(mount(DeviceKind::Keypad, slots, "Keypad"));
+            }
+        }
+        DoorKit::Entrance => out.push(mount(DeviceKind::DoorPhone, 0, "Door phone")),
+    }
+    if spec.sensors {
+        out.push(mount(DeviceKind::DoorSensor, 0, "Door sensor"));
+    }
+    out
 }
 
 /// Creates the organization, sites, doors and devices of `spec`.
@@ -187,29 +442,11 @@ pub fn provision(
     if spec.doors_per_site == 0 {
         return Err(FleetError::NoDoorsPerSite);
     }
-    let sys = EngineActor::System;
-    let mut apply = |cmd| engine.apply(&sys, cmd, now).map(|a| a.outcome);
-    let owner = outcome_id(
-        apply(Command::CreateUser {
-            name: "Fleet owner".into(),
-            email: "owner@fleet.example".into(),
-        })?,
-        |o| match o {
-            Outcome::User(u) => Some(*u),
-            _ => None,
-        },
-    )?;
-    let org = outcome_id(
-        apply(Command::CreateOrganization {
-            name: "Simulated fleet".into(),
-            description: format!("seed {}", spec.seed),
-            owner,
-            personal: false,
-        })?,
-        |o| match o {
-            Outcome::Organization(x) => Some(*x),
-            _ => None,
-        },
+    let mut out = create_organization(
+        engine,
+        now,
+        "Simulated fleet".into(),
+        format!("seed {}", spec.seed),
     )?;
     let kits = std::iter::repeat_n(DoorKit::WifiApartment, spec.wifi_doors as usize)
         .chain(std::iter::repeat_n(
@@ -220,139 +457,29 @@ pub fn provision(
             DoorKit::Entrance,
             spec.entrances as usize,
         ));
-    let slots = spec.params.lock.code_slots.max(1);
-    let mut out = Provisioned {
-        owner,
-        org,
-        sites: Vec::new(),
-        floors: FxHashMap::default(),
-        doors: Vec::new(),
-    };
     let mut site = SiteId(0);
     for (i, kit) in kits.enumerate() {
         if i % spec.doors_per_site as usize == 0 {
-            let n = out.sites.len();
-            site = outcome_id(
-                apply(Command::CreateSite {
-                    org,
-                    name: format!("Site {n}"),
-                    time_zone: spec.time_zone.clone(),
-                    settings: SiteSettings::default(),
-                })?,
-                |o| match o {
-                    Outcome::Site(x) => Some(*x),
-                    _ => None,
-                },
-            )?;
-            let building: BuildingId = outcome_id(
-                apply(Command::CreateBuilding {
-                    site,
-                    name: "Main building".into(),
-                })?,
-                |o| match o {
-                    Outcome::Building(x) => Some(*x),
-                    _ => None,
-                },
-            )?;
-            let mut floors = Vec::new();
-            for number in 0..i16::from(spec.lift_floors) {
-                floors.push(outcome_id(
-                    apply(Command::CreateFloor { building, number })?,
-                    |o| match o {
-                        Outcome::Floor(x) => Some(*x),
-                        _ => None,
-                    },
-                )?);
-            }
-            out.sites.push(site);
-            out.floors.insert(site, floors);
+            let name = format!("Site {}", out.sites.len());
+            let tz = spec.time_zone.clone();
+            let settings = SiteSettings::default();
+            let lift = Some(spec.lift_floors);
+            site = create_site(engine, now, &mut out, name, tz, settings, lift)?;
         }
         let entrance = kit == DoorKit::Entrance;
-        let door = outcome_id(
-            apply(Command::CreateDoor {
-                site,
-                name: format!("Door {i}"),
-                common_area: entrance,
-                unit: None,
-                lift_floors: if entrance {
-                    out.floors[&site].clone()
-                } else {
-                    Vec::new()
-                },
-            })?,
-            |o| match o {
-                Outcome::Door(x) => Some(*x),
-                _ => None,
-            },
-        )?;
-        let mut device = |kind, connectivity, linked_to, code_slots, name: &str| {
-            apply(Command::CreateDevice {
-                door,
-                kind,
-                connectivity,
-                name: name.into(),
-                location: format!("Door {i}"),
-                linked_to,
-                code_slots,
-            })
-            .map_err(FleetError::from)
-            .and_then(|o| {
-                outcome_id(o, |o| match o {
-                    Outcome::Device(x) => Some(*x),
-                    _ => None,
-                })
-            })
-        };
-        let mut plan = DoorPlan {
-            door,
+        let door = DoorSpec {
             site,
+            name: format!("Door {i}"),
             kit,
             group: 0,
-            lock: None,
-            keypad: None,
-            sensor: None,
-            door_phone: None,
+            common_area: entrance,
+            lift_floors: if entrance {
+                out.floors[&site].clone()
+            } else {
+                Vec::new()
+            },
         };
-        let conn = match kit {
-            DoorKit::BleApartment => Connectivity::Ble,
-            _ => Connectivity::Wifi,
-        };
-        match kit {
-            DoorKit::WifiApartment | DoorKit::BleApartment => {
-                let lock = device(DeviceKind::Lock, conn, None, slots, "Lock")?;
-                plan.lock = Some(lock);
-                if kit == DoorKit::WifiApartment && spec.keypads {
-                    plan.keypad = Some(device(
-                        DeviceKind::Keypad,
-                        conn,
-                        Some(lock),
-                        slots,
-                        "Keypad",
-                    )?);
-                }
-                if spec.sensors {
-                    plan.sensor = Some(device(
-                        DeviceKind::DoorSensor,
-                        conn,
-                        Some(lock),
-                        0,
-                        "Door sensor",
-                    )?);
-                }
-            }
-            DoorKit::Entrance => {
-                plan.door_phone = Some(device(DeviceKind::DoorPhone, conn, None, 0, "Door phone")?);
-                if spec.sensors {
-                    plan.sensor = Some(device(
-                        DeviceKind::DoorSensor,
-                        conn,
-                        None,
-                        0,
-                        "Door sensor",
-                    )?);
-                }
-            }
-        }
+        let plan = create_door(engine, now, door, kit_mounts(spec, kit))?;
         out.doors.push(plan);
     }
     Ok(out)

@@ -39,7 +39,7 @@ use super::target::Target;
 use super::{RunError, RunOptions};
 use crate::clock::{stream_rng, SimClock};
 use crate::devices::fleet::{Fleet, FleetSpec, Placement};
-use crate::devices::{DeviceError, DeviceOutcome, DeviceParams, Present};
+use crate::devices::{DeviceError, DeviceOutcome, DeviceParams, Present, Presented};
 use crate::metrics::{
     DecisionClass, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot, Timings,
     Verdict,
@@ -301,6 +301,98 @@ fn op_of(kind: TruthKind) -> Operation {
 /// `threads` = 0: everything on the current thread (virtual time).
 pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Measured, RunError> {
     let seed = opts.seed;
+    let (b, mut prov, transport) = set_up_backend(s, opts).await?;
+    let (fleet, keep, arbiters) = start_fleet(s, opts, &prov, transport, b.clock, threads);
+    sync_before_load(&fleet, &b, opts.transport).await?;
+    // The groups' own offline spells start once every code is stored.
+    let refused = fleet.begin_offline_spells();
+    if refused > 0 {
+        tracing::warn!(
+            refused,
+            "devices with a full mailbox start no offline spells"
+        );
+    }
+    let (metering, exporter) = start_metrics(s, opts, &b.timings).await?;
+    let origin = metering.origin;
+    let stays = std::mem::take(&mut prov.stays);
+    let ctx = new_ctx(s, opts, &b, fleet, prov, &keep, metering);
+
+    let progress_line = progress::Progress::new(s.clock == crate::scenario::Clock::Virtual);
+    let progress = actix_rt::spawn(progress_line.clone().run(ctx.clone()));
+    let waves = actix_rt::spawn(offline_waves(ctx.clone(), seed));
+    let stays = actix_rt::spawn(guest_stays(ctx.clone(), stays, s.total_duration()));
+    let relay = b.remote.as_ref().and_then(Remote::relay);
+    let outages = relay.clone().map(|r| {
+        actix_rt::spawn(broker_outages(
+            r,
+            ctx.scenario.faults.broker_outages.clone(),
+            origin,
+        ))
+    });
+    let (phase_start, closed_people) = drive_phases(&ctx, s, seed).await;
+    progress_line.finish(&ctx);
+    drain(&ctx).await;
+    progress.abort();
+    waves.abort();
+    stays.abort();
+    let _ = progress.await;
+    let _ = waves.await;
+    let _ = stays.await;
+    if let Some(o) = outages {
+        o.abort();
+        let _ = o.await;
+    }
+    // The broker is back for the end of the run (a window may reach it).
+    if let Some(r) = &relay {
+        r.restore();
+    }
+    // Likewise the devices an offline spell still holds: they deliver the
+    // events they buffered, which would otherwise count as lost. Each
+    // device's mailbox handles this before the snapshot asked for below.
+    for d in ctx.fleet.devices() {
+        let _ = ctx.fleet.control(d.id, crate::devices::Control::GoOnline);
+    }
+    let duration_s = measured_duration_s(origin, phase_start);
+    let health = device_health(&ctx).await;
+    let events = count_events(&ctx, &b.server_log, &health.emitted).await;
+    if let Some(e) = exporter {
+        e.shutdown().await;
+    }
+    for a in &arbiters {
+        a.stop();
+    }
+    let end = EndOfRun {
+        duration_s,
+        closed_people,
+        health,
+        events,
+    };
+    finish(ctx, b.remote, &b.timings, end).await
+}
+
+/// What the devices talk to, set up before any of them starts.
+struct Backend {
+    engine: Arc<RwLock<Engine>>,
+    clock: SimClock,
+    /// An external server (--target).
+    target: Option<Arc<Target>>,
+    /// The embedded reference server (http and mqtt without --target).
+    remote: Option<Remote>,
+    /// Event delivery and sync round trips, timed where they complete.
+    timings: Arc<Timings>,
+    /// The events the gateway logged (mqtt).
+    server_log: Arc<EventLog>,
+}
+
+/// Step 1: the run's engine, the fleet provisioned in it, and the server
+/// and transport the devices use. Over http and mqtt the provisioning
+/// commands are replayed into an embedded server, or with --target sent
+/// to an external server's admin API.
+async fn set_up_backend(
+    s: &Scenario,
+    opts: &RunOptions,
+) -> Result<(Backend, provision::Provisioning, Transport), RunError> {
+    let seed = opts.seed;
     let key = token_key_bytes(seed);
     let engine = Arc::new(RwLock::new(Engine::new(EngineConfig {
         token_key: TokenKey::from_bytes(key),
@@ -334,29 +426,61 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         }
         None => commands,
     };
-    let remote = if served && target.is_none() {
-        let observer = (opts.transport == Kind::Mqtt).then(|| {
-            Arc::new(Deliveries {
-                log: server_log.clone(),
-                timings: timings.clone(),
-                clock,
-            }) as Arc<dyn reference_server::gateway::GatewayObserver>
-        });
-        let outages = !s.faults.broker_outages.is_empty();
-        let r = Remote::start(
-            opts.transport,
-            opts.broker.as_deref(),
-            key,
-            commands,
-            observer,
-            outages,
-        )
-        .await?;
-        Some(r)
-    } else {
-        None
+    let mut b = Backend {
+        engine,
+        clock,
+        target,
+        remote: None,
+        timings,
+        server_log,
     };
-    let transport = match (&remote, &target) {
+    if served && b.target.is_none() {
+        b.remote = Some(start_remote(s, opts, &b, key, commands).await?);
+    }
+    let transport = device_transport(s, opts, &b)?;
+    // The fault slows the engine itself: over HTTP and MQTT the server.
+    if let Some(r) = &b.remote {
+        r.service.set_added_latency(s.faults.engine_added_latency);
+    }
+    Ok((b, prov, transport))
+}
+
+/// The embedded reference server for http and mqtt, replaying the
+/// provisioning `commands` (same ids, same token key).
+async fn start_remote(
+    s: &Scenario,
+    opts: &RunOptions,
+    b: &Backend,
+    key: [u8; 32],
+    commands: Vec<(
+        reference_server::engine::Command,
+        reference_server::engine::Outcome,
+    )>,
+) -> Result<Remote, RunError> {
+    let observer = (opts.transport == Kind::Mqtt).then(|| {
+        Arc::new(Deliveries {
+            log: b.server_log.clone(),
+            timings: b.timings.clone(),
+            clock: b.clock,
+        }) as Arc<dyn reference_server::gateway::GatewayObserver>
+    });
+    let outages = !s.faults.broker_outages.is_empty();
+    Remote::start(
+        opts.transport,
+        opts.broker.as_deref(),
+        key,
+        commands,
+        observer,
+        outages,
+    )
+    .await
+}
+
+/// How the devices reach the engine: the external target over HTTP, the
+/// embedded server's transport, or the engine in-process.
+fn device_transport(s: &Scenario, opts: &RunOptions, b: &Backend) -> Result<Transport, RunError> {
+    let timings = &b.timings;
+    Ok(match (&b.remote, &b.target) {
         (_, Some(t)) => {
             let cfg = HttpConfig {
                 base_url: opts.target.clone().unwrap_or_default(),
@@ -368,20 +492,29 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
                 .map_err(|e| RunError::Runtime(e.to_string()))?;
             Transport::Http(http.with_server_ids(ids).with_timings(timings.clone()))
         }
-        (Some(r), _) => match r.transport(seed)? {
+        (Some(r), _) => match r.transport(opts.seed)? {
             Transport::Http(t) => Transport::Http(t.with_timings(timings.clone())),
             t => t,
         },
         (None, None) => Transport::InProc(
-            InProcTransport::timed(engine.clone(), clock, Some(timings.clone()))
+            InProcTransport::timed(b.engine.clone(), b.clock, Some(timings.clone()))
                 .with_added_latency(s.faults.engine_added_latency),
         ),
-    };
-    // The fault slows the engine itself: over HTTP and MQTT the server.
-    if let Some(r) = &remote {
-        r.service.set_added_latency(s.faults.engine_added_latency);
-    }
-    let spec = FleetSpec::new(seed).group_params(DeviceParams::of_groups(s));
+    })
+}
+
+/// Step 2: actors for the doors of this shard's sites (every site is
+/// provisioned in every shard; `keep` says which doors run here), on the
+/// current thread or on `threads` arbiters.
+fn start_fleet(
+    s: &Scenario,
+    opts: &RunOptions,
+    prov: &provision::Provisioning,
+    transport: Transport,
+    clock: SimClock,
+    threads: usize,
+) -> (Fleet, Vec<bool>, Vec<actix::Arbiter>) {
+    let spec = FleetSpec::new(opts.seed).group_params(DeviceParams::of_groups(s));
     let mut mine = prov.fleet.clone();
     let keep: Vec<bool> = prov
         .doors
@@ -403,25 +536,28 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         Placement::Arbiters(arbiters.iter().map(|a| a.handle()).collect())
     };
     let fleet = Fleet::start(&spec, mine, transport, clock, &placement);
+    (fleet, keep, arbiters)
+}
+
+/// Step 3: every device holds its codes before the load starts, however
+/// the codes reach it (confirmed on an external target, pushed in-process,
+/// fetched over HTTP, pushed over MQTT with Bluetooth locks nudged).
+async fn sync_before_load(fleet: &Fleet, b: &Backend, kind: Kind) -> Result<(), RunError> {
     let ids: Vec<DeviceId> = fleet.devices().iter().map(|d| d.id).collect();
-    match (&remote, opts.transport) {
-        (None, _) if target.is_some() => {
-            if let Some(t) = &target {
-                confirm_on_target(t, &ids).await?;
-            }
-        }
-        (None, _) => sync_codes(&fleet, &engine).await?,
+    match (&b.remote, &b.target, kind) {
+        (None, Some(t), _) => confirm_on_target(t, &ids).await,
+        (None, None, _) => sync_codes(fleet, &b.engine).await,
         // The readers fetch their codes over HTTP and ack them.
-        (Some(r), Kind::Http) => {
+        (Some(r), _, Kind::Http) => {
             let nudge = |pending: &[DeviceId]| {
                 for id in pending {
                     let _ = fleet.control(*id, crate::devices::Control::SyncNow);
                 }
             };
             nudge(&ids);
-            r.wait_synced(&ids, SYNC_WAIT_S, nudge).await?
+            r.wait_synced(&ids, SYNC_WAIT_S, nudge).await
         }
-        (Some(r), _) => {
+        (Some(r), _, _) => {
             let nudge = |pending: &[DeviceId]| {
                 for id in pending {
                     let ble = fleet.device(*id).is_some_and(|d| {
@@ -432,18 +568,27 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
                     }
                 }
             };
-            r.wait_synced(&ids, SYNC_WAIT_S, nudge).await?
+            r.wait_synced(&ids, SYNC_WAIT_S, nudge).await
         }
     }
-    // The groups' own offline spells start once every code is stored.
-    let refused = fleet.begin_offline_spells();
-    if refused > 0 {
-        tracing::warn!(
-            refused,
-            "devices with a full mailbox start no offline spells"
-        );
-    }
+}
 
+/// Where the run's measurements go, from the moment the load starts.
+struct Metering {
+    recorder: Recorder,
+    /// The Prometheus metrics, when they are served.
+    prom: Option<Arc<FleetMetrics>>,
+    /// The run's time zero (after provisioning and sync).
+    origin: Instant,
+}
+
+/// Step 4: the recorders (and the /metrics exporter when asked); the
+/// measured run starts here.
+async fn start_metrics(
+    s: &Scenario,
+    opts: &RunOptions,
+    timings: &Timings,
+) -> Result<(Metering, Option<MetricsExporter>), RunError> {
     let metrics = Arc::new(FleetMetrics::new());
     let exporter = match opts.metrics_addr {
         Some(addr) => Some(MetricsExporter::start(addr, metrics.clone()).await?),
@@ -467,6 +612,24 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         delivery_recorder = delivery_recorder.with_prometheus(metrics.clone(), t);
     }
     timings.start(delivery_recorder);
+    let metering = Metering {
+        recorder,
+        prom: exporter.is_some().then(|| metrics.clone()),
+        origin,
+    };
+    Ok((metering, exporter))
+}
+
+/// Step 5: the state every load task shares.
+fn new_ctx(
+    s: &Scenario,
+    opts: &RunOptions,
+    b: &Backend,
+    fleet: Fleet,
+    prov: provision::Provisioning,
+    keep: &[bool],
+    metering: Metering,
+) -> Rc<Ctx> {
     let mut site_doors = vec![Vec::new(); s.fleet.sites as usize];
     for (i, d) in prov.doors.iter().enumerate() {
         if keep[i] {
@@ -476,33 +639,34 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let tz = (0..s.fleet.sites)
         .map(|i| TimeZone::get(s.fleet.time_zone_of(i)).unwrap_or(TimeZone::UTC))
         .collect();
-    let ctx = Rc::new(Ctx {
+    let target = &b.target;
+    Rc::new(Ctx {
         scenario: s.clone(),
-        clock,
-        origin,
+        clock: b.clock,
+        origin: metering.origin,
         fleet,
-        engine,
+        engine: b.engine.clone(),
         doors: prov.doors,
         site_doors,
         tz,
-        forwarder: match &target {
+        forwarder: match target {
             Some(t) => Some(Forwarder::to_target(t.clone())),
-            None => remote.as_ref().map(Remote::forwarder),
+            None => b.remote.as_ref().map(Remote::forwarder),
         },
         target: target.clone(),
-        server: remote.as_ref().map(|r| r.service.clone()),
+        server: b.remote.as_ref().map(|r| r.service.clone()),
         transport: opts.transport,
         owner: prov.fleet.owner,
         stop: tokio::sync::Notify::new(),
         shared: RefCell::new(Shared {
             oracle: prov.oracle,
-            recorder,
+            recorder: metering.recorder,
             in_flight: 0,
             code_in_flight: 0,
             stopping: false,
             arrivals: Arrivals {
                 per_action: BTreeMap::new(),
-                prom: exporter.is_some().then(|| metrics.clone()),
+                prom: metering.prom,
             },
             // Provisioning commands the target's API could not take.
             skipped: target.as_ref().map(|t| t.skipped()).unwrap_or_default(),
@@ -513,20 +677,14 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             serving: Default::default(),
             next_serving: 0,
         }),
-    });
+    })
+}
 
-    let progress_line = progress::Progress::new(s.clock == crate::scenario::Clock::Virtual);
-    let progress = actix_rt::spawn(progress_line.clone().run(ctx.clone()));
-    let waves = actix_rt::spawn(offline_waves(ctx.clone(), seed));
-    let stays = actix_rt::spawn(guest_stays(ctx.clone(), prov.stays, s.total_duration()));
-    let relay = remote.as_ref().and_then(Remote::relay);
-    let outages = relay.clone().map(|r| {
-        actix_rt::spawn(broker_outages(
-            r,
-            ctx.scenario.faults.broker_outages.clone(),
-            origin,
-        ))
-    });
+/// Step 6: the phases one after the other, each site's arrivals (open
+/// model) or people (closed model) as tasks of their own with seeded
+/// streams; returns where the last phase ended and the closed model's
+/// people.
+async fn drive_phases(ctx: &Rc<Ctx>, s: &Scenario, seed: u64) -> (Duration, Option<u64>) {
     let mut phase_start = Duration::ZERO;
     let mut closed_people = None;
     for (pi, phase) in s.phases.iter().enumerate() {
@@ -575,11 +733,15 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         }
         phase_start = end;
     }
-    progress_line.finish(&ctx);
-    // Attempts still running, and the people queued behind them, finish
-    // and count; whoever still waits after the drain is counted as queued
-    // at the end (their reserved codes released).
-    wait_while(&ctx, DRAIN_WAIT_S, |sh| sh.in_flight > 0).await;
+    (phase_start, closed_people)
+}
+
+/// Step 7: after the last phase, every arrival ends and is counted.
+/// Attempts still running, and the people queued behind them, finish and
+/// count; whoever still waits after the drain is counted as queued at the
+/// end (their reserved codes released).
+async fn drain(ctx: &Rc<Ctx>) {
+    wait_while(ctx, DRAIN_WAIT_S, |sh| sh.in_flight > 0).await;
     {
         let mut guard = ctx.shared.borrow_mut();
         let sh = &mut *guard;
@@ -596,7 +758,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     // Those being served when the lines were cleared get as long again;
     // a device that still has not answered then is cut off and its
     // arrival counted as queued at the end (served it was not).
-    wait_while(&ctx, DRAIN_WAIT_S, |sh| sh.in_flight > 0).await;
+    wait_while(ctx, DRAIN_WAIT_S, |sh| sh.in_flight > 0).await;
     let unserved: Vec<_> = {
         let mut guard = ctx.shared.borrow_mut();
         let sh = &mut *guard;
@@ -619,40 +781,37 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         if stop {
             ctx.stop.notify_waiters();
         }
-        wait_while(&ctx, CODE_DRAIN_WAIT_S, |sh| sh.code_in_flight > 0).await;
+        wait_while(ctx, CODE_DRAIN_WAIT_S, |sh| sh.code_in_flight > 0).await;
     }
-    progress.abort();
-    waves.abort();
-    stays.abort();
-    let _ = progress.await;
-    let _ = waves.await;
-    let _ = stays.await;
-    if let Some(o) = outages {
-        o.abort();
-        let _ = o.await;
-    }
-    // The broker is back for the end of the run (a window may reach it).
-    if let Some(r) = &relay {
-        r.restore();
-    }
-    // Likewise the devices an offline spell still holds: they deliver the
-    // events they buffered, which would otherwise count as lost. Each
-    // device's mailbox handles this before the snapshot asked for below.
-    for d in ctx.fleet.devices() {
-        let _ = ctx.fleet.control(d.id, crate::devices::Control::GoOnline);
-    }
+}
+
+/// The run's measured duration: the time since `origin`, but no longer
+/// than the phases when the drain outlasted them, and the phases' length
+/// where no time passed.
+fn measured_duration_s(origin: Instant, phase_start: Duration) -> f64 {
     let duration_s = (Instant::now() - origin).as_secs_f64().min(
         phase_start
             .as_secs_f64()
             .max((Instant::now() - origin).as_secs_f64()),
     );
-    let duration_s = if duration_s <= 0.0 {
+    if duration_s <= 0.0 {
         phase_start.as_secs_f64()
     } else {
         duration_s
-    };
+    }
+}
 
-    // Device health at the end.
+/// The devices' state at the end of the run.
+struct Health {
+    battery_min_pct: Option<f64>,
+    battery_low_events: u64,
+    /// Events the devices emitted, per kind.
+    emitted: crate::transport::KindCounts,
+}
+
+/// Step 8: every device's snapshot (battery, what it emitted), also
+/// recorded per kind.
+async fn device_health(ctx: &Ctx) -> Health {
     let mut battery_min_pct: Option<f64> = None;
     let mut battery_low_events = 0u64;
     let mut emitted = crate::transport::KindCounts::default();
@@ -670,9 +829,30 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             );
         }
     }
-    // Events emitted vs logged: in-process the engine side's log is the
-    // transport's, over MQTT what the gateway's observer heard; HTTP has no
-    // event route (the devices keep their events).
+    Health {
+        battery_min_pct,
+        battery_low_events,
+        emitted,
+    }
+}
+
+/// What the engine side did with the devices' events.
+struct EventCounts {
+    /// `None`: the transport has no event route (http).
+    duplicated: Option<u64>,
+    /// `None`: not mqtt.
+    mqtt_reconnects: Option<u64>,
+}
+
+/// Step 9: events emitted against events logged, recorded per kind. In
+/// process the engine side's log is the transport's, over MQTT what the
+/// gateway's observer heard; HTTP has no event route (the devices keep
+/// their events).
+async fn count_events(
+    ctx: &Ctx,
+    server_log: &Arc<EventLog>,
+    emitted: &crate::transport::KindCounts,
+) -> EventCounts {
     let log = match ctx.fleet.transport() {
         Transport::InProc(t) => Some(t.log().clone()),
         Transport::Mqtt(_) => Some(server_log.clone()),
@@ -688,28 +868,41 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     }
     let totals = log.map(|l| l.totals());
     let logged = totals.map(|t| t.per_kind);
-    let events_duplicated = totals.map(|t| t.duplicates);
     let mqtt_reconnects = match ctx.fleet.transport() {
         Transport::Mqtt(t) => Some(t.reconnects()),
         _ => None,
     };
-    {
-        let rec = &mut ctx.shared.borrow_mut().recorder;
-        for (i, name) in crate::transport::log::KIND_NAMES.iter().enumerate() {
-            if emitted.0[i] > 0 {
-                rec.events_emitted(name, emitted.0[i]);
-            }
-            if let Some(l) = logged.filter(|l| l.0[i] > 0) {
-                rec.events_logged(name, l.0[i]);
-            }
+    let rec = &mut ctx.shared.borrow_mut().recorder;
+    for (i, name) in crate::transport::log::KIND_NAMES.iter().enumerate() {
+        if emitted.0[i] > 0 {
+            rec.events_emitted(name, emitted.0[i]);
+        }
+        if let Some(l) = logged.filter(|l| l.0[i] > 0) {
+            rec.events_logged(name, l.0[i]);
         }
     }
-    if let Some(e) = exporter {
-        e.shutdown().await;
+    EventCounts {
+        duplicated: totals.map(|t| t.duplicates),
+        mqtt_reconnects,
     }
-    for a in &arbiters {
-        a.stop();
-    }
+}
+
+/// What the end of the run measured besides the shared state.
+struct EndOfRun {
+    duration_s: f64,
+    closed_people: Option<u64>,
+    health: Health,
+    events: EventCounts,
+}
+
+/// Step 10: the fleet and the server stop, and the shared state becomes
+/// the run's [`Measured`].
+async fn finish(
+    ctx: Rc<Ctx>,
+    remote: Option<Remote>,
+    timings: &Timings,
+    end: EndOfRun,
+) -> Result<Measured, RunError> {
     let ctx = Rc::try_unwrap(ctx)
         .map_err(|_| RunError::Runtime("load tasks still hold the run".into()))?;
     let offline_peak = ctx.fleet.offline().peak();
@@ -736,16 +929,16 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             retired_attempts: o.retired_attempts,
         },
         started_at: ctx.clock.at(ctx.origin),
-        duration_s,
+        duration_s: end.duration_s,
         arrivals: shared.arrivals.report(),
         skipped: shared.skipped,
-        closed_people,
+        closed_people: end.closed_people,
         offline_max: offline_peak,
         motor_blocked: shared.motor_blocked,
-        battery_min_pct,
-        battery_low_events,
-        events_duplicated,
-        mqtt_reconnects,
+        battery_min_pct: end.health.battery_min_pct,
+        battery_low_events: end.health.battery_low_events,
+        events_duplicated: end.events.duplicated,
+        mqtt_reconnects: end.events.mqtt_reconnects,
     })
 }
 
@@ -1364,14 +1557,8 @@ fn pick_action(rng: &mut ChaCha8Rng, s: &Scenario) -> Action {
 /// The device is a free one that takes the credential, else the one with
 /// the shortest line. `None`: counted as the arrival's drop reason.
 fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Action) -> Option<Job> {
-    let kind = match action {
-        Action::PinValid | Action::PinWrong | Action::PinExpired => TruthKind::Pin,
-        Action::QrValid | Action::QrReplayed | Action::QrExpired => TruthKind::Qr,
-        Action::Card => TruthKind::Card,
-        Action::Ble => TruthKind::Ble,
-        // Planned by `arrive` (code actions, sync storms, remote opens).
-        _ => return None,
-    };
+    // Planned by `arrive` (code actions, sync storms, remote opens).
+    let kind = presented_kind(action)?;
     let doors: Vec<usize> = ctx.site_doors[site as usize]
         .iter()
         .copied()
@@ -1384,184 +1571,31 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
             .dropped(action.as_str(), why);
         None
     };
-    let skip = |ctx: &Ctx| drop_for(ctx, DropReason::NothingToPresent);
     let Some(di) = choose(rng, &doors) else {
-        return skip(ctx);
+        return drop_for(ctx, DropReason::NothingToPresent);
     };
     let door = &ctx.doors[di];
-    let device = {
-        let sh = ctx.shared.borrow();
-        let all = takers(door, kind);
-        let free: Vec<DeviceId> = all
-            .iter()
-            .copied()
-            .filter(|d| !sh.queues.contains_key(d))
-            .collect();
-        match choose(rng, &free) {
-            Some(d) => Some(d),
-            // Everyone is busy: join the shortest line (the first taker on
-            // a tie), if it has room.
-            None => all
-                .iter()
-                .map(|d| (sh.queues.get(d).map_or(0, VecDeque::len), *d))
-                .min_by_key(|(len, _)| *len)
-                .filter(|(len, _)| *len < MAX_DEVICE_QUEUE)
-                .map(|(_, d)| d),
-        }
-    };
-    let Some(device) = device else {
+    let Some(device) = pick_device(ctx, rng, door, kind) else {
         return drop_for(ctx, DropReason::QueueFull);
     };
     let mut sh = ctx.shared.borrow_mut();
-    let o = &mut sh.oracle;
-    let usable = |o: &Oracle, id: usize| {
-        let v = &o.truth(id).validity;
-        v.check(now).is_ok() && v.in_stay(now) && o.uses_left(id, door.door) != Some(0)
+    let at = AtDoor {
+        ctx,
+        site,
+        door,
+        now,
     };
-    let mut reserved = false;
-    let mut forwarded = Vec::new();
-    let mut announce = None;
-    let truth = match action {
-        Action::PinValid => {
-            // Codes made during the run count once their door has them;
-            // codes under a code action do not.
-            let c: Vec<usize> = door
-                .pins
-                .iter()
-                .chain(o.extra_pins(door.door))
-                .copied()
-                .filter(|id| o.live(*id) && usable(o, *id))
-                .collect();
-            let Some(id) = choose(rng, &c) else {
-                drop(sh);
-                return skip(ctx);
-            };
-            // Reserved while the attempt runs: uses are counted, and a
-            // code action leaves a code alone while someone types it.
-            o.reserve(id, door.door);
-            reserved = true;
-            Some(id)
+    let chosen = match pick_truth(&at, &mut sh.oracle, rng, action) {
+        Ok(c) => c,
+        Err(why) => {
+            drop(sh);
+            return drop_for(ctx, why);
         }
-        Action::PinExpired => {
-            // Expired codes, and codes changed away or revoked (people
-            // type their old code).
-            let c: Vec<usize> = door
-                .expired_pins
-                .iter()
-                .chain(o.retired_pins(door.door))
-                .copied()
-                .collect();
-            let Some(id) = choose(rng, &c) else {
-                drop(sh);
-                return skip(ctx);
-            };
-            Some(id)
-        }
-        Action::PinWrong => None,
-        Action::Card => {
-            let Some(id) = choose(rng, &door.cards) else {
-                drop(sh);
-                return skip(ctx);
-            };
-            Some(id)
-        }
-        Action::Ble => {
-            let Some(id) = choose(rng, &door.ble) else {
-                drop(sh);
-                return skip(ctx);
-            };
-            Some(id)
-        }
-        Action::QrValid => {
-            let keys: Vec<usize> = ctx.doors[di]
-                .qr
-                .iter()
-                .copied()
-                .chain(o.extra_qr(door.door).iter().copied())
-                .filter(|id| usable(o, *id))
-                .collect();
-            let id = match choose(rng, &keys) {
-                Some(id) => id,
-                None => {
-                    // A resident creates a new visitor key (as people do).
-                    let tz = &ctx.tz[site as usize];
-                    let mut e = ctx.engine.write();
-                    let mut book = Book::new(&mut e, ctx.forwarder.is_some());
-                    match provision::issue_qr(&mut book, o, &ctx.scenario, door, tz, now) {
-                        Ok(id) => {
-                            // A server hears of the key before the visitor
-                            // arrives (the attempt waits for it).
-                            if let Some(f) = &ctx.forwarder {
-                                for (cmd, out) in book.take_log() {
-                                    let (tx, rx) = tokio::sync::oneshot::channel();
-                                    forwarded.push(f.send(cmd, out).unwrap_or_else(|| {
-                                        let _ = tx.send(false);
-                                        rx
-                                    }));
-                                }
-                            }
-                            if forwarded.is_empty() {
-                                o.push_extra_qr(door.door, id);
-                            } else {
-                                announce = Some((door.door, id));
-                            }
-                            id
-                        }
-                        Err(_) => {
-                            drop(e);
-                            drop(sh);
-                            return drop_for(ctx, DropReason::ServerRefused);
-                        }
-                    }
-                }
-            };
-            o.reserve(id, door.door);
-            reserved = true;
-            Some(id)
-        }
-        Action::QrReplayed => {
-            let keys: Vec<usize> = ctx.doors[di]
-                .qr
-                .iter()
-                .copied()
-                .chain(o.extra_qr(door.door).iter().copied())
-                .filter(|id| o.used_up(*id, door.door))
-                .collect();
-            let Some(id) = choose(rng, &keys) else {
-                drop(sh);
-                return skip(ctx);
-            };
-            Some(id)
-        }
-        Action::QrExpired => {
-            let keys: Vec<usize> = ctx.doors[di]
-                .qr
-                .iter()
-                .chain(&ctx.doors[di].expired_qr)
-                .copied()
-                .chain(o.extra_qr(door.door).iter().copied())
-                .filter(|id| o.truth(*id).validity.check(now).is_err())
-                .collect();
-            let Some(id) = choose(rng, &keys) else {
-                drop(sh);
-                return skip(ctx);
-            };
-            Some(id)
-        }
-        _ => None,
     };
-    let text = match truth {
+    let o = &sh.oracle;
+    let text = match chosen.truth {
         Some(id) => o.truth(id).text.clone(),
-        None => {
-            // A wrong PIN: digits that are no code of this door.
-            loop {
-                let len = if rng.random::<f64>() < 0.2 { 6 } else { 4 };
-                let t = format!("{:0len$}", rng.random_range(0..10u64.pow(len as u32)));
-                if !o.pin_known(door.door, &t) {
-                    break t;
-                }
-            }
-        }
+        None => wrong_pin(rng, o, door),
     };
     let credential = match kind {
         TruthKind::Pin => WireCredential::Pin(text),
@@ -1575,14 +1609,216 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
             door: door.door,
             action: action.as_str(),
             kind,
-            truth,
+            truth: chosen.truth,
             keypad: true,
         },
         credential,
-        reserved,
-        forwarded,
-        announce,
+        reserved: chosen.reserved,
+        forwarded: chosen.forwarded,
+        announce: chosen.announce,
     })
+}
+
+/// What an attempt action presents (`None`: the action is no attempt).
+fn presented_kind(action: Action) -> Option<TruthKind> {
+    match action {
+        Action::PinValid | Action::PinWrong | Action::PinExpired => Some(TruthKind::Pin),
+        Action::QrValid | Action::QrReplayed | Action::QrExpired => Some(TruthKind::Qr),
+        Action::Card => Some(TruthKind::Card),
+        Action::Ble => Some(TruthKind::Ble),
+        _ => None,
+    }
+}
+
+/// The device at `door` the person walks up to: a free one that takes
+/// `kind`, else the shortest line with room (`None`: every line is full).
+fn pick_device(
+    ctx: &Ctx,
+    rng: &mut ChaCha8Rng,
+    door: &DoorInfo,
+    kind: TruthKind,
+) -> Option<DeviceId> {
+    let sh = ctx.shared.borrow();
+    let all = takers(door, kind);
+    let free: Vec<DeviceId> = all
+        .iter()
+        .copied()
+        .filter(|d| !sh.queues.contains_key(d))
+        .collect();
+    match choose(rng, &free) {
+        Some(d) => Some(d),
+        // Everyone is busy: join the shortest line (the first taker on
+        // a tie), if it has room.
+        None => all
+            .iter()
+            .map(|d| (sh.queues.get(d).map_or(0, VecDeque::len), *d))
+            .min_by_key(|(len, _)| *len)
+            .filter(|(len, _)| *len < MAX_DEVICE_QUEUE)
+            .map(|(_, d)| d),
+    }
+}
+
+/// The credential an attempt presents, as the oracle knows it.
+#[derive(Default)]
+struct Chosen {
+    /// The truth entry (`None`: a wrong PIN).
+    truth: Option<usize>,
+    /// Reserved while the attempt runs (see [`Job::reserved`]).
+    reserved: bool,
+    forwarded: Vec<tokio::sync::oneshot::Receiver<bool>>,
+    announce: Option<(reference_server::domain::DoorId, usize)>,
+}
+
+impl Chosen {
+    fn plain(truth: usize) -> Chosen {
+        Chosen {
+            truth: Some(truth),
+            ..Chosen::default()
+        }
+    }
+}
+
+/// Where and when an arrival presents.
+struct AtDoor<'a> {
+    ctx: &'a Ctx,
+    site: u32,
+    door: &'a DoorInfo,
+    now: Timestamp,
+}
+
+/// Which of the door's credentials `action` presents, or why the arrival
+/// is dropped (nothing to present, a server that refused a new key).
+fn pick_truth(
+    at: &AtDoor<'_>,
+    o: &mut Oracle,
+    rng: &mut ChaCha8Rng,
+    action: Action,
+) -> Result<Chosen, DropReason> {
+    let (door, now) = (at.door, at.now);
+    let nothing = DropReason::NothingToPresent;
+    let from = |rng: &mut ChaCha8Rng, c: &[usize]| choose(rng, c).map(Chosen::plain).ok_or(nothing);
+    match action {
+        Action::PinValid => {
+            // Codes made during the run count once their door has them;
+            // codes under a code action do not.
+            let c: Vec<usize> = door
+                .pins
+                .iter()
+                .chain(o.extra_pins(door.door))
+                .copied()
+                .filter(|id| o.live(*id) && usable(o, door, now, *id))
+                .collect();
+            let id = choose(rng, &c).ok_or(nothing)?;
+            // Reserved while the attempt runs: uses are counted, and a
+            // code action leaves a code alone while someone types it.
+            o.reserve(id, door.door);
+            Ok(Chosen {
+                reserved: true,
+                ..Chosen::plain(id)
+            })
+        }
+        Action::PinExpired => {
+            // Expired codes, and codes changed away or revoked (people
+            // type their old code).
+            let retired = o.retired_pins(door.door);
+            let c: Vec<usize> = door.expired_pins.iter().chain(retired).copied().collect();
+            from(rng, &c)
+        }
+        Action::PinWrong => Ok(Chosen::default()),
+        Action::Card => from(rng, &door.cards),
+        Action::Ble => from(rng, &door.ble),
+        Action::QrValid => pick_visitor_key(at, o, rng),
+        Action::QrReplayed => {
+            let mut keys = qr_keys(o, door);
+            keys.retain(|id| o.used_up(*id, door.door));
+            from(rng, &keys)
+        }
+        Action::QrExpired => {
+            let keys: Vec<usize> = door
+                .qr
+                .iter()
+                .chain(&door.expired_qr)
+                .copied()
+                .chain(o.extra_qr(door.door).iter().copied())
+                .filter(|id| o.truth(*id).validity.check(now).is_err())
+                .collect();
+            from(rng, &keys)
+        }
+        _ => Ok(Chosen::default()),
+    }
+}
+
+/// Can a credential open `door` at `now` (valid, in its stay, uses left)?
+fn usable(o: &Oracle, door: &DoorInfo, now: Timestamp, id: usize) -> bool {
+    let v = &o.truth(id).validity;
+    v.check(now).is_ok() && v.in_stay(now) && o.uses_left(id, door.door) != Some(0)
+}
+
+/// The door's visitor keys: provisioned, then issued during the run.
+fn qr_keys(o: &Oracle, door: &DoorInfo) -> Vec<usize> {
+    let extra = o.extra_qr(door.door).iter().copied();
+    door.qr.iter().copied().chain(extra).collect()
+}
+
+/// A usable visitor key of the door, or a new one a resident creates (as
+/// people do); a server hears of a new key before the visitor arrives.
+fn pick_visitor_key(
+    at: &AtDoor<'_>,
+    o: &mut Oracle,
+    rng: &mut ChaCha8Rng,
+) -> Result<Chosen, DropReason> {
+    let AtDoor {
+        ctx,
+        site,
+        door,
+        now,
+    } = *at;
+    let mut keys = qr_keys(o, door);
+    keys.retain(|id| usable(o, door, now, *id));
+    let mut chosen = Chosen::default();
+    let id = match choose(rng, &keys) {
+        Some(id) => id,
+        None => {
+            let tz = &ctx.tz[site as usize];
+            let mut e = ctx.engine.write();
+            let mut book = Book::new(&mut e, ctx.forwarder.is_some());
+            let Ok(id) = provision::issue_qr(&mut book, o, &ctx.scenario, door, tz, now) else {
+                return Err(DropReason::ServerRefused);
+            };
+            // A server hears of the key before the visitor arrives (the
+            // attempt waits for it).
+            if let Some(f) = &ctx.forwarder {
+                for (cmd, out) in book.take_log() {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    chosen.forwarded.push(f.send(cmd, out).unwrap_or_else(|| {
+                        let _ = tx.send(false);
+                        rx
+                    }));
+                }
+            }
+            if chosen.forwarded.is_empty() {
+                o.push_extra_qr(door.door, id);
+            } else {
+                chosen.announce = Some((door.door, id));
+            }
+            id
+        }
+    };
+    o.reserve(id, door.door);
+    chosen.truth = Some(id);
+    chosen.reserved = true;
+    Ok(chosen)
+}
+
+/// A wrong PIN: digits that are no code of this door.
+fn wrong_pin(rng: &mut ChaCha8Rng, o: &Oracle, door: &DoorInfo) -> String {
+    loop {
+        let len = if rng.random::<f64>() < 0.2 { 6 } else { 4 };
+        let t = format!("{:0len$}", rng.random_range(0..10u64.pow(len as u32)));
+        if !o.pin_known(door.door, &t) {
+            return t;
+        }
+    }
 }
 
 /// Presents `job` (its device is held for it) and judges the answer.
@@ -1597,24 +1833,8 @@ async fn attempt(
     notify: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
     if !job.forwarded.is_empty() {
-        let mut ok = true;
-        for rx in std::mem::take(&mut job.forwarded) {
-            ok &= rx.await.unwrap_or(false);
-        }
-        if !ok {
-            // The server does not have the key: the attempt cannot be
-            // made, and the key stays reserved so no later one uses it.
-            let mut guard = ctx.shared.borrow_mut();
-            let sh = &mut *guard;
-            sh.in_flight = sh.in_flight.saturating_sub(1);
-            sh.errors += 1;
-            sh.arrivals
-                .dropped(job.attempt.action, DropReason::ServerRefused);
-            next_in_line(&ctx, sh, job.attempt.device);
+        if !server_has_key(&ctx, &mut job).await {
             return;
-        }
-        if let Some((door, id)) = job.announce.take() {
-            ctx.shared.borrow_mut().oracle.push_extra_qr(door, id);
         }
         // The visitor arrives once the resident's key exists (issued as
         // they arrived: after a wait in line, it long does).
@@ -1679,68 +1899,117 @@ async fn attempt(
             sh.oracle.unreserve(id, job.attempt.door);
         }
     }
+    let ended = Ended {
+        job: &job,
+        got: &got,
+        sent,
+        done,
+    };
     match actual {
-        Some(a) => {
-            // The engine's answer says whether the keypad is locked out
-            // after it; a device's own decision does not.
-            let lock = match got.as_ref().ok().and_then(|p| p.response.as_ref()) {
-                Some(r) => r
-                    .locked_until
-                    .map_or(LockReport::NotLocked, LockReport::Until),
-                None => LockReport::Unreported,
-            };
-            let answer = Answer { decision: a, lock };
-            let class = sh.oracle.judge(&job.attempt, answer, sent, done);
-            let class = match class {
-                Class::TrueGrant => DecisionClass::TrueGrant,
-                Class::TrueDenial | Class::ReasonMismatch => DecisionClass::TrueDenial,
-                Class::FalseAccept => DecisionClass::FalseAccept,
-                Class::FalseReject => DecisionClass::FalseReject,
-                Class::Ambiguous => DecisionClass::Ambiguous,
-                Class::Uncertain => DecisionClass::Uncertain,
-            };
-            // The oracle keeps the examples of its verdicts.
-            sh.recorder.count_decision_class(class);
-        }
-        None => {
-            sh.errors += 1;
-            // The engine may have decided it all the same (a timeout, an
-            // error after the request went out): what it did to use and
-            // wrong-PIN counts stays uncertain in the oracle. Offline:
-            // nothing was sent.
-            let unknown = match &got {
-                Ok(p) => p.outcome.outcome_unknown(),
-                Err(e) => !matches!(
-                    e,
-                    DeviceError::MailboxFull
-                        | DeviceError::NotAccepted { .. }
-                        | DeviceError::UnknownDevice(_)
-                ),
-            };
-            if unknown {
-                sh.oracle.judge_unknown(&job.attempt, sent, done);
-            }
-            let expected = if job.attempt.truth.is_some() && job.attempt.action.ends_with("valid") {
-                Verdict::Grant
-            } else {
-                Verdict::Deny
-            };
-            let why = match &got {
-                Ok(p) => match &p.outcome {
-                    DeviceOutcome::Offline => "offline".to_string(),
-                    DeviceOutcome::TimedOut => "timed_out".to_string(),
-                    DeviceOutcome::Error(e) => e.clone(),
-                    other => format!("{other:?}"),
-                },
-                Err(e) => e.to_string(),
-            };
-            let sh = &mut *sh;
-            let (oracle, attempt) = (&sh.oracle, &job.attempt);
-            sh.recorder.record_decision(expected, outcome, || {
-                let rules = oracle.expect(attempt, done).label();
-                let note = "no answer: neither right nor wrong";
-                oracle.example(attempt, rules, format!("error:{why}"), sent, done, note)
-            });
-        }
+        Some(a) => judge_answer(sh, &ended, a),
+        None => count_error(sh, &ended, outcome),
     }
+}
+
+/// Waits until the server applied the commands issued for `job` (a new
+/// visitor key); `false` when it did not, the arrival then counted as
+/// dropped: the attempt cannot be made, and the key stays reserved so no
+/// later one uses it.
+async fn server_has_key(ctx: &Rc<Ctx>, job: &mut Job) -> bool {
+    let mut ok = true;
+    for rx in std::mem::take(&mut job.forwarded) {
+        ok &= rx.await.unwrap_or(false);
+    }
+    if !ok {
+        let mut guard = ctx.shared.borrow_mut();
+        let sh = &mut *guard;
+        sh.in_flight = sh.in_flight.saturating_sub(1);
+        sh.errors += 1;
+        sh.arrivals
+            .dropped(job.attempt.action, DropReason::ServerRefused);
+        next_in_line(ctx, sh, job.attempt.device);
+        return false;
+    }
+    if let Some((door, id)) = job.announce.take() {
+        ctx.shared.borrow_mut().oracle.push_extra_qr(door, id);
+    }
+    true
+}
+
+/// An attempt that ended: what the device said, and when it was sent and
+/// decided on the decider's clock (the oracle judges by those times).
+struct Ended<'a> {
+    job: &'a Job,
+    got: &'a Result<Presented, DeviceError>,
+    sent: Timestamp,
+    done: Timestamp,
+}
+
+/// An answer came: the oracle judges it and the decision class is counted.
+fn judge_answer(sh: &mut Shared, end: &Ended<'_>, a: Expected) {
+    let (job, got, sent, done) = (end.job, end.got, end.sent, end.done);
+    // The engine's answer says whether the keypad is locked out
+    // after it; a device's own decision does not.
+    let lock = match got.as_ref().ok().and_then(|p| p.response.as_ref()) {
+        Some(r) => r
+            .locked_until
+            .map_or(LockReport::NotLocked, LockReport::Until),
+        None => LockReport::Unreported,
+    };
+    let answer = Answer { decision: a, lock };
+    let class = sh.oracle.judge(&job.attempt, answer, sent, done);
+    let class = match class {
+        Class::TrueGrant => DecisionClass::TrueGrant,
+        Class::TrueDenial | Class::ReasonMismatch => DecisionClass::TrueDenial,
+        Class::FalseAccept => DecisionClass::FalseAccept,
+        Class::FalseReject => DecisionClass::FalseReject,
+        Class::Ambiguous => DecisionClass::Ambiguous,
+        Class::Uncertain => DecisionClass::Uncertain,
+    };
+    // The oracle keeps the examples of its verdicts.
+    sh.recorder.count_decision_class(class);
+}
+
+/// No answer (an error, a timeout, offline): counted as an error, and as
+/// uncertain in the oracle where the engine may have decided all the same.
+fn count_error(sh: &mut Shared, end: &Ended<'_>, outcome: Outcome) {
+    let (job, got, sent, done) = (end.job, end.got, end.sent, end.done);
+    sh.errors += 1;
+    // The engine may have decided it all the same (a timeout, an
+    // error after the request went out): what it did to use and
+    // wrong-PIN counts stays uncertain in the oracle. Offline:
+    // nothing was sent.
+    let unknown = match &got {
+        Ok(p) => p.outcome.outcome_unknown(),
+        Err(e) => !matches!(
+            e,
+            DeviceError::MailboxFull
+                | DeviceError::NotAccepted { .. }
+                | DeviceError::UnknownDevice(_)
+        ),
+    };
+    if unknown {
+        sh.oracle.judge_unknown(&job.attempt, sent, done);
+    }
+    let expected = if job.attempt.truth.is_some() && job.attempt.action.ends_with("valid") {
+        Verdict::Grant
+    } else {
+        Verdict::Deny
+    };
+    let why = match &got {
+        Ok(p) => match &p.outcome {
+            DeviceOutcome::Offline => "offline".to_string(),
+            DeviceOutcome::TimedOut => "timed_out".to_string(),
+            DeviceOutcome::Error(e) => e.clone(),
+            other => format!("{other:?}"),
+        },
+        Err(e) => e.to_string(),
+    };
+    let sh = &mut *sh;
+    let (oracle, attempt) = (&sh.oracle, &job.attempt);
+    sh.recorder.record_decision(expected, outcome, || {
+        let rules = oracle.expect(attempt, done).label();
+        let note = "no answer: neither right nor wrong";
+        oracle.example(attempt, rules, format!("error:{why}"), sent, done, note)
+    });
 }

@@ -24,7 +24,9 @@ use rustc_hash::FxHashSet;
 
 use super::oracle::{Oracle, Truth, TruthId, TruthKind, Validity};
 use crate::clock::stream_rng;
-use crate::devices::fleet::{DoorKit, DoorPlan, Provisioned};
+use crate::devices::fleet::{
+    self, CommandSink, DoorKit, DoorPlan, DoorSpec, FleetError, Mount, Provisioned,
+};
 use crate::scenario::{DeviceGroup, Scenario, Stays};
 
 /// Seeded stream of a site's guest stays (offsets, PINs, early and late
@@ -90,6 +92,17 @@ pub enum ProvisionError {
     Unsupported(String),
 }
 
+impl From<FleetError> for ProvisionError {
+    /// The fleet's building steps fail the way this module's own do.
+    fn from(e: FleetError) -> Self {
+        match e {
+            FleetError::Engine(e) => ProvisionError::Engine(e),
+            FleetError::UnexpectedOutcome(o) => ProvisionError::Unexpected(Box::new(o)),
+            other => ProvisionError::Unsupported(other.to_string()),
+        }
+    }
+}
+
 /// The engine provisioning writes to, keeping (when asked) every command
 /// as the engine logged it (generated PINs resolved), so a reference server
 /// can replay them and end up with the same ids, codes and tokens.
@@ -119,11 +132,7 @@ impl<'e> Book<'e> {
 
     /// Applies one command now (and logs it when asked).
     pub fn apply(&mut self, cmd: Command, now: Timestamp) -> Result<Outcome, ProvisionError> {
-        let applied = self.engine.apply(&self.actor, cmd, now)?;
-        if let Some(log) = &mut self.log {
-            log.push((applied.logged, applied.outcome.clone()));
-        }
-        Ok(applied.outcome)
+        Ok(self.submit(cmd, now)?)
     }
 
     /// The commands applied so far with their outcomes (empty without
@@ -146,6 +155,16 @@ impl<'e> Book<'e> {
             Command::CheckOut { stay }
         };
         self.apply(cmd, now).map(|_| ())
+    }
+}
+
+impl CommandSink for Book<'_> {
+    fn submit(&mut self, cmd: Command, now: Timestamp) -> Result<Outcome, EngineError> {
+        let applied = self.engine.apply(&self.actor, cmd, now)?;
+        if let Some(log) = &mut self.log {
+            log.push((applied.logged, applied.outcome.clone()));
+        }
+        Ok(applied.outcome)
     }
 }
 
@@ -477,44 +496,21 @@ pub fn provision(
 }
 
 /// [`provision`] through a [`Book`] (which may keep the commands).
+///
+/// The order of the commands is part of a run's identity (ids, secrets and
+/// the seeded PINs follow from it), so the steps below keep it: the
+/// organization, then site by site each door with its devices, holders and
+/// credentials before the next door.
 pub fn provision_into(
     engine: &mut Book<'_>,
     s: &Scenario,
     seed: u64,
     now: Timestamp,
 ) -> Result<Provisioning, ProvisionError> {
-    let owner = id_of!(
-        apply(
-            engine,
-            Command::CreateUser {
-                name: "Fleet owner".into(),
-                email: "owner@fleet.example".into(),
-            },
-            now,
-        )?,
-        User
-    );
-    let org = id_of!(
-        apply(
-            engine,
-            Command::CreateOrganization {
-                name: s.name.clone(),
-                description: format!("scenario {} seed {seed}", s.name),
-                owner,
-                personal: false,
-            },
-            now,
-        )?,
-        Organization
-    );
+    let description = format!("scenario {} seed {seed}", s.name);
+    let fleet = fleet::create_organization(engine, now, s.name.clone(), description)?;
     let mut out = Provisioning {
-        fleet: Provisioned {
-            owner,
-            org,
-            sites: Vec::new(),
-            floors: Default::default(),
-            doors: Vec::new(),
-        },
+        fleet,
         doors: Vec::new(),
         oracle: Oracle::new(),
         stays: Vec::new(),
@@ -526,349 +522,437 @@ pub fn provision_into(
         )
         .unwrap_or(Timestamp::MAX),
     );
+    for site_index in 0..s.fleet.sites {
+        provision_site(engine, &mut out, s, seed, site_index, span, now)?;
+    }
+    Ok(out)
+}
+
+/// What the doors of one site share while they are provisioned.
+struct SiteCtx<'s> {
+    s: &'s Scenario,
+    now: Timestamp,
+    org: OrgId,
+    site: SiteId,
+    site_index: u32,
+    tz: TimeZone,
+    /// The run's span (guest stays cover it).
+    span: (Timestamp, Timestamp),
+    /// The site's secrets (PIN digits, card numbers, schedules).
+    rng: ChaCha8Rng,
+    /// The site's guest stays, apart so they do not shift its other secrets.
+    stay_rng: ChaCha8Rng,
+    /// Card numbers are unique per site.
+    cards_taken: FxHashSet<u64>,
+}
+
+/// One site: created with the scenario's PIN rules, then its doors group
+/// by group. Each site has its own seeded streams, so a site's secrets do
+/// not depend on the others (shards provision every site alike).
+fn provision_site(
+    engine: &mut Book<'_>,
+    out: &mut Provisioning,
+    s: &Scenario,
+    seed: u64,
+    site_index: u32,
+    span: (Timestamp, Timestamp),
+    now: Timestamp,
+) -> Result<(), ProvisionError> {
     let settings = SiteSettings {
         six_digit_pins: s.fleet.six_digit_pins,
         custom_pins: s.fleet.custom_pins,
         lockout: s.fleet.lockout,
     };
-    let c = &s.credentials;
-    for site_index in 0..s.fleet.sites {
-        // One RNG per site: a site's secrets do not depend on the others.
-        let mut rng = stream_rng(seed, 0x5173_0000 + u64::from(site_index));
-        let mut stay_rng = stream_rng(seed, STAY_STREAM + u64::from(site_index));
-        let tz_name = s.fleet.time_zone_of(site_index).to_string();
-        let tz = TimeZone::get(&tz_name).unwrap_or(TimeZone::UTC);
-        let site: SiteId = id_of!(
-            apply(
-                engine,
-                Command::CreateSite {
-                    org,
-                    name: format!("Site {site_index}"),
-                    time_zone: tz_name,
-                    settings,
-                },
-                now,
-            )?,
-            Site
-        );
-        out.fleet.sites.push(site);
-        out.fleet.floors.insert(site, Vec::new());
-        let mut cards_taken: FxHashSet<u64> = FxHashSet::default();
-        let mut door_no = 0u32;
-        for (group, g) in s.fleet.devices.iter().enumerate() {
-            for _ in 0..g.per_site {
-                door_no += 1;
-                let entrance = g.kind == DeviceKind::DoorPhone;
-                let door = id_of!(
-                    apply(
-                        engine,
-                        Command::CreateDoor {
-                            site,
-                            name: format!("Door {door_no}"),
-                            common_area: entrance,
-                            unit: None,
-                            lift_floors: Vec::new(),
-                        },
-                        now,
-                    )?,
-                    Door
-                );
-                let kit = kit_of(g);
-                let mut plan = DoorPlan {
-                    door,
-                    site,
-                    kit,
-                    group,
-                    lock: None,
-                    keypad: None,
-                    sensor: None,
-                    door_phone: None,
-                };
-                let device = |engine: &mut Book<'_>,
-                              kind: DeviceKind,
-                              linked_to: Option<DeviceId>|
-                 -> Result<DeviceId, ProvisionError> {
-                    let slots = if matches!(kind, DeviceKind::Lock | DeviceKind::Keypad) {
-                        g.behaviour.code_slots
-                    } else {
-                        0
-                    };
-                    let o = apply(
-                        engine,
-                        Command::CreateDevice {
-                            door,
-                            kind,
-                            connectivity: g.model,
-                            name: format!("{kind:?}"),
-                            location: format!("Door {door_no}"),
-                            linked_to,
-                            code_slots: slots,
-                        },
-                        now,
-                    )?;
-                    Ok(id_of!(o, Device))
-                };
-                let primary = device(engine, g.kind, None)?;
-                match g.kind {
-                    DeviceKind::Lock => plan.lock = Some(primary),
-                    DeviceKind::Keypad => plan.keypad = Some(primary),
-                    DeviceKind::DoorPhone => plan.door_phone = Some(primary),
-                    DeviceKind::DoorSensor => plan.sensor = Some(primary),
-                }
-                let lock = plan.lock;
-                for w in &g.with {
-                    let id = device(engine, *w, lock)?;
-                    match w {
-                        DeviceKind::Keypad => plan.keypad = Some(id),
-                        DeviceKind::DoorSensor => plan.sensor = Some(id),
-                        DeviceKind::DoorPhone => plan.door_phone = Some(id),
-                        DeviceKind::Lock => {}
-                    }
-                }
-                if let Some(l) = plan.lock {
-                    apply(
-                        engine,
-                        Command::UpdateGuestSettings {
-                            device: l,
-                            settings: g.behaviour.guest,
-                        },
-                        now,
-                    )?;
-                }
-                let mut cx = Ctx { engine, now, org };
-                let member = cx.holder(HolderKind::Member, format!("Residents {door_no}"))?;
-                let visitor = cx.holder(HolderKind::Visitor, format!("Visitors {door_no}"))?;
-                let mut info = DoorInfo {
-                    door,
-                    site_index,
-                    plan: plan.clone(),
-                    visitor,
-                    member,
-                    pins: Vec::new(),
-                    expired_pins: Vec::new(),
-                    cards: Vec::new(),
-                    ble: Vec::new(),
-                    qr: Vec::new(),
-                    expired_qr: Vec::new(),
-                };
-                // PINs: the mix decides each code's schedule.
-                let mut taken: FxHashSet<String> = FxHashSet::default();
-                let temp = SignedDuration::try_from(c.temporary_valid_for)
-                    .unwrap_or(SignedDuration::from_hours(24));
-                let delivery = SignedDuration::try_from(c.delivery.valid_for)
-                    .unwrap_or(SignedDuration::from_hours(2));
-                let total = c.pins_per_door + c.expired_pins_per_door;
-                for n in 0..total {
-                    let six = s.fleet.six_digit_pins && rng.random::<f64>() < c.six_digit_share;
-                    let text = draw_pin(&mut rng, if six { 6 } else { 4 }, &taken);
-                    taken.insert(text.clone());
-                    let expired = n >= c.pins_per_door;
-                    let r: f64 = rng.random();
-                    let m = c.mix;
-                    if !expired
-                        && m.stay > 0.0
-                        && r >= m.permanent + m.temporary + m.recurring + m.delivery
-                    {
-                        // A guest code slot: consecutive reservations.
-                        let chain = StayChain {
-                            stays: &c.stays,
-                            tz: &tz,
-                            guest: if plan.lock.is_some() {
-                                g.behaviour.guest
-                            } else {
-                                GuestSettings::default()
-                            },
-                            span,
-                            door,
-                            door_index: out.doors.len(),
-                        };
-                        chain.provision(
-                            &mut cx,
-                            &mut stay_rng,
-                            text,
-                            &mut taken,
-                            &mut out.oracle,
-                            &mut info.pins,
-                            &mut out.stays,
-                        )?;
-                        continue;
-                    }
-                    let (label, schedule, validity, total_uses) = if expired {
-                        let (start, end) = (
-                            now - SignedDuration::from_hours(48),
-                            now - SignedDuration::from_hours(24),
-                        );
-                        (
-                            "expired",
-                            Schedule::Temporary { start, end },
-                            Validity::Range { start, end },
-                            None,
-                        )
-                    } else if r < m.permanent {
-                        ("permanent", Schedule::Permanent, Validity::Always, None)
-                    } else if r < m.permanent + m.temporary {
-                        // Some temporary codes run out during the run.
-                        let start = now
-                            - temp / 2
-                            - SignedDuration::from_secs_f64(
-                                temp.as_secs_f64() * 0.4 * rng.random::<f64>(),
-                            );
-                        let end = start + temp;
-                        (
-                            "temporary",
-                            Schedule::Temporary { start, end },
-                            Validity::Range { start, end },
-                            None,
-                        )
-                    } else if r < m.permanent + m.temporary + m.recurring {
-                        (
-                            "recurring",
-                            Schedule::Recurring {
-                                days: c.recurring.days,
-                                window: c.recurring.window,
-                                start: None,
-                                end: None,
-                            },
-                            Validity::Recurring {
-                                days: c.recurring.days,
-                                window: c.recurring.window,
-                                tz: tz.clone(),
-                                bounds: None,
-                            },
-                            None,
-                        )
-                    } else {
-                        let (start, end) = (now - SignedDuration::from_mins(1), now + delivery);
-                        (
-                            "delivery",
-                            Schedule::Delivery {
-                                start,
-                                end,
-                                max_uses: c.delivery.max_uses,
-                            },
-                            Validity::Range { start, end },
-                            c.delivery.max_uses,
-                        )
-                    };
-                    let custom = label == "permanent"
-                        && s.fleet.custom_pins
-                        && !entrance
-                        && rng.random::<f64>() < c.custom_share;
-                    let pin = if custom {
-                        PinSpec::Custom(text.clone())
-                    } else {
-                        PinSpec::Manual(text.clone())
-                    };
-                    let cred = cx.issue(member, SecretSpec::Pin { pin }, schedule, door)?;
-                    let id = cx_add(
-                        &mut out.oracle,
-                        TruthKind::Pin,
-                        text,
-                        door,
-                        validity,
-                        total_uses,
-                        label,
-                    );
-                    out.oracle.set_credential(id, cred);
-                    if expired {
-                        info.expired_pins.push(id);
-                    } else {
-                        info.pins.push(id);
-                    }
-                }
-                for _ in 0..c.cards_per_door {
-                    let number = loop {
-                        let n = rng.random_range(1_000_000_000u64..10_000_000_000);
-                        if cards_taken.insert(n) {
-                            break n;
-                        }
-                    };
-                    let cred = cx.issue(
-                        member,
-                        SecretSpec::Card { number },
-                        Schedule::Permanent,
-                        door,
-                    )?;
-                    let id = cx_add(
-                        &mut out.oracle,
-                        TruthKind::Card,
-                        number.to_string(),
-                        door,
-                        Validity::Always,
-                        None,
-                        "permanent",
-                    );
-                    out.oracle.set_credential(id, cred);
-                    info.cards.push(id);
-                }
-                if plan.lock.is_some() {
-                    for _ in 0..c.ble_passes_per_door {
-                        let cred = cx.issue(member, SecretSpec::Ble, Schedule::Permanent, door)?;
-                        let text = cx.engine.engine.token(cred).ok_or_else(|| {
-                            ProvisionError::Unsupported("no token for a BLE pass".into())
-                        })?;
-                        let id = cx_add(
-                            &mut out.oracle,
-                            TruthKind::Ble,
-                            text,
-                            door,
-                            Validity::Always,
-                            None,
-                            "permanent",
-                        );
-                        out.oracle.set_credential(id, cred);
-                        info.ble.push(id);
-                    }
-                    if c.fallback_codes_per_lock > 0 {
-                        // Unassigned pool codes must not open: drawn by the
-                        // engine after the scenario's PINs.
-                        let pins = (0..c.fallback_codes_per_lock)
-                            .map(|_| PinSpec::Generate { digits: 4 })
-                            .collect();
-                        apply(
-                            cx.engine,
-                            Command::LoadFallbackPool {
-                                device: plan.lock.unwrap_or(DeviceId(0)),
-                                pins,
-                            },
-                            now,
-                        )?;
-                        // A lock holds its pool codes, and a Bluetooth one
-                        // decides from what it holds: a "wrong" PIN drawn
-                        // for an attempt must not be one of them.
-                        let lock = plan.lock.unwrap_or(DeviceId(0));
-                        let e = &cx.engine.engine;
-                        for id in e.fallback_pool(lock) {
-                            if let Some(Secret::Pin(pin)) = e.credential(*id).map(|c| &c.secret) {
-                                out.oracle.pool_pin(door, pin.reveal());
-                            }
-                        }
-                    }
-                }
-                out.oracle.set_lockout(door, s.fleet.lockout);
-                out.oracle.set_site(door, site_index);
-                if plan.door_phone.is_some() {
-                    for _ in 0..c.qr_keys_per_door {
-                        let id = issue_qr(engine, &mut out.oracle, s, &info, &tz, now)?;
-                        info.qr.push(id);
-                    }
-                    // Expired the day before, as expired PINs are.
-                    let ended = (
-                        now - SignedDuration::from_hours(48),
-                        now - SignedDuration::from_hours(24),
-                    );
-                    for _ in 0..c.expired_qr_keys_per_door {
-                        let id =
-                            issue_qr_between(engine, &mut out.oracle, s, &info, &tz, now, ended)?;
-                        info.expired_qr.push(id);
-                    }
-                }
-                out.fleet.doors.push(plan);
-                out.doors.push(info);
-            }
+    let tz_name = s.fleet.time_zone_of(site_index).to_string();
+    let tz = TimeZone::get(&tz_name).unwrap_or(TimeZone::UTC);
+    let name = format!("Site {site_index}");
+    // Scenario sites have no lift: their doors serve no floors.
+    let site = fleet::create_site(engine, now, &mut out.fleet, name, tz_name, settings, None)?;
+    let mut sc = SiteCtx {
+        s,
+        now,
+        org: out.fleet.org,
+        site,
+        site_index,
+        tz,
+        span,
+        rng: stream_rng(seed, 0x5173_0000 + u64::from(site_index)),
+        stay_rng: stream_rng(seed, STAY_STREAM + u64::from(site_index)),
+        cards_taken: FxHashSet::default(),
+    };
+    let mut door_no = 0u32;
+    for (group, g) in s.fleet.devices.iter().enumerate() {
+        for _ in 0..g.per_site {
+            door_no += 1;
+            provision_door(engine, out, &mut sc, group, g, door_no)?;
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The devices of a group's door, in creation order: the group's kind
+/// first, then what is mounted with it.
+fn group_mounts(g: &DeviceGroup) -> impl Iterator<Item = Mount> + '_ {
+    let mount = move |kind: DeviceKind, planned: bool| Mount {
+        kind,
+        connectivity: g.model,
+        name: format!("{kind:?}"),
+        code_slots: if matches!(kind, DeviceKind::Lock | DeviceKind::Keypad) {
+            g.behaviour.code_slots
+        } else {
+            0
+        },
+        planned,
+    };
+    // A lock mounted with a door phone is created but not driven by the
+    // run (the door's plan keeps the group's own devices only).
+    std::iter::once(mount(g.kind, true)).chain(
+        g.with
+            .iter()
+            .map(move |w| mount(*w, *w != DeviceKind::Lock)),
+    )
+}
+
+/// One door of a device group: its devices and their guest settings, the
+/// door's two holders and every credential the scenario gives it.
+fn provision_door(
+    engine: &mut Book<'_>,
+    out: &mut Provisioning,
+    sc: &mut SiteCtx<'_>,
+    group: usize,
+    g: &DeviceGroup,
+    door_no: u32,
+) -> Result<(), ProvisionError> {
+    let (s, now) = (sc.s, sc.now);
+    let spec = DoorSpec {
+        site: sc.site,
+        name: format!("Door {door_no}"),
+        kit: kit_of(g),
+        group,
+        common_area: g.kind == DeviceKind::DoorPhone,
+        lift_floors: Vec::new(),
+    };
+    let plan = fleet::create_door(engine, now, spec, group_mounts(g))?;
+    let door = plan.door;
+    if let Some(l) = plan.lock {
+        apply(
+            engine,
+            Command::UpdateGuestSettings {
+                device: l,
+                settings: g.behaviour.guest,
+            },
+            now,
+        )?;
+    }
+    let mut cx = Ctx {
+        engine,
+        now,
+        org: sc.org,
+    };
+    let member = cx.holder(HolderKind::Member, format!("Residents {door_no}"))?;
+    let visitor = cx.holder(HolderKind::Visitor, format!("Visitors {door_no}"))?;
+    let mut info = DoorInfo {
+        door,
+        site_index: sc.site_index,
+        plan: plan.clone(),
+        visitor,
+        member,
+        pins: Vec::new(),
+        expired_pins: Vec::new(),
+        cards: Vec::new(),
+        ble: Vec::new(),
+        qr: Vec::new(),
+        expired_qr: Vec::new(),
+    };
+    issue_pins(&mut cx, out, sc, g, &mut info)?;
+    issue_cards(&mut cx, out, sc, &mut info)?;
+    if let Some(lock) = plan.lock {
+        let passes = s.credentials.ble_passes_per_door;
+        info.ble = issue_ble(&mut cx, &mut out.oracle, &info, passes)?;
+        load_fallback_pool(&mut cx, out, sc, lock, door)?;
+    }
+    out.oracle.set_lockout(door, s.fleet.lockout);
+    out.oracle.set_site(door, sc.site_index);
+    if plan.door_phone.is_some() {
+        issue_visitor_keys(engine, out, sc, &mut info)?;
+    }
+    out.fleet.doors.push(plan);
+    out.doors.push(info);
+    Ok(())
+}
+
+/// What a PIN of the mix is: its label, the engine's schedule and the
+/// oracle's view of it.
+struct PinTerms {
+    label: &'static str,
+    schedule: Schedule,
+    validity: Validity,
+    total_uses: Option<u32>,
+}
+
+/// The terms of a non-guest PIN: expired the day before, or by where `r`
+/// falls in the scenario's mix (some temporary codes run out during the
+/// run, which takes one more draw from the site's stream).
+fn pin_terms(sc: &mut SiteCtx<'_>, expired: bool, r: f64) -> PinTerms {
+    let (c, now) = (&sc.s.credentials, sc.now);
+    let m = c.mix;
+    let terms = |label, schedule, validity, total_uses| PinTerms {
+        label,
+        schedule,
+        validity,
+        total_uses,
+    };
+    if expired {
+        let (start, end) = (
+            now - SignedDuration::from_hours(48),
+            now - SignedDuration::from_hours(24),
+        );
+        terms(
+            "expired",
+            Schedule::Temporary { start, end },
+            Validity::Range { start, end },
+            None,
+        )
+    } else if r < m.permanent {
+        terms("permanent", Schedule::Permanent, Validity::Always, None)
+    } else if r < m.permanent + m.temporary {
+        let temp = SignedDuration::try_from(c.temporary_valid_for)
+            .unwrap_or(SignedDuration::from_hours(24));
+        let start = now
+            - temp / 2
+            - SignedDuration::from_secs_f64(temp.as_secs_f64() * 0.4 * sc.rng.random::<f64>());
+        let end = start + temp;
+        terms(
+            "temporary",
+            Schedule::Temporary { start, end },
+            Validity::Range { start, end },
+            None,
+        )
+    } else if r < m.permanent + m.temporary + m.recurring {
+        terms(
+            "recurring",
+            Schedule::Recurring {
+                days: c.recurring.days,
+                window: c.recurring.window,
+                start: None,
+                end: None,
+            },
+            Validity::Recurring {
+                days: c.recurring.days,
+                window: c.recurring.window,
+                tz: sc.tz.clone(),
+                bounds: None,
+            },
+            None,
+        )
+    } else {
+        let delivery =
+            SignedDuration::try_from(c.delivery.valid_for).unwrap_or(SignedDuration::from_hours(2));
+        let (start, end) = (now - SignedDuration::from_mins(1), now + delivery);
+        terms(
+            "delivery",
+            Schedule::Delivery {
+                start,
+                end,
+                max_uses: c.delivery.max_uses,
+            },
+            Validity::Range { start, end },
+            c.delivery.max_uses,
+        )
+    }
+}
+
+/// The door's PINs: the valid ones by the scenario's mix (a guest slot
+/// becomes a chain of stays), then the expired ones. Each is drawn from
+/// the site's stream and unique on the door.
+fn issue_pins(
+    cx: &mut Ctx<'_, '_>,
+    out: &mut Provisioning,
+    sc: &mut SiteCtx<'_>,
+    g: &DeviceGroup,
+    info: &mut DoorInfo,
+) -> Result<(), ProvisionError> {
+    let s = sc.s;
+    let c = &s.credentials;
+    let door = info.door;
+    let entrance = g.kind == DeviceKind::DoorPhone;
+    let mut taken: FxHashSet<String> = FxHashSet::default();
+    let total = c.pins_per_door + c.expired_pins_per_door;
+    for n in 0..total {
+        let six = s.fleet.six_digit_pins && sc.rng.random::<f64>() < c.six_digit_share;
+        let text = draw_pin(&mut sc.rng, if six { 6 } else { 4 }, &taken);
+        taken.insert(text.clone());
+        let expired = n >= c.pins_per_door;
+        let r: f64 = sc.rng.random();
+        let m = c.mix;
+        if !expired && m.stay > 0.0 && r >= m.permanent + m.temporary + m.recurring + m.delivery {
+            // A guest code slot: consecutive reservations.
+            let chain = StayChain {
+                stays: &c.stays,
+                tz: &sc.tz,
+                guest: if info.plan.lock.is_some() {
+                    g.behaviour.guest
+                } else {
+                    GuestSettings::default()
+                },
+                span: sc.span,
+                door,
+                door_index: out.doors.len(),
+            };
+            chain.provision(
+                cx,
+                &mut sc.stay_rng,
+                text,
+                &mut taken,
+                &mut out.oracle,
+                &mut info.pins,
+                &mut out.stays,
+            )?;
+            continue;
+        }
+        let t = pin_terms(sc, expired, r);
+        let custom = t.label == "permanent"
+            && s.fleet.custom_pins
+            && !entrance
+            && sc.rng.random::<f64>() < c.custom_share;
+        let pin = if custom {
+            PinSpec::Custom(text.clone())
+        } else {
+            PinSpec::Manual(text.clone())
+        };
+        let cred = cx.issue(info.member, SecretSpec::Pin { pin }, t.schedule, door)?;
+        let id = cx_add(
+            &mut out.oracle,
+            TruthKind::Pin,
+            text,
+            door,
+            t.validity,
+            t.total_uses,
+            t.label,
+        );
+        out.oracle.set_credential(id, cred);
+        if expired {
+            info.expired_pins.push(id);
+        } else {
+            info.pins.push(id);
+        }
+    }
+    Ok(())
+}
+
+/// The door's permanent cards, numbers drawn from the site's stream and
+/// unique on the site.
+fn issue_cards(
+    cx: &mut Ctx<'_, '_>,
+    out: &mut Provisioning,
+    sc: &mut SiteCtx<'_>,
+    info: &mut DoorInfo,
+) -> Result<(), ProvisionError> {
+    let door = info.door;
+    for _ in 0..sc.s.credentials.cards_per_door {
+        let number = loop {
+            let n = sc.rng.random_range(1_000_000_000u64..10_000_000_000);
+            if sc.cards_taken.insert(n) {
+                break n;
+            }
+        };
+        let text = number.to_string();
+        let secret = SecretSpec::Card { number };
+        let cred = cx.issue(info.member, secret, Schedule::Permanent, door)?;
+        let truth = add_permanent(&mut out.oracle, TruthKind::Card, text, door, cred);
+        info.cards.push(truth);
+    }
+    Ok(())
+}
+
+/// The door's permanent Bluetooth passes (a door with a lock only): the
+/// token is the one the engine signed.
+fn issue_ble(
+    cx: &mut Ctx<'_, '_>,
+    oracle: &mut Oracle,
+    info: &DoorInfo,
+    passes: u32,
+) -> Result<Vec<TruthId>, ProvisionError> {
+    (0..passes)
+        .map(|_| {
+            let cred = cx.issue(info.member, SecretSpec::Ble, Schedule::Permanent, info.door)?;
+            let no_token = || ProvisionError::Unsupported("no token for a BLE pass".into());
+            let text = cx.engine.engine.token(cred).ok_or_else(no_token)?;
+            Ok(add_permanent(oracle, TruthKind::Ble, text, info.door, cred))
+        })
+        .collect()
+}
+
+/// The lock's pool of unassigned codes (drawn by the engine after the
+/// scenario's PINs). They must not open, and a Bluetooth lock decides from
+/// what it holds, so the oracle learns them: a "wrong" PIN drawn for an
+/// attempt must not be one of them.
+fn load_fallback_pool(
+    cx: &mut Ctx<'_, '_>,
+    out: &mut Provisioning,
+    sc: &SiteCtx<'_>,
+    lock: DeviceId,
+    door: DoorId,
+) -> Result<(), ProvisionError> {
+    let n = sc.s.credentials.fallback_codes_per_lock;
+    if n == 0 {
+        return Ok(());
+    }
+    let pins = (0..n).map(|_| PinSpec::Generate { digits: 4 }).collect();
+    let cmd = Command::LoadFallbackPool { device: lock, pins };
+    apply(cx.engine, cmd, sc.now)?;
+    let e = &cx.engine.engine;
+    for id in e.fallback_pool(lock) {
+        if let Some(Secret::Pin(pin)) = e.credential(*id).map(|c| &c.secret) {
+            out.oracle.pool_pin(door, pin.reveal());
+        }
+    }
+    Ok(())
+}
+
+/// The door phone's visitor QR keys: valid ones from now, then ones that
+/// expired the day before (as expired PINs did).
+fn issue_visitor_keys(
+    engine: &mut Book<'_>,
+    out: &mut Provisioning,
+    sc: &SiteCtx<'_>,
+    info: &mut DoorInfo,
+) -> Result<(), ProvisionError> {
+    let (s, now) = (sc.s, sc.now);
+    for _ in 0..s.credentials.qr_keys_per_door {
+        let id = issue_qr(engine, &mut out.oracle, s, info, &sc.tz, now)?;
+        info.qr.push(id);
+    }
+    let ended = (
+        now - SignedDuration::from_hours(48),
+        now - SignedDuration::from_hours(24),
+    );
+    for _ in 0..s.credentials.expired_qr_keys_per_door {
+        let id = issue_qr_between(engine, &mut out.oracle, s, info, &sc.tz, now, ended)?;
+        info.expired_qr.push(id);
+    }
+    Ok(())
+}
+
+/// Writes down a permanent credential of the door (cards, BLE passes).
+fn add_permanent(
+    oracle: &mut Oracle,
+    kind: TruthKind,
+    text: String,
+    door: DoorId,
+    cred: CredentialId,
+) -> TruthId {
+    let id = cx_add(
+        oracle,
+        kind,
+        text,
+        door,
+        Validity::Always,
+        None,
+        "permanent",
+    );
+    oracle.set_credential(id, cred);
+    id
 }
 
 fn cx_add(

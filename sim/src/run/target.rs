@@ -276,6 +276,15 @@ fn unsupported(what: impl Into<String>) -> RunError {
     RunError::TargetUnsupported(what.into())
 }
 
+/// A command the admin API client does not send, by its name.
+fn not_sent(cmd: &Command) -> RunError {
+    let name = format!("{cmd:?}");
+    let name = name.split([' ', '{', '(']).next().unwrap_or_default();
+    unsupported(format!(
+        "the run made a command the admin API client does not send: {name}"
+    ))
+}
+
 /// Sends `body`, one of the API's wire types.
 fn send<B: Serialize>(method: &'static str, path: String, body: &B) -> Result<Step, RunError> {
     Ok(Step::Send(Request::typed(method, path, body)?))
@@ -399,8 +408,32 @@ impl Ids {
         }
     }
 
-    /// The admin route for `cmd`, with the server's ids in it.
+    /// The admin route for `cmd`, with the server's ids in it: one step per
+    /// family of commands, as the engine groups them.
     pub fn request(&self, cmd: &Command) -> Result<Step, RunError> {
+        match cmd {
+            Command::CreateUser { .. } | Command::CreateOrganization { .. } => {
+                self.owner_request(cmd)
+            }
+            Command::CreateSite { .. }
+            | Command::CreateDoor { .. }
+            | Command::CreateDevice { .. }
+            | Command::UpdateGuestSettings { .. }
+            | Command::LoadFallbackPool { .. } => self.place_request(cmd),
+            Command::CreateHolder { .. }
+            | Command::CreateStay { .. }
+            | Command::CheckIn { .. }
+            | Command::CheckOut { .. } => self.holder_request(cmd),
+            Command::IssueCredential(_)
+            | Command::ChangePin { .. }
+            | Command::RevokeCredential { .. } => self.credential_request(cmd),
+            other => Err(not_sent(other)),
+        }
+    }
+
+    /// The owner (bootstrap, or the token's user) and the organization (the
+    /// bootstrap's, renamed, or a new one).
+    fn owner_request(&self, cmd: &Command) -> Result<Step, RunError> {
         match cmd {
             Command::CreateUser { name, email } => {
                 if self.has_token {
@@ -435,6 +468,13 @@ impl Ids {
                     send("POST", "/v1/organizations".into(), &body)
                 }
             },
+            other => Err(not_sent(other)),
+        }
+    }
+
+    /// Sites, doors and devices (the server's ids in their routes).
+    fn place_request(&self, cmd: &Command) -> Result<Step, RunError> {
+        match cmd {
             Command::CreateSite {
                 org,
                 name,
@@ -499,6 +539,21 @@ impl Ids {
                     settings,
                 )
             }
+            Command::LoadFallbackPool { device, pins } => {
+                let map = self.device_door(*device).and_then(|d| self.pin_map(d));
+                let body = FallbackPoolBody {
+                    pins: pins.iter().map(|p| pool_pin(p, map)).collect(),
+                };
+                let device = self.get(IdKind::Device, device.0)?;
+                send("POST", format!("/v1/devices/{device}/fallback-pool"), &body)
+            }
+            other => Err(not_sent(other)),
+        }
+    }
+
+    /// Holders and their stays.
+    fn holder_request(&self, cmd: &Command) -> Result<Step, RunError> {
+        match cmd {
             Command::CreateHolder {
                 org,
                 name,
@@ -540,6 +595,13 @@ impl Ids {
                 format!("/v1/stays/{}/check-out", self.get(IdKind::Stay, stay.0)?),
                 None,
             ))),
+            other => Err(not_sent(other)),
+        }
+    }
+
+    /// Credentials: issued, PIN changed, revoked.
+    fn credential_request(&self, cmd: &Command) -> Result<Step, RunError> {
+        match cmd {
             Command::IssueCredential(issue) => {
                 send("POST", "/v1/credentials".into(), &self.issue_body(issue)?)
             }
@@ -561,21 +623,7 @@ impl Ids {
                 ),
                 None,
             ))),
-            Command::LoadFallbackPool { device, pins } => {
-                let map = self.device_door(*device).and_then(|d| self.pin_map(d));
-                let body = FallbackPoolBody {
-                    pins: pins.iter().map(|p| pool_pin(p, map)).collect(),
-                };
-                let device = self.get(IdKind::Device, device.0)?;
-                send("POST", format!("/v1/devices/{device}/fallback-pool"), &body)
-            }
-            other => {
-                let name = format!("{other:?}");
-                let name = name.split([' ', '{', '(']).next().unwrap_or_default();
-                Err(unsupported(format!(
-                    "the run made a command the admin API client does not send: {name}"
-                )))
-            }
+            other => Err(not_sent(other)),
         }
     }
 

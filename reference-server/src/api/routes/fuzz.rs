@@ -67,9 +67,21 @@ struct Decoder {
     apply: fn(&mut Engine, &[u8], u32) -> Result<(), ApiError>,
 }
 
+/// Every body route's decoder, in the order the HTTP campaign sends them
+/// (one server takes them all, so what a route makes can matter to the
+/// next): one function per family of routes.
 fn decoders() -> Vec<Decoder> {
-    let issue = json!({"holder": 0, "name": "C", "secret": {"kind": "pin", "pin": {"type": "generate", "value": {"digits": 4}}},
-        "schedule": {"type": "temporary", "start": "2026-03-23T09:00:00Z", "end": "2026-03-24T09:00:00Z"}, "doors": [0], "include_common_areas": true, "floors": {"type": "only", "floors": [0]}});
+    let mut all = account_decoders();
+    all.extend(organization_decoders());
+    all.extend(place_decoders());
+    all.extend(device_decoders());
+    all.extend(credential_decoders());
+    all
+}
+
+/// The owner and their organizations: bootstrap, users, organizations,
+/// renames and members.
+fn account_decoders() -> Vec<Decoder> {
     vec![
         Decoder {
             method: "POST",
@@ -133,6 +145,12 @@ fn decoders() -> Vec<Decoder> {
                 run(e, OWNER, cmd)
             },
         },
+    ]
+}
+
+/// What an organization holds directly: its sites and holders.
+fn organization_decoders() -> Vec<Decoder> {
+    vec![
         Decoder {
             method: "POST",
             path: "/v1/organizations/{org}/sites",
@@ -145,6 +163,13 @@ fn decoders() -> Vec<Decoder> {
             valid: json!({"name": "H", "kind": "guest", "user": 0, "floors": {"type": "follow_holder", "floors": 0}}),
             apply: |e, b, id| run(e, OWNER, decode_json::<HolderBody>(b)?.command(OrgId(id))),
         },
+    ]
+}
+
+/// Sites' settings and what a site is made of: buildings, doors, floors,
+/// units, devices and the devices' settings, listings and pools.
+fn place_decoders() -> Vec<Decoder> {
+    vec![
         Decoder {
             method: "PUT",
             path: "/v1/sites/{site}/settings",
@@ -237,6 +262,12 @@ fn decoders() -> Vec<Decoder> {
                 )
             },
         },
+    ]
+}
+
+/// What devices send over HTTP: credential checks and sync acks.
+fn device_decoders() -> Vec<Decoder> {
+    vec![
         Decoder {
             method: "POST",
             path: "/v1/devices/{device}/validate",
@@ -270,6 +301,14 @@ fn decoders() -> Vec<Decoder> {
                 run(e, Actor::System, cmd)
             },
         },
+    ]
+}
+
+/// Stays and credentials: issued, and PINs changed.
+fn credential_decoders() -> Vec<Decoder> {
+    let issue = json!({"holder": 0, "name": "C", "secret": {"kind": "pin", "pin": {"type": "generate", "value": {"digits": 4}}},
+        "schedule": {"type": "temporary", "start": "2026-03-23T09:00:00Z", "end": "2026-03-24T09:00:00Z"}, "doors": [0], "include_common_areas": true, "floors": {"type": "only", "floors": [0]}});
+    vec![
         Decoder {
             method: "POST",
             path: "/v1/holders/{holder}/stays",
@@ -306,13 +345,24 @@ fn world() -> Engine {
         token_key: TokenKey::from_bytes([7; 32]),
         seed: 7,
     });
-    let sys = |e: &mut Engine, cmd| {
-        e.apply(&Actor::System, cmd, now())
-            .expect("the world builds")
-    };
+    world_people(&mut e);
+    world_places(&mut e);
+    world_holders(&mut e);
+    e
+}
+
+/// Builds the world as the system; the world must build.
+fn sys(e: &mut Engine, cmd: Command) -> Outcome {
+    e.apply(&Actor::System, cmd, now())
+        .expect("the world builds")
+        .outcome
+}
+
+/// The world's users and the owner's organization.
+fn world_people(e: &mut Engine) {
     for n in ["Olivia", "Uma"] {
         sys(
-            &mut e,
+            e,
             Command::CreateUser {
                 name: n.into(),
                 email: format!("{n}@example.com"),
@@ -320,7 +370,7 @@ fn world() -> Engine {
         );
     }
     sys(
-        &mut e,
+        e,
         Command::CreateOrganization {
             name: "Acme".into(),
             description: String::new(),
@@ -328,13 +378,17 @@ fn world() -> Engine {
             personal: false,
         },
     );
+}
+
+/// The world's site: its building, floors, unit, doors and devices.
+fn world_places(e: &mut Engine) {
     let settings = SiteSettings {
         six_digit_pins: true,
         custom_pins: true,
         ..SiteSettings::default()
     };
     sys(
-        &mut e,
+        e,
         Command::CreateSite {
             org: OrgId(0),
             name: "Riverside".into(),
@@ -343,7 +397,7 @@ fn world() -> Engine {
         },
     );
     sys(
-        &mut e,
+        e,
         Command::CreateBuilding {
             site: SiteId(0),
             name: "North".into(),
@@ -351,7 +405,7 @@ fn world() -> Engine {
     );
     for number in [2, 3] {
         sys(
-            &mut e,
+            e,
             Command::CreateFloor {
                 building: BuildingId(0),
                 number,
@@ -359,14 +413,14 @@ fn world() -> Engine {
         );
     }
     sys(
-        &mut e,
+        e,
         Command::CreateUnit {
             floor: FloorId(0),
             name: "2A".into(),
         },
     );
     sys(
-        &mut e,
+        e,
         Command::CreateDoor {
             site: SiteId(0),
             name: "2A".into(),
@@ -376,7 +430,7 @@ fn world() -> Engine {
         },
     );
     sys(
-        &mut e,
+        e,
         Command::CreateDoor {
             site: SiteId(0),
             name: "Lobby".into(),
@@ -391,7 +445,7 @@ fn world() -> Engine {
         (1, DeviceKind::DoorPhone, None),
     ] {
         sys(
-            &mut e,
+            e,
             Command::CreateDevice {
                 door: DoorId(door),
                 kind,
@@ -403,9 +457,13 @@ fn world() -> Engine {
             },
         );
     }
+}
+
+/// The world's holders, the guest's stay and the codes.
+fn world_holders(e: &mut Engine) {
     for (name, kind) in [("Rita", HolderKind::Member), ("Gina", HolderKind::Guest)] {
         sys(
-            &mut e,
+            e,
             Command::CreateHolder {
                 org: OrgId(0),
                 name: name.into(),
@@ -416,7 +474,7 @@ fn world() -> Engine {
         );
     }
     sys(
-        &mut e,
+        e,
         Command::CreateStay {
             holder: HolderId(1),
             check_in_at: now(),
@@ -429,7 +487,7 @@ fn world() -> Engine {
     ];
     for (holder, pin) in pins {
         sys(
-            &mut e,
+            e,
             Command::IssueCredential(Issue {
                 holder: HolderId(holder),
                 name: "code".into(),
@@ -442,7 +500,7 @@ fn world() -> Engine {
         );
     }
     sys(
-        &mut e,
+        e,
         Command::IssueCredential(Issue {
             holder: HolderId(1),
             name: "qr".into(),
@@ -453,7 +511,6 @@ fn world() -> Engine {
             floors: FloorScope::Any,
         }),
     );
-    e
 }
 
 /// Words the bodies' enums and fields use, so random text sometimes hits

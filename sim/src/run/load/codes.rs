@@ -174,30 +174,80 @@ pub(super) fn plan(
     let door = &ctx.doors[di];
     let mut sh = ctx.shared.borrow_mut();
     let o = &mut sh.oracle;
-    // Change and revoke act on a code nobody is typing right now.
-    let target = if action == Action::CodeCreate {
-        None
-    } else {
-        let c: Vec<usize> = door
-            .pins
-            .iter()
-            .chain(o.extra_pins(door.door))
-            .copied()
-            .filter(|id| o.live(*id) && o.reserved(*id, door.door) == 0)
-            // A guest's code belongs to the stay: the host does not change it.
-            .filter(|id| {
-                o.credential(*id).is_some()
-                    && !matches!(o.truth(*id).validity, Validity::Stay { .. })
-            })
-            .collect();
-        match choose(rng, &c) {
-            Some(id) => Some(id),
-            None => {
-                drop(sh);
-                return skip(DropReason::NothingToPresent);
-            }
+    let planned = code_target(o, rng, door, action).and_then(|target| {
+        let (out, text, forwarded) = apply_code(ctx, o, rng, door, action, target, now)?;
+        let (change, watch) = record_change(o, door, action, target, out, &text)?;
+        Ok((change, watch, forwarded))
+    });
+    let (change, watch, forwarded) = match planned {
+        Ok(p) => p,
+        Err(why) => {
+            drop(sh);
+            return skip(why);
         }
     };
+    let every = ble_visit_every(&ctx.scenario, door);
+    let ble_first_visit =
+        is_ble(door).then(|| Duration::from_secs_f64(every.as_secs_f64() * rng.random::<f64>()));
+    sh.arrivals.ran(action.as_str());
+    sh.code_in_flight += 1;
+    Some(CodeJob {
+        action,
+        door: di,
+        change,
+        watch,
+        forwarded,
+        ble_first_visit,
+    })
+}
+
+/// The code a change or revoke acts on (`None` for a create): one nobody
+/// is typing right now, and no guest's (a guest's code belongs to the
+/// stay: the host does not change it).
+fn code_target(
+    o: &Oracle,
+    rng: &mut ChaCha8Rng,
+    door: &DoorInfo,
+    action: Action,
+) -> Result<Option<usize>, DropReason> {
+    if action == Action::CodeCreate {
+        return Ok(None);
+    }
+    let c: Vec<usize> = door
+        .pins
+        .iter()
+        .chain(o.extra_pins(door.door))
+        .copied()
+        .filter(|id| o.live(*id) && o.reserved(*id, door.door) == 0)
+        .filter(|id| {
+            o.credential(*id).is_some() && !matches!(o.truth(*id).validity, Validity::Stay { .. })
+        })
+        .collect();
+    choose(rng, &c)
+        .map(Some)
+        .ok_or(DropReason::NothingToPresent)
+}
+
+/// The engine's answer to a code action, the PIN it set, and the server's
+/// confirmations to wait for.
+type Applied = (
+    EngineOutcome,
+    String,
+    Vec<tokio::sync::oneshot::Receiver<bool>>,
+);
+
+/// Applies the code action's command as the fleet's owner, drawing a new
+/// PIN again while the engine says it is taken by a code the oracle does
+/// not know, and forwards what was applied to the server.
+fn apply_code(
+    ctx: &Ctx,
+    o: &Oracle,
+    rng: &mut ChaCha8Rng,
+    door: &DoorInfo,
+    action: Action,
+    target: Option<usize>,
+    now: Timestamp,
+) -> Result<Applied, DropReason> {
     let owner = Actor::User(ctx.owner);
     let mut e = ctx.engine.write();
     let mut book = Book::new(&mut e, ctx.forwarder.is_some()).acting_as(owner);
@@ -239,11 +289,7 @@ pub(super) fn plan(
             Err(_) => break,
         }
     }
-    let Some((out, text)) = applied else {
-        drop(e);
-        drop(sh);
-        return skip(DropReason::ServerRefused);
-    };
+    let (out, text) = applied.ok_or(DropReason::ServerRefused)?;
     let mut forwarded = Vec::new();
     if let Some(f) = &ctx.forwarder {
         for (cmd, expect) in book.take_log() {
@@ -254,19 +300,33 @@ pub(super) fn plan(
             }));
         }
     }
-    drop(e);
+    Ok((out, text, forwarded))
+}
+
+/// The oracle learns the change: a created code, a changed one (the new
+/// text, the old code's terms) or a revoked one, each frozen until the
+/// door's devices confirm it; returns the change and the credentials to
+/// watch.
+fn record_change(
+    o: &mut Oracle,
+    door: &DoorInfo,
+    action: Action,
+    target: Option<usize>,
+    out: EngineOutcome,
+    text: &str,
+) -> Result<(Change, Vec<CredentialId>), DropReason> {
     let new_truth = |o: &mut Oracle, like: Option<usize>, cred: CredentialId| {
         let t = match like {
             Some(old) => {
                 let old = o.truth(old);
                 Truth {
-                    text: text.clone(),
+                    text: text.to_string(),
                     ..old.clone()
                 }
             }
             None => Truth {
                 kind: TruthKind::Pin,
-                text: text.clone(),
+                text: text.to_string(),
                 doors: vec![door.door],
                 validity: Validity::Always,
                 per_door_uses: None,
@@ -279,7 +339,7 @@ pub(super) fn plan(
         o.freeze(id);
         id
     };
-    let (change, watch) = match (action, target, out) {
+    Ok(match (action, target, out) {
         (Action::CodeCreate, None, EngineOutcome::Credential(c)) => (
             Change::Create {
                 new: new_truth(o, None, c),
@@ -297,23 +357,7 @@ pub(super) fn plan(
             let cred = o.credential(old).into_iter().collect();
             (Change::Revoke { old }, cred)
         }
-        _ => {
-            drop(sh);
-            return skip(DropReason::ServerRefused);
-        }
-    };
-    let every = ble_visit_every(&ctx.scenario, door);
-    let ble_first_visit =
-        is_ble(door).then(|| Duration::from_secs_f64(every.as_secs_f64() * rng.random::<f64>()));
-    sh.arrivals.ran(action.as_str());
-    sh.code_in_flight += 1;
-    Some(CodeJob {
-        action,
-        door: di,
-        change,
-        watch,
-        forwarded,
-        ble_first_visit,
+        _ => return Err(DropReason::ServerRefused),
     })
 }
 
