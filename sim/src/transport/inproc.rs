@@ -5,7 +5,7 @@
 //! devices' mailboxes (`push_sync`, what a gateway does on a change).
 //!
 //! Sync follows the server's rules through the same sans-I/O session
-//! (`reference_server::sync::SyncSession`): a version in flight is not sent
+//! (`access_core::sync::SyncSession`): a version in flight is not sent
 //! twice, and an ack naming another version is stale and dropped. A push
 //! to many devices reads and marks their batches under one engine write
 //! lock. In process nothing is lost, so nothing is resent on a timer.
@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use actix::Recipient;
 use parking_lot::{Mutex, RwLock};
-use reference_server::domain::{Actor, Connectivity, DeviceId};
-use reference_server::engine::{Check, Command};
-use reference_server::protocol::{AuthRequest, AuthResponse, Event, SyncAckMsg, SyncPush};
-use reference_server::sync::{SyncAcked, SyncPacing, SyncSession};
-use reference_server::Engine;
+use access_core::domain::{Actor, Connectivity, DeviceId};
+use access_core::engine::{Check, Command};
+use access_core::protocol::{AuthRequest, AuthResponse, Event, SyncAckMsg, SyncPush};
+use access_core::sync::{SyncAcked, SyncPacing, SyncSession};
+use access_core::Engine;
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
@@ -345,11 +345,19 @@ impl InProcLink {
 
 #[cfg(test)]
 mod tests {
-    use reference_server::domain::{CredentialId, Pin, Secret};
-    use reference_server::protocol::MAX_SYNC_CODES;
-    use reference_server::sync::SyncBatch;
+    use access_core::domain::{CredentialId, Pin, Secret};
+    use access_core::protocol::MAX_SYNC_CODES;
+    use access_core::sync::SyncBatch;
 
     use super::*;
+
+    /// The in-process link is the engine and the sync session alone
+    /// (access-core, no I/O crate): it names nothing of the server.
+    #[test]
+    fn the_in_process_link_needs_access_core_alone() {
+        let src = include_str!("inproc.rs");
+        assert!(!src.contains(concat!("reference", "_server")));
+    }
 
     /// A batch larger than one MQTT message reaches an in-process device
     /// whole (it used to stop at `MAX_SYNC_CODES` while the whole batch
