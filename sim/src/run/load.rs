@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use super::oracle::{Answer, Attempt, Class, Expected, LockReport, Oracle, StayEvent, TruthKind};
 use super::provision::{self, Book, DoorInfo, StayPlan};
-use super::remote::{Deliveries, Forwarder, Remote};
+use super::remote::{pending_on, Deliveries, Forwarder, Remote};
 use super::target::Target;
 use super::{RunError, RunOptions};
 use crate::clock::{stream_rng, SimClock};
@@ -540,36 +540,67 @@ fn start_fleet(
 }
 
 /// Step 3: every device holds its codes before the load starts, however
-/// the codes reach it (confirmed on an external target, pushed in-process,
-/// fetched over HTTP, pushed over MQTT with Bluetooth locks nudged).
+/// the codes reach it. One wait for every platform; what differs is how
+/// each counts what is still pending and nudges it along: an external
+/// target is confirmed as the devices; the run's own engine pushes and
+/// brings a phone to Bluetooth locks; an embedded server's readers fetch
+/// over HTTP, or its gateway pushes over MQTT with Bluetooth locks nudged.
 async fn sync_before_load(fleet: &Fleet, b: &Backend, kind: Kind) -> Result<(), RunError> {
     let ids: Vec<DeviceId> = fleet.devices().iter().map(|d| d.id).collect();
-    match (&b.remote, &b.target, kind) {
-        (None, Some(t), _) => confirm_on_target(t, &ids).await,
-        (None, None, _) => sync_codes(fleet, &b.engine).await,
-        // The readers fetch their codes over HTTP and ack them.
-        (Some(r), _, Kind::Http) => {
-            let nudge = |pending: &[DeviceId]| {
-                for id in pending {
-                    let _ = fleet.control(*id, crate::devices::Control::SyncNow);
-                }
-            };
-            nudge(&ids);
-            r.wait_synced(&ids, SYNC_WAIT_S, nudge).await
+    let visit = |pending: &[DeviceId], all: bool| {
+        for id in pending {
+            let ble = fleet
+                .device(*id)
+                .is_some_and(|d| d.connectivity == reference_server::domain::Connectivity::Ble);
+            if all || ble {
+                let _ = fleet.control(*id, crate::devices::Control::SyncNow);
+            }
         }
-        (Some(r), _, _) => {
-            let nudge = |pending: &[DeviceId]| {
-                for id in pending {
-                    let ble = fleet.device(*id).is_some_and(|d| {
-                        d.connectivity == reference_server::domain::Connectivity::Ble
-                    });
-                    if ble {
-                        let _ = fleet.control(*id, crate::devices::Control::SyncNow);
-                    }
+    };
+    let http_readers = b.remote.is_some() && kind == Kind::Http;
+    if http_readers {
+        visit(&ids, true);
+    }
+    // A target is asked one request per device a round: polled less often.
+    let poll = Duration::from_millis(if b.target.is_some() { 200 } else { 100 });
+    let deadline = Instant::now() + Duration::from_secs(SYNC_WAIT_S);
+    let mut round = 0u32;
+    loop {
+        let pending = match (&b.remote, &b.target) {
+            (None, Some(t)) => {
+                if t.confirm_codes(&ids).await? {
+                    0
+                } else {
+                    ids.len()
                 }
-            };
-            r.wait_synced(&ids, SYNC_WAIT_S, nudge).await
+            }
+            (None, None) => {
+                let pending = pending_on(&b.engine.read(), &ids);
+                if !pending.is_empty() {
+                    fleet.push_sync();
+                    visit(&pending, false);
+                }
+                pending.len()
+            }
+            (Some(r), _) => {
+                let pending = r.pending(&ids);
+                if round % 10 == 5 {
+                    visit(&pending, http_readers);
+                }
+                round = round.wrapping_add(1);
+                pending.len()
+            }
+        };
+        if pending == 0 {
+            return Ok(());
         }
+        if Instant::now() >= deadline {
+            return Err(RunError::SyncTimeout {
+                waited_s: SYNC_WAIT_S,
+                pending,
+            });
+        }
+        tokio::time::sleep(poll).await;
     }
 }
 
@@ -940,61 +971,6 @@ async fn finish(
         events_duplicated: end.events.duplicated,
         mqtt_reconnects: end.events.mqtt_reconnects,
     })
-}
-
-/// An external target: confirms, as each device, the codes the server has
-/// pending for it (the server counts a code on a lock or keypad only once
-/// the device stored it), until none is pending.
-async fn confirm_on_target(t: &Target, devices: &[DeviceId]) -> Result<(), RunError> {
-    let deadline = Instant::now() + Duration::from_secs(SYNC_WAIT_S);
-    loop {
-        if t.confirm_codes(devices).await? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(RunError::SyncTimeout {
-                waited_s: SYNC_WAIT_S,
-                pending: devices.len(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Pushes codes until every device of the fleet has stored what the engine
-/// has for it (Wi-Fi devices by push, Bluetooth ones by a sync visit).
-async fn sync_codes(fleet: &Fleet, engine: &Arc<RwLock<Engine>>) -> Result<(), RunError> {
-    let deadline = Instant::now() + Duration::from_secs(SYNC_WAIT_S);
-    loop {
-        let pending = {
-            let e = engine.read();
-            fleet
-                .devices()
-                .iter()
-                .filter(|d| {
-                    e.pending_sync(d.id)
-                        .is_some_and(|b| !b.set.is_empty() || !b.remove.is_empty())
-                })
-                .map(|d| (d.id, d.connectivity))
-                .collect::<Vec<_>>()
-        };
-        if pending.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(RunError::SyncTimeout {
-                waited_s: SYNC_WAIT_S,
-                pending: pending.len(),
-            });
-        }
-        fleet.push_sync();
-        for (id, conn) in &pending {
-            if *conn == reference_server::domain::Connectivity::Ble {
-                let _ = fleet.control(*id, crate::devices::Control::SyncNow);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// The name of the phase running `elapsed` into the run.

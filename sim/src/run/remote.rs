@@ -43,6 +43,7 @@ use reference_server::gateway::{
 use reference_server::protocol::Event;
 use reference_server::server::{self, Server};
 use reference_server::service::{Clock, Service, TOKEN_KEY_FILE};
+use reference_server::Engine;
 use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -308,40 +309,7 @@ impl Remote {
 
     /// Devices of `devices` with codes not yet stored (or not yet removed).
     pub fn pending(&self, devices: &[DeviceId]) -> Vec<DeviceId> {
-        pending_on(&self.service, devices)
-    }
-
-    /// Waits (real time) until every code of `devices` is stored (the
-    /// gateway synced them, or over HTTP the devices fetched and acked
-    /// them), or `wait_s` passed. `nudge` is called now and then with
-    /// the devices still pending (Bluetooth locks take what the gateway
-    /// pushed only when a phone comes near: the caller brings one).
-    pub async fn wait_synced(
-        &self,
-        devices: &[DeviceId],
-        wait_s: u64,
-        nudge: impl Fn(&[DeviceId]),
-    ) -> Result<(), RunError> {
-        let deadline = Instant::now() + Duration::from_secs(wait_s);
-        let mut round = 0u32;
-        loop {
-            let pending = self.pending(devices);
-            if round % 10 == 5 {
-                nudge(&pending);
-            }
-            round += 1;
-            let pending = pending.len();
-            if pending == 0 {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(RunError::SyncTimeout {
-                    waited_s: wait_s,
-                    pending,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        pending_on(&self.service.engine(), devices)
     }
 
     /// A task applying commands made during the run, in order.
@@ -392,10 +360,9 @@ impl Remote {
     }
 }
 
-/// Devices of `devices` with codes not yet stored (or not yet removed) on
-/// `service`.
-pub fn pending_on(service: &Service, devices: &[DeviceId]) -> Vec<DeviceId> {
-    let e = service.engine();
+/// Devices of `devices` with codes not yet stored (or not yet removed)
+/// in `e`: the server's engine, or the run's own.
+pub fn pending_on(e: &Engine, devices: &[DeviceId]) -> Vec<DeviceId> {
     devices
         .iter()
         .copied()

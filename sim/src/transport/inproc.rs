@@ -17,13 +17,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use actix::Recipient;
-use parking_lot::{Mutex, RwLock};
 use access_core::domain::{Actor, Connectivity, DeviceId};
 use access_core::engine::{Check, Command};
 use access_core::protocol::{AuthRequest, AuthResponse, Event, SyncAckMsg, SyncPush};
 use access_core::sync::{SyncAcked, SyncPacing, SyncSession};
 use access_core::Engine;
+use actix::Recipient;
+use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
