@@ -27,14 +27,15 @@ use jiff::Timestamp;
 use parking_lot::RwLock;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use reference_server::domain::{DeviceId, TokenKey};
+use reference_server::domain::{Actor, DeviceId, TokenKey};
 use reference_server::protocol::WireCredential;
 use reference_server::{Engine, EngineConfig};
 use tokio::time::Instant;
 
 use super::oracle::{Answer, Attempt, Class, Expected, LockReport, Oracle, StayEvent, TruthKind};
+use super::platform::Platform;
 use super::provision::{self, Book, DoorInfo, StayPlan};
-use super::remote::{pending_on, Deliveries, Forwarder, Remote};
+use super::remote::{pending_on, Deliveries, Remote};
 use super::target::Target;
 use super::{RunError, RunOptions};
 use crate::clock::{stream_rng, SimClock};
@@ -245,13 +246,9 @@ struct Ctx {
     /// Door indexes per site (only the shard's sites are non-empty).
     site_doors: Vec<Vec<usize>>,
     tz: Vec<TimeZone>,
-    /// Where commands made during the run go when the engine is a server.
-    forwarder: Option<Forwarder>,
-    /// The server, for http and mqtt.
-    server: Option<Arc<reference_server::service::Service>>,
-    /// An external server (--target).
-    target: Option<Arc<Target>>,
-    transport: Kind,
+    /// The system under test: where changes made during the run go, where
+    /// sync states are read, what the transport can do.
+    platform: Platform,
     /// The fleet's owner (remote opens and code actions are theirs).
     owner: reference_server::domain::UserId,
     /// Wakes code actions waiting for a phone's pass at the end of the run.
@@ -670,7 +667,11 @@ fn new_ctx(
     let tz = (0..s.fleet.sites)
         .map(|i| TimeZone::get(s.fleet.time_zone_of(i)).unwrap_or(TimeZone::UTC))
         .collect();
-    let target = &b.target;
+    let platform = match (&b.target, &b.remote) {
+        (Some(t), _) => Platform::external(t.clone()),
+        (None, Some(r)) => Platform::embedded(opts.transport, r.service.clone(), r.forwarder()),
+        (None, None) => Platform::local(),
+    };
     Rc::new(Ctx {
         scenario: s.clone(),
         clock: b.clock,
@@ -680,13 +681,7 @@ fn new_ctx(
         doors: prov.doors,
         site_doors,
         tz,
-        forwarder: match target {
-            Some(t) => Some(Forwarder::to_target(t.clone())),
-            None => b.remote.as_ref().map(Remote::forwarder),
-        },
-        target: target.clone(),
-        server: b.remote.as_ref().map(|r| r.service.clone()),
-        transport: opts.transport,
+        platform,
         owner: prov.fleet.owner,
         stop: tokio::sync::Notify::new(),
         shared: RefCell::new(Shared {
@@ -700,7 +695,7 @@ fn new_ctx(
                 prom: metering.prom,
             },
             // Provisioning commands the target's API could not take.
-            skipped: target.as_ref().map(|t| t.skipped()).unwrap_or_default(),
+            skipped: b.target.as_ref().map(|t| t.skipped()).unwrap_or_default(),
             errors: 0,
             motor_blocked: 0,
             queues: Default::default(),
@@ -1080,7 +1075,7 @@ fn host_checks(ctx: &Rc<Ctx>, p: &StayPlan, event: StayEvent) {
         StayEvent::CheckOut => "check_out",
     };
     let mut e = ctx.engine.write();
-    let mut book = Book::new(&mut e, ctx.forwarder.is_some());
+    let mut book = Book::new(&mut e, ctx.platform.served());
     let applied = book.stay_event(p.stay, event == StayEvent::CheckIn, now);
     let log = book.take_log();
     drop(e);
@@ -1091,12 +1086,8 @@ fn host_checks(ctx: &Rc<Ctx>, p: &StayPlan, event: StayEvent) {
         return;
     }
     sh.oracle.stay_event(p.truth, event, now);
-    let Some(f) = &ctx.forwarder else { return };
-    for (cmd, out) in log {
-        let Some(rx) = f.send(cmd, out) else {
-            sh.errors += 1;
-            continue;
-        };
+    drop(sh);
+    for rx in ctx.platform.forward(Actor::System, log) {
         let ctx = ctx.clone();
         actix_rt::spawn(async move {
             if !rx.await.unwrap_or(false) {
@@ -1371,8 +1362,7 @@ fn arrive(
 /// hear the platform only through a gateway). `None`: counted as skipped.
 fn open_target(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng) -> Option<DeviceId> {
     let name = Action::RemoteOpen.as_str();
-    // HTTP has no command channel to a device (docs/protocol.md).
-    if ctx.transport == Kind::Http {
+    if !ctx.platform.commands_devices() {
         ctx.shared
             .borrow_mut()
             .arrivals
@@ -1409,36 +1399,12 @@ async fn remote_open(
     intended: Instant,
     done: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
-    use reference_server::protocol::{CommandKind, CommandResult, DeviceCommand};
-    let actor = reference_server::domain::Actor::User(ctx.owner);
-    let result: Result<CommandResult, String> = match &ctx.server {
-        Some(svc) => svc.open_door(&actor, lock).await.map_err(|e| e.to_string()),
-        None => {
-            let authorized = ctx
-                .engine
-                .read()
-                .authorize_open(&actor, lock, ctx.clock.now());
-            match (authorized, ctx.fleet.device(lock).map(|d| &d.addr)) {
-                (Err(e), _) => Err(e.to_string()),
-                (Ok(()), Some(crate::devices::fleet::DeviceAddr::Lock(a))) => {
-                    let online = ctx.fleet.snapshot(lock).await.is_ok_and(|s| s.online);
-                    if online {
-                        let cmd = DeviceCommand {
-                            id: 0,
-                            command: CommandKind::Open,
-                        };
-                        a.send(crate::transport::Inbound::Command(cmd))
-                            .await
-                            .map(|()| CommandResult::Ok)
-                            .map_err(|e| e.to_string())
-                    } else {
-                        Ok(CommandResult::Offline)
-                    }
-                }
-                (Ok(()), _) => Err(format!("{lock} is not a lock")),
-            }
-        }
-    };
+    use reference_server::protocol::CommandResult;
+    let actor = Actor::User(ctx.owner);
+    let result = ctx
+        .platform
+        .open_door(&ctx.engine, &ctx.fleet, &ctx.clock, &actor, lock)
+        .await;
     let completed = Instant::now();
     let mut sh = ctx.shared.borrow_mut();
     sh.in_flight = sh.in_flight.saturating_sub(1);
@@ -1757,21 +1723,13 @@ fn pick_visitor_key(
         None => {
             let tz = &ctx.tz[site as usize];
             let mut e = ctx.engine.write();
-            let mut book = Book::new(&mut e, ctx.forwarder.is_some());
+            let mut book = Book::new(&mut e, ctx.platform.served());
             let Ok(id) = provision::issue_qr(&mut book, o, &ctx.scenario, door, tz, now) else {
                 return Err(DropReason::ServerRefused);
             };
             // A server hears of the key before the visitor arrives (the
             // attempt waits for it).
-            if let Some(f) = &ctx.forwarder {
-                for (cmd, out) in book.take_log() {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    chosen.forwarded.push(f.send(cmd, out).unwrap_or_else(|| {
-                        let _ = tx.send(false);
-                        rx
-                    }));
-                }
-            }
+            chosen.forwarded = ctx.platform.forward(Actor::System, book.take_log());
             if chosen.forwarded.is_empty() {
                 o.push_extra_qr(door.door, id);
             } else {
@@ -1837,7 +1795,7 @@ async fn attempt(
     // served engine's clock, or the device's (the run's).
     let mut sent = sent;
     let by_device = matches!(&got, Ok(p) if p.decided_locally);
-    if ctx.transport != Kind::Inproc && !by_device {
+    if ctx.platform.served() && !by_device {
         let offset = served_clock_offset(&ctx.clock);
         sent = sent.checked_add(offset).unwrap_or(sent);
         done = done.checked_add(offset).unwrap_or(done);

@@ -11,6 +11,9 @@
 //!   commands through its service.
 //! - [`target`]: an external reference server (`--target`), provisioned
 //!   through its admin API with every id translated.
+//! - [`platform`]: the system under test as the workloads reach it (the
+//!   run's engine, the embedded server or the external one): every
+//!   difference a workload would otherwise branch on.
 //!
 //! Clocks: `clock = "real"` runs the devices on one arbiter per core and
 //! the load generator on the system thread; `clock = "virtual"` runs all of
@@ -21,6 +24,7 @@
 
 pub mod load;
 pub mod oracle;
+pub mod platform;
 pub mod provision;
 pub mod remote;
 pub mod target;

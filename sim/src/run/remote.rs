@@ -409,14 +409,9 @@ impl Forwarder {
         Forwarder { tx }
     }
 
-    /// Queues `command` (answered `expect` locally); the receiver says
-    /// whether the server applied it with the same result. `None`: the
-    /// queue is full.
-    pub fn send(&self, command: Command, expect: Outcome) -> Option<oneshot::Receiver<bool>> {
-        self.send_as(Actor::System, command, expect)
-    }
-
-    /// [`Forwarder::send`] made by `actor` (the server authorizes it).
+    /// Queues `command` made by `actor` (the server authorizes it; the
+    /// run's engine answered `expect`); the receiver says whether the
+    /// server applied it with the same result. `None`: the queue is full.
     pub fn send_as(
         &self,
         actor: Actor,

@@ -250,7 +250,7 @@ fn apply_code(
 ) -> Result<Applied, DropReason> {
     let owner = Actor::User(ctx.owner);
     let mut e = ctx.engine.write();
-    let mut book = Book::new(&mut e, ctx.forwarder.is_some()).acting_as(owner);
+    let mut book = Book::new(&mut e, ctx.platform.served()).acting_as(owner);
     let mut applied = None;
     // A revoke needs no new PIN: one try.
     let draws = if action == Action::CodeRevoke {
@@ -290,16 +290,7 @@ fn apply_code(
         }
     }
     let (out, text) = applied.ok_or(DropReason::ServerRefused)?;
-    let mut forwarded = Vec::new();
-    if let Some(f) = &ctx.forwarder {
-        for (cmd, expect) in book.take_log() {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            forwarded.push(f.send_as(owner, cmd, expect).unwrap_or_else(|| {
-                let _ = tx.send(false);
-                rx
-            }));
-        }
-    }
+    let forwarded = ctx.platform.forward(owner, book.take_log());
     Ok((out, text, forwarded))
 }
 
@@ -384,13 +375,12 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
     let mut last_kick = started;
     let mut unfinished = false;
     while matches!(result, Settled::Waiting) {
-        result = match (&ctx.server, &ctx.target) {
-            (Some(svc), _) => settled(&svc.engine(), &job.watch),
-            // The local engine hears no acks: the target's readers confirm
-            // below, and only what the server says counts.
-            (None, Some(_)) => Settled::Waiting,
-            (None, None) => settled(&ctx.engine.read(), &job.watch),
-        };
+        // An external target's engine is out of sight: its readers are
+        // confirmed below, and only what the server says counts.
+        result = ctx
+            .platform
+            .read_engine(&ctx.engine, |e| settled(e, &job.watch))
+            .unwrap_or(Settled::Waiting);
         if !matches!(result, Settled::Waiting) {
             break;
         }
@@ -403,38 +393,24 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
             result = Settled::Failed("not_confirmed");
             break;
         }
-        match ctx.transport {
-            Kind::Inproc if now >= next_push => {
-                ctx.fleet.push_sync_to(&devices);
-                next_push = now + Duration::from_millis(PUSH_EVERY_MS);
+        // In process the run pushes, an embedded server's HTTP readers
+        // fetch, an external target's readers are confirmed by the run
+        // (the devices sync too when a storm asks them).
+        let due = now >= next_push;
+        match ctx.platform.nudge_sync(&ctx.fleet, &devices, due).await {
+            Ok(Some(true)) => {
+                result = Settled::Stored;
+                break;
             }
-            // An external target: the run confirms the readers' codes
-            // through the target's sync routes (the devices sync too when
-            // a storm asks them).
-            Kind::Http if ctx.target.is_some() => {
-                if let Some(t) = &ctx.target {
-                    match t.confirm_codes(&devices).await {
-                        Ok(true) => {
-                            result = Settled::Stored;
-                            break;
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the target refused a sync confirmation");
-                            result = Settled::Failed("refused");
-                            break;
-                        }
-                    }
-                }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the target refused a sync confirmation");
+                result = Settled::Failed("refused");
+                break;
             }
-            // The readers fetch their codes over HTTP and ack them.
-            Kind::Http if now >= next_push => {
-                for d in &devices {
-                    let _ = ctx.fleet.control(*d, crate::devices::Control::SyncNow);
-                }
-                next_push = now + Duration::from_millis(PUSH_EVERY_MS);
-            }
-            _ => {}
+        }
+        if due {
+            next_push = now + Duration::from_millis(PUSH_EVERY_MS);
         }
         if next_visit.is_some_and(|v| now >= v) {
             for d in &devices {
@@ -504,7 +480,7 @@ pub(super) fn sync_storm(ctx: &Ctx, site: u32) {
     for i in &ctx.site_doors[site as usize] {
         let d = &ctx.doors[*i];
         for id in storing(d) {
-            if ctx.transport == Kind::Inproc && !is_ble(d) {
+            if ctx.platform.pushes_in_process() && !is_ble(d) {
                 wifi.push(id);
             } else {
                 asked.push(id);
