@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use super::oracle::{Answer, Attempt, Class, Expected, LockReport, Oracle, StayEvent, TruthKind};
 use super::platform::Platform;
 use super::provision::{self, Book, DoorInfo, StayPlan};
-use super::remote::{pending_on, Deliveries, Remote};
+use super::remote::{Deliveries, Remote};
 use super::target::Target;
 use super::{RunError, RunOptions};
 use crate::clock::{stream_rng, SimClock};
@@ -48,17 +48,11 @@ use crate::metrics::{
 use crate::report::{ActionArrivals, DropReason};
 use crate::scenario::{Action, Load, Scenario, Transport as Kind};
 use crate::transport::relay::Relay;
-use crate::transport::{
-    EventLog, HttpConfig, HttpTransport, InProcTransport, ServerIds, Transport,
-};
+use crate::transport::{EventLog, Transport};
 
 mod codes;
 mod progress;
 
-/// How long a check waits for an external target over HTTP.
-const TARGET_TIMEOUT_MS: u64 = 5_000;
-/// Longest the run waits for the devices to store their codes before load.
-const SYNC_WAIT_S: u64 = 120;
 /// Longest the run waits for attempts still running after the last phase.
 const DRAIN_WAIT_S: u64 = 60;
 /// Longest the run waits for code actions after the attempts drained.
@@ -300,7 +294,8 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let seed = opts.seed;
     let (b, mut prov, transport) = set_up_backend(s, opts).await?;
     let (fleet, keep, arbiters) = start_fleet(s, opts, &prov, transport, b.clock, threads);
-    sync_before_load(&fleet, &b, opts.transport).await?;
+    // Step 3: every device holds its codes before the load starts.
+    b.platform.wait_stored(&fleet, &b.engine).await?;
     // The groups' own offline spells start once every code is stored.
     let refused = fleet.begin_offline_spells();
     if refused > 0 {
@@ -312,13 +307,14 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let (metering, exporter) = start_metrics(s, opts, &b.timings).await?;
     let origin = metering.origin;
     let stays = std::mem::take(&mut prov.stays);
-    let ctx = new_ctx(s, opts, &b, fleet, prov, &keep, metering);
+    let relay = b.platform.relay();
+    let (server_log, timings) = (b.server_log.clone(), b.timings.clone());
+    let ctx = new_ctx(s, b, fleet, prov, &keep, metering);
 
     let progress_line = progress::Progress::new(s.clock == crate::scenario::Clock::Virtual);
     let progress = actix_rt::spawn(progress_line.clone().run(ctx.clone()));
     let waves = actix_rt::spawn(offline_waves(ctx.clone(), seed));
     let stays = actix_rt::spawn(guest_stays(ctx.clone(), stays, s.total_duration()));
-    let relay = b.remote.as_ref().and_then(Remote::relay);
     let outages = relay.clone().map(|r| {
         actix_rt::spawn(broker_outages(
             r,
@@ -351,7 +347,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     }
     let duration_s = measured_duration_s(origin, phase_start);
     let health = device_health(&ctx).await;
-    let events = count_events(&ctx, &b.server_log, &health.emitted).await;
+    let events = count_events(&ctx, &server_log, &health.emitted).await;
     if let Some(e) = exporter {
         e.shutdown().await;
     }
@@ -364,17 +360,16 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         health,
         events,
     };
-    finish(ctx, b.remote, &b.timings, end).await
+    finish(ctx, &timings, end).await
 }
 
 /// What the devices talk to, set up before any of them starts.
 struct Backend {
     engine: Arc<RwLock<Engine>>,
     clock: SimClock,
-    /// An external server (--target).
-    target: Option<Arc<Target>>,
-    /// The embedded reference server (http and mqtt without --target).
-    remote: Option<Remote>,
+    /// The system under test: the run's engine, the embedded server (http
+    /// and mqtt without --target) or an external one.
+    platform: Platform,
     /// Event delivery and sync round trips, timed where they complete.
     timings: Arc<Timings>,
     /// The events the gateway logged (mqtt).
@@ -416,29 +411,32 @@ async fn set_up_backend(
     // links over HTTP (sync round trips only: HTTP has no event route).
     let timings = Arc::new(Timings::new());
     let server_log = Arc::new(EventLog::new());
-    let commands = match &target {
+    let platform = match target {
         Some(t) => {
             t.provision(commands).await?;
-            Vec::new()
+            Platform::external(t)
         }
-        None => commands,
+        None if served => {
+            let remote = start_remote(s, opts, &timings, &server_log, clock, key, commands).await?;
+            Platform::embedded(opts.transport, remote)
+        }
+        None => Platform::local(),
     };
-    let mut b = Backend {
+    let transport = platform.transport(
+        &engine,
+        clock,
+        &timings,
+        s.faults.engine_added_latency,
+        seed,
+        opts.target.as_deref().unwrap_or_default(),
+    )?;
+    let b = Backend {
         engine,
         clock,
-        target,
-        remote: None,
+        platform,
         timings,
         server_log,
     };
-    if served && b.target.is_none() {
-        b.remote = Some(start_remote(s, opts, &b, key, commands).await?);
-    }
-    let transport = device_transport(s, opts, &b)?;
-    // The fault slows the engine itself: over HTTP and MQTT the server.
-    if let Some(r) = &b.remote {
-        r.service.set_added_latency(s.faults.engine_added_latency);
-    }
     Ok((b, prov, transport))
 }
 
@@ -447,7 +445,9 @@ async fn set_up_backend(
 async fn start_remote(
     s: &Scenario,
     opts: &RunOptions,
-    b: &Backend,
+    timings: &Arc<Timings>,
+    server_log: &Arc<EventLog>,
+    clock: SimClock,
     key: [u8; 32],
     commands: Vec<(
         reference_server::engine::Command,
@@ -456,9 +456,9 @@ async fn start_remote(
 ) -> Result<Remote, RunError> {
     let observer = (opts.transport == Kind::Mqtt).then(|| {
         Arc::new(Deliveries {
-            log: b.server_log.clone(),
-            timings: b.timings.clone(),
-            clock: b.clock,
+            log: server_log.clone(),
+            timings: timings.clone(),
+            clock,
         }) as Arc<dyn reference_server::gateway::GatewayObserver>
     });
     let outages = !s.faults.broker_outages.is_empty();
@@ -471,33 +471,6 @@ async fn start_remote(
         outages,
     )
     .await
-}
-
-/// How the devices reach the engine: the external target over HTTP, the
-/// embedded server's transport, or the engine in-process.
-fn device_transport(s: &Scenario, opts: &RunOptions, b: &Backend) -> Result<Transport, RunError> {
-    let timings = &b.timings;
-    Ok(match (&b.remote, &b.target) {
-        (_, Some(t)) => {
-            let cfg = HttpConfig {
-                base_url: opts.target.clone().unwrap_or_default(),
-                request_timeout_ms: TARGET_TIMEOUT_MS,
-                ..HttpConfig::default()
-            };
-            let ids: Arc<dyn ServerIds> = t.clone();
-            let http = HttpTransport::new(cfg, Arc::new(|_| String::new()))
-                .map_err(|e| RunError::Runtime(e.to_string()))?;
-            Transport::Http(http.with_server_ids(ids).with_timings(timings.clone()))
-        }
-        (Some(r), _) => match r.transport(opts.seed)? {
-            Transport::Http(t) => Transport::Http(t.with_timings(timings.clone())),
-            t => t,
-        },
-        (None, None) => Transport::InProc(
-            InProcTransport::timed(b.engine.clone(), b.clock, Some(timings.clone()))
-                .with_added_latency(s.faults.engine_added_latency),
-        ),
-    })
 }
 
 /// Step 2: actors for the doors of this shard's sites (every site is
@@ -534,71 +507,6 @@ fn start_fleet(
     };
     let fleet = Fleet::start(&spec, mine, transport, clock, &placement);
     (fleet, keep, arbiters)
-}
-
-/// Step 3: every device holds its codes before the load starts, however
-/// the codes reach it. One wait for every platform; what differs is how
-/// each counts what is still pending and nudges it along: an external
-/// target is confirmed as the devices; the run's own engine pushes and
-/// brings a phone to Bluetooth locks; an embedded server's readers fetch
-/// over HTTP, or its gateway pushes over MQTT with Bluetooth locks nudged.
-async fn sync_before_load(fleet: &Fleet, b: &Backend, kind: Kind) -> Result<(), RunError> {
-    let ids: Vec<DeviceId> = fleet.devices().iter().map(|d| d.id).collect();
-    let visit = |pending: &[DeviceId], all: bool| {
-        for id in pending {
-            let ble = fleet
-                .device(*id)
-                .is_some_and(|d| d.connectivity == reference_server::domain::Connectivity::Ble);
-            if all || ble {
-                let _ = fleet.control(*id, crate::devices::Control::SyncNow);
-            }
-        }
-    };
-    let http_readers = b.remote.is_some() && kind == Kind::Http;
-    if http_readers {
-        visit(&ids, true);
-    }
-    // A target is asked one request per device a round: polled less often.
-    let poll = Duration::from_millis(if b.target.is_some() { 200 } else { 100 });
-    let deadline = Instant::now() + Duration::from_secs(SYNC_WAIT_S);
-    let mut round = 0u32;
-    loop {
-        let pending = match (&b.remote, &b.target) {
-            (None, Some(t)) => {
-                if t.confirm_codes(&ids).await? {
-                    0
-                } else {
-                    ids.len()
-                }
-            }
-            (None, None) => {
-                let pending = pending_on(&b.engine.read(), &ids);
-                if !pending.is_empty() {
-                    fleet.push_sync();
-                    visit(&pending, false);
-                }
-                pending.len()
-            }
-            (Some(r), _) => {
-                let pending = r.pending(&ids);
-                if round % 10 == 5 {
-                    visit(&pending, http_readers);
-                }
-                round = round.wrapping_add(1);
-                pending.len()
-            }
-        };
-        if pending == 0 {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(RunError::SyncTimeout {
-                waited_s: SYNC_WAIT_S,
-                pending,
-            });
-        }
-        tokio::time::sleep(poll).await;
-    }
 }
 
 /// Where the run's measurements go, from the moment the load starts.
@@ -651,8 +559,7 @@ async fn start_metrics(
 /// Step 5: the state every load task shares.
 fn new_ctx(
     s: &Scenario,
-    opts: &RunOptions,
-    b: &Backend,
+    b: Backend,
     fleet: Fleet,
     prov: provision::Provisioning,
     keep: &[bool],
@@ -667,21 +574,18 @@ fn new_ctx(
     let tz = (0..s.fleet.sites)
         .map(|i| TimeZone::get(s.fleet.time_zone_of(i)).unwrap_or(TimeZone::UTC))
         .collect();
-    let platform = match (&b.target, &b.remote) {
-        (Some(t), _) => Platform::external(t.clone()),
-        (None, Some(r)) => Platform::embedded(opts.transport, r.service.clone(), r.forwarder()),
-        (None, None) => Platform::local(),
-    };
+    // Provisioning commands the target's API could not take.
+    let skipped = b.platform.skipped();
     Rc::new(Ctx {
         scenario: s.clone(),
         clock: b.clock,
         origin: metering.origin,
         fleet,
-        engine: b.engine.clone(),
+        engine: b.engine,
         doors: prov.doors,
         site_doors,
         tz,
-        platform,
+        platform: b.platform,
         owner: prov.fleet.owner,
         stop: tokio::sync::Notify::new(),
         shared: RefCell::new(Shared {
@@ -694,8 +598,7 @@ fn new_ctx(
                 per_action: BTreeMap::new(),
                 prom: metering.prom,
             },
-            // Provisioning commands the target's API could not take.
-            skipped: b.target.as_ref().map(|t| t.skipped()).unwrap_or_default(),
+            skipped,
             errors: 0,
             motor_blocked: 0,
             queues: Default::default(),
@@ -923,19 +826,12 @@ struct EndOfRun {
 
 /// Step 10: the fleet and the server stop, and the shared state becomes
 /// the run's [`Measured`].
-async fn finish(
-    ctx: Rc<Ctx>,
-    remote: Option<Remote>,
-    timings: &Timings,
-    end: EndOfRun,
-) -> Result<Measured, RunError> {
+async fn finish(ctx: Rc<Ctx>, timings: &Timings, end: EndOfRun) -> Result<Measured, RunError> {
     let ctx = Rc::try_unwrap(ctx)
         .map_err(|_| RunError::Runtime("load tasks still hold the run".into()))?;
     let offline_peak = ctx.fleet.offline().peak();
     drop(ctx.fleet);
-    if let Some(r) = remote {
-        r.stop().await;
-    }
+    ctx.platform.stop().await;
     let shared = ctx.shared.into_inner();
     let o = shared.oracle;
     let mut snapshot = shared.recorder.into_snapshot();

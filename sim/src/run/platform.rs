@@ -8,25 +8,37 @@
 //!
 //! The run's engine is always there: it provisions, and it makes every
 //! change of the run first (its `Book` keeps the log), so ids and PINs are
-//! known before a server hears of them.
+//! known before a server hears of them. The platform also gives the
+//! devices their transport, waits until every device holds its codes
+//! before the load, and stops the embedded server at the end.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use reference_server::domain::{Actor, DeviceId};
 use reference_server::engine::{Command, Outcome};
 use reference_server::protocol::{CommandKind, CommandResult, DeviceCommand};
-use reference_server::service::Service;
 use reference_server::Engine;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use super::remote::Forwarder;
+use super::remote::{pending_on, Forwarder, Remote};
 use super::target::Target;
 use super::RunError;
 use crate::clock::SimClock;
 use crate::devices::fleet::{DeviceAddr, Fleet};
 use crate::devices::Control;
+use crate::metrics::Timings;
 use crate::scenario::Transport as Kind;
+use crate::transport::relay::Relay;
+use crate::transport::{HttpConfig, HttpTransport, InProcTransport, ServerIds, Transport};
+
+/// An external target's answer time limit per request.
+const TARGET_TIMEOUT_MS: u64 = 5_000;
+/// How long the devices may take to store their codes before the load.
+const SYNC_WAIT_S: u64 = 120;
 
 pub struct Platform {
     /// The devices' transport.
@@ -39,7 +51,7 @@ enum Sut {
     Local,
     /// The reference server the run started, fed in order by `forwarder`.
     Embedded {
-        service: Arc<Service>,
+        remote: Remote,
         forwarder: Forwarder,
     },
     /// A server the run was pointed at, fed through its admin API.
@@ -57,10 +69,13 @@ impl Platform {
         }
     }
 
-    pub fn embedded(kind: Kind, service: Arc<Service>, forwarder: Forwarder) -> Platform {
+    pub fn embedded(kind: Kind, remote: Remote) -> Platform {
         Platform {
             kind,
-            sut: Sut::Embedded { service, forwarder },
+            sut: Sut::Embedded {
+                forwarder: remote.forwarder(),
+                remote,
+            },
         }
     }
 
@@ -116,7 +131,7 @@ impl Platform {
     ) -> Option<R> {
         match &self.sut {
             Sut::Local => Some(f(&local.read())),
-            Sut::Embedded { service, .. } => Some(f(&service.engine())),
+            Sut::Embedded { remote, .. } => Some(f(&remote.service.engine())),
             Sut::External { .. } => None,
         }
     }
@@ -173,8 +188,9 @@ impl Platform {
         actor: &Actor,
         lock: DeviceId,
     ) -> Result<CommandResult, String> {
-        if let Sut::Embedded { service, .. } = &self.sut {
-            return service
+        if let Sut::Embedded { remote, .. } = &self.sut {
+            return remote
+                .service
                 .open_door(actor, lock)
                 .await
                 .map_err(|e| e.to_string());
@@ -197,5 +213,137 @@ impl Platform {
             .await
             .map(|()| CommandResult::Ok)
             .map_err(|e| e.to_string())
+    }
+
+    /// How the devices reach the system under test: the run's engine in
+    /// process (`added_latency` slows it, as the fault asks), the embedded
+    /// server's transport, or HTTP to the target at `target_url`.
+    pub fn transport(
+        &self,
+        engine: &Arc<RwLock<Engine>>,
+        clock: SimClock,
+        timings: &Arc<Timings>,
+        added_latency: Duration,
+        seed: u64,
+        target_url: &str,
+    ) -> Result<Transport, RunError> {
+        Ok(match &self.sut {
+            Sut::External { target, .. } => {
+                let cfg = HttpConfig {
+                    base_url: target_url.to_string(),
+                    request_timeout_ms: TARGET_TIMEOUT_MS,
+                    ..HttpConfig::default()
+                };
+                let ids: Arc<dyn ServerIds> = target.clone();
+                let http = HttpTransport::new(cfg, Arc::new(|_| String::new()))
+                    .map_err(|e| RunError::Runtime(e.to_string()))?;
+                Transport::Http(http.with_server_ids(ids).with_timings(timings.clone()))
+            }
+            Sut::Embedded { remote, .. } => {
+                // The fault slows the engine itself: here the server's.
+                remote.service.set_added_latency(added_latency);
+                match remote.transport(seed)? {
+                    Transport::Http(t) => Transport::Http(t.with_timings(timings.clone())),
+                    t => t,
+                }
+            }
+            Sut::Local => Transport::InProc(
+                InProcTransport::timed(engine.clone(), clock, Some(timings.clone()))
+                    .with_added_latency(added_latency),
+            ),
+        })
+    }
+
+    /// The relay between an embedded server's broker and the devices,
+    /// where broker outages are played.
+    pub fn relay(&self) -> Option<Arc<Relay>> {
+        match &self.sut {
+            Sut::Embedded { remote, .. } => remote.relay(),
+            _ => None,
+        }
+    }
+
+    /// Provisioning commands an external target's API could not take, by
+    /// what they were.
+    pub fn skipped(&self) -> BTreeMap<String, u64> {
+        match &self.sut {
+            Sut::External { target, .. } => target.skipped(),
+            _ => BTreeMap::new(),
+        }
+    }
+
+    /// Waits until every device of `fleet` holds its codes (or `SYNC_WAIT_S`
+    /// passed): the engine of record has nothing pending for them, or an
+    /// external target's readers are all confirmed. Meanwhile the codes
+    /// are moved along: in process the run pushes and brings a phone to
+    /// Bluetooth locks; an embedded server's HTTP readers are asked to
+    /// fetch, and now and then its Bluetooth locks (over MQTT) visited.
+    pub async fn wait_stored(
+        &self,
+        fleet: &Fleet,
+        engine: &RwLock<Engine>,
+    ) -> Result<(), RunError> {
+        let ids: Vec<DeviceId> = fleet.devices().iter().map(|d| d.id).collect();
+        let visit = |pending: &[DeviceId], all: bool| {
+            for id in pending {
+                let ble = fleet
+                    .device(*id)
+                    .is_some_and(|d| d.connectivity == reference_server::domain::Connectivity::Ble);
+                if all || ble {
+                    let _ = fleet.control(*id, Control::SyncNow);
+                }
+            }
+        };
+        let http_readers = matches!(self.sut, Sut::Embedded { .. }) && self.kind == Kind::Http;
+        if http_readers {
+            visit(&ids, true);
+        }
+        // A target is asked one request per device a round: less often.
+        let poll = Duration::from_millis(match self.sut {
+            Sut::External { .. } => 200,
+            _ => 100,
+        });
+        let deadline = Instant::now() + Duration::from_secs(SYNC_WAIT_S);
+        let mut round = 0u32;
+        loop {
+            let pending = match self.read_engine(engine, |e| pending_on(e, &ids)) {
+                None => {
+                    if self.nudge_sync(fleet, &ids, true).await? == Some(true) {
+                        0
+                    } else {
+                        ids.len()
+                    }
+                }
+                Some(pending) => {
+                    if self.pushes_in_process() {
+                        if !pending.is_empty() {
+                            fleet.push_sync();
+                            visit(&pending, false);
+                        }
+                    } else if round % 10 == 5 {
+                        visit(&pending, http_readers);
+                    }
+                    pending.len()
+                }
+            };
+            if pending == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(RunError::SyncTimeout {
+                    waited_s: SYNC_WAIT_S,
+                    pending,
+                });
+            }
+            round = round.wrapping_add(1);
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// The end of the run: an embedded server stops (its store commits).
+    pub async fn stop(self) {
+        if let Sut::Embedded { remote, .. } = self.sut {
+            remote.stop().await;
+        }
     }
 }
