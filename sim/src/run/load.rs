@@ -308,7 +308,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let origin = metering.origin;
     let stays = std::mem::take(&mut prov.stays);
     let relay = b.platform.relay();
-    let (server_log, timings) = (b.server_log.clone(), b.timings.clone());
+    let timings = b.timings.clone();
     let ctx = new_ctx(s, b, fleet, prov, &keep, metering);
 
     let progress_line = progress::Progress::new(s.clock == crate::scenario::Clock::Virtual);
@@ -347,7 +347,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     }
     let duration_s = measured_duration_s(origin, phase_start);
     let health = device_health(&ctx).await;
-    let events = count_events(&ctx, &server_log, &health.emitted).await;
+    let events = count_events(&ctx, &health.emitted).await;
     if let Some(e) = exporter {
         e.shutdown().await;
     }
@@ -372,8 +372,6 @@ struct Backend {
     platform: Platform,
     /// Event delivery and sync round trips, timed where they complete.
     timings: Arc<Timings>,
-    /// The events the gateway logged (mqtt).
-    server_log: Arc<EventLog>,
 }
 
 /// Step 1: the run's engine, the fleet provisioned in it, and the server
@@ -410,15 +408,16 @@ async fn set_up_backend(
     // in-process transport, the gateway's observer over MQTT, the devices'
     // links over HTTP (sync round trips only: HTTP has no event route).
     let timings = Arc::new(Timings::new());
-    let server_log = Arc::new(EventLog::new());
     let platform = match target {
         Some(t) => {
             t.provision(commands).await?;
             Platform::external(t)
         }
         None if served => {
-            let remote = start_remote(s, opts, &timings, &server_log, clock, key, commands).await?;
-            Platform::embedded(opts.transport, remote)
+            // The events the gateway logs (mqtt).
+            let events = Arc::new(EventLog::new());
+            let remote = start_remote(s, opts, &timings, &events, clock, key, commands).await?;
+            Platform::embedded(opts.transport, remote, events)
         }
         None => Platform::local(),
     };
@@ -435,7 +434,6 @@ async fn set_up_backend(
         clock,
         platform,
         timings,
-        server_log,
     };
     Ok((b, prov, transport))
 }
@@ -777,17 +775,9 @@ struct EventCounts {
 /// process the engine side's log is the transport's, over MQTT what the
 /// gateway's observer heard; HTTP has no event route (the devices keep
 /// their events).
-async fn count_events(
-    ctx: &Ctx,
-    server_log: &Arc<EventLog>,
-    emitted: &crate::transport::KindCounts,
-) -> EventCounts {
-    let log = match ctx.fleet.transport() {
-        Transport::InProc(t) => Some(t.log().clone()),
-        Transport::Mqtt(_) => Some(server_log.clone()),
-        Transport::Http(_) => None,
-    };
-    if let (Some(log), Transport::Mqtt(_)) = (&log, ctx.fleet.transport()) {
+async fn count_events(ctx: &Ctx, emitted: &crate::transport::KindCounts) -> EventCounts {
+    let log = ctx.platform.event_log(ctx.fleet.transport());
+    if let Some((log, true)) = &log {
         // The gateway logs after the devices' last publishes (and devices
         // buffered during an outage flush late): wait for it, bounded.
         let until = Instant::now() + Duration::from_secs(EVENTS_DRAIN_WAIT_S);
@@ -795,7 +785,7 @@ async fn count_events(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let totals = log.map(|l| l.totals());
+    let totals = log.map(|(l, _)| l.totals());
     let logged = totals.map(|t| t.per_kind);
     let mqtt_reconnects = match ctx.fleet.transport() {
         Transport::Mqtt(t) => Some(t.reconnects()),

@@ -33,7 +33,9 @@ use crate::devices::Control;
 use crate::metrics::Timings;
 use crate::scenario::Transport as Kind;
 use crate::transport::relay::Relay;
-use crate::transport::{HttpConfig, HttpTransport, InProcTransport, ServerIds, Transport};
+use crate::transport::{
+    EventLog, HttpConfig, HttpTransport, InProcTransport, ServerIds, Transport,
+};
 
 /// An external target's answer time limit per request.
 const TARGET_TIMEOUT_MS: u64 = 5_000;
@@ -53,6 +55,8 @@ enum Sut {
     Embedded {
         remote: Remote,
         forwarder: Forwarder,
+        /// The events its gateway logged (mqtt).
+        events: Arc<EventLog>,
     },
     /// A server the run was pointed at, fed through its admin API.
     External {
@@ -69,12 +73,15 @@ impl Platform {
         }
     }
 
-    pub fn embedded(kind: Kind, remote: Remote) -> Platform {
+    /// The server the run started; `events`: what its gateway's observer
+    /// logs (mqtt).
+    pub fn embedded(kind: Kind, remote: Remote, events: Arc<EventLog>) -> Platform {
         Platform {
             kind,
             sut: Sut::Embedded {
                 forwarder: remote.forwarder(),
                 remote,
+                events,
             },
         }
     }
@@ -337,6 +344,19 @@ impl Platform {
             }
             round = round.wrapping_add(1);
             tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Where the devices' events were logged (the devices use
+    /// `transport`), and whether that log fills in after their last
+    /// publishes (a gateway logs on its own time): the in-process
+    /// transport's log, or an embedded MQTT gateway's. None over HTTP,
+    /// which has no event route (the devices keep their events).
+    pub fn event_log(&self, transport: &Transport) -> Option<(Arc<EventLog>, bool)> {
+        match (&self.sut, transport) {
+            (Sut::Local, Transport::InProc(t)) => Some((t.log().clone(), false)),
+            (Sut::Embedded { events, .. }, Transport::Mqtt(_)) => Some((events.clone(), true)),
+            _ => None,
         }
     }
 
