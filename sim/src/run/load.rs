@@ -787,10 +787,7 @@ async fn count_events(ctx: &Ctx, emitted: &crate::transport::KindCounts) -> Even
     }
     let totals = log.map(|(l, _)| l.totals());
     let logged = totals.map(|t| t.per_kind);
-    let mqtt_reconnects = match ctx.fleet.transport() {
-        Transport::Mqtt(t) => Some(t.reconnects()),
-        _ => None,
-    };
+    let mqtt_reconnects = ctx.fleet.transport().mqtt_reconnects();
     let rec = &mut ctx.shared.borrow_mut().recorder;
     for (i, name) in crate::transport::log::KIND_NAMES.iter().enumerate() {
         if emitted.0[i] > 0 {

@@ -125,6 +125,15 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// How often the devices' MQTT sessions reconnected; `None` for a
+    /// transport without sessions.
+    pub fn mqtt_reconnects(&self) -> Option<u64> {
+        match self {
+            Transport::Mqtt(t) => Some(t.reconnects()),
+            _ => None,
+        }
+    }
+
     /// The link of one device; pushes for it go to `inbox`.
     pub fn link(&self, ep: Endpoint, inbox: Recipient<Inbound>) -> Link {
         match self {
