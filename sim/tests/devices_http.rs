@@ -20,9 +20,7 @@ use parking_lot::RwLock;
 use fleetsim::devices::Control;
 use reference_server::domain::{Actor, DenyReason, DeviceId, FloorScope, HolderKind, Schedule};
 use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec};
-use reference_server::protocol::{
-    AuthRequest, AuthResponse, SyncAckMsg, SyncPush, WireCredential, WireSecret,
-};
+use reference_server::protocol::{AuthRequest, AuthResponse, SyncAckMsg, SyncPush, WireCredential};
 use reference_server::{Check, Engine};
 
 struct Server {
@@ -81,21 +79,8 @@ async fn device_sync(req: HttpRequest, path: web::Path<u32>, s: web::Data<Server
     let Some(batch) = s.engine.read().pending_sync(device) else {
         return HttpResponse::NotFound().finish();
     };
-    let mut push = SyncPush {
-        version: batch.version,
-        set: Vec::new(),
-        remove: Vec::new(),
-    };
-    for p in SyncPush::from_batch(&batch) {
-        push.set.extend(p.set);
-        push.remove.extend(p.remove);
-    }
-    let tokens: Vec<_> = batch
-        .set
-        .iter()
-        .filter(|(_, secret)| WireSecret::from_secret(secret).is_none())
-        .map(|(c, _)| *c)
-        .collect();
+    let push = SyncPush::whole(&batch);
+    let tokens = batch.tokens();
     let mut body = serde_json::to_value(&push).unwrap();
     body["tokens"] = serde_json::to_value(tokens).unwrap();
     HttpResponse::Ok().json(body)

@@ -15,7 +15,6 @@ use devices_support::{engine, eventually, start_time};
 use fleetsim::clock::SimClock;
 use fleetsim::devices::fleet::{provision, Fleet, FleetSpec, Placement};
 use fleetsim::devices::{DeviceOutcome, DeviceParams, Present};
-use fleetsim::transport::inproc::joined;
 use fleetsim::transport::{
     derived_secrets, EventLog, MqttConfig, MqttTransport, Multiplex, Transport,
 };
@@ -160,10 +159,7 @@ impl Responder {
                 t,
                 QoS::AtLeastOnce,
                 false,
-                encode(&joined(
-                    batch.version,
-                    reference_server::protocol::SyncPush::from_batch(&batch),
-                )),
+                encode(&reference_server::protocol::SyncPush::whole(&batch)),
             )
             .await
             .unwrap();

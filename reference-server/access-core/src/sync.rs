@@ -43,11 +43,44 @@ impl SyncBatch {
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.remove.is_empty()
     }
+
+    /// The batch's QR and BLE credentials: nothing to store on the lock,
+    /// listed so a device that fetches its batch may confirm them too.
+    pub fn tokens(&self) -> Vec<CredentialId> {
+        self.set
+            .iter()
+            .filter(|(_, secret)| crate::protocol::WireSecret::from_secret(secret).is_none())
+            .map(|(c, _)| *c)
+            .collect()
+    }
 }
 
 // The wire form of a batch is defined here rather than in `protocol`, so
 // that the wire types do not depend on the engine's.
 impl SyncPush {
+    /// The messages of one batch as one: where there is no payload limit
+    /// (a reader's HTTP fetch, the in-process link) the pieces travel
+    /// together and the device acks the whole batch at once, as over MQTT
+    /// once every piece has arrived.
+    pub fn joined(version: u64, pieces: Vec<SyncPush>) -> SyncPush {
+        let mut one = SyncPush {
+            version,
+            set: Vec::new(),
+            remove: Vec::new(),
+        };
+        for piece in pieces {
+            one.set.extend(piece.set);
+            one.remove.extend(piece.remove);
+        }
+        one
+    }
+
+    /// All of `batch` in one message ([`SyncPush::joined`] of
+    /// [`SyncPush::from_batch`]).
+    pub fn whole(batch: &SyncBatch) -> SyncPush {
+        SyncPush::joined(batch.version, SyncPush::from_batch(batch))
+    }
+
     /// The messages that carry `batch`, each within `MAX_SYNC_CODES` codes
     /// and within `MAX_PAYLOAD_BYTES` (codes with a validity are bigger, so
     /// a message may hold fewer of them); all share the batch's

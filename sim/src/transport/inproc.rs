@@ -178,24 +178,6 @@ impl InProcTransport {
     }
 }
 
-/// The messages of one batch as one. The wire form comes from
-/// [`SyncPush::from_batch`] (the gateway's split into payload-sized
-/// messages, which all share the batch's version); in-process there is no
-/// payload limit, so the pieces travel together and the device acks the
-/// whole batch at once, as over MQTT once every piece has arrived.
-pub fn joined(version: u64, pieces: Vec<SyncPush>) -> SyncPush {
-    let mut one = SyncPush {
-        version,
-        set: Vec::new(),
-        remove: Vec::new(),
-    };
-    for piece in pieces {
-        one.set.extend(piece.set);
-        one.remove.extend(piece.remove);
-    }
-    one
-}
-
 /// What the session says each of `devices` must get, marked sent in the
 /// engine, all under one engine write lock (read and mark under two locks
 /// let a change made in between be marked sent without ever being pushed;
@@ -222,7 +204,7 @@ fn take_batches(inner: &Inner, devices: &[DeviceId], asked: bool) -> Vec<Option<
                     return None;
                 }
             }
-            (!send.pushes.is_empty()).then(|| joined(send.version, send.pushes))
+            (!send.pushes.is_empty()).then(|| SyncPush::joined(send.version, send.pushes))
         })
         .collect()
 }
@@ -379,7 +361,7 @@ mod tests {
             validity: Default::default(),
         };
         assert!(SyncPush::from_batch(&batch).len() > 1, "the wire splits it");
-        let one = joined(batch.version, SyncPush::from_batch(&batch));
+        let one = SyncPush::whole(&batch);
         assert_eq!(one.version, 7);
         assert_eq!(one.set.len() as u32, n);
         assert_eq!(one.remove.len(), MAX_SYNC_CODES + 1);

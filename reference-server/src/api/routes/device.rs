@@ -8,8 +8,8 @@ use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use super::{ApiResult, Svc};
 use crate::api::wire::{DeviceSync, Done};
 use crate::api::{bearer, ApiError, Json};
-use crate::domain::{CredentialId, DeviceId};
-use crate::protocol::{AuthRequest, AuthResponse, SyncAckMsg, SyncPush, WireSecret};
+use crate::domain::DeviceId;
+use crate::protocol::{AuthRequest, AuthResponse, SyncAckMsg, SyncPush};
 use crate::service::{Service, Transport};
 
 /// The device's own secret as Bearer, or 401.
@@ -54,24 +54,9 @@ pub(super) async fn device_sync(req: HttpRequest, svc: Svc, device: web::Path<u3
     let device = DeviceId(device.into_inner());
     device_caller(&req, &svc, device)?;
     let batch = svc.sync_fetch(device).await?;
-    let mut push = SyncPush {
-        version: batch.version,
-        set: Vec::new(),
-        remove: Vec::new(),
-    };
-    for p in SyncPush::from_batch(&batch) {
-        push.set.extend(p.set);
-        push.remove.extend(p.remove);
-    }
     // QR and BLE credentials have nothing to store: confirmed by
     // `sync_fetch`, and still listed, so a device may confirm them too.
-    let tokens: Vec<CredentialId> = batch
-        .set
-        .iter()
-        .filter(|(_, secret)| WireSecret::from_secret(secret).is_none())
-        .map(|(c, _)| *c)
-        .collect();
-    Ok(HttpResponse::Ok().json(DeviceSync::new(push, tokens)))
+    Ok(HttpResponse::Ok().json(DeviceSync::new(SyncPush::whole(&batch), batch.tokens())))
 }
 
 /// Confirm a sync version (body: `sync/ack`); 409 when that version is no
