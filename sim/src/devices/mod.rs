@@ -366,7 +366,7 @@ pub struct Core {
     /// device checking its code cache): its wrong tries, by its policy.
     pub lockout: Lockout,
     /// The engine's lockout of this keypad as its last answer said
-    /// (`locked_until`, Unix seconds; 0: none). A device that asks the
+    /// (`locked_until`, Unix seconds; `i64::MIN`: none). A device that asks the
     /// engine counts no wrong tries itself: it refuses PINs until the end
     /// the engine gave, so both agree on when the lockout ends.
     engine_locked_until_s: i64,
@@ -421,7 +421,7 @@ impl Core {
             syncs_applied: 0,
             codes: stores_codes.then(CodeCache::default),
             lockout: Lockout::default(),
-            engine_locked_until_s: 0,
+            engine_locked_until_s: i64::MIN,
             next_request_id: 1,
             params,
             offline,

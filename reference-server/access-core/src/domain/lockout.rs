@@ -47,24 +47,39 @@ impl LockoutPolicy {
 /// times in whole seconds (the windows are seconds long). Kept small and
 /// untouched on the happy path: it sits on the credential-check path of every
 /// keypad entry.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Lockout {
-    /// Unix seconds of recent wrong tries; 0 = empty slot.
+    /// Unix seconds of recent wrong tries; `NONE_S` = empty slot.
     wrong_s: [i64; MAX_WRONG_LIMIT as usize],
     next: u8,
     /// How many slots are filled (0 = nothing to clear on success).
     filled: u8,
-    /// Unix seconds; 0 = not locked.
+    /// Unix seconds; `NONE_S` = not locked.
     locked_until_s: i64,
+}
+
+/// "No time": below every second a `Timestamp` can hold, so a device whose
+/// clock says 1970-01-01T00:00:00Z (second 0) still counts and locks.
+const NONE_S: i64 = i64::MIN;
+
+impl Default for Lockout {
+    fn default() -> Self {
+        Lockout {
+            wrong_s: [NONE_S; MAX_WRONG_LIMIT as usize],
+            next: 0,
+            filled: 0,
+            locked_until_s: NONE_S,
+        }
+    }
 }
 
 impl Lockout {
     pub fn is_locked(&self, now: Timestamp) -> bool {
-        self.locked_until_s != 0 && now.as_second() < self.locked_until_s
+        now.as_second() < self.locked_until_s
     }
 
     pub fn locked_until(&self) -> Option<Timestamp> {
-        (self.locked_until_s != 0)
+        (self.locked_until_s != NONE_S)
             .then(|| Timestamp::from_second(self.locked_until_s).ok())
             .flatten()
     }
@@ -77,14 +92,13 @@ impl Lockout {
         self.next = ((usize::from(self.next) + 1) % n) as u8;
         self.filled = self.filled.saturating_add(1).min(n as u8);
         let since = now_s - i64::from(p.window_s);
-        let recent = self.wrong_s[..n]
-            .iter()
-            .filter(|&&t| t != 0 && t > since)
-            .count();
+        let recent = self.wrong_s[..n].iter().filter(|&&t| t > since).count();
         if recent >= n {
-            // In whole seconds, saturating: a device's clock may say
-            // anything, and a check must never panic on it.
-            self.locked_until_s = now_s.saturating_add(i64::from(p.lockout_s));
+            // In whole seconds, and never past the last second a
+            // `Timestamp` holds: a device's clock may say anything, and the
+            // lockout's end must stay a time the engine can report.
+            let last_s = Timestamp::MAX.as_second();
+            self.locked_until_s = now_s.saturating_add(i64::from(p.lockout_s)).min(last_s);
             self.record_success();
             return true;
         }
@@ -94,7 +108,7 @@ impl Lockout {
     /// A correct PIN clears the count (nothing to write when already clear).
     pub fn record_success(&mut self) {
         if self.filled != 0 {
-            self.wrong_s = [0; MAX_WRONG_LIMIT as usize];
+            self.wrong_s = [NONE_S; MAX_WRONG_LIMIT as usize];
             self.next = 0;
             self.filled = 0;
         }
@@ -122,6 +136,27 @@ mod tests {
         assert!(l.record_wrong(t(20), &p));
         assert!(l.is_locked(t(49)));
         assert!(!l.is_locked(t(50)));
+    }
+
+    /// A device's clock may say anything: at the epoch's first second and
+    /// near the last second a `Timestamp` holds, the keypad still locks and
+    /// the lockout's end is a time the engine can report.
+    #[test]
+    fn a_lockout_holds_at_the_edges_of_time() {
+        let p = LockoutPolicy {
+            max_wrong: 2,
+            window_s: 60,
+            lockout_s: 30,
+        };
+        for now_s in [0, -30, Timestamp::MAX.as_second() - 10] {
+            let now = Timestamp::from_second(now_s).unwrap();
+            let mut l = Lockout::default();
+            assert!(!l.record_wrong(now, &p), "at {now_s}");
+            assert!(l.record_wrong(now, &p), "at {now_s}");
+            assert!(l.is_locked(now), "at {now_s}");
+            let until = l.locked_until().expect("a reportable end");
+            assert!(until > now, "at {now_s}");
+        }
     }
 
     #[test]

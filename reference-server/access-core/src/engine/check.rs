@@ -48,8 +48,12 @@ impl Engine {
                     }
                     dev.wrong_tries.store(true, Ordering::Relaxed);
                     if lockout.record_wrong(now, &self.sites[dev.site.index()].settings.lockout) {
-                        let until_s = lockout.locked_until().map_or(0, |t| t.as_second());
-                        debug_assert!(until_s > now.as_second(), "a lockout ends after it starts");
+                        let until_s = lockout
+                            .locked_until()
+                            .map_or(now.as_second(), |t| t.as_second());
+                        // Later, except at the last second a `Timestamp`
+                        // holds, where a lockout cannot outlast its start.
+                        debug_assert!(until_s >= now.as_second(), "a lockout ends after it starts");
                         dev.locked_until_s.store(until_s, Ordering::Relaxed);
                         // The try that locked the keypad says so.
                         return Decision::deny_locked(DenyReason::WrongPin, until_s);

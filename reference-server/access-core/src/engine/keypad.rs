@@ -48,8 +48,9 @@ pub(super) struct DeviceHot {
     pub(super) stores_codes: bool,
     /// Wrong tries are on record (a grant must clear them).
     pub(super) wrong_tries: AtomicBool,
-    /// The keypad's lockout end in Unix seconds (0: not locked), mirrored
-    /// from its `Lockout` so the happy path needs no lock.
+    /// The keypad's lockout end in Unix seconds (`i64::MIN`: never locked,
+    /// so a clock before 1970 is not read as locked), mirrored from its
+    /// `Lockout` so the happy path needs no lock.
     pub(super) locked_until_s: AtomicI64,
 }
 

@@ -212,7 +212,7 @@ impl Engine {
                 site,
                 stores_codes,
                 wrong_tries: AtomicBool::new(false),
-                locked_until_s: AtomicI64::new(0),
+                locked_until_s: AtomicI64::new(i64::MIN),
             },
         );
         self.lockouts.push(Mutex::new(Lockout::default()));
