@@ -144,6 +144,10 @@ struct Shared {
     /// keep its task, and the run, alive past the drain.
     serving: rustc_hash::FxHashMap<u64, (&'static str, tokio::task::JoinHandle<()>)>,
     next_serving: u64,
+    /// The credentials an arrival may present, refilled per arrival: one
+    /// buffer for the whole run, so choosing allocates nothing once it
+    /// has grown to a door's largest set.
+    candidates: Vec<usize>,
 }
 
 /// Someone waiting at a busy device.
@@ -239,6 +243,9 @@ struct Ctx {
     doors: Vec<DoorInfo>,
     /// Door indexes per site (only the shard's sites are non-empty).
     site_doors: Vec<Vec<usize>>,
+    /// What an arrival chooses from at each site, built once (see
+    /// [`SiteIndex`]).
+    sites: Vec<SiteIndex>,
     tz: Vec<TimeZone>,
     /// The system under test: where changes made during the run go, where
     /// sync states are read, what the transport can do.
@@ -569,6 +576,10 @@ fn new_ctx(
             site_doors[d.site_index as usize].push(i);
         }
     }
+    let sites = site_doors
+        .iter()
+        .map(|doors| SiteIndex::new(&prov.doors, doors))
+        .collect();
     let tz = (0..s.fleet.sites)
         .map(|i| TimeZone::get(s.fleet.time_zone_of(i)).unwrap_or(TimeZone::UTC))
         .collect();
@@ -582,6 +593,7 @@ fn new_ctx(
         engine: b.engine,
         doors: prov.doors,
         site_doors,
+        sites,
         tz,
         platform: b.platform,
         owner: prov.fleet.owner,
@@ -603,6 +615,7 @@ fn new_ctx(
             queued: 0,
             serving: Default::default(),
             next_serving: 0,
+            candidates: Vec::new(),
         }),
     })
 }
@@ -992,7 +1005,7 @@ fn guest_tries(ctx: &Rc<Ctx>, p: &StayPlan, action: &'static str, intended: Inst
     sh.arrivals.asked(action);
     // A Bluetooth lock decides from its code cache, which holds the stay's
     // check-in and check-out (sync's `valid`), so it is tried too.
-    let Some(device) = takers(door, TruthKind::Pin).first().copied() else {
+    let Some(device) = takers(door, TruthKind::Pin).as_slice().first().copied() else {
         sh.arrivals.dropped(action, DropReason::NothingToPresent);
         return;
     };
@@ -1252,17 +1265,7 @@ fn open_target(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng) -> Option<DeviceId> {
             .dropped(name, DropReason::NotSupported);
         return None;
     }
-    let locks: Vec<DeviceId> = ctx.site_doors[site as usize]
-        .iter()
-        .filter(|i| {
-            matches!(
-                ctx.doors[**i].plan.kit,
-                crate::devices::fleet::DoorKit::WifiApartment
-            )
-        })
-        .filter_map(|i| ctx.doors[*i].plan.lock)
-        .collect();
-    let lock = choose(rng, &locks);
+    let lock = choose(rng, &ctx.sites[site as usize].wifi_locks);
     if lock.is_none() {
         ctx.shared
             .borrow_mut()
@@ -1344,12 +1347,118 @@ fn choose<T: Copy>(rng: &mut ChaCha8Rng, xs: &[T]) -> Option<T> {
     }
 }
 
-/// Devices at a door that take `kind`.
-fn takers(d: &DoorInfo, kind: TruthKind) -> Vec<DeviceId> {
+/// [`choose`] among the items of `xs` that `keep` lets through, with the
+/// same draw as on them collected, but collecting nothing: counts them,
+/// then walks to the one drawn (for short lists, where a second walk is
+/// cheaper than a buffer).
+fn choose_where<T: Copy>(rng: &mut ChaCha8Rng, xs: &[T], keep: impl Fn(&T) -> bool) -> Option<T> {
+    let n = xs.iter().filter(|x| keep(x)).count();
+    if n == 0 {
+        return None;
+    }
+    let k = rng.random_range(0..n);
+    let chosen = xs.iter().filter(|x| keep(x)).nth(k).copied();
+    debug_assert!(chosen.is_some(), "the {k}th of {n} kept exists");
+    chosen
+}
+
+/// [`choose`] on `a` and `b` joined, without joining them.
+fn choose_joined(rng: &mut ChaCha8Rng, a: &[usize], b: &[usize]) -> Option<usize> {
+    let n = a.len() + b.len();
+    if n == 0 {
+        return None;
+    }
+    let k = rng.random_range(0..n);
+    Some(if k < a.len() { a[k] } else { b[k - a.len()] })
+}
+
+/// Credential kinds, as indexes into per-kind tables.
+const KINDS: usize = 4;
+
+fn kind_index(kind: TruthKind) -> usize {
+    match kind {
+        TruthKind::Pin => 0,
+        TruthKind::Card => 1,
+        TruthKind::Qr => 2,
+        TruthKind::Ble => 3,
+    }
+}
+
+/// What the arrivals at one site choose from, built once when the load
+/// starts: the site's doors with a device that takes each kind of
+/// credential, and its Wi-Fi locks (remote opens). A door's devices never
+/// change during a run, so neither do these. The codes do: the oracle keeps
+/// those per door as they change ([`Oracle::extra_pins`],
+/// [`Oracle::retired_pins`], [`Oracle::extra_qr`]). So an arrival neither
+/// walks the site's doors nor collects anything to choose from.
+struct SiteIndex {
+    /// Door indexes per credential kind ([`kind_index`]), in the site's
+    /// door order.
+    doors_taking: [Vec<usize>; KINDS],
+    /// The Wi-Fi apartment locks (Bluetooth ones hear the platform only
+    /// through a gateway).
+    wifi_locks: Vec<DeviceId>,
+}
+
+impl SiteIndex {
+    /// The index of the site whose doors (indexes into `doors`) are `site`.
+    fn new(doors: &[DoorInfo], site: &[usize]) -> SiteIndex {
+        let taking = |kind| {
+            site.iter()
+                .copied()
+                .filter(|i| !takers(&doors[*i], kind).is_empty())
+                .collect()
+        };
+        let wifi_locks = site
+            .iter()
+            .map(|i| &doors[*i].plan)
+            .filter(|p| matches!(p.kit, crate::devices::fleet::DoorKit::WifiApartment))
+            .filter_map(|p| p.lock)
+            .collect();
+        SiteIndex {
+            doors_taking: [
+                TruthKind::Pin,
+                TruthKind::Card,
+                TruthKind::Qr,
+                TruthKind::Ble,
+            ]
+            .map(taking),
+            wifi_locks,
+        }
+    }
+
+    /// The site's doors with a device that takes `kind`.
+    fn doors_taking(&self, kind: TruthKind) -> &[usize] {
+        &self.doors_taking[kind_index(kind)]
+    }
+}
+
+/// The devices at a door that take one kind of credential: at most a
+/// keypad, a door phone and a lock, held inline so that asking allocates
+/// nothing.
+#[derive(Clone, Copy)]
+struct Takers {
+    ids: [DeviceId; 3],
+    len: usize,
+}
+
+impl Takers {
+    fn as_slice(&self) -> &[DeviceId] {
+        &self.ids[..self.len]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Devices at a door that take `kind`, in a fixed order (keypad, door
+/// phone, lock).
+fn takers(d: &DoorInfo, kind: TruthKind) -> Takers {
     let p = &d.plan;
     let ble_lock = matches!(p.kit, crate::devices::fleet::DoorKit::BleApartment);
-    let v: Vec<Option<DeviceId>> = match kind {
-        TruthKind::Pin => vec![
+    let maybe = match kind {
+        TruthKind::Pin => [
             p.keypad,
             p.door_phone,
             if ble_lock && p.keypad.is_none() {
@@ -1358,11 +1467,19 @@ fn takers(d: &DoorInfo, kind: TruthKind) -> Vec<DeviceId> {
                 None
             },
         ],
-        TruthKind::Card => vec![p.keypad, p.door_phone, p.lock],
-        TruthKind::Qr => vec![p.door_phone],
-        TruthKind::Ble => vec![p.lock],
+        TruthKind::Card => [p.keypad, p.door_phone, p.lock],
+        TruthKind::Qr => [p.door_phone, None, None],
+        TruthKind::Ble => [p.lock, None, None],
     };
-    v.into_iter().flatten().collect()
+    let mut t = Takers {
+        ids: [DeviceId(0); 3],
+        len: 0,
+    };
+    for id in maybe.into_iter().flatten() {
+        t.ids[t.len] = id;
+        t.len += 1;
+    }
+    t
 }
 
 fn pick_action(rng: &mut ChaCha8Rng, s: &Scenario) -> Action {
@@ -1384,11 +1501,7 @@ fn pick_action(rng: &mut ChaCha8Rng, s: &Scenario) -> Action {
 fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Action) -> Option<Job> {
     // Planned by `arrive` (code actions, sync storms, remote opens).
     let kind = presented_kind(action)?;
-    let doors: Vec<usize> = ctx.site_doors[site as usize]
-        .iter()
-        .copied()
-        .filter(|i| !takers(&ctx.doors[*i], kind).is_empty())
-        .collect();
+    let doors = ctx.sites[site as usize].doors_taking(kind);
     let drop_for = |ctx: &Ctx, why: DropReason| {
         ctx.shared
             .borrow_mut()
@@ -1396,28 +1509,31 @@ fn pick(ctx: &Ctx, site: u32, rng: &mut ChaCha8Rng, now: Timestamp, action: Acti
             .dropped(action.as_str(), why);
         None
     };
-    let Some(di) = choose(rng, &doors) else {
+    let Some(di) = choose(rng, doors) else {
         return drop_for(ctx, DropReason::NothingToPresent);
     };
     let door = &ctx.doors[di];
     let Some(device) = pick_device(ctx, rng, door, kind) else {
         return drop_for(ctx, DropReason::QueueFull);
     };
-    let mut sh = ctx.shared.borrow_mut();
+    let mut guard = ctx.shared.borrow_mut();
+    let sh = &mut *guard;
     let at = AtDoor {
         ctx,
         site,
         door,
         now,
     };
-    let chosen = match pick_truth(&at, &mut sh.oracle, rng, action) {
+    let chosen = match pick_truth(&at, &mut sh.oracle, &mut sh.candidates, rng, action) {
         Ok(c) => c,
         Err(why) => {
-            drop(sh);
+            drop(guard);
             return drop_for(ctx, why);
         }
     };
     let o = &sh.oracle;
+    // The wire credential owns its text (`WireCredential` holds a
+    // `String`): the one allocation of a plan.
     let text = match chosen.truth {
         Some(id) => o.truth(id).text.clone(),
         None => wrong_pin(rng, o, door),
@@ -1464,13 +1580,9 @@ fn pick_device(
     kind: TruthKind,
 ) -> Option<DeviceId> {
     let sh = ctx.shared.borrow();
-    let all = takers(door, kind);
-    let free: Vec<DeviceId> = all
-        .iter()
-        .copied()
-        .filter(|d| !sh.queues.contains_key(d))
-        .collect();
-    match choose(rng, &free) {
+    let takers = takers(door, kind);
+    let all = takers.as_slice();
+    match choose_where(rng, all, |d| !sh.queues.contains_key(d)) {
         Some(d) => Some(d),
         // Everyone is busy: join the shortest line (the first taker on
         // a tie), if it has room.
@@ -1513,27 +1625,25 @@ struct AtDoor<'a> {
 
 /// Which of the door's credentials `action` presents, or why the arrival
 /// is dropped (nothing to present, a server that refused a new key).
+/// `c`: the run's buffer for the credentials to choose from (refilled).
 fn pick_truth(
     at: &AtDoor<'_>,
     o: &mut Oracle,
+    c: &mut Vec<usize>,
     rng: &mut ChaCha8Rng,
     action: Action,
 ) -> Result<Chosen, DropReason> {
     let (door, now) = (at.door, at.now);
     let nothing = DropReason::NothingToPresent;
     let from = |rng: &mut ChaCha8Rng, c: &[usize]| choose(rng, c).map(Chosen::plain).ok_or(nothing);
+    c.clear();
     match action {
         Action::PinValid => {
             // Codes made during the run count once their door has them;
             // codes under a code action do not.
-            let c: Vec<usize> = door
-                .pins
-                .iter()
-                .chain(o.extra_pins(door.door))
-                .copied()
-                .filter(|id| o.live(*id) && usable(o, door, now, *id))
-                .collect();
-            let id = choose(rng, &c).ok_or(nothing)?;
+            let all = door.pins.iter().chain(o.extra_pins(door.door)).copied();
+            c.extend(all.filter(|id| o.live(*id) && usable(o, door, now, *id)));
+            let id = choose(rng, c).ok_or(nothing)?;
             // Reserved while the attempt runs: uses are counted, and a
             // code action leaves a code alone while someone types it.
             o.reserve(id, door.door);
@@ -1546,28 +1656,23 @@ fn pick_truth(
             // Expired codes, and codes changed away or revoked (people
             // type their old code).
             let retired = o.retired_pins(door.door);
-            let c: Vec<usize> = door.expired_pins.iter().chain(retired).copied().collect();
-            from(rng, &c)
+            choose_joined(rng, &door.expired_pins, retired)
+                .map(Chosen::plain)
+                .ok_or(nothing)
         }
         Action::PinWrong => Ok(Chosen::default()),
         Action::Card => from(rng, &door.cards),
         Action::Ble => from(rng, &door.ble),
-        Action::QrValid => pick_visitor_key(at, o, rng),
+        Action::QrValid => pick_visitor_key(at, o, c, rng),
         Action::QrReplayed => {
-            let mut keys = qr_keys(o, door);
-            keys.retain(|id| o.used_up(*id, door.door));
-            from(rng, &keys)
+            c.extend(qr_keys(o, door).filter(|id| o.used_up(*id, door.door)));
+            from(rng, c)
         }
         Action::QrExpired => {
-            let keys: Vec<usize> = door
-                .qr
-                .iter()
-                .chain(&door.expired_qr)
-                .copied()
-                .chain(o.extra_qr(door.door).iter().copied())
-                .filter(|id| o.truth(*id).validity.check(now).is_err())
-                .collect();
-            from(rng, &keys)
+            let all = door.qr.iter().chain(&door.expired_qr).copied();
+            let all = all.chain(o.extra_qr(door.door).iter().copied());
+            c.extend(all.filter(|id| o.truth(*id).validity.check(now).is_err()));
+            from(rng, c)
         }
         _ => Ok(Chosen::default()),
     }
@@ -1580,9 +1685,9 @@ fn usable(o: &Oracle, door: &DoorInfo, now: Timestamp, id: usize) -> bool {
 }
 
 /// The door's visitor keys: provisioned, then issued during the run.
-fn qr_keys(o: &Oracle, door: &DoorInfo) -> Vec<usize> {
+fn qr_keys<'a>(o: &'a Oracle, door: &'a DoorInfo) -> impl Iterator<Item = usize> + 'a {
     let extra = o.extra_qr(door.door).iter().copied();
-    door.qr.iter().copied().chain(extra).collect()
+    door.qr.iter().copied().chain(extra)
 }
 
 /// A usable visitor key of the door, or a new one a resident creates (as
@@ -1590,6 +1695,7 @@ fn qr_keys(o: &Oracle, door: &DoorInfo) -> Vec<usize> {
 fn pick_visitor_key(
     at: &AtDoor<'_>,
     o: &mut Oracle,
+    keys: &mut Vec<usize>,
     rng: &mut ChaCha8Rng,
 ) -> Result<Chosen, DropReason> {
     let AtDoor {
@@ -1598,10 +1704,10 @@ fn pick_visitor_key(
         door,
         now,
     } = *at;
-    let mut keys = qr_keys(o, door);
-    keys.retain(|id| usable(o, door, now, *id));
+    keys.clear();
+    keys.extend(qr_keys(o, door).filter(|id| usable(o, door, now, *id)));
     let mut chosen = Chosen::default();
-    let id = match choose(rng, &keys) {
+    let id = match choose(rng, keys) {
         Some(id) => id,
         None => {
             let tz = &ctx.tz[site as usize];
@@ -1627,11 +1733,15 @@ fn pick_visitor_key(
     Ok(chosen)
 }
 
-/// A wrong PIN: digits that are no code of this door.
+/// A wrong PIN: digits that are no code of this door. Written into one
+/// String, which becomes the wire credential's (a retry rewrites it).
 fn wrong_pin(rng: &mut ChaCha8Rng, o: &Oracle, door: &DoorInfo) -> String {
+    use std::fmt::Write;
+    let mut t = String::with_capacity(6);
     loop {
         let len = if rng.random::<f64>() < 0.2 { 6 } else { 4 };
-        let t = format!("{:0len$}", rng.random_range(0..10u64.pow(len as u32)));
+        t.clear();
+        let _ = write!(t, "{:0len$}", rng.random_range(0..10u64.pow(len as u32)));
         if !o.pin_known(door.door, &t) {
             return t;
         }
@@ -1659,6 +1769,9 @@ async fn attempt(
             arrived = Instant::now();
         }
     }
+    // The credential goes to the device (the job keeps what the oracle
+    // needs): moved, not copied. An empty String allocates nothing.
+    let credential = std::mem::replace(&mut job.credential, WireCredential::Pin(String::new()));
     let presented = Instant::now();
     let sent = ctx.clock.at(presented);
     let got = ctx
@@ -1666,7 +1779,7 @@ async fn attempt(
         .present_with(
             job.attempt.device,
             Present {
-                credential: job.credential.clone(),
+                credential,
                 floor: None,
                 human_timing: false,
             },

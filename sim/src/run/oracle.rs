@@ -32,6 +32,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use reference_server::domain::{
     CredentialId, DailyWindow, DenyReason, DeviceId, DoorId, LockoutPolicy, Weekdays,
+    MAX_WRONG_LIMIT,
 };
 use reference_server::protocol::{AuthResponse, Verdict as WireVerdict};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -368,14 +369,75 @@ enum Count {
     Most,
 }
 
+/// The whole seconds of a keypad's wrong tries that still count, oldest
+/// first: at most [`MAX_WRONG_LIMIT`] (a policy counts no more), held
+/// inline so that the states the oracle weighs per answer are copied
+/// without allocating.
+#[derive(Clone, Copy, Debug, Default)]
+struct WrongTries {
+    s: [i64; MAX_WRONG_LIMIT as usize],
+    len: u8,
+}
+
+impl WrongTries {
+    fn as_slice(&self) -> &[i64] {
+        &self.s[..usize::from(self.len)]
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, i64> {
+        self.as_slice().iter()
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Adds a try in second `t`, keeping the latest `n` (`n` at most
+    /// [`MAX_WRONG_LIMIT`]).
+    fn push_keeping(&mut self, t: i64, n: usize) {
+        debug_assert!((1..=self.s.len()).contains(&n), "{n} tries kept");
+        let len = self.len();
+        if len >= n {
+            let drop = len + 1 - n;
+            self.s.copy_within(drop..len, 0);
+            self.len -= drop as u8;
+        }
+        self.s[self.len()] = t;
+        self.len += 1;
+    }
+
+    fn retain(&mut self, keep: impl Fn(i64) -> bool) {
+        let mut kept = 0;
+        for i in 0..self.len() {
+            if keep(self.s[i]) {
+                self.s[kept] = self.s[i];
+                kept += 1;
+            }
+        }
+        self.len = kept as u8;
+    }
+}
+
+impl PartialEq for WrongTries {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for WrongTries {}
+
 /// One state the keeper of a keypad's lockout may be in: the engine for a
 /// device that asks it, the device for one that decides PINs itself. The
 /// same rule as the engine's, written apart from it (see [`LockState::step`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct LockState {
     /// Whole seconds of the wrong tries that still count (since the last
     /// grant or lockout, inside the window), oldest first.
-    wrong_s: Vec<i64>,
+    wrong_s: WrongTries,
     /// The lockout's end in whole seconds; 0: not locked out.
     until_s: i64,
 }
@@ -393,17 +455,15 @@ impl LockState {
     /// change nothing.
     fn step(&self, s: i64, unlocked: Expected, p: &LockoutPolicy) -> (Expected, LockState) {
         if self.locked(s) {
-            return (Expected::Denied(DenyReason::LockedOut), self.clone());
+            return (Expected::Denied(DenyReason::LockedOut), *self);
         }
-        let mut next = self.clone();
+        let mut next = *self;
         match unlocked {
             Expected::Granted => next.wrong_s.clear(),
             Expected::Denied(DenyReason::WrongPin) => {
-                let n = usize::from(p.max_wrong.max(1));
-                next.wrong_s.push(s);
-                if next.wrong_s.len() > n {
-                    next.wrong_s.remove(0);
-                }
+                // As the engine: a policy counts 1 to MAX_WRONG_LIMIT tries.
+                let n = usize::from(p.max_wrong.clamp(1, MAX_WRONG_LIMIT));
+                next.wrong_s.push_keeping(s, n);
                 let since = s - i64::from(p.window_s);
                 if next.wrong_s.len() == n && next.wrong_s.iter().all(|&t| t > since) {
                     next.until_s = s + i64::from(p.lockout_s);
@@ -425,15 +485,15 @@ impl LockState {
             self.until_s = 0;
         }
         let since = s - i64::from(p.window_s);
-        self.wrong_s.retain(|&t| t > since);
+        self.wrong_s.retain(|t| t > since);
     }
 
     /// The state after an answer the rules did not allow, following it.
     fn follow(&self, s: i64, actual: Expected, p: &LockoutPolicy) -> LockState {
         match actual {
-            Expected::Denied(DenyReason::LockedOut) => self.clone(),
+            Expected::Denied(DenyReason::LockedOut) => *self,
             other => {
-                let mut free = self.clone();
+                let mut free = *self;
                 free.until_s = 0;
                 free.step(s, other, p).1
             }
@@ -493,15 +553,10 @@ fn keeps_lockout(a: &Attempt) -> bool {
 /// The instants at which an attempt made in `sent..=done` may have been
 /// decided: both ends, and either side of each whole second between them
 /// (the lockout rule counts whole seconds; validity edges are instants).
-fn instants(sent: Timestamp, done: Timestamp) -> Vec<Timestamp> {
-    let mut v = vec![sent];
-    let (first, last) = (sent.as_second() + 1, done.as_second());
-    let seconds: Vec<i64> = if last - first < MAX_SPANNED_S {
-        (first..=last).collect()
-    } else {
-        vec![first, first + 1, last - 1, last]
-    };
-    for s in seconds {
+/// Written into `v` (cleared first; the oracle keeps one buffer for
+/// every answer).
+fn instants(sent: Timestamp, done: Timestamp, v: &mut Vec<Timestamp>) {
+    fn second_edge(v: &mut Vec<Timestamp>, s: i64) {
         if let Ok(edge) = Timestamp::from_second(s) {
             if let Ok(before) = edge.checked_sub(jiff::SignedDuration::from_nanos(1)) {
                 v.push(before);
@@ -509,17 +564,41 @@ fn instants(sent: Timestamp, done: Timestamp) -> Vec<Timestamp> {
             v.push(edge);
         }
     }
+    v.clear();
+    v.push(sent);
+    let (first, last) = (sent.as_second() + 1, done.as_second());
+    if last - first < MAX_SPANNED_S {
+        for s in first..=last {
+            second_edge(v, s);
+        }
+    } else {
+        for s in [first, first + 1, last - 1, last] {
+            second_edge(v, s);
+        }
+    }
     v.push(done);
     v.retain(|t| sent <= *t && *t <= done);
     v.dedup();
-    v
+}
+
+/// Keeps the first of equal states, in order, in place.
+fn dedup_keeping_first(states: &mut Vec<LockState>) {
+    let mut kept = 0;
+    for i in 0..states.len() {
+        if !states[..kept].contains(&states[i]) {
+            states.swap(kept, i);
+            kept += 1;
+        }
+    }
+    states.truncate(kept);
 }
 
 /// The truth table and the oracle's model of run-time state.
 pub struct Oracle {
     truths: Vec<Truth>,
-    /// (door, PIN text) -> truth.
-    pins: FxHashMap<(DoorId, String), TruthId>,
+    /// Door -> PIN text -> truth (per door, so that a typed PIN is
+    /// looked up by `&str`, allocating nothing).
+    pins: FxHashMap<DoorId, FxHashMap<Box<str>, TruthId>>,
     /// Lockout policy per door's site.
     lockout: FxHashMap<DoorId, LockoutPolicy>,
     /// 0-based site index per door (for examples).
@@ -539,7 +618,7 @@ pub struct Oracle {
     reserved: FxHashMap<(TruthId, DoorId), u32>,
     extra_qr: FxHashMap<DoorId, Vec<TruthId>>,
     /// Fallback pool codes per door (see [`Oracle::pool_pin`]).
-    pool_pins: rustc_hash::FxHashSet<(DoorId, String)>,
+    pool_pins: FxHashMap<DoorId, FxHashSet<Box<str>>>,
     /// The engine's credential of a truth entry (PINs a run may change or
     /// revoke).
     credentials: FxHashMap<TruthId, CredentialId>,
@@ -557,6 +636,11 @@ pub struct Oracle {
     retired_pins: FxHashMap<DoorId, Vec<TruthId>>,
     /// Attempts judged on retired PINs.
     pub retired_attempts: u64,
+    /// Buffers [`Oracle::judge`] reuses for every answer (the instants
+    /// looked at, the answers the rules allow), so judging allocates
+    /// nothing once they have grown.
+    instants_buf: Vec<Timestamp>,
+    candidates_buf: Vec<Candidate>,
     pub verdicts: Verdicts,
     pub lockouts: u64,
     /// True denials per expected reason (`not_checked_in`, ...).
@@ -586,13 +670,15 @@ impl Oracle {
             clock_skew: jiff::SignedDuration::ZERO,
             reserved: FxHashMap::default(),
             extra_qr: FxHashMap::default(),
-            pool_pins: Default::default(),
+            pool_pins: FxHashMap::default(),
             credentials: FxHashMap::default(),
             frozen: FxHashSet::default(),
             retired: FxHashMap::default(),
             extra_pins: FxHashMap::default(),
             retired_pins: FxHashMap::default(),
             retired_attempts: 0,
+            instants_buf: Vec::new(),
+            candidates_buf: Vec::new(),
             verdicts: Verdicts::default(),
             lockouts: 0,
             denials: BTreeMap::new(),
@@ -631,7 +717,8 @@ impl Oracle {
         let id = self.truths.len();
         if t.kind == TruthKind::Pin {
             for d in &t.doors {
-                self.pins.insert((*d, t.text.clone()), id);
+                let text: Box<str> = t.text.as_str().into();
+                self.pins.entry(*d).or_default().insert(text, id);
             }
         }
         self.truths.push(t);
@@ -670,19 +757,22 @@ impl Oracle {
 
     /// Is `text` a PIN of `door` in the truth table?
     pub fn pin_known(&self, door: DoorId, text: &str) -> bool {
-        let key = (door, text.to_string());
-        self.pins.contains_key(&key) || self.pool_pins.contains(&key)
+        self.pin_at(door, text).is_some()
+            || self.pool_pins.get(&door).is_some_and(|p| p.contains(text))
     }
 
     /// An unassigned fallback code pre-loaded on `door`'s lock: not a
     /// credential anyone holds, but not a wrong PIN either.
     pub fn pool_pin(&mut self, door: DoorId, text: String) {
-        self.pool_pins.insert((door, text));
+        self.pool_pins
+            .entry(door)
+            .or_default()
+            .insert(text.into_boxed_str());
     }
 
     /// The truth entry of a PIN typed at `door`.
     pub fn pin_at(&self, door: DoorId, text: &str) -> Option<TruthId> {
-        self.pins.get(&(door, text.to_string())).copied()
+        self.pins.get(&door).and_then(|p| p.get(text)).copied()
     }
 
     /// The uses of `id` at `door` and in all.
@@ -912,7 +1002,8 @@ impl Oracle {
     /// Every answer the rules allow for `a` decided in `at`, with the
     /// fewest and (when they differ) the most uses, in every lockout state
     /// the keypad may be in.
-    fn candidates(&self, a: &Attempt, at: &[Timestamp]) -> Vec<Candidate> {
+    /// Written into `out` (cleared first).
+    fn candidates(&self, a: &Attempt, at: &[Timestamp], out: &mut Vec<Candidate>) {
         let counts: &[Count] = if self.uses_exact(a) {
             &[Count::Fewest]
         } else {
@@ -929,7 +1020,7 @@ impl Oracle {
             Some(_) => None,
         });
         let policy = self.policy(a.door);
-        let mut out = Vec::new();
+        out.clear();
         for (i, now) in at.iter().enumerate() {
             for &count in counts {
                 let unlocked = self.expect_unlocked(a, *now, count);
@@ -965,7 +1056,6 @@ impl Oracle {
                 }
             }
         }
-        out
     }
 
     /// The report of an answer, as far as the engine reports ends.
@@ -1011,8 +1101,10 @@ impl Oracle {
             self.retired_attempts += 1;
         }
         let report = self.lock_report(actual, answer.lock);
-        let at = instants(sent, done);
-        let cands = self.candidates(a, &at);
+        let mut at = std::mem::take(&mut self.instants_buf);
+        instants(sent, done, &mut at);
+        let mut cands = std::mem::take(&mut self.candidates_buf);
+        self.candidates(a, &at, &mut cands);
         debug_assert!(!cands.is_empty(), "the rules always give an answer");
         let allowed = cands.iter().any(|c| c.answer == actual);
         let after_error = keeps_lockout(a)
@@ -1058,7 +1150,7 @@ impl Oracle {
             Class::TrueDenial => {
                 self.verdicts.true_denials += 1;
                 if let Expected::Denied(r) = actual {
-                    *self.denials.entry(r.as_str().to_string()).or_default() += 1;
+                    self.count_denial(r);
                 }
             }
             Class::Ambiguous => self.verdicts.ambiguous += 1,
@@ -1068,9 +1160,22 @@ impl Oracle {
         }
         self.follow_uses(a, actual);
         if keeps_lockout(a) {
-            self.follow_lockout(a, actual, report, cands, allowed, sent, done);
+            self.follow_lockout(a, actual, report, &mut cands, allowed, sent, done);
         }
+        cands.clear();
+        self.candidates_buf = cands;
+        self.instants_buf = at;
         class
+    }
+
+    /// One more true denial for `reason` (its key is made once).
+    fn count_denial(&mut self, reason: DenyReason) {
+        match self.denials.get_mut(reason.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                self.denials.insert(reason.as_str().to_string(), 1);
+            }
+        }
     }
 
     /// Do the allowed answers differ between the fewest and the most uses
@@ -1108,7 +1213,7 @@ impl Oracle {
             (Expected::Denied(e), Expected::Denied(_)) => {
                 self.verdicts.true_denials += 1;
                 self.verdicts.reason_mismatches += 1;
-                *self.denials.entry(e.as_str().to_string()).or_default() += 1;
+                self.count_denial(e);
                 (
                     Class::ReasonMismatch,
                     "denied for another reason than the rules give",
@@ -1181,7 +1286,7 @@ impl Oracle {
         a: &Attempt,
         actual: Expected,
         report: LockReport,
-        cands: Vec<Candidate>,
+        cands: &mut Vec<Candidate>,
         allowed: bool,
         sent: Timestamp,
         done: Timestamp,
@@ -1194,32 +1299,37 @@ impl Oracle {
         };
         let pinned = |until_s: i64| {
             Keeper::Known(vec![LockState {
-                wrong_s: Vec::new(),
+                wrong_s: WrongTries::default(),
                 until_s,
             }])
         };
-        model.keeper = match &model.keeper {
-            Keeper::Unknown { settles_at, .. } => {
+        // The keypad's state vector is refilled in place (no allocation).
+        let keeper = std::mem::replace(&mut model.keeper, Keeper::Known(Vec::new()));
+        model.keeper = match keeper {
+            Keeper::Unknown {
+                settles_at,
+                after_error,
+            } => {
                 // Pinned down only when no late decision can land after.
                 match (reported, actual) {
-                    (Some(until_s), _) if sent >= *settles_at => pinned(until_s),
-                    (None, Expected::Granted) if sent >= *settles_at => pinned(0),
-                    _ => model.keeper.clone(),
+                    (Some(until_s), _) if sent >= settles_at => pinned(until_s),
+                    (None, Expected::Granted) if sent >= settles_at => pinned(0),
+                    _ => Keeper::Unknown {
+                        settles_at,
+                        after_error,
+                    },
                 }
             }
-            Keeper::Known(states) => {
-                let mut next: Vec<LockState> = if allowed {
-                    cands
-                        .into_iter()
-                        .filter(|c| c.answer == actual)
-                        .filter_map(|c| c.state.map(|s| s.1))
-                        .collect()
+            Keeper::Known(mut states) => {
+                if allowed {
+                    states.clear();
+                    let kept = cands.drain(..).filter(|c| c.answer == actual);
+                    states.extend(kept.filter_map(|c| c.state.map(|s| s.1)));
                 } else {
-                    states
-                        .iter()
-                        .map(|st| st.follow(done.as_second(), actual, &policy))
-                        .collect()
-                };
+                    for st in &mut states {
+                        *st = st.follow(done.as_second(), actual, &policy);
+                    }
+                }
                 // What the engine reported decides between the states the
                 // rule allows. An end it does not allow is not followed:
                 // the refusals it brings show as false rejects.
@@ -1228,22 +1338,17 @@ impl Oracle {
                     LockReport::NotLocked => st.until_s == 0,
                     LockReport::Unreported => true,
                 };
-                if next.iter().any(fits) {
-                    next.retain(fits);
+                if states.iter().any(fits) {
+                    states.retain(fits);
                 }
-                let mut unique: Vec<LockState> = Vec::with_capacity(next.len());
-                for st in next {
-                    if !unique.contains(&st) {
-                        unique.push(st);
-                    }
-                }
-                if unique.is_empty() || unique.len() > MAX_LOCK_STATES {
+                dedup_keeping_first(&mut states);
+                if states.is_empty() || states.len() > MAX_LOCK_STATES {
                     Keeper::Unknown {
                         settles_at: done,
                         after_error: false,
                     }
                 } else {
-                    Keeper::Known(unique)
+                    Keeper::Known(states)
                 }
             }
         };
@@ -1359,6 +1464,41 @@ mod tests {
             Err(DenyReason::OutsideSchedule),
             "Thursday night's window is not open"
         );
+    }
+
+    #[test]
+    fn wrong_tries_keep_the_latest_n_oldest_first_and_compare_by_what_they_hold() {
+        let mut t = WrongTries::default();
+        for s in 1..=5 {
+            t.push_keeping(s, 3);
+        }
+        assert_eq!(t.as_slice(), &[3, 4, 5]);
+        // The full policy: 16 kept, the 17th drops the oldest.
+        let mut full = WrongTries::default();
+        for s in 0..17 {
+            full.push_keeping(s, usize::from(MAX_WRONG_LIMIT));
+        }
+        assert_eq!(full.as_slice(), (1..17).collect::<Vec<i64>>().as_slice());
+        // Slots past the length are stale: equality ignores them.
+        let mut a = WrongTries::default();
+        a.push_keeping(9, 3);
+        a.push_keeping(10, 3);
+        a.retain(|s| s > 9);
+        let mut b = WrongTries::default();
+        b.push_keeping(10, 3);
+        assert_eq!(a, b);
+        assert_ne!(a, WrongTries::default());
+    }
+
+    #[test]
+    fn equal_lock_states_are_kept_once_in_their_first_order() {
+        let st = |until_s| LockState {
+            wrong_s: WrongTries::default(),
+            until_s,
+        };
+        let mut v = vec![st(5), st(0), st(5), st(7), st(0), st(7)];
+        dedup_keeping_first(&mut v);
+        assert_eq!(v, vec![st(5), st(0), st(7)]);
     }
 
     #[test]

@@ -163,12 +163,8 @@ pub(super) fn plan(
             .dropped(action.as_str(), why);
         None
     };
-    let doors: Vec<usize> = ctx.site_doors[site as usize]
-        .iter()
-        .copied()
-        .filter(|i| !takers(&ctx.doors[*i], TruthKind::Pin).is_empty())
-        .collect();
-    let Some(di) = choose(rng, &doors) else {
+    let doors = ctx.sites[site as usize].doors_taking(TruthKind::Pin);
+    let Some(di) = choose(rng, doors) else {
         return skip(DropReason::NothingToPresent);
     };
     let door = &ctx.doors[di];
