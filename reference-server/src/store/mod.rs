@@ -49,6 +49,8 @@ use crate::engine::Command;
 use crate::metrics::Metrics;
 use crate::protocol::How;
 
+pub mod idempotency;
+
 /// Acknowledged jobs waiting for the writer; senders wait when it is full
 /// (backpressure).
 pub const WRITE_QUEUE_CAPACITY: usize = 8_192;

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use reference_server::api::wire::{
-    BootstrapBody, ChangePinBody, DeviceBody, DeviceCreated, DeviceSync, DoorBody,
+    BootstrapBody, CardNumber, ChangePinBody, DeviceBody, DeviceCreated, DeviceSync, DoorBody,
     FallbackPoolBody, HolderBody, IssueBody, Issued, OrgBody, PinRequest, PinText, RenameBody,
     Revealed, SecretRequest, SiteBody, StayBody,
 };
@@ -637,7 +637,9 @@ impl Ids {
             SecretSpec::Pin { pin } => SecretRequest::Pin {
                 pin: self.pin_spec(pin, local.holder.0, &local.doors)?,
             },
-            SecretSpec::Card { number } => SecretRequest::Card { number: *number },
+            SecretSpec::Card { number } => SecretRequest::Card {
+                number: CardNumber(*number),
+            },
             SecretSpec::Qr => SecretRequest::Qr,
             SecretSpec::Ble => SecretRequest::Ble,
         };
