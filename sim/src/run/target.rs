@@ -1121,6 +1121,28 @@ mod tests {
         assert_eq!(r.body.unwrap()["pin"]["value"], "902211");
     }
 
+    /// A card goes as a string of every digit: a JSON number would lose
+    /// the last ones past 2^53 in many readers.
+    #[test]
+    fn card_numbers_are_sent_as_strings() {
+        let ids = ids();
+        let issue = Issue {
+            holder: HolderId(3),
+            name: "Fob".into(),
+            secret: SecretSpec::Card { number: u64::MAX },
+            schedule: Schedule::Permanent,
+            doors: vec![DoorId(2)],
+            include_common_areas: false,
+            floors: FloorScope::Any,
+        };
+        let r = sent(ids.request(&Command::IssueCredential(issue)).unwrap());
+        assert_eq!(r.route(), "POST /v1/credentials");
+        assert_eq!(
+            r.body.unwrap()["secret"],
+            json!({"kind": "card", "number": "18446744073709551615"})
+        );
+    }
+
     /// seeds/003: a guest's PIN is the server's to generate. It goes as
     /// `generate` with the run's length; once read back, the run's other
     /// PINs at the door go through the door's map (the one that equals
