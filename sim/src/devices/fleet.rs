@@ -733,6 +733,24 @@ impl Fleet {
         &self.transport
     }
 
+    /// Waits until every device's link can be answered (over MQTT: its
+    /// connection is up and the broker acknowledged its subscriptions), at
+    /// most `limit`; `Err` holds the connections still not ready. A check
+    /// sent earlier would be answered to a topic nobody listens on yet.
+    pub async fn wait_links_ready(&self, limit: std::time::Duration) -> Result<(), usize> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let not_ready = self.transport.links_not_ready();
+            if not_ready == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(not_ready);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Presents a credential the way a person would (typing time on
     /// keypads) and resolves with the decision and the device's outcome.
     pub async fn present(

@@ -288,6 +288,10 @@ fn op_of(kind: TruthKind) -> Operation {
     }
 }
 
+/// How long the devices' connections may take to be ready once their codes
+/// are stored (they connected before that, so this is a bound, not a wait).
+const LINKS_READY_WAIT_S: u64 = 60;
+
 /// Provisions, syncs, drives every phase and returns what was measured.
 /// `threads` = 0: everything on the current thread (virtual time).
 pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Measured, RunError> {
@@ -296,6 +300,15 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let (fleet, keep, arbiters) = start_fleet(s, opts, &prov, transport, b.clock, threads);
     // Step 3: every device holds its codes before the load starts.
     b.platform.wait_stored(&fleet, &b.engine).await?;
+    // Every device can be answered (over MQTT: subscribed) before the
+    // first arrival.
+    fleet
+        .wait_links_ready(Duration::from_secs(LINKS_READY_WAIT_S))
+        .await
+        .map_err(|connections| RunError::LinksNotReady {
+            waited_s: LINKS_READY_WAIT_S,
+            connections,
+        })?;
     // The groups' own offline spells start once every code is stored.
     let refused = fleet.begin_offline_spells();
     if refused > 0 {

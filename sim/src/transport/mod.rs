@@ -134,6 +134,16 @@ impl Transport {
         }
     }
 
+    /// Device connections that could not be answered yet (MQTT: not
+    /// connected, or a subscription not acknowledged by the broker); 0 for
+    /// a transport without sessions.
+    pub fn links_not_ready(&self) -> usize {
+        match self {
+            Transport::Mqtt(t) => t.not_ready(),
+            _ => 0,
+        }
+    }
+
     /// The link of one device; pushes for it go to `inbox`.
     pub fn link(&self, ep: Endpoint, inbox: Recipient<Inbound>) -> Link {
         match self {
