@@ -580,7 +580,7 @@ pub struct Fleet {
     devices: Vec<FleetDevice>,
     index: FxHashMap<DeviceId, usize>,
     transport: Transport,
-    offline: Arc<OfflineGauge>,
+    offline: Arc<FleetGauges>,
 }
 
 impl Fleet {
@@ -607,7 +607,7 @@ impl Fleet {
         let params = Arc::new(spec.params.clone());
         let groups: Vec<Arc<DeviceParams>> =
             spec.group_params.iter().cloned().map(Arc::new).collect();
-        let offline = Arc::new(OfflineGauge::default());
+        let offline = Arc::new(FleetGauges::default());
         let seed = spec.seed;
         let mut devices = Vec::with_capacity(spec.device_count() as usize);
         for (i, plan) in provisioned.doors.iter().enumerate() {
@@ -706,8 +706,9 @@ impl Fleet {
         }
     }
 
-    /// Devices offline now and at most at once (waves and spells).
-    pub fn offline(&self) -> &OfflineGauge {
+    /// Devices offline now and at most at once (waves and spells), and the
+    /// events emitted so far.
+    pub fn gauges(&self) -> &FleetGauges {
         &self.offline
     }
 
