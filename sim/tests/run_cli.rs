@@ -100,9 +100,15 @@ fn assert_harness_cost(r: &Value, summary: &str) {
     let f = |k: &str| h[k].as_f64().unwrap_or_else(|| panic!("harness.{k}: {h}"));
     let cores = std::thread::available_parallelism().unwrap().get() as f64;
     assert!(f("cpu_s") > 0.0, "{h}");
-    assert!((f("cpu_user_s") + f("cpu_system_s") - f("cpu_s")).abs() < 0.01, "{h}");
+    assert!(
+        (f("cpu_user_s") + f("cpu_system_s") - f("cpu_s")).abs() < 0.01,
+        "{h}"
+    );
     assert!(f("wall_s") > 0.0, "{h}");
-    assert!((f("cores_used") - f("cpu_s") / f("wall_s")).abs() < 0.01, "{h}");
+    assert!(
+        (f("cores_used") - f("cpu_s") / f("wall_s")).abs() < 0.01,
+        "{h}"
+    );
     assert!(f("cores_used") > 0.0, "{h}");
     // A process cannot use more cores than it has (a little slack for the
     // CPU and wall clocks being read one after the other).

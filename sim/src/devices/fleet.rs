@@ -734,14 +734,16 @@ impl Fleet {
         &self.transport
     }
 
-    /// Waits until every device's link can be answered (over MQTT: its
-    /// connection is up and the broker acknowledged its subscriptions), at
-    /// most `limit`; `Err` holds the connections still not ready. A check
-    /// sent earlier would be answered to a topic nobody listens on yet.
+    /// Waits until every device's link can be answered (over MQTT: the
+    /// device linked, which it does when its actor starts on its arbiter,
+    /// its connection up and its subscriptions acknowledged by the
+    /// broker), at most `limit`; `Err` holds the devices and connections
+    /// still not ready. A check sent earlier would fail as offline or be
+    /// answered to a topic nobody listens on yet.
     pub async fn wait_links_ready(&self, limit: std::time::Duration) -> Result<(), usize> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let not_ready = self.transport.links_not_ready();
+            let not_ready = self.transport.links_not_ready(self.devices.len());
             if not_ready == 0 {
                 return Ok(());
             }

@@ -149,7 +149,7 @@ pub enum RunError {
     )]
     SyncTimeout { waited_s: u64, pending: usize },
     #[error(
-        "the devices' connections were not ready within {waited_s} s ({connections} not connected or not subscribed)"
+        "the devices' connections were not ready within {waited_s} s ({connections} devices not linked, or connections down or not subscribed)"
     )]
     LinksNotReady { waited_s: u64, connections: usize },
 }

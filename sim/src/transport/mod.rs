@@ -134,12 +134,12 @@ impl Transport {
         }
     }
 
-    /// Device connections that could not be answered yet (MQTT: not
-    /// connected, or a subscription not acknowledged by the broker); 0 for
-    /// a transport without sessions.
-    pub fn links_not_ready(&self) -> usize {
+    /// Of a fleet of `devices`, what could not be answered yet (MQTT:
+    /// devices not linked yet, connections not up or a subscription not
+    /// acknowledged by the broker); 0 for a transport without sessions.
+    pub fn links_not_ready(&self, devices: usize) -> usize {
         match self {
-            Transport::Mqtt(t) => t.not_ready(),
+            Transport::Mqtt(t) => t.not_ready(devices),
             _ => 0,
         }
     }

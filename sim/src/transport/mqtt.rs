@@ -19,7 +19,7 @@
 //!   answer could be published to a topic nobody listens on yet, so a
 //!   check then is refused as `Offline` (nothing sent) rather than left to
 //!   time out, and a run starts its load only once every connection is
-//!   ready ([`MqttTransport::not_ready`]).
+//!   ready and every device linked ([`MqttTransport::not_ready`]).
 //! - Auth requests (QoS 0, answered at QoS 0) carry a correlation id;
 //!   answers on `auth/resp` complete the waiting check, which gives up
 //!   after `request_timeout_ms`.
@@ -113,6 +113,9 @@ struct TransportInner {
     shared: Mutex<FxHashMap<u32, Arc<Conn>>>,
     /// Every connection started (per device, or shared), for readiness.
     conns: Mutex<Vec<std::sync::Weak<Conn>>>,
+    /// Devices linked so far (each device links when its actor starts, on
+    /// its arbiter: a fleet is linked once this reaches its size).
+    linked: std::sync::atomic::AtomicUsize,
     /// Connections made again after a loss, over every connection.
     reconnects: Arc<AtomicU64>,
 }
@@ -133,6 +136,7 @@ impl MqttTransport {
                 seed,
                 shared: Mutex::new(FxHashMap::default()),
                 conns: Mutex::new(Vec::new()),
+                linked: std::sync::atomic::AtomicUsize::new(0),
                 reconnects: Arc::new(AtomicU64::new(0)),
             }),
         }
@@ -143,16 +147,20 @@ impl MqttTransport {
         self.inner.reconnects.load(Ordering::Relaxed)
     }
 
-    /// Connections that are not ready yet (not connected, or a
-    /// subscription not acknowledged): 0 when every device can be answered.
-    pub fn not_ready(&self) -> usize {
-        self.inner
+    /// Of a fleet of `devices`, those not linked yet plus the connections
+    /// not ready yet (not connected, or a subscription not acknowledged):
+    /// 0 when every device can be answered.
+    pub fn not_ready(&self, devices: usize) -> usize {
+        let unlinked = devices.saturating_sub(self.inner.linked.load(Ordering::Acquire));
+        let conns = self
+            .inner
             .conns
             .lock()
             .iter()
             .filter_map(std::sync::Weak::upgrade)
             .filter(|c| !c.is_ready())
-            .count()
+            .count();
+        unlinked + conns
     }
 
     /// Starts (or joins) the device's connection. Must run inside a tokio
@@ -213,6 +221,7 @@ impl MqttTransport {
             }
         };
         conn.add_device(ep.device, topics.clone(), inbox);
+        self.inner.linked.fetch_add(1, Ordering::AcqRel);
         MqttLink {
             conn,
             topics,
