@@ -118,7 +118,10 @@ fn assert_harness_cost(r: &Value, summary: &str) {
     let checks = r["checks"]["count"].as_f64().unwrap();
     // From the unrounded CPU time (cpu_s is rounded to the ms).
     let per_cpu_s = checks / f("cpu_s");
-    assert!((f("checks_per_cpu_s") - per_cpu_s).abs() <= 1.0 + per_cpu_s * 0.01, "{h}");
+    assert!(
+        (f("checks_per_cpu_s") - per_cpu_s).abs() <= 1.0 + per_cpu_s * 0.01,
+        "{h}"
+    );
     assert_eq!(h["sut_in_process"], true, "{h}");
     assert_eq!(h["saturated"], h["warning"].is_string(), "{h}");
     assert!(summary.contains("harness: "), "{summary}");
