@@ -405,7 +405,8 @@ fn with_mosquitto(f: impl FnOnce(&str) + std::panic::UnwindSafe) {
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {}\n\
              use_username_as_clientid true\nmax_inflight_messages 1000\n\
-             max_queued_messages 10000\npersistence false\nlog_dest stderr\n",
+             max_queued_messages 10000\npersistence false\nlog_dest stderr\n\
+             set_tcp_nodelay true\n",
             root().join("docs/mosquitto/acl").display()
         ),
     )
