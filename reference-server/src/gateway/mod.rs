@@ -382,7 +382,7 @@ pub fn start<B: Backend>(
                 cfg.broker.password.clone().unwrap_or_default(),
             );
         }
-        let (client, eventloop) = AsyncClient::new(opts, cfg.request_capacity);
+        let (client, eventloop) = crate::mqtt_client::client(opts, cfg.request_capacity);
         let filters = subscriptions(&cfg, conn);
         tasks.push(tokio::spawn(poll_connection(
             conn,
