@@ -379,7 +379,7 @@ async fn run_load(
             .set_keep_alive(Duration::from_secs(60))
             .set_request_channel_capacity(1000)
             .set_inflight(1000);
-        let (client, eventloop) = AsyncClient::new(opts, 1000);
+        let (client, eventloop) = reference_server::mqtt_client::client(opts, 1000);
         let resp = protocol::topic("fleet", site, *id, Channel::AuthResp);
         let sync = protocol::topic("fleet", site, *id, Channel::Sync);
         client.subscribe(resp, QoS::AtMostOnce).await?;

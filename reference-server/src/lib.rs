@@ -20,6 +20,8 @@
 //!   remote commands) over any broker.
 //! - [`broker`]: the embedded MQTT 3.1.1 broker for a self-contained run:
 //!   each device confined to its own topics (ACL), held to its limits.
+//! - [`mqtt_client`]: how every MQTT client here connects (the gateway,
+//!   fleetsim's devices, the benchmarks): `TCP_NODELAY` on each socket.
 //! - [`limits`]: what one device may cost the server (rate, in-flight,
 //!   payload size) and the per-device count of what it had dropped.
 //!
@@ -34,6 +36,7 @@ pub mod gateway;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod mqtt_client;
 pub mod server;
 pub mod service;
 pub mod store;

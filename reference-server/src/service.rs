@@ -31,6 +31,7 @@ use crate::health::{Health, HealthReport, HealthSummary, Sample};
 use crate::metrics::Metrics;
 pub use crate::metrics::Transport;
 use crate::protocol::{self, CommandKind, CommandResult};
+use crate::store::idempotency::Idempotency;
 use crate::store::{Store, StoreError, Write};
 use crate::sync::{SyncAcked, SyncBatch, SyncPacing, SyncSession};
 
@@ -131,6 +132,8 @@ pub struct Bootstrapped {
 pub struct Service {
     engine: RwLock<Engine>,
     store: Store,
+    /// The admin API's idempotency keys (`api::idempotency`).
+    idempotency: Idempotency,
     health: Health,
     metrics: Arc<Metrics>,
     clock: Clock,
@@ -184,6 +187,7 @@ impl Service {
         let token_key = load_or_create_key(data_dir)?;
         let keep_since = clock.now() - jiff::SignedDuration::from_hours(24 * STATUS_RETENTION_DAYS);
         let (store, loaded) = Store::open(data_dir, metrics.clone(), keep_since)?;
+        let idempotency = Idempotency::open(store.path(), clock.now())?;
         // The store holds codes in plaintext: say so when others can read it.
         for (path, mode) in crate::store::loose_permissions(data_dir)? {
             tracing::warn!(
@@ -231,6 +235,7 @@ impl Service {
         Ok(Service {
             engine: RwLock::new(engine),
             store,
+            idempotency,
             health,
             metrics,
             clock,
@@ -243,6 +248,11 @@ impl Service {
             added_latency_us: std::sync::atomic::AtomicU64::new(0),
             close_hooks: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The admin API's idempotency keys.
+    pub fn idempotency(&self) -> &Idempotency {
+        &self.idempotency
     }
 
     /// The system clock (or a test's): the only clock read in the server.

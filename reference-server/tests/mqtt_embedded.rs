@@ -131,3 +131,70 @@ async fn a_sync_round_is_one_store_job_and_each_command_answers_alone() {
         "the three records are one store job"
     );
 }
+
+/// The same malformed check gets the same refusal over MQTT as over the
+/// HTTP validate route: the HTTP status and error body ride in `refused`
+/// of a `decision: error` answer (protocol.md, "auth/resp").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_check_answers_over_mqtt_as_over_http() {
+    use reference_server::protocol::{Channel, Refusal, Verdict};
+
+    let h = scenarios::harness(Broker::Embedded, 1, Default::default()).await;
+    let svc = h.world.service.clone();
+    let http = actix_web::HttpServer::new(move || reference_server::api::app(svc.clone()))
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .expect("http binds");
+    let url = format!("http://{}", http.addrs()[0]);
+    let http = http.run();
+    let http_handle = http.handle();
+    tokio::spawn(http);
+    let (device, secret) = h.world.devices[0].clone();
+    let mut dev = h.device(0).await;
+    let client = reqwest::Client::new();
+    // An unknown field, a wrong type, an unknown variant, a missing field.
+    let bad: [&[u8]; 4] = [
+        br#"{"id":41,"credential":{"type":"pin","value":"1234"},"colour":"red"}"#,
+        br#"{"id":42,"credential":{"type":"pin","value":1234}}"#,
+        br#"{"id":43,"credential":{"type":"iris","value":"x"}}"#,
+        br#"{"id":44,"credential":{"type":"pin"},"floor":-1}"#,
+    ];
+    for (i, body) in bad.iter().enumerate() {
+        let resp = client
+            .post(format!("{url}/v1/devices/{}/validate", device.0))
+            .bearer_auth(&secret)
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("validate over HTTP");
+        let status = resp.status().as_u16();
+        let over_http: serde_json::Value = resp.json().await.unwrap();
+        assert!((400..500).contains(&status), "{over_http}");
+        dev.publish_raw(&dev.topic(Channel::AuthReq), body.to_vec(), false)
+            .await;
+        let answer = dev.expect_auth(41 + i as u64).await;
+        assert_eq!(answer.decision, Verdict::Error);
+        let want = Refusal {
+            status,
+            error: over_http["error"].as_str().unwrap().into(),
+            field: over_http["field"].as_str().unwrap().into(),
+            rule: over_http["rule"].as_str().unwrap().into(),
+        };
+        assert_eq!(
+            answer.refused.as_ref(),
+            Some(&want),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        // Devices that read only `error` (before `refused`) get the rule.
+        assert_eq!(answer.error.as_deref(), Some(want.rule.as_str()));
+    }
+    // A request that is not a refusal has no `refused`: a bad PIN value
+    // is a decision, on both transports.
+    let answer = dev.present_pin("12ab").await;
+    assert_eq!((answer.decision, answer.refused), (Verdict::Error, None));
+    http_handle.stop(true).await;
+    h.stop().await;
+}

@@ -46,10 +46,40 @@ fn schemathesis_version() -> Option<String> {
 
 /// The config file: each security scheme's credentials, and door phone A
 /// as the device of the device routes (its secret opens no other).
+/// An `Idempotency-Key` reused with another request is a 422 by design
+/// (docs/reference-server.md), a rule no schema can state; keys drawn from
+/// the schema repeat across cases (`0`, `00`). Each well-formed key is
+/// made fresh before the call, as a client makes one per change, so every
+/// other answer is checked as usual; malformed keys are sent as drawn
+/// (their 400 is checked). Reuse is tested in `tests/idempotency.rs`.
+const HOOKS: &str = r#"
+import uuid
+
+import schemathesis
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    headers = case.headers or {}
+    for name, value in list(headers.items()):
+        well_formed = (
+            isinstance(value, str)
+            and 1 <= len(value) <= 255
+            and all("!" <= c <= "~" for c in value)
+        )
+        if name.lower() == "idempotency-key" and well_formed:
+            headers[name] = uuid.uuid4().hex
+"#;
+
 fn write_config(dir: &Path, owner: &str, device: u64, device_secret: &str) -> std::path::PathBuf {
     let path = dir.join("schemathesis.toml");
+    let hooks = dir.join("schemathesis_hooks.py");
+    std::fs::write(&hooks, HOOKS).expect("write the schemathesis hooks");
+    let hooks = hooks.display();
     let text = format!(
         r#"
+hooks = "{hooks}"
+
 [auth.openapi.user_token]
 bearer = "{owner}"
 

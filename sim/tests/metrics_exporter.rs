@@ -39,7 +39,7 @@ async fn a_real_scrape_passes_promtool_check_metrics() {
     metrics.set_run_info("open", Transport::Mqtt);
     metrics.set_devices(DeviceKind::Lock, 500, 487);
     metrics.arrivals.inc_by(20_000);
-    metrics.target_arrivals_per_second.set(2_000);
+    metrics.target_arrivals_per_second.set(2_000.0);
     let mut rec = recorder().with_prometheus(metrics.clone(), Transport::Mqtt);
     let samples = samples(5, 20_000, 10);
     feed(&mut rec, &samples);

@@ -129,6 +129,21 @@ fn false_verdicts_carry_when_where_what_and_the_keypads_history_everywhere() {
         battery_low_events: 0,
         events_duplicated: Some(0),
         mqtt_reconnects: None,
+        // A harness at 11 CPU s over 6 s of 2 cores: saturated.
+        harness: fleetsim::metrics::cost::HarnessUsage {
+            cpu: fleetsim::metrics::cost::CpuTime {
+                user_s: 10.0,
+                system_s: 1.0,
+            },
+            wall_s: 6.0,
+            peak_cores: 1.95,
+            cores_available: 2,
+            sut_in_process: true,
+        },
+        start_lag: fleetsim::report::StartLag {
+            late_starts: 3,
+            max_lag_us: 40_000,
+        },
     };
     let tmp = tempfile::tempdir().unwrap();
     let opts = RunOptions {
@@ -144,12 +159,24 @@ fn false_verdicts_carry_when_where_what_and_the_keypads_history_everywhere() {
     };
     let outcome = verdict::finish(&s, &opts, measured).unwrap();
     assert!(!outcome.passed);
+    // The saturated harness is said in the summary and recorded.
+    assert!(
+        outcome.summary.contains("WARNING: the harness may have been the bottleneck: it used 1.83 of 2 cores on average (peak 1.95), and 3 arrivals started 10 ms or more late (latest 40.0 ms)"),
+        "{}",
+        outcome.summary
+    );
 
     // report.json
     let text = std::fs::read_to_string(tmp.path().join("report.json")).unwrap();
     assert!(!text.contains("Denied("), "Rust Debug text in report.json");
     let r: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(r["started_at"], t0.to_string());
+    assert_eq!(r["harness"]["saturated"], true);
+    assert_eq!(r["harness"]["cores_used"], 1.833);
+    assert!(r["harness"]["warning"]
+        .as_str()
+        .unwrap()
+        .contains("--shard"));
     let d = &r["decisions"];
     let at = |n| Value::String(sec(n).to_string());
     let fa = &d["false_accept_examples"][0];

@@ -90,6 +90,46 @@ fn smoke_passes_end_to_end_with_no_false_decisions() {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
     assert!(out.contains("PASS decisions.false_accept"), "{out}");
+    assert_harness_cost(&r, &out);
+}
+
+/// The harness's own cost in a finished run's report and summary:
+/// plausible, never a speed.
+fn assert_harness_cost(r: &Value, summary: &str) {
+    let h = &r["harness"];
+    let f = |k: &str| h[k].as_f64().unwrap_or_else(|| panic!("harness.{k}: {h}"));
+    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+    assert!(f("cpu_s") > 0.0, "{h}");
+    assert!(
+        (f("cpu_user_s") + f("cpu_system_s") - f("cpu_s")).abs() < 0.01,
+        "{h}"
+    );
+    assert!(f("wall_s") > 0.0, "{h}");
+    assert!(
+        (f("cores_used") - f("cpu_s") / f("wall_s")).abs() < 0.01,
+        "{h}"
+    );
+    assert!(f("cores_used") > 0.0, "{h}");
+    // A process cannot use more cores than it has (a little slack for the
+    // CPU and wall clocks being read one after the other).
+    assert!(f("cores_used") <= cores + 0.05, "{h}");
+    assert!(f("peak_cores_used") >= f("cores_used") - 0.01, "{h}");
+    assert_eq!(f("cores_available"), cores, "{h}");
+    let checks = r["checks"]["count"].as_f64().unwrap();
+    // From the unrounded CPU time (cpu_s is rounded to the ms).
+    let per_cpu_s = checks / f("cpu_s");
+    assert!(
+        (f("checks_per_cpu_s") - per_cpu_s).abs() <= 1.0 + per_cpu_s * 0.01,
+        "{h}"
+    );
+    assert_eq!(h["sut_in_process"], true, "{h}");
+    assert_eq!(h["saturated"], h["warning"].is_string(), "{h}");
+    assert!(summary.contains("harness: "), "{summary}");
+    assert_eq!(
+        summary.contains("WARNING: the harness may have been the bottleneck"),
+        h["saturated"] == true,
+        "{summary}"
+    );
 }
 
 #[test]
@@ -194,6 +234,14 @@ fn merged_shards_count_what_one_whole_run_counts() {
     let whole_n = numbers(&report(&whole));
     assert_ne!(one, whole_n, "a shard alone counted the whole run");
     assert_eq!(numbers(&report(&merged)), whole_n);
+    // The harness's cost is the shards' together.
+    let cost = |d: &Path, k: &str| report(d)["harness"][k].as_f64().unwrap();
+    let cpu: f64 = dirs.iter().map(|d| cost(d, "cpu_s")).sum();
+    assert!((cost(&merged, "cpu_s") - cpu).abs() < 0.01);
+    let cores: f64 = dirs.iter().map(|d| cost(d, "cores_available")).sum();
+    assert_eq!(cost(&merged, "cores_available"), cores);
+    let wall = dirs.iter().map(|d| cost(d, "wall_s")).fold(0.0, f64::max);
+    assert_eq!(cost(&merged, "wall_s"), wall);
 }
 
 #[test]
@@ -331,8 +379,9 @@ fn a_broker_outage_makes_devices_reconnect_without_false_decisions() {
     assert!(r["operations"]["event_delivery"]["count"].as_u64().unwrap() > 0);
 }
 
-#[test]
-fn smoke_passes_over_mqtt_through_mosquitto() {
+/// Runs `f` with the URL of a Mosquitto started for it (and stopped
+/// after); its log is printed when `f` panics.
+fn with_mosquitto(f: impl FnOnce(&str) + std::panic::UnwindSafe) {
     let which = std::process::Command::new("mosquitto")
         .arg("-h")
         .stdout(std::process::Stdio::null())
@@ -356,7 +405,8 @@ fn smoke_passes_over_mqtt_through_mosquitto() {
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {}\n\
              use_username_as_clientid true\nmax_inflight_messages 1000\n\
-             max_queued_messages 10000\npersistence false\nlog_dest stderr\n",
+             max_queued_messages 10000\npersistence false\nlog_dest stderr\n\
+             set_tcp_nodelay true\n",
             root().join("docs/mosquitto/acl").display()
         ),
     )
@@ -375,7 +425,7 @@ fn smoke_passes_over_mqtt_through_mosquitto() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let url = format!("mqtt://127.0.0.1:{port}");
-    let result = std::panic::catch_unwind(|| smoke_over("mqtt", &["--broker", &url]));
+    let result = std::panic::catch_unwind(|| f(&url));
     let _ = child.kill();
     let _ = child.wait();
     if let Err(e) = result {
@@ -383,6 +433,37 @@ fn smoke_passes_over_mqtt_through_mosquitto() {
         eprintln!("mosquitto log:\n{log}");
         std::panic::resume_unwind(e);
     }
+}
+
+#[test]
+fn smoke_passes_over_mqtt_through_mosquitto() {
+    with_mosquitto(|url| {
+        smoke_over("mqtt", &["--broker", url]);
+    });
+}
+
+/// The load starts once every device's subscriptions are acknowledged: a
+/// clean run at full rate from its first second has no error at all (a
+/// check sent before its device's SUBACK would wait for an answer to a
+/// topic nobody listened on yet, and time out).
+#[test]
+fn a_clean_mqtt_run_through_mosquitto_has_no_errors_from_its_first_second() {
+    with_mosquitto(|url| {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/run_support/mqtt-start.toml");
+        let r = run_passing(
+            &["run", file.to_str().unwrap(), "--broker", url],
+            &tmp.path().join("out"),
+        );
+        let checks = &r["checks"];
+        assert!(checks["count"].as_u64().unwrap() > 100, "{checks}");
+        assert_eq!(checks["errors"], 0, "{checks}");
+        assert_eq!(r["decisions"]["counts"]["no_answer"], 0);
+        // The first interval is where the errors were.
+        let first = &r["timeseries"][0];
+        assert!(first["count"].as_u64().unwrap() > 0, "{first}");
+        assert_eq!(first["errors"], 0, "{first}");
+    });
 }
 
 #[test]

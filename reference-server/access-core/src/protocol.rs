@@ -147,6 +147,21 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("wire types always serialize")
 }
 
+/// Most digits in a card number: `u64::MAX` has 20.
+pub const MAX_CARD_DIGITS: usize = 20;
+
+/// A card number as text, on the wire and in the admin API alike: 1 to
+/// [`MAX_CARD_DIGITS`] ASCII decimal digits (no sign, no spaces) whose
+/// value fits 64 bits.
+pub fn parse_card_number(s: &str) -> Result<u64, ProtocolError> {
+    const RULE: &str = "a card number is 1 to 20 decimal digits, at most 18446744073709551615";
+    if s.is_empty() || s.len() > MAX_CARD_DIGITS || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ProtocolError::BadCredential(RULE));
+    }
+    s.parse::<u64>()
+        .map_err(|_| ProtocolError::BadCredential(RULE))
+}
+
 /// A credential as a device reads it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
@@ -192,12 +207,7 @@ impl WireCredential {
             WireCredential::Pin(s) => Pin::parse(s)
                 .map(Presented::Pin)
                 .map_err(|_| ProtocolError::BadCredential("a PIN is 1 to 12 digits")),
-            WireCredential::Card(s) => {
-                check_len(s)?;
-                s.parse::<u64>()
-                    .map(Presented::Card)
-                    .map_err(|_| ProtocolError::BadCredential("a card number is decimal digits"))
-            }
+            WireCredential::Card(s) => parse_card_number(s).map(Presented::Card),
             WireCredential::Qr(s) => check_len(s).map(|_| Presented::Qr(s)),
             WireCredential::Ble(s) => check_len(s).map(|_| Presented::Ble(s)),
         }
@@ -258,6 +268,29 @@ pub struct AuthResponse {
     /// check (and in answers from servers before this field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locked_until: Option<Timestamp>,
+    /// A request refused before it could be checked (not the JSON of an
+    /// `auth/req`, over the size limit): the HTTP validate route's refusal
+    /// of the same bytes, status and body. Only on `decision: error`;
+    /// answers from servers before this field lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
+}
+
+/// Why a request was refused: the HTTP status and the error body
+/// (`{"error", "field", "rule"}`) the HTTP device route answers to the
+/// same bytes, so a device hears the same over MQTT and HTTP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Refusal {
+    /// The HTTP status: 400 (not JSON), 413 (too large), 422 (a field of
+    /// the wrong type, missing or unknown).
+    pub status: u16,
+    /// The status in words: `unprocessable_entity`, ...
+    pub error: String,
+    /// The field's path (`credential.type`), or `body`.
+    pub field: String,
+    /// The rule it broke, in words.
+    pub rule: String,
 }
 
 impl AuthResponse {
@@ -272,6 +305,7 @@ impl AuthResponse {
                 origin: Some(g.origin),
                 error: None,
                 locked_until: None,
+                refused: None,
             },
             Decision::Denied {
                 reason,
@@ -285,6 +319,7 @@ impl AuthResponse {
                 origin: None,
                 error: None,
                 locked_until: *locked_until,
+                refused: None,
             },
         }
     }
@@ -299,6 +334,17 @@ impl AuthResponse {
             origin: None,
             error: Some(message.into()),
             locked_until: None,
+            refused: None,
+        }
+    }
+
+    /// The answer to a request refused before it could be checked: an
+    /// `error` decision whose `error` text is the rule (as before
+    /// `refused` was added), with the refusal itself.
+    pub fn refused(id: u64, refusal: Refusal) -> AuthResponse {
+        AuthResponse {
+            refused: Some(refusal.clone()),
+            ..AuthResponse::error(id, refusal.rule)
         }
     }
 }

@@ -16,8 +16,10 @@
 //! | `mod.rs` | errors (`ApiError`), the strict JSON extractor, the caller, the app |
 //! | [`wire`] | every request and response body, defined once (the simulator's `--target` client uses them too) |
 //! | `routes/` | the handlers by audience and resource, each with its `#[utoipa::path]`; one list mounts and documents them |
+//! | `idempotency.rs` | `Idempotency-Key` on every change: replay, 409, 422 (one middleware) |
 //! | `openapi.rs` | the document: the handlers' paths plus the answers every route of a shape gives, security schemes, 405's `Allow` |
 
+mod idempotency;
 mod openapi;
 mod routes;
 pub mod wire;
@@ -84,6 +86,18 @@ impl ApiError {
 
     pub fn not_found(field: &str, rule: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, field, rule)
+    }
+}
+
+impl From<ApiError> for crate::protocol::Refusal {
+    /// The refusal a device hears over MQTT: this status and body.
+    fn from(e: ApiError) -> Self {
+        crate::protocol::Refusal {
+            status: e.status.as_u16(),
+            error: e.error,
+            field: e.field,
+            rule: e.rule,
+        }
     }
 }
 
@@ -222,7 +236,7 @@ impl<T> std::ops::Deref for Json<T> {
 /// such numbers read as integers: JSON has one number type, and JSON
 /// Schema (the OpenAPI document's) counts `3.0` as an integer. The first
 /// refusal stands if the second try fails too.
-fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let refused = match decode_json_exact(bytes) {
         Ok(v) => return Ok(v),
         Err(e) => e,
@@ -290,6 +304,19 @@ fn decode_json_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, 
     Ok(value)
 }
 
+/// A body that could not be read (too large, cut off).
+fn body_error(e: actix_web::Error) -> ApiError {
+    if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body",
+            format!("at most {MAX_JSON_BODY_BYTES} bytes"),
+        )
+    } else {
+        ApiError::bad_request("body", e.to_string())
+    }
+}
+
 impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
     type Error = ApiError;
     type Future = futures::future::LocalBoxFuture<'static, Result<Json<T>, ApiError>>;
@@ -310,17 +337,7 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
                     "must be application/json",
                 ));
             }
-            let bytes = body.await.map_err(|e| {
-                if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body",
-                        format!("at most {MAX_JSON_BODY_BYTES} bytes"),
-                    )
-                } else {
-                    ApiError::bad_request("body", e.to_string())
-                }
-            })?;
+            let bytes = body.await.map_err(body_error)?;
             decode_json(&bytes).map(Json)
         })
     }
@@ -411,6 +428,7 @@ pub fn app(
     actix_web::App::new()
         .configure(configure(service))
         .default_service(web::to(no_route))
+        .wrap(actix_web::middleware::from_fn(idempotency::guard))
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
             let route = req

@@ -6,7 +6,8 @@
 //! [`conventions`] adds what every route of a shape answers, in one place,
 //! the way the extractors and `Service` really answer: 400 for a path id,
 //! query or JSON body that does not parse, 401 without a valid token, 404
-//! for an unknown id (in the path or a body), 413/415/422 for bodies, 403/422/500 for changes.
+//! for an unknown id (in the path or a body), 413/415/422 for bodies, 403/422/500 for changes,
+//! and on a user's change the `Idempotency-Key` header with its 400 and 409.
 //! The same routes serve 405 with `Allow` to a method they do not take
 //! ([`allowed_methods`]).
 
@@ -273,11 +274,49 @@ fn conventions(method: &str, op: &mut Operation) {
     if change {
         add("500", "The change could not be stored");
     }
+    if access == Access::User && change {
+        idempotency_key(op);
+    }
     if body {
         if let Some(b) = op.request_body.as_mut() {
             b.required = Some(utoipa::openapi::Required::True);
         }
     }
+}
+
+/// The `Idempotency-Key` header every user's change takes
+/// (`api::idempotency`), and the answers only it gives.
+fn idempotency_key(op: &mut Operation) {
+    use utoipa::openapi::path::ParameterBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(super::idempotency::MAX_KEY_LEN))
+        .pattern(Some("^[!-~]+$"));
+    let header = ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(utoipa::openapi::Required::False)
+        .description(Some(
+            "Makes the change safe to retry: the same key with the same method, path and \
+             body answers the first answer again (with `Idempotent-Replayed: true`) for 24 h. \
+             Keys are the caller's own; 1 to 255 visible ASCII characters.",
+        ))
+        .schema(Some(schema))
+        .build();
+    op.parameters.get_or_insert_with(Vec::new).push(header);
+    let mut add = |status: &str, description: &str| {
+        op.responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| error(description).into());
+    };
+    add("400", "A malformed Idempotency-Key");
+    add(
+        "409",
+        "A request with this Idempotency-Key has not been answered yet",
+    );
 }
 
 fn build() -> Doc {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use rumqttc::mqttbytes::v4::{
-    self, ConnAck, ConnectReturnCode, LastWill, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
+    ConnAck, ConnectReturnCode, LastWill, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
     SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{valid_topic, Error as CodecError};
@@ -162,7 +162,7 @@ async fn handshake(
             return None;
         }
     }
-    let Ok(Packet::Connect(connect)) = v4::read(&mut buf, BROKER_MAX_PAYLOAD_BYTES) else {
+    let Ok(Packet::Connect(connect)) = Packet::read(&mut buf, BROKER_MAX_PAYLOAD_BYTES) else {
         refuse(
             &mut wr,
             shared,
@@ -355,7 +355,7 @@ impl Conn {
     /// over its rate (then the rest waits in the buffer and the socket).
     fn process_input(&mut self) -> Result<(), Close> {
         while self.throttled_until.is_none() {
-            let packet = match v4::read(&mut self.read_buf, BROKER_MAX_PAYLOAD_BYTES) {
+            let packet = match Packet::read(&mut self.read_buf, BROKER_MAX_PAYLOAD_BYTES) {
                 Ok(p) => p,
                 Err(CodecError::InsufficientBytes(_)) => return Ok(()),
                 Err(e) => return Err(Close::Lost(format!("protocol: {e}"))),
@@ -604,7 +604,7 @@ mod tests {
                 pkid,
                 &payload,
             );
-            let Packet::Publish(p) = v4::read(&mut buf, 1 << 20).unwrap() else {
+            let Packet::Publish(p) = Packet::read(&mut buf, 1 << 20).unwrap() else {
                 panic!("a publish")
             };
             assert_eq!(p.topic, "fleet/site-1/dev-1/auth/resp");

@@ -382,7 +382,7 @@ pub fn start<B: Backend>(
                 cfg.broker.password.clone().unwrap_or_default(),
             );
         }
-        let (client, eventloop) = AsyncClient::new(opts, cfg.request_capacity);
+        let (client, eventloop) = crate::mqtt_client::client(opts, cfg.request_capacity);
         let filters = subscriptions(&cfg, conn);
         tasks.push(tokio::spawn(poll_connection(
             conn,
@@ -813,6 +813,24 @@ fn decoded<'a, T: Deserialize<'a>>(
     }
 }
 
+/// An `auth/req`, or the refusal the HTTP validate route gives the same
+/// bytes (its decoder: one rule for both transports), within the MQTT
+/// payload limit.
+fn auth_request(payload: &[u8]) -> Result<protocol::AuthRequest, protocol::Refusal> {
+    match decode::<protocol::AuthRequest>(payload) {
+        Ok(req) => Ok(req),
+        Err(e @ ProtocolError::TooLarge(_)) => Err(crate::api::ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body",
+            e.to_string(),
+        )
+        .into()),
+        // The strict decoder names the field and the rule, and takes what
+        // the HTTP route takes (a whole float as an integer).
+        Err(_) => crate::api::decode_json(payload).map_err(Into::into),
+    }
+}
+
 async fn answer_check<B: Backend>(
     shared: &Shared<B>,
     conn: usize,
@@ -822,16 +840,16 @@ async fn answer_check<B: Backend>(
     payload: &[u8],
 ) {
     let m = &shared.metrics;
-    let resp = match decode::<protocol::AuthRequest>(payload) {
+    let resp = match auth_request(payload) {
         Ok(req) => shared.backend.check(device, &req).await,
-        Err(e) => {
+        Err(refusal) => {
             m.drop_from(device, DropReason::Malformed);
             // Answer when the id can be read, so the device learns of its bug
             // instead of timing out.
             match serde_json::from_slice::<IdOnly>(payload) {
-                Ok(IdOnly { id }) => AuthResponse::error(id, e.to_string()),
+                Ok(IdOnly { id }) => AuthResponse::refused(id, refusal),
                 Err(_) => {
-                    tracing::debug!(%device, error = %e, "malformed auth request dropped");
+                    tracing::debug!(%device, rule = %refusal.rule, "malformed auth request dropped");
                     return;
                 }
             }

@@ -24,6 +24,10 @@
 //!
 //! The engine is rebuilt at start by replaying the command log.
 //!
+//! The admin API's idempotency keys live in the same file, in their own
+//! table on their own connection ([`idempotency`]): a key's claim must be
+//! answered before the request runs, not batched with the log.
+//!
 //! The store is private: the data directory is made owner-only (0700) and
 //! the database file is created owner-only (0600) before SQLite opens it,
 //! so its `-wal` and `-shm` files (SQLite gives them the database file's
@@ -48,6 +52,8 @@ use crate::domain::{CredentialId, DeviceId, Origin, UserId};
 use crate::engine::Command;
 use crate::metrics::Metrics;
 use crate::protocol::How;
+
+pub mod idempotency;
 
 /// Acknowledged jobs waiting for the writer; senders wait when it is full
 /// (backpressure).

@@ -151,6 +151,7 @@ pub fn auth_response() -> impl Strategy<Value = AuthResponse> {
                     origin,
                     error,
                     locked_until,
+                    refused: None,
                 }
             },
         )

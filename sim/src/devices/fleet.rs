@@ -580,7 +580,7 @@ pub struct Fleet {
     devices: Vec<FleetDevice>,
     index: FxHashMap<DeviceId, usize>,
     transport: Transport,
-    offline: Arc<OfflineGauge>,
+    offline: Arc<FleetGauges>,
 }
 
 impl Fleet {
@@ -607,7 +607,7 @@ impl Fleet {
         let params = Arc::new(spec.params.clone());
         let groups: Vec<Arc<DeviceParams>> =
             spec.group_params.iter().cloned().map(Arc::new).collect();
-        let offline = Arc::new(OfflineGauge::default());
+        let offline = Arc::new(FleetGauges::default());
         let seed = spec.seed;
         let mut devices = Vec::with_capacity(spec.device_count() as usize);
         for (i, plan) in provisioned.doors.iter().enumerate() {
@@ -706,8 +706,9 @@ impl Fleet {
         }
     }
 
-    /// Devices offline now and at most at once (waves and spells).
-    pub fn offline(&self) -> &OfflineGauge {
+    /// Devices offline now and at most at once (waves and spells), and the
+    /// events emitted so far.
+    pub fn gauges(&self) -> &FleetGauges {
         &self.offline
     }
 
@@ -731,6 +732,26 @@ impl Fleet {
 
     pub fn transport(&self) -> &Transport {
         &self.transport
+    }
+
+    /// Waits until every device's link can be answered (over MQTT: the
+    /// device linked, which it does when its actor starts on its arbiter,
+    /// its connection up and its subscriptions acknowledged by the
+    /// broker), at most `limit`; `Err` holds the devices and connections
+    /// still not ready. A check sent earlier would fail as offline or be
+    /// answered to a topic nobody listens on yet.
+    pub async fn wait_links_ready(&self, limit: std::time::Duration) -> Result<(), usize> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let not_ready = self.transport.links_not_ready(self.devices.len());
+            if not_ready == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(not_ready);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Presents a credential the way a person would (typing time on

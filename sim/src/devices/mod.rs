@@ -18,6 +18,7 @@ pub mod params;
 pub mod timers;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -156,33 +157,56 @@ pub enum Control {
     BeginOfflineSpells,
 }
 
-/// Devices of a fleet offline right now and at most at once, shared by its
-/// devices on every arbiter (offline waves and a group's own spells alike).
+/// What a fleet's devices count together while the run goes, shared by
+/// its devices on every arbiter: devices offline right now (in all and per
+/// kind) and at most at once (offline waves and a group's own spells
+/// alike), and the events emitted per kind. Read live (Prometheus) without
+/// asking every device for a snapshot.
 #[derive(Debug, Default)]
-pub struct OfflineGauge {
-    now: std::sync::atomic::AtomicU64,
-    peak: std::sync::atomic::AtomicU64,
+pub struct FleetGauges {
+    now: AtomicU64,
+    peak: AtomicU64,
+    /// `[kind]` in [`crate::metrics::DEVICE_KINDS`] order.
+    offline_by_kind: [AtomicU64; crate::metrics::DEVICE_KINDS.len()],
+    /// `[kind]` in [`crate::transport::log::KIND_NAMES`] order.
+    emitted: [AtomicU64; crate::transport::log::KINDS],
 }
 
-impl OfflineGauge {
-    fn went_offline(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
+impl FleetGauges {
+    fn went_offline(&self, kind: DeviceKind) {
         let n = self.now.fetch_add(1, Relaxed) + 1;
         self.peak.fetch_max(n, Relaxed);
+        self.offline_by_kind[crate::metrics::device_kind_index(kind)].fetch_add(1, Relaxed);
     }
-    fn came_back(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let _ = self
-            .now
-            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+    fn came_back(&self, kind: DeviceKind) {
+        let down = |a: &AtomicU64| {
+            let _ = a.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        };
+        down(&self.now);
+        down(&self.offline_by_kind[crate::metrics::device_kind_index(kind)]);
+    }
+    fn emitted(&self, kind: &EventKind) {
+        self.emitted[crate::transport::log::kind_index(kind)].fetch_add(1, Relaxed);
     }
     /// Devices offline right now.
     pub fn now(&self) -> u64 {
-        self.now.load(std::sync::atomic::Ordering::Relaxed)
+        self.now.load(Relaxed)
+    }
+    /// Devices of `kind` offline right now.
+    pub fn offline_of(&self, kind: DeviceKind) -> u64 {
+        self.offline_by_kind[crate::metrics::device_kind_index(kind)].load(Relaxed)
     }
     /// Most devices offline at the same time so far.
     pub fn peak(&self) -> u64 {
-        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+        self.peak.load(Relaxed)
+    }
+    /// Events the devices emitted so far, per kind.
+    pub fn emitted_so_far(&self) -> KindCounts {
+        let mut k = KindCounts::default();
+        for (out, n) in k.0.iter_mut().zip(&self.emitted) {
+            *out = n.load(Relaxed);
+        }
+        k
     }
 }
 
@@ -338,7 +362,7 @@ pub struct Core {
     pub link: Link,
     pub params: std::sync::Arc<DeviceParams>,
     /// The fleet's count of offline devices.
-    offline: std::sync::Arc<OfflineGauge>,
+    offline: std::sync::Arc<FleetGauges>,
     /// Own offline spells started (see [`FaultParams::spells_at_start`]).
     spells_started: bool,
     seq: u64,
@@ -381,7 +405,7 @@ impl Core {
         clock: SimClock,
         link: Link,
         params: std::sync::Arc<DeviceParams>,
-        offline: std::sync::Arc<OfflineGauge>,
+        offline: std::sync::Arc<FleetGauges>,
     ) -> Core {
         // Door phones are mains powered; locks and keypads store codes.
         let battery_powered = kind != DeviceKind::DoorPhone;
@@ -450,6 +474,7 @@ impl Core {
     pub fn emit(&mut self, kind: EventKind) {
         self.seq += 1;
         self.emitted.add(&kind);
+        self.offline.emitted(&kind);
         let event = Event {
             seq: self.seq,
             at: self.now(),
@@ -822,7 +847,7 @@ pub fn go_offline<A: HasCore>(act: &mut A, ctx: &mut Context<A>, for_s: f64) {
         return;
     }
     core.online = false;
-    core.offline.went_offline();
+    core.offline.went_offline(core.kind);
     core.offline_spell += 1;
     let spell = core.offline_spell;
     timers::run_later(
@@ -844,7 +869,7 @@ pub fn go_online<A: HasCore>(act: &mut A, ctx: &mut Context<A>) {
         return;
     }
     core.online = true;
-    core.offline.came_back();
+    core.offline.came_back(core.kind);
     // The spell's timer, if still armed, finds another spell number.
     core.offline_spell += 1;
     while let Some(e) = core.offline_buffer.pop_front() {

@@ -8,6 +8,8 @@
 //!   demand and at the end of a run, it is what a report is built from.
 //! - [`catalogue`]: every metric a threshold may name, the one list the
 //!   checker, the reports, the schema and the docs derive from.
+//! - [`cost`]: what the harness itself costs (process CPU time, cores used)
+//!   and whether it was the bottleneck.
 //! - [`FleetMetrics`]: the Prometheus registry with every handle resolved once,
 //!   served by [`MetricsExporter`] on `/metrics`.
 //!
@@ -22,6 +24,7 @@
 //! actual start as `intended`, and the report labels the run as closed.
 
 pub mod catalogue;
+pub mod cost;
 mod decisions;
 mod exporter;
 pub mod hdr;

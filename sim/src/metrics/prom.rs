@@ -10,8 +10,8 @@
 use parking_lot::Mutex;
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use super::decisions::DecisionClass;
@@ -63,8 +63,15 @@ pub struct FleetMetrics {
     /// `[reason]` in [`DropReason`] order.
     arrivals_dropped: Vec<IntCounter>,
     /// The arrival rate the current phase asks for.
-    pub target_arrivals_per_second: IntGauge,
+    pub target_arrivals_per_second: Gauge,
     run_info: IntGaugeVec,
+    /// CPU seconds (user + system) the fleetsim process spent so far.
+    pub harness_cpu_seconds: Counter,
+    /// Cores the fleetsim process used over the last sample (CPU seconds
+    /// per wall second).
+    pub harness_cores_used: Gauge,
+    /// Cores this machine offers the process.
+    pub harness_cores_available: IntGauge,
 }
 
 impl FleetMetrics {
@@ -170,7 +177,7 @@ impl FleetMetrics {
             &["reason"],
         )
         .expect("valid");
-        let target = IntGauge::new(
+        let target = Gauge::new(
             "fleetsim_target_arrivals_per_second",
             "Arrival rate the current load phase asks for.",
         )
@@ -178,6 +185,21 @@ impl FleetMetrics {
         let run_info = IntGaugeVec::new(
             Opts::new("fleetsim_run_info", "Always 1; labels describe the run."),
             &["version", "model", "transport"],
+        )
+        .expect("valid");
+        let harness_cpu = Counter::new(
+            "fleetsim_harness_cpu_seconds_total",
+            "CPU time (user + system) the fleetsim process spent, every thread (an embedded server's included).",
+        )
+        .expect("valid");
+        let harness_cores = Gauge::new(
+            "fleetsim_harness_cores_used",
+            "Cores the fleetsim process used over the last second (CPU seconds per wall second).",
+        )
+        .expect("valid");
+        let harness_cores_available = IntGauge::new(
+            "fleetsim_harness_cores_available",
+            "Cores this machine offers the fleetsim process.",
         )
         .expect("valid");
 
@@ -239,6 +261,9 @@ impl FleetMetrics {
         reg(Box::new(dropped_vec), "counter");
         reg(Box::new(target.clone()), "gauge");
         reg(Box::new(run_info.clone()), "gauge");
+        reg(Box::new(harness_cpu.clone()), "counter");
+        reg(Box::new(harness_cores.clone()), "gauge");
+        reg(Box::new(harness_cores_available.clone()), "gauge");
 
         FleetMetrics {
             registry,
@@ -259,6 +284,9 @@ impl FleetMetrics {
             arrivals_dropped,
             target_arrivals_per_second: target,
             run_info,
+            harness_cpu_seconds: harness_cpu,
+            harness_cores_used: harness_cores,
+            harness_cores_available,
         }
     }
 

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
-use prometheus::IntCounter;
 use tokio::time::Instant;
 
 use super::decisions::{DecisionClass, DecisionExample, DecisionTally};
@@ -89,8 +88,6 @@ impl IntervalSlot {
 struct PromHook {
     metrics: Arc<FleetMetrics>,
     transport: Transport,
-    /// Event counters resolved on first use (event kinds are a small set).
-    events: Vec<(&'static str, IntCounter)>,
 }
 
 /// Per-worker metrics. See the module docs of [`crate::metrics`] on why
@@ -135,11 +132,7 @@ impl Recorder {
 
     /// Also updates the Prometheus metrics (with this transport label) on every record.
     pub fn with_prometheus(mut self, metrics: Arc<FleetMetrics>, transport: Transport) -> Recorder {
-        self.prom = Some(PromHook {
-            metrics,
-            transport,
-            events: Vec::new(),
-        });
+        self.prom = Some(PromHook { metrics, transport });
         self
     }
 
@@ -274,29 +267,16 @@ impl Recorder {
         }
     }
 
-    /// Counts events a device emitted. `kind` comes from a fixed set (it
-    /// becomes a Prometheus label).
+    /// Counts events a device emitted, for the report. (Prometheus has
+    /// them live from the run's live metrics, `run::load::live`.)
     pub fn events_emitted(&mut self, kind: &'static str, n: u64) {
         self.health.add_emitted(kind, n);
-        if let Some(p) = &mut self.prom {
-            let counter = match p.events.iter().find(|(k, _)| *k == kind) {
-                Some((_, c)) => c,
-                None => {
-                    let c = p.metrics.events_counter(kind);
-                    p.events.push((kind, c));
-                    &p.events[p.events.len() - 1].1
-                }
-            };
-            counter.inc_by(n);
-        }
     }
 
-    /// Counts events the engine's activity log recorded.
+    /// Counts events the engine's activity log recorded, for the report
+    /// (live in Prometheus as for [`Recorder::events_emitted`]).
     pub fn events_logged(&mut self, kind: &str, n: u64) {
         self.health.add_logged(kind, n);
-        if let Some(p) = &self.prom {
-            p.metrics.events_logged.inc_by(n);
-        }
     }
 
     /// Counts one code action's sync outcome (see [`HealthTally::code_sync`]).

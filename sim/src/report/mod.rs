@@ -15,6 +15,7 @@
 //! case per threshold) and `hdr/<operation>.hlog` (HdrHistogram interval logs).
 
 mod arrivals;
+mod harness;
 mod html;
 mod junit;
 mod svg;
@@ -34,6 +35,7 @@ use crate::metrics::{
 };
 
 pub use arrivals::{ActionArrivals, ArrivalsReport, DropReason};
+pub use harness::{HarnessCost, StartLag, LATE_START_MS};
 pub use html::render_html;
 pub use junit::render_junit;
 
@@ -537,6 +539,10 @@ pub struct RunReport {
     /// from the resolved scenario and the seed, or `--run-id`).
     #[serde(default)]
     pub run_id: String,
+    /// What the harness process itself cost over the load, and whether it
+    /// was the bottleneck (`None`: a report from before it was measured).
+    #[serde(default)]
+    pub harness: Option<HarnessCost>,
     /// Set when `fleetsim merge --allow-partial` merged an incomplete or
     /// mixed set of reports: what is missing or mixed.
     #[serde(default)]
@@ -626,6 +632,7 @@ impl RunReport {
             arrivals_behind_schedule: snap.behind_schedule,
             arrivals: ArrivalsReport::default(),
             run_id: String::new(),
+            harness: None,
             partial: None,
             intervals_dropped: snap.intervals_dropped,
             timeseries,
@@ -939,6 +946,16 @@ pub fn merge(reports: Vec<RunReport>) -> Result<RunReport, ReportError> {
     let mut out = RunReport::build(meta, &snap)?;
     out.arrivals = ArrivalsReport::merged(reports.iter().map(|r| &r.arrivals), out.duration_s);
     out.run_id = first.run_id;
+    out.harness = HarnessCost::merged(
+        reports.iter().filter_map(|r| {
+            let name = match r.shards.shard {
+                Some(s) => format!("shard {}/{}", s.index, s.count),
+                None => "a report".to_string(),
+            };
+            r.harness.as_ref().map(|h| (name, h))
+        }),
+        out.checks.as_ref().map_or(0, |c| c.count),
+    );
     out.fleetsim_version = first.fleetsim_version;
     out.shards.merged_from = merged_from;
     Ok(out)

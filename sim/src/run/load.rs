@@ -41,16 +41,18 @@ use super::{RunError, RunOptions};
 use crate::clock::{stream_rng, SimClock};
 use crate::devices::fleet::{Fleet, FleetSpec, Placement};
 use crate::devices::{DeviceError, DeviceOutcome, DeviceParams, Present, Presented};
+use crate::metrics::cost::{CostMeter, HarnessUsage};
 use crate::metrics::{
     DecisionClass, FleetMetrics, MetricsExporter, Operation, Outcome, Recorder, Snapshot, Timings,
     Verdict,
 };
-use crate::report::{ActionArrivals, DropReason};
+use crate::report::{ActionArrivals, DropReason, StartLag};
 use crate::scenario::{Action, Load, Scenario, Transport as Kind};
 use crate::transport::relay::Relay;
 use crate::transport::{EventLog, Transport};
 
 mod codes;
+mod live;
 mod progress;
 
 /// Longest the run waits for attempts still running after the last phase.
@@ -95,6 +97,10 @@ pub struct Measured {
     pub events_duplicated: Option<u64>,
     /// MQTT connections made again after a loss (`None`: not mqtt).
     pub mqtt_reconnects: Option<u64>,
+    /// What the harness process spent over the load.
+    pub harness: HarnessUsage,
+    /// How late the open model's arrivals started after their intended time.
+    pub start_lag: StartLag,
 }
 
 /// The oracle's results, for the report.
@@ -148,6 +154,8 @@ struct Shared {
     /// buffer for the whole run, so choosing allocates nothing once it
     /// has grown to a door's largest set.
     candidates: Vec<usize>,
+    /// How late the open model's arrivals started (the harness's own lag).
+    start_lag: StartLag,
 }
 
 /// Someone waiting at a busy device.
@@ -295,6 +303,10 @@ fn op_of(kind: TruthKind) -> Operation {
     }
 }
 
+/// How long the devices' connections may take to be ready once their codes
+/// are stored (they connected before that, so this is a bound, not a wait).
+const LINKS_READY_WAIT_S: u64 = 60;
+
 /// Provisions, syncs, drives every phase and returns what was measured.
 /// `threads` = 0: everything on the current thread (virtual time).
 pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Measured, RunError> {
@@ -303,6 +315,15 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let (fleet, keep, arbiters) = start_fleet(s, opts, &prov, transport, b.clock, threads);
     // Step 3: every device holds its codes before the load starts.
     b.platform.wait_stored(&fleet, &b.engine).await?;
+    // Every device can be answered (over MQTT: subscribed) before the
+    // first arrival.
+    fleet
+        .wait_links_ready(Duration::from_secs(LINKS_READY_WAIT_S))
+        .await
+        .map_err(|connections| RunError::LinksNotReady {
+            waited_s: LINKS_READY_WAIT_S,
+            connections,
+        })?;
     // The groups' own offline spells start once every code is stored.
     let refused = fleet.begin_offline_spells();
     if refused > 0 {
@@ -313,6 +334,16 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     }
     let (metering, exporter) = start_metrics(s, opts, &b.timings).await?;
     let origin = metering.origin;
+    // Everything in this process counts: the engine, or the embedded server.
+    let sut_in_process = opts.target.is_none();
+    let meter = Rc::new(RefCell::new(CostMeter::start(
+        sut_in_process,
+        metering.prom.clone(),
+    )));
+    let live_prom = metering
+        .prom
+        .clone()
+        .map(|p| (p, prom_transport(opts.transport)));
     let stays = std::mem::take(&mut prov.stays);
     let relay = b.platform.relay();
     let timings = b.timings.clone();
@@ -321,6 +352,13 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let progress_line = progress::Progress::new(s.clock == crate::scenario::Clock::Virtual);
     let progress = actix_rt::spawn(progress_line.clone().run(ctx.clone()));
     let waves = actix_rt::spawn(offline_waves(ctx.clone(), seed));
+    let (live_stop, live_stopped) = tokio::sync::oneshot::channel();
+    let live = actix_rt::spawn(live::run(
+        ctx.clone(),
+        meter.clone(),
+        live_prom,
+        live_stopped,
+    ));
     let stays = actix_rt::spawn(guest_stays(ctx.clone(), stays, s.total_duration()));
     let outages = relay.clone().map(|r| {
         actix_rt::spawn(broker_outages(
@@ -332,6 +370,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let (phase_start, closed_people) = drive_phases(&ctx, s, seed).await;
     progress_line.finish(&ctx);
     drain(&ctx).await;
+    let harness = meter.borrow_mut().usage();
     progress.abort();
     waves.abort();
     stays.abort();
@@ -355,6 +394,9 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let duration_s = measured_duration_s(origin, phase_start);
     let health = device_health(&ctx).await;
     let events = count_events(&ctx, &health.emitted).await;
+    // The live metrics' last refresh has the final event totals.
+    let _ = live_stop.send(());
+    let _ = live.await;
     if let Some(e) = exporter {
         e.shutdown().await;
     }
@@ -366,6 +408,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
         closed_people,
         health,
         events,
+        harness,
     };
     finish(ctx, &timings, end).await
 }
@@ -544,11 +587,7 @@ async fn start_metrics(
     let mut recorder = Recorder::new(origin, interval_us);
     let mut delivery_recorder = Recorder::new(origin, interval_us);
     if exporter.is_some() {
-        let t = match opts.transport {
-            Kind::Inproc => crate::metrics::Transport::Inproc,
-            Kind::Mqtt => crate::metrics::Transport::Mqtt,
-            Kind::Http => crate::metrics::Transport::Http,
-        };
+        let t = prom_transport(opts.transport);
         recorder = recorder.with_prometheus(metrics.clone(), t);
         delivery_recorder = delivery_recorder.with_prometheus(metrics.clone(), t);
     }
@@ -559,6 +598,15 @@ async fn start_metrics(
         origin,
     };
     Ok((metering, exporter))
+}
+
+/// The `transport` label of the run's Prometheus metrics.
+fn prom_transport(kind: Kind) -> crate::metrics::Transport {
+    match kind {
+        Kind::Inproc => crate::metrics::Transport::Inproc,
+        Kind::Mqtt => crate::metrics::Transport::Mqtt,
+        Kind::Http => crate::metrics::Transport::Http,
+    }
 }
 
 /// Step 5: the state every load task shares.
@@ -616,6 +664,7 @@ fn new_ctx(
             serving: Default::default(),
             next_serving: 0,
             candidates: Vec::new(),
+            start_lag: StartLag::default(),
         }),
     })
 }
@@ -822,6 +871,7 @@ struct EndOfRun {
     closed_people: Option<u64>,
     health: Health,
     events: EventCounts,
+    harness: HarnessUsage,
 }
 
 /// Step 10: the fleet and the server stop, and the shared state becomes
@@ -829,7 +879,7 @@ struct EndOfRun {
 async fn finish(ctx: Rc<Ctx>, timings: &Timings, end: EndOfRun) -> Result<Measured, RunError> {
     let ctx = Rc::try_unwrap(ctx)
         .map_err(|_| RunError::Runtime("load tasks still hold the run".into()))?;
-    let offline_peak = ctx.fleet.offline().peak();
+    let offline_peak = ctx.fleet.gauges().peak();
     drop(ctx.fleet);
     ctx.platform.stop().await;
     let shared = ctx.shared.into_inner();
@@ -861,6 +911,8 @@ async fn finish(ctx: Rc<Ctx>, timings: &Timings, end: EndOfRun) -> Result<Measur
         battery_low_events: end.health.battery_low_events,
         events_duplicated: end.events.duplicated,
         mqtt_reconnects: end.events.mqtt_reconnects,
+        harness: end.harness,
+        start_lag: shared.start_lag,
     })
 }
 
@@ -1175,6 +1227,11 @@ async fn open_site(
         }
         let intended = ctx.origin + t;
         tokio::time::sleep_until(intended).await;
+        let lag = Instant::now().saturating_duration_since(intended);
+        ctx.shared
+            .borrow_mut()
+            .start_lag
+            .record(lag.as_micros() as u64);
         arrive(&ctx, site, &mut rng, intended, max_in_flight, None);
     }
 }

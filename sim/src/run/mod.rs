@@ -148,6 +148,10 @@ pub enum RunError {
         "the devices did not receive their codes within {waited_s} s ({pending} still pending)"
     )]
     SyncTimeout { waited_s: u64, pending: usize },
+    #[error(
+        "the devices' connections were not ready within {waited_s} s ({connections} devices not linked, or connections down or not subscribed)"
+    )]
+    LinksNotReady { waited_s: u64, connections: usize },
 }
 
 /// Where reports go when no directory is given.

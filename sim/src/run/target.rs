@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use reference_server::api::wire::{
-    BootstrapBody, ChangePinBody, DeviceBody, DeviceCreated, DeviceSync, DoorBody,
+    BootstrapBody, CardNumber, ChangePinBody, DeviceBody, DeviceCreated, DeviceSync, DoorBody,
     FallbackPoolBody, HolderBody, IssueBody, Issued, OrgBody, PinRequest, PinText, RenameBody,
     Revealed, SecretRequest, SiteBody, StayBody,
 };
@@ -637,7 +637,9 @@ impl Ids {
             SecretSpec::Pin { pin } => SecretRequest::Pin {
                 pin: self.pin_spec(pin, local.holder.0, &local.doors)?,
             },
-            SecretSpec::Card { number } => SecretRequest::Card { number: *number },
+            SecretSpec::Card { number } => SecretRequest::Card {
+                number: CardNumber(*number),
+            },
             SecretSpec::Qr => SecretRequest::Qr,
             SecretSpec::Ble => SecretRequest::Ble,
         };
@@ -1117,6 +1119,28 @@ mod tests {
         );
         assert_eq!(r.route(), "PUT /v1/credentials/300/pin");
         assert_eq!(r.body.unwrap()["pin"]["value"], "902211");
+    }
+
+    /// A card goes as a string of every digit: a JSON number would lose
+    /// the last ones past 2^53 in many readers.
+    #[test]
+    fn card_numbers_are_sent_as_strings() {
+        let ids = ids();
+        let issue = Issue {
+            holder: HolderId(3),
+            name: "Fob".into(),
+            secret: SecretSpec::Card { number: u64::MAX },
+            schedule: Schedule::Permanent,
+            doors: vec![DoorId(2)],
+            include_common_areas: false,
+            floors: FloorScope::Any,
+        };
+        let r = sent(ids.request(&Command::IssueCredential(issue)).unwrap());
+        assert_eq!(r.route(), "POST /v1/credentials");
+        assert_eq!(
+            r.body.unwrap()["secret"],
+            json!({"kind": "card", "number": "18446744073709551615"})
+        );
     }
 
     /// seeds/003: a guest's PIN is the server's to generate. It goes as

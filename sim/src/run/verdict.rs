@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use super::load::{Measured, OracleSummary};
 use super::{RunError, RunOptions, RunOutcome};
 use crate::metrics::catalogue;
-use crate::report::{self, ArrivalsReport, LoadModel, RunMeta, RunReport, ShardId};
+use crate::report::{self, ArrivalsReport, HarnessCost, LoadModel, RunMeta, RunReport, ShardId};
 use crate::scenario::{self, evaluate_all, Scenario, ThresholdResult};
 
 /// `oracle.json`: what the oracle found beyond the report's decision counts.
@@ -173,6 +173,8 @@ pub fn finish(s: &Scenario, opts: &RunOptions, m: Measured) -> Result<RunOutcome
         .map(|(k, a)| (k.clone(), a.ran))
         .collect();
     r.arrivals = ArrivalsReport::of(m.arrivals, s.total_duration().as_secs_f64(), r.duration_s);
+    let checks = r.checks.as_ref().map_or(0, |c| c.count);
+    r.harness = Some(HarnessCost::of(&m.harness, checks, m.start_lag));
     let extra = OracleFile {
         oracle: m.oracle,
         actions,
@@ -276,6 +278,9 @@ pub fn summary(r: &RunReport, o: &OracleFile) -> String {
     }
     let _ = writeln!(s, "throughput: {:.1} checks/s", r.throughput.checks_per_s);
     r.arrivals.summary_lines(&mut s, r.arrivals_behind_schedule);
+    if let Some(h) = &r.harness {
+        h.summary_lines(&mut s);
+    }
     let h = &r.health;
     if !h.code_sync.is_empty() {
         let list: Vec<String> = h

@@ -134,6 +134,16 @@ impl Transport {
         }
     }
 
+    /// Of a fleet of `devices`, what could not be answered yet (MQTT:
+    /// devices not linked yet, connections not up or a subscription not
+    /// acknowledged by the broker); 0 for a transport without sessions.
+    pub fn links_not_ready(&self, devices: usize) -> usize {
+        match self {
+            Transport::Mqtt(t) => t.not_ready(devices),
+            _ => 0,
+        }
+    }
+
     /// The link of one device; pushes for it go to `inbox`.
     pub fn link(&self, ep: Endpoint, inbox: Recipient<Inbound>) -> Link {
         match self {

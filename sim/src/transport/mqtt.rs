@@ -14,6 +14,12 @@
 //! - Events are QoS 1. While disconnected they are kept in a bounded buffer
 //!   (oldest dropped and counted when full) and sent on reconnect; the
 //!   per-device sequence number lets the engine drop redeliveries.
+//! - A connection is *ready* once the broker acknowledged (SUBACK) every
+//!   subscription it asked for since its last CONNACK: before that an
+//!   answer could be published to a topic nobody listens on yet, so a
+//!   check then is refused as `Offline` (nothing sent) rather than left to
+//!   time out, and a run starts its load only once every connection is
+//!   ready and every device linked ([`MqttTransport::not_ready`]).
 //! - Auth requests (QoS 0, answered at QoS 0) carry a correlation id;
 //!   answers on `auth/resp` complete the waiting check, which gives up
 //!   after `request_timeout_ms`.
@@ -105,6 +111,11 @@ struct TransportInner {
     mode: Multiplex,
     seed: u64,
     shared: Mutex<FxHashMap<u32, Arc<Conn>>>,
+    /// Every connection started (per device, or shared), for readiness.
+    conns: Mutex<Vec<std::sync::Weak<Conn>>>,
+    /// Devices linked so far (each device links when its actor starts, on
+    /// its arbiter: a fleet is linked once this reaches its size).
+    linked: std::sync::atomic::AtomicUsize,
     /// Connections made again after a loss, over every connection.
     reconnects: Arc<AtomicU64>,
 }
@@ -124,6 +135,8 @@ impl MqttTransport {
                 mode,
                 seed,
                 shared: Mutex::new(FxHashMap::default()),
+                conns: Mutex::new(Vec::new()),
+                linked: std::sync::atomic::AtomicUsize::new(0),
                 reconnects: Arc::new(AtomicU64::new(0)),
             }),
         }
@@ -132,6 +145,22 @@ impl MqttTransport {
     /// Connections made again after a loss, over every connection so far.
     pub fn reconnects(&self) -> u64 {
         self.inner.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Of a fleet of `devices`, those not linked yet plus the connections
+    /// not ready yet (not connected, or a subscription not acknowledged):
+    /// 0 when every device can be answered.
+    pub fn not_ready(&self, devices: usize) -> usize {
+        let unlinked = devices.saturating_sub(self.inner.linked.load(Ordering::Acquire));
+        let conns = self
+            .inner
+            .conns
+            .lock()
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .filter(|c| !c.is_ready())
+            .count();
+        unlinked + conns
     }
 
     /// Starts (or joins) the device's connection. Must run inside a tokio
@@ -154,7 +183,7 @@ impl MqttTransport {
                     QoS::AtLeastOnce,
                     true,
                 );
-                Conn::start(
+                let conn = Conn::start(
                     cfg.clone(),
                     &name,
                     &name,
@@ -162,7 +191,9 @@ impl MqttTransport {
                     Some(will),
                     stream_rng(self.inner.seed, u64::from(ep.device.0)),
                     self.inner.reconnects.clone(),
-                )
+                );
+                self.inner.conns.lock().push(Arc::downgrade(&conn));
+                conn
             }
             Multiplex::Shared {
                 devices_per_connection,
@@ -174,7 +205,7 @@ impl MqttTransport {
                 shared
                     .entry(n)
                     .or_insert_with(|| {
-                        Conn::start(
+                        let conn = Conn::start(
                             cfg.clone(),
                             &format!("{username}-{n}"),
                             username,
@@ -182,12 +213,15 @@ impl MqttTransport {
                             None,
                             stream_rng(self.inner.seed, (1 << 40) | u64::from(n)),
                             self.inner.reconnects.clone(),
-                        )
+                        );
+                        self.inner.conns.lock().push(Arc::downgrade(&conn));
+                        conn
                     })
                     .clone()
             }
         };
         conn.add_device(ep.device, topics.clone(), inbox);
+        self.inner.linked.fetch_add(1, Ordering::AcqRel);
         MqttLink {
             conn,
             topics,
@@ -242,6 +276,9 @@ pub struct ConnStats {
     pub buffer_dropped: u64,
     pub late_answers: u64,
     pub bad_payloads: u64,
+    /// Topic filters the broker refused in a SUBACK (an ACL that does not
+    /// let this device read its own topics).
+    pub refused_subscriptions: u64,
 }
 
 /// One device on a connection: its topics, its mailbox, and the last
@@ -259,6 +296,10 @@ struct Conn {
     client: AsyncClient,
     config: Arc<MqttConfig>,
     connected: AtomicBool,
+    /// SUBSCRIBE packets asked for since the last CONNACK, and SUBACKs
+    /// received since then: ready when they match.
+    subs_asked: AtomicU64,
+    subs_acked: AtomicU64,
     next_id: AtomicU64,
     pending: Mutex<FxHashMap<(DeviceId, u64), oneshot::Sender<AuthResponse>>>,
     devices: Mutex<DeviceRoutes>,
@@ -287,11 +328,14 @@ impl Conn {
         if let Some(w) = will {
             opts.set_last_will(w);
         }
-        let (client, eventloop) = AsyncClient::new(opts, config.request_channel_capacity.max(1));
+        let (client, eventloop) =
+            reference_server::mqtt_client::client(opts, config.request_channel_capacity.max(1));
         let conn = Arc::new(Conn {
             client,
             config,
             connected: AtomicBool::new(false),
+            subs_asked: AtomicU64::new(0),
+            subs_acked: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             pending: Mutex::new(FxHashMap::default()),
             devices: Mutex::new(FxHashMap::default()),
@@ -305,11 +349,26 @@ impl Conn {
         conn
     }
 
+    /// Connected, and every subscription asked for since acknowledged.
+    fn is_ready(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+            && self.subs_acked.load(Ordering::Acquire) >= self.subs_asked.load(Ordering::Acquire)
+    }
+
     fn add_device(&self, device: DeviceId, topics: Arc<Topics>, inbox: Recipient<Inbound>) {
+        // Under the devices lock, which `on_connected` holds while it takes
+        // its list and marks the connection up: a device is either in that
+        // list or subscribes itself here, never neither.
+        let mut devices = self.devices.lock();
         if self.connected.load(Ordering::Acquire) {
-            let _ = self.client.try_subscribe_many(topics.subscriptions());
+            self.subs_asked.fetch_add(1, Ordering::AcqRel);
+            let client = self.client.clone();
+            let filters = topics.subscriptions();
+            tokio::spawn(async move {
+                let _ = client.subscribe_many(filters).await;
+            });
         }
-        self.devices.lock().insert(
+        devices.insert(
             device,
             Route {
                 topics,
@@ -319,15 +378,30 @@ impl Conn {
         );
     }
 
+    fn on_suback(&self, ack: &rumqttc::SubAck) {
+        let refused = ack
+            .return_codes
+            .iter()
+            .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+            .count() as u64;
+        if refused > 0 {
+            self.stats.lock().refused_subscriptions += refused;
+        }
+        self.subs_acked.fetch_add(1, Ordering::AcqRel);
+    }
+
     fn on_connected(self: &Arc<Self>) {
         let again = {
             let mut st = self.stats.lock();
             st.connects += 1;
             st.connects > 1
         };
+        // Filters per SUBSCRIBE packet: one packet answers for a few
+        // devices at once without growing past the broker's packet limit.
+        const FILTERS_PER_SUBSCRIBE: usize = 30;
         let (subs, statuses): (Vec<_>, Vec<_>) = {
             let devices = self.devices.lock();
-            let subs = devices
+            let subs: Vec<_> = devices
                 .values()
                 .flat_map(|r| r.topics.subscriptions())
                 .collect();
@@ -342,15 +416,21 @@ impl Conn {
             } else {
                 Vec::new()
             };
+            // A new session: what was asked and acknowledged before is gone.
+            self.subs_acked.store(0, Ordering::Release);
+            self.subs_asked.store(
+                subs.len().div_ceil(FILTERS_PER_SUBSCRIBE) as u64,
+                Ordering::Release,
+            );
+            self.connected.store(true, Ordering::Release);
             (subs, statuses)
         };
         if again {
             self.reconnects.fetch_add(1, Ordering::Relaxed);
         }
-        self.connected.store(true, Ordering::Release);
         let me = self.clone();
         tokio::spawn(async move {
-            for chunk in subs.chunks(30) {
+            for chunk in subs.chunks(FILTERS_PER_SUBSCRIBE) {
                 if me.client.subscribe_many(chunk.to_vec()).await.is_err() {
                     return;
                 }
@@ -467,6 +547,7 @@ async fn poll_loop(mut eventloop: EventLoop, conn: std::sync::Weak<Conn>, mut rn
                 c.on_connected();
             }
             Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => c.on_publish(&p.topic, &p.payload),
+            Ok(rumqttc::Event::Incoming(Packet::SubAck(ack))) => c.on_suback(&ack),
             Ok(_) => {}
             Err(_) => {
                 c.connected.store(false, Ordering::Release);
@@ -494,6 +575,11 @@ impl MqttLink {
         self.conn.connected.load(Ordering::Acquire)
     }
 
+    /// Connected and subscribed: an answer to a check would reach it.
+    pub fn is_ready(&self) -> bool {
+        self.conn.is_ready()
+    }
+
     pub fn stats(&self) -> ConnStats {
         let mut s = *self.conn.stats.lock();
         s.buffered_now = self.conn.buffer.lock().len();
@@ -501,7 +587,7 @@ impl MqttLink {
     }
 
     pub async fn check(&self, mut req: AuthRequest) -> Result<Checked, TransportError> {
-        if !self.is_connected() {
+        if !self.is_ready() {
             return Err(TransportError::Offline);
         }
         let t0 = Instant::now();

@@ -74,6 +74,84 @@ impl utoipa::PartialSchema for PinText {
 
 impl ToSchema for PinText {}
 
+/// A card number: decimal digits as a JSON string, as on the device
+/// wire (`protocol::parse_card_number`: 1 to 20 digits, at most
+/// `u64::MAX`), written and read as a string. The JSON number of earlier
+/// versions is still taken on input up to 2^53, where every JSON reader
+/// holds it exactly; a larger card must be sent as a string.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CardNumber(pub u64);
+
+/// The largest card number taken in the JSON number form: 2^53.
+pub const MAX_CARD_NUMBER_AS_JSON_NUMBER: u64 = 1 << 53;
+
+impl std::fmt::Debug for CardNumber {
+    // Card numbers are codes: never in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CardNumber(redacted)")
+    }
+}
+
+impl Serialize for CardNumber {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CardNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = CardNumber;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a card number as a string of decimal digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CardNumber, E> {
+                crate::protocol::parse_card_number(v)
+                    .map(CardNumber)
+                    .map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<CardNumber, E> {
+                if v > MAX_CARD_NUMBER_AS_JSON_NUMBER {
+                    return Err(E::custom(
+                        "a card number above 2^53 must be a string (JSON numbers lose digits)",
+                    ));
+                }
+                Ok(CardNumber(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<CardNumber, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom("a card number is not negative"))
+                    .and_then(|v| self.visit_u64(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl utoipa::PartialSchema for CardNumber {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let text = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9]{1,20}$"))
+            .description(Some(
+                "Decimal digits, at most 18446744073709551615 (a larger value answers 422)",
+            ));
+        let number = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(MAX_CARD_NUMBER_AS_JSON_NUMBER as i64))
+            .deprecated(Some(utoipa::openapi::Deprecated::True))
+            .description(Some(
+                "Deprecated: the number form of earlier versions, up to 2^53",
+            ));
+        OneOfBuilder::new().item(text).item(number).into()
+    }
+}
+
+impl ToSchema for CardNumber {}
+
 /// How the PIN of a new code is chosen, as a client may ask: the engine's
 /// `PinSpec` without its `resolved` form (the store's record of a PIN
 /// already drawn, which no client may set).
@@ -132,9 +210,10 @@ pub enum SecretRequest {
     Pin {
         pin: PinRequest,
     },
-    /// The card number as its reader reads it.
+    /// The card number as its reader reads it: a string of digits (a JSON
+    /// number up to 2^53 is still taken).
     Card {
-        number: u64,
+        number: CardNumber,
     },
     /// A signed QR key; the answer carries its token text.
     #[serde(deserialize_with = "crate::domain::no_fields")]
@@ -148,7 +227,7 @@ impl SecretRequest {
     pub fn spec(self) -> SecretSpec {
         match self {
             SecretRequest::Pin { pin } => SecretSpec::Pin { pin: pin.spec() },
-            SecretRequest::Card { number } => SecretSpec::Card { number },
+            SecretRequest::Card { number } => SecretSpec::Card { number: number.0 },
             SecretRequest::Qr => SecretSpec::Qr,
             SecretRequest::Ble => SecretSpec::Ble,
         }
