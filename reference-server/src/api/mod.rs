@@ -14,11 +14,13 @@
 //! | module | what |
 //! |---|---|
 //! | `mod.rs` | errors (`ApiError`), the strict JSON extractor, the caller, the app |
+//! | [`paging`] | `limit` + `page_cursor` and the `{data, pagination}` answer of list routes |
 //! | [`wire`] | every request and response body, defined once (the simulator's `--target` client uses them too) |
 //! | `routes/` | the handlers by audience and resource, each with its `#[utoipa::path]`; one list mounts and documents them |
 //! | `openapi.rs` | the document: the handlers' paths plus the answers every route of a shape gives, security schemes, 405's `Allow` |
 
 mod openapi;
+pub mod paging;
 mod routes;
 pub mod wire;
 
