@@ -141,3 +141,77 @@ async fn next(mut st: State) -> Option<(Bytes, State)> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::events::NewEvent;
+    use crate::service::Clock;
+    use crate::store::{Write, EVENT_BROADCAST_CAPACITY};
+
+    /// A reader that is not polled while more events than the broadcast
+    /// holds are committed lags behind the ring; it re-reads the log and
+    /// still gets every event once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lagging_reader_rereads_the_log_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = Arc::new(Service::open(dir.path(), Clock::system()).unwrap());
+        let filter = Filter {
+            org: OrgId(0),
+            event_type: None,
+            device: None,
+        };
+        let mut stream = Box::pin(events(svc.clone(), filter, 0));
+        let n = EVENT_BROADCAST_CAPACITY + CATCH_UP_PAGE as usize + 7;
+        let event = |i: usize| {
+            let t = if i % 2 == 0 {
+                EventType::DeviceDoorOpened
+            } else {
+                EventType::DeviceDoorClosed
+            };
+            Write::event(NewEvent::new(t, OrgId(0), svc.now()))
+        };
+        // The reader catches up with the log and goes live ...
+        svc.store().write(vec![event(0)]).await.unwrap();
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(std::str::from_utf8(&first).unwrap().starts_with("id: 1\n"));
+        // ... then more than the broadcast holds is committed at once,
+        // before it runs again: it lags behind the ring.
+        svc.store()
+            .write((1..n).map(event).collect())
+            .await
+            .unwrap();
+        // Another organization's events never reach this stream.
+        svc.store()
+            .write(vec![Write::event(NewEvent::new(
+                EventType::DeviceJammed,
+                OrgId(1),
+                svc.now(),
+            ))])
+            .await
+            .unwrap();
+        svc.store().write(vec![event(n)]).await.unwrap();
+        let mut text = String::from_utf8(first.to_vec()).unwrap();
+        while text.matches("\n\n").count() < n + 1 {
+            let chunk = tokio::time::timeout(Duration::from_secs(20), stream.next())
+                .await
+                .expect("events within the hang guard")
+                .expect("the stream stays open")
+                .unwrap();
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        let ids: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let mut want: Vec<u64> = (1..=n as u64).collect();
+        want.push(n as u64 + 2);
+        assert_eq!(ids, want);
+        svc.feed().stop_streams();
+        assert!(stream.next().await.is_none(), "the stream ends at stop");
+        svc.close().await;
+    }
+}
