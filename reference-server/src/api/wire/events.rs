@@ -15,7 +15,7 @@ use crate::store::Delivery;
 #[into_params(parameter_in = Query)]
 pub struct EventParams {
     /// The organization whose events to read (any member may).
-    #[param(value_type = u32, minimum = 0)]
+    #[param(value_type = u32, minimum = 0, required = true)]
     pub organization_id: Option<String>,
     /// Only events of this type, like `lock.unlocked`.
     #[serde(rename = "type")]
@@ -36,7 +36,7 @@ pub struct EventParams {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StreamParams {
-    #[param(value_type = u32, minimum = 0)]
+    #[param(value_type = u32, minimum = 0, required = true)]
     pub organization_id: Option<String>,
     #[serde(rename = "type")]
     #[param(rename = "type", value_type = Option<crate::events::EventType>)]
@@ -93,7 +93,7 @@ pub struct WebhookPage {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct WebhookListParams {
-    #[param(value_type = u32, minimum = 0)]
+    #[param(value_type = u32, minimum = 0, required = true)]
     pub organization_id: Option<String>,
 }
 
