@@ -48,7 +48,7 @@ use crate::engine::{Applied, Command, Engine, Outcome};
 use crate::protocol::{self, EventKind, How};
 
 macro_rules! event_types {
-    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+    ($($(#[$doc:meta])* $variant:ident = $name:tt,)*) => {
         /// What happened (`event_type`): the feed's whole catalogue.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         pub enum EventType {

@@ -46,6 +46,7 @@ fn type_param(raw: Option<&str>) -> Result<Option<EventType>, ApiError> {
     responses(
         (status = 200, description = "A page of events, newest first", body = EventPage),
         (status = 400, description = "A bad parameter (named in `field`)", body = ApiError),
+        (status = 404, description = "No organization with this id (or one the caller has no role in)", body = ApiError),
     ),
     security(("user_token" = [])),
 )]
@@ -83,6 +84,7 @@ pub(super) async fn list_events(svc: Svc, caller: Caller, q: web::Query<EventPar
     responses(
         (status = 200, description = "The event stream (never ends by itself)", content_type = "text/event-stream", body = String),
         (status = 400, description = "A bad parameter (named in `field`)", body = ApiError),
+        (status = 404, description = "No organization with this id (or one the caller has no role in)", body = ApiError),
     ),
     security(("user_token" = [])),
 )]
@@ -170,6 +172,7 @@ fn check_url(url: &str) -> Result<(), ApiError> {
     responses(
         (status = 201, description = "Created; the secret is shown once", body = WebhookCreated),
         (status = 403, description = "Only an owner may", body = ApiError),
+        (status = 404, description = "No organization with this id (or one the caller has no role in)", body = ApiError),
         (status = 422, description = "Not an http:// URL, or the organization has 16 webhooks", body = ApiError),
     ),
     security(("user_token" = [])),
@@ -221,6 +224,7 @@ pub(super) async fn create_webhook(svc: Svc, caller: Caller, body: Json<WebhookB
         (status = 200, description = "The endpoints (no secrets)", body = WebhookPage),
         (status = 400, description = "A bad parameter (named in `field`)", body = ApiError),
         (status = 403, description = "Only an owner may", body = ApiError),
+        (status = 404, description = "No organization with this id (or one the caller has no role in)", body = ApiError),
     ),
     security(("user_token" = [])),
 )]
