@@ -154,7 +154,7 @@ fn endpoint(svc: &Svc, caller: &Caller, id: &str) -> Result<EndpointRow, ApiErro
     Ok(w)
 }
 
-fn check_url(url: &str) -> Result<(), ApiError> {
+pub(super) fn check_url(url: &str) -> Result<(), ApiError> {
     let bad = |rule: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "url", rule);
     if url.len() > MAX_URL_LEN {
         return Err(bad("at most 2048 bytes"));
