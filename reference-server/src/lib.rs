@@ -18,6 +18,9 @@
 //!   entries, device uptime and battery, the Prometheus registry, secrets.
 //! - [`gateway`]: the MQTT device gateway (checks, events, status, sync,
 //!   remote commands) over any broker.
+//! - [`events`]: the event feed: one ordered, durable log per organization,
+//!   served as a paged list, a Server-Sent Events stream and signed
+//!   webhooks (a durable delivery queue with retries).
 //! - [`broker`]: the embedded MQTT 3.1.1 broker for a self-contained run:
 //!   each device confined to its own topics (ACL), held to its limits.
 //! - [`mqtt_client`]: how every MQTT client here connects (the gateway,
@@ -32,6 +35,7 @@ pub mod activity;
 pub mod api;
 pub mod auth;
 pub mod broker;
+pub mod events;
 pub mod gateway;
 pub mod health;
 pub mod limits;

@@ -81,6 +81,8 @@ impl Server {
 
     /// Stops now (graceful: in-flight requests finish, the store commits).
     pub async fn stop(self) {
+        // Open event streams never end by themselves: end them first.
+        self.service.feed().stop_streams();
         self.http.stop(true).await;
         let _ = self.done.await;
     }
@@ -110,6 +112,7 @@ pub async fn run(
         .await
         .expect("opening the store does not panic")?;
     let service = Arc::new(service);
+    crate::events::webhooks::start(service.clone());
     let app_service = service.clone();
     let http = actix_web::HttpServer::new(move || crate::api::app(app_service.clone()))
         .workers(config.http_workers.max(1))
@@ -120,8 +123,10 @@ pub async fn run(
     let http = http.run();
     let handle = http.handle();
     let stopper = handle.clone();
+    let feed = service.clone();
     tokio::spawn(async move {
         shutdown.await;
+        feed.feed().stop_streams();
         stopper.stop(true).await;
     });
     let svc = service.clone();

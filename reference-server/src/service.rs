@@ -153,6 +153,8 @@ pub struct Service {
     added_latency_us: std::sync::atomic::AtomicU64,
     /// Run by `close`, in order, before the store closes.
     close_hooks: Mutex<Vec<CloseHook>>,
+    /// The event feed's live parts (stream stop, webhook retry schedule).
+    feed: crate::events::Feed,
 }
 
 fn load_or_create_key(dir: &Path) -> Result<TokenKey, StoreError> {
@@ -247,6 +249,7 @@ impl Service {
             command_sink: RwLock::new(None),
             added_latency_us: std::sync::atomic::AtomicU64::new(0),
             close_hooks: Mutex::new(Vec::new()),
+            feed: crate::events::Feed::default(),
         })
     }
 
@@ -266,6 +269,15 @@ impl Service {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The store (the event feed reads its log and queue through it).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn feed(&self) -> &crate::events::Feed {
+        &self.feed
     }
 
     /// Read access to the engine (API reads). Hold it briefly.
@@ -364,11 +376,19 @@ impl Service {
         device: DeviceId,
         ev: &protocol::Event,
     ) -> Result<bool, ServiceError> {
-        if self.engine.read().device(device).is_none() {
-            return Err(ServiceError::UnknownDevice(device));
-        }
+        let org = crate::events::device_org(&self.engine.read(), device)
+            .ok_or(ServiceError::UnknownDevice(device))?;
         let entry = ActivityEntry::from_event(device, ev);
-        let ack = self.store.write(vec![Write::Activity(entry)]).await?;
+        let mut writes = vec![Write::Activity(entry)];
+        // Logged only with its activity entry: a redelivered event is no
+        // new event.
+        if let Some(event) = crate::events::of_device_event(org, device, ev, self.now()) {
+            writes.push(Write::Event {
+                event,
+                if_previous_changed: true,
+            });
+        }
+        let ack = self.store.write(writes).await?;
         Ok(ack.first().copied().unwrap_or(false))
     }
 
@@ -379,9 +399,8 @@ impl Service {
         device: DeviceId,
         st: &protocol::Status,
     ) -> Result<(), ServiceError> {
-        if self.engine.read().device(device).is_none() {
-            return Err(ServiceError::UnknownDevice(device));
-        }
+        let org = crate::events::device_org(&self.engine.read(), device)
+            .ok_or(ServiceError::UnknownDevice(device))?;
         let at = self.now();
         let before = self.health.record(
             device,
@@ -408,6 +427,9 @@ impl Service {
             writes.push(Write::Activity(ActivityEntry::connectivity(
                 device, at, st.online,
             )));
+            writes.push(Write::event(crate::events::connectivity(
+                org, device, st.online, at,
+            )));
         }
         self.store.write(writes).await?;
         Ok(())
@@ -429,10 +451,17 @@ impl Service {
         let now = self.now();
         let (applied, rx) = {
             let _order = self.apply_order.lock().await;
-            let applied = self.engine.write().apply(actor, cmd, now)?;
+            let (applied, events) = {
+                let mut engine = self.engine.write();
+                let before = crate::events::Before::capture(&engine, &cmd);
+                let applied = engine.apply(actor, cmd, now)?;
+                let events = crate::events::of_command(&engine, &before, &applied, now);
+                (applied, events)
+            };
             let json = serde_json::to_string(&applied.logged).expect("commands serialize");
             let mut writes = vec![Write::Command { at: now, json }];
             writes.extend(extra(&applied));
+            writes.extend(events.into_iter().map(Write::event));
             let rx = self.store.enqueue(writes).await?;
             (applied, rx)
         };
@@ -461,10 +490,13 @@ impl Service {
                 let mut engine = self.engine.write();
                 cmds.into_iter()
                     .map(|cmd| {
+                        let before = crate::events::Before::capture(&engine, &cmd);
                         let applied = engine.apply(&Actor::System, cmd, now)?;
                         let json =
                             serde_json::to_string(&applied.logged).expect("commands serialize");
                         writes.push(Write::Command { at: now, json });
+                        let events = crate::events::of_command(&engine, &before, &applied, now);
+                        writes.extend(events.into_iter().map(Write::event));
                         Ok(applied)
                     })
                     .collect()

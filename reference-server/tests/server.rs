@@ -818,7 +818,23 @@ async fn authorization_matrix() {
         "create_user",
         "read_codes",
         "read_activity",
+        "read_events",
+        "create_webhook",
+        "list_webhooks",
+        "delete_webhook",
+        "webhook_deliveries",
     ];
+    let shared_hook = api
+        .ok(
+            "POST",
+            "/v1/webhooks",
+            &t,
+            Some(json!({"organization_id": 0, "url": "http://127.0.0.1:9/hook"})),
+        )
+        .await["webhook_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for case in cases {
         for who in EVERYONE {
             // Fresh targets for each call, made by the owner.
@@ -1137,6 +1153,60 @@ async fn authorization_matrix() {
                     None,
                     Scope::AccessOrg,
                     Some((format!("/v1/devices/{U}/activity"), None)),
+                ),
+                "read_events" => (
+                    "GET",
+                    "/v1/events?organization_id=0".into(),
+                    None,
+                    Scope::AccessOrg,
+                    Some((format!("/v1/events?organization_id={U}"), None)),
+                ),
+                "create_webhook" | "list_webhooks" => {
+                    let body = |org: u64| json!({"organization_id": org, "url": "http://127.0.0.1:9/hook"});
+                    if case == "create_webhook" {
+                        (
+                            "POST",
+                            "/v1/webhooks".into(),
+                            Some(body(0)),
+                            Scope::Org,
+                            Some(("/v1/webhooks".into(), Some(body(U)))),
+                        )
+                    } else {
+                        (
+                            "GET",
+                            "/v1/webhooks?organization_id=0".into(),
+                            None,
+                            Scope::Org,
+                            Some((format!("/v1/webhooks?organization_id={U}"), None)),
+                        )
+                    }
+                }
+                "delete_webhook" => {
+                    let hook = api
+                        .ok(
+                            "POST",
+                            "/v1/webhooks",
+                            &t,
+                            Some(json!({"organization_id": 0, "url": "http://127.0.0.1:9/hook"})),
+                        )
+                        .await["webhook_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string();
+                    (
+                        "DELETE",
+                        format!("/v1/webhooks/{hook}"),
+                        None,
+                        Scope::Org,
+                        Some(("/v1/webhooks/wh_0000000000000000".into(), None)),
+                    )
+                }
+                "webhook_deliveries" => (
+                    "GET",
+                    format!("/v1/webhooks/{shared_hook}/deliveries"),
+                    None,
+                    Scope::Org,
+                    Some(("/v1/webhooks/wh_0000000000000000/deliveries".into(), None)),
                 ),
                 other => unreachable!("{other}"),
             };

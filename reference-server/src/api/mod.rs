@@ -14,6 +14,7 @@
 //! | module | what |
 //! |---|---|
 //! | `mod.rs` | errors (`ApiError`), the strict JSON extractor, the caller, the app |
+//! | [`paging`] | `limit` + `page_cursor` and the `{data, pagination}` answer of list routes |
 //! | [`wire`] | every request and response body, defined once (the simulator's `--target` client uses them too) |
 //! | `routes/` | the handlers by audience and resource, each with its `#[utoipa::path]`; one list mounts and documents them |
 //! | `idempotency.rs` | `Idempotency-Key` on every change: replay, 409, 422 (one middleware) |
@@ -21,6 +22,7 @@
 
 mod idempotency;
 mod openapi;
+pub mod paging;
 mod routes;
 pub mod wire;
 

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::activity::{ActivityEntry, ActivityQuery, MAX_QUERY_LIMIT};
 use crate::domain::{CredentialId, DeviceId, Origin, UserId};
@@ -53,7 +53,13 @@ use crate::engine::Command;
 use crate::metrics::Metrics;
 use crate::protocol::How;
 
+pub mod events;
 pub mod idempotency;
+
+use crate::events::{Event, NewEvent};
+pub use events::{
+    Delivery, DeliveryStatus, DueDelivery, EndpointRow, EventQuery, Order, WebhookWrite,
+};
 
 /// Acknowledged jobs waiting for the writer; senders wait when it is full
 /// (backpressure).
@@ -76,6 +82,9 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 /// WAL frames (pages, 4 KiB) above which the writer truncates the WAL
 /// itself: 64 MiB.
 pub const WAL_TRUNCATE_FRAMES: i64 = 16_384;
+/// Committed events buffered for live readers (the SSE streams, the
+/// webhook dispatcher); one that falls further behind re-reads the log.
+pub const EVENT_BROADCAST_CAPACITY: usize = 1_024;
 
 const DB_FILE: &str = "reference-server.db";
 /// Mode of the data directory: its owner only.
@@ -174,6 +183,25 @@ pub enum Write {
         battery_pct: Option<u8>,
         firmware: Option<String>,
     },
+    /// An event for the log (and its webhook deliveries). With
+    /// `if_previous_changed`, only when the write before it in the same
+    /// job changed a row (the event of a device's event that was not a
+    /// duplicate).
+    Event {
+        event: NewEvent,
+        if_previous_changed: bool,
+    },
+    Webhook(WebhookWrite),
+}
+
+impl Write {
+    /// An event logged unconditionally.
+    pub fn event(event: NewEvent) -> Write {
+        Write::Event {
+            event,
+            if_previous_changed: false,
+        }
+    }
 }
 
 /// Per write of a job: did it change a row (false: a duplicate event)?
@@ -214,6 +242,8 @@ pub struct Store {
     /// Dropping it stops the checkpointer.
     checkpointer_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Each committed event, in log order, after its commit.
+    events_tx: broadcast::Sender<Arc<Event>>,
 }
 
 const SCHEMA: &str = "
@@ -247,6 +277,7 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
         // Checkpoints run on the checkpointer thread, not inside commits.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(events::SCHEMA)?;
     }
     Ok(conn)
 }
@@ -288,6 +319,7 @@ impl Store {
             "DELETE FROM statuses WHERE at_ms < ?1",
             params![to_ms(statuses_since)],
         )?;
+        events::delete_before(&conn, statuses_since)?;
         let loaded = load(&conn)?;
         let reader = open_conn(&path, true)?;
         let checkpoint_conn = open_conn(&path, false)?;
@@ -299,6 +331,8 @@ impl Store {
             .spawn(move || checkpointer_loop(&checkpoint_conn, &stop_rx, &long))?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         let (later_tx, later_rx) = mpsc::channel(LATER_QUEUE_CAPACITY);
+        let (events_tx, _) = broadcast::channel(EVENT_BROADCAST_CAPACITY);
+        let writer_events = events_tx.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
@@ -309,6 +343,7 @@ impl Store {
                     metrics,
                     wal_too_long,
                     full_sync: true,
+                    events_tx: writer_events,
                 }
                 .run()
             })?;
@@ -321,6 +356,7 @@ impl Store {
                 writer: Mutex::new(Some(writer)),
                 checkpointer_stop: Mutex::new(Some(stop_tx)),
                 checkpointer: Mutex::new(Some(checkpointer)),
+                events_tx,
             },
             loaded,
         ))
@@ -328,6 +364,13 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Every event committed from now on, in log order (a receiver that
+    /// lags behind `EVENT_BROADCAST_CAPACITY` is told so and re-reads the
+    /// log).
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events_tx.subscribe()
     }
 
     /// Writes `writes` in one transaction and waits until they are durable.
@@ -533,6 +576,7 @@ struct Writer {
     wal_too_long: Arc<AtomicBool>,
     /// The connection's current `synchronous` setting.
     full_sync: bool,
+    events_tx: broadcast::Sender<Arc<Event>>,
 }
 
 impl Writer {
@@ -619,10 +663,12 @@ impl Writer {
         let started = Instant::now();
         // Durable against power loss only when someone waits for it.
         let full = jobs.iter().any(|j| j.reply.is_some());
+        let mut events = Vec::new();
         let result = self.set_full_sync(full).and_then(|()| {
             commit(
                 &mut self.conn,
                 jobs.iter().map(|j| j.writes.as_slice()).chain([later]),
+                &mut events,
             )
         });
         self.metrics
@@ -633,6 +679,11 @@ impl Writer {
             .observe((jobs.len() + later.len()) as f64);
         match result {
             Ok(acks) => {
+                // After the commit, in log order: a reader that sees one
+                // finds it (and every earlier one) in the log too.
+                for e in events {
+                    let _ = self.events_tx.send(Arc::new(e));
+                }
                 for (job, ack) in jobs.into_iter().zip(acks) {
                     if let Some(r) = job.reply {
                         let _ = r.send(Ok(ack));
@@ -676,10 +727,11 @@ impl Writer {
 }
 
 /// Commits every group of writes in one transaction; answers, per group,
-/// which writes changed a row.
+/// which writes changed a row, and adds the events logged to `events`.
 fn commit<'a>(
     conn: &mut Connection,
     groups: impl Iterator<Item = &'a [Write]>,
+    events: &mut Vec<Event>,
 ) -> Result<Vec<Vec<bool>>, StoreError> {
     let tx = conn.transaction()?;
     let mut acks = Vec::new();
@@ -725,6 +777,18 @@ fn commit<'a>(
                     } => {
                         st.execute(params![device.0, to_ms(*at), online, battery_pct, firmware])?
                     }
+                    Write::Event {
+                        event,
+                        if_previous_changed,
+                    } => {
+                        if *if_previous_changed && ack.last() != Some(&true) {
+                            0
+                        } else {
+                            events.push(events::insert_event(&tx, event)?);
+                            1
+                        }
+                    }
+                    Write::Webhook(w) => events::apply_webhook(&tx, w)?,
                 };
                 ack.push(n > 0);
             }

@@ -76,6 +76,21 @@ fn decoders() -> Vec<Decoder> {
     all.extend(place_decoders());
     all.extend(device_decoders());
     all.extend(credential_decoders());
+    all.push(Decoder {
+        method: "POST",
+        path: "/v1/webhooks",
+        valid: json!({"organization_id": 0, "url": "http://127.0.0.1:9/hook"}),
+        apply: |e, b, _| {
+            let body: WebhookBody = decode_json(b)?;
+            super::events::check_url(&body.url)?;
+            e.authorize_on(
+                &OWNER,
+                Ref::Organization(body.organization_id),
+                Action::ManageOrganization,
+            )?;
+            Ok(())
+        },
+    });
     all
 }
 

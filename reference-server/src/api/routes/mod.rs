@@ -14,10 +14,12 @@
 //! | [`places`] | sites, buildings, floors, units, doors |
 //! | [`devices`] | devices as an admin manages them |
 //! | [`access`] | holders, stays, credentials |
+//! | [`events`] | the event feed (list, SSE stream), webhooks and their deliveries |
 
 mod access;
 mod device;
 mod devices;
+mod events;
 mod org;
 mod places;
 mod service;
@@ -101,6 +103,12 @@ routes![
     access::disable_credential,
     access::enable_credential,
     access::change_pin,
+    events::list_events,
+    events::stream_events,
+    events::create_webhook,
+    events::list_webhooks,
+    events::delete_webhook,
+    events::list_deliveries,
 ];
 
 /// Applies a change that makes nothing new: 200 `{"ok": true}`.

@@ -20,16 +20,19 @@
 //! | [`devices`] | devices as an admin sees them: creation, lock views, listings, fallback pools, health, activity |
 //! | [`access`] | holders, stays and credentials |
 //! | [`device`] | the device's own HTTP routes (validate, sync) |
+//! | [`events`] | the event feed and webhooks |
 
 pub mod access;
 pub mod device;
 pub mod devices;
+pub mod events;
 pub mod org;
 pub mod places;
 
 pub use access::*;
 pub use device::*;
 pub use devices::*;
+pub use events::*;
 pub use org::*;
 pub use places::*;
 
