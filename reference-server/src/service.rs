@@ -27,6 +27,7 @@ use crate::auth;
 use crate::domain::{Actor, Decision, DeviceId, DoorId, OrgId, TokenKey, UseLimit, UserId};
 use crate::engine::{self, Applied, Check, Command, Engine, EngineConfig, Outcome};
 use crate::error::EngineError;
+use crate::device_state::{DeviceState, DeviceStates, STATE_EVENTS};
 use crate::health::{Health, HealthReport, HealthSummary, Sample};
 use crate::metrics::Metrics;
 pub use crate::metrics::Transport;
@@ -132,6 +133,10 @@ pub struct Service {
     engine: RwLock<Engine>,
     store: Store,
     health: Health,
+    /// Lock and door state, from the devices' events.
+    states: DeviceStates,
+    /// Signs page cursors (`api::paging`), derived from the token key.
+    cursor_key: [u8; 32],
     metrics: Arc<Metrics>,
     clock: Clock,
     /// Spans "apply in the engine + enqueue in the store" so the log keeps
@@ -193,6 +198,10 @@ impl Service {
                  chmod 700 the data directory and 600 its files"
             );
         }
+        let cursor_key = blake3::derive_key(
+            "fleetsim reference-server page cursor v1",
+            token_key.as_bytes(),
+        );
         let mut engine = Engine::new(EngineConfig {
             token_key,
             // Generated PINs are logged resolved, so replay does not draw:
@@ -212,7 +221,18 @@ impl Service {
         for (u, h) in loaded.user_tokens {
             user_tokens.entry(u).or_default().push(h);
         }
-        let device_secrets = loaded.device_secrets.into_iter().collect();
+        // A deleted device's secret opens nothing any more.
+        let device_secrets = loaded
+            .device_secrets
+            .into_iter()
+            .filter(|(d, _)| engine.device(*d).is_some())
+            .collect();
+        let states = DeviceStates::default();
+        let mut state_events = store.state_events(&STATE_EVENTS)?;
+        state_events.sort_by_key(|(_, _, at)| *at);
+        for (device, kind, at) in state_events {
+            states.record(device, &kind, at);
+        }
         let health = Health::default();
         for s in &loaded.statuses {
             health.record(
@@ -232,6 +252,8 @@ impl Service {
             engine: RwLock::new(engine),
             store,
             health,
+            states,
+            cursor_key,
             metrics,
             clock,
             apply_order: tokio::sync::Mutex::new(()),
@@ -359,7 +381,11 @@ impl Service {
         }
         let entry = ActivityEntry::from_event(device, ev);
         let ack = self.store.write(vec![Write::Activity(entry)]).await?;
-        Ok(ack.first().copied().unwrap_or(false))
+        let new = ack.first().copied().unwrap_or(false);
+        if new {
+            self.states.record(device, ev.kind.name(), ev.at);
+        }
+        Ok(new)
     }
 
     /// A status report: health, online gauge, and an activity entry when the
@@ -695,6 +721,24 @@ impl Service {
     /// The activity log, newest first.
     pub fn activity(&self, q: &ActivityQuery) -> Result<Vec<ActivityEntry>, ServiceError> {
         Ok(self.store.activity(q)?)
+    }
+
+    /// Lock and door state, as the device's events last said.
+    pub fn device_state(&self, device: DeviceId) -> DeviceState {
+        self.states.get(device)
+    }
+
+    /// The key page cursors are signed with.
+    pub fn cursor_key(&self) -> &[u8; 32] {
+        &self.cursor_key
+    }
+
+    /// Deletes a device (`Command::DeleteDevice`) and forgets its secret:
+    /// it can no longer sign in over HTTP or MQTT.
+    pub async fn delete_device(&self, actor: &Actor, device: DeviceId) -> Result<(), ServiceError> {
+        self.apply(actor, Command::DeleteDevice { device }).await?;
+        self.device_secrets.write().remove(&device);
+        Ok(())
     }
 
     pub fn health_summary(&self, device: DeviceId) -> HealthSummary {

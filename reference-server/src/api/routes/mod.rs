@@ -14,10 +14,12 @@
 //! | [`places`] | sites, buildings, floors, units, doors |
 //! | [`devices`] | devices as an admin manages them |
 //! | [`access`] | holders, stays, credentials |
+//! | [`lists`] | lists of sites, doors and devices; deletes; `PATCH`es |
 
 mod access;
 mod device;
 mod devices;
+mod lists;
 mod org;
 mod places;
 mod service;
@@ -101,6 +103,15 @@ routes![
     access::disable_credential,
     access::enable_credential,
     access::change_pin,
+    lists::list_sites,
+    lists::list_doors,
+    lists::list_devices,
+    lists::delete_site,
+    lists::delete_door,
+    lists::delete_device,
+    lists::delete_holder,
+    lists::patch_site_settings,
+    lists::patch_holder,
 ];
 
 /// Applies a change that makes nothing new: 200 `{"ok": true}`.

@@ -20,16 +20,19 @@
 //! | [`devices`] | devices as an admin sees them: creation, lock views, listings, fallback pools, health, activity |
 //! | [`access`] | holders, stays and credentials |
 //! | [`device`] | the device's own HTTP routes (validate, sync) |
+//! | [`lists`] | list pages and their queries, partial updates (`PATCH`) |
 
 pub mod access;
 pub mod device;
 pub mod devices;
+pub mod lists;
 pub mod org;
 pub mod places;
 
 pub use access::*;
 pub use device::*;
 pub use devices::*;
+pub use lists::*;
 pub use org::*;
 pub use places::*;
 
@@ -87,7 +90,7 @@ created! {
     HolderCreated { holder: HolderId } from Holder;
     /// A new stay.
     StayCreated { stay: StayId } from Stay;
-    /// A new credential (a changed PIN is a new credential replacing the old one).
+    /// A new credential.
     CredentialCreated { credential: CredentialId } from Credential;
     /// The codes of a fallback pool, in the order of the request's PINs.
     CredentialsCreated { credentials: Vec<CredentialId> } from Credentials;
