@@ -95,7 +95,11 @@ pub struct DeviceStates {
 impl DeviceStates {
     pub fn record(&self, device: DeviceId, kind: &str, at: Timestamp) {
         if STATE_EVENTS.contains(&kind) {
-            self.states.write().entry(device).or_default().apply(kind, at);
+            self.states
+                .write()
+                .entry(device)
+                .or_default()
+                .apply(kind, at);
         }
     }
 

@@ -24,10 +24,10 @@ use tokio::sync::broadcast;
 
 use crate::activity::{ActivityEntry, ActivityQuery};
 use crate::auth;
+use crate::device_state::{DeviceState, DeviceStates, STATE_EVENTS};
 use crate::domain::{Actor, Decision, DeviceId, DoorId, OrgId, TokenKey, UseLimit, UserId};
 use crate::engine::{self, Applied, Check, Command, Engine, EngineConfig, Outcome};
 use crate::error::EngineError;
-use crate::device_state::{DeviceState, DeviceStates, STATE_EVENTS};
 use crate::health::{Health, HealthReport, HealthSummary, Sample};
 use crate::metrics::Metrics;
 pub use crate::metrics::Transport;

@@ -158,13 +158,23 @@ async fn the_server_conforms_to_its_openapi_document() {
     .await;
     let doomed = Doomed {
         site: id(
-            &api.ok("POST", "/v1/organizations/0/sites", t, Some(json!({"name": "Doomed", "time_zone": "UTC"})))
-                .await,
+            &api.ok(
+                "POST",
+                "/v1/organizations/0/sites",
+                t,
+                Some(json!({"name": "Doomed", "time_zone": "UTC"})),
+            )
+            .await,
             "site",
         ),
         door: id(
-            &api.ok("POST", &format!("/v1/sites/{}/doors", w.site), t, Some(json!({"name": "Doomed"})))
-                .await,
+            &api.ok(
+                "POST",
+                &format!("/v1/sites/{}/doors", w.site),
+                t,
+                Some(json!({"name": "Doomed"})),
+            )
+            .await,
             "door",
         ),
         device: id(

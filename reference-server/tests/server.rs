@@ -1163,7 +1163,16 @@ async fn authorization_matrix() {
                     )
                 }
                 "delete_site" => {
-                    let s = id(&api.ok("POST", "/v1/organizations/0/sites", &t, Some(json!({"name": "Doomed", "time_zone": "UTC"}))).await, "site");
+                    let s = id(
+                        &api.ok(
+                            "POST",
+                            "/v1/organizations/0/sites",
+                            &t,
+                            Some(json!({"name": "Doomed", "time_zone": "UTC"})),
+                        )
+                        .await,
+                        "site",
+                    );
                     (
                         "DELETE",
                         format!("/v1/sites/{s}"),
@@ -1173,7 +1182,16 @@ async fn authorization_matrix() {
                     )
                 }
                 "delete_door" => {
-                    let d = id(&api.ok("POST", &format!("/v1/sites/{}/doors", w.site), &t, Some(json!({"name": "Doomed"}))).await, "door");
+                    let d = id(
+                        &api.ok(
+                            "POST",
+                            &format!("/v1/sites/{}/doors", w.site),
+                            &t,
+                            Some(json!({"name": "Doomed"})),
+                        )
+                        .await,
+                        "door",
+                    );
                     (
                         "DELETE",
                         format!("/v1/doors/{d}"),
@@ -1183,7 +1201,16 @@ async fn authorization_matrix() {
                     )
                 }
                 "delete_device" => {
-                    let d = id(&api.ok("POST", &format!("/v1/doors/{}/devices", w.door_a), &t, Some(json!({"kind": "door_sensor", "name": "Doomed"}))).await, "device");
+                    let d = id(
+                        &api.ok(
+                            "POST",
+                            &format!("/v1/doors/{}/devices", w.door_a),
+                            &t,
+                            Some(json!({"kind": "door_sensor", "name": "Doomed"})),
+                        )
+                        .await,
+                        "device",
+                    );
                     (
                         "DELETE",
                         format!("/v1/devices/{d}"),

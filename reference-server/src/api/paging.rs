@@ -135,7 +135,11 @@ impl<'k> PageRequest<'k> {
         Page {
             data,
             pagination: Pagination {
-                next_page_cursor: if more { last.map(|k| self.seal(k)) } else { None },
+                next_page_cursor: if more {
+                    last.map(|k| self.seal(k))
+                } else {
+                    None
+                },
                 has_next_page: more,
             },
         }
@@ -144,7 +148,10 @@ impl<'k> PageRequest<'k> {
 
 /// A list filter's value, decoded as `T` (a kind, an id): 400 naming
 /// `param` when it is not one.
-pub fn filter<T: DeserializeOwned>(param: &str, value: Option<&str>) -> Result<Option<T>, ApiError> {
+pub fn filter<T: DeserializeOwned>(
+    param: &str,
+    value: Option<&str>,
+) -> Result<Option<T>, ApiError> {
     let Some(v) = value else {
         return Ok(None);
     };
@@ -180,7 +187,10 @@ mod tests {
             let r = req(Some("3"), cursor.as_deref()).unwrap();
             let p = r.page(items.clone());
             seen.extend(p.data);
-            assert_eq!(p.pagination.has_next_page, p.pagination.next_page_cursor.is_some());
+            assert_eq!(
+                p.pagination.has_next_page,
+                p.pagination.next_page_cursor.is_some()
+            );
             cursor = p.pagination.next_page_cursor;
             if cursor.is_none() {
                 break;
@@ -226,7 +236,11 @@ mod tests {
             other_list,
             other_key,
         ] {
-            assert_eq!(req(None, Some(&bad)).unwrap_err().field, "page_cursor", "{bad}");
+            assert_eq!(
+                req(None, Some(&bad)).unwrap_err().field,
+                "page_cursor",
+                "{bad}"
+            );
         }
     }
 
@@ -237,11 +251,20 @@ mod tests {
             filter::<HolderKind>("kind", Some("guest")).unwrap(),
             Some(HolderKind::Guest)
         );
-        assert_eq!(filter::<DoorId>("door", Some("3")).unwrap(), Some(DoorId(3)));
+        assert_eq!(
+            filter::<DoorId>("door", Some("3")).unwrap(),
+            Some(DoorId(3))
+        );
         assert_eq!(filter::<HolderKind>("kind", None).unwrap(), None);
         let e = filter::<HolderKind>("kind", Some("bogus")).unwrap_err();
         assert_eq!((e.status.as_u16(), e.field.as_str()), (400, "kind"));
-        assert_eq!(filter::<DoorId>("door", Some("x")).unwrap_err().field, "door");
-        assert_eq!(filter::<DoorId>("door", Some("-1")).unwrap_err().field, "door");
+        assert_eq!(
+            filter::<DoorId>("door", Some("x")).unwrap_err().field,
+            "door"
+        );
+        assert_eq!(
+            filter::<DoorId>("door", Some("-1")).unwrap_err().field,
+            "door"
+        );
     }
 }

@@ -845,7 +845,15 @@ pub async fn the_device_view_shows_what_its_events_said(kind: Broker) {
         let dev = &dev;
         async move { dev.send_event(&ev).await }
     };
-    send(1, EventKind::Unlocked { how: How::Keypad, credential: None, origin: None }).await;
+    send(
+        1,
+        EventKind::Unlocked {
+            how: How::Keypad,
+            credential: None,
+            origin: None,
+        },
+    )
+    .await;
     send(2, EventKind::DoorOpened).await;
     send(3, EventKind::MotorBlocked).await;
     let m = h.mqtt.gateway.metrics().clone();
@@ -853,27 +861,49 @@ pub async fn the_device_view_shows_what_its_events_said(kind: Broker) {
     let (l, d, j, online, battery) = view().await;
     assert_eq!(
         (l, d, j, online, battery),
-        (json!("unlocked"), json!("open"), json!(true), json!(true), json!(90))
+        (
+            json!("unlocked"),
+            json!("open"),
+            json!(true),
+            json!(true),
+            json!(90)
+        )
     );
-    send(4, EventKind::Locked { how: How::AutoRelock }).await;
+    send(
+        4,
+        EventKind::Locked {
+            how: How::AutoRelock,
+        },
+    )
+    .await;
     send(5, EventKind::DoorClosed).await;
     eventually("5 events logged", || m.events_logged.get() == 5).await;
     let (l, d, j, _, _) = view().await;
     assert_eq!((l, d, j), (json!("locked"), json!("closed"), json!(false)));
     stop_http.stop(true).await;
-    let dir = h.world.data_dir().to_path_buf();
-    let svc = h.world.service.clone();
-    h.stop().await;
-    svc.close().await;
-    let again = reference_server::service::Service::open(
-        &dir,
-        reference_server::service::Clock::system(),
-    )
-    .expect("open again");
+    // The world (and its data directory) outlives the gateway.
+    let Harness { world, mqtt, .. } = h;
+    mqtt.gateway.shutdown().await;
+    world.service.close().await;
+    let dir = world.data_dir().to_path_buf();
+    let again =
+        reference_server::service::Service::open(&dir, reference_server::service::Clock::system())
+            .expect("open again");
     let s = again.device_state(id);
+    let logged = again
+        .activity(&ActivityQuery {
+            device: Some(id),
+            from: None,
+            to: None,
+            kind: None,
+            limit: 100,
+        })
+        .unwrap();
+    assert_eq!(logged.len(), 6, "5 events and coming online: {logged:?}");
     assert_eq!(
         (s.lock_state, s.door_state, s.jammed),
         (Some(LockState::Locked), Some(DoorState::Closed), false)
     );
     again.close().await;
+    drop(world);
 }

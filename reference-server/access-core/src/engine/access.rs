@@ -43,7 +43,10 @@ pub(super) fn command_refs(cmd: &Command) -> Option<(Ref, Vec<Ref>)> {
         DeleteHolder { holder } => (Ref::Holder(*holder), Vec::new()),
         UpdateHolder {
             holder, floors: f, ..
-        } => (Ref::Holder(*holder), f.as_ref().map(floors).unwrap_or_default()),
+        } => (
+            Ref::Holder(*holder),
+            f.as_ref().map(floors).unwrap_or_default(),
+        ),
         CreateDoor {
             site,
             unit,

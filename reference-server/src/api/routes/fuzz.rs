@@ -175,7 +175,11 @@ fn place_decoders() -> Vec<Decoder> {
             path: "/v1/sites/{site}/settings",
             valid: json!({"six_digit_pins": true, "custom_pins": false, "lockout": {"max_wrong": 5, "window_s": 60, "lockout_s": 60}}),
             apply: |e, b, id| {
-                run(e, OWNER, decode_json::<SiteSettingsPatchBody>(b)?.command(SiteId(id)))
+                run(
+                    e,
+                    OWNER,
+                    decode_json::<SiteSettingsPatchBody>(b)?.command(SiteId(id)),
+                )
             },
         },
         Decoder {
@@ -321,7 +325,13 @@ fn credential_decoders() -> Vec<Decoder> {
             method: "PATCH",
             path: "/v1/holders/{holder}",
             valid: json!({"name": "H", "floors": {"type": "any"}, "disabled": false}),
-            apply: |e, b, id| run(e, OWNER, decode_json::<HolderPatchBody>(b)?.command(HolderId(id))),
+            apply: |e, b, id| {
+                run(
+                    e,
+                    OWNER,
+                    decode_json::<HolderPatchBody>(b)?.command(HolderId(id)),
+                )
+            },
         },
         Decoder {
             method: "POST",

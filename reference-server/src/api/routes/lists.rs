@@ -13,7 +13,9 @@ use crate::api::wire::{
     SiteSettingsPatchBody,
 };
 use crate::api::{ApiError, Caller, Json};
-use crate::domain::{Device, DeviceId, DeviceKind, Door, DoorId, HolderId, OrgId, Ref, Site, SiteId};
+use crate::domain::{
+    Device, DeviceId, DeviceKind, Door, DoorId, HolderId, OrgId, Ref, Site, SiteId,
+};
 use crate::engine::Command;
 
 /// The organization's sites, by id.

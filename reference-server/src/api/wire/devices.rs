@@ -190,7 +190,9 @@ pub struct ActivityParams {
     pub to: Option<String>,
     /// One event name, like `door_opened` (`activity::ACTIVITY_KINDS`).
     #[serde(default)]
-    #[param(pattern = "^(unlocked|locked|access_denied|motor_blocked|door_opened|door_closed|door_ajar|door_forced_open|battery_low|keypad_locked_out|code_set|code_set_failed|access_granted|online|offline|remote_open|messages_dropped)$")]
+    #[param(
+        pattern = "^(unlocked|locked|access_denied|motor_blocked|door_opened|door_closed|door_ajar|door_forced_open|battery_low|keypad_locked_out|code_set|code_set_failed|access_granted|online|offline|remote_open|messages_dropped)$"
+    )]
     pub kind: Option<String>,
     /// At most this many entries, newest first (default 100).
     #[serde(default)]
