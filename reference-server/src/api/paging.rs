@@ -244,6 +244,33 @@ mod tests {
         }
     }
 
+    /// Every list documents the limits the paging checks.
+    #[test]
+    fn documented_limits_are_the_checked_ones() {
+        let doc: serde_json::Value = serde_json::from_str(&crate::api::openapi::openapi()).unwrap();
+        let mut lists = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let params = item["get"]["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let Some(limit) = params
+                .iter()
+                .find(|p| p["name"] == "page_cursor")
+                .and(params.iter().find(|p| p["name"] == "limit"))
+            else {
+                continue;
+            };
+            lists += 1;
+            assert_eq!(limit["schema"]["minimum"], 1, "{path}");
+            assert_eq!(limit["schema"]["maximum"], MAX_PAGE_LIMIT as u64, "{path}");
+        }
+        assert_eq!(
+            lists, 7,
+            "sites, doors, devices, holders, locks, codes, schedule"
+        );
+    }
+
     #[test]
     fn filters_decode_or_name_their_parameter() {
         use crate::domain::{DoorId, HolderKind};

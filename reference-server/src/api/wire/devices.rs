@@ -204,6 +204,22 @@ pub struct ActivityParams {
 mod tests {
     use super::*;
 
+    /// The activity kinds the document allows are the ones the route
+    /// accepts (`activity::ACTIVITY_KINDS`).
+    #[test]
+    fn documented_activity_kinds_are_the_checked_ones() {
+        let doc: serde_json::Value = serde_json::from_str(&crate::api::openapi::openapi()).unwrap();
+        let params = &doc["paths"]["/v1/devices/{device}/activity"]["get"]["parameters"];
+        let kind = params
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "kind")
+            .unwrap();
+        let want = format!("^({})$", crate::activity::ACTIVITY_KINDS.join("|"));
+        assert_eq!(kind["schema"]["pattern"], want.as_str(), "{kind}");
+    }
+
     /// The bounds written in the document are the ones the route checks.
     #[test]
     fn documented_query_bounds_are_the_checked_ones() {
