@@ -13,6 +13,29 @@ use crate::protocol::{Event, EventKind, How};
 /// Most entries one query returns.
 pub const MAX_QUERY_LIMIT: u32 = 1_000;
 
+/// Every `kind` an entry may have: the device events' names
+/// (`EventKind::name`) and the server's own. A query's `kind` filter must
+/// be one of them (an unknown one is a 400, not an empty list).
+pub const ACTIVITY_KINDS: [&str; 17] = [
+    "unlocked",
+    "locked",
+    "access_denied",
+    "motor_blocked",
+    "door_opened",
+    "door_closed",
+    "door_ajar",
+    "door_forced_open",
+    "battery_low",
+    "keypad_locked_out",
+    "code_set",
+    "code_set_failed",
+    "access_granted",
+    "online",
+    "offline",
+    "remote_open",
+    "messages_dropped",
+];
+
 /// One line of the activity log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActivityEntry {
@@ -170,6 +193,57 @@ pub struct ActivityQuery {
 mod tests {
     use super::*;
     use crate::domain::{DenyReason, Grant, HolderId};
+
+    /// Every event's name is a known kind (a new event kind fails to
+    /// compile here until it is listed).
+    #[test]
+    fn every_event_name_is_a_known_kind() {
+        use crate::domain::{CredentialId, SyncFailure};
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let all = [
+            EventKind::Unlocked {
+                how: How::Keypad,
+                credential: None,
+                origin: None,
+            },
+            EventKind::Locked { how: How::Manual },
+            EventKind::AccessDenied {
+                how: How::Card,
+                reason: DenyReason::UsesExhausted,
+            },
+            EventKind::MotorBlocked,
+            EventKind::DoorOpened,
+            EventKind::DoorClosed,
+            EventKind::DoorAjar,
+            EventKind::DoorForcedOpen,
+            EventKind::BatteryLow { battery_pct: 5 },
+            EventKind::KeypadLockedOut { until: at },
+            EventKind::CodeSet {
+                credential: CredentialId(1),
+            },
+            EventKind::CodeSetFailed {
+                credential: CredentialId(1),
+                reason: SyncFailure::LockFull,
+            },
+        ];
+        for k in &all {
+            match k {
+                EventKind::Unlocked { .. }
+                | EventKind::Locked { .. }
+                | EventKind::AccessDenied { .. }
+                | EventKind::MotorBlocked
+                | EventKind::DoorOpened
+                | EventKind::DoorClosed
+                | EventKind::DoorAjar
+                | EventKind::DoorForcedOpen
+                | EventKind::BatteryLow { .. }
+                | EventKind::KeypadLockedOut { .. }
+                | EventKind::CodeSet { .. }
+                | EventKind::CodeSetFailed { .. } => {}
+            }
+            assert!(ACTIVITY_KINDS.contains(&k.name()), "{}", k.name());
+        }
+    }
 
     #[test]
     fn entries_say_how_and_which_code() {

@@ -14,8 +14,9 @@
 //! - [`api`]: the admin HTTP API (actix-web, `/v1`), the HTTP validate
 //!   endpoint, `/healthz`, `/metrics`, `/openapi.json`.
 //! - [`server`]: `run(config, shutdown)`: the binary and the tests start it.
-//! - [`activity`], [`health`], [`metrics`], [`auth`]: the activity log's
-//!   entries, device uptime and battery, the Prometheus registry, secrets.
+//! - [`activity`], [`health`], [`device_state`], [`metrics`], [`auth`]: the
+//!   activity log's entries, device uptime and battery, lock and door state,
+//!   the Prometheus registry, secrets.
 //! - [`gateway`]: the MQTT device gateway (checks, events, status, sync,
 //!   remote commands) over any broker.
 //! - [`events`]: the event feed: one ordered, durable log per organization,
@@ -35,6 +36,7 @@ pub mod activity;
 pub mod api;
 pub mod auth;
 pub mod broker;
+pub mod device_state;
 pub mod events;
 pub mod gateway;
 pub mod health;

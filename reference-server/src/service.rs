@@ -24,6 +24,7 @@ use tokio::sync::broadcast;
 
 use crate::activity::{ActivityEntry, ActivityQuery};
 use crate::auth;
+use crate::device_state::{DeviceState, DeviceStates, STATE_EVENTS};
 use crate::domain::{Actor, Decision, DeviceId, DoorId, OrgId, TokenKey, UseLimit, UserId};
 use crate::engine::{self, Applied, Check, Command, Engine, EngineConfig, Outcome};
 use crate::error::EngineError;
@@ -135,6 +136,10 @@ pub struct Service {
     /// The admin API's idempotency keys (`api::idempotency`).
     idempotency: Idempotency,
     health: Health,
+    /// Lock and door state, from the devices' events.
+    states: DeviceStates,
+    /// Signs page cursors (`api::paging`), derived from the token key.
+    cursor_key: [u8; 32],
     metrics: Arc<Metrics>,
     clock: Clock,
     /// Spans "apply in the engine + enqueue in the store" so the log keeps
@@ -199,6 +204,10 @@ impl Service {
                  chmod 700 the data directory and 600 its files"
             );
         }
+        let cursor_key = blake3::derive_key(
+            "fleetsim reference-server page cursor v1",
+            token_key.as_bytes(),
+        );
         let mut engine = Engine::new(EngineConfig {
             token_key,
             // Generated PINs are logged resolved, so replay does not draw:
@@ -218,7 +227,18 @@ impl Service {
         for (u, h) in loaded.user_tokens {
             user_tokens.entry(u).or_default().push(h);
         }
-        let device_secrets = loaded.device_secrets.into_iter().collect();
+        // A deleted device's secret opens nothing any more.
+        let device_secrets = loaded
+            .device_secrets
+            .into_iter()
+            .filter(|(d, _)| engine.device(*d).is_some())
+            .collect();
+        let states = DeviceStates::default();
+        let mut state_events = store.state_events(&STATE_EVENTS)?;
+        state_events.sort_by_key(|(_, _, at)| *at);
+        for (device, kind, at) in state_events {
+            states.record(device, &kind, at);
+        }
         let health = Health::default();
         for s in &loaded.statuses {
             health.record(
@@ -239,6 +259,8 @@ impl Service {
             store,
             idempotency,
             health,
+            states,
+            cursor_key,
             metrics,
             clock,
             apply_order: tokio::sync::Mutex::new(()),
@@ -389,7 +411,11 @@ impl Service {
             });
         }
         let ack = self.store.write(writes).await?;
-        Ok(ack.first().copied().unwrap_or(false))
+        let new = ack.first().copied().unwrap_or(false);
+        if new {
+            self.states.record(device, ev.kind.name(), ev.at);
+        }
+        Ok(new)
     }
 
     /// A status report: health, online gauge, and an activity entry when the
@@ -737,6 +763,24 @@ impl Service {
     /// The activity log, newest first.
     pub fn activity(&self, q: &ActivityQuery) -> Result<Vec<ActivityEntry>, ServiceError> {
         Ok(self.store.activity(q)?)
+    }
+
+    /// Lock and door state, as the device's events last said.
+    pub fn device_state(&self, device: DeviceId) -> DeviceState {
+        self.states.get(device)
+    }
+
+    /// The key page cursors are signed with.
+    pub fn cursor_key(&self) -> &[u8; 32] {
+        &self.cursor_key
+    }
+
+    /// Deletes a device (`Command::DeleteDevice`) and forgets its secret:
+    /// it can no longer sign in over HTTP or MQTT.
+    pub async fn delete_device(&self, actor: &Actor, device: DeviceId) -> Result<(), ServiceError> {
+        self.apply(actor, Command::DeleteDevice { device }).await?;
+        self.device_secrets.write().remove(&device);
+        Ok(())
     }
 
     pub fn health_summary(&self, device: DeviceId) -> HealthSummary {

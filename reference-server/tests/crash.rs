@@ -113,7 +113,8 @@ async fn kill_9_loses_no_acknowledged_write() {
     let api = Api::new(url);
     let codes = api
         .ok("GET", &format!("/v1/devices/{}/codes", w.phone_a), &t, None)
-        .await;
+        .await["data"]
+        .clone();
     let names: std::collections::HashMap<u64, String> = codes
         .as_array()
         .unwrap()

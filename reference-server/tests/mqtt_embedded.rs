@@ -49,6 +49,11 @@ async fn a_device_cannot_speak_for_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_view_shows_what_its_events_said() {
+    scenarios::the_device_view_shows_what_its_events_said(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_of_buffered_events_is_logged_whole() {
     scenarios::a_flush_of_buffered_events_is_logged_whole(Broker::Embedded).await;
 }

@@ -71,11 +71,43 @@ def before_call(context, case, kwargs):
             headers[name] = uuid.uuid4().hex
 "#;
 
-fn write_config(dir: &Path, owner: &str, device: u64, device_secret: &str) -> std::path::PathBuf {
+/// What the DELETE routes may delete: things made for them, so a delete
+/// never takes away the world the other operations run in.
+struct Doomed {
+    site: u64,
+    door: u64,
+    device: u64,
+    holder: u64,
+}
+
+fn write_config(
+    dir: &Path,
+    owner: &str,
+    device: u64,
+    device_secret: &str,
+    doomed: &Doomed,
+) -> std::path::PathBuf {
     let path = dir.join("schemathesis.toml");
     let hooks = dir.join("schemathesis_hooks.py");
     std::fs::write(&hooks, HOOKS).expect("write the schemathesis hooks");
     let hooks = hooks.display();
+    // Deleted once, then unknown (404); a site or door with children is
+    // refused (409).
+    let deletes: String = [
+        ("sites", "site", doomed.site),
+        ("doors", "door", doomed.door),
+        ("devices", "device", doomed.device),
+        ("holders", "holder", doomed.holder),
+    ]
+    .iter()
+    .map(|(list, param, id)| {
+        format!(
+            "\n[[operations]]\ninclude-name = \"DELETE /v1/{list}/{{{param}}}\"\n\
+             parameters = {{ \"path.{param}\" = {id} }}\n\
+             checks.positive_data_acceptance.expected-statuses = [\"2XX\", \"401\", \"404\", \"409\"]\n"
+        )
+    })
+    .collect();
     let text = format!(
         r#"
 hooks = "{hooks}"
@@ -129,9 +161,10 @@ include-name = [
   "POST /v1/organizations/{{org}}/holders",
   "POST /v1/doors/{{door}}/devices",
   "POST /v1/webhooks",
+  "PATCH /v1/holders/{{holder}}",
 ]
 checks.positive_data_acceptance.expected-statuses = ["2XX", "401", "403", "404", "409", "422"]
-"#
+{deletes}"#
     );
     std::fs::write(&path, text).expect("write the schemathesis config");
     path
@@ -173,7 +206,40 @@ async fn the_server_conforms_to_its_openapi_document() {
         json!({"type": "permanent"}),
     )
     .await;
-    let config = write_config(dir.path(), t, w.phone_a, &w.phone_a_secret);
+    let doomed = Doomed {
+        site: id(
+            &api.ok(
+                "POST",
+                "/v1/organizations/0/sites",
+                t,
+                Some(json!({"name": "Doomed", "time_zone": "UTC"})),
+            )
+            .await,
+            "site",
+        ),
+        door: id(
+            &api.ok(
+                "POST",
+                &format!("/v1/sites/{}/doors", w.site),
+                t,
+                Some(json!({"name": "Doomed"})),
+            )
+            .await,
+            "door",
+        ),
+        device: id(
+            &api.ok(
+                "POST",
+                &format!("/v1/doors/{}/devices", w.door_b),
+                t,
+                Some(json!({"kind": "door_sensor", "name": "Doomed"})),
+            )
+            .await,
+            "device",
+        ),
+        holder: holder(&api, t, "Doomed", "visitor").await,
+    };
+    let config = write_config(dir.path(), t, w.phone_a, &w.phone_a_secret, &doomed);
     let started = Instant::now();
     let out = tokio::task::spawn_blocking({
         let url = server.url();

@@ -157,7 +157,8 @@ async fn visitor_key_delivery_pin_and_dst_recurring_code() {
     // The code list of the door phone: origin, status, duration, sync state.
     let codes = api
         .ok("GET", &format!("/v1/devices/{}/codes", w.phone_a), t, None)
-        .await;
+        .await["data"]
+        .clone();
     let codes = codes.as_array().unwrap();
     assert_eq!(codes.len(), 3);
     assert!(codes
@@ -171,7 +172,8 @@ async fn visitor_key_delivery_pin_and_dst_recurring_code() {
     // Locks store codes: the lock's list shows each PIN's sync state.
     let lock_codes = api
         .ok("GET", &format!("/v1/devices/{}/codes", w.lock_a), t, None)
-        .await;
+        .await["data"]
+        .clone();
     assert_eq!(lock_codes[1]["sync"]["state"], "pending", "{lock_codes}");
     assert!(
         !lock_codes.to_string().contains(&pin),
@@ -185,7 +187,8 @@ async fn visitor_key_delivery_pin_and_dst_recurring_code() {
             None,
         )
         .await;
-    assert_eq!(overview.as_array().unwrap().len(), 3);
+    assert_eq!(overview["data"].as_array().unwrap().len(), 3);
+    assert_eq!(overview["pagination"]["has_next_page"], false);
 
     // The activity log says how, which code and why.
     server.service.flush().await.unwrap();
@@ -296,6 +299,7 @@ async fn guest_stay_codes_locks_health_and_remote_open() {
         .await,
         "credential",
     );
+    assert_eq!(new, code, "a changed PIN keeps the code's id");
     let new_pin = api
         .ok("POST", &format!("/v1/credentials/{new}/reveal"), t, None)
         .await["pin"]
@@ -429,7 +433,7 @@ async fn guest_stay_codes_locks_health_and_remote_open() {
     let locks = api
         .ok("GET", &format!("/v1/sites/{}/locks", w.site), t, None)
         .await;
-    let l = &locks[0];
+    let l = &locks["data"][0];
     assert_eq!(
         (l["online"].as_bool(), l["battery_pct"].as_u64()),
         (Some(false), Some(80)),
@@ -823,6 +827,16 @@ async fn authorization_matrix() {
         "list_webhooks",
         "delete_webhook",
         "webhook_deliveries",
+        "read_sites",
+        "read_doors",
+        "read_devices",
+        "read_holders",
+        "delete_site",
+        "delete_door",
+        "delete_device",
+        "delete_holder",
+        "patch_settings",
+        "patch_holder",
     ];
     let shared_hook = api
         .ok(
@@ -1207,6 +1221,100 @@ async fn authorization_matrix() {
                     None,
                     Scope::Org,
                     Some(("/v1/webhooks/wh_0000000000000000/deliveries".into(), None)),
+                ),
+                "read_sites" | "read_doors" | "read_devices" | "read_holders" => {
+                    let list = case.trim_start_matches("read_");
+                    (
+                        "GET",
+                        format!("/v1/organizations/0/{list}"),
+                        None,
+                        Scope::AccessOrg,
+                        Some((format!("/v1/organizations/{U}/{list}"), None)),
+                    )
+                }
+                "delete_site" => {
+                    let s = id(
+                        &api.ok(
+                            "POST",
+                            "/v1/organizations/0/sites",
+                            &t,
+                            Some(json!({"name": "Doomed", "time_zone": "UTC"})),
+                        )
+                        .await,
+                        "site",
+                    );
+                    (
+                        "DELETE",
+                        format!("/v1/sites/{s}"),
+                        None,
+                        Scope::Org,
+                        Some((format!("/v1/sites/{U}"), None)),
+                    )
+                }
+                "delete_door" => {
+                    let d = id(
+                        &api.ok(
+                            "POST",
+                            &format!("/v1/sites/{}/doors", w.site),
+                            &t,
+                            Some(json!({"name": "Doomed"})),
+                        )
+                        .await,
+                        "door",
+                    );
+                    (
+                        "DELETE",
+                        format!("/v1/doors/{d}"),
+                        None,
+                        Scope::Org,
+                        Some((format!("/v1/doors/{U}"), None)),
+                    )
+                }
+                "delete_device" => {
+                    let d = id(
+                        &api.ok(
+                            "POST",
+                            &format!("/v1/doors/{}/devices", w.door_a),
+                            &t,
+                            Some(json!({"kind": "door_sensor", "name": "Doomed"})),
+                        )
+                        .await,
+                        "device",
+                    );
+                    (
+                        "DELETE",
+                        format!("/v1/devices/{d}"),
+                        None,
+                        Scope::Org,
+                        Some((format!("/v1/devices/{U}"), None)),
+                    )
+                }
+                "delete_holder" => {
+                    let h = holder(&api, &t, "Doomed", "visitor").await;
+                    (
+                        "DELETE",
+                        format!("/v1/holders/{h}"),
+                        None,
+                        Scope::AccessOrg,
+                        Some((format!("/v1/holders/{U}"), None)),
+                    )
+                }
+                "patch_settings" => (
+                    "PATCH",
+                    format!("/v1/sites/{}/settings", w.site),
+                    Some(json!({"custom_pins": true})),
+                    Scope::Org,
+                    Some((
+                        format!("/v1/sites/{U}/settings"),
+                        Some(json!({"custom_pins": true})),
+                    )),
+                ),
+                "patch_holder" => (
+                    "PATCH",
+                    format!("/v1/holders/{guest}"),
+                    Some(json!({"name": "Gina"})),
+                    Scope::AccessOrg,
+                    Some((format!("/v1/holders/{U}"), Some(json!({"name": "Gina"})))),
                 ),
                 other => unreachable!("{other}"),
             };
@@ -1873,7 +1981,7 @@ async fn a_reader_confirms_its_codes_over_http_sync() {
     assert_eq!(s, 409, "{v}");
     // Fetched is sent: the keypad's list shows the code being set.
     let sync_state = |codes: &Value, c: u64| {
-        codes
+        codes["data"]
             .as_array()
             .unwrap()
             .iter()

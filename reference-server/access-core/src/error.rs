@@ -15,11 +15,22 @@ pub enum EngineError {
     Schedule(#[from] ScheduleError),
     #[error("{field}: {rule}")]
     Invalid { field: &'static str, rule: String },
+    /// The change does not fit the state: something still depends on
+    /// what it would delete.
+    #[error("{field}: {rule}")]
+    Conflict { field: &'static str, rule: String },
 }
 
 impl EngineError {
     pub(crate) fn invalid(field: &'static str, rule: impl Into<String>) -> EngineError {
         EngineError::Invalid {
+            field,
+            rule: rule.into(),
+        }
+    }
+
+    pub(crate) fn conflict(field: &'static str, rule: impl Into<String>) -> EngineError {
+        EngineError::Conflict {
             field,
             rule: rule.into(),
         }
@@ -36,7 +47,7 @@ impl EngineError {
             EngineError::NotFound { kind, .. } => kind,
             EngineError::Pin(_) => "pin",
             EngineError::Schedule(_) => "schedule",
-            EngineError::Invalid { field, .. } => field,
+            EngineError::Invalid { field, .. } | EngineError::Conflict { field, .. } => field,
         }
     }
 }

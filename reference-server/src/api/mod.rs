@@ -126,9 +126,10 @@ impl From<EngineError> for ApiError {
             EngineError::Pin(_) | EngineError::Schedule(_) | EngineError::Invalid { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            EngineError::Conflict { .. } => StatusCode::CONFLICT,
         };
         let rule = match &e {
-            EngineError::Invalid { rule, .. } => rule.clone(),
+            EngineError::Invalid { rule, .. } | EngineError::Conflict { rule, .. } => rule.clone(),
             EngineError::Pin(p) => p.to_string(),
             EngineError::Schedule(s) => s.to_string(),
             // Not the id: an unknown id and one of another organization

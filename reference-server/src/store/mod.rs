@@ -469,6 +469,28 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The last time each device reported each of `kinds`, as
+    /// `(device, kind, at)`: what `DeviceStates` is rebuilt from at start.
+    pub fn state_events(
+        &self,
+        kinds: &[&str],
+    ) -> Result<Vec<(DeviceId, String, Timestamp)>, StoreError> {
+        let marks = vec!["?"; kinds.len()].join(", ");
+        let sql = format!(
+            "SELECT device, kind, MAX(at_ms) FROM activity WHERE kind IN ({marks}) GROUP BY device, kind"
+        );
+        let conn = self.reader.lock();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(kinds.iter()), |r| {
+            Ok((
+                DeviceId(r.get::<_, u32>(0)?),
+                r.get::<_, String>(1)?,
+                from_ms(r.get(2)?),
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Stops the writer after it has committed everything queued before.
     pub async fn close(&self) {
         let _ = self

@@ -17,7 +17,9 @@ pub struct World {
     /// Each lock with the secret it connects with.
     pub devices: Vec<(DeviceId, String)>,
     pub holder: HolderId,
-    _dir: tempfile::TempDir,
+    /// The owner's bearer token, for the HTTP API over this service.
+    pub token: String,
+    dir: tempfile::TempDir,
 }
 
 async fn made(service: &Service, actor: &Actor, cmd: Command) -> Outcome {
@@ -105,11 +107,17 @@ pub async fn world(locks: usize) -> World {
         door,
         devices,
         holder,
-        _dir: dir,
+        token: boot.token,
+        dir,
     }
 }
 
 impl World {
+    /// The service's data directory (to open it again after a stop).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     pub fn device(&self, i: usize) -> DeviceId {
         self.devices[i].0
     }

@@ -787,3 +787,123 @@ fn rss_mib() -> f64 {
         })
         .map_or(0.0, |kib| kib / 1024.0)
 }
+
+/// The device view shows what the lock's events said: locked or unlocked,
+/// the door open or closed, jammed (read over the HTTP API on the same
+/// service), and the state comes back from the activity log after a
+/// restart.
+pub async fn the_device_view_shows_what_its_events_said(kind: Broker) {
+    use reference_server::device_state::{DoorState, LockState};
+    use reference_server::protocol::How;
+    let h = harness(kind, 1, SyncConfig::default()).await;
+    let dev = h.device(0).await;
+    dev.set_online(true).await;
+    let svc = h.world.service.clone();
+    let http = actix_web::HttpServer::new(move || reference_server::api::app(svc.clone()))
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .expect("bind");
+    let addr = http.addrs()[0];
+    let http = http.run();
+    let stop_http = http.handle();
+    tokio::spawn(http);
+    let id = h.world.device(0);
+    let client = reqwest::Client::new();
+    let view = || {
+        let client = client.clone();
+        let token = h.world.token.clone();
+        async move {
+            let v: serde_json::Value = client
+                .get(format!("http://{addr}/v1/devices/{}", id.0))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("GET the device")
+                .json()
+                .await
+                .expect("JSON");
+            (
+                v["lock_state"].clone(),
+                v["door_state"].clone(),
+                v["jammed"].clone(),
+                v["online"].clone(),
+                v["battery_pct"].clone(),
+            )
+        }
+    };
+    use serde_json::{json, Value};
+    let never: (Value, Value, Value) = (Value::Null, Value::Null, json!(false));
+    let (l, d, j, _, _) = view().await;
+    assert_eq!((l, d, j), never, "nothing reported yet");
+    let at = jiff::Timestamp::now();
+    let send = |seq: u64, kind: EventKind| {
+        let ev = Event {
+            seq,
+            at: at + jiff::SignedDuration::from_secs(seq as i64),
+            kind,
+        };
+        let dev = &dev;
+        async move { dev.send_event(&ev).await }
+    };
+    send(
+        1,
+        EventKind::Unlocked {
+            how: How::Keypad,
+            credential: None,
+            origin: None,
+        },
+    )
+    .await;
+    send(2, EventKind::DoorOpened).await;
+    send(3, EventKind::MotorBlocked).await;
+    let m = h.mqtt.gateway.metrics().clone();
+    eventually("3 events logged", || m.events_logged.get() == 3).await;
+    let (l, d, j, online, battery) = view().await;
+    assert_eq!(
+        (l, d, j, online, battery),
+        (
+            json!("unlocked"),
+            json!("open"),
+            json!(true),
+            json!(true),
+            json!(90)
+        )
+    );
+    send(
+        4,
+        EventKind::Locked {
+            how: How::AutoRelock,
+        },
+    )
+    .await;
+    send(5, EventKind::DoorClosed).await;
+    eventually("5 events logged", || m.events_logged.get() == 5).await;
+    let (l, d, j, _, _) = view().await;
+    assert_eq!((l, d, j), (json!("locked"), json!("closed"), json!(false)));
+    stop_http.stop(true).await;
+    // The world (and its data directory) outlives the gateway.
+    let Harness { world, mqtt, .. } = h;
+    mqtt.gateway.shutdown().await;
+    world.service.close().await;
+    let dir = world.data_dir().to_path_buf();
+    let again =
+        reference_server::service::Service::open(&dir, reference_server::service::Clock::system())
+            .expect("open again");
+    let s = again.device_state(id);
+    let logged = again
+        .activity(&ActivityQuery {
+            device: Some(id),
+            from: None,
+            to: None,
+            kind: None,
+            limit: 100,
+        })
+        .unwrap();
+    assert_eq!(logged.len(), 6, "5 events and coming online: {logged:?}");
+    assert_eq!(
+        (s.lock_state, s.door_state, s.jammed),
+        (Some(LockState::Locked), Some(DoorState::Closed), false)
+    );
+    again.close().await;
+    drop(world);
+}

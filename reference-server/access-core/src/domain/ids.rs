@@ -66,7 +66,7 @@ id_type!(/// A guest stay tied to a reservation.
 /// An id as a request names it, with its kind: what the engine resolves to
 /// the organization it belongs to (`Engine::resolve`). Users are not here:
 /// they belong to no organization.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ref {
     Organization(OrgId),
     Site(SiteId),

@@ -34,9 +34,19 @@ pub(super) fn command_refs(cmd: &Command) -> Option<(Ref, Vec<Ref>)> {
                 Role::Owner | Role::Admin => Vec::new(),
             },
         ),
-        UpdateSiteSettings { site, .. } | CreateBuilding { site, .. } => {
-            (Ref::Site(*site), Vec::new())
-        }
+        UpdateSiteSettings { site, .. }
+        | PatchSiteSettings { site, .. }
+        | DeleteSite { site }
+        | CreateBuilding { site, .. } => (Ref::Site(*site), Vec::new()),
+        DeleteDoor { door } => (Ref::Door(*door), Vec::new()),
+        DeleteDevice { device } => (Ref::Device(*device), Vec::new()),
+        DeleteHolder { holder } => (Ref::Holder(*holder), Vec::new()),
+        UpdateHolder {
+            holder, floors: f, ..
+        } => (
+            Ref::Holder(*holder),
+            f.as_ref().map(floors).unwrap_or_default(),
+        ),
         CreateDoor {
             site,
             unit,
@@ -161,7 +171,14 @@ impl Engine {
 
     /// The organization `r` belongs to; `NotFound` for an unknown id.
     pub fn org_of(&self, r: Ref) -> Result<OrgId, EngineError> {
-        let site = |s: SiteId| self.sites.get(s.index()).map(|s| s.org);
+        // A deleted thing (`removal`) is an unknown one, and so is
+        // everything under a deleted site.
+        let gone = |r: Ref| self.removed.contains(&r);
+        let site = |s: SiteId| {
+            (!gone(Ref::Site(s)))
+                .then(|| self.sites.get(s.index()).map(|s| s.org))
+                .flatten()
+        };
         let building = |b: BuildingId| self.buildings.get(b.index()).and_then(|b| site(b.site));
         let floor = |f: FloorId| {
             self.floors
@@ -174,6 +191,7 @@ impl Engine {
             Ref::Building(b) => building(b),
             Ref::Floor(f) => floor(f),
             Ref::Unit(u) => self.units.get(u.index()).and_then(|u| floor(u.floor)),
+            Ref::Door(_) | Ref::Device(_) | Ref::Holder(_) if gone(r) => None,
             Ref::Door(d) => self.doors.get(d.index()).and_then(|d| site(d.site)),
             Ref::Device(d) => self
                 .devices
@@ -265,6 +283,8 @@ impl Engine {
             }
             CreateHolder { .. }
             | SetHolderDisabled { .. }
+            | UpdateHolder { .. }
+            | DeleteHolder { .. }
             | CreateStay { .. }
             | CheckIn { .. }
             | CheckOut { .. } => access(Vec::new()),

@@ -422,6 +422,8 @@ impl Engine {
             floors: c.floors.clone(),
         };
         let (new, resolved) = self.issue(issue, Some(old), now)?;
+        let root = self.code_id(old);
+        self.code_heads.insert(root, new);
         let old_c = &mut self.credentials[old.index()];
         old_c.replaced_by = Some(new);
         // A code with no device to wait for is replaced at once.
@@ -441,11 +443,24 @@ impl Engine {
         })
     }
 
+    /// `RevokeCredential`: the code goes from every lock, and so do its
+    /// earlier versions still there (a changed PIN not yet confirmed).
     pub(super) fn revoke(&mut self, id: CredentialId) -> Result<(), EngineError> {
-        let c = self
-            .credentials
-            .get_mut(id.index())
-            .ok_or_else(|| EngineError::not_found("credential", id.0))?;
+        get(&self.credentials, "credential", id.0)?;
+        let mut at = self.credentials[id.index()].replaces;
+        while let Some(prev) = at {
+            let c = &self.credentials[prev.index()];
+            at = c.replaces;
+            if c.placements.iter().any(|p| p.state.on_device()) {
+                self.revoke_one(prev);
+            }
+        }
+        self.revoke_one(id);
+        Ok(())
+    }
+
+    fn revoke_one(&mut self, id: CredentialId) {
+        let c = &mut self.credentials[id.index()];
         c.revoked = true;
         let mut touched = Vec::new();
         for p in &mut c.placements {
@@ -462,7 +477,6 @@ impl Engine {
         for d in touched {
             self.bump_sync(d);
         }
-        Ok(())
     }
 
     /// A replaced or revoked code whose locks no longer hold it: take it out

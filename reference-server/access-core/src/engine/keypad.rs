@@ -247,8 +247,14 @@ impl Engine {
         };
         match cmd {
             Command::ChangePin { credential, .. }
-            | Command::SetCredentialDisabled { credential, .. }
-            | Command::RevokeCredential { credential } => vec![*credential],
+            | Command::SetCredentialDisabled { credential, .. } => vec![*credential],
+            // Its earlier versions still on locks are revoked too.
+            Command::RevokeCredential { credential } => {
+                let mut v = self.earlier_versions(*credential);
+                v.push(*credential);
+                v
+            }
+            Command::DeleteDevice { device } => at_device(device),
             Command::CreateDevice { door, .. } => self
                 .door_credentials
                 .get(door.index())
@@ -263,8 +269,8 @@ impl Engine {
                 v.extend(
                     results
                         .iter()
-                        .filter_map(|r| self.credentials.get(r.credential.index()))
-                        .filter_map(|c| c.replaces),
+                        .filter(|r| self.credentials.get(r.credential.index()).is_some())
+                        .flat_map(|r| self.earlier_versions(r.credential)),
                 );
                 v
             }

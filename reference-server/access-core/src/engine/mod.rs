@@ -150,6 +150,38 @@ pub enum Command {
         site: SiteId,
         settings: SiteSettings,
     },
+    /// The settings given, the others kept (logged as the
+    /// `UpdateSiteSettings` it amounts to).
+    PatchSiteSettings {
+        site: SiteId,
+        patch: SiteSettingsPatch,
+    },
+    /// Delete a site without doors (see `removal`).
+    DeleteSite {
+        site: SiteId,
+    },
+    /// Delete a door without devices or live codes.
+    DeleteDoor {
+        door: DoorId,
+    },
+    /// Delete a device no other device is linked to.
+    DeleteDevice {
+        device: DeviceId,
+    },
+    /// Delete a holder without live codes.
+    DeleteHolder {
+        holder: HolderId,
+    },
+    /// Change the fields of a holder that are given.
+    UpdateHolder {
+        holder: HolderId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        floors: Option<FloorScope>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disabled: Option<bool>,
+    },
     CreateBuilding {
         site: SiteId,
         name: String,
@@ -298,6 +330,8 @@ struct DeviceEntry {
     sync_version: u64,
     /// Fallback codes pre-loaded on this lock and not yet given out.
     fallback_pool: Vec<CredentialId>,
+    /// Deleted (`DeleteDevice`): `device()` no longer finds it.
+    removed: bool,
 }
 
 pub struct Engine {
@@ -334,6 +368,10 @@ pub struct Engine {
     device_pins: PinIndex<KeypadSlot>,
     /// (site, card number) -> credential.
     card_index: FxHashMap<(SiteId, u64), CredentialId>,
+    /// Deleted sites, doors, devices and holders (`removal`).
+    removed: rustc_hash::FxHashSet<Ref>,
+    /// A changed code's first id -> its live version (`code_head`).
+    code_heads: FxHashMap<CredentialId, CredentialId>,
     /// Devices whose sync version moved during the command being applied
     /// (scratch of `apply`, empty between commands).
     sync_changed: Vec<DeviceId>,
@@ -346,7 +384,10 @@ mod keypad;
 mod people;
 mod places;
 mod read;
+mod removal;
 mod sync_state;
+
+pub use removal::SiteSettingsPatch;
 
 use keypad::{device_pin_key, pin_key, usable_on, DeviceHot, KeypadSlot};
 
@@ -438,6 +479,8 @@ impl Engine {
             pin_index: PinIndex::new(),
             device_pins: PinIndex::new(),
             card_index: FxHashMap::default(),
+            removed: Default::default(),
+            code_heads: FxHashMap::default(),
         }
     }
 
@@ -486,7 +529,7 @@ impl Engine {
 
     fn perform(&mut self, cmd: Command, now: Timestamp) -> Result<Applied, EngineError> {
         use Command::*;
-        // Three commands log a resolved form (the PIN drawn), not the
+        // Four commands log a resolved form (the PIN drawn), not the
         // command as given.
         let mut resolved = None;
         let done = |()| Outcome::Done;
@@ -506,6 +549,23 @@ impl Engine {
                 resolved = Some(a.logged);
                 a.outcome
             }
+            PatchSiteSettings { site, patch } => {
+                let a = self.patch_site_settings(*site, *patch)?;
+                resolved = Some(a.logged);
+                a.outcome
+            }
+            DeleteSite { site } => self.delete_site(*site).map(done)?,
+            DeleteDoor { door } => self.delete_door(*door).map(done)?,
+            DeleteDevice { device } => self.delete_device(*device).map(done)?,
+            DeleteHolder { holder } => self.delete_holder(*holder).map(done)?,
+            UpdateHolder {
+                holder,
+                name,
+                floors,
+                disabled,
+            } => self
+                .update_holder(*holder, name.as_deref(), floors.as_ref(), *disabled)
+                .map(done)?,
             CreateUser { name, email } => Outcome::User(self.create_user(name, email)?),
             CreateOrganization {
                 name,

@@ -204,6 +204,7 @@ impl Engine {
             device,
             sync_version: 0,
             fallback_pool: Vec::new(),
+            removed: false,
         });
         crate::huge::push(
             &mut self.devices_hot,

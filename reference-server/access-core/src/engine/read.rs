@@ -88,12 +88,47 @@ impl Engine {
         &self.doors
     }
 
+    /// The device, unless unknown or deleted.
     pub fn device(&self, id: DeviceId) -> Option<&Device> {
-        self.devices.get(id.index()).map(|e| &e.device)
+        self.devices
+            .get(id.index())
+            .filter(|e| !e.removed)
+            .map(|e| &e.device)
     }
 
+    /// Every device, deleted ones too (ids are indexes).
     pub fn devices(&self) -> impl ExactSizeIterator<Item = &Device> {
         self.devices.iter().map(|e| &e.device)
+    }
+
+    /// The code `id` names as the API shows it: its first id, which a
+    /// changed PIN keeps (the change is a new credential internally,
+    /// replacing the old one lock by lock).
+    pub fn code_id(&self, id: CredentialId) -> CredentialId {
+        let mut at = id;
+        // Bounded: each step goes to a lower id.
+        while let Some(prev) = self.credentials.get(at.index()).and_then(|c| c.replaces) {
+            debug_assert!(prev < at, "a replacement is newer than what it replaces");
+            at = prev;
+        }
+        at
+    }
+
+    /// The live version of the code named `id` (by any of its ids): the
+    /// credential that holds its PIN now.
+    pub fn code_head(&self, id: CredentialId) -> CredentialId {
+        let root = self.code_id(id);
+        self.code_heads.get(&root).copied().unwrap_or(root)
+    }
+
+    /// The earlier versions of the code `id` still on some lock (a changed
+    /// PIN stays valid on a lock until it confirms the new one).
+    pub fn code_versions_on_devices(&self, id: CredentialId) -> Vec<&Credential> {
+        self.earlier_versions(id)
+            .into_iter()
+            .map(|c| &self.credentials[c.index()])
+            .filter(|c| c.placements.iter().any(|p| p.state.on_device()))
+            .collect()
     }
 
     pub fn devices_at(&self, door: DoorId) -> &[DeviceId] {

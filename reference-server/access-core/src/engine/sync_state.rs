@@ -73,17 +73,17 @@ impl Engine {
         let mut retire = Vec::new();
         let mut replaced_to_remove = Vec::new();
         for r in results {
+            // Every earlier version of the code (a PIN changed twice
+            // before this lock confirmed), not only the last.
+            let earlier = self.earlier_versions(r.credential);
             let c = &mut self.credentials[r.credential.index()];
-            let replaces = c.replaces;
             let p = c.placement_mut(device).expect("checked above");
             p.state = match (p.state, r.failure) {
                 (SyncState::Removing, None) => SyncState::Removed,
                 (SyncState::Removing, Some(_)) => SyncState::Removing,
                 (SyncState::Removed, _) => SyncState::Removed,
                 (_, None) => {
-                    if let Some(old) = replaces {
-                        replaced_to_remove.push(old);
-                    }
+                    replaced_to_remove.extend(earlier);
                     SyncState::Set
                 }
                 (_, Some(f)) => SyncState::Failed(f),
@@ -117,6 +117,17 @@ impl Engine {
             self.retire(id);
         }
         Ok(())
+    }
+
+    /// The credentials `id` replaced, newest first.
+    pub(super) fn earlier_versions(&self, id: CredentialId) -> Vec<CredentialId> {
+        let mut out = Vec::new();
+        let mut at = self.credentials.get(id.index()).and_then(|c| c.replaces);
+        while let Some(prev) = at {
+            out.push(prev);
+            at = self.credentials[prev.index()].replaces;
+        }
+        out
     }
 
     /// What a device must change: codes to set and to remove.

@@ -3,13 +3,14 @@
 use actix_web::{delete, get, post, put, web, HttpResponse};
 
 use super::{apply_done, create, view, ApiResult, Svc};
+use crate::api::paging::{filter, PageRequest};
 use crate::api::wire::{
-    code_view, ChangePinBody, CredentialCreated, CredentialView, Done, HolderBody, HolderCreated,
-    IssueBody, Issued, Revealed, StayBody, StayCreated,
+    code_view, ChangePinBody, CodeSyncStatus, CredentialView, Done, HolderBody, HolderCreated,
+    HoldersParams, IssueBody, Issued, Page, PinChanged, Revealed, StayBody, StayCreated,
 };
 use crate::api::{ApiError, Caller, Json};
 use crate::domain::{
-    Action, Credential, CredentialId, Holder, HolderId, OrgId, Ref, Secret, StayId,
+    Action, Credential, CredentialId, Holder, HolderId, HolderKind, OrgId, Ref, Secret, StayId,
 };
 use crate::engine::{Command, Engine, Outcome};
 
@@ -34,19 +35,38 @@ pub(super) async fn create_holder(
     create::<HolderCreated>(&svc, &caller, cmd).await
 }
 
-/// The organization's holders.
+/// The organization's holders, by id (`?kind=` filters).
 #[utoipa::path(
-    params(("org" = OrgId, Path, description = "Organization id")),
-    responses((status = 200, description = "The holders", body = Vec<Holder>)),
+    params(("org" = OrgId, Path, description = "Organization id"), HoldersParams),
+    responses((status = 200, description = "A page of holders", body = Page<Holder>)),
     security(("user_token" = [])),
 )]
 #[get("/v1/organizations/{org}/holders")]
-pub(super) async fn list_holders(svc: Svc, caller: Caller, org: web::Path<u32>) -> ApiResult {
+pub(super) async fn list_holders(
+    svc: Svc,
+    caller: Caller,
+    org: web::Path<u32>,
+    q: web::Query<HoldersParams>,
+) -> ApiResult {
     let org = OrgId(org.into_inner());
     let e = svc.engine();
     view(&e, &caller, Ref::Organization(org))?;
-    let list: Vec<&Holder> = e.holders().iter().filter(|h| h.org == org).collect();
-    Ok(HttpResponse::Ok().json(list))
+    let kind: Option<HolderKind> = filter("kind", q.kind.as_deref())?;
+    let scope = format!("holders:{org}:{kind:?}");
+    let req = PageRequest::parse(
+        svc.cursor_key(),
+        scope,
+        q.limit.as_deref(),
+        q.page_cursor.as_deref(),
+    )?;
+    let page = req.page(
+        e.holders()
+            .iter()
+            .filter(|h| h.org == org && !e.is_removed(Ref::Holder(h.id)))
+            .filter(|h| kind.is_none_or(|k| h.kind == k))
+            .map(|h| ((i64::from(h.id.0), 0), h)),
+    );
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// Disable a holder: none of their codes opens anything.
@@ -169,6 +189,7 @@ fn credential_access<'e>(
     id: CredentialId,
     manage: bool,
 ) -> Result<&'e Credential, ApiError> {
+    let id = e.code_head(id);
     e.authorize_on(&caller.actor(), Ref::Credential(id), |org| {
         if manage {
             Action::ManageAccess {
@@ -197,10 +218,17 @@ pub(super) async fn get_credential(svc: Svc, caller: Caller, c: web::Path<u32>) 
     let now = svc.now();
     let e = svc.engine();
     let c = credential_access(&e, &caller, id, false)?;
+    let previous_pin_on: Vec<_> = e
+        .code_versions_on_devices(c.id)
+        .iter()
+        .flat_map(|old| old.placements.iter().filter(|p| p.state.on_device()))
+        .map(|p| p.device)
+        .collect();
     Ok(HttpResponse::Ok().json(CredentialView {
         code: code_view(&e, c, None, now),
         placements: c.placements.to_vec(),
-        replaced_by: c.replaced_by,
+        sync_status: CodeSyncStatus::of(c, !previous_pin_on.is_empty()),
+        previous_pin_on,
     }))
 }
 
@@ -219,7 +247,7 @@ pub(super) async fn reveal(svc: Svc, caller: Caller, c: web::Path<u32>) -> ApiRe
     let e = svc.engine();
     let c = credential_access(&e, &caller, id, true)?;
     let mut shown = Revealed {
-        credential: id,
+        credential: e.code_id(id),
         pin: None,
         card: None,
         token: None,
@@ -227,7 +255,7 @@ pub(super) async fn reveal(svc: Svc, caller: Caller, c: web::Path<u32>) -> ApiRe
     match c.secret {
         Secret::Pin(p) => shown.pin = Some(p.reveal()),
         Secret::Card(n) => shown.card = Some(n.to_string()),
-        Secret::Token { .. } => shown.token = e.token(id),
+        Secret::Token { .. } => shown.token = e.token(c.id),
     }
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
@@ -235,8 +263,14 @@ pub(super) async fn reveal(svc: Svc, caller: Caller, c: web::Path<u32>) -> ApiRe
 }
 
 /// Disable or enable a code.
+/// The live version of the code a path names (a changed PIN keeps the
+/// code's id; the engine acts on its newest credential).
+fn head(svc: &Svc, c: web::Path<u32>) -> CredentialId {
+    svc.engine().code_head(CredentialId(c.into_inner()))
+}
+
 async fn set_disabled(svc: Svc, caller: Caller, c: web::Path<u32>, disabled: bool) -> ApiResult {
-    let credential = CredentialId(c.into_inner());
+    let credential = head(&svc, c);
     let cmd = Command::SetCredentialDisabled {
         credential,
         disabled,
@@ -283,17 +317,18 @@ pub(super) async fn enable_credential(svc: Svc, caller: Caller, c: web::Path<u32
 )]
 #[delete("/v1/credentials/{credential}")]
 pub(super) async fn revoke(svc: Svc, caller: Caller, c: web::Path<u32>) -> ApiResult {
-    let credential = CredentialId(c.into_inner());
+    let credential = head(&svc, c);
     apply_done(&svc, &caller, Command::RevokeCredential { credential }).await
 }
 
-/// Change a PIN (generate; custom or manual for members only): a new code
-/// replaces the old one.
+/// Change a PIN (generate; custom or manual for members only). The code
+/// keeps its id and goes `setting` until each lock confirms the new PIN;
+/// until then the old PIN still opens that lock.
 #[utoipa::path(
     params(("credential" = CredentialId, Path, description = "Credential id")),
     request_body = ChangePinBody,
     responses(
-        (status = 201, description = "The new code", body = CredentialCreated),
+        (status = 200, description = "The code, with its new PIN on the way", body = PinChanged),
         (status = 403, description = "The caller may not manage access to this code's doors", body = ApiError),
     ),
     security(("user_token" = [])),
@@ -305,6 +340,19 @@ pub(super) async fn change_pin(
     c: web::Path<u32>,
     body: Json<ChangePinBody>,
 ) -> ApiResult {
-    let cmd = body.into_inner().command(CredentialId(c.into_inner()));
-    create::<CredentialCreated>(&svc, &caller, cmd).await
+    let current = head(&svc, c);
+    let cmd = body.into_inner().command(current);
+    let applied = svc.apply(&caller.actor(), cmd).await?;
+    let Outcome::Credential(new) = applied.outcome else {
+        return Err(super::unexpected(applied.outcome));
+    };
+    let e = svc.engine();
+    let earlier = !e.code_versions_on_devices(new).is_empty();
+    let status = e
+        .credential(new)
+        .map_or(CodeSyncStatus::Setting, |c| CodeSyncStatus::of(c, earlier));
+    Ok(HttpResponse::Ok().json(PinChanged {
+        credential: e.code_id(new),
+        sync_status: status,
+    }))
 }

@@ -7,11 +7,13 @@ use actix_web::{delete, get, post, put, web, HttpResponse};
 use jiff::Timestamp;
 
 use super::{apply_done, create, view, viewed_device, ApiResult, Svc};
-use crate::activity::{ActivityEntry, ActivityQuery};
+use crate::activity::{ActivityEntry, ActivityQuery, ACTIVITY_KINDS};
+use crate::api::paging::{PageRequest, SortKey};
 use crate::api::wire::{
     code_view, ActivityParams, CodeView, Component, CredentialsCreated, DeviceBody, DeviceCreated,
-    Done, FallbackPoolBody, HealthQuery, ListingBody, LockView, MqttLogin, OpenResult, ScheduleRow,
-    ACTIVITY_LIMIT_MAX, DEFAULT_HEALTH_WINDOW_S, MAX_HEALTH_WINDOW_S, MAX_KIND_LEN,
+    Done, FallbackPoolBody, HealthQuery, ListingBody, LockView, MqttLogin, OpenResult, Page,
+    PageParams, ScheduleRow, ACTIVITY_LIMIT_MAX, DEFAULT_HEALTH_WINDOW_S, MAX_HEALTH_WINDOW_S,
+    MAX_KIND_LEN,
 };
 use crate::api::{ApiError, Caller, Json};
 use crate::domain::{Device, DeviceId, DeviceKind, DoorId, GuestSettings, Ref, SiteId};
@@ -51,8 +53,9 @@ pub(super) async fn create_device(
     }))
 }
 
-fn lock_view(svc: &Service, e: &Engine, d: &Device) -> LockView {
+pub(super) fn lock_view(svc: &Service, e: &Engine, d: &Device) -> LockView {
     let h = svc.health_summary(d.id);
+    let state = svc.device_state(d.id);
     let components = e
         .devices_at(d.door)
         .iter()
@@ -77,6 +80,9 @@ fn lock_view(svc: &Service, e: &Engine, d: &Device) -> LockView {
         location: d.location.clone(),
         listings: d.listings.clone(),
         online: h.online,
+        lock_state: state.lock_state,
+        door_state: state.door_state,
+        jammed: state.jammed,
         battery_pct: h.battery_pct,
         last_seen: h.last_seen,
         firmware: h.firmware,
@@ -87,23 +93,45 @@ fn lock_view(svc: &Service, e: &Engine, d: &Device) -> LockView {
     }
 }
 
-/// The lock list: online, battery, components, location, listings.
+/// The lock list: online, lock and door state, battery, components,
+/// location, listings; by id.
 #[utoipa::path(
-    params(("site" = SiteId, Path, description = "Site id")),
-    responses((status = 200, description = "The site's locks", body = Vec<LockView>)),
+    params(("site" = SiteId, Path, description = "Site id"), PageParams),
+    responses((status = 200, description = "A page of the site's locks", body = Page<LockView>)),
     security(("user_token" = [])),
 )]
 #[get("/v1/sites/{site}/locks")]
-pub(super) async fn lock_list(svc: Svc, caller: Caller, site: web::Path<u32>) -> ApiResult {
+pub(super) async fn lock_list(
+    svc: Svc,
+    caller: Caller,
+    site: web::Path<u32>,
+    q: web::Query<PageParams>,
+) -> ApiResult {
     let site = SiteId(site.into_inner());
     let e = svc.engine();
     view(&e, &caller, Ref::Site(site))?;
-    let locks: Vec<LockView> = e
-        .devices()
-        .filter(|d| d.site == site && d.kind == DeviceKind::Lock)
-        .map(|d| lock_view(&svc, &e, d))
-        .collect();
-    Ok(HttpResponse::Ok().json(locks))
+    let req = page_request(&svc, format!("locks:{site}"), &q)?;
+    let page = req.page(
+        e.devices()
+            .filter(|d| d.site == site && d.kind == DeviceKind::Lock)
+            .filter(|d| e.device(d.id).is_some())
+            .map(|d| ((i64::from(d.id.0), 0), lock_view(&svc, &e, d))),
+    );
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// The paging of `q` for the list named `scope`.
+pub(super) fn page_request<'s>(
+    svc: &'s Service,
+    scope: String,
+    q: &PageParams,
+) -> Result<PageRequest<'s>, ApiError> {
+    PageRequest::parse(
+        svc.cursor_key(),
+        scope,
+        q.limit.as_deref(),
+        q.page_cursor.as_deref(),
+    )
 }
 
 /// Lock details.
@@ -277,11 +305,10 @@ fn activity_query(device: DeviceId, q: ActivityParams) -> Result<ActivityQuery, 
         ));
     }
     if let Some(k) = &q.kind {
-        let shape = k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-        if k.is_empty() || k.len() > MAX_KIND_LEN || !shape {
+        if k.len() > MAX_KIND_LEN || !ACTIVITY_KINDS.contains(&k.as_str()) {
             return Err(ApiError::bad_request(
                 "kind",
-                "an event name like door_opened",
+                format!("one of {}", ACTIVITY_KINDS.join(", ")),
             ));
         }
     }
@@ -323,34 +350,52 @@ pub(super) async fn activity(
     let device = DeviceId(device.into_inner());
     view(&svc.engine(), &caller, Ref::Device(device))?;
     let query = activity_query(device, q.into_inner())?;
-    let entries: Vec<ActivityEntry> = svc.activity(&query)?;
+    let mut entries: Vec<ActivityEntry> = svc.activity(&query)?;
+    // A device names the credential version it holds; the API names the
+    // code (a changed PIN keeps its id).
+    let e = svc.engine();
+    for entry in &mut entries {
+        entry.credential = entry.credential.map(|c| e.code_id(c));
+    }
     Ok(HttpResponse::Ok().json(entries))
 }
 
-/// The lock's codes: origin, status, duration, sync state.
+/// The lock's codes: origin, status, duration, sync state; by id. A
+/// changed PIN shows once, as its live version.
 #[utoipa::path(
-    params(("device" = DeviceId, Path, description = "Device id")),
-    responses((status = 200, description = "The codes at the lock's door", body = Vec<CodeView>)),
+    params(("device" = DeviceId, Path, description = "Device id"), PageParams),
+    responses((status = 200, description = "A page of the codes at the lock's door", body = Page<CodeView>)),
     security(("user_token" = [])),
 )]
 #[get("/v1/devices/{device}/codes")]
-pub(super) async fn codes(svc: Svc, caller: Caller, device: web::Path<u32>) -> ApiResult {
+pub(super) async fn codes(
+    svc: Svc,
+    caller: Caller,
+    device: web::Path<u32>,
+    q: web::Query<PageParams>,
+) -> ApiResult {
     let now = svc.now();
     let e = svc.engine();
     let d = viewed_device(&e, &caller, device.into_inner())?;
-    let list: Vec<CodeView> = e
+    let req = page_request(&svc, format!("codes:{}", d.id), &q)?;
+    let mut list: Vec<(SortKey, CodeView)> = e
         .credentials_at(d.door)
-        .filter(|c| !c.unassigned_fallback)
-        .map(|c| code_view(&e, c, Some(d.id), now))
+        .filter(|c| !c.unassigned_fallback && c.replaced_by.is_none())
+        .map(|c| {
+            let v = code_view(&e, c, Some(d.id), now);
+            ((i64::from(v.id.0), 0), v)
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(list))
+    // By the code's id (a changed PIN's live version is newer).
+    list.sort_by_key(|(k, _)| *k);
+    Ok(HttpResponse::Ok().json(req.page(list)))
 }
 
 /// Schedule overview of the lock's live codes, by start (codes without a
-/// start last).
+/// start last), then id.
 #[utoipa::path(
-    params(("device" = DeviceId, Path, description = "Device id")),
-    responses((status = 200, description = "One row per live code", body = Vec<ScheduleRow>)),
+    params(("device" = DeviceId, Path, description = "Device id"), PageParams),
+    responses((status = 200, description = "A page of rows, one per live code", body = Page<ScheduleRow>)),
     security(("user_token" = [])),
 )]
 #[get("/v1/devices/{device}/schedule")]
@@ -358,18 +403,22 @@ pub(super) async fn schedule_overview(
     svc: Svc,
     caller: Caller,
     device: web::Path<u32>,
+    q: web::Query<PageParams>,
 ) -> ApiResult {
     let now = svc.now();
     let e = svc.engine();
     let d = viewed_device(&e, &caller, device.into_inner())?;
-    let mut rows: Vec<ScheduleRow> = e
+    let req = page_request(&svc, format!("schedule:{}", d.id), &q)?;
+    let mut rows: Vec<(SortKey, ScheduleRow)> = e
         .credentials_at(d.door)
         .filter(|c| !c.unassigned_fallback && !c.revoked && c.replaced_by.is_none())
         .map(|c| {
             let (start, end) = c.schedule.bounds();
             let v = code_view(&e, c, Some(d.id), now);
-            ScheduleRow {
-                credential: c.id,
+            // Codes without a start sort last.
+            let start_ms = start.map_or(i64::MAX, |t| t.as_millisecond());
+            let row = ScheduleRow {
+                credential: v.id,
                 name: v.name,
                 holder: v.holder,
                 holder_name: v.holder_name,
@@ -379,9 +428,10 @@ pub(super) async fn schedule_overview(
                 end,
                 duration: v.duration,
                 status: v.status,
-            }
+            };
+            ((start_ms, i64::from(v.id.0)), row)
         })
         .collect();
-    rows.sort_by_key(|r| (r.start.is_none(), r.start));
-    Ok(HttpResponse::Ok().json(rows))
+    rows.sort_by_key(|(k, _)| *k);
+    Ok(HttpResponse::Ok().json(req.page(rows)))
 }

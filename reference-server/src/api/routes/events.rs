@@ -6,7 +6,8 @@ use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use rand::Rng;
 
 use super::{view, ApiResult, Svc};
-use crate::api::paging::{self, Pagination};
+use crate::api::paging::{PageRequest, SortKey};
+use crate::api::wire::Pagination;
 use crate::api::wire::{
     DeliveryPage, Done, EventPage, EventParams, PageParams, StreamParams, WebhookBody,
     WebhookCreated, WebhookListParams, WebhookPage, WebhookView,
@@ -56,8 +57,13 @@ pub(super) async fn list_events(svc: Svc, caller: Caller, q: web::Query<EventPar
     let org = org_param(q.organization_id.as_deref())?;
     let event_type = type_param(q.event_type.as_deref())?;
     let device = id_param("device_id", q.device_id.as_deref())?.map(DeviceId);
-    let limit = paging::limit(q.limit.as_deref())?;
-    let before = paging::cursor(q.page_cursor.as_deref())?;
+    let scope = format!("events:{org:?}:{event_type:?}:{device:?}");
+    let req = PageRequest::parse(
+        svc.cursor_key(),
+        scope,
+        q.limit.as_deref(),
+        q.page_cursor.as_deref(),
+    )?;
     view(&svc.engine(), &caller, Ref::Organization(org))?;
     let events = svc
         .store()
@@ -65,12 +71,15 @@ pub(super) async fn list_events(svc: Svc, caller: Caller, q: web::Query<EventPar
             org,
             event_type,
             device,
-            order: Order::Before(before),
-            limit: limit + 1,
+            order: Order::Before(req.after().map(seq_of)),
+            limit: page_read_limit(&req),
         })
         .map_err(crate::service::ServiceError::from)?;
-    let (data, pagination) = paging::page(events, limit, |e| e.seq());
-    Ok(HttpResponse::Ok().json(EventPage { data, pagination }))
+    let page = req.page(events.into_iter().map(|e| (newest_first(e.seq()), e)));
+    Ok(HttpResponse::Ok().json(EventPage {
+        data: page.data,
+        pagination: page.pagination,
+    }))
 }
 
 /// Server-Sent Events: each event after `Last-Event-ID` (the header; none:
@@ -291,13 +300,40 @@ pub(super) async fn list_deliveries(
     id: web::Path<String>,
     q: web::Query<PageParams>,
 ) -> ApiResult {
-    let limit = paging::limit(q.limit.as_deref())?;
-    let before = paging::cursor(q.page_cursor.as_deref())?;
     let w = endpoint(&svc, &caller, &id)?;
+    let req = PageRequest::parse(
+        svc.cursor_key(),
+        format!("deliveries:{}", w.id),
+        q.limit.as_deref(),
+        q.page_cursor.as_deref(),
+    )?;
     let rows = svc
         .store()
-        .deliveries(&w.id, before, limit + 1)
+        .deliveries(&w.id, req.after().map(seq_of), page_read_limit(&req))
         .map_err(crate::service::ServiceError::from)?;
-    let (data, pagination) = paging::page(rows, limit, |d| d.delivery_id.parse().unwrap_or(0));
-    Ok(HttpResponse::Ok().json(DeliveryPage { data, pagination }))
+    let page = req.page(
+        rows.into_iter()
+            .map(|d| (newest_first(d.delivery_id.parse().unwrap_or(0)), d)),
+    );
+    Ok(HttpResponse::Ok().json(DeliveryPage {
+        data: page.data,
+        pagination: page.pagination,
+    }))
+}
+
+/// The sort key of a log position in a newest-first list: the paging
+/// walks keys upwards, so the newest (highest) id comes first.
+fn newest_first(seq: u64) -> SortKey {
+    (-(seq.min(i64::MAX as u64) as i64), 0)
+}
+
+/// The log position a newest-first sort key stands for.
+fn seq_of(k: SortKey) -> u64 {
+    k.0.unsigned_abs()
+}
+
+/// What a store query reads for one page: one more than the page, so
+/// the paging knows whether a next page exists.
+fn page_read_limit(req: &PageRequest<'_>) -> u32 {
+    u32::try_from(req.limit() + 1).unwrap_or(u32::MAX)
 }

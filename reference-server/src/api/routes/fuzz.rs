@@ -186,6 +186,18 @@ fn organization_decoders() -> Vec<Decoder> {
 fn place_decoders() -> Vec<Decoder> {
     vec![
         Decoder {
+            method: "PATCH",
+            path: "/v1/sites/{site}/settings",
+            valid: json!({"six_digit_pins": true, "custom_pins": false, "lockout": {"max_wrong": 5, "window_s": 60, "lockout_s": 60}}),
+            apply: |e, b, id| {
+                run(
+                    e,
+                    OWNER,
+                    decode_json::<SiteSettingsPatchBody>(b)?.command(SiteId(id)),
+                )
+            },
+        },
+        Decoder {
             method: "PUT",
             path: "/v1/sites/{site}/settings",
             valid: json!({"six_digit_pins": true, "custom_pins": false, "lockout": {"max_wrong": 5, "window_s": 60, "lockout_s": 60}}),
@@ -324,6 +336,18 @@ fn credential_decoders() -> Vec<Decoder> {
     let issue = json!({"holder": 0, "name": "C", "secret": {"kind": "pin", "pin": {"type": "generate", "value": {"digits": 4}}},
         "schedule": {"type": "temporary", "start": "2026-03-23T09:00:00Z", "end": "2026-03-24T09:00:00Z"}, "doors": [0], "include_common_areas": true, "floors": {"type": "only", "floors": [0]}});
     vec![
+        Decoder {
+            method: "PATCH",
+            path: "/v1/holders/{holder}",
+            valid: json!({"name": "H", "floors": {"type": "any"}, "disabled": false}),
+            apply: |e, b, id| {
+                run(
+                    e,
+                    OWNER,
+                    decode_json::<HolderPatchBody>(b)?.command(HolderId(id)),
+                )
+            },
+        },
         Decoder {
             method: "POST",
             path: "/v1/holders/{holder}/stays",

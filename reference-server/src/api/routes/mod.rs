@@ -15,11 +15,13 @@
 //! | [`devices`] | devices as an admin manages them |
 //! | [`access`] | holders, stays, credentials |
 //! | [`events`] | the event feed (list, SSE stream), webhooks and their deliveries |
+//! | [`lists`] | lists of sites, doors and devices; deletes; `PATCH`es |
 
 mod access;
 mod device;
 mod devices;
 mod events;
+mod lists;
 mod org;
 mod places;
 mod service;
@@ -109,6 +111,15 @@ routes![
     events::list_webhooks,
     events::delete_webhook,
     events::list_deliveries,
+    lists::list_sites,
+    lists::list_doors,
+    lists::list_devices,
+    lists::delete_site,
+    lists::delete_door,
+    lists::delete_device,
+    lists::delete_holder,
+    lists::patch_site_settings,
+    lists::patch_holder,
 ];
 
 /// Applies a change that makes nothing new: 200 `{"ok": true}`.

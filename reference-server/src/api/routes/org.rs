@@ -87,7 +87,12 @@ pub(super) async fn get_org(svc: Svc, caller: Caller, org: web::Path<u32>) -> Ap
     let e = svc.engine();
     view(&e, &caller, Ref::Organization(org))?;
     let organization = e.organization(org).expect("resolved above").clone();
-    let sites = e.sites().iter().filter(|s| s.org == org).cloned().collect();
+    let sites = e
+        .sites()
+        .iter()
+        .filter(|s| s.org == org && !e.is_removed(Ref::Site(s.id)))
+        .cloned()
+        .collect();
     let members = e
         .members(org)
         .into_iter()

@@ -54,13 +54,14 @@ pub(super) async fn get_site(svc: Svc, caller: Caller, site: web::Path<u32>) -> 
         doors: e
             .doors()
             .iter()
-            .filter(|d| d.site == site)
+            .filter(|d| d.site == site && !e.is_removed(Ref::Door(d.id)))
             .cloned()
             .collect(),
     }))
 }
 
-/// Site settings: six_digit_pins, custom_pins, lockout (owner).
+/// Replace the site settings: six_digit_pins, custom_pins, lockout
+/// (owner); one left out takes its default (`PATCH` keeps it instead).
 #[utoipa::path(
     params(("site" = SiteId, Path, description = "Site id")),
     request_body = SiteSettings,

@@ -275,8 +275,8 @@ pub struct Issued {
     pub token: Option<String>,
 }
 
-/// `PUT /v1/credentials/{credential}/pin`: the code is replaced by a new
-/// one with this PIN.
+/// `PUT /v1/credentials/{credential}/pin`: the code gets this PIN and
+/// keeps its id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePinBody {
@@ -314,14 +314,18 @@ pub struct CodeView {
     pub created_at: Timestamp,
 }
 
-/// `GET /v1/credentials/{credential}`: the code, where it is stored, and
-/// the code that replaced it (a changed PIN).
+/// `GET /v1/credentials/{credential}`: the code, where it is stored and
+/// how far its locks are. A changed PIN keeps the code's id: until a lock
+/// confirms the new PIN, the old one still opens it (`previous_pin_on`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct CredentialView {
     #[serde(flatten)]
     pub code: CodeView,
     pub placements: Vec<Placement>,
-    pub replaced_by: Option<CredentialId>,
+    pub sync_status: super::CodeSyncStatus,
+    /// Locks where an earlier PIN of this code is still stored (it opens
+    /// them until they confirm the change).
+    pub previous_pin_on: Vec<crate::domain::DeviceId>,
 }
 
 /// One row of a lock's schedule overview.
@@ -368,7 +372,8 @@ pub fn code_view(
         .map(|s| s.tz.clone())
         .unwrap_or(jiff::tz::TimeZone::UTC);
     CodeView {
-        id: c.id,
+        // The code's own id, which a changed PIN keeps.
+        id: e.code_id(c.id),
         name: c.name.clone(),
         kind: c.kind,
         origin: c.origin,

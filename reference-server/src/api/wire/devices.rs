@@ -98,6 +98,12 @@ pub struct LockView {
     pub location: String,
     pub listings: Vec<String>,
     pub online: bool,
+    /// Locked or unlocked, as the lock last reported; null: never said.
+    pub lock_state: Option<crate::device_state::LockState>,
+    /// Open or closed, as the device last reported; null: never said.
+    pub door_state: Option<crate::device_state::DoorState>,
+    /// The motor was blocked and the lock has not moved since.
+    pub jammed: bool,
     pub battery_pct: Option<u8>,
     pub last_seen: Option<Timestamp>,
     pub firmware: Option<String>,
@@ -182,9 +188,11 @@ pub struct ActivityParams {
     #[serde(default)]
     #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<String>,
-    /// One event name, like `door_opened`.
+    /// One event name, like `door_opened` (`activity::ACTIVITY_KINDS`).
     #[serde(default)]
-    #[param(pattern = "^[a-z_]{1,40}$")]
+    #[param(
+        pattern = "^(unlocked|locked|access_denied|motor_blocked|door_opened|door_closed|door_ajar|door_forced_open|battery_low|keypad_locked_out|code_set|code_set_failed|access_granted|online|offline|remote_open|messages_dropped)$"
+    )]
     pub kind: Option<String>,
     /// At most this many entries, newest first (default 100).
     #[serde(default)]
@@ -195,6 +203,22 @@ pub struct ActivityParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The activity kinds the document allows are the ones the route
+    /// accepts (`activity::ACTIVITY_KINDS`).
+    #[test]
+    fn documented_activity_kinds_are_the_checked_ones() {
+        let doc: serde_json::Value = serde_json::from_str(&crate::api::openapi::openapi()).unwrap();
+        let params = &doc["paths"]["/v1/devices/{device}/activity"]["get"]["parameters"];
+        let kind = params
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "kind")
+            .unwrap();
+        let want = format!("^({})$", crate::activity::ACTIVITY_KINDS.join("|"));
+        assert_eq!(kind["schema"]["pattern"], want.as_str(), "{kind}");
+    }
 
     /// The bounds written in the document are the ones the route checks.
     #[test]

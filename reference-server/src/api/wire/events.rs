@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::paging::Pagination;
+use super::lists::Pagination;
 use crate::events::Event;
 use crate::store::Delivery;
 
@@ -95,16 +95,6 @@ pub struct WebhookPage {
 pub struct WebhookListParams {
     #[param(value_type = u32, minimum = 0, required = true)]
     pub organization_id: Option<String>,
-}
-
-/// Parameters of `GET /v1/webhooks/{webhook}/deliveries`.
-#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PageParams {
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
-    pub limit: Option<String>,
-    pub page_cursor: Option<String>,
 }
 
 /// A page of deliveries, newest first.

@@ -21,11 +21,13 @@
 //! | [`access`] | holders, stays and credentials |
 //! | [`device`] | the device's own HTTP routes (validate, sync) |
 //! | [`events`] | the event feed and webhooks |
+//! | [`lists`] | list pages and their queries, partial updates (`PATCH`) |
 
 pub mod access;
 pub mod device;
 pub mod devices;
 pub mod events;
+pub mod lists;
 pub mod org;
 pub mod places;
 
@@ -33,6 +35,7 @@ pub use access::*;
 pub use device::*;
 pub use devices::*;
 pub use events::*;
+pub use lists::*;
 pub use org::*;
 pub use places::*;
 
@@ -90,7 +93,7 @@ created! {
     HolderCreated { holder: HolderId } from Holder;
     /// A new stay.
     StayCreated { stay: StayId } from Stay;
-    /// A new credential (a changed PIN is a new credential replacing the old one).
+    /// A new credential.
     CredentialCreated { credential: CredentialId } from Credential;
     /// The codes of a fallback pool, in the order of the request's PINs.
     CredentialsCreated { credentials: Vec<CredentialId> } from Credentials;
