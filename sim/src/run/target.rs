@@ -43,15 +43,16 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use reference_server::api::wire::{
-    BootstrapBody, ChangePinBody, DeviceBody, DeviceCreated, DeviceSync, DoorBody,
-    FallbackPoolBody, HolderBody, IssueBody, Issued, OrgBody, PinRequest, PinText, RenameBody,
-    Revealed, SecretRequest, SiteBody, StayBody,
+    BootstrapBody, ChangePinBody, CodeView, DeviceBody, DeviceCreated, DeviceSync, DoorBody,
+    FallbackPoolBody, HolderBody, IssueBody, Issued, OpenResult, OrgBody, PinRequest, PinText,
+    RenameBody, Revealed, SecretRequest, SiteBody, StayBody,
 };
 use reference_server::domain::{
-    CredentialId, DeviceId, DoorId, FloorScope, HolderId, HolderKind, Origin, Schedule, UserId,
+    CredentialId, DeviceId, DoorId, FloorScope, HolderId, HolderKind, Origin, Schedule, SiteId,
+    SyncState, UserId,
 };
 use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec};
-use reference_server::protocol::{SyncAckMsg, SyncResult};
+use reference_server::protocol::{CommandResult, SyncAckMsg, SyncResult};
 use reference_server::Engine;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -745,6 +746,10 @@ pub struct Target {
     engine: Arc<RwLock<Engine>>,
     /// Commands not sent, per reason.
     skipped: Mutex<BTreeMap<String, u64>>,
+    /// Local lock -> the server's ids of its fallback pool codes not yet
+    /// seen stored there (the lock's code list leaves unassigned pool
+    /// codes out: each is asked for by itself until stored).
+    pools: Mutex<FxHashMap<DeviceId, Vec<u32>>>,
 }
 
 impl ServerIds for Target {
@@ -769,6 +774,35 @@ impl ServerIds for Target {
             .and_then(|d| ids.pin_map(d))
             .map_or_else(|| server.to_string(), |m| m.local(server))
     }
+
+    fn site(&self, site: SiteId) -> Option<SiteId> {
+        self.ids.lock().get(IdKind::Site, site.0).ok().map(SiteId)
+    }
+}
+
+/// Is a code in `state` on its way to or from the device (what the
+/// engine's `pending_sync` sends)?
+fn in_flight(state: SyncState) -> bool {
+    matches!(
+        state,
+        SyncState::Pending | SyncState::Setting | SyncState::Removing
+    )
+}
+
+/// The state of the code a `GET /v1/credentials/{id}` answer has on
+/// `device` (the server's id); `None`: not placed there.
+pub fn placement_on(answer: &Value, device: DeviceId) -> Result<Option<SyncState>, String> {
+    let placements = answer["placements"]
+        .as_array()
+        .ok_or("the answer lists no placements")?;
+    for p in placements {
+        if p["device"].as_u64() == Some(u64::from(device.0)) {
+            return SyncState::deserialize(&p["state"])
+                .map(Some)
+                .map_err(|e| format!("not a sync state: {e}"));
+        }
+    }
+    Ok(None)
 }
 
 impl Target {
@@ -792,6 +826,7 @@ impl Target {
             tokens: RwLock::default(),
             engine,
             skipped: Mutex::default(),
+            pools: Mutex::default(),
         };
         t.send(&Request::new("GET", "/healthz".into(), None), false)
             .await?;
@@ -924,6 +959,14 @@ impl Target {
                 })?;
                 self.devices.write().insert(*local, device);
             }
+            (Command::LoadFallbackPool { device, .. }, Outcome::Credentials(made)) => {
+                let ids = self.ids.lock();
+                let server = made
+                    .iter()
+                    .map(|c| ids.get(IdKind::Credential, c.0))
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.pools.lock().entry(*device).or_default().extend(server);
+            }
             (Command::IssueCredential(_), Outcome::Credential(local)) => {
                 let issued = Issued::deserialize(&answer).map_err(|e| RunError::Target {
                     route: req.route(),
@@ -994,6 +1037,72 @@ impl Target {
             clear &= done;
         }
         Ok(clear)
+    }
+
+    /// The devices of `devices` (local ids) the server still has codes on
+    /// the way to or from, as its admin API shows them (the owner's view of
+    /// each device's codes and of the lock's pool codes): read only, the
+    /// devices confirm for themselves (MQTT).
+    pub async fn unsettled(&self, devices: &[DeviceId]) -> Result<Vec<DeviceId>, RunError> {
+        let mut pending = Vec::new();
+        for d in devices {
+            let Some((id, _)) = self.device(*d) else {
+                continue;
+            };
+            let get = Request::new("GET", format!("/v1/devices/{}/codes", id.0), None);
+            let codes = self.send(&get, true).await?;
+            let codes = Vec::<CodeView>::deserialize(&codes).map_err(|e| RunError::Target {
+                route: get.route(),
+                status: 200,
+                message: format!("not a code list: {e}"),
+            })?;
+            if codes.iter().filter_map(|c| c.sync).any(in_flight)
+                || !self.pool_stored(*d, id).await?
+            {
+                pending.push(*d);
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Are the pool codes of `device` (local; `id` the server's) stored
+    /// there? Each one seen stored is not asked for again.
+    async fn pool_stored(&self, device: DeviceId, id: DeviceId) -> Result<bool, RunError> {
+        let waiting = self.pools.lock().get(&device).cloned().unwrap_or_default();
+        let mut still = Vec::new();
+        for c in waiting {
+            let get = Request::new("GET", format!("/v1/credentials/{c}"), None);
+            let answer = self.send(&get, true).await?;
+            let state = placement_on(&answer, id).map_err(|message| RunError::Target {
+                route: get.route(),
+                status: 200,
+                message,
+            })?;
+            if state.is_some_and(in_flight) {
+                still.push(c);
+            }
+        }
+        let done = still.is_empty();
+        self.pools.lock().insert(device, still);
+        Ok(done)
+    }
+
+    /// A remote open of `lock` (local id) by the owner, through the
+    /// server (`POST /v1/devices/{device}/open`): its gateway commands the
+    /// lock and answers what the lock acknowledged.
+    pub async fn open_door(&self, lock: DeviceId) -> Result<CommandResult, RunError> {
+        let (id, _) = self
+            .device(lock)
+            .ok_or_else(|| unsupported(format!("no server id for local device {}", lock.0)))?;
+        let post = Request::new("POST", format!("/v1/devices/{}/open", id.0), None);
+        let answer = self.send(&post, true).await?;
+        OpenResult::deserialize(&answer)
+            .map(|r| r.result)
+            .map_err(|e| RunError::Target {
+                route: post.route(),
+                status: 200,
+                message: format!("not an open result: {e}"),
+            })
     }
 }
 

@@ -39,7 +39,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Checked, DeviceSecrets, Endpoint, Inbound, TransportError};
+use super::{Checked, DeviceSecrets, Endpoint, Inbound, ServerIds, TransportError};
 use crate::clock::stream_rng;
 
 /// Connection settings, with defaults for a local broker.
@@ -97,7 +97,13 @@ pub enum Multiplex {
 #[derive(Clone)]
 pub struct MqttTransport {
     inner: Arc<TransportInner>,
+    /// An external server's ids and secrets for the devices (`--target`).
+    server_ids: Option<Arc<dyn ServerIds>>,
 }
+
+/// A device the server numbers its own way: its translation tables and
+/// the run's id of the device.
+type ServerSide = Option<(Arc<dyn ServerIds>, DeviceId)>;
 
 struct TransportInner {
     config: Arc<MqttConfig>,
@@ -126,7 +132,17 @@ impl MqttTransport {
                 shared: Mutex::new(FxHashMap::default()),
                 reconnects: Arc::new(AtomicU64::new(0)),
             }),
+            server_ids: None,
         }
+    }
+
+    /// Devices sign in and name themselves in topics by the server's ids,
+    /// with the secrets the server issued, present the server's QR and
+    /// BLE tokens and PIN texts, and store the run's texts for the codes
+    /// the server pushes (an external target).
+    pub fn with_server_ids(mut self, ids: Arc<dyn ServerIds>) -> MqttTransport {
+        self.server_ids = Some(ids);
+        self
     }
 
     /// Connections made again after a loss, over every connection so far.
@@ -138,11 +154,20 @@ impl MqttTransport {
     /// runtime: it spawns the connection's poll task.
     pub fn link(&self, ep: Endpoint, inbox: Recipient<Inbound>) -> MqttLink {
         let cfg = &self.inner.config;
-        let topics = Arc::new(Topics::new(&cfg.prefix, ep.site, ep.device));
+        // A device the server does not know signs in with no secret: the
+        // broker refuses it.
+        let (device, secret, site) = match &self.server_ids {
+            Some(m) => {
+                let (id, secret) = m.device(ep.device).unwrap_or((ep.device, String::new()));
+                (id, secret, m.site(ep.site).unwrap_or(ep.site))
+            }
+            None => (ep.device, (self.inner.secrets)(ep.device), ep.site),
+        };
+        let server: ServerSide = self.server_ids.clone().map(|m| (m, ep.device));
+        let topics = Arc::new(Topics::new(&cfg.prefix, site, device));
         let conn = match &self.inner.mode {
             Multiplex::PerDevice => {
-                let name = ep.device.to_string();
-                let secret = (self.inner.secrets)(ep.device);
+                let name = device.to_string();
                 let will = LastWill::new(
                     topics.status.clone(),
                     encode(&Status {
@@ -187,11 +212,12 @@ impl MqttTransport {
                     .clone()
             }
         };
-        conn.add_device(ep.device, topics.clone(), inbox);
+        conn.add_device(device, topics.clone(), inbox, server.clone());
         MqttLink {
             conn,
             topics,
-            device: ep.device,
+            device,
+            server,
         }
     }
 }
@@ -250,6 +276,7 @@ struct Route {
     topics: Arc<Topics>,
     inbox: Recipient<Inbound>,
     status: Option<Vec<u8>>,
+    server: ServerSide,
 }
 
 /// Where a connection's incoming messages go, per device.
@@ -305,7 +332,14 @@ impl Conn {
         conn
     }
 
-    fn add_device(&self, device: DeviceId, topics: Arc<Topics>, inbox: Recipient<Inbound>) {
+    /// `device`: as the topics name it (the server's id).
+    fn add_device(
+        &self,
+        device: DeviceId,
+        topics: Arc<Topics>,
+        inbox: Recipient<Inbound>,
+        server: ServerSide,
+    ) {
         if self.connected.load(Ordering::Acquire) {
             let _ = self.client.try_subscribe_many(topics.subscriptions());
         }
@@ -315,6 +349,7 @@ impl Conn {
                 topics,
                 inbox,
                 status: None,
+                server,
             },
         );
     }
@@ -409,9 +444,17 @@ impl Conn {
         }
     }
 
-    fn deliver(&self, device: DeviceId, msg: Inbound) {
-        let inbox = self.devices.lock().get(&device).map(|r| r.inbox.clone());
-        if let Some(inbox) = inbox {
+    fn deliver(&self, device: DeviceId, mut msg: Inbound) {
+        let route = self
+            .devices
+            .lock()
+            .get(&device)
+            .map(|r| (r.inbox.clone(), r.server.clone()));
+        if let Some((inbox, server)) = route {
+            // The device stores the run's texts for the codes it is given.
+            if let (Inbound::Sync(push), Some((ids, local))) = (&mut msg, &server) {
+                super::to_local(ids.as_ref(), *local, push);
+            }
             // Bounded mailbox: a refused push is redelivered by the engine.
             let _ = inbox.try_send(msg);
         }
@@ -486,7 +529,9 @@ async fn poll_loop(mut eventloop: EventLoop, conn: std::sync::Weak<Conn>, mut rn
 pub struct MqttLink {
     conn: Arc<Conn>,
     topics: Arc<Topics>,
+    /// As the topics name it (an external server's id).
     device: DeviceId,
+    server: ServerSide,
 }
 
 impl MqttLink {
@@ -505,6 +550,15 @@ impl MqttLink {
             return Err(TransportError::Offline);
         }
         let t0 = Instant::now();
+        // The server signed its own token for the credential, and made
+        // its own PINs for guests.
+        if let Some(translated) = self
+            .server
+            .as_ref()
+            .and_then(|(ids, local)| super::to_server(ids.as_ref(), *local, &req))
+        {
+            req = translated;
+        }
         // Ids unique per connection, so multiplexed devices cannot collide.
         req.id = self.conn.next_id.fetch_add(1, Ordering::Relaxed);
         let key = (self.device, req.id);
