@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use reference_server::domain::{Actor, DeviceId};
+use reference_server::domain::{Actor, CredentialId, DeviceId, SyncState};
 use reference_server::engine::{Command, Outcome};
 use reference_server::protocol::{CommandKind, CommandResult, DeviceCommand};
 use reference_server::Engine;
@@ -42,6 +42,23 @@ use crate::transport::{
 const TARGET_TIMEOUT_MS: u64 = 5_000;
 /// How long the devices may take to store their codes before the load.
 const SYNC_WAIT_S: u64 = 120;
+
+/// One code as the engine of record shows it: replaced or revoked
+/// (`gone`), and its state on each device it is placed on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeSync {
+    pub gone: bool,
+    pub states: Vec<SyncState>,
+}
+
+impl CodeSync {
+    pub fn of(c: &reference_server::domain::Credential) -> CodeSync {
+        CodeSync {
+            gone: c.revoked || c.replaced_by.is_some(),
+            states: c.placements.iter().map(|p| p.state).collect(),
+        }
+    }
+}
 
 pub struct Platform {
     /// The devices' transport.
@@ -176,13 +193,35 @@ impl Platform {
         }
     }
 
+    /// Where the codes `watch` (the run's ids) stand on their devices, by
+    /// the engine of record: the embedded server's or the run's own, or an
+    /// external MQTT target's as its admin API shows them (its devices
+    /// confirm for themselves). Per code, `None` when the engine of record
+    /// does not have it. `None` for an external HTTP target: the run
+    /// confirms its readers' codes itself ([`Platform::nudge_sync`]).
+    pub async fn code_sync(
+        &self,
+        local: &RwLock<Engine>,
+        watch: &[CredentialId],
+    ) -> Result<Option<Vec<Option<CodeSync>>>, RunError> {
+        match (&self.sut, self.kind) {
+            (Sut::External { target, .. }, Kind::Mqtt) => target.code_sync(watch).await.map(Some),
+            (Sut::External { .. }, _) => Ok(None),
+            _ => Ok(self.read_engine(local, |e| {
+                watch
+                    .iter()
+                    .map(|id| e.credential(*id).map(CodeSync::of))
+                    .collect()
+            })),
+        }
+    }
+
     /// Moves the codes waiting for `devices` toward them. `due`: the
     /// pushing kinds act only then (a push or a fetch every so often);
     /// in process the run pushes, an embedded server's HTTP readers fetch,
-    /// an MQTT gateway pushes by itself. An external target's HTTP readers
-    /// are confirmed by the run on every call; its MQTT devices confirm
-    /// for themselves and the run reads the server's sync states:
-    /// `Some(true)` once the server has nothing pending for them.
+    /// an MQTT gateway (an external target's too) pushes by itself. An
+    /// external target's HTTP readers are confirmed by the run on every
+    /// call: `Some(true)` once the server has nothing pending for them.
     pub async fn nudge_sync(
         &self,
         fleet: &Fleet,
@@ -190,10 +229,7 @@ impl Platform {
         due: bool,
     ) -> Result<Option<bool>, RunError> {
         match (&self.sut, self.kind) {
-            (Sut::External { target, .. }, Kind::Mqtt) => {
-                let pending = target.unsettled(devices).await?;
-                Ok(Some(pending.is_empty()))
-            }
+            (Sut::External { .. }, Kind::Mqtt) => Ok(None),
             (Sut::External { target, .. }, _) => target.confirm_codes(devices).await.map(Some),
             (Sut::Local, _) if due => {
                 fleet.push_sync_to(devices);

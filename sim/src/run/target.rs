@@ -1,6 +1,8 @@
 //! An external reference server as the run's target (`--transport http
-//! --target URL`): the fleet is provisioned through the server's admin API
-//! and the devices validate against it.
+//! --target URL`, or `--transport mqtt --target URL --broker URL`): the
+//! fleet is provisioned through the server's admin API and the devices
+//! validate against it, over its HTTP device routes or through its MQTT
+//! gateway.
 //!
 //! - The run still provisions its local engine first (the oracle's truth
 //!   is written there, as for every transport), keeping the commands; each
@@ -34,6 +36,10 @@
 //!   the run confirms each code-storing device's pending codes through the
 //!   device routes `GET`/`POST /v1/devices/{device}/sync` (device secret),
 //!   as the embedded server's readers are confirmed on their behalf.
+//! - Over MQTT the devices store their codes themselves (the gateway
+//!   pushes, they acknowledge): the run only reads the server's sync
+//!   states through the admin API ([`Target::unsettled`]), and opens doors
+//!   through it ([`Target::open_door`]).
 //! - A lock's fallback pool goes as typed-in PINs (the run drew them, and
 //!   the oracle knows them as codes the lock holds).
 
@@ -58,6 +64,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::platform::CodeSync;
 use super::RunError;
 use crate::transport::ServerIds;
 
@@ -789,6 +796,25 @@ fn in_flight(state: SyncState) -> bool {
     )
 }
 
+/// A `GET /v1/credentials/{id}` answer as the run watches a code: gone
+/// (status `revoked`: revoked or replaced) and its state on each device.
+pub fn code_sync_of(answer: &Value) -> Result<CodeSync, String> {
+    let status = answer["status"]
+        .as_str()
+        .ok_or("the answer names no status")?;
+    let placements = answer["placements"]
+        .as_array()
+        .ok_or("the answer lists no placements")?;
+    let states = placements
+        .iter()
+        .map(|p| SyncState::deserialize(&p["state"]).map_err(|e| format!("not a sync state: {e}")))
+        .collect::<Result<_, _>>()?;
+    Ok(CodeSync {
+        gone: status == "revoked",
+        states,
+    })
+}
+
 /// The state of the code a `GET /v1/credentials/{id}` answer has on
 /// `device` (the server's id); `None`: not placed there.
 pub fn placement_on(answer: &Value, device: DeviceId) -> Result<Option<SyncState>, String> {
@@ -1087,6 +1113,38 @@ impl Target {
         Ok(done)
     }
 
+    /// Where the codes `watch` (local ids) stand on their devices, as
+    /// `GET /v1/credentials/{credential}` shows them (the owner's view):
+    /// `None` for a code the server does not have (its creation was never
+    /// sent, or it answers 404).
+    pub async fn code_sync(
+        &self,
+        watch: &[CredentialId],
+    ) -> Result<Vec<Option<CodeSync>>, RunError> {
+        let mut out = Vec::with_capacity(watch.len());
+        for c in watch {
+            let Ok(id) = self.ids.lock().get(IdKind::Credential, c.0) else {
+                out.push(None);
+                continue;
+            };
+            let get = Request::new("GET", format!("/v1/credentials/{id}"), None);
+            let answer = match self.send(&get, true).await {
+                Err(RunError::Target { status: 404, .. }) => {
+                    out.push(None);
+                    continue;
+                }
+                other => other?,
+            };
+            let code = code_sync_of(&answer).map_err(|message| RunError::Target {
+                route: get.route(),
+                status: 200,
+                message,
+            })?;
+            out.push(Some(code));
+        }
+        Ok(out)
+    }
+
     /// A remote open of `lock` (local id) by the owner, through the
     /// server (`POST /v1/devices/{device}/open`): its gateway commands the
     /// lock and answers what the lock acknowledged.
@@ -1350,6 +1408,54 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ids.get(IdKind::User, 0).unwrap(), 2);
+    }
+
+    /// A credential's placements as `GET /v1/credentials/{id}` shows them:
+    /// the state on the device asked about; a code on its way counts as
+    /// pending, a stored or removed one does not; a damaged answer is an
+    /// error, never "stored".
+    #[test]
+    fn a_credentials_placement_is_read_per_device() {
+        let answer = json!({"id": 12, "placements": [
+            {"device": 3, "state": {"state": "setting"}},
+            {"device": 4, "state": {"state": "set"}},
+            {"device": 5, "state": {"state": "failed", "reason": "lock_full"}},
+        ]});
+        let on = |d: u32| placement_on(&answer, DeviceId(d)).unwrap();
+        assert_eq!(on(3), Some(SyncState::Setting));
+        assert_eq!(on(4), Some(SyncState::Set));
+        assert_eq!(
+            on(5),
+            Some(SyncState::Failed(
+                reference_server::domain::SyncFailure::LockFull
+            ))
+        );
+        assert_eq!(on(6), None);
+        assert!(on(3).is_some_and(in_flight));
+        assert!(!on(4).is_some_and(in_flight));
+        for s in [SyncState::Pending, SyncState::Removing] {
+            assert!(in_flight(s));
+        }
+        assert!(!in_flight(SyncState::Removed));
+        assert!(placement_on(&json!({"id": 12}), DeviceId(3)).is_err());
+        // The code as a code action watches it.
+        let live = code_sync_of(&json!({"status": "active", "placements": answer["placements"]}));
+        assert_eq!(
+            live.unwrap(),
+            CodeSync {
+                gone: false,
+                states: vec![
+                    SyncState::Setting,
+                    SyncState::Set,
+                    SyncState::Failed(reference_server::domain::SyncFailure::LockFull)
+                ]
+            }
+        );
+        let gone = code_sync_of(&json!({"status": "revoked", "placements": []})).unwrap();
+        assert!(gone.gone && gone.states.is_empty());
+        assert!(code_sync_of(&json!({"placements": []})).is_err());
+        let bad = json!({"placements": [{"device": 3, "state": "maybe"}]});
+        assert!(placement_on(&bad, DeviceId(3)).is_err());
     }
 
     #[test]

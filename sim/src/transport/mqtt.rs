@@ -5,6 +5,10 @@
 //! - One connection per device (username `dev-N`, password its secret, Last
 //!   Will `status {"online":false}` retained), or many devices multiplexed on
 //!   one connection (a gateway's own username), as `Multiplex` says.
+//! - Against a server that numbers the fleet its own way (`--target`,
+//!   [`MqttTransport::with_server_ids`]) a device signs in and names itself
+//!   in its topics by that server's ids, with the secret it issued, and
+//!   its PINs and tokens are translated both ways as over HTTP.
 //! - Each connection's `EventLoop` is polled by a task that does nothing
 //!   else; other tasks only `try_publish`.
 //! - On a connection error the task waits (exponential backoff with jitter
