@@ -122,9 +122,10 @@ impl Platform {
             (Kind::Http, _) => (None, None),
             (Kind::Mqtt, Some(b)) => {
                 let url = super::remote::broker_url(b)?;
-                let relay = match outages {
-                    true => Some(super::remote::relay_to(&url.host, url.port).await?),
-                    false => None,
+                let relay = if outages {
+                    Some(super::remote::relay_to(&url.host, url.port).await?)
+                } else {
+                    None
                 };
                 (Some((url.host, url.port)), relay)
             }

@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use reference_server::api::wire::{
-    BootstrapBody, ChangePinBody, CodeView, DeviceBody, DeviceCreated, DeviceSync, DoorBody,
+    BootstrapBody, ChangePinBody, DeviceBody, DeviceCreated, DeviceSync, DoorBody,
     FallbackPoolBody, HolderBody, IssueBody, Issued, OpenResult, OrgBody, PinRequest, PinText,
     RenameBody, Revealed, SecretRequest, SiteBody, StayBody,
 };
@@ -346,6 +346,19 @@ impl Ids {
     /// The local door of local `device`.
     pub fn device_door(&self, device: DeviceId) -> Option<DoorId> {
         self.device_doors.get(&device.0).copied()
+    }
+
+    /// The server's ids of the codes the run made for local `door`
+    /// (issued or changed; revoked ones too: they must leave its locks).
+    pub fn codes_at(&self, door: DoorId) -> Vec<u32> {
+        let mut codes: Vec<u32> = self
+            .credentials
+            .iter()
+            .filter(|(_, (_, doors))| doors.contains(&door))
+            .filter_map(|(c, _)| self.map.get(&(IdKind::Credential, *c)).copied())
+            .collect();
+        codes.sort_unstable();
+        codes
     }
 
     /// A PIN as the API takes it for a code of `holder` on `doors` (local
@@ -753,9 +766,7 @@ pub struct Target {
     engine: Arc<RwLock<Engine>>,
     /// Commands not sent, per reason.
     skipped: Mutex<BTreeMap<String, u64>>,
-    /// Local lock -> the server's ids of its fallback pool codes not yet
-    /// seen stored there (the lock's code list leaves unassigned pool
-    /// codes out: each is asked for by itself until stored).
+    /// Local lock -> the server's ids of its fallback pool codes.
     pools: Mutex<FxHashMap<DeviceId, Vec<u32>>>,
 }
 
@@ -1066,51 +1077,50 @@ impl Target {
     }
 
     /// The devices of `devices` (local ids) the server still has codes on
-    /// the way to or from, as its admin API shows them (the owner's view of
-    /// each device's codes and of the lock's pool codes): read only, the
-    /// devices confirm for themselves (MQTT).
+    /// the way to or from, as its admin API shows each code the run made
+    /// for their doors, and each lock's pool codes (the owner's
+    /// `GET /v1/credentials/{credential}`, each asked once a call): read
+    /// only, the devices confirm for themselves (MQTT).
     pub async fn unsettled(&self, devices: &[DeviceId]) -> Result<Vec<DeviceId>, RunError> {
+        let wanted: Vec<(DeviceId, DeviceId, Vec<u32>)> = {
+            let ids = self.ids.lock();
+            let pools = self.pools.lock();
+            devices
+                .iter()
+                .filter_map(|d| {
+                    let (server, _) = self.device(*d)?;
+                    let mut codes = ids
+                        .device_door(*d)
+                        .map_or_else(Vec::new, |door| ids.codes_at(door));
+                    codes.extend(pools.get(d).into_iter().flatten().copied());
+                    Some((*d, server, codes))
+                })
+                .collect()
+        };
+        let mut read: FxHashMap<u32, Value> = FxHashMap::default();
         let mut pending = Vec::new();
-        for d in devices {
-            let Some((id, _)) = self.device(*d) else {
-                continue;
-            };
-            let get = Request::new("GET", format!("/v1/devices/{}/codes", id.0), None);
-            let codes = self.send(&get, true).await?;
-            let codes = Vec::<CodeView>::deserialize(&codes).map_err(|e| RunError::Target {
-                route: get.route(),
-                status: 200,
-                message: format!("not a code list: {e}"),
-            })?;
-            if codes.iter().filter_map(|c| c.sync).any(in_flight)
-                || !self.pool_stored(*d, id).await?
-            {
-                pending.push(*d);
+        for (device, server, codes) in wanted {
+            for c in codes {
+                let answer = match read.get(&c) {
+                    Some(a) => a,
+                    None => {
+                        let get = Request::new("GET", format!("/v1/credentials/{c}"), None);
+                        let a = self.send(&get, true).await?;
+                        read.entry(c).or_insert(a)
+                    }
+                };
+                let state = placement_on(answer, server).map_err(|message| RunError::Target {
+                    route: format!("GET /v1/credentials/{c}"),
+                    status: 200,
+                    message,
+                })?;
+                if state.is_some_and(in_flight) {
+                    pending.push(device);
+                    break;
+                }
             }
         }
         Ok(pending)
-    }
-
-    /// Are the pool codes of `device` (local; `id` the server's) stored
-    /// there? Each one seen stored is not asked for again.
-    async fn pool_stored(&self, device: DeviceId, id: DeviceId) -> Result<bool, RunError> {
-        let waiting = self.pools.lock().get(&device).cloned().unwrap_or_default();
-        let mut still = Vec::new();
-        for c in waiting {
-            let get = Request::new("GET", format!("/v1/credentials/{c}"), None);
-            let answer = self.send(&get, true).await?;
-            let state = placement_on(&answer, id).map_err(|message| RunError::Target {
-                route: get.route(),
-                status: 200,
-                message,
-            })?;
-            if state.is_some_and(in_flight) {
-                still.push(c);
-            }
-        }
-        let done = still.is_empty();
-        self.pools.lock().insert(device, still);
-        Ok(done)
     }
 
     /// Where the codes `watch` (local ids) stand on their devices, as
