@@ -162,11 +162,14 @@ struct RunArgs {
     #[arg(long, value_enum)]
     transport: Option<TransportArg>,
     /// An external MQTT broker instead of the embedded one (mqtt transport).
+    /// With --target: the broker the target server's gateway is on, where
+    /// the devices connect (mqtt://host:port).
     #[arg(long, value_name = "URL", value_parser = parse_broker)]
     broker: Option<String>,
-    /// A reference server to run against instead of the embedded one (http
-    /// transport), provisioned through its admin API; FLEETSIM_TARGET_TOKEN
-    /// holds an owner's token for a server bootstrapped already.
+    /// A server to run against instead of the embedded one (http, or mqtt
+    /// with --broker), provisioned through its admin API;
+    /// FLEETSIM_TARGET_TOKEN holds an owner's token for a server
+    /// bootstrapped already.
     #[arg(long, value_name = "URL", value_parser = parse_target)]
     target: Option<String>,
     /// Override the scenario's seed.
@@ -603,6 +606,40 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
     }
 }
 
+/// --target with the transport and --broker: over http the devices ask
+/// the target's HTTP routes; over mqtt they need the broker its gateway is
+/// on, and sign in there as themselves (the URL names no account).
+fn target_flags(
+    transport: Transport,
+    target: Option<&str>,
+    broker: Option<&str>,
+) -> Result<(), String> {
+    let Some(_) = target else {
+        return Ok(());
+    };
+    match (transport, broker) {
+        (Transport::Http, _) => Ok(()),
+        (Transport::Mqtt, None) => Err(
+            "--target over the mqtt transport needs --broker URL: the broker the target \
+             server's gateway is on, where the devices connect (e.g. \
+             --broker mqtt://127.0.0.1:1883, as the server printed \"devices connect to\")"
+                .to_string(),
+        ),
+        (Transport::Mqtt, Some(b)) if b.contains('@') => Err(
+            "--broker with --target names only where the devices connect \
+             (mqtt://host:port): each device signs in with the id and secret \
+             the target server issued, never an account in the URL"
+                .to_string(),
+        ),
+        (Transport::Mqtt, Some(_)) => Ok(()),
+        (other, _) => Err(format!(
+            "--target needs the http or mqtt transport, but the run uses {} \
+             (add --transport http, or --transport mqtt --broker URL)",
+            scenario::transport_name(other)
+        )),
+    }
+}
+
 /// Applies --transport, --broker, --target and --duration, re-checking the
 /// rules they can break.
 fn apply_overrides(s: &mut Scenario, args: &RunArgs) -> Result<(), String> {
@@ -631,12 +668,7 @@ fn apply_overrides(s: &mut Scenario, args: &RunArgs) -> Result<(), String> {
             scenario::transport_name(s.transport)
         ));
     }
-    if args.target.is_some() && s.transport != Transport::Http {
-        return Err(format!(
-            "--target needs the http transport, but the run uses {} (add --transport http)",
-            scenario::transport_name(s.transport)
-        ));
-    }
+    target_flags(s.transport, args.target.as_deref(), args.broker.as_deref())?;
     if let Some(d) = args.duration {
         s.cap_duration(d);
     }

@@ -188,6 +188,58 @@ fn flags_that_contradict_the_scenario_exit_2() {
     assert!(text(&out.stderr).contains("--broker needs the mqtt transport"));
 }
 
+/// `--target` works over http, and over mqtt given the broker its gateway
+/// is on; every other combination says what is missing, before anything
+/// is provisioned (nothing listens at the URLs).
+#[test]
+fn target_flags_that_cannot_work_together_exit_2_and_say_why() {
+    let smoke = "scenarios/smoke.toml";
+    let target = "http://127.0.0.1:9";
+    for (args, says) in [
+        (
+            vec!["run", smoke, "--transport", "mqtt", "--target", target],
+            "--target over the mqtt transport needs --broker URL",
+        ),
+        (
+            vec![
+                "run",
+                smoke,
+                "--transport",
+                "mqtt",
+                "--target",
+                target,
+                "--broker",
+                "mqtt://engine:pw@127.0.0.1:9",
+            ],
+            "each device signs in with the id and secret the target server issued",
+        ),
+        (
+            vec!["run", smoke, "--target", target],
+            "--target needs the http or mqtt transport, but the run uses inproc",
+        ),
+        (
+            vec![
+                "run",
+                smoke,
+                "--transport",
+                "http",
+                "--target",
+                target,
+                "--broker",
+                "mqtt://127.0.0.1:9",
+            ],
+            "--broker needs the mqtt transport",
+        ),
+    ] {
+        let out = fleetsim(&args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        // The broker URL's password is never echoed.
+        assert!(!err.contains("engine:pw"), "{err}");
+    }
+}
+
 #[test]
 fn help_and_version_exit_0() {
     let out = fleetsim(&["--help"]);

@@ -379,67 +379,91 @@ fn a_broker_outage_makes_devices_reconnect_without_false_decisions() {
     assert!(r["operations"]["event_delivery"]["count"].as_u64().unwrap() > 0);
 }
 
-/// Runs `f` with the URL of a Mosquitto started for it (and stopped
-/// after); its log is printed when `f` panics.
-fn with_mosquitto(f: impl FnOnce(&str) + std::panic::UnwindSafe) {
-    let which = std::process::Command::new("mosquitto")
-        .arg("-h")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-    assert!(
-        which.is_ok(),
-        "this test needs Mosquitto: apt-get install mosquitto (tests/run.sh does)"
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let conf = tmp.path().join("mosquitto.conf");
-    // The setup scenarios/README.md documents for a test broker: loopback,
-    // no password file (device secrets are issued per run), the fleet ACL.
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {}\n\
-             use_username_as_clientid true\nmax_inflight_messages 1000\n\
-             max_queued_messages 10000\npersistence false\nlog_dest stderr\n\
-             set_tcp_nodelay true\n",
-            root().join("docs/mosquitto/acl").display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(tmp.path().join("mosquitto.log")).unwrap();
-    let mut child = std::process::Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
+/// A Mosquitto of the test's own on a free loopback port, set up as
+/// scenarios/README.md documents for a test broker: no password file
+/// (device secrets are issued per run), the fleet ACL. Stopped on drop.
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> Mosquitto {
+        let which = Command::new("mosquitto")
+            .arg("-h")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        assert!(
+            which.is_ok(),
+            "this test needs Mosquitto: apt-get install mosquitto (tests/run.sh does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {}\n\
+                 use_username_as_clientid true\nmax_inflight_messages 1000\n\
+                 max_queued_messages 10000\npersistence false\nlog_dest stderr\n\
+                 set_tcp_nodelay true\n",
+                root().join("docs/mosquitto/acl").display()
+            ),
+        )
         .unwrap();
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed().as_secs() < 10, "mosquitto did not listen");
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        let log = std::fs::File::create(dir.path().join("mosquitto.log")).unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed().as_secs() < 10, "mosquitto did not listen");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Mosquitto { child, port, dir }
     }
-    let url = format!("mqtt://127.0.0.1:{port}");
-    let result = std::panic::catch_unwind(|| f(&url));
-    let _ = child.kill();
-    let _ = child.wait();
-    if let Err(e) = result {
-        let log = std::fs::read_to_string(tmp.path().join("mosquitto.log")).unwrap_or_default();
-        eprintln!("mosquitto log:\n{log}");
-        std::panic::resume_unwind(e);
+
+    /// Where devices connect.
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `test`; on failure shows the broker's log first.
+    fn showing_log<R>(&self, test: impl FnOnce() -> R + std::panic::UnwindSafe) -> R {
+        match std::panic::catch_unwind(test) {
+            Ok(r) => r,
+            Err(e) => {
+                let log = std::fs::read_to_string(self.dir.path().join("mosquitto.log"))
+                    .unwrap_or_default();
+                eprintln!("mosquitto log:\n{log}");
+                std::panic::resume_unwind(e);
+            }
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 #[test]
 fn smoke_passes_over_mqtt_through_mosquitto() {
-    with_mosquitto(|url| {
-        smoke_over("mqtt", &["--broker", url]);
-    });
+    let broker = Mosquitto::start();
+    let url = broker.url();
+    broker.showing_log(|| smoke_over("mqtt", &["--broker", &url]));
 }
 
 /// The load starts once every device's subscriptions are acknowledged: a
@@ -448,11 +472,13 @@ fn smoke_passes_over_mqtt_through_mosquitto() {
 /// topic nobody listened on yet, and time out).
 #[test]
 fn a_clean_mqtt_run_through_mosquitto_has_no_errors_from_its_first_second() {
-    with_mosquitto(|url| {
+    let broker = Mosquitto::start();
+    let url = broker.url();
+    broker.showing_log(|| {
         let tmp = tempfile::tempdir().unwrap();
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/run_support/mqtt-start.toml");
         let r = run_passing(
-            &["run", file.to_str().unwrap(), "--broker", url],
+            &["run", file.to_str().unwrap(), "--broker", &url],
             &tmp.path().join("out"),
         );
         let checks = &r["checks"];
@@ -490,6 +516,8 @@ fn an_unreachable_target_is_a_run_error_that_names_it() {
 struct TargetServer {
     child: std::process::Child,
     url: String,
+    /// Where its gateway's devices connect (`devices connect to ...`).
+    devices_url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -524,6 +552,12 @@ fn reference_server_bin() -> PathBuf {
 }
 
 fn start_target() -> TargetServer {
+    start_target_with(&[])
+}
+
+/// [`start_target`] with more flags (`--broker URL`: its gateway on that
+/// broker rather than its embedded one).
+fn start_target_with(extra: &[&str]) -> TargetServer {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     // Its own signing key, unlike any run's.
@@ -539,26 +573,30 @@ fn start_target() -> TargetServer {
             "--http-workers",
             "2",
         ])
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let out = child.stdout.take().unwrap();
     let mut lines = std::io::BufReader::new(out).lines();
-    let url = loop {
+    let mut said = |prefix: &str| loop {
         let line = lines
             .next()
             .expect("the server said where it listens")
             .unwrap();
-        if let Some(u) = line.strip_prefix("listening on ") {
+        if let Some(u) = line.strip_prefix(prefix) {
             break u.trim().to_string();
         }
     };
+    let url = said("listening on ");
+    let devices_url = said("devices connect to ");
     // Keep reading stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     TargetServer {
         child,
         url,
+        devices_url,
         _dir: dir,
     }
 }
@@ -1419,5 +1457,234 @@ code_revoke = 0.05
             .unwrap()
             > 0,
         "{r}"
+    );
+}
+
+/// The server's `validations_total` from its `/metrics`, summed per
+/// transport (`mqtt`, `http`): the checks it decided itself.
+fn server_validations(t: &TargetServer) -> std::collections::BTreeMap<String, u64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let text = rt.block_on(async {
+        reqwest::get(format!("{}/metrics", t.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let mut by = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("reference_server_validations_total{") else {
+            continue;
+        };
+        let (labels, n) = rest.split_once("} ").unwrap();
+        let transport = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("transport=\""))
+            .unwrap()
+            .trim_end_matches('"');
+        *by.entry(transport.to_string()).or_insert(0) += n.trim().parse::<u64>().unwrap();
+    }
+    by
+}
+
+/// Every arrival is served, skipped, dropped or still queued at the end,
+/// in total and per action.
+fn assert_arrivals_accounted(r: &Value) {
+    let a = &r["arrivals"];
+    let n = |v: &Value| v.as_u64().unwrap();
+    assert!(n(&a["offered"]) > 0, "{a}");
+    assert_eq!(
+        n(&a["offered"]),
+        n(&a["served"]) + n(&a["skipped"]) + n(&a["dropped"]) + n(&a["queued_at_end"]),
+        "{a}"
+    );
+    let mut asked = 0;
+    for (action, c) in a["actions"].as_object().unwrap() {
+        let dropped: u64 = c["dropped"].as_object().unwrap().values().map(n).sum();
+        assert_eq!(
+            n(&c["asked"]),
+            n(&c["ran"]) + dropped + n(&c["queued_at_end"]),
+            "{action}: {c}"
+        );
+        asked += n(&c["asked"]);
+    }
+    assert_eq!(asked, n(&a["offered"]), "{a}");
+}
+
+/// Checks the run's report says were decided (granted or denied), over
+/// every credential kind.
+fn checks_decided(r: &Value) -> u64 {
+    ["pin_check", "qr_check", "card_check", "ble_check"]
+        .iter()
+        .map(|op| {
+            let o = &r["operations"][op];
+            o["granted"].as_u64().unwrap_or(0) + o["denied"].as_u64().unwrap_or(0)
+        })
+        .sum()
+}
+
+/// `--transport mqtt --target`: the devices spoke MQTT to the gateway of
+/// the server running as its own process (`broker`: where they connect),
+/// which was provisioned through its admin API. No false decision, every
+/// arrival accounted for, and the server itself decided the checks, over
+/// MQTT: its own counter holds at least every check the run saw decided
+/// (a check that timed out at the device may still have been counted).
+fn assert_checked_by_the_target_over_mqtt(t: &TargetServer, r: &Value) {
+    assert_eq!(r["transport"], "mqtt");
+    assert_no_false_decisions(r);
+    assert_arrivals_accounted(r);
+    let errors: u64 = ["pin_check", "qr_check", "card_check", "ble_check"]
+        .iter()
+        .map(|op| r["operations"][op]["errors"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(r["decisions"]["counts"]["no_answer"], errors, "{r}");
+    // QR keys were presented with the server's tokens (its own key).
+    assert!(
+        r["operations"]["qr_check"]["granted"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    let decided = checks_decided(r);
+    let server = server_validations(t);
+    let over_mqtt = server.get("mqtt").copied().unwrap_or(0);
+    assert!(decided > 0, "{r}");
+    assert!(over_mqtt >= decided, "server {server:?}, run {decided}");
+    assert_eq!(server.get("http").copied().unwrap_or(0), 0, "{server:?}");
+}
+
+#[test]
+fn smoke_runs_over_mqtt_against_an_external_server_whose_gateway_is_on_mosquitto() {
+    let broker = Mosquitto::start();
+    // The gateway signs in as `engine` (the ACL's account for it).
+    let gateway_url = format!("mqtt://engine@127.0.0.1:{}", broker.port);
+    let t = start_target_with(&["--broker", &gateway_url]);
+    assert_eq!(t.devices_url, broker.url());
+    broker.showing_log(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        // Latency and errors depend on the machine (see smoke_over).
+        let file = smoke_without(tmp.path(), &["\"check.", "\"errors."]);
+        let dir = tmp.path().join("out");
+        let r = run_passing(
+            &[
+                "run",
+                file.to_str().unwrap(),
+                "--transport",
+                "mqtt",
+                "--target",
+                &t.url,
+                "--broker",
+                &broker.url(),
+                "--duration",
+                "8s",
+            ],
+            &dir,
+        );
+        assert_checked_by_the_target_over_mqtt(&t, &r);
+    });
+}
+
+/// The target's own embedded broker, which signs each device in by the
+/// secret the server issued it: code actions reach the server through its
+/// admin API and the locks store them over MQTT (the run only reads the
+/// server's sync states), remote opens go through `POST .../open` to the
+/// lock and back, guests check in and out.
+#[test]
+fn code_actions_and_remote_opens_reach_an_external_server_over_its_own_broker() {
+    let t = start_target();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = target_scenario(tmp.path());
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("transport = \"http\"", "transport = \"mqtt\"")
+        .replace(
+            "code_revoke = 0.06",
+            "code_revoke = 0.03\nremote_open = 0.03",
+        )
+        // A code under an action is frozen until every lock confirmed it
+        // (here the devices' own MQTT acks): at 4 codes a door a visitor
+        // now and then finds none to type (skipped as nothing_to_present,
+        // asserted below).
+        .replace(
+            "\"code_sync.failed\" = \"== 0\"",
+            "\"code_sync.failed\" = \"== 0\"\n\"arrivals.skipped_rate\" = \"< 40%\"",
+        );
+    std::fs::write(&file, text).unwrap();
+    let dir = tmp.path().join("out");
+    let r = run_passing(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--target",
+            &t.url,
+            "--broker",
+            &t.devices_url,
+        ],
+        &dir,
+    );
+    assert_checked_by_the_target_over_mqtt(&t, &r);
+    let o = oracle_file(&dir);
+    for a in ["code_create", "code_change", "code_revoke", "remote_open"] {
+        assert!(o["actions"][a].as_u64().unwrap_or(0) > 0, "{a}: {o}");
+    }
+    let h = &r["health"];
+    assert_eq!(h["code_sync_failed"], 0, "{h}");
+    assert!(h["code_sync"]["stored"].as_u64().unwrap() > 0, "{h}");
+    let opens = &r["operations"]["remote_open"];
+    assert!(opens["granted"].as_u64().unwrap_or(0) > 0, "{opens}");
+    let by_reason = r["arrivals"]["by_reason"].as_object().unwrap();
+    assert!(
+        by_reason
+            .iter()
+            .all(|(k, n)| k == "nothing_to_present" || n == 0),
+        "{by_reason:?}"
+    );
+}
+
+/// A broker outage against an external server: the run's relay sits
+/// between the devices and the server's broker and cuts it for the
+/// window; the devices reconnect (the file's `mqtt.reconnects > 0`), its
+/// Bluetooth locks decide from the codes the server's gateway pushed them,
+/// and nothing is decided wrongly.
+#[test]
+fn a_broker_outage_against_an_external_server_is_played_by_the_runs_relay() {
+    let t = start_target();
+    let tmp = tempfile::tempdir().unwrap();
+    let mini =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/run_support/broker-outage-mini.toml");
+    let text = std::fs::read_to_string(mini).unwrap();
+    // The server's gateway logs events out of the run's sight.
+    let kept = text.replace("\"events.duplicated\" = \"== 0\"\n", "");
+    assert_ne!(kept, text, "broker-outage-mini.toml changed");
+    let file = tmp.path().join("outage.toml");
+    std::fs::write(&file, kept).unwrap();
+    let dir = tmp.path().join("out");
+    let (code, out, err) = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--target",
+        &t.url,
+        "--broker",
+        &t.devices_url,
+        "--report-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("PASS mqtt.reconnects"), "{out}");
+    let r = report(&dir);
+    assert_no_false_decisions(&r);
+    assert_arrivals_accounted(&r);
+    let ops = &r["operations"];
+    // The outage cost Wi-Fi checks (errors), not wrong answers.
+    let errors: u64 = ["pin_check", "ble_check"]
+        .iter()
+        .filter_map(|op| ops[op]["errors"].as_u64())
+        .sum();
+    assert!(errors > 0, "{ops}");
+    assert!(
+        ops["ble_check"]["granted"].as_u64().unwrap_or(0) > 0,
+        "{ops}"
     );
 }

@@ -441,7 +441,7 @@ async fn set_up_backend(
     let clock = SimClock::starting_at(provision::start_time(s));
     let served = opts.transport != Kind::Inproc;
     // An external server: provisioned through its admin API (the CLI
-    // allows --target with http only).
+    // allows --target with http, and with mqtt given --broker).
     let target = match opts.target.as_deref().filter(|_| served) {
         Some(url) => Some(Arc::new(Target::connect(url, engine.clone()).await?)),
         None => None,
@@ -461,7 +461,8 @@ async fn set_up_backend(
     let platform = match target {
         Some(t) => {
             t.provision(commands).await?;
-            Platform::external(t)
+            let outages = !s.faults.broker_outages.is_empty();
+            Platform::external(opts.transport, t, opts.broker.as_deref(), outages).await?
         }
         None if served => {
             // The events the gateway logs (mqtt).

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use reference_server::domain::{Actor, DeviceId};
+use reference_server::domain::{Actor, CredentialId, DeviceId, SyncState};
 use reference_server::engine::{Command, Outcome};
 use reference_server::protocol::{CommandKind, CommandResult, DeviceCommand};
 use reference_server::Engine;
@@ -34,13 +34,31 @@ use crate::metrics::Timings;
 use crate::scenario::Transport as Kind;
 use crate::transport::relay::Relay;
 use crate::transport::{
-    EventLog, HttpConfig, HttpTransport, InProcTransport, ServerIds, Transport,
+    EventLog, HttpConfig, HttpTransport, InProcTransport, MqttConfig, MqttTransport, Multiplex,
+    ServerIds, Transport,
 };
 
 /// An external target's answer time limit per request.
 const TARGET_TIMEOUT_MS: u64 = 5_000;
 /// How long the devices may take to store their codes before the load.
 const SYNC_WAIT_S: u64 = 120;
+
+/// One code as the engine of record shows it: replaced or revoked
+/// (`gone`), and its state on each device it is placed on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeSync {
+    pub gone: bool,
+    pub states: Vec<SyncState>,
+}
+
+impl CodeSync {
+    pub fn of(c: &reference_server::domain::Credential) -> CodeSync {
+        CodeSync {
+            gone: c.revoked || c.replaced_by.is_some(),
+            states: c.placements.iter().map(|p| p.state).collect(),
+        }
+    }
+}
 
 pub struct Platform {
     /// The devices' transport.
@@ -58,10 +76,14 @@ enum Sut {
         /// The events its gateway logged (mqtt).
         events: Arc<EventLog>,
     },
-    /// A server the run was pointed at, fed through its admin API.
+    /// A server the run was pointed at, fed through its admin API. Over
+    /// MQTT its gateway is on the broker at `broker` (`host:port`), which
+    /// the devices reach through `relay` when the scenario cuts it.
     External {
         target: Arc<Target>,
         forwarder: Forwarder,
+        broker: Option<(String, u16)>,
+        relay: Option<Arc<Relay>>,
     },
 }
 
@@ -86,14 +108,43 @@ impl Platform {
         }
     }
 
-    pub fn external(target: Arc<Target>) -> Platform {
-        Platform {
-            kind: Kind::Http,
+    /// A server the run was pointed at (`--target`): over `kind` http
+    /// the devices ask its HTTP routes; over mqtt they speak to its
+    /// gateway through `broker` (`--broker`, where the devices connect),
+    /// through a relay of the run's when `outages` are to be played.
+    pub async fn external(
+        kind: Kind,
+        target: Arc<Target>,
+        broker: Option<&str>,
+        outages: bool,
+    ) -> Result<Platform, RunError> {
+        let (broker, relay) = match (kind, broker) {
+            (Kind::Http, _) => (None, None),
+            (Kind::Mqtt, Some(b)) => {
+                let url = super::remote::broker_url(b)?;
+                let relay = if outages {
+                    Some(super::remote::relay_to(&url.host, url.port).await?)
+                } else {
+                    None
+                };
+                (Some((url.host, url.port)), relay)
+            }
+            (k, _) => {
+                return Err(RunError::TargetUnsupported(format!(
+                    "a target server over the {} transport (http, or mqtt with --broker)",
+                    crate::scenario::transport_name(k)
+                )))
+            }
+        };
+        Ok(Platform {
+            kind,
             sut: Sut::External {
                 forwarder: Forwarder::to_target(target.clone()),
                 target,
+                broker,
+                relay,
             },
-        }
+        })
     }
 
     /// Must the changes made during the run reach a server (the run's
@@ -143,12 +194,35 @@ impl Platform {
         }
     }
 
+    /// Where the codes `watch` (the run's ids) stand on their devices, by
+    /// the engine of record: the embedded server's or the run's own, or an
+    /// external MQTT target's as its admin API shows them (its devices
+    /// confirm for themselves). Per code, `None` when the engine of record
+    /// does not have it. `None` for an external HTTP target: the run
+    /// confirms its readers' codes itself ([`Platform::nudge_sync`]).
+    pub async fn code_sync(
+        &self,
+        local: &RwLock<Engine>,
+        watch: &[CredentialId],
+    ) -> Result<Option<Vec<Option<CodeSync>>>, RunError> {
+        match (&self.sut, self.kind) {
+            (Sut::External { target, .. }, Kind::Mqtt) => target.code_sync(watch).await.map(Some),
+            (Sut::External { .. }, _) => Ok(None),
+            _ => Ok(self.read_engine(local, |e| {
+                watch
+                    .iter()
+                    .map(|id| e.credential(*id).map(CodeSync::of))
+                    .collect()
+            })),
+        }
+    }
+
     /// Moves the codes waiting for `devices` toward them. `due`: the
     /// pushing kinds act only then (a push or a fetch every so often);
     /// in process the run pushes, an embedded server's HTTP readers fetch,
-    /// an MQTT gateway pushes by itself. An external target's readers are
-    /// confirmed by the run on every call: `Some(true)` once the server
-    /// has nothing pending for them.
+    /// an MQTT gateway (an external target's too) pushes by itself. An
+    /// external target's HTTP readers are confirmed by the run on every
+    /// call: `Some(true)` once the server has nothing pending for them.
     pub async fn nudge_sync(
         &self,
         fleet: &Fleet,
@@ -156,6 +230,7 @@ impl Platform {
         due: bool,
     ) -> Result<Option<bool>, RunError> {
         match (&self.sut, self.kind) {
+            (Sut::External { .. }, Kind::Mqtt) => Ok(None),
             (Sut::External { target, .. }, _) => target.confirm_codes(devices).await.map(Some),
             (Sut::Local, _) if due => {
                 fleet.push_sync_to(devices);
@@ -184,7 +259,8 @@ impl Platform {
     }
 
     /// A remote open of `lock` by `actor`: through the server
-    /// (`Service::open_door`: the gateway's command and the lock's
+    /// (`Service::open_door`, or an external one's `POST
+    /// /v1/devices/{device}/open`: the gateway's command and the lock's
     /// `cmd/ack`), or in process the engine's `authorize_open` and the
     /// command in the lock's mailbox.
     pub async fn open_door(
@@ -195,12 +271,19 @@ impl Platform {
         actor: &Actor,
         lock: DeviceId,
     ) -> Result<CommandResult, String> {
-        if let Sut::Embedded { remote, .. } = &self.sut {
-            return remote
-                .service
-                .open_door(actor, lock)
-                .await
-                .map_err(|e| e.to_string());
+        match &self.sut {
+            Sut::Embedded { remote, .. } => {
+                return remote
+                    .service
+                    .open_door(actor, lock)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            // As the owner whose token the run holds (`actor`).
+            Sut::External { target, .. } => {
+                return target.open_door(lock).await.map_err(|e| e.to_string())
+            }
+            Sut::Local => {}
         }
         local
             .read()
@@ -224,7 +307,8 @@ impl Platform {
 
     /// How the devices reach the system under test: the run's engine in
     /// process (`added_latency` slows it, as the fault asks), the embedded
-    /// server's transport, or HTTP to the target at `target_url`.
+    /// server's transport, or the target (at `target_url` over HTTP, its
+    /// gateway's broker over MQTT) by the server's ids and secrets.
     pub fn transport(
         &self,
         engine: &Arc<RwLock<Engine>>,
@@ -235,6 +319,29 @@ impl Platform {
         target_url: &str,
     ) -> Result<Transport, RunError> {
         Ok(match &self.sut {
+            Sut::External {
+                target,
+                broker: Some((host, port)),
+                relay,
+                ..
+            } => {
+                let (host, port) = match relay {
+                    Some(r) => (r.addr().ip().to_string(), r.addr().port()),
+                    None => (host.clone(), *port),
+                };
+                let cfg = MqttConfig {
+                    host,
+                    port,
+                    request_timeout_ms: TARGET_TIMEOUT_MS,
+                    ..MqttConfig::default()
+                };
+                let ids: Arc<dyn ServerIds> = target.clone();
+                // Each device signs in with the secret the server issued.
+                let none: crate::transport::DeviceSecrets = Arc::new(|_| String::new());
+                Transport::Mqtt(
+                    MqttTransport::new(cfg, Multiplex::PerDevice, none, seed).with_server_ids(ids),
+                )
+            }
             Sut::External { target, .. } => {
                 let cfg = HttpConfig {
                     base_url: target_url.to_string(),
@@ -261,12 +368,14 @@ impl Platform {
         })
     }
 
-    /// The relay between an embedded server's broker and the devices,
-    /// where broker outages are played.
+    /// The relay between the server's broker (embedded, or an external
+    /// target's over MQTT) and the devices, where broker outages are
+    /// played.
     pub fn relay(&self) -> Option<Arc<Relay>> {
         match &self.sut {
             Sut::Embedded { remote, .. } => remote.relay(),
-            _ => None,
+            Sut::External { relay, .. } => relay.clone(),
+            Sut::Local => None,
         }
     }
 
@@ -281,10 +390,11 @@ impl Platform {
 
     /// Waits until every device of `fleet` holds its codes (or `SYNC_WAIT_S`
     /// passed): the engine of record has nothing pending for them, or an
-    /// external target's readers are all confirmed. Meanwhile the codes
-    /// are moved along: in process the run pushes and brings a phone to
-    /// Bluetooth locks; an embedded server's HTTP readers are asked to
-    /// fetch, and now and then its Bluetooth locks (over MQTT) visited.
+    /// external target's readers are all confirmed (HTTP) or its sync
+    /// states say every code arrived (MQTT). Meanwhile the codes are moved
+    /// along: in process the run pushes and brings a phone to Bluetooth
+    /// locks; an embedded server's HTTP readers are asked to fetch, and now
+    /// and then a server's Bluetooth locks (over MQTT) visited.
     pub async fn wait_stored(
         &self,
         fleet: &Fleet,
@@ -312,15 +422,24 @@ impl Platform {
         });
         let deadline = Instant::now() + Duration::from_secs(SYNC_WAIT_S);
         let mut round = 0u32;
+        // An external MQTT target's devices still waiting (asked again
+        // until settled: nothing else changes their codes before the load).
+        let mut waiting = ids.clone();
         loop {
             let pending = match self.read_engine(engine, |e| pending_on(e, &ids)) {
-                None => {
-                    if self.nudge_sync(fleet, &ids, true).await? == Some(true) {
-                        0
-                    } else {
-                        ids.len()
+                None => match (&self.sut, self.kind) {
+                    // The devices confirm for themselves; its Bluetooth
+                    // locks are visited now and then, as an embedded one's.
+                    (Sut::External { target, .. }, Kind::Mqtt) => {
+                        waiting = target.unsettled(&waiting).await?;
+                        if round % 10 == 5 {
+                            visit(&waiting, false);
+                        }
+                        waiting.len()
                     }
-                }
+                    _ if self.nudge_sync(fleet, &ids, true).await? == Some(true) => 0,
+                    _ => ids.len(),
+                },
                 Some(pending) => {
                     if self.pushes_in_process() {
                         if !pending.is_empty() {
@@ -351,7 +470,9 @@ impl Platform {
     /// `transport`), and whether that log fills in after their last
     /// publishes (a gateway logs on its own time): the in-process
     /// transport's log, or an embedded MQTT gateway's. None over HTTP,
-    /// which has no event route (the devices keep their events).
+    /// which has no event route, and for an external target, whose
+    /// gateway logs out of the run's sight (the devices keep their
+    /// events).
     pub fn event_log(&self, transport: &Transport) -> Option<(Arc<EventLog>, bool)> {
         match (&self.sut, transport) {
             (Sut::Local, Transport::InProc(t)) => Some((t.log().clone(), false)),

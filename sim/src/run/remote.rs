@@ -139,8 +139,24 @@ fn write_token_key(dir: &Path, key: [u8; 32]) -> Result<(), RunError> {
     Ok(())
 }
 
-fn at_of(url: &BrokerUrl) -> String {
-    format!("{}:{}", url.host, url.port)
+/// A [`Relay`] on loopback in front of the broker at `host:port`, where
+/// the scenario's broker outages are played.
+pub async fn relay_to(host: &str, port: u16) -> Result<Arc<Relay>, RunError> {
+    let upstream = tokio::net::lookup_host((host, port))
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            cannot_reach(
+                "the MQTT broker",
+                format!("{host}:{port}"),
+                "cannot resolve it",
+            )
+        })?;
+    let r = Relay::start(SocketAddr::from(([127, 0, 0, 1], 0)), upstream)
+        .await
+        .map_err(|e| cannot_reach("the outage relay", "127.0.0.1:0", e))?;
+    Ok(Arc::new(r))
 }
 
 /// Parses `--broker` (`mqtt://[user[:password]@]host:port`); the gateway
@@ -237,17 +253,7 @@ impl Remote {
         let relay = match (&mqtt, relay) {
             (Some(m), true) => {
                 let url = broker_url(&m.device_url)?;
-                let upstream = tokio::net::lookup_host((url.host.as_str(), url.port))
-                    .await
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or_else(|| {
-                        cannot_reach("the MQTT broker", at_of(&url), "cannot resolve it")
-                    })?;
-                let r = Relay::start(SocketAddr::from(([127, 0, 0, 1], 0)), upstream)
-                    .await
-                    .map_err(|e| cannot_reach("the outage relay", "127.0.0.1:0", e))?;
-                Some(Arc::new(r))
+                Some(relay_to(&url.host, url.port).await?)
             }
             _ => None,
         };

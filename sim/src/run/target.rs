@@ -1,6 +1,8 @@
 //! An external reference server as the run's target (`--transport http
-//! --target URL`): the fleet is provisioned through the server's admin API
-//! and the devices validate against it.
+//! --target URL`, or `--transport mqtt --target URL --broker URL`): the
+//! fleet is provisioned through the server's admin API and the devices
+//! validate against it, over its HTTP device routes or through its MQTT
+//! gateway.
 //!
 //! - The run still provisions its local engine first (the oracle's truth
 //!   is written there, as for every transport), keeping the commands; each
@@ -34,6 +36,10 @@
 //!   the run confirms each code-storing device's pending codes through the
 //!   device routes `GET`/`POST /v1/devices/{device}/sync` (device secret),
 //!   as the embedded server's readers are confirmed on their behalf.
+//! - Over MQTT the devices store their codes themselves (the gateway
+//!   pushes, they acknowledge): the run only reads the server's sync
+//!   states through the admin API ([`Target::unsettled`]), and opens doors
+//!   through it ([`Target::open_door`]).
 //! - A lock's fallback pool goes as typed-in PINs (the run drew them, and
 //!   the oracle knows them as codes the lock holds).
 
@@ -44,19 +50,21 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use reference_server::api::wire::{
     BootstrapBody, CardNumber, ChangePinBody, DeviceBody, DeviceCreated, DeviceSync, DoorBody,
-    FallbackPoolBody, HolderBody, IssueBody, Issued, OrgBody, PinRequest, PinText, RenameBody,
-    Revealed, SecretRequest, SiteBody, StayBody,
+    FallbackPoolBody, HolderBody, IssueBody, Issued, OpenResult, OrgBody, PinRequest, PinText,
+    RenameBody, Revealed, SecretRequest, SiteBody, StayBody,
 };
 use reference_server::domain::{
-    CredentialId, DeviceId, DoorId, FloorScope, HolderId, HolderKind, Origin, Schedule, UserId,
+    CredentialId, DeviceId, DoorId, FloorScope, HolderId, HolderKind, Origin, Schedule, SiteId,
+    SyncState, UserId,
 };
 use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec};
-use reference_server::protocol::{SyncAckMsg, SyncResult};
+use reference_server::protocol::{CommandResult, SyncAckMsg, SyncResult};
 use reference_server::Engine;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::platform::CodeSync;
 use super::RunError;
 use crate::transport::ServerIds;
 
@@ -338,6 +346,19 @@ impl Ids {
     /// The local door of local `device`.
     pub fn device_door(&self, device: DeviceId) -> Option<DoorId> {
         self.device_doors.get(&device.0).copied()
+    }
+
+    /// The server's ids of the codes the run made for local `door`
+    /// (issued or changed; revoked ones too: they must leave its locks).
+    pub fn codes_at(&self, door: DoorId) -> Vec<u32> {
+        let mut codes: Vec<u32> = self
+            .credentials
+            .iter()
+            .filter(|(_, (_, doors))| doors.contains(&door))
+            .filter_map(|(c, _)| self.map.get(&(IdKind::Credential, *c)).copied())
+            .collect();
+        codes.sort_unstable();
+        codes
     }
 
     /// A PIN as the API takes it for a code of `holder` on `doors` (local
@@ -747,6 +768,8 @@ pub struct Target {
     engine: Arc<RwLock<Engine>>,
     /// Commands not sent, per reason.
     skipped: Mutex<BTreeMap<String, u64>>,
+    /// Local lock -> the server's ids of its fallback pool codes.
+    pools: Mutex<FxHashMap<DeviceId, Vec<u32>>>,
 }
 
 impl ServerIds for Target {
@@ -771,6 +794,54 @@ impl ServerIds for Target {
             .and_then(|d| ids.pin_map(d))
             .map_or_else(|| server.to_string(), |m| m.local(server))
     }
+
+    fn site(&self, site: SiteId) -> Option<SiteId> {
+        self.ids.lock().get(IdKind::Site, site.0).ok().map(SiteId)
+    }
+}
+
+/// Is a code in `state` on its way to or from the device (what the
+/// engine's `pending_sync` sends)?
+fn in_flight(state: SyncState) -> bool {
+    matches!(
+        state,
+        SyncState::Pending | SyncState::Setting | SyncState::Removing
+    )
+}
+
+/// A `GET /v1/credentials/{id}` answer as the run watches a code: gone
+/// (status `revoked`: revoked or replaced) and its state on each device.
+pub fn code_sync_of(answer: &Value) -> Result<CodeSync, String> {
+    let status = answer["status"]
+        .as_str()
+        .ok_or("the answer names no status")?;
+    let placements = answer["placements"]
+        .as_array()
+        .ok_or("the answer lists no placements")?;
+    let states = placements
+        .iter()
+        .map(|p| SyncState::deserialize(&p["state"]).map_err(|e| format!("not a sync state: {e}")))
+        .collect::<Result<_, _>>()?;
+    Ok(CodeSync {
+        gone: status == "revoked",
+        states,
+    })
+}
+
+/// The state of the code a `GET /v1/credentials/{id}` answer has on
+/// `device` (the server's id); `None`: not placed there.
+pub fn placement_on(answer: &Value, device: DeviceId) -> Result<Option<SyncState>, String> {
+    let placements = answer["placements"]
+        .as_array()
+        .ok_or("the answer lists no placements")?;
+    for p in placements {
+        if p["device"].as_u64() == Some(u64::from(device.0)) {
+            return SyncState::deserialize(&p["state"])
+                .map(Some)
+                .map_err(|e| format!("not a sync state: {e}"));
+        }
+    }
+    Ok(None)
 }
 
 impl Target {
@@ -794,6 +865,7 @@ impl Target {
             tokens: RwLock::default(),
             engine,
             skipped: Mutex::default(),
+            pools: Mutex::default(),
         };
         t.send(&Request::new("GET", "/healthz".into(), None), false)
             .await?;
@@ -926,6 +998,14 @@ impl Target {
                 })?;
                 self.devices.write().insert(*local, device);
             }
+            (Command::LoadFallbackPool { device, .. }, Outcome::Credentials(made)) => {
+                let ids = self.ids.lock();
+                let server = made
+                    .iter()
+                    .map(|c| ids.get(IdKind::Credential, c.0))
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.pools.lock().entry(*device).or_default().extend(server);
+            }
             (Command::IssueCredential(_), Outcome::Credential(local)) => {
                 let issued = Issued::deserialize(&answer).map_err(|e| RunError::Target {
                     route: req.route(),
@@ -996,6 +1076,103 @@ impl Target {
             clear &= done;
         }
         Ok(clear)
+    }
+
+    /// The devices of `devices` (local ids) the server still has codes on
+    /// the way to or from, as its admin API shows each code the run made
+    /// for their doors, and each lock's pool codes (the owner's
+    /// `GET /v1/credentials/{credential}`, each asked once a call): read
+    /// only, the devices confirm for themselves (MQTT).
+    pub async fn unsettled(&self, devices: &[DeviceId]) -> Result<Vec<DeviceId>, RunError> {
+        let wanted: Vec<(DeviceId, DeviceId, Vec<u32>)> = {
+            let ids = self.ids.lock();
+            let pools = self.pools.lock();
+            devices
+                .iter()
+                .filter_map(|d| {
+                    let (server, _) = self.device(*d)?;
+                    let mut codes = ids
+                        .device_door(*d)
+                        .map_or_else(Vec::new, |door| ids.codes_at(door));
+                    codes.extend(pools.get(d).into_iter().flatten().copied());
+                    Some((*d, server, codes))
+                })
+                .collect()
+        };
+        let mut read: FxHashMap<u32, Value> = FxHashMap::default();
+        let mut pending = Vec::new();
+        for (device, server, codes) in wanted {
+            for c in codes {
+                let answer = match read.get(&c) {
+                    Some(a) => a,
+                    None => {
+                        let get = Request::new("GET", format!("/v1/credentials/{c}"), None);
+                        let a = self.send(&get, true).await?;
+                        read.entry(c).or_insert(a)
+                    }
+                };
+                let state = placement_on(answer, server).map_err(|message| RunError::Target {
+                    route: format!("GET /v1/credentials/{c}"),
+                    status: 200,
+                    message,
+                })?;
+                if state.is_some_and(in_flight) {
+                    pending.push(device);
+                    break;
+                }
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Where the codes `watch` (local ids) stand on their devices, as
+    /// `GET /v1/credentials/{credential}` shows them (the owner's view):
+    /// `None` for a code the server does not have (its creation was never
+    /// sent, or it answers 404).
+    pub async fn code_sync(
+        &self,
+        watch: &[CredentialId],
+    ) -> Result<Vec<Option<CodeSync>>, RunError> {
+        let mut out = Vec::with_capacity(watch.len());
+        for c in watch {
+            let Ok(id) = self.ids.lock().get(IdKind::Credential, c.0) else {
+                out.push(None);
+                continue;
+            };
+            let get = Request::new("GET", format!("/v1/credentials/{id}"), None);
+            let answer = match self.send(&get, true).await {
+                Err(RunError::Target { status: 404, .. }) => {
+                    out.push(None);
+                    continue;
+                }
+                other => other?,
+            };
+            let code = code_sync_of(&answer).map_err(|message| RunError::Target {
+                route: get.route(),
+                status: 200,
+                message,
+            })?;
+            out.push(Some(code));
+        }
+        Ok(out)
+    }
+
+    /// A remote open of `lock` (local id) by the owner, through the
+    /// server (`POST /v1/devices/{device}/open`): its gateway commands the
+    /// lock and answers what the lock acknowledged.
+    pub async fn open_door(&self, lock: DeviceId) -> Result<CommandResult, RunError> {
+        let (id, _) = self
+            .device(lock)
+            .ok_or_else(|| unsupported(format!("no server id for local device {}", lock.0)))?;
+        let post = Request::new("POST", format!("/v1/devices/{}/open", id.0), None);
+        let answer = self.send(&post, true).await?;
+        OpenResult::deserialize(&answer)
+            .map(|r| r.result)
+            .map_err(|e| RunError::Target {
+                route: post.route(),
+                status: 200,
+                message: format!("not an open result: {e}"),
+            })
     }
 }
 
@@ -1265,6 +1442,54 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ids.get(IdKind::User, 0).unwrap(), 2);
+    }
+
+    /// A credential's placements as `GET /v1/credentials/{id}` shows them:
+    /// the state on the device asked about; a code on its way counts as
+    /// pending, a stored or removed one does not; a damaged answer is an
+    /// error, never "stored".
+    #[test]
+    fn a_credentials_placement_is_read_per_device() {
+        let answer = json!({"id": 12, "placements": [
+            {"device": 3, "state": {"state": "setting"}},
+            {"device": 4, "state": {"state": "set"}},
+            {"device": 5, "state": {"state": "failed", "reason": "lock_full"}},
+        ]});
+        let on = |d: u32| placement_on(&answer, DeviceId(d)).unwrap();
+        assert_eq!(on(3), Some(SyncState::Setting));
+        assert_eq!(on(4), Some(SyncState::Set));
+        assert_eq!(
+            on(5),
+            Some(SyncState::Failed(
+                reference_server::domain::SyncFailure::LockFull
+            ))
+        );
+        assert_eq!(on(6), None);
+        assert!(on(3).is_some_and(in_flight));
+        assert!(!on(4).is_some_and(in_flight));
+        for s in [SyncState::Pending, SyncState::Removing] {
+            assert!(in_flight(s));
+        }
+        assert!(!in_flight(SyncState::Removed));
+        assert!(placement_on(&json!({"id": 12}), DeviceId(3)).is_err());
+        // The code as a code action watches it.
+        let live = code_sync_of(&json!({"status": "active", "placements": answer["placements"]}));
+        assert_eq!(
+            live.unwrap(),
+            CodeSync {
+                gone: false,
+                states: vec![
+                    SyncState::Setting,
+                    SyncState::Set,
+                    SyncState::Failed(reference_server::domain::SyncFailure::LockFull)
+                ]
+            }
+        );
+        let gone = code_sync_of(&json!({"status": "revoked", "placements": []})).unwrap();
+        assert!(gone.gone && gone.states.is_empty());
+        assert!(code_sync_of(&json!({"placements": []})).is_err());
+        let bad = json!({"placements": [{"device": 3, "state": "maybe"}]});
+        assert!(placement_on(&bad, DeviceId(3)).is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use reference_server::api::wire::DeviceSync;
 use reference_server::domain::CredentialId;
 use reference_server::protocol::{
-    AuthRequest, AuthResponse, Event, SyncAckMsg, SyncPush, SyncResult, WireCredential, WireSecret,
+    AuthRequest, AuthResponse, Event, SyncAckMsg, SyncPush, SyncResult,
 };
 use tokio::time::Instant;
 
@@ -206,18 +206,10 @@ impl HttpLink {
         let t0 = Instant::now();
         // The server signed its own token for the credential, and made
         // its own PINs for guests.
-        let translated = self.server_ids.as_ref().and_then(|m| {
-            let c = match &req.credential {
-                WireCredential::Qr(t) => WireCredential::Qr(m.token(t)?),
-                WireCredential::Ble(t) => WireCredential::Ble(m.token(t)?),
-                WireCredential::Pin(p) => WireCredential::Pin(m.pin(self.device, p)),
-                WireCredential::Card(_) => return None,
-            };
-            Some(AuthRequest {
-                credential: c,
-                ..req.clone()
-            })
-        });
+        let translated = self
+            .server_ids
+            .as_ref()
+            .and_then(|m| super::to_server(m.as_ref(), self.device, req));
         let resp = self
             .client
             .post(&*self.url)
@@ -271,11 +263,7 @@ impl HttpLink {
         let (mut push, tokens) = decode_sync(&bytes)?.split();
         // The device stores the run's texts for the codes it is given.
         if let Some(m) = &self.server_ids {
-            for code in &mut push.set {
-                if let WireSecret::Pin(p) = &code.secret {
-                    code.secret = WireSecret::Pin(m.local_pin(self.device, p));
-                }
-            }
+            super::to_local(m.as_ref(), self.device, &mut push);
         }
         Ok((push, tokens))
     }

@@ -27,7 +27,7 @@ use actix::prelude::*;
 use reference_server::domain::{Connectivity, DeviceId, SiteId};
 use reference_server::protocol::{
     AuthRequest, AuthResponse, CommandAck, DeviceCommand, Event, ProtocolError, Status, SyncAckMsg,
-    SyncPush,
+    SyncPush, WireCredential, WireSecret,
 };
 
 pub use http::{HttpConfig, HttpTransport};
@@ -102,6 +102,38 @@ pub trait ServerIds: Send + Sync {
     /// The run's PIN text for the server's `server` at `device`.
     fn local_pin(&self, _device: DeviceId, server: &str) -> String {
         server.to_string()
+    }
+    /// The server's id of the run's `site` (the site level of a device's
+    /// MQTT topics). `None`: the server does not know it.
+    fn site(&self, _site: SiteId) -> Option<SiteId> {
+        None
+    }
+}
+
+/// `req` as `device` (the run's id) presents it to a server that numbers
+/// the fleet its own way: the server's QR or BLE token, the server's PIN
+/// text. `None`: nothing to change (a card), or a token the server never
+/// signed (sent as it is: the server denies it).
+pub fn to_server(ids: &dyn ServerIds, device: DeviceId, req: &AuthRequest) -> Option<AuthRequest> {
+    let credential = match &req.credential {
+        WireCredential::Qr(t) => WireCredential::Qr(ids.token(t)?),
+        WireCredential::Ble(t) => WireCredential::Ble(ids.token(t)?),
+        WireCredential::Pin(p) => WireCredential::Pin(ids.pin(device, p)),
+        WireCredential::Card(_) => return None,
+    };
+    Some(AuthRequest {
+        credential,
+        ..req.clone()
+    })
+}
+
+/// A sync batch from such a server as `device` (the run's id) stores it:
+/// the run's texts for the PINs the server sent.
+pub fn to_local(ids: &dyn ServerIds, device: DeviceId, push: &mut SyncPush) {
+    for code in &mut push.set {
+        if let WireSecret::Pin(p) = &code.secret {
+            code.secret = WireSecret::Pin(ids.local_pin(device, p));
+        }
     }
 }
 

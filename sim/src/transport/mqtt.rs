@@ -5,6 +5,10 @@
 //! - One connection per device (username `dev-N`, password its secret, Last
 //!   Will `status {"online":false}` retained), or many devices multiplexed on
 //!   one connection (a gateway's own username), as `Multiplex` says.
+//! - Against a server that numbers the fleet its own way (`--target`,
+//!   [`MqttTransport::with_server_ids`]) a device signs in and names itself
+//!   in its topics by that server's ids, with the secret it issued, and
+//!   its PINs and tokens are translated both ways as over HTTP.
 //! - Each connection's `EventLoop` is polled by a task that does nothing
 //!   else; other tasks only `try_publish`.
 //! - On a connection error the task waits (exponential backoff with jitter
@@ -45,7 +49,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Checked, DeviceSecrets, Endpoint, Inbound, TransportError};
+use super::{Checked, DeviceSecrets, Endpoint, Inbound, ServerIds, TransportError};
 use crate::clock::stream_rng;
 
 /// Connection settings, with defaults for a local broker.
@@ -103,7 +107,13 @@ pub enum Multiplex {
 #[derive(Clone)]
 pub struct MqttTransport {
     inner: Arc<TransportInner>,
+    /// An external server's ids and secrets for the devices (`--target`).
+    server_ids: Option<Arc<dyn ServerIds>>,
 }
+
+/// A device the server numbers its own way: its translation tables and
+/// the run's id of the device.
+type ServerSide = Option<(Arc<dyn ServerIds>, DeviceId)>;
 
 struct TransportInner {
     config: Arc<MqttConfig>,
@@ -139,7 +149,17 @@ impl MqttTransport {
                 linked: std::sync::atomic::AtomicUsize::new(0),
                 reconnects: Arc::new(AtomicU64::new(0)),
             }),
+            server_ids: None,
         }
+    }
+
+    /// Devices sign in and name themselves in topics by the server's ids,
+    /// with the secrets the server issued, present the server's QR and
+    /// BLE tokens and PIN texts, and store the run's texts for the codes
+    /// the server pushes (an external target).
+    pub fn with_server_ids(mut self, ids: Arc<dyn ServerIds>) -> MqttTransport {
+        self.server_ids = Some(ids);
+        self
     }
 
     /// Connections made again after a loss, over every connection so far.
@@ -167,11 +187,20 @@ impl MqttTransport {
     /// runtime: it spawns the connection's poll task.
     pub fn link(&self, ep: Endpoint, inbox: Recipient<Inbound>) -> MqttLink {
         let cfg = &self.inner.config;
-        let topics = Arc::new(Topics::new(&cfg.prefix, ep.site, ep.device));
+        // A device the server does not know signs in with no secret: the
+        // broker refuses it.
+        let (device, secret, site) = match &self.server_ids {
+            Some(m) => {
+                let (id, secret) = m.device(ep.device).unwrap_or((ep.device, String::new()));
+                (id, secret, m.site(ep.site).unwrap_or(ep.site))
+            }
+            None => (ep.device, (self.inner.secrets)(ep.device), ep.site),
+        };
+        let server: ServerSide = self.server_ids.clone().map(|m| (m, ep.device));
+        let topics = Arc::new(Topics::new(&cfg.prefix, site, device));
         let conn = match &self.inner.mode {
             Multiplex::PerDevice => {
-                let name = ep.device.to_string();
-                let secret = (self.inner.secrets)(ep.device);
+                let name = device.to_string();
                 let will = LastWill::new(
                     topics.status.clone(),
                     encode(&Status {
@@ -220,12 +249,13 @@ impl MqttTransport {
                     .clone()
             }
         };
-        conn.add_device(ep.device, topics.clone(), inbox);
+        conn.add_device(device, topics.clone(), inbox, server.clone());
         self.inner.linked.fetch_add(1, Ordering::AcqRel);
         MqttLink {
             conn,
             topics,
-            device: ep.device,
+            device,
+            server,
         }
     }
 }
@@ -287,6 +317,7 @@ struct Route {
     topics: Arc<Topics>,
     inbox: Recipient<Inbound>,
     status: Option<Vec<u8>>,
+    server: ServerSide,
 }
 
 /// Where a connection's incoming messages go, per device.
@@ -355,7 +386,14 @@ impl Conn {
             && self.subs_acked.load(Ordering::Acquire) >= self.subs_asked.load(Ordering::Acquire)
     }
 
-    fn add_device(&self, device: DeviceId, topics: Arc<Topics>, inbox: Recipient<Inbound>) {
+    /// `device`: as the topics name it (the server's id).
+    fn add_device(
+        &self,
+        device: DeviceId,
+        topics: Arc<Topics>,
+        inbox: Recipient<Inbound>,
+        server: ServerSide,
+    ) {
         // Under the devices lock, which `on_connected` holds while it takes
         // its list and marks the connection up: a device is either in that
         // list or subscribes itself here, never neither.
@@ -374,6 +412,7 @@ impl Conn {
                 topics,
                 inbox,
                 status: None,
+                server,
             },
         );
     }
@@ -489,9 +528,17 @@ impl Conn {
         }
     }
 
-    fn deliver(&self, device: DeviceId, msg: Inbound) {
-        let inbox = self.devices.lock().get(&device).map(|r| r.inbox.clone());
-        if let Some(inbox) = inbox {
+    fn deliver(&self, device: DeviceId, mut msg: Inbound) {
+        let route = self
+            .devices
+            .lock()
+            .get(&device)
+            .map(|r| (r.inbox.clone(), r.server.clone()));
+        if let Some((inbox, server)) = route {
+            // The device stores the run's texts for the codes it is given.
+            if let (Inbound::Sync(push), Some((ids, local))) = (&mut msg, &server) {
+                super::to_local(ids.as_ref(), *local, push);
+            }
             // Bounded mailbox: a refused push is redelivered by the engine.
             let _ = inbox.try_send(msg);
         }
@@ -567,7 +614,9 @@ async fn poll_loop(mut eventloop: EventLoop, conn: std::sync::Weak<Conn>, mut rn
 pub struct MqttLink {
     conn: Arc<Conn>,
     topics: Arc<Topics>,
+    /// As the topics name it (an external server's id).
     device: DeviceId,
+    server: ServerSide,
 }
 
 impl MqttLink {
@@ -591,6 +640,15 @@ impl MqttLink {
             return Err(TransportError::Offline);
         }
         let t0 = Instant::now();
+        // The server signed its own token for the credential, and made
+        // its own PINs for guests.
+        if let Some(translated) = self
+            .server
+            .as_ref()
+            .and_then(|(ids, local)| super::to_server(ids.as_ref(), *local, &req))
+        {
+            req = translated;
+        }
         // Ids unique per connection, so multiplexed devices cannot collide.
         req.id = self.conn.next_id.fetch_add(1, Ordering::Relaxed);
         let key = (self.device, req.id);

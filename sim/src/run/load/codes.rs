@@ -31,6 +31,7 @@ use reference_server::engine::{Command, Issue, Outcome as EngineOutcome, PinSpec
 use reference_server::EngineError;
 
 use super::super::oracle::{Truth, Validity};
+use super::super::platform::CodeSync;
 use super::*;
 use crate::metrics::{CODE_SYNC_STORED, CODE_SYNC_UNFINISHED};
 
@@ -88,17 +89,17 @@ fn failure_name(f: SyncFailure) -> &'static str {
     }
 }
 
-/// Where the engine stands on `watch`: every live code set on every
-/// device, every replaced or revoked one removed.
-fn settled(e: &reference_server::Engine, watch: &[CredentialId]) -> Settled {
+/// Where the engine of record stands on the watched codes (`None`: a
+/// code it does not have): every live code set on every device, every
+/// replaced or revoked one removed.
+fn settled(codes: &[Option<CodeSync>]) -> Settled {
     let mut waiting = false;
-    for id in watch {
-        let Some(c) = e.credential(*id) else {
+    for c in codes {
+        let Some(c) = c else {
             return Settled::Failed("refused");
         };
-        let gone = c.revoked || c.replaced_by.is_some();
-        for p in &c.placements {
-            match (p.state, gone) {
+        for state in &c.states {
+            match (*state, c.gone) {
                 (SyncState::Failed(f), _) => return Settled::Failed(failure_name(f)),
                 (SyncState::Set, false) | (SyncState::Removed, true) => {}
                 _ => waiting = true,
@@ -371,12 +372,16 @@ pub(super) async fn run(ctx: Rc<Ctx>, mut job: CodeJob) {
     let mut last_kick = started;
     let mut unfinished = false;
     while matches!(result, Settled::Waiting) {
-        // An external target's engine is out of sight: its readers are
-        // confirmed below, and only what the server says counts.
-        result = ctx
-            .platform
-            .read_engine(&ctx.engine, |e| settled(e, &job.watch))
-            .unwrap_or(Settled::Waiting);
+        // An external target's HTTP readers are confirmed below, and only
+        // what the server says counts.
+        result = match ctx.platform.code_sync(&ctx.engine, &job.watch).await {
+            Ok(Some(codes)) => settled(&codes),
+            Ok(None) => Settled::Waiting,
+            Err(e) => {
+                tracing::warn!(error = %e, "the target refused a sync state's reading");
+                Settled::Failed("refused")
+            }
+        };
         if !matches!(result, Settled::Waiting) {
             break;
         }
