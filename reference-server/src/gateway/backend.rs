@@ -52,6 +52,21 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Devices whose credential set changed.
     fn sync_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId>;
+
+    /// Every lock, for the Home Assistant bridge.
+    fn locks(&self) -> Vec<super::LockInfo>;
+
+    /// One lock; `None` for an unknown device or one that is not a lock.
+    fn lock_info(&self, device: DeviceId) -> Option<super::LockInfo>;
+}
+
+fn lock_info(d: &crate::domain::Device) -> Option<super::LockInfo> {
+    (d.kind == crate::domain::DeviceKind::Lock).then(|| super::LockInfo {
+        device: d.id,
+        site: d.site,
+        name: d.name.clone(),
+        location: d.location.clone(),
+    })
 }
 
 /// The server's service is the gateway's backend: checks go through it
@@ -96,5 +111,13 @@ impl Backend for crate::service::Service {
 
     fn sync_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId> {
         crate::service::Service::sync_changes(self)
+    }
+
+    fn locks(&self) -> Vec<super::LockInfo> {
+        self.engine().devices().filter_map(lock_info).collect()
+    }
+
+    fn lock_info(&self, device: DeviceId) -> Option<super::LockInfo> {
+        self.engine().device(device).and_then(lock_info)
     }
 }

@@ -1,0 +1,483 @@
+//! The Home Assistant bridge (docs/reference-server.md, "Home Assistant"):
+//! every lock as an HA MQTT-discovery `lock` entity.
+//!
+//! Per lock, under the discovery prefix (`homeassistant`), object id
+//! `{prefix}_{device}` (`fleet_dev-3`):
+//!
+//! - `…/lock/fleet_dev-3/config`: the discovery config, retained;
+//! - `…/lock/fleet_dev-3/state`: `LOCKED`, `UNLOCKED`, `JAMMED` or `OPEN`,
+//!   retained, from the events the gateway logged for the device;
+//! - `…/lock/fleet_dev-3/availability`: `online`/`offline`, retained, from
+//!   the device's `status` (its Last Will turns it `offline`);
+//! - `…/lock/fleet_dev-3/set`: `LOCK`, `UNLOCK` or `OPEN` from Home
+//!   Assistant, sent to the lock as the protocol's `lock` or `open`
+//!   command (the protocol has no "stay unlocked": `UNLOCK` is an Open
+//!   Door, and the lock relocks by itself).
+//!
+//! The bridge speaks through the gateway's first broker connection (one
+//! connection: Mosquitto's `use_username_as_clientid` would make a second
+//! one on the same account take the first one over). That connection's
+//! Last Will (`…/{prefix}/bridge/availability` = `offline`) marks every
+//! lock unavailable when the server is gone; each config names both
+//! availability topics (`availability_mode: all`). Only the server
+//! publishes here: the embedded broker and docs/mosquitto/acl let a device
+//! publish on its own device topics only.
+//!
+//! The state is derived here from the logged events, by one rule
+//! ([`LockView::apply`]): the bolt from `locked`/`unlocked`, `JAMMED` from
+//! `motor_blocked` until the lock next locks or unlocks, `OPEN` while the
+//! door is open (`door_opened`, `door_ajar`, `door_forced_open` until
+//! `door_closed`).
+
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+use rumqttc::{AsyncClient, LastWill, QoS, SubscribeFilter};
+use rustc_hash::FxHashMap;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use super::Commander;
+use crate::domain::{DeviceId, SiteId};
+use crate::protocol::{self, CommandKind, Event as DeviceEvent, EventKind};
+
+/// Home Assistant's default discovery prefix.
+pub const DISCOVERY_PREFIX: &str = "homeassistant";
+/// Commands from Home Assistant waiting for their lock's ack at once;
+/// beyond, a command is dropped and logged (HA shows no state change).
+const MAX_COMMANDS_IN_FLIGHT: usize = 256;
+/// Longest command payload read (`UNLOCK` is 6 bytes).
+const MAX_COMMAND_BYTES: usize = 16;
+
+/// The bridge's settings.
+#[derive(Debug, Clone)]
+pub struct HomeAssistantConfig {
+    /// Where Home Assistant looks for discovery configs (`homeassistant`).
+    pub discovery_prefix: String,
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        HomeAssistantConfig {
+            discovery_prefix: DISCOVERY_PREFIX.into(),
+        }
+    }
+}
+
+/// What the bridge says about one lock in its discovery config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockInfo {
+    pub device: DeviceId,
+    pub site: SiteId,
+    pub name: String,
+    /// Where it is installed (HA's `suggested_area`).
+    pub location: String,
+}
+
+/// A lock as Home Assistant sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockView {
+    /// The bolt: `Some(true)` locked; `None` never reported.
+    pub locked: Option<bool>,
+    pub door_open: bool,
+    pub jammed: bool,
+}
+
+impl LockView {
+    /// Applies one logged event; true when the view changed.
+    pub fn apply(&mut self, kind: &EventKind) -> bool {
+        let before = *self;
+        match kind {
+            EventKind::Locked { .. } => (self.locked, self.jammed) = (Some(true), false),
+            EventKind::Unlocked { .. } => (self.locked, self.jammed) = (Some(false), false),
+            EventKind::MotorBlocked => self.jammed = true,
+            EventKind::DoorOpened | EventKind::DoorAjar | EventKind::DoorForcedOpen => {
+                self.door_open = true
+            }
+            EventKind::DoorClosed => self.door_open = false,
+            _ => {}
+        }
+        *self != before
+    }
+
+    /// The HA state payload; `None` before the lock said anything.
+    pub fn state(&self) -> Option<&'static str> {
+        if self.jammed {
+            Some("JAMMED")
+        } else if self.door_open {
+            Some("OPEN")
+        } else {
+            self.locked.map(|l| if l { "LOCKED" } else { "UNLOCKED" })
+        }
+    }
+}
+
+/// A command from Home Assistant, as the lock's protocol command.
+pub fn command_of(payload: &[u8]) -> Option<CommandKind> {
+    match payload {
+        b"LOCK" => Some(CommandKind::Lock),
+        b"UNLOCK" | b"OPEN" => Some(CommandKind::Open),
+        _ => None,
+    }
+}
+
+/// The bridge's topics.
+#[derive(Debug, Clone)]
+struct Topics {
+    discovery: String,
+    /// The gateway's topic prefix, the first part of each object id.
+    node: String,
+}
+
+impl Topics {
+    fn object_id(&self, device: DeviceId) -> String {
+        format!("{}_{device}", self.node)
+    }
+
+    fn lock(&self, device: DeviceId, leaf: &str) -> String {
+        format!("{}/lock/{}/{leaf}", self.discovery, self.object_id(device))
+    }
+
+    fn bridge_availability(&self) -> String {
+        format!("{}/{}/bridge/availability", self.discovery, self.node)
+    }
+
+    fn command_filter(&self) -> String {
+        format!("{}/lock/+/set", self.discovery)
+    }
+
+    /// The device a command topic names, exactly (`…/lock/fleet_dev-3/set`).
+    fn command_device(&self, topic: &str) -> Option<DeviceId> {
+        let object = topic
+            .strip_prefix(self.discovery.as_str())?
+            .strip_prefix("/lock/")?
+            .strip_suffix("/set")?;
+        let device =
+            protocol::parse_device(object.strip_prefix(self.node.as_str())?.strip_prefix('_')?)
+                .ok()?;
+        (self.object_id(device) == object).then_some(device)
+    }
+
+    fn config(&self, lock: &LockInfo) -> serde_json::Value {
+        let id = self.object_id(lock.device);
+        let mut device = json!({
+            "identifiers": [id],
+            "name": lock.name,
+            "manufacturer": "fleetsim",
+            "model": "reference-server lock",
+        });
+        if !lock.location.is_empty() {
+            device["suggested_area"] = json!(lock.location);
+        }
+        json!({
+            "name": lock.name,
+            "unique_id": id,
+            "command_topic": self.lock(lock.device, "set"),
+            "state_topic": self.lock(lock.device, "state"),
+            "availability": [
+                {"topic": self.lock(lock.device, "availability")},
+                {"topic": self.bridge_availability()},
+            ],
+            "availability_mode": "all",
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "payload_lock": "LOCK",
+            "payload_unlock": "UNLOCK",
+            "payload_open": "OPEN",
+            "state_locked": "LOCKED",
+            "state_unlocked": "UNLOCKED",
+            "state_jammed": "JAMMED",
+            "state_open": "OPEN",
+            "optimistic": false,
+            "qos": 1,
+            "device": device,
+            "origin": {"name": "fleetsim reference-server"},
+        })
+    }
+}
+
+/// What the bridge knows of each lock.
+#[derive(Default)]
+struct Known {
+    view: LockView,
+    online: Option<bool>,
+}
+
+/// The running bridge: the gateway tells it of statuses and events.
+pub(crate) struct Bridge {
+    /// The gateway's first connection, set once it exists.
+    client: OnceLock<AsyncClient>,
+    topics: Topics,
+    /// Every lock, by the backend, asked again at each (re)connect.
+    locks: Arc<dyn Fn() -> Vec<LockInfo> + Send + Sync>,
+    lock_info: Arc<dyn Fn(DeviceId) -> Option<LockInfo> + Send + Sync>,
+    known: Mutex<FxHashMap<DeviceId, Known>>,
+    /// Commands waiting for their lock's ack.
+    commands: Arc<Semaphore>,
+}
+
+impl Bridge {
+    pub(crate) fn new(
+        cfg: &HomeAssistantConfig,
+        node: &str,
+        locks: Arc<dyn Fn() -> Vec<LockInfo> + Send + Sync>,
+        lock_info: Arc<dyn Fn(DeviceId) -> Option<LockInfo> + Send + Sync>,
+    ) -> Arc<Bridge> {
+        Arc::new(Bridge {
+            client: OnceLock::new(),
+            topics: Topics {
+                discovery: cfg.discovery_prefix.clone(),
+                node: node.into(),
+            },
+            locks,
+            lock_info,
+            known: Mutex::new(FxHashMap::default()),
+            commands: Arc::new(Semaphore::new(MAX_COMMANDS_IN_FLIGHT)),
+        })
+    }
+
+    /// The connection the bridge publishes on (the gateway's first).
+    pub(crate) fn attach(&self, client: AsyncClient) {
+        let _ = self.client.set(client);
+    }
+
+    /// The connection's Last Will: every lock unavailable.
+    pub(crate) fn last_will(&self) -> LastWill {
+        LastWill::new(
+            self.topics.bridge_availability(),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        )
+    }
+
+    /// The subscription to every lock's command topic.
+    pub(crate) fn subscription(&self) -> SubscribeFilter {
+        SubscribeFilter::new(self.topics.command_filter(), QoS::AtLeastOnce)
+    }
+
+    /// Is `topic` under the discovery prefix (a command, or nothing)?
+    pub(crate) fn owns(&self, topic: &str) -> bool {
+        topic
+            .strip_prefix(self.topics.discovery.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    fn retain(&self, topic: String, payload: impl Into<Vec<u8>>) {
+        let Some(client) = self.client.get() else {
+            return;
+        };
+        if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, payload.into()) {
+            tracing::warn!(error = %e, "home assistant: a retained update was dropped");
+        }
+    }
+
+    /// The device's status came in (online, or its Last Will).
+    pub(crate) fn status(&self, device: DeviceId, online: bool) {
+        let Some(lock) = (self.lock_info)(device) else {
+            return;
+        };
+        let first = {
+            let mut known = self.known.lock();
+            let k = known.entry(device).or_default();
+            let first = k.online.is_none();
+            k.online = Some(online);
+            first
+        };
+        if first {
+            // A lock created after the bridge connected.
+            self.retain(
+                self.topics.lock(device, "config"),
+                self.topics.config(&lock).to_string(),
+            );
+        }
+        self.retain(
+            self.topics.lock(device, "availability"),
+            if online { "online" } else { "offline" },
+        );
+    }
+
+    /// The gateway logged `ev` for `device` (first delivery only).
+    pub(crate) fn event(&self, device: DeviceId, ev: &DeviceEvent) {
+        if (self.lock_info)(device).is_none() {
+            return;
+        }
+        let state = {
+            let mut known = self.known.lock();
+            let view = &mut known.entry(device).or_default().view;
+            if !view.apply(&ev.kind) {
+                return;
+            }
+            view.state()
+        };
+        if let Some(state) = state {
+            self.retain(self.topics.lock(device, "state"), state);
+        }
+    }
+
+    /// Before a clean stop (which sends no Last Will): every lock offline.
+    pub(crate) fn going_offline(&self) {
+        self.retain(self.topics.bridge_availability(), "offline");
+    }
+
+    /// On every connect: say the bridge is online, and publish each lock's
+    /// config and what is known of it.
+    pub(crate) fn announce(&self) {
+        for lock in (self.locks)() {
+            let (state, online) = {
+                let known = self.known.lock();
+                let k = known.get(&lock.device);
+                (k.and_then(|k| k.view.state()), k.and_then(|k| k.online))
+            };
+            self.retain(
+                self.topics.lock(lock.device, "config"),
+                self.topics.config(&lock).to_string(),
+            );
+            let availability = if online == Some(true) {
+                "online"
+            } else {
+                "offline"
+            };
+            self.retain(self.topics.lock(lock.device, "availability"), availability);
+            if let Some(state) = state {
+                self.retain(self.topics.lock(lock.device, "state"), state);
+            }
+        }
+        self.retain(self.topics.bridge_availability(), "online");
+    }
+
+    /// A message under the discovery prefix: a command from Home
+    /// Assistant, sent to its lock (at most [`MAX_COMMANDS_IN_FLIGHT`]
+    /// waiting at once); anything else is logged and ignored.
+    pub(crate) fn command(&self, topic: &str, payload: &[u8], commander: &Arc<Commander>) {
+        let Some(device) = self.topics.command_device(topic) else {
+            tracing::warn!(topic = %topic.chars().take(200).collect::<String>(), "home assistant: not a lock's command topic; ignored");
+            return;
+        };
+        if (self.lock_info)(device).is_none() {
+            tracing::warn!(%device, "home assistant: a command for an unknown lock; ignored");
+            return;
+        }
+        let Some(command) = command_of(payload) else {
+            let shown = String::from_utf8_lossy(&payload[..payload.len().min(MAX_COMMAND_BYTES)]);
+            tracing::warn!(%device, payload = %shown, "home assistant: a command must be LOCK, UNLOCK or OPEN; ignored");
+            return;
+        };
+        let Ok(permit) = self.commands.clone().try_acquire_owned() else {
+            tracing::warn!(%device, "home assistant: too many commands waiting; dropped");
+            return;
+        };
+        let commander = commander.clone();
+        tokio::spawn(async move {
+            let result = commander.send(device, command).await;
+            tracing::info!(%device, ?command, ?result, "home assistant command");
+            drop(permit);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics() -> Topics {
+        Topics {
+            discovery: "homeassistant".into(),
+            node: "fleet".into(),
+        }
+    }
+
+    #[test]
+    fn command_topics_name_one_lock_exactly() {
+        let t = topics();
+        assert_eq!(
+            t.command_device("homeassistant/lock/fleet_dev-3/set"),
+            Some(DeviceId(3))
+        );
+        assert_eq!(
+            t.lock(DeviceId(3), "set"),
+            "homeassistant/lock/fleet_dev-3/set"
+        );
+        for bad in [
+            "homeassistant/lock/fleet_dev-03/set",
+            "homeassistant/lock/fleet_dev-3/state",
+            "homeassistant/lock/other_dev-3/set",
+            "homeassistant/lock/fleet_dev-3x/set",
+            "homeassistant/lock/fleet_dev-3/set/x",
+            "homeassistant/switch/fleet_dev-3/set",
+            "homeassistant/lock/fleetdev-3/set",
+        ] {
+            assert_eq!(t.command_device(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn commands_map_to_the_protocol() {
+        assert_eq!(command_of(b"LOCK"), Some(CommandKind::Lock));
+        assert_eq!(command_of(b"UNLOCK"), Some(CommandKind::Open));
+        assert_eq!(command_of(b"OPEN"), Some(CommandKind::Open));
+        for bad in [&b"lock"[..], b"", b"LOCK ", b"{\"state\":\"LOCK\"}"] {
+            assert_eq!(command_of(bad), None);
+        }
+    }
+
+    #[test]
+    fn the_state_follows_the_events() {
+        use crate::protocol::How;
+        let mut v = LockView::default();
+        assert_eq!(v.state(), None);
+        assert!(!v.apply(&EventKind::BatteryLow { battery_pct: 5 }));
+        assert!(v.apply(&EventKind::Locked { how: How::Manual }));
+        assert_eq!(v.state(), Some("LOCKED"));
+        v.apply(&EventKind::Unlocked {
+            how: How::Keypad,
+            credential: None,
+            origin: None,
+        });
+        assert_eq!(v.state(), Some("UNLOCKED"));
+        v.apply(&EventKind::DoorOpened);
+        assert_eq!(v.state(), Some("OPEN"));
+        v.apply(&EventKind::MotorBlocked);
+        assert_eq!(v.state(), Some("JAMMED"));
+        v.apply(&EventKind::DoorClosed);
+        assert_eq!(v.state(), Some("JAMMED"), "jammed until it moves again");
+        v.apply(&EventKind::Locked {
+            how: How::AutoRelock,
+        });
+        assert_eq!(v.state(), Some("LOCKED"));
+    }
+
+    #[test]
+    fn the_config_names_every_topic_and_payload() {
+        let t = topics();
+        let c = t.config(&LockInfo {
+            device: DeviceId(3),
+            site: SiteId(1),
+            name: "Front door".into(),
+            location: "Hall".into(),
+        });
+        assert_eq!(c["unique_id"], "fleet_dev-3");
+        assert_eq!(c["command_topic"], "homeassistant/lock/fleet_dev-3/set");
+        assert_eq!(c["state_topic"], "homeassistant/lock/fleet_dev-3/state");
+        assert_eq!(
+            c["availability"][0]["topic"],
+            "homeassistant/lock/fleet_dev-3/availability"
+        );
+        assert_eq!(
+            c["availability"][1]["topic"],
+            "homeassistant/fleet/bridge/availability"
+        );
+        assert_eq!(c["device"]["suggested_area"], "Hall");
+        for (k, v) in [
+            ("payload_lock", "LOCK"),
+            ("payload_unlock", "UNLOCK"),
+            ("payload_open", "OPEN"),
+            ("state_locked", "LOCKED"),
+            ("state_unlocked", "UNLOCKED"),
+            ("state_jammed", "JAMMED"),
+            ("state_open", "OPEN"),
+        ] {
+            assert_eq!(c[k], v, "{k}");
+        }
+    }
+}
