@@ -46,8 +46,10 @@ struct Args {
     device_in_flight: u32,
     /// Publish every lock to Home Assistant through the broker (MQTT
     /// discovery under --home-assistant-prefix, state, availability, and
-    /// LOCK/UNLOCK/OPEN commands; docs/reference-server.md).
-    #[arg(long)]
+    /// LOCK/UNLOCK/OPEN commands; docs/reference-server.md). Needs
+    /// --broker: Home Assistant logs in to that broker (the embedded one
+    /// has accounts only for the server and the devices).
+    #[arg(long, requires = "broker")]
     home_assistant: bool,
     /// Home Assistant's discovery prefix (with --home-assistant).
     #[arg(long, default_value = gateway::DISCOVERY_PREFIX)]
