@@ -24,6 +24,11 @@
 //! even that is full the answer is dropped and counted (`overloaded`), the
 //! device times out and asks again.
 //!
+//! With `GatewayConfig::home_assistant`, the first connection also carries
+//! the Home Assistant bridge ([`home_assistant`]): the dispatcher hands it
+//! each logged event, each recorded status and each message under the
+//! discovery prefix (a command).
+//!
 //! An optional [`GatewayObserver`] (`GatewayConfig::observer`) hears of each
 //! event logged and each sync batch acknowledged, for a harness that times
 //! delivery end to end; absent, it costs one `Option` check.
