@@ -275,3 +275,104 @@ async fn a_device_cannot_publish_discovery_state_or_commands() {
     );
     b.mqtt.gateway.shutdown().await;
 }
+
+/// Keypad and card accesses reach Home Assistant as `event` entity
+/// messages (not retained), beside a retained event-entity config; a
+/// manual unlock is not one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keypad_and_card_accesses_are_home_assistant_events() {
+    use reference_server::domain::{CredentialId, DenyReason};
+
+    let b = start(1).await;
+    let dev = b.device(0).await;
+    let access = format!("homeassistant/event/fleet_{}_access", b.world.device(0));
+    b.wait_retained(&b.topic(0, "availability"), "online").await;
+    let config: serde_json::Value =
+        serde_json::from_str(&b.retained(&format!("{access}/config"))[&format!("{access}/config")])
+            .expect("the event entity's config");
+    assert_eq!(config["state_topic"], format!("{access}/state"));
+    assert_eq!(
+        config["event_types"],
+        serde_json::json!(["granted", "denied"])
+    );
+    assert_eq!(
+        config["device"]["identifiers"][0],
+        format!("fleet_{}", b.world.device(0))
+    );
+
+    // Home Assistant listens before the lock reports.
+    let mut opts = rumqttc::MqttOptions::new("ha-events", "127.0.0.1", b.mosquitto.port);
+    opts.set_credentials(HA_USER, HA_PASSWORD);
+    let (ha, mut el) = rumqttc::AsyncClient::new(opts, 10);
+    ha.subscribe(format!("{access}/state"), rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let poller = tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    let _ = tx.send(None).await;
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let _ = tx.send(Some((p.retain, p.payload.to_vec()))).await;
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    assert!(next(&mut rx).await.is_none(), "subscribed first");
+    dev.send_event(&event(
+        1,
+        EventKind::Unlocked {
+            how: How::Manual,
+            credential: None,
+            origin: None,
+        },
+    ))
+    .await;
+    dev.send_event(&event(
+        2,
+        EventKind::Unlocked {
+            how: How::Keypad,
+            credential: Some(CredentialId(7)),
+            origin: None,
+        },
+    ))
+    .await;
+    dev.send_event(&event(
+        3,
+        EventKind::AccessDenied {
+            how: How::Card,
+            reason: DenyReason::UnknownCredential,
+        },
+    ))
+    .await;
+    let (retained, first) = next(&mut rx).await.expect("an event");
+    assert!(!retained);
+    let first: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(
+        first,
+        serde_json::json!({"event_type": "granted", "how": "keypad", "credential": 7}),
+        "the manual unlock is not an access event"
+    );
+    let (_, second) = next(&mut rx).await.expect("an event");
+    let second: serde_json::Value = serde_json::from_slice(&second).unwrap();
+    assert_eq!(second["event_type"], "denied");
+    assert_eq!(second["how"], "card");
+    assert_eq!(second["reason"], "unknown_credential");
+    poller.abort();
+    b.mqtt.gateway.shutdown().await;
+}
+
+type Heard = Option<(bool, Vec<u8>)>;
+
+/// The next thing Home Assistant's client heard: `None` for its SUBACK,
+/// else (retained, payload).
+async fn next(rx: &mut tokio::sync::mpsc::Receiver<Heard>) -> Heard {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a message for Home Assistant")
+        .expect("the poller runs")
+}

@@ -23,6 +23,13 @@
 //! publishes here: the embedded broker and docs/mosquitto/acl let a device
 //! publish on its own device topics only.
 //!
+//! Beside each lock, an HA `event` entity
+//! (`…/event/fleet_dev-3_access/config`, retained) whose state topic
+//! (`…/event/fleet_dev-3_access/state`, not retained: an event is not a
+//! state to replay) carries each keypad, card, QR or BLE access as
+//! `{"event_type": "granted", "how": "keypad", "credential": 4}` or
+//! `{"event_type": "denied", "how": "card", "reason": "unknown_credential"}`.
+//!
 //! The state is derived here from the logged events, by one rule
 //! ([`LockView::apply`]): the bolt from `locked`/`unlocked`, `JAMMED` from
 //! `motor_blocked` until the lock next locks or unlocks, `OPEN` while the
@@ -112,6 +119,28 @@ impl LockView {
     }
 }
 
+/// A keypad, card, QR or BLE access as the HA event entity's payload;
+/// `None` for anything else (a manual or remote unlock is in the state).
+pub fn access_event(kind: &EventKind) -> Option<serde_json::Value> {
+    use crate::protocol::How;
+    let by_credential = |how: &How| matches!(how, How::Keypad | How::Card | How::Qr | How::Ble);
+    match kind {
+        EventKind::Unlocked {
+            how, credential, ..
+        } if by_credential(how) => {
+            let mut v = json!({"event_type": "granted", "how": how});
+            if let Some(c) = credential {
+                v["credential"] = json!(c);
+            }
+            Some(v)
+        }
+        EventKind::AccessDenied { how, reason } if by_credential(how) => {
+            Some(json!({"event_type": "denied", "how": how, "reason": reason}))
+        }
+        _ => None,
+    }
+}
+
 /// A command from Home Assistant, as the lock's protocol command.
 pub fn command_of(payload: &[u8]) -> Option<CommandKind> {
     match payload {
@@ -158,6 +187,36 @@ impl Topics {
         (self.object_id(device) == object).then_some(device)
     }
 
+    fn access(&self, device: DeviceId, leaf: &str) -> String {
+        format!(
+            "{}/event/{}_access/{leaf}",
+            self.discovery,
+            self.object_id(device)
+        )
+    }
+
+    fn availability(&self, device: DeviceId) -> serde_json::Value {
+        json!([
+            {"topic": self.lock(device, "availability")},
+            {"topic": self.bridge_availability()},
+        ])
+    }
+
+    /// The access event entity's config, on the lock's HA device.
+    fn access_config(&self, lock: &LockInfo) -> serde_json::Value {
+        let id = self.object_id(lock.device);
+        json!({
+            "name": "Access",
+            "unique_id": format!("{id}_access"),
+            "state_topic": self.access(lock.device, "state"),
+            "event_types": ["granted", "denied"],
+            "availability": self.availability(lock.device),
+            "availability_mode": "all",
+            "device": {"identifiers": [id]},
+            "origin": {"name": "fleetsim reference-server"},
+        })
+    }
+
     fn config(&self, lock: &LockInfo) -> serde_json::Value {
         let id = self.object_id(lock.device);
         let mut device = json!({
@@ -174,10 +233,7 @@ impl Topics {
             "unique_id": id,
             "command_topic": self.lock(lock.device, "set"),
             "state_topic": self.lock(lock.device, "state"),
-            "availability": [
-                {"topic": self.lock(lock.device, "availability")},
-                {"topic": self.bridge_availability()},
-            ],
+            "availability": self.availability(lock.device),
             "availability_mode": "all",
             "payload_available": "online",
             "payload_not_available": "offline",
@@ -286,10 +342,7 @@ impl Bridge {
         };
         if first {
             // A lock created after the bridge connected.
-            self.retain(
-                self.topics.lock(device, "config"),
-                self.topics.config(&lock).to_string(),
-            );
+            self.configs(&lock);
         }
         self.retain(
             self.topics.lock(device, "availability"),
@@ -302,6 +355,15 @@ impl Bridge {
         if (self.lock_info)(device).is_none() {
             return;
         }
+        if let Some(access) = access_event(&ev.kind) {
+            let topic = self.topics.access(device, "state");
+            let client = self.client.get();
+            if let Some(Err(e)) =
+                client.map(|c| c.try_publish(topic, QoS::AtLeastOnce, false, access.to_string()))
+            {
+                tracing::warn!(error = %e, "home assistant: an access event was dropped");
+            }
+        }
         let state = {
             let mut known = self.known.lock();
             let view = &mut known.entry(device).or_default().view;
@@ -313,6 +375,17 @@ impl Bridge {
         if let Some(state) = state {
             self.retain(self.topics.lock(device, "state"), state);
         }
+    }
+
+    fn configs(&self, lock: &LockInfo) {
+        self.retain(
+            self.topics.lock(lock.device, "config"),
+            self.topics.config(lock).to_string(),
+        );
+        self.retain(
+            self.topics.access(lock.device, "config"),
+            self.topics.access_config(lock).to_string(),
+        );
     }
 
     /// Before a clean stop (which sends no Last Will): every lock offline.
@@ -329,10 +402,7 @@ impl Bridge {
                 let k = known.get(&lock.device);
                 (k.and_then(|k| k.view.state()), k.and_then(|k| k.online))
             };
-            self.retain(
-                self.topics.lock(lock.device, "config"),
-                self.topics.config(&lock).to_string(),
-            );
+            self.configs(&lock);
             let availability = if online == Some(true) {
                 "online"
             } else {
@@ -445,6 +515,44 @@ mod tests {
             how: How::AutoRelock,
         });
         assert_eq!(v.state(), Some("LOCKED"));
+    }
+
+    #[test]
+    fn keypad_and_card_accesses_are_events() {
+        use crate::domain::{CredentialId, DenyReason};
+        use crate::protocol::How;
+        let granted = access_event(&EventKind::Unlocked {
+            how: How::Keypad,
+            credential: Some(CredentialId(4)),
+            origin: None,
+        });
+        assert_eq!(
+            granted,
+            Some(json!({"event_type": "granted", "how": "keypad", "credential": 4}))
+        );
+        let denied = access_event(&EventKind::AccessDenied {
+            how: How::Card,
+            reason: DenyReason::UnknownCredential,
+        })
+        .unwrap();
+        assert_eq!(denied["event_type"], "denied");
+        assert_eq!(denied["how"], "card");
+        assert!(denied["reason"].is_string());
+        for not_access in [
+            EventKind::Unlocked {
+                how: How::Manual,
+                credential: None,
+                origin: None,
+            },
+            EventKind::Unlocked {
+                how: How::Remote,
+                credential: None,
+                origin: None,
+            },
+            EventKind::DoorOpened,
+        ] {
+            assert_eq!(access_event(&not_access), None, "{not_access:?}");
+        }
     }
 
     #[test]
