@@ -44,6 +44,16 @@ struct Args {
     /// and counted.
     #[arg(long, default_value_t = DeviceLimits::default().in_flight)]
     device_in_flight: u32,
+    /// Publish every lock to Home Assistant through the broker (MQTT
+    /// discovery under --home-assistant-prefix, state, availability, and
+    /// LOCK/UNLOCK/OPEN commands; docs/reference-server.md). Needs
+    /// --broker: Home Assistant logs in to that broker (the embedded one
+    /// has accounts only for the server and the devices).
+    #[arg(long, requires = "broker")]
+    home_assistant: bool,
+    /// Home Assistant's discovery prefix (with --home-assistant).
+    #[arg(long, default_value = gateway::DISCOVERY_PREFIX)]
+    home_assistant_prefix: String,
     /// Log lines on stderr: `text` (coloured only on a terminal) or `json`
     /// (one object a line, for log shippers). `RUST_LOG` sets the levels.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -120,7 +130,13 @@ async fn main() -> anyhow::Result<()> {
     };
     // Before saying where it listens: a taken MQTT port ends the server
     // here, with the address in the error.
-    let mqtt = gateway::serve_with_limits(server.service.clone(), choice, limits, |_| {}).await?;
+    let home_assistant = args.home_assistant.then(|| gateway::HomeAssistantConfig {
+        discovery_prefix: args.home_assistant_prefix.clone(),
+    });
+    let mqtt = gateway::serve_with_limits(server.service.clone(), choice, limits, |cfg| {
+        cfg.home_assistant = home_assistant;
+    })
+    .await?;
     println!("listening on {}", server.url());
     println!("devices connect to {}", mqtt.device_url);
     stop.await;

@@ -320,3 +320,39 @@ fn codes_tokens_and_secrets_never_reach_the_logs() {
             .join("\n")
     );
 }
+
+/// `--home-assistant` needs an external broker Home Assistant can log in
+/// to, and a discovery prefix that is one topic level: each mistake is a
+/// clear error at start.
+#[test]
+fn home_assistant_flags_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |extra: &[&str]| {
+        let out = bin()
+            .args(["--data-dir", data.to_str().unwrap()])
+            .args(["--http", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} was taken");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["--home-assistant"]);
+    assert!(err.contains("--broker"), "{err}");
+    // A port nobody listens on: the prefix is refused before any connect.
+    let broker = format!("mqtt://engine:pw@127.0.0.1:{}", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    });
+    for prefix in ["home/assistant", "fleet", "#", ""] {
+        let err = run(&[
+            "--broker",
+            &broker,
+            "--home-assistant",
+            "--home-assistant-prefix",
+            prefix,
+        ]);
+        assert!(err.contains("discovery prefix"), "{prefix:?}: {err}");
+    }
+}

@@ -553,6 +553,15 @@ mod tests {
         ] {
             assert!(!s(filter), "{filter}");
         }
+        // Nothing of the Home Assistant bridge's: not a discovery config,
+        // a state, an availability or a command.
+        for leaf in ["config", "state", "availability", "set"] {
+            for lock in ["fleet_dev-1", "fleet_dev-2"] {
+                assert!(!p(&format!("homeassistant/lock/{lock}/{leaf}")), "{leaf}");
+            }
+        }
+        assert!(!p("homeassistant/fleet/bridge/availability"));
+        assert!(Identity::Engine.may_publish("fleet", "homeassistant/lock/fleet_dev-1/config"));
         assert!(Identity::Engine.may_publish("fleet", "fleet/site-4/dev-1/cmd"));
         assert!(Identity::Engine.may_subscribe("fleet", "$share/engine/fleet/+/+/auth/req"));
     }

@@ -52,6 +52,22 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Devices whose credential set changed.
     fn sync_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId>;
+
+    /// Every lock, for the Home Assistant bridge.
+    fn locks(&self) -> Vec<super::LockInfo>;
+
+    /// One lock; `None` for an unknown device or one that is not a lock.
+    fn lock_info(&self, device: DeviceId) -> Option<super::LockInfo>;
+}
+
+fn lock_info(svc: &crate::service::Service, d: &crate::domain::Device) -> Option<super::LockInfo> {
+    (d.kind == crate::domain::DeviceKind::Lock).then(|| super::LockInfo {
+        device: d.id,
+        site: d.site,
+        name: d.name.clone(),
+        location: d.location.clone(),
+        state: svc.device_state(d.id),
+    })
 }
 
 /// The server's service is the gateway's backend: checks go through it
@@ -96,5 +112,18 @@ impl Backend for crate::service::Service {
 
     fn sync_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId> {
         crate::service::Service::sync_changes(self)
+    }
+
+    fn locks(&self) -> Vec<super::LockInfo> {
+        self.engine()
+            .devices()
+            .filter_map(|d| lock_info(self, d))
+            .collect()
+    }
+
+    fn lock_info(&self, device: DeviceId) -> Option<super::LockInfo> {
+        self.engine()
+            .device(device)
+            .and_then(|d| lock_info(self, d))
     }
 }

@@ -24,12 +24,18 @@
 //! even that is full the answer is dropped and counted (`overloaded`), the
 //! device times out and asks again.
 //!
+//! With `GatewayConfig::home_assistant`, the first connection also carries
+//! the Home Assistant bridge ([`home_assistant`]): the dispatcher hands it
+//! each logged event, each recorded status and each message under the
+//! discovery prefix (a command).
+//!
 //! An optional [`GatewayObserver`] (`GatewayConfig::observer`) hears of each
 //! event logged and each sync batch acknowledged, for a harness that times
 //! delivery end to end; absent, it costs one `Option` check.
 
 mod backend;
 mod commands;
+mod home_assistant;
 mod metrics;
 mod serve;
 mod sync;
@@ -48,6 +54,7 @@ use tokio::task::JoinHandle;
 
 pub use backend::{Backend, BackendError};
 pub use commands::Commander;
+pub use home_assistant::{ha_state, HomeAssistantConfig, LockInfo, DISCOVERY_PREFIX};
 pub use metrics::{DropReason, GatewayMetrics};
 pub use serve::{
     serve, serve_with_limits, BrokerChoice, MqttRunning, ServeError, DROP_REPORT_INTERVAL,
@@ -196,6 +203,8 @@ pub struct GatewayConfig {
     pub enforce_rate: bool,
     /// Told of logged events and acknowledged syncs (none).
     pub observer: Option<Arc<dyn GatewayObserver>>,
+    /// The Home Assistant bridge ([`home_assistant`]; off).
+    pub home_assistant: Option<HomeAssistantConfig>,
 }
 
 impl GatewayConfig {
@@ -215,6 +224,7 @@ impl GatewayConfig {
             limits: DeviceLimits::default(),
             enforce_rate: true,
             observer: None,
+            home_assistant: None,
         }
     }
 }
@@ -256,6 +266,7 @@ pub(crate) struct Shared<B> {
     pub(crate) metrics: GatewayMetrics,
     pub(crate) outbox: Outbox,
     pub(crate) observer: Option<Arc<dyn GatewayObserver>>,
+    pub(crate) home_assistant: Option<Arc<home_assistant::Bridge>>,
 }
 
 /// A running gateway.
@@ -269,6 +280,7 @@ pub struct GatewayHandle {
     /// The checks and events in progress hold these.
     permits: Arc<Semaphore>,
     max_in_flight: usize,
+    home_assistant: Option<Arc<home_assistant::Bridge>>,
 }
 
 impl GatewayHandle {
@@ -311,6 +323,9 @@ impl GatewayHandle {
         if self.permits.is_closed() {
             // Stopped and drained before.
             return 0;
+        }
+        if let Some(ha) = &self.home_assistant {
+            ha.going_offline();
         }
         for c in &self.clients {
             let _ = c.try_disconnect();
@@ -356,10 +371,27 @@ pub fn start<B: Backend>(
             "device limits: rate, burst, in-flight and payload size must be at least 1",
         ));
     }
+    if let Some(ha) = &cfg.home_assistant {
+        let p = &ha.discovery_prefix;
+        if p.is_empty() || p.contains(['+', '#', '/', '$']) || *p == cfg.prefix {
+            return Err(GatewayError::Config(
+                "the Home Assistant discovery prefix must be one topic level (no + # / $), other than the device prefix",
+            ));
+        }
+    }
     let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(cfg.max_in_flight);
     let (ready_tx, ready_rx) = watch::channel(0usize);
     let ready_tx = Arc::new(ready_tx);
+    let bridge = cfg.home_assistant.as_ref().map(|ha| {
+        let (all, one) = (backend.clone(), backend.clone());
+        home_assistant::Bridge::new(
+            ha,
+            &cfg.prefix,
+            Arc::new(move || all.locks()),
+            Arc::new(move |d| one.lock_info(d)),
+        )
+    });
     let mut clients = Vec::with_capacity(cfg.connections);
     let mut tasks = Vec::new();
     for conn in 0..cfg.connections {
@@ -382,13 +414,25 @@ pub fn start<B: Backend>(
                 cfg.broker.password.clone().unwrap_or_default(),
             );
         }
+        let mut filters = subscriptions(&cfg, conn);
+        // The Home Assistant bridge speaks through the first connection.
+        let ha = bridge.clone().filter(|_| conn == 0);
+        if let Some(b) = &ha {
+            opts.set_last_will(b.last_will());
+            filters.push(b.subscription());
+        }
         let (client, eventloop) = crate::mqtt_client::client(opts, cfg.request_capacity);
-        let filters = subscriptions(&cfg, conn);
+        if let Some(b) = &ha {
+            b.attach(client.clone());
+        }
         tasks.push(tokio::spawn(poll_connection(
             conn,
             eventloop,
-            client.clone(),
-            filters,
+            OnConnect {
+                client: client.clone(),
+                filters,
+                home_assistant: ha,
+            },
             in_tx.clone(),
             ready_tx.clone(),
             metrics.clone(),
@@ -405,6 +449,7 @@ pub fn start<B: Backend>(
             metrics: metrics.clone(),
         },
         observer: cfg.observer.clone(),
+        home_assistant: bridge.clone(),
     });
     let commander = Arc::new(Commander::new(
         shared.clone() as Arc<dyn commands::CommandOut>,
@@ -433,6 +478,7 @@ pub fn start<B: Backend>(
         tasks,
         permits,
         max_in_flight: cfg.max_in_flight,
+        home_assistant: bridge,
     })
 }
 
@@ -467,16 +513,29 @@ fn subscriptions(cfg: &GatewayConfig, conn: usize) -> Vec<SubscribeFilter> {
     filters
 }
 
+/// What a connection does on each connect (clean session: everything
+/// again).
+struct OnConnect {
+    client: AsyncClient,
+    filters: Vec<SubscribeFilter>,
+    /// The first connection also announces the Home Assistant bridge.
+    home_assistant: Option<Arc<home_assistant::Bridge>>,
+}
+
 /// Polls one connection and does nothing else.
 async fn poll_connection(
     conn: usize,
     mut eventloop: EventLoop,
-    client: AsyncClient,
-    filters: Vec<SubscribeFilter>,
+    on_connect: OnConnect,
     inbound: mpsc::Sender<Inbound>,
     ready: Arc<watch::Sender<usize>>,
     metrics: GatewayMetrics,
 ) {
+    let OnConnect {
+        client,
+        filters,
+        home_assistant,
+    } = on_connect;
     let mut up = false;
     let mut subscribed = false;
     let mut failures = 0u32;
@@ -496,6 +555,9 @@ async fn poll_connection(
                 // Clean session: subscribe on every connect.
                 if let Err(e) = client.try_subscribe_many(filters.clone()) {
                     tracing::error!(conn, error = %e, "cannot subscribe");
+                }
+                if let Some(ha) = &home_assistant {
+                    ha.announce();
                 }
                 tracing::info!(conn, "gateway connected to the broker");
             }
@@ -668,6 +730,12 @@ async fn dispatch<B: Backend>(
 ) {
     while let Some(Inbound { conn, publish }) = inbound.recv().await {
         let m = &shared.metrics;
+        if let Some(ha) = shared.home_assistant.as_ref() {
+            if ha.owns(&publish.topic) {
+                ha.command(&publish.topic, &publish.payload, &commander);
+                continue;
+            }
+        }
         let Some((site, device, channel)) = route(&shared, &publish.topic) else {
             continue;
         };
@@ -735,9 +803,16 @@ async fn dispatch<B: Backend>(
                 };
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = shared.backend.set_status(device, &status).await {
-                        shared.metrics.drop(DropReason::Rejected);
-                        tracing::warn!(%device, error = %e, "status not recorded");
+                    match shared.backend.set_status(device, &status).await {
+                        Ok(()) => {
+                            if let Some(ha) = &shared.home_assistant {
+                                ha.status(device, status.online);
+                            }
+                        }
+                        Err(e) => {
+                            shared.metrics.drop(DropReason::Rejected);
+                            tracing::warn!(%device, error = %e, "status not recorded");
+                        }
                     }
                     drop(permit);
                 });
@@ -872,6 +947,9 @@ async fn log_event<B: Backend>(shared: &Shared<B>, device: DeviceId, payload: &[
             m.events_logged.inc();
             if let Some(o) = &shared.observer {
                 o.event_logged(device, &ev);
+            }
+            if let Some(ha) = &shared.home_assistant {
+                ha.event(device, &ev);
             }
         }
         Ok(false) => m.events_duplicate.inc(),

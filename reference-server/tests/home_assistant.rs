@@ -1,0 +1,378 @@
+//! The Home Assistant bridge against a real Mosquitto with the ACL of
+//! docs/mosquitto/acl: `mosquitto_sub`, logged in as Home Assistant's
+//! account, reads the retained discovery config, state and availability
+//! after a lock connects and reports; the lock's Last Will turns it
+//! offline; `LOCK`/`UNLOCK` published by Home Assistant reach the lock as
+//! protocol commands; a device can forge none of it.
+
+mod mqtt_support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use mqtt_support::fixture::{world, World};
+use mqtt_support::{Device, Mosquitto, Received};
+use reference_server::gateway::{self, BrokerChoice, HomeAssistantConfig, MqttRunning};
+use reference_server::protocol::{self, CommandKind, Event, EventKind, How};
+
+const HA_USER: &str = "homeassistant";
+const HA_PASSWORD: &str = "ha-test-password";
+
+struct Bridge {
+    world: World,
+    mqtt: MqttRunning,
+    mosquitto: Mosquitto,
+}
+
+async fn start(locks: usize) -> Bridge {
+    let world = world(locks).await;
+    let mut accounts: Vec<(String, String)> = world
+        .devices
+        .iter()
+        .map(|(d, s)| (d.to_string(), s.clone()))
+        .collect();
+    accounts.push((HA_USER.into(), HA_PASSWORD.into()));
+    let mosquitto = Mosquitto::start(&accounts);
+    let mqtt = gateway::serve(
+        world.service.clone(),
+        BrokerChoice::External(mosquitto.engine_url().parse().unwrap()),
+        |cfg| cfg.home_assistant = Some(HomeAssistantConfig::default()),
+    )
+    .await
+    .expect("mqtt serves");
+    tokio::time::timeout(Duration::from_secs(20), mqtt.gateway.ready())
+        .await
+        .expect("gateway subscribed");
+    Bridge {
+        world,
+        mqtt,
+        mosquitto,
+    }
+}
+
+impl Bridge {
+    async fn device(&self, i: usize) -> Device {
+        let (id, secret) = &self.world.devices[i];
+        Device::connect(self.mosquitto.port, self.world.site, *id, secret)
+            .await
+            .expect("device connects")
+    }
+
+    fn topic(&self, i: usize, leaf: &str) -> String {
+        format!("homeassistant/lock/fleet_{}/{leaf}", self.world.device(i))
+    }
+
+    /// The retained messages under `filter`, as Home Assistant's account
+    /// reads them with `mosquitto_sub` (topic -> payload).
+    fn retained(&self, filter: &str) -> BTreeMap<String, String> {
+        let out = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &self.mosquitto.port.to_string()])
+            .args(["-u", HA_USER, "-P", HA_PASSWORD, "-i", "ha-reader"])
+            .args(["-t", filter, "-v", "--retained-only", "-W", "1"])
+            .output()
+            .expect("mosquitto_sub runs (apt-get install mosquitto-clients)");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(t, p)| (t.to_string(), p.to_string()))
+            .collect()
+    }
+
+    /// Polls the retained value of `topic` until it is `want` (a hang
+    /// guard, not a speed check).
+    async fn wait_retained(&self, topic: &str, want: &str) {
+        let mut last = None;
+        for _ in 0..40 {
+            last = self.retained(topic).remove(topic);
+            if last.as_deref() == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{topic}: retained {last:?}, want {want:?}; mosquitto log: {}",
+            self.mosquitto.log_text()
+        );
+    }
+
+    /// Home Assistant sends `payload` on lock `i`'s command topic.
+    fn command(&self, i: usize, payload: &str) {
+        let st = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &self.mosquitto.port.to_string()])
+            .args(["-u", HA_USER, "-P", HA_PASSWORD, "-i", "ha-writer"])
+            .args(["-t", &self.topic(i, "set"), "-q", "1", "-m", payload])
+            .status()
+            .expect("mosquitto_pub runs");
+        assert!(st.success(), "mosquitto_pub {payload}");
+    }
+}
+
+fn event(seq: u64, kind: EventKind) -> Event {
+    Event {
+        seq,
+        at: jiff::Timestamp::now(),
+        kind,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_state_and_availability_are_retained_and_the_last_will_turns_a_lock_offline() {
+    let b = start(2).await;
+    // Before any lock connects: every lock is announced, offline.
+    b.wait_retained(&b.topic(1, "availability"), "offline")
+        .await;
+    b.wait_retained("homeassistant/fleet/bridge/availability", "online")
+        .await;
+    let dev = b.device(0).await;
+    b.wait_retained(&b.topic(0, "availability"), "online").await;
+    dev.send_event(&event(1, EventKind::Locked { how: How::Manual }))
+        .await;
+    b.wait_retained(&b.topic(0, "state"), "LOCKED").await;
+    dev.send_event(&event(
+        2,
+        EventKind::Unlocked {
+            how: How::Keypad,
+            credential: None,
+            origin: None,
+        },
+    ))
+    .await;
+    b.wait_retained(&b.topic(0, "state"), "UNLOCKED").await;
+    dev.send_event(&event(3, EventKind::DoorOpened)).await;
+    b.wait_retained(&b.topic(0, "state"), "OPEN").await;
+    dev.send_event(&event(4, EventKind::MotorBlocked)).await;
+    b.wait_retained(&b.topic(0, "state"), "JAMMED").await;
+
+    let all = b.retained(&format!("homeassistant/lock/fleet_{}/#", b.world.device(0)));
+    let config: serde_json::Value =
+        serde_json::from_str(&all[&b.topic(0, "config")]).expect("the config is JSON");
+    let id = format!("fleet_{}", b.world.device(0));
+    assert_eq!(config["unique_id"], id.as_str());
+    assert_eq!(config["name"], "Lock 0");
+    assert_eq!(config["command_topic"], b.topic(0, "set").as_str());
+    assert_eq!(config["state_topic"], b.topic(0, "state").as_str());
+    assert_eq!(
+        config["availability"][0]["topic"],
+        b.topic(0, "availability").as_str()
+    );
+    assert_eq!(config["device"]["identifiers"][0], id.as_str());
+    for (k, v) in [
+        ("payload_lock", "LOCK"),
+        ("payload_unlock", "UNLOCK"),
+        ("payload_open", "OPEN"),
+        ("state_locked", "LOCKED"),
+        ("state_unlocked", "UNLOCKED"),
+        ("state_jammed", "JAMMED"),
+    ] {
+        assert_eq!(config[k], v, "{k}");
+    }
+
+    // The lock drops off without DISCONNECT: Mosquitto publishes its Last
+    // Will, and Home Assistant sees it unavailable.
+    dev.crash();
+    b.wait_retained(&b.topic(0, "availability"), "offline")
+        .await;
+    // The server stops cleanly: the bridge says it is gone.
+    b.mqtt.gateway.shutdown().await;
+    b.wait_retained("homeassistant/fleet/bridge/availability", "offline")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_and_unlock_from_home_assistant_reach_the_lock() {
+    let b = start(2).await;
+    let mut dev = b.device(0).await;
+    let mut other = b.device(1).await;
+    b.wait_retained(&b.topic(0, "availability"), "online").await;
+    for (payload, want) in [
+        ("LOCK", CommandKind::Lock),
+        ("UNLOCK", CommandKind::Open),
+        ("OPEN", CommandKind::Open),
+    ] {
+        b.command(0, payload);
+        let cmd = dev.expect_cmd().await;
+        assert_eq!(cmd.command, want, "{payload}");
+        dev.ack_cmd(&protocol::CommandAck {
+            id: cmd.id,
+            result: protocol::CommandResult::Ok,
+        })
+        .await;
+    }
+    // A bad payload and a command for a lock that does not exist are
+    // ignored: nothing reaches either lock, and the next command still
+    // works.
+    b.command(0, "lock");
+    b.command(0, "{\"state\":\"LOCK\"}");
+    let st = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &b.mosquitto.port.to_string()])
+        .args(["-u", HA_USER, "-P", HA_PASSWORD])
+        .args(["-t", "homeassistant/lock/fleet_dev-999/set", "-m", "LOCK"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    b.command(1, "LOCK");
+    let cmd = other.expect_cmd().await;
+    assert_eq!(cmd.command, CommandKind::Lock);
+    while let Some(got) = dev.try_next(Duration::from_millis(300)).await {
+        assert!(
+            !matches!(got, Received::Cmd(_)),
+            "lock 0 got a command from a bad payload: {got:?}"
+        );
+    }
+    b.mqtt.gateway.shutdown().await;
+}
+
+/// A device may not publish under `homeassistant/`: not another lock's
+/// state, not a discovery config, not a command. Mosquitto drops the
+/// publishes (the ACL); the retained values stay the server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_publish_discovery_state_or_commands() {
+    let b = start(2).await;
+    let mut victim = b.device(0).await;
+    let mut forger = b.device(1).await;
+    victim
+        .send_event(&event(1, EventKind::Locked { how: How::Manual }))
+        .await;
+    b.wait_retained(&b.topic(0, "state"), "LOCKED").await;
+    let before = b.retained(&b.topic(1, "config"));
+    assert!(!before.is_empty(), "lock 1's config is published");
+    forger
+        .publish_raw(&b.topic(0, "state"), b"UNLOCKED".to_vec(), true)
+        .await;
+    forger
+        .publish_raw(&b.topic(0, "availability"), b"offline".to_vec(), true)
+        .await;
+    forger
+        .publish_raw(&b.topic(1, "config"), b"{}".to_vec(), true)
+        .await;
+    forger
+        .publish_raw(&b.topic(0, "set"), b"UNLOCK".to_vec(), false)
+        .await;
+    // One connection's packets are handled in order: once the forger's
+    // check is answered, its forged publishes were handled too.
+    let answer = forger.present_pin("000000").await;
+    assert_eq!(answer.id, 1);
+    assert_eq!(
+        b.retained(&b.topic(0, "state"))[&b.topic(0, "state")],
+        "LOCKED"
+    );
+    assert_eq!(
+        b.retained(&b.topic(0, "availability"))[&b.topic(0, "availability")],
+        "online"
+    );
+    assert_eq!(b.retained(&b.topic(1, "config")), before);
+    // The forged UNLOCK never reached the lock; a real one does.
+    b.command(0, "LOCK");
+    assert_eq!(
+        victim.expect_cmd().await.command,
+        CommandKind::Lock,
+        "the forged UNLOCK arrived"
+    );
+    assert!(
+        b.mosquitto.log_text().contains("Denied PUBLISH"),
+        "Mosquitto logs the refused publishes"
+    );
+    b.mqtt.gateway.shutdown().await;
+}
+
+/// Keypad and card accesses reach Home Assistant as `event` entity
+/// messages (not retained), beside a retained event-entity config; a
+/// manual unlock is not one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keypad_and_card_accesses_are_home_assistant_events() {
+    use reference_server::domain::{CredentialId, DenyReason};
+
+    let b = start(1).await;
+    let dev = b.device(0).await;
+    let access = format!("homeassistant/event/fleet_{}_access", b.world.device(0));
+    b.wait_retained(&b.topic(0, "availability"), "online").await;
+    let config: serde_json::Value =
+        serde_json::from_str(&b.retained(&format!("{access}/config"))[&format!("{access}/config")])
+            .expect("the event entity's config");
+    assert_eq!(config["state_topic"], format!("{access}/state"));
+    assert_eq!(
+        config["event_types"],
+        serde_json::json!(["granted", "denied"])
+    );
+    assert_eq!(
+        config["device"]["identifiers"][0],
+        format!("fleet_{}", b.world.device(0))
+    );
+
+    // Home Assistant listens before the lock reports.
+    let mut opts = rumqttc::MqttOptions::new("ha-events", "127.0.0.1", b.mosquitto.port);
+    opts.set_credentials(HA_USER, HA_PASSWORD);
+    let (ha, mut el) = rumqttc::AsyncClient::new(opts, 10);
+    ha.subscribe(format!("{access}/state"), rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let poller = tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    let _ = tx.send(None).await;
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let _ = tx.send(Some((p.retain, p.payload.to_vec()))).await;
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    assert!(next(&mut rx).await.is_none(), "subscribed first");
+    dev.send_event(&event(
+        1,
+        EventKind::Unlocked {
+            how: How::Manual,
+            credential: None,
+            origin: None,
+        },
+    ))
+    .await;
+    dev.send_event(&event(
+        2,
+        EventKind::Unlocked {
+            how: How::Keypad,
+            credential: Some(CredentialId(7)),
+            origin: None,
+        },
+    ))
+    .await;
+    dev.send_event(&event(
+        3,
+        EventKind::AccessDenied {
+            how: How::Card,
+            reason: DenyReason::UnknownCredential,
+        },
+    ))
+    .await;
+    let (retained, first) = next(&mut rx).await.expect("an event");
+    assert!(!retained);
+    let first: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(
+        first,
+        serde_json::json!({"event_type": "granted", "how": "keypad", "credential": 7}),
+        "the manual unlock is not an access event"
+    );
+    let (_, second) = next(&mut rx).await.expect("an event");
+    let second: serde_json::Value = serde_json::from_slice(&second).unwrap();
+    assert_eq!(second["event_type"], "denied");
+    assert_eq!(second["how"], "card");
+    assert_eq!(second["reason"], "unknown_credential");
+    poller.abort();
+    b.mqtt.gateway.shutdown().await;
+}
+
+type Heard = Option<(bool, Vec<u8>)>;
+
+/// The next thing Home Assistant's client heard: `None` for its SUBACK,
+/// else (retained, payload).
+async fn next(rx: &mut tokio::sync::mpsc::Receiver<Heard>) -> Heard {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a message for Home Assistant")
+        .expect("the poller runs")
+}
