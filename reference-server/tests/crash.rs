@@ -111,21 +111,26 @@ async fn kill_9_loses_no_acknowledged_write() {
 
     let (mut child, url) = spawn(dir.path()).await;
     let api = Api::new(url);
-    let codes = api
-        .ok("GET", &format!("/v1/devices/{}/codes", w.phone_a), &t, None)
-        .await["data"]
-        .clone();
-    let names: std::collections::HashMap<u64, String> = codes
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
+    // Every page of the phone's codes (the list is paged).
+    let mut names = std::collections::HashMap::<u64, String>::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/devices/{}/codes?limit=500&page_cursor={c}", w.phone_a),
+            None => format!("/v1/devices/{}/codes?limit=500", w.phone_a),
+        };
+        let page = api.ok("GET", &path, &t, None).await;
+        for c in page["data"].as_array().unwrap() {
+            names.insert(
                 c["id"].as_u64().unwrap(),
                 c["name"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+            );
+        }
+        match page["pagination"]["next_page_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
     let missing: Vec<_> = acked
         .iter()
         .filter(|(id, name)| names.get(id) != Some(name))

@@ -345,6 +345,18 @@ async fn patch_keeps_what_it_does_not_name_and_put_replaces() {
         )
         .await;
     assert_eq!((s, v["field"].as_str()), (422, Some("custom_pin")), "{v}");
+    // An array is no patch (serde would read it positionally as one that
+    // names nothing): the wrong type, for settings and holders alike.
+    let someone = holder(&api, t, "Someone", "member").await;
+    for path in [
+        format!("{site_path}/settings"),
+        format!("/v1/holders/{someone}"),
+    ] {
+        let (s, v) = api
+            .call("PATCH", &path, Some(t), Some(json!([null, null])))
+            .await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("body")), "{path}: {v}");
+    }
     // PUT replaces: what it leaves out takes its default.
     api.ok(
         "PUT",

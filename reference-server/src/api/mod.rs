@@ -341,6 +341,16 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
                 ));
             }
             let bytes = body.await.map_err(body_error)?;
+            // No route takes a list, and serde would read an array
+            // positionally into a struct (`[null, null]` as a `PATCH` that
+            // names nothing): an array is the wrong type, as the schema says.
+            if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "body",
+                    "a JSON object, not an array",
+                ));
+            }
             decode_json(&bytes).map(Json)
         })
     }
