@@ -669,6 +669,22 @@ fn apply_overrides(s: &mut Scenario, args: &RunArgs) -> Result<(), String> {
         ));
     }
     target_flags(s.transport, args.target.as_deref(), args.broker.as_deref())?;
+    if args.target.is_some() && s.transport == Transport::Mqtt {
+        let hidden: Vec<&str> = s
+            .thresholds
+            .iter()
+            .filter(|t| crate::metrics::catalogue::engine_side(&t.metric))
+            .map(|t| t.metric.as_str())
+            .collect();
+        if !hidden.is_empty() {
+            return Err(format!(
+                "{} measured on the engine side, which an external server over mqtt \
+                 (--target) keeps out of the run's sight: remove the threshold, or run \
+                 against the embedded server",
+                hidden.join(", ") + if hidden.len() == 1 { " is" } else { " are" }
+            ));
+        }
+    }
     if let Some(d) = args.duration {
         s.cap_duration(d);
     }

@@ -852,7 +852,10 @@ async fn count_events(ctx: &Ctx, emitted: &crate::transport::KindCounts) -> Even
     let logged = totals.map(|t| t.per_kind);
     let mqtt_reconnects = ctx.fleet.transport().mqtt_reconnects();
     let rec = &mut ctx.shared.borrow_mut().recorder;
-    for (i, name) in crate::transport::log::KIND_NAMES.iter().enumerate() {
+    for (i, name) in reference_server::protocol::EventKind::NAMES
+        .iter()
+        .enumerate()
+    {
         if emitted.0[i] > 0 {
             rec.events_emitted(name, emitted.0[i]);
         }

@@ -21,13 +21,17 @@
 
 use super::*;
 
-/// `PatchSiteSettings`'s fields: each one given replaces that setting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `PatchSiteSettings`'s fields, and the body of `PATCH
+/// /v1/sites/{site}/settings`: each one given replaces that setting, the
+/// others stay (`PUT` replaces them all).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SiteSettingsPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub six_digit_pins: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_pins: Option<bool>,
+    /// The whole lockout policy, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lockout: Option<LockoutPolicy>,
 }
