@@ -53,6 +53,7 @@ use crate::transport::{EventLog, Transport};
 
 mod codes;
 mod live;
+mod pacer;
 mod progress;
 
 /// Longest the run waits for attempts still running after the last phase.
@@ -262,7 +263,22 @@ struct Ctx {
     owner: reference_server::domain::UserId,
     /// Wakes code actions waiting for a phone's pass at the end of the run.
     stop: tokio::sync::Notify,
+    /// Starts arrivals on time in real-clock runs ([`pacer`]); `None` in
+    /// virtual time.
+    pacer: Option<pacer::Pacer>,
     shared: RefCell<Shared>,
+}
+
+impl Ctx {
+    /// Waits for an arrival's intended start: to the microsecond in real
+    /// time (the [`pacer`]; tokio's timer is 1 ms coarse and the latency
+    /// counts from this instant), on tokio's paused clock in virtual time.
+    async fn start_at(&self, intended: Instant) {
+        match &self.pacer {
+            Some(p) => p.sleep_until(intended).await,
+            None => tokio::time::sleep_until(intended).await,
+        }
+    }
 }
 
 /// The token MAC key of a run (the embedded server gets the same one).
@@ -347,7 +363,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let stays = std::mem::take(&mut prov.stays);
     let relay = b.platform.relay();
     let timings = b.timings.clone();
-    let ctx = new_ctx(s, b, fleet, prov, &keep, metering);
+    let ctx = new_ctx(s, b, fleet, prov, &keep, metering)?;
 
     let progress_line = progress::Progress::new(s.clock == crate::scenario::Clock::Virtual);
     let progress = actix_rt::spawn(progress_line.clone().run(ctx.clone()));
@@ -618,7 +634,7 @@ fn new_ctx(
     prov: provision::Provisioning,
     keep: &[bool],
     metering: Metering,
-) -> Rc<Ctx> {
+) -> Result<Rc<Ctx>, RunError> {
     let mut site_doors = vec![Vec::new(); s.fleet.sites as usize];
     for (i, d) in prov.doors.iter().enumerate() {
         if keep[i] {
@@ -634,7 +650,11 @@ fn new_ctx(
         .collect();
     // Provisioning commands the target's API could not take.
     let skipped = b.platform.skipped();
-    Rc::new(Ctx {
+    let pacer = match s.clock {
+        crate::scenario::Clock::Real => Some(pacer::Pacer::start()?),
+        crate::scenario::Clock::Virtual => None,
+    };
+    Ok(Rc::new(Ctx {
         scenario: s.clone(),
         clock: b.clock,
         origin: metering.origin,
@@ -647,6 +667,7 @@ fn new_ctx(
         platform: b.platform,
         owner: prov.fleet.owner,
         stop: tokio::sync::Notify::new(),
+        pacer,
         shared: RefCell::new(Shared {
             oracle: prov.oracle,
             recorder: metering.recorder,
@@ -667,7 +688,7 @@ fn new_ctx(
             candidates: Vec::new(),
             start_lag: StartLag::default(),
         }),
-    })
+    }))
 }
 
 /// Step 6: the phases one after the other, each site's arrivals (open
@@ -1007,7 +1028,7 @@ async fn guest_stays(ctx: Rc<Ctx>, plans: Vec<StayPlan>, run_len: Duration) {
             return;
         }
         let intended = ctx.origin + offset;
-        tokio::time::sleep_until(intended).await;
+        ctx.start_at(intended).await;
         let p = &plans[i];
         match step {
             StayStep::CheckIn => host_checks(&ctx, p, StayEvent::CheckIn),
@@ -1230,7 +1251,7 @@ async fn open_site(
             continue;
         }
         let intended = ctx.origin + t;
-        tokio::time::sleep_until(intended).await;
+        ctx.start_at(intended).await;
         let lag = Instant::now().saturating_duration_since(intended);
         ctx.shared
             .borrow_mut()
