@@ -181,6 +181,10 @@ impl ActivityEntry {
     }
 }
 
+/// A log position: an entry's time in ms and its row id (the order of
+/// entries at one time).
+pub type LogPosition = (i64, i64);
+
 /// Filters of an activity-log query.
 #[derive(Clone, Debug, Default)]
 pub struct ActivityQuery {
@@ -192,6 +196,9 @@ pub struct ActivityQuery {
     pub kind: Option<String>,
     /// Newest first, at most this many (capped at `MAX_QUERY_LIMIT`).
     pub limit: u32,
+    /// Only entries older than this log position (a page's last entry:
+    /// its time in ms and its row id); `None`: from the newest.
+    pub before: Option<LogPosition>,
 }
 
 #[cfg(test)]

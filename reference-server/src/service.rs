@@ -22,7 +22,7 @@ use rand::Rng;
 use rustc_hash::FxHashMap;
 use tokio::sync::broadcast;
 
-use crate::activity::{ActivityEntry, ActivityQuery};
+use crate::activity::{ActivityEntry, ActivityQuery, LogPosition};
 use crate::auth;
 use crate::device_state::{DeviceState, DeviceStates, STATE_EVENTS};
 use crate::domain::{Actor, Decision, DeviceId, DoorId, OrgId, TokenKey, UseLimit, UserId};
@@ -763,6 +763,15 @@ impl Service {
     /// The activity log, newest first.
     pub fn activity(&self, q: &ActivityQuery) -> Result<Vec<ActivityEntry>, ServiceError> {
         Ok(self.store.activity(q)?)
+    }
+
+    /// The activity log, newest first, with each entry's log position
+    /// (what a page of it ends at).
+    pub fn activity_keyed(
+        &self,
+        q: &ActivityQuery,
+    ) -> Result<Vec<(LogPosition, ActivityEntry)>, ServiceError> {
+        Ok(self.store.activity_keyed(q)?)
     }
 
     /// Lock and door state, as the device's events last said.

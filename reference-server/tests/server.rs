@@ -200,7 +200,7 @@ async fn visitor_key_delivery_pin_and_dst_recurring_code() {
             None,
         )
         .await;
-    let reasons: Vec<_> = log
+    let reasons: Vec<_> = log["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -221,9 +221,40 @@ async fn visitor_key_delivery_pin_and_dst_recurring_code() {
             None,
         )
         .await;
-    assert_eq!(granted[0]["how"], "keypad");
-    assert_eq!(granted[0]["origin"], "automatic");
-    assert!(granted[0]["credential"].is_u64());
+    assert_eq!(granted["data"][0]["how"], "keypad");
+    assert_eq!(granted["data"][0]["origin"], "automatic");
+    assert!(granted["data"][0]["credential"].is_u64());
+    // The log pages like every list: the next page starts after this one,
+    // and a cursor only works with the filters it was made for.
+    assert_eq!(granted["pagination"]["has_next_page"], true, "{granted}");
+    let cursor = granted["pagination"]["next_page_cursor"].as_str().unwrap();
+    let next = api
+        .ok(
+            "GET",
+            &format!(
+                "/v1/devices/{}/activity?kind=access_granted&limit=1&page_cursor={cursor}",
+                w.phone_a
+            ),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(next["data"].as_array().unwrap().len(), 1, "{next}");
+    assert_ne!(next["data"][0], granted["data"][0]);
+    assert!(next["data"][0]["at"].as_str() <= granted["data"][0]["at"].as_str());
+    let (status, body) = api
+        .call(
+            "GET",
+            &format!(
+                "/v1/devices/{}/activity?kind=access_denied&page_cursor={cursor}",
+                w.phone_a
+            ),
+            Some(t),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "page_cursor", "{body}");
     let ranged = api
         .ok(
             "GET",
@@ -235,7 +266,7 @@ async fn visitor_key_delivery_pin_and_dst_recurring_code() {
             None,
         )
         .await;
-    assert_eq!(ranged.as_array().unwrap().len(), 2, "{ranged}");
+    assert_eq!(ranged["data"].as_array().unwrap().len(), 2, "{ranged}");
     server.stop().await;
 }
 
@@ -488,7 +519,7 @@ async fn guest_stay_codes_locks_health_and_remote_open() {
             None,
         )
         .await;
-    let kinds: Vec<_> = log
+    let kinds: Vec<_> = log["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -502,7 +533,7 @@ async fn guest_stay_codes_locks_health_and_remote_open() {
     for k in ["motor_blocked", "online", "offline"] {
         assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
     }
-    let manual = log
+    let manual = log["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -544,8 +575,8 @@ async fn guest_stay_codes_locks_health_and_remote_open() {
             None,
         )
         .await;
-    assert_eq!(opens.as_array().unwrap().len(), 2);
-    assert_eq!(opens[0]["how"], "remote");
+    assert_eq!(opens["data"].as_array().unwrap().len(), 2);
+    assert_eq!(opens["data"][0]["how"], "remote");
 
     // Metrics and the OpenAPI document.
     let (_, m) = api.call("GET", "/metrics", None, None).await;
@@ -680,7 +711,7 @@ async fn everything_survives_a_restart() {
             None,
         )
         .await;
-    assert_eq!(log.as_array().unwrap().len(), 3);
+    assert_eq!(log["data"].as_array().unwrap().len(), 3);
     // New ids continue after the replayed ones.
     let h = holder(&api, &t, "After", "guest").await;
     assert_eq!(h, visitor + 1);
