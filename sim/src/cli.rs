@@ -571,7 +571,8 @@ fn reproduce_command(file: &Path, args: &RunArgs, seed: u64) -> String {
     if let Some(b) = &args.broker {
         cmd.push_str(&format!(" --broker {b}"));
     }
-    if let Some(t) = &args.target {
+    // A --fleet run's target is the manifest's.
+    if let (Some(t), None) = (&args.target, &args.fleet) {
         cmd.push_str(&format!(" --target {t}"));
     }
     if let Some(f) = &args.fleet {
@@ -611,7 +612,9 @@ fn run_cmd(mut args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit 
         let _ = writeln!(err, "error: {msg}");
         return Exit::InvalidInput;
     }
-    if let Some(msg) = args.shard.and_then(|sh| shard_problem(&scenario, sh)) {
+    // Workers of a shared fleet: each must have sites of its own.
+    let fleet_shard = args.shard.filter(|_| fleet.is_some());
+    if let Some(msg) = fleet_shard.and_then(|sh| shard_problem(&scenario, sh)) {
         let _ = writeln!(err, "error: {msg}");
         return Exit::InvalidInput;
     }

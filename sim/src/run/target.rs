@@ -1665,6 +1665,36 @@ mod tests {
         assert!(placement_on(&bad, DeviceId(3)).is_err());
     }
 
+    /// A fleet manifest keeps what only the server knows; read back, the
+    /// tables translate the run's ids, PINs and codes as before.
+    #[test]
+    fn the_tables_survive_a_fleet_manifest() {
+        let mut ids = ids();
+        ids.device_doors.insert(1, DoorId(2));
+        ids.assign_pin(&[DoorId(2)], "4812", "7305");
+        let state = ids.to_state();
+        let back = Ids::from_state(&state);
+        assert_eq!(back.get(IdKind::Door, 2).unwrap(), 40);
+        assert_eq!(back.get(IdKind::Credential, 4).unwrap(), 300);
+        assert_eq!(back.device_door(DeviceId(1)), Some(DoorId(2)));
+        let m = back.pin_map(DoorId(2)).unwrap();
+        assert_eq!(
+            (m.server("4812"), m.local("7305")),
+            ("7305".into(), "4812".into())
+        );
+        // The displaced text keeps the map one to one.
+        assert_eq!(
+            m.server("7305"),
+            ids.pin_map(DoorId(2)).unwrap().server("7305")
+        );
+        assert_eq!(back.codes_at(DoorId(2)), vec![300]);
+        assert!(
+            back.has_token,
+            "workers act with the manifest's owner token"
+        );
+        assert!(back.to_state() == state);
+    }
+
     #[test]
     fn fallback_pools_are_sent_as_typed_pins() {
         let mut ids = ids();
