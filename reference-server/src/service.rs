@@ -792,6 +792,20 @@ impl Service {
         Ok(())
     }
 
+    /// Deletes an organization with everything in it
+    /// (`Command::DeleteOrganization`) and forgets its devices' secrets:
+    /// none of them can sign in any more.
+    pub async fn delete_organization(&self, actor: &Actor, org: OrgId) -> Result<(), ServiceError> {
+        self.apply(actor, Command::DeleteOrganization { org })
+            .await?;
+        let devices = self.engine().devices_ever_in(org);
+        let mut secrets = self.device_secrets.write();
+        for d in devices {
+            secrets.remove(&d);
+        }
+        Ok(())
+    }
+
     pub fn health_summary(&self, device: DeviceId) -> HealthSummary {
         self.health.summary(device)
     }

@@ -449,24 +449,35 @@ async fn set_up_backend(
     opts: &RunOptions,
 ) -> Result<(Backend, provision::Provisioning, Transport), RunError> {
     let seed = opts.seed;
-    let key = token_key_bytes(seed);
-    let engine = Arc::new(RwLock::new(Engine::new(EngineConfig {
-        token_key: TokenKey::from_bytes(key),
-        seed,
-    })));
     let clock = SimClock::starting_at(provision::start_time(s));
     let served = opts.transport != Kind::Inproc;
     // An external server: provisioned through its admin API (the CLI
-    // allows --target with http, and with mqtt given --broker).
-    let target = match opts.target.as_deref().filter(|_| served) {
-        Some(url) => Some(Arc::new(Target::connect(url, engine.clone()).await?)),
-        None => None,
+    // allows --target with http, and with mqtt given --broker), unless a
+    // fleet manifest says it was already (`fleetsim provision`); then the
+    // run's engine is provisioned as it was, at the same instant.
+    let url = opts.target.as_deref().filter(|_| served);
+    let target = match (&opts.fleet, url) {
+        (None, Some(url)) => Some(Arc::new(Target::connect(url, local_engine(seed)).await?)),
+        _ => None,
     };
-    let (mut prov, commands) = {
-        let mut e = engine.write();
-        let mut book = Book::new(&mut e, served);
-        let prov = provision::provision_into(&mut book, s, seed, clock.now())?;
-        (prov, book.take_log())
+    let at = opts
+        .fleet
+        .as_ref()
+        .map_or_else(|| clock.now(), |f| f.manifest.provisioned_at);
+    let engine = target
+        .as_ref()
+        .map_or_else(|| local_engine(seed), |t| t.engine().clone());
+    let (mut prov, commands) = provision_local(&engine, s, seed, at, served)?;
+    let target = match (&opts.fleet, target) {
+        (Some(f), _) => {
+            f.check_commands(&commands)?;
+            Some(Arc::new(Target::attach(&f.manifest, engine.clone()).await?))
+        }
+        (None, Some(t)) => {
+            t.provision(commands.clone()).await?;
+            Some(t)
+        }
+        (None, None) => None,
     };
     prov.oracle
         .set_clock_skew(engine_clock_skew(served, target.is_some()));
@@ -476,13 +487,13 @@ async fn set_up_backend(
     let timings = Arc::new(Timings::new());
     let platform = match target {
         Some(t) => {
-            t.provision(commands).await?;
             let outages = !s.faults.broker_outages.is_empty();
             Platform::external(opts.transport, t, opts.broker.as_deref(), outages).await?
         }
         None if served => {
             // The events the gateway logs (mqtt).
             let events = Arc::new(EventLog::new());
+            let key = token_key_bytes(seed);
             let remote = start_remote(s, opts, &timings, &events, clock, key, commands).await?;
             Platform::embedded(opts.transport, remote, events)
         }
@@ -503,6 +514,29 @@ async fn set_up_backend(
         timings,
     };
     Ok((b, prov, transport))
+}
+
+/// The run's engine, empty, with the run's token key.
+pub(super) fn local_engine(seed: u64) -> Arc<RwLock<Engine>> {
+    Arc::new(RwLock::new(Engine::new(EngineConfig {
+        token_key: TokenKey::from_bytes(token_key_bytes(seed)),
+        seed,
+    })))
+}
+
+/// The scenario's fleet provisioned into `engine` at `at`, and the commands
+/// that made it (kept when `keep_log`: a server replays them).
+pub(super) fn provision_local(
+    engine: &RwLock<Engine>,
+    s: &Scenario,
+    seed: u64,
+    at: Timestamp,
+    keep_log: bool,
+) -> Result<(provision::Provisioning, Vec<provision::Logged>), RunError> {
+    let mut e = engine.write();
+    let mut book = Book::new(&mut e, keep_log);
+    let prov = provision::provision_into(&mut book, s, seed, at)?;
+    Ok((prov, book.take_log()))
 }
 
 /// The embedded reference server for http and mqtt, replaying the
