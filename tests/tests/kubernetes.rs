@@ -210,7 +210,7 @@ fn fleetsim_accepts(argv: &[String]) -> Result<(), String> {
 fn fleetsim_command_lines(objects: &[(String, Value)]) -> BTreeMap<String, Vec<Vec<String>>> {
     let shards = shard_count(objects);
     let mut lines: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
-    for (file, o) in objects {
+    for (_, o) in objects {
         let Some(spec) = pod_spec(o) else { continue };
         for c in spec["containers"].as_array().unwrap() {
             let argv = argv(c);
@@ -227,10 +227,6 @@ fn fleetsim_command_lines(objects: &[(String, Value)]) -> BTreeMap<String, Vec<V
                 let line: Vec<String> = argv.iter().map(|a| substitute(a, i)).collect();
                 lines.entry(sub.clone()).or_default().push(line);
             }
-            assert!(
-                c["image"].is_string(),
-                "{file}: the fleetsim container names its image"
-            );
         }
     }
     lines
@@ -543,6 +539,14 @@ fn every_pod_is_hardened_and_the_workers_are_scraped() {
             .unwrap_or_default();
         for c in spec["containers"].as_array().unwrap().iter().chain(&init) {
             let name = &c["name"];
+            // Each program is checked: fleetsim and the server by their
+            // parsers, `rm` by the_steps_agree_with_each_other; `sleep` is
+            // the reports reader's.
+            let program = argv(c).first().cloned().unwrap_or_default();
+            assert!(
+                ["fleetsim", "reference-server", "rm", "sleep"].contains(&program.as_str()),
+                "{file} {name}: runs `{program}`"
+            );
             assert_eq!(c["image"], image.as_str(), "{file} {name}");
             let sc = &c["securityContext"];
             assert_eq!(sc["readOnlyRootFilesystem"], true, "{file} {name}");
@@ -562,6 +566,19 @@ fn every_pod_is_hardened_and_the_workers_are_scraped() {
         pods, 6,
         "provision, workers, merge, teardown, server, reader"
     );
+
+    // The Dockerfile builds that image: its tag, both programs, that user.
+    let dockerfile = std::fs::read_to_string(kube_dir().join("Dockerfile")).unwrap();
+    for needed in [
+        format!("-t {image} ."),
+        "target/release/fleetsim target/release/reference-server /out/".to_string(),
+        "USER 10001:10001".to_string(),
+    ] {
+        assert!(
+            dockerfile.contains(&needed),
+            "the Dockerfile has `{needed}`"
+        );
+    }
 
     let job = find(&objects, "Job", "fleetsim-workers");
     let annotations = &job["spec"]["template"]["metadata"]["annotations"];
