@@ -159,12 +159,22 @@ fn flag<'a>(argv: &'a [String], name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{name} without a value in {argv:?}"))
 }
 
-/// The one container of a Job's pods.
+/// Every container of a pod spec, init containers first (they run first).
+fn containers(spec: &Value) -> Vec<&Value> {
+    let list = |key: &str| spec[key].as_array().into_iter().flatten();
+    list("initContainers").chain(list("containers")).collect()
+}
+
+/// The command line of the one container of a Job that runs fleetsim.
 fn job_argv(objects: &[(String, Value)], job: &str) -> Vec<String> {
     let spec = pod_spec(find(objects, "Job", job)).unwrap();
-    let containers = spec["containers"].as_array().unwrap();
-    assert_eq!(containers.len(), 1, "job {job} has one container");
-    argv(&containers[0])
+    let runs: Vec<Vec<String>> = containers(spec)
+        .into_iter()
+        .map(argv)
+        .filter(|a| a.first().is_some_and(|p| p == "fleetsim"))
+        .collect();
+    assert_eq!(runs.len(), 1, "job {job} runs fleetsim once");
+    runs.into_iter().next().unwrap()
 }
 
 /// Replaces `$(JOB_COMPLETION_INDEX)` with `index`; any other placeholder,
@@ -212,7 +222,7 @@ fn fleetsim_command_lines(objects: &[(String, Value)]) -> BTreeMap<String, Vec<V
     let mut lines: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
     for (_, o) in objects {
         let Some(spec) = pod_spec(o) else { continue };
-        for c in spec["containers"].as_array().unwrap() {
+        for c in containers(spec) {
             let argv = argv(c);
             if argv.first().map(String::as_str) != Some("fleetsim") {
                 continue;
@@ -408,6 +418,15 @@ fn the_steps_agree_with_each_other() {
         teardown[1..],
         ["teardown".to_string(), manifest.to_string()]
     );
+    // Once torn down (the init container succeeded), the manifest goes.
+    let spec = pod_spec(find(&objects, "Job", "fleetsim-teardown")).unwrap();
+    assert_eq!(spec["initContainers"][0]["args"][0], "teardown");
+    assert_eq!(
+        argv(&spec["containers"][0]),
+        ["rm", "-f", "--", manifest],
+        "the one container after the teardown"
+    );
+    assert_eq!(spec["containers"].as_array().unwrap().len(), 1);
     assert_eq!(provision[2], workers[2], "the same scenario file");
     assert_eq!(flag(&provision, "--seed"), flag(&workers, "--seed"));
     assert_eq!(
@@ -426,7 +445,7 @@ fn the_steps_agree_with_each_other() {
     let secret = find(&objects, "Secret", "fleetsim-target");
     for (file, o) in &objects {
         let Some(spec) = pod_spec(o) else { continue };
-        for c in spec["containers"].as_array().unwrap() {
+        for c in containers(spec) {
             for env in c["env"].as_array().into_iter().flatten() {
                 let r = &env["valueFrom"]["secretKeyRef"];
                 if r.is_object() {
@@ -533,11 +552,7 @@ fn every_pod_is_hardened_and_the_workers_are_scraped() {
         pods += 1;
         assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{file}");
         assert_eq!(spec["securityContext"]["runAsUser"], 10001, "{file}");
-        let init = spec["initContainers"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        for c in spec["containers"].as_array().unwrap().iter().chain(&init) {
+        for c in containers(spec) {
             let name = &c["name"];
             // Each program is checked: fleetsim and the server by their
             // parsers, `rm` by the_steps_agree_with_each_other; `sleep` is
