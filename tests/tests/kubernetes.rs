@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -77,20 +78,19 @@ fn manifest_files() -> Vec<PathBuf> {
     files
 }
 
-/// A file's YAML documents, as JSON.
-fn load_yaml(path: &Path) -> Vec<Value> {
+/// Each file's YAML documents, as JSON, read by one Python process.
+fn load_yaml(paths: &[PathBuf]) -> Vec<Vec<Value>> {
     const TO_JSON: &str = "import json, sys, yaml\n\
-        docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]\n\
-        print(json.dumps(docs, default=str))";
+        files = [[d for d in yaml.safe_load_all(open(f)) if d is not None] for f in sys.argv[1:]]\n\
+        print(json.dumps(files, default=str))";
     let out = Command::new("python3")
         .args(["-c", TO_JSON])
-        .arg(path)
+        .args(paths)
         .output()
         .unwrap_or_else(|e| panic!("python3 does not run ({e}): {}", install_hint()));
     assert!(
         out.status.success(),
-        "cannot read {} as YAML (PyYAML comes with kubernetes-validate: {}):\n{}",
-        path.display(),
+        "cannot read {paths:?} as YAML (PyYAML comes with kubernetes-validate: {}):\n{}",
         install_hint(),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -104,15 +104,23 @@ fn relative(path: &Path) -> String {
         .to_string()
 }
 
-/// Every object of every manifest file, with the file it is in.
+/// Every object of every manifest file, with the file it is in (read once
+/// for all the tests).
 fn objects() -> Vec<(String, Value)> {
-    manifest_files()
-        .iter()
-        .flat_map(|f| {
-            let name = relative(f);
-            load_yaml(f).into_iter().map(move |o| (name.clone(), o))
+    static OBJECTS: OnceLock<Vec<(String, Value)>> = OnceLock::new();
+    OBJECTS
+        .get_or_init(|| {
+            let files = manifest_files();
+            files
+                .iter()
+                .zip(load_yaml(&files))
+                .flat_map(|(f, docs)| {
+                    let name = relative(f);
+                    docs.into_iter().map(move |o| (name.clone(), o))
+                })
+                .collect()
         })
-        .collect()
+        .clone()
 }
 
 fn find<'a>(objects: &'a [(String, Value)], kind: &str, name: &str) -> &'a Value {
@@ -269,7 +277,7 @@ fn check_fleetsim_commands(subcommands: &[&str]) {
 fn every_manifest_is_valid_for_the_pinned_kubernetes_versions() {
     let version = require_kubernetes_validate();
     let files = manifest_files();
-    let objects: usize = files.iter().map(|f| load_yaml(f).len()).sum();
+    let objects = objects().len();
     assert!(objects >= 10, "{objects} objects in docs/kubernetes");
     for k8s in KUBERNETES_VERSIONS {
         let out = Command::new("kubernetes-validate")
@@ -322,7 +330,7 @@ fn kubernetes_validate_refuses_a_misspelt_field() {
 /// file beside the kustomization); the steps are applied one at a time.
 #[test]
 fn the_kustomization_lists_every_long_lived_part() {
-    let kustomization = load_yaml(&kube_dir().join("kustomization.yaml"));
+    let kustomization = load_yaml(&[kube_dir().join("kustomization.yaml")]).remove(0);
     let listed: BTreeSet<String> = kustomization[0]["resources"]
         .as_array()
         .unwrap()
