@@ -326,6 +326,16 @@ fn parse_target(s: &str) -> Result<String, String> {
     parse_endpoint(s, &["http", "https"], "http://127.0.0.1:8080")
 }
 
+/// Checks the command line `args` (with the program name first) against
+/// the flags and subcommands, running nothing: `Ok` if [`main_with`] would
+/// accept it, else clap's message. Manifests that call fleetsim are held
+/// to it (docs/kubernetes, tests/tests/kubernetes.rs).
+pub fn check_args(args: impl IntoIterator<Item = OsString>) -> Result<(), String> {
+    Cli::try_parse_from(args)
+        .map(|_| ())
+        .map_err(|e| e.render().to_string())
+}
+
 /// Runs the command line `args` (with the program name first), writing to
 /// `out` and `err`; returns the exit code. Never panics on bad input.
 pub fn main_with(
