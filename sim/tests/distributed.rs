@@ -183,17 +183,26 @@ fn use_limits_held(t: &run_support::TargetServer, m: &Value) {
     let token = m["token"].as_str().unwrap();
     let mut grants: BTreeMap<u64, u64> = BTreeMap::new();
     for d in m["fleet"]["devices"].as_object().unwrap().values() {
-        let path = format!(
-            "/v1/devices/{}/activity?kind=access_granted&limit=1000",
-            d["id"]
-        );
-        let (status, entries) = admin(t, "GET", &path, Some(token), Value::Null);
-        assert_eq!(status, 200, "{path}: {entries}");
-        let entries = entries.as_array().unwrap();
-        assert!(entries.len() < 1000, "{path}: more entries than one page");
-        for e in entries {
-            if let Some(c) = e["credential"].as_u64() {
-                *grants.entry(c).or_default() += 1;
+        // Every page of the device's grants (the log is a paged list).
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/v1/devices/{}/activity?kind=access_granted&limit=500",
+                d["id"]
+            );
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&page_cursor={c}"));
+            }
+            let (status, page) = admin(t, "GET", &path, Some(token), Value::Null);
+            assert_eq!(status, 200, "{path}: {page}");
+            for e in page["data"].as_array().unwrap() {
+                if let Some(c) = e["credential"].as_u64() {
+                    *grants.entry(c).or_default() += 1;
+                }
+            }
+            match page["pagination"]["next_page_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
             }
         }
     }
