@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::run::capacity::{self, CapacityPlan, Precision};
 use crate::run::{self, RunError, RunOptions, Shard};
 use crate::scenario::{self, threshold, units, Scenario, ScenarioError, Transport};
 use crate::soak::{self, Feature, FeatureSet, SoakConfig};
@@ -52,6 +53,9 @@ struct Cli {
 enum Command {
     /// Run a scenario and judge it against its thresholds.
     Run(RunArgs),
+    /// Find the highest arrival rate at which the scenario passes its
+    /// thresholds: a ramp, then a bisection, then repeats for a band.
+    Capacity(CapacityArgs),
     /// Check scenario files and report every problem with file:line:col.
     Validate {
         #[arg(required = true, value_name = "FILE")]
@@ -153,8 +157,10 @@ impl From<TransportArg> for Transport {
     }
 }
 
+/// What picks the scenario and the system under test: the flags `run`
+/// and `capacity` share.
 #[derive(Debug, clap::Args)]
-struct RunArgs {
+struct ScenarioArgs {
     /// The scenario file.
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -175,13 +181,20 @@ struct RunArgs {
     /// Override the scenario's seed.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
+    /// Directory for the reports. Default: reports/SLUG-SEED (run) or
+    /// reports/SLUG-SEED-capacity (capacity), SLUG being the scenario's
+    /// name in lowercase ASCII letters, digits, '-' and '_'.
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: ScenarioArgs,
     /// Stop after this long in total (phases are cut), e.g. "30s".
     #[arg(long, value_name = "D", value_parser = parse_duration_flag)]
     duration: Option<Duration>,
-    /// Directory for report.json, report.html, junit.xml. Default: reports/SLUG-SEED
-    /// (SLUG: the scenario's name in lowercase ASCII letters, digits, '-' and '_').
-    #[arg(long, value_name = "DIR")]
-    report_dir: Option<PathBuf>,
     /// Serve Prometheus /metrics on this address during the run, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -192,6 +205,46 @@ struct RunArgs {
     /// hash of the resolved scenario and the seed.
     #[arg(long, value_name = "ID", value_parser = parse_run_id)]
     run_id: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct CapacityArgs {
+    #[command(flatten)]
+    common: ScenarioArgs,
+    /// The first rate of the ramp, e.g. "50/s".
+    #[arg(long, value_name = "RATE", value_parser = parse_rate_flag, default_value = "10/s")]
+    start_rate: f64,
+    /// The highest rate tried; if it passes the capacity is reported as at
+    /// least this.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate_flag, default_value = "100000/s")]
+    max_rate: f64,
+    /// The measured window of each step, e.g. "30s".
+    #[arg(long, value_name = "D", value_parser = parse_duration_flag, default_value = "30s")]
+    step_duration: Duration,
+    /// Load at the step's rate before its window, left out of its verdict
+    /// ("0s": none).
+    #[arg(long, value_name = "D", value_parser = parse_warmup, default_value = "10s")]
+    warmup: Duration,
+    /// How often the highest passing and the lowest failing rate run again,
+    /// each with another seed, for a band (0: none).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    repeats: u32,
+    /// The bisection stops when the failing and the passing rate are this
+    /// close: a share of the passing rate ("5%") or a rate ("10/s").
+    #[arg(long, value_name = "P", default_value = "5%")]
+    precision: String,
+}
+
+fn parse_rate_flag(s: &str) -> Result<f64, String> {
+    match units::parse_rate(s) {
+        Ok(r) if r <= 0.0 => Err("the rate must be above 0/s".to_string()),
+        Ok(r) => Ok(r),
+        Err(e) => Err(format!("{e} ({})", e.hint)),
+    }
+}
+
+fn parse_warmup(s: &str) -> Result<Duration, String> {
+    units::parse_duration(s).map_err(|e| format!("{e} ({})", e.hint))
 }
 
 /// A run id: 1 to 64 letters, digits, `-`, `_` or `.`.
@@ -320,6 +373,7 @@ pub fn main_with(
             Exit::Passed
         }
         Command::Run(args) => run_cmd(args, out, err),
+        Command::Capacity(args) => capacity_cmd(args, out, err),
         Command::Merge {
             dirs,
             report_dir,
@@ -500,19 +554,29 @@ fn list(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
     Exit::Passed
 }
 
-/// The command that replays a run: the file plus every flag in effect.
-fn reproduce_command(file: &Path, args: &RunArgs, seed: u64) -> String {
-    let mut cmd = format!("fleetsim run {} --seed {seed}", file.display());
-    if let Some(t) = args.transport {
+/// The flags of `c` that pick the system under test, as a command line.
+fn system_flags(c: &ScenarioArgs) -> String {
+    let mut cmd = String::new();
+    if let Some(t) = c.transport {
         let t: Transport = t.into();
         cmd.push_str(&format!(" --transport {}", scenario::transport_name(t)));
     }
-    if let Some(b) = &args.broker {
+    if let Some(b) = &c.broker {
         cmd.push_str(&format!(" --broker {b}"));
     }
-    if let Some(t) = &args.target {
+    if let Some(t) = &c.target {
         cmd.push_str(&format!(" --target {t}"));
     }
+    cmd
+}
+
+/// The command that replays a run: the file plus every flag in effect.
+fn reproduce_command(args: &RunArgs, seed: u64) -> String {
+    let mut cmd = format!(
+        "fleetsim run {} --seed {seed}{}",
+        args.common.file.display(),
+        system_flags(&args.common)
+    );
     if let Some(d) = args.duration {
         cmd.push_str(&format!(" --duration {}", units::format_duration(d)));
     }
@@ -525,25 +589,57 @@ fn reproduce_command(file: &Path, args: &RunArgs, seed: u64) -> String {
     cmd
 }
 
-fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
-    let mut scenario = match scenario::load(&args.file) {
-        Ok(s) => s,
-        Err(e) => {
-            report_error(&e, err);
-            return Exit::InvalidInput;
-        }
-    };
-    if let Err(msg) = apply_overrides(&mut scenario, &args) {
+/// Loads the scenario with the flags applied, prints its warnings, and
+/// picks the seed; `Err`: the exit code, the reason printed.
+fn load_scenario(c: &ScenarioArgs, err: &mut dyn Write) -> Result<(Scenario, u64), Exit> {
+    let mut scenario = scenario::load(&c.file).map_err(|e| {
+        report_error(&e, err);
+        Exit::InvalidInput
+    })?;
+    if let Err(msg) = apply_overrides(&mut scenario, c) {
         let _ = writeln!(err, "error: {msg}");
-        return Exit::InvalidInput;
+        return Err(Exit::InvalidInput);
     }
     report_warnings(&scenario, err);
-    let seed = args
-        .seed
-        .or(scenario.seed)
-        .unwrap_or_else(rand::random::<u64>);
-    let reproduce = reproduce_command(&args.file, &args, seed);
+    let seed = c.seed.or(scenario.seed).unwrap_or_else(rand::random::<u64>);
+    Ok((scenario, seed))
+}
+
+/// The exit code of a run that could not be carried out, the reason printed.
+fn run_error(e: RunError, err: &mut dyn Write) -> Exit {
+    match e {
+        e @ RunError::ReportDir(_) => {
+            let _ = writeln!(err, "error: {e}");
+            let _ = writeln!(
+                err,
+                "nothing ran; pass --report-dir DIR with a directory fleetsim may write"
+            );
+            Exit::InvalidInput
+        }
+        e => {
+            let _ = writeln!(err, "run error: {e}");
+            if let RunError::NotImplemented { .. } = e {
+                let _ = writeln!(
+                    err,
+                    "the scenario is valid; `fleetsim validate` checks files without running them"
+                );
+            }
+            Exit::RunError
+        }
+    }
+}
+
+fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
+    let (mut scenario, seed) = match load_scenario(&args.common, err) {
+        Ok(x) => x,
+        Err(exit) => return exit,
+    };
+    if let Some(d) = args.duration {
+        scenario.cap_duration(d);
+    }
+    let reproduce = reproduce_command(&args, seed);
     let report_dir = args
+        .common
         .report_dir
         .clone()
         .unwrap_or_else(|| run::default_report_dir(&scenario.name, seed));
@@ -552,7 +648,7 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
         "fleetsim {}: scenario `{}` ({}), seed {seed}, transport {}, {} devices, {} phases over {}",
         env!("CARGO_PKG_VERSION"),
         scenario.name,
-        args.file.display(),
+        args.common.file.display(),
         scenario::transport_name(scenario.transport),
         scenario.fleet.device_count(),
         scenario.phases.len(),
@@ -562,8 +658,8 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
     let opts = RunOptions {
         seed,
         transport: scenario.transport,
-        broker: args.broker.clone(),
-        target: args.target.clone(),
+        broker: args.common.broker.clone(),
+        target: args.common.target.clone(),
         report_dir,
         metrics_addr: args.metrics_addr,
         shard: args.shard.unwrap_or(Shard::WHOLE),
@@ -572,6 +668,7 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
             .clone()
             .unwrap_or_else(|| run::run_id(&scenario, seed)),
         reproduce,
+        warmup: Duration::ZERO,
     };
     match run::execute(&scenario, &opts) {
         Ok(outcome) => {
@@ -585,24 +682,118 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
                 Exit::ThresholdsFailed
             }
         }
-        Err(e @ RunError::ReportDir(_)) => {
-            let _ = writeln!(err, "error: {e}");
-            let _ = writeln!(
-                err,
-                "nothing ran; pass --report-dir DIR with a directory fleetsim may write"
-            );
-            Exit::InvalidInput
+        Err(e) => run_error(e, err),
+    }
+}
+
+fn capacity_cmd(args: CapacityArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
+    let precision = match Precision::parse(&args.precision) {
+        Ok(p) => p,
+        Err(msg) => {
+            let _ = writeln!(err, "error: --precision {msg}");
+            return Exit::InvalidInput;
         }
-        Err(e) => {
-            let _ = writeln!(err, "run error: {e}");
-            if let RunError::NotImplemented { .. } = e {
-                let _ = writeln!(
-                    err,
-                    "the scenario is valid; `fleetsim validate` checks files without running them"
-                );
+    };
+    let plan = CapacityPlan {
+        start_per_s: args.start_rate,
+        max_per_s: args.max_rate,
+        step: args.step_duration,
+        warmup: args.warmup,
+        repeats: args.repeats,
+        precision,
+        precision_text: args.precision.trim().to_string(),
+    };
+    if let Err(msg) = plan.check() {
+        let _ = writeln!(err, "error: {msg}");
+        return Exit::InvalidInput;
+    }
+    let (scenario, seed) = match load_scenario(&args.common, err) {
+        Ok(x) => x,
+        Err(exit) => return exit,
+    };
+    if let Err(msg) = capacity::check_scenario(&scenario) {
+        let _ = writeln!(err, "error: {msg}");
+        return Exit::InvalidInput;
+    }
+    let reproduce = format!(
+        "fleetsim capacity {} --seed {seed}{} --start-rate {}/s --max-rate {}/s --step-duration {} --warmup {} --repeats {} --precision {}",
+        args.common.file.display(),
+        system_flags(&args.common),
+        args.start_rate,
+        args.max_rate,
+        units::format_duration(args.step_duration),
+        units::format_duration(args.warmup),
+        args.repeats,
+        plan.precision_text,
+    );
+    let report_dir = args.common.report_dir.clone().unwrap_or_else(|| {
+        let d = run::default_report_dir(&scenario.name, seed);
+        d.with_file_name(format!(
+            "{}-capacity",
+            d.file_name().unwrap_or_default().to_string_lossy()
+        ))
+    });
+    let _ = writeln!(
+        out,
+        "fleetsim {}: capacity of `{}` ({}), seed {seed}, transport {}, {} devices; steps of {} after a {} warm-up",
+        env!("CARGO_PKG_VERSION"),
+        scenario.name,
+        args.common.file.display(),
+        scenario::transport_name(scenario.transport),
+        scenario.fleet.device_count(),
+        units::format_duration(plan.step),
+        units::format_duration(plan.warmup),
+    );
+    let _ = writeln!(out, "reproduce: {reproduce}");
+    let base = RunOptions {
+        seed,
+        transport: scenario.transport,
+        broker: args.common.broker.clone(),
+        target: args.common.target.clone(),
+        report_dir: report_dir.clone(),
+        metrics_addr: None,
+        shard: Shard::WHOLE,
+        run_id: String::new(),
+        reproduce,
+        warmup: plan.warmup,
+    };
+    let mut progress = |st: &crate::report::capacity::CapacityStep| {
+        let verdict = match st.failing_metric() {
+            None => "PASS".to_string(),
+            Some(f) => format!("FAIL {}", f.threshold),
+        };
+        let _ = writeln!(
+            out,
+            "step {} ({:?}) at {:.2}/s: achieved {:.2}/s, {verdict}{}",
+            st.index,
+            st.stage,
+            st.rate_per_s,
+            st.served_per_s,
+            if st.harness_bound {
+                " [harness-bound]"
+            } else {
+                ""
             }
-            Exit::RunError
+        );
+        let _ = out.flush();
+    };
+    let found = capacity::execute(&scenario, &plan, &base, &mut progress);
+    match found {
+        Ok(r) => {
+            let _ = write!(out, "{}", r.summary());
+            let _ = writeln!(
+                out,
+                "report: {} ({}, {})",
+                report_dir.display(),
+                capacity::CAPACITY_JSON,
+                capacity::CAPACITY_HTML
+            );
+            match r.verdict {
+                capacity::Verdict::NonePassed => Exit::ThresholdsFailed,
+                capacity::Verdict::Found | capacity::Verdict::AtMax => Exit::Passed,
+            }
         }
+        Err(e) => run_error(e, err),
     }
 }
 
@@ -640,9 +831,9 @@ fn target_flags(
     }
 }
 
-/// Applies --transport, --broker, --target and --duration, re-checking the
-/// rules they can break.
-fn apply_overrides(s: &mut Scenario, args: &RunArgs) -> Result<(), String> {
+/// Applies --transport, --broker and --target, re-checking the rules they
+/// can break.
+fn apply_overrides(s: &mut Scenario, args: &ScenarioArgs) -> Result<(), String> {
     if let Some(t) = args.transport {
         s.transport = t.into();
     }
@@ -669,9 +860,6 @@ fn apply_overrides(s: &mut Scenario, args: &RunArgs) -> Result<(), String> {
         ));
     }
     target_flags(s.transport, args.target.as_deref(), args.broker.as_deref())?;
-    if let Some(d) = args.duration {
-        s.cap_duration(d);
-    }
     Ok(())
 }
 

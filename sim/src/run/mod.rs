@@ -22,6 +22,7 @@
 //! same numbers. The engine's `now` is the scenario's start plus tokio's
 //! elapsed time in both.
 
+pub mod capacity;
 pub mod load;
 pub mod oracle;
 pub mod platform;
@@ -80,6 +81,10 @@ pub struct RunOptions {
     pub run_id: String,
     /// The command that replays this run exactly (printed and reported).
     pub reproduce: String,
+    /// Left out of the verdict: latencies completed and arrivals ended in
+    /// the load's first `warmup` (a capacity step's warm-up; zero for `run`).
+    #[serde(rename = "warmup_ms", serialize_with = "crate::scenario::ser_ms")]
+    pub warmup: std::time::Duration,
 }
 
 /// The id of a run of `scenario` with `seed`: a hash of the resolved
@@ -106,6 +111,10 @@ pub struct RunOutcome {
     pub report_dir: PathBuf,
     /// The end-of-run table (operations, decisions, thresholds).
     pub summary: String,
+    /// What was written to report.json (a capacity step reads its rates,
+    /// p99 and harness cost from here).
+    #[serde(skip)]
+    pub report: crate::report::RunReport,
 }
 
 #[derive(Debug, thiserror::Error)]
