@@ -285,6 +285,9 @@ pub fn render_html(c: &CapacityReport) -> String {
         finding = escape(&c.finding()).replace('\n', "<br>"),
         cmd = escape(&c.command),
     );
+    if c.clock == "virtual" {
+        h.push_str(r#"<p class="note" id="latency-simulated"><b>Virtual time:</b> latencies are simulated (a timer's rounding plus <code>faults.engine_added_latency</code>), and the harness cannot be the bottleneck.</p>"#);
+    }
     if !c.harness_bound_steps.is_empty() {
         let _ = write!(
             h,
@@ -360,7 +363,7 @@ fn charts(h: &mut String, c: &CapacityReport) {
             points: achieved,
         },
         Series {
-            name: "offered".into(),
+            name: "asked (achieved = asked)".into(),
             color: PALETTE[7],
             points: offered,
         },
