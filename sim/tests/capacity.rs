@@ -290,3 +290,44 @@ fn a_steps_warmup_is_left_out_of_its_verdict() {
     // warmed up).
     assert!(out.report.decisions.counts.true_grants > 500);
 }
+
+#[test]
+fn a_threshold_a_step_cannot_measure_fails_it_loudly() {
+    // No QR check is ever made here, so `check.qr.errors` is never
+    // produced: every step must fail on it, never pass around it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("unmeasured.toml");
+    let text = std::fs::read_to_string(known()).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(
+            "[thresholds]",
+            "[thresholds]\n\"check.qr.errors\" = \"== 0\"",
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("r");
+    let (code, out, err) = fleetsim(&[
+        "capacity",
+        file.to_str().unwrap(),
+        "--report-dir",
+        out_dir.to_str().unwrap(),
+        "--start-rate",
+        "1/s",
+        "--step-duration",
+        "1m",
+        "--repeats",
+        "0",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let c: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("capacity.json")).unwrap()).unwrap();
+    assert_eq!(c["verdict"], "none_passed");
+    assert_eq!(c["breaking_metric"]["metric"], "check.qr.errors");
+    assert!(c["breaking_metric"]["measured"].is_null());
+    assert!(
+        out.contains("check.qr.errors == 0 (measured not measured)")
+            || out.contains("not measured"),
+        "{out}"
+    );
+}

@@ -161,9 +161,12 @@ fn rate(v: f64) -> String {
     format!("{}/s", fmt_num(r))
 }
 
+/// "measured 0.21", or "not measured" when the step did not produce it.
 fn measured(f: &FailedThreshold) -> String {
-    f.measured
-        .map_or_else(|| "not measured".to_string(), fmt_num)
+    f.measured.map_or_else(
+        || "not measured".to_string(),
+        |m| format!("measured {}", fmt_num(m)),
+    )
 }
 
 impl CapacityReport {
@@ -180,7 +183,7 @@ impl CapacityReport {
                 .checks_p99_ms
                 .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
             let failing = st.failing_metric().map_or_else(String::new, |f| {
-                format!("{} (measured {})", f.threshold, measured(f))
+                format!("{} ({})", f.threshold, measured(f))
             });
             let _ = writeln!(
                 s,
@@ -236,7 +239,7 @@ impl CapacityReport {
     /// One line: what the search found.
     pub fn finding(&self) -> String {
         let breaking = self.breaking_metric.as_ref().map_or_else(String::new, |f| {
-            format!(": {} (measured {})", f.threshold, measured(f))
+            format!(": {} ({})", f.threshold, measured(f))
         });
         let mut line = match (self.verdict, self.max_passing_per_s, self.first_failing_per_s) {
             (Verdict::Found, Some(lo), Some(hi)) => format!(
@@ -407,7 +410,7 @@ fn steps_table(h: &mut String, c: &CapacityReport) {
             ""
         };
         let failing = s.failing_metric().map_or_else(String::new, |f| {
-            format!("{} (measured {})", f.threshold, measured(f))
+            format!("{} ({})", f.threshold, measured(f))
         });
         let _ = write!(
             h,
