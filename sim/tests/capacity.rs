@@ -225,6 +225,10 @@ fn bad_flags_and_unsearchable_scenarios_exit_2_before_any_step() {
         (vec!["--precision", "often"], "neither a percentage"),
         (vec!["--step-duration", "0s"], "longer than 0s"),
         (vec!["--repeats", "21"], "at most 20"),
+        (
+            vec!["--start-rate", "1/s", "--step-duration", "30s"],
+            "too few to judge",
+        ),
         (vec!["--transport", "http"], "virtual"),
     ] {
         let mut all = vec!["capacity", f, "--report-dir", r];
@@ -313,7 +317,7 @@ fn a_threshold_a_step_cannot_measure_fails_it_loudly() {
         "--report-dir",
         out_dir.to_str().unwrap(),
         "--start-rate",
-        "1/s",
+        "2/s",
         "--step-duration",
         "1m",
         "--repeats",

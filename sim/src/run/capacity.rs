@@ -29,6 +29,9 @@ pub const GROWTH: f64 = 2.0;
 const MAX_BISECTIONS: u32 = 40;
 /// Most repeats of each boundary rate.
 pub const MAX_REPEATS: u32 = 20;
+/// Fewest arrivals a step at the start rate must offer in its window: a
+/// ratio threshold of 1% (the defaults') needs 100 to tell one arrival.
+pub const MIN_STEP_ARRIVALS: f64 = 100.0;
 /// `max_in_flight` of a step when the scenario's phases set none.
 const DEFAULT_MAX_IN_FLIGHT: u32 = 10_000;
 
@@ -103,6 +106,12 @@ impl CapacityPlan {
         }
         if self.step.is_zero() {
             return Err("--step-duration must be longer than 0s".into());
+        }
+        let arrivals = self.start_per_s * self.step.as_secs_f64();
+        if arrivals < MIN_STEP_ARRIVALS {
+            return Err(format!(
+                "a step at the start rate would offer about {arrivals:.0} arrivals, too few to judge (a 1% threshold needs {MIN_STEP_ARRIVALS}): lengthen --step-duration or raise --start-rate"
+            ));
         }
         if self.repeats > MAX_REPEATS {
             return Err(format!("--repeats must be at most {MAX_REPEATS}"));
@@ -592,6 +601,9 @@ mod tests {
         assert!(p.check().unwrap_err().contains("above --max-rate"));
         p.max_per_s = 100.0;
         assert!(p.check().is_ok());
+        p.step = Duration::from_millis(999);
+        assert!(p.check().unwrap_err().contains("too few to judge"));
+        p.step = Duration::from_secs(1);
         p.repeats = MAX_REPEATS + 1;
         assert!(p.check().is_err());
     }
