@@ -42,7 +42,7 @@ impl From<Exit> for std::process::ExitCode {
     name = "fleetsim",
     version,
     about = "Smart-lock device-fleet simulator and load-testing harness",
-    after_help = "Exit codes: 0 passed, 1 thresholds failed, 2 invalid input (scenario file or flags; validate --strict: a warning; merge: reports that are not one whole run), 3 run error."
+    after_help = "Exit codes: 0 passed, 1 thresholds failed (capacity: no rate passed), 2 invalid input (scenario file or flags; validate --strict: a warning; merge: reports that are not one whole run), 3 run error."
 )]
 struct Cli {
     #[command(subcommand)]
