@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::run::capacity::{self, CapacityPlan, Precision};
 use crate::run::{self, RunError, RunOptions, Shard};
 use crate::scenario::{self, threshold, units, Scenario, ScenarioError, Transport};
 use crate::soak::{self, Feature, FeatureSet, SoakConfig};
@@ -41,7 +42,7 @@ impl From<Exit> for std::process::ExitCode {
     name = "fleetsim",
     version,
     about = "Smart-lock device-fleet simulator and load-testing harness",
-    after_help = "Exit codes: 0 passed, 1 thresholds failed, 2 invalid input (scenario file or flags; validate --strict: a warning; merge: reports that are not one whole run), 3 run error."
+    after_help = "Exit codes: 0 passed, 1 thresholds failed (capacity: no rate passed), 2 invalid input (scenario file or flags; validate --strict: a warning; merge: reports that are not one whole run), 3 run error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,6 +53,9 @@ struct Cli {
 enum Command {
     /// Run a scenario and judge it against its thresholds.
     Run(RunArgs),
+    /// Find the highest arrival rate at which the scenario passes its
+    /// thresholds: a ramp, then a bisection, then repeats for a band.
+    Capacity(CapacityArgs),
     /// Check scenario files and report every problem with file:line:col.
     Validate {
         #[arg(required = true, value_name = "FILE")]
@@ -105,50 +109,6 @@ enum Command {
     /// invariants (no false accepts or rejects, no reason mismatches, every
     /// event logged, no panic); exit 1 if a seed fails.
     Soak(SoakArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct ProvisionArgs {
-    /// The scenario file.
-    #[arg(value_name = "FILE")]
-    file: PathBuf,
-    /// The server to provision (its admin API); FLEETSIM_TARGET_TOKEN
-    /// holds an owner's token for a server bootstrapped already.
-    #[arg(long, value_name = "URL", value_parser = parse_target)]
-    target: String,
-    /// How workers reach the server by default: http (its device routes)
-    /// or mqtt (its gateway, on --broker). Default: the scenario's if it
-    /// is one of them, else http.
-    #[arg(long, value_enum)]
-    transport: Option<SharedTransportArg>,
-    /// Over mqtt: the broker the server's gateway is on (mqtt://host:port).
-    #[arg(long, value_name = "URL", value_parser = parse_broker)]
-    broker: Option<String>,
-    /// Override the scenario's seed (workers use the manifest's).
-    #[arg(long, value_name = "N")]
-    seed: Option<u64>,
-    /// Where the fleet manifest goes (created with mode 0600).
-    #[arg(long, value_name = "PATH")]
-    manifest: PathBuf,
-    /// Overwrite an existing manifest.
-    #[arg(long)]
-    force: bool,
-}
-
-/// The transports of a shared server.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum SharedTransportArg {
-    Mqtt,
-    Http,
-}
-
-impl From<SharedTransportArg> for TransportArg {
-    fn from(t: SharedTransportArg) -> Self {
-        match t {
-            SharedTransportArg::Mqtt => TransportArg::Mqtt,
-            SharedTransportArg::Http => TransportArg::Http,
-        }
-    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -207,7 +167,53 @@ impl From<TransportArg> for Transport {
 }
 
 #[derive(Debug, clap::Args)]
-struct RunArgs {
+struct ProvisionArgs {
+    /// The scenario file.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The server to provision (its admin API); FLEETSIM_TARGET_TOKEN
+    /// holds an owner's token for a server bootstrapped already.
+    #[arg(long, value_name = "URL", value_parser = parse_target)]
+    target: String,
+    /// How workers reach the server by default: http (its device routes)
+    /// or mqtt (its gateway, on --broker). Default: the scenario's if it
+    /// is one of them, else http.
+    #[arg(long, value_enum)]
+    transport: Option<SharedTransportArg>,
+    /// Over mqtt: the broker the server's gateway is on (mqtt://host:port).
+    #[arg(long, value_name = "URL", value_parser = parse_broker)]
+    broker: Option<String>,
+    /// Override the scenario's seed (workers use the manifest's).
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Where the fleet manifest goes (created with mode 0600).
+    #[arg(long, value_name = "PATH")]
+    manifest: PathBuf,
+    /// Overwrite an existing manifest.
+    #[arg(long)]
+    force: bool,
+}
+
+/// The transports of a shared server.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SharedTransportArg {
+    Mqtt,
+    Http,
+}
+
+impl From<SharedTransportArg> for TransportArg {
+    fn from(t: SharedTransportArg) -> Self {
+        match t {
+            SharedTransportArg::Mqtt => TransportArg::Mqtt,
+            SharedTransportArg::Http => TransportArg::Http,
+        }
+    }
+}
+
+/// What picks the scenario and the system under test: the flags `run`
+/// and `capacity` share.
+#[derive(Debug, clap::Args)]
+struct ScenarioArgs {
     /// The scenario file.
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -225,32 +231,79 @@ struct RunArgs {
     /// bootstrapped already.
     #[arg(long, value_name = "URL", value_parser = parse_target)]
     target: Option<String>,
-    /// Drive the fleet `fleetsim provision` made on a shared server
-    /// (provisions nothing; the target, and by default the transport and
-    /// broker, come from the manifest). With --shard each worker drives
-    /// only its own sites.
-    #[arg(long, value_name = "PATH", conflicts_with = "target")]
-    fleet: Option<PathBuf>,
     /// Override the scenario's seed.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
+    /// Directory for the reports. Default: reports/SLUG-SEED (run) or
+    /// reports/SLUG-SEED-capacity (capacity), SLUG being the scenario's
+    /// name in lowercase ASCII letters, digits, '-' and '_'.
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: ScenarioArgs,
     /// Stop after this long in total (phases are cut), e.g. "30s".
     #[arg(long, value_name = "D", value_parser = parse_duration_flag)]
     duration: Option<Duration>,
-    /// Directory for report.json, report.html, junit.xml. Default: reports/SLUG-SEED
-    /// (SLUG: the scenario's name in lowercase ASCII letters, digits, '-' and '_').
-    #[arg(long, value_name = "DIR")]
-    report_dir: Option<PathBuf>,
     /// Serve Prometheus /metrics on this address during the run, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
     /// Simulate only slice i of n of the fleet (0-based), e.g. "0/4".
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     shard: Option<Shard>,
+    /// Drive the fleet `fleetsim provision` made on a shared server
+    /// (provisions nothing; the target, and by default the transport and
+    /// broker, come from the manifest). With --shard each worker drives
+    /// only its own sites.
+    #[arg(long, value_name = "PATH", conflicts_with = "target")]
+    fleet: Option<PathBuf>,
     /// The run's id in its report (shards of one run share it); default: a
     /// hash of the resolved scenario and the seed.
     #[arg(long, value_name = "ID", value_parser = parse_run_id)]
     run_id: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct CapacityArgs {
+    #[command(flatten)]
+    common: ScenarioArgs,
+    /// The first rate of the ramp, e.g. "50/s".
+    #[arg(long, value_name = "RATE", value_parser = parse_rate_flag, default_value = "10/s")]
+    start_rate: f64,
+    /// The highest rate tried; if it passes the capacity is reported as at
+    /// least this.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate_flag, default_value = "100000/s")]
+    max_rate: f64,
+    /// The measured window of each step, e.g. "30s".
+    #[arg(long, value_name = "D", value_parser = parse_duration_flag, default_value = "30s")]
+    step_duration: Duration,
+    /// Load at the step's rate before its window, left out of its verdict
+    /// ("0s": none).
+    #[arg(long, value_name = "D", value_parser = parse_warmup, default_value = "10s")]
+    warmup: Duration,
+    /// How often the highest passing and the lowest failing rate run again,
+    /// each with another seed, for a band (0: none).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    repeats: u32,
+    /// The bisection stops when the failing and the passing rate are this
+    /// close: a share of the passing rate ("5%") or a rate ("10/s").
+    #[arg(long, value_name = "P", default_value = "5%")]
+    precision: String,
+}
+
+fn parse_rate_flag(s: &str) -> Result<f64, String> {
+    match units::parse_rate(s) {
+        Ok(r) if r <= 0.0 => Err("the rate must be above 0/s".to_string()),
+        Ok(r) => Ok(r),
+        Err(e) => Err(format!("{e} ({})", e.hint)),
+    }
+}
+
+fn parse_warmup(s: &str) -> Result<Duration, String> {
+    units::parse_duration(s).map_err(|e| format!("{e} ({})", e.hint))
 }
 
 /// A run id: 1 to 64 letters, digits, `-`, `_` or `.`.
@@ -326,6 +379,8 @@ fn parse_target(s: &str) -> Result<String, String> {
     parse_endpoint(s, &["http", "https"], "http://127.0.0.1:8080")
 }
 
+/// Runs the command line `args` (with the program name first), writing to
+/// `out` and `err`; returns the exit code. Never panics on bad input.
 /// Checks the command line `args` (with the program name first) against
 /// the flags and subcommands, running nothing: `Ok` if [`main_with`] would
 /// accept it, else clap's message. Manifests that call fleetsim are held
@@ -389,6 +444,9 @@ pub fn main_with(
             Exit::Passed
         }
         Command::Run(args) => run_cmd(args, out, err),
+        Command::Capacity(args) => capacity_cmd(args, out, err),
+        Command::Provision(args) => provision_cmd(args, out, err),
+        Command::Teardown { manifest } => teardown_cmd(&manifest, out, err),
         Command::Merge {
             dirs,
             report_dir,
@@ -403,8 +461,6 @@ pub fn main_with(
             err,
         ),
         Command::Soak(args) => soak_cmd(args, out),
-        Command::Provision(args) => provision_cmd(args, out, err),
-        Command::Teardown { manifest } => teardown_cmd(&manifest, out, err),
     }
 }
 
@@ -571,23 +627,36 @@ fn list(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
     Exit::Passed
 }
 
-/// The command that replays a run: the file plus every flag in effect.
-fn reproduce_command(file: &Path, args: &RunArgs, seed: u64) -> String {
-    let mut cmd = format!("fleetsim run {} --seed {seed}", file.display());
-    if let Some(t) = args.transport {
+/// The flags of `c` that pick the system under test, as a command line.
+fn system_flags(c: &ScenarioArgs) -> String {
+    let mut cmd = String::new();
+    if let Some(t) = c.transport {
         let t: Transport = t.into();
         cmd.push_str(&format!(" --transport {}", scenario::transport_name(t)));
     }
-    if let Some(b) = &args.broker {
+    if let Some(b) = &c.broker {
         cmd.push_str(&format!(" --broker {b}"));
     }
-    // A --fleet run's target is the manifest's.
-    if let (Some(t), None) = (&args.target, &args.fleet) {
+    if let Some(t) = &c.target {
         cmd.push_str(&format!(" --target {t}"));
     }
+    cmd
+}
+
+/// The command that replays a run: the file plus every flag in effect.
+fn reproduce_command(args: &RunArgs, seed: u64) -> String {
+    // A --fleet run's target is the manifest's.
+    let mut common_flags = system_flags(&args.common);
     if let Some(f) = &args.fleet {
-        cmd.push_str(&format!(" --fleet {}", f.display()));
+        if let Some(t) = &args.common.target {
+            common_flags = common_flags.replace(&format!(" --target {t}"), "");
+        }
+        common_flags.push_str(&format!(" --fleet {}", f.display()));
     }
+    let mut cmd = format!(
+        "fleetsim run {} --seed {seed}{common_flags}",
+        args.common.file.display(),
+    );
     if let Some(d) = args.duration {
         cmd.push_str(&format!(" --duration {}", units::format_duration(d)));
     }
@@ -600,42 +669,79 @@ fn reproduce_command(file: &Path, args: &RunArgs, seed: u64) -> String {
     cmd
 }
 
-fn run_cmd(mut args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
-    let mut scenario = match scenario::load(&args.file) {
-        Ok(s) => s,
-        Err(e) => {
-            report_error(&e, err);
-            return Exit::InvalidInput;
+/// Loads the scenario with the flags applied, prints its warnings, and
+/// picks the seed; `Err`: the exit code, the reason printed.
+fn load_scenario(c: &ScenarioArgs, err: &mut dyn Write) -> Result<(Scenario, u64), Exit> {
+    let mut scenario = scenario::load(&c.file).map_err(|e| {
+        report_error(&e, err);
+        Exit::InvalidInput
+    })?;
+    if let Err(msg) = apply_overrides(&mut scenario, c) {
+        let _ = writeln!(err, "error: {msg}");
+        return Err(Exit::InvalidInput);
+    }
+    report_warnings(&scenario, err);
+    let seed = c.seed.or(scenario.seed).unwrap_or_else(rand::random::<u64>);
+    Ok((scenario, seed))
+}
+
+/// The exit code of a run that could not be carried out, the reason printed.
+fn run_error(e: RunError, err: &mut dyn Write) -> Exit {
+    match e {
+        e @ RunError::Fleet(_) => {
+            let _ = writeln!(err, "error: {e}");
+            let _ = writeln!(err, "nothing ran");
+            Exit::InvalidInput
         }
-    };
-    let fleet = match args.fleet.clone() {
-        Some(path) => match fleet_defaults(&path, &mut args) {
-            Ok(m) => Some((path, m)),
+        e @ RunError::ReportDir(_) => {
+            let _ = writeln!(err, "error: {e}");
+            let _ = writeln!(
+                err,
+                "nothing ran; pass --report-dir DIR with a directory fleetsim may write"
+            );
+            Exit::InvalidInput
+        }
+        e => {
+            let _ = writeln!(err, "run error: {e}");
+            if let RunError::NotImplemented { .. } = e {
+                let _ = writeln!(
+                    err,
+                    "the scenario is valid; `fleetsim validate` checks files without running them"
+                );
+            }
+            Exit::RunError
+        }
+    }
+}
+
+fn run_cmd(mut args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
+    // A --fleet run takes its target (and by default its transport,
+    // broker and seed) from the manifest.
+    let fleet_path = args.fleet.clone();
+    if let Some(path) = &fleet_path {
+        match fleet_defaults(path, &mut args) {
+            Ok(m) => args.common.seed = args.common.seed.or(Some(m.seed)),
             Err(msg) => {
                 let _ = writeln!(err, "error: {msg}");
                 return Exit::InvalidInput;
             }
-        },
-        None => None,
+        }
+    }
+    let (mut scenario, seed) = match load_scenario(&args.common, err) {
+        Ok(x) => x,
+        Err(exit) => return exit,
     };
-    if let Err(msg) = apply_overrides(&mut scenario, &args) {
-        let _ = writeln!(err, "error: {msg}");
-        return Exit::InvalidInput;
+    if let Some(d) = args.duration {
+        scenario.cap_duration(d);
     }
     // Workers of a shared fleet: each must have sites of its own.
-    let fleet_shard = args.shard.filter(|_| fleet.is_some());
+    let fleet_shard = args.shard.filter(|_| fleet_path.is_some());
     if let Some(msg) = fleet_shard.and_then(|sh| shard_problem(&scenario, sh)) {
         let _ = writeln!(err, "error: {msg}");
         return Exit::InvalidInput;
     }
-    report_warnings(&scenario, err);
-    let seed = args
-        .seed
-        .or(fleet.as_ref().map(|(_, m)| m.seed))
-        .or(scenario.seed)
-        .unwrap_or_else(rand::random::<u64>);
-    let fleet = match fleet {
-        Some((path, _)) => match run::fleet_manifest::FleetRun::load(&path, &scenario, seed) {
+    let fleet = match &fleet_path {
+        Some(path) => match run::fleet_manifest::FleetRun::load(path, &scenario, seed) {
             Ok(f) => Some(f),
             Err(msg) => {
                 let _ = writeln!(err, "error: {msg}");
@@ -644,8 +750,9 @@ fn run_cmd(mut args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit 
         },
         None => None,
     };
-    let reproduce = reproduce_command(&args.file, &args, seed);
+    let reproduce = reproduce_command(&args, seed);
     let report_dir = args
+        .common
         .report_dir
         .clone()
         .unwrap_or_else(|| run::default_report_dir(&scenario.name, seed));
@@ -654,7 +761,7 @@ fn run_cmd(mut args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit 
         "fleetsim {}: scenario `{}` ({}), seed {seed}, transport {}, {} devices, {} phases over {}",
         env!("CARGO_PKG_VERSION"),
         scenario.name,
-        args.file.display(),
+        args.common.file.display(),
         scenario::transport_name(scenario.transport),
         scenario.fleet.device_count(),
         scenario.phases.len(),
@@ -664,8 +771,8 @@ fn run_cmd(mut args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit 
     let opts = RunOptions {
         seed,
         transport: scenario.transport,
-        broker: args.broker.clone(),
-        target: args.target.clone(),
+        broker: args.common.broker.clone(),
+        target: args.common.target.clone(),
         report_dir,
         metrics_addr: args.metrics_addr,
         shard: args.shard.unwrap_or(Shard::WHOLE),
@@ -675,6 +782,7 @@ fn run_cmd(mut args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit 
             .unwrap_or_else(|| run::run_id(&scenario, seed)),
         reproduce,
         fleet,
+        warmup: Duration::ZERO,
     };
     match run::execute(&scenario, &opts) {
         Ok(outcome) => {
@@ -688,29 +796,119 @@ fn run_cmd(mut args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit 
                 Exit::ThresholdsFailed
             }
         }
-        Err(e @ RunError::ReportDir(_)) => {
-            let _ = writeln!(err, "error: {e}");
-            let _ = writeln!(
-                err,
-                "nothing ran; pass --report-dir DIR with a directory fleetsim may write"
-            );
-            Exit::InvalidInput
+        Err(e) => run_error(e, err),
+    }
+}
+
+fn capacity_cmd(args: CapacityArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
+    let precision = match Precision::parse(&args.precision) {
+        Ok(p) => p,
+        Err(msg) => {
+            let _ = writeln!(err, "error: --precision {msg}");
+            return Exit::InvalidInput;
         }
-        Err(e @ RunError::Fleet(_)) => {
-            let _ = writeln!(err, "error: {e}");
-            let _ = writeln!(err, "nothing ran");
-            Exit::InvalidInput
-        }
-        Err(e) => {
-            let _ = writeln!(err, "run error: {e}");
-            if let RunError::NotImplemented { .. } = e {
-                let _ = writeln!(
-                    err,
-                    "the scenario is valid; `fleetsim validate` checks files without running them"
-                );
+    };
+    let plan = CapacityPlan {
+        start_per_s: args.start_rate,
+        max_per_s: args.max_rate,
+        step: args.step_duration,
+        warmup: args.warmup,
+        repeats: args.repeats,
+        precision,
+        precision_text: args.precision.trim().to_string(),
+    };
+    if let Err(msg) = plan.check() {
+        let _ = writeln!(err, "error: {msg}");
+        return Exit::InvalidInput;
+    }
+    let (scenario, seed) = match load_scenario(&args.common, err) {
+        Ok(x) => x,
+        Err(exit) => return exit,
+    };
+    if let Err(msg) = capacity::check_scenario(&scenario) {
+        let _ = writeln!(err, "error: {msg}");
+        return Exit::InvalidInput;
+    }
+    let reproduce = format!(
+        "fleetsim capacity {} --seed {seed}{} --start-rate {}/s --max-rate {}/s --step-duration {} --warmup {} --repeats {} --precision {}",
+        args.common.file.display(),
+        system_flags(&args.common),
+        args.start_rate,
+        args.max_rate,
+        units::format_duration(args.step_duration),
+        units::format_duration(args.warmup),
+        args.repeats,
+        plan.precision_text,
+    );
+    let report_dir = args.common.report_dir.clone().unwrap_or_else(|| {
+        let d = run::default_report_dir(&scenario.name, seed);
+        d.with_file_name(format!(
+            "{}-capacity",
+            d.file_name().unwrap_or_default().to_string_lossy()
+        ))
+    });
+    let _ = writeln!(
+        out,
+        "fleetsim {}: capacity of `{}` ({}), seed {seed}, transport {}, {} devices; steps of {} after a {} warm-up",
+        env!("CARGO_PKG_VERSION"),
+        scenario.name,
+        args.common.file.display(),
+        scenario::transport_name(scenario.transport),
+        scenario.fleet.device_count(),
+        units::format_duration(plan.step),
+        units::format_duration(plan.warmup),
+    );
+    let _ = writeln!(out, "reproduce: {reproduce}");
+    let base = RunOptions {
+        seed,
+        transport: scenario.transport,
+        broker: args.common.broker.clone(),
+        target: args.common.target.clone(),
+        report_dir: report_dir.clone(),
+        metrics_addr: None,
+        shard: Shard::WHOLE,
+        run_id: String::new(),
+        reproduce,
+        fleet: None,
+        warmup: plan.warmup,
+    };
+    let mut progress = |st: &crate::report::capacity::CapacityStep| {
+        let verdict = match st.failing_metric() {
+            None => "PASS".to_string(),
+            Some(f) => format!("FAIL {}", f.threshold),
+        };
+        let _ = writeln!(
+            out,
+            "step {} ({:?}) at {:.2}/s: achieved {:.2}/s, {verdict}{}",
+            st.index,
+            st.stage,
+            st.rate_per_s,
+            st.served_per_s,
+            if st.harness_bound {
+                " [harness-bound]"
+            } else {
+                ""
             }
-            Exit::RunError
+        );
+        let _ = out.flush();
+    };
+    let found = capacity::execute(&scenario, &plan, &base, &mut progress);
+    match found {
+        Ok(r) => {
+            let _ = write!(out, "{}", r.summary());
+            let _ = writeln!(
+                out,
+                "report: {} ({}, {})",
+                report_dir.display(),
+                capacity::CAPACITY_JSON,
+                capacity::CAPACITY_HTML
+            );
+            match r.verdict {
+                capacity::Verdict::NonePassed => Exit::ThresholdsFailed,
+                capacity::Verdict::Found | capacity::Verdict::AtMax => Exit::Passed,
+            }
         }
+        Err(e) => run_error(e, err),
     }
 }
 
@@ -722,15 +920,16 @@ fn fleet_defaults(
     args: &mut RunArgs,
 ) -> Result<run::fleet_manifest::FleetManifest, String> {
     let (m, _) = run::fleet_manifest::FleetManifest::read(path).map_err(|e| e.to_string())?;
-    args.target = Some(m.target.clone());
-    if args.transport.is_none() {
-        args.transport = Some(match m.transport.as_str() {
+    let c = &mut args.common;
+    c.target = Some(m.target.clone());
+    if c.transport.is_none() {
+        c.transport = Some(match m.transport.as_str() {
             "mqtt" => TransportArg::Mqtt,
             _ => TransportArg::Http,
         });
     }
-    if args.broker.is_none() && matches!(args.transport, Some(TransportArg::Mqtt)) {
-        args.broker = m.broker.clone();
+    if c.broker.is_none() && matches!(c.transport, Some(TransportArg::Mqtt)) {
+        c.broker = m.broker.clone();
     }
     Ok(m)
 }
@@ -897,9 +1096,9 @@ fn target_flags(
     }
 }
 
-/// Applies --transport, --broker, --target and --duration, re-checking the
-/// rules they can break.
-fn apply_overrides(s: &mut Scenario, args: &RunArgs) -> Result<(), String> {
+/// Applies --transport, --broker and --target, re-checking the rules they
+/// can break.
+fn apply_overrides(s: &mut Scenario, args: &ScenarioArgs) -> Result<(), String> {
     if let Some(t) = args.transport {
         s.transport = t.into();
     }
@@ -941,9 +1140,6 @@ fn apply_overrides(s: &mut Scenario, args: &RunArgs) -> Result<(), String> {
                 hidden.join(", ") + if hidden.len() == 1 { " is" } else { " are" }
             ));
         }
-    }
-    if let Some(d) = args.duration {
-        s.cap_duration(d);
     }
     Ok(())
 }

@@ -105,6 +105,7 @@ fn measure(secs: u32, actions: &str) -> (u64, u64, u64) {
         run_id: "alloc".into(),
         reproduce: "alloc".into(),
         fleet: None,
+        warmup: std::time::Duration::ZERO,
     };
     let sys = actix_rt::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_current_thread()

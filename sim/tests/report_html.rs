@@ -156,3 +156,78 @@ fn the_console_check_catches_a_page_that_logs_an_error() {
         "stderr:\n{stderr}"
     );
 }
+
+#[test]
+fn capacity_html_renders_in_chromium_with_its_charts() {
+    use fleetsim::run::capacity::{execute, CapacityPlan, Precision};
+    use fleetsim::run::{RunOptions, Shard};
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/capacity_support/known-capacity.toml");
+    let s = fleetsim::scenario::load(&file).unwrap();
+    let plan = CapacityPlan {
+        start_per_s: 4.0,
+        max_per_s: 100.0,
+        step: std::time::Duration::from_secs(60),
+        warmup: std::time::Duration::from_secs(5),
+        repeats: 1,
+        precision: Precision::Percent(20.0),
+        precision_text: "20%".into(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let base = RunOptions {
+        seed: 5,
+        transport: s.transport,
+        broker: None,
+        target: None,
+        report_dir: dir.path().to_path_buf(),
+        metrics_addr: None,
+        shard: Shard::WHOLE,
+        run_id: String::new(),
+        reproduce: "fleetsim capacity known-capacity.toml --seed 5".into(),
+        fleet: None,
+        warmup: plan.warmup,
+    };
+    let r = execute(&s, &plan, &base, &mut |_| {}).unwrap();
+    assert!(r.max_passing_per_s.is_some() && r.first_failing_per_s.is_some());
+    let html_path = dir.path().join("capacity.html");
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    let outside_svg_ns = html.replace("http://www.w3.org/2000/svg", "");
+    for needle in ["http://", "https://", "<script", "src="] {
+        assert!(
+            !outside_svg_ns.contains(needle),
+            "capacity.html contains {needle}"
+        );
+    }
+    let (dom, stderr) = chromium(&html_path, &["--dump-dom"]);
+    assert!(
+        console_lines(&stderr).is_empty(),
+        "console output:\n{stderr}"
+    );
+    for id in ["chart-capacity-rate", "chart-capacity-p99"] {
+        assert!(
+            dom.contains(&format!("<svg id=\"{id}\"")),
+            "{id} missing from the DOM"
+        );
+    }
+    assert!(dom.contains("<table id=\"capacity-steps\""));
+    assert!(
+        dom.contains("highest pass") && dom.contains("first failure"),
+        "the boundary"
+    );
+    assert!(dom.contains("FOUND") && dom.contains("arrivals.dropped_rate &lt; 20%"));
+    // Every step's row links to its own report, which exists.
+    for st in &r.steps {
+        let link = format!(
+            "steps/{}",
+            Path::new(&st.report_dir)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+        );
+        assert!(dom.contains(&format!("{link}/report.html")), "{link}");
+        assert!(
+            dir.path().join(&link).join("report.html").exists(),
+            "{link}"
+        );
+    }
+}

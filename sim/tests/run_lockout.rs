@@ -104,6 +104,7 @@ fn run_text(text: &str, dir: &Path) -> (Value, Value) {
         run_id: "test".into(),
         reproduce: "test".into(),
         fleet: None,
+        warmup: std::time::Duration::ZERO,
     };
     let outcome = run::execute(&s, &opts).unwrap();
     let read = |f: &str| -> Value {

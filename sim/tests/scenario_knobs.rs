@@ -1008,6 +1008,7 @@ fn options(s: &fleetsim::scenario::Scenario, dir: &Path) -> RunOptions {
         run_id: "test".into(),
         reproduce: String::new(),
         fleet: None,
+        warmup: std::time::Duration::ZERO,
     }
 }
 

@@ -289,6 +289,16 @@ impl Recorder {
         self.health.observe_device(kind, online, battery_pct);
     }
 
+    /// Forgets the latency samples recorded so far (the whole-run
+    /// histograms and the late-start count), from which the thresholds are
+    /// judged; the intervals stay for the time series and the decision
+    /// tally stays whole. A capacity step calls this at its warm-up's end,
+    /// so each step is judged on what completed after it.
+    pub fn discard_samples(&mut self) {
+        self.hists = Default::default();
+        self.behind_schedule = 0;
+    }
+
     /// A copy of everything recorded so far, the open interval included.
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot::empty(self.interval_us);

@@ -80,6 +80,13 @@ impl Timings {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Forgets the deliveries timed so far ([`Recorder::discard_samples`]).
+    pub fn discard_samples(&self) {
+        if let State::Recording(r) = &mut *self.state.lock() {
+            r.discard_samples();
+        }
+    }
+
     /// Ends recording; `None` if it never started.
     pub fn finish(&self) -> Option<Snapshot> {
         match std::mem::replace(&mut *self.state.lock(), State::Done) {

@@ -10,7 +10,7 @@ use super::svg::{
 use super::{fmt_num, RunReport};
 use crate::metrics::{DecisionExample, BATTERY_BUCKETS};
 
-const CSS: &str = "
+pub(super) const CSS: &str = "
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}
 header{background:#1d2330;color:#fff;padding:18px 28px}
 header h1{margin:0 0 6px;font-size:22px}

@@ -15,6 +15,7 @@
 //! case per threshold) and `hdr/<operation>.hlog` (HdrHistogram interval logs).
 
 mod arrivals;
+pub mod capacity;
 mod harness;
 mod html;
 mod junit;

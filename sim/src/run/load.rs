@@ -169,7 +169,7 @@ struct Queued {
 }
 
 /// One action's arrivals while the run goes (see [`ActionArrivals`]).
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Counts {
     asked: u64,
     ran: u64,
@@ -181,6 +181,9 @@ struct Counts {
 #[derive(Default)]
 struct Arrivals {
     per_action: BTreeMap<&'static str, Counts>,
+    /// The arrivals that ended before the measured window (a capacity
+    /// step's warm-up): left out of the report.
+    before_window: BTreeMap<&'static str, Counts>,
     prom: Option<Arc<FleetMetrics>>,
 }
 
@@ -222,8 +225,44 @@ impl Arrivals {
         self.per_action.values().map(|c| c.ran).sum()
     }
 
+    /// The measured window starts now: arrivals that ended already are
+    /// left out of the report; those still waiting or being served count
+    /// in the window as offered there, so every arrival in it is still
+    /// accounted for (`offered = served + skipped + dropped + queued`).
+    fn begin_window(&mut self) {
+        self.before_window = self
+            .per_action
+            .iter()
+            .map(|(k, c)| {
+                let ended = c.ran + c.dropped.iter().sum::<u64>() + c.queued_at_end;
+                let done = Counts {
+                    asked: ended.min(c.asked),
+                    ..c.clone()
+                };
+                (*k, done)
+            })
+            .collect();
+    }
+
+    /// What happened in the measured window (the whole run without a
+    /// warm-up), per action.
+    fn window(&self) -> BTreeMap<&'static str, Counts> {
+        let mut out = self.per_action.clone();
+        for (k, before) in &self.before_window {
+            if let Some(c) = out.get_mut(k) {
+                c.asked -= before.asked;
+                c.ran -= before.ran;
+                for (d, b) in c.dropped.iter_mut().zip(before.dropped) {
+                    *d -= b;
+                }
+                c.queued_at_end -= before.queued_at_end;
+            }
+        }
+        out
+    }
+
     fn report(&self) -> BTreeMap<String, ActionArrivals> {
-        self.per_action
+        self.window()
             .iter()
             .map(|(k, c)| {
                 let dropped = DropReason::ALL
@@ -383,7 +422,17 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
             origin,
         ))
     });
+    let warmup = (!opts.warmup.is_zero()).then(|| {
+        actix_rt::spawn(end_warmup(
+            ctx.clone(),
+            timings.clone(),
+            origin + opts.warmup,
+        ))
+    });
     let (phase_start, closed_people) = drive_phases(&ctx, s, seed).await;
+    if let Some(w) = warmup {
+        let _ = w.await;
+    }
     progress_line.finish(&ctx);
     drain(&ctx).await;
     let harness = meter.borrow_mut().usage();
@@ -407,7 +456,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     for d in ctx.fleet.devices() {
         let _ = ctx.fleet.control(d.id, crate::devices::Control::GoOnline);
     }
-    let duration_s = measured_duration_s(origin, phase_start);
+    let duration_s = measured_duration_s(origin, phase_start) - opts.warmup.as_secs_f64();
     let health = device_health(&ctx).await;
     let events = count_events(&ctx, &health.emitted).await;
     // The live metrics' last refresh has the final event totals.
@@ -710,6 +759,7 @@ fn new_ctx(
             stopping: false,
             arrivals: Arrivals {
                 per_action: BTreeMap::new(),
+                before_window: BTreeMap::new(),
                 prom: metering.prom,
             },
             skipped,
@@ -779,6 +829,17 @@ async fn drive_phases(ctx: &Rc<Ctx>, s: &Scenario, seed: u64) -> (Duration, Opti
         phase_start = end;
     }
     (phase_start, closed_people)
+}
+
+/// The end of a capacity step's warm-up (`RunOptions::warmup`): what was
+/// measured so far is left out of the step's verdict (latency samples and
+/// the arrivals that ended; see [`Arrivals::begin_window`]).
+async fn end_warmup(ctx: Rc<Ctx>, timings: Arc<Timings>, at: Instant) {
+    tokio::time::sleep_until(at).await;
+    let mut sh = ctx.shared.borrow_mut();
+    sh.recorder.discard_samples();
+    sh.arrivals.begin_window();
+    timings.discard_samples();
 }
 
 /// Step 7: after the last phase, every arrival ends and is counted.

@@ -25,6 +25,7 @@
 //! same numbers. The engine's `now` is the scenario's start plus tokio's
 //! elapsed time in both.
 
+pub mod capacity;
 pub mod fleet_manifest;
 pub mod load;
 pub mod oracle;
@@ -89,6 +90,10 @@ pub struct RunOptions {
     /// provisioned there; never serialized (the manifest holds secrets).
     #[serde(skip)]
     pub fleet: Option<fleet_manifest::FleetRun>,
+    /// Left out of the verdict: latencies completed and arrivals ended in
+    /// the load's first `warmup` (a capacity step's warm-up; zero for `run`).
+    #[serde(rename = "warmup_ms", serialize_with = "crate::scenario::ser_ms")]
+    pub warmup: std::time::Duration,
 }
 
 /// The id of a run of `scenario` with `seed`: a hash of the resolved
@@ -115,6 +120,10 @@ pub struct RunOutcome {
     pub report_dir: PathBuf,
     /// The end-of-run table (operations, decisions, thresholds).
     pub summary: String,
+    /// What was written to report.json (a capacity step reads its rates,
+    /// p99 and harness cost from here).
+    #[serde(skip)]
+    pub report: crate::report::RunReport,
 }
 
 #[derive(Debug, thiserror::Error)]

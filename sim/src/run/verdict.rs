@@ -173,7 +173,8 @@ pub fn finish(s: &Scenario, opts: &RunOptions, m: Measured) -> Result<RunOutcome
         .filter(|(_, a)| a.ran > 0)
         .map(|(k, a)| (k.clone(), a.ran))
         .collect();
-    r.arrivals = ArrivalsReport::of(m.arrivals, s.total_duration().as_secs_f64(), r.duration_s);
+    let load_s = s.total_duration().saturating_sub(opts.warmup).as_secs_f64();
+    r.arrivals = ArrivalsReport::of(m.arrivals, load_s, r.duration_s);
     let checks = r.checks.as_ref().map_or(0, |c| c.count);
     r.harness = Some(HarnessCost::of(&m.harness, checks, m.start_lag));
     let extra = OracleFile {
@@ -209,6 +210,7 @@ fn judge_and_write(
         thresholds: results,
         passed,
         report_dir: dir.to_path_buf(),
+        report: r.clone(),
     })
 }
 

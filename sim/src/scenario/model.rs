@@ -15,7 +15,7 @@ use super::error::Problem;
 pub use super::raw::{Clock, Transport};
 use super::threshold::Threshold;
 
-fn ser_ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub fn ser_ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
 }
 

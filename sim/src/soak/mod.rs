@@ -571,6 +571,7 @@ pub fn check_file(file: &Path, report_dir: &Path, timeout: Duration) -> SeedResu
             run_id: run::run_id(&s, r.seed),
             reproduce: r.replay[index as usize].clone(),
             fleet: None,
+            warmup: std::time::Duration::ZERO,
         };
         match execute_guarded(&s, opts, timeout) {
             Err(f) => {
