@@ -1,7 +1,7 @@
 //! The activity log (seeds/004): one entry per thing that happened at a
 //! device, saying how (by hand, keypad, remote, QR, card, BLE), which code
 //! and its origin, or why access was denied. Entries come from credential
-//! checks, device events (idempotent on the device's own `(device, seq)`),
+//! checks, device events (idempotent on the device's own `(device, boot, seq)`),
 //! status changes and remote opens. The code itself is never recorded.
 
 use jiff::Timestamp;
@@ -57,6 +57,10 @@ pub struct ActivityEntry {
     /// The device's own sequence number (device events only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// The device's boot epoch (device events that carry one; absent:
+    /// boot 0, a device of protocol version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<u64>,
     /// Extra facts (battery level, lockout end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -73,6 +77,7 @@ impl ActivityEntry {
             origin: None,
             reason: None,
             seq: None,
+            boot: None,
             detail: None,
         }
     }
@@ -109,6 +114,7 @@ impl ActivityEntry {
     pub fn from_event(device: DeviceId, ev: &Event) -> ActivityEntry {
         let mut e = ActivityEntry::new(device, ev.at, ev.kind.name());
         e.seq = Some(ev.seq);
+        e.boot = (ev.boot != 0).then_some(ev.boot);
         match &ev.kind {
             EventKind::Unlocked {
                 how,
@@ -269,6 +275,7 @@ mod tests {
         assert_eq!(e.reason.as_deref(), Some("uses_exhausted"));
         let ev = Event {
             seq: 9,
+            boot: 0,
             at,
             kind: EventKind::DoorForcedOpen,
         };

@@ -392,7 +392,8 @@ impl Service {
         Ok(())
     }
 
-    /// Logs a device's event once: false when `(device, seq)` was seen.
+    /// Logs a device's event once: false when `(device, boot, seq)` was
+    /// seen.
     pub async fn record_event(
         &self,
         device: DeviceId,

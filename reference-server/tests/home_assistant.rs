@@ -111,6 +111,7 @@ impl Bridge {
 fn event(seq: u64, kind: EventKind) -> Event {
     Event {
         seq,
+        boot: 0,
         at: jiff::Timestamp::now(),
         kind,
     }

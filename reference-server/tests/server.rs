@@ -458,6 +458,7 @@ async fn guest_stay_codes_locks_health_and_remote_open() {
     // Device events: logged once per (device, seq).
     let ev = Event {
         seq: 7,
+        boot: 0,
         at: ts("2026-03-24T10:00:00Z"),
         kind: EventKind::Unlocked {
             how: How::Manual,
@@ -474,6 +475,7 @@ async fn guest_stay_codes_locks_health_and_remote_open() {
         lock,
         &Event {
             seq: 8,
+            boot: 0,
             at: ts("2026-03-24T10:01:00Z"),
             kind: EventKind::MotorBlocked,
         },

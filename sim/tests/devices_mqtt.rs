@@ -60,6 +60,8 @@ async fn start_broker(users: HashMap<String, String>, engine: &Arc<RwLock<Engine
 struct Responder {
     client: AsyncClient,
     log: Arc<EventLog>,
+    /// The boot epochs the devices' events carried.
+    boots: Arc<parking_lot::Mutex<std::collections::BTreeSet<u64>>>,
 }
 
 impl Responder {
@@ -70,7 +72,8 @@ impl Responder {
             .set_inflight(500);
         let (client, mut eventloop) = AsyncClient::new(opts, 1_000);
         let log = Arc::new(EventLog::new());
-        let (c, l) = (client.clone(), log.clone());
+        let boots = Arc::new(parking_lot::Mutex::new(std::collections::BTreeSet::new()));
+        let (c, l, b) = (client.clone(), log.clone(), boots.clone());
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
@@ -103,6 +106,7 @@ impl Responder {
                             }
                             Channel::Events => {
                                 let e: Event = decode(&p.payload).unwrap();
+                                b.lock().insert(e.boot);
                                 l.record(device, &e);
                             }
                             Channel::SyncAck => {
@@ -132,7 +136,7 @@ impl Responder {
                 }
             }
         });
-        Responder { client, log }
+        Responder { client, log, boots }
     }
 
     /// Sends a device its pending codes (what the gateway does on a change).
@@ -301,6 +305,12 @@ fn run_mqtt_fleet(mode: impl Fn(&HashMap<String, String>) -> Multiplex, doors: u
         }
         let totals = responder.log.totals();
         assert_eq!(totals.duplicates, 0);
+        // Every event carries the devices' boot epoch: the run's start.
+        assert_eq!(
+            *responder.boots.lock(),
+            [start_time().as_second() as u64].into(),
+            "the boot epoch of every event"
+        );
         assert_eq!(totals.per_kind.get("unlocked"), u64::from(doors));
         assert_eq!(totals.per_kind.get("access_denied"), u64::from(doors));
         // A code pushed again before its ack arrived is confirmed again.
