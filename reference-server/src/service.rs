@@ -571,8 +571,25 @@ impl Service {
     /// A device asks for its batch over HTTP (`GET .../sync`): the batch
     /// of the moment, recorded as sent (`SyncSent`: its codes go
     /// `setting`) when the session says it goes, with its QR and BLE codes
-    /// confirmed as the MQTT gateway confirms them.
-    pub async fn sync_fetch(&self, device: DeviceId) -> Result<SyncBatch, ServiceError> {
+    /// confirmed as the MQTT gateway confirms them. `full`: the device lost
+    /// its codes; `SyncReset` first, so the batch is the whole set (as
+    /// `sync/req` with `full` over MQTT).
+    pub async fn sync_fetch(
+        &self,
+        device: DeviceId,
+        full: bool,
+    ) -> Result<SyncBatch, ServiceError> {
+        if full {
+            let reset = Command::SyncReset { device };
+            if let Some(e) = self
+                .apply_batch(vec![reset])
+                .await?
+                .into_iter()
+                .find_map(Result::err)
+            {
+                return Err(e);
+            }
+        }
         let batch = self
             .pending_sync(device)
             .ok_or(ServiceError::UnknownDevice(device))?;

@@ -34,6 +34,11 @@ async fn a_redelivered_event_is_logged_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebooted_lock_asks_for_a_full_resync() {
+    scenarios::a_rebooted_lock_asks_for_a_full_resync(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_boot_restarts_seq_without_losing_events() {
     scenarios::a_new_boot_restarts_seq_without_losing_events(Broker::Embedded).await;
 }

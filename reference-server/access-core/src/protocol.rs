@@ -50,18 +50,21 @@ pub enum Channel {
     AuthResp,
     Sync,
     SyncAck,
+    /// A device asks for its sync (version 2).
+    SyncReq,
     Cmd,
     CmdAck,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 8] = [
+    pub const ALL: [Channel; 9] = [
         Channel::Status,
         Channel::Events,
         Channel::AuthReq,
         Channel::AuthResp,
         Channel::Sync,
         Channel::SyncAck,
+        Channel::SyncReq,
         Channel::Cmd,
         Channel::CmdAck,
     ];
@@ -74,6 +77,7 @@ impl Channel {
             Channel::AuthResp => "auth/resp",
             Channel::Sync => "sync",
             Channel::SyncAck => "sync/ack",
+            Channel::SyncReq => "sync/req",
             Channel::Cmd => "cmd",
             Channel::CmdAck => "cmd/ack",
         }
@@ -87,6 +91,7 @@ impl Channel {
                 | Channel::Events
                 | Channel::AuthReq
                 | Channel::SyncAck
+                | Channel::SyncReq
                 | Channel::CmdAck
         )
     }
@@ -647,6 +652,17 @@ pub struct SyncResult {
     /// None: applied. Some: why the device could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<SyncFailure>,
+}
+
+/// `sync/req` (version 2): a device asks for its sync now. `full`: its
+/// code store is empty (a reboot that lost it, a factory reset), so every
+/// code it should hold is to be sent again, not only what changed; without
+/// it, the pending delta is sent again (as when it comes online).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// `sync/ack`: the version applied, and the outcome per code.

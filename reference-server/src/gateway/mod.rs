@@ -503,7 +503,12 @@ fn subscriptions(cfg: &GatewayConfig, conn: usize) -> Vec<SubscribeFilter> {
         ),
     ];
     if conn == 0 {
-        for chan in [Channel::Status, Channel::SyncAck, Channel::CmdAck] {
+        for chan in [
+            Channel::Status,
+            Channel::SyncAck,
+            Channel::SyncReq,
+            Channel::CmdAck,
+        ] {
             filters.push(SubscribeFilter::new(
                 format!("{p}/+/+/{}", chan.suffix()),
                 QoS::AtLeastOnce,
@@ -825,6 +830,18 @@ async fn dispatch<B: Backend>(
                     continue;
                 };
                 if sync.send(SyncInput::Ack(device, ack)).await.is_err() {
+                    return;
+                }
+            }
+            Channel::SyncReq => {
+                let Some(req) = decoded::<protocol::SyncRequest>(m, device, &payload) else {
+                    continue;
+                };
+                if sync
+                    .send(SyncInput::Request(site, device, req))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
