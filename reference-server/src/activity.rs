@@ -173,11 +173,22 @@ impl ActivityEntry {
     }
 
     /// Open Door from the platform, with the device's answer.
-    pub fn remote_open(device: DeviceId, at: Timestamp, result: &str) -> ActivityEntry {
+    /// A remote command and its result: `remote_open` (Open Door, Home
+    /// Assistant's `UNLOCK`/`OPEN`) or `remote_lock` (`LOCK`).
+    pub fn remote_command(
+        device: DeviceId,
+        at: Timestamp,
+        kind: crate::protocol::CommandKind,
+        result: &str,
+    ) -> ActivityEntry {
+        let name = match kind {
+            crate::protocol::CommandKind::Open => "remote_open",
+            crate::protocol::CommandKind::Lock => "remote_lock",
+        };
         ActivityEntry {
             how: Some(How::Remote),
             reason: Some(result.to_string()),
-            ..ActivityEntry::new(device, at, "remote_open")
+            ..ActivityEntry::new(device, at, name)
         }
     }
 }

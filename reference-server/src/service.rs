@@ -757,13 +757,26 @@ impl Service {
         actor: &Actor,
         device: DeviceId,
     ) -> Result<CommandResult, ServiceError> {
+        self.remote_command(actor, device, CommandKind::Open).await
+    }
+
+    /// A remote command to a lock (`open` or `lock`; the admin API's Open
+    /// Door, Home Assistant's `UNLOCK`/`OPEN`/`LOCK`): authorized as Open
+    /// Door, sent through the gateway's command sink, and logged as a
+    /// `remote_open` or `remote_lock` activity entry with the result. The
+    /// lock reports what it did as its own `unlocked`/`locked` event
+    /// (`how: remote`), the `lock.unlocked`/`lock.locked` event of the log.
+    pub async fn remote_command(
+        &self,
+        actor: &Actor,
+        device: DeviceId,
+        kind: CommandKind,
+    ) -> Result<CommandResult, ServiceError> {
         let now = self.now();
         self.engine.read().authorize_open(actor, device, now)?;
         let sink = self.command_sink.read().clone();
         let result = match sink {
-            Some(sink) if self.health.summary(device).online => {
-                sink(device, CommandKind::Open).await
-            }
+            Some(sink) if self.health.summary(device).online => sink(device, kind).await,
             _ => CommandResult::Offline,
         };
         let name = serde_json::to_value(result)
@@ -771,8 +784,8 @@ impl Service {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         self.store
-            .write(vec![Write::Activity(ActivityEntry::remote_open(
-                device, now, &name,
+            .write(vec![Write::Activity(ActivityEntry::remote_command(
+                device, now, kind, &name,
             ))])
             .await?;
         Ok(result)

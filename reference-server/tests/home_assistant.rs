@@ -3,7 +3,9 @@
 //! account, reads the retained discovery config, state and availability
 //! after a lock connects and reports; the lock's Last Will turns it
 //! offline; `LOCK`/`UNLOCK` published by Home Assistant reach the lock as
-//! protocol commands; a device can forge none of it.
+//! protocol commands through the service's remote-command path (an
+//! activity entry each, as the admin API's Open Door); a device can forge
+//! none of it.
 
 mod mqtt_support;
 
@@ -13,8 +15,11 @@ use std::time::Duration;
 
 use mqtt_support::fixture::{world, World};
 use mqtt_support::{Device, Mosquitto, Received};
+use reference_server::activity::ActivityQuery;
+use reference_server::events::{EventType, Method};
 use reference_server::gateway::{self, BrokerChoice, HomeAssistantConfig, MqttRunning};
 use reference_server::protocol::{self, CommandKind, Event, EventKind, How};
+use reference_server::store::{EventQuery, Order};
 
 const HA_USER: &str = "homeassistant";
 const HA_PASSWORD: &str = "ha-test-password";
@@ -200,6 +205,68 @@ async fn lock_and_unlock_from_home_assistant_reach_the_lock() {
         })
         .await;
     }
+    // Through the service's remote-command path, as the admin API's Open
+    // Door: each command left an activity entry with its result.
+    let lock = b.world.device(0);
+    let remote = |kind: &str| {
+        b.world
+            .service
+            .activity(&ActivityQuery {
+                device: Some(lock),
+                from: None,
+                to: None,
+                kind: Some(kind.into()),
+                limit: 10,
+            })
+            .unwrap()
+    };
+    for _ in 0..100 {
+        if remote("remote_open").len() == 2 && remote("remote_lock").len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let opened = remote("remote_open");
+    assert_eq!(opened.len(), 2, "{opened:?}");
+    assert!(opened
+        .iter()
+        .all(|e| e.how == Some(How::Remote) && e.reason.as_deref() == Some("ok")));
+    let locked = remote("remote_lock");
+    assert_eq!(locked.len(), 1, "{locked:?}");
+    assert_eq!(locked[0].reason.as_deref(), Some("ok"));
+    // The lock reports what it did: `lock.unlocked` with method `remote`.
+    dev.send_event(&event(
+        1,
+        EventKind::Unlocked {
+            how: How::Remote,
+            credential: None,
+            origin: None,
+        },
+    ))
+    .await;
+    let org = reference_server::events::device_org(&b.world.service.engine(), lock).unwrap();
+    let unlocked = || {
+        b.world
+            .service
+            .store()
+            .events(&EventQuery {
+                org,
+                event_type: Some(EventType::LockUnlocked),
+                device: Some(lock),
+                order: Order::After(0),
+                limit: 10,
+            })
+            .unwrap()
+    };
+    for _ in 0..100 {
+        if !unlocked().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = unlocked();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].body.method, Some(Method::Remote));
     // A bad payload and a command for a lock that does not exist are
     // ignored: nothing reaches either lock, and the next command still
     // works.

@@ -44,7 +44,6 @@ use rustc_hash::FxHashMap;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use super::Commander;
 use crate::device_state::{DeviceState, DoorState, LockState};
 use crate::domain::{DeviceId, SiteId};
 use crate::protocol::{self, CommandKind, Event as DeviceEvent, EventKind};
@@ -401,32 +400,33 @@ impl Bridge {
     }
 
     /// A message under the discovery prefix: a command from Home
-    /// Assistant, sent to its lock (at most [`MAX_COMMANDS_IN_FLIGHT`]
-    /// waiting at once); anything else is logged and ignored.
-    pub(crate) fn command(&self, topic: &str, payload: &[u8], commander: &Arc<Commander>) {
+    /// Assistant for one of its locks, with a permit (at most
+    /// [`MAX_COMMANDS_IN_FLIGHT`] waiting at once) to hold while the
+    /// caller sends it through the service (`Backend::remote_command`, the
+    /// admin API's Open Door path); anything else is logged and ignored.
+    pub(crate) fn command(
+        &self,
+        topic: &str,
+        payload: &[u8],
+    ) -> Option<(DeviceId, CommandKind, tokio::sync::OwnedSemaphorePermit)> {
         let Some(device) = self.topics.command_device(topic) else {
             tracing::warn!(topic = %topic.chars().take(200).collect::<String>(), "home assistant: not a lock's command topic; ignored");
-            return;
+            return None;
         };
         if (self.lock_info)(device).is_none() {
             tracing::warn!(%device, "home assistant: a command for an unknown lock; ignored");
-            return;
+            return None;
         }
         let Some(command) = command_of(payload) else {
             let shown = String::from_utf8_lossy(&payload[..payload.len().min(MAX_COMMAND_BYTES)]);
             tracing::warn!(%device, payload = %shown, "home assistant: a command must be LOCK, UNLOCK or OPEN; ignored");
-            return;
+            return None;
         };
         let Ok(permit) = self.commands.clone().try_acquire_owned() else {
             tracing::warn!(%device, "home assistant: too many commands waiting; dropped");
-            return;
+            return None;
         };
-        let commander = commander.clone();
-        tokio::spawn(async move {
-            let result = commander.send(device, command).await;
-            tracing::info!(%device, ?command, ?result, "home assistant command");
-            drop(permit);
-        });
+        Some((device, command, permit))
     }
 }
 

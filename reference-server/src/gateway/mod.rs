@@ -737,7 +737,22 @@ async fn dispatch<B: Backend>(
         let m = &shared.metrics;
         if let Some(ha) = shared.home_assistant.as_ref() {
             if ha.owns(&publish.topic) {
-                ha.command(&publish.topic, &publish.payload, &commander);
+                if let Some((device, command, permit)) =
+                    ha.command(&publish.topic, &publish.payload)
+                {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        match shared.backend.remote_command(device, command).await {
+                            Ok(result) => {
+                                tracing::info!(%device, ?command, ?result, "home assistant command")
+                            }
+                            Err(e) => {
+                                tracing::warn!(%device, ?command, error = %e, "home assistant command refused")
+                            }
+                        }
+                        drop(permit);
+                    });
+                }
                 continue;
             }
         }
