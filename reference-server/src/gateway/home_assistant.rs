@@ -21,7 +21,9 @@
 //! lock unavailable when the server is gone; each config names both
 //! availability topics (`availability_mode: all`). Only the server
 //! publishes here: the embedded broker and docs/mosquitto/acl let a device
-//! publish on its own device topics only.
+//! publish on its own device topics only, and Home Assistant's own
+//! account (`homeassistant`; on the embedded broker with
+//! `HomeAssistantConfig::embedded_password`) on the command topics only.
 //!
 //! Beside each lock, an HA `event` entity
 //! (`…/event/fleet_dev-3_access/config`, retained) whose state topic
@@ -61,12 +63,17 @@ const MAX_COMMAND_BYTES: usize = 16;
 pub struct HomeAssistantConfig {
     /// Where Home Assistant looks for discovery configs (`homeassistant`).
     pub discovery_prefix: String,
+    /// With the embedded broker: the password of its `homeassistant`
+    /// account (Home Assistant logs in with it); `None`, no such account.
+    /// An external broker has its own accounts.
+    pub embedded_password: Option<String>,
 }
 
 impl Default for HomeAssistantConfig {
     fn default() -> Self {
         HomeAssistantConfig {
             discovery_prefix: DISCOVERY_PREFIX.into(),
+            embedded_password: None,
         }
     }
 }

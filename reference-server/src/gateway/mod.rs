@@ -58,7 +58,7 @@ pub use home_assistant::{ha_state, HomeAssistantConfig, LockInfo, DISCOVERY_PREF
 pub use metrics::{DropReason, GatewayMetrics};
 pub use serve::{
     serve, serve_with_limits, BrokerChoice, MqttRunning, ServeError, DROP_REPORT_INTERVAL,
-    ENGINE_USER,
+    ENGINE_USER, HOME_ASSISTANT_USER,
 };
 pub use sync::SyncConfig;
 
