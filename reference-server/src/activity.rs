@@ -1,7 +1,7 @@
 //! The activity log (seeds/004): one entry per thing that happened at a
 //! device, saying how (by hand, keypad, remote, QR, card, BLE), which code
 //! and its origin, or why access was denied. Entries come from credential
-//! checks, device events (idempotent on the device's own `(device, seq)`),
+//! checks, device events (idempotent on the device's own `(device, boot, seq)`),
 //! status changes and remote opens. The code itself is never recorded.
 
 use jiff::Timestamp;
@@ -62,6 +62,10 @@ pub struct ActivityEntry {
     /// The device's own sequence number (device events only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// The device's boot epoch (device events that carry one; absent:
+    /// boot 0, a device of protocol version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<u64>,
     /// Extra facts (battery level, lockout end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -78,6 +82,7 @@ impl ActivityEntry {
             origin: None,
             reason: None,
             seq: None,
+            boot: None,
             detail: None,
         }
     }
@@ -114,6 +119,7 @@ impl ActivityEntry {
     pub fn from_event(device: DeviceId, ev: &Event) -> ActivityEntry {
         let mut e = ActivityEntry::new(device, ev.at, ev.kind.name());
         e.seq = Some(ev.seq);
+        e.boot = (ev.boot != 0).then_some(ev.boot);
         match &ev.kind {
             EventKind::Unlocked {
                 how,
@@ -172,11 +178,22 @@ impl ActivityEntry {
     }
 
     /// Open Door from the platform, with the device's answer.
-    pub fn remote_open(device: DeviceId, at: Timestamp, result: &str) -> ActivityEntry {
+    /// A remote command and its result: `remote_open` (Open Door, Home
+    /// Assistant's `UNLOCK`/`OPEN`) or `remote_lock` (`LOCK`).
+    pub fn remote_command(
+        device: DeviceId,
+        at: Timestamp,
+        kind: crate::protocol::CommandKind,
+        result: &str,
+    ) -> ActivityEntry {
+        let name = match kind {
+            crate::protocol::CommandKind::Open => "remote_open",
+            crate::protocol::CommandKind::Lock => "remote_lock",
+        };
         ActivityEntry {
             how: Some(How::Remote),
             reason: Some(result.to_string()),
-            ..ActivityEntry::new(device, at, "remote_open")
+            ..ActivityEntry::new(device, at, name)
         }
     }
 }
@@ -281,6 +298,7 @@ mod tests {
         assert_eq!(e.reason.as_deref(), Some("uses_exhausted"));
         let ev = Event {
             seq: 9,
+            boot: 0,
             at,
             kind: EventKind::DoorForcedOpen,
         };

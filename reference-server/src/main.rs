@@ -46,10 +46,11 @@ struct Args {
     device_in_flight: u32,
     /// Publish every lock to Home Assistant through the broker (MQTT
     /// discovery under --home-assistant-prefix, state, availability, and
-    /// LOCK/UNLOCK/OPEN commands; docs/reference-server.md). Needs
-    /// --broker: Home Assistant logs in to that broker (the embedded one
-    /// has accounts only for the server and the devices).
-    #[arg(long, requires = "broker")]
+    /// LOCK/UNLOCK/OPEN commands; docs/reference-server.md). With the
+    /// embedded broker, Home Assistant logs in as `homeassistant` with the
+    /// password in the environment variable HOME_ASSISTANT_PASSWORD
+    /// (required then); with --broker, with that broker's own account.
+    #[arg(long)]
     home_assistant: bool,
     /// Home Assistant's discovery prefix (with --home-assistant).
     #[arg(long, default_value = gateway::DISCOVERY_PREFIX)]
@@ -130,8 +131,18 @@ async fn main() -> anyhow::Result<()> {
     };
     // Before saying where it listens: a taken MQTT port ends the server
     // here, with the address in the error.
+    let embedded_password = match (&choice, args.home_assistant) {
+        (BrokerChoice::Embedded { .. }, true) => match std::env::var("HOME_ASSISTANT_PASSWORD") {
+            Ok(p) if !p.is_empty() => Some(p),
+            _ => {
+                anyhow::bail!("--home-assistant with the embedded broker needs HOME_ASSISTANT_PASSWORD: the password Home Assistant logs in with as `homeassistant`");
+            }
+        },
+        _ => None,
+    };
     let home_assistant = args.home_assistant.then(|| gateway::HomeAssistantConfig {
         discovery_prefix: args.home_assistant_prefix.clone(),
+        embedded_password,
     });
     let mqtt = gateway::serve_with_limits(server.service.clone(), choice, limits, |cfg| {
         cfg.home_assistant = home_assistant;

@@ -392,7 +392,8 @@ impl Service {
         Ok(())
     }
 
-    /// Logs a device's event once: false when `(device, seq)` was seen.
+    /// Logs a device's event once: false when `(device, boot, seq)` was
+    /// seen.
     pub async fn record_event(
         &self,
         device: DeviceId,
@@ -570,8 +571,25 @@ impl Service {
     /// A device asks for its batch over HTTP (`GET .../sync`): the batch
     /// of the moment, recorded as sent (`SyncSent`: its codes go
     /// `setting`) when the session says it goes, with its QR and BLE codes
-    /// confirmed as the MQTT gateway confirms them.
-    pub async fn sync_fetch(&self, device: DeviceId) -> Result<SyncBatch, ServiceError> {
+    /// confirmed as the MQTT gateway confirms them. `full`: the device lost
+    /// its codes; `SyncReset` first, so the batch is the whole set (as
+    /// `sync/req` with `full` over MQTT).
+    pub async fn sync_fetch(
+        &self,
+        device: DeviceId,
+        full: bool,
+    ) -> Result<SyncBatch, ServiceError> {
+        if full {
+            let reset = Command::SyncReset { device };
+            if let Some(e) = self
+                .apply_batch(vec![reset])
+                .await?
+                .into_iter()
+                .find_map(Result::err)
+            {
+                return Err(e);
+            }
+        }
         let batch = self
             .pending_sync(device)
             .ok_or(ServiceError::UnknownDevice(device))?;
@@ -739,13 +757,26 @@ impl Service {
         actor: &Actor,
         device: DeviceId,
     ) -> Result<CommandResult, ServiceError> {
+        self.remote_command(actor, device, CommandKind::Open).await
+    }
+
+    /// A remote command to a lock (`open` or `lock`; the admin API's Open
+    /// Door, Home Assistant's `UNLOCK`/`OPEN`/`LOCK`): authorized as Open
+    /// Door, sent through the gateway's command sink, and logged as a
+    /// `remote_open` or `remote_lock` activity entry with the result. The
+    /// lock reports what it did as its own `unlocked`/`locked` event
+    /// (`how: remote`), the `lock.unlocked`/`lock.locked` event of the log.
+    pub async fn remote_command(
+        &self,
+        actor: &Actor,
+        device: DeviceId,
+        kind: CommandKind,
+    ) -> Result<CommandResult, ServiceError> {
         let now = self.now();
         self.engine.read().authorize_open(actor, device, now)?;
         let sink = self.command_sink.read().clone();
         let result = match sink {
-            Some(sink) if self.health.summary(device).online => {
-                sink(device, CommandKind::Open).await
-            }
+            Some(sink) if self.health.summary(device).online => sink(device, kind).await,
             _ => CommandResult::Offline,
         };
         let name = serde_json::to_value(result)
@@ -753,8 +784,8 @@ impl Service {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         self.store
-            .write(vec![Write::Activity(ActivityEntry::remote_open(
-                device, now, &name,
+            .write(vec![Write::Activity(ActivityEntry::remote_command(
+                device, now, kind, &name,
             ))])
             .await?;
         Ok(result)

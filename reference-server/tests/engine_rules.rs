@@ -736,6 +736,120 @@ fn custom_pins_follow_the_site_rules_and_name_them() {
     );
 }
 
+/// A lock that lost its codes (a reboot with an empty cache) asks for a
+/// full resync: every code it held or was being given is pending again,
+/// under a new version, and walks back to `set` on the ack; a removal in
+/// progress stays one. Only the system (the device's own traffic) may ask.
+#[test]
+fn a_full_resync_sends_every_code_again_under_a_new_version() {
+    let mut w = World::new();
+    let now = t0();
+    let issue = |pin: &str| Issue {
+        holder: w.resident,
+        name: "code".into(),
+        secret: SecretSpec::Pin {
+            pin: PinSpec::Manual(pin.into()),
+        },
+        schedule: Schedule::Permanent,
+        doors: vec![w.unit_door],
+        include_common_areas: false,
+        floors: FloorScope::Any,
+    };
+    let (a, b) = (issue("7391"), issue("5820"));
+    let a = id!(
+        out(w.e.apply(&SYS, Command::IssueCredential(a), now)),
+        Credential
+    );
+    let b = id!(
+        out(w.e.apply(&SYS, Command::IssueCredential(b), now)),
+        Credential
+    );
+    let ack = |ids: &[CredentialId]| Command::SyncAck {
+        device: w.keypad,
+        results: ids
+            .iter()
+            .map(|&credential| SyncResult {
+                credential,
+                failure: None,
+            })
+            .collect(),
+    };
+    w.e.apply(&SYS, ack(&[a, b]), now).unwrap();
+    // b is deleted: its removal is in progress on the keypad.
+    w.e.apply(&SYS, Command::RevokeCredential { credential: b }, now)
+        .unwrap();
+    let state = |w: &World, id| {
+        w.e.credential(id)
+            .unwrap()
+            .placement(w.keypad)
+            .unwrap()
+            .state
+    };
+    assert_eq!(
+        (state(&w, a), state(&w, b)),
+        (SyncState::Set, SyncState::Removing)
+    );
+    let before = w.e.sync_version(w.keypad).unwrap();
+    let reset = Command::SyncReset { device: w.keypad };
+    assert!(matches!(
+        w.e.apply(&Actor::User(w.owner), reset.clone(), now),
+        Err(EngineError::Forbidden { .. })
+    ));
+    let applied = w.e.apply(&SYS, reset, now).unwrap();
+    assert_eq!(applied.sync_changed, vec![w.keypad]);
+    assert_eq!(
+        (state(&w, a), state(&w, b)),
+        (SyncState::Pending, SyncState::Removing)
+    );
+    let batch = w.e.pending_sync(w.keypad).unwrap();
+    assert!(batch.version > before, "a new version");
+    assert_eq!(
+        batch.set.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+        vec![a]
+    );
+    assert_eq!(batch.remove, vec![b]);
+    let p = Pin::parse("7391").unwrap();
+    assert_eq!(
+        w.check(w.keypad, Presented::Pin(p), now).reason(),
+        Some(DenyReason::WrongPin),
+        "the keypad lost it: not valid there until it has it again"
+    );
+    w.e.apply(
+        &SYS,
+        Command::SyncSent {
+            device: w.keypad,
+            version: batch.version,
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(state(&w, a), SyncState::Setting);
+    w.e.apply(&SYS, ack(&[a, b]), now).unwrap();
+    assert_eq!(
+        (state(&w, a), state(&w, b)),
+        (SyncState::Set, SyncState::Removed)
+    );
+    assert!(w.check(w.keypad, Presented::Pin(p), now).is_granted());
+    // The lock was never given its codes (all pending): a reset changes
+    // nothing, the version stays and it gets the same batch again.
+    let lock_batch = w.e.pending_sync(w.lock).unwrap();
+    let applied =
+        w.e.apply(&SYS, Command::SyncReset { device: w.lock }, now)
+            .unwrap();
+    assert_eq!(applied.sync_changed, Vec::<DeviceId>::new());
+    assert_eq!(w.e.pending_sync(w.lock).unwrap(), lock_batch);
+    assert!(w
+        .e
+        .apply(
+            &SYS,
+            Command::SyncReset {
+                device: DeviceId(9_999)
+            },
+            now
+        )
+        .is_err());
+}
+
 #[test]
 fn a_code_works_on_a_lock_only_once_the_lock_has_it() {
     let mut w = World::new();

@@ -34,9 +34,17 @@ fn types(page: &Value) -> Vec<String> {
 
 async fn device_event(svc: &Service, device: u64, seq: u64, kind: EventKind) -> bool {
     let at = svc.now();
-    svc.record_event(DeviceId(device as u32), &Event { seq, at, kind })
-        .await
-        .unwrap()
+    svc.record_event(
+        DeviceId(device as u32),
+        &Event {
+            seq,
+            boot: 0,
+            at,
+            kind,
+        },
+    )
+    .await
+    .unwrap()
 }
 
 /// A lock of door A made over HTTP; answers (device, secret).

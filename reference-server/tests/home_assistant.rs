@@ -3,7 +3,9 @@
 //! account, reads the retained discovery config, state and availability
 //! after a lock connects and reports; the lock's Last Will turns it
 //! offline; `LOCK`/`UNLOCK` published by Home Assistant reach the lock as
-//! protocol commands; a device can forge none of it.
+//! protocol commands through the service's remote-command path (an
+//! activity entry each, as the admin API's Open Door); a device can forge
+//! none of it.
 
 mod mqtt_support;
 
@@ -13,8 +15,11 @@ use std::time::Duration;
 
 use mqtt_support::fixture::{world, World};
 use mqtt_support::{Device, Mosquitto, Received};
+use reference_server::activity::ActivityQuery;
+use reference_server::events::{EventType, Method};
 use reference_server::gateway::{self, BrokerChoice, HomeAssistantConfig, MqttRunning};
 use reference_server::protocol::{self, CommandKind, Event, EventKind, How};
+use reference_server::store::{EventQuery, Order};
 
 const HA_USER: &str = "homeassistant";
 const HA_PASSWORD: &str = "ha-test-password";
@@ -22,7 +27,9 @@ const HA_PASSWORD: &str = "ha-test-password";
 struct Bridge {
     world: World,
     mqtt: MqttRunning,
-    mosquitto: Mosquitto,
+    /// The broker's port (Mosquitto's, or the embedded one's).
+    port: u16,
+    mosquitto: Option<Mosquitto>,
 }
 
 async fn start(locks: usize) -> Bridge {
@@ -47,14 +54,45 @@ async fn start(locks: usize) -> Bridge {
     Bridge {
         world,
         mqtt,
-        mosquitto,
+        port: mosquitto.port,
+        mosquitto: Some(mosquitto),
+    }
+}
+
+/// The bridge on the server's embedded broker, with its `homeassistant`
+/// account.
+async fn start_embedded(locks: usize) -> Bridge {
+    let world = world(locks).await;
+    let mqtt = gateway::serve(
+        world.service.clone(),
+        BrokerChoice::Embedded {
+            listen: "127.0.0.1:0".parse().unwrap(),
+        },
+        |cfg| {
+            cfg.home_assistant = Some(HomeAssistantConfig {
+                embedded_password: Some(HA_PASSWORD.into()),
+                ..HomeAssistantConfig::default()
+            })
+        },
+    )
+    .await
+    .expect("mqtt serves");
+    tokio::time::timeout(Duration::from_secs(20), mqtt.gateway.ready())
+        .await
+        .expect("gateway subscribed");
+    let port = mqtt.device_url.rsplit(':').next().unwrap().parse().unwrap();
+    Bridge {
+        world,
+        mqtt,
+        port,
+        mosquitto: None,
     }
 }
 
 impl Bridge {
     async fn device(&self, i: usize) -> Device {
         let (id, secret) = &self.world.devices[i];
-        Device::connect(self.mosquitto.port, self.world.site, *id, secret)
+        Device::connect(self.port, self.world.site, *id, secret)
             .await
             .expect("device connects")
     }
@@ -67,7 +105,7 @@ impl Bridge {
     /// reads them with `mosquitto_sub` (topic -> payload).
     fn retained(&self, filter: &str) -> BTreeMap<String, String> {
         let out = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &self.mosquitto.port.to_string()])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-u", HA_USER, "-P", HA_PASSWORD, "-i", "ha-reader"])
             .args(["-t", filter, "-v", "--retained-only", "-W", "1"])
             .output()
@@ -92,14 +130,17 @@ impl Bridge {
         }
         panic!(
             "{topic}: retained {last:?}, want {want:?}; mosquitto log: {}",
-            self.mosquitto.log_text()
+            self.mosquitto
+                .as_ref()
+                .map(|m| m.log_text())
+                .unwrap_or_default()
         );
     }
 
     /// Home Assistant sends `payload` on lock `i`'s command topic.
     fn command(&self, i: usize, payload: &str) {
         let st = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &self.mosquitto.port.to_string()])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-u", HA_USER, "-P", HA_PASSWORD, "-i", "ha-writer"])
             .args(["-t", &self.topic(i, "set"), "-q", "1", "-m", payload])
             .status()
@@ -111,6 +152,7 @@ impl Bridge {
 fn event(seq: u64, kind: EventKind) -> Event {
     Event {
         seq,
+        boot: 0,
         at: jiff::Timestamp::now(),
         kind,
     }
@@ -199,13 +241,76 @@ async fn lock_and_unlock_from_home_assistant_reach_the_lock() {
         })
         .await;
     }
+    // Through the service's remote-command path, as the admin API's Open
+    // Door: each command left an activity entry with its result.
+    let lock = b.world.device(0);
+    let remote = |kind: &str| {
+        b.world
+            .service
+            .activity(&ActivityQuery {
+                device: Some(lock),
+                from: None,
+                to: None,
+                kind: Some(kind.into()),
+                limit: 10,
+                before: None,
+            })
+            .unwrap()
+    };
+    for _ in 0..100 {
+        if remote("remote_open").len() == 2 && remote("remote_lock").len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let opened = remote("remote_open");
+    assert_eq!(opened.len(), 2, "{opened:?}");
+    assert!(opened
+        .iter()
+        .all(|e| e.how == Some(How::Remote) && e.reason.as_deref() == Some("ok")));
+    let locked = remote("remote_lock");
+    assert_eq!(locked.len(), 1, "{locked:?}");
+    assert_eq!(locked[0].reason.as_deref(), Some("ok"));
+    // The lock reports what it did: `lock.unlocked` with method `remote`.
+    dev.send_event(&event(
+        1,
+        EventKind::Unlocked {
+            how: How::Remote,
+            credential: None,
+            origin: None,
+        },
+    ))
+    .await;
+    let org = reference_server::events::device_org(&b.world.service.engine(), lock).unwrap();
+    let unlocked = || {
+        b.world
+            .service
+            .store()
+            .events(&EventQuery {
+                org,
+                event_type: Some(EventType::LockUnlocked),
+                device: Some(lock),
+                order: Order::After(0),
+                limit: 10,
+            })
+            .unwrap()
+    };
+    for _ in 0..100 {
+        if !unlocked().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = unlocked();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].body.method, Some(Method::Remote));
     // A bad payload and a command for a lock that does not exist are
     // ignored: nothing reaches either lock, and the next command still
     // works.
     b.command(0, "lock");
     b.command(0, "{\"state\":\"LOCK\"}");
     let st = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &b.mosquitto.port.to_string()])
+        .args(["-h", "127.0.0.1", "-p", &b.port.to_string()])
         .args(["-u", HA_USER, "-P", HA_PASSWORD])
         .args(["-t", "homeassistant/lock/fleet_dev-999/set", "-m", "LOCK"])
         .status()
@@ -270,7 +375,11 @@ async fn a_device_cannot_publish_discovery_state_or_commands() {
         "the forged UNLOCK arrived"
     );
     assert!(
-        b.mosquitto.log_text().contains("Denied PUBLISH"),
+        b.mosquitto
+            .as_ref()
+            .unwrap()
+            .log_text()
+            .contains("Denied PUBLISH"),
         "Mosquitto logs the refused publishes"
     );
     b.mqtt.gateway.shutdown().await;
@@ -301,7 +410,7 @@ async fn keypad_and_card_accesses_are_home_assistant_events() {
     );
 
     // Home Assistant listens before the lock reports.
-    let mut opts = rumqttc::MqttOptions::new("ha-events", "127.0.0.1", b.mosquitto.port);
+    let mut opts = rumqttc::MqttOptions::new("ha-events", "127.0.0.1", b.port);
     opts.set_credentials(HA_USER, HA_PASSWORD);
     let (ha, mut el) = rumqttc::AsyncClient::new(opts, 10);
     ha.subscribe(format!("{access}/state"), rumqttc::QoS::AtLeastOnce)
@@ -375,4 +484,92 @@ async fn next(rx: &mut tokio::sync::mpsc::Receiver<Heard>) -> Heard {
         .await
         .expect("a message for Home Assistant")
         .expect("the poller runs")
+}
+
+/// Without Mosquitto: the embedded broker's `homeassistant` account reads
+/// the retained discovery config, state and availability, the lock's Last
+/// Will turns it offline, and `LOCK` reaches the lock through the
+/// service's remote-command path (an activity entry); the account may
+/// publish nothing but a lock's command, and a wrong password is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_works_on_the_embedded_broker() {
+    let b = start_embedded(1).await;
+    b.wait_retained(&b.topic(0, "availability"), "offline")
+        .await;
+    b.wait_retained("homeassistant/fleet/bridge/availability", "online")
+        .await;
+    let all = b.retained(&format!("homeassistant/lock/fleet_{}/#", b.world.device(0)));
+    let config: serde_json::Value =
+        serde_json::from_str(&all[&b.topic(0, "config")]).expect("the config is JSON");
+    assert_eq!(config["command_topic"], b.topic(0, "set").as_str());
+    let mut dev = b.device(0).await;
+    b.wait_retained(&b.topic(0, "availability"), "online").await;
+    dev.send_event(&event(1, EventKind::Locked { how: How::Manual }))
+        .await;
+    b.wait_retained(&b.topic(0, "state"), "LOCKED").await;
+    // Home Assistant may not write a state.
+    let st = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &b.port.to_string()])
+        .args(["-u", HA_USER, "-P", HA_PASSWORD, "-i", "ha-forger"])
+        .args([
+            "-t",
+            &b.topic(0, "state"),
+            "-r",
+            "-q",
+            "1",
+            "-m",
+            "UNLOCKED",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    b.command(0, "LOCK");
+    let cmd = dev.expect_cmd().await;
+    assert_eq!(cmd.command, CommandKind::Lock);
+    dev.ack_cmd(&protocol::CommandAck {
+        id: cmd.id,
+        result: protocol::CommandResult::Ok,
+    })
+    .await;
+    let lock = b.world.device(0);
+    let remote_lock = || {
+        b.world
+            .service
+            .activity(&ActivityQuery {
+                device: Some(lock),
+                from: None,
+                to: None,
+                kind: Some("remote_lock".into()),
+                limit: 10,
+                before: None,
+            })
+            .unwrap()
+    };
+    for _ in 0..100 {
+        if !remote_lock().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(remote_lock().len(), 1);
+    assert_eq!(remote_lock()[0].reason.as_deref(), Some("ok"));
+    assert_eq!(
+        b.retained(&b.topic(0, "state"))
+            .get(&b.topic(0, "state"))
+            .map(String::as_str),
+        Some("LOCKED"),
+        "Home Assistant's forged state was dropped"
+    );
+    // A wrong password is refused at CONNECT.
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &b.port.to_string()])
+        .args(["-u", HA_USER, "-P", "not-the-password", "-i", "ha-wrong"])
+        .args(["-t", "homeassistant/#", "-W", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a wrong password must not connect");
+    dev.crash();
+    b.wait_retained(&b.topic(0, "availability"), "offline")
+        .await;
+    b.mqtt.gateway.shutdown().await;
 }

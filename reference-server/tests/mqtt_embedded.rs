@@ -34,6 +34,16 @@ async fn a_redelivered_event_is_logged_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebooted_lock_asks_for_a_full_resync() {
+    scenarios::a_rebooted_lock_asks_for_a_full_resync(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_boot_restarts_seq_without_losing_events() {
+    scenarios::a_new_boot_restarts_seq_without_losing_events(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_payloads_are_counted_and_dropped_without_harm_to_others() {
     scenarios::bad_payloads_are_counted_and_dropped_without_harm_to_others(Broker::Embedded).await;
 }

@@ -489,6 +489,7 @@ async fn guest_stay_codes_locks_health_and_remote_open() {
     // Device events: logged once per (device, seq).
     let ev = Event {
         seq: 7,
+        boot: 0,
         at: ts("2026-03-24T10:00:00Z"),
         kind: EventKind::Unlocked {
             how: How::Manual,
@@ -505,6 +506,7 @@ async fn guest_stay_codes_locks_health_and_remote_open() {
         lock,
         &Event {
             seq: 8,
+            boot: 0,
             at: ts("2026-03-24T10:01:00Z"),
             kind: EventKind::MotorBlocked,
         },
@@ -2071,6 +2073,46 @@ async fn a_reader_confirms_its_codes_over_http_sync() {
     assert_eq!(r["decision"], "granted", "{r}");
     let (_, after) = api.call("GET", &path, Some(&secret), None).await;
     assert_eq!(after["set"], json!([]), "{after}");
+    // The reader lost its codes (a reboot): `?full=true` (protocol
+    // version 2) sends both again, shows them `setting`, and its ack
+    // makes them `set` again.
+    let full = format!("{path}?full=true");
+    let (s, batch) = api.call("GET", &full, Some(&secret), None).await;
+    assert_eq!(s, 200, "{batch}");
+    let mut again: Vec<u64> = batch["set"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["credential"].as_u64().unwrap())
+        .collect();
+    again.sort();
+    let mut want = vec![code, code2];
+    want.sort();
+    assert_eq!(again, want, "{batch}");
+    assert!(batch["version"].as_u64().unwrap() > version, "{batch}");
+    let codes = api.ok("GET", &codes_path, t, None).await;
+    for c in [code, code2] {
+        assert_eq!(sync_state(&codes, c), Some(json!("setting")), "{codes}");
+    }
+    let results: Vec<Value> = again.iter().map(|c| json!({"credential": c})).collect();
+    api.ok(
+        "POST",
+        &path,
+        &secret,
+        Some(json!({"version": batch["version"], "results": results})),
+    )
+    .await;
+    let codes = api.ok("GET", &codes_path, t, None).await;
+    for c in [code, code2] {
+        assert_eq!(sync_state(&codes, c), Some(json!("set")), "{codes}");
+    }
+    // A bad value or an unknown parameter is a 400 naming it.
+    for bad in ["?full=maybe", "?fulll=true"] {
+        let (s, v) = api
+            .call("GET", &format!("{path}{bad}"), Some(&secret), None)
+            .await;
+        assert_eq!(s, 400, "{bad}: {v}");
+    }
     server.stop().await;
 }
 

@@ -60,6 +60,14 @@ async fn start_broker(users: HashMap<String, String>, engine: &Arc<RwLock<Engine
 struct Responder {
     client: AsyncClient,
     log: Arc<EventLog>,
+    /// The boot epochs the devices' events carried.
+    boots: Arc<parking_lot::Mutex<std::collections::BTreeSet<u64>>>,
+    /// The devices that asked for a full resync (`sync/req`), as often as
+    /// they asked.
+    full_resyncs: Arc<parking_lot::Mutex<Vec<DeviceId>>>,
+    /// SUBACKs received: the responder hears what devices send once all
+    /// its subscriptions are in place.
+    subacks: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Responder {
@@ -70,15 +78,32 @@ impl Responder {
             .set_inflight(500);
         let (client, mut eventloop) = AsyncClient::new(opts, 1_000);
         let log = Arc::new(EventLog::new());
-        let (c, l) = (client.clone(), log.clone());
+        let boots = Arc::new(parking_lot::Mutex::new(std::collections::BTreeSet::new()));
+        let full_resyncs = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let subacks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (c, l, b, f, s) = (
+            client.clone(),
+            log.clone(),
+            boots.clone(),
+            full_resyncs.clone(),
+            subacks.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
                     Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
-                        for ch in [Channel::AuthReq, Channel::Events, Channel::SyncAck] {
+                        for ch in [
+                            Channel::AuthReq,
+                            Channel::Events,
+                            Channel::SyncAck,
+                            Channel::SyncReq,
+                        ] {
                             let f = format!("fleet/+/+/{}", ch.suffix());
                             c.subscribe(f, QoS::AtLeastOnce).await.unwrap();
                         }
+                    }
+                    Ok(rumqttc::Event::Incoming(Packet::SubAck(_))) => {
+                        s.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     }
                     Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
                         let (site, device, ch) = parse_topic("fleet", &p.topic).unwrap();
@@ -103,7 +128,15 @@ impl Responder {
                             }
                             Channel::Events => {
                                 let e: Event = decode(&p.payload).unwrap();
+                                b.lock().insert(e.boot);
                                 l.record(device, &e);
+                            }
+                            Channel::SyncReq => {
+                                let req: reference_server::protocol::SyncRequest =
+                                    decode(&p.payload).unwrap();
+                                if req.full {
+                                    f.lock().push(device);
+                                }
                             }
                             Channel::SyncAck => {
                                 let ack: SyncAckMsg = decode(&p.payload).unwrap();
@@ -132,7 +165,13 @@ impl Responder {
                 }
             }
         });
-        Responder { client, log }
+        Responder {
+            client,
+            log,
+            boots,
+            full_resyncs,
+            subacks,
+        }
     }
 
     /// Sends a device its pending codes (what the gateway does on a change).
@@ -229,6 +268,12 @@ fn run_mqtt_fleet(mode: impl Fn(&HashMap<String, String>) -> Multiplex, doors: u
         users.insert("gateway".into(), "gateway-secret".into());
         let port = start_broker(users.clone(), &engine).await;
         let responder = Responder::start(port, engine.clone(), clock);
+        let subacks = responder.subacks.clone();
+        eventually("the responder's subscriptions", || {
+            let subacks = subacks.clone();
+            async move { subacks.load(std::sync::atomic::Ordering::Acquire) >= 4 }
+        })
+        .await;
         let config = MqttConfig {
             port,
             ..MqttConfig::default()
@@ -301,6 +346,26 @@ fn run_mqtt_fleet(mode: impl Fn(&HashMap<String, String>) -> Multiplex, doors: u
         }
         let totals = responder.log.totals();
         assert_eq!(totals.duplicates, 0);
+        // Each lock powered up with an empty store and asked for every code,
+        // once (a keypad asks the engine; it stores nothing it must ask for).
+        let mut locks: Vec<DeviceId> = plans.iter().map(|p| p.lock.unwrap()).collect();
+        locks.sort();
+        eventually("full resync requests", || {
+            let asked = responder.full_resyncs.clone();
+            let locks = locks.clone();
+            async move {
+                let mut asked = asked.lock().clone();
+                asked.sort();
+                asked == locks
+            }
+        })
+        .await;
+        // Every event carries the devices' boot epoch: the run's start.
+        assert_eq!(
+            *responder.boots.lock(),
+            [start_time().as_second() as u64].into(),
+            "the boot epoch of every event"
+        );
         assert_eq!(totals.per_kind.get("unlocked"), u64::from(doors));
         assert_eq!(totals.per_kind.get("access_denied"), u64::from(doors));
         // A code pushed again before its ack arrived is confirmed again.

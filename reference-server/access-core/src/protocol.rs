@@ -17,7 +17,7 @@ use crate::domain::{
 use crate::domain::{Presented, Secret};
 
 /// Bumped on any incompatible change to topics or payloads.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Default topic prefix.
 pub const DEFAULT_PREFIX: &str = "fleet";
 /// Largest payload accepted from a device; larger ones are dropped and counted.
@@ -50,18 +50,21 @@ pub enum Channel {
     AuthResp,
     Sync,
     SyncAck,
+    /// A device asks for its sync (version 2).
+    SyncReq,
     Cmd,
     CmdAck,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 8] = [
+    pub const ALL: [Channel; 9] = [
         Channel::Status,
         Channel::Events,
         Channel::AuthReq,
         Channel::AuthResp,
         Channel::Sync,
         Channel::SyncAck,
+        Channel::SyncReq,
         Channel::Cmd,
         Channel::CmdAck,
     ];
@@ -74,6 +77,7 @@ impl Channel {
             Channel::AuthResp => "auth/resp",
             Channel::Sync => "sync",
             Channel::SyncAck => "sync/ack",
+            Channel::SyncReq => "sync/req",
             Channel::Cmd => "cmd",
             Channel::CmdAck => "cmd/ack",
         }
@@ -87,6 +91,7 @@ impl Channel {
                 | Channel::Events
                 | Channel::AuthReq
                 | Channel::SyncAck
+                | Channel::SyncReq
                 | Channel::CmdAck
         )
     }
@@ -463,16 +468,27 @@ impl EventKind {
 }
 
 /// `events`: one event with the device's own sequence number, so the
-/// engine logs each once (QoS 1 redeliveries are dropped by (device, seq)).
+/// engine logs each once (QoS 1 redeliveries are dropped by
+/// (device, boot, seq)).
 /// The kind is flattened into the object, which serde cannot combine with
 /// `deny_unknown_fields`: extra fields in an event are ignored (newer
 /// firmware may add some), unlike every other payload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,
+    /// The device's boot epoch (a counter or boot id it keeps across
+    /// restarts and changes when its `seq` starts again, as after a
+    /// reflash); events are logged once per `(device, boot, seq)`. Absent
+    /// (devices from before protocol version 2): 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub boot: u64,
     pub at: Timestamp,
     #[serde(flatten)]
     pub kind: EventKind,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A code's secret as the lock stores it.
@@ -663,6 +679,17 @@ pub struct SyncResult {
     pub failure: Option<SyncFailure>,
 }
 
+/// `sync/req` (version 2): a device asks for its sync now. `full`: its
+/// code store is empty (a reboot that lost it, a factory reset), so every
+/// code it should hold is to be sent again, not only what changed; without
+/// it, the pending delta is sent again (as when it comes online).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    #[serde(default)]
+    pub full: bool,
+}
+
 /// `sync/ack`: the version applied, and the outcome per code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -788,12 +815,36 @@ mod tests {
     fn events_carry_a_flat_kind() {
         let e = Event {
             seq: 5,
+            boot: 0,
             at: Timestamp::from_second(1_800_000_000).unwrap(),
             kind: EventKind::DoorOpened,
         };
         let json = String::from_utf8(encode(&e)).unwrap();
         assert!(json.contains(r#""event":"door_opened""#), "{json}");
+        assert!(!json.contains("boot"), "boot 0 is left out: {json}");
         assert_eq!(decode::<Event>(json.as_bytes()).unwrap(), e);
+    }
+
+    /// Version 2's boot epoch: sent when not 0, read back; a version 1
+    /// event (no `boot`) is boot 0.
+    #[test]
+    fn events_carry_an_optional_boot_epoch() {
+        let e = Event {
+            seq: 1,
+            boot: 7,
+            at: Timestamp::from_second(1_800_000_000).unwrap(),
+            kind: EventKind::DoorOpened,
+        };
+        let json = String::from_utf8(encode(&e)).unwrap();
+        assert!(json.contains(r#""boot":7"#), "{json}");
+        assert_eq!(decode::<Event>(json.as_bytes()).unwrap(), e);
+        let old: Event =
+            decode(br#"{"seq":3,"at":"2026-11-23T08:00:00Z","event":"door_closed"}"#).unwrap();
+        assert_eq!((old.seq, old.boot), (3, 0));
+        assert!(decode::<Event>(
+            br#"{"seq":3,"boot":-1,"at":"2026-11-23T08:00:00Z","event":"door_closed"}"#
+        )
+        .is_err());
     }
 
     #[test]

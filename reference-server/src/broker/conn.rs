@@ -210,6 +210,8 @@ async fn handshake(
     };
     let queue = match identity {
         Identity::Engine => shared.cfg.engine_queue,
+        // Home Assistant reads every lock's retained config and state.
+        Identity::HomeAssistant { .. } => shared.cfg.engine_queue,
         Identity::Device { .. } => shared.cfg.device_queue,
     };
     let (tx, rx) = mpsc::channel(queue);

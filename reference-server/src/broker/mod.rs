@@ -73,6 +73,11 @@ pub enum Identity {
     Engine,
     /// One device, on its site: its own topics only.
     Device { device: DeviceId, site: SiteId },
+    /// Home Assistant (the bridge's account, `homeassistant`): reads
+    /// everything under its discovery prefix, and publishes only a lock's
+    /// command, `{discovery_prefix}/lock/{object id}/set` (as
+    /// docs/mosquitto/acl lets it on Mosquitto).
+    HomeAssistant { discovery_prefix: String },
 }
 
 impl Identity {
@@ -80,6 +85,11 @@ impl Identity {
     pub fn may_publish(&self, prefix: &str, topic: &str) -> bool {
         match self {
             Identity::Engine => true,
+            Identity::HomeAssistant { discovery_prefix } => topic
+                .strip_prefix(discovery_prefix.as_str())
+                .and_then(|t| t.strip_prefix("/lock/"))
+                .and_then(|t| t.strip_suffix("/set"))
+                .is_some_and(|id| !id.is_empty() && !id.contains(['/', '+', '#'])),
             Identity::Device { device, site } => {
                 own_channel(prefix, *site, *device, topic).is_some_and(Channel::from_device)
             }
@@ -91,6 +101,9 @@ impl Identity {
     pub fn may_subscribe(&self, prefix: &str, filter: &str) -> bool {
         match self {
             Identity::Engine => true,
+            Identity::HomeAssistant { discovery_prefix } => filter
+                .strip_prefix(discovery_prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('/')),
             Identity::Device { device, site } => {
                 own_channel(prefix, *site, *device, filter).is_some_and(|c| !c.from_device())
             }
@@ -99,7 +112,7 @@ impl Identity {
 
     fn device(&self) -> Option<DeviceId> {
         match self {
-            Identity::Engine => None,
+            Identity::Engine | Identity::HomeAssistant { .. } => None,
             Identity::Device { device, .. } => Some(*device),
         }
     }
@@ -474,6 +487,34 @@ pub fn fleet_login(
     })
 }
 
+/// The Home Assistant account of the embedded broker: set once the
+/// gateway's settings are known (before anyone can log in with it).
+#[derive(Clone, Debug)]
+pub struct HomeAssistantAccount {
+    pub username: String,
+    pub password: String,
+    pub discovery_prefix: String,
+}
+
+/// `login`, plus Home Assistant's account when `account` holds one.
+pub fn with_home_assistant(
+    login: LoginCheck,
+    account: Arc<std::sync::OnceLock<HomeAssistantAccount>>,
+) -> LoginCheck {
+    Arc::new(move |l: &Login<'_>| {
+        if let Some(a) = account.get() {
+            if l.username == a.username {
+                return constant_time_eq(l.password.as_bytes(), a.password.as_bytes()).then(|| {
+                    Identity::HomeAssistant {
+                        discovery_prefix: a.discovery_prefix.clone(),
+                    }
+                });
+            }
+        }
+        login(l)
+    })
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -561,6 +602,27 @@ mod tests {
             }
         }
         assert!(!p("homeassistant/fleet/bridge/availability"));
+        let ha = Identity::HomeAssistant {
+            discovery_prefix: "homeassistant".into(),
+        };
+        assert!(ha.may_publish("fleet", "homeassistant/lock/fleet_dev-1/set"));
+        for t in [
+            "homeassistant/lock/fleet_dev-1/state",
+            "homeassistant/lock/fleet_dev-1/config",
+            "homeassistant/lock//set",
+            "homeassistant/lock/+/set",
+            "homeassistant/lock/a/b/set",
+            "fleet/site-4/dev-1/cmd",
+            "homeassistantx/lock/fleet_dev-1/set",
+        ] {
+            assert!(!ha.may_publish("fleet", t), "{t}");
+        }
+        assert!(ha.may_subscribe("fleet", "homeassistant/#"));
+        assert!(ha.may_subscribe("fleet", "homeassistant/lock/fleet_dev-1/state"));
+        assert!(!ha.may_subscribe("fleet", "#"));
+        assert!(!ha.may_subscribe("fleet", "fleet/#"));
+        assert!(!ha.may_subscribe("fleet", "homeassistantx/#"));
+        assert_eq!(ha.device(), None);
         assert!(Identity::Engine.may_publish("fleet", "homeassistant/lock/fleet_dev-1/config"));
         assert!(Identity::Engine.may_publish("fleet", "fleet/site-4/dev-1/cmd"));
         assert!(Identity::Engine.may_subscribe("fleet", "$share/engine/fleet/+/+/auth/req"));

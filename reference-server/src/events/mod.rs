@@ -420,7 +420,12 @@ mod tests {
     fn device_events_map_to_the_feed_with_method_and_reason() {
         let at = Timestamp::from_second(1_800_000_000).unwrap();
         let now = Timestamp::from_second(1_800_000_005).unwrap();
-        let ev = |kind| protocol::Event { seq: 1, at, kind };
+        let ev = |kind| protocol::Event {
+            seq: 1,
+            boot: 0,
+            at,
+            kind,
+        };
         let e = of_device_event(
             OrgId(3),
             DeviceId(2),

@@ -53,6 +53,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Devices whose credential set changed.
     fn sync_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId>;
 
+    /// A remote command from Home Assistant, through the same path as the
+    /// admin API's Open Door (authorized, sent, logged in the activity
+    /// log): the command's result.
+    fn remote_command(
+        &self,
+        device: DeviceId,
+        kind: crate::protocol::CommandKind,
+    ) -> impl Future<Output = Result<crate::protocol::CommandResult, BackendError>> + Send;
+
     /// Every lock, for the Home Assistant bridge.
     fn locks(&self) -> Vec<super::LockInfo>;
 
@@ -112,6 +121,21 @@ impl Backend for crate::service::Service {
 
     fn sync_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId> {
         crate::service::Service::sync_changes(self)
+    }
+
+    async fn remote_command(
+        &self,
+        device: DeviceId,
+        kind: crate::protocol::CommandKind,
+    ) -> Result<crate::protocol::CommandResult, BackendError> {
+        // The bridge acts for the server's own Home Assistant account.
+        Ok(crate::service::Service::remote_command(
+            self,
+            &crate::domain::Actor::System,
+            device,
+            kind,
+        )
+        .await?)
     }
 
     fn locks(&self) -> Vec<super::LockInfo> {

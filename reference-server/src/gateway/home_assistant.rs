@@ -21,7 +21,9 @@
 //! lock unavailable when the server is gone; each config names both
 //! availability topics (`availability_mode: all`). Only the server
 //! publishes here: the embedded broker and docs/mosquitto/acl let a device
-//! publish on its own device topics only.
+//! publish on its own device topics only, and Home Assistant's own
+//! account (`homeassistant`; on the embedded broker with
+//! `HomeAssistantConfig::embedded_password`) on the command topics only.
 //!
 //! Beside each lock, an HA `event` entity
 //! (`…/event/fleet_dev-3_access/config`, retained) whose state topic
@@ -44,7 +46,6 @@ use rustc_hash::FxHashMap;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use super::Commander;
 use crate::device_state::{DeviceState, DoorState, LockState};
 use crate::domain::{DeviceId, SiteId};
 use crate::protocol::{self, CommandKind, Event as DeviceEvent, EventKind};
@@ -62,12 +63,17 @@ const MAX_COMMAND_BYTES: usize = 16;
 pub struct HomeAssistantConfig {
     /// Where Home Assistant looks for discovery configs (`homeassistant`).
     pub discovery_prefix: String,
+    /// With the embedded broker: the password of its `homeassistant`
+    /// account (Home Assistant logs in with it); `None`, no such account.
+    /// An external broker has its own accounts.
+    pub embedded_password: Option<String>,
 }
 
 impl Default for HomeAssistantConfig {
     fn default() -> Self {
         HomeAssistantConfig {
             discovery_prefix: DISCOVERY_PREFIX.into(),
+            embedded_password: None,
         }
     }
 }
@@ -401,32 +407,33 @@ impl Bridge {
     }
 
     /// A message under the discovery prefix: a command from Home
-    /// Assistant, sent to its lock (at most [`MAX_COMMANDS_IN_FLIGHT`]
-    /// waiting at once); anything else is logged and ignored.
-    pub(crate) fn command(&self, topic: &str, payload: &[u8], commander: &Arc<Commander>) {
+    /// Assistant for one of its locks, with a permit (at most
+    /// [`MAX_COMMANDS_IN_FLIGHT`] waiting at once) to hold while the
+    /// caller sends it through the service (`Backend::remote_command`, the
+    /// admin API's Open Door path); anything else is logged and ignored.
+    pub(crate) fn command(
+        &self,
+        topic: &str,
+        payload: &[u8],
+    ) -> Option<(DeviceId, CommandKind, tokio::sync::OwnedSemaphorePermit)> {
         let Some(device) = self.topics.command_device(topic) else {
             tracing::warn!(topic = %topic.chars().take(200).collect::<String>(), "home assistant: not a lock's command topic; ignored");
-            return;
+            return None;
         };
         if (self.lock_info)(device).is_none() {
             tracing::warn!(%device, "home assistant: a command for an unknown lock; ignored");
-            return;
+            return None;
         }
         let Some(command) = command_of(payload) else {
             let shown = String::from_utf8_lossy(&payload[..payload.len().min(MAX_COMMAND_BYTES)]);
             tracing::warn!(%device, payload = %shown, "home assistant: a command must be LOCK, UNLOCK or OPEN; ignored");
-            return;
+            return None;
         };
         let Ok(permit) = self.commands.clone().try_acquire_owned() else {
             tracing::warn!(%device, "home assistant: too many commands waiting; dropped");
-            return;
+            return None;
         };
-        let commander = commander.clone();
-        tokio::spawn(async move {
-            let result = commander.send(device, command).await;
-            tracing::info!(%device, ?command, ?result, "home assistant command");
-            drop(permit);
-        });
+        Some((device, command, permit))
     }
 }
 

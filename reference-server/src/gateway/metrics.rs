@@ -91,6 +91,8 @@ pub struct GatewayMetrics {
     pub sync_pushed: IntCounter,
     pub sync_retried: IntCounter,
     pub sync_acked: IntCounter,
+    /// Full resyncs devices asked for (`sync/req` with `full`).
+    pub sync_full_resyncs: IntCounter,
     pub sync_timed_out: IntCounter,
     pub commands_sent: IntCounter,
     pub commands_unanswered: IntCounter,
@@ -208,6 +210,10 @@ impl GatewayMetrics {
                 "Sync batches sent again after no ack",
             )?,
             sync_acked: counter("gateway_sync_acked_total", "Sync acks applied")?,
+            sync_full_resyncs: counter(
+                "gateway_sync_full_resyncs_total",
+                "Full resyncs devices asked for (every code sent again)",
+            )?,
             sync_timed_out: counter(
                 "gateway_sync_timed_out_total",
                 "Sync batches given up after the last retry (codes marked failed: timed_out)",

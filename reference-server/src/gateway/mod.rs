@@ -58,7 +58,7 @@ pub use home_assistant::{ha_state, HomeAssistantConfig, LockInfo, DISCOVERY_PREF
 pub use metrics::{DropReason, GatewayMetrics};
 pub use serve::{
     serve, serve_with_limits, BrokerChoice, MqttRunning, ServeError, DROP_REPORT_INTERVAL,
-    ENGINE_USER,
+    ENGINE_USER, HOME_ASSISTANT_USER,
 };
 pub use sync::SyncConfig;
 
@@ -503,7 +503,12 @@ fn subscriptions(cfg: &GatewayConfig, conn: usize) -> Vec<SubscribeFilter> {
         ),
     ];
     if conn == 0 {
-        for chan in [Channel::Status, Channel::SyncAck, Channel::CmdAck] {
+        for chan in [
+            Channel::Status,
+            Channel::SyncAck,
+            Channel::SyncReq,
+            Channel::CmdAck,
+        ] {
             filters.push(SubscribeFilter::new(
                 format!("{p}/+/+/{}", chan.suffix()),
                 QoS::AtLeastOnce,
@@ -732,7 +737,22 @@ async fn dispatch<B: Backend>(
         let m = &shared.metrics;
         if let Some(ha) = shared.home_assistant.as_ref() {
             if ha.owns(&publish.topic) {
-                ha.command(&publish.topic, &publish.payload, &commander);
+                if let Some((device, command, permit)) =
+                    ha.command(&publish.topic, &publish.payload)
+                {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        match shared.backend.remote_command(device, command).await {
+                            Ok(result) => {
+                                tracing::info!(%device, ?command, ?result, "home assistant command")
+                            }
+                            Err(e) => {
+                                tracing::warn!(%device, ?command, error = %e, "home assistant command refused")
+                            }
+                        }
+                        drop(permit);
+                    });
+                }
                 continue;
             }
         }
@@ -825,6 +845,18 @@ async fn dispatch<B: Backend>(
                     continue;
                 };
                 if sync.send(SyncInput::Ack(device, ack)).await.is_err() {
+                    return;
+                }
+            }
+            Channel::SyncReq => {
+                let Some(req) = decoded::<protocol::SyncRequest>(m, device, &payload) else {
+                    continue;
+                };
+                if sync
+                    .send(SyncInput::Request(site, device, req))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

@@ -16,6 +16,9 @@ use crate::service::Service;
 
 /// The gateway's account on the embedded broker.
 pub const ENGINE_USER: &str = "engine";
+/// Home Assistant's account on the embedded broker (as in
+/// docs/mosquitto/acl).
+pub const HOME_ASSISTANT_USER: &str = "homeassistant";
 /// How long `serve` waits for the gateway's first subscription before it
 /// returns anyway (the gateway keeps retrying in the background).
 const READY_WAIT: Duration = Duration::from_secs(10);
@@ -73,6 +76,7 @@ pub async fn serve_with_limits(
     let m = service.metrics();
     let metrics = GatewayMetrics::new(&m.registry, Some(m.gateway_dropped_total.clone()))
         .map_err(GatewayError::Metrics)?;
+    let ha_account = Arc::new(std::sync::OnceLock::new());
     let (url, embedded) = match choice {
         BrokerChoice::Embedded { listen } => {
             let password = crate::auth::random_secret();
@@ -86,6 +90,7 @@ pub async fn serve_with_limits(
                 let engine = svc.engine();
                 engine.device(d).map(|dev| dev.site)
             });
+            let login = broker::with_home_assistant(login, ha_account.clone());
             let mut cfg = EmbeddedBrokerConfig::new(listen, login);
             cfg.limits = limits;
             cfg.drops = Some(metrics.clone());
@@ -112,6 +117,15 @@ pub async fn serve_with_limits(
         cfg.enforce_rate = false;
     }
     tune(&mut cfg);
+    if let Some(ha) = cfg.home_assistant.as_ref().filter(|_| embedded.is_some()) {
+        if let Some(password) = &ha.embedded_password {
+            let _ = ha_account.set(broker::HomeAssistantAccount {
+                username: HOME_ASSISTANT_USER.into(),
+                password: password.clone(),
+                discovery_prefix: ha.discovery_prefix.clone(),
+            });
+        }
+    }
     let gateway = Arc::new(super::start(service.clone(), cfg, metrics.clone())?);
     if tokio::time::timeout(READY_WAIT, gateway.ready())
         .await

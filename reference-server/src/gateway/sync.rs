@@ -4,7 +4,10 @@
 //! handlers.
 //!
 //! A device gets its pending batch (engine `pending_sync`) when its set
-//! changes (`sync_changes`) and whenever it comes online (`status`). The
+//! changes (`sync_changes`), whenever it comes online (`status`) and when
+//! it asks (`sync/req`); a request with `full` first records `SyncReset`
+//! (every code of the device counts as not set again), so the batch is
+//! the whole set, through the same session as every other batch. The
 //! batch is recorded as sent (`SyncSent`, codes go `setting`), published
 //! QoS 1, and resent on the session's schedule until the device acks that
 //! version; then every code still waiting is marked `timed_out`. An
@@ -40,6 +43,8 @@ pub(crate) enum SyncInput {
     Online(SiteId, DeviceId),
     Offline(DeviceId),
     Ack(DeviceId, SyncAckMsg),
+    /// `sync/req`: the device is connected and asks for its batch now.
+    Request(SiteId, DeviceId, protocol::SyncRequest),
 }
 
 /// Most inputs or changes handled in one round: each round records its
@@ -142,8 +147,19 @@ impl<B: Backend> Syncer<B> {
         let mut to_push = Vec::new();
         let mut acked = Vec::new();
         let mut cmds = Vec::new();
+        let mut resets = Vec::new();
+        let mut acks = Vec::new();
         for input in round {
             match input {
+                SyncInput::Request(site, device, req) => {
+                    // Only a connected device asks: it hears its sync.
+                    self.online.insert(device, site);
+                    self.session.restart(device);
+                    if req.full {
+                        resets.push(device);
+                    }
+                    to_push.push(device);
+                }
                 SyncInput::Online(site, device) => {
                     self.online.insert(device, site);
                     // Whatever was in flight may be stale now: send the
@@ -154,25 +170,30 @@ impl<B: Backend> Syncer<B> {
                 SyncInput::Offline(device) => {
                     self.online.remove(&device);
                 }
-                SyncInput::Ack(device, ack) => {
-                    let engine_version = self.shared.backend.sync_version(device);
-                    match self.session.ack(device, &ack, engine_version, now) {
-                        SyncAcked::Stale => {
-                            self.shared.metrics.drop(DropReason::StaleAck);
-                            tracing::debug!(%device, acked = ack.version, "stale sync ack");
-                        }
-                        SyncAcked::Apply { completed } => {
-                            acked.push((device, completed));
-                            cmds.push(Command::SyncAck {
-                                device,
-                                results: ack.results,
-                            });
-                        }
-                    }
-                }
+                SyncInput::Ack(device, ack) => acks.push((device, ack)),
             }
         }
         self.count_online();
+        // The resets first: an ack of the round then names a version
+        // before the reset, stale, and cannot confirm a code the device
+        // lost.
+        self.reset(resets).await;
+        for (device, ack) in acks {
+            let engine_version = self.shared.backend.sync_version(device);
+            match self.session.ack(device, &ack, engine_version, now) {
+                SyncAcked::Stale => {
+                    self.shared.metrics.drop(DropReason::StaleAck);
+                    tracing::debug!(%device, acked = ack.version, "stale sync ack");
+                }
+                SyncAcked::Apply { completed } => {
+                    acked.push((device, completed));
+                    cmds.push(Command::SyncAck {
+                        device,
+                        results: ack.results,
+                    });
+                }
+            }
+        }
         let results = self.shared.backend.sync_record(cmds).await;
         for ((device, completed), r) in acked.into_iter().zip(results) {
             match r {
@@ -190,6 +211,24 @@ impl<B: Backend> Syncer<B> {
             }
         }
         self.push(to_push).await;
+    }
+
+    /// Records a full resync (`SyncReset`) for each of `devices`.
+    async fn reset(&mut self, devices: Vec<DeviceId>) {
+        let cmds = devices
+            .iter()
+            .map(|&device| Command::SyncReset { device })
+            .collect();
+        let results = self.shared.backend.sync_record(cmds).await;
+        for (device, r) in devices.into_iter().zip(results) {
+            match r {
+                Ok(()) => self.shared.metrics.sync_full_resyncs.inc(),
+                Err(e) => {
+                    self.shared.metrics.drop(DropReason::Rejected);
+                    tracing::warn!(%device, error = %e, "full resync refused");
+                }
+            }
+        }
     }
 
     /// Offers each online device of `devices` its pending batch, records

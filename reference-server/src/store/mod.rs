@@ -166,7 +166,8 @@ pub enum Write {
         at: Timestamp,
         json: String,
     },
-    /// Ignored when a device event with the same `(device, seq)` is there.
+    /// Ignored when a device event with the same `(device, boot, seq)` is
+    /// there.
     Activity(ActivityEntry),
     UserToken {
         user: UserId,
@@ -253,10 +254,30 @@ CREATE TABLE IF NOT EXISTS device_secrets (device INTEGER PRIMARY KEY, hash BLOB
 CREATE TABLE IF NOT EXISTS statuses (id INTEGER PRIMARY KEY, device INTEGER NOT NULL, at_ms INTEGER NOT NULL,
     online INTEGER NOT NULL, battery_pct INTEGER, firmware TEXT);
 CREATE TABLE IF NOT EXISTS activity (id INTEGER PRIMARY KEY, device INTEGER NOT NULL, at_ms INTEGER NOT NULL,
-    kind TEXT NOT NULL, how TEXT, credential INTEGER, origin TEXT, reason TEXT, seq INTEGER, detail TEXT);
-CREATE UNIQUE INDEX IF NOT EXISTS activity_device_seq ON activity (device, seq);
+    kind TEXT NOT NULL, how TEXT, credential INTEGER, origin TEXT, reason TEXT, seq INTEGER, detail TEXT,
+    boot INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS activity_device_at ON activity (device, at_ms);
 ";
+
+/// A device's event is logged once per `(device, boot, seq)` (protocol
+/// version 2). A store from before the boot epoch has the `activity`
+/// table without `boot` and a unique index on `(device, seq)`: the column
+/// is added (its events are boot 0, as a version 1 device's are) and the
+/// index replaced, so a reflashed device that restarts `seq` under a new
+/// boot is logged.
+fn migrate_activity_boot(conn: &Connection) -> Result<(), StoreError> {
+    let has_boot = conn
+        .prepare("SELECT 1 FROM pragma_table_info('activity') WHERE name = 'boot'")?
+        .exists([])?;
+    if !has_boot {
+        conn.execute_batch("ALTER TABLE activity ADD COLUMN boot INTEGER NOT NULL DEFAULT 0;")?;
+    }
+    conn.execute_batch(
+        "DROP INDEX IF EXISTS activity_device_seq;
+         CREATE UNIQUE INDEX IF NOT EXISTS activity_device_boot_seq ON activity (device, boot, seq);",
+    )?;
+    Ok(())
+}
 
 fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
     let flags = if read_only {
@@ -277,6 +298,7 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
         // Checkpoints run on the checkpointer thread, not inside commits.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch(SCHEMA)?;
+        migrate_activity_boot(&conn)?;
         conn.execute_batch(events::SCHEMA)?;
     }
     Ok(conn)
@@ -443,7 +465,7 @@ impl Store {
         q: &ActivityQuery,
     ) -> Result<Vec<(LogPosition, ActivityEntry)>, StoreError> {
         let mut sql = String::from(
-            "SELECT device, at_ms, kind, how, credential, origin, reason, seq, detail, id FROM activity WHERE 1=1",
+            "SELECT device, at_ms, kind, how, credential, origin, reason, seq, detail, boot, id FROM activity WHERE 1=1",
         );
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(d) = q.device {
@@ -471,7 +493,7 @@ impl Store {
         let conn = self.reader.lock();
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-            let key = (r.get::<_, i64>(1)?, r.get::<_, i64>(9)?);
+            let key = (r.get::<_, i64>(1)?, r.get::<_, i64>(10)?);
             let entry = ActivityEntry {
                 device: DeviceId(r.get::<_, u32>(0)?),
                 at: from_ms(r.get(1)?),
@@ -482,6 +504,7 @@ impl Store {
                 reason: r.get(6)?,
                 seq: r.get::<_, Option<i64>>(7)?.map(|s| s as u64),
                 detail: r.get(8)?,
+                boot: Some(r.get::<_, i64>(9)? as u64).filter(|b| *b != 0),
             };
             Ok((key, entry))
         })?;
@@ -779,8 +802,8 @@ fn commit<'a>(
     {
         let mut cmd = tx.prepare_cached("INSERT INTO commands (at, json) VALUES (?1, ?2)")?;
         let mut act = tx.prepare_cached(
-            "INSERT OR IGNORE INTO activity (device, at_ms, kind, how, credential, origin, reason, seq, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT OR IGNORE INTO activity (device, at_ms, kind, how, credential, origin, reason, seq, detail, boot)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
         let mut tok = tx.prepare_cached("INSERT INTO user_tokens (user, hash) VALUES (?1, ?2)")?;
         let mut sec = tx.prepare_cached(
@@ -804,6 +827,7 @@ fn commit<'a>(
                         e.reason,
                         e.seq.map(|s| s as i64),
                         e.detail,
+                        e.boot.unwrap_or(0) as i64,
                     ])?,
                     Write::UserToken { user, hash } => tok.execute(params![user.0, &hash[..]])?,
                     Write::DeviceSecret { device, hash } => {
@@ -889,6 +913,41 @@ mod tests {
         assert_eq!(ack, vec![true]);
         store.write(Vec::new()).await.unwrap();
         assert_eq!(count_activity(dir.path()), i64::from(n + 3));
+        store.close().await;
+    }
+
+    /// A store made before the boot epoch (no `boot` column, unique on
+    /// `(device, seq)`) is migrated at open: its events are boot 0, a
+    /// redelivery of one is still ignored, and the same seq under a new
+    /// boot is logged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_old_store_is_migrated_to_the_boot_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE activity (id INTEGER PRIMARY KEY, device INTEGER NOT NULL, at_ms INTEGER NOT NULL,
+                    kind TEXT NOT NULL, how TEXT, credential INTEGER, origin TEXT, reason TEXT, seq INTEGER, detail TEXT);
+                 CREATE UNIQUE INDEX activity_device_seq ON activity (device, seq);
+                 INSERT INTO activity (device, at_ms, kind, seq) VALUES (3, 1000, 'door_opened', 1);",
+            )
+            .unwrap();
+        }
+        let (store, _) =
+            Store::open(dir.path(), Arc::new(Metrics::new()), Timestamp::UNIX_EPOCH).unwrap();
+        let event = |boot: u64| {
+            let ev = crate::protocol::Event {
+                seq: 1,
+                boot,
+                at: Timestamp::from_second(2).unwrap(),
+                kind: crate::protocol::EventKind::DoorOpened,
+            };
+            Write::Activity(ActivityEntry::from_event(DeviceId(3), &ev))
+        };
+        assert_eq!(store.write(vec![event(0)]).await.unwrap(), vec![false]);
+        assert_eq!(store.write(vec![event(9)]).await.unwrap(), vec![true]);
+        assert_eq!(store.write(vec![event(9)]).await.unwrap(), vec![false]);
+        assert_eq!(count_activity(dir.path()), 2);
         store.close().await;
     }
 

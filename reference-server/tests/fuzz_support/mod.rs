@@ -200,7 +200,14 @@ pub fn event_kind() -> impl Strategy<Value = EventKind> {
 }
 
 pub fn event() -> impl Strategy<Value = Event> {
-    (any::<u64>(), timestamp(), event_kind()).prop_map(|(seq, at, kind)| Event { seq, at, kind })
+    (any::<u64>(), any::<u64>(), timestamp(), event_kind()).prop_map(|(seq, boot, at, kind)| {
+        Event {
+            seq,
+            boot,
+            at,
+            kind,
+        }
+    })
 }
 
 pub fn validity() -> impl Strategy<Value = SyncValidity> {

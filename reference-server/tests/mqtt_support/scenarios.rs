@@ -292,6 +292,7 @@ pub async fn a_redelivered_event_is_logged_once(kind: Broker) {
     let dev = h.device(0).await;
     let ev = Event {
         seq: 1,
+        boot: 0,
         at: jiff::Timestamp::now(),
         kind: EventKind::DoorOpened,
     };
@@ -331,6 +332,162 @@ pub async fn a_redelivered_event_is_logged_once(kind: Broker) {
     h.stop().await;
 }
 
+/// The admin API over HTTP on the harness's service (the routes an app
+/// reads); its address and a handle to stop it.
+fn serve_http(h: &Harness) -> (std::net::SocketAddr, actix_web::dev::ServerHandle) {
+    let svc = h.world.service.clone();
+    let http = actix_web::HttpServer::new(move || reference_server::api::app(svc.clone()))
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .expect("bind");
+    let addr = http.addrs()[0];
+    let http = http.run();
+    let handle = http.handle();
+    tokio::spawn(http);
+    (addr, handle)
+}
+
+/// A code's Seam status as `GET /v1/credentials/{id}` shows it.
+async fn code_status(addr: std::net::SocketAddr, token: &str, cred: CredentialId) -> String {
+    let v: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/credentials/{}", cred.0))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET the code")
+        .json()
+        .await
+        .expect("JSON");
+    v["sync_status"].as_str().expect("sync_status").to_string()
+}
+
+/// A lock that rebooted with an empty cache asks for a full resync
+/// (`sync/req` `{"full": true}`, protocol version 2): its codes, `set`
+/// before, show `setting` in the API, are pushed again whole (not only
+/// what changed: nothing did), and walk back to `set` on the ack; an ack
+/// of the batch from before the reboot cannot confirm them.
+pub async fn a_rebooted_lock_asks_for_a_full_resync(kind: Broker) {
+    let h = harness(kind, 1, SyncConfig::default()).await;
+    let (addr, http) = serve_http(&h);
+    let token = h.world.token.clone();
+    let a = h.world.issue_pin("135790").await;
+    let b = h.world.issue_pin("246801").await;
+    let mut dev = h.device(0).await;
+    let first = dev.expect_sync().await;
+    dev.ack_sync(&ack_all(&first)).await;
+    eventually("codes set", || {
+        h.state(a, 0) == SyncState::Set && h.state(b, 0) == SyncState::Set
+    })
+    .await;
+    assert_eq!(code_status(addr, &token, a).await, "set");
+    // A plain request (no `full`) with nothing pending sends nothing.
+    dev.publish_raw(&dev.topic(Channel::SyncReq), b"{}".to_vec(), false)
+        .await;
+    // The reboot: an empty cache; the lock asks for everything.
+    dev.publish_raw(
+        &dev.topic(Channel::SyncReq),
+        br#"{"full":true}"#.to_vec(),
+        false,
+    )
+    .await;
+    let push = dev.expect_sync().await;
+    assert!(push.version > first.version, "a new version");
+    let mut sent: Vec<CredentialId> = push.set.iter().map(|c| c.credential).collect();
+    sent.sort();
+    assert_eq!(sent, vec![a, b], "the whole set, again");
+    for c in [a, b] {
+        assert_eq!(h.state(c, 0), SyncState::Setting);
+        assert_eq!(code_status(addr, &token, c).await, "setting");
+    }
+    assert_eq!(h.mqtt.gateway.metrics().sync_full_resyncs.get(), 1);
+    // The ack of the batch before the reboot is stale now.
+    dev.ack_sync(&ack_all(&first)).await;
+    eventually("stale ack dropped", || {
+        h.mqtt.gateway.metrics().dropped(DropReason::StaleAck) == 1
+    })
+    .await;
+    assert_eq!(h.state(a, 0), SyncState::Setting);
+    dev.ack_sync(&ack_all(&push)).await;
+    eventually("codes set again", || {
+        h.state(a, 0) == SyncState::Set && h.state(b, 0) == SyncState::Set
+    })
+    .await;
+    assert_eq!(code_status(addr, &token, a).await, "set");
+    assert_eq!(code_status(addr, &token, b).await, "set");
+    // A malformed request is dropped and counted, nothing reset.
+    let malformed = h.mqtt.gateway.metrics().dropped(DropReason::Malformed);
+    dev.publish_raw(
+        &dev.topic(Channel::SyncReq),
+        br#"{"full":"yes"}"#.to_vec(),
+        false,
+    )
+    .await;
+    eventually("malformed request counted", || {
+        h.mqtt.gateway.metrics().dropped(DropReason::Malformed) == malformed + 1
+    })
+    .await;
+    assert_eq!(h.state(a, 0), SyncState::Set);
+    http.stop(true).await;
+    h.stop().await;
+}
+
+/// A reflashed device restarts `seq` at 1 under a new boot epoch
+/// (protocol version 2): its events are logged, not dropped as duplicates
+/// of the old boot's; a QoS 1 redelivery (same boot, same seq) still is a
+/// duplicate, logged once.
+pub async fn a_new_boot_restarts_seq_without_losing_events(kind: Broker) {
+    let h = harness(kind, 1, SyncConfig::default()).await;
+    let dev = h.device(0).await;
+    let at = jiff::Timestamp::now();
+    let ev = |boot, seq| Event {
+        seq,
+        boot,
+        at,
+        kind: EventKind::DoorOpened,
+    };
+    // The old firmware (no boot: 0) logged seq 1 and 2.
+    dev.send_event(&ev(0, 1)).await;
+    dev.send_event(&ev(0, 2)).await;
+    // Reflashed: boot 1, seq from 1 again; seq 1 redelivered once.
+    dev.send_event(&ev(1, 1)).await;
+    dev.send_event(&ev(1, 1)).await;
+    dev.send_event(&ev(1, 2)).await;
+    let m = h.mqtt.gateway.metrics().clone();
+    eventually("5 events seen", || {
+        m.events_logged.get() + m.events_duplicate.get() == 5
+    })
+    .await;
+    assert_eq!(m.events_logged.get(), 4);
+    assert_eq!(m.events_duplicate.get(), 1);
+    let mut logged: Vec<(Option<u64>, Option<u64>)> = h
+        .world
+        .service
+        .activity(&ActivityQuery {
+            device: Some(h.world.device(0)),
+            from: None,
+            to: None,
+            kind: Some("door_opened".into()),
+            limit: 100,
+            before: None,
+        })
+        .unwrap()
+        .iter()
+        .map(|e| (e.boot, e.seq))
+        .collect();
+    logged.sort();
+    assert_eq!(
+        logged,
+        [
+            (None, Some(1)),
+            (None, Some(2)),
+            (Some(1), Some(1)),
+            (Some(1), Some(2))
+        ],
+        "both boots' events, each once"
+    );
+    h.stop().await;
+}
+
 /// A lock back from an offline spell sends what it buffered in one go:
 /// far more events than a device may have checks in progress. Every one is
 /// logged, in its own order, and none is dropped as `busy`.
@@ -342,6 +499,7 @@ pub async fn a_flush_of_buffered_events_is_logged_whole(kind: Broker) {
     for seq in 1..=N {
         dev.send_event(&Event {
             seq,
+            boot: 0,
             at,
             kind: EventKind::DoorOpened,
         })
@@ -577,6 +735,7 @@ pub async fn a_device_cannot_speak_for_another(kind: Broker) {
             theirs(Channel::Events),
             protocol::encode(&Event {
                 seq: 1,
+                boot: 0,
                 at: jiff::Timestamp::now(),
                 kind: EventKind::DoorForcedOpen,
             }),
@@ -841,6 +1000,7 @@ pub async fn the_device_view_shows_what_its_events_said(kind: Broker) {
     let send = |seq: u64, kind: EventKind| {
         let ev = Event {
             seq,
+            boot: 0,
             at: at + jiff::SignedDuration::from_secs(seq as i64),
             kind,
         };

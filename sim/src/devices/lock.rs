@@ -212,6 +212,17 @@ impl Actor for Lock {
         if self.connectivity == Connectivity::Ble {
             self.schedule_in_range(ctx);
         }
+        // A lock powers up with an empty code store (fleetsim's devices
+        // keep nothing across runs): it asks for every code, so a server
+        // that still shows codes `set` from an earlier run sends them
+        // again. A server whose codes were never set just sends the
+        // pending batch once more.
+        if self.connectivity == Connectivity::Wifi
+            && self.core.codes.as_ref().is_some_and(|c| c.is_empty())
+            && self.core.link.request_full_sync().is_err()
+        {
+            tracing::debug!(device = %self.core.id, "full resync request not sent");
+        }
     }
 }
 

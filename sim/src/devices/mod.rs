@@ -365,6 +365,11 @@ pub struct Core {
     offline: std::sync::Arc<FleetGauges>,
     /// Own offline spells started (see [`FaultParams::spells_at_start`]).
     spells_started: bool,
+    /// The boot epoch its events carry (protocol version 2): the device's
+    /// power-up, as Unix seconds of the run's start. A later run against
+    /// the same server starts `seq` at 1 again under a new boot, so its
+    /// events are logged, not taken for duplicates of the last run's.
+    boot: u64,
     seq: u64,
     emitted: KindCounts,
     online: bool,
@@ -397,6 +402,12 @@ pub struct Core {
     next_request_id: u64,
 }
 
+/// A device's boot epoch: the run's start in Unix seconds (at least 1, so
+/// that it is never the "no boot" of a version 1 device).
+fn clock_start_boot(clock: &SimClock) -> u64 {
+    clock.start().as_second().max(1) as u64
+}
+
 impl Core {
     pub fn new(
         id: DeviceId,
@@ -421,12 +432,14 @@ impl Core {
             mark: Instant::now(),
             low_reported: false,
         });
+        let boot = clock_start_boot(&clock);
         Core {
             id,
             kind,
             rng,
             clock,
             link,
+            boot,
             seq: 0,
             emitted: KindCounts::default(),
             online: true,
@@ -477,6 +490,7 @@ impl Core {
         self.offline.emitted(&kind);
         let event = Event {
             seq: self.seq,
+            boot: self.boot,
             at: self.now(),
             kind,
         };

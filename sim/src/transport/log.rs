@@ -210,6 +210,7 @@ mod tests {
     fn ev(seq: u64) -> Event {
         Event {
             seq,
+            boot: 0,
             at: Timestamp::UNIX_EPOCH,
             kind: EventKind::DoorOpened,
         }

@@ -262,6 +262,20 @@ impl Link {
         }
     }
 
+    /// A device whose code store is empty asks for every code it should
+    /// hold (`sync/req` `{"full": true}`, protocol version 2). Over MQTT
+    /// only: the in-process link's engine and an HTTP reader's first fetch
+    /// start from what the engine already knows the device holds (HTTP
+    /// readers may ask `GET .../sync?full=true`; fleetsim's do not).
+    pub fn request_full_sync(&self) -> Result<(), TransportError> {
+        match self {
+            Link::InProc(_) | Link::Http(_) => Ok(()),
+            Link::Mqtt(l) => {
+                l.sync_request(&reference_server::protocol::SyncRequest { full: true })
+            }
+        }
+    }
+
     pub fn command_ack(&self, ack: &CommandAck) -> Result<(), TransportError> {
         match self {
             Link::InProc(_) | Link::Http(_) => Ok(()),

@@ -42,7 +42,8 @@ use rand_chacha::ChaCha8Rng;
 use reference_server::domain::{DeviceId, SiteId};
 use reference_server::protocol::{
     decode, encode, parse_topic, topic, AuthRequest, AuthResponse, Channel, CommandAck,
-    DeviceCommand, Event, Status, SyncAckMsg, SyncPush, DEFAULT_PREFIX, MAX_PAYLOAD_BYTES,
+    DeviceCommand, Event, Status, SyncAckMsg, SyncPush, SyncRequest, DEFAULT_PREFIX,
+    MAX_PAYLOAD_BYTES,
 };
 use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use rustc_hash::FxHashMap;
@@ -268,6 +269,7 @@ struct Topics {
     auth_resp: String,
     sync: String,
     sync_ack: String,
+    sync_req: String,
     cmd: String,
     cmd_ack: String,
 }
@@ -282,6 +284,7 @@ impl Topics {
             auth_resp: t(Channel::AuthResp),
             sync: t(Channel::Sync),
             sync_ack: t(Channel::SyncAck),
+            sync_req: t(Channel::SyncReq),
             cmd: t(Channel::Cmd),
             cmd_ack: t(Channel::CmdAck),
         }
@@ -705,6 +708,14 @@ impl MqttLink {
     pub fn sync_ack(&self, ack: &SyncAckMsg) -> Result<(), TransportError> {
         self.conn
             .publish_or_buffer(&self.topics.sync_ack, encode(ack));
+        Ok(())
+    }
+
+    /// `sync/req` (protocol version 2): kept while the connection is down
+    /// and sent after its subscriptions, like every other publish.
+    pub fn sync_request(&self, req: &SyncRequest) -> Result<(), TransportError> {
+        self.conn
+            .publish_or_buffer(&self.topics.sync_req, encode(req));
         Ok(())
     }
 

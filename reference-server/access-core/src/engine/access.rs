@@ -23,6 +23,7 @@ pub(super) fn command_refs(cmd: &Command) -> Option<(Ref, Vec<Ref>)> {
         | CreateOrganization { .. }
         | SyncSent { .. }
         | SyncAck { .. }
+        | SyncReset { .. }
         | RestoreUse { .. } => return None,
         UpdateOrganization { org, .. }
         | RemoveMember { org, .. }

@@ -260,9 +260,9 @@ impl Engine {
                 .get(door.index())
                 .cloned()
                 .unwrap_or_default(),
-            Command::AssignFallback { device, .. } | Command::SyncSent { device, .. } => {
-                at_device(device)
-            }
+            Command::AssignFallback { device, .. }
+            | Command::SyncSent { device, .. }
+            | Command::SyncReset { device } => at_device(device),
             Command::SyncAck { results, .. } => {
                 let mut v: Vec<CredentialId> = results.iter().map(|r| r.credential).collect();
                 // An acknowledged new code retires the one it replaces.

@@ -283,6 +283,12 @@ pub enum Command {
         device: DeviceId,
         results: Vec<SyncResult>,
     },
+    /// The device asked for a full resync (its cache is empty: a reboot,
+    /// a reset): every code it should hold counts as not set again and
+    /// goes out in the next batch (protocol version 2, `sync/req`).
+    SyncReset {
+        device: DeviceId,
+    },
     /// Re-applies a grant's use after a restart (written by the store).
     RestoreUse {
         credential: CredentialId,
@@ -668,6 +674,7 @@ impl Engine {
             RestoreUse { credential, door } => self.restore_use(*credential, *door).map(done)?,
             RevokeCredential { credential } => self.revoke(*credential).map(done)?,
             SyncAck { device, results } => self.sync_ack(*device, results).map(done)?,
+            SyncReset { device } => self.sync_reset(*device).map(done)?,
         };
         Ok(Applied {
             outcome,

@@ -52,6 +52,35 @@ impl Engine {
         Ok(())
     }
 
+    /// `SyncReset`: the device lost its codes. Every code it held (`set`)
+    /// or failed to take is pending again, so the next batch carries the
+    /// whole set and the codes walk `setting` → `set` as the device acks
+    /// them; codes being set are in every batch already, and a removal in
+    /// progress stays one (removing a code the device lacks is success).
+    /// When that changed a code, a new version, so that an ack of a batch
+    /// from before the reset cannot confirm it; when it changed nothing (a
+    /// device whose codes were never set), the version stays and the
+    /// device simply gets its pending batch again.
+    pub(super) fn sync_reset(&mut self, device: DeviceId) -> Result<(), EngineError> {
+        let entry = self
+            .devices
+            .get(device.index())
+            .ok_or_else(|| EngineError::not_found("device", device.0))?;
+        let mut changed = false;
+        for c in self.door_credentials[entry.device.door.index()].clone() {
+            if let Some(p) = self.credentials[c.index()].placement_mut(device) {
+                if matches!(p.state, SyncState::Set | SyncState::Failed(_)) {
+                    p.state = SyncState::Pending;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.bump_sync(device);
+        }
+        Ok(())
+    }
+
     pub(super) fn sync_ack(
         &mut self,
         device: DeviceId,

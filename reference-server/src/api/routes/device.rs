@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 
 use super::{ApiResult, Svc};
-use crate::api::wire::{DeviceSync, Done};
+use crate::api::wire::{DeviceSync, DeviceSyncQuery, Done};
 use crate::api::{bearer, ApiError, Json};
 use crate::domain::DeviceId;
 use crate::protocol::{AuthRequest, AuthResponse, SyncAckMsg, SyncPush};
@@ -44,16 +44,23 @@ pub(super) async fn validate(
 
 /// The device's pending codes, one `sync` message plus the token
 /// credentials to confirm (readers without MQTT).
+/// With `full=true` (protocol version 2) the device lost its codes: every
+/// code it should hold is sent again and counts as not set until acked.
 #[utoipa::path(
-    params(("device" = DeviceId, Path, description = "The device asking")),
+    params(("device" = DeviceId, Path, description = "The device asking"), DeviceSyncQuery),
     responses((status = 200, description = "What the device must store and remove", body = DeviceSync)),
     security(("device_secret" = [])),
 )]
 #[get("/v1/devices/{device}/sync")]
-pub(super) async fn device_sync(req: HttpRequest, svc: Svc, device: web::Path<u32>) -> ApiResult {
+pub(super) async fn device_sync(
+    req: HttpRequest,
+    svc: Svc,
+    device: web::Path<u32>,
+    q: web::Query<DeviceSyncQuery>,
+) -> ApiResult {
     let device = DeviceId(device.into_inner());
     device_caller(&req, &svc, device)?;
-    let batch = svc.sync_fetch(device).await?;
+    let batch = svc.sync_fetch(device, q.full.unwrap_or(false)).await?;
     // QR and BLE credentials have nothing to store: confirmed by
     // `sync_fetch`, and still listed, so a device may confirm them too.
     Ok(HttpResponse::Ok().json(DeviceSync::new(SyncPush::whole(&batch), batch.tokens())))

@@ -46,3 +46,16 @@ impl DeviceSync {
         (push, self.tokens)
     }
 }
+
+/// `GET /v1/devices/{device}/sync?full=`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeviceSyncQuery {
+    /// `true`: the device lost its codes (a reboot with an empty store);
+    /// every code it should hold is sent again and counts as not set
+    /// until acked (protocol version 2). Default `false`: the pending
+    /// delta.
+    #[serde(default)]
+    pub full: Option<bool>,
+}
