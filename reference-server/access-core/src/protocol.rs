@@ -11,8 +11,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    CredentialId, CredentialKind, DailyWindow, Decision, DenyReason, DeviceId, FloorId, HolderId,
-    Origin, Pin, SiteId, SyncFailure, Weekdays,
+    CredentialId, CredentialKind, DailyWindow, Decision, DenyReason, DeviceId, DeviceKind, FloorId,
+    HolderId, Origin, Pin, SiteId, SyncFailure, Weekdays,
 };
 use crate::domain::{Presented, Secret};
 
@@ -652,6 +652,9 @@ pub enum CommandKind {
     /// Remote Open Door.
     Open,
     Lock,
+    /// A sandbox action (`DeviceCommand::simulate`): the device acts as if
+    /// it happened to it and reports its own events.
+    Simulate,
 }
 
 /// `cmd`: never retained (a retained unlock would replay on restart).
@@ -660,6 +663,138 @@ pub enum CommandKind {
 pub struct DeviceCommand {
     pub id: u64,
     pub command: CommandKind,
+    /// What to simulate; present exactly when `command` is `simulate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulate: Option<SimAction>,
+}
+
+/// Below this level a sandbox battery action also reports `battery_low`
+/// (a device uses its own threshold).
+pub const SANDBOX_LOW_BATTERY_PCT: u8 = 20;
+
+/// A sandbox action: what the admin API's `POST
+/// /v1/devices/{device}/simulate/{action}` asks a device to act out, and
+/// the `simulate` of a `cmd` that carries it to a connected device.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SimAction {
+    /// The device comes online.
+    Connect,
+    /// The device drops offline.
+    Disconnect,
+    /// Someone types `code` on the device's keypad; the code is checked
+    /// as any typed code is.
+    KeypadCodeEntry {
+        code: String,
+    },
+    /// Someone taps a card (its number in decimal, as a string).
+    CardTap {
+        card_number: String,
+    },
+    /// The bolt is thrown by hand.
+    Lock,
+    /// The bolt is drawn by hand.
+    Unlock,
+    DoorOpen,
+    DoorClose,
+    DoorForcedOpen,
+    /// The door stays open past its time.
+    DoorLeftOpen,
+    /// The motor blocks.
+    Jam,
+    /// The battery reads `level_pct` (0 to 100).
+    Battery {
+        level_pct: u8,
+    },
+}
+
+impl std::fmt::Debug for SimAction {
+    // A typed code never reaches logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SimAction({})", self.name())
+    }
+}
+
+impl SimAction {
+    /// The action's name, as in the route and on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SimAction::Connect => "connect",
+            SimAction::Disconnect => "disconnect",
+            SimAction::KeypadCodeEntry { .. } => "keypad_code_entry",
+            SimAction::CardTap { .. } => "card_tap",
+            SimAction::Lock => "lock",
+            SimAction::Unlock => "unlock",
+            SimAction::DoorOpen => "door_open",
+            SimAction::DoorClose => "door_close",
+            SimAction::DoorForcedOpen => "door_forced_open",
+            SimAction::DoorLeftOpen => "door_left_open",
+            SimAction::Jam => "jam",
+            SimAction::Battery { .. } => "battery",
+        }
+    }
+
+    /// Can a device of `kind` act this out? The rule the server checks
+    /// before it acts or forwards, and that devices follow: every device
+    /// connects, disconnects and has a battery; locks, keypads and door
+    /// phones read codes and cards; only a lock has a bolt and a motor;
+    /// locks (their built-in door sensor) and door sensors see the door.
+    /// Err: why not.
+    pub fn fits(&self, kind: DeviceKind) -> Result<(), &'static str> {
+        use DeviceKind as K;
+        let ok = match self {
+            SimAction::Connect | SimAction::Disconnect | SimAction::Battery { .. } => true,
+            SimAction::KeypadCodeEntry { .. } | SimAction::CardTap { .. } => {
+                matches!(kind, K::Lock | K::Keypad | K::DoorPhone)
+            }
+            SimAction::Lock | SimAction::Unlock | SimAction::Jam => kind == K::Lock,
+            SimAction::DoorOpen
+            | SimAction::DoorClose
+            | SimAction::DoorForcedOpen
+            | SimAction::DoorLeftOpen => matches!(kind, K::Lock | K::DoorSensor),
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(match self {
+            SimAction::KeypadCodeEntry { .. } | SimAction::CardTap { .. } => {
+                "only a lock, a keypad or a door phone reads codes and cards"
+            }
+            SimAction::Lock | SimAction::Unlock | SimAction::Jam => {
+                "only a lock has a bolt and a motor"
+            }
+            _ => "only a lock or a door sensor sees the door",
+        })
+    }
+
+    /// Its values, checked by the rules a device reads them with:
+    /// Err((field, rule)).
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        match self {
+            SimAction::KeypadCodeEntry { code } => Pin::parse(code)
+                .map(|_| ())
+                .map_err(|_| ("code", "a PIN is 1 to 12 digits")),
+            SimAction::CardTap { card_number } => {
+                parse_card_number(card_number).map(|_| ()).map_err(|_| {
+                    (
+                        "card_number",
+                        "a card number is 1 to 20 decimal digits, at most 18446744073709551615",
+                    )
+                })
+            }
+            SimAction::Battery { level_pct } if *level_pct > 100 => Err(("level_pct", "0 to 100")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The credential a code entry or card tap presents.
+    pub fn credential(&self) -> Option<WireCredential> {
+        match self {
+            SimAction::KeypadCodeEntry { code } => Some(WireCredential::Pin(code.clone())),
+            SimAction::CardTap { card_number } => Some(WireCredential::Card(card_number.clone())),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -669,6 +804,8 @@ pub enum CommandResult {
     MotorBlocked,
     LowBattery,
     Offline,
+    /// The device cannot act this out (a `simulate` its kind does not fit).
+    Unsupported,
 }
 
 /// `cmd/ack`.
