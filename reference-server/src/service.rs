@@ -14,7 +14,7 @@
 
 mod sandbox;
 
-pub use sandbox::{Simulated, SimulatedBy};
+pub use sandbox::{admit as sandbox_admits, Simulated, SimulatedBy};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -182,10 +182,11 @@ pub struct Service {
     close_hooks: Mutex<Vec<CloseHook>>,
     /// The event feed's live parts (stream stop, webhook retry schedule).
     feed: crate::events::Feed,
-    /// Devices online because the sandbox said so (`simulate/connect`),
-    /// not connected themselves: the sandbox acts for them. A status from
-    /// the device itself takes it out.
-    sandbox_online: Mutex<rustc_hash::FxHashSet<DeviceId>>,
+    /// Devices whose own last status report since the server started
+    /// said online: connected, so a sandbox action goes to them. Not
+    /// stored: after a restart a device is connected again when it says
+    /// so (a sandbox device, online by `simulate/connect`, never is).
+    connected: Mutex<rustc_hash::FxHashSet<DeviceId>>,
 }
 
 fn load_or_create_key(dir: &Path) -> Result<TokenKey, StoreError> {
@@ -298,7 +299,7 @@ impl Service {
             added_latency_us: std::sync::atomic::AtomicU64::new(0),
             close_hooks: Mutex::new(Vec::new()),
             feed: crate::events::Feed::default(),
-            sandbox_online: Mutex::new(rustc_hash::FxHashSet::default()),
+            connected: Mutex::new(rustc_hash::FxHashSet::default()),
         })
     }
 
@@ -481,11 +482,11 @@ impl Service {
         source: EventSource,
     ) -> Result<(), ServiceError> {
         {
-            let mut played = self.sandbox_online.lock();
-            if source == EventSource::Sandbox && st.online {
-                played.insert(device);
+            let mut connected = self.connected.lock();
+            if source == EventSource::Device && st.online {
+                connected.insert(device);
             } else {
-                played.remove(&device);
+                connected.remove(&device);
             }
         }
         let org = crate::events::device_org(&self.engine.read(), device)

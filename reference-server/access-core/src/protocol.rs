@@ -1058,4 +1058,78 @@ mod tests {
         assert_eq!(stay.check(t(150)), Ok(()));
         assert_eq!(stay.check(t(200)), Err(DenyReason::CheckedOut));
     }
+
+    #[test]
+    fn a_simulate_command_travels_as_documented_and_old_commands_are_unchanged() {
+        let cmd = DeviceCommand {
+            id: 5,
+            command: CommandKind::Simulate,
+            simulate: Some(SimAction::KeypadCodeEntry {
+                code: "482916".into(),
+            }),
+        };
+        let json = String::from_utf8(encode(&cmd)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":5,"command":"simulate","simulate":{"action":"keypad_code_entry","code":"482916"}}"#
+        );
+        assert_eq!(decode::<DeviceCommand>(json.as_bytes()), Ok(cmd));
+        // An Open Door is the bytes it always was.
+        let open = DeviceCommand {
+            id: 3,
+            command: CommandKind::Open,
+            simulate: None,
+        };
+        assert_eq!(encode(&open), br#"{"id":3,"command":"open"}"#.to_vec());
+        for bad in [
+            r#"{"id":1,"command":"simulate","simulate":{"action":"explode"}}"#,
+            r#"{"id":1,"command":"simulate","simulate":{"action":"jam","code":"1"}}"#,
+            r#"{"id":1,"command":"simulate","simulate":{"action":"battery"}}"#,
+        ] {
+            assert!(decode::<DeviceCommand>(bad.as_bytes()).is_err(), "{bad}");
+        }
+        // The code never reaches a log.
+        assert!(!format!("{:?}", cmd.simulate).contains("482916"));
+    }
+
+    #[test]
+    fn sandbox_actions_fit_the_kinds_that_can_act_them_out() {
+        use DeviceKind as K;
+        let code = SimAction::KeypadCodeEntry {
+            code: "1234".into(),
+        };
+        let kinds = [K::Lock, K::Keypad, K::DoorSensor, K::DoorPhone];
+        let fits =
+            |a: &SimAction| -> Vec<bool> { kinds.iter().map(|k| a.fits(*k).is_ok()).collect() };
+        assert_eq!(fits(&SimAction::Connect), [true; 4]);
+        assert_eq!(fits(&SimAction::Battery { level_pct: 5 }), [true; 4]);
+        assert_eq!(fits(&code), [true, true, false, true]);
+        assert_eq!(fits(&SimAction::Jam), [true, false, false, false]);
+        assert_eq!(fits(&SimAction::DoorLeftOpen), [true, false, true, false]);
+        assert!(SimAction::Jam.fits(K::Keypad).unwrap_err().contains("bolt"));
+        assert_eq!(code.check(), Ok(()));
+        assert_eq!(
+            SimAction::KeypadCodeEntry {
+                code: "12ab".into()
+            }
+            .check()
+            .unwrap_err()
+            .0,
+            "code"
+        );
+        assert_eq!(
+            SimAction::CardTap {
+                card_number: "18446744073709551616".into()
+            }
+            .check()
+            .unwrap_err()
+            .0,
+            "card_number"
+        );
+        assert_eq!(
+            SimAction::Battery { level_pct: 101 }.check().unwrap_err().0,
+            "level_pct"
+        );
+        assert_eq!(SimAction::Battery { level_pct: 100 }.check(), Ok(()));
+    }
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::{EventSource, Order, Service, ServiceError, Transport};
 use crate::domain::{Action, Actor, DenyReason, DeviceId, Ref};
+use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::protocol::{
     self, AuthRequest, CommandResult, Event, EventKind, How, SimAction, Status, Verdict,
@@ -50,6 +51,36 @@ pub struct Simulated {
     pub reason: Option<DenyReason>,
 }
 
+/// Whether `actor` may act `action` out at `device`: the caller's role
+/// and organization (owner only, as every sandbox control: it makes
+/// events an app trusts), the device kind (`SimAction::fits`, 409), the
+/// action's values (`SimAction::check`, 422).
+pub fn admit(
+    engine: &Engine,
+    actor: &Actor,
+    device: DeviceId,
+    action: &SimAction,
+) -> Result<(), EngineError> {
+    engine.authorize_on(actor, Ref::Device(device), Action::ManageOrganization)?;
+    let kind = engine
+        .device(device)
+        .ok_or(EngineError::NotFound {
+            kind: "device",
+            id: device.0,
+        })?
+        .kind;
+    action.fits(kind).map_err(|why| EngineError::Conflict {
+        field: "action",
+        rule: format!("{} does not fit a {}: {why}", action.name(), kind.as_str()),
+    })?;
+    action
+        .check()
+        .map_err(|(field, rule)| EngineError::Invalid {
+            field,
+            rule: rule.to_string(),
+        })
+}
+
 impl Service {
     /// Acts `action` out at `device` (owner only, as every sandbox
     /// control: it makes events an app trusts).
@@ -59,23 +90,7 @@ impl Service {
         device: DeviceId,
         action: SimAction,
     ) -> Result<Simulated, ServiceError> {
-        let kind = {
-            let e = self.engine.read();
-            e.authorize_on(actor, Ref::Device(device), Action::ManageOrganization)?;
-            e.device(device)
-                .ok_or(ServiceError::UnknownDevice(device))?
-                .kind
-        };
-        action.fits(kind).map_err(|why| EngineError::Conflict {
-            field: "action",
-            rule: format!("{} does not fit a {}: {why}", action.name(), kind.as_str()),
-        })?;
-        action
-            .check()
-            .map_err(|(field, rule)| EngineError::Invalid {
-                field,
-                rule: rule.to_string(),
-            })?;
+        admit(&self.engine.read(), actor, device, &action)?;
         let mut done = Simulated {
             action: action.name().to_string(),
             by: SimulatedBy::Server,
@@ -84,8 +99,7 @@ impl Service {
             reason: None,
         };
         let sink = self.command_sink.read().clone();
-        let connected =
-            self.health.summary(device).online && !self.sandbox_online.lock().contains(&device);
+        let connected = self.connected.lock().contains(&device);
         if let Some(sink) = sink.filter(|_| connected) {
             done.by = SimulatedBy::Device;
             done.result = sink(device, Order::Simulate(action)).await;

@@ -123,6 +123,11 @@ pub fn email_schema() -> utoipa::openapi::Object {
     o
 }
 
+/// [`name_schema`], or `null` (left as it is: a `PATCH`'s field).
+pub fn optional_name_schema() -> utoipa::openapi::Object {
+    text(true, true)
+}
+
 /// [`text_schema`], or `null` (left as it is).
 pub fn optional_text_schema() -> utoipa::openapi::Object {
     text(false, true)

@@ -12,7 +12,7 @@ use crate::protocol::SimAction;
 #[serde(deny_unknown_fields)]
 pub struct KeypadCodeEntryBody {
     /// 1 to 12 digits, as typed.
-    #[schema(example = "482916")]
+    #[schema(example = "482916", pattern = "^[0-9]{1,12}$")]
     pub code: String,
 }
 
@@ -27,8 +27,9 @@ impl std::fmt::Debug for KeypadCodeEntryBody {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardTapBody {
-    /// Decimal digits, as a string (JSON numbers lose digits).
-    #[schema(example = "1234567890")]
+    /// Decimal digits, as a string (JSON numbers lose digits), at most
+    /// 18446744073709551615.
+    #[schema(example = "1234567890", pattern = "^[0-9]{1,20}$")]
     pub card_number: String,
 }
 
