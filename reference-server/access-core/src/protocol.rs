@@ -679,33 +679,36 @@ pub const SANDBOX_LOW_BATTERY_PCT: u8 = 20;
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SimAction {
     /// The device comes online.
+    #[serde(deserialize_with = "crate::domain::no_fields")]
     Connect,
     /// The device drops offline.
+    #[serde(deserialize_with = "crate::domain::no_fields")]
     Disconnect,
     /// Someone types `code` on the device's keypad; the code is checked
     /// as any typed code is.
-    KeypadCodeEntry {
-        code: String,
-    },
+    KeypadCodeEntry { code: String },
     /// Someone taps a card (its number in decimal, as a string).
-    CardTap {
-        card_number: String,
-    },
+    CardTap { card_number: String },
     /// The bolt is thrown by hand.
+    #[serde(deserialize_with = "crate::domain::no_fields")]
     Lock,
     /// The bolt is drawn by hand.
+    #[serde(deserialize_with = "crate::domain::no_fields")]
     Unlock,
+    #[serde(deserialize_with = "crate::domain::no_fields")]
     DoorOpen,
+    #[serde(deserialize_with = "crate::domain::no_fields")]
     DoorClose,
+    #[serde(deserialize_with = "crate::domain::no_fields")]
     DoorForcedOpen,
     /// The door stays open past its time.
+    #[serde(deserialize_with = "crate::domain::no_fields")]
     DoorLeftOpen,
     /// The motor blocks.
+    #[serde(deserialize_with = "crate::domain::no_fields")]
     Jam,
     /// The battery reads `level_pct` (0 to 100).
-    Battery {
-        level_pct: u8,
-    },
+    Battery { level_pct: u8 },
 }
 
 impl std::fmt::Debug for SimAction {
@@ -1073,7 +1076,7 @@ mod tests {
             json,
             r#"{"id":5,"command":"simulate","simulate":{"action":"keypad_code_entry","code":"482916"}}"#
         );
-        assert_eq!(decode::<DeviceCommand>(json.as_bytes()), Ok(cmd));
+        assert_eq!(decode::<DeviceCommand>(json.as_bytes()), Ok(cmd.clone()));
         // An Open Door is the bytes it always was.
         let open = DeviceCommand {
             id: 3,
