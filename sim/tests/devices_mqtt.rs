@@ -22,7 +22,8 @@ use parking_lot::RwLock;
 use reference_server::domain::{Actor, DenyReason, DeviceId, FloorScope, HolderKind};
 use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec, SyncResult};
 use reference_server::protocol::{
-    decode, encode, parse_topic, topic, AuthRequest, AuthResponse, Channel, Event, SyncAckMsg,
+    decode, encode, parse_topic, topic, AuthRequest, AuthResponse, Channel, CommandAck,
+    CommandKind, CommandResult, DeviceCommand, Event, SimAction, SyncAckMsg,
 };
 use reference_server::{broker, Check, Engine};
 use rumqttc::{AsyncClient, MqttOptions, Packet, QoS};
@@ -60,6 +61,8 @@ async fn start_broker(users: HashMap<String, String>, engine: &Arc<RwLock<Engine
 struct Responder {
     client: AsyncClient,
     log: Arc<EventLog>,
+    /// The `cmd/ack`s heard: (device, ack).
+    acks: Arc<parking_lot::Mutex<Vec<(DeviceId, CommandAck)>>>,
 }
 
 impl Responder {
@@ -70,12 +73,18 @@ impl Responder {
             .set_inflight(500);
         let (client, mut eventloop) = AsyncClient::new(opts, 1_000);
         let log = Arc::new(EventLog::new());
-        let (c, l) = (client.clone(), log.clone());
+        let acks = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (c, l, a) = (client.clone(), log.clone(), acks.clone());
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
                     Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
-                        for ch in [Channel::AuthReq, Channel::Events, Channel::SyncAck] {
+                        for ch in [
+                            Channel::AuthReq,
+                            Channel::Events,
+                            Channel::SyncAck,
+                            Channel::CmdAck,
+                        ] {
                             let f = format!("fleet/+/+/{}", ch.suffix());
                             c.subscribe(f, QoS::AtLeastOnce).await.unwrap();
                         }
@@ -105,6 +114,10 @@ impl Responder {
                                 let e: Event = decode(&p.payload).unwrap();
                                 l.record(device, &e);
                             }
+                            Channel::CmdAck => {
+                                let ack: CommandAck = decode(&p.payload).unwrap();
+                                a.lock().push((device, ack));
+                            }
                             Channel::SyncAck => {
                                 let ack: SyncAckMsg = decode(&p.payload).unwrap();
                                 let results = ack
@@ -132,7 +145,7 @@ impl Responder {
                 }
             }
         });
-        Responder { client, log }
+        Responder { client, log, acks }
     }
 
     /// Sends a device its pending codes (what the gateway does on a change).
@@ -366,6 +379,109 @@ fn a_device_with_a_wrong_secret_is_refused_and_checks_fail_cleanly() {
             .await
             .unwrap();
         assert_eq!(got.outcome, DeviceOutcome::Offline);
+        actix_rt::System::current().stop();
+    });
+}
+
+/// The server's `simulate` command over a real broker: a fleetsim lock
+/// decodes it from its `cmd` topic, acts it out (a jam jams it), acks it
+/// on `cmd/ack` and reports its own `motor_blocked`; a keypad told of a
+/// code entry checks the code over MQTT and reports the denial.
+#[test]
+fn devices_act_out_a_simulate_command_sent_over_the_broker() {
+    actix_rt::System::new().block_on(async move {
+        let engine = engine(6);
+        let clock = SimClock::starting_at(start_time());
+        let spec = FleetSpec::new(6)
+            .wifi_doors(1)
+            .params(DeviceParams::quiet());
+        let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
+        let secrets = derived_secrets([8u8; 32]);
+        let mut users: HashMap<String, String> = engine
+            .read()
+            .devices()
+            .map(|d| (d.id.to_string(), secrets(d.id)))
+            .collect();
+        users.insert(ENGINE_USER.into(), ENGINE_PASS.into());
+        let port = start_broker(users, &engine).await;
+        let responder = Responder::start(port, engine.clone(), clock);
+        let config = MqttConfig {
+            port,
+            ..MqttConfig::default()
+        };
+        let transport = MqttTransport::new(config, Multiplex::PerDevice, secrets, 6);
+        let fleet = Fleet::start(
+            &spec,
+            provisioned,
+            Transport::Mqtt(transport),
+            clock,
+            &Placement::Current,
+        );
+        fleet
+            .wait_links_ready(Duration::from_secs(20))
+            .await
+            .expect("devices subscribed");
+        let plan = fleet.provisioned.doors[0].clone();
+        let (lock, keypad) = (plan.lock.unwrap(), plan.keypad.unwrap());
+        let send = |device: DeviceId, id: u64, action: SimAction| {
+            let cmd = DeviceCommand {
+                id,
+                command: CommandKind::Simulate,
+                simulate: Some(action),
+            };
+            let t = topic("fleet", plan.site, device, Channel::Cmd);
+            responder
+                .client
+                .try_publish(t, QoS::AtLeastOnce, false, encode(&cmd))
+                .unwrap();
+        };
+        send(lock, 1, SimAction::Jam);
+        send(
+            keypad,
+            2,
+            SimAction::KeypadCodeEntry {
+                code: "1357".into(),
+            },
+        );
+        let acks = responder.acks.clone();
+        eventually("both commands acked", || {
+            let acks = acks.clone();
+            async move { acks.lock().len() == 2 }
+        })
+        .await;
+        let mut got = responder.acks.lock().clone();
+        got.sort_by_key(|(_, a)| a.id);
+        assert_eq!(
+            got,
+            vec![
+                (
+                    lock,
+                    CommandAck {
+                        id: 1,
+                        result: CommandResult::Ok
+                    }
+                ),
+                (
+                    keypad,
+                    CommandAck {
+                        id: 2,
+                        result: CommandResult::Ok
+                    }
+                ),
+            ]
+        );
+        let log = responder.log.clone();
+        eventually("the devices' own events logged", || {
+            let log = log.clone();
+            async move {
+                log.device(lock).per_kind.get("motor_blocked") == 1
+                    && log.device(keypad).per_kind.get("access_denied") == 1
+            }
+        })
+        .await;
+        assert_eq!(fleet.snapshot(lock).await.unwrap().state, "jammed");
+        let k = fleet.snapshot(keypad).await.unwrap();
+        assert_eq!((k.checks, k.denied), (1, 1), "checked over MQTT, denied");
         actix_rt::System::current().stop();
     });
 }
