@@ -13,28 +13,33 @@ use crate::protocol::{Event, EventKind, How};
 /// Most entries one query returns.
 pub const MAX_QUERY_LIMIT: u32 = 1_000;
 
-/// Every `kind` an entry may have: the device events' names
-/// (`EventKind::name`) and the server's own. A query's `kind` filter must
-/// be one of them (an unknown one is a 400, not an empty list).
-pub const ACTIVITY_KINDS: [&str; 17] = [
-    "unlocked",
-    "locked",
-    "access_denied",
-    "motor_blocked",
-    "door_opened",
-    "door_closed",
-    "door_ajar",
-    "door_forced_open",
-    "battery_low",
-    "keypad_locked_out",
-    "code_set",
-    "code_set_failed",
+/// The kinds of entries the server writes itself (device events are named
+/// by `EventKind::NAMES`).
+const SERVER_KINDS: [&str; 5] = [
     "access_granted",
     "online",
     "offline",
     "remote_open",
     "messages_dropped",
 ];
+
+/// Every `kind` an entry may have: the device events' names
+/// (`EventKind::NAMES`, the protocol's one list) and the server's own. A
+/// query's `kind` filter must be one of them (an unknown one is a 400, not
+/// an empty list).
+pub const ACTIVITY_KINDS: [&str; EventKind::COUNT + SERVER_KINDS.len()] = {
+    let mut all = [""; EventKind::COUNT + SERVER_KINDS.len()];
+    let mut i = 0;
+    while i < all.len() {
+        all[i] = if i < EventKind::COUNT {
+            EventKind::NAMES[i]
+        } else {
+            SERVER_KINDS[i - EventKind::COUNT]
+        };
+        i += 1;
+    }
+    all
+};
 
 /// One line of the activity log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -176,6 +181,10 @@ impl ActivityEntry {
     }
 }
 
+/// A log position: an entry's time in ms and its row id (the order of
+/// entries at one time).
+pub type LogPosition = (i64, i64);
+
 /// Filters of an activity-log query.
 #[derive(Clone, Debug, Default)]
 pub struct ActivityQuery {
@@ -187,6 +196,9 @@ pub struct ActivityQuery {
     pub kind: Option<String>,
     /// Newest first, at most this many (capped at `MAX_QUERY_LIMIT`).
     pub limit: u32,
+    /// Only entries older than this log position (a page's last entry:
+    /// its time in ms and its row id); `None`: from the newest.
+    pub before: Option<LogPosition>,
 }
 
 #[cfg(test)]

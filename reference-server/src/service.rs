@@ -26,7 +26,7 @@ use rand::Rng;
 use rustc_hash::FxHashMap;
 use tokio::sync::broadcast;
 
-use crate::activity::{ActivityEntry, ActivityQuery};
+use crate::activity::{ActivityEntry, ActivityQuery, LogPosition};
 use crate::auth;
 use crate::device_state::{DeviceState, DeviceStates, STATE_EVENTS};
 use crate::domain::{Actor, Decision, DeviceId, DoorId, OrgId, TokenKey, UseLimit, UserId};
@@ -829,6 +829,15 @@ impl Service {
         Ok(self.store.activity(q)?)
     }
 
+    /// The activity log, newest first, with each entry's log position
+    /// (what a page of it ends at).
+    pub fn activity_keyed(
+        &self,
+        q: &ActivityQuery,
+    ) -> Result<Vec<(LogPosition, ActivityEntry)>, ServiceError> {
+        Ok(self.store.activity_keyed(q)?)
+    }
+
     /// Lock and door state, as the device's events last said.
     pub fn device_state(&self, device: DeviceId) -> DeviceState {
         self.states.get(device)
@@ -844,6 +853,20 @@ impl Service {
     pub async fn delete_device(&self, actor: &Actor, device: DeviceId) -> Result<(), ServiceError> {
         self.apply(actor, Command::DeleteDevice { device }).await?;
         self.device_secrets.write().remove(&device);
+        Ok(())
+    }
+
+    /// Deletes an organization with everything in it
+    /// (`Command::DeleteOrganization`) and forgets its devices' secrets:
+    /// none of them can sign in any more.
+    pub async fn delete_organization(&self, actor: &Actor, org: OrgId) -> Result<(), ServiceError> {
+        self.apply(actor, Command::DeleteOrganization { org })
+            .await?;
+        let devices = self.engine().devices_ever_in(org);
+        let mut secrets = self.device_secrets.write();
+        for d in devices {
+            secrets.remove(&d);
+        }
         Ok(())
     }
 

@@ -170,7 +170,13 @@ async fn every_list_pages_by_id_and_refuses_bad_parameters_by_name() {
             None,
         )
         .await;
-    assert_eq!((s, v), (200, json!([])));
+    assert_eq!(
+        (s, v),
+        (
+            200,
+            json!({"data": [], "pagination": {"next_page_cursor": null, "has_next_page": false}})
+        )
+    );
     server.stop().await;
 }
 

@@ -183,6 +183,7 @@ async fn mosquitto_clients_play_a_lock() {
             to: None,
             kind: Some("door_opened".into()),
             limit: 10,
+            before: None,
         })
         .unwrap();
     assert_eq!(logged.len(), 1);

@@ -200,7 +200,7 @@ async fn visitor_key_delivery_pin_and_dst_recurring_code() {
             None,
         )
         .await;
-    let reasons: Vec<_> = log
+    let reasons: Vec<_> = log["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -221,9 +221,40 @@ async fn visitor_key_delivery_pin_and_dst_recurring_code() {
             None,
         )
         .await;
-    assert_eq!(granted[0]["how"], "keypad");
-    assert_eq!(granted[0]["origin"], "automatic");
-    assert!(granted[0]["credential"].is_u64());
+    assert_eq!(granted["data"][0]["how"], "keypad");
+    assert_eq!(granted["data"][0]["origin"], "automatic");
+    assert!(granted["data"][0]["credential"].is_u64());
+    // The log pages like every list: the next page starts after this one,
+    // and a cursor only works with the filters it was made for.
+    assert_eq!(granted["pagination"]["has_next_page"], true, "{granted}");
+    let cursor = granted["pagination"]["next_page_cursor"].as_str().unwrap();
+    let next = api
+        .ok(
+            "GET",
+            &format!(
+                "/v1/devices/{}/activity?kind=access_granted&limit=1&page_cursor={cursor}",
+                w.phone_a
+            ),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(next["data"].as_array().unwrap().len(), 1, "{next}");
+    assert_ne!(next["data"][0], granted["data"][0]);
+    assert!(next["data"][0]["at"].as_str() <= granted["data"][0]["at"].as_str());
+    let (status, body) = api
+        .call(
+            "GET",
+            &format!(
+                "/v1/devices/{}/activity?kind=access_denied&page_cursor={cursor}",
+                w.phone_a
+            ),
+            Some(t),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "page_cursor", "{body}");
     let ranged = api
         .ok(
             "GET",
@@ -235,7 +266,7 @@ async fn visitor_key_delivery_pin_and_dst_recurring_code() {
             None,
         )
         .await;
-    assert_eq!(ranged.as_array().unwrap().len(), 2, "{ranged}");
+    assert_eq!(ranged["data"].as_array().unwrap().len(), 2, "{ranged}");
     server.stop().await;
 }
 
@@ -488,7 +519,7 @@ async fn guest_stay_codes_locks_health_and_remote_open() {
             None,
         )
         .await;
-    let kinds: Vec<_> = log
+    let kinds: Vec<_> = log["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -502,7 +533,7 @@ async fn guest_stay_codes_locks_health_and_remote_open() {
     for k in ["motor_blocked", "online", "offline"] {
         assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
     }
-    let manual = log
+    let manual = log["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -544,8 +575,8 @@ async fn guest_stay_codes_locks_health_and_remote_open() {
             None,
         )
         .await;
-    assert_eq!(opens.as_array().unwrap().len(), 2);
-    assert_eq!(opens[0]["how"], "remote");
+    assert_eq!(opens["data"].as_array().unwrap().len(), 2);
+    assert_eq!(opens["data"][0]["how"], "remote");
 
     // Metrics and the OpenAPI document.
     let (_, m) = api.call("GET", "/metrics", None, None).await;
@@ -680,7 +711,7 @@ async fn everything_survives_a_restart() {
             None,
         )
         .await;
-    assert_eq!(log.as_array().unwrap().len(), 3);
+    assert_eq!(log["data"].as_array().unwrap().len(), 3);
     // New ids continue after the replayed ones.
     let h = holder(&api, &t, "After", "guest").await;
     assert_eq!(h, visitor + 1);
@@ -2101,4 +2132,132 @@ async fn the_store_is_private_from_its_creation() {
         loose_permissions(&data).unwrap(),
         vec![(data.clone(), 0o755), (db, 0o644)]
     );
+}
+
+/// `DELETE /v1/organizations/{org}`: only an owner of that organization
+/// may (an admin is refused, anyone without a role there is answered as
+/// for an unknown id); it takes everything in it (its devices can no
+/// longer sign in, its codes and places are unknown), leaves another
+/// organization alone, and a second delete finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_is_deleted_by_its_owner_with_everything_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Clock::manual(ts(T0))).await;
+    let api = Api::new(server.url());
+    let w = world(&api).await;
+    let t = w.owner.as_str();
+    let guest = holder(&api, t, "G", "guest").await;
+    let (code, _) = pin_code(
+        &api,
+        t,
+        guest,
+        json!([w.door_a]),
+        json!({"type": "permanent"}),
+    )
+    .await;
+    let user = |name: &'static str| {
+        let api = &api;
+        async move {
+            let u = api
+                .ok(
+                    "POST",
+                    "/v1/users",
+                    t,
+                    Some(json!({"name": name, "email": format!("{name}@example.com")})),
+                )
+                .await;
+            (id(&u, "user"), u["token"].as_str().unwrap().to_string())
+        }
+    };
+    let (admin, admin_token) = user("admin").await;
+    api.ok(
+        "PUT",
+        &format!("/v1/organizations/0/members/{admin}"),
+        t,
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    let (_, stranger) = user("stranger").await;
+    let (_, other_owner) = user("other").await;
+    let other = id(
+        &api.ok(
+            "POST",
+            "/v1/organizations",
+            &other_owner,
+            Some(json!({"name": "Elsewhere"})),
+        )
+        .await,
+        "organization",
+    );
+    let other_site = id(
+        &api.ok(
+            "POST",
+            &format!("/v1/organizations/{other}/sites"),
+            &other_owner,
+            Some(json!({"name": "Theirs", "time_zone": "UTC"})),
+        )
+        .await,
+        "site",
+    );
+    let del = |token: Option<&str>, org: u64| {
+        let api = &api;
+        let token = token.map(str::to_string);
+        async move {
+            api.call(
+                "DELETE",
+                &format!("/v1/organizations/{org}"),
+                token.as_deref(),
+                None,
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(del(None, 0).await, 401);
+    assert_eq!(del(Some(&admin_token), 0).await, 403);
+    assert_eq!(del(Some(&stranger), 0).await, 404);
+    assert_eq!(del(Some(&other_owner), 0).await, 404);
+    // Refused calls changed nothing: the phone still signs in.
+    let (s, _) = api
+        .call(
+            "GET",
+            &format!("/v1/devices/{}/sync", w.phone_a),
+            Some(&w.phone_a_secret),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    assert_eq!(del(Some(t), 0).await, 200);
+    for path in [
+        "/v1/organizations/0".to_string(),
+        format!("/v1/sites/{}", w.site),
+        format!("/v1/devices/{}", w.lock_a),
+        format!("/v1/credentials/{code}"),
+    ] {
+        let (s, v) = api.call("GET", &path, Some(t), None).await;
+        assert_eq!(s, 404, "{path}: {v}");
+    }
+    // Its devices can no longer sign in.
+    let (s, _) = api
+        .call(
+            "GET",
+            &format!("/v1/devices/{}/sync", w.phone_a),
+            Some(&w.phone_a_secret),
+            None,
+        )
+        .await;
+    assert_eq!(s, 401);
+    // Its members have no role there any more.
+    let me = api.ok("GET", "/v1/me", t, None).await;
+    assert_eq!(me["memberships"], json!([]), "{me}");
+    // Nothing is left to delete; the other organization is untouched.
+    assert_eq!(del(Some(t), 0).await, 404);
+    api.ok(
+        "GET",
+        &format!("/v1/sites/{other_site}"),
+        &other_owner,
+        None,
+    )
+    .await;
 }

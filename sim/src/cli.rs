@@ -92,10 +92,63 @@ enum Command {
         #[arg(long)]
         allow_partial: bool,
     },
+    /// Provision a scenario's fleet once on a shared server (its admin
+    /// API) and write a fleet manifest for `run --fleet` workers.
+    Provision(ProvisionArgs),
+    /// Delete the fleet a manifest names from its server (idempotent).
+    Teardown {
+        /// The fleet manifest `fleetsim provision` wrote.
+        #[arg(value_name = "PATH")]
+        manifest: PathBuf,
+    },
     /// Run many seeded random scenarios and check each against the
     /// invariants (no false accepts or rejects, no reason mismatches, every
     /// event logged, no panic); exit 1 if a seed fails.
     Soak(SoakArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ProvisionArgs {
+    /// The scenario file.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The server to provision (its admin API); FLEETSIM_TARGET_TOKEN
+    /// holds an owner's token for a server bootstrapped already.
+    #[arg(long, value_name = "URL", value_parser = parse_target)]
+    target: String,
+    /// How workers reach the server by default: http (its device routes)
+    /// or mqtt (its gateway, on --broker). Default: the scenario's if it
+    /// is one of them, else http.
+    #[arg(long, value_enum)]
+    transport: Option<SharedTransportArg>,
+    /// Over mqtt: the broker the server's gateway is on (mqtt://host:port).
+    #[arg(long, value_name = "URL", value_parser = parse_broker)]
+    broker: Option<String>,
+    /// Override the scenario's seed (workers use the manifest's).
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Where the fleet manifest goes (created with mode 0600).
+    #[arg(long, value_name = "PATH")]
+    manifest: PathBuf,
+    /// Overwrite an existing manifest.
+    #[arg(long)]
+    force: bool,
+}
+
+/// The transports of a shared server.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SharedTransportArg {
+    Mqtt,
+    Http,
+}
+
+impl From<SharedTransportArg> for TransportArg {
+    fn from(t: SharedTransportArg) -> Self {
+        match t {
+            SharedTransportArg::Mqtt => TransportArg::Mqtt,
+            SharedTransportArg::Http => TransportArg::Http,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -172,6 +225,12 @@ struct RunArgs {
     /// bootstrapped already.
     #[arg(long, value_name = "URL", value_parser = parse_target)]
     target: Option<String>,
+    /// Drive the fleet `fleetsim provision` made on a shared server
+    /// (provisions nothing; the target, and by default the transport and
+    /// broker, come from the manifest). With --shard each worker drives
+    /// only its own sites.
+    #[arg(long, value_name = "PATH", conflicts_with = "target")]
+    fleet: Option<PathBuf>,
     /// Override the scenario's seed.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
@@ -267,6 +326,16 @@ fn parse_target(s: &str) -> Result<String, String> {
     parse_endpoint(s, &["http", "https"], "http://127.0.0.1:8080")
 }
 
+/// Checks the command line `args` (with the program name first) against
+/// the flags and subcommands, running nothing: `Ok` if [`main_with`] would
+/// accept it, else clap's message. Manifests that call fleetsim are held
+/// to it (docs/kubernetes, tests/tests/kubernetes.rs).
+pub fn check_args(args: impl IntoIterator<Item = OsString>) -> Result<(), String> {
+    Cli::try_parse_from(args)
+        .map(|_| ())
+        .map_err(|e| e.render().to_string())
+}
+
 /// Runs the command line `args` (with the program name first), writing to
 /// `out` and `err`; returns the exit code. Never panics on bad input.
 pub fn main_with(
@@ -334,6 +403,8 @@ pub fn main_with(
             err,
         ),
         Command::Soak(args) => soak_cmd(args, out),
+        Command::Provision(args) => provision_cmd(args, out, err),
+        Command::Teardown { manifest } => teardown_cmd(&manifest, out, err),
     }
 }
 
@@ -510,8 +581,12 @@ fn reproduce_command(file: &Path, args: &RunArgs, seed: u64) -> String {
     if let Some(b) = &args.broker {
         cmd.push_str(&format!(" --broker {b}"));
     }
-    if let Some(t) = &args.target {
+    // A --fleet run's target is the manifest's.
+    if let (Some(t), None) = (&args.target, &args.fleet) {
         cmd.push_str(&format!(" --target {t}"));
+    }
+    if let Some(f) = &args.fleet {
+        cmd.push_str(&format!(" --fleet {}", f.display()));
     }
     if let Some(d) = args.duration {
         cmd.push_str(&format!(" --duration {}", units::format_duration(d)));
@@ -525,7 +600,7 @@ fn reproduce_command(file: &Path, args: &RunArgs, seed: u64) -> String {
     cmd
 }
 
-fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
+fn run_cmd(mut args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
     let mut scenario = match scenario::load(&args.file) {
         Ok(s) => s,
         Err(e) => {
@@ -533,15 +608,42 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
             return Exit::InvalidInput;
         }
     };
+    let fleet = match args.fleet.clone() {
+        Some(path) => match fleet_defaults(&path, &mut args) {
+            Ok(m) => Some((path, m)),
+            Err(msg) => {
+                let _ = writeln!(err, "error: {msg}");
+                return Exit::InvalidInput;
+            }
+        },
+        None => None,
+    };
     if let Err(msg) = apply_overrides(&mut scenario, &args) {
+        let _ = writeln!(err, "error: {msg}");
+        return Exit::InvalidInput;
+    }
+    // Workers of a shared fleet: each must have sites of its own.
+    let fleet_shard = args.shard.filter(|_| fleet.is_some());
+    if let Some(msg) = fleet_shard.and_then(|sh| shard_problem(&scenario, sh)) {
         let _ = writeln!(err, "error: {msg}");
         return Exit::InvalidInput;
     }
     report_warnings(&scenario, err);
     let seed = args
         .seed
+        .or(fleet.as_ref().map(|(_, m)| m.seed))
         .or(scenario.seed)
         .unwrap_or_else(rand::random::<u64>);
+    let fleet = match fleet {
+        Some((path, _)) => match run::fleet_manifest::FleetRun::load(&path, &scenario, seed) {
+            Ok(f) => Some(f),
+            Err(msg) => {
+                let _ = writeln!(err, "error: {msg}");
+                return Exit::InvalidInput;
+            }
+        },
+        None => None,
+    };
     let reproduce = reproduce_command(&args.file, &args, seed);
     let report_dir = args
         .report_dir
@@ -572,6 +674,7 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
             .clone()
             .unwrap_or_else(|| run::run_id(&scenario, seed)),
         reproduce,
+        fleet,
     };
     match run::execute(&scenario, &opts) {
         Ok(outcome) => {
@@ -593,6 +696,11 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
             );
             Exit::InvalidInput
         }
+        Err(e @ RunError::Fleet(_)) => {
+            let _ = writeln!(err, "error: {e}");
+            let _ = writeln!(err, "nothing ran");
+            Exit::InvalidInput
+        }
         Err(e) => {
             let _ = writeln!(err, "run error: {e}");
             if let RunError::NotImplemented { .. } = e {
@@ -601,6 +709,155 @@ fn run_cmd(args: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
                     "the scenario is valid; `fleetsim validate` checks files without running them"
                 );
             }
+            Exit::RunError
+        }
+    }
+}
+
+/// A `--fleet` run: reads the manifest (a bad or unreadable one is an
+/// error naming the file and the reason) and takes its target, and its
+/// transport and broker unless given.
+fn fleet_defaults(
+    path: &Path,
+    args: &mut RunArgs,
+) -> Result<run::fleet_manifest::FleetManifest, String> {
+    let (m, _) = run::fleet_manifest::FleetManifest::read(path).map_err(|e| e.to_string())?;
+    args.target = Some(m.target.clone());
+    if args.transport.is_none() {
+        args.transport = Some(match m.transport.as_str() {
+            "mqtt" => TransportArg::Mqtt,
+            _ => TransportArg::Http,
+        });
+    }
+    if args.broker.is_none() && matches!(args.transport, Some(TransportArg::Mqtt)) {
+        args.broker = m.broker.clone();
+    }
+    Ok(m)
+}
+
+/// A shard with no site to run: a scenario has fewer sites than shards
+/// (shards split the fleet by site).
+fn shard_problem(s: &Scenario, shard: Shard) -> Option<String> {
+    (s.fleet.sites < shard.count).then(|| {
+        format!(
+            "the scenario has {} site{} but the run is split into {} shards: shards split the fleet \
+             by site, so shard {} would have nothing to run (use at most {} shards, or more sites)",
+            s.fleet.sites,
+            if s.fleet.sites == 1 { "" } else { "s" },
+            shard.count,
+            shard.count - 1,
+            s.fleet.sites
+        )
+    })
+}
+
+fn provision_cmd(args: ProvisionArgs, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
+    let mut scenario = match scenario::load(&args.file) {
+        Ok(s) => s,
+        Err(e) => {
+            report_error(&e, err);
+            return Exit::InvalidInput;
+        }
+    };
+    let transport: Transport = match args.transport {
+        Some(t) => TransportArg::from(t).into(),
+        None if scenario.transport == Transport::Mqtt => Transport::Mqtt,
+        None => Transport::Http,
+    };
+    scenario.transport = transport;
+    if let Err(msg) = target_flags(transport, Some(&args.target), args.broker.as_deref()) {
+        let _ = writeln!(err, "error: {msg}");
+        return Exit::InvalidInput;
+    }
+    if args.broker.is_some() && transport != Transport::Mqtt {
+        let _ = writeln!(
+            err,
+            "error: --broker needs the mqtt transport (add --transport mqtt)"
+        );
+        return Exit::InvalidInput;
+    }
+    // Refused before the server is touched: nothing to tear down then.
+    if args.manifest.exists() && !args.force {
+        let _ = writeln!(
+            err,
+            "error: {}",
+            run::fleet_manifest::ManifestError::Exists(args.manifest.clone())
+        );
+        return Exit::InvalidInput;
+    }
+    report_warnings(&scenario, err);
+    let seed = args
+        .seed
+        .or(scenario.seed)
+        .unwrap_or_else(rand::random::<u64>);
+    let opts = run::shared_fleet::ProvisionOptions {
+        seed,
+        target: args.target.clone(),
+        transport,
+        broker: args.broker.clone(),
+    };
+    let made = match run::shared_fleet::provision(&scenario, &opts) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = writeln!(err, "provision error: {e}");
+            return Exit::RunError;
+        }
+    };
+    if let Err(e) = made.manifest.write(&args.manifest, args.force) {
+        let _ = writeln!(
+            err,
+            "error: {e}\nthe fleet was provisioned (organization {} on {}) but no manifest describes it",
+            made.manifest.organization, made.manifest.target
+        );
+        return Exit::RunError;
+    }
+    let _ = writeln!(
+        out,
+        "provisioned scenario `{}` (seed {seed}): {} devices on {} sites as organization {} on {}",
+        scenario.name, made.devices, made.sites, made.manifest.organization, made.manifest.target
+    );
+    let _ = writeln!(
+        out,
+        "manifest: {} (mode 0600: it holds device secrets and an owner's token)",
+        args.manifest.display()
+    );
+    let _ = writeln!(
+        out,
+        "workers: fleetsim run {} --fleet {} --shard I/N; then fleetsim merge; fleetsim teardown {}",
+        args.file.display(),
+        args.manifest.display(),
+        args.manifest.display()
+    );
+    Exit::Passed
+}
+
+fn teardown_cmd(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> Exit {
+    let m = match run::shared_fleet::read_manifest(path) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return Exit::InvalidInput;
+        }
+    };
+    match run::shared_fleet::teardown(&m) {
+        Ok(run::shared_fleet::TornDown::Deleted { organization }) => {
+            let _ = writeln!(
+                out,
+                "deleted organization {organization} and its fleet from {}",
+                m.target
+            );
+            Exit::Passed
+        }
+        Ok(run::shared_fleet::TornDown::NothingLeft { organization }) => {
+            let _ = writeln!(
+                out,
+                "nothing left: {} has no organization {organization} (torn down already)",
+                m.target
+            );
+            Exit::Passed
+        }
+        Err(e) => {
+            let _ = writeln!(err, "teardown error: {e}");
             Exit::RunError
         }
     }
@@ -669,6 +926,22 @@ fn apply_overrides(s: &mut Scenario, args: &RunArgs) -> Result<(), String> {
         ));
     }
     target_flags(s.transport, args.target.as_deref(), args.broker.as_deref())?;
+    if args.target.is_some() && s.transport == Transport::Mqtt {
+        let hidden: Vec<&str> = s
+            .thresholds
+            .iter()
+            .filter(|t| crate::metrics::catalogue::engine_side(&t.metric))
+            .map(|t| t.metric.as_str())
+            .collect();
+        if !hidden.is_empty() {
+            return Err(format!(
+                "{} measured on the engine side, which an external server over mqtt \
+                 (--target) keeps out of the run's sight: remove the threshold, or run \
+                 against the embedded server",
+                hidden.join(", ") + if hidden.len() == 1 { " is" } else { " are" }
+            ));
+        }
+    }
     if let Some(d) = args.duration {
         s.cap_duration(d);
     }

@@ -104,6 +104,7 @@ fn measure(secs: u32, actions: &str) -> (u64, u64, u64) {
         shard: Shard::WHOLE,
         run_id: "alloc".into(),
         reproduce: "alloc".into(),
+        fleet: None,
     };
     let sys = actix_rt::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_current_thread()

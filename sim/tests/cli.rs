@@ -240,6 +240,43 @@ fn target_flags_that_cannot_work_together_exit_2_and_say_why() {
     }
 }
 
+/// A threshold on what only the engine side sees (its event log, its sync
+/// round trips) is refused against an external server over MQTT before
+/// anything is provisioned, rather than failing "not measured" at the end.
+#[test]
+fn engine_side_thresholds_against_an_external_mqtt_server_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let smoke = std::fs::read_to_string(root.join("scenarios/smoke.toml")).unwrap();
+    let file = dir.path().join("engine-side.toml");
+    let extra = "\"events.lost\" = \"== 0\"\n\"code_sync.p99\" = \"< 1s\"\n";
+    let with = smoke.replacen("[thresholds]", &format!("[thresholds]\n{extra}"), 1);
+    assert_ne!(with, smoke, "smoke.toml has a [thresholds] table");
+    std::fs::write(&file, with).unwrap();
+    let file = file.to_str().unwrap();
+    let mqtt = [
+        "run",
+        file,
+        "--transport",
+        "mqtt",
+        "--target",
+        "http://127.0.0.1:9",
+        "--broker",
+        "mqtt://127.0.0.1:9",
+    ];
+    let out = fleetsim(&mqtt);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("events.lost, code_sync.p99 are measured on the engine side"),
+        "{err}"
+    );
+    // The same file runs against the embedded server (nothing refused):
+    // validate accepts it over mqtt.
+    let out = fleetsim(&["validate", file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
 #[test]
 fn help_and_version_exit_0() {
     let out = fleetsim(&["--help"]);

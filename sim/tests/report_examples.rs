@@ -156,6 +156,7 @@ fn false_verdicts_carry_when_where_what_and_the_keypads_history_everywhere() {
         shard: Shard::WHOLE,
         run_id: "test".into(),
         reproduce: "fleetsim run examples.toml --seed 5".into(),
+        fleet: None,
     };
     let outcome = verdict::finish(&s, &opts, measured).unwrap();
     assert!(!outcome.passed);

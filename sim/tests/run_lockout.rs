@@ -103,6 +103,7 @@ fn run_text(text: &str, dir: &Path) -> (Value, Value) {
         shard: Shard::WHOLE,
         run_id: "test".into(),
         reproduce: "test".into(),
+        fleet: None,
     };
     let outcome = run::execute(&s, &opts).unwrap();
     let read = |f: &str| -> Value {

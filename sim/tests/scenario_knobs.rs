@@ -1007,6 +1007,7 @@ fn options(s: &fleetsim::scenario::Scenario, dir: &Path) -> RunOptions {
         shard: Shard::WHOLE,
         run_id: "test".into(),
         reproduce: String::new(),
+        fleet: None,
     }
 }
 

@@ -418,22 +418,47 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// How many kinds there are.
+    pub const COUNT: usize = 12;
+
+    /// Every kind's name, in [`EventKind::index`] order: the one list that
+    /// metrics, filters and the simulator's event accounting share.
+    pub const NAMES: [&'static str; Self::COUNT] = [
+        "unlocked",
+        "locked",
+        "access_denied",
+        "motor_blocked",
+        "door_opened",
+        "door_closed",
+        "door_ajar",
+        "door_forced_open",
+        "battery_low",
+        "keypad_locked_out",
+        "code_set",
+        "code_set_failed",
+    ];
+
+    /// The kind's position in [`EventKind::NAMES`] (for per-kind arrays).
+    pub fn index(&self) -> usize {
+        match self {
+            EventKind::Unlocked { .. } => 0,
+            EventKind::Locked { .. } => 1,
+            EventKind::AccessDenied { .. } => 2,
+            EventKind::MotorBlocked => 3,
+            EventKind::DoorOpened => 4,
+            EventKind::DoorClosed => 5,
+            EventKind::DoorAjar => 6,
+            EventKind::DoorForcedOpen => 7,
+            EventKind::BatteryLow { .. } => 8,
+            EventKind::KeypadLockedOut { .. } => 9,
+            EventKind::CodeSet { .. } => 10,
+            EventKind::CodeSetFailed { .. } => 11,
+        }
+    }
+
     /// A bounded name for metrics and filters.
     pub fn name(&self) -> &'static str {
-        match self {
-            EventKind::Unlocked { .. } => "unlocked",
-            EventKind::Locked { .. } => "locked",
-            EventKind::AccessDenied { .. } => "access_denied",
-            EventKind::MotorBlocked => "motor_blocked",
-            EventKind::DoorOpened => "door_opened",
-            EventKind::DoorClosed => "door_closed",
-            EventKind::DoorAjar => "door_ajar",
-            EventKind::DoorForcedOpen => "door_forced_open",
-            EventKind::BatteryLow { .. } => "battery_low",
-            EventKind::KeypadLockedOut { .. } => "keypad_locked_out",
-            EventKind::CodeSet { .. } => "code_set",
-            EventKind::CodeSetFailed { .. } => "code_set_failed",
-        }
+        Self::NAMES[self.index()]
     }
 }
 

@@ -278,8 +278,8 @@ mod tests {
             assert_eq!(limit["schema"]["maximum"], MAX_PAGE_LIMIT as u64, "{path}");
         }
         assert_eq!(
-            lists, 9,
-            "sites, doors, devices, holders, locks, codes, schedule, events, deliveries"
+            lists, 10,
+            "sites, doors, devices, holders, locks, codes, schedule, activity, events, deliveries"
         );
     }
 

@@ -47,7 +47,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::activity::{ActivityEntry, ActivityQuery, MAX_QUERY_LIMIT};
+use crate::activity::{ActivityEntry, ActivityQuery, LogPosition, MAX_QUERY_LIMIT};
 use crate::domain::{CredentialId, DeviceId, Origin, UserId};
 use crate::engine::Command;
 use crate::metrics::Metrics;
@@ -429,8 +429,21 @@ impl Store {
 
     /// Reads the activity log, newest first.
     pub fn activity(&self, q: &ActivityQuery) -> Result<Vec<ActivityEntry>, StoreError> {
+        Ok(self
+            .activity_keyed(q)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    /// [`Store::activity`] with each entry's log position (time in ms,
+    /// row id): the key a page of the log ends at.
+    pub fn activity_keyed(
+        &self,
+        q: &ActivityQuery,
+    ) -> Result<Vec<(LogPosition, ActivityEntry)>, StoreError> {
         let mut sql = String::from(
-            "SELECT device, at_ms, kind, how, credential, origin, reason, seq, detail FROM activity WHERE 1=1",
+            "SELECT device, at_ms, kind, how, credential, origin, reason, seq, detail, id FROM activity WHERE 1=1",
         );
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(d) = q.device {
@@ -449,12 +462,17 @@ impl Store {
             sql.push_str(" AND kind = ?");
             args.push(k.clone().into());
         }
+        if let Some((at_ms, id)) = q.before {
+            sql.push_str(" AND (at_ms < ? OR (at_ms = ? AND id < ?))");
+            args.extend([at_ms.into(), at_ms.into(), id.into()]);
+        }
         sql.push_str(" ORDER BY at_ms DESC, id DESC LIMIT ?");
         args.push(i64::from(q.limit.clamp(1, MAX_QUERY_LIMIT)).into());
         let conn = self.reader.lock();
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-            Ok(ActivityEntry {
+            let key = (r.get::<_, i64>(1)?, r.get::<_, i64>(9)?);
+            let entry = ActivityEntry {
                 device: DeviceId(r.get::<_, u32>(0)?),
                 at: from_ms(r.get(1)?),
                 kind: r.get(2)?,
@@ -464,7 +482,8 @@ impl Store {
                 reason: r.get(6)?,
                 seq: r.get::<_, Option<i64>>(7)?.map(|s| s as u64),
                 detail: r.get(8)?,
-            })
+            };
+            Ok((key, entry))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -319,6 +319,7 @@ pub async fn a_redelivered_event_is_logged_once(kind: Broker) {
             to: None,
             kind: Some("door_opened".into()),
             limit: 100,
+            before: None,
         })
         .unwrap();
     assert_eq!(logged.len(), 2, "seq 1 once and seq 2: {logged:?}");
@@ -758,6 +759,7 @@ pub async fn one_device_flooding_leaves_the_others_answered(kind: Broker) {
             to: None,
             kind: Some("messages_dropped".into()),
             limit: 100,
+            before: None,
         })
         .unwrap();
     assert!(
@@ -897,6 +899,7 @@ pub async fn the_device_view_shows_what_its_events_said(kind: Broker) {
             to: None,
             kind: None,
             limit: 100,
+            before: None,
         })
         .unwrap();
     assert_eq!(logged.len(), 6, "5 events and coming online: {logged:?}");

@@ -169,8 +169,8 @@ pub struct FleetGauges {
     peak: AtomicU64,
     /// `[kind]` in [`crate::metrics::DEVICE_KINDS`] order.
     offline_by_kind: [AtomicU64; crate::metrics::DEVICE_KINDS.len()],
-    /// `[kind]` in [`crate::transport::log::KIND_NAMES`] order.
-    emitted: [AtomicU64; crate::transport::log::KINDS],
+    /// `[kind]` in [`reference_server::protocol::EventKind::NAMES`] order.
+    emitted: [AtomicU64; reference_server::protocol::EventKind::COUNT],
 }
 
 impl FleetGauges {
@@ -187,7 +187,7 @@ impl FleetGauges {
         down(&self.offline_by_kind[crate::metrics::device_kind_index(kind)]);
     }
     fn emitted(&self, kind: &EventKind) {
-        self.emitted[crate::transport::log::kind_index(kind)].fetch_add(1, Relaxed);
+        self.emitted[kind.index()].fetch_add(1, Relaxed);
     }
     /// Devices offline right now.
     pub fn now(&self) -> u64 {

@@ -424,6 +424,20 @@ pub fn measurable(name: &str, transport: Transport) -> bool {
     lookup(name).is_some_and(|e| e.transports().has(transport))
 }
 
+/// Is `name` measured on the engine side (its event log, its sync round
+/// trips)? An external server over MQTT (`--target`) keeps that side out of
+/// the run's sight, so a threshold on one is refused there before the run.
+pub fn engine_side(name: &str) -> bool {
+    match lookup(name) {
+        Some(Entry::Metric(m)) => matches!(m.source, Source::Transport) && m.transports == EVENTS,
+        Some(Entry::Stat(s, _)) => matches!(
+            s.operation,
+            Some(Operation::SyncRoundTrip | Operation::EventDelivery)
+        ),
+        None => false,
+    }
+}
+
 /// The metric tables of scenarios/README.md (`fleetsim metrics --markdown`).
 pub fn markdown() -> String {
     let mut s = String::new();
@@ -561,6 +575,9 @@ mod tests {
     fn transports_limit_what_a_run_can_measure() {
         assert!(measurable("events.lost", Transport::Inproc));
         assert!(!measurable("events.lost", Transport::Http));
+        assert!(engine_side("events.lost") && engine_side("event_delivery.p99"));
+        assert!(engine_side("code_sync.p50") && !engine_side("code_sync.failed"));
+        assert!(!engine_side("check.pin.p99") && !engine_side("mqtt.reconnects"));
         assert!(!measurable("event_delivery.p99", Transport::Http));
         assert!(measurable("mqtt.reconnects", Transport::Mqtt));
         assert!(!measurable("mqtt.reconnects", Transport::Inproc));

@@ -89,6 +89,31 @@ pub fn render_html(r: &RunReport) -> String {
             escape(p)
         );
     }
+    if let Some(f) = &r.fleet {
+        let workers: Vec<String> = r
+            .shards
+            .merged_from
+            .iter()
+            .filter_map(|m| m.shard.map(|s| format!("shard {}/{}", s.index, s.count)))
+            .collect();
+        let _ = write!(
+            h,
+            "<section id=\"shared-fleet\"><h2>Shared target</h2><p>Target {}{}, organization {}; fleet manifest <code>{}</code> (hash {}){}.</p></section>",
+            escape(&f.target),
+            f.broker
+                .as_deref()
+                .map(|b| format!(", devices through {}", escape(b)))
+                .unwrap_or_default(),
+            f.organization,
+            escape(&f.manifest),
+            escape(&f.manifest_hash),
+            if workers.is_empty() {
+                String::new()
+            } else {
+                format!("; workers: {}", escape(&workers.join(", ")))
+            }
+        );
+    }
     thresholds(&mut h, r);
     r.arrivals.html(&mut h, r.arrivals_behind_schedule);
     operations(&mut h, r);

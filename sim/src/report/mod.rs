@@ -491,6 +491,23 @@ impl ThresholdResult {
 /// Why a latency threshold of a virtual-time run is not judged.
 pub const NOT_JUDGED_SIMULATED: &str = "simulated";
 
+/// What a `--fleet` run records in its report, so `merge` can check every
+/// shard drove the same fleet (never the token or a secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FleetRef {
+    /// The manifest's path as the worker was given it.
+    pub manifest: String,
+    /// A hash of the manifest's bytes.
+    pub manifest_hash: String,
+    /// The shared server.
+    pub target: String,
+    /// Over mqtt: the broker the devices connected to.
+    pub broker: Option<String>,
+    /// The server's id of the fleet's organization.
+    pub organization: u32,
+}
+
 /// Everything a run measured; `report.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -547,6 +564,11 @@ pub struct RunReport {
     /// mixed set of reports: what is missing or mixed.
     #[serde(default)]
     pub partial: Option<String>,
+    /// A run on a fleet provisioned once on a shared server (`run
+    /// --fleet`): the manifest and the server; every shard of a merge
+    /// must name the same manifest.
+    #[serde(default)]
+    pub fleet: Option<FleetRef>,
     pub intervals_dropped: u64,
     pub timeseries: Vec<IntervalPoint>,
     pub histograms: EncodedHistograms,
@@ -634,6 +656,7 @@ impl RunReport {
             run_id: String::new(),
             harness: None,
             partial: None,
+            fleet: None,
             intervals_dropped: snap.intervals_dropped,
             timeseries,
             histograms: EncodedHistograms {
@@ -958,6 +981,7 @@ pub fn merge(reports: Vec<RunReport>) -> Result<RunReport, ReportError> {
     );
     out.fleetsim_version = first.fleetsim_version;
     out.shards.merged_from = merged_from;
+    out.fleet = first.fleet;
     Ok(out)
 }
 

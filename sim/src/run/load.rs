@@ -53,6 +53,7 @@ use crate::transport::{EventLog, Transport};
 
 mod codes;
 mod live;
+mod pacer;
 mod progress;
 
 /// Longest the run waits for attempts still running after the last phase.
@@ -262,7 +263,22 @@ struct Ctx {
     owner: reference_server::domain::UserId,
     /// Wakes code actions waiting for a phone's pass at the end of the run.
     stop: tokio::sync::Notify,
+    /// Starts arrivals on time in real-clock runs ([`pacer`]); `None` in
+    /// virtual time.
+    pacer: Option<pacer::Pacer>,
     shared: RefCell<Shared>,
+}
+
+impl Ctx {
+    /// Waits for an arrival's intended start: to the microsecond in real
+    /// time (the [`pacer`]; tokio's timer is 1 ms coarse and the latency
+    /// counts from this instant), on tokio's paused clock in virtual time.
+    async fn start_at(&self, intended: Instant) {
+        match &self.pacer {
+            Some(p) => p.sleep_until(intended).await,
+            None => tokio::time::sleep_until(intended).await,
+        }
+    }
 }
 
 /// The token MAC key of a run (the embedded server gets the same one).
@@ -347,7 +363,7 @@ pub async fn run(s: &Scenario, opts: &RunOptions, threads: usize) -> Result<Meas
     let stays = std::mem::take(&mut prov.stays);
     let relay = b.platform.relay();
     let timings = b.timings.clone();
-    let ctx = new_ctx(s, b, fleet, prov, &keep, metering);
+    let ctx = new_ctx(s, b, fleet, prov, &keep, metering)?;
 
     let progress_line = progress::Progress::new(s.clock == crate::scenario::Clock::Virtual);
     let progress = actix_rt::spawn(progress_line.clone().run(ctx.clone()));
@@ -433,24 +449,35 @@ async fn set_up_backend(
     opts: &RunOptions,
 ) -> Result<(Backend, provision::Provisioning, Transport), RunError> {
     let seed = opts.seed;
-    let key = token_key_bytes(seed);
-    let engine = Arc::new(RwLock::new(Engine::new(EngineConfig {
-        token_key: TokenKey::from_bytes(key),
-        seed,
-    })));
     let clock = SimClock::starting_at(provision::start_time(s));
     let served = opts.transport != Kind::Inproc;
     // An external server: provisioned through its admin API (the CLI
-    // allows --target with http, and with mqtt given --broker).
-    let target = match opts.target.as_deref().filter(|_| served) {
-        Some(url) => Some(Arc::new(Target::connect(url, engine.clone()).await?)),
-        None => None,
+    // allows --target with http, and with mqtt given --broker), unless a
+    // fleet manifest says it was already (`fleetsim provision`); then the
+    // run's engine is provisioned as it was, at the same instant.
+    let url = opts.target.as_deref().filter(|_| served);
+    let target = match (&opts.fleet, url) {
+        (None, Some(url)) => Some(Arc::new(Target::connect(url, local_engine(seed)).await?)),
+        _ => None,
     };
-    let (mut prov, commands) = {
-        let mut e = engine.write();
-        let mut book = Book::new(&mut e, served);
-        let prov = provision::provision_into(&mut book, s, seed, clock.now())?;
-        (prov, book.take_log())
+    let at = opts
+        .fleet
+        .as_ref()
+        .map_or_else(|| clock.now(), |f| f.manifest.provisioned_at);
+    let engine = target
+        .as_ref()
+        .map_or_else(|| local_engine(seed), |t| t.engine().clone());
+    let (mut prov, commands) = provision_local(&engine, s, seed, at, served)?;
+    let target = match (&opts.fleet, target) {
+        (Some(f), _) => {
+            f.check_commands(&commands)?;
+            Some(Arc::new(Target::attach(&f.manifest, engine.clone()).await?))
+        }
+        (None, Some(t)) => {
+            t.provision(commands.clone()).await?;
+            Some(t)
+        }
+        (None, None) => None,
     };
     prov.oracle
         .set_clock_skew(engine_clock_skew(served, target.is_some()));
@@ -460,13 +487,13 @@ async fn set_up_backend(
     let timings = Arc::new(Timings::new());
     let platform = match target {
         Some(t) => {
-            t.provision(commands).await?;
             let outages = !s.faults.broker_outages.is_empty();
             Platform::external(opts.transport, t, opts.broker.as_deref(), outages).await?
         }
         None if served => {
             // The events the gateway logs (mqtt).
             let events = Arc::new(EventLog::new());
+            let key = token_key_bytes(seed);
             let remote = start_remote(s, opts, &timings, &events, clock, key, commands).await?;
             Platform::embedded(opts.transport, remote, events)
         }
@@ -487,6 +514,29 @@ async fn set_up_backend(
         timings,
     };
     Ok((b, prov, transport))
+}
+
+/// The run's engine, empty, with the run's token key.
+pub(super) fn local_engine(seed: u64) -> Arc<RwLock<Engine>> {
+    Arc::new(RwLock::new(Engine::new(EngineConfig {
+        token_key: TokenKey::from_bytes(token_key_bytes(seed)),
+        seed,
+    })))
+}
+
+/// The scenario's fleet provisioned into `engine` at `at`, and the commands
+/// that made it (kept when `keep_log`: a server replays them).
+pub(super) fn provision_local(
+    engine: &RwLock<Engine>,
+    s: &Scenario,
+    seed: u64,
+    at: Timestamp,
+    keep_log: bool,
+) -> Result<(provision::Provisioning, Vec<provision::Logged>), RunError> {
+    let mut e = engine.write();
+    let mut book = Book::new(&mut e, keep_log);
+    let prov = provision::provision_into(&mut book, s, seed, at)?;
+    Ok((prov, book.take_log()))
 }
 
 /// The embedded reference server for http and mqtt, replaying the
@@ -618,7 +668,7 @@ fn new_ctx(
     prov: provision::Provisioning,
     keep: &[bool],
     metering: Metering,
-) -> Rc<Ctx> {
+) -> Result<Rc<Ctx>, RunError> {
     let mut site_doors = vec![Vec::new(); s.fleet.sites as usize];
     for (i, d) in prov.doors.iter().enumerate() {
         if keep[i] {
@@ -634,7 +684,11 @@ fn new_ctx(
         .collect();
     // Provisioning commands the target's API could not take.
     let skipped = b.platform.skipped();
-    Rc::new(Ctx {
+    let pacer = match s.clock {
+        crate::scenario::Clock::Real => Some(pacer::Pacer::start()?),
+        crate::scenario::Clock::Virtual => None,
+    };
+    Ok(Rc::new(Ctx {
         scenario: s.clone(),
         clock: b.clock,
         origin: metering.origin,
@@ -647,6 +701,7 @@ fn new_ctx(
         platform: b.platform,
         owner: prov.fleet.owner,
         stop: tokio::sync::Notify::new(),
+        pacer,
         shared: RefCell::new(Shared {
             oracle: prov.oracle,
             recorder: metering.recorder,
@@ -667,7 +722,7 @@ fn new_ctx(
             candidates: Vec::new(),
             start_lag: StartLag::default(),
         }),
-    })
+    }))
 }
 
 /// Step 6: the phases one after the other, each site's arrivals (open
@@ -852,7 +907,10 @@ async fn count_events(ctx: &Ctx, emitted: &crate::transport::KindCounts) -> Even
     let logged = totals.map(|t| t.per_kind);
     let mqtt_reconnects = ctx.fleet.transport().mqtt_reconnects();
     let rec = &mut ctx.shared.borrow_mut().recorder;
-    for (i, name) in crate::transport::log::KIND_NAMES.iter().enumerate() {
+    for (i, name) in reference_server::protocol::EventKind::NAMES
+        .iter()
+        .enumerate()
+    {
         if emitted.0[i] > 0 {
             rec.events_emitted(name, emitted.0[i]);
         }
@@ -1004,7 +1062,7 @@ async fn guest_stays(ctx: Rc<Ctx>, plans: Vec<StayPlan>, run_len: Duration) {
             return;
         }
         let intended = ctx.origin + offset;
-        tokio::time::sleep_until(intended).await;
+        ctx.start_at(intended).await;
         let p = &plans[i];
         match step {
             StayStep::CheckIn => host_checks(&ctx, p, StayEvent::CheckIn),
@@ -1227,7 +1285,7 @@ async fn open_site(
             continue;
         }
         let intended = ctx.origin + t;
-        tokio::time::sleep_until(intended).await;
+        ctx.start_at(intended).await;
         let lag = Instant::now().saturating_duration_since(intended);
         ctx.shared
             .borrow_mut()

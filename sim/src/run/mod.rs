@@ -11,6 +11,9 @@
 //!   commands through its service.
 //! - [`target`]: an external reference server (`--target`), provisioned
 //!   through its admin API with every id translated.
+//! - [`fleet_manifest`], [`shared_fleet`]: one fleet provisioned once on a
+//!   shared server (`fleetsim provision`), driven by several workers
+//!   (`run --fleet`), removed by `fleetsim teardown`.
 //! - [`platform`]: the system under test as the workloads reach it (the
 //!   run's engine, the embedded server or the external one): every
 //!   difference a workload would otherwise branch on.
@@ -22,11 +25,13 @@
 //! same numbers. The engine's `now` is the scenario's start plus tokio's
 //! elapsed time in both.
 
+pub mod fleet_manifest;
 pub mod load;
 pub mod oracle;
 pub mod platform;
 pub mod provision;
 pub mod remote;
+pub mod shared_fleet;
 pub mod target;
 pub mod verdict;
 
@@ -80,6 +85,10 @@ pub struct RunOptions {
     pub run_id: String,
     /// The command that replays this run exactly (printed and reported).
     pub reproduce: String,
+    /// A fleet provisioned already on the target (`--fleet`): nothing is
+    /// provisioned there; never serialized (the manifest holds secrets).
+    #[serde(skip)]
+    pub fleet: Option<fleet_manifest::FleetRun>,
 }
 
 /// The id of a run of `scenario` with `seed`: a hash of the resolved
@@ -122,6 +131,9 @@ pub enum RunError {
         status: u16,
         message: String,
     },
+    /// The fleet manifest (`--fleet`) does not fit the run.
+    #[error("fleet manifest: {0}")]
+    Fleet(String),
     /// The run needs a change the target's admin API cannot make.
     #[error("cannot provision the target server (--target): {0}")]
     TargetUnsupported(String),

@@ -103,6 +103,9 @@ impl From<FleetError> for ProvisionError {
     }
 }
 
+/// A command as the engine logged it, with its outcome.
+pub type Logged = (Command, Outcome);
+
 /// The engine provisioning writes to, keeping (when asked) every command
 /// as the engine logged it (generated PINs resolved), so a reference server
 /// can replay them and end up with the same ids, codes and tokens.

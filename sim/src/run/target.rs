@@ -64,6 +64,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::fleet_manifest::{CodePlace, FleetManifest, FleetState, ServerDevice};
 use super::platform::CodeSync;
 use super::RunError;
 use crate::transport::ServerIds;
@@ -80,7 +81,8 @@ const SYNC_ROUNDS: usize = 4;
 const MAX_MESSAGE: usize = 300;
 
 /// The kinds of ids the run's commands carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum IdKind {
     User,
     Organization,
@@ -312,6 +314,67 @@ fn pool_pin(p: &PinSpec, map: Option<&PinMap>) -> PinRequest {
 }
 
 impl Ids {
+    /// The tables a fleet manifest keeps (devices, tokens and pools are
+    /// the [`Target`]'s).
+    fn to_state(&self) -> FleetState {
+        let mut state = FleetState::default();
+        for ((kind, local), server) in &self.map {
+            state.ids.entry(*kind).or_default().insert(*local, *server);
+        }
+        state.holder_kinds = self.holder_kinds.iter().map(|(h, k)| (*h, *k)).collect();
+        state.codes = self
+            .credentials
+            .iter()
+            .map(|(c, (holder, doors))| {
+                let place = CodePlace {
+                    holder: *holder,
+                    doors: doors.iter().map(|d| d.0).collect(),
+                };
+                (*c, place)
+            })
+            .collect();
+        state.device_doors = self
+            .device_doors
+            .iter()
+            .map(|(d, door)| (*d, door.0))
+            .collect();
+        state.pins = self
+            .pins
+            .iter()
+            .filter(|(_, m)| !m.to_server.is_empty())
+            .map(|(door, m)| (door.0, m.to_server.clone().into_iter().collect()))
+            .collect();
+        state
+    }
+
+    /// The tables of a fleet provisioned already, for its owner's token.
+    fn from_state(state: &FleetState) -> Ids {
+        let mut ids = Ids::new(true);
+        for (kind, map) in &state.ids {
+            for (local, server) in map {
+                ids.insert(*kind, *local, *server);
+            }
+        }
+        ids.holder_kinds = state.holder_kinds.iter().map(|(h, k)| (*h, *k)).collect();
+        ids.credentials = state
+            .codes
+            .iter()
+            .map(|(c, p)| (*c, (p.holder, p.doors.iter().map(|d| DoorId(*d)).collect())))
+            .collect();
+        ids.device_doors = state
+            .device_doors
+            .iter()
+            .map(|(d, door)| (*d, DoorId(*door)))
+            .collect();
+        for (door, texts) in &state.pins {
+            let m = ids.pins.entry(DoorId(*door)).or_default();
+            for (local, server) in texts {
+                m.put(local, server);
+            }
+        }
+        ids
+    }
+
     pub fn new(has_token: bool) -> Ids {
         Ids {
             has_token,
@@ -846,30 +909,140 @@ pub fn placement_on(answer: &Value, device: DeviceId) -> Result<Option<SyncState
 
 impl Target {
     /// A client for `url` (`http://host:port`); checks the server answers
-    /// `/healthz`.
+    /// `/healthz`. The owner is bootstrapped, or the user whose token is in
+    /// [`TOKEN_ENV`].
     pub async fn connect(url: &str, engine: Arc<RwLock<Engine>>) -> Result<Target, RunError> {
+        let token = std::env::var(TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.trim().is_empty());
+        let t = Target::new(url, engine, token)?;
+        t.healthy().await?;
+        Ok(t)
+    }
+
+    /// A client for the fleet a manifest names (provisioned already by
+    /// `fleetsim provision`): the server's ids, secrets, tokens and PIN
+    /// maps as provisioning recorded them, the owner's token; checks the
+    /// server answers `/healthz`. Nothing is sent to provision.
+    pub async fn attach(
+        fleet: &FleetManifest,
+        engine: Arc<RwLock<Engine>>,
+    ) -> Result<Target, RunError> {
+        let t = Target::new(&fleet.target, engine.clone(), Some(fleet.token.clone()))?;
+        let state = &fleet.fleet;
+        {
+            let mut ids = t.ids.lock();
+            *ids = Ids::from_state(state);
+        }
+        *t.devices.write() = state
+            .devices
+            .iter()
+            .map(|(local, d)| (DeviceId(*local), (DeviceId(d.id), d.secret.clone())))
+            .collect();
+        let tokens = {
+            let e = engine.read();
+            state
+                .tokens
+                .iter()
+                .filter_map(|(local, server)| {
+                    Some((e.token(CredentialId(*local))?, server.clone()))
+                })
+                .collect()
+        };
+        *t.tokens.write() = tokens;
+        *t.pools.lock() = state
+            .pools
+            .iter()
+            .map(|(d, codes)| (DeviceId(*d), codes.clone()))
+            .collect();
+        t.healthy().await?;
+        Ok(t)
+    }
+
+    fn new(
+        url: &str,
+        engine: Arc<RwLock<Engine>>,
+        token: Option<String>,
+    ) -> Result<Target, RunError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(REQUEST_TIMEOUT_S))
             .build()
             .map_err(|e| RunError::Runtime(e.to_string()))?;
-        let base = url.trim_end_matches('/').to_string();
-        let token = std::env::var(TOKEN_ENV)
-            .ok()
-            .filter(|t| !t.trim().is_empty());
-        let t = Target {
+        Ok(Target {
             http,
             ids: Mutex::new(Ids::new(token.is_some())),
             token: RwLock::new(token),
-            base,
+            base: url.trim_end_matches('/').to_string(),
             devices: RwLock::default(),
             tokens: RwLock::default(),
             engine,
             skipped: Mutex::default(),
             pools: Mutex::default(),
-        };
-        t.send(&Request::new("GET", "/healthz".into(), None), false)
-            .await?;
-        Ok(t)
+        })
+    }
+
+    async fn healthy(&self) -> Result<(), RunError> {
+        self.send(&Request::new("GET", "/healthz".into(), None), false)
+            .await
+            .map(|_| ())
+    }
+
+    /// What only the server knows about the fleet provisioned through
+    /// this client (for a fleet manifest), and the owner's token.
+    pub fn fleet_state(&self) -> (FleetState, Option<String>) {
+        let ids = self.ids.lock();
+        let mut state = ids.to_state();
+        state.devices = self
+            .devices
+            .read()
+            .iter()
+            .map(|(local, (id, secret))| {
+                let d = ServerDevice {
+                    id: id.0,
+                    secret: secret.clone(),
+                };
+                (local.0, d)
+            })
+            .collect();
+        let tokens = self.tokens.read();
+        let e = self.engine.read();
+        state.tokens = ids
+            .credentials
+            .keys()
+            .filter_map(|c| {
+                let mine = e.token(CredentialId(*c))?;
+                Some((*c, tokens.get(&mine)?.clone()))
+            })
+            .collect();
+        state.pools = self
+            .pools
+            .lock()
+            .iter()
+            .map(|(d, codes)| (d.0, codes.clone()))
+            .collect();
+        (state, self.token.read().clone())
+    }
+
+    /// Deletes the server's organization `org` with everything in it, as
+    /// the owner: true when it was deleted, false when the server has no
+    /// such organization (any more).
+    pub async fn delete_organization(&self, org: u32) -> Result<bool, RunError> {
+        let del = Request::new("DELETE", format!("/v1/organizations/{org}"), None);
+        match self.send(&del, true).await {
+            Ok(_) => Ok(true),
+            Err(RunError::Target { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The run's engine (its tokens are the keys of the server's).
+    pub fn engine(&self) -> &Arc<RwLock<Engine>> {
+        &self.engine
+    }
+
+    /// The server's id of the run's `kind` `local` (`None`: not sent).
+    pub fn server_id(&self, kind: IdKind, local: u32) -> Option<u32> {
+        self.ids.lock().get(kind, local).ok()
     }
 
     /// Commands not sent, per reason (for the report's skipped list).
@@ -1490,6 +1663,36 @@ mod tests {
         assert!(code_sync_of(&json!({"placements": []})).is_err());
         let bad = json!({"placements": [{"device": 3, "state": "maybe"}]});
         assert!(placement_on(&bad, DeviceId(3)).is_err());
+    }
+
+    /// A fleet manifest keeps what only the server knows; read back, the
+    /// tables translate the run's ids, PINs and codes as before.
+    #[test]
+    fn the_tables_survive_a_fleet_manifest() {
+        let mut ids = ids();
+        ids.device_doors.insert(1, DoorId(2));
+        ids.assign_pin(&[DoorId(2)], "4812", "7305");
+        let state = ids.to_state();
+        let back = Ids::from_state(&state);
+        assert_eq!(back.get(IdKind::Door, 2).unwrap(), 40);
+        assert_eq!(back.get(IdKind::Credential, 4).unwrap(), 300);
+        assert_eq!(back.device_door(DeviceId(1)), Some(DoorId(2)));
+        let m = back.pin_map(DoorId(2)).unwrap();
+        assert_eq!(
+            (m.server("4812"), m.local("7305")),
+            ("7305".into(), "4812".into())
+        );
+        // The displaced text keeps the map one to one.
+        assert_eq!(
+            m.server("7305"),
+            ids.pin_map(DoorId(2)).unwrap().server("7305")
+        );
+        assert_eq!(back.codes_at(DoorId(2)), vec![300]);
+        assert!(
+            back.has_token,
+            "workers act with the manifest's owner token"
+        );
+        assert!(back.to_state() == state);
     }
 
     #[test]

@@ -166,6 +166,7 @@ pub fn finish(s: &Scenario, opts: &RunOptions, m: Measured) -> Result<RunOutcome
     );
     let mut r = RunReport::build(meta, &snapshot)?;
     r.run_id = opts.run_id.clone();
+    r.fleet = opts.fleet.as_ref().map(|f| f.reference.clone());
     let actions = m
         .arrivals
         .iter()
@@ -209,6 +210,31 @@ fn judge_and_write(
         passed,
         report_dir: dir.to_path_buf(),
     })
+}
+
+/// A `--fleet` run's shared target, manifest and workers, in one line.
+pub fn shared_fleet_line(r: &RunReport) -> Option<String> {
+    let f = r.fleet.as_ref()?;
+    let workers: Vec<String> = r
+        .shards
+        .merged_from
+        .iter()
+        .map(|m| shard_name(m.shard))
+        .collect();
+    let workers = match (workers.is_empty(), r.shards.shard) {
+        (false, _) => format!("; workers: {}", workers.join(", ")),
+        (true, Some(s)) => format!("; worker: {}", shard_name(Some(s))),
+        (true, None) => String::new(),
+    };
+    let broker = f
+        .broker
+        .as_ref()
+        .map(|b| format!(" (devices through {b})"))
+        .unwrap_or_default();
+    Some(format!(
+        "shared target: {}{broker}, organization {}; fleet manifest {} (hash {}){workers}",
+        f.target, f.organization, f.manifest, f.manifest_hash
+    ))
 }
 
 /// The end-of-run table.
@@ -275,6 +301,9 @@ pub fn summary(r: &RunReport, o: &OracleFile) -> String {
     );
     if let Some(p) = &r.partial {
         let _ = writeln!(s, "PARTIAL verdict (--allow-partial): {p}");
+    }
+    if let Some(line) = shared_fleet_line(r) {
+        let _ = writeln!(s, "{line}");
     }
     let _ = writeln!(s, "throughput: {:.1} checks/s", r.throughput.checks_per_s);
     r.arrivals.summary_lines(&mut s, r.arrivals_behind_schedule);
@@ -367,6 +396,17 @@ pub fn check_set(reports: &[(PathBuf, RunReport)]) -> Result<Option<String>, Vec
     mixed("scenarios", &|r| r.name.clone(), &mut problems);
     mixed("seeds", &|r| r.seed.to_string(), &mut problems);
     mixed("run ids", &|r| r.run_id.clone(), &mut problems);
+    // Shards of a --fleet run drove one fleet: the same manifest.
+    mixed(
+        "fleet manifests",
+        &|r| {
+            r.fleet.as_ref().map_or_else(
+                || "no --fleet".to_string(),
+                |f| format!("{} (hash {})", f.manifest, f.manifest_hash),
+            )
+        },
+        &mut problems,
+    );
     let mut seen: BTreeMap<Option<ShardId>, Vec<String>> = BTreeMap::new();
     for (d, r) in reports {
         for s in coverage(r) {

@@ -570,6 +570,7 @@ pub fn check_file(file: &Path, report_dir: &Path, timeout: Duration) -> SeedResu
             shard,
             run_id: run::run_id(&s, r.seed),
             reproduce: r.replay[index as usize].clone(),
+            fleet: None,
         };
         match execute_guarded(&s, opts, timeout) {
             Err(f) => {

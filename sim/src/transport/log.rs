@@ -19,49 +19,13 @@ use serde::Serialize;
 /// Sequence numbers remembered above a device's first hole.
 pub const MAX_AHEAD: usize = 256;
 
-/// Number of event kinds in the protocol.
-pub const KINDS: usize = 12;
-
-/// The kind names, in the order of [`kind_index`].
-pub const KIND_NAMES: [&str; KINDS] = [
-    "unlocked",
-    "locked",
-    "access_denied",
-    "motor_blocked",
-    "door_opened",
-    "door_closed",
-    "door_ajar",
-    "door_forced_open",
-    "battery_low",
-    "keypad_locked_out",
-    "code_set",
-    "code_set_failed",
-];
-
-pub fn kind_index(k: &EventKind) -> usize {
-    match k {
-        EventKind::Unlocked { .. } => 0,
-        EventKind::Locked { .. } => 1,
-        EventKind::AccessDenied { .. } => 2,
-        EventKind::MotorBlocked => 3,
-        EventKind::DoorOpened => 4,
-        EventKind::DoorClosed => 5,
-        EventKind::DoorAjar => 6,
-        EventKind::DoorForcedOpen => 7,
-        EventKind::BatteryLow { .. } => 8,
-        EventKind::KeypadLockedOut { .. } => 9,
-        EventKind::CodeSet { .. } => 10,
-        EventKind::CodeSetFailed { .. } => 11,
-    }
-}
-
 /// Events counted per kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct KindCounts(pub [u64; KINDS]);
+pub struct KindCounts(pub [u64; EventKind::COUNT]);
 
 impl KindCounts {
     pub fn add(&mut self, k: &EventKind) {
-        self.0[kind_index(k)] += 1;
+        self.0[k.index()] += 1;
     }
     pub fn merge(&mut self, other: &KindCounts) {
         for (a, b) in self.0.iter_mut().zip(other.0) {
@@ -71,9 +35,9 @@ impl KindCounts {
     pub fn total(&self) -> u64 {
         self.0.iter().sum()
     }
-    /// The count of one kind by name (`KIND_NAMES`), 0 for unknown names.
+    /// The count of one kind by name (`EventKind::NAMES`), 0 for unknown names.
     pub fn get(&self, name: &str) -> u64 {
-        KIND_NAMES
+        EventKind::NAMES
             .iter()
             .position(|n| *n == name)
             .map_or(0, |i| self.0[i])

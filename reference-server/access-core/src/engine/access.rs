@@ -24,9 +24,10 @@ pub(super) fn command_refs(cmd: &Command) -> Option<(Ref, Vec<Ref>)> {
         | SyncSent { .. }
         | SyncAck { .. }
         | RestoreUse { .. } => return None,
-        UpdateOrganization { org, .. } | RemoveMember { org, .. } | CreateSite { org, .. } => {
-            (Ref::Organization(*org), Vec::new())
-        }
+        UpdateOrganization { org, .. }
+        | RemoveMember { org, .. }
+        | CreateSite { org, .. }
+        | DeleteOrganization { org } => (Ref::Organization(*org), Vec::new()),
         SetMember { org, role, .. } => (
             Ref::Organization(*org),
             match role {
@@ -201,7 +202,9 @@ impl Engine {
             Ref::Credential(c) => self.credentials.get(c.index()).map(|c| c.org),
             Ref::Stay(s) => self.stays.get(s.index()).map(|s| s.org),
         };
-        org.ok_or_else(|| EngineError::not_found(r.kind(), r.id()))
+        // Everything of a deleted organization is unknown too.
+        org.filter(|o| !gone(Ref::Organization(*o)))
+            .ok_or_else(|| EngineError::not_found(r.kind(), r.id()))
     }
 
     /// The organization of the id a request is about, for `actor`: the

@@ -156,6 +156,10 @@ pub enum Command {
         site: SiteId,
         patch: SiteSettingsPatch,
     },
+    /// Delete an organization with everything in it (see `removal`).
+    DeleteOrganization {
+        org: OrgId,
+    },
     /// Delete a site without doors (see `removal`).
     DeleteSite {
         site: SiteId,
@@ -554,6 +558,7 @@ impl Engine {
                 resolved = Some(a.logged);
                 a.outcome
             }
+            DeleteOrganization { org } => self.delete_organization(*org).map(done)?,
             DeleteSite { site } => self.delete_site(*site).map(done)?,
             DeleteDoor { door } => self.delete_door(*door).map(done)?,
             DeleteDevice { device } => self.delete_device(*device).map(done)?,

@@ -15,19 +15,27 @@
 //!   lock gets them); its placements end `removed` (nobody can confirm
 //!   for a device that is gone), and its unassigned fallback codes, which
 //!   lived only on it, are retired;
-//! - a **holder** goes only without live codes.
+//! - a **holder** goes only without live codes;
+//! - an **organization** goes with everything in it (a load test's fleet
+//!   torn down, an account closed): its live codes are revoked, then its
+//!   devices (those linked to another first), doors, holders and sites
+//!   deleted by the rules above, and its members lose their roles there.
 //!
 //! Each refusal is `Conflict` (409 over HTTP) naming what is in the way.
 
 use super::*;
 
-/// `PatchSiteSettings`'s fields: each one given replaces that setting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `PatchSiteSettings`'s fields, and the body of `PATCH
+/// /v1/sites/{site}/settings`: each one given replaces that setting, the
+/// others stay (`PUT` replaces them all).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SiteSettingsPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub six_digit_pins: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_pins: Option<bool>,
+    /// The whole lockout policy, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lockout: Option<LockoutPolicy>,
 }
@@ -103,6 +111,69 @@ impl Engine {
             h.disabled = d;
         }
         Ok(())
+    }
+
+    /// `DeleteOrganization`: everything in it, by the rules of each kind.
+    pub(super) fn delete_organization(&mut self, org: OrgId) -> Result<(), EngineError> {
+        get(&self.orgs, "organization", org.0)?;
+        let codes: Vec<CredentialId> = self
+            .credentials
+            .iter()
+            .filter(|c| c.org == org && Engine::live(c))
+            .map(|c| c.id)
+            .collect();
+        for c in codes {
+            self.revoke(c)?;
+        }
+        let sites: Vec<SiteId> = self
+            .sites
+            .iter()
+            .filter(|s| s.org == org && !self.is_removed(Ref::Site(s.id)))
+            .map(|s| s.id)
+            .collect();
+        let doors: Vec<DoorId> = self
+            .doors
+            .iter()
+            .filter(|d| sites.contains(&d.site) && !self.is_removed(Ref::Door(d.id)))
+            .map(|d| d.id)
+            .collect();
+        for d in &doors {
+            // A device another is linked to goes after it: at most as
+            // many rounds as the door has devices.
+            while let Some(free) = self.door_devices[d.index()].iter().copied().find(|x| {
+                !self.door_devices[d.index()]
+                    .iter()
+                    .any(|y| self.devices[y.index()].device.linked_to == Some(*x))
+            }) {
+                self.delete_device(free)?;
+            }
+            self.delete_door(*d)?;
+        }
+        let holders: Vec<HolderId> = self
+            .holders
+            .iter()
+            .filter(|h| h.org == org && !self.is_removed(Ref::Holder(h.id)))
+            .map(|h| h.id)
+            .collect();
+        for h in holders {
+            self.delete_holder(h)?;
+        }
+        for s in sites {
+            self.delete_site(s)?;
+        }
+        self.roles.retain(|(_, o), _| *o != org);
+        self.removed.insert(Ref::Organization(org));
+        Ok(())
+    }
+
+    /// Every device ever made in `org`, deleted ones too (a deleted
+    /// organization's devices' secrets are forgotten by this list).
+    pub fn devices_ever_in(&self, org: OrgId) -> Vec<DeviceId> {
+        self.devices
+            .iter()
+            .filter(|d| self.sites.get(d.device.site.index()).map(|s| s.org) == Some(org))
+            .map(|d| d.device.id)
+            .collect()
     }
 
     /// `DeleteSite`.

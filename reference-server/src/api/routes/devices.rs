@@ -12,8 +12,7 @@ use crate::api::paging::{PageRequest, SortKey};
 use crate::api::wire::{
     code_view, ActivityParams, CodeView, Component, CredentialsCreated, DeviceBody, DeviceCreated,
     Done, FallbackPoolBody, HealthQuery, ListingBody, LockView, MqttLogin, OpenResult, Page,
-    PageParams, ScheduleRow, ACTIVITY_LIMIT_MAX, DEFAULT_HEALTH_WINDOW_S, MAX_HEALTH_WINDOW_S,
-    MAX_KIND_LEN,
+    PageParams, ScheduleRow, DEFAULT_HEALTH_WINDOW_S, MAX_HEALTH_WINDOW_S, MAX_KIND_LEN,
 };
 use crate::api::{ApiError, Caller, Json};
 use crate::domain::{Device, DeviceId, DeviceKind, DoorId, GuestSettings, Ref, SiteId};
@@ -293,17 +292,10 @@ fn query_time(field: &str, v: Option<&str>) -> Result<Option<Timestamp>, ApiErro
 }
 
 /// The activity query `q` for `device`, checked: each bad parameter is a
-/// 400 naming it.
-fn activity_query(device: DeviceId, q: ActivityParams) -> Result<ActivityQuery, ApiError> {
+/// 400 naming it. The page (`limit`, `page_cursor`) is the route's.
+fn activity_query(device: DeviceId, q: &ActivityParams) -> Result<ActivityQuery, ApiError> {
     let from = query_time("from", q.from.as_deref())?;
     let to = query_time("to", q.to.as_deref())?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > ACTIVITY_LIMIT_MAX {
-        return Err(ApiError::bad_request(
-            "limit",
-            format!("1 to {ACTIVITY_LIMIT_MAX}"),
-        ));
-    }
     if let Some(k) = &q.kind {
         if k.len() > MAX_KIND_LEN || !ACTIVITY_KINDS.contains(&k.as_str()) {
             return Err(ApiError::bad_request(
@@ -326,8 +318,9 @@ fn activity_query(device: DeviceId, q: ActivityParams) -> Result<ActivityQuery, 
         device: Some(device),
         from,
         to,
-        kind: q.kind,
-        limit,
+        kind: q.kind.clone(),
+        limit: 0,
+        before: None,
     })
 }
 
@@ -335,7 +328,7 @@ fn activity_query(device: DeviceId, q: ActivityParams) -> Result<ActivityQuery, 
 #[utoipa::path(
     params(("device" = DeviceId, Path, description = "Device id"), ActivityParams),
     responses(
-        (status = 200, description = "The entries, newest first", body = Vec<ActivityEntry>),
+        (status = 200, description = "A page of entries, newest first", body = Page<ActivityEntry>),
         (status = 422, description = "`to` is not after `from`", body = ApiError),
     ),
     security(("user_token" = [])),
@@ -349,15 +342,32 @@ pub(super) async fn activity(
 ) -> ApiResult {
     let device = DeviceId(device.into_inner());
     view(&svc.engine(), &caller, Ref::Device(device))?;
-    let query = activity_query(device, q.into_inner())?;
-    let mut entries: Vec<ActivityEntry> = svc.activity(&query)?;
+    let mut query = activity_query(device, &q)?;
+    // A cursor belongs to one device's log under one set of filters.
+    let scope = format!(
+        "activity:{device}:{:?}:{:?}:{:?}",
+        query.from, query.to, query.kind
+    );
+    let req = PageRequest::parse(
+        svc.cursor_key(),
+        scope,
+        q.limit.as_deref(),
+        q.page_cursor.as_deref(),
+    )?;
+    // Newest first: the page walks sort keys upwards, so the key of a log
+    // position (time, row id) is its negation.
+    query.before = req.after().map(|(at, id)| (-at, -id));
+    // One more than the page holds tells whether a next page exists.
+    query.limit = u32::try_from(req.limit() + 1).unwrap_or(u32::MAX);
+    let rows = svc.activity_keyed(&query)?;
     // A device names the credential version it holds; the API names the
     // code (a changed PIN keeps its id).
     let e = svc.engine();
-    for entry in &mut entries {
+    let page = req.page(rows.into_iter().map(|((at, id), mut entry)| {
         entry.credential = entry.credential.map(|c| e.code_id(c));
-    }
-    Ok(HttpResponse::Ok().json(entries))
+        ((-at, -id), entry)
+    }));
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// The lock's codes: origin, status, duration, sync state; by id. A

@@ -27,6 +27,7 @@ use crate::api::{decode_json, routes, ApiError};
 use crate::domain::*;
 use crate::engine::{
     check_name, Command, Engine, EngineConfig, Issue, Outcome, PinSpec, SecretSpec,
+    SiteSettingsPatch,
 };
 use crate::protocol;
 
@@ -193,7 +194,10 @@ fn place_decoders() -> Vec<Decoder> {
                 run(
                     e,
                     OWNER,
-                    decode_json::<SiteSettingsPatchBody>(b)?.command(SiteId(id)),
+                    Command::PatchSiteSettings {
+                        site: SiteId(id),
+                        patch: decode_json::<SiteSettingsPatch>(b)?,
+                    },
                 )
             },
         },

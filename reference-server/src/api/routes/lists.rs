@@ -10,13 +10,12 @@ use super::{apply_done, view, ApiResult, Svc};
 use crate::api::paging::{filter, PageRequest};
 use crate::api::wire::{
     DevicesParams, Done, DoorsParams, HolderPatchBody, LockView, Page, PageParams,
-    SiteSettingsPatchBody,
 };
 use crate::api::{ApiError, Caller, Json};
 use crate::domain::{
     Device, DeviceId, DeviceKind, Door, DoorId, HolderId, OrgId, Ref, Site, SiteId,
 };
-use crate::engine::Command;
+use crate::engine::{Command, SiteSettingsPatch};
 
 /// The organization's sites, by id.
 #[utoipa::path(
@@ -189,7 +188,7 @@ pub(super) async fn delete_holder(svc: Svc, caller: Caller, holder: web::Path<u3
 /// Change some site settings (owner); those left out stay.
 #[utoipa::path(
     params(("site" = SiteId, Path, description = "Site id")),
-    request_body = SiteSettingsPatchBody,
+    request_body = SiteSettingsPatch,
     responses(
         (status = 200, description = "Set", body = Done),
         (status = 403, description = "Only an owner may", body = ApiError),
@@ -201,9 +200,12 @@ pub(super) async fn patch_site_settings(
     svc: Svc,
     caller: Caller,
     site: web::Path<u32>,
-    body: Json<SiteSettingsPatchBody>,
+    body: Json<SiteSettingsPatch>,
 ) -> ApiResult {
-    let cmd = body.into_inner().command(SiteId(site.into_inner()));
+    let cmd = Command::PatchSiteSettings {
+        site: SiteId(site.into_inner()),
+        patch: body.into_inner(),
+    };
     apply_done(&svc, &caller, cmd).await
 }
 

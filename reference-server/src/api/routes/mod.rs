@@ -72,6 +72,7 @@ routes![
     org::create_org,
     org::get_org,
     org::rename_org,
+    org::delete_org,
     org::set_member,
     org::remove_member,
     places::create_site,

@@ -128,6 +128,26 @@ pub(super) async fn rename_org(
     apply_done(&svc, &caller, cmd).await
 }
 
+/// Delete an organization with everything in it (owner): its codes are
+/// revoked, its devices (which can no longer sign in), doors, holders and
+/// sites deleted, its members' roles there ended. `fleetsim teardown`
+/// removes a load test's fleet so.
+#[utoipa::path(
+    params(("org" = OrgId, Path, description = "Organization id")),
+    responses(
+        (status = 200, description = "Deleted", body = Done),
+        (status = 403, description = "Only an owner may", body = ApiError),
+        (status = 404, description = "No such organization (or deleted already)", body = ApiError),
+    ),
+    security(("user_token" = [])),
+)]
+#[delete("/v1/organizations/{org}")]
+pub(super) async fn delete_org(svc: Svc, caller: Caller, org: web::Path<u32>) -> ApiResult {
+    let org = OrgId(org.into_inner());
+    svc.delete_organization(&caller.actor(), org).await?;
+    Ok(HttpResponse::Ok().json(Done { ok: true }))
+}
+
 /// Give a user a role: owner, admin, or door_admin with doors (owner).
 #[utoipa::path(
     params(

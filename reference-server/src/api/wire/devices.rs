@@ -170,12 +170,11 @@ pub struct HealthQuery {
     pub window_s: Option<u32>,
 }
 
-/// Most activity entries one query may ask for (`activity::MAX_QUERY_LIMIT`).
-pub const ACTIVITY_LIMIT_MAX: u32 = crate::activity::MAX_QUERY_LIMIT;
 /// Longest event name a query may filter on.
 pub const MAX_KIND_LEN: usize = 40;
 
-/// `GET /v1/devices/{device}/activity?from=&to=&kind=&limit=`.
+/// `GET /v1/devices/{device}/activity?from=&to=&kind=&limit=&page_cursor=`:
+/// a list route like the others (`api::paging`), with time and kind filters.
 #[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -194,10 +193,13 @@ pub struct ActivityParams {
         pattern = "^(unlocked|locked|access_denied|motor_blocked|door_opened|door_closed|door_ajar|door_forced_open|battery_low|keypad_locked_out|code_set|code_set_failed|access_granted|online|offline|remote_open|messages_dropped)$"
     )]
     pub kind: Option<String>,
-    /// At most this many entries, newest first (default 100).
+    /// Most entries in the page: 1 to 500 (default 50), newest first.
     #[serde(default)]
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    /// The `next_page_cursor` of the page before, as it came.
+    #[serde(default)]
+    pub page_cursor: Option<String>,
 }
 
 #[cfg(test)]
@@ -224,7 +226,6 @@ mod tests {
     #[test]
     fn documented_query_bounds_are_the_checked_ones() {
         assert_eq!(MAX_HEALTH_WINDOW_S, 7_776_000);
-        assert_eq!(ACTIVITY_LIMIT_MAX, 1_000);
         assert_eq!(MAX_KIND_LEN, 40);
     }
 }

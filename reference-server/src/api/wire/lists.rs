@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::{CredentialId, FloorScope, LockoutPolicy};
-use crate::engine::{Command, SiteSettingsPatch};
+use crate::domain::{CredentialId, FloorScope};
+use crate::engine::Command;
 
 /// Where the next page starts (`api::paging`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -69,33 +69,6 @@ list_params! {
     HoldersParams {
         /// Only holders of this kind.
         kind: crate::domain::HolderKind,
-    }
-}
-
-/// `PATCH /v1/sites/{site}/settings`: the settings given change, the
-/// others stay (`PUT` replaces them all).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SiteSettingsPatchBody {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub six_digit_pins: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub custom_pins: Option<bool>,
-    /// The whole lockout policy, when given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lockout: Option<LockoutPolicy>,
-}
-
-impl SiteSettingsPatchBody {
-    pub fn command(self, site: crate::domain::SiteId) -> Command {
-        Command::PatchSiteSettings {
-            site,
-            patch: SiteSettingsPatch {
-                six_digit_pins: self.six_digit_pins,
-                custom_pins: self.custom_pins,
-                lockout: self.lockout,
-            },
-        }
     }
 }
 

@@ -21,7 +21,8 @@ use super::{rate_at, Ctx};
 use crate::metrics::cost::CostMeter;
 use crate::metrics::{FleetMetrics, Transport, DEVICE_KINDS};
 use crate::scenario::Load;
-use crate::transport::log::{KindCounts, KIND_NAMES};
+use crate::transport::log::KindCounts;
+use reference_server::protocol::EventKind;
 
 /// Real time between two refreshes.
 const EVERY_MS: u64 = 1_000;
@@ -65,7 +66,7 @@ struct Mirror {
     prom: Arc<FleetMetrics>,
     /// Devices per kind ([`DEVICE_KINDS`] order): the fleet is fixed.
     devices: [i64; DEVICE_KINDS.len()],
-    /// One counter per event kind ([`KIND_NAMES`] order), resolved once.
+    /// One counter per event kind ([`EventKind::NAMES`] order), resolved once.
     emitted_counters: Vec<IntCounter>,
     emitted_sent: KindCounts,
     logged_sent: u64,
@@ -85,7 +86,10 @@ impl Mirror {
         let sites = ctx.scenario.fleet.sites.max(1);
         prom.set_run_info(model_name(&ctx.scenario.phases), transport);
         Mirror {
-            emitted_counters: KIND_NAMES.iter().map(|k| prom.events_counter(k)).collect(),
+            emitted_counters: EventKind::NAMES
+                .iter()
+                .map(|k| prom.events_counter(k))
+                .collect(),
             prom,
             devices,
             emitted_sent: KindCounts::default(),
