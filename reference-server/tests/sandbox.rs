@@ -307,7 +307,7 @@ async fn every_action_on_a_sandbox_lock_lands_as_its_event_and_changes_the_view(
             None,
         )
         .await;
-    assert_eq!(activity.as_array().map(Vec::len), Some(1), "{activity}");
+    assert_eq!(activity["data"].as_array().map(Vec::len), Some(1), "{activity}");
     server.stop().await;
 }
 
@@ -629,7 +629,7 @@ async fn a_connected_device_gets_the_action_as_a_command_and_its_own_event_lands
             None,
         )
         .await;
-    assert_eq!(activity[0]["seq"], 7, "{activity}");
+    assert_eq!(activity["data"][0]["seq"], 7, "{activity}");
 
     // A code entry: the lock checks the code over MQTT as it checks any
     // typed code, and reports what it did.
