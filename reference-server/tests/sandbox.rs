@@ -307,7 +307,11 @@ async fn every_action_on_a_sandbox_lock_lands_as_its_event_and_changes_the_view(
             None,
         )
         .await;
-    assert_eq!(activity["data"].as_array().map(Vec::len), Some(1), "{activity}");
+    assert_eq!(
+        activity["data"].as_array().map(Vec::len),
+        Some(1),
+        "{activity}"
+    );
     server.stop().await;
 }
 
