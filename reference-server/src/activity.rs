@@ -183,13 +183,10 @@ impl ActivityEntry {
     pub fn remote_command(
         device: DeviceId,
         at: Timestamp,
-        kind: crate::protocol::CommandKind,
+        lock: bool,
         result: &str,
     ) -> ActivityEntry {
-        let name = match kind {
-            crate::protocol::CommandKind::Open => "remote_open",
-            crate::protocol::CommandKind::Lock => "remote_lock",
-        };
+        let name = if lock { "remote_lock" } else { "remote_open" };
         ActivityEntry {
             how: Some(How::Remote),
             reason: Some(result.to_string()),

@@ -12,6 +12,10 @@
 //!   state and the same ids.
 //! - This is the only place the server reads a clock (`Clock`).
 
+mod sandbox;
+
+pub use sandbox::{admit as sandbox_admits, Simulated, SimulatedBy};
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,7 +35,7 @@ use crate::error::EngineError;
 use crate::health::{Health, HealthReport, HealthSummary, Sample};
 use crate::metrics::Metrics;
 pub use crate::metrics::Transport;
-use crate::protocol::{self, CommandKind, CommandResult};
+use crate::protocol::{self, CommandKind, CommandResult, SimAction};
 use crate::store::idempotency::Idempotency;
 use crate::store::{Store, StoreError, Write};
 use crate::sync::{SyncAcked, SyncBatch, SyncPacing, SyncSession};
@@ -43,9 +47,27 @@ pub const STATUS_RETENTION_DAYS: i64 = 90;
 /// Queued sync notifications per subscriber before it lags.
 pub const SYNC_CHANNEL_CAPACITY: usize = 4_096;
 
+/// Who reported a device event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EventSource {
+    /// The device itself (deduplicated by its `seq`).
+    Device,
+    /// The sandbox, for a device that is not connected.
+    Sandbox,
+}
+
+/// What the platform asks a connected device to do.
+#[derive(Clone, Debug)]
+pub enum Order {
+    /// Open Door, Lock.
+    Command(CommandKind),
+    /// A sandbox action (`cmd` with `command: simulate`).
+    Simulate(SimAction),
+}
+
 /// How the gateway sends a command to a device and waits for its ack.
 pub type CommandSink =
-    Arc<dyn Fn(DeviceId, CommandKind) -> BoxFuture<'static, CommandResult> + Send + Sync>;
+    Arc<dyn Fn(DeviceId, Order) -> BoxFuture<'static, CommandResult> + Send + Sync>;
 
 /// Work that must finish before the store closes (the gateway stops taking
 /// device messages and finishes those it took).
@@ -160,6 +182,11 @@ pub struct Service {
     close_hooks: Mutex<Vec<CloseHook>>,
     /// The event feed's live parts (stream stop, webhook retry schedule).
     feed: crate::events::Feed,
+    /// Devices whose own last status report since the server started
+    /// said online: connected, so a sandbox action goes to them. Not
+    /// stored: after a restart a device is connected again when it says
+    /// so (a sandbox device, online by `simulate/connect`, never is).
+    connected: Mutex<rustc_hash::FxHashSet<DeviceId>>,
 }
 
 fn load_or_create_key(dir: &Path) -> Result<TokenKey, StoreError> {
@@ -272,6 +299,7 @@ impl Service {
             added_latency_us: std::sync::atomic::AtomicU64::new(0),
             close_hooks: Mutex::new(Vec::new()),
             feed: crate::events::Feed::default(),
+            connected: Mutex::new(rustc_hash::FxHashSet::default()),
         })
     }
 
@@ -399,9 +427,26 @@ impl Service {
         device: DeviceId,
         ev: &protocol::Event,
     ) -> Result<bool, ServiceError> {
+        self.ingest_event(device, ev, EventSource::Device).await
+    }
+
+    /// The one intake of device events (the device's own, and those the
+    /// sandbox makes for a device that is not connected): activity log,
+    /// event feed, device state.
+    async fn ingest_event(
+        &self,
+        device: DeviceId,
+        ev: &protocol::Event,
+        source: EventSource,
+    ) -> Result<bool, ServiceError> {
         let org = crate::events::device_org(&self.engine.read(), device)
             .ok_or(ServiceError::UnknownDevice(device))?;
-        let entry = ActivityEntry::from_event(device, ev);
+        let mut entry = ActivityEntry::from_event(device, ev);
+        if source == EventSource::Sandbox {
+            // Not in the device's numbering: never taken for a duplicate
+            // of, nor a duplicate taken for, the device's own.
+            entry.seq = None;
+        }
         let mut writes = vec![Write::Activity(entry)];
         // Logged only with its activity entry: a redelivered event is no
         // new event.
@@ -426,6 +471,25 @@ impl Service {
         device: DeviceId,
         st: &protocol::Status,
     ) -> Result<(), ServiceError> {
+        self.status_from(device, st, EventSource::Device).await
+    }
+
+    /// The one intake of status reports (the device's own, and those the
+    /// sandbox makes for a device that is not connected).
+    async fn status_from(
+        &self,
+        device: DeviceId,
+        st: &protocol::Status,
+        source: EventSource,
+    ) -> Result<(), ServiceError> {
+        {
+            let mut connected = self.connected.lock();
+            if source == EventSource::Device && st.online {
+                connected.insert(device);
+            } else {
+                connected.remove(&device);
+            }
+        }
         let org = crate::events::device_org(&self.engine.read(), device)
             .ok_or(ServiceError::UnknownDevice(device))?;
         let at = self.now();
@@ -776,7 +840,9 @@ impl Service {
         self.engine.read().authorize_open(actor, device, now)?;
         let sink = self.command_sink.read().clone();
         let result = match sink {
-            Some(sink) if self.health.summary(device).online => sink(device, kind).await,
+            Some(sink) if self.health.summary(device).online => {
+                sink(device, Order::Command(kind)).await
+            }
             _ => CommandResult::Offline,
         };
         let name = serde_json::to_value(result)
@@ -785,7 +851,10 @@ impl Service {
             .unwrap_or_default();
         self.store
             .write(vec![Write::Activity(ActivityEntry::remote_command(
-                device, now, kind, &name,
+                device,
+                now,
+                kind == CommandKind::Lock,
+                &name,
             ))])
             .await?;
         Ok(result)

@@ -177,6 +177,14 @@ include-name = [
   "PATCH /v1/holders/{{holder}}",
 ]
 checks.positive_data_acceptance.expected-statuses = ["2XX", "401", "403", "404", "409", "422"]
+
+# The sandbox controls: a device id schemathesis draws names any kind of
+# device, and an action that does not fit its kind is a 409 naming why (a
+# jam at a door sensor); a card number of 20 digits above 2^64 - 1 is a
+# 422 (the schema's pattern cannot bound its value).
+[[operations]]
+include-path-regex = "^/v1/devices/\\{{device\\}}/simulate/"
+checks.positive_data_acceptance.expected-statuses = ["2XX", "401", "403", "404", "409", "422"]
 {deletes}"#
     );
     std::fs::write(&path, text).expect("write the schemathesis config");

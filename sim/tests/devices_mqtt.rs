@@ -22,7 +22,8 @@ use parking_lot::RwLock;
 use reference_server::domain::{Actor, DenyReason, DeviceId, FloorScope, HolderKind};
 use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec, SyncResult};
 use reference_server::protocol::{
-    decode, encode, parse_topic, topic, AuthRequest, AuthResponse, Channel, Event, SyncAckMsg,
+    decode, encode, parse_topic, topic, AuthRequest, AuthResponse, Channel, CommandAck,
+    CommandKind, CommandResult, DeviceCommand, Event, SimAction, SyncAckMsg,
 };
 use reference_server::{broker, Check, Engine};
 use rumqttc::{AsyncClient, MqttOptions, Packet, QoS};
@@ -68,6 +69,8 @@ struct Responder {
     /// SUBACKs received: the responder hears what devices send once all
     /// its subscriptions are in place.
     subacks: Arc<std::sync::atomic::AtomicUsize>,
+    /// The `cmd/ack`s heard: (device, ack).
+    acks: Arc<parking_lot::Mutex<Vec<(DeviceId, CommandAck)>>>,
 }
 
 impl Responder {
@@ -81,12 +84,14 @@ impl Responder {
         let boots = Arc::new(parking_lot::Mutex::new(std::collections::BTreeSet::new()));
         let full_resyncs = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let subacks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (c, l, b, f, s) = (
+        let acks = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (c, l, b, f, s, a) = (
             client.clone(),
             log.clone(),
             boots.clone(),
             full_resyncs.clone(),
             subacks.clone(),
+            acks.clone(),
         );
         tokio::spawn(async move {
             loop {
@@ -97,6 +102,7 @@ impl Responder {
                             Channel::Events,
                             Channel::SyncAck,
                             Channel::SyncReq,
+                            Channel::CmdAck,
                         ] {
                             let f = format!("fleet/+/+/{}", ch.suffix());
                             c.subscribe(f, QoS::AtLeastOnce).await.unwrap();
@@ -138,6 +144,10 @@ impl Responder {
                                     f.lock().push(device);
                                 }
                             }
+                            Channel::CmdAck => {
+                                let ack: CommandAck = decode(&p.payload).unwrap();
+                                a.lock().push((device, ack));
+                            }
                             Channel::SyncAck => {
                                 let ack: SyncAckMsg = decode(&p.payload).unwrap();
                                 let results = ack
@@ -171,6 +181,7 @@ impl Responder {
             boots,
             full_resyncs,
             subacks,
+            acks,
         }
     }
 
@@ -431,6 +442,109 @@ fn a_device_with_a_wrong_secret_is_refused_and_checks_fail_cleanly() {
             .await
             .unwrap();
         assert_eq!(got.outcome, DeviceOutcome::Offline);
+        actix_rt::System::current().stop();
+    });
+}
+
+/// The server's `simulate` command over a real broker: a fleetsim lock
+/// decodes it from its `cmd` topic, acts it out (a jam jams it), acks it
+/// on `cmd/ack` and reports its own `motor_blocked`; a keypad told of a
+/// code entry checks the code over MQTT and reports the denial.
+#[test]
+fn devices_act_out_a_simulate_command_sent_over_the_broker() {
+    actix_rt::System::new().block_on(async move {
+        let engine = engine(6);
+        let clock = SimClock::starting_at(start_time());
+        let spec = FleetSpec::new(6)
+            .wifi_doors(1)
+            .params(DeviceParams::quiet());
+        let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
+        let secrets = derived_secrets([8u8; 32]);
+        let mut users: HashMap<String, String> = engine
+            .read()
+            .devices()
+            .map(|d| (d.id.to_string(), secrets(d.id)))
+            .collect();
+        users.insert(ENGINE_USER.into(), ENGINE_PASS.into());
+        let port = start_broker(users, &engine).await;
+        let responder = Responder::start(port, engine.clone(), clock);
+        let config = MqttConfig {
+            port,
+            ..MqttConfig::default()
+        };
+        let transport = MqttTransport::new(config, Multiplex::PerDevice, secrets, 6);
+        let fleet = Fleet::start(
+            &spec,
+            provisioned,
+            Transport::Mqtt(transport),
+            clock,
+            &Placement::Current,
+        );
+        fleet
+            .wait_links_ready(Duration::from_secs(20))
+            .await
+            .expect("devices subscribed");
+        let plan = fleet.provisioned.doors[0].clone();
+        let (lock, keypad) = (plan.lock.unwrap(), plan.keypad.unwrap());
+        let send = |device: DeviceId, id: u64, action: SimAction| {
+            let cmd = DeviceCommand {
+                id,
+                command: CommandKind::Simulate,
+                simulate: Some(action),
+            };
+            let t = topic("fleet", plan.site, device, Channel::Cmd);
+            responder
+                .client
+                .try_publish(t, QoS::AtLeastOnce, false, encode(&cmd))
+                .unwrap();
+        };
+        send(lock, 1, SimAction::Jam);
+        send(
+            keypad,
+            2,
+            SimAction::KeypadCodeEntry {
+                code: "1357".into(),
+            },
+        );
+        let acks = responder.acks.clone();
+        eventually("both commands acked", || {
+            let acks = acks.clone();
+            async move { acks.lock().len() == 2 }
+        })
+        .await;
+        let mut got = responder.acks.lock().clone();
+        got.sort_by_key(|(_, a)| a.id);
+        assert_eq!(
+            got,
+            vec![
+                (
+                    lock,
+                    CommandAck {
+                        id: 1,
+                        result: CommandResult::Ok
+                    }
+                ),
+                (
+                    keypad,
+                    CommandAck {
+                        id: 2,
+                        result: CommandResult::Ok
+                    }
+                ),
+            ]
+        );
+        let log = responder.log.clone();
+        eventually("the devices' own events logged", || {
+            let log = log.clone();
+            async move {
+                log.device(lock).per_kind.get("motor_blocked") == 1
+                    && log.device(keypad).per_kind.get("access_denied") == 1
+            }
+        })
+        .await;
+        assert_eq!(fleet.snapshot(lock).await.unwrap().state, "jammed");
+        let k = fleet.snapshot(keypad).await.unwrap();
+        assert_eq!((k.checks, k.denied), (1, 1), "checked over MQTT, denied");
         actix_rt::System::current().stop();
     });
 }

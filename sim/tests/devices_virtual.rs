@@ -9,7 +9,7 @@ use fleetsim::devices::fleet::FleetSpec;
 use fleetsim::devices::keypad::{Key, Keypress};
 use fleetsim::devices::{Control, DeviceOutcome, DeviceParams, Present};
 use reference_server::domain::{DenyReason, LockoutPolicy};
-use reference_server::protocol::{Verdict, WireCredential};
+use reference_server::protocol::{CommandKind, DeviceCommand, SimAction, Verdict, WireCredential};
 use tokio::time::Instant;
 
 fn pin(s: &str) -> WireCredential {
@@ -643,6 +643,129 @@ fn an_ack_of_an_older_batch_is_dropped_and_the_newer_one_sets_every_code() {
         for p in ["4829", "7315"] {
             let got = s.fleet.present(lock, pin(p)).await.unwrap();
             assert_eq!(got.outcome, DeviceOutcome::Unlocked, "{p}");
+        }
+    });
+}
+
+/// Sends `action` to `device` as the server's `simulate` command does.
+async fn simulate(s: &Setup, device: reference_server::domain::DeviceId, action: SimAction) {
+    let cmd = DeviceCommand {
+        id: 1,
+        command: CommandKind::Simulate,
+        simulate: Some(action),
+    };
+    let inbound = fleetsim::transport::Inbound::Command(cmd);
+    let sent = match &s.fleet.device(device).unwrap().addr {
+        DeviceAddr::Lock(a) => a.send(inbound).await,
+        DeviceAddr::Keypad(a) => a.send(inbound).await,
+        DeviceAddr::Sensor(a) => a.send(inbound).await,
+        DeviceAddr::Phone(a) => a.send(inbound).await,
+    };
+    sent.unwrap();
+    // What the device does after (a check, a relock) takes simulated time.
+    wait_s(0.5).await;
+}
+
+/// The sandbox's `simulate` command: each device kind acts the action out
+/// as it would live it, and what the engine logs is what it emitted. A
+/// code entry goes through the keypad's own check; a jam jams the lock and
+/// a manual lock frees it; the sensor sees the door; a battery level below
+/// the threshold reports `battery_low`; a disconnect takes the device off
+/// until it reconnects by itself; an action the kind does not fit does
+/// nothing.
+#[test]
+fn devices_act_out_the_sandbox_actions_sent_to_them() {
+    run_virtual(|| async {
+        let s = inproc_fleet(
+            &FleetSpec::new(13)
+                .wifi_doors(1)
+                .params(DeviceParams::quiet()),
+        );
+        let plan = s.fleet.provisioned.doors[0].clone();
+        let (lock, keypad, sensor) = (
+            plan.lock.unwrap(),
+            plan.keypad.unwrap(),
+            plan.sensor.unwrap(),
+        );
+        issue_pin(&s, plan.door, "4829");
+        s.fleet.push_sync();
+        wait_s(1.0).await;
+
+        simulate(&s, lock, SimAction::Jam).await;
+        let l = s.fleet.snapshot(lock).await.unwrap();
+        assert_eq!((l.state, l.emitted.get("motor_blocked")), ("jammed", 1));
+        simulate(&s, lock, SimAction::Lock).await;
+        let l = s.fleet.snapshot(lock).await.unwrap();
+        assert_eq!((l.state, l.emitted.get("locked")), ("locked", 1));
+
+        // A wrong code: the keypad asks the engine and is denied.
+        simulate(
+            &s,
+            keypad,
+            SimAction::KeypadCodeEntry {
+                code: "1357".into(),
+            },
+        )
+        .await;
+        let k = s.fleet.snapshot(keypad).await.unwrap();
+        assert_eq!(
+            (k.checks, k.denied, k.emitted.get("access_denied")),
+            (1, 1, 1)
+        );
+        // The right one: granted, the lock opens.
+        simulate(
+            &s,
+            keypad,
+            SimAction::KeypadCodeEntry {
+                code: "4829".into(),
+            },
+        )
+        .await;
+        let k = s.fleet.snapshot(keypad).await.unwrap();
+        assert_eq!((k.checks, k.granted), (2, 1));
+        let l = s.fleet.snapshot(lock).await.unwrap();
+        assert_eq!((l.state, l.emitted.get("unlocked")), ("unlocked", 1));
+
+        // The sensor sees a door left open, then closed.
+        let before = s.fleet.snapshot(sensor).await.unwrap().emitted;
+        simulate(&s, sensor, SimAction::DoorLeftOpen).await;
+        let sn = s.fleet.snapshot(sensor).await.unwrap();
+        assert_eq!(sn.state, "open");
+        assert_eq!(sn.emitted.get("door_ajar"), before.get("door_ajar") + 1);
+        simulate(&s, sensor, SimAction::DoorClose).await;
+        assert_eq!(s.fleet.snapshot(sensor).await.unwrap().state, "closed");
+
+        // A battery at 10%: below the 20% threshold.
+        let before = s.fleet.snapshot(lock).await.unwrap();
+        simulate(&s, lock, SimAction::Battery { level_pct: 10 }).await;
+        let l = s.fleet.snapshot(lock).await.unwrap();
+        assert!((l.battery_pct.unwrap() - 10.0).abs() < 0.5, "{l:?}");
+        assert_eq!(
+            l.emitted.get("battery_low"),
+            before.emitted.get("battery_low") + 1
+        );
+
+        // Not for a keypad: nothing happens.
+        let before = s.fleet.snapshot(keypad).await.unwrap();
+        simulate(&s, keypad, SimAction::Jam).await;
+        simulate(&s, keypad, SimAction::DoorOpen).await;
+        assert_eq!(
+            s.fleet.snapshot(keypad).await.unwrap().emitted,
+            before.emitted
+        );
+
+        // A disconnect: off, then back by itself.
+        simulate(&s, keypad, SimAction::Disconnect).await;
+        assert!(!s.fleet.snapshot(keypad).await.unwrap().online);
+        wait_s(fleetsim::devices::SIMULATED_DISCONNECT_S + 1.0).await;
+        assert!(s.fleet.snapshot(keypad).await.unwrap().online);
+
+        // The engine logged exactly what each device emitted.
+        for d in [lock, keypad, sensor] {
+            let snap = s.fleet.snapshot(d).await.unwrap();
+            let logged = s.transport.log().device(d);
+            assert_eq!(logged.per_kind, snap.emitted, "{d}");
+            assert_eq!((logged.duplicates, logged.gaps), (0, 0), "{d}");
         }
     });
 }

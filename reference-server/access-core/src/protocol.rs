@@ -11,8 +11,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    CredentialId, CredentialKind, DailyWindow, Decision, DenyReason, DeviceId, FloorId, HolderId,
-    Origin, Pin, SiteId, SyncFailure, Weekdays,
+    CredentialId, CredentialKind, DailyWindow, Decision, DenyReason, DeviceId, DeviceKind, FloorId,
+    HolderId, Origin, Pin, SiteId, SyncFailure, Weekdays,
 };
 use crate::domain::{Presented, Secret};
 
@@ -704,6 +704,9 @@ pub enum CommandKind {
     /// Remote Open Door.
     Open,
     Lock,
+    /// A sandbox action (`DeviceCommand::simulate`): the device acts as if
+    /// it happened to it and reports its own events.
+    Simulate,
 }
 
 /// `cmd`: never retained (a retained unlock would replay on restart).
@@ -712,6 +715,141 @@ pub enum CommandKind {
 pub struct DeviceCommand {
     pub id: u64,
     pub command: CommandKind,
+    /// What to simulate; present exactly when `command` is `simulate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulate: Option<SimAction>,
+}
+
+/// Below this level a sandbox battery action also reports `battery_low`
+/// (a device uses its own threshold).
+pub const SANDBOX_LOW_BATTERY_PCT: u8 = 20;
+
+/// A sandbox action: what the admin API's `POST
+/// /v1/devices/{device}/simulate/{action}` asks a device to act out, and
+/// the `simulate` of a `cmd` that carries it to a connected device.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SimAction {
+    /// The device comes online.
+    #[serde(deserialize_with = "crate::domain::no_fields")]
+    Connect,
+    /// The device drops offline.
+    #[serde(deserialize_with = "crate::domain::no_fields")]
+    Disconnect,
+    /// Someone types `code` on the device's keypad; the code is checked
+    /// as any typed code is.
+    KeypadCodeEntry { code: String },
+    /// Someone taps a card (its number in decimal, as a string).
+    CardTap { card_number: String },
+    /// The bolt is thrown by hand.
+    #[serde(deserialize_with = "crate::domain::no_fields")]
+    Lock,
+    /// The bolt is drawn by hand.
+    #[serde(deserialize_with = "crate::domain::no_fields")]
+    Unlock,
+    #[serde(deserialize_with = "crate::domain::no_fields")]
+    DoorOpen,
+    #[serde(deserialize_with = "crate::domain::no_fields")]
+    DoorClose,
+    #[serde(deserialize_with = "crate::domain::no_fields")]
+    DoorForcedOpen,
+    /// The door stays open past its time.
+    #[serde(deserialize_with = "crate::domain::no_fields")]
+    DoorLeftOpen,
+    /// The motor blocks.
+    #[serde(deserialize_with = "crate::domain::no_fields")]
+    Jam,
+    /// The battery reads `level_pct` (0 to 100).
+    Battery { level_pct: u8 },
+}
+
+impl std::fmt::Debug for SimAction {
+    // A typed code never reaches logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SimAction({})", self.name())
+    }
+}
+
+impl SimAction {
+    /// The action's name, as in the route and on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SimAction::Connect => "connect",
+            SimAction::Disconnect => "disconnect",
+            SimAction::KeypadCodeEntry { .. } => "keypad_code_entry",
+            SimAction::CardTap { .. } => "card_tap",
+            SimAction::Lock => "lock",
+            SimAction::Unlock => "unlock",
+            SimAction::DoorOpen => "door_open",
+            SimAction::DoorClose => "door_close",
+            SimAction::DoorForcedOpen => "door_forced_open",
+            SimAction::DoorLeftOpen => "door_left_open",
+            SimAction::Jam => "jam",
+            SimAction::Battery { .. } => "battery",
+        }
+    }
+
+    /// Can a device of `kind` act this out? The rule the server checks
+    /// before it acts or forwards, and that devices follow: every device
+    /// connects, disconnects and has a battery; locks, keypads and door
+    /// phones read codes and cards; only a lock has a bolt and a motor;
+    /// locks (their built-in door sensor) and door sensors see the door.
+    /// Err: why not.
+    pub fn fits(&self, kind: DeviceKind) -> Result<(), &'static str> {
+        use DeviceKind as K;
+        let ok = match self {
+            SimAction::Connect | SimAction::Disconnect | SimAction::Battery { .. } => true,
+            SimAction::KeypadCodeEntry { .. } | SimAction::CardTap { .. } => {
+                matches!(kind, K::Lock | K::Keypad | K::DoorPhone)
+            }
+            SimAction::Lock | SimAction::Unlock | SimAction::Jam => kind == K::Lock,
+            SimAction::DoorOpen
+            | SimAction::DoorClose
+            | SimAction::DoorForcedOpen
+            | SimAction::DoorLeftOpen => matches!(kind, K::Lock | K::DoorSensor),
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(match self {
+            SimAction::KeypadCodeEntry { .. } | SimAction::CardTap { .. } => {
+                "only a lock, a keypad or a door phone reads codes and cards"
+            }
+            SimAction::Lock | SimAction::Unlock | SimAction::Jam => {
+                "only a lock has a bolt and a motor"
+            }
+            _ => "only a lock or a door sensor sees the door",
+        })
+    }
+
+    /// Its values, checked by the rules a device reads them with:
+    /// Err((field, rule)).
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        match self {
+            SimAction::KeypadCodeEntry { code } => Pin::parse(code)
+                .map(|_| ())
+                .map_err(|_| ("code", "a PIN is 1 to 12 digits")),
+            SimAction::CardTap { card_number } => {
+                parse_card_number(card_number).map(|_| ()).map_err(|_| {
+                    (
+                        "card_number",
+                        "a card number is 1 to 20 decimal digits, at most 18446744073709551615",
+                    )
+                })
+            }
+            SimAction::Battery { level_pct } if *level_pct > 100 => Err(("level_pct", "0 to 100")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The credential a code entry or card tap presents.
+    pub fn credential(&self) -> Option<WireCredential> {
+        match self {
+            SimAction::KeypadCodeEntry { code } => Some(WireCredential::Pin(code.clone())),
+            SimAction::CardTap { card_number } => Some(WireCredential::Card(card_number.clone())),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -721,6 +859,8 @@ pub enum CommandResult {
     MotorBlocked,
     LowBattery,
     Offline,
+    /// The device cannot act this out (a `simulate` its kind does not fit).
+    Unsupported,
 }
 
 /// `cmd/ack`.
@@ -996,5 +1136,79 @@ mod tests {
         assert_eq!(stay.check(t(99)), Err(DenyReason::NotCheckedIn));
         assert_eq!(stay.check(t(150)), Ok(()));
         assert_eq!(stay.check(t(200)), Err(DenyReason::CheckedOut));
+    }
+
+    #[test]
+    fn a_simulate_command_travels_as_documented_and_old_commands_are_unchanged() {
+        let cmd = DeviceCommand {
+            id: 5,
+            command: CommandKind::Simulate,
+            simulate: Some(SimAction::KeypadCodeEntry {
+                code: "482916".into(),
+            }),
+        };
+        let json = String::from_utf8(encode(&cmd)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":5,"command":"simulate","simulate":{"action":"keypad_code_entry","code":"482916"}}"#
+        );
+        assert_eq!(decode::<DeviceCommand>(json.as_bytes()), Ok(cmd.clone()));
+        // An Open Door is the bytes it always was.
+        let open = DeviceCommand {
+            id: 3,
+            command: CommandKind::Open,
+            simulate: None,
+        };
+        assert_eq!(encode(&open), br#"{"id":3,"command":"open"}"#.to_vec());
+        for bad in [
+            r#"{"id":1,"command":"simulate","simulate":{"action":"explode"}}"#,
+            r#"{"id":1,"command":"simulate","simulate":{"action":"jam","code":"1"}}"#,
+            r#"{"id":1,"command":"simulate","simulate":{"action":"battery"}}"#,
+        ] {
+            assert!(decode::<DeviceCommand>(bad.as_bytes()).is_err(), "{bad}");
+        }
+        // The code never reaches a log.
+        assert!(!format!("{:?}", cmd.simulate).contains("482916"));
+    }
+
+    #[test]
+    fn sandbox_actions_fit_the_kinds_that_can_act_them_out() {
+        use DeviceKind as K;
+        let code = SimAction::KeypadCodeEntry {
+            code: "1234".into(),
+        };
+        let kinds = [K::Lock, K::Keypad, K::DoorSensor, K::DoorPhone];
+        let fits =
+            |a: &SimAction| -> Vec<bool> { kinds.iter().map(|k| a.fits(*k).is_ok()).collect() };
+        assert_eq!(fits(&SimAction::Connect), [true; 4]);
+        assert_eq!(fits(&SimAction::Battery { level_pct: 5 }), [true; 4]);
+        assert_eq!(fits(&code), [true, true, false, true]);
+        assert_eq!(fits(&SimAction::Jam), [true, false, false, false]);
+        assert_eq!(fits(&SimAction::DoorLeftOpen), [true, false, true, false]);
+        assert!(SimAction::Jam.fits(K::Keypad).unwrap_err().contains("bolt"));
+        assert_eq!(code.check(), Ok(()));
+        assert_eq!(
+            SimAction::KeypadCodeEntry {
+                code: "12ab".into()
+            }
+            .check()
+            .unwrap_err()
+            .0,
+            "code"
+        );
+        assert_eq!(
+            SimAction::CardTap {
+                card_number: "18446744073709551616".into()
+            }
+            .check()
+            .unwrap_err()
+            .0,
+            "card_number"
+        );
+        assert_eq!(
+            SimAction::Battery { level_pct: 101 }.check().unwrap_err().0,
+            "level_pct"
+        );
+        assert_eq!(SimAction::Battery { level_pct: 100 }.check(), Ok(()));
     }
 }

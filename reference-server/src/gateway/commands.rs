@@ -1,4 +1,4 @@
-//! Remote commands (Open Door, Lock): sent on `cmd` (QoS 1, never
+//! Remote commands (Open Door, Lock, a sandbox action): sent on `cmd` (QoS 1, never
 //! retained: a retained unlock would replay when the lock restarts) and
 //! answered on `cmd/ack` with the same id. An answer counts only from the
 //! device the command went to.
@@ -14,7 +14,9 @@ use tokio::sync::oneshot;
 use super::backend::Backend;
 use super::Shared;
 use crate::domain::DeviceId;
-use crate::protocol::{self, Channel, CommandAck, CommandKind, CommandResult, DeviceCommand};
+use crate::protocol::{
+    self, Channel, CommandAck, CommandKind, CommandResult, DeviceCommand, SimAction,
+};
 
 /// Most commands waiting for an ack at once; more are answered `offline`
 /// at once rather than queued without bound.
@@ -64,6 +66,22 @@ impl Commander {
     /// the device is unknown, does not answer within the timeout, or too
     /// many commands are waiting.
     pub async fn send(&self, device: DeviceId, command: CommandKind) -> CommandResult {
+        self.send_with(device, command, None).await
+    }
+
+    /// Sends a sandbox action (`command: simulate`) and waits for the
+    /// device's answer, as [`Commander::send`].
+    pub async fn simulate(&self, device: DeviceId, action: SimAction) -> CommandResult {
+        self.send_with(device, CommandKind::Simulate, Some(action))
+            .await
+    }
+
+    async fn send_with(
+        &self,
+        device: DeviceId,
+        command: CommandKind,
+        simulate: Option<SimAction>,
+    ) -> CommandResult {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -73,10 +91,14 @@ impl Commander {
             }
             pending.insert((device, id), tx);
         }
-        if !self
-            .out
-            .send_command(device, &DeviceCommand { id, command })
-        {
+        if !self.out.send_command(
+            device,
+            &DeviceCommand {
+                id,
+                command,
+                simulate,
+            },
+        ) {
             self.pending.lock().remove(&(device, id));
             return CommandResult::Offline;
         }

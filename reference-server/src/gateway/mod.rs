@@ -293,12 +293,22 @@ impl GatewayHandle {
         self.commander.clone()
     }
 
-    /// The server's `CommandSink`: Open Door and Lock through this gateway.
+    /// The server's `CommandSink`: Open Door, Lock and sandbox actions
+    /// through this gateway.
     pub fn command_sink(&self) -> crate::service::CommandSink {
         let commander = self.commander.clone();
-        Arc::new(move |device, command| {
+        Arc::new(move |device, order| {
             let commander = commander.clone();
-            Box::pin(async move { commander.send(device, command).await })
+            Box::pin(async move {
+                match order {
+                    crate::service::Order::Command(command) => {
+                        commander.send(device, command).await
+                    }
+                    crate::service::Order::Simulate(action) => {
+                        commander.simulate(device, action).await
+                    }
+                }
+            })
         })
     }
 

@@ -13,8 +13,8 @@ use reference_server::domain::{
 };
 use reference_server::protocol::{
     decode, encode, AuthRequest, AuthResponse, CommandAck, CommandKind, CommandResult,
-    DeviceCommand, Event, EventKind, How, ProtocolError, Status, SyncAckMsg, SyncCode, SyncPush,
-    SyncResult, SyncValidity, SyncWeekly, Verdict, WireCredential, WireSecret,
+    DeviceCommand, Event, EventKind, How, ProtocolError, SimAction, Status, SyncAckMsg, SyncCode,
+    SyncPush, SyncResult, SyncValidity, SyncWeekly, Verdict, WireCredential, WireSecret,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -278,12 +278,44 @@ pub fn sync_ack() -> impl Strategy<Value = SyncAckMsg> {
         .prop_map(|(version, results)| SyncAckMsg { version, results })
 }
 
+/// A sandbox action with values a device reads (and some it refuses:
+/// a code or card number of the wrong length).
+pub fn sim_action() -> impl Strategy<Value = SimAction> {
+    prop_oneof![
+        prop::sample::select(vec![
+            SimAction::Connect,
+            SimAction::Disconnect,
+            SimAction::Lock,
+            SimAction::Unlock,
+            SimAction::DoorOpen,
+            SimAction::DoorClose,
+            SimAction::DoorForcedOpen,
+            SimAction::DoorLeftOpen,
+            SimAction::Jam,
+        ]),
+        "[0-9]{0,14}".prop_map(|code| SimAction::KeypadCodeEntry { code }),
+        "[0-9]{0,22}".prop_map(|card_number| SimAction::CardTap { card_number }),
+        any::<u8>().prop_map(|level_pct| SimAction::Battery { level_pct }),
+    ]
+}
+
 pub fn command() -> impl Strategy<Value = DeviceCommand> {
-    (
-        any::<u64>(),
-        prop::sample::select(vec![CommandKind::Open, CommandKind::Lock]),
-    )
-        .prop_map(|(id, command)| DeviceCommand { id, command })
+    prop_oneof![
+        (
+            any::<u64>(),
+            prop::sample::select(vec![CommandKind::Open, CommandKind::Lock]),
+        )
+            .prop_map(|(id, command)| DeviceCommand {
+                id,
+                command,
+                simulate: None,
+            }),
+        (any::<u64>(), sim_action()).prop_map(|(id, action)| DeviceCommand {
+            id,
+            command: CommandKind::Simulate,
+            simulate: Some(action),
+        }),
+    ]
 }
 
 pub fn command_ack() -> impl Strategy<Value = CommandAck> {
@@ -294,6 +326,7 @@ pub fn command_ack() -> impl Strategy<Value = CommandAck> {
             CommandResult::MotorBlocked,
             CommandResult::LowBattery,
             CommandResult::Offline,
+            CommandResult::Unsupported,
         ]),
     )
         .prop_map(|(id, result)| CommandAck { id, result })
@@ -343,6 +376,11 @@ pub const KEYS: &[&str] = &[
     "command",
     "result",
     "tokens",
+    "simulate",
+    "action",
+    "code",
+    "card_number",
+    "level_pct",
 ];
 
 /// Words of the protocol (enum values, times, zones) and near misses.

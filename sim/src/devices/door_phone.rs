@@ -11,6 +11,7 @@ use reference_server::protocol::{EventKind, How, WireCredential};
 use super::lock::{Actuate, Lock};
 use super::*;
 use crate::transport::Inbound;
+use reference_server::protocol::{CommandKind, CommandResult};
 use tokio::time::Instant;
 
 pub struct DoorPhone {
@@ -251,8 +252,23 @@ impl Handler<LinkPhoneSensor> for DoorPhone {
 
 impl Handler<Inbound> for DoorPhone {
     type Result = ();
-    fn handle(&mut self, _: Inbound, _ctx: &mut Context<Self>) {
-        // Server mode: the phone stores no codes; commands go to the lock.
+    fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
+        // Server mode: the phone stores no codes; Open and Lock go to the
+        // lock. It answers sandbox actions.
+        match msg {
+            Inbound::Command(cmd) if cmd.command == CommandKind::Simulate && self.core.online() => {
+                let result = match simulated(&cmd) {
+                    Ok(action) => simulate_shared(self, ctx, action),
+                    Err(r) => Some(r),
+                };
+                ack_command(
+                    &self.core,
+                    &cmd,
+                    result.unwrap_or(CommandResult::Unsupported),
+                );
+            }
+            _ => {}
+        }
     }
 }
 

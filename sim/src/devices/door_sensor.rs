@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use rand::Rng;
-use reference_server::protocol::EventKind;
+use reference_server::protocol::{CommandKind, CommandResult, EventKind, SimAction};
 
 use super::*;
 
@@ -165,7 +165,44 @@ impl Handler<Present> for DoorSensor {
 
 impl Handler<crate::transport::Inbound> for DoorSensor {
     type Result = ();
-    fn handle(&mut self, _: crate::transport::Inbound, _ctx: &mut Context<Self>) {}
+    fn handle(&mut self, msg: crate::transport::Inbound, ctx: &mut Context<Self>) {
+        use crate::transport::Inbound;
+        match msg {
+            Inbound::Command(cmd) if cmd.command == CommandKind::Simulate && self.core.online() => {
+                let result = match simulated(&cmd) {
+                    Ok(action) => self.simulate(ctx, action),
+                    Err(r) => r,
+                };
+                ack_command(&self.core, &cmd, result);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl DoorSensor {
+    /// A sandbox action: the shared ones, then the door as the sensor
+    /// sees it (not the person of `open_door`: nobody closes it later).
+    fn simulate(&mut self, ctx: &mut Context<Self>, action: &SimAction) -> CommandResult {
+        if let Some(r) = simulate_shared(self, ctx, action) {
+            return r;
+        }
+        let (open, kind) = match action {
+            SimAction::DoorOpen => (true, EventKind::DoorOpened),
+            SimAction::DoorForcedOpen => (true, EventKind::DoorForcedOpen),
+            SimAction::DoorLeftOpen => (true, EventKind::DoorAjar),
+            SimAction::DoorClose => (false, EventKind::DoorClosed),
+            _ => return CommandResult::Unsupported,
+        };
+        // Timers of an earlier opening find another number and do nothing.
+        self.opening += 1;
+        self.core.emit(kind);
+        if open != self.open {
+            self.open = open;
+            self.tell_lock(open);
+        }
+        CommandResult::Ok
+    }
 }
 
 impl Handler<GetSnapshot> for DoorSensor {

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::lock::{Actuate, Lock};
 use super::*;
 use crate::transport::Inbound;
+use reference_server::protocol::{CommandKind, CommandResult};
 
 /// Longest entry a keypad buffers (the protocol's PINs are at most 12).
 pub const MAX_ENTRY_DIGITS: usize = 12;
@@ -270,9 +271,25 @@ impl Handler<Keypress> for Keypad {
 
 impl Handler<Inbound> for Keypad {
     type Result = ();
-    fn handle(&mut self, msg: Inbound, _ctx: &mut Context<Self>) {
-        if let (Inbound::Sync(push), true) = (msg, self.core.online()) {
-            self.core.apply_sync(&push);
+    fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
+        if !self.core.online() {
+            return;
+        }
+        match msg {
+            Inbound::Sync(push) => self.core.apply_sync(&push),
+            // A keypad has no bolt: Open and Lock are the lock's.
+            Inbound::Command(cmd) if cmd.command == CommandKind::Simulate => {
+                let result = match simulated(&cmd) {
+                    Ok(action) => simulate_shared(self, ctx, action),
+                    Err(r) => Some(r),
+                };
+                ack_command(
+                    &self.core,
+                    &cmd,
+                    result.unwrap_or(CommandResult::Unsupported),
+                );
+            }
+            Inbound::Command(_) => {}
         }
     }
 }

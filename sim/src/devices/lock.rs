@@ -10,7 +10,7 @@ use actix::prelude::*;
 use rand::Rng;
 use reference_server::domain::{Connectivity, CredentialId, Origin};
 use reference_server::protocol::{
-    CommandAck, CommandKind, CommandResult, EventKind, How, SyncPush, WireCredential,
+    CommandKind, CommandResult, EventKind, How, SimAction, SyncPush, WireCredential,
 };
 
 use super::*;
@@ -356,19 +356,59 @@ impl Handler<Inbound> for Lock {
             },
             Inbound::Command(cmd) => {
                 let result = match cmd.command {
-                    CommandKind::Open => match self.actuate(ctx, How::Remote, None, None) {
-                        DeviceOutcome::Unlocked => CommandResult::Ok,
-                        DeviceOutcome::LowBattery => CommandResult::LowBattery,
-                        _ => CommandResult::MotorBlocked,
-                    },
+                    CommandKind::Open => self.open_by(ctx, How::Remote),
                     CommandKind::Lock => self.relock(ctx, How::Remote),
+                    CommandKind::Simulate => match simulated(&cmd) {
+                        Ok(action) => self.simulate(ctx, action),
+                        Err(r) => r,
+                    },
                 };
-                let _ = self
-                    .core
-                    .link
-                    .command_ack(&CommandAck { id: cmd.id, result });
+                ack_command(&self.core, &cmd, result);
             }
         }
+    }
+}
+
+impl Lock {
+    /// Runs the motor open (a remote or a manual unlock).
+    fn open_by(&mut self, ctx: &mut Context<Self>, how: How) -> CommandResult {
+        match self.actuate(ctx, how, None, None) {
+            DeviceOutcome::Unlocked => CommandResult::Ok,
+            DeviceOutcome::LowBattery => CommandResult::LowBattery,
+            _ => CommandResult::MotorBlocked,
+        }
+    }
+
+    /// A sandbox action: the shared ones (`simulate_shared`), then the
+    /// lock's own, each as the lock would live it: a manual lock or unlock
+    /// runs the motor (and may block), a jam blocks it, its built-in door
+    /// sensor sees the door (a closed door lets a waiting relock go).
+    fn simulate(&mut self, ctx: &mut Context<Self>, action: &SimAction) -> CommandResult {
+        if let Some(r) = simulate_shared(self, ctx, action) {
+            return r;
+        }
+        match action {
+            SimAction::Lock => return self.relock(ctx, How::Manual),
+            SimAction::Unlock => return self.open_by(ctx, How::Manual),
+            SimAction::Jam => {
+                self.state = LockState::Jammed;
+                self.core.emit(EventKind::MotorBlocked);
+            }
+            SimAction::DoorOpen | SimAction::DoorForcedOpen | SimAction::DoorLeftOpen => {
+                self.door_open = true;
+                self.core.emit(match action {
+                    SimAction::DoorOpen => EventKind::DoorOpened,
+                    SimAction::DoorForcedOpen => EventKind::DoorForcedOpen,
+                    _ => EventKind::DoorAjar,
+                });
+            }
+            SimAction::DoorClose => {
+                self.core.emit(EventKind::DoorClosed);
+                self.handle(DoorChanged { open: false }, ctx);
+            }
+            _ => return CommandResult::Unsupported,
+        }
+        CommandResult::Ok
     }
 }
 

@@ -29,8 +29,9 @@ use reference_server::domain::{
     CredentialId, DenyReason, DeviceId, DeviceKind, Lockout, Pin, SyncFailure,
 };
 use reference_server::protocol::{
-    encode, AuthRequest, AuthResponse, Event, EventKind, Status, SyncAckMsg, SyncPush, SyncResult,
-    SyncValidity, Verdict, WireCredential, WireSecret,
+    encode, AuthRequest, AuthResponse, CommandAck, CommandResult, DeviceCommand, Event, EventKind,
+    SimAction, Status, SyncAckMsg, SyncPush, SyncResult, SyncValidity, Verdict, WireCredential,
+    WireSecret,
 };
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -1038,4 +1039,76 @@ pub async fn wait(delay: Duration) {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+}
+
+/// How long a device told to `disconnect` (a sandbox action) stays off
+/// before it reconnects by itself, as after a lost link.
+pub const SIMULATED_DISCONNECT_S: f64 = 60.0;
+
+/// A sandbox action (a `cmd` with `command: simulate`), the part every
+/// device kind acts out alike: connect (it is connected already: nothing
+/// to do), disconnect (says so on its status and drops off for
+/// [`SIMULATED_DISCONNECT_S`]), battery (its battery reads the level; below
+/// its threshold it reports `battery_low` as a drained one does), and a
+/// code entry or card tap, presented to itself so it goes through the
+/// device's own check. `None`: the action is the device kind's own (the
+/// bolt, the door), or one it does not fit.
+pub fn simulate_shared<A>(
+    act: &mut A,
+    ctx: &mut Context<A>,
+    action: &SimAction,
+) -> Option<CommandResult>
+where
+    A: HasCore + Handler<Present>,
+{
+    let kind = act.core().kind;
+    if action.fits(kind).is_err() {
+        return Some(CommandResult::Unsupported);
+    }
+    match action {
+        SimAction::Connect => Some(CommandResult::Ok),
+        SimAction::Disconnect => {
+            go_offline(act, ctx, SIMULATED_DISCONNECT_S);
+            // What the broker would publish as the device's Last Will.
+            let core = act.core();
+            let status = core.status();
+            let _ = core.link.status(&status);
+            Some(CommandResult::Ok)
+        }
+        SimAction::Battery { level_pct } => {
+            let core = act.core();
+            let Some(b) = core.battery.as_mut() else {
+                return Some(CommandResult::Unsupported);
+            };
+            b.pct_at_mark = f64::from((*level_pct).min(100));
+            b.mark = Instant::now();
+            b.low_reported = false;
+            schedule_battery(act, ctx);
+            let core = act.core();
+            let status = core.status();
+            let _ = core.link.status(&status);
+            Some(CommandResult::Ok)
+        }
+        SimAction::KeypadCodeEntry { .. } | SimAction::CardTap { .. } => {
+            let credential = action.credential()?;
+            ctx.address().do_send(Present {
+                credential,
+                floor: None,
+                human_timing: false,
+            });
+            Some(CommandResult::Ok)
+        }
+        _ => None,
+    }
+}
+
+/// Answers a command on `cmd/ack`.
+pub fn ack_command(core: &Core, cmd: &DeviceCommand, result: CommandResult) {
+    let _ = core.link.command_ack(&CommandAck { id: cmd.id, result });
+}
+
+/// The action a `simulate` command carries; a command without one (a
+/// malformed one) is unsupported.
+pub fn simulated(cmd: &DeviceCommand) -> Result<&SimAction, CommandResult> {
+    cmd.simulate.as_ref().ok_or(CommandResult::Unsupported)
 }

@@ -1479,6 +1479,11 @@ async fn remote_open(
         }
         // The platform tells the owner the lock is offline: an answer.
         Ok(CommandResult::Offline) => Outcome::Denied,
+        // An Open Door a lock does not take: a wrong answer.
+        Ok(CommandResult::Unsupported) => {
+            sh.errors += 1;
+            Outcome::Error
+        }
         Err(_) => {
             sh.errors += 1;
             Outcome::Error

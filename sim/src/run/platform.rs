@@ -298,6 +298,7 @@ impl Platform {
         let cmd = DeviceCommand {
             id: 0,
             command: CommandKind::Open,
+            simulate: None,
         };
         a.send(crate::transport::Inbound::Command(cmd))
             .await

@@ -296,9 +296,39 @@ fn place_decoders() -> Vec<Decoder> {
     ]
 }
 
-/// What devices send over HTTP: credential checks and sync acks.
+/// The sandbox's checks of a decoded action, as `Service::simulate`
+/// makes them before acting.
+fn sandbox(e: &Engine, id: u32, action: protocol::SimAction) -> Result<(), ApiError> {
+    Ok(crate::service::sandbox_admits(
+        e,
+        &OWNER,
+        DeviceId(id),
+        &action,
+    )?)
+}
+
+/// What devices send over HTTP (credential checks and sync acks), and the
+/// sandbox's bodies.
 fn device_decoders() -> Vec<Decoder> {
     vec![
+        Decoder {
+            method: "POST",
+            path: "/v1/devices/{device}/simulate/keypad_code_entry",
+            valid: json!({"code": "4829"}),
+            apply: |e, b, id| sandbox(e, id, decode_json::<KeypadCodeEntryBody>(b)?.into()),
+        },
+        Decoder {
+            method: "POST",
+            path: "/v1/devices/{device}/simulate/card_tap",
+            valid: json!({"card_number": "1234567890"}),
+            apply: |e, b, id| sandbox(e, id, decode_json::<CardTapBody>(b)?.into()),
+        },
+        Decoder {
+            method: "POST",
+            path: "/v1/devices/{device}/simulate/battery",
+            valid: json!({"level_pct": 42}),
+            apply: |e, b, id| sandbox(e, id, decode_json::<BatteryBody>(b)?.into()),
+        },
         Decoder {
             method: "POST",
             path: "/v1/devices/{device}/validate",

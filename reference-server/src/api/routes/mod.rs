@@ -16,6 +16,7 @@
 //! | [`access`] | holders, stays, credentials |
 //! | [`events`] | the event feed (list, SSE stream), webhooks and their deliveries |
 //! | [`lists`] | lists of sites, doors and devices; deletes; `PATCH`es |
+//! | [`simulate`] | the sandbox controls (`/v1/devices/{device}/simulate/...`) |
 
 mod access;
 mod device;
@@ -25,6 +26,7 @@ mod lists;
 mod org;
 mod places;
 mod service;
+mod simulate;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -121,6 +123,18 @@ routes![
     lists::delete_holder,
     lists::patch_site_settings,
     lists::patch_holder,
+    simulate::simulate_connect,
+    simulate::simulate_disconnect,
+    simulate::simulate_keypad_code_entry,
+    simulate::simulate_card_tap,
+    simulate::simulate_lock,
+    simulate::simulate_unlock,
+    simulate::simulate_door_open,
+    simulate::simulate_door_close,
+    simulate::simulate_door_forced_open,
+    simulate::simulate_door_left_open,
+    simulate::simulate_jam,
+    simulate::simulate_battery,
 ];
 
 /// Applies a change that makes nothing new: 200 `{"ok": true}`.

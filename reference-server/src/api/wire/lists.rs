@@ -76,8 +76,9 @@ list_params! {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HolderPatchBody {
+    /// `null` or absent: left as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = super::name_schema)]
+    #[schema(schema_with = super::optional_name_schema)]
     pub name: Option<String>,
     /// Floors the holder may reach by lift.
     #[serde(default, skip_serializing_if = "Option::is_none")]

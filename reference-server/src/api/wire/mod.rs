@@ -22,6 +22,7 @@
 //! | [`device`] | the device's own HTTP routes (validate, sync) |
 //! | [`events`] | the event feed and webhooks |
 //! | [`lists`] | list pages and their queries, partial updates (`PATCH`) |
+//! | [`simulate`] | the sandbox controls |
 
 pub mod access;
 pub mod device;
@@ -30,6 +31,7 @@ pub mod events;
 pub mod lists;
 pub mod org;
 pub mod places;
+pub mod simulate;
 
 pub use access::*;
 pub use device::*;
@@ -38,6 +40,7 @@ pub use events::*;
 pub use lists::*;
 pub use org::*;
 pub use places::*;
+pub use simulate::*;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -118,6 +121,11 @@ pub fn email_schema() -> utoipa::openapi::Object {
     let mut o = text(true, false);
     o.pattern = Some(format!("^[^{r}]*@[^{r}]*$"));
     o
+}
+
+/// [`name_schema`], or `null` (left as it is: a `PATCH`'s field).
+pub fn optional_name_schema() -> utoipa::openapi::Object {
+    text(true, true)
 }
 
 /// [`text_schema`], or `null` (left as it is).
