@@ -321,9 +321,9 @@ fn codes_tokens_and_secrets_never_reach_the_logs() {
     );
 }
 
-/// `--home-assistant` needs an external broker Home Assistant can log in
-/// to, and a discovery prefix that is one topic level: each mistake is a
-/// clear error at start.
+/// `--home-assistant` needs a password Home Assistant logs in with on the
+/// embedded broker (HOME_ASSISTANT_PASSWORD), and a discovery prefix that
+/// is one topic level: each mistake is a clear error at start.
 #[test]
 fn home_assistant_flags_are_checked_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -333,13 +333,14 @@ fn home_assistant_flags_are_checked_at_start() {
             .args(["--data-dir", data.to_str().unwrap()])
             .args(["--http", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
             .args(extra)
+            .env_remove("HOME_ASSISTANT_PASSWORD")
             .output()
             .unwrap();
         assert!(!out.status.success(), "{extra:?} was taken");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let err = run(&["--home-assistant"]);
-    assert!(err.contains("--broker"), "{err}");
+    assert!(err.contains("HOME_ASSISTANT_PASSWORD"), "{err}");
     // A port nobody listens on: the prefix is refused before any connect.
     let broker = format!("mqtt://engine:pw@127.0.0.1:{}", {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
