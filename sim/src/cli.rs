@@ -212,7 +212,7 @@ impl From<SharedTransportArg> for TransportArg {
 
 /// What picks the scenario and the system under test: the flags `run`
 /// and `capacity` share.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 struct ScenarioArgs {
     /// The scenario file.
     #[arg(value_name = "FILE")]
@@ -645,14 +645,17 @@ fn system_flags(c: &ScenarioArgs) -> String {
 
 /// The command that replays a run: the file plus every flag in effect.
 fn reproduce_command(args: &RunArgs, seed: u64) -> String {
-    // A --fleet run's target is the manifest's.
-    let mut common_flags = system_flags(&args.common);
-    if let Some(f) = &args.fleet {
-        if let Some(t) = &args.common.target {
-            common_flags = common_flags.replace(&format!(" --target {t}"), "");
+    // A --fleet run's target is the manifest's: replayed by --fleet.
+    let common_flags = match &args.fleet {
+        Some(f) => {
+            let own = ScenarioArgs {
+                target: None,
+                ..args.common.clone()
+            };
+            format!("{} --fleet {}", system_flags(&own), f.display())
         }
-        common_flags.push_str(&format!(" --fleet {}", f.display()));
-    }
+        None => system_flags(&args.common),
+    };
     let mut cmd = format!(
         "fleetsim run {} --seed {seed}{common_flags}",
         args.common.file.display(),
