@@ -9,7 +9,8 @@
 //!   health and metrics; the admin API and the device gateway call it. The
 //!   only clock read in the server (`Clock`).
 //! - [`store`]: durable SQLite (WAL): the command log replayed at start,
-//!   token/secret hashes, status reports, the activity log; one writer
+//!   token/secret hashes, status reports, the activity log, Home
+//!   Assistant's PIN slots; one writer
 //!   thread with group commit.
 //! - [`api`]: the admin HTTP API (actix-web, `/v1`), the HTTP validate
 //!   endpoint, `/healthz`, `/metrics`, `/openapi.json`.
@@ -18,7 +19,9 @@
 //!   activity log's entries, device uptime and battery, lock and door state,
 //!   the Prometheus registry, secrets.
 //! - [`gateway`]: the MQTT device gateway (checks, events, status, sync,
-//!   remote commands) over any broker.
+//!   remote commands) over any broker, and the Home Assistant bridge
+//!   (discovery, state, commands, Zigbee2MQTT-style `pin_code` slots kept
+//!   by `service`'s `pin_slots`).
 //! - [`events`]: the event feed: one ordered, durable log per organization,
 //!   served as a paged list, a Server-Sent Events stream and signed
 //!   webhooks (a durable delivery queue with retries).

@@ -24,6 +24,10 @@ struct Args {
     /// HTTP worker threads (default: one per CPU).
     #[arg(long)]
     http_workers: Option<usize>,
+    /// PEM file of a private CA that webhook endpoints' HTTPS certificates
+    /// may chain to, besides the bundled Mozilla roots.
+    #[arg(long, value_name = "PATH")]
+    webhook_ca_file: Option<PathBuf>,
     /// An external MQTT broker for the device gateway,
     /// `mqtt://engine:PASSWORD@host:port` (Mosquitto: docs/mosquitto/).
     /// Default: start the embedded broker.
@@ -108,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = Config {
         data_dir: args.data_dir,
         http: args.http,
+        webhook_ca_file: args.webhook_ca_file,
         ..Config::default()
     };
     if let Some(w) = args.http_workers {

@@ -23,6 +23,10 @@ pub struct Config {
     pub clock: Clock,
     /// HTTP worker threads. Default: the number of CPUs.
     pub http_workers: usize,
+    /// PEM certificates of a private CA that webhook endpoints' HTTPS
+    /// certificates may chain to, besides the bundled Mozilla roots.
+    /// Default: none.
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -32,6 +36,7 @@ impl Default for Config {
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             clock: Clock::system(),
             http_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            webhook_ca_file: None,
         }
     }
 }
@@ -43,6 +48,13 @@ const HTTP_BACKLOG: u32 = 2_048;
 pub enum StartError {
     #[error("data directory: {0}")]
     Store(#[from] StoreError),
+    #[error("--webhook-ca-file {path}: {source}")]
+    WebhookCaFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--webhook-ca-file: {0}")]
+    WebhookClient(#[from] crate::events::webhooks::ClientError),
     #[error("cannot listen for HTTP on {addr}: {source} (is another server running? choose another address with --http)")]
     Bind {
         addr: SocketAddr,
@@ -104,6 +116,17 @@ pub async fn run(
         addr: config.http,
         source,
     };
+    // Before anything starts: a bad CA file ends the start with its path.
+    let ca_pem = match &config.webhook_ca_file {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|source| StartError::WebhookCaFile {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let webhook_client = crate::events::webhooks::client(ca_pem.as_deref())?;
     let listener = bind_http(config.http).map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;
     let dir = config.data_dir.clone();
@@ -112,7 +135,7 @@ pub async fn run(
         .await
         .expect("opening the store does not panic")?;
     let service = Arc::new(service);
-    crate::events::webhooks::start(service.clone());
+    crate::events::webhooks::start(service.clone(), webhook_client);
     let app_service = service.clone();
     let http = actix_web::HttpServer::new(move || crate::api::app(app_service.clone()))
         .workers(config.http_workers.max(1))

@@ -12,8 +12,10 @@
 //!   state and the same ids.
 //! - This is the only place the server reads a clock (`Clock`).
 
+mod pin_slots;
 mod sandbox;
 
+pub use pin_slots::{PinRefusal, PinSlotError, SlotChange, SlotView, PIN_SLOT_HOLDER_NAME};
 pub use sandbox::{admit as sandbox_admits, Simulated, SimulatedBy};
 
 use std::path::Path;
@@ -187,6 +189,10 @@ pub struct Service {
     /// stored: after a restart a device is connected again when it says
     /// so (a sandbox device, online by `simulate/connect`, never is).
     connected: Mutex<rustc_hash::FxHashSet<DeviceId>>,
+    /// Home Assistant's PIN slots (`pin_slots`), and the lock held while
+    /// one is changed.
+    pin_slots: Mutex<pin_slots::PinSlots>,
+    pin_slot_order: tokio::sync::Mutex<()>,
 }
 
 fn load_or_create_key(dir: &Path) -> Result<TokenKey, StoreError> {
@@ -241,6 +247,7 @@ impl Service {
             // the seed only needs to be unpredictable.
             seed: rand::rng().random(),
         });
+        let slots = pin_slots::PinSlots::loaded(loaded.pin_slots, loaded.pin_slot_holders);
         let replayed = loaded.commands.len();
         for (i, (at, cmd)) in loaded.commands.into_iter().enumerate() {
             engine
@@ -300,6 +307,8 @@ impl Service {
             close_hooks: Mutex::new(Vec::new()),
             feed: crate::events::Feed::default(),
             connected: Mutex::new(rustc_hash::FxHashSet::default()),
+            pin_slots: Mutex::new(slots),
+            pin_slot_order: tokio::sync::Mutex::new(()),
         })
     }
 

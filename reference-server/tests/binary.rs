@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use reference_server::domain::{DeviceId, SiteId};
 use serde_json::{json, Value};
 
+/// The password of Home Assistant's account on the embedded broker.
+const HA_LOG_PASSWORD: &str = "ha-log-test-password";
+
 /// Hang guard for a start or a stop (generous: a busy CI machine).
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -33,7 +36,18 @@ impl Running {
     /// Starts the binary on free ports in `data`; returns once it said
     /// where devices connect.
     fn start(data: &Path, extra: &[&str], rust_log: Option<&str>) -> Running {
+        Running::start_with(data, extra, rust_log, &[])
+    }
+
+    /// `start` with these environment variables set.
+    fn start_with(
+        data: &Path,
+        extra: &[&str],
+        rust_log: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Running {
         let mut cmd = bin();
+        cmd.envs(env.iter().copied());
         cmd.args(["--data-dir", data.to_str().unwrap()])
             .args(["--http", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
             .args(["--http-workers", "2"])
@@ -217,7 +231,13 @@ fn shows(logs: &str, code: &str) -> bool {
 #[test]
 fn codes_tokens_and_secrets_never_reach_the_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Running::start(&dir.path().join("data"), &[], Some("debug"));
+    // With the Home Assistant bridge, whose pin_code commands carry PINs.
+    let server = Running::start_with(
+        &dir.path().join("data"),
+        &["--home-assistant"],
+        Some("debug"),
+        &[("HOME_ASSISTANT_PASSWORD", HA_LOG_PASSWORD)],
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -294,6 +314,56 @@ fn codes_tokens_and_secrets_never_reach_the_logs() {
         let _ = r;
         let r = dev.present_pin("904417").await;
         assert_eq!(r.decision, reference_server::protocol::Verdict::Denied);
+        // Home Assistant sets a slot, changes its PIN, sends bad ones and
+        // clears it; the lock gets each PIN by sync.
+        let object = format!("homeassistant/lock/fleet_dev-{lock_id}");
+        let ha_pub = |payload: &str| {
+            let st = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &server.mqtt_port.to_string()])
+                .args(["-u", "homeassistant", "-P", HA_LOG_PASSWORD, "-i", "ha-log"])
+                .args(["-t", &format!("{object}/set"), "-q", "1", "-m", payload])
+                .status()
+                .expect("mosquitto_pub runs");
+            assert!(st.success(), "mosquitto_pub");
+        };
+        let secret_of = |push: &reference_server::protocol::SyncPush| {
+            push.set.iter().map(|c| c.secret.clone()).collect::<Vec<_>>()
+        };
+        ha_pub(r#"{"pin_code": {"user": 1, "pin_code": "318564"}}"#);
+        let push = dev.expect_sync().await;
+        assert!(
+            secret_of(&push).contains(&reference_server::protocol::WireSecret::Pin("318564".into())),
+            "the lock gets the slot's PIN"
+        );
+        dev.ack_sync(&mqtt_support::ack_all(&push)).await;
+        ha_pub(r#"{"pin_code": {"user": 1, "pin_code": "420759"}}"#);
+        let push = dev.expect_sync().await;
+        assert!(
+            secret_of(&push).contains(&reference_server::protocol::WireSecret::Pin("420759".into())),
+            "the lock gets the slot's PIN"
+        );
+        dev.ack_sync(&mqtt_support::ack_all(&push)).await;
+        ha_pub("864213");
+        ha_pub(r#"{"pin_code": {"user": 2, "pin_code": 864213}}"#);
+        ha_pub(r#"{"pin_code": {"user": 2, "pin_code": "111111"}}"#);
+        ha_pub(r#"{"pin_code": {"user": 2, "pin_code": "864213"}, "oops": 1}"#);
+        ha_pub(r#"{"pin_code": {"user": 1, "pin_code": null}}"#);
+        let users = || {
+            let out = Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &server.mqtt_port.to_string()])
+                .args(["-u", "homeassistant", "-P", HA_LOG_PASSWORD, "-i", "ha-log-reader"])
+                .args(["-t", &format!("{object}/users"), "--retained-only", "-W", "1"])
+                .output()
+                .expect("mosquitto_sub runs");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        for _ in 0..100 {
+            if users() == r#"{"users":{}}"# {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(users(), r#"{"users":{}}"#, "the slot was cleared");
         vec![
             token,
             lock_secret,
@@ -305,11 +375,29 @@ fn codes_tokens_and_secrets_never_reach_the_logs() {
             "904417".into(),
             "5550013377".into(),
             qr,
+            "318564".into(),
+            "420759".into(),
+            "864213".into(),
+            "111111".into(),
         ]
     });
     let (code, logs) = server.stop();
     assert_eq!(code, 0, "{logs}");
     assert!(logs.contains("DEBUG"), "debug logging was on");
+    // The Home Assistant commands were logged (without their PINs).
+    assert_eq!(
+        logs.matches("home assistant pin_code applied").count(),
+        3,
+        "{logs}"
+    );
+    assert!(
+        logs.matches("home assistant: pin_code refused").count() >= 2,
+        "{logs}"
+    );
+    assert!(
+        logs.contains("(6 bytes)"),
+        "the bare PIN, logged as its length"
+    );
     let leaked: Vec<&String> = secrets.iter().filter(|s| shows(&logs, s)).collect();
     assert!(
         leaked.is_empty(),
@@ -355,5 +443,30 @@ fn home_assistant_flags_are_checked_at_start() {
             prefix,
         ]);
         assert!(err.contains("discovery prefix"), "{prefix:?}: {err}");
+    }
+}
+
+/// `--webhook-ca-file`: a missing file or one without a PEM certificate
+/// ends the start with a clear error naming the flag.
+#[test]
+fn a_bad_webhook_ca_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "just text\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    for (file, says) in [(&missing, "missing.pem"), (&not_pem, "no PEM certificate")] {
+        let out = bin()
+            .args(["--data-dir", data.to_str().unwrap()])
+            .args(["--http", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+            .args(["--webhook-ca-file", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{file:?} was taken");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--webhook-ca-file") && err.contains(says),
+            "{err}"
+        );
     }
 }

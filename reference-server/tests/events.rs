@@ -16,6 +16,7 @@ use reference_server::domain::{CredentialId, DenyReason, DeviceId};
 use reference_server::events::sign;
 use reference_server::events::webhooks::RetryPolicy;
 use reference_server::protocol::{Event, EventKind, How, Status};
+use reference_server::server::Server;
 use reference_server::service::{Clock, Service};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -363,7 +364,7 @@ async fn an_sse_reader_resumes_from_last_event_id_and_loses_nothing() {
     let t = w.owner.as_str();
     let svc = server.service.clone();
     let door = |seq: u64| {
-        if seq % 2 == 0 {
+        if seq.is_multiple_of(2) {
             EventKind::DoorOpened
         } else {
             EventKind::DoorClosed
@@ -445,42 +446,44 @@ impl Received {
 }
 
 /// A webhook receiver on loopback: a small HTTP/1.1 server on tokio's
-/// TCP. It answers 500 to its first `fail_first` requests, then 200.
+/// TCP, plain or behind TLS (tokio-rustls). It answers 500 to its first
+/// `fail_first` requests, then 200.
 struct Receiver {
     url: String,
     got: Arc<Mutex<Vec<Received>>>,
     fail_first: Arc<AtomicU32>,
+    /// TCP connections accepted (with TLS: before the handshake).
+    connections: Arc<AtomicU32>,
 }
 
 impl Receiver {
     async fn start(fail_first: u32) -> Receiver {
+        Receiver::start_with(fail_first, None).await
+    }
+
+    async fn start_with(fail_first: u32, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}/hook", listener.local_addr().unwrap());
         let got = Arc::new(Mutex::new(Vec::new()));
         let fail = Arc::new(AtomicU32::new(fail_first));
-        let (g, f) = (got.clone(), fail.clone());
+        let connections = Arc::new(AtomicU32::new(0));
+        let (g, f, c) = (got.clone(), fail.clone(), connections.clone());
         tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let (g, f) = (g.clone(), f.clone());
+            while let Ok((sock, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let (g, f, tls) = (g.clone(), f.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let Some(req) = read_request(&mut sock).await else {
-                        return;
-                    };
-                    g.lock().push(req);
-                    let failing = f
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                        .is_ok();
-                    let status = if failing {
-                        "500 Internal Server Error"
-                    } else {
-                        "200 OK"
-                    };
-                    let _ = sock
-                        .write_all(
-                            format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                                .as_bytes(),
-                        )
-                        .await;
+                    match tls {
+                        None => serve_one(sock, &g, &f).await,
+                        // A refused handshake (the client did not trust
+                        // the certificate) ends the connection here.
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(sock).await {
+                                serve_one(stream, &g, &f).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -488,11 +491,38 @@ impl Receiver {
             url,
             got,
             fail_first: fail,
+            connections,
         }
     }
 }
 
-async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Received> {
+async fn serve_one(
+    mut sock: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    got: &Mutex<Vec<Received>>,
+    fail: &AtomicU32,
+) {
+    let Some(req) = read_request(&mut sock).await else {
+        return;
+    };
+    got.lock().push(req);
+    let failing = fail
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    let status = if failing {
+        "500 Internal Server Error"
+    } else {
+        "200 OK"
+    };
+    let _ = sock
+        .write_all(
+            format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+    let _ = sock.shutdown().await;
+}
+
+async fn read_request(sock: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Received> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -724,5 +754,170 @@ async fn a_pending_delivery_survives_a_restart_and_is_delivered_after_it() {
     assert_eq!(got.len(), 2);
     assert!(got.iter().all(|r| verify(&secret, r)));
     assert_eq!(got[1].header("webhook-timestamp"), "1774260006");
+    server.stop().await;
+}
+
+/// A certificate authority made in the test (rcgen).
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { cert, key }
+    }
+
+    /// A TLS acceptor serving a certificate this CA issued for `names`
+    /// (DNS names or IP addresses).
+    fn acceptor(&self, names: &[&str]) -> tokio_rustls::TlsAcceptor {
+        use tokio_rustls::rustls;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let leaf = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        // ring is rustls's only provider in this build (as in reqwest's).
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+/// Registers a webhook for organization 0; answers its id and secret.
+async fn add_hook(api: &Api, t: &str, url: &str) -> (String, String) {
+    let v = api
+        .ok(
+            "POST",
+            "/v1/webhooks",
+            t,
+            Some(json!({"organization_id": 0, "url": url})),
+        )
+        .await;
+    (
+        v["webhook_id"].as_str().unwrap().to_string(),
+        v["secret"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Starts a server whose webhook client also trusts `ca_file`.
+async fn start_trusting(dir: &std::path::Path, ca_file: Option<std::path::PathBuf>) -> Server {
+    let server = reference_server::server::run(
+        reference_server::server::Config {
+            data_dir: dir.to_path_buf(),
+            http: "127.0.0.1:0".parse().unwrap(),
+            clock: Clock::system(),
+            http_workers: 2,
+            webhook_ca_file: ca_file,
+        },
+        std::future::pending(),
+    )
+    .await
+    .expect("server starts");
+    server.service.feed().set_retry_policy(RetryPolicy {
+        first_retry_after: Duration::from_millis(100),
+        max_retry_after: Duration::from_millis(200),
+        max_attempts: 3,
+    });
+    server
+}
+
+/// HTTPS endpoints: a certificate from a private CA is refused (a failed,
+/// retried delivery whose error names the certificate) until the server
+/// trusts that CA through `--webhook-ca-file`; then the event arrives over
+/// TLS and its signature verifies. A certificate for another name, or from
+/// a CA the server does not trust, still fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_webhooks_verify_certificates_and_trust_a_private_ca_file() {
+    let ca = TestCa::new("webhook test CA");
+    let stranger = TestCa::new("a CA nobody trusts");
+    let good = Receiver::start_with(0, Some(ca.acceptor(&["127.0.0.1", "localhost"]))).await;
+    let wrong_name = Receiver::start_with(0, Some(ca.acceptor(&["hooks.example.com"]))).await;
+    let untrusted = Receiver::start_with(0, Some(stranger.acceptor(&["127.0.0.1"]))).await;
+    assert!(good.url.starts_with("https://127.0.0.1:"), "{}", good.url);
+
+    // Without the CA file: the bundled roots do not know the private CA.
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_trusting(dir.path(), None).await;
+    let api = Api::new(server.url());
+    let w = world(&api).await;
+    let t = w.owner.as_str();
+    let (hook, _) = add_hook(&api, t, &good.url).await;
+    assert!(device_event(&server.service, w.lock_a, 1, EventKind::DoorForcedOpen).await);
+    let page = deliveries_until(&api, t, &hook, |p| p["data"][0]["status"] == "failed").await;
+    let d = &page["data"][0];
+    assert_eq!(d["attempts"], 3, "retried like any failure: {page}");
+    assert!(d.get("last_status_code").is_none(), "{page}");
+    let error = d["last_error"].as_str().unwrap();
+    assert!(error.contains("certificate"), "a TLS error: {error}");
+    assert!(
+        good.got.lock().is_empty(),
+        "nothing was sent over a refused TLS session"
+    );
+    assert_eq!(
+        good.connections.load(Ordering::SeqCst),
+        3,
+        "three attempts reached it"
+    );
+    server.stop().await;
+
+    // With the CA file.
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_trusting(dir.path(), Some(ca_file)).await;
+    let api = Api::new(server.url());
+    let w = world(&api).await;
+    let t = w.owner.as_str();
+    let (good_hook, secret) = add_hook(&api, t, &good.url).await;
+    let (wrong_hook, _) = add_hook(&api, t, &wrong_name.url).await;
+    let (untrusted_hook, _) = add_hook(&api, t, &untrusted.url).await;
+    assert!(device_event(&server.service, w.lock_a, 1, EventKind::DoorForcedOpen).await);
+    server.service.flush().await.unwrap();
+    let event = api.ok("GET", "/v1/events?organization_id=0", t, None).await["data"][0].clone();
+
+    let page = deliveries_until(&api, t, &good_hook, |p| {
+        p["data"][0]["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(page["data"][0]["attempts"], 1, "{page}");
+    assert_eq!(page["data"][0]["last_status_code"], 200);
+    let got = good.got.lock().clone();
+    assert_eq!(got.len(), 1);
+    assert!(
+        verify(&secret, &got[0]),
+        "the signature verifies over https"
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&got[0].body).unwrap(),
+        event
+    );
+
+    for (hook, receiver, why) in [
+        (&wrong_hook, &wrong_name, "not valid for name"),
+        (&untrusted_hook, &untrusted, "UnknownIssuer"),
+    ] {
+        let page = deliveries_until(&api, t, hook, |p| p["data"][0]["status"] == "failed").await;
+        assert_eq!(page["data"][0]["attempts"], 3, "{page}");
+        let error = page["data"][0]["last_error"].as_str().unwrap();
+        assert!(
+            error.contains("certificate") && error.contains(why),
+            "{error}"
+        );
+        assert!(receiver.got.lock().is_empty());
+    }
     server.stop().await;
 }

@@ -3,6 +3,8 @@
 
 mod mqtt_support;
 
+use std::time::Duration;
+
 use mqtt_support::scenarios::{self, Broker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,6 +212,100 @@ async fn a_refused_check_answers_over_mqtt_as_over_http() {
     // is a decision, on both transports.
     let answer = dev.present_pin("12ab").await;
     assert_eq!((answer.decision, answer.refused), (Verdict::Error, None));
+    http_handle.stop(true).await;
+    h.stop().await;
+}
+
+/// A request over the protocol's payload limit (`MAX_PAYLOAD_BYTES`, 4096
+/// bytes), the same 5 KiB bytes on both transports: HTTP refuses it unread
+/// with 413 and `at most 4096 bytes`, the same refusal whichever device
+/// route (validate, sync ack); MQTT drops it unread and counts it
+/// (`oversized`), answering nothing, as protocol.md says. At the limit
+/// itself the same request is answered on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_payload_limit_is_refused_unread_on_both_transports() {
+    use mqtt_support::Received;
+    use reference_server::gateway::DropReason;
+    use reference_server::protocol::{Channel, MAX_PAYLOAD_BYTES};
+
+    let h = scenarios::harness(Broker::Embedded, 1, Default::default()).await;
+    let svc = h.world.service.clone();
+    let http = actix_web::HttpServer::new(move || reference_server::api::app(svc.clone()))
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .expect("http binds");
+    let url = format!("http://{}", http.addrs()[0]);
+    let http = http.run();
+    let http_handle = http.handle();
+    tokio::spawn(http);
+    let (device, secret) = h.world.devices[0].clone();
+    let mut dev = h.device(0).await;
+    let client = reqwest::Client::new();
+    // A well-formed request padded with spaces to `len` bytes.
+    let padded = |id: u64, len: usize| {
+        let head = format!(r#"{{"id":{id},"credential":{{"type":"pin","value":"1234"}}"#);
+        let mut body = head.into_bytes();
+        body.resize(len - 1, b' ');
+        body.push(b'}');
+        body
+    };
+    let post = |path: &str, body: Vec<u8>| {
+        client
+            .post(format!("{url}/v1/devices/{}/{path}", device.0))
+            .bearer_auth(&secret)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let five_kib = 5 * 1024;
+
+    // HTTP.
+    for path in ["validate", "sync"] {
+        let resp = post(path, padded(51, five_kib)).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 413, "{path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "error": "payload_too_large",
+                "field": "body",
+                "rule": format!("at most {MAX_PAYLOAD_BYTES} bytes"),
+            }),
+            "{path}"
+        );
+    }
+    let resp = post("validate", padded(52, MAX_PAYLOAD_BYTES))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "at the limit it is checked");
+    let answer: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(answer["id"], 52, "{answer}");
+
+    // MQTT: the oversized request, then the same at the limit.
+    let m = h.mqtt.gateway.metrics().clone();
+    let oversized_before = m.dropped(DropReason::Oversized);
+    let req = dev.topic(Channel::AuthReq);
+    dev.publish_raw(&req, padded(51, five_kib), false).await;
+    dev.publish_raw(&req, padded(52, MAX_PAYLOAD_BYTES), false)
+        .await;
+    loop {
+        match dev.next().await {
+            Received::AuthResp(r) if r.id == 52 => break,
+            Received::AuthResp(r) => panic!("the oversized request was answered: {r:?}"),
+            _ => {}
+        }
+    }
+    scenarios::eventually("the oversized payload counted", || {
+        m.dropped(DropReason::Oversized) == oversized_before + 1
+    })
+    .await;
+    while let Some(r) = dev.try_next(Duration::from_millis(200)).await {
+        assert!(
+            !matches!(&r, Received::AuthResp(a) if a.id == 51),
+            "the oversized request was answered"
+        );
+    }
     http_handle.stop(true).await;
     h.stop().await;
 }

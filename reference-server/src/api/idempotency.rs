@@ -122,7 +122,7 @@ async fn keyed(
 ) -> Answer {
     let body = match req.extract::<web::Bytes>().await {
         Ok(b) => b,
-        Err(e) => return Ok(req.error_response(body_error(e))),
+        Err(e) => return Ok(req.error_response(body_error(e, super::MAX_JSON_BODY_BYTES))),
     };
     let fp = fingerprint(&req, &body);
     let now = svc.now();

@@ -181,11 +181,7 @@ fn serde_field(msg: &str) -> String {
 fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let api = match &err {
         JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body",
-                format!("at most {MAX_JSON_BODY_BYTES} bytes"),
-            )
+            too_large(MAX_JSON_BODY_BYTES)
         }
         JsonPayloadError::ContentType => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -218,16 +214,29 @@ fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
 }
 
 /// A JSON body, decoded strictly: the error names the field by its path
-/// (`secret.pin.value`, `doors[2]`) and the rule serde reported.
-pub struct Json<T>(pub T);
+/// (`secret.pin.value`, `doors[2]`) and the rule serde reported. A body
+/// over `LIMIT` bytes is refused unread ([`too_large`]); the device
+/// protocol's routes take `Json<T, { protocol::MAX_PAYLOAD_BYTES }>`, the
+/// limit the MQTT gateway applies to the same payloads.
+pub struct Json<T, const LIMIT: usize = MAX_JSON_BODY_BYTES>(pub T);
 
-impl<T> Json<T> {
+/// The refusal of a body over `limit` bytes: 413, field `body`. Over
+/// MQTT the gateway refuses an oversized `auth/req` with the same.
+pub fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body",
+        format!("at most {limit} bytes"),
+    )
+}
+
+impl<T, const LIMIT: usize> Json<T, LIMIT> {
     pub fn into_inner(self) -> T {
         self.0
     }
 }
 
-impl<T> std::ops::Deref for Json<T> {
+impl<T, const LIMIT: usize> std::ops::Deref for Json<T, LIMIT> {
     type Target = T;
     fn deref(&self) -> &T {
         &self.0
@@ -307,25 +316,30 @@ fn decode_json_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, 
     Ok(value)
 }
 
-/// A body that could not be read (too large, cut off).
-fn body_error(e: actix_web::Error) -> ApiError {
+/// A body that could not be read (over `limit`, cut off).
+fn body_error(e: actix_web::Error, limit: usize) -> ApiError {
     if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body",
-            format!("at most {MAX_JSON_BODY_BYTES} bytes"),
-        )
+        too_large(limit)
     } else {
         ApiError::bad_request("body", e.to_string())
     }
 }
 
-impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
+impl<T: serde::de::DeserializeOwned + 'static, const LIMIT: usize> FromRequest for Json<T, LIMIT> {
     type Error = ApiError;
-    type Future = futures::future::LocalBoxFuture<'static, Result<Json<T>, ApiError>>;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Json<T, LIMIT>, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
         use actix_web::HttpMessage as _;
+        // A declared length over the limit is refused before any byte is
+        // read; a body without one is read up to the app's limit and
+        // measured.
+        let declared_too_long = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .is_some_and(|n| n > LIMIT);
         let json = req
             .mime_type()
             .ok()
@@ -340,7 +354,15 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
                     "must be application/json",
                 ));
             }
-            let bytes = body.await.map_err(body_error)?;
+            if declared_too_long {
+                return Err(too_large(LIMIT));
+            }
+            let bytes = body
+                .await
+                .map_err(|e| body_error(e, LIMIT.min(MAX_JSON_BODY_BYTES)))?;
+            if bytes.len() > LIMIT {
+                return Err(too_large(LIMIT));
+            }
             // No route takes a list, and serde would read an array
             // positionally into a struct (`[null, null]` as a `PATCH` that
             // names nothing): an array is the wrong type, as the schema says.

@@ -76,7 +76,10 @@ pub enum Identity {
     /// Home Assistant (the bridge's account, `homeassistant`): reads
     /// everything under its discovery prefix, and publishes only a lock's
     /// command, `{discovery_prefix}/lock/{object id}/set` (as
-    /// docs/mosquitto/acl lets it on Mosquitto).
+    /// docs/mosquitto/acl lets it on Mosquitto). Its `pin_code` JSON
+    /// commands go there too; the `users` state and the `response`
+    /// answers are the server's alone, so no one can forge a slot's state
+    /// or an answer.
     HomeAssistant { discovery_prefix: String },
 }
 
@@ -596,7 +599,14 @@ mod tests {
         }
         // Nothing of the Home Assistant bridge's: not a discovery config,
         // a state, an availability or a command.
-        for leaf in ["config", "state", "availability", "set"] {
+        for leaf in [
+            "config",
+            "state",
+            "availability",
+            "set",
+            "users",
+            "response",
+        ] {
             for lock in ["fleet_dev-1", "fleet_dev-2"] {
                 assert!(!p(&format!("homeassistant/lock/{lock}/{leaf}")), "{leaf}");
             }
@@ -609,6 +619,8 @@ mod tests {
         for t in [
             "homeassistant/lock/fleet_dev-1/state",
             "homeassistant/lock/fleet_dev-1/config",
+            "homeassistant/lock/fleet_dev-1/users",
+            "homeassistant/lock/fleet_dev-1/response",
             "homeassistant/lock//set",
             "homeassistant/lock/+/set",
             "homeassistant/lock/a/b/set",

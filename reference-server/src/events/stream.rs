@@ -166,7 +166,7 @@ mod tests {
         let mut stream = Box::pin(events(svc.clone(), filter, 0));
         let n = EVENT_BROADCAST_CAPACITY + CATCH_UP_PAGE as usize + 7;
         let event = |i: usize| {
-            let t = if i % 2 == 0 {
+            let t = if i.is_multiple_of(2) {
                 EventType::DeviceDoorOpened
             } else {
                 EventType::DeviceDoorClosed

@@ -10,6 +10,12 @@
 //! (at-least-once; receivers dedupe on `webhook-id`, the event's id).
 //! Waiting between attempts uses tokio time; when the next attempt falls
 //! due is a time of the server's clock, stored with the delivery.
+//!
+//! Endpoints are `https://` (certificates verified against the bundled
+//! Mozilla roots plus an optional private CA, `--webhook-ca-file`) or
+//! plain `http://`. A TLS failure (an untrusted certificate, a name that
+//! does not match) is a failed attempt like any other: recorded as the
+//! delivery's `last_error` and retried, never delivered around.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,11 +72,43 @@ impl RetryPolicy {
     }
 }
 
-/// Starts the dispatcher; it stops (abandoning attempts under way, which
-/// stay pending) before the store closes.
-pub fn start(svc: Arc<Service>) {
+/// Why the delivery client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the webhook CA file holds no PEM certificate")]
+    NoCertificate,
+    #[error("the webhook CA file is not PEM certificates: {0}")]
+    BadPem(reqwest::Error),
+    #[error("the webhook HTTP client: {0}")]
+    Build(reqwest::Error),
+}
+
+/// The delivery client: rustls, verifying servers against the bundled
+/// Mozilla roots and, if given, the certificates of `extra_ca_pem` (a
+/// private CA). It follows no redirect (a signed body goes only where
+/// it was registered).
+pub fn client(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(DELIVERY_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_built_in_root_certs(true);
+    if let Some(pem) = extra_ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(ClientError::BadPem)?;
+        if certs.is_empty() {
+            return Err(ClientError::NoCertificate);
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(ClientError::Build)
+}
+
+/// Starts the dispatcher with its client; it stops (abandoning attempts
+/// under way, which stay pending) before the store closes.
+pub fn start(svc: Arc<Service>, client: reqwest::Client) {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(dispatch(svc.clone(), stop_rx));
+    let task = tokio::spawn(dispatch(svc.clone(), client, stop_rx));
     svc.before_close(Box::new(move || {
         Box::pin(async move {
             let _ = stop_tx.send(());
@@ -79,18 +117,11 @@ pub fn start(svc: Arc<Service>) {
     }));
 }
 
-async fn dispatch(svc: Arc<Service>, mut stop: tokio::sync::oneshot::Receiver<()>) {
-    let client = match reqwest::Client::builder()
-        .timeout(DELIVERY_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "webhooks cannot be delivered: no HTTP client");
-            return;
-        }
-    };
+async fn dispatch(
+    svc: Arc<Service>,
+    client: reqwest::Client,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
     // New events wake the dispatcher (their deliveries are due at once).
     let mut committed = svc.store().subscribe_events();
     loop {
@@ -191,7 +222,9 @@ fn later(at: Timestamp, wait: Duration) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
-/// A reqwest error's cause chain, without the URL (which the API already shows).
+/// A reqwest error's cause chain, without the URL (which the API already
+/// shows). A TLS failure reads like "could not connect: ...: invalid peer
+/// certificate: UnknownIssuer".
 fn error_text(e: &reqwest::Error) -> String {
     let mut text = if e.is_timeout() {
         "timed out".to_string()
@@ -212,6 +245,19 @@ fn error_text(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_file_without_a_pem_certificate_is_refused() {
+        assert!(client(None).is_ok());
+        for bad in [&b""[..], b"not a certificate\n"] {
+            assert!(
+                matches!(client(Some(bad)), Err(ClientError::NoCertificate)),
+                "{bad:?}"
+            );
+        }
+        let broken = b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n";
+        assert!(client(Some(broken)).is_err());
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap_and_ends() {

@@ -62,6 +62,27 @@ pub trait Backend: Send + Sync + 'static {
         kind: crate::protocol::CommandKind,
     ) -> impl Future<Output = Result<crate::protocol::CommandResult, BackendError>> + Send;
 
+    /// Home Assistant's `pin_code` change of one slot of a lock, through
+    /// the admin API's code commands (`Service::pin_slot`).
+    fn pin_slot(
+        &self,
+        device: DeviceId,
+        slot: u16,
+        change: crate::service::SlotChange,
+    ) -> impl Future<Output = Result<(), crate::service::PinSlotError>> + Send;
+
+    /// A lock's occupied PIN slots (Home Assistant's `users` state).
+    fn pin_slots(&self, device: DeviceId) -> Vec<crate::service::SlotView>;
+
+    /// The locks with a PIN slot holding the code `code` (any version).
+    fn pin_slot_locks(&self, code: crate::domain::CredentialId) -> Vec<DeviceId>;
+
+    /// Every event committed to the event log from now on (the bridge
+    /// follows the access-code ones).
+    fn logged_events(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<std::sync::Arc<crate::events::Event>>;
+
     /// Every lock, for the Home Assistant bridge.
     fn locks(&self) -> Vec<super::LockInfo>;
 
@@ -136,6 +157,29 @@ impl Backend for crate::service::Service {
             kind,
         )
         .await?)
+    }
+
+    async fn pin_slot(
+        &self,
+        device: DeviceId,
+        slot: u16,
+        change: crate::service::SlotChange,
+    ) -> Result<(), crate::service::PinSlotError> {
+        crate::service::Service::pin_slot(self, device, slot, change).await
+    }
+
+    fn pin_slots(&self, device: DeviceId) -> Vec<crate::service::SlotView> {
+        crate::service::Service::pin_slots(self, device)
+    }
+
+    fn pin_slot_locks(&self, code: crate::domain::CredentialId) -> Vec<DeviceId> {
+        crate::service::Service::pin_slot_locks(self, code)
+    }
+
+    fn logged_events(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<std::sync::Arc<crate::events::Event>> {
+        self.store().subscribe_events()
     }
 
     fn locks(&self) -> Vec<super::LockInfo> {

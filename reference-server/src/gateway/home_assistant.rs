@@ -14,6 +14,19 @@
 //!   command (the protocol has no "stay unlocked": `UNLOCK` is an Open
 //!   Door, and the lock relocks by itself).
 //!
+//! - the same `…/lock/fleet_dev-3/set` also takes Zigbee2MQTT's
+//!   `pin_code` JSON (`{"pin_code": {"user": 3, "pin_code": "4829"}}`):
+//!   slot 3 of the lock set, changed, disabled (`user_enabled: false`) or
+//!   cleared (`pin_code: null`) through the admin API's code commands
+//!   (`service::pin_slots`); the lock's slots are then retained on
+//!   `…/lock/fleet_dev-3/users` (`{"users": {"3": {"credential": 7,
+//!   "pin_code": "****", "status": "enabled"}}}`, every PIN masked, as
+//!   Zigbee2MQTT's `expose_pin: false`; again whenever a slot's code
+//!   changes by any path, from the event log), and each JSON command answered,
+//!   not retained, on `…/lock/fleet_dev-3/response` (`{"status": "ok"}`
+//!   or `{"status": "error", "reason": "bad_pin", "error": "…"}`, with
+//!   the request's `transaction`).
+//!
 //! The bridge speaks through the gateway's first broker connection (one
 //! connection: Mosquitto's `use_username_as_clientid` would make a second
 //! one on the same account take the first one over). That connection's
@@ -46,9 +59,11 @@ use rustc_hash::FxHashMap;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use super::metrics::GatewayMetrics;
 use crate::device_state::{DeviceState, DoorState, LockState};
 use crate::domain::{DeviceId, SiteId};
 use crate::protocol::{self, CommandKind, Event as DeviceEvent, EventKind};
+use crate::service::{PinRefusal, PinSlotError, SlotChange, SlotView};
 
 /// Home Assistant's default discovery prefix.
 pub const DISCOVERY_PREFIX: &str = "homeassistant";
@@ -57,6 +72,14 @@ pub const DISCOVERY_PREFIX: &str = "homeassistant";
 const MAX_COMMANDS_IN_FLIGHT: usize = 256;
 /// Longest command payload read (`UNLOCK` is 6 bytes).
 const MAX_COMMAND_BYTES: usize = 16;
+/// Longest `pin_code` JSON command read; longer ones are refused unread.
+pub const MAX_PIN_COMMAND_BYTES: usize = 512;
+/// `pin_code` commands being applied at once (each is a few durable
+/// writes); beyond, a command is refused `busy`.
+const MAX_PIN_COMMANDS_IN_FLIGHT: usize = 32;
+/// What the `users` state shows in place of every PIN: never its digits,
+/// nor how many there are.
+pub const PIN_MASK: &str = "****";
 
 /// The bridge's settings.
 #[derive(Debug, Clone)]
@@ -134,6 +157,216 @@ pub fn command_of(payload: &[u8]) -> Option<CommandKind> {
         b"UNLOCK" | b"OPEN" => Some(CommandKind::Open),
         _ => None,
     }
+}
+
+/// A `pin_code` command from Home Assistant (Zigbee2MQTT's shape).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinCode {
+    /// Zigbee2MQTT's `user`: the slot.
+    pub slot: u16,
+    pub change: SlotChange,
+    /// Echoed in the answer, as Zigbee2MQTT's bridge requests do.
+    pub transaction: Option<serde_json::Value>,
+}
+
+/// A refused `pin_code` command, with what of it could be read for the
+/// answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinCodeRefused {
+    pub error: PinSlotError,
+    pub user: Option<u64>,
+    pub transaction: Option<serde_json::Value>,
+}
+
+/// Is this payload a JSON command (`{…}`) rather than `LOCK`/`UNLOCK`/`OPEN`?
+pub fn is_json(payload: &[u8]) -> bool {
+    payload.trim_ascii_start().first() == Some(&b'{')
+}
+
+/// Reads Zigbee2MQTT's `pin_code` command:
+/// `{"pin_code": {"user": 3, "user_type": "unrestricted", "user_enabled":
+/// true, "pin_code": "4829"}, "transaction": "t1"}`. `pin_code` a string
+/// sets the slot's PIN (enabled unless `user_enabled` is false), `null`
+/// clears the slot, absent (with `user_enabled`) enables or disables it.
+pub fn pin_code_of(payload: &[u8]) -> Result<PinCode, PinCodeRefused> {
+    use serde_json::Value;
+    let refused = |reason, message: &str, user, transaction| PinCodeRefused {
+        error: PinSlotError::new(reason, message),
+        user,
+        transaction,
+    };
+    if payload.len() > MAX_PIN_COMMAND_BYTES {
+        return Err(refused(
+            PinRefusal::NotJson,
+            "a JSON command has at most 512 bytes",
+            None,
+            None,
+        ));
+    }
+    let Ok(Value::Object(mut top)) = serde_json::from_slice::<Value>(payload) else {
+        return Err(refused(
+            PinRefusal::NotJson,
+            "not a JSON object, nor LOCK, UNLOCK or OPEN",
+            None,
+            None,
+        ));
+    };
+    let transaction = top.remove("transaction");
+    if transaction
+        .as_ref()
+        .is_some_and(|t| !(t.is_string() || t.is_u64()))
+    {
+        return Err(refused(
+            PinRefusal::BadField,
+            "transaction is a string or a number",
+            None,
+            None,
+        ));
+    }
+    let Some(pin_code) = top.remove("pin_code") else {
+        return Err(refused(
+            if top.is_empty() {
+                PinRefusal::BadField
+            } else {
+                PinRefusal::UnknownField
+            },
+            "a JSON command is {\"pin_code\": {...}}",
+            None,
+            transaction,
+        ));
+    };
+    if !top.is_empty() {
+        return Err(refused(
+            PinRefusal::UnknownField,
+            "only pin_code and transaction are known",
+            None,
+            transaction,
+        ));
+    }
+    let Value::Object(mut fields) = pin_code else {
+        return Err(refused(
+            PinRefusal::BadField,
+            "pin_code is an object with user and pin_code",
+            None,
+            transaction,
+        ));
+    };
+    let user = fields.remove("user");
+    let Some(user) = user.as_ref().and_then(Value::as_u64) else {
+        return Err(refused(
+            PinRefusal::BadField,
+            "user is the slot number, a whole number",
+            None,
+            transaction,
+        ));
+    };
+    let user_type = fields.remove("user_type");
+    let enabled = fields.remove("user_enabled");
+    let pin = fields.remove("pin_code");
+    if !fields.is_empty() {
+        return Err(refused(
+            PinRefusal::UnknownField,
+            "pin_code knows user, user_type, user_enabled and pin_code",
+            Some(user),
+            transaction,
+        ));
+    }
+    let Ok(slot) = u16::try_from(user) else {
+        return Err(refused(
+            PinRefusal::SlotOutOfRange,
+            "user is not a slot of this lock",
+            Some(user),
+            transaction,
+        ));
+    };
+    match user_type {
+        None => {}
+        Some(Value::String(t)) if t == "unrestricted" => {}
+        Some(Value::String(_)) => {
+            return Err(refused(
+                PinRefusal::UnsupportedUserType,
+                "user_type is unrestricted (schedules are set through the admin API)",
+                Some(user),
+                transaction,
+            ))
+        }
+        Some(_) => {
+            return Err(refused(
+                PinRefusal::BadField,
+                "user_type is a string",
+                Some(user),
+                transaction,
+            ))
+        }
+    }
+    let enabled = match enabled {
+        None => None,
+        Some(Value::Bool(b)) => Some(b),
+        Some(_) => {
+            return Err(refused(
+                PinRefusal::BadField,
+                "user_enabled is true or false",
+                Some(user),
+                transaction,
+            ))
+        }
+    };
+    let change = match (pin, enabled) {
+        (Some(Value::Null), _) => SlotChange::Clear,
+        (Some(Value::String(pin)), e) => SlotChange::Set {
+            pin,
+            enabled: e.unwrap_or(true),
+        },
+        (None, Some(e)) => SlotChange::Enable(e),
+        (None, None) => {
+            return Err(refused(
+                PinRefusal::BadField,
+                "pin_code (a string, or null to clear) or user_enabled is needed",
+                Some(user),
+                transaction,
+            ))
+        }
+        (Some(_), _) => {
+            // A number would lose leading zeros.
+            return Err(refused(
+                PinRefusal::BadPin,
+                "pin_code is a string of digits (or null to clear)",
+                Some(user),
+                transaction,
+            ));
+        }
+    };
+    Ok(PinCode {
+        slot,
+        change,
+        transaction,
+    })
+}
+
+/// A lock's `users` state: each occupied slot, its PIN masked.
+pub fn users_state(slots: &[SlotView]) -> serde_json::Value {
+    let users: serde_json::Map<String, serde_json::Value> = slots
+        .iter()
+        .map(|s| {
+            (
+                s.slot.to_string(),
+                json!({
+                    "status": if s.enabled { "enabled" } else { "disabled" },
+                    "pin_code": PIN_MASK,
+                    "credential": s.credential,
+                }),
+            )
+        })
+        .collect();
+    json!({ "users": users })
+}
+
+/// What Home Assistant asked of a lock.
+pub(crate) enum Request {
+    /// `LOCK`, `UNLOCK` or `OPEN`.
+    Command(CommandKind),
+    /// A `pin_code` JSON command.
+    PinCode(PinCode),
 }
 
 /// The bridge's topics.
@@ -244,6 +477,8 @@ struct Known {
     /// The state payload last retained (published again only on change).
     published: Option<&'static str>,
     online: Option<bool>,
+    /// The `users` state last retained.
+    users: Option<String>,
 }
 
 /// The running bridge: the gateway tells it of statuses and events.
@@ -254,9 +489,13 @@ pub(crate) struct Bridge {
     /// Every lock, by the backend, asked again at each (re)connect.
     locks: Arc<dyn Fn() -> Vec<LockInfo> + Send + Sync>,
     lock_info: Arc<dyn Fn(DeviceId) -> Option<LockInfo> + Send + Sync>,
+    /// A lock's occupied PIN slots, by the backend.
+    slots: Arc<dyn Fn(DeviceId) -> Vec<SlotView> + Send + Sync>,
     known: Mutex<FxHashMap<DeviceId, Known>>,
     /// Commands waiting for their lock's ack.
     commands: Arc<Semaphore>,
+    /// `pin_code` commands being applied.
+    pin_commands: Arc<Semaphore>,
 }
 
 impl Bridge {
@@ -265,6 +504,7 @@ impl Bridge {
         node: &str,
         locks: Arc<dyn Fn() -> Vec<LockInfo> + Send + Sync>,
         lock_info: Arc<dyn Fn(DeviceId) -> Option<LockInfo> + Send + Sync>,
+        slots: Arc<dyn Fn(DeviceId) -> Vec<SlotView> + Send + Sync>,
     ) -> Arc<Bridge> {
         Arc::new(Bridge {
             client: OnceLock::new(),
@@ -274,8 +514,10 @@ impl Bridge {
             },
             locks,
             lock_info,
+            slots,
             known: Mutex::new(FxHashMap::default()),
             commands: Arc::new(Semaphore::new(MAX_COMMANDS_IN_FLIGHT)),
+            pin_commands: Arc::new(Semaphore::new(MAX_PIN_COMMANDS_IN_FLIGHT)),
         })
     }
 
@@ -330,6 +572,7 @@ impl Bridge {
         if first {
             // A lock created after the bridge connected.
             self.configs(&lock);
+            self.users(device, true);
         }
         self.retain(
             self.topics.lock(device, "availability"),
@@ -402,38 +645,160 @@ impl Bridge {
             if let Some(state) = state {
                 self.retain(self.topics.lock(lock.device, "state"), state);
             }
+            self.users(lock.device, true);
         }
         self.retain(self.topics.bridge_availability(), "online");
     }
 
+    /// Retains the lock's `users` state (its occupied PIN slots, masked)
+    /// if it changed since last retained, or always with `force` (at a
+    /// connect).
+    pub(crate) fn users(&self, device: DeviceId, force: bool) {
+        let state = users_state(&(self.slots)(device)).to_string();
+        let mut known = self.known.lock();
+        let k = known.entry(device).or_default();
+        if !force && k.users.as_deref() == Some(state.as_str()) {
+            return;
+        }
+        k.users = Some(state.clone());
+        // Under the lock: a caller that finds the state already retained
+        // must find it already queued too (its answer comes after).
+        self.retain(self.topics.lock(device, "users"), state);
+    }
+
+    /// Every lock's `users` state again where it changed (the code
+    /// changes it follows were missed).
+    pub(crate) fn every_users(&self) {
+        for lock in (self.locks)() {
+            self.users(lock.device, false);
+        }
+    }
+
+    /// Answers a `pin_code` command on the lock's `response` topic (not
+    /// retained: an answer is not a state).
+    pub(crate) fn answer(
+        &self,
+        device: DeviceId,
+        user: Option<u64>,
+        transaction: Option<serde_json::Value>,
+        error: Option<&PinSlotError>,
+    ) {
+        let mut v = match error {
+            None => json!({"status": "ok"}),
+            Some(e) => json!({"status": "error", "reason": e.reason.as_str(), "error": e.message}),
+        };
+        if let Some(u) = user {
+            v["data"] = json!({ "user": u });
+        }
+        if let Some(t) = transaction {
+            v["transaction"] = t;
+        }
+        let Some(client) = self.client.get() else {
+            return;
+        };
+        let topic = self.topics.lock(device, "response");
+        if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, v.to_string()) {
+            tracing::warn!(error = %e, "home assistant: an answer was dropped");
+        }
+    }
+
+    /// A refused `pin_code` command: counted, logged (never its PIN) and
+    /// answered when the topic named a lock.
+    pub(crate) fn refuse_pin(
+        &self,
+        metrics: &GatewayMetrics,
+        device: Option<DeviceId>,
+        r: PinCodeRefused,
+    ) {
+        metrics.refuse_pin(r.error.reason);
+        tracing::warn!(
+            device = device.map(|d| d.to_string()),
+            user = r.user,
+            reason = r.error.reason.as_str(),
+            error = %r.error.message,
+            "home assistant: pin_code refused"
+        );
+        if let Some(d) = device {
+            self.answer(d, r.user, r.transaction, Some(&r.error));
+        }
+    }
+
     /// A message under the discovery prefix: a command from Home
-    /// Assistant for one of its locks, with a permit (at most
-    /// [`MAX_COMMANDS_IN_FLIGHT`] waiting at once) to hold while the
-    /// caller sends it through the service (`Backend::remote_command`, the
-    /// admin API's Open Door path); anything else is logged and ignored.
+    /// Assistant for one of its locks, with a permit to hold while the
+    /// caller applies it: `LOCK`/`UNLOCK`/`OPEN` (at most
+    /// [`MAX_COMMANDS_IN_FLIGHT`] waiting at once) through the service
+    /// (`Backend::remote_command`, the admin API's Open Door path), a
+    /// `pin_code` JSON command (at most [`MAX_PIN_COMMANDS_IN_FLIGHT`])
+    /// through `Backend::pin_slot`. Anything else is logged and ignored; a
+    /// JSON command refused here is also counted and answered.
     pub(crate) fn command(
         &self,
+        metrics: &GatewayMetrics,
         topic: &str,
         payload: &[u8],
-    ) -> Option<(DeviceId, CommandKind, tokio::sync::OwnedSemaphorePermit)> {
+    ) -> Option<(DeviceId, Request, tokio::sync::OwnedSemaphorePermit)> {
+        let json = is_json(payload);
         let Some(device) = self.topics.command_device(topic) else {
             tracing::warn!(topic = %topic.chars().take(200).collect::<String>(), "home assistant: not a lock's command topic; ignored");
+            if json {
+                metrics.refuse_pin(PinRefusal::UnknownLock);
+            }
             return None;
         };
+        if json {
+            let refuse = |error: PinSlotError, user, transaction| {
+                self.refuse_pin(
+                    metrics,
+                    Some(device),
+                    PinCodeRefused {
+                        error,
+                        user,
+                        transaction,
+                    },
+                );
+            };
+            let pin = match pin_code_of(payload) {
+                Ok(pin) => pin,
+                Err(r) => {
+                    self.refuse_pin(metrics, Some(device), r);
+                    return None;
+                }
+            };
+            // An unknown device, or one that is no lock storing codes, is
+            // the service's to refuse (`Service::pin_slot`).
+            let user = Some(u64::from(pin.slot));
+            let Ok(permit) = self.pin_commands.clone().try_acquire_owned() else {
+                refuse(
+                    PinSlotError::new(PinRefusal::Busy, "too many pin_code commands at once"),
+                    user,
+                    pin.transaction,
+                );
+                return None;
+            };
+            return Some((device, Request::PinCode(pin), permit));
+        }
         if (self.lock_info)(device).is_none() {
             tracing::warn!(%device, "home assistant: a command for an unknown lock; ignored");
             return None;
         }
         let Some(command) = command_of(payload) else {
-            let shown = String::from_utf8_lossy(&payload[..payload.len().min(MAX_COMMAND_BYTES)]);
-            tracing::warn!(%device, payload = %shown, "home assistant: a command must be LOCK, UNLOCK or OPEN; ignored");
+            // Shown only if it looks like a command word: a payload of
+            // digits could be a code.
+            let word = payload.len() <= MAX_COMMAND_BYTES
+                && payload.iter().all(|b| b.is_ascii_uppercase());
+            let shown = if word {
+                String::from_utf8_lossy(payload).into_owned()
+            } else {
+                format!("({} bytes)", payload.len())
+            };
+            tracing::warn!(%device, payload = %shown, "home assistant: a command must be LOCK, UNLOCK, OPEN or a pin_code JSON object; ignored");
             return None;
         };
         let Ok(permit) = self.commands.clone().try_acquire_owned() else {
             tracing::warn!(%device, "home assistant: too many commands waiting; dropped");
             return None;
         };
-        Some((device, command, permit))
+        Some((device, Request::Command(command), permit))
     }
 }
 
@@ -480,6 +845,168 @@ mod tests {
         for bad in [&b"lock"[..], b"", b"LOCK ", b"{\"state\":\"LOCK\"}"] {
             assert_eq!(command_of(bad), None);
         }
+    }
+
+    #[test]
+    fn pin_code_commands_read_zigbee2mqtt_shape() {
+        let set = pin_code_of(
+            br#"{"pin_code": {"user": 3, "user_type": "unrestricted", "user_enabled": true, "pin_code": "4829"}, "transaction": "t1"}"#,
+        )
+        .unwrap();
+        assert_eq!(set.slot, 3);
+        assert_eq!(
+            set.change,
+            SlotChange::Set {
+                pin: "4829".into(),
+                enabled: true
+            }
+        );
+        assert_eq!(set.transaction, Some(json!("t1")));
+        let disabled =
+            pin_code_of(br#"{"pin_code": {"user": 3, "user_enabled": false, "pin_code": "4829"}}"#)
+                .unwrap();
+        assert_eq!(
+            disabled.change,
+            SlotChange::Set {
+                pin: "4829".into(),
+                enabled: false
+            }
+        );
+        let clear = pin_code_of(br#"{"pin_code": {"user": 3, "pin_code": null}}"#).unwrap();
+        assert_eq!(clear.change, SlotChange::Clear);
+        let enable = pin_code_of(br#"{"pin_code": {"user": 3, "user_enabled": true}}"#).unwrap();
+        assert_eq!(enable.change, SlotChange::Enable(true));
+        assert!(is_json(b"  {}"));
+        assert!(!is_json(b"LOCK"));
+    }
+
+    #[test]
+    fn bad_pin_code_commands_say_why_and_never_echo_the_pin() {
+        let big = format!(
+            r#"{{"pin_code": {{"user": 1, "pin_code": "4829"}}, "transaction": "{}"}}"#,
+            "x".repeat(MAX_PIN_COMMAND_BYTES)
+        );
+        for (payload, want) in [
+            (&b"{not json"[..], PinRefusal::NotJson),
+            (b"[1, 2]", PinRefusal::NotJson),
+            (big.as_bytes(), PinRefusal::NotJson),
+            (b"{}", PinRefusal::BadField),
+            (br#"{"state": "LOCK"}"#, PinRefusal::UnknownField),
+            (
+                br#"{"pin_code": {"user": 1, "pin_code": "4829"}, "x": 1}"#,
+                PinRefusal::UnknownField,
+            ),
+            (
+                br#"{"pin_code": {"user": 1, "pin_code": "4829", "name": "a"}}"#,
+                PinRefusal::UnknownField,
+            ),
+            (br#"{"pin_code": "4829"}"#, PinRefusal::BadField),
+            (
+                br#"{"pin_code": {"pin_code": "4829"}}"#,
+                PinRefusal::BadField,
+            ),
+            (
+                br#"{"pin_code": {"user": -1, "pin_code": "4829"}}"#,
+                PinRefusal::BadField,
+            ),
+            (
+                br#"{"pin_code": {"user": "1", "pin_code": "4829"}}"#,
+                PinRefusal::BadField,
+            ),
+            (
+                br#"{"pin_code": {"user": 70000, "pin_code": "4829"}}"#,
+                PinRefusal::SlotOutOfRange,
+            ),
+            (br#"{"pin_code": {"user": 1}}"#, PinRefusal::BadField),
+            (
+                br#"{"pin_code": {"user": 1, "pin_code": 4829}}"#,
+                PinRefusal::BadPin,
+            ),
+            (
+                br#"{"pin_code": {"user": 1, "user_enabled": "yes"}}"#,
+                PinRefusal::BadField,
+            ),
+            (
+                br#"{"pin_code": {"user": 1, "user_type": "master", "pin_code": "4829"}}"#,
+                PinRefusal::UnsupportedUserType,
+            ),
+            (
+                br#"{"pin_code": {"user": 1, "pin_code": "4829"}, "transaction": {"a": 1}}"#,
+                PinRefusal::BadField,
+            ),
+        ] {
+            let r = pin_code_of(payload).unwrap_err();
+            assert_eq!(r.error.reason, want, "{}", String::from_utf8_lossy(payload));
+            assert!(!r.error.message.contains("4829"), "{}", r.error.message);
+        }
+        let r = pin_code_of(br#"{"pin_code": {"user": 9, "user_type": "master", "pin_code": "4829"}, "transaction": 7}"#)
+            .unwrap_err();
+        assert_eq!(
+            (r.user, r.transaction),
+            (Some(9), Some(json!(7))),
+            "answered with what was read"
+        );
+        assert!(!format!(
+            "{:?}",
+            SlotChange::Set {
+                pin: "4829".into(),
+                enabled: true
+            }
+        )
+        .contains("4829"));
+    }
+
+    #[test]
+    fn pin_code_commands_beyond_the_limit_are_refused_busy() {
+        let bridge = Bridge::new(
+            &HomeAssistantConfig::default(),
+            "fleet",
+            Arc::new(Vec::new),
+            Arc::new(|_| None),
+            Arc::new(|_| Vec::new()),
+        );
+        let metrics = GatewayMetrics::new(&prometheus::Registry::new(), None).unwrap();
+        let set = br#"{"pin_code": {"user": 1, "pin_code": "4829"}}"#;
+        let topic = "homeassistant/lock/fleet_dev-1/set";
+        let held: Vec<_> = (0..MAX_PIN_COMMANDS_IN_FLIGHT)
+            .map(|_| bridge.command(&metrics, topic, set).expect("taken"))
+            .collect();
+        assert!(bridge.command(&metrics, topic, set).is_none());
+        assert_eq!(metrics.ha_pin_refused(PinRefusal::Busy), 1);
+        drop(held);
+        let (device, request, _permit) = bridge.command(&metrics, topic, set).expect("taken again");
+        assert_eq!(device, DeviceId(1));
+        assert!(matches!(request, Request::PinCode(p) if p.slot == 1));
+        // A JSON command on a topic that names no lock: counted, unanswered.
+        assert!(bridge
+            .command(&metrics, "homeassistant/lock/elsewhere/set", set)
+            .is_none());
+        assert_eq!(metrics.ha_pin_refused(PinRefusal::UnknownLock), 1);
+    }
+
+    #[test]
+    fn the_users_state_masks_every_pin() {
+        use crate::domain::CredentialId;
+        let state = users_state(&[
+            SlotView {
+                slot: 1,
+                credential: CredentialId(4),
+                enabled: true,
+            },
+            SlotView {
+                slot: 7,
+                credential: CredentialId(9),
+                enabled: false,
+            },
+        ]);
+        assert_eq!(
+            state,
+            json!({"users": {
+                "1": {"status": "enabled", "pin_code": "****", "credential": 4},
+                "7": {"status": "disabled", "pin_code": "****", "credential": 9},
+            }})
+        );
+        assert_eq!(users_state(&[]), json!({"users": {}}));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registr
 use crate::domain::DeviceId;
 use crate::limits::{DeviceDrops, TOP_OFFENDERS};
 use crate::protocol::{Channel, Verdict};
+use crate::service::PinRefusal;
 
 /// Why a message from a device was dropped (`gateway_dropped_total{reason}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +99,11 @@ pub struct GatewayMetrics {
     pub commands_unanswered: IntCounter,
     pub devices_online: IntGauge,
     pub broker_connections: IntGauge,
+    /// Home Assistant `pin_code` commands refused, by reason
+    /// (`gateway_ha_pin_refused_total{reason}`).
+    ha_pin_refused: Vec<IntCounter>,
+    /// Home Assistant `pin_code` commands applied.
+    pub ha_pin_applied: IntCounter,
     /// What each device had dropped (for the activity log and the top
     /// offenders).
     devices: Arc<DeviceDrops>,
@@ -180,6 +186,11 @@ impl GatewayMetrics {
             "Credential checks answered, by decision",
             "decision",
         )?;
+        let ha_pin_refused = vec(
+            "gateway_ha_pin_refused_total",
+            "Home Assistant pin_code commands refused, by reason",
+            "reason",
+        )?;
         let devices = Arc::new(DeviceDrops::default());
         registry.register(Box::new(TopOffenders {
             devices: devices.clone(),
@@ -199,6 +210,14 @@ impl GatewayMetrics {
                 .iter()
                 .map(|v| auth.with_label_values(&[verdict_name(*v)]))
                 .collect(),
+            ha_pin_refused: PinRefusal::ALL
+                .iter()
+                .map(|r| ha_pin_refused.with_label_values(&[r.as_str()]))
+                .collect(),
+            ha_pin_applied: counter(
+                "gateway_ha_pin_applied_total",
+                "Home Assistant pin_code commands applied",
+            )?,
             events_logged: counter("gateway_events_logged_total", "Device events logged")?,
             events_duplicate: counter(
                 "gateway_events_duplicate_total",
@@ -249,6 +268,15 @@ impl GatewayMetrics {
     /// Per device, what was dropped.
     pub fn device_drops(&self) -> &Arc<DeviceDrops> {
         &self.devices
+    }
+
+    /// Home Assistant `pin_code` commands refused for `reason`.
+    pub fn ha_pin_refused(&self, reason: PinRefusal) -> u64 {
+        self.ha_pin_refused[reason as usize].get()
+    }
+
+    pub(crate) fn refuse_pin(&self, reason: PinRefusal) {
+        self.ha_pin_refused[reason as usize].inc();
     }
 
     pub fn received(&self, channel: Channel) -> u64 {

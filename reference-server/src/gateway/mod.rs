@@ -394,12 +394,13 @@ pub fn start<B: Backend>(
     let (ready_tx, ready_rx) = watch::channel(0usize);
     let ready_tx = Arc::new(ready_tx);
     let bridge = cfg.home_assistant.as_ref().map(|ha| {
-        let (all, one) = (backend.clone(), backend.clone());
+        let (all, one, slots) = (backend.clone(), backend.clone(), backend.clone());
         home_assistant::Bridge::new(
             ha,
             &cfg.prefix,
             Arc::new(move || all.locks()),
             Arc::new(move |d| one.lock_info(d)),
+            Arc::new(move |d| slots.pin_slots(d)),
         )
     });
     let mut clients = Vec::with_capacity(cfg.connections);
@@ -471,6 +472,12 @@ pub fn start<B: Backend>(
     let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE);
     let syncer = Syncer::new(shared.clone(), cfg.sync);
     tasks.push(tokio::spawn(syncer.run(sync_rx, backend.sync_changes())));
+    if let Some(ha) = &bridge {
+        tasks.push(tokio::spawn(home_assistant_users(
+            ha.clone(),
+            backend.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(dispatch(
         shared,
         in_rx,
@@ -605,7 +612,7 @@ async fn poll_connection(
                 }
                 failures += 1;
                 // Log the first failure of a streak, then now and then.
-                if failures == 1 || failures % 50 == 0 {
+                if failures == 1 || failures.is_multiple_of(50) {
                     tracing::warn!(conn, error = %e, failures, "broker connection failed; retrying");
                 }
                 let wait_ms = (50u64 << failures.min(5)).min(1000);
@@ -747,22 +754,7 @@ async fn dispatch<B: Backend>(
         let m = &shared.metrics;
         if let Some(ha) = shared.home_assistant.as_ref() {
             if ha.owns(&publish.topic) {
-                if let Some((device, command, permit)) =
-                    ha.command(&publish.topic, &publish.payload)
-                {
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        match shared.backend.remote_command(device, command).await {
-                            Ok(result) => {
-                                tracing::info!(%device, ?command, ?result, "home assistant command")
-                            }
-                            Err(e) => {
-                                tracing::warn!(%device, ?command, error = %e, "home assistant command refused")
-                            }
-                        }
-                        drop(permit);
-                    });
-                }
+                home_assistant_message(&shared, ha, &publish.topic, &publish.payload);
                 continue;
             }
         }
@@ -936,12 +928,7 @@ fn decoded<'a, T: Deserialize<'a>>(
 fn auth_request(payload: &[u8]) -> Result<protocol::AuthRequest, protocol::Refusal> {
     match decode::<protocol::AuthRequest>(payload) {
         Ok(req) => Ok(req),
-        Err(e @ ProtocolError::TooLarge(_)) => Err(crate::api::ApiError::new(
-            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "body",
-            e.to_string(),
-        )
-        .into()),
+        Err(ProtocolError::TooLarge(_)) => Err(crate::api::too_large(MAX_PAYLOAD_BYTES).into()),
         // The strict decoder names the field and the rule, and takes what
         // the HTTP route takes (a whole float as an integer).
         Err(_) => crate::api::decode_json(payload).map_err(Into::into),
@@ -977,6 +964,83 @@ async fn answer_check<B: Backend>(
     shared
         .outbox
         .publish(conn, &topic, qos, protocol::encode(&resp));
+}
+
+/// Keeps each lock's `users` state current when a slot's code changes by
+/// any path (deleted or disabled through the admin API, too): the event
+/// log's access-code events name the code.
+async fn home_assistant_users<B: Backend>(ha: Arc<home_assistant::Bridge>, backend: Arc<B>) {
+    use crate::events::EventType;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = backend.logged_events();
+    loop {
+        match events.recv().await {
+            Ok(ev) => {
+                let code_changed = matches!(
+                    ev.body.event_type,
+                    EventType::AccessCodeCreated
+                        | EventType::AccessCodeChanged
+                        | EventType::AccessCodeDeleted
+                );
+                if let (true, Some(code)) = (code_changed, ev.body.access_code_id) {
+                    for lock in backend.pin_slot_locks(code) {
+                        ha.users(lock, false);
+                    }
+                }
+            }
+            Err(RecvError::Lagged(_)) => ha.every_users(),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// A message from Home Assistant: its command or `pin_code` change,
+/// applied in a task of its own (a permit bounds how many at once).
+fn home_assistant_message<B: Backend>(
+    shared: &Arc<Shared<B>>,
+    ha: &Arc<home_assistant::Bridge>,
+    topic: &str,
+    payload: &[u8],
+) {
+    let Some((device, request, permit)) = ha.command(&shared.metrics, topic, payload) else {
+        return;
+    };
+    let (shared, ha) = (shared.clone(), ha.clone());
+    tokio::spawn(async move {
+        match request {
+            home_assistant::Request::Command(command) => {
+                match shared.backend.remote_command(device, command).await {
+                    Ok(result) => {
+                        tracing::info!(%device, ?command, ?result, "home assistant command")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%device, ?command, error = %e, "home assistant command refused")
+                    }
+                }
+            }
+            home_assistant::Request::PinCode(pin) => {
+                let user = Some(u64::from(pin.slot));
+                match shared.backend.pin_slot(device, pin.slot, pin.change).await {
+                    Ok(()) => {
+                        shared.metrics.ha_pin_applied.inc();
+                        tracing::info!(%device, slot = pin.slot, "home assistant pin_code applied");
+                        ha.users(device, false);
+                        ha.answer(device, user, pin.transaction, None);
+                    }
+                    Err(error) => ha.refuse_pin(
+                        &shared.metrics,
+                        Some(device),
+                        home_assistant::PinCodeRefused {
+                            error,
+                            user,
+                            transaction: pin.transaction,
+                        },
+                    ),
+                }
+            }
+        }
+        drop(permit);
+    });
 }
 
 async fn log_event<B: Backend>(shared: &Shared<B>, device: DeviceId, payload: &[u8]) {

@@ -121,7 +121,8 @@ pub struct Delivery {
     /// The receiver's HTTP status on the last attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_status_code: Option<u16>,
-    /// Why the last attempt failed without a status (connection refused, timeout).
+    /// Why the last attempt failed without a status (connection refused,
+    /// timeout, a TLS failure such as an untrusted certificate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }

@@ -48,7 +48,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::activity::{ActivityEntry, ActivityQuery, LogPosition, MAX_QUERY_LIMIT};
-use crate::domain::{CredentialId, DeviceId, Origin, UserId};
+use crate::domain::{CredentialId, DeviceId, HolderId, OrgId, Origin, UserId};
 use crate::engine::Command;
 use crate::metrics::Metrics;
 use crate::protocol::How;
@@ -193,6 +193,19 @@ pub enum Write {
         if_previous_changed: bool,
     },
     Webhook(WebhookWrite),
+    /// A Home Assistant PIN slot of a lock now holds the code `credential`
+    /// (its code id: a changed PIN keeps it); `None` empties the slot
+    /// (`service::pin_slots`).
+    PinSlot {
+        device: DeviceId,
+        slot: u16,
+        credential: Option<CredentialId>,
+    },
+    /// The holder the organization's Home Assistant codes are issued to.
+    PinSlotHolder {
+        org: OrgId,
+        holder: HolderId,
+    },
 }
 
 impl Write {
@@ -232,6 +245,10 @@ pub struct Loaded {
     pub user_tokens: Vec<(UserId, [u8; 32])>,
     pub device_secrets: Vec<(DeviceId, [u8; 32])>,
     pub statuses: Vec<StatusRow>,
+    /// Home Assistant PIN slots: (lock, slot, code id).
+    pub pin_slots: Vec<(DeviceId, u16, CredentialId)>,
+    /// The holder of each organization's Home Assistant codes.
+    pub pin_slot_holders: Vec<(OrgId, HolderId)>,
 }
 
 pub struct Store {
@@ -279,6 +296,15 @@ fn migrate_activity_boot(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Home Assistant PIN slots (`service::pin_slots`): which code each slot
+/// of a lock holds, and the holder of an organization's Home Assistant
+/// codes. A store from before them gets both tables, empty, at open.
+const PIN_SLOTS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ha_pin_slots (device INTEGER NOT NULL, slot INTEGER NOT NULL,
+    credential INTEGER NOT NULL, PRIMARY KEY (device, slot));
+CREATE TABLE IF NOT EXISTS ha_pin_holders (org INTEGER PRIMARY KEY, holder INTEGER NOT NULL);
+";
+
 fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -299,6 +325,7 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch(SCHEMA)?;
         migrate_activity_boot(&conn)?;
+        conn.execute_batch(PIN_SLOTS_SCHEMA)?;
         conn.execute_batch(events::SCHEMA)?;
     }
     Ok(conn)
@@ -628,6 +655,20 @@ fn load(conn: &Connection) -> Result<Loaded, StoreError> {
             firmware: r.get(4)?,
         });
     }
+    let mut stmt = conn.prepare("SELECT device, slot, credential FROM ha_pin_slots")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        loaded
+            .pin_slots
+            .push((DeviceId(r.get(0)?), r.get(1)?, CredentialId(r.get(2)?)));
+    }
+    let mut stmt = conn.prepare("SELECT org, holder FROM ha_pin_holders")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        loaded
+            .pin_slot_holders
+            .push((OrgId(r.get(0)?), HolderId(r.get(1)?)));
+    }
     Ok(loaded)
 }
 
@@ -854,6 +895,27 @@ fn commit<'a>(
                         }
                     }
                     Write::Webhook(w) => events::apply_webhook(&tx, w)?,
+                    Write::PinSlot {
+                        device,
+                        slot,
+                        credential: Some(c),
+                    } => tx
+                        .prepare_cached(
+                            "INSERT OR REPLACE INTO ha_pin_slots (device, slot, credential) VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![device.0, slot, c.0])?,
+                    Write::PinSlot {
+                        device,
+                        slot,
+                        credential: None,
+                    } => tx
+                        .prepare_cached("DELETE FROM ha_pin_slots WHERE device = ?1 AND slot = ?2")?
+                        .execute(params![device.0, slot])?,
+                    Write::PinSlotHolder { org, holder } => tx
+                        .prepare_cached(
+                            "INSERT OR REPLACE INTO ha_pin_holders (org, holder) VALUES (?1, ?2)",
+                        )?
+                        .execute(params![org.0, holder.0])?,
                 };
                 ack.push(n > 0);
             }
@@ -887,7 +949,7 @@ mod tests {
         Write::Activity(ActivityEntry::connectivity(
             DeviceId(i % 7),
             Timestamp::from_second(1_700_000_000 + i64::from(i)).unwrap(),
-            i % 2 == 0,
+            i.is_multiple_of(2),
         ))
     }
 
@@ -913,6 +975,58 @@ mod tests {
         assert_eq!(ack, vec![true]);
         store.write(Vec::new()).await.unwrap();
         assert_eq!(count_activity(dir.path()), i64::from(n + 3));
+        store.close().await;
+    }
+
+    /// A store from before Home Assistant's PIN slots gets their tables
+    /// at open; a slot written, moved to another code and emptied reads
+    /// back as last written, and an organization's holder is kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pin_slots_are_added_to_an_old_store_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE commands (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, json TEXT NOT NULL);",
+            )
+            .unwrap();
+        }
+        let open = || Store::open(dir.path(), Arc::new(Metrics::new()), Timestamp::UNIX_EPOCH);
+        let (store, loaded) = open().unwrap();
+        assert!(loaded.pin_slots.is_empty() && loaded.pin_slot_holders.is_empty());
+        let slot = |device: u32, slot: u16, c: Option<u32>| Write::PinSlot {
+            device: DeviceId(device),
+            slot,
+            credential: c.map(CredentialId),
+        };
+        store
+            .write(vec![
+                slot(3, 1, Some(7)),
+                slot(3, 2, Some(8)),
+                slot(4, 1, Some(9)),
+                Write::PinSlotHolder {
+                    org: OrgId(0),
+                    holder: HolderId(5),
+                },
+            ])
+            .await
+            .unwrap();
+        store
+            .write(vec![slot(3, 1, Some(10)), slot(4, 1, None)])
+            .await
+            .unwrap();
+        store.close().await;
+        let (store, loaded) = open().unwrap();
+        let mut slots = loaded.pin_slots;
+        slots.sort();
+        assert_eq!(
+            slots,
+            vec![
+                (DeviceId(3), 1, CredentialId(10)),
+                (DeviceId(3), 2, CredentialId(8))
+            ]
+        );
+        assert_eq!(loaded.pin_slot_holders, vec![(OrgId(0), HolderId(5))]);
         store.close().await;
     }
 

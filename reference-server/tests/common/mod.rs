@@ -16,6 +16,7 @@ pub async fn start(dir: &Path, clock: Clock) -> Server {
             http: "127.0.0.1:0".parse().unwrap(),
             clock,
             http_workers: 2,
+            webhook_ca_file: None,
         },
         std::future::pending(),
     )

@@ -19,7 +19,7 @@ pub struct World {
     pub holder: HolderId,
     /// The owner's bearer token, for the HTTP API over this service.
     pub token: String,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 async fn made(service: &Service, actor: &Actor, cmd: Command) -> Outcome {

@@ -853,7 +853,7 @@ pub async fn one_device_flooding_leaves_the_others_answered(kind: Broker) {
         let mut sent = 0u64;
         let until = std::time::Instant::now() + Duration::from_secs(3);
         while std::time::Instant::now() < until {
-            let payload = if sent % 2 == 0 {
+            let payload = if sent.is_multiple_of(2) {
                 format!(r#"{{"id":{sent},"credential":{{"type":"pin","value":"482916"}}}}"#)
                     .into_bytes()
             } else {

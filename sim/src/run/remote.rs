@@ -202,6 +202,7 @@ impl Remote {
                     http: SocketAddr::from(([127, 0, 0, 1], 0)),
                     clock: Clock::system(),
                     http_workers: 2,
+                    webhook_ca_file: None,
                 };
                 let s = server::run(cfg, futures::future::pending())
                     .await

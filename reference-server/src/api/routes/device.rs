@@ -9,7 +9,7 @@ use super::{ApiResult, Svc};
 use crate::api::wire::{DeviceSync, DeviceSyncQuery, Done};
 use crate::api::{bearer, ApiError, Json};
 use crate::domain::DeviceId;
-use crate::protocol::{AuthRequest, AuthResponse, SyncAckMsg, SyncPush};
+use crate::protocol::{AuthRequest, AuthResponse, SyncAckMsg, SyncPush, MAX_PAYLOAD_BYTES};
 use crate::service::{Service, Transport};
 
 /// The device's own secret as Bearer, or 401.
@@ -26,7 +26,10 @@ fn device_caller(req: &HttpRequest, svc: &Service, device: DeviceId) -> Result<(
 #[utoipa::path(
     params(("device" = DeviceId, Path, description = "The device asking")),
     request_body = AuthRequest,
-    responses((status = 200, description = "The decision", body = AuthResponse)),
+    responses(
+        (status = 200, description = "The decision", body = AuthResponse),
+        (status = 413, description = "Over the device protocol's 4096-byte payload limit (refused unread)", body = ApiError),
+    ),
     security(("device_secret" = [])),
 )]
 #[post("/v1/devices/{device}/validate")]
@@ -34,7 +37,7 @@ pub(super) async fn validate(
     req: HttpRequest,
     svc: Svc,
     device: web::Path<u32>,
-    body: Json<AuthRequest>,
+    body: Json<AuthRequest, MAX_PAYLOAD_BYTES>,
 ) -> ApiResult {
     let device = DeviceId(device.into_inner());
     device_caller(&req, &svc, device)?;
@@ -75,6 +78,7 @@ pub(super) async fn device_sync(
         (status = 200, description = "Confirmed", body = Done),
         (status = 404, description = "A result names no credential of the server", body = ApiError),
         (status = 409, description = "Not the pending version: ask again", body = ApiError),
+        (status = 413, description = "Over the device protocol's 4096-byte payload limit (refused unread)", body = ApiError),
     ),
     security(("device_secret" = [])),
 )]
@@ -83,7 +87,7 @@ pub(super) async fn device_sync_ack(
     req: HttpRequest,
     svc: Svc,
     device: web::Path<u32>,
-    body: Json<SyncAckMsg>,
+    body: Json<SyncAckMsg, MAX_PAYLOAD_BYTES>,
 ) -> ApiResult {
     let device = DeviceId(device.into_inner());
     device_caller(&req, &svc, device)?;

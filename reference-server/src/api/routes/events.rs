@@ -168,9 +168,9 @@ pub(super) fn check_url(url: &str) -> Result<(), ApiError> {
     if url.len() > MAX_URL_LEN {
         return Err(bad("at most 2048 bytes"));
     }
-    let parsed = reqwest::Url::parse(url).map_err(|_| bad("an http:// URL"))?;
-    if parsed.scheme() != "http" || parsed.host_str().is_none_or(str::is_empty) {
-        return Err(bad("an http:// URL with a host (this server sends no TLS)"));
+    let parsed = reqwest::Url::parse(url).map_err(|_| bad("an https:// or http:// URL"))?;
+    if !matches!(parsed.scheme(), "https" | "http") || parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("an https:// or http:// URL with a host"));
     }
     Ok(())
 }
@@ -182,7 +182,7 @@ pub(super) fn check_url(url: &str) -> Result<(), ApiError> {
         (status = 201, description = "Created; the secret is shown once", body = WebhookCreated),
         (status = 403, description = "Only an owner may", body = ApiError),
         (status = 404, description = "No organization with this id (or one the caller has no role in)", body = ApiError),
-        (status = 422, description = "Not an http:// URL, or the organization has 16 webhooks", body = ApiError),
+        (status = 422, description = "Not an https:// or http:// URL with a host, or the organization has 16 webhooks", body = ApiError),
     ),
     security(("user_token" = [])),
 )]

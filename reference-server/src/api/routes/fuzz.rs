@@ -785,7 +785,7 @@ fn decoded_bodies_never_answer_5xx_nor_panic() {
             {
                 let mut k = done.borrow_mut();
                 *k += 1;
-                if *k % CASES_PER_WORLD == 0 {
+                if (*k).is_multiple_of(CASES_PER_WORLD) {
                     *engine.borrow_mut() = world();
                 }
             }
@@ -833,6 +833,7 @@ fn bodies_over_http_never_answer_5xx() {
                 http: "127.0.0.1:0".parse().expect("an address"),
                 clock: crate::service::Clock::manual(now()),
                 http_workers: 2,
+                webhook_ca_file: None,
             },
             std::future::pending(),
         )

@@ -58,8 +58,10 @@ pub struct EventPage {
 pub struct WebhookBody {
     #[schema(value_type = u32)]
     pub organization_id: crate::domain::OrgId,
-    /// Where events are POSTed: an `http://` URL (this server sends no TLS).
-    #[schema(pattern = "^http://[^\\s]+$", max_length = 2048)]
+    /// Where events are POSTed: an `https://` URL (the certificate is
+    /// verified against the bundled Mozilla roots and the server's
+    /// `--webhook-ca-file`), or a plain `http://` one for development.
+    #[schema(pattern = "^https?://[^\\s]+$", max_length = 2048)]
     pub url: String,
 }
 
