@@ -2119,3 +2119,71 @@ fn the_protocol_doc_lists_exactly_the_engines_deny_reasons() {
         "docs/protocol.md's deny reasons and DenyReason::ALL differ"
     );
 }
+
+#[test]
+fn a_card_is_read_on_every_device_of_its_doors_and_only_there() {
+    let mut w = World::new();
+    let old = w.issue(
+        w.resident,
+        SecretSpec::Card { number: 5150 },
+        Schedule::Permanent,
+        vec![w.unit_door],
+    );
+    let card = Presented::Card(5150);
+    assert!(w.check(w.lock, card, t0()).is_granted(), "its door's lock");
+    assert_eq!(
+        reason(w.check(w.phone, card, t0())),
+        Some(DenyReason::DoorNotAllowed),
+        "another door of the site"
+    );
+    assert_eq!(
+        reason(w.check(w.lock, Presented::Card(5151), t0())),
+        Some(DenyReason::UnknownCredential)
+    );
+    // A device added at the door later reads it too (a door phone stores
+    // no codes, so at once); deleting it takes its entry away.
+    let added = id!(
+        out(w.e.apply(
+            &SYS,
+            Command::CreateDevice {
+                door: w.unit_door,
+                kind: DeviceKind::DoorPhone,
+                connectivity: Connectivity::Wifi,
+                name: "second phone".into(),
+                location: "Apartment door".into(),
+                linked_to: None,
+                code_slots: 0,
+            },
+            t0()
+        )),
+        Device
+    );
+    assert!(
+        w.check(added, card, t0()).is_granted(),
+        "a device added later"
+    );
+    w.e.apply(&SYS, Command::DeleteDevice { device: added }, t0())
+        .unwrap();
+    assert!(!w.check(added, card, t0()).is_granted(), "a deleted device");
+    assert!(w.check(w.lock, card, t0()).is_granted());
+    // Revoked: denied as such while the lock still holds it; the number
+    // may then go to a credential of another door, which takes it over.
+    w.e.apply(&SYS, Command::RevokeCredential { credential: old }, t0())
+        .unwrap();
+    assert_eq!(
+        reason(w.check(w.lock, card, t0())),
+        Some(DenyReason::Revoked)
+    );
+    w.issue(
+        w.resident,
+        SecretSpec::Card { number: 5150 },
+        Schedule::Permanent,
+        vec![w.lobby],
+    );
+    assert!(w.check(w.phone, card, t0()).is_granted(), "the new door");
+    assert_eq!(
+        reason(w.check(w.lock, card, t0())),
+        Some(DenyReason::DoorNotAllowed),
+        "the old door, once the number moved"
+    );
+}

@@ -9,18 +9,42 @@
 //!
 //! Generic over the slot: the keypad's per-device index keeps a cache line
 //! per entry with what the common grant needs beside the key
-//! (`engine::KeypadSlot`), so that grant reads no credential.
+//! (`engine::KeypadSlot`), so that grant reads no credential. The card
+//! reader's index (`engine::CardSlot`) has a 128-bit key: a device and a
+//! 64-bit card number.
 
 use crate::domain::CredentialId;
 
-/// Key 0 marks an empty slot; `engine::pin_key` never produces it (the PIN's
-/// length is in the low half and is at least 1).
-const EMPTY: u64 = 0;
+/// A key of the table: 0 marks an empty slot, so no stored key is 0
+/// (`engine::pin_key` puts the PIN's length, at least 1, in the low half;
+/// `engine::card_key` adds one to the device).
+pub(crate) trait IndexKey: Copy + Eq {
+    const EMPTY: Self;
+    /// Spreads the key over the table (the packed keys are far from random).
+    fn mix(self) -> u64;
+}
+
+impl IndexKey for u64 {
+    const EMPTY: u64 = 0;
+    #[inline]
+    fn mix(self) -> u64 {
+        mix(self)
+    }
+}
+
+impl IndexKey for u128 {
+    const EMPTY: u128 = 0;
+    #[inline]
+    fn mix(self) -> u64 {
+        mix((self as u64) ^ mix((self >> 64) as u64))
+    }
+}
 
 /// A slot type: its key and whatever the lookup wants beside it. `default()`
-/// must have key 0 (empty).
+/// must have the empty key.
 pub(crate) trait Keyed: Copy + Default {
-    fn key(&self) -> u64;
+    type Key: IndexKey;
+    fn key(&self) -> Self::Key;
 }
 
 /// The plain slot: key -> credential.
@@ -32,6 +56,7 @@ pub(crate) struct Slot {
 }
 
 impl Keyed for Slot {
+    type Key = u64;
     #[inline]
     fn key(&self) -> u64 {
         self.key
@@ -85,16 +110,20 @@ impl<S: Keyed> PinIndex<S> {
     }
 
     #[inline]
-    fn position(&self, key: u64) -> Option<usize> {
-        debug_assert_ne!(key, EMPTY);
+    fn position(&self, key: S::Key) -> Option<usize> {
+        // A lookup may come with any key a device sends; the empty key
+        // must not match an empty slot.
+        if key == S::Key::EMPTY {
+            return None;
+        }
         let mask = self.mask();
-        let mut i = mix(key) as usize & mask;
+        let mut i = key.mix() as usize & mask;
         loop {
             let k = self.slots[i].key();
             if k == key {
                 return Some(i);
             }
-            if k == EMPTY {
+            if k == S::Key::EMPTY {
                 return None;
             }
             i = (i + 1) & mask;
@@ -102,33 +131,33 @@ impl<S: Keyed> PinIndex<S> {
     }
 
     #[inline]
-    pub(crate) fn find(&self, key: u64) -> Option<&S> {
+    pub(crate) fn find(&self, key: S::Key) -> Option<&S> {
         self.position(key).map(|i| &self.slots[i])
     }
 
     /// The slot of `key`, to change what is kept beside the key (never the
     /// key itself).
-    pub(crate) fn find_mut(&mut self, key: u64) -> Option<&mut S> {
+    pub(crate) fn find_mut(&mut self, key: S::Key) -> Option<&mut S> {
         self.position(key).map(|i| &mut self.slots[i])
     }
 
     /// Inserts or replaces the slot with `slot`'s key.
     pub(crate) fn put(&mut self, slot: S) {
         let key = slot.key();
-        assert_ne!(key, EMPTY, "key 0 is reserved for empty slots");
+        assert!(key != S::Key::EMPTY, "key 0 is reserved for empty slots");
         // Keep the load at most one half: probe runs stay short.
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
         }
         let mask = self.mask();
-        let mut i = mix(key) as usize & mask;
+        let mut i = key.mix() as usize & mask;
         loop {
             let s = &mut self.slots[i];
             if s.key() == key {
                 *s = slot;
                 return;
             }
-            if s.key() == EMPTY {
+            if s.key() == S::Key::EMPTY {
                 *s = slot;
                 self.len += 1;
                 return;
@@ -137,7 +166,7 @@ impl<S: Keyed> PinIndex<S> {
         }
     }
 
-    pub(crate) fn take(&mut self, key: u64) -> Option<S> {
+    pub(crate) fn take(&mut self, key: S::Key) -> Option<S> {
         let mask = self.mask();
         let i = self.position(key)?;
         let removed = self.slots[i];
@@ -147,10 +176,10 @@ impl<S: Keyed> PinIndex<S> {
         let mut j = (i + 1) & mask;
         loop {
             let s = self.slots[j];
-            if s.key() == EMPTY {
+            if s.key() == S::Key::EMPTY {
                 break;
             }
-            let home = mix(s.key()) as usize & mask;
+            let home = s.key().mix() as usize & mask;
             let between = if hole <= j {
                 hole < home && home <= j
             } else {
@@ -176,7 +205,7 @@ impl<S: Keyed> PinIndex<S> {
         let old = std::mem::replace(&mut self.slots, doubled);
         self.len = 0;
         for s in old {
-            if s.key() != EMPTY {
+            if s.key() != S::Key::EMPTY {
                 self.put(s);
             }
         }
@@ -187,7 +216,7 @@ impl<S: Keyed> PinIndex<S> {
     }
 
     pub(crate) fn slots(&self) -> impl Iterator<Item = &S> + '_ {
-        self.slots.iter().filter(|s| s.key() != EMPTY)
+        self.slots.iter().filter(|s| s.key() != S::Key::EMPTY)
     }
 }
 
@@ -222,6 +251,46 @@ mod tests {
                 prop_assert_eq!(ours.get(key).map(|c| c.0), model.get(&key).copied());
             }
         }
+    }
+
+    #[derive(Clone, Copy, Default)]
+    struct Wide {
+        key: u128,
+        value: u32,
+    }
+
+    impl Keyed for Wide {
+        type Key = u128;
+        fn key(&self) -> u128 {
+            self.key
+        }
+    }
+
+    #[test]
+    fn wide_keys_that_share_a_half_stay_apart() {
+        let mut t = PinIndex::<Wide>::new();
+        // The same card number on many devices, and many numbers on one.
+        let key = |dev: u128, n: u128| ((dev + 1) << 64) | n;
+        for dev in 0..300u128 {
+            for n in [0u128, 1, u128::from(u64::MAX)] {
+                t.put(Wide {
+                    key: key(dev, n),
+                    value: (dev * 3 + n % 3) as u32,
+                });
+            }
+        }
+        assert_eq!(t.len(), 900);
+        for dev in (0..300u128).step_by(2) {
+            assert!(t.take(key(dev, 1)).is_some());
+        }
+        for dev in 0..300u128 {
+            for n in [0u128, 1, u128::from(u64::MAX)] {
+                let want = (n != 1 || dev % 2 == 1).then_some((dev * 3 + n % 3) as u32);
+                assert_eq!(t.find(key(dev, n)).map(|s| s.value), want, "{dev} {n}");
+            }
+        }
+        // The empty key finds nothing, though empty slots hold it.
+        assert!(t.find(0).is_none());
     }
 
     #[test]

@@ -69,6 +69,16 @@ impl Engine {
                 d
             }
             Presented::Card(number) => {
+                // Keyed by this device: found means the card's credential
+                // opens this door (`device_cards` mirrors `card_index`).
+                if let Some(s) = self.device_cards.find(card_key(id, number)) {
+                    let c = &self.credentials[s.credential.index()];
+                    if !usable_on(c, id, dev) {
+                        return Decision::deny(DenyReason::UnknownCredential);
+                    }
+                    return self.evaluate(c, id, dev, true, check.floor, now);
+                }
+                // Not here: a card of another door of the site says so.
                 let found = self
                     .card_index
                     .get(&(dev.site, number))
@@ -76,9 +86,6 @@ impl Engine {
                 match found {
                     Some(c) if c.door_slot(dev.door).is_none() => {
                         Decision::deny(DenyReason::DoorNotAllowed)
-                    }
-                    Some(c) if usable_on(c, id, dev) => {
-                        self.evaluate(c, id, dev, true, check.floor, now)
                     }
                     _ => Decision::deny(DenyReason::UnknownCredential),
                 }

@@ -264,7 +264,7 @@ impl Engine {
                 }
             }
             Secret::Card(n) => {
-                self.card_index.insert((site, n), id);
+                self.index_card(site, n, id, &issue.doors);
             }
             Secret::Token { .. } => {}
         }
@@ -491,9 +491,8 @@ impl Engine {
                 }
             }
             Secret::Card(n) => {
-                if self.card_index.get(&(c.site, n)) == Some(&id) {
-                    self.card_index.remove(&(c.site, n));
-                }
+                let site = c.site;
+                self.unindex_card(site, n, id);
             }
             Secret::Token { .. } => {}
         }

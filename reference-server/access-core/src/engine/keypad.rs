@@ -1,6 +1,7 @@
-//! The keypad lookup: PIN keys, the packed per-device row a check reads
-//! (`DeviceHot`) and the 64-byte slot a common PIN grant decides from
-//! (`KeypadSlot`), kept in step with the credentials by `apply`.
+//! The keypad and card-reader lookups: PIN and card keys, the packed
+//! per-device row a check reads (`DeviceHot`), the 64-byte slot a common
+//! PIN grant decides from (`KeypadSlot`) and the per-device card slot
+//! (`CardSlot`), kept in step with the credentials by `apply`.
 
 use super::*;
 
@@ -26,6 +27,13 @@ pub(super) fn pin_key(door: DoorId, pin: Pin) -> u64 {
 #[inline]
 pub(super) fn device_pin_key(device: DeviceId, pin: Pin) -> u64 {
     (u64::from(device.0) << 32) | pin_low(pin)
+}
+
+/// `(device, card number)` in one u128, the card reader's lookup: the
+/// device plus one in the high half, so no key is 0 (the empty slot).
+#[inline]
+pub(super) fn card_key(device: DeviceId, number: u64) -> u128 {
+    ((u128::from(device.0) + 1) << 64) | u128::from(number)
 }
 
 /// The low half of a PIN key: the PIN's length and value.
@@ -159,7 +167,37 @@ impl Default for KeypadSlot {
     }
 }
 
+/// One entry of the card reader's lookup (`device_cards`): the same
+/// entries as `card_index` once per device at each door of the card's
+/// credential. Keyed by the device a check names, the probe does not wait
+/// for the device's row (its site) nor for a SwissTable's control bytes:
+/// a card check's chain of dependent misses is the slot, then the
+/// credential, with the device row read beside them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct CardSlot {
+    pub(super) key: u128,
+    pub(super) credential: CredentialId,
+}
+
+impl Default for CardSlot {
+    fn default() -> CardSlot {
+        CardSlot {
+            key: 0,
+            credential: CredentialId(0),
+        }
+    }
+}
+
+impl Keyed for CardSlot {
+    type Key = u128;
+    #[inline]
+    fn key(&self) -> u128 {
+        self.key
+    }
+}
+
 impl Keyed for KeypadSlot {
+    type Key = u64;
     #[inline]
     fn key(&self) -> u64 {
         self.key
@@ -188,10 +226,59 @@ impl Engine {
         }
     }
 
+    /// Card `number` of `site` is `id`'s, which opens `doors`: in
+    /// `card_index`, and at every device there in `device_cards` (the
+    /// slots of a credential it takes over go first).
+    pub(super) fn index_card(
+        &mut self,
+        site: SiteId,
+        number: u64,
+        id: CredentialId,
+        doors: &[DoorId],
+    ) {
+        if let Some(old) = self.card_index.insert((site, number), id) {
+            if old != id {
+                let old_doors = self.credentials[old.index()].doors.clone();
+                self.unindex_card_devices(&old_doors, number, old);
+            }
+        }
+        for d in doors {
+            for dev in &self.door_devices[d.index()] {
+                self.device_cards.put(CardSlot {
+                    key: card_key(*dev, number),
+                    credential: id,
+                });
+            }
+        }
+    }
+
+    /// Card `number` of `site` is no longer `id`'s (if it still was).
+    pub(super) fn unindex_card(&mut self, site: SiteId, number: u64, id: CredentialId) {
+        if self.card_index.get(&(site, number)) != Some(&id) {
+            return;
+        }
+        self.card_index.remove(&(site, number));
+        let doors = self.credentials[id.index()].doors.clone();
+        self.unindex_card_devices(&doors, number, id);
+    }
+
+    fn unindex_card_devices(&mut self, doors: &[DoorId], number: u64, id: CredentialId) {
+        for d in doors {
+            for dev in &self.door_devices[d.index()] {
+                let key = card_key(*dev, number);
+                if self.device_cards.find(key).map(|s| s.credential) == Some(id) {
+                    self.device_cards.take(key);
+                }
+            }
+        }
+    }
+
     /// Panics unless the two PIN indexes agree (`device_pins` holds exactly
-    /// the entries of `pin_index`, once per device at each door) and every
-    /// keypad slot says what its credential and device say now. For tests:
-    /// it walks both indexes.
+    /// the entries of `pin_index`, once per device at each door), the two
+    /// card indexes agree (`device_cards` holds exactly the entries of
+    /// `card_index`, once per device at each door of the credential) and
+    /// every keypad slot says what its credential and device say now. For
+    /// tests: it walks every index.
     #[doc(hidden)]
     pub fn assert_pin_indexes_agree(&self) {
         let low = |k: u64| k & u64::from(u32::MAX);
@@ -206,6 +293,24 @@ impl Engine {
             }
         }
         assert_eq!(self.device_pins.len(), expected, "stray device PIN entries");
+        // The card reader's index: `card_index`'s entries once per device
+        // at each door of the credential, and nothing else.
+        let mut card_keys = rustc_hash::FxHashSet::default();
+        for ((_, number), c) in &self.card_index {
+            for d in &self.credentials[c.index()].doors {
+                for dev in &self.door_devices[d.index()] {
+                    let key = card_key(*dev, *number);
+                    let slot = self.device_cards.find(key).map(|s| s.credential);
+                    assert_eq!(slot, Some(*c), "device {dev} card of {c}");
+                    card_keys.insert(key);
+                }
+            }
+        }
+        assert_eq!(
+            self.device_cards.len(),
+            card_keys.len(),
+            "stray device card entries"
+        );
         // Every slot says what its credential and device say now.
         for s in self.device_pins.slots() {
             let dev = DeviceId((s.key >> 32) as u32);

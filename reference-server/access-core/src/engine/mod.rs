@@ -376,8 +376,13 @@ pub struct Engine {
     /// device a check names, the probe does not wait for the device's row
     /// (its door) to come from memory: both misses overlap.
     device_pins: PinIndex<KeypadSlot>,
-    /// (site, card number) -> credential.
+    /// (site, card number) -> credential: the uniqueness rule and the
+    /// answer for a card of another door.
     card_index: FxHashMap<(SiteId, u64), CredentialId>,
+    /// `card_key(device, number)` -> credential: the card reader's lookup,
+    /// the entries of `card_index` once per device at each door of the
+    /// credential (see `CardSlot`).
+    device_cards: PinIndex<CardSlot>,
     /// Deleted sites, doors, devices and holders (`removal`).
     removed: rustc_hash::FxHashSet<Ref>,
     /// A changed code's first id -> its live version (`code_head`).
@@ -399,7 +404,7 @@ mod sync_state;
 
 pub use removal::SiteSettingsPatch;
 
-use keypad::{device_pin_key, pin_key, usable_on, DeviceHot, KeypadSlot};
+use keypad::{card_key, device_pin_key, pin_key, usable_on, CardSlot, DeviceHot, KeypadSlot};
 
 /// Characters no name may hold: control characters (C0 with NUL, DEL,
 /// C1) break logs, terminals and CSV exports, and the bidirectional
@@ -489,6 +494,7 @@ impl Engine {
             pin_index: PinIndex::new(),
             device_pins: PinIndex::new(),
             card_index: FxHashMap::default(),
+            device_cards: PinIndex::new(),
             removed: Default::default(),
             code_heads: FxHashMap::default(),
         }

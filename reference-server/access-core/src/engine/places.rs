@@ -218,13 +218,20 @@ impl Engine {
         );
         self.lockouts.push(Mutex::new(Lockout::default()));
         self.door_devices[door.index()].push(id);
-        // The keypad lookup gets the PINs the door already holds.
+        // The keypad and card lookups get the codes the door already holds.
         for c in &self.door_credentials[door.index()] {
-            if let Secret::Pin(p) = self.credentials[c.index()].secret {
-                if self.pin_index.get(pin_key(door, p)) == Some(*c) {
+            match self.credentials[c.index()].secret {
+                Secret::Pin(p) if self.pin_index.get(pin_key(door, p)) == Some(*c) => {
                     self.device_pins
                         .put(KeypadSlot::pending(device_pin_key(id, p), *c));
                 }
+                Secret::Card(n) if self.card_index.get(&(site, n)) == Some(c) => {
+                    self.device_cards.put(CardSlot {
+                        key: card_key(id, n),
+                        credential: *c,
+                    });
+                }
+                _ => {}
             }
         }
         // Codes that already open this door must reach the new device.

@@ -249,14 +249,19 @@ impl Engine {
                 format!("{linked} devices are linked to this one: delete them first"),
             ));
         }
-        // Its keypad entries go before it leaves the door (they are keyed
-        // by device and found through the door).
+        // Its keypad and card entries go before it leaves the door (they
+        // are keyed by device and found through the door).
         let at_door = self.door_credentials[door.index()].clone();
         for c in &at_door {
-            if let Secret::Pin(p) = self.credentials[c.index()].secret {
-                if self.pin_index.get(pin_key(door, p)) == Some(*c) {
+            let cred = &self.credentials[c.index()];
+            match cred.secret {
+                Secret::Pin(p) if self.pin_index.get(pin_key(door, p)) == Some(*c) => {
                     self.device_pins.take(device_pin_key(device, p));
                 }
+                Secret::Card(n) if self.card_index.get(&(cred.site, n)) == Some(c) => {
+                    self.device_cards.take(card_key(device, n));
+                }
+                _ => {}
             }
         }
         self.door_devices[door.index()].retain(|d| *d != device);
