@@ -10,7 +10,7 @@ mod devices_support;
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use devices_support::{engine, eventually, start_time};
+use devices_support::{acked_on, engine, eventually, issue_pin_in, snapshot_when, start_time};
 use fleetsim::clock::SimClock;
 use fleetsim::devices::fleet::{provision, Fleet, FleetSpec, Placement};
 use fleetsim::devices::{DeviceOutcome, DeviceParams, Present};
@@ -27,6 +27,15 @@ struct Server {
     engine: Arc<RwLock<Engine>>,
     secrets: DeviceSecrets,
     clock: SimClock,
+    /// Each sync fetch: the device and whether it asked `full=true`.
+    fetches: Fetches,
+}
+
+type Fetches = Arc<parking_lot::Mutex<Vec<(DeviceId, bool)>>>;
+
+#[derive(serde::Deserialize)]
+struct SyncQuery {
+    full: Option<bool>,
 }
 
 async fn validate(
@@ -70,15 +79,32 @@ fn bearer_ok(req: &HttpRequest, s: &Server, device: DeviceId) -> bool {
     bearer == Some((s.secrets)(device).as_str())
 }
 
-/// The reference server's `GET /v1/devices/{device}/sync`, on the engine.
-async fn device_sync(req: HttpRequest, path: web::Path<u32>, s: web::Data<Server>) -> HttpResponse {
+/// The reference server's `GET /v1/devices/{device}/sync`, on the engine;
+/// with `full=true` every code the device should hold counts as not set
+/// first (`Command::SyncReset`, as the reference server does).
+async fn device_sync(
+    req: HttpRequest,
+    path: web::Path<u32>,
+    q: web::Query<SyncQuery>,
+    s: web::Data<Server>,
+) -> HttpResponse {
     let device = DeviceId(path.into_inner());
     if !bearer_ok(&req, &s, device) {
         return HttpResponse::Unauthorized().finish();
     }
+    let full = q.full.unwrap_or(false);
+    if full {
+        let reset = Command::SyncReset { device };
+        if let Err(e) = s.engine.write().apply(&Actor::System, reset, s.clock.now()) {
+            return HttpResponse::NotFound().body(e.to_string());
+        }
+    }
     let Some(batch) = s.engine.read().pending_sync(device) else {
         return HttpResponse::NotFound().finish();
     };
+    // Recorded once the batch is read: a fetch the test has seen carries
+    // nothing issued after it.
+    s.fetches.lock().push((device, full));
     let push = SyncPush::whole(&batch);
     let tokens = batch.tokens();
     let mut body = serde_json::to_value(&push).unwrap();
@@ -118,10 +144,22 @@ fn serve(
     secrets: &DeviceSecrets,
     clock: SimClock,
 ) -> (u16, actix_web::dev::ServerHandle) {
+    let (port, handle, _) = serve_recording(engine, secrets, clock);
+    (port, handle)
+}
+
+/// [`serve`], also answering the sync fetches it was asked.
+fn serve_recording(
+    engine: &Arc<RwLock<Engine>>,
+    secrets: &DeviceSecrets,
+    clock: SimClock,
+) -> (u16, actix_web::dev::ServerHandle, Fetches) {
+    let fetches = Fetches::default();
     let data = web::Data::new(Server {
         engine: engine.clone(),
         secrets: secrets.clone(),
         clock,
+        fetches: fetches.clone(),
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -137,7 +175,7 @@ fn serve(
     let running = server.run();
     let handle = running.handle();
     actix_rt::spawn(running);
-    (port, handle)
+    (port, handle, fetches)
 }
 
 fn issue(
@@ -464,6 +502,95 @@ fn a_sync_answered_with_garbage_is_a_counted_error_and_the_lock_keeps_working() 
         };
         let err = transport.link(ep).fetch_sync().await.unwrap_err();
         assert!(err.to_string().contains("not a sync message"), "{err}");
+        actix_rt::System::current().stop();
+    });
+}
+
+/// A Wi-Fi lock reflashed with an empty cache, over HTTP: the server shows
+/// its three codes set (acked before the reboot), so a plain fetch would
+/// carry nothing; the lock's first fetch is `?full=true` and gets all
+/// three again. A reconnect later fetches without `full`: a code issued
+/// while it was offline arrives, the three it holds are not pushed again.
+#[test]
+fn a_lock_that_lost_its_cache_asks_over_http_for_every_code_and_a_reconnect_for_the_delta() {
+    actix_rt::System::new().block_on(async {
+        let engine = engine(9);
+        let clock = SimClock::starting_at(start_time());
+        let spec = FleetSpec::new(9)
+            .wifi_doors(1)
+            .params(DeviceParams::quiet());
+        let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
+        let (org, door) = (provisioned.org, provisioned.doors[0].door);
+        let lock = provisioned.doors[0].lock.unwrap();
+        for p in ["4829", "7315", "2468"] {
+            issue_pin_in(&mut engine.write(), org, door, p, clock.now());
+        }
+        acked_on(&mut engine.write(), lock, clock.now());
+        let secrets = derived_secrets([4; 32]);
+        let (port, handle, fetches) = serve_recording(&engine, &secrets, clock);
+        let transport = HttpTransport::new(
+            HttpConfig {
+                base_url: format!("http://127.0.0.1:{port}"),
+                ..HttpConfig::default()
+            },
+            secrets,
+        )
+        .unwrap();
+        let fleet = Fleet::start(
+            &spec,
+            provisioned,
+            Transport::Http(transport.clone()),
+            clock,
+            &Placement::Current,
+        );
+        let s = snapshot_when(&fleet, lock, "every code pushed again", |s| {
+            s.cached_codes == 3
+        })
+        .await;
+        assert_eq!(s.emitted.get("code_set"), 3);
+        let engine_done = engine.clone();
+        eventually("the server shows every code set", || {
+            let e = engine_done.clone();
+            async move { e.read().pending_sync(lock).is_none_or(|b| b.is_empty()) }
+        })
+        .await;
+        let asked: Vec<bool> = fetches.lock().iter().map(|(_, full)| *full).collect();
+        assert_eq!(
+            asked.first(),
+            Some(&true),
+            "the first fetch asks for everything: {asked:?}"
+        );
+        assert_eq!(asked.iter().filter(|f| **f).count(), 1, "{asked:?}");
+        // The fetch after the ack (more behind that batch?) found nothing.
+        let f = fetches.clone();
+        eventually("the fetch after the ack", || {
+            let f = f.clone();
+            async move { f.lock().len() >= 2 }
+        })
+        .await;
+        let before = fetches.lock().len();
+
+        fleet
+            .control(lock, Control::GoOffline { for_s: 0.5 })
+            .unwrap();
+        issue_pin_in(&mut engine.write(), org, door, "1357", clock.now());
+        let s = snapshot_when(&fleet, lock, "the new code after the reconnect", |s| {
+            s.online && s.cached_codes == 4
+        })
+        .await;
+        assert_eq!(
+            s.emitted.get("code_set"),
+            4,
+            "only the new code came after the reconnect"
+        );
+        let asked: Vec<bool> = fetches.lock().iter().map(|(_, full)| *full).collect();
+        assert!(asked.len() > before, "{asked:?}");
+        assert!(
+            asked[before..].iter().all(|full| !full),
+            "a reconnect asks for the delta: {asked:?}"
+        );
+        assert_eq!(transport.sync_errors(), 0);
+        handle.stop(true).await;
         actix_rt::System::current().stop();
     });
 }

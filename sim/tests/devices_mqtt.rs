@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use devices_support::{engine, eventually, start_time};
+use devices_support::{acked_on, engine, eventually, issue_pin_in, snapshot_when, start_time};
 use fleetsim::clock::SimClock;
 use fleetsim::devices::fleet::{provision, Fleet, FleetSpec, Placement};
-use fleetsim::devices::{DeviceOutcome, DeviceParams, Present};
+use fleetsim::devices::{Control, DeviceOutcome, DeviceParams, Present};
 use fleetsim::transport::{
     derived_secrets, EventLog, MqttConfig, MqttTransport, Multiplex, Transport,
 };
@@ -94,6 +94,10 @@ impl Responder {
             acks.clone(),
         );
         tokio::spawn(async move {
+            // The version last pushed to each device on its cue (the
+            // gateway's session: a batch in flight is not sent again on a
+            // status "online"; a full resync sends it again).
+            let mut pushed: HashMap<DeviceId, u64> = HashMap::new();
             loop {
                 match eventloop.poll().await {
                     Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
@@ -103,6 +107,7 @@ impl Responder {
                             Channel::SyncAck,
                             Channel::SyncReq,
                             Channel::CmdAck,
+                            Channel::Status,
                         ] {
                             let f = format!("fleet/+/+/{}", ch.suffix());
                             c.subscribe(f, QoS::AtLeastOnce).await.unwrap();
@@ -142,6 +147,29 @@ impl Responder {
                                     decode(&p.payload).unwrap();
                                 if req.full {
                                     f.lock().push(device);
+                                    // The gateway's answer: every code the
+                                    // device should hold counts as not set
+                                    // and goes out again.
+                                    let reset = Command::SyncReset { device };
+                                    engine
+                                        .write()
+                                        .apply(&Actor::System, reset, clock.now())
+                                        .unwrap();
+                                    pushed.remove(&device);
+                                }
+                                if let Some(v) = push_pending(&c, &engine, clock, device) {
+                                    pushed.insert(device, v);
+                                }
+                            }
+                            // Coming online is the cue to push the delta.
+                            Channel::Status => {
+                                let st: reference_server::protocol::Status =
+                                    decode(&p.payload).unwrap();
+                                let pending = engine.read().pending_sync(device).map(|b| b.version);
+                                if st.online && pending != pushed.get(&device).copied() {
+                                    if let Some(v) = push_pending(&c, &engine, clock, device) {
+                                        pushed.insert(device, v);
+                                    }
                                 }
                             }
                             Channel::CmdAck => {
@@ -187,33 +215,45 @@ impl Responder {
 
     /// Sends a device its pending codes (what the gateway does on a change).
     async fn push_sync(&self, engine: &Arc<RwLock<Engine>>, clock: SimClock, device: DeviceId) {
-        let batch = engine.read().pending_sync(device).unwrap();
-        if batch.is_empty() {
-            return;
-        }
-        engine
-            .write()
-            .apply(
-                &Actor::System,
-                Command::SyncSent {
-                    device,
-                    version: batch.version,
-                },
-                clock.now(),
-            )
-            .unwrap();
-        let site = engine.read().device(device).unwrap().site;
-        let t = topic("fleet", site, device, Channel::Sync);
-        self.client
-            .publish(
-                t,
-                QoS::AtLeastOnce,
-                false,
-                encode(&reference_server::protocol::SyncPush::whole(&batch)),
-            )
-            .await
-            .unwrap();
+        push_pending(&self.client, engine, clock, device);
     }
+}
+
+/// Publishes a device's pending batch, if any, marked sent; its version.
+fn push_pending(
+    client: &AsyncClient,
+    engine: &Arc<RwLock<Engine>>,
+    clock: SimClock,
+    device: DeviceId,
+) -> Option<u64> {
+    let batch = engine.read().pending_sync(device).unwrap();
+    if batch.is_empty() {
+        return None;
+    }
+    engine
+        .write()
+        .apply(
+            &Actor::System,
+            Command::SyncSent {
+                device,
+                version: batch.version,
+            },
+            clock.now(),
+        )
+        .unwrap();
+    let site = engine.read().device(device).unwrap().site;
+    let t = topic("fleet", site, device, Channel::Sync);
+    // Not awaited: this runs in the responder's event loop too, which must
+    // not wait on its own request queue.
+    client
+        .try_publish(
+            t,
+            QoS::AtLeastOnce,
+            false,
+            encode(&reference_server::protocol::SyncPush::whole(&batch)),
+        )
+        .unwrap();
+    Some(batch.version)
 }
 
 fn issue_pin(
@@ -545,6 +585,90 @@ fn devices_act_out_a_simulate_command_sent_over_the_broker() {
         assert_eq!(fleet.snapshot(lock).await.unwrap().state, "jammed");
         let k = fleet.snapshot(keypad).await.unwrap();
         assert_eq!((k.checks, k.denied), (1, 1), "checked over MQTT, denied");
+        actix_rt::System::current().stop();
+    });
+}
+
+/// A Wi-Fi lock reflashed with an empty cache, over MQTT: the server shows
+/// its three codes set (acked before the reboot), so the delta its status
+/// "online" cues would carry nothing; the lock sends `sync/req`
+/// `{"full": true}` and gets all three again. A reconnect later is a status
+/// "online" only: a code issued while it was offline arrives, the three it
+/// holds are not pushed again.
+#[test]
+fn a_lock_that_lost_its_cache_asks_over_mqtt_for_every_code_and_a_reconnect_for_the_delta() {
+    actix_rt::System::new().block_on(async move {
+        let engine = engine(11);
+        let clock = SimClock::starting_at(start_time());
+        let spec = FleetSpec::new(11)
+            .wifi_doors(1)
+            .params(DeviceParams::quiet());
+        let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
+        let (org, door) = (provisioned.org, provisioned.doors[0].door);
+        let lock = provisioned.doors[0].lock.unwrap();
+        for p in ["4829", "7315", "2468"] {
+            issue_pin_in(&mut engine.write(), org, door, p, clock.now());
+        }
+        acked_on(&mut engine.write(), lock, clock.now());
+        let secrets = derived_secrets([9u8; 32]);
+        let mut users: HashMap<String, String> = engine
+            .read()
+            .devices()
+            .map(|d| (d.id.to_string(), secrets(d.id)))
+            .collect();
+        users.insert(ENGINE_USER.into(), ENGINE_PASS.into());
+        let port = start_broker(users, &engine).await;
+        let responder = Responder::start(port, engine.clone(), clock);
+        let subacks = responder.subacks.clone();
+        eventually("the responder's subscriptions", || {
+            let subacks = subacks.clone();
+            async move { subacks.load(std::sync::atomic::Ordering::Acquire) >= 6 }
+        })
+        .await;
+        let config = MqttConfig {
+            port,
+            ..MqttConfig::default()
+        };
+        let transport = MqttTransport::new(config, Multiplex::PerDevice, secrets, 11);
+        let fleet = Fleet::start(
+            &spec,
+            provisioned,
+            Transport::Mqtt(transport),
+            clock,
+            &Placement::Current,
+        );
+        let s = snapshot_when(&fleet, lock, "every code pushed again", |s| {
+            s.cached_codes == 3
+        })
+        .await;
+        assert_eq!(*responder.full_resyncs.lock(), vec![lock]);
+        let e = engine.clone();
+        eventually("the server shows every code set", || {
+            let e = e.clone();
+            async move { e.read().pending_sync(lock).is_none_or(|b| b.is_empty()) }
+        })
+        .await;
+        let codes_set = fleet.snapshot(lock).await.unwrap().emitted.get("code_set");
+        assert!(codes_set >= s.emitted.get("code_set") && codes_set >= 3);
+
+        fleet
+            .control(lock, Control::GoOffline { for_s: 0.2 })
+            .unwrap();
+        issue_pin_in(&mut engine.write(), org, door, "1357", clock.now());
+        let s = snapshot_when(&fleet, lock, "the new code after the reconnect", |s| {
+            s.online && s.cached_codes == 4
+        })
+        .await;
+        assert_eq!(
+            s.emitted.get("code_set"),
+            codes_set + 1,
+            "only the new code came after the reconnect"
+        );
+        assert_eq!(
+            *responder.full_resyncs.lock(),
+            vec![lock],
+            "a reconnect does not ask for everything"
+        );
         actix_rt::System::current().stop();
     });
 }

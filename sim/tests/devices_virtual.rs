@@ -769,3 +769,61 @@ fn devices_act_out_the_sandbox_actions_sent_to_them() {
         }
     });
 }
+
+/// A Wi-Fi lock reflashed with an empty cache, in process: the server
+/// shows its three codes set (acked before the reboot), so a delta would
+/// carry nothing; the lock asks for a full resync and gets all three
+/// again. A reconnect later asks for the delta only: a code issued while
+/// it was offline arrives, the three it holds are not pushed again.
+#[test]
+fn a_lock_that_lost_its_cache_asks_in_process_for_every_code_and_a_reconnect_for_the_delta() {
+    use fleetsim::devices::fleet::{provision, Fleet, Placement};
+    use fleetsim::transport::{InProcTransport, Transport};
+
+    run_virtual(|| async {
+        let spec = FleetSpec::new(21)
+            .wifi_doors(1)
+            .params(DeviceParams::quiet());
+        let engine = engine(spec.seed);
+        let clock = fleetsim::clock::SimClock::starting_at(start_time());
+        let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
+        let (org, door) = (provisioned.org, provisioned.doors[0].door);
+        let lock = provisioned.doors[0].lock.unwrap();
+        for p in ["4829", "7315", "2468"] {
+            issue_pin_in(&mut engine.write(), org, door, p, clock.now());
+        }
+        acked_on(&mut engine.write(), lock, clock.now());
+
+        let transport = InProcTransport::new(engine.clone(), clock);
+        let fleet = Fleet::start(
+            &spec,
+            provisioned,
+            Transport::InProc(transport),
+            clock,
+            &Placement::Current,
+        );
+        wait_s(1.0).await;
+        let s = fleet.snapshot(lock).await.unwrap();
+        assert_eq!(s.cached_codes, 3, "every code pushed again");
+        assert_eq!(s.emitted.get("code_set"), 3);
+        assert!(engine
+            .read()
+            .pending_sync(lock)
+            .is_none_or(|b| b.is_empty()));
+
+        fleet
+            .control(lock, Control::GoOffline { for_s: 60.0 })
+            .unwrap();
+        wait_s(1.0).await;
+        issue_pin_in(&mut engine.write(), org, door, "1357", clock.now());
+        wait_s(120.0).await;
+        let s = fleet.snapshot(lock).await.unwrap();
+        assert!(s.online);
+        assert_eq!(s.cached_codes, 4);
+        assert_eq!(
+            s.emitted.get("code_set"),
+            4,
+            "only the new code came after the reconnect"
+        );
+    });
+}

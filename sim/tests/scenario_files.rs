@@ -35,6 +35,31 @@ fn every_shipped_scenario_validates() {
     assert!(n >= 7, "expected the seven shipped scenarios, found {n}");
 }
 
+/// The benchmark scenarios the README's performance section runs are
+/// files users copy: a field renamed in the format must not leave them broken.
+#[test]
+fn every_benchmark_scenario_validates() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let s = scenario::load(&path).unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
+            assert!(
+                !s.thresholds.is_empty(),
+                "{} has no thresholds",
+                path.display()
+            );
+            n += 1;
+        }
+    }
+    assert!(
+        n >= 6,
+        "expected the benchmark scenarios in {}, found {n}",
+        dir.display()
+    );
+}
+
 #[test]
 fn smoke_is_small_and_short() {
     let s = scenario::load(&scenarios_dir().join("smoke.toml")).unwrap();

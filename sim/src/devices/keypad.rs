@@ -273,6 +273,9 @@ impl Handler<Inbound> for Keypad {
     type Result = ();
     fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
         if !self.core.online() {
+            if matches!(msg, Inbound::Sync(_)) {
+                self.core.link.sync_dropped();
+            }
             return;
         }
         match msg {

@@ -213,15 +213,13 @@ impl Actor for Lock {
             self.schedule_in_range(ctx);
         }
         // A lock powers up with an empty code store (fleetsim's devices
-        // keep nothing across runs): it asks for every code, so a server
-        // that still shows codes `set` from an earlier run sends them
-        // again. A server whose codes were never set just sends the
-        // pending batch once more.
-        if self.connectivity == Connectivity::Wifi
-            && self.core.codes.as_ref().is_some_and(|c| c.is_empty())
-            && self.core.link.request_full_sync().is_err()
-        {
-            tracing::debug!(device = %self.core.id, "full resync request not sent");
+        // keep nothing across runs, `Core::cache_lost`): its first sync
+        // asks for every code, so a server that still shows codes `set`
+        // from an earlier run sends them again (a server whose codes were
+        // never set just sends the pending batch). A Wi-Fi lock syncs now,
+        // a Bluetooth one when a phone is first in range.
+        if self.connectivity == Connectivity::Wifi {
+            self.core.pull_sync();
         }
     }
 }
@@ -338,7 +336,11 @@ impl Handler<Inbound> for Lock {
     type Result = ();
     fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
         if !self.core.online() {
-            return; // not reachable: the engine resends later
+            // Not reachable: the engine resends later.
+            if matches!(msg, Inbound::Sync(_)) {
+                self.core.link.sync_dropped();
+            }
+            return;
         }
         match msg {
             Inbound::Sync(push) => match self.connectivity {

@@ -392,6 +392,12 @@ pub struct Core {
     pub denied: u64,
     pub syncs_applied: u64,
     pub codes: Option<CodeCache>,
+    /// The code store was lost and the engine not told yet: the next sync
+    /// asks for every code (a full resync) instead of the delta. Locks
+    /// boot with it set, as a lock rebooted or reflashed with an empty
+    /// cache (fleetsim's devices keep nothing across runs); cleared once
+    /// the request went out, so a reconnect later asks for the delta.
+    pub cache_lost: bool,
     /// The keypad's own lockout, for PINs it decides itself (a Bluetooth
     /// device checking its code cache): its wrong tries, by its policy.
     pub lockout: Lockout,
@@ -458,6 +464,7 @@ impl Core {
             denied: 0,
             syncs_applied: 0,
             codes: stores_codes.then(CodeCache::default),
+            cache_lost: kind == DeviceKind::Lock,
             lockout: Lockout::default(),
             engine_locked_until_s: i64::MIN,
             next_request_id: 1,
@@ -598,6 +605,21 @@ impl Core {
         if !self.online {
             return;
         }
+        if self.cache_lost {
+            match self.link.request_full_sync() {
+                Ok(first) => {
+                    self.cache_lost = false;
+                    // MQTT, HTTP: the batch comes as `Inbound::Sync`.
+                    let Some(push) = first else { return };
+                    self.apply_sync(&push);
+                }
+                Err(e) => {
+                    // Asked again on the next sync.
+                    tracing::debug!(device = %self.id, error = %e, "full resync request not sent");
+                    return;
+                }
+            }
+        }
         // Bounded: a batch carries at most MAX_SYNC_CODES; a few rounds
         // drain a large backlog.
         for _ in 0..16 {
@@ -617,11 +639,12 @@ impl Core {
         if !self.online {
             return;
         }
-        if let Link::Mqtt(l) = &self.link {
-            let _ = l.status(&self.status());
-            return;
+        match &self.link {
+            Link::Mqtt(l) if !self.cache_lost => {
+                let _ = l.status(&self.status());
+            }
+            _ => self.pull_sync(),
         }
-        self.pull_sync();
     }
 
     /// Is the keypad locked out now (its own lockout or the engine's)?

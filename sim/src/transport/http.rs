@@ -249,9 +249,20 @@ impl HttpLink {
     /// `GET /v1/devices/{device}/sync`: the pending batch (empty when
     /// nothing is pending) and the QR/BLE credentials to confirm with it.
     pub async fn fetch_sync(&self) -> Result<(SyncPush, Vec<CredentialId>), TransportError> {
-        let resp = self
-            .client
-            .get(&*self.sync_url)
+        self.fetch_sync_with(false).await
+    }
+
+    /// [`fetch_sync`](Self::fetch_sync); `full`: `?full=true` (protocol
+    /// version 2), the device lost its codes and asks for every one.
+    pub async fn fetch_sync_with(
+        &self,
+        full: bool,
+    ) -> Result<(SyncPush, Vec<CredentialId>), TransportError> {
+        let mut get = self.client.get(&*self.sync_url);
+        if full {
+            get = get.query(&[("full", "true")]);
+        }
+        let resp = get
             .bearer_auth(&*self.bearer)
             .send()
             .await
@@ -307,10 +318,29 @@ impl HttpLink {
             }
             *f = Some(Instant::now());
         }
-        self.spawn_fetch(1);
+        self.spawn_fetch(1, false);
     }
 
-    fn spawn_fetch(&self, round: u8) {
+    /// [`request_sync`](Self::request_sync) for a device that lost its
+    /// codes: `GET .../sync?full=true`, every code it should hold. Sent
+    /// even while a plain fetch is in flight (it is asked once per boot,
+    /// and that fetch's batch would be a delta on codes the device no
+    /// longer has).
+    pub fn request_full_sync(&self) {
+        *self.sync.in_flight.lock() = Some(Instant::now());
+        self.spawn_fetch(1, true);
+    }
+
+    /// The device did not apply the batch its fetch brought (it went
+    /// offline meanwhile): no ack will follow, so the fetch is over and
+    /// the next `request_sync` (on reconnect) fetches again at once
+    /// instead of waiting out `SYNC_STALE`.
+    pub fn sync_dropped(&self) {
+        self.sync.fetched.lock().take();
+        *self.sync.in_flight.lock() = None;
+    }
+
+    fn spawn_fetch(&self, round: u8, full: bool) {
         let Some(inbox) = self.inbox.clone() else {
             *self.sync.in_flight.lock() = None;
             return;
@@ -318,7 +348,7 @@ impl HttpLink {
         let link = self.clone();
         actix::spawn(async move {
             let started = Instant::now();
-            let delivered = match link.fetch_sync().await {
+            let delivered = match link.fetch_sync_with(full).await {
                 Ok((push, tokens)) => {
                     if push.set.is_empty() && push.remove.is_empty() && tokens.is_empty() {
                         false
@@ -375,7 +405,7 @@ impl HttpLink {
             }
             // More behind this batch, or changed meanwhile (a 409): again.
             if round < SYNC_ROUNDS && link.inbox.is_some() {
-                link.spawn_fetch(round + 1);
+                link.spawn_fetch(round + 1, false);
             } else {
                 *link.sync.in_flight.lock() = None;
             }

@@ -282,6 +282,25 @@ impl InProcLink {
             .flatten())
     }
 
+    /// A device that lost its codes asks for every one (the gateway's
+    /// answer to `sync/req` `{"full": true}`): the engine counts them not
+    /// set again ([`Command::SyncReset`]) and the first batch is returned
+    /// like [`pull_sync`](Self::pull_sync)'s.
+    pub fn pull_full_sync(&self) -> Result<Option<SyncPush>, TransportError> {
+        self.inner
+            .engine
+            .write()
+            .apply(
+                &Actor::System,
+                Command::SyncReset {
+                    device: self.device,
+                },
+                self.inner.clock.now(),
+            )
+            .map_err(|e| TransportError::Engine(e.to_string()))?;
+        self.pull_sync()
+    }
+
     /// The device's ack, under the session's version rule (the gateway's):
     /// it counts if it names the engine's current version and the batch in
     /// flight, if any; any other is stale and dropped.

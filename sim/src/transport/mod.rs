@@ -262,17 +262,32 @@ impl Link {
         }
     }
 
-    /// A device whose code store is empty asks for every code it should
-    /// hold (`sync/req` `{"full": true}`, protocol version 2). Over MQTT
-    /// only: the in-process link's engine and an HTTP reader's first fetch
-    /// start from what the engine already knows the device holds (HTTP
-    /// readers may ask `GET .../sync?full=true`; fleetsim's do not).
-    pub fn request_full_sync(&self) -> Result<(), TransportError> {
+    /// A device that lost its code store (a reboot, a reflash) asks for
+    /// every code it should hold (protocol version 2), on every link:
+    /// MQTT `sync/req` `{"full": true}` and HTTP `GET .../sync?full=true`
+    /// (the batch arrives as `Inbound::Sync`: `None` here); in-process the
+    /// engine resets the device's codes and the first batch is returned,
+    /// as [`Link::pull_sync`] does.
+    pub fn request_full_sync(&self) -> Result<Option<SyncPush>, TransportError> {
         match self {
-            Link::InProc(_) | Link::Http(_) => Ok(()),
-            Link::Mqtt(l) => {
-                l.sync_request(&reference_server::protocol::SyncRequest { full: true })
+            Link::InProc(l) => l.pull_full_sync(),
+            Link::Mqtt(l) => l
+                .sync_request(&reference_server::protocol::SyncRequest { full: true })
+                .map(|()| None),
+            Link::Http(l) => {
+                l.request_full_sync();
+                Ok(None)
             }
+        }
+    }
+
+    /// A sync batch reached the device while it was offline and was not
+    /// applied: over HTTP its fetch ends here (see
+    /// `HttpLink::sync_dropped`); MQTT and in-process links resend on the
+    /// next cue without being told.
+    pub fn sync_dropped(&self) {
+        if let Link::Http(l) = self {
+            l.sync_dropped();
         }
     }
 

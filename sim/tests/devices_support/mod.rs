@@ -12,10 +12,11 @@ use fleetsim::transport::{InProcTransport, Transport};
 use jiff::Timestamp;
 use parking_lot::RwLock;
 use reference_server::domain::{
-    Actor, CredentialId, DoorId, FloorScope, HolderId, HolderKind, OrgId, Repeat, Schedule,
-    TokenKey,
+    Actor, CredentialId, DeviceId, DoorId, FloorScope, HolderId, HolderKind, OrgId, Repeat,
+    Schedule, TokenKey,
 };
 use reference_server::engine::{Command, Issue, Outcome, PinSpec, SecretSpec};
+use reference_server::protocol::SyncResult;
 use reference_server::{Engine, EngineConfig};
 
 pub const START: i64 = 1_800_000_000;
@@ -109,9 +110,78 @@ fn issue(
     kind: HolderKind,
 ) -> CredentialId {
     let now = s.clock.now();
-    let mut e = s.engine.write();
-    let org = s.fleet.provisioned.org;
-    let h = holder(&mut e, org, kind, now);
+    issue_in(
+        &mut s.engine.write(),
+        s.fleet.provisioned.org,
+        now,
+        secret,
+        schedule,
+        doors,
+        kind,
+    )
+}
+
+/// A permanent member PIN for `door`, straight into an engine (before a
+/// fleet runs).
+pub fn issue_pin_in(
+    e: &mut Engine,
+    org: OrgId,
+    door: DoorId,
+    pin: &str,
+    now: Timestamp,
+) -> CredentialId {
+    issue_in(
+        e,
+        org,
+        now,
+        SecretSpec::Pin {
+            pin: PinSpec::Manual(pin.into()),
+        },
+        Schedule::Permanent,
+        vec![door],
+        HolderKind::Member,
+    )
+}
+
+/// Marks every code pending for `device` set on it, as a run before a
+/// reboot left the server: the batch sent and acknowledged whole.
+pub fn acked_on(e: &mut Engine, device: DeviceId, now: Timestamp) {
+    let Some(batch) = e.pending_sync(device) else {
+        return;
+    };
+    let sent = Command::SyncSent {
+        device,
+        version: batch.version,
+    };
+    e.apply(&Actor::System, sent, now).unwrap();
+    let results = batch
+        .set
+        .iter()
+        .map(|(credential, _)| *credential)
+        .chain(batch.remove.iter().copied())
+        .map(|credential| SyncResult {
+            credential,
+            failure: None,
+        })
+        .collect();
+    e.apply(&Actor::System, Command::SyncAck { device, results }, now)
+        .unwrap();
+    assert!(
+        e.pending_sync(device).is_none_or(|b| b.is_empty()),
+        "nothing pending for {device} after its ack"
+    );
+}
+
+fn issue_in(
+    e: &mut Engine,
+    org: OrgId,
+    now: Timestamp,
+    secret: SecretSpec,
+    schedule: Schedule,
+    doors: Vec<DoorId>,
+    kind: HolderKind,
+) -> CredentialId {
+    let h = holder(e, org, kind, now);
     let o = e
         .apply(
             &Actor::System,
@@ -205,6 +275,24 @@ where
     for _ in 0..500 {
         if f().await {
             return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The device's snapshot once `done` holds (polled every 20 ms; a 10 s
+/// hang guard in real time).
+pub async fn snapshot_when(
+    fleet: &Fleet,
+    device: DeviceId,
+    what: &str,
+    done: impl Fn(&fleetsim::devices::Snapshot) -> bool,
+) -> fleetsim::devices::Snapshot {
+    for _ in 0..500 {
+        let s = fleet.snapshot(device).await.unwrap();
+        if done(&s) {
+            return s;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

@@ -9,8 +9,11 @@
 //! The pacer is one OS thread that sleeps on a condition variable until
 //! the earliest deadline waiting (the kernel's high-resolution timer, with
 //! the thread's timer slack cut to 1 µs) and wakes the task that waits for
-//! it; the runtime then runs that task at once. Virtual-clock runs do not
-//! use it: there tokio's paused clock is the time.
+//! it; the runtime then runs that task at once. Waking a parked runtime
+//! thread takes tens of microseconds itself, so the pacer wakes a task
+//! [`EARLY`] before its deadline, and the task finishes the wait by
+//! yielding (other ready tasks run meanwhile) until the deadline passes.
+//! Virtual-clock runs do not use it: there tokio's paused clock is the time.
 //!
 //! Bounded: a task waits for one deadline at a time, so the heap holds at
 //! most one entry per waiting task (plus entries of waits dropped before
@@ -51,6 +54,13 @@ impl Ord for Entry {
         (self.at, self.order).cmp(&(other.at, other.order))
     }
 }
+
+/// How long before its deadline the pacer wakes a task: about what a
+/// parked runtime thread takes to run a task woken from another thread
+/// on this class of machine. The task yields the rest of the way, so a
+/// start is never early; the cost is at most this long of yielding per
+/// arrival when the load's thread is otherwise idle.
+const EARLY: std::time::Duration = std::time::Duration::from_micros(40);
 
 #[derive(Default)]
 struct Waiting {
@@ -116,7 +126,7 @@ fn pace(shared: &Shared) {
         if shared.stop.load(Ordering::Acquire) {
             return;
         }
-        let now = Instant::now();
+        let now = Instant::now() + EARLY;
         while waiting.heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
             if let Some(Reverse(e)) = waiting.heap.pop() {
                 e.waker.wake();
@@ -124,7 +134,9 @@ fn pace(shared: &Shared) {
         }
         match waiting.heap.peek().map(|Reverse(e)| e.at) {
             Some(at) => {
-                shared.changed.wait_until(&mut waiting, at);
+                shared
+                    .changed
+                    .wait_until(&mut waiting, at.checked_sub(EARLY).unwrap_or(at));
             }
             None => shared.changed.wait(&mut waiting),
         }
@@ -157,9 +169,17 @@ impl Future for Sleep<'_> {
         if Instant::now() >= self.at {
             return Poll::Ready(());
         }
-        // The pacer wakes an entry only once its deadline has passed, so
-        // the poll after that wake-up is Ready: one entry per wait.
-        if !self.registered {
+        // The pacer wakes an entry once its deadline is less than EARLY
+        // away: the rest is yielded here, so one entry per wait.
+        if self.registered {
+            // A poll for another reason long before the deadline waits for
+            // the pacer's wake-up instead.
+            if self.at.saturating_duration_since(Instant::now()) <= EARLY {
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Pending;
+        }
+        {
             let shared = &self.pacer.shared;
             let mut waiting = shared.waiting.lock();
             let earliest = waiting.heap.peek().is_none_or(|Reverse(e)| self.at < e.at);
