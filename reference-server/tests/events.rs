@@ -605,19 +605,9 @@ async fn webhooks_are_signed_and_a_failing_receiver_is_retried_with_its_status_v
     };
     let mut hooks = Vec::new();
     for url in [&good.url, &flaky.url, &dead_url] {
-        let v = api
-            .ok(
-                "POST",
-                "/v1/webhooks",
-                t,
-                Some(json!({"organization_id": 0, "url": url})),
-            )
-            .await;
-        assert!(v["secret"].as_str().unwrap().starts_with("whsec_"), "{v}");
-        hooks.push((
-            v["webhook_id"].as_str().unwrap().to_string(),
-            v["secret"].as_str().unwrap().to_string(),
-        ));
+        let (id, secret) = add_hook(&api, t, url).await;
+        assert!(secret.starts_with("whsec_"), "{secret}");
+        hooks.push((id, secret));
     }
     let listed = api
         .ok("GET", "/v1/webhooks?organization_id=0", t, None)
@@ -778,11 +768,21 @@ impl TestCa {
     /// A TLS acceptor serving a certificate this CA issued for `names`
     /// (DNS names or IP addresses).
     fn acceptor(&self, names: &[&str]) -> tokio_rustls::TlsAcceptor {
+        self.acceptor_valid(names, None)
+    }
+
+    /// [`acceptor`](Self::acceptor), the certificate valid only in the
+    /// year before 1 January of `expired_in` when given.
+    fn acceptor_valid(&self, names: &[&str], expired_in: Option<i32>) -> tokio_rustls::TlsAcceptor {
         use tokio_rustls::rustls;
         let key = rcgen::KeyPair::generate().unwrap();
-        let params =
+        let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
+        if let Some(year) = expired_in {
+            params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+            params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        }
         let leaf = params.signed_by(&key, &self.cert, &self.key).unwrap();
         // ring is rustls's only provider in this build (as in reqwest's).
         let config = rustls::ServerConfig::builder()
@@ -814,18 +814,7 @@ async fn add_hook(api: &Api, t: &str, url: &str) -> (String, String) {
 
 /// Starts a server whose webhook client also trusts `ca_file`.
 async fn start_trusting(dir: &std::path::Path, ca_file: Option<std::path::PathBuf>) -> Server {
-    let server = reference_server::server::run(
-        reference_server::server::Config {
-            data_dir: dir.to_path_buf(),
-            http: "127.0.0.1:0".parse().unwrap(),
-            clock: Clock::system(),
-            http_workers: 2,
-            webhook_ca_file: ca_file,
-        },
-        std::future::pending(),
-    )
-    .await
-    .expect("server starts");
+    let server = common::start_with_ca(dir, Clock::system(), ca_file).await;
     server.service.feed().set_retry_policy(RetryPolicy {
         first_retry_after: Duration::from_millis(100),
         max_retry_after: Duration::from_millis(200),
@@ -838,7 +827,7 @@ async fn start_trusting(dir: &std::path::Path, ca_file: Option<std::path::PathBu
 /// retried delivery whose error names the certificate) until the server
 /// trusts that CA through `--webhook-ca-file`; then the event arrives over
 /// TLS and its signature verifies. A certificate for another name, or from
-/// a CA the server does not trust, still fails.
+/// a CA the server does not trust, or one that has expired, still fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_webhooks_verify_certificates_and_trust_a_private_ca_file() {
     let ca = TestCa::new("webhook test CA");
@@ -846,6 +835,9 @@ async fn https_webhooks_verify_certificates_and_trust_a_private_ca_file() {
     let good = Receiver::start_with(0, Some(ca.acceptor(&["127.0.0.1", "localhost"]))).await;
     let wrong_name = Receiver::start_with(0, Some(ca.acceptor(&["hooks.example.com"]))).await;
     let untrusted = Receiver::start_with(0, Some(stranger.acceptor(&["127.0.0.1"]))).await;
+    // The right CA and name, but it expired years ago.
+    let expired =
+        Receiver::start_with(0, Some(ca.acceptor_valid(&["127.0.0.1"], Some(2020)))).await;
     assert!(good.url.starts_with("https://127.0.0.1:"), "{}", good.url);
 
     // Without the CA file: the bundled roots do not know the private CA.
@@ -885,6 +877,7 @@ async fn https_webhooks_verify_certificates_and_trust_a_private_ca_file() {
     let (good_hook, secret) = add_hook(&api, t, &good.url).await;
     let (wrong_hook, _) = add_hook(&api, t, &wrong_name.url).await;
     let (untrusted_hook, _) = add_hook(&api, t, &untrusted.url).await;
+    let (expired_hook, _) = add_hook(&api, t, &expired.url).await;
     assert!(device_event(&server.service, w.lock_a, 1, EventKind::DoorForcedOpen).await);
     server.service.flush().await.unwrap();
     let event = api.ok("GET", "/v1/events?organization_id=0", t, None).await["data"][0].clone();
@@ -908,13 +901,14 @@ async fn https_webhooks_verify_certificates_and_trust_a_private_ca_file() {
 
     for (hook, receiver, why) in [
         (&wrong_hook, &wrong_name, "not valid for name"),
-        (&untrusted_hook, &untrusted, "UnknownIssuer"),
+        (&untrusted_hook, &untrusted, "unknownissuer"),
+        (&expired_hook, &expired, "expired"),
     ] {
         let page = deliveries_until(&api, t, hook, |p| p["data"][0]["status"] == "failed").await;
         assert_eq!(page["data"][0]["attempts"], 3, "{page}");
         let error = page["data"][0]["last_error"].as_str().unwrap();
         assert!(
-            error.contains("certificate") && error.contains(why),
+            error.contains("certificate") && error.to_lowercase().contains(why),
             "{error}"
         );
         assert!(receiver.got.lock().is_empty());

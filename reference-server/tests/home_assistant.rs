@@ -139,13 +139,13 @@ impl Bridge {
 
     /// Home Assistant sends `payload` on lock `i`'s command topic.
     fn command(&self, i: usize, payload: &str) {
-        let st = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-u", HA_USER, "-P", HA_PASSWORD, "-i", "ha-writer"])
-            .args(["-t", &self.topic(i, "set"), "-q", "1", "-m", payload])
-            .status()
-            .expect("mosquitto_pub runs");
-        assert!(st.success(), "mosquitto_pub {payload}");
+        ha_pub(
+            self.port,
+            "ha-writer",
+            &self.topic(i, "set"),
+            payload,
+            false,
+        );
     }
 }
 
@@ -309,13 +309,13 @@ async fn lock_and_unlock_from_home_assistant_reach_the_lock() {
     // works.
     b.command(0, "lock");
     b.command(0, "{\"state\":\"LOCK\"}");
-    let st = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &b.port.to_string()])
-        .args(["-u", HA_USER, "-P", HA_PASSWORD])
-        .args(["-t", "homeassistant/lock/fleet_dev-999/set", "-m", "LOCK"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    ha_pub(
+        b.port,
+        "ha-writer",
+        "homeassistant/lock/fleet_dev-999/set",
+        "LOCK",
+        false,
+    );
     b.command(1, "LOCK");
     let cmd = other.expect_cmd().await;
     assert_eq!(cmd.command, CommandKind::Lock);
@@ -410,27 +410,7 @@ async fn keypad_and_card_accesses_are_home_assistant_events() {
     );
 
     // Home Assistant listens before the lock reports.
-    let mut opts = rumqttc::MqttOptions::new("ha-events", "127.0.0.1", b.port);
-    opts.set_credentials(HA_USER, HA_PASSWORD);
-    let (ha, mut el) = rumqttc::AsyncClient::new(opts, 10);
-    ha.subscribe(format!("{access}/state"), rumqttc::QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let poller = tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
-                    let _ = tx.send(None).await;
-                }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    let _ = tx.send(Some((p.retain, p.payload.to_vec()))).await;
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
+    let (mut rx, poller) = listen(b.port, &format!("{access}/state"), "ha-events");
     assert!(next(&mut rx).await.is_none(), "subscribed first");
     dev.send_event(&event(
         1,
@@ -508,21 +488,7 @@ async fn the_bridge_works_on_the_embedded_broker() {
         .await;
     b.wait_retained(&b.topic(0, "state"), "LOCKED").await;
     // Home Assistant may not write a state.
-    let st = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &b.port.to_string()])
-        .args(["-u", HA_USER, "-P", HA_PASSWORD, "-i", "ha-forger"])
-        .args([
-            "-t",
-            &b.topic(0, "state"),
-            "-r",
-            "-q",
-            "1",
-            "-m",
-            "UNLOCKED",
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    ha_pub(b.port, "ha-forger", &b.topic(0, "state"), "UNLOCKED", true);
     b.command(0, "LOCK");
     let cmd = dev.expect_cmd().await;
     assert_eq!(cmd.command, CommandKind::Lock);
@@ -607,6 +573,20 @@ fn listen(
         }
     });
     (rx, poller)
+}
+
+/// `mosquitto_pub` as Home Assistant's account (client id `id`), QoS 1:
+/// the broker took the message (a refused one is dropped by its ACL, which
+/// the caller checks by what it reads back).
+fn ha_pub(port: u16, id: &str, topic: &str, payload: &str, retain: bool) {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-u", HA_USER, "-P", HA_PASSWORD, "-i", id])
+        .args(["-t", topic, "-q", "1", "-m", payload]);
+    if retain {
+        cmd.arg("-r");
+    }
+    assert!(cmd.status().unwrap().success(), "mosquitto_pub to {topic}");
 }
 
 /// The next answer on a `response` topic, as JSON.
@@ -991,15 +971,7 @@ async fn bad_pin_code_commands_are_refused_answered_and_counted() {
     // A first slot, so a second one with its PIN is a PIN in use.
     b.command(0, r#"{"pin_code": {"user": 1, "pin_code": "4829"}}"#);
     assert_eq!(answer(&mut answers).await["status"], "ok");
-    let publish = |topic: &str, payload: &str| {
-        let st = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &b.port.to_string()])
-            .args(["-u", HA_USER, "-P", HA_PASSWORD, "-i", "ha-writer"])
-            .args(["-t", topic, "-q", "1", "-m", payload])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    };
+    let publish = |topic: &str, payload: &str| ha_pub(b.port, "ha-writer", topic, payload, false);
     let lock = b.topic(0, "set");
     let sensor_topic = format!("homeassistant/lock/fleet_{sensor}/set");
     let mut counted = BTreeMap::<&str, u64>::new();
@@ -1091,13 +1063,7 @@ async fn bad_pin_code_commands_are_refused_answered_and_counted() {
     // state nor an answer.
     let users_topic = b.topic(0, "users");
     let before = b.retained(&users_topic);
-    let st = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &b.port.to_string()])
-        .args(["-u", HA_USER, "-P", HA_PASSWORD, "-i", "ha-forger"])
-        .args(["-t", &users_topic, "-r", "-q", "1", "-m", "{}"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    ha_pub(b.port, "ha-forger", &users_topic, "{}", true);
     assert!(before[&users_topic].contains("\"1\""), "{before:?}");
     assert_eq!(b.retained(&users_topic), before);
     // The slot's code deleted through the admin API's command: the slot

@@ -149,14 +149,10 @@ async fn a_sync_round_is_one_store_job_and_each_command_answers_alone() {
     );
 }
 
-/// The same malformed check gets the same refusal over MQTT as over the
-/// HTTP validate route: the HTTP status and error body ride in `refused`
-/// of a `decision: error` answer (protocol.md, "auth/resp").
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_check_answers_over_mqtt_as_over_http() {
-    use reference_server::protocol::{Channel, Refusal, Verdict};
-
-    let h = scenarios::harness(Broker::Embedded, 1, Default::default()).await;
+/// The HTTP API over the harness's service, on a free loopback port: its
+/// base URL and the handle that stops it. The same device then speaks both
+/// transports to one server.
+fn http_beside(h: &scenarios::Harness) -> (String, actix_web::dev::ServerHandle) {
     let svc = h.world.service.clone();
     let http = actix_web::HttpServer::new(move || reference_server::api::app(svc.clone()))
         .workers(1)
@@ -165,8 +161,53 @@ async fn a_refused_check_answers_over_mqtt_as_over_http() {
         .expect("http binds");
     let url = format!("http://{}", http.addrs()[0]);
     let http = http.run();
-    let http_handle = http.handle();
+    let handle = http.handle();
     tokio::spawn(http);
+    (url, handle)
+}
+
+/// POSTs `body` to `path` as HTTP/1.1 chunks of 1 KiB (no
+/// `Content-Length`, as a client streaming its body sends it); answers the
+/// status and the response's text.
+async fn chunked_post(url: &str, path: &str, bearer: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bearer}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in body.chunks(1024) {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    conn.write_all(&req).await.expect("the request is sent");
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.expect("an answer");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {text}"));
+    (status, text)
+}
+
+/// The same malformed check gets the same refusal over MQTT as over the
+/// HTTP validate route: the HTTP status and error body ride in `refused`
+/// of a `decision: error` answer (protocol.md, "auth/resp").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_check_answers_over_mqtt_as_over_http() {
+    use reference_server::protocol::{Channel, Refusal, Verdict};
+
+    let h = scenarios::harness(Broker::Embedded, 1, Default::default()).await;
+    let (url, http_handle) = http_beside(&h);
     let (device, secret) = h.world.devices[0].clone();
     let mut dev = h.device(0).await;
     let client = reqwest::Client::new();
@@ -229,16 +270,7 @@ async fn a_request_over_the_payload_limit_is_refused_unread_on_both_transports()
     use reference_server::protocol::{Channel, MAX_PAYLOAD_BYTES};
 
     let h = scenarios::harness(Broker::Embedded, 1, Default::default()).await;
-    let svc = h.world.service.clone();
-    let http = actix_web::HttpServer::new(move || reference_server::api::app(svc.clone()))
-        .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .expect("http binds");
-    let url = format!("http://{}", http.addrs()[0]);
-    let http = http.run();
-    let http_handle = http.handle();
-    tokio::spawn(http);
+    let (url, http_handle) = http_beside(&h);
     let (device, secret) = h.world.devices[0].clone();
     let mut dev = h.device(0).await;
     let client = reqwest::Client::new();
@@ -275,6 +307,20 @@ async fn a_request_over_the_payload_limit_is_refused_unread_on_both_transports()
             "{path}"
         );
     }
+    // Without a declared length (chunked), the body is measured as read:
+    // the same refusal.
+    let (status, body) = chunked_post(
+        &url,
+        &format!("/v1/devices/{}/validate", device.0),
+        &secret,
+        &padded(53, five_kib),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body.contains(&format!("at most {MAX_PAYLOAD_BYTES} bytes")),
+        "{body}"
+    );
     let resp = post("validate", padded(52, MAX_PAYLOAD_BYTES))
         .await
         .unwrap();

@@ -10,7 +10,9 @@ mod devices_support;
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use devices_support::{acked_on, engine, eventually, issue_pin_in, snapshot_when, start_time};
+use devices_support::{
+    all_codes_set, engine, eventually, issue_pin_in, reflashed_lock, snapshot_when, start_time,
+};
 use fleetsim::clock::SimClock;
 use fleetsim::devices::fleet::{provision, Fleet, FleetSpec, Placement};
 use fleetsim::devices::{DeviceOutcome, DeviceParams, Present};
@@ -514,18 +516,8 @@ fn a_sync_answered_with_garbage_is_a_counted_error_and_the_lock_keeps_working() 
 #[test]
 fn a_lock_that_lost_its_cache_asks_over_http_for_every_code_and_a_reconnect_for_the_delta() {
     actix_rt::System::new().block_on(async {
-        let engine = engine(9);
-        let clock = SimClock::starting_at(start_time());
-        let spec = FleetSpec::new(9)
-            .wifi_doors(1)
-            .params(DeviceParams::quiet());
-        let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
-        let (org, door) = (provisioned.org, provisioned.doors[0].door);
-        let lock = provisioned.doors[0].lock.unwrap();
-        for p in ["4829", "7315", "2468"] {
-            issue_pin_in(&mut engine.write(), org, door, p, clock.now());
-        }
-        acked_on(&mut engine.write(), lock, clock.now());
+        let r = reflashed_lock(9);
+        let (engine, clock, lock) = (r.engine.clone(), r.clock, r.lock);
         let secrets = derived_secrets([4; 32]);
         let (port, handle, fetches) = serve_recording(&engine, &secrets, clock);
         let transport = HttpTransport::new(
@@ -537,8 +529,8 @@ fn a_lock_that_lost_its_cache_asks_over_http_for_every_code_and_a_reconnect_for_
         )
         .unwrap();
         let fleet = Fleet::start(
-            &spec,
-            provisioned,
+            &r.spec,
+            r.provisioned,
             Transport::Http(transport.clone()),
             clock,
             &Placement::Current,
@@ -548,12 +540,7 @@ fn a_lock_that_lost_its_cache_asks_over_http_for_every_code_and_a_reconnect_for_
         })
         .await;
         assert_eq!(s.emitted.get("code_set"), 3);
-        let engine_done = engine.clone();
-        eventually("the server shows every code set", || {
-            let e = engine_done.clone();
-            async move { e.read().pending_sync(lock).is_none_or(|b| b.is_empty()) }
-        })
-        .await;
+        all_codes_set(&engine, lock).await;
         let asked: Vec<bool> = fetches.lock().iter().map(|(_, full)| *full).collect();
         assert_eq!(
             asked.first(),
@@ -573,7 +560,7 @@ fn a_lock_that_lost_its_cache_asks_over_http_for_every_code_and_a_reconnect_for_
         fleet
             .control(lock, Control::GoOffline { for_s: 0.5 })
             .unwrap();
-        issue_pin_in(&mut engine.write(), org, door, "1357", clock.now());
+        issue_pin_in(&mut engine.write(), r.org, r.door, "1357", clock.now());
         let s = snapshot_when(&fleet, lock, "the new code after the reconnect", |s| {
             s.online && s.cached_codes == 4
         })

@@ -11,12 +11,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use devices_support::{acked_on, engine, eventually, issue_pin_in, snapshot_when, start_time};
+use devices_support::{
+    all_codes_set, engine, eventually, issue_pin_in, reflashed_lock, snapshot_when, start_time,
+};
 use fleetsim::clock::SimClock;
 use fleetsim::devices::fleet::{provision, Fleet, FleetSpec, Placement};
 use fleetsim::devices::{Control, DeviceOutcome, DeviceParams, Present};
 use fleetsim::transport::{
-    derived_secrets, EventLog, MqttConfig, MqttTransport, Multiplex, Transport,
+    derived_secrets, DeviceSecrets, EventLog, MqttConfig, MqttTransport, Multiplex, Transport,
 };
 use parking_lot::RwLock;
 use reference_server::domain::{Actor, DenyReason, DeviceId, FloorScope, HolderKind};
@@ -57,6 +59,25 @@ async fn start_broker(users: HashMap<String, String>, engine: &Arc<RwLock<Engine
     handle.addr().port()
 }
 
+/// A broker whose accounts are every device of `engine` with its secret,
+/// the engine's and `extra`; its port and the accounts.
+async fn broker_for(
+    engine: &Arc<RwLock<Engine>>,
+    secrets: &DeviceSecrets,
+    extra: &[(&str, &str)],
+) -> (u16, HashMap<String, String>) {
+    let mut users: HashMap<String, String> = engine
+        .read()
+        .devices()
+        .map(|d| (d.id.to_string(), secrets(d.id)))
+        .collect();
+    users.insert(ENGINE_USER.into(), ENGINE_PASS.into());
+    for (user, password) in extra {
+        users.insert((*user).into(), (*password).into());
+    }
+    (start_broker(users.clone(), engine).await, users)
+}
+
 /// The engine side over MQTT: answers checks, applies sync acks, logs events.
 struct Responder {
     client: AsyncClient,
@@ -73,7 +94,30 @@ struct Responder {
     acks: Arc<parking_lot::Mutex<Vec<(DeviceId, CommandAck)>>>,
 }
 
+/// What the responder subscribes to, one filter each.
+const RESPONDER_CHANNELS: [Channel; 6] = [
+    Channel::AuthReq,
+    Channel::Events,
+    Channel::SyncAck,
+    Channel::SyncReq,
+    Channel::CmdAck,
+    Channel::Status,
+];
+
 impl Responder {
+    /// Waits until every subscription is acknowledged: from then on the
+    /// responder hears whatever a device sends.
+    async fn subscribed(&self) {
+        let subacks = self.subacks.clone();
+        eventually("the responder's subscriptions", || {
+            let subacks = subacks.clone();
+            async move {
+                subacks.load(std::sync::atomic::Ordering::Acquire) >= RESPONDER_CHANNELS.len()
+            }
+        })
+        .await;
+    }
+
     fn start(port: u16, engine: Arc<RwLock<Engine>>, clock: SimClock) -> Responder {
         let mut opts = MqttOptions::new("engine", "127.0.0.1", port);
         opts.set_credentials(ENGINE_USER, ENGINE_PASS)
@@ -101,14 +145,7 @@ impl Responder {
             loop {
                 match eventloop.poll().await {
                     Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
-                        for ch in [
-                            Channel::AuthReq,
-                            Channel::Events,
-                            Channel::SyncAck,
-                            Channel::SyncReq,
-                            Channel::CmdAck,
-                            Channel::Status,
-                        ] {
+                        for ch in RESPONDER_CHANNELS {
                             let f = format!("fleet/+/+/{}", ch.suffix());
                             c.subscribe(f, QoS::AtLeastOnce).await.unwrap();
                         }
@@ -308,23 +345,10 @@ fn run_mqtt_fleet(mode: impl Fn(&HashMap<String, String>) -> Multiplex, doors: u
             .wifi_doors(doors)
             .params(DeviceParams::quiet());
         let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
-        let key = [9u8; 32];
-        let secrets = derived_secrets(key);
-        let mut users: HashMap<String, String> = engine
-            .read()
-            .devices()
-            .map(|d| (d.id.to_string(), secrets(d.id)))
-            .collect();
-        users.insert(ENGINE_USER.into(), ENGINE_PASS.into());
-        users.insert("gateway".into(), "gateway-secret".into());
-        let port = start_broker(users.clone(), &engine).await;
+        let secrets = derived_secrets([9u8; 32]);
+        let (port, users) = broker_for(&engine, &secrets, &[("gateway", "gateway-secret")]).await;
         let responder = Responder::start(port, engine.clone(), clock);
-        let subacks = responder.subacks.clone();
-        eventually("the responder's subscriptions", || {
-            let subacks = subacks.clone();
-            async move { subacks.load(std::sync::atomic::Ordering::Acquire) >= 4 }
-        })
-        .await;
+        responder.subscribed().await;
         let config = MqttConfig {
             port,
             ..MqttConfig::default()
@@ -500,14 +524,9 @@ fn devices_act_out_a_simulate_command_sent_over_the_broker() {
             .params(DeviceParams::quiet());
         let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
         let secrets = derived_secrets([8u8; 32]);
-        let mut users: HashMap<String, String> = engine
-            .read()
-            .devices()
-            .map(|d| (d.id.to_string(), secrets(d.id)))
-            .collect();
-        users.insert(ENGINE_USER.into(), ENGINE_PASS.into());
-        let port = start_broker(users, &engine).await;
+        let (port, _) = broker_for(&engine, &secrets, &[]).await;
         let responder = Responder::start(port, engine.clone(), clock);
+        responder.subscribed().await;
         let config = MqttConfig {
             port,
             ..MqttConfig::default()
@@ -598,41 +617,20 @@ fn devices_act_out_a_simulate_command_sent_over_the_broker() {
 #[test]
 fn a_lock_that_lost_its_cache_asks_over_mqtt_for_every_code_and_a_reconnect_for_the_delta() {
     actix_rt::System::new().block_on(async move {
-        let engine = engine(11);
-        let clock = SimClock::starting_at(start_time());
-        let spec = FleetSpec::new(11)
-            .wifi_doors(1)
-            .params(DeviceParams::quiet());
-        let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
-        let (org, door) = (provisioned.org, provisioned.doors[0].door);
-        let lock = provisioned.doors[0].lock.unwrap();
-        for p in ["4829", "7315", "2468"] {
-            issue_pin_in(&mut engine.write(), org, door, p, clock.now());
-        }
-        acked_on(&mut engine.write(), lock, clock.now());
+        let r = reflashed_lock(11);
+        let (engine, clock, lock) = (r.engine.clone(), r.clock, r.lock);
         let secrets = derived_secrets([9u8; 32]);
-        let mut users: HashMap<String, String> = engine
-            .read()
-            .devices()
-            .map(|d| (d.id.to_string(), secrets(d.id)))
-            .collect();
-        users.insert(ENGINE_USER.into(), ENGINE_PASS.into());
-        let port = start_broker(users, &engine).await;
+        let (port, _) = broker_for(&engine, &secrets, &[]).await;
         let responder = Responder::start(port, engine.clone(), clock);
-        let subacks = responder.subacks.clone();
-        eventually("the responder's subscriptions", || {
-            let subacks = subacks.clone();
-            async move { subacks.load(std::sync::atomic::Ordering::Acquire) >= 6 }
-        })
-        .await;
+        responder.subscribed().await;
         let config = MqttConfig {
             port,
             ..MqttConfig::default()
         };
         let transport = MqttTransport::new(config, Multiplex::PerDevice, secrets, 11);
         let fleet = Fleet::start(
-            &spec,
-            provisioned,
+            &r.spec,
+            r.provisioned,
             Transport::Mqtt(transport),
             clock,
             &Placement::Current,
@@ -642,19 +640,14 @@ fn a_lock_that_lost_its_cache_asks_over_mqtt_for_every_code_and_a_reconnect_for_
         })
         .await;
         assert_eq!(*responder.full_resyncs.lock(), vec![lock]);
-        let e = engine.clone();
-        eventually("the server shows every code set", || {
-            let e = e.clone();
-            async move { e.read().pending_sync(lock).is_none_or(|b| b.is_empty()) }
-        })
-        .await;
+        all_codes_set(&engine, lock).await;
         let codes_set = fleet.snapshot(lock).await.unwrap().emitted.get("code_set");
         assert!(codes_set >= s.emitted.get("code_set") && codes_set >= 3);
 
         fleet
             .control(lock, Control::GoOffline { for_s: 0.2 })
             .unwrap();
-        issue_pin_in(&mut engine.write(), org, door, "1357", clock.now());
+        issue_pin_in(&mut engine.write(), r.org, r.door, "1357", clock.now());
         let s = snapshot_when(&fleet, lock, "the new code after the reconnect", |s| {
             s.online && s.cached_codes == 4
         })

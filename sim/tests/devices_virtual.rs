@@ -777,27 +777,16 @@ fn devices_act_out_the_sandbox_actions_sent_to_them() {
 /// it was offline arrives, the three it holds are not pushed again.
 #[test]
 fn a_lock_that_lost_its_cache_asks_in_process_for_every_code_and_a_reconnect_for_the_delta() {
-    use fleetsim::devices::fleet::{provision, Fleet, Placement};
+    use fleetsim::devices::fleet::{Fleet, Placement};
     use fleetsim::transport::{InProcTransport, Transport};
 
     run_virtual(|| async {
-        let spec = FleetSpec::new(21)
-            .wifi_doors(1)
-            .params(DeviceParams::quiet());
-        let engine = engine(spec.seed);
-        let clock = fleetsim::clock::SimClock::starting_at(start_time());
-        let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
-        let (org, door) = (provisioned.org, provisioned.doors[0].door);
-        let lock = provisioned.doors[0].lock.unwrap();
-        for p in ["4829", "7315", "2468"] {
-            issue_pin_in(&mut engine.write(), org, door, p, clock.now());
-        }
-        acked_on(&mut engine.write(), lock, clock.now());
-
+        let r = reflashed_lock(21);
+        let (engine, clock, lock) = (r.engine.clone(), r.clock, r.lock);
         let transport = InProcTransport::new(engine.clone(), clock);
         let fleet = Fleet::start(
-            &spec,
-            provisioned,
+            &r.spec,
+            r.provisioned,
             Transport::InProc(transport),
             clock,
             &Placement::Current,
@@ -815,7 +804,7 @@ fn a_lock_that_lost_its_cache_asks_in_process_for_every_code_and_a_reconnect_for
             .control(lock, Control::GoOffline { for_s: 60.0 })
             .unwrap();
         wait_s(1.0).await;
-        issue_pin_in(&mut engine.write(), org, door, "1357", clock.now());
+        issue_pin_in(&mut engine.write(), r.org, r.door, "1357", clock.now());
         wait_s(120.0).await;
         let s = fleet.snapshot(lock).await.unwrap();
         assert!(s.online);

@@ -10,13 +10,23 @@ use reference_server::service::Clock;
 use serde_json::{json, Value};
 
 pub async fn start(dir: &Path, clock: Clock) -> Server {
+    start_with_ca(dir, clock, None).await
+}
+
+/// [`start`], with the webhook client also trusting the CA certificates of
+/// `webhook_ca_file` (`--webhook-ca-file`).
+pub async fn start_with_ca(
+    dir: &Path,
+    clock: Clock,
+    webhook_ca_file: Option<std::path::PathBuf>,
+) -> Server {
     server::run(
         Config {
             data_dir: dir.to_path_buf(),
             http: "127.0.0.1:0".parse().unwrap(),
             clock,
             http_workers: 2,
-            webhook_ca_file: None,
+            webhook_ca_file,
         },
         std::future::pending(),
     )

@@ -8,10 +8,27 @@ the manifest's owner token).
 The output holds device secrets and PINs: protect it like the manifest.
 """
 
+import itertools
 import json
 import os
 import sys
 import urllib.request
+
+
+class Peers:
+    """What both Locust peers read from their environment: the device list
+    this script wrote (DEVICES_JSON, default devices.json) and the checks a
+    second each user asks (RATE_PER_USER, default 2). `next_device()` hands
+    each new user the next device of the list, round robin."""
+
+    def __init__(self):
+        with open(os.environ.get("DEVICES_JSON", "devices.json")) as f:
+            self.devices = json.load(f)["devices"]
+        self.rate_per_user = float(os.environ.get("RATE_PER_USER", "2"))
+        self._order = itertools.count()
+
+    def next_device(self):
+        return self.devices[next(self._order) % len(self.devices)]
 
 
 def call(target, token, method, path):

@@ -11,21 +11,19 @@ An answer that is not "granted" is a failure.
 
 import itertools
 import json
-import os
 import random
 
+from fleet_devices import Peers
 from locust import FastHttpUser, constant_throughput, task
 
-DEVICES = json.load(open(os.environ.get("DEVICES_JSON", "devices.json")))["devices"]
-RATE_PER_USER = float(os.environ.get("RATE_PER_USER", "2"))
-NEXT_DEVICE = itertools.count()
+PEERS = Peers()
 
 
 class DoorPhone(FastHttpUser):
-    wait_time = constant_throughput(RATE_PER_USER)
+    wait_time = constant_throughput(PEERS.rate_per_user)
 
     def on_start(self):
-        dev = DEVICES[next(NEXT_DEVICE) % len(DEVICES)]
+        dev = PEERS.next_device()
         self.pins = dev["pins"]
         self.path = "/v1/devices/%d/validate" % dev["device"]
         self.headers = {"authorization": "Bearer " + dev["secret"]}

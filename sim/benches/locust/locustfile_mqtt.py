@@ -21,20 +21,19 @@ import time
 import gevent
 import paho.mqtt.client as mqtt
 from gevent.event import AsyncResult
+from fleet_devices import Peers
 from locust import User, constant_throughput, events, task
 
-DEVICES = json.load(open(os.environ.get("DEVICES_JSON", "devices.json")))["devices"]
+PEERS = Peers()
 HOST, PORT = os.environ.get("BROKER", "127.0.0.1:1883").rsplit(":", 1)
-RATE_PER_USER = float(os.environ.get("RATE_PER_USER", "2"))
 TIMEOUT_S = float(os.environ.get("TIMEOUT_S", "2"))
-NEXT_DEVICE = itertools.count()
 
 
 class DoorPhone(User):
-    wait_time = constant_throughput(RATE_PER_USER)
+    wait_time = constant_throughput(PEERS.rate_per_user)
 
     def on_start(self):
-        dev = DEVICES[next(NEXT_DEVICE) % len(DEVICES)]
+        dev = PEERS.next_device()
         self.pins = dev["pins"]
         name = "dev-%d" % dev["device"]
         base = "fleet/site-%d/%s/" % (dev["site"], name)

@@ -7,7 +7,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use fleetsim::clock::SimClock;
-use fleetsim::devices::fleet::{Fleet, FleetSpec, Placement};
+use fleetsim::devices::fleet::{provision, Fleet, FleetSpec, Placement, Provisioned};
+use fleetsim::devices::DeviceParams;
 use fleetsim::transport::{InProcTransport, Transport};
 use jiff::Timestamp;
 use parking_lot::RwLock;
@@ -170,6 +171,54 @@ pub fn acked_on(e: &mut Engine, device: DeviceId, now: Timestamp) {
         e.pending_sync(device).is_none_or(|b| b.is_empty()),
         "nothing pending for {device} after its ack"
     );
+}
+
+/// A Wi-Fi lock rebooted with its cache lost, as the
+/// `a_lock_that_lost_its_cache_asks_*` tests on each link start it: the
+/// server shows its three codes set (the batch acked before the reboot), so
+/// a delta would carry nothing and only a full resync brings them back.
+pub struct ReflashedLock {
+    pub engine: Arc<RwLock<Engine>>,
+    pub clock: SimClock,
+    pub spec: FleetSpec,
+    /// Moved into `Fleet::start` by the test.
+    pub provisioned: Provisioned,
+    pub org: OrgId,
+    pub door: DoorId,
+    pub lock: DeviceId,
+}
+
+pub fn reflashed_lock(seed: u64) -> ReflashedLock {
+    let engine = engine(seed);
+    let clock = SimClock::starting_at(start_time());
+    let spec = FleetSpec::new(seed)
+        .wifi_doors(1)
+        .params(DeviceParams::quiet());
+    let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
+    let (org, door) = (provisioned.org, provisioned.doors[0].door);
+    let lock = provisioned.doors[0].lock.unwrap();
+    for p in ["4829", "7315", "2468"] {
+        issue_pin_in(&mut engine.write(), org, door, p, clock.now());
+    }
+    acked_on(&mut engine.write(), lock, clock.now());
+    ReflashedLock {
+        engine,
+        clock,
+        spec,
+        provisioned,
+        org,
+        door,
+        lock,
+    }
+}
+
+/// Waits until the engine has nothing left to push to `device`.
+pub async fn all_codes_set(engine: &Arc<RwLock<Engine>>, device: DeviceId) {
+    eventually("the server shows every code set", || {
+        let e = engine.clone();
+        async move { e.read().pending_sync(device).is_none_or(|b| b.is_empty()) }
+    })
+    .await;
 }
 
 fn issue_in(
