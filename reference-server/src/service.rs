@@ -154,6 +154,24 @@ pub struct Bootstrapped {
     pub token: String,
 }
 
+/// Applies `cmd` to `engine` at `now`: its log record is pushed on
+/// `writes`; answers the outcome and the events it makes (the caller
+/// places them after any writes of its own).
+fn applied_logged(
+    engine: &mut Engine,
+    actor: &Actor,
+    cmd: Command,
+    now: Timestamp,
+    writes: &mut Vec<Write>,
+) -> Result<(Applied, Vec<Write>), ServiceError> {
+    let before = crate::events::Before::capture(engine, &cmd);
+    let applied = engine.apply(actor, cmd, now)?;
+    let events = crate::events::of_command(engine, &before, &applied, now);
+    let json = serde_json::to_string(&applied.logged).expect("commands serialize");
+    writes.push(Write::Command { at: now, json });
+    Ok((applied, events.into_iter().map(Write::event).collect()))
+}
+
 pub struct Service {
     engine: RwLock<Engine>,
     store: Store,
@@ -548,26 +566,49 @@ impl Service {
         cmd: Command,
         extra: impl FnOnce(&Applied) -> Vec<Write>,
     ) -> Result<Applied, ServiceError> {
+        let (applied, _) = self.apply_then(actor, cmd, |_| None, extra).await?;
+        Ok(applied)
+    }
+
+    /// `apply_with`, then the command `then` makes from the first outcome
+    /// (if any), under the same engine write lock and in the same store
+    /// transaction: no check, sync fetch or push sees the state between the
+    /// two (a code issued disabled is never an enabled code on a lock, not
+    /// even for one sync push). The outer error is the first command's or
+    /// the store's; if only the second fails, the first stands (durable,
+    /// its devices told) and the second's error is in the answer.
+    pub(crate) async fn apply_then(
+        &self,
+        actor: &Actor,
+        cmd: Command,
+        then: impl FnOnce(&Applied) -> Option<Command>,
+        extra: impl FnOnce(&Applied) -> Vec<Write>,
+    ) -> Result<(Applied, Option<Result<Applied, ServiceError>>), ServiceError> {
         let now = self.now();
-        let (applied, rx) = {
+        let (applied, second, rx) = {
             let _order = self.apply_order.lock().await;
-            let (applied, events) = {
+            let mut writes = Vec::new();
+            let (applied, second) = {
                 let mut engine = self.engine.write();
-                let before = crate::events::Before::capture(&engine, &cmd);
-                let applied = engine.apply(actor, cmd, now)?;
-                let events = crate::events::of_command(&engine, &before, &applied, now);
-                (applied, events)
+                let (applied, events) = applied_logged(&mut engine, actor, cmd, now, &mut writes)?;
+                writes.extend(extra(&applied));
+                writes.extend(events);
+                let second = then(&applied).map(|next| {
+                    let (a, events) = applied_logged(&mut engine, actor, next, now, &mut writes)?;
+                    writes.extend(events);
+                    Ok::<_, ServiceError>(a)
+                });
+                (applied, second)
             };
-            let json = serde_json::to_string(&applied.logged).expect("commands serialize");
-            let mut writes = vec![Write::Command { at: now, json }];
-            writes.extend(extra(&applied));
-            writes.extend(events.into_iter().map(Write::event));
             let rx = self.store.enqueue(writes).await?;
-            (applied, rx)
+            (applied, second, rx)
         };
         rx.await.map_err(|_| StoreError::Closed)??;
         self.notify_sync(&applied);
-        Ok(applied)
+        if let Some(Ok(a)) = &second {
+            self.notify_sync(a);
+        }
+        Ok((applied, second))
     }
 
     /// Applies `cmds` of the system (sync bookkeeping: `SyncSent`,
@@ -590,13 +631,9 @@ impl Service {
                 let mut engine = self.engine.write();
                 cmds.into_iter()
                     .map(|cmd| {
-                        let before = crate::events::Before::capture(&engine, &cmd);
-                        let applied = engine.apply(&Actor::System, cmd, now)?;
-                        let json =
-                            serde_json::to_string(&applied.logged).expect("commands serialize");
-                        writes.push(Write::Command { at: now, json });
-                        let events = crate::events::of_command(&engine, &before, &applied, now);
-                        writes.extend(events.into_iter().map(Write::event));
+                        let (applied, events) =
+                            applied_logged(&mut engine, &Actor::System, cmd, now, &mut writes)?;
+                        writes.extend(events);
                         Ok(applied)
                     })
                     .collect()

@@ -736,7 +736,7 @@ impl Ha {
 /// event log; Home Assistant cannot forge the `users` state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pin_slots_from_home_assistant_become_codes_on_the_lock_and_survive_a_restart() {
-    use reference_server::domain::SyncState;
+    use reference_server::domain::{DenyReason, SyncState};
     use reference_server::protocol::{Verdict, WireSecret};
     use reference_server::service::PinRefusal;
 
@@ -864,6 +864,45 @@ async fn pin_slots_from_home_assistant_become_codes_on_the_lock_and_survive_a_re
     // The new PIN and the disabling.
     assert_eq!(code_events(&b.world, EventType::AccessCodeChanged), 2);
 
+    // An empty slot set disabled: the slot's code is disabled from its
+    // first push (issued and disabled under one engine lock,
+    // `Service::apply_then`); the lock gets it and its check is denied as
+    // disabled. Then the slot is cleared again.
+    ha.send(
+        &set_topic,
+        r#"{"pin_code": {"user": 2, "user_enabled": false, "pin_code": "6142"}}"#,
+    )
+    .await;
+    assert_eq!(ha.answer().await["status"], "ok");
+    let second = b
+        .world
+        .service
+        .pin_slots(b.world.device(0))
+        .into_iter()
+        .find(|s| s.slot == 2)
+        .expect("slot 2");
+    assert!(!second.enabled);
+    let push = dev.expect_sync().await;
+    assert!(
+        push.set.iter().any(|c| c.credential == second.credential),
+        "{push:?}"
+    );
+    dev.ack_sync(&mqtt_support::ack_all(&push)).await;
+    for _ in 0..100 {
+        if b.world.state(second.credential, 0) == Some(SyncState::Set) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let denied = dev.present_pin("6142").await;
+    assert_eq!(
+        (denied.decision, denied.reason),
+        (Verdict::Denied, Some(DenyReason::Disabled))
+    );
+    ha.send(&set_topic, r#"{"pin_code": {"user": 2, "pin_code": null}}"#)
+        .await;
+    assert_eq!(ha.answer().await["status"], "ok");
+
     // The server restarts: the slot still holds the same code.
     let Bridge {
         world,
@@ -922,7 +961,8 @@ async fn pin_slots_from_home_assistant_become_codes_on_the_lock_and_survive_a_re
     ha.users_until(&users(serde_json::json!({}))).await;
     assert!(again.engine().credential(head).unwrap().revoked);
     assert!(again.pin_slots(b.world.device(0)).is_empty());
-    assert_eq!(code_events(&b.world, EventType::AccessCodeDeleted), 1);
+    // Slot 2's code, then slot 1's.
+    assert_eq!(code_events(&b.world, EventType::AccessCodeDeleted), 2);
     assert!(
         b.mosquitto
             .as_ref()

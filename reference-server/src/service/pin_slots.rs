@@ -27,7 +27,7 @@ use crate::domain::{
     Actor, CredentialId, DeviceId, DeviceKind, FloorScope, HolderId, HolderKind, OrgId,
     PinRuleError, Schedule, Secret,
 };
-use crate::engine::{Command, Issue, Outcome, PinSpec, SecretSpec};
+use crate::engine::{Applied, Command, Issue, Outcome, PinSpec, SecretSpec};
 use crate::error::EngineError;
 use crate::store::Write;
 
@@ -322,7 +322,10 @@ impl Service {
             SlotChange::Set { pin, enabled } => {
                 let code = match current {
                     Some(code) => self.change_slot_pin(code, pin).await?,
-                    None => self.issue_slot_code(device, slot, &lock, pin).await?,
+                    None => {
+                        self.issue_slot_code(device, slot, &lock, pin, enabled)
+                            .await?
+                    }
                 };
                 self.set_disabled(code, !enabled).await
             }
@@ -363,6 +366,7 @@ impl Service {
         slot: u16,
         lock: &SlotLock,
         pin: String,
+        enabled: bool,
     ) -> Result<CredentialId, PinSlotError> {
         let holder = self.slot_holder(lock.org).await?;
         let name = self
@@ -381,10 +385,20 @@ impl Service {
             include_common_areas: false,
             floors: FloorScope::Any,
         };
-        let applied = self
-            .apply_with(
+        // Issued disabled in the same step: the lock never gets it enabled
+        // (Zigbee's SetPINCode sets the code and its user status at once).
+        let disable = |a: &Applied| match a.outcome {
+            Outcome::Credential(credential) if !enabled => Some(Command::SetCredentialDisabled {
+                credential,
+                disabled: true,
+            }),
+            _ => None,
+        };
+        let (applied, disabled) = self
+            .apply_then(
                 &Actor::System,
                 Command::IssueCredential(issue),
+                disable,
                 |a| match a.outcome {
                     Outcome::Credential(c) => vec![Write::PinSlot {
                         device,
@@ -399,6 +413,9 @@ impl Service {
             return Err(PinSlotError::new(PinRefusal::Failed, "no code issued"));
         };
         self.pin_slots.lock().slots.insert((device, slot), code);
+        if let Some(Err(e)) = disabled {
+            return Err(e.into());
+        }
         Ok(code)
     }
 
