@@ -139,6 +139,18 @@ async fn device_sync_ack(
     }
 }
 
+/// A device transport to the loopback server on `port`.
+fn http_transport(port: u16, secrets: DeviceSecrets) -> HttpTransport {
+    HttpTransport::new(
+        HttpConfig {
+            base_url: format!("http://127.0.0.1:{port}"),
+            ..HttpConfig::default()
+        },
+        secrets,
+    )
+    .unwrap()
+}
+
 /// Serves the device routes (validate, sync fetch and ack) on a free
 /// loopback port; returns the port and the handle that stops the server.
 fn serve(
@@ -253,15 +265,7 @@ fn a_door_phone_validates_over_http_with_its_bearer_secret() {
         let secrets = derived_secrets([4; 32]);
         let (port, handle) = serve(&engine, &secrets, clock);
 
-        let base_url = format!("http://127.0.0.1:{port}");
-        let good = HttpTransport::new(
-            HttpConfig {
-                base_url: base_url.clone(),
-                ..HttpConfig::default()
-            },
-            secrets,
-        )
-        .unwrap();
+        let good = http_transport(port, secrets);
         let fleet = Fleet::start(
             &spec,
             provisioned.clone(),
@@ -319,14 +323,7 @@ fn a_door_phone_validates_over_http_with_its_bearer_secret() {
 
         // Directly on the link, without the reader's timeout: a wrong
         // secret is refused by the server.
-        let wrong = HttpTransport::new(
-            HttpConfig {
-                base_url,
-                ..HttpConfig::default()
-            },
-            derived_secrets([5; 32]),
-        )
-        .unwrap();
+        let wrong = http_transport(port, derived_secrets([5; 32]));
         let ep = fleetsim::transport::Endpoint {
             device: phone,
             site: fleet.provisioned.doors[0].site,
@@ -363,14 +360,7 @@ fn a_lock_told_to_sync_fetches_its_new_code_over_http_and_grants_it() {
         let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
         let secrets = derived_secrets([4; 32]);
         let (port, handle) = serve(&engine, &secrets, clock);
-        let transport = HttpTransport::new(
-            HttpConfig {
-                base_url: format!("http://127.0.0.1:{port}"),
-                ..HttpConfig::default()
-            },
-            secrets,
-        )
-        .unwrap();
+        let transport = http_transport(port, secrets);
         let fleet = Fleet::start(
             &spec,
             provisioned,
@@ -466,14 +456,7 @@ fn a_sync_answered_with_garbage_is_a_counted_error_and_the_lock_keeps_working() 
             .wifi_doors(1)
             .params(DeviceParams::quiet());
         let provisioned = provision(&mut engine.write(), &spec, clock.now()).unwrap();
-        let transport = HttpTransport::new(
-            HttpConfig {
-                base_url: format!("http://127.0.0.1:{port}"),
-                ..HttpConfig::default()
-            },
-            derived_secrets([4; 32]),
-        )
-        .unwrap();
+        let transport = http_transport(port, derived_secrets([4; 32]));
         let fleet = Fleet::start(
             &spec,
             provisioned,
@@ -520,14 +503,7 @@ fn a_lock_that_lost_its_cache_asks_over_http_for_every_code_and_a_reconnect_for_
         let (engine, clock, lock) = (r.engine.clone(), r.clock, r.lock);
         let secrets = derived_secrets([4; 32]);
         let (port, handle, fetches) = serve_recording(&engine, &secrets, clock);
-        let transport = HttpTransport::new(
-            HttpConfig {
-                base_url: format!("http://127.0.0.1:{port}"),
-                ..HttpConfig::default()
-            },
-            secrets,
-        )
-        .unwrap();
+        let transport = http_transport(port, secrets);
         let fleet = Fleet::start(
             &r.spec,
             r.provisioned,

@@ -15,7 +15,7 @@ use devices_support::{
     all_codes_set, engine, eventually, issue_pin_in, reflashed_lock, snapshot_when, start_time,
 };
 use fleetsim::clock::SimClock;
-use fleetsim::devices::fleet::{provision, Fleet, FleetSpec, Placement};
+use fleetsim::devices::fleet::{provision, Fleet, FleetSpec, Placement, Provisioned};
 use fleetsim::devices::{Control, DeviceOutcome, DeviceParams, Present};
 use fleetsim::transport::{
     derived_secrets, DeviceSecrets, EventLog, MqttConfig, MqttTransport, Multiplex, Transport,
@@ -76,6 +76,26 @@ async fn broker_for(
         users.insert((*user).into(), (*password).into());
     }
     (start_broker(users.clone(), engine).await, users)
+}
+
+/// The fleet `provisioned`, its devices speaking MQTT to the broker of
+/// `config` (connections as `mode` says), seeded by the spec.
+fn mqtt_fleet(
+    spec: &FleetSpec,
+    provisioned: Provisioned,
+    config: MqttConfig,
+    mode: Multiplex,
+    secrets: DeviceSecrets,
+    clock: SimClock,
+) -> Fleet {
+    let transport = MqttTransport::new(config, mode, secrets, spec.seed);
+    Fleet::start(
+        spec,
+        provisioned,
+        Transport::Mqtt(transport),
+        clock,
+        &Placement::Current,
+    )
 }
 
 /// The engine side over MQTT: answers checks, applies sync acks, logs events.
@@ -353,14 +373,7 @@ fn run_mqtt_fleet(mode: impl Fn(&HashMap<String, String>) -> Multiplex, doors: u
             port,
             ..MqttConfig::default()
         };
-        let transport = MqttTransport::new(config, mode(&users), secrets, 5);
-        let fleet = Fleet::start(
-            &spec,
-            provisioned,
-            Transport::Mqtt(transport),
-            clock,
-            &Placement::Current,
-        );
+        let fleet = mqtt_fleet(&spec, provisioned, config, mode(&users), secrets, clock);
         let plans = fleet.provisioned.doors.clone();
         for p in &plans {
             issue_pin(&engine, &fleet, p.door, "4829", clock.now());
@@ -483,14 +496,13 @@ fn a_device_with_a_wrong_secret_is_refused_and_checks_fail_cleanly() {
             request_timeout_ms: 300,
             ..MqttConfig::default()
         };
-        let transport =
-            MqttTransport::new(config, Multiplex::PerDevice, derived_secrets([1; 32]), 6);
-        let fleet = Fleet::start(
+        let fleet = mqtt_fleet(
             &spec,
             provisioned,
-            Transport::Mqtt(transport),
+            config,
+            Multiplex::PerDevice,
+            derived_secrets([1; 32]),
             clock,
-            &Placement::Current,
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
         let lock = fleet.provisioned.doors[0].lock.unwrap();
@@ -531,13 +543,13 @@ fn devices_act_out_a_simulate_command_sent_over_the_broker() {
             port,
             ..MqttConfig::default()
         };
-        let transport = MqttTransport::new(config, Multiplex::PerDevice, secrets, 6);
-        let fleet = Fleet::start(
+        let fleet = mqtt_fleet(
             &spec,
             provisioned,
-            Transport::Mqtt(transport),
+            config,
+            Multiplex::PerDevice,
+            secrets,
             clock,
-            &Placement::Current,
         );
         fleet
             .wait_links_ready(Duration::from_secs(20))
@@ -627,13 +639,13 @@ fn a_lock_that_lost_its_cache_asks_over_mqtt_for_every_code_and_a_reconnect_for_
             port,
             ..MqttConfig::default()
         };
-        let transport = MqttTransport::new(config, Multiplex::PerDevice, secrets, 11);
-        let fleet = Fleet::start(
+        let fleet = mqtt_fleet(
             &r.spec,
             r.provisioned,
-            Transport::Mqtt(transport),
+            config,
+            Multiplex::PerDevice,
+            secrets,
             clock,
-            &Placement::Current,
         );
         let s = snapshot_when(&fleet, lock, "every code pushed again", |s| {
             s.cached_codes == 3
