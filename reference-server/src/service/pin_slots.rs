@@ -193,7 +193,8 @@ impl PinSlots {
     }
 }
 
-/// The lock's door, organization and slot count, or why it has no slots.
+/// The lock's door and organization (`slot_lock` says why a device has no
+/// such slot).
 struct SlotLock {
     door: crate::domain::DoorId,
     org: OrgId,
@@ -321,7 +322,7 @@ impl Service {
             }
             SlotChange::Set { pin, enabled } => {
                 let code = match current {
-                    Some(code) => self.change_slot_pin(code, pin).await?,
+                    Some(code) => self.change_slot_pin(code, pin, enabled).await?,
                     None => {
                         self.issue_slot_code(device, slot, &lock, pin, enabled)
                             .await?
@@ -337,6 +338,7 @@ impl Service {
         &self,
         code: CredentialId,
         pin: String,
+        enabled: bool,
     ) -> Result<CredentialId, PinSlotError> {
         let same = matches!(
             self.engine().credential(code).map(|c| &c.secret),
@@ -345,15 +347,20 @@ impl Service {
         if same {
             return Ok(code);
         }
-        let applied = self
-            .apply(
+        let (applied, disabled) = self
+            .apply_then(
                 &Actor::System,
                 Command::ChangePin {
                     credential: code,
                     pin: PinSpec::Custom(pin),
                 },
+                disabled_unless(enabled),
+                |_| Vec::new(),
             )
             .await?;
+        if let Some(Err(e)) = disabled {
+            return Err(e.into());
+        }
         match applied.outcome {
             Outcome::Credential(new) => Ok(new),
             _ => Err(PinSlotError::new(PinRefusal::Failed, "no code changed")),
@@ -385,20 +392,11 @@ impl Service {
             include_common_areas: false,
             floors: FloorScope::Any,
         };
-        // Issued disabled in the same step: the lock never gets it enabled
-        // (Zigbee's SetPINCode sets the code and its user status at once).
-        let disable = |a: &Applied| match a.outcome {
-            Outcome::Credential(credential) if !enabled => Some(Command::SetCredentialDisabled {
-                credential,
-                disabled: true,
-            }),
-            _ => None,
-        };
         let (applied, disabled) = self
             .apply_then(
                 &Actor::System,
                 Command::IssueCredential(issue),
-                disable,
+                disabled_unless(enabled),
                 |a| match a.outcome {
                     Outcome::Credential(c) => vec![Write::PinSlot {
                         device,
@@ -461,6 +459,21 @@ impl Service {
                 })
             })
             .collect()
+    }
+}
+
+/// The command that disables the code `applied` made when the slot is
+/// set disabled, applied in the same step (`Service::apply_then`): no
+/// check sees the code enabled, not even between the two (Zigbee's
+/// `SetPINCode` sets a code and its user status at once). A new code, and
+/// a changed PIN's new version, start enabled.
+fn disabled_unless(enabled: bool) -> impl FnOnce(&Applied) -> Option<Command> {
+    move |a| match a.outcome {
+        Outcome::Credential(credential) if !enabled => Some(Command::SetCredentialDisabled {
+            credential,
+            disabled: true,
+        }),
+        _ => None,
     }
 }
 
